@@ -1,0 +1,3 @@
+"""netlab: real-Linux network labs, built for real and probed."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,75 @@
+"""Run a plan through a kernel driver, stage by stage; on any failure or interruption,
+undo what was done, in reverse, before reporting."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from netlab.errors import ApplyError, Interrupted
+from netlab.kernel.driver import KernelDriver, OpFailed
+from netlab.plan.build import Plan
+from netlab.plan.ops import DeleteNetns, Op
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so a build rolls back as on Ctrl-C."""
+
+
+def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] | None = None) -> list[Op]:
+    """Apply every op of the plan; returns them in the order they were done."""
+    done: list[Op] = []
+    lock = threading.Lock()
+
+    def on_done(op: Op) -> None:
+        with lock:  # drivers call this from worker threads
+            done.append(op)
+        if progress:
+            progress(op)
+
+    current = ""
+    try:
+        for stage, ops in plan.by_stage():
+            current = stage  # named in the message if Ctrl-C lands during this stage
+            driver.apply(ops, on_done)
+    except OpFailed as err:
+        rollback(done, driver)
+        what = err.op.what or err.op.ns
+        raise ApplyError(f"{what} ({err.op.render()})", err.reason, rolled_back=True) from None
+    except (KeyboardInterrupt, Terminated):
+        rollback(done, driver)
+        raise Interrupted(
+            f"interrupted while creating {current}; everything created so far was removed"
+        ) from None
+    except BaseException:
+        rollback(done, driver)
+        raise
+    return done
+
+
+@contextmanager
+def _signals_blocked() -> Iterator[None]:
+    """A second Ctrl-C must not cut a rollback short and strand half a lab."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def rollback(done: list[Op], driver: KernelDriver) -> None:
+    """Undo `done` in reverse. Ops inside a namespace that is itself being deleted need no
+    undo of their own: deleting the namespace removes them with it."""
+    with _signals_blocked():
+        undos = [u for op in reversed(done) if (u := op.undo()) is not None]
+        doomed = {u.ns for u in undos if isinstance(u, DeleteNetns)}
+        for undo in undos:
+            if not isinstance(undo, DeleteNetns) and undo.ns not in doomed:
+                driver.apply([undo], lambda _op: None)
+        driver.delete_namespaces([u.ns for u in undos if isinstance(u, DeleteNetns)])

@@ -1,0 +1,311 @@
+"""The `netlab` command: parses arguments, calls lifecycle, prints. No logic of its own.
+
+Exit codes: 0 ok · 1 failed · 2 bad input or usage (nothing created) · 3 not root or
+kernel feature missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from netlab import __version__, lifecycle
+from netlab.apply import Terminated
+from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, LabError, NetlabError, UsageError
+from netlab.plan.ops import Op
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+EPILOG = """\b
+Exit codes: 0 ok, 1 failed, 2 bad input or usage (nothing created),
+            3 not root or a kernel feature is missing.
+Namespaces are named LAB.NODE: `ip netns exec LAB.NODE CMD` works too.
+"""
+
+
+def _driver() -> Any:
+    from netlab.kernel.netlink import NetlinkDriver  # pyroute2 import only for commands that need it
+
+    return NetlinkDriver()
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="netlab")
+def cli() -> None:
+    """Build real Linux network labs (namespaces, veth, bridges, VXLAN, routes, rules)
+    from a YAML lab file, and take them down again without leaving anything behind.
+
+    \b
+    A five-minute tour:
+      netlab validate labs/docker-bridge.yaml     # check the file (no root needed)
+      netlab up --dry-run labs/docker-bridge.yaml # print the plan as ip(8) commands
+      sudo netlab up labs/docker-bridge.yaml      # build it for real
+      sudo netlab status docker-bridge            # nodes, interfaces, addresses
+      sudo netlab exec docker-bridge c1 -- ping -c1 172.17.0.3
+      sudo netlab down docker-bridge              # remove everything
+    """
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(files: tuple[str, ...]) -> int:
+    """Check lab FILES without touching the kernel (no root needed).
+
+    Every problem is listed with file:line, the key path and what would be right.
+    Exits 2 if any file has a problem.
+    """
+    from netlab.spec.load import load_lab, topology
+
+    bad = 0
+    for file in files:
+        try:
+            lab = load_lab(file)
+        except LabError as e:
+            bad += 1
+            err.print(str(e), markup=False)
+            continue
+        topo = topology(lab)
+        out.print(f"✓ {file}: lab {lab.name} — {len(lab.nodes)} nodes, {len(topo.interfaces)} interfaces",
+                  markup=False)
+    return EXIT_BAD_INPUT if bad else 0
+
+
+@contextmanager
+def _sigterm_as_exception() -> Iterator[None]:
+    def raise_terminated(_sig: int, _frame: object) -> NoReturn:
+        raise Terminated()
+
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--dry-run", is_flag=True, help="Print the plan as ip(8)-like commands; change nothing (no root needed).")
+def up(file: str, dry_run: bool) -> int:
+    """Build the lab in FILE: namespaces, links, addresses, routes, rules, sysctls, commands.
+
+    If anything fails (or you press Ctrl-C), whatever was created is removed again and
+    the failing lab object is named with the kernel's message. Running `up` again on a
+    lab that is up from the same file changes nothing.
+    """
+    if dry_run:
+        _, plan = lifecycle.load_and_plan(file)
+        out.print(plan.render(), end="", markup=False)
+        return 0
+    driver = _driver()
+    started = time.monotonic()
+    try:
+        with _sigterm_as_exception(), _progress("building") as tick:
+            result = lifecycle.up(file, driver, progress=tick)
+    finally:
+        driver.close()
+    took = time.monotonic() - started
+    if result.already_up:
+        out.print(f"lab {result.lab} is already up from this file; nothing changed", markup=False)
+        return 0
+    n = len(result.plan.namespaces)
+    out.print(f"lab {result.lab} is up: {n} nodes, {len(result.done)} operations in {took:.2f} s", markup=False)
+    if sys.stdout.isatty():
+        out.print(f"  next: netlab status {result.lab} · netlab exec {result.lab} NODE -- CMD · "
+                  f"netlab down {result.lab}", markup=False, style="dim")
+    return 0
+
+
+@contextmanager
+def _progress(what: str) -> Iterator[Any]:
+    """A progress bar on a terminal; silence when output goes to a file or pipe."""
+    if not err.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn(f"{what}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True) as bar:
+        task = bar.add_task(what, total=None)
+        started = False
+
+        def tick(op: Op) -> None:
+            nonlocal started
+            if not started:
+                started = True
+            bar.advance(task)
+
+        yield tick
+
+
+@cli.command()
+@click.argument("target", required=False)
+@click.option("--all", "all_", is_flag=True, help="Take down every lab netlab finds (by state and by mark).")
+def down(target: str | None, all_: bool) -> int:
+    """Remove lab TARGET (a lab name or its file) and everything in it.
+
+    Works without a state file too (after a crash or `kill -9`): netlab finds the lab's
+    namespaces by the mark it puts on them, and never removes unmarked ones.
+    Taking down a lab that is not up is not an error.
+    """
+    if bool(target) == all_:
+        raise UsageError("give a lab name or file, or --all (not both)")
+    driver = _driver()
+    try:
+        reports = lifecycle.down_all(driver) if all_ else [lifecycle.down(str(target), driver)]
+    finally:
+        driver.close()
+    for r in reports:
+        if r.deleted or r.had_state:
+            out.print(f"lab {r.lab} is down: removed {len(r.deleted)} namespaces", markup=False)
+        else:
+            out.print(f"lab {r.lab} was not up; nothing to remove", markup=False)
+        for name in r.skipped:
+            err.print(f"  left {name}: it looks like lab {r.lab}'s but has no netlab mark "
+                      f"(remove it with `ip netns del {name}` if it is yours)", markup=False)
+    if all_ and not reports:
+        out.print("no labs are up", markup=False)
+    return 0
+
+
+@cli.command()
+@click.argument("lab", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(lab: str | None, as_json: bool) -> int:
+    """Show labs that are up: nodes, interfaces, addresses, state.
+
+    With LAB (a name or file), only that lab. Labs whose namespaces exist without a
+    state file show as "orphaned" (take them down with `netlab down LAB`).
+    """
+    driver = _driver()
+    try:
+        labs = lifecycle.status(driver, lab)
+    finally:
+        driver.close()
+    if as_json:
+        out.print(json.dumps([_status_json(s) for s in labs], indent=2), markup=False)
+        return 0
+    if not labs:
+        out.print("no labs are up", markup=False)
+        return 0
+    for s in labs:
+        table = Table(title=f"lab {s.lab} — {s.status}" + (f" — {s.source}" if s.source else ""),
+                      title_justify="left", show_edge=False)
+        for col in ("node", "interface", "kind", "state", "mtu", "master", "addresses"):
+            table.add_column(col)
+        for node, view in s.nodes.items():
+            if view is None:
+                table.add_row(node, "—", "", "namespace missing", "", "", "")
+                continue
+            for link in view.links:
+                if link.name == "lo" and not [a for a in link.addresses if a.address not in ("127.0.0.1/8", "::1/128")]:
+                    continue
+                state = "up" if link.up else "down"
+                if link.up and link.oper not in ("up", "unknown"):
+                    state = f"up ({link.oper})"
+                table.add_row(node, link.name, link.kind, state, str(link.mtu), link.master or "",
+                              " ".join(a.address for a in link.addresses))
+        out.print(table)
+    return 0
+
+
+def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
+    return {
+        "lab": s.lab, "status": s.status, "source": s.source, "created": s.created,
+        "nodes": {node: (None if v is None else {"namespace": v.name, "links": [asdict(link) for link in v.links]})
+                  for node, v in s.nodes.items()},
+    }
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("lab")
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec(lab: str, node: str, command: tuple[str, ...]) -> int:
+    """Run COMMAND inside NODE's namespace of LAB; its exit code is passed through.
+
+    \b
+    Example: netlab exec docker-bridge c1 -- ip route
+    """
+    from netlab.naming import netns_name
+    from netlab.state import read_state
+
+    lifecycle.require_root("exec")
+    lab = lifecycle.resolve_lab_name(lab)
+    state = read_state(lab)
+    ns = netns_name(lab, node)
+    if state is not None and node not in state.nodes:
+        raise UsageError(f"lab {lab} has no node {node!r} (nodes: {', '.join(state.nodes)})")
+    if not os.path.exists(f"/run/netns/{ns}"):
+        raise UsageError(f"lab {lab} is not up (no namespace {ns}); run `netlab up` first")
+    argv = list(command[1:] if command and command[0] == "--" else command)
+    try:
+        os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
+    except OSError as e:
+        raise NetlabError(f"cannot run ip netns exec: {e.strerror}") from None
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(as_json: bool) -> int:
+    """Check what this kernel and machine can do: netns, veth, bridge, dummy, vxlan, vrf,
+    ipvs, nftables, conntrack, ipset, netem, and the tools labs use.
+
+    Each missing piece comes with how to get it. Exits 3 if a kernel feature is missing.
+    """
+    from netlab.kernel.features import probe_features, probe_tools
+
+    lifecycle.require_root("doctor")
+    features, tools = probe_features(), probe_tools()
+    if as_json:
+        out.print(json.dumps({"features": [asdict(f) for f in features], "tools": [asdict(t) for t in tools]},
+                             indent=2), markup=False)
+    else:
+        table = Table(show_edge=False, title="kernel features", title_justify="left")
+        for col in ("feature", "", "detail / how to get it"):
+            table.add_column(col)
+        for f in features:
+            mark = "[green]✓[/]" if f.ok else "[red]✗[/]"
+            table.add_row(f.name, mark, f.detail if f.ok else f"{f.detail}\n→ {f.hint}")
+        out.print(table)
+        tt = Table(show_edge=False, title="tools", title_justify="left")
+        for col in ("tool", "", "path / how to get it"):
+            tt.add_column(col)
+        for t in tools:
+            tt.add_row(t.name, "[green]✓[/]" if t.ok else "[red]✗[/]", t.path if t.ok else t.hint)
+        out.print(tt)
+    return 3 if any(not f.ok for f in features) else 0
+
+
+def main() -> NoReturn:
+    try:
+        code = cli.main(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code)
+    except click.exceptions.Abort:
+        err.print("aborted", markup=False)
+        sys.exit(EXIT_FAILED)
+    except NetlabError as e:
+        err.print(f"netlab: {e}", markup=False)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted", markup=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

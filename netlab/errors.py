@@ -1,0 +1,82 @@
+"""Every error netlab reports, and the exit code it maps to.
+
+    NetlabError                 exit 1  (base; "something failed")
+    ├── LabError                exit 2  bad lab file: a list of Problems, each with file:line and key path
+    ├── UsageError              exit 2  bad command-line use (unknown lab, conflicting options)
+    ├── ApplyError              exit 1  the kernel refused an operation; names the lab object and errno text
+    ├── Interrupted             exit 1  Ctrl-C / SIGTERM during a build (already rolled back)
+    ├── AlreadyUp               exit 1  the lab is up from a different file or version
+    ├── NotRoot                 exit 3  the command needs root
+    └── MissingFeature          exit 3  the kernel lacks what the lab requires
+
+The CLI catches NetlabError, prints `str(err)` and exits with `err.exit_code`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+
+
+class NetlabError(Exception):
+    exit_code = EXIT_FAILED
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One mistake in a lab file: where it is, which key, what is wrong and what would be right."""
+
+    file: str
+    line: int
+    path: str  # key path, e.g. "nodes.node1.routes[2].via"
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        key = f" {self.path}:" if self.path else ""
+        return f"{where}:{key} {self.message}"
+
+
+class LabError(NetlabError):
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        n = len(self.problems)
+        head = f"{n} problem{'s' if n != 1 else ''} in the lab; nothing was created:"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+class UsageError(NetlabError):
+    exit_code = EXIT_BAD_INPUT
+
+
+class ApplyError(NetlabError):
+    """The kernel refused an operation. `what` names the lab object, `reason` is the kernel's message."""
+
+    def __init__(self, what: str, reason: str, *, rolled_back: bool = False) -> None:
+        self.what = what
+        self.reason = reason
+        self.rolled_back = rolled_back
+        tail = "; everything created so far was removed" if rolled_back else ""
+        super().__init__(f"failed: {what}: {reason}{tail}")
+
+
+class Interrupted(NetlabError):
+    pass
+
+
+class AlreadyUp(NetlabError):
+    pass
+
+
+class NotRoot(NetlabError):
+    exit_code = EXIT_ENVIRONMENT
+
+
+class MissingFeature(NetlabError):
+    exit_code = EXIT_ENVIRONMENT

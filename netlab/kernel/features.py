@@ -1,0 +1,565 @@
+"""Kernel capability probe behind `netlab doctor` and a lab's `requires:`.
+
+Every feature is probed by *doing* the thing (create the link, add the qdisc, resolve
+the netlink family) rather than by reading /proc/config.gz or lsmod: config files
+lie about what a container or a hardened host actually lets us do, and doing it also
+triggers the kernel's module autoload.
+
+All probing happens in ONE forked child that first moves itself into a brand-new
+private network namespace (unshare(CLONE_NEWNET)).  Whatever the probes create dies
+with that namespace when the child exits, so nothing in the host namespace is ever
+touched and nothing needs cleaning up.  The child streams one JSON line per feature
+back over a pipe; the parent enforces a deadline and reports anything it did not hear
+about as not ok.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import gzip
+import json
+import os
+import platform
+import select
+import shutil
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "FEATURES",
+    "TOOLS",
+    "FeatureStatus",
+    "ToolStatus",
+    "normalize_feature",
+    "probe_features",
+    "probe_tools",
+]
+
+FEATURES: tuple[str, ...] = (
+    "netns",
+    "veth",
+    "bridge",
+    "dummy",
+    "vxlan",
+    "vrf",
+    "ipvs",
+    "nftables",
+    "conntrack",
+    "ipset",
+    "netem",
+)
+
+# Module / Kconfig spellings people naturally write in `requires:`.
+_ALIASES: dict[str, str] = {
+    "ip_vs": "ipvs",
+    "nf_tables": "nftables",
+    "sch_netem": "netem",
+    "nf_conntrack": "conntrack",
+    "ip_set": "ipset",
+}
+
+# tool -> Debian package that ships it
+TOOLS: dict[str, str] = {
+    "ip": "iproute2",
+    "nft": "nftables",
+    "iptables": "iptables",
+    "iptables-save": "iptables",
+    "conntrack": "conntrack",
+    "ipset": "ipset",
+    "tcpdump": "tcpdump",
+    "socat": "socat",
+}
+
+DEFAULT_TIMEOUT = 10.0
+
+# Names of the objects the child creates (inside its private namespace only).
+PROBE_PREFIX = "nlprobe"
+
+_CLONE_NEWNET = 0x40000000
+
+_GET_KERNEL = (
+    "Use a kernel that has it, e.g. Debian's stock linux-image-amd64 "
+    "(booted in a VM if this machine's kernel can't be changed)"
+)
+
+# feature -> what it needs from the kernel: (Kconfig symbol, module or None if bool-only).
+# Used only to word the hint once a probe has failed.
+_NEEDS: dict[str, tuple[tuple[str, str | None], ...]] = {
+    "netns": (("CONFIG_NET_NS", None),),
+    "veth": (("CONFIG_VETH", "veth"),),
+    "bridge": (("CONFIG_BRIDGE", "bridge"),),
+    "dummy": (("CONFIG_DUMMY", "dummy"),),
+    "vxlan": (("CONFIG_VXLAN", "vxlan"),),
+    "vrf": (("CONFIG_NET_VRF", "vrf"),),
+    "ipvs": (("CONFIG_IP_VS", "ip_vs"),),
+    "nftables": (("CONFIG_NF_TABLES", "nf_tables"), ("CONFIG_NF_TABLES_INET", None)),
+    "conntrack": (
+        ("CONFIG_NF_CONNTRACK", "nf_conntrack"),
+        ("CONFIG_NF_CT_NETLINK", "nf_conntrack_netlink"),
+        ("CONFIG_NFT_CT", "nft_ct"),
+    ),
+    "ipset": (("CONFIG_IP_SET", "ip_set"), ("CONFIG_IP_SET_HASH_IP", "ip_set_hash_ip")),
+    "netem": (("CONFIG_NET_SCH_NETEM", "sch_netem"),),
+}
+
+
+@dataclass(frozen=True)
+class FeatureStatus:
+    name: str  # one of FEATURES
+    ok: bool
+    detail: str  # what was tried / what the kernel said
+    hint: str  # empty when ok; otherwise how to get it
+
+
+@dataclass(frozen=True)
+class ToolStatus:
+    name: str
+    ok: bool
+    path: str  # empty when not found
+    hint: str  # empty when ok; otherwise "apt-get install <package>"
+
+
+def normalize_feature(name: str) -> str | None:
+    """Canonical feature name for `name` (accepting module aliases), or None if unknown."""
+    key = name.strip().lower()
+    key = _ALIASES.get(key, key)
+    return key if key in FEATURES else None
+
+
+def probe_tools() -> list[ToolStatus]:
+    # Non-root shells on Debian often lack the sbin dirs in PATH, yet that is where
+    # ip/nft/iptables live; don't report them missing just because of PATH.
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/local/sbin", "/usr/sbin", "/sbin"])
+    out: list[ToolStatus] = []
+    for tool, package in TOOLS.items():
+        path = shutil.which(tool, path=search)
+        if path:
+            out.append(ToolStatus(tool, True, path, ""))
+        else:
+            out.append(ToolStatus(tool, False, "", f"apt-get install {package}"))
+    return out
+
+
+def probe_features(
+    names: Iterable[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
+) -> list[FeatureStatus]:
+    """Probe the requested features (all of FEATURES when None); results in FEATURES order.
+
+    Raises ValueError for a name that is neither a feature nor an alias.
+    """
+    wanted = _resolve(names)
+    if not wanted:
+        return []
+    if os.geteuid() != 0:
+        # unshare(CLONE_NEWNET) and link creation need CAP_SYS_ADMIN/CAP_NET_ADMIN.
+        return [
+            FeatureStatus(
+                name, False, "needs root (not probed)", "run as root, e.g. sudo netlab doctor"
+            )
+            for name in wanted
+        ]
+    raw = _run_child(wanted, timeout)
+    return [_to_status(name, raw[name]) for name in wanted]
+
+
+def _resolve(names: Iterable[str] | None) -> list[str]:
+    if names is None:
+        return list(FEATURES)
+    if isinstance(names, str):  # a lone string would otherwise iterate per character
+        names = [names]
+    chosen: set[str] = set()
+    unknown: list[str] = []
+    for name in names:
+        canon = normalize_feature(name)
+        if canon is None:
+            unknown.append(name)
+        else:
+            chosen.add(canon)
+    if unknown:
+        raise ValueError(
+            f"unknown kernel feature(s): {', '.join(unknown)} (known: {', '.join(FEATURES)})"
+        )
+    return [f for f in FEATURES if f in chosen]
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def _run_child(wanted: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    """Fork the probing child, collect its JSON lines, never wait past `timeout`."""
+    host_ns = _netns_inode()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into the caller's stack
+        code = 1
+        try:
+            os.close(rfd)
+            _child_main(wanted, wfd, host_ns)
+            code = 0
+        finally:
+            os._exit(code)
+
+    os.close(wfd)
+    results: dict[str, dict[str, Any]] = {}
+    buf = b""
+    eof = False
+    deadline = time.monotonic() + timeout
+    try:
+        while not eof:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            ready, _, _ = select.select([rfd], [], [], left)
+            if not ready:
+                break
+            chunk = os.read(rfd, 65536)
+            if not chunk:
+                eof = True
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                with contextlib.suppress(ValueError):
+                    item = json.loads(line)
+                    if item.get("name") in wanted:
+                        results[item["name"]] = item
+    finally:
+        os.close(rfd)
+        if not eof:
+            # Hung (or interrupted): kill only our own child, then reap it.
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        _, status = os.waitpid(pid, 0)
+
+    if len(results) < len(wanted):
+        if not eof:
+            why = (
+                f"no answer from the probe child within {timeout:g} s (it hung before/in this one)"
+            )
+        else:
+            why = f"probe child exited ({_describe_status(status)}) before reporting this probe"
+        for name in wanted:
+            results.setdefault(name, {"name": name, "ok": False, "detail": why, "kind": "error"})
+    return results
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(sig).name}"
+        return f"killed by signal {sig}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
+
+
+def _to_status(name: str, raw: dict[str, Any]) -> FeatureStatus:
+    ok = bool(raw.get("ok"))
+    detail = str(raw.get("detail", ""))
+    if ok:
+        return FeatureStatus(name, True, detail, "")
+    return FeatureStatus(name, False, detail, _hint(name, str(raw.get("kind", "kernel"))))
+
+
+def _hint(name: str, kind: str) -> str:
+    if kind == "library":  # the only optional Python dependency
+        return "apt-get install python3-nftables (and make the venv with --system-site-packages)"
+    if kind == "error":
+        return "probe failed unexpectedly; see detail (rerun netlab doctor)"
+    if kind == "netns":
+        return "unshare(CLONE_NEWNET) needs root with CAP_SYS_ADMIN (not a locked-down container)"
+    return kernel_hint(name, kernel_config(), available_modules())
+
+
+def kernel_hint(name: str, config: dict[str, str] | None, modules: frozenset[str] | None) -> str:
+    """One-line advice for a feature the kernel refused.
+
+    `config` is the running kernel's Kconfig (None if unreadable); `modules` the module
+    names installed for it (None if /lib/modules/<release> is absent).
+    """
+    needs = _NEEDS[name]
+    mods = [m for _, m in needs if m]
+    if config is not None:
+        for sym, mod in needs:
+            value = config.get(sym)
+            if value in ("y", "m"):
+                continue
+            if mod and modules is not None and mod in modules:
+                return f"modprobe {mod} (module is installed but did not load)"
+            return f"this kernel has no {name} (built without {sym}). {_GET_KERNEL}"
+        # Config says it's there, so it's a module that failed to (auto)load.
+        return f"modprobe {' '.join(mods)} (kernel config has it, but the probe failed)"
+    if modules is not None:
+        missing = [m for m in mods if m not in modules]
+        if not missing:
+            return f"modprobe {' '.join(mods)}"
+    what = f"modprobe {mods[0]} failed / not built" if mods else "not built"
+    return f"this kernel has no {name} ({what}). {_GET_KERNEL}"
+
+
+@lru_cache(maxsize=1)
+def kernel_config() -> dict[str, str] | None:
+    """The running kernel's Kconfig as {symbol: value}; unset symbols are absent."""
+    release = platform.release()
+    text: str | None = None
+    with contextlib.suppress(OSError, EOFError), gzip.open("/proc/config.gz", "rt") as f:
+        text = f.read()
+    if text is None:
+        with contextlib.suppress(OSError):
+            text = Path(f"/boot/config-{release}").read_text()
+    if text is None:
+        return None
+    config: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            sym, _, value = line.partition("=")
+            config[sym] = value.strip('"')
+    return config
+
+
+@lru_cache(maxsize=1)
+def available_modules() -> frozenset[str] | None:
+    """Module names (loadable or built in) listed for the running kernel, None if no tree."""
+    base = Path("/lib/modules") / platform.release()
+    names: set[str] = set()
+    found = False
+    for index in ("modules.dep", "modules.builtin"):
+        with contextlib.suppress(OSError):
+            for line in (base / index).read_text().splitlines():
+                path = line.split(":", 1)[0]
+                stem = path.rsplit("/", 1)[-1].split(".ko", 1)[0]
+                names.add(stem.replace("-", "_"))
+            found = True
+    return frozenset(names) if found else None
+
+
+def _netns_inode() -> int:
+    return os.stat("/proc/self/ns/net").st_ino
+
+
+# --------------------------------------------------------------------------- child side
+# Everything below runs only in the forked child, after it left the host namespace.
+
+
+def _child_main(wanted: list[str], wfd: int, host_ns: int) -> None:
+    # The child's only output channel is the pipe; inherited warning filters (pytest
+    # runs with "error") must not turn a library DeprecationWarning into a failed probe.
+    warnings.resetwarnings()
+    warnings.simplefilter("ignore")
+
+    def emit(name: str, ok: bool, detail: str, kind: str = "kernel") -> None:
+        line = json.dumps({"name": name, "ok": ok, "detail": detail, "kind": kind})
+        os.write(wfd, line.encode() + b"\n")
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(_CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        detail = f"unshare(CLONE_NEWNET): {_errtext(err)}"
+        for name in wanted:
+            if name == "netns":
+                emit(name, False, detail, "netns")
+            else:
+                emit(name, False, f"not probed: {detail}", "netns")
+        return
+    if _netns_inode() == host_ns:  # paranoia: never probe in the host namespace
+        for name in wanted:
+            emit(name, False, "unshare returned 0 but the namespace did not change", "error")
+        return
+
+    for name in wanted:
+        if name == "netns":
+            emit(name, True, "unshare(CLONE_NEWNET) ok")
+            continue
+        try:
+            ok, detail, kind = _PROBES[name]()
+        except Exception as e:
+            ok, detail, kind = False, f"{type(e).__name__}: {e}", "error"
+        emit(name, ok, detail, kind)
+
+
+def _errtext(code: int) -> str:
+    # errorcode maps 95 to ENOTSUP; the kernel (and `ip`) call it EOPNOTSUPP.
+    name = "EOPNOTSUPP" if code == errno.EOPNOTSUPP else errno.errorcode.get(code, str(code))
+    return f"{os.strerror(code)} ({name})"
+
+
+def _exc_text(e: BaseException) -> str:
+    """'Message (ENAME)' for netlink/OS errors; falls back to the exception text."""
+    code = getattr(e, "code", None)  # pyroute2 NetlinkError
+    if not isinstance(code, int):
+        code = getattr(e, "errno", None)
+    if isinstance(code, int) and code > 0:
+        return _errtext(code)
+    return f"{type(e).__name__}: {e}"
+
+
+_Result = tuple[bool, str, str]  # ok, detail, kind ("kernel" | "library" | "error")
+
+
+def _try(
+    what: str, action: Callable[[], object], missing: tuple[int, str] | None = None
+) -> _Result:
+    """Run `action`; `missing` = (errno, meaning) spells out the "kernel lacks it" answer."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        action()
+    except (NetlinkError, OSError) as e:
+        detail = f"{what}: {_exc_text(e)}"
+        if missing is not None and getattr(e, "code", getattr(e, "errno", None)) == missing[0]:
+            detail += f" - {missing[1]}"
+        return False, detail, "kernel"
+    return True, what, "kernel"
+
+
+def _iproute() -> Any:
+    # One rtnetlink socket for all link/tc probes; opened lazily inside the new netns.
+    global _IPR
+    if _IPR is None:
+        from pyroute2 import IPRoute
+
+        _IPR = IPRoute()
+    return _IPR
+
+
+_IPR: Any = None
+
+
+def _link(kind: str, **extra: Any) -> _Result:
+    ifname = f"{PROBE_PREFIX}-{kind}"[:15]
+    return _try(
+        f"ip link add type {kind}",
+        lambda: _iproute().link("add", ifname=ifname, kind=kind, **extra),
+        (errno.EOPNOTSUPP, f"link kind {kind!r} unknown to this kernel"),
+    )
+
+
+def _probe_veth() -> _Result:
+    return _link("veth", peer=f"{PROBE_PREFIX}-peer")
+
+
+def _probe_bridge() -> _Result:
+    return _link("bridge")
+
+
+def _probe_dummy() -> _Result:
+    return _link("dummy")
+
+
+def _probe_vxlan() -> _Result:
+    return _link("vxlan", vxlan_id=42, vxlan_port=4789)
+
+
+def _probe_vrf() -> _Result:
+    return _link("vrf", vrf_table=10)
+
+
+def _probe_ipvs() -> _Result:
+    from pyroute2.netlink import genlmsg
+    from pyroute2.netlink.generic import GenericNetlinkSocket
+
+    # Resolving the family is enough: the kernel autoloads ip_vs on this lookup.
+    sock = GenericNetlinkSocket()
+    try:
+        return _try(
+            'resolve generic netlink family "IPVS"',
+            lambda: sock.bind("IPVS", genlmsg),
+            (errno.ENOENT, "family not registered, i.e. no ip_vs"),
+        )
+    finally:
+        sock.close()
+
+
+def _nft() -> tuple[Any, str]:
+    try:
+        import nftables
+    except ImportError as e:
+        return None, f"import nftables: {e}"
+    return nftables.Nftables(), ""
+
+
+def _nft_cmd(nft: Any, cmd: str) -> _Result:
+    rc, _out, err = nft.cmd(cmd)
+    if rc == 0:
+        return True, f"nft {cmd}", "kernel"
+    msg = " ".join(str(err).split()) or f"rc {rc}"
+    return False, f"nft {cmd}: {msg}", "kernel"
+
+
+def _probe_nftables() -> _Result:
+    nft, why = _nft()
+    if nft is None:
+        return False, why, "library"
+    return _nft_cmd(nft, f"add table inet {PROBE_PREFIX}")
+
+
+def _probe_conntrack() -> _Result:
+    from pyroute2 import Conntrack
+
+    # ctnetlink is what the conntrack tool and netlab's probes read.
+    ct = Conntrack()
+    try:
+        ok, detail, kind = _try("ctnetlink conntrack count", ct.count)
+    finally:
+        ct.close()
+    if not ok:
+        return ok, detail, kind
+    # A `ct state` rule on a base chain makes nftables take a conntrack reference in this
+    # netns, i.e. packets really get tracked; skip if nftables itself is unusable.
+    nft, _ = _nft()
+    if nft is None:
+        return True, f"{detail} (nft ct rule not tried: no python3-nftables)", "kernel"
+    table = f"inet {PROBE_PREFIX}_ct"
+    for cmd in (
+        f"add table {table}",
+        f"add chain {table} c {{ type filter hook input priority 0; }}",
+        f"add rule {table} c ct state established accept",
+    ):
+        ok, what, kind = _nft_cmd(nft, cmd)
+        if not ok:
+            return ok, what, kind
+    return True, f"{detail}; nft rule 'ct state established accept'", "kernel"
+
+
+def _probe_ipset() -> _Result:
+    from pyroute2.ipset import IPSet
+
+    ipset = IPSet()
+    try:
+        return _try(
+            "ipset create hash:ip",
+            lambda: ipset.create(f"{PROBE_PREFIX}", stype="hash:ip"),
+        )
+    finally:
+        ipset.close()
+
+
+def _probe_netem() -> _Result:
+    # lo exists in every fresh namespace, so netem does not depend on dummy/veth.
+    ipr = _iproute()
+    index = ipr.link_lookup(ifname="lo")[0]
+    return _try(
+        "tc qdisc add dev lo root netem delay 1ms",
+        lambda: ipr.tc("add", "netem", index=index, delay=1000),
+        (errno.ENOENT, "qdisc kind 'netem' unknown to this kernel"),
+    )
+
+
+_PROBES: dict[str, Callable[[], _Result]] = {
+    "veth": _probe_veth,
+    "bridge": _probe_bridge,
+    "dummy": _probe_dummy,
+    "vxlan": _probe_vxlan,
+    "vrf": _probe_vrf,
+    "ipvs": _probe_ipvs,
+    "nftables": _probe_nftables,
+    "conntrack": _probe_conntrack,
+    "ipset": _probe_ipset,
+    "netem": _probe_netem,
+}

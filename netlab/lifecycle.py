@@ -1,0 +1,171 @@
+"""The verbs behind the CLI and the pytest plugin: bring a lab up, take it down, say
+what is up. Each is the pipeline of architecture.md in one readable function:
+load → expand → plan → (check kernel) → apply → state.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netlab.apply import apply_plan
+from netlab.errors import AlreadyUp, MissingFeature, NotRoot, UsageError
+from netlab.expand import expand
+from netlab.kernel.driver import KernelDriver, NamespaceView
+from netlab.plan.build import Plan, build_plan
+from netlab.plan.ops import Op
+from netlab.spec.load import load_lab, topology
+from netlab.spec.model import Lab
+from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, write_state
+from netlab.teardown import TeardownReport, labs_present, tear_down
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise NotRoot(f"`netlab {what}` changes network namespaces and needs root; run it with sudo")
+
+
+def load_and_plan(path: str | Path) -> tuple[Lab, Plan]:
+    lab = expand(load_lab(path))
+    return lab, build_plan(lab)
+
+
+def check_requirements(lab: Lab) -> None:
+    from netlab.kernel.features import probe_features  # forks a probe child: only when needed
+
+    kinds = {i.kind for i in topology(lab).interfaces.values()} & {"veth", "bridge", "dummy", "vxlan"}
+    features = {"netns"} | kinds | set(lab.requires)
+    missing = [f for f in probe_features(sorted(features)) if not f.ok]
+    if missing:
+        lines = [f"lab {lab.name} needs kernel features this kernel lacks:"]
+        lines += [f"  {f.name}: {f.detail}\n    → {f.hint}" for f in missing]
+        raise MissingFeature("\n".join(lines))
+
+
+@dataclass
+class UpResult:
+    lab: str
+    plan: Plan
+    already_up: bool = False
+    done: list[Op] = field(default_factory=list)
+
+
+def up(
+    path: str | Path,
+    driver: KernelDriver,
+    progress: Callable[[Op], None] | None = None,
+) -> UpResult:
+    lab, plan = load_and_plan(path)
+    require_root("up")
+    check_requirements(lab)
+    source = str(Path(path).resolve())
+    with lab_lock(lab.name):
+        existing = read_state(lab.name)
+        if existing is not None:
+            _refuse_or_accept_existing(existing, plan, source)
+            return UpResult(lab.name, plan, already_up=True)
+        strays = [n for n, mark in driver.namespaces().items() if mark and mark[0] == lab.name]
+        if strays:
+            raise AlreadyUp(
+                f"lab {lab.name} has namespaces but no state ({', '.join(strays[:5])}"
+                f"{', …' if len(strays) > 5 else ''}); run `netlab down {lab.name}` first"
+            )
+        nodes = {node: ns for node, ns in zip(lab.nodes, plan.namespaces, strict=True)}
+        state = LabState(lab.name, source, plan.fingerprint, "building", nodes,
+                         plan=[op.render() for op in plan.ops])
+        # Written before anything exists, so even `kill -9` leaves `down` a full list.
+        write_state(state)
+        try:
+            done = apply_plan(plan, driver, progress)
+        except BaseException:
+            remove_state(lab.name)  # the rollback removed everything it named
+            raise
+        state.status = "up"
+        write_state(state)
+        return UpResult(lab.name, plan, done=done)
+
+
+def _refuse_or_accept_existing(existing: LabState, plan: Plan, source: str) -> None:
+    if existing.status != "up":
+        raise AlreadyUp(
+            f"an earlier `netlab up` of lab {existing.lab} did not finish (status: {existing.status}); "
+            f"run `netlab down {existing.lab}` first"
+        )
+    if existing.fingerprint == plan.fingerprint:
+        return
+    old, new = set(existing.plan), {op.render() for op in plan.ops}
+    gone = [line for line in existing.plan if line not in new]
+    added = [op.render() for op in plan.ops if op.render() not in old]
+    lines = [f"lab {existing.lab} is already up from {existing.source}, and the lab differs from it:"]
+    lines += [f"  - {line}" for line in gone[:10]] + ([f"  … {len(gone) - 10} more"] if len(gone) > 10 else [])
+    lines += [f"  + {line}" for line in added[:10]] + ([f"  … {len(added) - 10} more"] if len(added) > 10 else [])
+    if source != existing.source:
+        lines.append(f"  (now from {source})")
+    lines.append(f"To apply the change: netlab down {existing.lab} && netlab up {source}")
+    raise AlreadyUp("\n".join(lines))
+
+
+def resolve_lab_name(target: str) -> str:
+    """`down`/`status` take a lab name or the lab file that defines it."""
+    if target.endswith((".yaml", ".yml")) or os.sep in target:
+        if not os.path.exists(target):
+            raise UsageError(f"no such lab file: {target}")
+        return load_lab(target).name
+    return target
+
+
+def down(target: str, driver: KernelDriver) -> TeardownReport:
+    require_root("down")
+    lab = resolve_lab_name(target)
+    with lab_lock(lab):
+        return tear_down(lab, driver)
+
+
+def down_all(driver: KernelDriver) -> list[TeardownReport]:
+    require_root("down")
+    marks = driver.namespaces()
+    labs = sorted({s.lab for s in all_states()} | labs_present(marks))
+    reports = []
+    for lab in labs:
+        with lab_lock(lab):
+            reports.append(tear_down(lab, driver, marks))
+    return reports
+
+
+@dataclass
+class LabStatus:
+    lab: str
+    status: str  # up | building | partial | orphaned (namespaces without state)
+    source: str | None
+    created: str | None
+    nodes: dict[str, NamespaceView | None]  # node → what the kernel shows (None: namespace missing)
+
+
+def status(driver: KernelDriver, only: str | None = None) -> list[LabStatus]:
+    require_root("status")
+    marks = driver.namespaces()
+    states = {s.lab: s for s in all_states()}
+    labs = sorted(set(states) | labs_present(marks))
+    if only is not None:
+        only = resolve_lab_name(only)
+        if only not in labs:
+            raise UsageError(f"lab {only} is not up (labs up: {', '.join(labs) or 'none'})")
+        labs = [only]
+    out = []
+    for lab in labs:
+        st = states.get(lab)
+        present = {mark[1]: name for name, mark in marks.items() if mark and mark[0] == lab}
+        nodes_ns = dict(st.nodes) if st else dict(present)
+        views: dict[str, NamespaceView | None] = {}
+        for node, ns in nodes_ns.items():
+            views[node] = driver.observe(ns) if ns in marks else None
+        if st is None:
+            kind = "orphaned"
+        elif st.status != "up":
+            kind = st.status
+        else:
+            kind = "up" if all(v is not None for v in views.values()) else "partial"
+        out.append(LabStatus(lab, kind, st.source if st else None, st.created if st else None, views))
+    return out

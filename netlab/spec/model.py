@@ -1,0 +1,279 @@
+"""The lab model: immutable, validated, one class per kind of lab object.
+
+Field validators check a value on its own (an address parses, a name fits IFNAMSIZ);
+cross-object rules (peers agree, routes name existing devices) live in `checks.py`.
+Every model rejects unknown keys, so a typo is an error, never a silently ignored key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+)
+
+# Kernel features a lab may require (see netlab.kernel.features for how each is probed).
+Feature = Literal[
+    "netns", "veth", "bridge", "dummy", "vxlan", "vrf", "ipvs", "nftables", "conntrack", "ipset", "netem"
+]
+
+IFNAMSIZ = 15  # the kernel's limit on interface names (16 bytes with the NUL)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_IFNAME_BAD = re.compile(r"[/\s:]")
+
+
+class Base(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+# ---------------------------------------------------------------- value types
+
+
+def _name(kind: str, limit: int) -> Any:
+    def check(value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError(
+                f"{kind} name {value!r} may use only letters, digits, '-' and '_', "
+                "and must start with a letter or digit (it becomes part of a namespace name)"
+            )
+        if len(value) > limit:
+            raise ValueError(f"{kind} name {value!r} is {len(value)} characters; at most {limit}")
+        return value
+
+    return AfterValidator(check)
+
+
+LabName = Annotated[str, _name("lab", 32)]
+NodeName = Annotated[str, _name("node", 48)]
+
+
+def _check_ifname(value: str) -> str:
+    if not value or len(value) > IFNAMSIZ:
+        raise ValueError(
+            f"interface name {value!r} is {len(value)} characters; Linux allows 1 to {IFNAMSIZ}"
+        )
+    if value in (".", "..") or _IFNAME_BAD.search(value):
+        raise ValueError(
+            f"interface name {value!r} may not be '.', '..' or contain '/', ':' or whitespace"
+        )
+    return value
+
+
+IfName = Annotated[str, AfterValidator(_check_ifname)]
+
+
+def _check_interface_address(value: Any) -> str:
+    text = str(value)
+    if "/" not in text:
+        raise ValueError(
+            f"address {text!r} needs a prefix length, e.g. {text}/24 (or /32, /128 for a host address)"
+        )
+    try:
+        iface = ipaddress.ip_interface(text)
+    except ValueError as err:
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address with prefix: {err}") from None
+    return iface.with_prefixlen
+
+
+def _check_ip(value: Any) -> str:
+    text = str(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        hint = " (no prefix length here)" if "/" in text else ""
+        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address{hint}") from None
+
+
+def _check_prefix(value: Any) -> str:
+    text = str(value)
+    if text == "default":
+        return text
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as err:
+        if "host bits set" in str(err):
+            fixed = ipaddress.ip_network(text, strict=False)
+            raise ValueError(f"{text!r} has host bits set; did you mean {fixed}?") from None
+        raise ValueError(
+            f"{text!r} is not a prefix (e.g. 10.0.0.0/24, 2001:db8::/64, a host address, or 'default')"
+        ) from None
+    return net.with_prefixlen
+
+
+InterfaceAddress = Annotated[str, BeforeValidator(_check_interface_address)]
+IpAddress = Annotated[str, BeforeValidator(_check_ip)]
+Prefix = Annotated[str, BeforeValidator(_check_prefix)]
+
+
+def _check_mac(value: Any) -> str:
+    text = str(value).lower()
+    if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", text):
+        raise ValueError(f"{value!r} is not a MAC address like 02:42:ac:11:00:02")
+    if int(text[:2], 16) & 1:
+        raise ValueError(f"{value!r} is a multicast MAC (lowest bit of the first byte set); use e.g. 02:…")
+    return text
+
+
+MacAddress = Annotated[str, BeforeValidator(_check_mac)]
+
+
+def _check_peer(value: Any) -> str:
+    text = str(value)
+    node, sep, ifname = text.partition(":")
+    if not sep or not node or not ifname:
+        raise ValueError(f"peer {text!r} must be NODE:IFNAME, e.g. pod1:eth0")
+    _check_ifname(ifname)
+    return text
+
+
+PeerRef = Annotated[str, BeforeValidator(_check_peer)]
+
+
+def _check_mark(value: Any) -> str:
+    """fwmark as 'VALUE' or 'VALUE/MASK' (decimal or 0x-hex), normalised to hex."""
+    text = str(value) if not isinstance(value, int) or isinstance(value, bool) else hex(value)
+    parts = text.split("/")
+    try:
+        nums = [int(p, 0) for p in parts]
+    except ValueError:
+        raise ValueError(f"fwmark {value!r} must be a number or VALUE/MASK, e.g. 0x4000/0x4000") from None
+    if len(nums) > 2 or any(not 0 <= n < 2**32 for n in nums):
+        raise ValueError(f"fwmark {value!r} must be 32-bit VALUE or VALUE/MASK")
+    return "/".join(hex(n) for n in nums)
+
+
+Mark = Annotated[str, BeforeValidator(_check_mark)]
+TableRef = Annotated[int | str, Field(union_mode="left_to_right")]
+Mtu = Annotated[int, Field(ge=68, le=65535)]
+
+
+# ---------------------------------------------------------------- links
+
+
+class _LinkCommon(Base):
+    mtu: Mtu | None = None
+    mac: MacAddress | None = None
+    up: bool = True
+    addresses: list[InterfaceAddress] = []
+    master: IfName | None = None  # a bridge in the same node
+
+
+class Veth(_LinkCommon):
+    """One end of a veth pair; the other end is `peer` (NODE:IFNAME) and is created with it."""
+
+    kind: Literal["veth"] = "veth"
+    peer: PeerRef
+
+
+class PeerEnd(_LinkCommon):
+    """Settings for an interface that exists because of something else: the far end of a
+    veth declared in another node, or the namespace's own `lo`."""
+
+
+class Bridge(_LinkCommon):
+    kind: Literal["bridge"]
+    ports: list[IfName] = []
+    stp: bool = False
+
+
+class Dummy(_LinkCommon):
+    kind: Literal["dummy"]
+
+
+class Vxlan(_LinkCommon):
+    kind: Literal["vxlan"]
+    vni: Annotated[int, Field(ge=0, le=16777215)]
+    port: Annotated[int, Field(ge=1, le=65535)] = 8472  # the kernel's default, which flannel relies on
+    local: IpAddress | None = None
+    remote: IpAddress | None = None
+    group: IpAddress | None = None
+    dev: IfName | None = None
+    learning: bool = True
+    ttl: Annotated[int, Field(ge=0, le=255)] | None = None
+
+
+LINK_KINDS = ("veth", "bridge", "dummy", "vxlan")
+
+
+def _link_tag(value: Any) -> str:
+    if isinstance(value, dict):
+        if "kind" in value:
+            return str(value["kind"])
+        return "veth" if "peer" in value else "end"
+    if isinstance(value, BaseModel):
+        return str(getattr(value, "kind", "end"))
+    return "end"
+
+
+Link = Annotated[
+    Annotated[Veth, Tag("veth")]
+    | Annotated[Bridge, Tag("bridge")]
+    | Annotated[Dummy, Tag("dummy")]
+    | Annotated[Vxlan, Tag("vxlan")]
+    | Annotated[PeerEnd, Tag("end")],
+    Discriminator(_link_tag),
+]
+LINK_TAGS = frozenset({"veth", "bridge", "dummy", "vxlan", "end"})
+
+
+# ---------------------------------------------------------------- routing
+
+
+RouteType = Literal["unicast", "blackhole", "unreachable", "prohibit"]
+
+
+class Route(Base):
+    to: Prefix
+    via: IpAddress | None = None
+    dev: IfName | None = None
+    table: TableRef | None = None
+    onlink: bool = False
+    metric: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    src: IpAddress | None = None
+    type: RouteType = "unicast"
+    family: Literal[4, 6] | None = None  # only needed for `to: default` with neither via nor src
+
+
+class Rule(Base):
+    priority: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    from_: Prefix | None = Field(default=None, alias="from")
+    to: Prefix | None = None
+    iif: IfName | None = None
+    oif: IfName | None = None
+    fwmark: Mark | None = None
+    table: TableRef | None = None
+    action: Literal["lookup", "blackhole", "unreachable", "prohibit"] = "lookup"
+    family: Literal[4, 6] | None = None  # needed when neither from nor to gives it; default 4
+
+
+SysctlValue = int | str
+
+
+class Node(Base):
+    description: str = ""
+    links: dict[IfName, Link] = {}
+    routes: list[Route] = []
+    rules: list[Rule] = []
+    sysctls: dict[str, SysctlValue] = {}
+    exec: list[Annotated[list[str], Field(min_length=1)]] = []
+
+
+class Lab(Base):
+    name: LabName
+    description: str = ""
+    requires: list[Feature] = []
+    tables: dict[str, Annotated[int, Field(ge=1, lt=2**32)]] = {}
+    nodes: Annotated[dict[NodeName, Node], Field(min_length=1)]
+
+
+# Table names every namespace knows without declaring them (iproute2's rt_tables).
+BUILTIN_TABLES = {"default": 253, "main": 254, "local": 255}

@@ -1,0 +1,201 @@
+"""Resolve a lab's links into concrete interfaces: which node has which interface, which
+veth ends pair up, which bridge each port belongs to, and which interfaces share an L2
+segment. Pure; used by the cross-checks and by the planner, so both see one truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netlab.spec.model import Bridge, Lab, PeerEnd, Veth, Vxlan, _LinkCommon
+from netlab.spec.source import Path
+
+IfKey = tuple[str, str]  # (node, ifname)
+
+
+@dataclass(frozen=True)
+class Interface:
+    node: str
+    name: str
+    kind: str  # veth | bridge | dummy | vxlan | lo
+    settings: _LinkCommon
+    path: Path  # where the lab declares it (for an implicit veth end: where its peer is declared)
+    peer: IfKey | None = None
+    master: str | None = None
+
+
+@dataclass(frozen=True)
+class VethPair:
+    """A veth pair, created from `near` (the end whose node sends the netlink request)."""
+
+    near: IfKey
+    far: IfKey
+
+
+@dataclass
+class Topology:
+    interfaces: dict[IfKey, Interface] = field(default_factory=dict)
+    pairs: list[VethPair] = field(default_factory=list)
+
+    def of_node(self, node: str) -> list[Interface]:
+        return [i for (n, _), i in self.interfaces.items() if n == node]
+
+    def segments(self) -> list[set[IfKey]]:
+        """Groups of interfaces joined at layer 2 (veth pairs and bridge ports)."""
+        parent: dict[IfKey, IfKey] = {k: k for k in self.interfaces}
+
+        def find(k: IfKey) -> IfKey:
+            while parent[k] != k:
+                parent[k] = parent[parent[k]]
+                k = parent[k]
+            return k
+
+        def union(a: IfKey, b: IfKey) -> None:
+            if a in parent and b in parent:
+                parent[find(a)] = find(b)
+
+        for pair in self.pairs:
+            union(pair.near, pair.far)
+        for (node, _), iface in self.interfaces.items():
+            if iface.master:
+                union((node, iface.name), (node, iface.master))
+        groups: dict[IfKey, set[IfKey]] = {}
+        for k in self.interfaces:
+            groups.setdefault(find(k), set()).add(k)
+        return list(groups.values())
+
+
+Complaint = tuple[Path, str]
+
+
+def _kind(link: _LinkCommon) -> str:
+    return str(getattr(link, "kind", "end"))
+
+
+def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
+    """Resolve links; complaints are (key path, message) for what cannot be resolved."""
+    topo = Topology()
+    complaints: list[Complaint] = []
+
+    # Bridge `ports:` are another way to say `master:` on the port.
+    port_of: dict[IfKey, tuple[str, Path]] = {}
+    for node_name, node in lab.nodes.items():
+        for ifname, link in node.links.items():
+            if isinstance(link, Bridge):
+                for i, port in enumerate(link.ports):
+                    port_path: Path = ("nodes", node_name, "links", ifname, "ports", i)
+                    if port == ifname:
+                        complaints.append((port_path, f"bridge {ifname} cannot be its own port"))
+                    elif (node_name, port) in port_of:
+                        taken_by = port_of[(node_name, port)][0]
+                        complaints.append((port_path, f"{port} is already a port of bridge {taken_by}"))
+                    else:
+                        port_of[(node_name, port)] = (ifname, port_path)
+
+    # Declared links.
+    for node_name, node in lab.nodes.items():
+        for ifname, link in node.links.items():
+            path: Path = ("nodes", node_name, "links", ifname)
+            master = link.master
+            via_ports = port_of.get((node_name, ifname))
+            if via_ports:
+                if master and master != via_ports[0]:
+                    complaints.append(
+                        ((*path, "master"), f"master {master} contradicts bridge {via_ports[0]}'s ports list")
+                    )
+                master = master or via_ports[0]
+            kind = "lo" if ifname == "lo" and isinstance(link, PeerEnd) else _kind(link)
+            peer = None
+            if isinstance(link, Veth):
+                pnode, _, pif = link.peer.partition(":")
+                peer = (pnode, pif)
+            topo.interfaces[(node_name, ifname)] = Interface(
+                node_name, ifname, kind, link, path, peer=peer, master=master
+            )
+    for (node_name, port), (_bridge, port_path) in port_of.items():
+        if (node_name, port) not in topo.interfaces:
+            complaints.append((port_path, f"port {port} is not an interface of node {node_name}"))
+
+    # Pair veth ends; the far end may be declared (as a PeerEnd or a Veth pointing back) or implicit.
+    seen: set[IfKey] = set()
+    for key, iface in list(topo.interfaces.items()):
+        if iface.kind != "veth" or key in seen:
+            continue
+        assert iface.peer is not None
+        pkey = iface.peer
+        ppath = (*iface.path, "peer")
+        if pkey == key:
+            complaints.append((ppath, "a veth cannot be its own peer"))
+            continue
+        if pkey[0] not in lab.nodes:
+            known = ", ".join(sorted(lab.nodes))
+            complaints.append((ppath, f"peer node {pkey[0]!r} is not defined (nodes: {known})"))
+            continue
+        if pkey in seen:
+            complaints.append((ppath, f"{pkey[0]}:{pkey[1]} is already the peer of another veth"))
+            continue
+        other = topo.interfaces.get(pkey)
+        if other is None:
+            topo.interfaces[pkey] = Interface(
+                pkey[0], pkey[1], "veth", PeerEnd(), iface.path, peer=key
+            )
+        elif other.kind == "veth":
+            if other.peer != key:
+                complaints.append(
+                    (
+                        (*other.path, "peer"),
+                        f"peers disagree: {key[0]}:{key[1]} says its peer is {pkey[0]}:{pkey[1]}, "
+                        f"but {pkey[0]}:{pkey[1]} says {other.peer[0]}:{other.peer[1]}"
+                        if other.peer
+                        else "peers disagree",
+                    )
+                )
+                continue
+        elif other.kind in ("end", "lo"):
+            if other.kind == "lo":
+                complaints.append((ppath, "lo cannot be a veth peer"))
+                continue
+            topo.interfaces[pkey] = Interface(
+                pkey[0], pkey[1], "veth", other.settings, other.path, peer=key, master=other.master
+            )
+        else:
+            complaints.append(
+                (ppath, f"{pkey[0]}:{pkey[1]} is a {other.kind}, not a veth end; name another interface")
+            )
+            continue
+        seen.update({key, pkey})
+        near, far = key, pkey
+        # Create from the end that has a bridge master, so one message sets it (fewer round trips).
+        if not topo.interfaces[near].master and topo.interfaces[far].master:
+            near, far = far, near
+        topo.pairs.append(VethPair(near, far))
+
+    for key, iface in topo.interfaces.items():
+        if iface.kind == "end":
+            complaints.append(
+                (
+                    iface.path,
+                    "this interface has neither `kind:` nor `peer:`, and no veth in another node "
+                    f"names it as peer; add `peer: NODE:IFNAME` or `kind: bridge|dummy|vxlan`, or "
+                    f"point a veth at it with `peer: {key[0]}:{key[1]}`",
+                )
+            )
+        if iface.master is not None:
+            mkey = (key[0], iface.master)
+            bridge = topo.interfaces.get(mkey)
+            if bridge is None or bridge.kind != "bridge":
+                bridges = sorted(i.name for i in topo.of_node(key[0]) if i.kind == "bridge")
+                what = "does not exist" if bridge is None else f"is a {bridge.kind}, not a bridge"
+                complaints.append(
+                    (
+                        (*iface.path, "master"),
+                        f"master {iface.master} {what} in node {key[0]}"
+                        + (f" (bridges there: {', '.join(bridges)})" if bridges else ""),
+                    )
+                )
+            elif iface.master == key[1]:
+                complaints.append(((*iface.path, "master"), "a bridge cannot be its own master"))
+        underlay = iface.settings.dev if isinstance(iface.settings, Vxlan) else None
+        if underlay is not None and (key[0], underlay) not in topo.interfaces:
+            complaints.append(((*iface.path, "dev"), f"underlay device {underlay} is not an interface of {key[0]}"))
+    return topo, complaints

@@ -1,0 +1,53 @@
+"""Remove a lab: from its state file when there is one, and always also by ownership
+mark, so a crash, `kill -9` or a lost state file never strands namespaces."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from dataclasses import dataclass, field
+
+from netlab.kernel.driver import KernelDriver
+from netlab.naming import split_netns_name
+from netlab.state import LabState, read_state, remove_state
+
+
+@dataclass
+class TeardownReport:
+    lab: str
+    deleted: list[str] = field(default_factory=list)
+    stopped: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # look like the lab's but carry no mark
+    had_state: bool = False
+
+
+def labs_present(marks: dict[str, tuple[str, str] | None]) -> set[str]:
+    return {mark[0] for mark in marks.values() if mark}
+
+
+def tear_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] | None] | None = None) -> TeardownReport:
+    state = read_state(lab)
+    report = TeardownReport(lab, had_state=state is not None)
+    if state:
+        report.stopped = _stop_processes(state)
+    if marks is None:
+        marks = driver.namespaces()
+    doomed = set(state.namespaces) if state else set()
+    for name, mark in marks.items():
+        if mark and mark[0] == lab:
+            doomed.add(name)
+        elif mark is None and name not in doomed and (split_netns_name(name) or ("", ""))[0] == lab:
+            report.skipped.append(name)
+    report.deleted = driver.delete_namespaces(sorted(doomed))
+    remove_state(lab)
+    return report
+
+
+def _stop_processes(state: LabState) -> list[int]:
+    stopped = []
+    for pid in state.pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+    return stopped

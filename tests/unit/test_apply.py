@@ -1,0 +1,117 @@
+"""apply, rollback and teardown against the fake kernel (rootless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from netlab.apply import Terminated, apply_plan
+from netlab.errors import ApplyError, Interrupted
+from netlab.kernel.fake import FakeDriver
+from netlab.plan.build import build_plan
+from netlab.plan.ops import AddRoute, CreateLink, Op
+from netlab.spec.load import load_lab_text
+from netlab.state import LabState, read_state, write_state
+from netlab.teardown import tear_down
+
+LAB = """
+name: t
+nodes:
+  host:
+    links:
+      br0: {kind: bridge, addresses: [10.0.0.1/24]}
+      v1: {peer: a:eth0, master: br0}
+      v2: {peer: b:eth0, master: br0}
+  a:
+    links: {eth0: {addresses: [10.0.0.2/24]}}
+    routes: [{to: default, via: 10.0.0.1}]
+  b:
+    links: {eth0: {addresses: [10.0.0.3/24]}}
+    routes: [{to: default, via: 10.0.0.1}]
+"""
+
+
+@pytest.fixture
+def plan():  # type: ignore[no-untyped-def]
+    return build_plan(load_lab_text(LAB))
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("NETLAB_STATE_DIR", str(tmp_path / "state"))
+    return tmp_path / "state"
+
+
+def test_apply_runs_every_op_in_plan_order(plan) -> None:  # type: ignore[no-untyped-def]
+    driver = FakeDriver()
+    done = apply_plan(plan, driver)
+    assert done == list(plan.ops) == driver.applied
+    assert set(driver.netns) == {"t.host", "t.a", "t.b"}
+    assert driver.deleted == []
+
+
+def test_kernel_refusal_rolls_back_in_reverse_and_names_the_object(plan) -> None:  # type: ignore[no-untyped-def]
+    def refuse(op: Op) -> str | None:
+        return "Nexthop has invalid gateway" if isinstance(op, AddRoute) and op.ns == "t.b" else None
+
+    driver = FakeDriver(fail=refuse)
+    with pytest.raises(ApplyError) as info:
+        apply_plan(plan, driver)
+    assert info.value.what.startswith("nodes.b.routes[0]")
+    assert "Nexthop has invalid gateway" in str(info.value)
+    assert info.value.rolled_back
+    assert driver.netns == {}
+    # created host, a, b in that order → removed b, a, host
+    assert driver.deleted == ["t.b", "t.a", "t.host"]
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt(), Terminated()])
+def test_interrupt_rolls_back_and_says_where(plan, exc: BaseException) -> None:  # type: ignore[no-untyped-def]
+    driver = FakeDriver(fail=lambda op: exc if isinstance(op, CreateLink) and op.kind == "veth" else None)
+    with pytest.raises(Interrupted, match="interrupted while creating veths"):
+        apply_plan(plan, driver)
+    assert driver.netns == {}
+
+
+def test_failure_on_the_first_namespace_leaves_nothing(plan) -> None:  # type: ignore[no-untyped-def]
+    driver = FakeDriver(fail=lambda op: "File exists (EEXIST)" if op.ns == "t.host" else None)
+    with pytest.raises(ApplyError, match="EEXIST"):
+        apply_plan(plan, driver)
+    assert driver.netns == {} and driver.deleted == []
+
+
+def test_teardown_uses_state_and_marks_and_spares_unmarked(plan, state_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    driver = FakeDriver()
+    apply_plan(plan, driver)
+    write_state(LabState("t", "/x.yaml", plan.fingerprint, "up", {"host": "t.host", "a": "t.a", "b": "t.b"}))
+    driver.netns["t.intruder"] = None  # looks like ours, carries no mark
+    driver.netns["other.host"] = "netlab:other:host"
+    report = tear_down("t", driver)
+    assert sorted(report.deleted) == ["t.a", "t.b", "t.host"]
+    assert report.skipped == ["t.intruder"]
+    assert set(driver.netns) == {"t.intruder", "other.host"}
+    assert read_state("t") is None
+
+
+def test_teardown_without_state_finds_namespaces_by_mark(plan) -> None:  # type: ignore[no-untyped-def]
+    driver = FakeDriver()
+    apply_plan(plan, driver)
+    report = tear_down("t", driver)
+    assert not report.had_state
+    assert sorted(report.deleted) == ["t.a", "t.b", "t.host"]
+
+
+def test_teardown_of_a_lab_that_is_not_up_is_a_no_op() -> None:
+    report = tear_down("nothing", FakeDriver())
+    assert report.deleted == [] and not report.had_state
+
+
+def test_state_is_written_atomically_and_root_only(state_dir: Path) -> None:
+    write_state(LabState("t", "/x.yaml", "f" * 16, "up", {"n": "t.n"}))
+    path = state_dir / "t.json"
+    assert path.stat().st_mode & 0o077 == 0
+    assert state_dir.stat().st_mode & 0o077 == 0
+    assert [p.name for p in state_dir.iterdir() if p.name.endswith(".tmp")] == []
+    state = read_state("t")
+    assert state is not None and state.namespaces == ["t.n"] and state.status == "up"
