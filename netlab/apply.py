@@ -3,8 +3,11 @@ undo what was done, in reverse, before reporting."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -12,6 +15,8 @@ from netlab.errors import ApplyError, Interrupted
 from netlab.kernel.driver import KernelDriver, OpFailed
 from netlab.plan.build import Plan
 from netlab.plan.ops import DeleteNetns, Op
+
+_TIMING = bool(os.environ.get("NETLAB_TIMING"))  # per-stage times on stderr, for profiling
 
 
 class Terminated(BaseException):
@@ -33,7 +38,10 @@ def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] 
     try:
         for stage, ops in plan.by_stage():
             current = stage  # named in the message if Ctrl-C lands during this stage
+            started = time.perf_counter()
             driver.apply(ops, on_done)
+            if _TIMING:
+                print(f"netlab: {stage}: {len(ops)} ops in {time.perf_counter() - started:.3f} s", file=sys.stderr)
     except OpFailed as err:
         rollback(done, driver)
         what = err.op.what or err.op.ns

@@ -31,9 +31,11 @@ def tear_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] |
     report = TeardownReport(lab, had_state=state is not None)
     if state:
         report.stopped = _stop_processes(state)
-    if marks is None:
-        marks = driver.namespaces()
     doomed = set(state.namespaces) if state else set()
+    if marks is None:
+        # Read marks only where they decide something: names that look like this lab's
+        # but are not in its state (reading every namespace costs a netlink dump each).
+        marks = driver.namespaces(lambda name: name.startswith(f"{lab}.") and name not in doomed)
     for name, mark in marks.items():
         if mark and mark[0] == lab:
             doomed.add(name)

@@ -59,8 +59,8 @@ class KernelDriver(Protocol):
         """Delete named namespaces (and so everything in them); returns those that existed."""
         ...
 
-    def namespaces(self) -> dict[str, tuple[str, str] | None]:
-        """Every named namespace on the machine → its netlab mark (lab, node), or None."""
+    def namespaces(self, only: Callable[[str], bool] | None = None) -> dict[str, tuple[str, str] | None]:
+        """Named namespaces on the machine (those `only` accepts) → netlab mark (lab, node), or None."""
         ...
 
     def observe(self, name: str) -> NamespaceView:

@@ -42,8 +42,8 @@ class FakeDriver:
         self.deleted += gone
         return gone
 
-    def namespaces(self) -> dict[str, tuple[str, str] | None]:
-        return {name: parse_mark(alias) for name, alias in self.netns.items()}
+    def namespaces(self, only: Callable[[str], bool] | None = None) -> dict[str, tuple[str, str] | None]:
+        return {name: parse_mark(alias) for name, alias in self.netns.items() if only is None or only(name)}
 
     def observe(self, name: str) -> NamespaceView:
         return NamespaceView(name)

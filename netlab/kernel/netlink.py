@@ -414,8 +414,8 @@ class NetlinkDriver:
                 deleted.append(name)
         return deleted
 
-    def namespaces(self) -> dict[str, tuple[str, str] | None]:
-        names = nsops.list_netns()
+    def namespaces(self, only: Callable[[str], bool] | None = None) -> dict[str, tuple[str, str] | None]:
+        names = [n for n in nsops.list_netns() if only is None or only(n)]
 
         def read() -> dict[str, tuple[str, str] | None]:
             out: dict[str, tuple[str, str] | None] = {}
