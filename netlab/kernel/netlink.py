@@ -104,10 +104,7 @@ class NetlinkDriver:
     def _ifindex(self, ns: str, name: str) -> int:
         handle = self._handle(ns)
         if name not in handle.index:
-            msg = ifinfmsg()
-            handle.index = {
-                m.get_attr("IFLA_IFNAME"): m["index"] for m in handle.sock.dump(msg, RTM_GETLINK)
-            }
+            handle.index = handle.sock.link_indexes()
         if name not in handle.index:
             raise LookupError(f"no interface {name} in namespace {ns}")
         return handle.index[name]

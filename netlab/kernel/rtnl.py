@@ -28,6 +28,8 @@ NLMSG_ERROR = 2
 NLMSG_DONE = 3
 NLM_F_ACK_TLVS = 0x200
 NLMSGERR_ATTR_MSG = 1
+RTM_GETLINK = 18
+IFLA_IFNAME = 3
 
 _HDR = struct.Struct("=IHHII")
 BATCH = 200  # messages per send(): keeps the ACKs well inside the receive buffer
@@ -102,6 +104,38 @@ class RtnlSocket:
                         failures.append(Failure(index, -code, _error_text(-code, data, offset, length, flags)))
                 offset += (length + 3) & ~3
         return failures
+
+    def link_indexes(self) -> dict[str, int]:
+        """Interface name → ifindex of every link, parsing only those two fields: decoding
+        whole link messages with pyroute2 costs ~1 ms per namespace, this a few µs."""
+        seq = self._next_seq()
+        # RTM_GETLINK dump: nlmsghdr + struct ifinfomsg (16 bytes, all zero)
+        self.sock.sendall(_HDR.pack(_HDR.size + 16, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + bytes(16))
+        out: dict[str, int] = {}
+        while True:
+            data = self.sock.recv(1 << 20)
+            offset = 0
+            while offset + _HDR.size <= len(data):
+                length, kind, flags, mseq, _pid = _HDR.unpack_from(data, offset)
+                if length < _HDR.size:
+                    break
+                if mseq == seq:
+                    if kind == NLMSG_DONE:
+                        return out
+                    if kind == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + 16)
+                        raise OSError(-code, _error_text(-code, data, offset, length, flags))
+                    (index,) = struct.unpack_from("=i", data, offset + 20)
+                    pos, end = offset + 32, offset + length
+                    while pos + 4 <= end:
+                        alen, atype = struct.unpack_from("=HH", data, pos)
+                        if alen < 4:
+                            break
+                        if atype == IFLA_IFNAME:
+                            out[data[pos + 4 : pos + alen].split(b"\0", 1)[0].decode()] = index
+                            break
+                        pos += (alen + 3) & ~3
+                offset += (length + 3) & ~3
 
     def dump(self, msg: Any, mtype: int) -> list[Any]:
         """A dump request (e.g. RTM_GETLINK); returns the decoded pyroute2 messages."""

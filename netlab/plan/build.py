@@ -127,8 +127,9 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
                            master=far.master))
     for (node_name, _), iface in topo.interfaces.items():
         if iface.kind == "lo" and (iface.settings.mtu or iface.settings.mac or not iface.settings.up):
+            # mac too: it is what made this op needed, and was dropped before
             ops.append(SetLink(ns[node_name], format_path(iface.path), name="lo", up=iface.settings.up,
-                               mtu=iface.settings.mtu))
+                               mtu=iface.settings.mtu, mac=iface.settings.mac))
 
     for node_name, node in lab.nodes.items():
         for key, value in node.sysctls.items():

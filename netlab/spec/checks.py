@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterator
 
 from netlab.spec.model import BUILTIN_TABLES, Lab, Route, Rule, Vxlan
-from netlab.spec.topology import Complaint, Topology
+from netlab.spec.topology import Complaint, Interface, Topology
 
 _SYSCTL_RE = re.compile(r"^net\.[A-Za-z0-9_.\-/]+$")
 
@@ -35,15 +35,30 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints: list[Complaint] = []
     complaints += _check_tables(lab)
     complaints += _check_addresses(lab, topo)
+    by_node: dict[str, list[Interface]] = {}  # one pass: of_node() per node is quadratic
+    for iface in topo.interfaces.values():
+        by_node.setdefault(iface.node, []).append(iface)
     for node_name, node in lab.nodes.items():
-        names = {i.name for i in topo.of_node(node_name)} | {"lo"}
+        ifaces = by_node.get(node_name, [])
+        names = {i.name for i in ifaces} | {"lo"}
         base = ("nodes", node_name)
+        connected = _connected(ifaces, node.routes)
+        local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
         for i, route in enumerate(node.routes):
             complaints += _check_route(lab, route, (*base, "routes", i), names)
+            complaints += _check_reachable(route, (*base, "routes", i), connected, local)
         for i, rule in enumerate(node.rules):
             complaints += _check_rule(lab, rule, (*base, "rules", i))
         for key in node.sysctls:
-            if not _SYSCTL_RE.match(key) or ".." in key:
+            if ".." in key or "//" in key:  # a path step up (or an empty one) would leave net.*
+                complaints.append(
+                    (
+                        (*base, "sysctls", key),
+                        f"sysctl {key!r} may not contain '..' or '//'; name a key under net., "
+                        "e.g. net.ipv4.ip_forward",
+                    )
+                )
+            elif not _SYSCTL_RE.match(key):
                 complaints.append(
                     (
                         (*base, "sysctls", key),
@@ -62,9 +77,22 @@ def _check_tables(lab: Lab) -> Iterator[Complaint]:
     for name, number in lab.tables.items():
         path = ("tables", name)
         if name.isdigit():
-            yield path, f"table name {name!r} is a number; use a name like 'vrf2' (numbers need no declaring)"
-        if name in BUILTIN_TABLES or number in BUILTIN_TABLES.values():
-            yield path, "main (254), local (255) and default (253) are built in; pick another name and number"
+            yield path, (
+                f"table name {name!r} is a number; use a name like 'vrf2' (a route or rule "
+                f"can say `table: {name}` without declaring it)"
+            )
+        # Say which clash it is: re-declaring a built-in needs no fix but deleting the line.
+        if name in BUILTIN_TABLES:
+            yield path, (
+                f"table {name!r} is built in ({BUILTIN_TABLES[name]}); use `table: {name}` "
+                "without declaring it"
+            )
+        elif number in BUILTIN_TABLES.values():
+            builtin = next(k for k, v in BUILTIN_TABLES.items() if v == number)
+            yield path, (
+                f"table number {number} is the built-in table {builtin!r}; pick another "
+                "number (1 to 252 are free, and so is anything above 255)"
+            )
         if number in by_id:
             yield path, f"table number {number} is already used by {by_id[number]!r}"
         by_id[number] = name
@@ -87,10 +115,15 @@ def _table_complaint(lab: Lab, table: int | str | None, path: tuple[str | int, .
 def _check_route(lab: Lab, route: Route, path: tuple[str | int, ...], names: set[str]) -> Iterator[Complaint]:
     yield from _table_complaint(lab, route.table, path)
     family = route_family(route)
+    # Name what made the route IPv4 or IPv6, so the user sees which of the two to change.
+    why = f"to: {route.to}" if route.to != "default" else f"via: {route.via}"
     for key in ("via", "src"):
         value = getattr(route, key)
         if value and ipaddress.ip_address(value).version != family:
-            yield (*path, key), f"{key} {value} is IPv{6 if family == 4 else 4}, but the route is IPv{family}"
+            yield (*path, key), (
+                f"{key} {value} is IPv{6 if family == 4 else 4}, but the route is IPv{family} "
+                f"({why}); a route and its {key} must be of one family"
+            )
     if route.family and route.to != "default" and route.family != family:
         yield (*path, "family"), f"family {route.family} contradicts to: {route.to}"
     if route.dev and route.dev not in names:
@@ -109,11 +142,64 @@ def _check_route(lab: Lab, route: Route, path: tuple[str | int, ...], names: set
                 yield (*path, key), f"a {route.type} route has no `{key}`; remove it"
 
 
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _connected(ifaces: list[Interface], routes: list[Route]) -> list[tuple[str, Net, str]]:
+    """What a node reaches without a gateway: (device, network, how it is known) for each
+    interface address and each gateway-less `dev:` route."""
+    out: list[tuple[str, Net, str]] = []
+    for iface in ifaces:
+        for addr in iface.settings.addresses:
+            out.append((iface.name, ipaddress.ip_interface(addr).network, f"{addr} on {iface.name}"))
+    for r in routes:
+        if r.type == "unicast" and r.dev and not r.via:
+            to = r.to if r.to != "default" else ("0.0.0.0/0" if route_family(r) == 4 else "::/0")
+            out.append((r.dev, ipaddress.ip_network(to), f"route {r.to} dev {r.dev}"))
+    return out
+
+
+def _check_reachable(
+    route: Route,
+    path: tuple[str | int, ...],
+    connected: list[tuple[str, Net, str]],
+    local: set[ipaddress.IPv4Address | ipaddress.IPv6Address],
+) -> Iterator[Complaint]:
+    """The kernel refuses a gateway it cannot reach directly ("Nexthop has invalid gateway")
+    and a `src:` that is not one of the node's addresses: catch both before `up` starts."""
+    if route.type != "unicast":
+        return
+    if route.via and not route.onlink and not ipaddress.ip_address(route.via).is_link_local:
+        via = ipaddress.ip_address(route.via)
+        nets = [(dev, net, how) for dev, net, how in connected if net.version == via.version]
+        if route.dev:
+            nets = [n for n in nets if n[0] == route.dev]
+        if not any(via in net for _, net, _ in nets):
+            on = f" on {route.dev}" if route.dev else ""
+            have = f"it has {', '.join(how for _, _, how in nets)}" if nets else "it has no such subnet"
+            yield (*path, "via"), (
+                f"gateway {via} is not on a subnet this node reaches directly{on} ({have}); "
+                "the kernel would refuse the route: use a gateway on a connected subnet, "
+                "or add `onlink: true` and `dev:`"
+            )
+    if route.src and ipaddress.ip_address(route.src) not in local:
+        yield (*path, "src"), (
+            f"src {route.src} is not an address of this node; the kernel accepts only a local "
+            "address as a route's source"
+        )
+
+
 def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...]) -> Iterator[Complaint]:
     yield from _table_complaint(lab, rule.table, path)
-    fams = {ipaddress.ip_network(v, strict=False).version for v in (rule.from_, rule.to) if v and v != "default"}
+    fams = {
+        ipaddress.ip_network(v, strict=False).version for v in (rule.from_, rule.to) if v and v != "default"
+    }
     if len(fams) > 1:
-        yield (*path, "to"), "from and to are of different IP families"
+        v_from = ipaddress.ip_network(str(rule.from_), strict=False).version
+        yield (*path, "to"), (
+            f"from {rule.from_} is IPv{v_from} but to {rule.to} is IPv{6 if v_from == 4 else 4}; a rule is "
+            "of one family: write one rule per family"
+        )
     if rule.action == "lookup" and rule.table is None:
         yield path, "a lookup rule needs `table:` (a number or a name from top-level `tables:`)"
     if rule.action != "lookup" and rule.table is not None:
@@ -127,7 +213,10 @@ def _check_vxlan(link: Vxlan, path: tuple[str | int, ...]) -> Iterator[Complaint
     if link.remote and link.group:
         yield (*path, "group"), "give either `remote:` (unicast) or `group:` (multicast), not both"
     if link.group and not ipaddress.ip_address(link.group).is_multicast:
-        yield (*path, "group"), f"group {link.group} is not a multicast address"
+        yield (*path, "group"), (
+            f"group {link.group} is not a multicast address (IPv4: 224.0.0.0/4, e.g. 239.1.1.1; "
+            "IPv6: ff00::/8); for one far end use `remote:`"
+        )
     if link.group and not link.dev:
         yield (*path, "dev"), "a multicast vxlan needs `dev:` (the underlay interface)"
 
@@ -141,7 +230,9 @@ def _check_addresses(lab: Lab, topo: Topology) -> Iterator[Complaint]:
             for i, addr in enumerate(iface.settings.addresses):
                 ip = str(ipaddress.ip_interface(addr).ip)
                 where = f"{key[0]}:{key[1]}"
-                if ip in owner:
+                if owner.get(ip) == where:
+                    yield (*iface.path, "addresses", i), f"address {ip} is listed twice on this interface"
+                elif ip in owner:
                     yield (
                         (*iface.path, "addresses", i),
                         f"address {ip} is also on {owner[ip]} in the same L2 segment",

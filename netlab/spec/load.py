@@ -7,6 +7,8 @@ keys; field types and unknown keys (pydantic); cross-object rules (checks.py).
 from __future__ import annotations
 
 import difflib
+import re
+import shlex
 import types
 import typing
 from pathlib import Path as FsPath
@@ -17,7 +19,7 @@ from pydantic import BaseModel
 
 from netlab.errors import LabError, Problem
 from netlab.spec.checks import check_lab
-from netlab.spec.model import LINK_KINDS, LINK_TAGS, Lab
+from netlab.spec.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
 from netlab.spec.source import Path, Source, parse_yaml
 from netlab.spec.topology import Topology, resolve
 
@@ -46,13 +48,15 @@ def load_lab_data(data: Any, source: Source | None = None, problems: list[Proble
     source = source or Source("<dict>")
     problems = list(problems or [])
     if not isinstance(data, dict):
+        got = "a list" if isinstance(data, list) else _show(data)
         raise LabError(
-            [*problems, source.problem((), "a lab file is a mapping with `name:` and `nodes:` at the top")]
+            [*problems, source.problem((), f"the top level is {got}; a lab file is a mapping "
+                                           "with `name:` and `nodes:` at the top")]
         )
     try:
         lab = Lab.model_validate(data)
     except pydantic.ValidationError as err:
-        problems += [_problem_from_pydantic(e, source) for e in err.errors()]
+        problems += _problems_from_pydantic(err.errors(), source)
         raise LabError(problems) from None
     topo, complaints = resolve(lab)
     complaints += check_lab(lab, topo)
@@ -71,8 +75,21 @@ def topology(lab: Lab) -> Topology:
 # ---------------------------------------------------------------- pydantic → Problem
 
 
+def _is_union_member(loc: tuple[Any, ...]) -> bool:
+    """Is the last part of `loc` the member name pydantic appends for an `int | str` union
+    (a sysctl value, a route's or rule's table)? Matched by position, so an interface or
+    key that happens to be called `int` is left alone."""
+    if not loc or loc[-1] not in ("int", "str"):
+        return False
+    if len(loc) == 5 and loc[0] == "nodes" and loc[2] == "sysctls":
+        return True
+    return len(loc) == 6 and loc[0] == "nodes" and loc[2] in ("routes", "rules") and loc[4] == "table"
+
+
 def _clean_loc(loc: tuple[Any, ...]) -> Path:
     """Drop pydantic's bookkeeping from a location: union tags and '[key]' markers."""
+    if _is_union_member(loc):
+        loc = loc[:-1]
     out: list[str | int] = []
     for i, part in enumerate(loc):
         if part == "[key]":
@@ -129,45 +146,211 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     return models[0] if len(models) == 1 else None
 
 
-def _problem_from_pydantic(err: Any, source: Source) -> Problem:
+# Names other tools (iproute2, netplan, docker, ifupdown) use for a key, and ours.
+# Used only when the right one is allowed where the unknown key was written.
+_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "gw": ("via",), "gateway": ("via",), "nexthop": ("via",), "next_hop": ("via",),
+    "dst": ("to",), "dest": ("to",), "destination": ("to",), "prefix": ("to",),
+    "device": ("dev",), "interface": ("dev",), "iface": ("dev",),
+    "src": ("from",), "source": ("from",),
+    "pref": ("priority", "metric"), "preference": ("priority", "metric"), "prio": ("priority",),
+    "lookup": ("table",), "mark": ("fwmark",),
+    "type": ("kind",), "address": ("addresses",), "ip": ("addresses",), "ips": ("addresses",),
+    "ipv4": ("addresses",), "ipv6": ("addresses",), "bridge": ("master",),
+    "hwaddr": ("mac",), "lladdr": ("mac",), "id": ("vni",), "vxlan_id": ("vni",), "dstport": ("port",),
+    "interfaces": ("links",), "ifaces": ("links",), "commands": ("exec",), "cmds": ("exec",),
+    "run": ("exec",), "hosts": ("nodes",), "namespaces": ("nodes",), "features": ("requires",),
+}
+
+# What a missing key is for, so the message says what to write.
+_MISSING_HINTS = {
+    "name": "add e.g. `name: lab1` (letters, digits, '-', '_'; it prefixes every namespace)",
+    "nodes": "add `nodes:` with at least one node, e.g. `nodes: {pod1: {}}`",
+    "to": "every route needs `to:` (use `to: default` for the default route)",
+    "vni": "a vxlan needs `vni:`, its VXLAN network identifier (0 to 16777215)",
+    "peer": "a `kind: veth` link needs `peer: NODE:IFNAME`, the other end of the pair",
+}
+
+# The full range of bounded numbers, by key.
+_RANGES = {
+    "vni": ("a VNI (24 bits)", 0, 16777215),
+    "port": ("a UDP port", 1, 65535),
+    "ttl": ("a TTL", 0, 255),
+    "metric": ("a metric", 0, 4294967295),
+    "priority": ("a rule priority", 0, 4294967295),
+}
+
+# One example per model, for a value that should have been a mapping.
+_EXAMPLES = {
+    "Route": "{to: 10.1.0.0/16, via: 10.0.0.1}",
+    "Rule": "{from: 10.8.0.0/16, table: vpn}",
+    "Node": "{links: {eth0: {peer: 'pod2:eth0'}}}",
+}
+
+
+def _problems_from_pydantic(errors: list[Any], source: Source) -> list[Problem]:
+    problems: list[Problem] = []
+    suggested: set[Path] = set()
+    missing: list[tuple[Path, Problem]] = []
+    for err in errors:
+        problem, suggestion = _problem_from_pydantic(err, source)
+        if err["type"] == "missing":
+            missing.append((_clean_loc(tuple(err["loc"])), problem))
+        else:
+            problems.append(problem)
+        if suggestion:
+            suggested.add(suggestion)
+    # `node:` for `nodes:` is one mistake: "unknown key 'node'; did you mean 'nodes'?" says it
+    # all, and a second line "required key 'nodes' is missing" would only repeat it.
+    problems += [p for path, p in missing if path not in suggested]
+    return problems
+
+
+def _suggest(key: str, allowed: list[str]) -> str | None:
+    for synonym in _SYNONYMS.get(key.lower(), ()):
+        if synonym in allowed:
+            return synonym
+    close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    return close[0] if close else None
+
+
+def _unknown_key(raw_loc: tuple[Any, ...], path: Path) -> tuple[str, Path | None]:
+    key = str(raw_loc[-1])
+    model = _model_at(raw_loc[:-1])
+    allowed = sorted((info.alias or name) for name, info in model.model_fields.items()) if model else []
+    link_tag = _link_tag_of(model) if model and issubclass(model, _LinkCommon) else None
+    if link_tag == "end":
+        allowed = sorted([*allowed, "kind", "peer"])  # a link may always say what it is
+    close = _suggest(key, allowed)
+    text = f"unknown key {key!r}"
+    if close:
+        text += f"; did you mean {close!r}?"
+    elif link_tag:
+        # A key of another link kind: say which kind it belongs to.
+        owners = [t for t in LINK_KINDS if t != link_tag and key in _link_model(t).model_fields]
+        if owners:
+            this = "this link has no `kind:`" if link_tag == "end" else f"this is a {link_tag}"
+            text += f"; {key!r} is a setting of {' and '.join(owners)} links, and {this}"
+    if allowed:
+        text += f" (allowed here: {', '.join(allowed)})"
+    return text, ((*path[:-1], close) if close else None)
+
+
+def _link_model(tag: str) -> type[BaseModel]:
+    for member in typing.get_args(typing.get_args(Link)[0]):
+        tp = typing.get_args(member)[0]
+        if _link_tag_of(tp) == tag:
+            return typing.cast(type[BaseModel], tp)
+    raise KeyError(tag)
+
+
+def _type_hint(value: Any) -> str:
+    """Why a value YAML typed on its own is not the string wanted, and the fix."""
+    if isinstance(value, bool):
+        return "; YAML reads unquoted yes/no/on/off/true/false as a boolean: put the value in quotes"
+    if isinstance(value, (int, float)):
+        return f"; YAML reads an unquoted {value} as a number: put it in quotes, e.g. '{value}'"
+    return ""
+
+
+def _problem_from_pydantic(err: Any, source: Source) -> tuple[Problem, Path | None]:
+    """One pydantic error as a Problem, and the key path it suggests instead (if any)."""
     raw_loc = tuple(err["loc"])
     path = _clean_loc(raw_loc)
     kind = err["type"]
     value = err.get("input")
     msg = str(err["msg"])
+    last = path[-1] if path else ""
+    if _is_union_member(raw_loc):
+        if "table" in path:
+            text = f"table is a number or a name from top-level `tables:`, got {_show(value)}"
+        else:
+            text = f"a sysctl value is a number or a string, got {_show(value)}"
+            if isinstance(value, float):
+                text += f"; put it in quotes, e.g. '{value}'"
+        return source.problem(path, text), None
     if kind == "extra_forbidden":
-        key = str(raw_loc[-1])
-        model = _model_at(raw_loc[:-1])
-        allowed = sorted(
-            (info.alias or name) for name, info in model.model_fields.items()
-        ) if model else []
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-        text = f"unknown key {key!r}"
-        if close:
-            text += f"; did you mean {close[0]!r}?"
-        if allowed:
-            text += f" (allowed here: {', '.join(allowed)})"
-        return source.problem(path, text)
+        text, suggestion = _unknown_key(raw_loc, path)
+        return source.problem(path, text), suggestion
     if kind == "missing":
-        return source.problem(path, f"required key {path[-1]!r} is missing")
+        hint = _MISSING_HINTS.get(str(last))
+        return source.problem(path, f"required key {last!r} is missing" + (f"; {hint}" if hint else "")), None
     if kind == "union_tag_invalid":
         return source.problem(
             (*path, "kind"),
             f"unknown link kind {err['ctx'].get('tag')!r}; expected one of: {', '.join(LINK_KINDS)}",
-        )
+        ), None
     if kind == "value_error":
-        return source.problem(path, msg.removeprefix("Value error, "))
+        return source.problem(path, msg.removeprefix("Value error, ")), None
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return source.problem(path, f"expected a mapping (key: value, …), got {_show(value)}")
+        if value is None and path == ("nodes",):
+            text = "is empty; a lab needs at least one node, e.g. `nodes: {pod1: {}}`"
+        elif value is None:
+            where = f"`{last}: {{}}`" if isinstance(last, str) and last else "`{}`"
+            text = f"is empty; expected a mapping (key: value, …), e.g. {where} for one with no settings"
+        elif isinstance(value, list):
+            text = ("expected a mapping (key: value, …), got a list; entries here are keyed by "
+                    "name, so drop the '- ' in front of them")
+        else:
+            model = _model_at(raw_loc)
+            example = _EXAMPLES.get(model.__name__) if model else None
+            text = f"expected a mapping (key: value, …), got {_show(value)}"
+            if example:
+                text += f"; e.g. {example}"
+        return source.problem(path, text), None
     if kind == "list_type":
-        return source.problem(path, f"expected a list ([…] or '- ' items), got {_show(value)}")
-    if kind.startswith("int_") or kind.startswith("bool_") or kind.startswith("string_"):
-        return source.problem(path, f"{_lower_first(msg)}, got {_show(value)}")
+        if len(path) >= 3 and path[2] == "exec" and isinstance(value, str):
+            argv = ", ".join(_split(value))
+            text = ("expected a list of arguments (the command runs without a shell), "
+                    f"got {_show(value)}; write [{argv}]")
+            if len(path) == 3:  # `exec: "cmd"`: a list of commands, each a list
+                text = f"expected a list of commands, each a list of arguments, got {_show(value)}; write [[{argv}]]"
+            return source.problem(path, text), None
+        text = f"expected a list ([…] or '- ' items), got {_show(value)}"
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            text += f"; for one item write [{value}]"
+        return source.problem(path, text), None
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return source.problem(path, f"expected a whole number, got {_show(value)}"), None
+    if kind in ("bool_type", "bool_parsing"):
+        return source.problem(path, f"expected true or false, got {_show(value)}"), None
+    if kind == "string_type":
+        return source.problem(path, f"expected a string, got {_show(value)}{_type_hint(value)}"), None
+    if kind.startswith(("int_", "bool_", "string_")):
+        return source.problem(path, f"{_lower_first(msg)}, got {_show(value)}"), None
     if kind == "literal_error":
-        return source.problem(path, f"{_lower_first(msg.replace('Input should be', 'expected'))}, got {_show(value)}")
-    if kind in ("greater_than_equal", "less_than_equal", "less_than", "greater_than", "too_short"):
-        return source.problem(path, f"{_lower_first(msg.replace('Input should be', 'must be'))}, got {_show(value)}")
-    return source.problem(path, f"{_lower_first(msg)} (got {_show(value)})")
+        text = f"{_lower_first(msg.replace('Input should be', 'expected'))}, got {_show(value)}"
+        if isinstance(value, str):
+            close = _suggest(value, re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
+            if close:
+                text += f"; did you mean {close!r}?"
+        return source.problem(path, text), None
+    if kind == "too_short":
+        if path == ("nodes",):
+            text = "a lab needs at least one node, e.g. `nodes: {pod1: {}}`"
+        elif len(path) == 4 and path[2] == "exec":
+            text = "a command needs at least the program to run, e.g. [ip, link, show]"
+        else:
+            text = "must not be empty"
+        return source.problem(path, text), None
+    if kind in ("greater_than_equal", "less_than_equal", "less_than", "greater_than"):
+        text = f"{_lower_first(msg.replace('Input should be', 'must be'))}, got {_show(value)}"
+        if last == "mtu":
+            text = f"an MTU must be from 68 to 65535 (IPv6 needs at least 1280), got {_show(value)}"
+        elif path[:1] == ("tables",):
+            text = f"a table number must be from 1 to 4294967295, got {_show(value)}"
+        elif last in _RANGES:  # both bounds: pydantic names only the one that was crossed
+            what, low, high = _RANGES[str(last)]
+            text = f"{what} must be from {low} to {high}, got {_show(value)}"
+        return source.problem(path, text), None
+    return source.problem(path, f"{_lower_first(msg)} (got {_show(value)})"), None
+
+
+def _split(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:  # unbalanced quotes: show the words as they are
+        return command.split()
 
 
 def _lower_first(text: str) -> str:

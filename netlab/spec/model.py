@@ -28,7 +28,7 @@ Feature = Literal[
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (16 bytes with the NUL)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_IFNAME_BAD = re.compile(r"[/\s:]")
+_IFNAME_BAD = re.compile(r"[/\s:\x00-\x1f\x7f]")  # the kernel allows control chars; `ip` output would not
 
 
 class Base(BaseModel):
@@ -63,12 +63,47 @@ def _check_ifname(value: str) -> str:
         )
     if value in (".", "..") or _IFNAME_BAD.search(value):
         raise ValueError(
-            f"interface name {value!r} may not be '.', '..' or contain '/', ':' or whitespace"
+            f"interface name {value!r} may not be '.', '..' or contain '/', ':', whitespace "
+            "or control characters"
         )
     return value
 
 
 IfName = Annotated[str, AfterValidator(_check_ifname)]
+
+
+def _why_not_ip(text: str) -> str:
+    """Which part of `text` (no prefix length) keeps it from being an address: ipaddress's
+    own message repeats the whole input and never says which octet or group is wrong."""
+    if ":" not in text:
+        octets = text.split(".")
+        if len(octets) == 4 and all(o.isdigit() for o in octets):
+            for o in octets:
+                if int(o) > 255:
+                    return f"{o} is out of range; IPv4 octets go from 0 to 255"
+                if len(o) > 1 and o.startswith("0"):
+                    return f"{o} has a leading zero, which some tools read as octal; write {int(o)}"
+        return f"{text!r} is not an IPv4 or IPv6 address"
+    return f"{text!r} is not a valid IPv6 address"
+
+
+def _why_not_prefixlen(text: str, addr: str) -> str | None:
+    version = ipaddress.ip_address(addr).version
+    top = 32 if version == 4 else 128
+    if not text.isdigit():
+        return f"the prefix length /{text} is not a number from 0 to {top}"
+    if int(text) > top:
+        return f"the prefix length /{text} is too long; IPv{version} allows /0 to /{top}"
+    return None
+
+
+def _why_not_net(text: str) -> str:
+    addr, _, length = text.partition("/")
+    try:
+        ipaddress.ip_address(addr)
+    except ValueError:
+        return _why_not_ip(addr)
+    return _why_not_prefixlen(length, addr) or "not an address with prefix length"
 
 
 def _check_interface_address(value: Any) -> str:
@@ -79,8 +114,8 @@ def _check_interface_address(value: Any) -> str:
         )
     try:
         iface = ipaddress.ip_interface(text)
-    except ValueError as err:
-        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address with prefix: {err}") from None
+    except ValueError:
+        raise ValueError(f"address {text!r}: {_why_not_net(text)}") from None
     return iface.with_prefixlen
 
 
@@ -89,8 +124,10 @@ def _check_ip(value: Any) -> str:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
-        hint = " (no prefix length here)" if "/" in text else ""
-        raise ValueError(f"{text!r} is not an IPv4 or IPv6 address{hint}") from None
+        if "/" in text:
+            addr = text.partition("/")[0]
+            raise ValueError(f"{text!r} has a prefix length; here write only the address ({addr})") from None
+        raise ValueError(_why_not_ip(text)) from None
 
 
 def _check_prefix(value: Any) -> str:
@@ -103,9 +140,10 @@ def _check_prefix(value: Any) -> str:
         if "host bits set" in str(err):
             fixed = ipaddress.ip_network(text, strict=False)
             raise ValueError(f"{text!r} has host bits set; did you mean {fixed}?") from None
-        raise ValueError(
-            f"{text!r} is not a prefix (e.g. 10.0.0.0/24, 2001:db8::/64, a host address, or 'default')"
-        ) from None
+        why = _why_not_net(text) if "/" in text else _why_not_ip(text)
+        if why.endswith("is not an IPv4 or IPv6 address"):  # nothing address-like: show the forms
+            why += " (write e.g. 10.0.0.0/24, 2001:db8::/64, a host address, or 'default')"
+        raise ValueError(f"{text!r} is not a prefix: {why}") from None
     return net.with_prefixlen
 
 
@@ -119,7 +157,11 @@ def _check_mac(value: Any) -> str:
     if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", text):
         raise ValueError(f"{value!r} is not a MAC address like 02:42:ac:11:00:02")
     if int(text[:2], 16) & 1:
-        raise ValueError(f"{value!r} is a multicast MAC (lowest bit of the first byte set); use e.g. 02:…")
+        unicast = f"{(int(text[:2], 16) & ~1) | 2:02x}{text[2:]}"  # clear multicast, set local bit
+        raise ValueError(
+            f"{value!r} is a multicast MAC (lowest bit of the first byte set), which no interface "
+            f"may have; use a locally administered unicast one such as {unicast}"
+        )
     return text
 
 
@@ -130,7 +172,8 @@ def _check_peer(value: Any) -> str:
     text = str(value)
     node, sep, ifname = text.partition(":")
     if not sep or not node or not ifname:
-        raise ValueError(f"peer {text!r} must be NODE:IFNAME, e.g. pod1:eth0")
+        example = f"{node or 'pod1'}:{ifname or 'eth0'}"  # the user's own names where given
+        raise ValueError(f"peer {text!r} must be NODE:IFNAME, e.g. {example}")
     _check_ifname(ifname)
     return text
 

@@ -7,6 +7,7 @@ PyYAML silently overwrites). The map lets every later error point at file:line.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,15 +22,34 @@ Path = tuple[str | int, ...]
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
 def format_path(path: Path) -> str:
-    """('nodes', 'n1', 'routes', 2, 'via') → 'nodes.n1.routes[2].via'."""
+    """('nodes', 'n1', 'routes', 2, 'via') → 'nodes.n1.routes[2].via'.
+
+    A key that is not a plain word is quoted, so the path stays unambiguous and safe to
+    print: `links["eth0.100"]` is one interface, not `eth0` then `100`; `nodes[".."]` is
+    not `nodes...`; a control character in a name shows as \\x01, never raw on a terminal.
+    """
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
+        elif not _PLAIN_KEY.match(part):
+            out += '["' + printable(part.replace("\\", "\\\\").replace('"', '\\"')) + '"]'
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{part}" if out else part
     return out
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped: lab files are user input, and a message
+    quoting a name must not move the cursor or recolour the user's terminal."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -48,7 +68,7 @@ class Source:
         return 0
 
     def problem(self, path: Path, message: str) -> Problem:
-        return Problem(self.file, self.line_of(path), format_path(path), message)
+        return Problem(self.file, self.line_of(path), format_path(path), printable(message))
 
 
 class _Builder:
@@ -56,38 +76,50 @@ class _Builder:
         self.source = source
         self.problems: list[Problem] = []
         self.constructor = yaml.SafeLoader("")
+        # Keys written in each mapping itself (not merged in), remembered before
+        # flatten_mapping rewrites the node: an anchor used twice is flattened only once.
+        self.explicit: dict[int, set[int]] = {}
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.source.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
+            own = self.explicit.setdefault(
+                id(node), {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
+            )
             self.constructor.flatten_mapping(node)  # resolve YAML merge keys (<<: *anchor)
-            out: dict[Any, Any] = {}
+            # Merged keys come first; a key written here overrides a merged one (that is
+            # what `<<` is for), but the same key written twice here is a mistake.
+            chosen: dict[str, tuple[yaml.Node, yaml.Node]] = {}
             for key_node, value_node in node.value:
-                key = self.constructor.construct_object(key_node, deep=True)
-                if not isinstance(key, (str, int, float, bool)) or key is None:
+                if not isinstance(key_node, yaml.ScalarNode):
                     self.problems.append(
                         Problem(
                             self.source.file,
                             key_node.start_mark.line + 1,
                             format_path(path),
-                            "keys must be plain scalars",
+                            "a key must be a plain name, not a list or mapping",
                         )
                     )
                     continue
-                key = str(key) if not isinstance(key, str) else key
-                child = (*path, key)
-                if key in out:
-                    first = self.source.lines.get(child, 0)
+                # The key as written: every key in a lab is a name, and YAML 1.1 would
+                # turn a node called `on` or `no` into True/False and `1.10` into 1.1.
+                key = str(key_node.value)
+                earlier = chosen.get(key)
+                if earlier is not None and id(key_node) in own and id(earlier[0]) in own:
                     self.problems.append(
                         Problem(
                             self.source.file,
                             key_node.start_mark.line + 1,
-                            format_path(child),
-                            f"duplicate key (first given on line {first}); "
-                            "YAML would silently keep only the last one",
+                            format_path((*path, key)),
+                            f"duplicate key (first given on line {earlier[0].start_mark.line + 1}); "
+                            "YAML would silently keep only the last one: merge the two",
                         )
                     )
                     continue
+                chosen[key] = (key_node, value_node)
+            out: dict[str, Any] = {}
+            for key, (key_node, value_node) in chosen.items():
+                child = (*path, key)
                 self.source.lines[child] = key_node.start_mark.line + 1
                 out[key] = self.build(value_node, child)
             return out
@@ -104,9 +136,7 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Source, list[Problem]]:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark else 0
-        what = err.problem or str(err)
-        ctx = f" ({err.context})" if err.context else ""
-        return None, source, [Problem(file, line, "", f"YAML syntax error: {what}{ctx}")]
+        return None, source, [Problem(file, line, "", f"YAML syntax error: {_explain(err, text)}")]
     except yaml.YAMLError as err:
         return None, source, [Problem(file, 0, "", f"YAML error: {err}")]
     if root is None:
@@ -119,6 +149,77 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Source, list[Problem]]:
         line = mark.line + 1 if mark else 0
         return None, source, [Problem(file, line, "", f"YAML error: {err}")]
     return data, source, builder.problems
+
+
+def _explain(err: yaml.MarkedYAMLError, text: str) -> str:
+    """Say what a YAML syntax error means for a lab file, the same with libyaml or PyYAML
+    (their wording differs), and what would fix it. Unknown errors keep the parser's words."""
+    problem = err.problem or ""
+    lines = text.splitlines()
+    mark = err.problem_mark
+    line, col = (mark.line, mark.column) if mark else (0, 0)
+    here = lines[line][col:] if line < len(lines) else ""
+    ctx_line = err.context_mark.line + 1 if err.context_mark else line + 1
+    where = f"column {col + 1}: "
+    if here.startswith("\t") or (here[:1].isspace() and "\t" in lines[line][: col + 1]):
+        return where + "a tab; indent with spaces (YAML does not allow tabs in indentation)"
+    if "cannot start any token" in problem:
+        return where + f"a plain value cannot start with {here[:1]!r}; put the value in quotes"
+    if "expected <block end>" in problem or "did not find expected key" in problem or (
+        "expected '-' indicator" in problem
+    ):
+        return _indentation(lines, line)  # names its columns itself
+    if "mapping values are not allowed" in problem:
+        return where + (
+            "unexpected ': '; a value containing ': ' must be quoted (\"a: b\"), "
+            "a NODE:IFNAME has no space after the colon, and a nested key goes on its own line"
+        )
+    for opening, closing, what in (("[", "]", "list"), ("{", "}", "mapping")):
+        if f"',' or '{closing}'" in problem:
+            return where + (
+                f"the {opening} … {closing} {what} opened on line {ctx_line} is not closed "
+                f"with '{closing}', or a value in it needs quotes"
+            )
+    if "node content" in problem and here.startswith(":"):
+        return where + (
+            "a value that starts with ':' (like ::1/128 or ::/0) must be quoted inside [ ] and { }"
+        )
+    if "undefined alias" in problem:
+        name = here[1:].split()[0].rstrip(",]}") if here.startswith("*") else "?"
+        return where + f"alias *{name} refers to no anchor; define &{name} before it is used"
+    if "another document" in problem:
+        return "the file holds more than one YAML document ('---'); a lab file holds one lab"
+    if "end of stream" in problem and "quoted scalar" in (err.context or ""):
+        return f"the quoted string that starts on line {ctx_line} is never closed"
+    ctx = f" ({err.context})" if err.context else ""
+    return f"{where}{problem}{ctx}"
+
+
+def _indentation(lines: list[str], line: int) -> str:
+    """Explain a block-structure error at 0-based `line` by comparing it with the line above."""
+    def indent(text: str) -> int:
+        return len(text) - len(text.lstrip(" "))
+
+    above = next(
+        (i for i in range(min(line, len(lines)) - 1, -1, -1)
+         if lines[i].strip() and not lines[i].lstrip().startswith("#")),
+        None,
+    )
+    this = lines[line] if line < len(lines) else ""
+    if above is None:
+        return "the indentation of this line does not fit the file"
+    a, b = indent(this), indent(lines[above])
+    if lines[above].lstrip().startswith("- ") and not this.lstrip().startswith("-") and a <= b:
+        return (
+            f"this line is not a '- ' item, but is indented like the list on line {above + 1}; "
+            "a list cannot also have keys (indent the key under its item)"
+        )
+    if a != b:
+        return (
+            f"bad indentation: this line starts in column {a + 1}, the line above it "
+            f"(line {above + 1}) in column {b + 1}; keys of one mapping must line up"
+        )
+    return "the indentation of this line does not fit the lines above it"
 
 
 def walk_paths(data: Any, path: Path = ()) -> Iterator[Path]:

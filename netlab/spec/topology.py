@@ -5,6 +5,7 @@ segment. Pure; used by the cross-checks and by the planner, so both see one trut
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 from netlab.spec.model import Bridge, Lab, PeerEnd, Veth, Vxlan, _LinkCommon
@@ -101,7 +102,11 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
             if via_ports:
                 if master and master != via_ports[0]:
                     complaints.append(
-                        ((*path, "master"), f"master {master} contradicts bridge {via_ports[0]}'s ports list")
+                        (
+                            (*path, "master"),
+                            f"{ifname} is in bridge {via_ports[0]}'s ports but says `master: {master}`; "
+                            "an interface has one master: keep only one of the two",
+                        )
                     )
                 master = master or via_ports[0]
             kind = "lo" if ifname == "lo" and isinstance(link, PeerEnd) else _kind(link)
@@ -112,12 +117,9 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
             topo.interfaces[(node_name, ifname)] = Interface(
                 node_name, ifname, kind, link, path, peer=peer, master=master
             )
-    for (node_name, port), (_bridge, port_path) in port_of.items():
-        if (node_name, port) not in topo.interfaces:
-            complaints.append((port_path, f"port {port} is not an interface of node {node_name}"))
-
     # Pair veth ends; the far end may be declared (as a PeerEnd or a Veth pointing back) or implicit.
     seen: set[IfKey] = set()
+    meant: set[IfKey] = set()  # ends a misspelt peer surely meant: their own complaint would repeat it
     for key, iface in list(topo.interfaces.items()):
         if iface.kind != "veth" or key in seen:
             continue
@@ -125,19 +127,34 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
         pkey = iface.peer
         ppath = (*iface.path, "peer")
         if pkey == key:
-            complaints.append((ppath, "a veth cannot be its own peer"))
+            complaints.append(
+                (ppath, f"a veth cannot be its own peer; name the other end, e.g. `peer: OTHERNODE:{key[1]}`")
+            )
             continue
         if pkey[0] not in lab.nodes:
             known = ", ".join(sorted(lab.nodes))
-            complaints.append((ppath, f"peer node {pkey[0]!r} is not defined (nodes: {known})"))
+            close = difflib.get_close_matches(pkey[0], list(lab.nodes), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}:{pkey[1]}? " if close else ""
+            meant.update((close[0], pkey[1]) for _ in close)
+            complaints.append((ppath, f"peer node {pkey[0]!r} is not defined; {hint}(nodes: {known})"))
             continue
         if pkey in seen:
-            complaints.append((ppath, f"{pkey[0]}:{pkey[1]} is already the peer of another veth"))
+            owner = next(p.near if p.far == pkey else p.far for p in topo.pairs if pkey in (p.near, p.far))
+            complaints.append(
+                (
+                    ppath,
+                    f"{pkey[0]}:{pkey[1]} is already the peer of {owner[0]}:{owner[1]}; a veth "
+                    "has exactly two ends, so name another interface",
+                )
+            )
             continue
         other = topo.interfaces.get(pkey)
         if other is None:
+            # An implicit end may still be a bridge port: `ports: [veth1]` on the host's
+            # bridge with `eth0: {peer: host:veth1}` in the pod is the docker layout.
+            master = port_of[pkey][0] if pkey in port_of else None
             topo.interfaces[pkey] = Interface(
-                pkey[0], pkey[1], "veth", PeerEnd(), iface.path, peer=key
+                pkey[0], pkey[1], "veth", PeerEnd(), iface.path, peer=key, master=master
             )
         elif other.kind == "veth":
             if other.peer != key:
@@ -145,7 +162,8 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
                     (
                         (*other.path, "peer"),
                         f"peers disagree: {key[0]}:{key[1]} says its peer is {pkey[0]}:{pkey[1]}, "
-                        f"but {pkey[0]}:{pkey[1]} says {other.peer[0]}:{other.peer[1]}"
+                        f"but {pkey[0]}:{pkey[1]} says {other.peer[0]}:{other.peer[1]}; the two "
+                        "ends must name each other (or give `peer:` on one end only)"
                         if other.peer
                         else "peers disagree",
                     )
@@ -159,9 +177,13 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
                 pkey[0], pkey[1], "veth", other.settings, other.path, peer=key, master=other.master
             )
         else:
-            complaints.append(
-                (ppath, f"{pkey[0]}:{pkey[1]} is a {other.kind}, not a veth end; name another interface")
-            )
+            hint = "name another interface"
+            if other.kind == "bridge":  # the usual wish: plug this veth into that bridge
+                hint = (
+                    f"to plug this veth into {pkey[1]}, point it at a new interface in {pkey[0]} "
+                    f"and give that one `master: {pkey[1]}`"
+                )
+            complaints.append((ppath, f"{pkey[0]}:{pkey[1]} is a {other.kind}, not a veth end; {hint}"))
             continue
         seen.update({key, pkey})
         near, far = key, pkey
@@ -170,8 +192,36 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
             near, far = far, near
         topo.pairs.append(VethPair(near, far))
 
+    # Ports are checked once implicit veth ends exist.
+    for (node_name, port), (bridge_name, port_path) in port_of.items():
+        if (node_name, port) not in topo.interfaces:
+            complaints.append(
+                (
+                    port_path,
+                    f"port {port} is not an interface of node {node_name}; declare it under "
+                    f"its links (e.g. `{port}: {{peer: NODE:IFNAME}}`) or drop it from "
+                    f"{bridge_name}'s ports",
+                )
+            )
+
     for key, iface in topo.interfaces.items():
-        if iface.kind == "end":
+        # A declared end nobody points at, next to an undeclared end some veth does point
+        # at with a similar name, is one typo (`peer: pod2:eht0`): say so at that peer.
+        typo = [
+            i for i in topo.of_node(key[0])
+            if i.kind == "veth" and i.path != ("nodes", i.node, "links", i.name) and i.peer
+        ] if iface.kind == "end" else []
+        close = difflib.get_close_matches(key[1], [i.name for i in typo], n=1, cutoff=0.6)
+        if close:
+            implicit = next(i for i in typo if i.name == close[0])
+            complaints.append(
+                (
+                    (*implicit.path, "peer"),
+                    f"peer {key[0]}:{close[0]} is not declared in {key[0]}, which has an unpaired "
+                    f"{key[1]}; did you mean `peer: {key[0]}:{key[1]}`?",
+                )
+            )
+        elif iface.kind == "end" and key not in meant:
             complaints.append(
                 (
                     iface.path,
@@ -183,19 +233,34 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
         if iface.master is not None:
             mkey = (key[0], iface.master)
             bridge = topo.interfaces.get(mkey)
-            if bridge is None or bridge.kind != "bridge":
+            if iface.kind == "lo":  # the kernel refuses, and the plan has no op for it
+                complaints.append(
+                    ((*iface.path, "master"), "lo cannot be a bridge port; give the bridge itself the address")
+                )
+            elif bridge is None or bridge.kind != "bridge":
                 bridges = sorted(i.name for i in topo.of_node(key[0]) if i.kind == "bridge")
                 what = "does not exist" if bridge is None else f"is a {bridge.kind}, not a bridge"
                 complaints.append(
                     (
                         (*iface.path, "master"),
-                        f"master {iface.master} {what} in node {key[0]}"
-                        + (f" (bridges there: {', '.join(bridges)})" if bridges else ""),
+                        f"master {iface.master} in node {key[0]} {what}"
+                        + (
+                            f" (bridges there: {', '.join(bridges)})"
+                            if bridges
+                            else " (declare one, e.g. `br0: {kind: bridge}`)"
+                        ),
                     )
                 )
             elif iface.master == key[1]:
                 complaints.append(((*iface.path, "master"), "a bridge cannot be its own master"))
         underlay = iface.settings.dev if isinstance(iface.settings, Vxlan) else None
         if underlay is not None and (key[0], underlay) not in topo.interfaces:
-            complaints.append(((*iface.path, "dev"), f"underlay device {underlay} is not an interface of {key[0]}"))
+            known = ", ".join(sorted(i.name for i in topo.of_node(key[0]) if i.name != key[1]))
+            complaints.append(
+                (
+                    (*iface.path, "dev"),
+                    f"underlay device {underlay} is not an interface of {key[0]}"
+                    + (f" (it has: {known})" if known else ""),
+                )
+            )
     return topo, complaints
