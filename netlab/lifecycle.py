@@ -75,9 +75,10 @@ def up(
         nodes = {node: ns for node, ns in zip(lab.nodes, plan.namespaces, strict=True)}
         state = LabState(lab.name, source, plan.fingerprint, "building", nodes,
                          plan=[op.render() for op in plan.ops])
-        # Written before anything exists, so even `kill -9` leaves `down` a full list.
-        write_state(state)
         try:
+            # Written before anything exists, so even `kill -9` leaves `down` a full list.
+            # (Fix: inside the try, so a Ctrl-C landing right after it removes it again.)
+            write_state(state)
             done = apply_plan(plan, driver, progress)
         except BaseException:
             remove_state(lab.name)  # the rollback removed everything it named

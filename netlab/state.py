@@ -89,11 +89,35 @@ def all_states() -> list[LabState]:
 
 @contextlib.contextmanager
 def lab_lock(lab: str) -> Iterator[None]:
-    """Serialise up/down of one lab across processes."""
+    """Serialise up/down of one lab across processes.
+
+    Fix: the lock file used to stay forever, so every `down` of any name (even of a lab
+    that was never up) and every failed `up` left a `.LAB.lock` in /run/netlab. Now the
+    holder removes it when the lab has no state left; a process that waited on the
+    removed file notices (its inode is no longer the path's) and locks the new one."""
     _ensure_dir()
-    fd = os.open(os.path.join(state_dir(), f".{lab}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    path = os.path.join(state_dir(), f".{lab}.lock")
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(path)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
+            break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        try:
+            if not os.path.exists(state_path(lab)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+        finally:
+            os.close(fd)

@@ -8,12 +8,14 @@ in turn, so one thread encodes messages while another waits in the kernel.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
+import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,20 +131,37 @@ class NetlinkDriver:
         """Run work(ns) for every namespace, chunks in parallel. Ctrl-C stops the workers
         between namespaces, and we wait for them so the caller's rollback sees all they made."""
 
-        def loop(names: list[str]) -> None:
-            for name in names:
-                if stop.is_set():
-                    return
-                work(name)
+        # Fix: wait on our own "finished" events, not Thread.join(). In CPython 3.11 a
+        # join() interrupted by Ctrl-C/SIGTERM marks a thread that is still running as
+        # stopped (threading._wait_for_tstate_lock, bpo-45274 handling), so is_alive()
+        # turned False early and the rollback ran while a worker was still creating
+        # namespaces: one namespace of a 300-node lab was left behind after SIGTERM.
+        # A worker announces itself (entered) before it looks at `stop`, so one that never
+        # got going needs no waiting for once `stop` is set: it will do nothing.
+        def loop(names: list[str], entered: threading.Event, finished: threading.Event) -> None:
+            try:
+                entered.set()
+                for name in names:
+                    if stop.is_set():
+                        return
+                    work(name)
+            finally:
+                finished.set()
 
-        threads = [threading.Thread(target=loop, args=(c,), name="netlab-worker") for c in chunks if c]
-        for t in threads:
-            t.start()
         interrupted: BaseException | None = None
-        for t in threads:
-            while t.is_alive():
+        workers: list[tuple[threading.Event, threading.Event]] = []
+        try:
+            for c in chunks:
+                if c:
+                    workers.append((threading.Event(), threading.Event()))
+                    threading.Thread(target=loop, args=(c, *workers[-1]), name="netlab-worker").start()
+        except BaseException as err:  # interrupted (or out of threads) while starting workers
+            stop.set()
+            interrupted = err
+        for entered, finished in workers:
+            while not finished.is_set() and (entered.is_set() or not stop.is_set()):
                 try:
-                    t.join()
+                    finished.wait(0.5 if not entered.is_set() else None)
                 except BaseException as err:  # KeyboardInterrupt or our SIGTERM exception
                     stop.set()
                     interrupted = err
@@ -200,9 +219,13 @@ class NetlinkDriver:
                 try:
                     if isinstance(op, CreateNetns):
                         nsops.create_here(ns)
+                        # Fix: report the namespace as made as soon as it exists, so the
+                        # rollback deletes it even if opening its socket below fails.
+                        on_done(op)
                         handle = _Handle(nsops.open_netns(ns), RtnlSocket())
                         with self._lock:
                             self._handles[ns] = handle
+                        continue
                     elif isinstance(op, SetSysctl):
                         _write_sysctl(op.key, op.value)
                     elif isinstance(op, MarkNetns):
@@ -246,15 +269,25 @@ class NetlinkDriver:
         return nsops.in_thread(run)
 
     def _run_command(self, op: RunCommand) -> None:
+        # Fix: subprocess.run() left the command running when Ctrl-C/SIGTERM landed while
+        # Popen was still starting it (after the fork, before run() could kill it on
+        # error): the rollback removed the lab, and the command ran on in its namespace.
+        # The signals now wait until the child is ours, and any exception kills it.
+        proc: subprocess.Popen[str] | None = None
         try:
-            proc = subprocess.run(
-                ["ip", "netns", "exec", op.ns, *op.argv],
-                capture_output=True, text=True, timeout=300, check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as err:
-            raise OpFailed(op, str(err)) from None
+            with _signals_deferred():
+                proc = subprocess.Popen(["ip", "netns", "exec", op.ns, *op.argv],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout, stderr = proc.communicate(timeout=300)
+        except BaseException as err:
+            if proc is not None:
+                proc.kill()
+                proc.communicate()
+            if isinstance(err, (OSError, subprocess.TimeoutExpired)):
+                raise OpFailed(op, str(err)) from None
+            raise
         if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            tail = (stderr or stdout).strip().splitlines()[-3:]
             raise OpFailed(op, f"exit status {proc.returncode}" + (": " + " | ".join(tail) if tail else ""))
 
     # ------------------------------------------------------------ rtnetlink
@@ -461,6 +494,33 @@ class NetlinkDriver:
                 addresses=tuple(by_index.get(m["index"], [])),
             ))
         return NamespaceView(name, tuple(views))
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Let Ctrl-C / SIGTERM take effect only when the block is done. At the Python level
+    (not with a signal mask, which a child would inherit through exec); signal handlers
+    run in the main thread only, so elsewhere there is nothing to defer."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append((signum, frame))
+
+    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for signum, frame in caught[:1]:
+            handler = old[signal.Signals(signum)]
+            if callable(handler):
+                handler(signum, frame)  # raises KeyboardInterrupt, or the CLI's Terminated
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
 
 
 def _sysctl_path(key: str) -> str:
