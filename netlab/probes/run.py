@@ -1,0 +1,683 @@
+"""Probes: one real flow from inside a lab namespace, and what became of it.
+
+A probe opens its socket *inside* the node's namespace (a worker thread setns()es there,
+works, and returns home; the caller's thread never moves) and sends real packets with the
+kernel's own stack: raw ICMP echo, TCP connect, connected UDP, HTTP GET. No ping/curl
+processes, so hundreds of probes run in a thread pool in a fraction of a second.
+
+Each result says what happened in the words an engineer would use (ok / timeout /
+refused / unreachable / error), the flow's 5-tuple as the client saw it, who served it
+and which source the server saw (from the responder's JSON, see responders.py; a
+difference from the client's own address means NAT), and, when an ICMP error explains a
+failure, that ICMP message by name. ICMP errors are read from the socket error queue
+(IP_RECVERR), which carries the type, code and the router that sent it, where a plain
+errno would only say "host unreachable".
+
+`timeout` bounds each wait: for the connection (or the echo/datagram answer), then for the
+responder's greeting or HTTP response.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import itertools
+import json
+import os
+import random
+import select
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from netlab.kernel import netns
+from netlab.probes.responders import normalise_addr
+
+Outcome = Literal["ok", "timeout", "refused", "unreachable", "error"]
+PROBE_PROTOS = ("icmp", "tcp", "udp", "http")
+
+# Not all exported by Python 3.11's socket module (linux/in.h, in6.h, errqueue.h, icmp.h).
+IP_RECVERR = 11
+IPV6_RECVERR = 25
+SO_EE_ORIGIN_ICMP = 2
+SO_EE_ORIGIN_ICMP6 = 3
+SOL_RAW = 255
+ICMP_FILTER = 1
+ICMP6_FILTER = 1
+
+MAX_REPLY = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    outcome: Outcome
+    proto: str  # icmp | tcp | udp | http
+    # The flow as the client saw it (for icmp, sport is the echo identifier).
+    src: str | None
+    sport: int | None
+    dst: str
+    dport: int | None
+    served_by: str | None  # the responder's node name
+    server_saw: str | None  # the source address the responder saw (≠ src: NAT)
+    server_saw_port: int | None
+    icmp: str | None  # the ICMP error that explains a failure, in words
+    detail: str
+    rtt_ms: float | None  # echo reply / TCP handshake / UDP reply / HTTP response
+    http_status: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    ns: str
+    proto: str
+    dst: str
+    port: int | None = None
+    src: str | None = None
+    sport: int | None = None
+    timeout: float = 1.0
+    payload: bytes = b"netlab"
+
+
+# --------------------------------------------------------------------------- words
+
+_ICMP4_UNREACH = {
+    0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
+    4: "fragmentation needed", 5: "source route failed", 6: "destination network unknown",
+    7: "destination host unknown", 8: "source host isolated", 9: "network admin prohibited",
+    10: "host admin prohibited", 11: "network unreachable for TOS", 12: "host unreachable for TOS",
+    13: "admin prohibited", 14: "host precedence violation", 15: "precedence cutoff",
+}
+_ICMP4_TYPES = {0: "echo reply", 3: "destination unreachable", 4: "source quench", 5: "redirect",
+                8: "echo request", 11: "time exceeded", 12: "parameter problem"}
+_ICMP4_TIME = {0: "TTL exceeded in transit", 1: "fragment reassembly time exceeded"}
+_ICMP6_UNREACH = {
+    0: "no route to destination", 1: "admin prohibited", 2: "beyond scope of source address",
+    3: "address unreachable", 4: "port unreachable", 5: "source address failed policy",
+    6: "reject route to destination",
+}
+_ICMP6_TYPES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded",
+                4: "parameter problem", 128: "echo request", 129: "echo reply"}
+_ICMP6_TIME = {0: "hop limit exceeded in transit", 1: "fragment reassembly time exceeded"}
+
+
+def icmp_words(v6: bool, type_: int, code: int) -> str:
+    """'host unreachable (type 3 code 1)', 'admin prohibited (ICMPv6 type 1 code 1)'."""
+    if v6:
+        table = {1: _ICMP6_UNREACH, 3: _ICMP6_TIME}.get(type_, {})
+        name = table.get(code) or _ICMP6_TYPES.get(type_, "unknown ICMPv6 message")
+        return f"{name} (ICMPv6 type {type_} code {code})"
+    table = {3: _ICMP4_UNREACH, 11: _ICMP4_TIME}.get(type_, {})
+    name = table.get(code) or _ICMP4_TYPES.get(type_, "unknown ICMP message")
+    return f"{name} (type {type_} code {code})"
+
+
+# errno from connect()/send() → outcome. The routing errors are what the kernel returns
+# for the route types: no route → ENETUNREACH, `unreachable` → EHOSTUNREACH, `prohibit`
+# → EACCES, `blackhole` → EINVAL; a firewall DROP of a local packet → EPERM.
+_UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL,
+                                 errno.EPERM, errno.EHOSTDOWN, errno.ENETDOWN})
+
+
+def classify_errno(err: int) -> Outcome:
+    """The outcome a failed connect/send/receive with this errno means."""
+    if err == errno.ECONNREFUSED:
+        return "refused"
+    if err == errno.ETIMEDOUT:
+        return "timeout"
+    if err in _UNREACHABLE_ERRNOS:
+        return "unreachable"
+    return "error"
+
+
+def local_error_detail(err: int, dst: str, ns: str) -> str:
+    """Words for an error the namespace's own stack returned (no ICMP involved)."""
+    words = {
+        errno.ENETUNREACH: f"no route to {dst} in {ns} (ENETUNREACH)",
+        errno.EHOSTUNREACH: f"{dst} is unreachable from {ns}: an 'unreachable' route, "
+                            f"or no neighbour answered (EHOSTUNREACH)",
+        errno.EACCES: f"a 'prohibit' route in {ns} forbids {dst} (EACCES)",
+        errno.EINVAL: f"a 'blackhole' route in {ns} discards packets to {dst} (EINVAL)",
+        errno.EPERM: f"a firewall rule in {ns} dropped the packet to {dst} (EPERM)",
+        errno.ENETDOWN: f"the interface toward {dst} in {ns} is down (ENETDOWN)",
+        errno.EHOSTDOWN: f"{dst} is down as seen from {ns} (EHOSTDOWN)",
+        errno.ECONNREFUSED: f"connection refused by {dst}",
+        errno.ETIMEDOUT: f"{dst} did not answer (ETIMEDOUT)",
+    }
+    return words.get(err) or f"{os.strerror(err)} ({errno.errorcode.get(err, err)}) toward {dst} from {ns}"
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+@dataclass(frozen=True)
+class IcmpError:
+    """One entry of a socket's error queue that came from an ICMP message."""
+
+    v6: bool
+    type: int
+    code: int
+    errno: int
+    offender: str | None  # the address that sent the ICMP error
+
+    @property
+    def words(self) -> str:
+        return icmp_words(self.v6, self.type, self.code)
+
+
+def parse_extended_err(data: bytes) -> IcmpError | None:
+    """struct sock_extended_err (+ SO_EE_OFFENDER sockaddr) → IcmpError; None unless it
+    came from an ICMP/ICMPv6 message."""
+    if len(data) < 16:
+        return None
+    ee_errno, origin, type_, code, _pad, _info, _data = struct.unpack_from("=IBBBBII", data)
+    if origin not in (SO_EE_ORIGIN_ICMP, SO_EE_ORIGIN_ICMP6):
+        return None
+    offender = None
+    if len(data) >= 18:
+        family = struct.unpack_from("=H", data, 16)[0]
+        if family == socket.AF_INET and len(data) >= 24:
+            offender = socket.inet_ntop(socket.AF_INET, data[20:24])
+        elif family == socket.AF_INET6 and len(data) >= 40:
+            offender = socket.inet_ntop(socket.AF_INET6, data[24:40])
+    return IcmpError(origin == SO_EE_ORIGIN_ICMP6, type_, code, ee_errno, offender)
+
+
+def read_errqueue(sock: socket.socket) -> IcmpError | None:
+    """The last ICMP error queued on sock (IP_RECVERR/IPV6_RECVERR), without waiting."""
+    found = None
+    sock.setblocking(False)  # with a timeout set, Python would wait for the queue to fill
+    for _ in range(16):
+        try:
+            _d, anc, _f, _a = sock.recvmsg(512, 1024, socket.MSG_ERRQUEUE)
+        except OSError:  # EAGAIN: queue empty
+            break
+        for level, kind, cdata in anc:
+            if (level, kind) in ((socket.IPPROTO_IP, IP_RECVERR), (socket.IPPROTO_IPV6, IPV6_RECVERR)):
+                found = parse_extended_err(cdata) or found
+    return found
+
+
+def parse_reply(data: bytes) -> dict[str, Any] | None:
+    """A responder's JSON object (first line), or None if it is not one."""
+    line = data.split(b"\n", 1)[0].strip()
+    if not line.startswith(b"{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("served_by"), str):
+        return None
+    return obj
+
+
+def parse_http_response(data: bytes) -> tuple[int, dict[str, str], bytes] | None:
+    """(status, headers with lower-case names, body) of an HTTP/1.x response, or None."""
+    sep = data.find(b"\r\n\r\n")
+    head, body = (data[:sep], data[sep + 4 :]) if sep >= 0 else (data, b"")
+    lines = head.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit() or len(parts[1]) != 3:
+        return None
+    headers = {}
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    return int(parts[1]), headers, body
+
+
+def checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071)."""
+    if len(data) % 2:
+        data += b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def build_echo(v6: bool, ident: int, seq: int, payload: bytes) -> bytes:
+    """An ICMP(v6) echo request. ICMPv6's checksum covers a pseudo-header only the kernel
+    knows, and the kernel fills it in for raw ICMPv6 sockets; ICMPv4's is ours to do."""
+    if v6:
+        return struct.pack("!BBHHH", 128, 0, 0, ident, seq) + payload
+    head = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+    csum = checksum(head + payload)
+    return struct.pack("!BBHHH", 8, 0, csum, ident, seq) + payload
+
+
+def match_icmp(v6: bool, packet: bytes, ident: int, seq: int) -> tuple[str, int, int] | None:
+    """Is this received packet about our echo? ("reply", 0, 0), ("error", type, code) when
+    it is an ICMP error quoting our echo request, or None (someone else's traffic).
+    IPv4 raw sockets deliver the IP header; IPv6 ones start at the ICMPv6 header."""
+    if v6:
+        icmp = packet
+        echo_req, echo_rep, quoted_ip_len, quoted_proto_at, proto = 128, 129, 40, 6, 58
+    else:
+        if len(packet) < 20:
+            return None
+        icmp = packet[(packet[0] & 0x0F) * 4 :]
+        echo_req, echo_rep, quoted_ip_len, quoted_proto_at, proto = 8, 0, -1, 9, 1
+    if len(icmp) < 8:
+        return None
+    type_, code, _csum, pid, pseq = struct.unpack_from("!BBHHH", icmp)
+    if type_ == echo_rep:
+        return ("reply", 0, 0) if (pid, pseq) == (ident, seq) else None
+    if type_ not in ((1, 2, 3, 4) if v6 else (3, 11, 12)):
+        return None
+    inner = icmp[8:]
+    if len(inner) < 20:
+        return None
+    if quoted_ip_len < 0:  # IPv4: the quoted header's own length
+        quoted_ip_len = (inner[0] & 0x0F) * 4
+    if len(inner) < quoted_ip_len + 8 or inner[quoted_proto_at] != proto:
+        return None
+    qtype, _qc, _qs, qid, qseq = struct.unpack_from("!BBHHH", inner, quoted_ip_len)
+    if qtype == echo_req and (qid, qseq) == (ident, seq):
+        return ("error", type_, code)
+    return None
+
+
+# --------------------------------------------------------------------------- running
+
+
+class _Flow:
+    """Collects what a probe learns about its flow and makes the ProbeResult."""
+
+    def __init__(self, r: ProbeRequest, dst: str) -> None:
+        self.r, self.dst = r, dst
+        self.dport = r.port if r.proto != "icmp" else None
+        self.src: str | None = r.src
+        self.sport: int | None = r.sport or None
+
+    def learn_local(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            host, port = sock.getsockname()[:2]
+            if host not in ("0.0.0.0", "::"):
+                self.src = normalise_addr(host)
+            if port:
+                self.sport = port
+
+    def result(self, outcome: Outcome, detail: str, *, reply: dict[str, Any] | None = None,
+               icmp: IcmpError | str | None = None, rtt: float | None = None,
+               http_status: int | None = None) -> ProbeResult:
+        saw_port = reply.get("peer_port") if reply else None
+        return ProbeResult(
+            outcome=outcome, proto=self.r.proto, src=self.src, sport=self.sport, dst=self.dst,
+            dport=self.dport, served_by=reply.get("served_by") if reply else None,
+            server_saw=str(reply["peer"]) if reply and "peer" in reply else None,
+            server_saw_port=saw_port if isinstance(saw_port, int) else None,
+            icmp=icmp.words if isinstance(icmp, IcmpError) else icmp, detail=detail,
+            rtt_ms=None if rtt is None else round(rtt * 1000, 3), http_status=http_status,
+        )
+
+    def failed(self, err: int, sock: socket.socket | None, what: str, rtt: float | None = None) -> ProbeResult:
+        """A connect/send/receive that failed with err: ICMP from the error queue if there
+        is one (a router said no), else the local stack's reason."""
+        icmp = read_errqueue(sock) if sock is not None else None
+        outcome = classify_errno(err)
+        where = f"{self.dst}:{self.dport}" if self.dport else self.dst
+        if err == errno.ECONNREFUSED and icmp is None:
+            detail = f"connection refused by {where}"  # a TCP RST
+        elif err == errno.ECONNREFUSED and icmp is not None and icmp.offender == self.dst:
+            detail = f"port {self.dport}/{self.r.proto} is closed at {self.dst}: ICMP {icmp.words}"
+        elif icmp is not None and icmp.offender is not None and icmp.offender == self.src:
+            detail = self.no_neighbour(icmp.words)
+        elif icmp is not None:
+            detail = f"{icmp.offender or 'someone'} answered {what} to {where} with ICMP {icmp.words}"
+        else:
+            detail = local_error_detail(err, self.dst, self.r.ns)
+        return self.result(outcome, detail, icmp=icmp, rtt=rtt if icmp is not None or outcome == "refused" else None)
+
+    def no_neighbour(self, words: str) -> str:
+        # The sender's own stack gives up on ARP/ND after ~3 s and says so with an ICMP
+        # error from its own address: nobody on the link owns dst (or the next hop).
+        return (f"no neighbour answered for {self.dst} (or its next hop) on the link; {self.src} "
+                f"(this node) reported ICMP {words}")
+
+    def error(self, detail: str) -> ProbeResult:
+        return self.result("error", detail)
+
+
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ipaddress.ip_address(addr).version == 6 else socket.AF_INET
+
+
+def _wait(sock: socket.socket, events: int, timeout: float) -> int:
+    """poll() one socket; the revents, or 0 on timeout."""
+    p = select.poll()
+    p.register(sock, events)
+    ready = p.poll(max(0, int(timeout * 1000 + 0.999)))
+    return int(ready[0][1]) if ready else 0
+
+
+def _set_recverr(sock: socket.socket) -> None:
+    # Without IP_RECVERR the kernel reports only "hard" ICMP errors on connected UDP
+    # sockets (a host unreachable would look like a timeout), and queues none of them
+    # with their type, code and sender.
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+
+
+def _bind(sock: socket.socket, flow: _Flow) -> ProbeResult | None:
+    r = flow.r
+    if r.src is None and not r.sport:
+        return None
+    if r.sport and sock.type == socket.SOCK_STREAM:
+        # A pinned source port is typically reused right away; let bind() pass the
+        # previous flow's TIME_WAIT (and the close below avoids making new ones).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    any_addr = "::" if sock.family == socket.AF_INET6 else "0.0.0.0"
+    try:
+        sock.bind((r.src or any_addr, r.sport or 0))
+    except OSError as e:
+        return flow.error(f"cannot bind {r.src or any_addr}:{r.sport or 0} in {r.ns}: {e.strerror} "
+                          f"({errno.errorcode.get(e.errno or 0, e.errno)})")
+    return None
+
+
+def _recv_until(sock: socket.socket, timeout: float, done: Any) -> tuple[bytes, str]:
+    """Read until done(buf), EOF, MAX_REPLY bytes or timeout: (data, "done"|"eof"|
+    "timeout"|"reset")."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while True:
+        if done(buf):
+            return buf, "done"
+        if len(buf) >= MAX_REPLY:
+            return buf, "done"
+        if not _wait(sock, select.POLLIN, deadline - time.monotonic()):
+            return buf, "timeout"
+        try:
+            chunk = sock.recv(65536)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            return buf, "reset"
+        if not chunk:
+            return buf, "eof"
+        buf += chunk
+
+
+def _connect(sock: socket.socket, flow: _Flow, timeout: float) -> tuple[ProbeResult | None, float]:
+    """Non-blocking connect: the 5-tuple is known as soon as the SYN is on its way, even
+    if the connection then fails (a failed socket forgets its local port)."""
+    r = flow.r
+    sock.setblocking(False)
+    t0 = time.monotonic()
+    err = sock.connect_ex((flow.dst, r.port or 0))
+    flow.learn_local(sock)
+    if err == errno.EINPROGRESS:
+        if not _wait(sock, select.POLLOUT, timeout):
+            return flow.result("timeout", f"no answer from {flow.dst}:{r.port} within {timeout:g} s "
+                                          f"(SYN unanswered)"), 0.0
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    rtt = time.monotonic() - t0
+    if err:
+        return flow.failed(err, sock, "the connection", rtt), rtt
+    flow.learn_local(sock)
+    return None, rtt
+
+
+def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
+    with socket.socket(_family(flow.dst), socket.SOCK_STREAM) as sock:
+        _set_recverr(sock)
+        failed = _bind(sock, flow)
+        if failed:
+            return failed
+        failed, rtt = _connect(sock, flow, r.timeout)
+        if failed:
+            return failed
+        try:
+            if r.proto == "http":
+                return _http_exchange(sock, r, flow)
+            data, _how = _recv_until(sock, r.timeout, lambda b: b"\n" in b)
+            reply = parse_reply(data)
+            with contextlib.suppress(OSError):
+                sock.setblocking(True)
+                sock.settimeout(r.timeout)
+                sock.sendall(r.payload)
+            where = f"{flow.dst}:{r.port}"
+            if reply is None:
+                return flow.result("ok", f"connected to {where} in {rtt * 1000:.1f} ms; "
+                                         f"no responder greeting within {r.timeout:g} s", rtt=rtt)
+            return flow.result("ok", f"connected to {where} in {rtt * 1000:.1f} ms; served by "
+                                     f"{reply['served_by']}, which saw {_saw(reply)}", reply=reply, rtt=rtt)
+        finally:
+            if r.sport:
+                # Close with RST: a FIN close would leave the flow in TIME_WAIT for 60 s
+                # and the next probe with the same 5-tuple would fail to connect.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _saw(reply: dict[str, Any]) -> str:
+    peer, port = reply.get("peer"), reply.get("peer_port")
+    return f"[{peer}]:{port}" if peer and ":" in str(peer) else f"{peer}:{port}"
+
+
+def _http_exchange(sock: socket.socket, r: ProbeRequest, flow: _Flow) -> ProbeResult:
+    host = f"[{flow.dst}]" if ":" in flow.dst else flow.dst
+    request = (f"GET / HTTP/1.0\r\nHost: {host}:{r.port}\r\nUser-Agent: netlab-probe\r\n"
+               f"Accept: application/json\r\nConnection: close\r\n\r\n").encode()
+    t0 = time.monotonic()
+    try:
+        sock.sendall(request)
+    except OSError as e:
+        return flow.failed(e.errno or 0, sock, "the request")
+    data, how = _recv_until(sock, r.timeout, lambda _b: False)
+    rtt = time.monotonic() - t0
+    where = f"{flow.dst}:{r.port}"
+    if not data:
+        if how == "timeout":
+            return flow.result("timeout", f"connected to {where}, but no HTTP response within {r.timeout:g} s")
+        return flow.error(f"connected to {where}, but it closed without an HTTP response ({how})")
+    parsed = parse_http_response(data)
+    if parsed is None:
+        return flow.error(f"connected to {where}, but the answer is not HTTP: {data[:60]!r}")
+    status, _headers, body = parsed
+    reply = parse_reply(body)
+    who = f"; served by {reply['served_by']}, which saw {_saw(reply)}" if reply else ""
+    return flow.result("ok", f"HTTP {status} from {where} in {rtt * 1000:.1f} ms{who}",
+                       reply=reply, rtt=rtt, http_status=status)
+
+
+def _probe_udp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
+    with socket.socket(_family(flow.dst), socket.SOCK_DGRAM) as sock:
+        _set_recverr(sock)
+        failed = _bind(sock, flow)
+        if failed:
+            return failed
+        # connect(): the route lookup happens now (local errors show here), and the kernel
+        # then delivers only the server's replies and the ICMP errors about this flow.
+        err = sock.connect_ex((flow.dst, r.port or 0))
+        if err:
+            return flow.failed(err, sock, "the datagram")
+        flow.learn_local(sock)
+        sock.setblocking(False)
+        t0 = time.monotonic()
+        try:
+            sock.send(r.payload)
+        except OSError as e:
+            return flow.failed(e.errno or 0, sock, "the datagram")
+        if not _wait(sock, select.POLLIN, r.timeout):
+            return flow.result("timeout", f"no answer from {flow.dst}:{r.port}/udp within {r.timeout:g} s")
+        try:
+            data = sock.recv(65535)
+        except OSError as e:  # the ICMP error that woke us
+            return flow.failed(e.errno or 0, sock, "the datagram", time.monotonic() - t0)
+        rtt = time.monotonic() - t0
+        reply = parse_reply(data)
+        where = f"{flow.dst}:{r.port}/udp"
+        if reply is None:
+            return flow.result("ok", f"{len(data)} bytes back from {where} in {rtt * 1000:.1f} ms "
+                                     f"(not a responder)", rtt=rtt)
+        return flow.result("ok", f"answer from {where} in {rtt * 1000:.1f} ms; served by "
+                                 f"{reply['served_by']}, which saw {_saw(reply)}", reply=reply, rtt=rtt)
+
+
+_ident_lock = threading.Lock()
+_idents = itertools.count(random.randrange(1 << 16))
+
+
+def _next_ident() -> int:
+    # Raw ICMP sockets see every ICMP packet of their namespace; the echo identifier is
+    # how concurrent probes tell their replies apart.
+    with _ident_lock:
+        return next(_idents) & 0xFFFF
+
+
+def _route_source(fam: int, dst: str) -> str | None:
+    """The source address the kernel would use toward dst (a UDP connect sends nothing)."""
+    with socket.socket(fam, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((dst, 9))
+            return normalise_addr(s.getsockname()[0])
+        except OSError:
+            return None
+
+
+def _icmp_filter(sock: socket.socket, v6: bool) -> None:
+    # Let only echo replies and errors through, so unrelated ICMP (ND, our own echo
+    # requests to local addresses) never wakes the probe. The masks list *blocked* types.
+    if v6:
+        words = [0xFFFFFFFF] * 8
+        for t in (1, 2, 3, 4, 129):
+            words[t >> 5] &= ~(1 << (t & 31))
+        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, struct.pack("8I", *words))
+    else:
+        allowed = (1 << 0) | (1 << 3) | (1 << 11) | (1 << 12)
+        sock.setsockopt(SOL_RAW, ICMP_FILTER, struct.pack("I", ~allowed & 0xFFFFFFFF))
+
+
+def _probe_icmp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
+    fam = _family(flow.dst)
+    v6 = fam == socket.AF_INET6
+    ident, seq = _next_ident(), 1
+    flow.sport = ident
+    with socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP) as sock:
+        _icmp_filter(sock, v6)
+        failed = _bind(sock, flow)
+        if failed:
+            return failed
+        if flow.src is None:
+            flow.src = _route_source(fam, flow.dst)
+        sock.setblocking(False)
+        t0 = time.monotonic()
+        try:
+            sock.sendto(build_echo(v6, ident, seq, r.payload), (flow.dst, 0))
+        except OSError as e:
+            return flow.failed(e.errno or 0, None, "the echo request")
+        deadline = t0 + r.timeout
+        while True:
+            if not _wait(sock, select.POLLIN, deadline - time.monotonic()):
+                return flow.result("timeout", f"no answer from {flow.dst} within {r.timeout:g} s")
+            try:
+                packet, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                continue
+            got = match_icmp(v6, packet, ident, seq)
+            if got is None:
+                continue
+            rtt = time.monotonic() - t0
+            sender = normalise_addr(addr[0])
+            if got[0] == "reply":
+                return flow.result("ok", f"echo reply from {sender} in {rtt * 1000:.1f} ms", rtt=rtt)
+            words = icmp_words(v6, got[1], got[2])
+            detail = flow.no_neighbour(words) if sender == flow.src else \
+                f"{sender} answered the echo request to {flow.dst} with ICMP {words}"
+            return flow.result("unreachable", detail, icmp=words, rtt=rtt)
+
+
+_PROBERS = {"icmp": _probe_icmp, "tcp": _probe_tcp, "http": _probe_tcp, "udp": _probe_udp}
+
+
+def check_request(r: ProbeRequest) -> None:
+    """ValueError for a request that can never run (a programming error, not a network one)."""
+    if r.proto not in PROBE_PROTOS:
+        raise ValueError(f"proto must be one of {', '.join(PROBE_PROTOS)}, not {r.proto!r}")
+    try:
+        dst = ipaddress.ip_address(r.dst)
+    except ValueError:
+        raise ValueError(f"dst must be an IP address, not {r.dst!r}") from None
+    if r.proto == "icmp":
+        if r.port is not None or r.sport is not None:
+            raise ValueError("icmp probes take no port or sport")
+    elif not (isinstance(r.port, int) and 1 <= r.port <= 65535):
+        raise ValueError(f"{r.proto} probes need a port 1..65535, not {r.port!r}")
+    if r.src is not None:
+        try:
+            src = ipaddress.ip_address(r.src)
+        except ValueError:
+            raise ValueError(f"src must be an IP address, not {r.src!r}") from None
+        if src.version != dst.version:
+            raise ValueError(f"src {r.src} and dst {r.dst} are different address families")
+    if r.sport is not None and not (isinstance(r.sport, int) and 1 <= r.sport <= 65535):
+        raise ValueError(f"sport must be 1..65535, not {r.sport!r}")
+    if not r.timeout > 0:
+        raise ValueError("timeout must be positive")
+    if not isinstance(r.payload, bytes):
+        raise ValueError("payload must be bytes")
+    if not r.ns or "/" in r.ns or r.ns in (".", ".."):
+        raise ValueError(f"bad namespace name {r.ns!r}")
+
+
+@contextlib.contextmanager
+def _inside(ns: str) -> Iterator[None]:
+    """Enter a lab namespace in this (worker) thread, and make sure it really is one:
+    probing from the machine's own namespace is never acceptable."""
+    target = os.stat(netns.netns_path(ns))
+    own = os.stat("/proc/self/ns/net")  # the process's (main thread's) namespace
+    if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
+        raise PermissionError(errno.EPERM, f"{ns} is this process's own network namespace; "
+                                           f"probes run only inside lab namespaces")
+    with netns.entered(ns):
+        here = os.stat("/proc/thread-self/ns/net")
+        if (here.st_dev, here.st_ino) != (target.st_dev, target.st_ino):  # pragma: no cover
+            raise RuntimeError(f"setns into {ns} did not take effect")
+        yield
+
+
+def _run(r: ProbeRequest) -> ProbeResult:
+    """One probe in the calling worker thread; never raises for network trouble."""
+    flow = _Flow(r, str(ipaddress.ip_address(r.dst)))
+    try:
+        with _inside(r.ns):
+            return _PROBERS[r.proto](r, flow)
+    except FileNotFoundError:
+        return flow.error(f"namespace {r.ns} does not exist")
+    except OSError as e:
+        return flow.error(f"{r.proto} probe in {r.ns} failed: {e.strerror or e} "
+                          f"({errno.errorcode.get(e.errno or 0, e.errno)})")
+
+
+def probe(ns: str, proto: str, dst: str, port: int | None = None, *, src: str | None = None,
+          sport: int | None = None, timeout: float = 1.0, payload: bytes = b"netlab") -> ProbeResult:
+    """Send one flow from namespace ns to dst(:port) and report what happened."""
+    r = ProbeRequest(ns, proto, dst, port, src, sport, timeout, payload)
+    check_request(r)
+    return netns.in_thread(lambda: _run(r))
+
+
+def probe_many(requests: Sequence[ProbeRequest], *, workers: int = 16) -> list[ProbeResult]:
+    """Run probes concurrently in a thread pool; results in request order. Every request
+    is checked before any runs."""
+    reqs = list(requests)
+    for r in reqs:
+        check_request(r)
+    if not reqs:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(reqs))), thread_name_prefix="netlab-probe") as pool:
+        return list(pool.map(_run, reqs))
