@@ -44,12 +44,31 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
         base = ("nodes", node_name)
         connected = _connected(ifaces, node.routes)
         local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
+        down = {i.name for i in ifaces if not i.settings.up}
+        seen_routes: dict[tuple[object, ...], int] = {}
         for i, route in enumerate(node.routes):
             complaints += _check_route(lab, route, (*base, "routes", i), names)
             complaints += _check_reachable(route, (*base, "routes", i), connected, local)
+            if route.dev in down:
+                complaints.append(((*base, "routes", i, "dev"), (
+                    f"{route.dev} is declared `up: false`; the kernel refuses routes through a "
+                    "link that is down (bring it up, or drop the route)")))
+            # The kernel keys a route by table, family, destination and metric: a second one
+            # with the same key is refused with EEXIST.
+            route_key = (_table_key(lab, route.table), route_family(route), route.to, route.metric or 0)
+            if route_key in seen_routes:
+                complaints.append(((*base, "routes", i, "to"), (
+                    f"the same route as routes[{seen_routes[route_key]}] (same table, destination and "
+                    "metric); the kernel refuses a second one (EEXIST): remove it or give it another `metric:`")))
+            seen_routes.setdefault(route_key, i)
         for i, rule in enumerate(node.rules):
             complaints += _check_rule(lab, rule, (*base, "rules", i))
         for key in node.sysctls:
+            ifname = _sysctl_interface(key, names)
+            if ifname is not None and ifname not in names | {"all", "default"}:
+                complaints.append(((*base, "sysctls", key), (
+                    f"sysctl {key!r} names interface {ifname!r}, which this node does not have "
+                    f"(it has: {', '.join(sorted(names))}; or use all/default)")))
             if ".." in key or "//" in key:  # a path step up (or an empty one) would leave net.*
                 complaints.append(
                     (
@@ -145,15 +164,36 @@ def _check_route(lab: Lab, route: Route, path: tuple[str | int, ...], names: set
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _table_key(lab: Lab, table: int | str | None) -> int | str:
+    if table is None:
+        return BUILTIN_TABLES["main"]
+    if isinstance(table, int):
+        return table
+    return lab.tables.get(table) or BUILTIN_TABLES.get(table) or table
+
+
+def _sysctl_interface(key: str, names: set[str]) -> str | None:
+    """The interface a per-interface sysctl names (net.ipv4.conf.IF.x, net/ipv6/neigh/IF/x),
+    or None for other keys. In the dotted form an interface name may itself contain dots
+    (flannel.1): everything between the table and the last part is the name."""
+    parts = key.split("/") if "/" in key else key.split(".")
+    if len(parts) < 5 or parts[0] != "net" or parts[1] not in ("ipv4", "ipv6") or parts[2] not in ("conf", "neigh"):
+        return None
+    return parts[3] if "/" in key else ".".join(parts[3:-1])
+
+
 def _connected(ifaces: list[Interface], routes: list[Route]) -> list[tuple[str, Net, str]]:
     """What a node reaches without a gateway: (device, network, how it is known) for each
     interface address and each gateway-less `dev:` route."""
     out: list[tuple[str, Net, str]] = []
     for iface in ifaces:
+        if not iface.settings.up:  # the kernel reaches nothing through an admin-down link
+            continue
         for addr in iface.settings.addresses:
             out.append((iface.name, ipaddress.ip_interface(addr).network, f"{addr} on {iface.name}"))
+    down = {i.name for i in ifaces if not i.settings.up}
     for r in routes:
-        if r.type == "unicast" and r.dev and not r.via:
+        if r.type == "unicast" and r.dev and not r.via and r.dev not in down:
             to = r.to if r.to != "default" else ("0.0.0.0/0" if route_family(r) == 4 else "::/0")
             out.append((r.dev, ipaddress.ip_network(to), f"route {r.to} dev {r.dev}"))
     return out
