@@ -167,7 +167,8 @@ def down(target: str | None, all_: bool) -> int:
         driver.close()
     for r in reports:
         if r.deleted or r.had_state:
-            out.print(f"lab {r.lab} is down: removed {len(r.deleted)} namespaces", markup=False)
+            ended = f" and ended {len(r.stopped)} processes running in them" if r.stopped else ""
+            out.print(f"lab {r.lab} is down: removed {len(r.deleted)} namespaces{ended}", markup=False)
         else:
             out.print(f"lab {r.lab} was not up; nothing to remove", markup=False)
         for name in r.skipped:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from dataclasses import dataclass, field
 
 from netlab.kernel.driver import KernelDriver
@@ -41,9 +42,40 @@ def tear_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] |
             doomed.add(name)
         elif mark is None and name not in doomed and (split_netns_name(name) or ("", ""))[0] == lab:
             report.skipped.append(name)
+    # A process still inside a lab namespace (an `exec` command orphaned by `kill -9` of
+    # `up`, a shell opened with `netlab exec`) would keep the namespace alive after its
+    # name is gone: end them first, by PID, and only those inside this lab's namespaces.
+    inside = [pid for pids in driver.processes(sorted(doomed)).values() for pid in pids]
+    report.stopped += _end(inside)
     report.deleted = driver.delete_namespaces(sorted(doomed))
     remove_state(lab)
     return report
+
+
+def _end(pids: list[int], grace: float = 2.0) -> list[int]:
+    """SIGTERM, then SIGKILL whatever is still there after `grace` seconds."""
+    ended = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+            ended.append(pid)
+    deadline = time.monotonic() + grace
+    alive = list(ended)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.02)
+        alive = [pid for pid in alive if _alive(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return ended
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie holds no namespace
+    except OSError:
+        return False
 
 
 def _stop_processes(state: LabState) -> list[int]:

@@ -63,6 +63,10 @@ class KernelDriver(Protocol):
         """Named namespaces on the machine (those `only` accepts) → netlab mark (lab, node), or None."""
         ...
 
+    def processes(self, names: Iterable[str]) -> dict[str, list[int]]:
+        """PIDs of processes running inside the named namespaces."""
+        ...
+
     def observe(self, name: str) -> NamespaceView:
         """Links and addresses of one namespace, read from the kernel."""
         ...

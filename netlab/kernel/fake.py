@@ -45,6 +45,9 @@ class FakeDriver:
     def namespaces(self, only: Callable[[str], bool] | None = None) -> dict[str, tuple[str, str] | None]:
         return {name: parse_mark(alias) for name, alias in self.netns.items() if only is None or only(name)}
 
+    def processes(self, names: Iterable[str]) -> dict[str, list[int]]:
+        return {}
+
     def observe(self, name: str) -> NamespaceView:
         return NamespaceView(name)
 

@@ -444,6 +444,9 @@ class NetlinkDriver:
                 deleted.append(name)
         return deleted
 
+    def processes(self, names: Iterable[str]) -> dict[str, list[int]]:
+        return nsops.processes_in(list(names))
+
     def namespaces(self, only: Callable[[str], bool] | None = None) -> dict[str, tuple[str, str] | None]:
         names = [n for n in nsops.list_netns() if only is None or only(n)]
 

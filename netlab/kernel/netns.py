@@ -135,6 +135,32 @@ def delete_netns(name: str) -> bool:
     return True
 
 
+def processes_in(names: list[str]) -> dict[str, list[int]]:
+    """PIDs of the processes whose network namespace is one of the named ones (what
+    `ip netns pids` reports): compared by the namespace's inode, not by name."""
+    wanted: dict[tuple[int, int], str] = {}
+    for name in names:
+        try:
+            st = os.stat(netns_path(name))
+        except OSError:
+            continue
+        wanted[(st.st_dev, st.st_ino)] = name
+    found: dict[str, list[int]] = {}
+    if not wanted:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            st = os.stat(f"/proc/{entry}/ns/net")
+        except OSError:
+            continue  # exited meanwhile, or a kernel thread
+        owner = wanted.get((st.st_dev, st.st_ino))
+        if owner is not None:
+            found.setdefault(owner, []).append(int(entry))
+    return found
+
+
 @contextlib.contextmanager
 def entered(name: str) -> Iterator[None]:
     """Enter a named namespace in the *current thread* for the duration of the block.
