@@ -12,7 +12,7 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,13 +105,9 @@ class RtnlSocket:
                 offset += (length + 3) & ~3
         return failures
 
-    def link_indexes(self) -> dict[str, int]:
-        """Interface name → ifindex of every link, parsing only those two fields: decoding
-        whole link messages with pyroute2 costs ~1 ms per namespace, this a few µs."""
-        seq = self._next_seq()
-        # RTM_GETLINK dump: nlmsghdr + struct ifinfomsg (16 bytes, all zero)
-        self.sock.sendall(_HDR.pack(_HDR.size + 16, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + bytes(16))
-        out: dict[str, int] = {}
+    def _dump_replies(self, seq: int) -> Iterator[tuple[bytes, int, int]]:
+        """The (buffer, offset, length) of each reply to dump request `seq`, until
+        NLMSG_DONE; an NLMSG_ERROR reply raises OSError with the kernel's words."""
         while True:
             data = self.sock.recv(1 << 20)
             offset = 0
@@ -121,21 +117,32 @@ class RtnlSocket:
                     break
                 if mseq == seq:
                     if kind == NLMSG_DONE:
-                        return out
+                        return
                     if kind == NLMSG_ERROR:
                         (code,) = struct.unpack_from("=i", data, offset + 16)
                         raise OSError(-code, _error_text(-code, data, offset, length, flags))
-                    (index,) = struct.unpack_from("=i", data, offset + 20)
-                    pos, end = offset + 32, offset + length
-                    while pos + 4 <= end:
-                        alen, atype = struct.unpack_from("=HH", data, pos)
-                        if alen < 4:
-                            break
-                        if atype == IFLA_IFNAME:
-                            out[data[pos + 4 : pos + alen].split(b"\0", 1)[0].decode()] = index
-                            break
-                        pos += (alen + 3) & ~3
+                    yield data, offset, length
                 offset += (length + 3) & ~3
+
+    def link_indexes(self) -> dict[str, int]:
+        """Interface name → ifindex of every link, parsing only those two fields: decoding
+        whole link messages with pyroute2 costs ~1 ms per namespace, this a few µs."""
+        seq = self._next_seq()
+        # RTM_GETLINK dump: nlmsghdr + struct ifinfomsg (16 bytes, all zero)
+        self.sock.sendall(_HDR.pack(_HDR.size + 16, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + bytes(16))
+        out: dict[str, int] = {}
+        for data, offset, length in self._dump_replies(seq):
+            (index,) = struct.unpack_from("=i", data, offset + 20)
+            pos, end = offset + 32, offset + length
+            while pos + 4 <= end:
+                alen, atype = struct.unpack_from("=HH", data, pos)
+                if alen < 4:
+                    break
+                if atype == IFLA_IFNAME:
+                    out[data[pos + 4 : pos + alen].split(b"\0", 1)[0].decode()] = index
+                    break
+                pos += (alen + 3) & ~3
+        return out
 
     def dump(self, msg: Any, mtype: int) -> list[Any]:
         """A dump request (e.g. RTM_GETLINK); returns the decoded pyroute2 messages."""
@@ -145,25 +152,9 @@ class RtnlSocket:
         msg["header"]["sequence_number"] = seq
         msg.encode()
         self.sock.sendall(msg.data)
-        out: list[Any] = []
         marshal = MarshalRtnl()
-        while True:
-            data = self.sock.recv(1 << 20)
-            done = False
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if mseq == seq and kind == NLMSG_DONE:
-                    done = True
-                elif mseq == seq and kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, offset + 16)
-                    raise OSError(-code, _error_text(-code, data, offset, length, flags))
-                offset += (length + 3) & ~3
-            out += [m for m in marshal.parse(data) if m["header"]["sequence_number"] == seq
-                    and m["header"]["type"] not in (NLMSG_DONE, NLMSG_ERROR)]
-            if done:
-                return out
-
+        return [next(iter(marshal.parse(data[offset : offset + length]))) for data, offset, length in
+                self._dump_replies(seq)]
 
 def _error_text(code: int, data: bytes, offset: int, length: int, flags: int) -> str:
     text = os.strerror(code)
