@@ -157,6 +157,12 @@ def test_up_builds_every_namespace_with_state(full: FullLab, kn: Any) -> None:
 
 
 def test_veth_pairs_and_bridge_ports(full: FullLab, kn: Any) -> None:
+    def all_operstates_up() -> bool:  # operstate follows carrier through linkwatch: asynchronous
+        h = kn.links(full.ns("host"))
+        return all(h[f"v{i}"]["operstate"] == "UP" and kn.links(full.ns(c))["eth0"]["operstate"] == "UP"
+                   for i, c in enumerate(["c1", "c2", "c3"], start=1))
+
+    kn.wait_for(all_operstates_up, 3, 0.05)
     host = kn.links(full.ns("host"))
     assert host["br0"]["linkinfo"]["info_kind"] == "bridge"
     assert host["br0"]["linkinfo"]["info_data"]["stp_state"] == 0
@@ -186,10 +192,16 @@ def test_mtu_and_mac_on_both_ends(full: FullLab, kn: Any) -> None:
 
 def test_admin_down_link(full: FullLab, kn: Any) -> None:
     near = kn.links(full.ns("host"))["spare"]
-    far = kn.links(full.ns("outside"))["spare"]
     assert "UP" not in near["flags"] and near["operstate"] == "DOWN"
-    # The far end is administratively up but has no carrier: its peer is down.
-    assert "UP" in far["flags"] and "NO-CARRIER" in far["flags"] and far["operstate"] != "UP"
+    # The far end is administratively up but has no carrier: its peer is down. Carrier
+    # changes reach the flags through the kernel's linkwatch, which batches them (up to
+    # ~1 s), so wait for the kernel to settle rather than sample once.
+    def far() -> dict[str, Any]:
+        return dict(kn.links(full.ns("outside"))["spare"])
+
+    kn.wait_for(lambda: "NO-CARRIER" in far()["flags"], 3, 0.05)
+    seen = far()
+    assert "UP" in seen["flags"] and "NO-CARRIER" in seen["flags"] and seen["operstate"] != "UP", seen
     assert "10.98.0.1/30" in kn.address_set(full.ns("host"))  # addresses go on a down link too
 
 
