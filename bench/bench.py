@@ -662,6 +662,17 @@ def med(vals: list[float]) -> float:
     return statistics.median(v) if v else math.nan
 
 
+def _clean_up(watcher: DownWatcher | None, tmp: Path) -> bool:
+    """Remove everything a bench mode made; False (and a warning) if a namespace stayed."""
+    if watcher is not None:
+        watcher.close()
+    left = cleanup_all()
+    shutil.rmtree(tmp, ignore_errors=True)
+    if left:
+        log(f"WARNING: could not remove namespaces: {left}")
+    return not left
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     only = [m.strip() for m in args.only.split(",") if m.strip()]
     for m in only:
@@ -740,12 +751,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log(f"error: {e}; cleaning up")
         rc = 1
     finally:
-        if watcher is not None:
-            watcher.close()
-        left = cleanup_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if left:
-            log(f"WARNING: could not remove namespaces: {left}")
+        if not _clean_up(watcher, tmp):
             rc = rc or 1
 
     meta["foreign_namespaces_at_end"] = len([x for x in list_netns() if not REG.ours(x)])
@@ -956,12 +962,7 @@ def cmd_check_signal(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         rc = 130
     finally:
-        if watcher is not None:
-            watcher.close()
-        left = cleanup_all()
-        shutil.rmtree(tmp, ignore_errors=True)
-        if left:
-            log(f"WARNING: could not remove namespaces: {left}")
+        _clean_up(watcher, tmp)
     return rc
 
 

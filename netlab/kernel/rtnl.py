@@ -92,17 +92,12 @@ class RtnlSocket:
         failures: list[Failure] = []
         while pending:
             data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, mtype, flags, seq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
+            for offset, length, mtype, flags, seq in _frames(data):
                 if mtype == NLMSG_ERROR and seq in pending:
                     index = pending.pop(seq)
                     (code,) = struct.unpack_from("=i", data, offset + 16)
                     if code != 0:
                         failures.append(Failure(index, -code, _error_text(-code, data, offset, length, flags)))
-                offset += (length + 3) & ~3
         return failures
 
     def _dump_replies(self, seq: int) -> Iterator[tuple[bytes, int, int]]:
@@ -110,19 +105,15 @@ class RtnlSocket:
         NLMSG_DONE; an NLMSG_ERROR reply raises OSError with the kernel's words."""
         while True:
             data = self.sock.recv(1 << 20)
-            offset = 0
-            while offset + _HDR.size <= len(data):
-                length, kind, flags, mseq, _pid = _HDR.unpack_from(data, offset)
-                if length < _HDR.size:
-                    break
-                if mseq == seq:
-                    if kind == NLMSG_DONE:
-                        return
-                    if kind == NLMSG_ERROR:
-                        (code,) = struct.unpack_from("=i", data, offset + 16)
-                        raise OSError(-code, _error_text(-code, data, offset, length, flags))
-                    yield data, offset, length
-                offset += (length + 3) & ~3
+            for offset, length, kind, flags, mseq in _frames(data):
+                if mseq != seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    (code,) = struct.unpack_from("=i", data, offset + 16)
+                    raise OSError(-code, _error_text(-code, data, offset, length, flags))
+                yield data, offset, length
 
     def link_indexes(self) -> dict[str, int]:
         """Interface name → ifindex of every link, parsing only those two fields: decoding
@@ -155,6 +146,17 @@ class RtnlSocket:
         marshal = MarshalRtnl()
         return [next(iter(marshal.parse(data[offset : offset + length]))) for data, offset, length in
                 self._dump_replies(seq)]
+
+def _frames(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
+    """(offset, length, type, flags, seq) of each netlink message in one received buffer."""
+    offset = 0
+    while offset + _HDR.size <= len(data):
+        length, mtype, flags, seq, _pid = _HDR.unpack_from(data, offset)
+        if length < _HDR.size:
+            return  # malformed: never loop on it
+        yield offset, length, mtype, flags, seq
+        offset += (length + 3) & ~3
+
 
 def _error_text(code: int, data: bytes, offset: int, length: int, flags: int) -> str:
     text = os.strerror(code)

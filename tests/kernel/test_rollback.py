@@ -230,6 +230,22 @@ def _running_command(pid: int) -> int | None:
     return from_pid[0] if from_pid else None
 
 
+def _wait_for_command(proc: subprocess.Popen[Any], kn: Any) -> int | None:
+    """Wait until `netlab up` runs its exec command and return that command's PID (None if
+    `up` ended first). The PID is kept the moment it is seen: a second look can miss it
+    while the command is inside execve (ip → sleep), when /proc/PID/cmdline reads empty."""
+    seen: list[int] = []
+
+    def command_runs() -> bool:
+        pid = _running_command(proc.pid)
+        if pid is not None:
+            seen.append(pid)
+        return bool(seen) or proc.poll() is not None
+
+    assert kn.wait_for(command_runs, 60, 0.01), "netlab up never ran its exec command"
+    return seen[0] if seen else None
+
+
 def _children(pid: int) -> list[int]:
     kids: list[int] = []
     with contextlib.suppress(OSError):
@@ -267,18 +283,7 @@ def test_signal_during_up_rolls_back(sig: signal.Signals, when: str, lab_file: A
             assert kn.wait_for(lambda: len(kn.namespaces_of(lab.name)) >= count or proc.poll() is not None, 60), \
                 "netlab up made no namespaces"
         else:
-            # Keep the PID the moment it is seen: a second look can miss it while the
-            # command is inside execve (ip → sleep), when /proc/PID/cmdline reads empty.
-            seen: list[int] = []
-
-            def command_runs() -> bool:
-                pid = _running_command(proc.pid)
-                if pid is not None:
-                    seen.append(pid)
-                return bool(seen) or proc.poll() is not None
-
-            assert kn.wait_for(command_runs, 60, 0.01)
-            command = seen[0] if seen else None
+            command = _wait_for_command(proc, kn)
         assert proc.poll() is None, proc.communicate()
         made = len(kn.namespaces_of(lab.name))
         proc.send_signal(sig)
@@ -313,16 +318,7 @@ def test_kill_9_then_down_removes_everything(state: str, lab_file: Any, kn: Any,
             assert kn.wait_for(lambda: len(kn.namespaces_of(lab.name)) >= 50 or proc.poll() is not None, 60)
         else:
             # Without state only the marks tell, so wait until every namespace has one.
-            seen: list[int] = []  # kept when first seen (see test_signal_during_up_rolls_back)
-
-            def command_runs() -> bool:
-                pid = _running_command(proc.pid)
-                if pid is not None:
-                    seen.append(pid)
-                return bool(seen) or proc.poll() is not None
-
-            assert kn.wait_for(command_runs, 60, 0.01)
-            command = seen[0] if seen else None
+            command = _wait_for_command(proc, kn)
         assert proc.poll() is None, proc.communicate()
         proc.kill()
         proc.communicate(timeout=30)
