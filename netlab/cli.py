@@ -53,6 +53,7 @@ def cli() -> None:
       netlab up --dry-run labs/docker-bridge.yaml # print the plan as ip(8) commands
       sudo netlab up labs/docker-bridge.yaml      # build it for real
       sudo netlab status docker-bridge            # nodes, interfaces, addresses
+      sudo netlab check docker-bridge             # run the lab's checks: real traffic
       sudo netlab exec docker-bridge c1 -- ping -c1 172.17.0.3
       sudo netlab down docker-bridge              # remove everything
     """
@@ -120,9 +121,12 @@ def up(file: str, dry_run: bool) -> int:
         out.print(f"lab {result.lab} is already up from this file; nothing changed", markup=False)
         return 0
     n = len(result.plan.namespaces)
-    out.print(f"lab {result.lab} is up: {n} nodes, {len(result.done)} operations in {took:.2f} s", markup=False)
+    serving = f", {result.services} responders" if result.services else ""
+    out.print(f"lab {result.lab} is up: {n} nodes, {len(result.done)} operations{serving} in {took:.2f} s",
+              markup=False)
     if sys.stdout.isatty():
-        out.print(f"  next: netlab status {result.lab} · netlab exec {result.lab} NODE -- CMD · "
+        check = f"netlab check {result.lab} · " if result.checks else ""
+        out.print(f"  next: {check}netlab status {result.lab} · netlab exec {result.lab} NODE -- CMD · "
                   f"netlab down {result.lab}", markup=False, style="dim")
     return 0
 
@@ -167,7 +171,7 @@ def down(target: str | None, all_: bool) -> int:
         driver.close()
     for r in reports:
         if r.deleted or r.had_state:
-            ended = f" and ended {len(r.stopped)} processes running in them" if r.stopped else ""
+            ended = f" and ended {len(r.stopped)} of its processes" if r.stopped else ""
             out.print(f"lab {r.lab} is down: removed {len(r.deleted)} namespaces{ended}", markup=False)
         else:
             out.print(f"lab {r.lab} was not up; nothing to remove", markup=False)
@@ -226,6 +230,54 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
         "nodes": {node: (None if v is None else {"namespace": v.name, "links": [asdict(link) for link in v.links]})
                   for node, v in s.nodes.items()},
     }
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--up", "build", is_flag=True,
+              help="Build the lab from TARGET (a file) first and take it down afterwards (a lab that was "
+                   "already up is left up).")
+@click.option("--only", multiple=True, metavar="WORDS",
+              help="Run only the checks whose name contains WORDS (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
+@click.option("--junit", "junit", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
+              help="Also write a JUnit XML report to PATH.")
+def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit: str | None) -> int:
+    """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
+
+    Probes send real traffic between the lab's namespaces; route and rule checks ask
+    the kernel. Each check passes (✓) or fails (✗) with the reason in words: what was
+    expected, what was seen, and the evidence (probe outcome, conntrack entry, route,
+    packets). Checks are read from the lab file each time, so you can add one and
+    re-run without rebuilding.
+
+    \b
+    Examples:
+      sudo netlab check labs/docker-bridge.yaml          # lab already up
+      sudo netlab check --up labs/docker-bridge.yaml     # build, check, take down
+      sudo netlab check docker-bridge --only outside --json
+
+    Exit codes: 0 every check passed, 1 a check failed, 2 bad input (bad lab file, lab
+    not up, no such check), 3 not root or a kernel feature is missing.
+    """
+    from netlab import report
+
+    driver = _driver()
+    try:
+        with _sigterm_as_exception(), _progress("building") as tick:
+            run = lifecycle.check(target, driver, build=build, only=only, progress=tick)
+    finally:
+        driver.close()
+    if as_json:
+        out.print(json.dumps(report.to_json(run.lab, run.verdicts, run.seconds), indent=2), markup=False)
+    elif not run.verdicts:
+        out.print(f"lab {run.lab} has no checks; add a `checks:` section (see docs/lab-file.md)", markup=False)
+    else:
+        report.print_text(out, run.lab, run.verdicts, run.seconds)
+    if junit:
+        with open(junit, "wb") as f:
+            f.write(report.to_junit(run.lab, run.verdicts, run.seconds))
+    return 0 if all(v.passed for v in run.verdicts) else EXIT_FAILED
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -6,20 +6,26 @@ load → expand → plan → (check kernel) → apply → state.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netlab.apply import apply_plan
-from netlab.errors import AlreadyUp, MissingFeature, NotRoot, UsageError
+from netlab.errors import AlreadyUp, ApplyError, MissingFeature, NotRoot, UsageError
 from netlab.expand import expand
 from netlab.kernel.driver import KernelDriver, NamespaceView
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
+from netlab.probes.responders import ResponderError, Service, start_responders
 from netlab.spec.load import load_lab, topology
-from netlab.spec.model import Lab
-from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, write_state
+from netlab.spec.model import Check, Lab
+from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, responder_log_path, write_state
 from netlab.teardown import TeardownReport, labs_present, tear_down
+
+if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by `check`
+    from netlab.probes.runner import LabContext, Verdict
 
 
 def require_root(what: str) -> None:
@@ -50,6 +56,8 @@ class UpResult:
     plan: Plan
     already_up: bool = False
     done: list[Op] = field(default_factory=list)
+    services: int = 0  # responders started
+    checks: int = 0  # checks in the lab file
 
 
 def up(
@@ -83,9 +91,38 @@ def up(
         except BaseException:
             remove_state(lab.name)  # the rollback removed everything it named
             raise
+        try:
+            state.pids = start_lab_responders(lab, nodes)
+        except BaseException as err:
+            # The lab is built but cannot serve what it promises: take it all down again.
+            tear_down(lab.name, driver)
+            if isinstance(err, ResponderError):
+                what = f"responders of lab {lab.name}" + (f" ({err.service.proto}/{err.service.port} on "
+                                                          f"{err.service.node})" if err.service else "")
+                raise ApplyError(what, str(err), rolled_back=True) from None
+            raise
         state.status = "up"
         write_state(state)
-        return UpResult(lab.name, plan, done=done)
+        return UpResult(lab.name, plan, done=done, services=len(lab_services(lab, nodes)), checks=len(lab.checks))
+
+
+def lab_services(lab: Lab, nodes: dict[str, str]) -> list[Service]:
+    """The responders the lab's nodes `serve:`, as (namespace, node, proto, port)."""
+    out = []
+    for node, spec in lab.nodes.items():
+        for entry in spec.serve:
+            proto, _, port = entry.partition("/")
+            out.append(Service(nodes[node], node, proto, int(port)))  # type: ignore[arg-type]
+    return out
+
+
+def start_lab_responders(lab: Lab, nodes: dict[str, str]) -> list[int]:
+    """One responder process for the whole lab (none if nothing is served); its log
+    goes next to the state file."""
+    services = lab_services(lab, nodes)
+    if not services:
+        return []
+    return [start_responders(services, log_path=responder_log_path(lab.name), lab=lab.name)]
 
 
 def _refuse_or_accept_existing(existing: LabState, plan: Plan, source: str) -> None:
@@ -170,3 +207,84 @@ def status(driver: KernelDriver, only: str | None = None) -> list[LabStatus]:
             kind = "up" if all(v is not None for v in views.values()) else "partial"
         out.append(LabStatus(lab, kind, st.source if st else None, st.created if st else None, views))
     return out
+
+
+# ---------------------------------------------------------------- checks
+
+
+def lab_context(target: str) -> LabContext:
+    """An up lab, ready for checks: TARGET is its name or its lab file. The checks are
+    read from the file each time (they are not part of what was built); what *was* built
+    must still match the file, or the checks would judge a different lab."""
+    from netlab.probes.runner import LabContext
+
+    require_root("check")
+    is_file = target.endswith((".yaml", ".yml")) or os.sep in target
+    lab = expand(load_lab(target)) if is_file else None
+    name = lab.name if lab is not None else target
+    st = read_state(name)
+    if st is None or st.status != "up":
+        how = f"netlab up {target}" if is_file else "netlab up LAB_FILE"
+        why = "is not up" if st is None else f"is not fully up (status: {st.status})"
+        raise UsageError(f"lab {name} {why}; run `{how}` first, or `netlab check --up FILE` to build, "
+                         "check and take it down in one go")
+    if lab is None:
+        if not os.path.exists(st.source):
+            raise UsageError(f"lab {name} was built from {st.source}, which is gone; "
+                             f"pass the lab file: netlab check FILE")
+        lab = expand(load_lab(st.source))
+    if build_plan(lab).fingerprint != st.fingerprint:
+        raise UsageError(
+            f"lab {name} is up, but its file has changed since (other than its checks); "
+            f"rebuild it first: netlab down {name} && netlab up {target if is_file else st.source}"
+        )
+    return LabContext(lab, dict(st.nodes))
+
+
+@dataclass
+class CheckRun:
+    lab: str
+    verdicts: list[Verdict]
+    seconds: float
+    built: bool = False  # `--up`: this run built the lab (and took it down again)
+
+
+def select_checks(lab: Lab, only: tuple[str, ...]) -> list[Check]:
+    """The checks whose name contains any of `only` (all when empty)."""
+    if not only:
+        return list(lab.checks)
+    chosen = [c for c in lab.checks if any(word.lower() in c.name.lower() for word in only)]
+    if not chosen:
+        names = "\n  ".join(c.name for c in lab.checks) or "(the lab has no checks)"
+        raise UsageError(f"no check of lab {lab.name} matches {', '.join(map(repr, only))}; its checks:\n  {names}")
+    return chosen
+
+
+def check(
+    target: str,
+    driver: KernelDriver,
+    *,
+    build: bool = False,
+    only: tuple[str, ...] = (),
+    on_done: Callable[[Verdict], None] | None = None,
+    progress: Callable[[Op], None] | None = None,
+) -> CheckRun:
+    """Run the checks of an up lab; with `build`, bring TARGET (a file) up first and take
+    it down afterwards — unless it was already up, which is then left as it was."""
+    from netlab.probes.runner import run_checks
+
+    started = time.monotonic()
+    built = False
+    if build:
+        if not (target.endswith((".yaml", ".yml")) or os.sep in target):
+            raise UsageError(f"`--up` needs a lab file, got {target!r}")
+        select_checks(expand(load_lab(target)), only)  # a wrong --only fails before building
+        result = up(target, driver, progress)
+        built = not result.already_up
+    try:
+        ctx = lab_context(target)
+        verdicts = run_checks(ctx, select_checks(ctx.lab, only), on_done=on_done)
+    finally:
+        if built:
+            down(target, driver)
+    return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built)

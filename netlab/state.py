@@ -40,6 +40,11 @@ def state_path(lab: str) -> str:
     return os.path.join(state_dir(), f"{lab}.json")
 
 
+def responder_log_path(lab: str) -> str:
+    """Where the lab's responder process writes (removed with the state)."""
+    return os.path.join(state_dir(), f"{lab}.responders.log")
+
+
 def _ensure_dir() -> None:
     os.makedirs(state_dir(), mode=0o700, exist_ok=True)
 
@@ -74,8 +79,9 @@ def read_state(lab: str) -> LabState | None:
 
 
 def remove_state(lab: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(state_path(lab))
+    for path in (state_path(lab), responder_log_path(lab)):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
 
 
 def all_states() -> list[LabState]:

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 
 from netlab.kernel.driver import KernelDriver
 from netlab.naming import split_netns_name
-from netlab.state import LabState, read_state, remove_state
+from netlab.probes.responders import is_running, responders_of, stop_responders
+from netlab.state import read_state, remove_state
 
 
 @dataclass
@@ -30,8 +31,9 @@ def labs_present(marks: dict[str, tuple[str, str] | None]) -> set[str]:
 def tear_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] | None] | None = None) -> TeardownReport:
     state = read_state(lab)
     report = TeardownReport(lab, had_state=state is not None)
-    if state:
-        report.stopped = _stop_processes(state)
+    # The lab's responders first (they hold sockets in its namespaces): those the state
+    # lists, and any found by their argv tag when the state is lost or incomplete.
+    report.stopped = stop_lab_processes(lab, state.pids if state else [])
     doomed = set(state.namespaces) if state else set()
     if marks is None:
         # Read marks only where they decide something: names that look like this lab's
@@ -78,10 +80,10 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _stop_processes(state: LabState) -> list[int]:
-    stopped = []
-    for pid in state.pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-            stopped.append(pid)
-    return stopped
+def stop_lab_processes(lab: str, pids: list[int]) -> list[int]:
+    """Stop the lab's responder processes; a listed PID that is no longer a responder
+    (reused by another program) is left alone."""
+    mine = sorted({pid for pid in pids if is_running(pid)} | set(responders_of(lab)))
+    for pid in mine:
+        stop_responders(pid, timeout=2.0)
+    return mine

@@ -33,6 +33,9 @@ IFLA_IFNAME = 3
 
 _HDR = struct.Struct("=IHHII")
 BATCH = 200  # messages per send(): keeps the ACKs well inside the receive buffer
+# Queries per send(): each answer holds a few KiB of the receive buffer until it is read,
+# so 32 fit even in the default 208 KiB one (when SO_RCVBUFFORCE was refused).
+QUERY_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,43 @@ class RtnlSocket:
         marshal = MarshalRtnl()
         return [next(iter(marshal.parse(data[offset : offset + length]))) for data, offset, length in
                 self._dump_replies(seq)]
+
+    def query(self, msgs: Sequence[tuple[Any, int, int]]) -> list[bytes | Failure]:
+        """Send (message, type, flags) requests that each get exactly one answer (e.g.
+        RTM_GETROUTE), many per send(); return, in request order, each answer's bytes
+        (one netlink message) or the Failure the kernel answered with instead."""
+        answers: list[bytes | Failure] = []
+        for start in range(0, len(msgs), QUERY_BATCH):
+            chunk = msgs[start : start + QUERY_BATCH]
+            pending: dict[int, int] = {}
+            got: dict[int, bytes | Failure] = {}
+            buf = bytearray()
+            for i, (msg, mtype, flags) in enumerate(chunk):
+                seq = self._next_seq()
+                pending[seq] = start + i
+                msg["header"]["type"] = mtype
+                msg["header"]["flags"] = flags | NLM_F_REQUEST  # no ACK: the answer is the reply
+                msg["header"]["sequence_number"] = seq
+                msg["header"]["pid"] = 0
+                msg.reset()
+                msg.encode()
+                buf += msg.data
+            self.sock.sendall(bytes(buf))
+            while pending:
+                data = self.sock.recv(1 << 20)
+                for offset, length, mtype, flags, seq in _frames(data):
+                    index = pending.pop(seq, None)
+                    if index is None:
+                        continue
+                    if mtype == NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + 16)
+                        text = _error_text(-code, data, offset, length, flags) if code else "acknowledged, no answer"
+                        got[index] = Failure(index, -code, text)
+                    else:
+                        got[index] = data[offset : offset + length]
+            answers += [got[start + i] for i in range(len(chunk))]
+        return answers
+
 
 def _frames(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
     """(offset, length, type, flags, seq) of each netlink message in one received buffer."""

@@ -52,7 +52,9 @@ class Plan:
 
 
 def fingerprint(lab: Lab) -> str:
-    canonical = json.dumps(lab.model_dump(mode="json", by_alias=True), sort_keys=True)
+    """What was built: the checks are left out, so adding or editing a check never asks
+    for the lab to be rebuilt (`netlab check` reads them from the file each time)."""
+    canonical = json.dumps(lab.model_dump(mode="json", by_alias=True, exclude={"checks"}), sort_keys=True)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -187,9 +187,12 @@ def describe(s: Service) -> str:
 
 
 def start_responders(services: Sequence[Service], *, log_path: str | None = None,
-                     ready_timeout: float = 10.0) -> int:
+                     ready_timeout: float = 10.0, lab: str | None = None) -> int:
     """Start one detached process serving every service; return its PID once every
-    socket is bound. Raises ResponderError (and leaves no process behind) otherwise."""
+    socket is bound. Raises ResponderError (and leaves no process behind) otherwise.
+
+    `lab` is written into the process's argv (`--lab LAB`), so `down` finds the lab's
+    responders by their exact argv even when the state file that lists the PID is lost."""
     services = list(services)
     if not services:
         raise ValueError("no services to serve")
@@ -208,7 +211,7 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
         os.write(spec_fd, spec)
         os.lseek(spec_fd, 0, os.SEEK_SET)
         proc = subprocess.Popen(
-            [sys.executable, "-m", MODULE, "--ready-fd", str(ready_w)],
+            [sys.executable, "-m", MODULE, "--ready-fd", str(ready_w), *(["--lab", lab] if lab else [])],
             stdin=spec_fd, stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
             pass_fds=(ready_w,), start_new_session=True, cwd="/", env=env,
         )
@@ -308,13 +311,31 @@ def _proc_state(pid: int) -> str | None:
     return stat[stat.rfind(b")") + 2 :][:1].decode() or None
 
 
-def _is_responder(pid: int) -> bool:
+def _argv(pid: int) -> list[bytes]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
+            return f.read().split(b"\0")
     except (FileNotFoundError, ProcessLookupError):
-        return False
-    return MODULE.encode() in argv
+        return []
+
+
+def _is_responder(pid: int) -> bool:
+    argv = _argv(pid)
+    return len(argv) > 2 and argv[1:3] == [b"-m", MODULE.encode()]
+
+
+def responders_of(lab: str) -> list[int]:
+    """PIDs of the responder processes started for `lab` (matched on their exact argv:
+    `python -m netlab.probes.responders --ready-fd N --lab LAB`)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        argv = _argv(int(entry))
+        tagged = len(argv) >= 7 and argv[1:3] == [b"-m", MODULE.encode()] and argv[5:7] == [b"--lab", lab.encode()]
+        if tagged and _proc_state(int(entry)) not in (None, "Z", "X"):
+            found.append(int(entry))
+    return found
 
 
 def is_running(pid: int) -> bool:
@@ -654,8 +675,8 @@ def _raise_nofile() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2 or args[0] != "--ready-fd":
-        sys.stderr.write(f"usage: python -m {MODULE} --ready-fd FD < spec.json\n")
+    if len(args) not in (2, 4) or args[0] != "--ready-fd" or (len(args) == 4 and args[2] != "--lab"):
+        sys.stderr.write(f"usage: python -m {MODULE} --ready-fd FD [--lab LAB] < spec.json\n")
         return 2
     ready_fd = int(args[1])
 

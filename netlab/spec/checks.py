@@ -10,6 +10,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
+from netlab.spec.check_refs import check_checks
 from netlab.spec.model import BUILTIN_TABLES, Lab, Route, Rule, Vxlan
 from netlab.spec.topology import Complaint, Interface, Topology
 
@@ -34,6 +35,7 @@ def rule_family(rule: Rule) -> int:
 def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints: list[Complaint] = []
     complaints += _check_tables(lab)
+    complaints += check_checks(lab, topo)
     complaints += _check_addresses(lab, topo)
     by_node: dict[str, list[Interface]] = {}  # one pass: of_node() per node is quadratic
     for iface in topo.interfaces.values():

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 
 from netlab.errors import LabError, Problem
 from netlab.spec.checks import check_lab
+from netlab.spec.expectations import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
 from netlab.spec.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
 from netlab.spec.source import Path, Source, parse_yaml
 from netlab.spec.topology import Topology, resolve
@@ -96,6 +97,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path:
             continue
         if i >= 2 and loc[i - 2] == "links" and part in LINK_TAGS and isinstance(loc[i - 1], str):
             continue  # the link-kind tag pydantic inserts for the tagged union
+        if i >= 2 and loc[i - 2] == "checks" and part in CHECK_TAGS and isinstance(loc[i - 1], int):
+            continue  # the same for the check kind
         if isinstance(part, str) and part.startswith(("function-", "list[", "dict[")):
             continue
         out.append(part)
@@ -123,12 +126,18 @@ def _link_tag_of(tp: Any) -> str | None:
     return str(args[0]) if args else None
 
 
+_CHECK_MODELS: dict[str, type[BaseModel]] = {"probe": ProbeCheck, "route": RouteCheck, "rule": RuleCheck}
+
+
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """Which model class sits at a raw pydantic location (to list its allowed keys)."""
     current: list[Any] = [Lab]
     for part in loc:
         if part == "[key]":
             return None
+        if isinstance(part, str) and part in _CHECK_MODELS and _CHECK_MODELS[part] in current and len(current) > 1:
+            current = [_CHECK_MODELS[part]]  # the check-kind step of the tagged union
+            continue
         tags = {_link_tag_of(t) for t in current}
         if isinstance(part, str) and part in LINK_TAGS and part in tags and len(current) > 1:
             current = [t for t in current if _link_tag_of(t) == part]  # the tagged-union step
@@ -275,6 +284,18 @@ def _problem_from_pydantic(err: Any, source: Source) -> tuple[Problem, Path | No
     if kind == "missing":
         hint = _MISSING_HINTS.get(str(last))
         return source.problem(path, f"required key {last!r} is missing" + (f"; {hint}" if hint else "")), None
+    if kind == "check_kind":
+        given = [k for k in CHECK_KINDS if isinstance(value, dict) and k in value]
+        if given:
+            text = (f"a check is one of probe:, route: or rule:, and this one has {' and '.join(given)}; "
+                    "split it into separate checks")
+        elif isinstance(value, dict):
+            text = ("a check needs one of probe: (send traffic), route: (ask `ip route get`) or rule: "
+                    f"(look for an ip rule); it has {', '.join(map(str, value)) or 'no keys'}")
+        else:
+            text = (f"expected a check (a mapping with name: and one of probe:, route:, rule:), got {_show(value)}; "
+                    "e.g. {name: c1 reaches c2, probe: {from: c1, to: c2}}")
+        return source.problem(path, text), None
     if kind == "union_tag_invalid":
         return source.problem(
             (*path, "kind"),

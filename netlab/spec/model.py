@@ -1,202 +1,36 @@
 """The lab model: immutable, validated, one class per kind of lab object.
 
-Field validators check a value on its own (an address parses, a name fits IFNAMSIZ);
-cross-object rules (peers agree, routes name existing devices) live in `checks.py`.
-Every model rejects unknown keys, so a typo is an error, never a silently ignored key.
+Field validators check a value on its own (an address parses, a name fits IFNAMSIZ; see
+values.py); cross-object rules (peers agree, routes name existing devices) live in
+`checks.py`. Every model rejects unknown keys, so a typo is an error, never a silently
+ignored key.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Discriminator,
-    Field,
-    Tag,
+from pydantic import BaseModel, Discriminator, Field, Tag
+
+from netlab.spec.expectations import Check, ServeSpec
+from netlab.spec.values import (
+    IFNAMSIZ,
+    Base,
+    Feature,
+    IfName,
+    InterfaceAddress,
+    IpAddress,
+    LabName,
+    MacAddress,
+    Mark,
+    Mtu,
+    NodeName,
+    PeerRef,
+    Prefix,
+    TableRef,
 )
 
-# Kernel features a lab may require (see netlab.kernel.features for how each is probed).
-Feature = Literal[
-    "netns", "veth", "bridge", "dummy", "vxlan", "vrf", "ipvs", "nftables", "conntrack", "ipset", "netem"
-]
-
-IFNAMSIZ = 15  # the kernel's limit on interface names (16 bytes with the NUL)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-_IFNAME_BAD = re.compile(r"[/\s:\x00-\x1f\x7f]")  # the kernel allows control chars; `ip` output would not
-
-
-class Base(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
-
-
-# ---------------------------------------------------------------- value types
-
-
-def _name(kind: str, limit: int) -> Any:
-    def check(value: str) -> str:
-        if not _NAME_RE.match(value):
-            raise ValueError(
-                f"{kind} name {value!r} may use only letters, digits, '-' and '_', "
-                "and must start with a letter or digit (it becomes part of a namespace name)"
-            )
-        if len(value) > limit:
-            raise ValueError(f"{kind} name {value!r} is {len(value)} characters; at most {limit}")
-        return value
-
-    return AfterValidator(check)
-
-
-LabName = Annotated[str, _name("lab", 32)]
-NodeName = Annotated[str, _name("node", 48)]
-
-
-def _check_ifname(value: str) -> str:
-    if not value or len(value) > IFNAMSIZ:
-        raise ValueError(
-            f"interface name {value!r} is {len(value)} characters; Linux allows 1 to {IFNAMSIZ}"
-        )
-    if value in (".", "..") or _IFNAME_BAD.search(value):
-        raise ValueError(
-            f"interface name {value!r} may not be '.', '..' or contain '/', ':', whitespace "
-            "or control characters"
-        )
-    return value
-
-
-IfName = Annotated[str, AfterValidator(_check_ifname)]
-
-
-def _why_not_ip(text: str) -> str:
-    """Which part of `text` (no prefix length) keeps it from being an address: ipaddress's
-    own message repeats the whole input and never says which octet or group is wrong."""
-    if ":" not in text:
-        octets = text.split(".")
-        if len(octets) == 4 and all(o.isdigit() for o in octets):
-            for o in octets:
-                if int(o) > 255:
-                    return f"{o} is out of range; IPv4 octets go from 0 to 255"
-                if len(o) > 1 and o.startswith("0"):
-                    return f"{o} has a leading zero, which some tools read as octal; write {int(o)}"
-        return f"{text!r} is not an IPv4 or IPv6 address"
-    return f"{text!r} is not a valid IPv6 address"
-
-
-def _why_not_prefixlen(text: str, addr: str) -> str | None:
-    version = ipaddress.ip_address(addr).version
-    top = 32 if version == 4 else 128
-    if not text.isdigit():
-        return f"the prefix length /{text} is not a number from 0 to {top}"
-    if int(text) > top:
-        return f"the prefix length /{text} is too long; IPv{version} allows /0 to /{top}"
-    return None
-
-
-def _why_not_net(text: str) -> str:
-    addr, _, length = text.partition("/")
-    try:
-        ipaddress.ip_address(addr)
-    except ValueError:
-        return _why_not_ip(addr)
-    return _why_not_prefixlen(length, addr) or "not an address with prefix length"
-
-
-def _check_interface_address(value: Any) -> str:
-    text = str(value)
-    if "/" not in text:
-        raise ValueError(
-            f"address {text!r} needs a prefix length, e.g. {text}/24 (or /32, /128 for a host address)"
-        )
-    try:
-        iface = ipaddress.ip_interface(text)
-    except ValueError:
-        raise ValueError(f"address {text!r}: {_why_not_net(text)}") from None
-    return iface.with_prefixlen
-
-
-def _check_ip(value: Any) -> str:
-    text = str(value)
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        if "/" in text:
-            addr = text.partition("/")[0]
-            raise ValueError(f"{text!r} has a prefix length; here write only the address ({addr})") from None
-        raise ValueError(_why_not_ip(text)) from None
-
-
-def _check_prefix(value: Any) -> str:
-    text = str(value)
-    if text == "default":
-        return text
-    try:
-        net = ipaddress.ip_network(text, strict=True)
-    except ValueError as err:
-        if "host bits set" in str(err):
-            fixed = ipaddress.ip_network(text, strict=False)
-            raise ValueError(f"{text!r} has host bits set; did you mean {fixed}?") from None
-        why = _why_not_net(text) if "/" in text else _why_not_ip(text)
-        if why.endswith("is not an IPv4 or IPv6 address"):  # nothing address-like: show the forms
-            why += " (write e.g. 10.0.0.0/24, 2001:db8::/64, a host address, or 'default')"
-        raise ValueError(f"{text!r} is not a prefix: {why}") from None
-    return net.with_prefixlen
-
-
-InterfaceAddress = Annotated[str, BeforeValidator(_check_interface_address)]
-IpAddress = Annotated[str, BeforeValidator(_check_ip)]
-Prefix = Annotated[str, BeforeValidator(_check_prefix)]
-
-
-def _check_mac(value: Any) -> str:
-    text = str(value).lower()
-    if not re.fullmatch(r"([0-9a-f]{2}:){5}[0-9a-f]{2}", text):
-        raise ValueError(f"{value!r} is not a MAC address like 02:42:ac:11:00:02")
-    if int(text[:2], 16) & 1:
-        unicast = f"{(int(text[:2], 16) & ~1) | 2:02x}{text[2:]}"  # clear multicast, set local bit
-        raise ValueError(
-            f"{value!r} is a multicast MAC (lowest bit of the first byte set), which no interface "
-            f"may have; use a locally administered unicast one such as {unicast}"
-        )
-    return text
-
-
-MacAddress = Annotated[str, BeforeValidator(_check_mac)]
-
-
-def _check_peer(value: Any) -> str:
-    text = str(value)
-    node, sep, ifname = text.partition(":")
-    if not sep or not node or not ifname:
-        example = f"{node or 'pod1'}:{ifname or 'eth0'}"  # the user's own names where given
-        raise ValueError(f"peer {text!r} must be NODE:IFNAME, e.g. {example}")
-    _check_ifname(ifname)
-    return text
-
-
-PeerRef = Annotated[str, BeforeValidator(_check_peer)]
-
-
-def _check_mark(value: Any) -> str:
-    """fwmark as 'VALUE' or 'VALUE/MASK' (decimal or 0x-hex), normalised to hex."""
-    text = str(value) if not isinstance(value, int) or isinstance(value, bool) else hex(value)
-    parts = text.split("/")
-    try:
-        nums = [int(p, 0) for p in parts]
-    except ValueError:
-        raise ValueError(f"fwmark {value!r} must be a number or VALUE/MASK, e.g. 0x4000/0x4000") from None
-    if len(nums) > 2 or any(not 0 <= n < 2**32 for n in nums):
-        raise ValueError(f"fwmark {value!r} must be 32-bit VALUE or VALUE/MASK")
-    return "/".join(hex(n) for n in nums)
-
-
-Mark = Annotated[str, BeforeValidator(_check_mark)]
-TableRef = Annotated[int | str, Field(union_mode="left_to_right")]
-Mtu = Annotated[int, Field(ge=68, le=65535)]
+__all__ = ["IFNAMSIZ", "Base", "Check", "Feature", "NodeName"]
 
 
 # ---------------------------------------------------------------- links
@@ -308,6 +142,7 @@ class Node(Base):
     rules: list[Rule] = []
     sysctls: dict[str, SysctlValue] = {}
     exec: list[Annotated[list[str], Field(min_length=1)]] = []
+    serve: list[ServeSpec] = []  # responders: tcp/8080, udp/53, http/80 (see netlab.probes.responders)
 
 
 class Lab(Base):
@@ -316,6 +151,7 @@ class Lab(Base):
     requires: list[Feature] = []
     tables: dict[str, Annotated[int, Field(ge=1, lt=2**32)]] = {}
     nodes: Annotated[dict[NodeName, Node], Field(min_length=1)]
+    checks: list[Check] = []
 
 
 # Table names every namespace knows without declaring them (iproute2's rt_tables).

@@ -64,8 +64,12 @@ def namespaces_of(lab: str) -> list[str]:
 
 
 def leftovers(lab: str) -> list[str]:
+    from netlab.probes.responders import responders_of
+
     found = [f"namespace {n}" for n in namespaces_of(lab)]
-    found += [f"state file {p}" for p in (state_file(lab), lock_file(lab)) if p.exists()]
+    log = Path(state_dir()) / f"{lab}.responders.log"
+    found += [f"state file {p}" for p in (state_file(lab), lock_file(lab), log) if p.exists()]
+    found += [f"responder process {pid}" for pid in responders_of(lab)]
     return found
 
 
@@ -94,7 +98,9 @@ def _no_leaks_guard(registry: Registry) -> Iterator[None]:
         return
     lines = [f"  {lab}: {', '.join(found)}" for lab, found in leaks.items()]
     # Leave the machine clean all the same: these are ours (unique names we made up).
+    # `netlab down` also ends the lab's responders, which `ip netns del` would strand.
     for lab in leaks:
+        subprocess.run(cli_argv("down", lab), check=False, capture_output=True, timeout=120, env=cli_env())
         for ns in namespaces_of(lab):
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
         for p in (state_file(lab), lock_file(lab)):

@@ -587,9 +587,11 @@ def test_docker_bridge_example(lab_file: Any, kn: Any, netlab_cli: Any) -> None:
         pytest.skip("labs/docker-bridge.yaml is not written yet")
     rc, out, err = netlab_cli("validate", DOCKER_BRIDGE)
     assert rc == 0, err
-    # The same lab under a unique name, so it never meets a copy someone else has up.
-    spec = yaml.safe_load(DOCKER_BRIDGE.read_text())
-    lab = lab_file(spec)
+    # The same lab under a unique name, so it never meets a copy someone else has up. As
+    # text: PyYAML would read the checks' `on:` keys as YAML 1.1 booleans (netlab does not).
+    text = DOCKER_BRIDGE.read_text()
+    spec = yaml.safe_load(text)
+    lab = lab_file(text.replace("name: docker-bridge", "name: @LAB@", 1))
     rc, out, err = netlab_cli("up", lab.path)
     assert rc == 0, err
     nodes = list(spec["nodes"])

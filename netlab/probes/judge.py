@@ -1,0 +1,359 @@
+"""Judges: expectations (from the lab file) against observations (from the kernel).
+
+Pure functions, no I/O: each returns the reasons a check fails, in words an engineer
+would use — what was expected, what was seen, and the evidence (the conntrack entry,
+the route, the packets) — or no reasons when it passes. The runner gathers the
+observations; these decide.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
+from netlab.probes.capture import Packet
+from netlab.probes.run import ProbeResult
+from netlab.spec.expectations import CaptureExpect, ConntrackExpect, ProbeExpect, RouteExpect, RuleQuerySpec
+
+# Names in expectations → the addresses they stand for, and an address → its node (for words).
+Resolve = Callable[[tuple[str, ...]], set[str]]
+NodeOf = Callable[[str], str | None]
+
+
+@dataclass
+class Judgement:
+    reasons: list[str] = field(default_factory=list)  # empty: passed
+    evidence: list[str] = field(default_factory=list)  # kernel state behind the verdict
+
+    @property
+    def passed(self) -> bool:
+        return not self.reasons
+
+    def add(self, other: Judgement) -> None:
+        self.reasons += other.reasons
+        self.evidence += other.evidence
+
+
+def _norm(addr: str | None) -> str | None:
+    if addr is None:
+        return None
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        return addr
+
+
+def _who(addr: str | None, node_of: NodeOf) -> str:
+    if addr is None:
+        return "nothing"
+    node = node_of(addr)
+    return f"{addr} ({node})" if node else addr
+
+
+def _names(names: tuple[str, ...]) -> str:
+    return names[0] if len(names) == 1 else "one of " + ", ".join(names)
+
+
+def _count(n: int, what: str) -> str:
+    if n == 1:
+        return f"1 {what}"
+    return f"{n} {what[:-1]}ies" if what.endswith("y") else f"{n} {what}s"
+
+
+# ---------------------------------------------------------------- probes
+
+
+def _outcome_matches(expected: str, outcome: str) -> bool:
+    return outcome != "ok" if expected == "fail" else outcome == expected
+
+
+def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Resolve, node_of: NodeOf) -> Judgement:
+    j = Judgement()
+    n = len(results)
+    wrong = [r for r in results if not _outcome_matches(expect.result, r.outcome)]
+    if wrong:
+        seen = Counter(r.outcome for r in results)
+        tally = ", ".join(f"{k} {v}" for k, v in seen.most_common())
+        first = wrong[0]
+        j.reasons.append(
+            f"expected {expect.result}{' (any failure)' if expect.result == 'fail' else ''}, "
+            f"saw {first.outcome}" + (f" in {len(wrong)} of {n} probes ({tally})" if n > 1 else "")
+            + f": {first.detail}"
+        )
+    if expect.icmp is not None:
+        icmp = [r.icmp or "" for r in results]
+        if not all(expect.icmp.lower() in text.lower() for text in icmp):
+            bad = next(t for t in icmp if expect.icmp.lower() not in t.lower())
+            j.reasons.append(f"expected an ICMP error saying {expect.icmp!r}, saw {bad or 'no ICMP error'}")
+    served = [r for r in results if r.ok]
+    if expect.served_by is not None and served:
+        j.add(_judge_served_by(expect.served_by, results))
+    if expect.server_saw is not None and served:
+        want = resolve(expect.server_saw)
+        off = [r for r in served if _norm(r.server_saw) not in want]
+        if off:
+            r = off[0]
+            why = ""
+            if r.server_saw and r.src and _norm(r.server_saw) != _norm(r.src):
+                why = f" — the client sent from {_who(r.src, node_of)}, so something on the way NATed it"
+            elif r.server_saw and r.src:
+                why = " — the client's own address: nothing NATed it"
+            j.reasons.append(
+                f"expected the server to see {_names(expect.server_saw)}, it saw "
+                f"{_who(r.server_saw, node_of)}" + (f" in {len(off)} of {len(served)} connections" if len(served) > 1
+                                                   else "") + why
+            )
+    return j
+
+
+def _judge_served_by(want: dict[str, tuple[float, float]], results: Sequence[ProbeResult]) -> Judgement:
+    j = Judgement()
+    n = len(results)
+    tally = Counter(r.served_by or "(no responder)" for r in results if r.ok)
+    failed = n - sum(tally.values())
+    shown = ", ".join(f"{node} {count}" for node, count in tally.most_common())
+    if failed:
+        shown += f", failed {failed}"
+    strangers = [node for node in tally if node not in want]
+    if strangers:
+        j.reasons.append(
+            f"expected only {', '.join(want)} to serve, but {', '.join(strangers)} did too "
+            f"({shown} of {_count(n, 'probe')})"
+        )
+    for node, (low, high) in want.items():
+        share = tally.get(node, 0) / n
+        if (low, high) == (1.0, 1.0):
+            if share < 1.0:
+                j.reasons.append(
+                    f"expected {node} to serve every probe, it served {tally.get(node, 0)} of {n} ({shown})")
+        elif not (low - 1e-9 <= share <= high + 1e-9):
+            rng = f"at least {low:.0%}" if high >= 1.0 else f"{low:.0%}..{high:.0%}"
+            j.reasons.append(f"expected {node} to serve {rng} of the probes, it served {share:.0%} "
+                             f"({tally.get(node, 0)} of {n}; {shown})")
+    if j.reasons:
+        j.evidence.append(f"served: {shown}")
+    return j
+
+
+# ---------------------------------------------------------------- conntrack
+
+
+def flow_entries(entries: Iterable[CtEntry], r: ProbeResult) -> list[CtEntry]:
+    """The conntrack entries of one probe's flow, best match first.
+
+    The flow is recognised by protocol and the client's source port (or ICMP echo id)
+    plus its destination address or port; an entry whose original source is the client's
+    own address ranks first (in a node behind a NAT it is not, and the port still is)."""
+    proto = "tcp" if r.proto == "http" else r.proto
+    if proto == "icmp" and r.src and ":" in r.src:
+        proto = "icmpv6"
+    found = []
+    for e in entries:
+        o = e.orig
+        if o.proto != proto or o.sport != r.sport:
+            continue
+        if _norm(o.dst) != _norm(r.dst) and (r.dport is None or o.dport != r.dport):
+            continue
+        found.append(e)
+    found.sort(key=lambda e: (_norm(e.orig.src) != _norm(r.src), _norm(e.orig.dst) != _norm(r.dst)))
+    return found
+
+
+def judge_conntrack(
+    node: str, expect: ConntrackExpect, results: Sequence[ProbeResult], entries: Sequence[CtEntry],
+    resolve: Resolve, node_of: NodeOf,
+) -> Judgement:
+    j = Judgement()
+    for r in results:
+        if r.sport is None:
+            j.reasons.append(f"the probe has no client port to find its conntrack entry by ({r.detail})")
+            continue
+        mine = flow_entries(entries, r)
+        flow = f"{r.proto} {r.src}:{r.sport} → {r.dst}" + (f":{r.dport}" if r.dport else "")
+        if not expect.entry:
+            if mine:
+                j.reasons.append(f"expected no conntrack entry in {node} for {flow}, found one")
+                j.evidence.append(f"conntrack in {node}: {mine[0].text}")
+            continue
+        if not mine:
+            j.reasons.append(
+                f"expected a conntrack entry in {node} for {flow}, found none among {_count(len(entries), 'entry')}"
+                + ("" if entries else " (conntrack tracks only where netfilter uses it: an nft ruleset "
+                                      "with ct, nat or a stateful match in that node)")
+            )
+            j.evidence += [f"conntrack in {node}: {e.text}" for e in list(entries)[:5]]
+            continue
+        e = mine[0]
+        problems = _entry_mismatches(expect, e, resolve, node_of)
+        if problems:
+            j.reasons += [f"conntrack in {node} for {flow}: {p}" for p in problems]
+            j.evidence.append(f"conntrack in {node}: {e.text}")
+        if j.reasons:
+            break  # one failing flow says it; fifty would drown it
+    return j
+
+
+def _entry_mismatches(expect: ConntrackExpect, e: CtEntry, resolve: Resolve, node_of: NodeOf) -> list[str]:
+    out = []
+    for key, value in (("orig_src", e.orig.src), ("orig_dst", e.orig.dst),
+                       ("reply_src", e.reply.src), ("reply_dst", e.reply.dst)):
+        want = getattr(expect, key)
+        if want is not None and _norm(value) not in resolve(want):
+            out.append(f"expected {key} {_names(want)}, saw {_who(value, node_of)}")
+    for key, got in (("orig_sport", e.orig.sport), ("orig_dport", e.orig.dport),
+                     ("reply_sport", e.reply.sport), ("reply_dport", e.reply.dport)):
+        want_port = getattr(expect, key)
+        if want_port is not None and want_port != got:
+            out.append(f"expected {key} {want_port}, saw {got}")
+    for key, got_flag in (("dnat", e.dnat), ("snat", e.snat)):
+        want_flag = getattr(expect, key)
+        if want_flag is not None and want_flag != got_flag:
+            out.append(f"expected {key}: {str(want_flag).lower()}, the entry is "
+                       f"{'' if got_flag else 'not '}{'DST_NAT' if key == 'dnat' else 'SRC_NAT'}")
+    if expect.zone is not None and expect.zone != e.zone:
+        out.append(f"expected zone {expect.zone}, saw {e.zone}")
+    if expect.mark is not None:
+        value, _, mask = expect.mark.partition("/")
+        m = int(mask, 16) if mask else 0xFFFFFFFF
+        if e.mark & m != int(value, 16) & m:
+            out.append(f"expected mark {expect.mark}, saw {e.mark:#x}")
+    if expect.state is not None and (e.state or "").upper() != expect.state.upper():
+        out.append(f"expected state {expect.state.upper()}, saw {e.state or 'none'}")
+    return out
+
+
+# ---------------------------------------------------------------- capture
+
+
+def probe_packets(packets: Iterable[Packet], r: ProbeResult) -> list[Packet]:
+    """The captured packets that belong to one probe: same protocol, and the client's
+    port (or ICMP echo id) on one side of the innermost header."""
+    proto = "tcp" if r.proto == "http" else r.proto
+    out = []
+    for p in packets:
+        f = p.flow
+        fproto = "icmp" if f.proto == "icmpv6" else f.proto
+        if fproto != proto or r.sport is None:
+            continue
+        if (proto == "icmp" and f.sport == r.sport) or (proto != "icmp" and r.sport in (f.sport, f.dport)):
+            out.append(p)
+    return out
+
+
+def judge_capture(where: str, expect: CaptureExpect, results: Sequence[ProbeResult], packets: Sequence[Packet],
+                  resolve: Resolve, node_of: NodeOf) -> Judgement:
+    j = Judgement()
+    mine = [p for r in results for p in probe_packets(packets, r)]
+    if not expect.seen:
+        if mine:
+            j.reasons.append(f"expected none of the probe's packets on {where}, saw {_count(len(mine), 'packet')}")
+            j.evidence += [f"on {where}: {p.text}" for p in mine[:5]]
+        return j
+    if not mine:
+        j.reasons.append(f"expected the probe's packets on {where}, saw none of them "
+                         f"(captured {_count(len(packets), 'other packet')})")
+        j.evidence += [f"on {where}: {p.text}" for p in list(packets)[:5]]
+        return j
+    misses: list[list[str]] = [_packet_mismatches(expect, p, resolve, node_of) for p in mine]
+    if all(misses):
+        best = min(misses, key=len)
+        j.reasons.append(f"no packet of the probe on {where} matches: {'; '.join(best)}")
+        j.evidence += [f"on {where}: {p.text}" for p in mine[:6]]
+    return j
+
+
+def _packet_mismatches(expect: CaptureExpect, p: Packet, resolve: Resolve, node_of: NodeOf) -> list[str]:
+    out = []
+    inner = p.flow
+    for key, got in (("outer_src", p.outer.src), ("outer_dst", p.outer.dst), ("src", inner.src), ("dst", inner.dst)):
+        want = getattr(expect, key)
+        if want is not None and _norm(got) not in resolve(want):
+            out.append(f"expected {key} {_names(want)}, saw {_who(got, node_of)}")
+    if expect.proto is not None and p.outer.proto != expect.proto:
+        out.append(f"expected outer protocol {expect.proto}, saw {p.outer.proto}")
+    if expect.udp_dport is not None and (p.outer.proto != "udp" or p.outer.dport != expect.udp_dport):
+        got = f"{p.outer.proto} port {p.outer.dport}" if p.outer.dport else p.outer.proto
+        out.append(f"expected UDP destination port {expect.udp_dport}, saw {got}")
+    if expect.vxlan_vni is not None and p.vni != expect.vxlan_vni:
+        out.append(f"expected VXLAN VNI {expect.vxlan_vni}, saw " + ("no VXLAN" if p.vni is None else f"VNI {p.vni}"))
+    if expect.direction is not None and p.direction != expect.direction:
+        out.append(f"expected direction {expect.direction}, saw {p.direction}")
+    return out
+
+
+# ---------------------------------------------------------------- routes and rules
+
+
+def table_number(table: int | str, tables: dict[str, int]) -> int:
+    return table if isinstance(table, int) else tables[table]
+
+
+def table_words(number: int | None, tables: dict[str, int]) -> str:
+    if number is None:
+        return "no table"
+    names = [name for name, n in tables.items() if n == number]
+    return f"{names[0]} ({number})" if names else str(number)
+
+
+def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]) -> Judgement:
+    j = Judgement()
+    if expect.type is not None and answer.type != expect.type:
+        j.reasons.append(f"expected a {expect.type} route, saw {answer.type}" +
+                         (f" ({answer.error})" if answer.error else ""))
+    if expect.table is not None:
+        want = table_number(expect.table, tables)
+        if answer.table != want:
+            j.reasons.append(f"expected table {table_words(want, tables)}, the kernel used "
+                             f"{table_words(answer.table, tables)}")
+    for key, got in (("dev", answer.dev), ("via", answer.via), ("prefsrc", answer.prefsrc)):
+        want_s = getattr(expect, key)
+        if want_s is not None and _norm(want_s) != _norm(got):
+            j.reasons.append(f"expected {key} {want_s}, saw {got or 'none'}")
+    if j.reasons or answer.errno:
+        j.evidence.append(f"route get: {answer.text}")
+    return j
+
+
+def rule_matches(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bool:
+    if q.family is not None and rule.family != q.family:
+        return False
+    if q.priority is not None and rule.priority != q.priority:
+        return False
+    for want, got in ((q.from_, rule.src), (q.to, rule.dst)):
+        if want is not None and _net(want) != _net(got):
+            return False
+    if q.iif is not None and rule.iif != q.iif:
+        return False
+    if q.oif is not None and rule.oif != q.oif:
+        return False
+    if q.fwmark is not None:
+        value, _, mask = q.fwmark.partition("/")
+        if rule.fwmark != int(value, 16):
+            return False
+        # `fwmark 0x1` without a mask is what `ip rule … fwmark 0x1` makes: mask 0xffffffff.
+        if (rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF) != int(mask or "0xffffffff", 16):
+            return False
+    if q.table is not None and rule.table != table_number(q.table, tables):
+        return False
+    return q.action is None or rule.action == q.action
+
+
+def _net(value: str | None) -> str | None:
+    if value is None or value == "default":
+        return None
+    net = ipaddress.ip_network(value, strict=False)
+    return None if net.prefixlen == 0 else net.with_prefixlen
+
+
+def judge_rule(q: RuleQuerySpec, present: bool, rules: Sequence[RuleView], tables: dict[str, int]) -> Judgement:
+    j = Judgement()
+    found = [r for r in rules if rule_matches(q, r, tables)]
+    if present and not found:
+        j.reasons.append("expected such an ip rule, found none")
+        j.evidence += [f"ip rule: {r.text}" for r in rules]
+    elif not present and found:
+        j.reasons.append(f"expected no such ip rule, found: {found[0].text}")
+    return j

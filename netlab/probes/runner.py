@@ -1,0 +1,215 @@
+"""Run a lab's checks: gather the observations each one needs, let the judges decide.
+
+A probe check opens its capture (if any) first, sends its probes, then reads the
+conntrack table of the node it names; route and rule checks ask the kernel directly.
+Checks run in a thread pool: every observation is tied to the probe's own flow (its
+client port or ICMP id), so checks running side by side do not see each other's traffic
+as their own. A check with `wait:` is retried until it passes or the budget is spent —
+for things that settle (a route learned, a service that takes a moment).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from netlab.kernel.inspect import InspectError, RouteQuery, conntrack, route_get, rules
+from netlab.probes.capture import Capture, CaptureError, Packet
+from netlab.probes.judge import Judgement, judge_capture, judge_conntrack, judge_probe, judge_route, judge_rule
+from netlab.probes.run import ProbeRequest, ProbeResult, probe_many
+from netlab.spec.expectations import ProbeCheck, RouteCheck, RuleCheck
+from netlab.spec.load import topology
+from netlab.spec.model import BUILTIN_TABLES, Check, Lab, Vxlan
+from netlab.spec.targets import names_to_addresses, probe_target
+from netlab.spec.topology import Topology
+
+RETRY_PAUSE = 0.2  # between attempts of a check with `wait:`
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    kind: str  # probe | route | rule
+    passed: bool
+    summary: str  # what was observed, in one line (also for a check that passed)
+    reasons: list[str] = field(default_factory=list)  # why it failed
+    evidence: list[str] = field(default_factory=list)  # the kernel state behind it
+    description: str = ""
+    attempts: int = 1
+    seconds: float = 0.0
+    probes: list[dict[str, Any]] = field(default_factory=list)  # each probe's result, for --json
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LabContext:
+    """What the runner needs to know about an up lab: its model and where each node lives."""
+
+    lab: Lab
+    nodes: dict[str, str]  # node → namespace
+    topo: Topology = field(init=False)
+    tables: dict[str, int] = field(init=False)
+    _owner: dict[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.topo = topology(self.lab)
+        self.tables = {**BUILTIN_TABLES, **self.lab.tables}
+        self._owner = {}
+        for (node, _), iface in self.topo.interfaces.items():
+            for addr in iface.settings.addresses:
+                self._owner.setdefault(str(ipaddress.ip_interface(addr).ip), node)
+
+    def resolve(self, names: tuple[str, ...]) -> set[str]:
+        return names_to_addresses(self.topo, set(self.lab.nodes), names)
+
+    def node_of(self, addr: str) -> str | None:
+        try:
+            return self._owner.get(str(ipaddress.ip_address(addr)))
+        except ValueError:
+            return None
+
+    def ns(self, node: str) -> str:
+        return self.nodes[node]
+
+    def vxlan_ports(self) -> set[int]:
+        ports = {4789, 8472}
+        for node in self.lab.nodes.values():
+            ports |= {link.port for link in node.links.values() if isinstance(link, Vxlan)}
+        return ports
+
+
+def run_checks(ctx: LabContext, checks: Sequence[Check] | None = None, *, workers: int = 16,
+               on_done: Callable[[Verdict], None] | None = None) -> list[Verdict]:
+    """Every check (or those given), in lab-file order in the result."""
+    todo = list(ctx.lab.checks if checks is None else checks)
+    if not todo:
+        return []
+
+    def one(check: Check) -> Verdict:
+        verdict = run_check(ctx, check)
+        if on_done is not None:
+            on_done(verdict)
+        return verdict
+
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="netlab-check") as pool:
+        return list(pool.map(one, todo))
+
+
+def run_check(ctx: LabContext, check: Check) -> Verdict:
+    start = time.monotonic()
+    deadline = start + check.wait
+    attempts = 0
+    while True:
+        attempts += 1
+        verdict = _attempt(ctx, check)
+        if verdict.passed or time.monotonic() + RETRY_PAUSE > deadline:
+            break
+        time.sleep(RETRY_PAUSE)
+    return Verdict(**{**asdict(verdict), "attempts": attempts, "seconds": round(time.monotonic() - start, 4)})
+
+
+def _attempt(ctx: LabContext, check: Check) -> Verdict:
+    kind = "probe" if isinstance(check, ProbeCheck) else "route" if isinstance(check, RouteCheck) else "rule"
+    try:
+        if isinstance(check, ProbeCheck):
+            return _probe_check(ctx, check)
+        if isinstance(check, RouteCheck):
+            return _route_check(ctx, check)
+        return _rule_check(ctx, check)
+    except (InspectError, CaptureError, OSError) as err:
+        return Verdict(check.name, kind, False, "could not observe", [f"could not observe: {err}"],
+                       description=check.description)
+
+
+# ---------------------------------------------------------------- probe checks
+
+
+def _requests(ctx: LabContext, check: ProbeCheck) -> list[ProbeRequest]:
+    p = check.probe
+    dst, port = probe_target(ctx.topo, set(ctx.lab.nodes), p)
+    proto = p.proto or ("tcp" if port is not None else "icmp")
+    return [ProbeRequest(ctx.ns(p.from_), proto, dst, port, src=p.src, sport=p.sport, timeout=p.timeout)
+            for _ in range(p.count)]
+
+
+def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
+    requests = _requests(ctx, check)
+    capture: Capture | None = None
+    if check.capture is not None:
+        node, _, ifname = check.capture.on.partition(":")
+        capture = Capture(ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()))
+        capture.__enter__()
+    try:
+        # Several probes of one check run one after another when a fixed source port is
+        # asked for (they would collide), else a few at a time.
+        workers = 1 if check.probe.sport is not None else min(8, len(requests))
+        results = probe_many(requests, workers=workers)
+        entries = conntrack(ctx.ns(check.conntrack.on)) if check.conntrack is not None else []
+        packets: list[Packet] = capture.packets() if capture is not None else []
+    finally:
+        if capture is not None:
+            capture.close()
+    j = judge_probe(check.expect, results, ctx.resolve, ctx.node_of)
+    if check.conntrack is not None:
+        j.add(judge_conntrack(check.conntrack.on, check.conntrack.expect, results, entries, ctx.resolve, ctx.node_of))
+    if check.capture is not None:
+        j.add(judge_capture(check.capture.on, check.capture.expect, results, packets, ctx.resolve, ctx.node_of))
+    if not j.passed:
+        j.evidence = [f"probe: {r.detail}" for r in _distinct(results)] + j.evidence
+    return _verdict(check, "probe", j, _probe_summary(results),
+                    probes=[asdict(r) for r in results])
+
+
+def _distinct(results: Sequence[ProbeResult]) -> list[ProbeResult]:
+    """One result per outcome (fifty identical lines help nobody)."""
+    seen: dict[str, ProbeResult] = {}
+    for r in results:
+        seen.setdefault(r.outcome, r)
+    return list(seen.values())
+
+
+def _probe_summary(results: Sequence[ProbeResult]) -> str:
+    n = len(results)
+    outcomes = Counter(r.outcome for r in results)
+    first = results[0]
+    target = f"{first.proto} {first.dst}" + (f":{first.dport}" if first.dport else "")
+    text = f"{target}: " + ", ".join(f"{o} {c}/{n}" if n > 1 else o for o, c in outcomes.most_common())
+    served = Counter(r.served_by for r in results if r.served_by)
+    if served:
+        text += "; served by " + ", ".join(f"{k} ({v})" if n > 1 else k for k, v in served.most_common())
+    saw = sorted({r.server_saw for r in results if r.server_saw})
+    if saw:
+        text += f"; server saw {', '.join(saw[:3])}"
+    if n == 1 and first.outcome != "ok" and first.icmp:
+        text += f"; {first.icmp}"
+    return text
+
+
+# ---------------------------------------------------------------- route and rule checks
+
+
+def _route_check(ctx: LabContext, check: RouteCheck) -> Verdict:
+    q = check.route
+    mark = int(q.fwmark.split("/")[0], 16) if q.fwmark else None
+    answer = route_get(ctx.ns(q.on), RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, fwmark=mark,
+                                                ipproto=q.ipproto, sport=q.sport, dport=q.dport))
+    j = judge_route(check.expect, answer, ctx.tables)
+    return _verdict(check, "route", j, f"{q.on}: {answer.text}")
+
+
+def _rule_check(ctx: LabContext, check: RuleCheck) -> Verdict:
+    found = rules(ctx.ns(check.rule.on))
+    j = judge_rule(check.rule, check.expect.present, found, ctx.tables)
+    summary = f"{check.rule.on}: {'present' if check.expect.present == j.passed else 'absent'}"
+    return _verdict(check, "rule", j, summary)
+
+
+def _verdict(check: Check, kind: str, j: Judgement, summary: str, **extra: Any) -> Verdict:
+    return Verdict(check.name, kind, j.passed, summary, j.reasons, j.evidence, check.description, **extra)

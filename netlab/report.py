@@ -1,0 +1,66 @@
+"""Verdicts → what people and machines read: a ✓/✗ table with the reasons in words,
+JSON, and JUnit XML (for CI systems that draw test reports)."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from netlab.probes.runner import Verdict
+
+
+def counts(verdicts: Sequence[Verdict]) -> tuple[int, int]:
+    passed = sum(v.passed for v in verdicts)
+    return passed, len(verdicts) - passed
+
+
+def print_text(console: Console, lab: str, verdicts: Sequence[Verdict], seconds: float) -> None:
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False, expand=False)
+    table.add_column("", no_wrap=True)
+    table.add_column("check")
+    table.add_column("observed")
+    for v in verdicts:
+        mark = "[green]✓[/]" if v.passed else "[red]✗[/]"
+        name = escape(v.name) + (f" [dim]({v.attempts} attempts)[/]" if v.attempts > 1 else "")
+        table.add_row(mark, name, escape(v.summary))
+    console.print(table)
+    failed = [v for v in verdicts if not v.passed]
+    for v in failed:
+        console.print(f"\n[red]✗ {escape(v.name)}[/]" + (f" — {escape(v.description)}" if v.description else ""))
+        for reason in v.reasons:
+            console.print(f"    {escape(reason)}")
+        for line in v.evidence:
+            console.print(f"    [dim]{escape(line)}[/]")
+    passed, nfailed = counts(verdicts)
+    colour = "green" if not nfailed else "red"
+    console.print(f"\n[{colour}]lab {escape(lab)}: {passed} passed, {nfailed} failed[/] in {seconds:.2f} s")
+
+
+def to_json(lab: str, verdicts: Sequence[Verdict], seconds: float) -> dict[str, Any]:
+    passed, failed = counts(verdicts)
+    return {"lab": lab, "passed": passed, "failed": failed, "seconds": round(seconds, 3),
+            "checks": [v.to_json() for v in verdicts]}
+
+
+def to_junit(lab: str, verdicts: Sequence[Verdict], seconds: float) -> bytes:
+    """One <testsuite> named after the lab; one <testcase> per check, with the reasons
+    as the failure message and the evidence as its text."""
+    _, failed = counts(verdicts)
+    suite = ET.Element("testsuite", name=f"netlab.{lab}", tests=str(len(verdicts)), failures=str(failed),
+                       errors="0", skipped="0", time=f"{seconds:.3f}")
+    for v in verdicts:
+        case = ET.SubElement(suite, "testcase", classname=f"netlab.{lab}", name=v.name, time=f"{v.seconds:.3f}")
+        if not v.passed:
+            failure = ET.SubElement(case, "failure", message="; ".join(v.reasons), type=v.kind)
+            failure.text = "\n".join([*v.reasons, *v.evidence])
+        out = ET.SubElement(case, "system-out")
+        out.text = v.summary
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))

@@ -1,0 +1,155 @@
+"""Cross-rules for the `checks:` section and the nodes' `serve:` lists: every node,
+interface, table and address a check names exists, and each check asks something the
+kernel can answer. Complaints are (key path, message), like checks.py.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterator
+
+from netlab.spec.expectations import ProbeCheck, RouteCheck, RuleCheck
+from netlab.spec.model import BUILTIN_TABLES, Lab
+from netlab.spec.source import Path
+from netlab.spec.targets import TargetError, _did_you_mean, names_to_addresses, node_addresses, probe_target
+from netlab.spec.topology import Complaint, Topology
+
+
+def check_checks(lab: Lab, topo: Topology) -> list[Complaint]:
+    complaints: list[Complaint] = []
+    nodes = set(lab.nodes)
+    for name, node in lab.nodes.items():
+        complaints += _check_serve(name, node.serve)
+    seen: dict[str, int] = {}
+    for i, check in enumerate(lab.checks):
+        path: Path = ("checks", i)
+        if check.name in seen:
+            complaints.append(((*path, "name"), f"checks[{seen[check.name]}] has the same name; names must be unique"))
+        seen.setdefault(check.name, i)
+        if isinstance(check, ProbeCheck):
+            complaints += _check_probe(lab, topo, nodes, check, path)
+        elif isinstance(check, RouteCheck):
+            complaints += _check_route(lab, topo, nodes, check, path)
+        elif isinstance(check, RuleCheck):
+            complaints += _node(nodes, check.rule.on, (*path, "rule", "on"))
+            complaints += _table(lab, check.rule.table, (*path, "rule", "table"))
+    return complaints
+
+
+def _check_serve(node: str, serve: list[str]) -> Iterator[Complaint]:
+    # tcp and http share the TCP port space: tcp/80 and http/80 would both bind it.
+    owner: dict[tuple[str, int], int] = {}
+    for i, spec in enumerate(serve):
+        proto, _, port = spec.partition("/")
+        key = ("udp" if proto == "udp" else "tcp", int(port))
+        if key in owner:
+            yield ("nodes", node, "serve", i), (
+                f"{spec} uses the same {key[0].upper()} port as {serve[owner[key]]}; one port serves one protocol"
+            )
+        owner.setdefault(key, i)
+
+
+def _node(nodes: set[str], name: str, path: Path) -> Iterator[Complaint]:
+    if name not in nodes:
+        yield path, f"no node {name!r} in this lab{_did_you_mean(name, nodes)}"
+
+
+def _table(lab: Lab, table: int | str | None, path: Path) -> Iterator[Complaint]:
+    if isinstance(table, str) and table not in lab.tables and table not in BUILTIN_TABLES:
+        known = sorted({*lab.tables, *BUILTIN_TABLES})
+        yield path, f"unknown table {table!r}; name one from top-level `tables:` ({', '.join(known)}) or give a number"
+
+
+def _names(topo: Topology, nodes: set[str], names: tuple[str, ...] | None, path: Path) -> Iterator[Complaint]:
+    if names is None:
+        return
+    try:
+        names_to_addresses(topo, nodes, names)
+    except TargetError as err:
+        yield path, str(err)
+
+
+def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, path: Path) -> Iterator[Complaint]:
+    probe, expect = check.probe, check.expect
+    p = (*path, "probe")
+    if probe.from_ not in nodes:
+        yield from _node(nodes, probe.from_, (*p, "from"))
+        return
+    try:
+        _, port = probe_target(topo, nodes, probe)
+    except TargetError as err:
+        yield (*p, "to"), str(err)
+        return  # the rest depends on where the probe goes
+    proto = probe.proto or ("tcp" if port is not None else "icmp")
+    if proto == "icmp" and port is not None:
+        yield (*p, "port"), "an icmp probe has no port; drop the port or say `proto: tcp`, `udp` or `http`"
+    if proto != "icmp" and port is None and probe.proto is not None:
+        yield (*p, "port"), f"a {proto} probe needs a port: `port: 8080` or `to: NODE:8080`"
+    if probe.sport is not None and proto == "icmp":
+        yield (*p, "sport"), "an icmp probe has no source port"
+    if probe.src and probe.src not in node_addresses(topo, probe.from_):
+        yield (*p, "src"), (
+            f"src {probe.src} is not an address of {probe.from_} (it has "
+            f"{', '.join(node_addresses(topo, probe.from_)) or 'none'}); the kernel binds only local addresses"
+        )
+    e = (*path, "expect")
+    if expect.result != "ok" and (expect.served_by or expect.server_saw):
+        yield (*e, "result"), (
+            f"`result: {expect.result}` and served_by/server_saw contradict each other: a probe that fails "
+            "is served by nobody"
+        )
+    if proto == "icmp" and (expect.served_by or expect.server_saw):
+        key = "served_by" if expect.served_by else "server_saw"
+        yield (*e, key), (
+            "an icmp echo is answered by the kernel, not by a responder, so nobody reports who served it; "
+            "probe a `serve:`d port with tcp, udp or http"
+        )
+        return
+    if expect.served_by:
+        for node in expect.served_by:
+            yield from _node(nodes, node, (*e, "served_by"))
+            if node in nodes and not lab.nodes[node].serve:
+                yield (*e, "served_by"), (
+                    f"node {node} runs no responder, so it can never be seen serving; add e.g. "
+                    f"`serve: [{proto}/{port}]` to it"
+                )
+        lows = sum(low for low, _ in expect.served_by.values())
+        if lows > 1 + 1e-9:
+            yield (*e, "served_by"), f"the lowest shares add up to {lows:.0%}, more than all the probes"
+    yield from _names(topo, nodes, expect.server_saw, (*e, "server_saw"))
+    if check.conntrack:
+        c = (*path, "conntrack")
+        yield from _node(nodes, check.conntrack.on, (*c, "on"))
+        ct = check.conntrack.expect
+        for key in ("orig_src", "orig_dst", "reply_src", "reply_dst"):
+            yield from _names(topo, nodes, getattr(ct, key), (*c, "expect", key))
+    if check.capture:
+        c = (*path, "capture")
+        node, _, ifname = check.capture.on.partition(":")
+        if node not in nodes:
+            yield from _node(nodes, node, (*c, "on"))
+        elif ifname != "lo" and (node, ifname) not in topo.interfaces:
+            have = sorted(i.name for i in topo.of_node(node))
+            yield (*c, "on"), f"node {node} has no interface {ifname!r} (it has: {', '.join(have) or 'only lo'})"
+        cap = check.capture.expect
+        for key in ("outer_src", "outer_dst", "src", "dst"):
+            yield from _names(topo, nodes, getattr(cap, key), (*c, "expect", key))
+
+
+def _check_route(lab: Lab, topo: Topology, nodes: set[str], check: RouteCheck, path: Path) -> Iterator[Complaint]:
+    q = check.route
+    p = (*path, "route")
+    if q.on not in nodes:
+        yield from _node(nodes, q.on, (*p, "on"))
+        return
+    have = {i.name for i in topo.of_node(q.on)} | {"lo"}
+    for key in ("iif", "oif"):
+        ifname = getattr(q, key)
+        if ifname is not None and ifname not in have:
+            yield (*p, key), f"node {q.on} has no interface {ifname!r} (it has: {', '.join(sorted(have))})"
+    if q.iif is not None and q.from_ is None:
+        yield (*p, "from"), "a route lookup for a packet arriving on `iif:` needs `from:` (its source address)"
+    versions = {ipaddress.ip_address(a).version for a in (q.get, q.from_) if a}
+    if len(versions) > 1:
+        yield (*p, "from"), f"get {q.get} and from {q.from_} are of different IP families"
+    yield from _table(lab, check.expect.table, (*path, "expect", "table"))

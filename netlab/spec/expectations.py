@@ -1,0 +1,283 @@
+"""The `checks:` section of a lab file: what *should* happen, stated as data.
+
+A check is one of three kinds, told apart by the key it carries:
+
+- `probe:` sends real traffic and judges its outcome (`expect:`), optionally also the
+  flow's conntrack entry in some node (`conntrack:`) and the packets seen on an
+  interface while it ran (`capture:`);
+- `route:` asks a node's kernel `ip route get …` and judges the answer;
+- `rule:` asks whether an ip rule is present (or absent) in a node.
+
+Names given here (nodes, `node:if`) are checked against the lab in `checks.py`; values
+that name a node *or* an address (`to`, `server_saw`, `reply_src`, …) stay strings
+until the lab is known.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
+
+from netlab.spec.values import Base, IfName, IpAddress, Mark, NodeName, Prefix, TableRef
+
+ProbeProto = Literal["icmp", "tcp", "udp", "http"]
+Result = Literal["ok", "fail", "timeout", "refused", "unreachable"]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Seconds = Annotated[float, Field(gt=0, le=600)]
+
+_SHARE_RE = re.compile(r"^\s*(?:>=?\s*)?(\d+(?:\.\d+)?)\s*%\s*(?:\.\.\s*(\d+(?:\.\d+)?)\s*%)?\s*$")
+
+
+def _check_share(value: Any) -> tuple[float, float]:
+    """'20%' (at least), '>=20%' (the same), '40%..60%' (a range), or a fraction 0.2."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not 0 <= value <= 1:
+            raise ValueError(f"a share is a fraction from 0 to 1 or a percentage like '20%', got {value!r}")
+        return (float(value), 1.0)
+    if isinstance(value, (list, tuple)) and len(value) == 2:  # already parsed (a model copy)
+        return (float(value[0]), float(value[1]))
+    m = _SHARE_RE.match(str(value))
+    if not m:
+        raise ValueError(
+            f"a share is '20%' (at least 20 % of the probes), '40%..60%' (a range) or a fraction "
+            f"like 0.2, got {value!r}"
+        )
+    low = float(m.group(1)) / 100
+    high = float(m.group(2)) / 100 if m.group(2) else 1.0
+    if not 0 <= low <= high <= 1:
+        raise ValueError(f"share {value!r} must lie within 0%..100% with the lower bound first")
+    return (low, high)
+
+
+def _check_target(value: Any) -> str:
+    """`to:` is an address, a node name, or NODE:PORT / [v6addr]:PORT."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError("`to:` must name an address or a node")
+    return text
+
+
+Target = Annotated[str, BeforeValidator(_check_target)]
+
+
+def _check_where(value: Any) -> str:
+    text = str(value)
+    node, sep, ifname = text.partition(":")
+    if not sep or not node or not ifname:
+        raise ValueError(f"a capture point is NODE:IFNAME, e.g. node1:eth0, got {text!r}")
+    return text
+
+
+Where = Annotated[str, AfterValidator(_check_where)]
+
+def _check_names(value: Any) -> tuple[str, ...]:
+    """A node name or an address, or a list of them (any one may match)."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        if isinstance(item, (dict, list)) or item is None or isinstance(item, bool):
+            raise ValueError(f"expected a node name or an address, or a list of them, got {item!r}")
+        out.append(str(item))
+    if not out:
+        raise ValueError("must not be empty: name a node or an address, or a list of them")
+    return tuple(out)
+
+
+# Node names and addresses are told apart (and checked) in checks.py, once the lab is known.
+NodesOrAddrs = Annotated[tuple[str, ...], BeforeValidator(_check_names)]
+
+
+def _check_served_by(value: Any) -> dict[str, tuple[float, float]]:
+    """Normalised to node → (lowest, highest) share of the probes; only the nodes listed may
+    serve. `pod4` = all of them; `[pod3, pod4]` = each one by one of these; a mapping
+    gives each node's share."""
+    if isinstance(value, dict):
+        return {str(node): _check_share(share) for node, share in value.items()}
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("must not be empty: name the node(s) that should serve")
+        return {str(node): (0.0, 1.0) for node in value}
+    if isinstance(value, str):
+        return {value: (1.0, 1.0)}
+    raise ValueError(
+        f"expected a node name, a list of nodes, or a mapping node → share like {{pod3: 20%, pod4: 20%}}, "
+        f"got {value!r}"
+    )
+
+
+ServedBy = Annotated[dict[str, tuple[float, float]], BeforeValidator(_check_served_by)]
+
+
+# ---------------------------------------------------------------- probe checks
+
+
+class Probe(Base):
+    from_: NodeName = Field(alias="from")
+    to: Target
+    proto: ProbeProto | None = None  # default: tcp when a port is given, else icmp
+    port: Port | None = None
+    count: Annotated[int, Field(ge=1, le=10000)] = 1
+    timeout: Seconds = 1.0
+    src: IpAddress | None = None
+    sport: Port | None = None
+    family: Literal[4, 6] | None = None  # which of a node's addresses `to: NODE` means
+
+
+class ProbeExpect(Base):
+    result: Result = "ok"
+    # One node, a set (each probe served by one of them), or a distribution:
+    # {pod3: 20%, pod4: 20%} = only these serve, each at least 20 % of the probes.
+    served_by: ServedBy | None = None
+    server_saw: NodesOrAddrs | None = None
+    icmp: str | None = None  # words the ICMP error must contain, e.g. "port unreachable"
+
+
+class ConntrackExpect(Base):
+    entry: bool = True  # false: the flow must have *no* entry in this node
+    orig_src: NodesOrAddrs | None = None
+    orig_dst: NodesOrAddrs | None = None
+    orig_sport: Port | None = None
+    orig_dport: Port | None = None
+    reply_src: NodesOrAddrs | None = None
+    reply_dst: NodesOrAddrs | None = None
+    reply_sport: Port | None = None
+    reply_dport: Port | None = None
+    dnat: bool | None = None
+    snat: bool | None = None
+    zone: Annotated[int, Field(ge=0, le=65535)] | None = None
+    mark: Mark | None = None
+    state: str | None = None  # TCP state, e.g. ESTABLISHED, TIME_WAIT
+
+
+class ConntrackSpec(Base):
+    on: NodeName
+    expect: ConntrackExpect = ConntrackExpect()
+
+
+class CaptureExpect(Base):
+    seen: bool = True  # false: none of the probe's packets may cross this interface
+    # The frame's own (outermost) IP header: what is on the wire.
+    outer_src: NodesOrAddrs | None = None
+    outer_dst: NodesOrAddrs | None = None
+    proto: Literal["tcp", "udp", "icmp", "icmpv6"] | None = None  # of the outer header
+    udp_dport: Port | None = None  # of the outer header
+    vxlan_vni: Annotated[int, Field(ge=0, le=16777215)] | None = None
+    # The innermost IP header (the probe's own flow, after any NAT on the way).
+    src: NodesOrAddrs | None = None
+    dst: NodesOrAddrs | None = None
+    direction: Literal["in", "out"] | None = None
+
+
+class CaptureSpec(Base):
+    on: Where
+    expect: CaptureExpect = CaptureExpect()
+
+
+class _CheckCommon(Base):
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    wait: Annotated[float, Field(ge=0, le=600)] = 0  # retry until it passes, for up to this long
+
+
+class ProbeCheck(_CheckCommon):
+    probe: Probe
+    expect: ProbeExpect = ProbeExpect()
+    conntrack: ConntrackSpec | None = None
+    capture: CaptureSpec | None = None
+
+
+# ---------------------------------------------------------------- route / rule checks
+
+RouteTypeSeen = Literal["unicast", "local", "broadcast", "multicast", "blackhole", "unreachable",
+                        "prohibit", "throw", "none"]
+
+
+class RouteQuerySpec(Base):
+    on: NodeName
+    get: IpAddress
+    from_: IpAddress | None = Field(default=None, alias="from")
+    iif: IfName | None = None
+    oif: IfName | None = None
+    fwmark: Mark | None = None
+    ipproto: Literal["tcp", "udp", "icmp", "icmpv6"] | None = None
+    sport: Port | None = None
+    dport: Port | None = None
+
+
+class RouteExpect(Base):
+    type: RouteTypeSeen | None = None  # "none": no route at all
+    table: TableRef | None = None
+    dev: IfName | None = None
+    via: IpAddress | None = None
+    prefsrc: IpAddress | None = None
+
+
+class RouteCheck(_CheckCommon):
+    route: RouteQuerySpec
+    expect: RouteExpect
+
+
+class RuleQuerySpec(Base):
+    """Which rule to look for: every key given must match, the others are free."""
+
+    on: NodeName
+    priority: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    from_: Prefix | None = Field(default=None, alias="from")
+    to: Prefix | None = None
+    iif: IfName | None = None
+    oif: IfName | None = None
+    fwmark: Mark | None = None
+    table: TableRef | None = None
+    action: Literal["lookup", "blackhole", "unreachable", "prohibit", "goto", "nop"] | None = None
+    family: Literal[4, 6] | None = None
+
+
+class RuleExpect(Base):
+    present: bool = True
+
+
+class RuleCheck(_CheckCommon):
+    rule: RuleQuerySpec
+    expect: RuleExpect = RuleExpect()
+
+
+CHECK_KINDS = ("probe", "route", "rule")
+
+
+def _check_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kinds = [k for k in CHECK_KINDS if k in value]
+        return kinds[0] if len(kinds) == 1 else None
+    if isinstance(value, (ProbeCheck, RouteCheck, RuleCheck)):
+        return {ProbeCheck: "probe", RouteCheck: "route", RuleCheck: "rule"}[type(value)]
+    return None
+
+
+Check = Annotated[
+    Annotated[ProbeCheck, Tag("probe")] | Annotated[RouteCheck, Tag("route")] | Annotated[RuleCheck, Tag("rule")],
+    Discriminator(
+        _check_tag,
+        custom_error_type="check_kind",
+        custom_error_message="a check needs exactly one of probe:, route: or rule:",
+    ),
+]
+CHECK_TAGS = frozenset(CHECK_KINDS)
+
+
+# ---------------------------------------------------------------- node services
+
+
+def _check_serve(value: Any) -> str:
+    text = str(value).strip().lower()
+    proto, sep, port = text.partition("/")
+    if not sep or proto not in ("tcp", "udp", "http") or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(
+            f"a service is PROTO/PORT with PROTO tcp, udp or http and a port 1–65535, "
+            f"e.g. tcp/8080, got {value!r}"
+        )
+    return f"{proto}/{int(port)}"
+
+
+ServeSpec = Annotated[str, BeforeValidator(_check_serve)]
