@@ -23,7 +23,6 @@ from rich.table import Table
 from netlab import __version__, lifecycle
 from netlab.apply import Terminated
 from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, LabError, NetlabError, UsageError
-from netlab.plan.ops import Op
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -143,7 +142,7 @@ def _progress(what: str) -> Iterator[Any]:
         task = bar.add_task(what, total=None)
         started = False
 
-        def tick(op: Op) -> None:
+        def tick(_done: object) -> None:  # an Op built, or a check judged
             nonlocal started
             if not started:
                 started = True
@@ -264,8 +263,10 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
 
     driver = _driver()
     try:
-        with _sigterm_as_exception(), _progress("building") as tick:
-            run = lifecycle.check(target, driver, build=build, only=only, progress=tick)
+        # One progress display at a time: the build's with --up, else the checks'.
+        with _sigterm_as_exception(), _progress("building" if build else "checking") as tick:
+            run = lifecycle.check(target, driver, build=build, only=only,
+                                  progress=tick if build else None, on_done=None if build else tick)
     finally:
         driver.close()
     if as_json:

@@ -162,7 +162,8 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     if check.capture is not None:
         j.add(judge_capture(check.capture.on, check.capture.expect, results, packets, ctx.resolve, ctx.node_of))
     if not j.passed:
-        j.evidence = [f"probe: {r.detail}" for r in _distinct(results)] + j.evidence
+        said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
+        j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
     return _verdict(check, "probe", j, _probe_summary(results),
                     probes=[asdict(r) for r in results])
 
