@@ -109,6 +109,10 @@ class _rtmsg(rtmsg):  # type: ignore[misc]
     (RTA_PAD … RTA_NH_ID, numbers 24-30 in linux/rtnetlink.h)."""
 
     __slots__ = ()
+    # pyroute2 compiles a class's attribute table once, on its first instance, and marks
+    # it compiled on the class: a subclass made after rtmsg was first used would inherit
+    # rtmsg's table (and mark) and silently drop the attributes below. Start uncompiled.
+    _nlmsg_base__compiled_nla = False
     nla_map = (*rtmsg.nla_map, ("RTA_PAD", "hex"), ("RTA_UID", "uint32"), ("RTA_TTL_PROPAGATE", "uint8"),
                ("RTA_IP_PROTO", "uint8"), ("RTA_SPORT", "be16"), ("RTA_DPORT", "be16"), ("RTA_NH_ID", "uint32"))
 

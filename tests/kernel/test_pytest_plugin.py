@@ -308,7 +308,6 @@ def test_lab_checks_failure_says_why(inner: Inner) -> None:
     assert "check 'b serves 9999' failed: tcp 10.0.0.2:9999: refused" in text
     assert "nothing listens there" in text
     assert "expected ok, saw refused: " in text  # the judge's reason
-    assert "probe: " in text  # and the evidence
     assert "Traceback" not in text and "def test_lab_check" not in text  # just the verdict
 
 

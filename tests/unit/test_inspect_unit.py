@@ -479,3 +479,19 @@ def test_bad_query_is_refused_before_any_namespace() -> None:
     with pytest.raises(ValueError, match="needs src"):
         I.route_get("netlab-no-such-namespace.x", RouteQuery("10.0.0.1", iif="eth0"))
     assert I.route_get_many("netlab-no-such-namespace.x", []) == []
+
+
+def test_flow_attributes_survive_rtmsg_being_used_first() -> None:
+    """pyroute2 compiles an attribute table per class on first use; the driver uses plain
+    rtmsg before any route query. The query's own attributes must still be encoded (they
+    were silently dropped once, when the whole suite ran in one process)."""
+    from pyroute2.netlink.rtnl.rtmsg import rtmsg
+
+    from netlab.kernel.inspect import RouteQuery, build_route_request
+
+    rtmsg().encode()
+    msg = build_route_request(RouteQuery("10.0.0.1", ipproto="tcp", sport=1, dport=443, uid=1000), {})
+    msg.encode()
+    back = type(msg)(msg.data)
+    back.decode()
+    assert (back.get_attr("RTA_IP_PROTO"), back.get_attr("RTA_DPORT"), back.get_attr("RTA_UID")) == (6, 443, 1000)
