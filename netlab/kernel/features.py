@@ -86,8 +86,9 @@ PROBE_PREFIX = "nlprobe"
 _CLONE_NEWNET = 0x40000000
 
 _GET_KERNEL = (
-    "Use a kernel that has it, e.g. Debian's stock linux-image-amd64 "
-    "(booted in a VM if this machine's kernel can't be changed)"
+    "Run the lab under a kernel that has it: `netlab vm run -- netlab up LAB.yaml` boots Debian's "
+    "stock kernel over this machine's filesystem (after `sudo scripts/setup`), or use the Vagrant "
+    "box (vagrant/README.md)"
 )
 
 # feature -> what it needs from the kernel: (Kconfig symbol, module or None if bool-only).

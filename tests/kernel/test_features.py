@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from netlab.kernel import features
 from netlab.kernel.features import FEATURES, probe_features
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:
@@ -104,3 +108,17 @@ def test_probe_exception_is_contained(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not results["vxlan"].ok
     assert "kaput" in results["vxlan"].detail
     assert results["ipset"].ok
+
+
+def test_lab_requiring_ipvs_stops_before_building(netlab_cli: Any, lab_file: Any) -> None:
+    """`requires: [ipvs]` on a kernel without IPVS: exit 3 before anything exists, and the
+    message says how to get such a kernel (the VM runner, the Vagrant box)."""
+    if probe_features(["ipvs"])[0].ok:
+        pytest.skip("this kernel has ipvs (the Vagrant box?); the test needs one without it")
+    text = (REPO / "labs" / "ipvs-smoke.yaml").read_text().replace("name: ipvs-smoke", "name: @LAB@", 1)
+    lab = lab_file(text)
+    r = netlab_cli("up", lab)
+    assert r.rc == 3, r.out + r.err
+    assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err
+    assert "netlab vm run -- netlab up LAB.yaml" in r.err and "vagrant/README.md" in r.err
+    assert not Path("/run/netns", lab.ns("client")).exists() and not list(Path("/run/netns").glob(f"{lab.name}.*"))

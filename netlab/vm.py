@@ -1,0 +1,158 @@
+"""Run a command under a kernel that has everything (IPVS, VRF, netem, dummy): Debian's
+stock kernel booted with virtme-ng over this machine's own filesystem.
+
+Many kernels people test on (WSL, cloud and microVM kernels, this project's CI machines)
+lack those modules. virtme-ng boots another kernel in QEMU with the host's root file
+system shared read-only, so the same checkout, venv and tools run inside; only the
+`results` directory (and any extra `rwdirs`) is writable from the VM. The command runs as
+root after the modules are loaded; its exit code comes back as ours.
+
+KVM is used when this machine can do it (/dev/kvm usable and the CPU advertises VMX/SVM);
+otherwise QEMU emulates (TCG): slower, but it works where nested KVM hangs. Set
+NETLAB_VM_KVM=0/1 to force either, NETLAB_VM_KERNEL to pick the kernel image.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from netlab.errors import MissingFeature, UsageError
+
+# Loaded before the command runs (a failure is reported, not fatal: the test says what's missing).
+DEFAULT_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_sh", "ip_vs_dh", "nf_conntrack",
+                   "vrf", "sch_netem", "dummy", "veth", "bridge", "vxlan", "nf_tables")
+# Host variables a command usually needs inside (the VM's init starts with a bare environment).
+PASS_ENV = ("CI", "TERM", "COLUMNS", "NO_COLOR", "PYTEST_ADDOPTS", "LANG", "LC_ALL")
+SETUP_HINT = "run `sudo scripts/setup` (it installs qemu-system-x86, busybox-static, linux-image-amd64 and virtme-ng)"
+EXIT_NO_RESULT = 125  # the VM never reported the command's exit code (it did not boot, or crashed)
+
+
+@dataclass
+class VmRun:
+    argv: list[str]
+    results: Path
+    kernel: str
+    kvm: bool
+    modules: tuple[str, ...] = DEFAULT_MODULES
+    memory: str = "2G"
+    cpus: int = 2
+    cwd: str = field(default_factory=os.getcwd)
+    rwdirs: tuple[str, ...] = ()
+
+
+def find_kernel() -> str:
+    """NETLAB_VM_KERNEL, else the newest distribution kernel image in /boot (Debian's
+    linux-image-amd64 puts one there; the running kernel of these machines is not in /boot)."""
+    chosen = os.environ.get("NETLAB_VM_KERNEL")
+    if chosen:
+        if not os.path.isfile(chosen):
+            raise UsageError(f"NETLAB_VM_KERNEL={chosen} is not a file")
+        return chosen
+    images = glob.glob("/boot/vmlinuz-*")
+    if not images:
+        raise MissingFeature(f"no kernel image in /boot to boot in the VM; {SETUP_HINT}")
+
+    def version(path: str) -> list[int]:
+        return [int(n) for n in re.findall(r"\d+", os.path.basename(path))]
+
+    return max(images, key=version)
+
+
+def kvm_usable() -> bool:
+    forced = os.environ.get("NETLAB_VM_KVM")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return False
+    os.close(fd)
+    # /dev/kvm can exist in a guest whose CPU hides VMX/SVM; nested KVM there hangs.
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M))
+
+
+def find_vng() -> str:
+    """vng from the venv netlab runs in (setup installs virtme-ng there), else PATH."""
+    here = Path(sys.executable).with_name("vng")
+    found = str(here) if here.exists() else shutil.which("vng")
+    if not found:
+        raise MissingFeature(f"virtme-ng (vng) is not installed; {SETUP_HINT}")
+    for tool, package in (("qemu-system-x86_64", "qemu-system-x86"), ("busybox", "busybox-static")):
+        if not shutil.which(tool) and not os.path.exists(f"/usr/bin/{tool}"):
+            raise MissingFeature(f"{tool} is not installed (Debian package {package}); {SETUP_HINT}")
+    return found
+
+
+def guest_script(run: VmRun) -> str:
+    """The shell script the VM runs: load modules, enter the working directory with the
+    passed-through environment, run the command, record its exit code in `results`."""
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("NETLAB_") and k != "NETLAB_VM_KERNEL"})
+    env.update({"NETLAB_IN_VM": "1", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/root",
+                "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    rc_file = shlex.quote(str(run.results / "exit-code"))
+    lines = [
+        "#!/bin/sh",
+        "# written by netlab vm run",
+        f"rm -f {rc_file}",
+        "missing=''",
+        f"for m in {' '.join(map(shlex.quote, run.modules))}; do",
+        "  modprobe -q \"$m\" 2>/dev/null || missing=\"$missing $m\"",
+        "done",
+        '[ -z "$missing" ] || echo "netlab vm: could not load kernel modules:$missing" >&2',
+        # /run is a fresh tmpfs in the VM: ip netns and netlab need their directories.
+        "mkdir -p /run/netns /run/netlab",
+        f"cd {shlex.quote(run.cwd)} || exit {EXIT_NO_RESULT}",
+        *[f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())],
+        shlex.join(run.argv),
+        "rc=$?",
+        f"echo $rc > {rc_file}",
+        "exit $rc",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def vng_argv(run: VmRun, vng: str, script: Path) -> list[str]:
+    argv = [vng, "--run", run.kernel, "--user", "root", "--memory", run.memory, "--cpus", str(run.cpus),
+            "--rwdir", str(run.results)]
+    for d in run.rwdirs:
+        argv += ["--rwdir", d]
+    if not run.kvm:
+        argv.append("--disable-kvm")
+    return [*argv, "--exec", f"sh {shlex.quote(str(script))}"]
+
+
+def run_in_vm(run: VmRun) -> int:
+    """Boot, run, return the command's exit code (EXIT_NO_RESULT if the VM gave none)."""
+    vng = find_vng()
+    run.results.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".netlab-vm-", suffix=".sh", dir=run.results)
+    script = Path(name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(guest_script(run))
+        env = dict(os.environ)
+        env["PATH"] = f"{Path(vng).parent}:{env.get('PATH', '/usr/bin:/bin')}"  # vng calls virtme-run
+        proc = subprocess.run(vng_argv(run, vng, script), env=env, stdin=subprocess.DEVNULL, check=False)
+        rc_file = run.results / "exit-code"
+        try:
+            return int(rc_file.read_text().strip())
+        except (OSError, ValueError):
+            sys.stderr.write(f"netlab vm: the VM did not report the command's exit code (vng exited "
+                             f"{proc.returncode}); see its console output above\n")
+            return EXIT_NO_RESULT
+    finally:
+        script.unlink(missing_ok=True)

@@ -1,0 +1,76 @@
+"""The VM runner's pieces that need no VM: which kernel, KVM or not, the guest script and
+the vng command line. (The runner itself is exercised by scripts/test, which runs
+tests/vm inside it.)"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from netlab import vm
+from netlab.errors import MissingFeature, UsageError
+
+
+def run(tmp_path: Path, **kw: object) -> vm.VmRun:
+    base: dict[str, object] = {"argv": ["pytest", "-k", "a b"], "results": tmp_path, "kernel": "/boot/vmlinuz-x",
+                               "kvm": False, "cwd": "/work/main"}
+    return vm.VmRun(**{**base, **kw})  # type: ignore[arg-type]
+
+
+def test_kernel_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    image = tmp_path / "vmlinuz-9.9"
+    image.write_text("")
+    monkeypatch.setenv("NETLAB_VM_KERNEL", str(image))
+    assert vm.find_kernel() == str(image)
+    monkeypatch.setenv("NETLAB_VM_KERNEL", str(tmp_path / "nope"))
+    with pytest.raises(UsageError, match="is not a file"):
+        vm.find_kernel()
+
+
+def test_newest_kernel_in_boot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NETLAB_VM_KERNEL", raising=False)
+    monkeypatch.setattr(vm.glob, "glob", lambda _p: ["/boot/vmlinuz-6.1.0-9-amd64", "/boot/vmlinuz-6.1.0-56-amd64",
+                                                      "/boot/vmlinuz-5.10.0-30-amd64"])
+    assert vm.find_kernel() == "/boot/vmlinuz-6.1.0-56-amd64"
+    monkeypatch.setattr(vm.glob, "glob", lambda _p: [])
+    with pytest.raises(MissingFeature, match="scripts/setup"):
+        vm.find_kernel()
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", False), ("1", True)])
+def test_kvm_forced(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
+    monkeypatch.setenv("NETLAB_VM_KVM", value)
+    assert vm.kvm_usable() is expected
+
+
+def test_guest_script_loads_modules_runs_and_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv("NETLAB_TIMING", "1")
+    monkeypatch.setenv("SECRET_TOKEN", "x")
+    script = vm.guest_script(run(tmp_path, modules=("ip_vs", "vrf")))
+    lines = script.splitlines()
+    assert "for m in ip_vs vrf; do" in lines
+    assert "mkdir -p /run/netns /run/netlab" in lines
+    assert "cd /work/main || exit 125" in lines
+    assert "export CI=true" in lines and "export NETLAB_TIMING=1" in lines and "export NETLAB_IN_VM=1" in lines
+    assert not any("SECRET_TOKEN" in line for line in lines)  # only a known set of variables goes in
+    assert "pytest -k 'a b'" in lines
+    assert lines[-2:] == [f"echo $rc > {tmp_path}/exit-code", "exit $rc"]
+
+
+def test_guest_script_is_valid_sh(tmp_path: Path) -> None:
+    path = tmp_path / "s.sh"
+    path.write_text(vm.guest_script(run(tmp_path)))
+    assert subprocess.run(["sh", "-n", str(path)], capture_output=True).returncode == 0
+
+
+def test_vng_command_line(tmp_path: Path) -> None:
+    argv = vm.vng_argv(run(tmp_path, rwdirs=("/srv/x",)), "/venv/bin/vng", tmp_path / "s.sh")
+    assert argv[:3] == ["/venv/bin/vng", "--run", "/boot/vmlinuz-x"]
+    assert argv[3:5] == ["--user", "root"]
+    assert argv.count("--rwdir") == 2 and str(tmp_path) in argv and "/srv/x" in argv
+    assert "--disable-kvm" in argv
+    assert argv[-2:] == ["--exec", f"sh {tmp_path / 's.sh'}"]
+    assert "--disable-kvm" not in vm.vng_argv(run(tmp_path, kvm=True), "vng", tmp_path / "s.sh")
