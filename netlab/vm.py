@@ -146,7 +146,16 @@ def run_in_vm(run: VmRun) -> int:
             f.write(guest_script(run))
         env = dict(os.environ)
         env["PATH"] = f"{Path(vng).parent}:{env.get('PATH', '/usr/bin:/bin')}"  # vng calls virtme-run
-        proc = subprocess.run(vng_argv(run, vng, script), env=env, stdin=subprocess.DEVNULL, check=False)
+        # The console is copied through a pipe: QEMU reopens a stdout that is a file and
+        # would truncate a log the caller is writing (seen: CI's log lost its first part).
+        with subprocess.Popen(vng_argv(run, vng, script), env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            for chunk in iter(lambda: os.read(fd, 65536), b""):
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+            proc.wait()
         rc_file = run.results / "exit-code"
         try:
             return int(rc_file.read_text().strip())

@@ -87,7 +87,7 @@ _CLONE_NEWNET = 0x40000000
 
 _GET_KERNEL = (
     "Run the lab under a kernel that has it: `netlab vm run -- netlab up LAB.yaml` boots Debian's "
-    "stock kernel over this machine's filesystem (after `sudo scripts/setup`), or use the Vagrant "
+    "stock kernel (linux-image-amd64) over this machine's filesystem (after `sudo scripts/setup`), or use the Vagrant "
     "box (vagrant/README.md)"
 )
 
