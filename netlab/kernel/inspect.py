@@ -37,7 +37,7 @@ from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import netns
-from netlab.kernel.rtnl import NLMSG_DONE, NLMSG_ERROR, Failure, RtnlSocket, _error_text, _frames
+from netlab.kernel.rtnl import Failure, RtnlSocket, replies
 
 T = TypeVar("T")
 
@@ -740,19 +740,8 @@ def _netlink_replies(sock: socket.socket, request: bytes, seq: int, *, dump: boo
     """Send request; yield its reply message (dump: each, until NLMSG_DONE). An
     NLMSG_ERROR raises OSError with the kernel's words."""
     sock.sendall(request)
-    while True:
-        data = sock.recv(1 << 16)
-        for offset, length, kind, flags, mseq in _frames(data):
-            if mseq != seq:
-                continue
-            if kind == NLMSG_DONE:
-                return
-            if kind == NLMSG_ERROR:
-                (code,) = struct.unpack_from("=i", data, offset + 16)
-                raise OSError(-code, _error_text(-code, data, offset, length, flags))
-            yield data[offset : offset + length]
-            if not dump:
-                return
+    for data, offset, length in replies(sock, seq, dump=dump, bufsize=1 << 16):
+        yield data[offset : offset + length]
 
 
 def ct_count(data: bytes) -> int | None:

@@ -104,19 +104,7 @@ class RtnlSocket:
         return failures
 
     def _dump_replies(self, seq: int) -> Iterator[tuple[bytes, int, int]]:
-        """The (buffer, offset, length) of each reply to dump request `seq`, until
-        NLMSG_DONE; an NLMSG_ERROR reply raises OSError with the kernel's words."""
-        while True:
-            data = self.sock.recv(1 << 20)
-            for offset, length, kind, flags, mseq in _frames(data):
-                if mseq != seq:
-                    continue
-                if kind == NLMSG_DONE:
-                    return
-                if kind == NLMSG_ERROR:
-                    (code,) = struct.unpack_from("=i", data, offset + 16)
-                    raise OSError(-code, _error_text(-code, data, offset, length, flags))
-                yield data, offset, length
+        return replies(self.sock, seq)
 
     def link_indexes(self) -> dict[str, int]:
         """Interface name → ifindex of every link, parsing only those two fields: decoding
@@ -185,6 +173,26 @@ class RtnlSocket:
                         got[index] = data[offset : offset + length]
             answers += [got[start + i] for i in range(len(chunk))]
         return answers
+
+
+def replies(sock: socket.socket, seq: int, *, dump: bool = True,
+            bufsize: int = 1 << 20) -> Iterator[tuple[bytes, int, int]]:
+    """The (buffer, offset, length) of each reply to request `seq` on any netlink socket
+    (dump: until NLMSG_DONE; else the first one); an NLMSG_ERROR reply raises OSError
+    with the kernel's words."""
+    while True:
+        data = sock.recv(bufsize)
+        for offset, length, kind, flags, mseq in _frames(data):
+            if mseq != seq:
+                continue
+            if kind == NLMSG_DONE:
+                return
+            if kind == NLMSG_ERROR:
+                (code,) = struct.unpack_from("=i", data, offset + 16)
+                raise OSError(-code, _error_text(-code, data, offset, length, flags))
+            yield data, offset, length
+            if not dump:
+                return
 
 
 def _frames(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
