@@ -301,21 +301,12 @@ def table_word(table: int | None) -> str:
 
 
 def _query_words(q: RouteQuery) -> str:
-    words = ""
-    if q.fwmark is not None:
-        words += f" mark {q.fwmark:#x}"
-    if q.iif is not None:
-        words += f" iif {q.iif}"
-    if q.oif is not None:
-        words += f" oif {q.oif}"
-    if q.ipproto is not None:
-        words += f" ipproto {q.ipproto}"
-    if q.sport is not None:
-        words += f" sport {q.sport}"
-    if q.dport is not None:
-        words += f" dport {q.dport}"
-    if q.uid is not None:
-        words += f" uid {q.uid}"
+    """The query's selectors as `ip route get` would spell them."""
+    words = f" mark {q.fwmark:#x}" if q.fwmark is not None else ""
+    for key in ("iif", "oif", "ipproto", "sport", "dport", "uid"):
+        value = getattr(q, key)
+        if value is not None:
+            words += f" {key} {value}"
     return words
 
 
