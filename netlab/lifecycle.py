@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from netlab.apply import apply_plan
 from netlab.errors import AlreadyUp, ApplyError, MissingFeature, NotRoot, UsageError
-from netlab.expand import expand
 from netlab.kernel.driver import KernelDriver, NamespaceView
+from netlab.labfile import load_lab
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
 from netlab.probes.responders import ResponderError, Service, start_responders
-from netlab.spec.load import load_lab, topology
+from netlab.spec.load import topology
 from netlab.spec.model import Check, Lab
 from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, responder_log_path, write_state
 from netlab.teardown import TeardownReport, labs_present, tear_down
@@ -34,7 +34,7 @@ def require_root(what: str) -> None:
 
 
 def load_and_plan(path: str | Path) -> tuple[Lab, Plan]:
-    lab = expand(load_lab(path))
+    lab = load_lab(path)
     return lab, build_plan(lab)
 
 
@@ -220,7 +220,7 @@ def lab_context(target: str) -> LabContext:
 
     require_root("check")
     is_file = target.endswith((".yaml", ".yml")) or os.sep in target
-    lab = expand(load_lab(target)) if is_file else None
+    lab = load_lab(target) if is_file else None
     name = lab.name if lab is not None else target
     st = read_state(name)
     if st is None or st.status != "up":
@@ -232,7 +232,7 @@ def lab_context(target: str) -> LabContext:
         if not os.path.exists(st.source):
             raise UsageError(f"lab {name} was built from {st.source}, which is gone; "
                              f"pass the lab file: netlab check FILE")
-        lab = expand(load_lab(st.source))
+        lab = load_lab(st.source)
     if build_plan(lab).fingerprint != st.fingerprint:
         raise UsageError(
             f"lab {name} is up, but its file has changed since (other than its checks); "
@@ -278,7 +278,7 @@ def check(
     if build:
         if not (target.endswith((".yaml", ".yml")) or os.sep in target):
             raise UsageError(f"`--up` needs a lab file, got {target!r}")
-        select_checks(expand(load_lab(target)), only)  # a wrong --only fails before building
+        select_checks(load_lab(target), only)  # a wrong --only fails before building
         result = up(target, driver, progress)
         built = not result.already_up
     try:

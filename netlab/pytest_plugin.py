@@ -128,30 +128,31 @@ class LabHandle:
     def probe(  # type: ignore[overload-overlap]
               self, frm: str, to: str, *, proto: str | None = None, port: int | None = None,
               count: Literal[1] = 1, timeout: float = 1.0, src: str | None = None, sport: int | None = None,
-              family: Literal[4, 6] | None = None) -> ProbeResult: ...
+              family: Literal[4, 6] | None = None, ttl: int | None = None) -> ProbeResult: ...
 
     @overload
     def probe(self, frm: str, to: str, *, proto: str | None = None, port: int | None = None,
               count: int, timeout: float = 1.0, src: str | None = None, sport: int | None = None,
-              family: Literal[4, 6] | None = None) -> list[ProbeResult]: ...
+              family: Literal[4, 6] | None = None, ttl: int | None = None) -> list[ProbeResult]: ...
 
     def probe(self, frm: str, to: str, *, proto: str | None = None, port: int | None = None,
               count: int = 1, timeout: float = 1.0, src: str | None = None, sport: int | None = None,
-              family: Literal[4, 6] | None = None) -> ProbeResult | list[ProbeResult]:
+              family: Literal[4, 6] | None = None, ttl: int | None = None) -> ProbeResult | list[ProbeResult]:
         """Real traffic from node `frm` to `to` (an address, a node, NODE:PORT or
         [v6]:PORT), resolved exactly as a lab-file probe check resolves it. The protocol
-        defaults to tcp when there is a port, else icmp. count > 1 returns a list."""
+        defaults to tcp when there is a port, else icmp. count > 1 returns a list. `ttl`
+        sets the TTL / hop limit (traceroute-style: the ICMP sender is in `icmp_from`)."""
         from netlab.probes.run import ProbeRequest, probe_many
         from netlab.spec.expectations import Probe
         from netlab.spec.targets import probe_target
 
         fields: dict[str, Any] = {"from": frm, "to": to, "proto": proto, "port": port, "count": count,
-                                  "timeout": timeout, "src": src, "sport": sport, "family": family}
+                                  "timeout": timeout, "src": src, "sport": sport, "family": family, "ttl": ttl}
         p = Probe.model_validate({k: v for k, v in fields.items() if v is not None})
         ns = self.ns(p.from_)
         dst, dport = probe_target(self._topo, set(self._nodes), p)
         kind = p.proto or ("tcp" if dport is not None else "icmp")
-        requests = [ProbeRequest(ns, kind, dst, dport, src=p.src, sport=p.sport, timeout=p.timeout)
+        requests = [ProbeRequest(ns, kind, dst, dport, src=p.src, sport=p.sport, timeout=p.timeout, ttl=p.ttl)
                     for _ in range(p.count)]
         # As the check runner does: a pinned source port means one after another.
         results = probe_many(requests, workers=1 if p.sport is not None else min(8, len(requests)))
@@ -262,7 +263,7 @@ def _plain(value: Any) -> Any:
 def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str | None) -> _Loaded:
     """Validate the lab (its own name or `name`): (model, data to write or None, file)."""
     from netlab.errors import LabError
-    from netlab.spec.load import load_lab, load_lab_data
+    from netlab.labfile import load_lab, load_lab_data
     from netlab.spec.source import parse_yaml
 
     try:
@@ -284,8 +285,6 @@ def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str
 
 
 def _prepare(spec: LabSpec, name: str | None, unique: bool, test_file: Path | None, rootdir: Path | None) -> _Prepared:
-    from netlab.expand import expand
-
     model, data, path = _load(spec, test_file, rootdir, name)
     if unique:
         model, data, path = _load(spec, test_file, rootdir, unique_name(model.name))
@@ -294,13 +293,13 @@ def _prepare(spec: LabSpec, name: str | None, unique: bool, test_file: Path | No
                     f"run pytest as root")
     if data is None:
         assert path is not None
-        return _Prepared(expand(model), path, None)
+        return _Prepared(model, path, None)
     import yaml
 
     tmpdir = Path(tempfile.mkdtemp(prefix=f"netlab-{model.name}-"))
     file = tmpdir / f"{model.name}.yaml"
     file.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
-    return _Prepared(expand(model), file, tmpdir)
+    return _Prepared(model, file, tmpdir)
 
 
 def _up(prepared: _Prepared) -> LabHandle:
@@ -478,7 +477,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if spec is None:
         return
     from netlab.errors import LabError
-    from netlab.spec.load import load_lab, load_lab_data
+    from netlab.labfile import load_lab, load_lab_data
 
     params: list[str | _NotACheck]
     try:

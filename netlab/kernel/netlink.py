@@ -19,18 +19,20 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
+from pyroute2.netlink import NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
 from pyroute2.netlink.rtnl import (
     RTM_GETADDR,
     RTM_GETLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
+    RTM_NEWNEIGH,
     RTM_NEWROUTE,
     RTM_NEWRULE,
 )
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import netns as nsops
@@ -39,6 +41,8 @@ from netlab.kernel.rtnl import RtnlSocket
 from netlab.naming import parse_mark
 from netlab.plan.ops import (
     AddAddress,
+    AddFdb,
+    AddNeighbor,
     AddRoute,
     AddRule,
     CreateLink,
@@ -59,6 +63,7 @@ RT_TABLE_MAIN = 254
 RTNH_F_ONLINK = 4
 RTN_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
 FR_ACTIONS = {"lookup": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+AF_BRIDGE = 7  # PF_BRIDGE: the family of FDB entries
 
 
 @dataclass
@@ -327,6 +332,10 @@ class NetlinkDriver:
                 attrs.append(("IFA_FLAGS", IFA_F_NODAD))
             msg["attrs"] = attrs
             return msg, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL
+        if isinstance(op, AddNeighbor):
+            return self._neighbor(op), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE
+        if isinstance(op, AddFdb):
+            return self._fdb(op), RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND
         if isinstance(op, AddRoute):
             return self._route(op), RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL
         if isinstance(op, AddRule):
@@ -378,6 +387,32 @@ class NetlinkDriver:
         if data:
             info.append(("IFLA_INFO_DATA", {"attrs": data}))
         attrs.append(("IFLA_LINKINFO", {"attrs": info}))
+        msg["attrs"] = attrs
+        return msg
+
+    def _neighbor(self, op: AddNeighbor) -> Any:
+        """`ip neigh replace TO lladdr MAC dev DEV nud permanent`, as iproute2 sends it."""
+        msg = ndmsg()
+        msg["family"] = socket.AF_INET if ipaddress.ip_address(op.to).version == 4 else socket.AF_INET6
+        msg["ifindex"] = self._ifindex(op.ns, op.dev)
+        msg["state"] = NUD_PERMANENT
+        msg["flags"] = 0
+        msg["attrs"] = [("NDA_DST", op.to), ("NDA_LLADDR", op.lladdr)]
+        return msg
+
+    def _fdb(self, op: AddFdb) -> Any:
+        """`bridge fdb append MAC dev DEV [dst IP] self permanent | master static`. As
+        iproute2's bridge/fdb.c builds it: the state starts as NUD_NOARP, `permanent` adds
+        NUD_PERMANENT (0xc0), `static` adds NUD_REACHABLE (0x42: the bridge keeps a NOARP,
+        non-PERMANENT entry as static, a PERMANENT one as local)."""
+        msg = ndmsg()
+        msg["family"] = AF_BRIDGE
+        msg["ifindex"] = self._ifindex(op.ns, op.dev)
+        msg["state"] = NUD_NOARP | (NUD_REACHABLE if op.master else NUD_PERMANENT)
+        msg["flags"] = NTF_MASTER if op.master else NTF_SELF
+        attrs: list[tuple[str, Any]] = [("NDA_LLADDR", op.lladdr)]
+        if op.dst:
+            attrs.append(("NDA_DST", op.dst))
         msg["attrs"] = attrs
         return msg
 

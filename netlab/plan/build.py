@@ -13,6 +13,8 @@ from netlab.naming import netns_name, ownership_mark
 from netlab.plan.ops import (
     STAGES,
     AddAddress,
+    AddFdb,
+    AddNeighbor,
     AddRoute,
     AddRule,
     CreateLink,
@@ -66,6 +68,8 @@ def _uses_ipv6(node: Node) -> bool:
             return True
         if isinstance(link, Vxlan) and any(v and ":" in v for v in (link.local, link.remote, link.group)):
             return True
+    if any(":" in n.to for n in node.neighbors) or any(f.dst and ":" in f.dst for f in node.fdb):
+        return True  # the kernel refuses an NDP entry on a device with IPv6 disabled
     return any(route_family(r) == 6 for r in node.routes) or any(rule_family(r) == 6 for r in node.rules)
 
 
@@ -142,6 +146,17 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
             what = format_path((*iface.path, "addresses", i)) if iface.path[1] == node_name else \
                 f"nodes.{node_name}.links.{iface.name}"
             ops.append(AddAddress(ns[node_name], what, dev=iface.name, address=addr))
+
+    for node_name, node in lab.nodes.items():
+        where = f"nodes.{node_name}"
+        for i, n in enumerate(node.neighbors):
+            ops.append(AddNeighbor(ns[node_name], f"{where}.neighbors[{i}]", dev=n.dev, to=n.to, lladdr=n.lladdr))
+        for i, f in enumerate(node.fdb):
+            # A vxlan keeps its own table (`self`); any other device is a bridge port, and
+            # the entry goes into its bridge's table (`master`). The checks ensure one of the two.
+            dev = topo.interfaces.get((node_name, f.dev))
+            ops.append(AddFdb(ns[node_name], f"{where}.fdb[{i}]", dev=f.dev, lladdr=f.lladdr, dst=f.dst,
+                              master=dev is not None and dev.kind != "vxlan" and dev.master is not None))
 
     for node_name, node in lab.nodes.items():
         for i, r in enumerate(node.routes):

@@ -159,6 +159,38 @@ class AddAddress(Op):
 
 
 @dataclass(frozen=True)
+class AddNeighbor(Op):
+    """A static ARP (IPv4) or NDP (IPv6) entry, as flanneld writes one per remote node."""
+
+    dev: str = ""
+    to: str = ""  # an IP address
+    lladdr: str = ""  # a MAC
+
+    def render(self) -> str:
+        fam = " -6" if ":" in self.to else ""
+        return f"ip{fam} -n {self.ns} neigh replace {self.to} lladdr {self.lladdr} dev {self.dev} nud permanent"
+
+
+@dataclass(frozen=True)
+class AddFdb(Op):
+    """A static forwarding-database entry. On a vxlan (`master` False) it is the device's
+    own table (`self`): which underlay address `dst` a MAC lives behind. On a bridge port
+    (`master` True) it goes into the bridge's table: that MAC is behind this port."""
+
+    dev: str = ""
+    lladdr: str = ""
+    dst: str | None = None
+    master: bool = False
+
+    def render(self) -> str:
+        parts = [f"bridge -n {self.ns} fdb append {self.lladdr} dev {self.dev}"]
+        if self.dst:
+            parts.append(f"dst {self.dst}")
+        parts.append("master static" if self.master else "self permanent")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
 class AddRoute(Op):
     family: int = 4
     to: str = ""  # a prefix or "default"
@@ -246,6 +278,7 @@ STAGES: tuple[str, ...] = (
     "link settings",  # far ends of veths, lo: masters, MTU, MAC, state
     "sysctls",  # after links, so per-interface keys exist
     "addresses",
+    "neighbors",  # neighbour entries, then FDB entries (flanneld's order); before the routes that use them
     "routes",
     "rules",
     "commands",
@@ -263,6 +296,8 @@ def stage_of(op: Op) -> str:
         return "namespaces" if op.early else "sysctls"
     if isinstance(op, AddAddress):
         return "addresses"
+    if isinstance(op, (AddNeighbor, AddFdb)):
+        return "neighbors"
     if isinstance(op, AddRoute):
         return "routes"
     if isinstance(op, AddRule):

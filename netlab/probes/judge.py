@@ -18,7 +18,8 @@ from netlab.probes.capture import Packet
 from netlab.probes.run import ProbeResult
 from netlab.spec.expectations import CaptureExpect, ConntrackExpect, ProbeExpect, RouteExpect, RuleQuerySpec
 
-# Names in expectations → the addresses they stand for, and an address → its node (for words).
+# Names in expectations → the addresses they stand for, and an address → its node (for
+# words). A "where" is an address → "node3's cni0", for messages about routers.
 Resolve = Callable[[tuple[str, ...]], set[str]]
 NodeOf = Callable[[str], str | None]
 
@@ -70,7 +71,9 @@ def _outcome_matches(expected: str, outcome: str) -> bool:
     return outcome != "ok" if expected == "fail" else outcome == expected
 
 
-def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Resolve, node_of: NodeOf) -> Judgement:
+def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Resolve, node_of: NodeOf,
+                where_of: NodeOf | None = None) -> Judgement:
+    """where_of (address → "router's eth1") words the ICMP senders; node_of when not given."""
     j = Judgement()
     n = len(results)
     wrong = [r for r in results if not _outcome_matches(expect.result, r.outcome)]
@@ -88,6 +91,8 @@ def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Re
         if not all(expect.icmp.lower() in text.lower() for text in icmp):
             bad = next(t for t in icmp if expect.icmp.lower() not in t.lower())
             j.reasons.append(f"expected an ICMP error saying {expect.icmp!r}, saw {bad or 'no ICMP error'}")
+    if expect.icmp_from is not None:
+        j.add(_judge_icmp_from(expect.icmp_from, results, resolve, where_of or node_of))
     served = [r for r in results if r.ok]
     if expect.served_by is not None and served:
         j.add(_judge_served_by(expect.served_by, results))
@@ -106,6 +111,38 @@ def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Re
                 f"{_who(r.server_saw, node_of)}" + (f" in {len(off)} of {len(served)} connections" if len(served) > 1
                                                    else "") + why
             )
+    return j
+
+
+def _judge_icmp_from(names: tuple[str, ...], results: Sequence[ProbeResult], resolve: Resolve,
+                     where_of: NodeOf) -> Judgement:
+    """Which router (or host) sent the ICMP error: traceroute's hop, for a probe with a
+    small ttl."""
+    j = Judgement()
+    want = resolve(names)
+    off = [r for r in results if _norm(r.icmp_from) not in want]
+    if not off:
+        return j
+    n = len(results)
+    expected = f"expected the ICMP error from {_names(tuple(_who(x, where_of) for x in names))}"
+    answered = [r for r in off if r.icmp_from]
+    silent = len(off) - len(answered)
+    if not answered:
+        of = f" in {silent} of {n} probes" if n > 1 else ""
+        j.reasons.append(f"{expected}, but no ICMP error came back{of} (the probe was {off[0].outcome})")
+        return j
+    senders = Counter(_who(r.icmp_from, where_of) for r in answered)
+    parts = [who + (f" in {k}" if n > 1 else "") for who, k in senders.most_common()]
+    came = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if n > 1:
+        came += f" of {n} probes"
+    if silent:
+        came += f", and no ICMP error came back in {silent}"
+    first = answered[0]
+    hint = ""
+    if first.ttl is not None and first.icmp and "time exceeded" in first.icmp:
+        hint = f" — the probe's ttl {first.ttl} ran out there"
+    j.reasons.append(f"{expected}, it came from {came}{hint}")
     return j
 
 

@@ -9,9 +9,14 @@ Each result says what happened in the words an engineer would use (ok / timeout 
 refused / unreachable / error), the flow's 5-tuple as the client saw it, who served it
 and which source the server saw (from the responder's JSON, see responders.py; a
 difference from the client's own address means NAT), and, when an ICMP error explains a
-failure, that ICMP message by name. ICMP errors are read from the socket error queue
-(IP_RECVERR), which carries the type, code and the router that sent it, where a plain
-errno would only say "host unreachable".
+failure, that ICMP message by name and the address that sent it. ICMP errors are read
+from the socket error queue (IP_RECVERR), which carries the type, code and the router
+that sent it, where a plain errno would only say "host unreachable".
+
+A probe may set its packets' TTL (IPv6: hop limit). With a small one the packet dies at a
+router on the way, which answers ICMP time exceeded: the probe is then `unreachable`
+(it never got there; TCP and UDP see EHOSTUNREACH), its ICMP words say "time exceeded",
+and `icmp_from` names that router's address — traceroute's hop, one probe at a time.
 
 `timeout` bounds each wait: for the connection (or the echo/datagram answer), then for the
 responder's greeting or HTTP response.
@@ -70,6 +75,8 @@ class ProbeResult:
     detail: str
     rtt_ms: float | None  # echo reply / TCP handshake / UDP reply / HTTP response
     http_status: int | None = None
+    icmp_from: str | None = None  # the address that sent the ICMP error (a router, the server, this node)
+    ttl: int | None = None  # the TTL / hop limit the probe set (None: the kernel's default)
 
     @property
     def ok(self) -> bool:
@@ -86,6 +93,7 @@ class ProbeRequest:
     sport: int | None = None
     timeout: float = 1.0
     payload: bytes = b"netlab"
+    ttl: int | None = None  # IP_TTL / IPV6_UNICAST_HOPS of the probe's socket
 
 
 # --------------------------------------------------------------------------- words
@@ -119,6 +127,22 @@ def icmp_words(v6: bool, type_: int, code: int) -> str:
     table = {3: _ICMP4_UNREACH, 11: _ICMP4_TIME}.get(type_, {})
     name = table.get(code) or _ICMP4_TYPES.get(type_, "unknown ICMP message")
     return f"{name} (type {type_} code {code})"
+
+
+def is_time_exceeded(v6: bool, type_: int) -> bool:
+    return type_ == (3 if v6 else 11)
+
+
+def icmp_error_words(v6: bool, type_: int, code: int) -> str:
+    """A probe's ICMP error in words: icmp_words, and for a time exceeded message also
+    its type's name, which the code's name ("TTL exceeded in transit") does not say:
+    'TTL exceeded in transit (time exceeded, type 11 code 0)', so that `icmp: time
+    exceeded` in a lab matches it for IPv4 and IPv6 alike."""
+    words = icmp_words(v6, type_, code)
+    if is_time_exceeded(v6, type_) and "time exceeded" not in words:
+        name, _, rest = words.partition(" (")
+        return f"{name} (time exceeded, {rest}"
+    return words
 
 
 # errno from connect()/send() → outcome. The routing errors are what the kernel returns
@@ -171,7 +195,11 @@ class IcmpError:
 
     @property
     def words(self) -> str:
-        return icmp_words(self.v6, self.type, self.code)
+        return icmp_error_words(self.v6, self.type, self.code)
+
+    @property
+    def time_exceeded(self) -> bool:
+        return is_time_exceeded(self.v6, self.type)
 
 
 def parse_extended_err(data: bytes) -> IcmpError | None:
@@ -310,9 +338,11 @@ class _Flow:
                 self.sport = port
 
     def result(self, outcome: Outcome, detail: str, *, reply: dict[str, Any] | None = None,
-               icmp: IcmpError | str | None = None, rtt: float | None = None,
+               icmp: IcmpError | str | None = None, icmp_from: str | None = None, rtt: float | None = None,
                http_status: int | None = None) -> ProbeResult:
         saw_port = reply.get("peer_port") if reply else None
+        if isinstance(icmp, IcmpError):
+            icmp_from = icmp_from or icmp.offender
         return ProbeResult(
             outcome=outcome, proto=self.r.proto, src=self.src, sport=self.sport, dst=self.dst,
             dport=self.dport, served_by=reply.get("served_by") if reply else None,
@@ -320,6 +350,7 @@ class _Flow:
             server_saw_port=saw_port if isinstance(saw_port, int) else None,
             icmp=icmp.words if isinstance(icmp, IcmpError) else icmp, detail=detail,
             rtt_ms=None if rtt is None else round(rtt * 1000, 3), http_status=http_status,
+            icmp_from=_unscoped(icmp_from) if icmp is not None else None, ttl=self.r.ttl,
         )
 
     def failed(self, err: int, sock: socket.socket | None, what: str, rtt: float | None = None) -> ProbeResult:
@@ -334,6 +365,8 @@ class _Flow:
             detail = f"port {self.dport}/{self.r.proto} is closed at {self.dst}: ICMP {icmp.words}"
         elif icmp is not None and icmp.offender is not None and icmp.offender == self.src:
             detail = self.no_neighbour(icmp.words)
+        elif icmp is not None and icmp.time_exceeded:
+            detail = self.expired(what, icmp.offender, icmp.words, icmp.v6)
         elif icmp is not None:
             detail = f"{icmp.offender or 'someone'} answered {what} to {where} with ICMP {icmp.words}"
         else:
@@ -346,8 +379,21 @@ class _Flow:
         return (f"no neighbour answered for {self.dst} (or its next hop) on the link; {self.src} "
                 f"(this node) reported ICMP {words}")
 
+    def expired(self, what: str, sender: str | None, words: str, v6: bool) -> str:
+        """An ICMP time exceeded: the packet's TTL (hop limit) ran out at sender."""
+        where = f"{self.dst}:{self.dport}" if self.dport else self.dst
+        limit = "hop limit" if v6 else "TTL"
+        why = (f" ({limit} {self.r.ttl})" if self.r.ttl is not None else
+               f" with the default {limit}: a routing loop?")
+        return f"{what} to {where} ran out of {limit} at {sender or 'a router'}{why}; ICMP {words}"
+
     def error(self, detail: str) -> ProbeResult:
         return self.result("error", detail)
+
+
+def _unscoped(addr: str | None) -> str | None:
+    """fe80::1%eth0 → fe80::1: an address to compare with the lab's."""
+    return None if addr is None else normalise_addr(addr.split("%", 1)[0])
 
 
 def _family(addr: str) -> int:
@@ -370,6 +416,17 @@ def _set_recverr(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
     else:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+
+
+def _set_ttl(sock: socket.socket, ttl: int | None) -> None:
+    # IP_TTL / IPV6_UNICAST_HOPS apply to every unicast packet the socket sends: the
+    # echo request, the SYN, the datagram.
+    if ttl is None:
+        return
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
+    else:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
 
 
 def _bind(sock: socket.socket, flow: _Flow) -> ProbeResult | None:
@@ -435,6 +492,7 @@ def _connect(sock: socket.socket, flow: _Flow, timeout: float) -> tuple[ProbeRes
 def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
     with socket.socket(_family(flow.dst), socket.SOCK_STREAM) as sock:
         _set_recverr(sock)
+        _set_ttl(sock, r.ttl)
         failed = _bind(sock, flow)
         if failed:
             return failed
@@ -497,6 +555,7 @@ def _http_exchange(sock: socket.socket, r: ProbeRequest, flow: _Flow) -> ProbeRe
 def _probe_udp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
     with socket.socket(_family(flow.dst), socket.SOCK_DGRAM) as sock:
         _set_recverr(sock)
+        _set_ttl(sock, r.ttl)
         failed = _bind(sock, flow)
         if failed:
             return failed
@@ -569,6 +628,7 @@ def _probe_icmp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
     flow.sport = ident
     with socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP) as sock:
         _icmp_filter(sock, v6)
+        _set_ttl(sock, r.ttl)
         failed = _bind(sock, flow)
         if failed:
             return failed
@@ -595,10 +655,14 @@ def _probe_icmp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
             sender = normalise_addr(addr[0])
             if got[0] == "reply":
                 return flow.result("ok", f"echo reply from {sender} in {rtt * 1000:.1f} ms", rtt=rtt)
-            words = icmp_words(v6, got[1], got[2])
-            detail = flow.no_neighbour(words) if sender == flow.src else \
-                f"{sender} answered the echo request to {flow.dst} with ICMP {words}"
-            return flow.result("unreachable", detail, icmp=words, rtt=rtt)
+            words = icmp_error_words(v6, got[1], got[2])
+            if sender == flow.src:
+                detail = flow.no_neighbour(words)
+            elif is_time_exceeded(v6, got[1]):
+                detail = flow.expired("the echo request", sender, words, v6)
+            else:
+                detail = f"{sender} answered the echo request to {flow.dst} with ICMP {words}"
+            return flow.result("unreachable", detail, icmp=words, icmp_from=sender, rtt=rtt)
 
 
 _PROBERS = {"icmp": _probe_icmp, "tcp": _probe_tcp, "http": _probe_tcp, "udp": _probe_udp}
@@ -628,6 +692,8 @@ def check_request(r: ProbeRequest) -> None:
         raise ValueError(f"sport must be 1..65535, not {r.sport!r}")
     if not r.timeout > 0:
         raise ValueError("timeout must be positive")
+    if r.ttl is not None and not (isinstance(r.ttl, int) and not isinstance(r.ttl, bool) and 1 <= r.ttl <= 255):
+        raise ValueError(f"ttl must be 1..255, not {r.ttl!r}")
     if not isinstance(r.payload, bytes):
         raise ValueError("payload must be bytes")
     if not r.ns or "/" in r.ns or r.ns in (".", ".."):
@@ -664,9 +730,10 @@ def _run(r: ProbeRequest) -> ProbeResult:
 
 
 def probe(ns: str, proto: str, dst: str, port: int | None = None, *, src: str | None = None,
-          sport: int | None = None, timeout: float = 1.0, payload: bytes = b"netlab") -> ProbeResult:
+          sport: int | None = None, timeout: float = 1.0, payload: bytes = b"netlab",
+          ttl: int | None = None) -> ProbeResult:
     """Send one flow from namespace ns to dst(:port) and report what happened."""
-    r = ProbeRequest(ns, proto, dst, port, src, sport, timeout, payload)
+    r = ProbeRequest(ns, proto, dst, port, src, sport, timeout, payload, ttl)
     check_request(r)
     return netns.in_thread(lambda: _run(r))
 

@@ -56,20 +56,29 @@ class LabContext:
     nodes: dict[str, str]  # node → namespace
     topo: Topology = field(init=False)
     tables: dict[str, int] = field(init=False)
-    _owner: dict[str, str] = field(init=False)
+    _owner: dict[str, tuple[str, str]] = field(init=False)  # address → (node, interface)
 
     def __post_init__(self) -> None:
         self.topo = topology(self.lab)
         self.tables = {**BUILTIN_TABLES, **self.lab.tables}
         self._owner = {}
-        for (node, _), iface in self.topo.interfaces.items():
+        for (node, ifname), iface in self.topo.interfaces.items():
             for addr in iface.settings.addresses:
-                self._owner.setdefault(str(ipaddress.ip_interface(addr).ip), node)
+                self._owner.setdefault(str(ipaddress.ip_interface(addr).ip), (node, ifname))
 
     def resolve(self, names: tuple[str, ...]) -> set[str]:
         return names_to_addresses(self.topo, set(self.lab.nodes), names)
 
     def node_of(self, addr: str) -> str | None:
+        owner = self._iface_of(addr)
+        return owner[0] if owner else None
+
+    def where(self, addr: str) -> str | None:
+        """'router's eth1': the interface that has the address (for ICMP senders)."""
+        owner = self._iface_of(addr)
+        return f"{owner[0]}'s {owner[1]}" if owner else None
+
+    def _iface_of(self, addr: str) -> tuple[str, str] | None:
         try:
             return self._owner.get(str(ipaddress.ip_address(addr)))
         except ValueError:
@@ -135,7 +144,8 @@ def _requests(ctx: LabContext, check: ProbeCheck) -> list[ProbeRequest]:
     p = check.probe
     dst, port = probe_target(ctx.topo, set(ctx.lab.nodes), p)
     proto = p.proto or ("tcp" if port is not None else "icmp")
-    return [ProbeRequest(ctx.ns(p.from_), proto, dst, port, src=p.src, sport=p.sport, timeout=p.timeout)
+    return [ProbeRequest(ctx.ns(p.from_), proto, dst, port, src=p.src, sport=p.sport, timeout=p.timeout,
+                         ttl=p.ttl)
             for _ in range(p.count)]
 
 
@@ -156,7 +166,7 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     finally:
         if capture is not None:
             capture.close()
-    j = judge_probe(check.expect, results, ctx.resolve, ctx.node_of)
+    j = judge_probe(check.expect, results, ctx.resolve, ctx.node_of, ctx.where)
     if check.conntrack is not None:
         j.add(judge_conntrack(check.conntrack.on, check.conntrack.expect, results, entries, ctx.resolve, ctx.node_of))
     if check.capture is not None:
@@ -164,7 +174,7 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     if not j.passed:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
-    return _verdict(check, "probe", j, _probe_summary(results),
+    return _verdict(check, "probe", j, _probe_summary(results, ctx.where),
                     probes=[asdict(r) for r in results])
 
 
@@ -176,11 +186,13 @@ def _distinct(results: Sequence[ProbeResult]) -> list[ProbeResult]:
     return list(seen.values())
 
 
-def _probe_summary(results: Sequence[ProbeResult]) -> str:
+def _probe_summary(results: Sequence[ProbeResult], where: Callable[[str], str | None] = lambda _a: None) -> str:
     n = len(results)
     outcomes = Counter(r.outcome for r in results)
     first = results[0]
     target = f"{first.proto} {first.dst}" + (f":{first.dport}" if first.dport else "")
+    if first.ttl is not None:
+        target += f" (ttl {first.ttl})"
     text = f"{target}: " + ", ".join(f"{o} {c}/{n}" if n > 1 else o for o, c in outcomes.most_common())
     served = Counter(r.served_by for r in results if r.served_by)
     if served:
@@ -190,7 +202,18 @@ def _probe_summary(results: Sequence[ProbeResult]) -> str:
         text += f"; server saw {', '.join(saw[:3])}"
     if n == 1 and first.outcome != "ok" and first.icmp:
         text += f"; {first.icmp}"
+        if first.icmp_from:
+            text += f" from {_at(first.icmp_from, where)}"
+    elif n > 1:
+        senders = Counter(_at(r.icmp_from, where) for r in results if r.icmp_from)
+        if senders:
+            text += "; ICMP errors from " + ", ".join(f"{k} ({v})" for k, v in senders.most_common(3))
     return text
+
+
+def _at(addr: str, where: Callable[[str], str | None]) -> str:
+    place = where(addr)
+    return f"{addr} ({place})" if place else addr
 
 
 # ---------------------------------------------------------------- route and rule checks

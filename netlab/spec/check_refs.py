@@ -98,6 +98,7 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
             f"`result: {expect.result}` and served_by/server_saw contradict each other: a probe that fails "
             "is served by nobody"
         )
+    yield from _check_icmp_expect(topo, nodes, check, e)
     if proto == "icmp" and (expect.served_by or expect.server_saw):
         key = "served_by" if expect.served_by else "server_saw"
         yield (*e, key), (
@@ -134,6 +135,24 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
         cap = check.capture.expect
         for key in ("outer_src", "outer_dst", "src", "dst"):
             yield from _names(topo, nodes, getattr(cap, key), (*c, "expect", key))
+
+
+def _check_icmp_expect(topo: Topology, nodes: set[str], check: ProbeCheck, e: Path) -> Iterator[Complaint]:
+    """`icmp_from:` names nodes or addresses, and only a failure carries an ICMP error
+    (`icmp:` or `icmp_from:`): a probe that succeeds got none, and one that timed out got
+    no answer at all."""
+    expect = check.expect
+    keys = [k for k in ("icmp", "icmp_from") if getattr(expect, k) is not None]
+    if keys and expect.result in ("ok", "timeout"):
+        given = "result" in expect.model_fields_set
+        said = f"`result: {expect.result}`" + ("" if given else " (the default)")
+        why = ("a probe that succeeds gets no ICMP error" if expect.result == "ok"
+               else "a probe that times out got no answer at all, ICMP errors included")
+        yield (*e, "result" if given else keys[0]), (
+            f"{said} contradicts {' and '.join(keys)}: {why}; a probe answered with an ICMP error "
+            f"(e.g. time exceeded, with a small `ttl:`) is `result: unreachable`"
+        )
+    yield from _names(topo, nodes, expect.icmp_from, (*e, "icmp_from"))
 
 
 def _check_route(lab: Lab, topo: Topology, nodes: set[str], check: RouteCheck, path: Path) -> Iterator[Complaint]:

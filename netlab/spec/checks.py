@@ -6,12 +6,13 @@ with file and line. Nothing here touches the kernel.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import re
 from collections.abc import Iterator
 
 from netlab.spec.check_refs import check_checks
-from netlab.spec.model import BUILTIN_TABLES, Lab, Route, Rule, Vxlan
+from netlab.spec.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vxlan
 from netlab.spec.topology import Complaint, Interface, Topology
 
 _SYSCTL_RE = re.compile(r"^net\.[A-Za-z0-9_.\-/]+$")
@@ -34,6 +35,9 @@ def rule_family(rule: Rule) -> int:
 
 def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints: list[Complaint] = []
+    if not lab.nodes:
+        complaints.append((("nodes",), "a lab needs at least one node: add `nodes:` (e.g. `nodes: {pod1: {}}`) "
+                                       "or a `cluster:` section"))
     complaints += _check_tables(lab)
     complaints += check_checks(lab, topo)
     complaints += _check_addresses(lab, topo)
@@ -65,6 +69,7 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
             seen_routes.setdefault(route_key, i)
         for i, rule in enumerate(node.rules):
             complaints += _check_rule(lab, rule, (*base, "rules", i))
+        complaints += _check_neighbors_fdb(node, ifaces, base)
         for key in node.sysctls:
             ifname = _sysctl_interface(key, names)
             if ifname is not None and ifname not in names | {"all", "default"}:
@@ -261,6 +266,105 @@ def _check_vxlan(link: Vxlan, path: tuple[str | int, ...]) -> Iterator[Complaint
         )
     if link.group and not link.dev:
         yield (*path, "dev"), "a multicast vxlan needs `dev:` (the underlay interface)"
+
+
+ZERO_MAC = "00:00:00:00:00:00"
+
+
+def _check_neighbors_fdb(node: Node, ifaces: list[Interface], base: tuple[str | int, ...]) -> Iterator[Complaint]:
+    """Static neighbour and FDB entries: on an interface of the node, once each, and (FDB)
+    on a device whose table can hold them: a vxlan's own (`self`, with the underlay `dst:`)
+    or a bridge port's bridge (`master`). A link declared `up: false` takes them all the same."""
+    by_name = {i.name: i for i in ifaces if i.kind != "lo"}
+    has = f"it has: {', '.join(sorted(by_name))}" if by_name else "it has none; declare one under `links:`"
+
+    def unknown(dev: str) -> str:
+        close = difflib.get_close_matches(dev, list(by_name), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return f"device {dev} is not an interface of this node{hint} ({has})"
+
+    seen_neighbors: dict[tuple[str, object], int] = {}
+    for i, n in enumerate(node.neighbors):
+        path = (*base, "neighbors", i)
+        if n.dev == "lo":
+            yield (*path, "dev"), (
+                f"a neighbour entry on lo is of no use (the kernel files it under 0.0.0.0); name the interface "
+                f"{n.to} is reached through ({has})")
+        elif n.dev not in by_name:
+            yield (*path, "dev"), unknown(n.dev)
+        nkey = (n.dev, ipaddress.ip_address(n.to))
+        if nkey in seen_neighbors:
+            yield (*path, "to"), (
+                f"a second entry for {n.to} on {n.dev} (also neighbors[{seen_neighbors[nkey]}]); the kernel "
+                "keeps one per address and device, and the later one replaces the first: keep one")
+        seen_neighbors.setdefault(nkey, i)
+
+    seen_fdb: dict[tuple[str, str, object], int] = {}
+    unicast_dst: dict[tuple[str, str], tuple[int, str]] = {}  # (vxlan, MAC) → (index, dst)
+    on_bridge: dict[tuple[str, str], tuple[int, str]] = {}  # (bridge, MAC) → (index, port)
+    for i, f in enumerate(node.fdb):
+        path = (*base, "fdb", i)
+        fkey = (f.dev, f.lladdr, ipaddress.ip_address(f.dst) if f.dst else None)
+        if fkey in seen_fdb:
+            yield path, f"the same FDB entry as fdb[{seen_fdb[fkey]}] (same dev, lladdr and dst); remove one"
+            continue
+        seen_fdb[fkey] = i
+        iface = by_name.get(f.dev)
+        if iface is None:
+            yield (*path, "dev"), unknown(f.dev)
+        elif isinstance(iface.settings, Vxlan):
+            yield from _check_vxlan_fdb(f.lladdr, f.dst, iface.name, iface.settings, path, i, unicast_dst)
+        elif iface.master is not None:
+            if f.dst:
+                yield (*path, "dst"), (
+                    f"{f.dev} is a port of bridge {iface.master}: the entry pins {f.lladdr} to that port "
+                    "(`master static`) and has no `dst:`, which is only for an entry on a vxlan; remove it")
+            earlier = on_bridge.get((iface.master, f.lladdr))
+            if earlier is not None and earlier[1] != f.dev:
+                yield (*path, "lladdr"), (
+                    f"{f.lladdr} is already pinned to {earlier[1]} in bridge {iface.master} (fdb[{earlier[0]}]); "
+                    "a bridge has one port per MAC, and the later entry moves it: keep one")
+            on_bridge.setdefault((iface.master, f.lladdr), (i, f.dev))
+        elif iface.kind == "bridge":
+            ports = sorted(x.name for x in by_name.values() if x.master == f.dev)
+            yield (*path, "dev"), (
+                f"{f.dev} is the bridge itself; name the port {f.lladdr} is behind"
+                + (f" (its ports: {', '.join(ports)})" if ports else f" (it has none yet: give one `master: {f.dev}`)"))
+        else:
+            fits = sorted(x.name for x in by_name.values() if x.kind == "vxlan" or x.master is not None)
+            yield (*path, "dev"), (
+                f"{f.dev} is a {iface.kind} without a bridge master; an FDB entry goes on a vxlan (`self`, with "
+                f"`dst:`) or on a bridge port (`master`): give {f.dev} `master: BRIDGE`, or name one"
+                + (f" (here: {', '.join(fits)})" if fits else ""))
+
+
+def _check_vxlan_fdb(
+    lladdr: str, dst: str | None, name: str, vxlan: Vxlan, path: tuple[str | int, ...], index: int,
+    unicast_dst: dict[tuple[str, str], tuple[int, str]],
+) -> Iterator[Complaint]:
+    if dst is None:
+        yield path, (
+            f"an FDB entry on vxlan {name} needs `dst:`, the underlay address behind which {lladdr} lives "
+            "(the remote node's address, as flanneld writes it); the kernel refuses one without (EINVAL)")
+        return
+    own = [(k, v) for k, v in (("local", vxlan.local), ("remote", vxlan.remote), ("group", vxlan.group)) if v]
+    family = ipaddress.ip_address(own[0][1]).version if own else 4
+    version = ipaddress.ip_address(dst).version
+    if version != family:
+        why = (f"its {own[0][0]} {own[0][1]} is IPv{family}" if own
+               else "it has no local, remote or group, which the kernel takes as IPv4")
+        fix = f"give an IPv{family} `dst:`" + (", or an IPv6 `local:` to the vxlan" if not own else "")
+        yield (*path, "dst"), (
+            f"dst {dst} is IPv{version}, but vxlan {name} is IPv{family} ({why}); the kernel refuses "
+            f"it (EAFNOSUPPORT): {fix}")
+    if lladdr != ZERO_MAC:
+        earlier = unicast_dst.get((name, lladdr))
+        if earlier is not None and ipaddress.ip_address(earlier[1]) != ipaddress.ip_address(dst):
+            yield (*path, "dst"), (
+                f"{lladdr} is already behind {earlier[1]} on {name} (fdb[{earlier[0]}]); the kernel keeps one "
+                f"dst for a MAC and ignores this entry without an error (only {ZERO_MAC}, the flood list, "
+                "takes several): keep one")
+        unicast_dst.setdefault((name, lladdr), (index, dst))
 
 
 def _check_addresses(lab: Lab, topo: Topology) -> Iterator[Complaint]:

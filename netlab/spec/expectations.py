@@ -9,8 +9,8 @@ A check is one of three kinds, told apart by the key it carries:
 - `rule:` asks whether an ip rule is present (or absent) in a node.
 
 Names given here (nodes, `node:if`) are checked against the lab in `checks.py`; values
-that name a node *or* an address (`to`, `server_saw`, `reply_src`, …) stay strings
-until the lab is known.
+that name a node *or* an address (`to`, `server_saw`, `icmp_from`, `reply_src`, …) stay
+strings until the lab is known.
 """
 
 from __future__ import annotations
@@ -113,6 +113,22 @@ ServedBy = Annotated[dict[str, tuple[float, float]], BeforeValidator(_check_serv
 # ---------------------------------------------------------------- probe checks
 
 
+def _no_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError(f"a probe's TTL is a number from 1 to 255, got {value!r}")
+    return value
+
+
+def _check_ttl(value: int) -> int:
+    if not 1 <= value <= 255:
+        raise ValueError(f"a probe's TTL (IPv6: hop limit) is from 1 to 255, got {value}; "
+                         f"`ttl: 1` stops at the first router")
+    return value
+
+
+ProbeTtl = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_check_ttl)]
+
+
 class Probe(Base):
     from_: NodeName = Field(alias="from")
     to: Target
@@ -123,6 +139,9 @@ class Probe(Base):
     src: IpAddress | None = None
     sport: Port | None = None
     family: Literal[4, 6] | None = None  # which of a node's addresses `to: NODE` means
+    # IPv4 TTL / IPv6 hop limit of the probe's packets: 1 dies at the first router, which
+    # answers ICMP time exceeded (traceroute's first hop).
+    ttl: ProbeTtl | None = None
 
 
 class ProbeExpect(Base):
@@ -132,6 +151,7 @@ class ProbeExpect(Base):
     served_by: ServedBy | None = None
     server_saw: NodesOrAddrs | None = None
     icmp: str | None = None  # words the ICMP error must contain, e.g. "port unreachable"
+    icmp_from: NodesOrAddrs | None = None  # who sent that ICMP error (a router: which hop)
 
 
 class ConntrackExpect(Base):

@@ -1,7 +1,9 @@
-"""Load a lab file: YAML → validated, immutable `Lab`, or a LabError listing *every* problem.
+"""The spec's share of loading a lab file: YAML → validated, immutable `Lab` (as written,
+cluster section included), and the cross-object rules of an explicit lab.
 
-Three passes, each collecting all it finds before stopping: YAML syntax and duplicate
-keys; field types and unknown keys (pydantic); cross-object rules (checks.py).
+`netlab.labfile` runs the passes in order, each collecting all it finds before stopping:
+YAML syntax and duplicate keys; field types and unknown keys (pydantic); the cluster
+section (netlab.expand); cross-object rules on the explicit lab (checks.py).
 """
 
 from __future__ import annotations
@@ -22,32 +24,24 @@ from netlab.spec.checks import check_lab
 from netlab.spec.expectations import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
 from netlab.spec.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
 from netlab.spec.source import Path, Source, parse_yaml
-from netlab.spec.topology import Topology, resolve
+from netlab.spec.topology import Complaint, Topology, resolve
 
 
-def load_lab(path: str | FsPath) -> Lab:
-    """Read and validate a lab file; raises LabError (exit 2) listing every problem."""
+def read_lab(path: str | FsPath) -> tuple[Any, Source, list[Problem]]:
+    """Read and parse a lab file: (data or None, source map, problems so far)."""
     file = str(path)
     try:
         text = FsPath(path).read_text(encoding="utf-8")
     except OSError as err:
-        raise LabError([Problem(file, 0, "", f"cannot read the lab file: {err.strerror}")]) from None
+        return None, Source(file), [Problem(file, 0, "", f"cannot read the lab file: {err.strerror}")]
     except UnicodeDecodeError as err:
-        raise LabError([Problem(file, 0, "", f"the lab file is not UTF-8 text: {err.reason}")]) from None
-    return load_lab_text(text, file)
+        return None, Source(file), [Problem(file, 0, "", f"the lab file is not UTF-8 text: {err.reason}")]
+    return parse_yaml(text, file)
 
 
-def load_lab_text(text: str, file: str = "<text>") -> Lab:
-    data, source, problems = parse_yaml(text, file)
-    if data is None:
-        raise LabError(problems)
-    return load_lab_data(data, source, problems)
-
-
-def load_lab_data(data: Any, source: Source | None = None, problems: list[Problem] | None = None) -> Lab:
-    """Validate already-parsed data (a dict from a test, or YAML with its source map)."""
-    source = source or Source("<dict>")
-    problems = list(problems or [])
+def validate_model(data: Any, source: Source, problems: list[Problem]) -> Lab:
+    """Field types and unknown keys (pydantic), every problem at once; raises LabError."""
+    problems = list(problems)
     if not isinstance(data, dict):
         got = "a list" if isinstance(data, list) else _show(data)
         raise LabError(
@@ -59,12 +53,15 @@ def load_lab_data(data: Any, source: Source | None = None, problems: list[Proble
     except pydantic.ValidationError as err:
         problems += _problems_from_pydantic(err.errors(), source)
         raise LabError(problems) from None
-    topo, complaints = resolve(lab)
-    complaints += check_lab(lab, topo)
-    problems += [source.problem(path, message) for path, message in complaints]
     if problems:
         raise LabError(problems)
     return lab
+
+
+def cross_check(lab: Lab) -> list[Complaint]:
+    """Cross-object rules on an explicit lab (links resolve, routes name devices, …)."""
+    topo, complaints = resolve(lab)
+    return complaints + check_lab(lab, topo)
 
 
 def topology(lab: Lab) -> Topology:
@@ -82,9 +79,9 @@ def _is_union_member(loc: tuple[Any, ...]) -> bool:
     key that happens to be called `int` is left alone."""
     if not loc or loc[-1] not in ("int", "str"):
         return False
-    if len(loc) == 5 and loc[0] == "nodes" and loc[2] == "sysctls":
+    if len(loc) >= 4 and loc[-3] == "sysctls" and loc[-4] not in ("sysctls",):
         return True
-    return len(loc) == 6 and loc[0] == "nodes" and loc[2] in ("routes", "rules") and loc[4] == "table"
+    return len(loc) >= 5 and loc[-4] in ("routes", "rules") and loc[-2] == "table"
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Path:
@@ -164,11 +161,15 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "src": ("from",), "source": ("from",),
     "pref": ("priority", "metric"), "preference": ("priority", "metric"), "prio": ("priority",),
     "lookup": ("table",), "mark": ("fwmark",),
-    "type": ("kind",), "address": ("addresses",), "ip": ("addresses",), "ips": ("addresses",),
+    "address": ("addresses",), "ip": ("addresses", "address"), "ips": ("addresses",),
     "ipv4": ("addresses",), "ipv6": ("addresses",), "bridge": ("master",),
     "hwaddr": ("mac",), "lladdr": ("mac",), "id": ("vni",), "vxlan_id": ("vni",), "dstport": ("port",),
     "interfaces": ("links",), "ifaces": ("links",), "commands": ("exec",), "cmds": ("exec",),
     "run": ("exec",), "hosts": ("nodes",), "namespaces": ("nodes",), "features": ("requires",),
+    "neighbours": ("neighbors",), "neighbour": ("neighbors",), "neighbor": ("neighbors",),
+    "arp": ("neighbors",), "neigh": ("neighbors",), "bridge_fdb": ("fdb",), "fdbs": ("fdb",),
+    "cidr": ("pod_cidr",), "podcidr": ("pod_cidr",), "pod_subnet": ("pod_cidr",), "network": ("pod_cidr",),
+    "type": ("kind", "backend"), "mode": ("backend",), "host": ("node",), "nodename": ("node",),
 }
 
 # What a missing key is for, so the message says what to write.

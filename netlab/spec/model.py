@@ -132,6 +132,26 @@ class Rule(Base):
     family: Literal[4, 6] | None = None  # needed when neither from nor to gives it; default 4
 
 
+class Neighbor(Base):
+    """A static ARP/NDP entry (`ip neigh replace TO lladdr MAC dev DEV nud permanent`), as
+    flanneld writes one per remote node for its VTEP address."""
+
+    to: IpAddress
+    lladdr: MacAddress
+    dev: IfName
+
+
+class Fdb(Base):
+    """A static forwarding-database entry (`bridge fdb append MAC dev DEV …`). On a vxlan it
+    says which underlay address a MAC lives behind (`dst:`, flags `self permanent`, as
+    flanneld writes them; 00:00:00:00:00:00 entries are the flood list). On a bridge port
+    it pins a MAC to that port (`master static`)."""
+
+    lladdr: Annotated[MacAddress, Field(description="the MAC, or 00:00:00:00:00:00 for flooding")]
+    dev: IfName
+    dst: IpAddress | None = None
+
+
 SysctlValue = int | str
 
 
@@ -140,9 +160,51 @@ class Node(Base):
     links: dict[IfName, Link] = {}
     routes: list[Route] = []
     rules: list[Rule] = []
+    neighbors: list[Neighbor] = []
+    fdb: list[Fdb] = []
     sysctls: dict[str, SysctlValue] = {}
     exec: list[Annotated[list[str], Field(min_length=1)]] = []
     serve: list[ServeSpec] = []  # responders: tcp/8080, udp/53, http/80 (see netlab.probes.responders)
+
+
+# ---------------------------------------------------------------- cluster (expanded by netlab.expand)
+
+
+class ClusterNode(Node):
+    """A Kubernetes node: a namespace on the underlay with cni0 and, for vxlan, flannel.1.
+    Everything a plain node has may be added (links, routes, exec, …); expansion puts the
+    generated objects next to them."""
+
+    address: IpAddress | None = None  # on the underlay; default: the next free one from .2
+    pod_cidr: Prefix | None = None  # this node's pod subnet; default: the next free one
+
+
+class ClusterPod(Node):
+    """A pod: a namespace whose eth0 is a veth into its node's cni0 (the CNI bridge plugin)."""
+
+    node: NodeName | None = None  # default: spread over the nodes in turn, like a scheduler
+    address: IpAddress | None = None  # default: host-local's next free address from .2
+    labels: dict[str, str] = {}
+    replicas: Annotated[int, Field(ge=1, le=10000)] | None = None  # NAME-0 … NAME-(N-1), spread
+
+
+class Underlay(Base):
+    """The nodes' own network: every node's eth0 on one bridge in a switch namespace."""
+
+    subnet: Prefix = "192.168.49.0/24"  # minikube's
+    mtu: Mtu = 1500
+    switch: NodeName = "underlay"  # the switch namespace's node name
+
+
+class Cluster(Base):
+    backend: Literal["vxlan", "host-gw"] = "vxlan"
+    pod_cidr: Prefix = "10.244.0.0/16"  # flannel's Network
+    subnet_len: Annotated[int, Field(ge=8, le=126)] = 24  # flannel's SubnetLen
+    vni: Annotated[int, Field(ge=0, le=16777215)] = 1
+    port: Annotated[int, Field(ge=1, le=65535)] = 8472
+    underlay: Underlay = Underlay()
+    nodes: Annotated[dict[NodeName, ClusterNode], Field(min_length=1)]
+    pods: dict[NodeName, ClusterPod] = {}
 
 
 class Lab(Base):
@@ -150,7 +212,8 @@ class Lab(Base):
     description: str = ""
     requires: list[Feature] = []
     tables: dict[str, Annotated[int, Field(ge=1, lt=2**32)]] = {}
-    nodes: Annotated[dict[NodeName, Node], Field(min_length=1)]
+    cluster: Cluster | None = None
+    nodes: dict[NodeName, Node] = {}  # at least one node, here or in `cluster:`
     checks: list[Check] = []
 
 

@@ -3,6 +3,7 @@ Each failing case asserts the *reason* a user would read, not just that it faile
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -83,6 +84,88 @@ def test_icmp_words() -> None:
     assert judge_probe(expect(result="unreachable", icmp="net unreachable"), [r], resolve, node_of).passed
     j = judge_probe(expect(result="unreachable", icmp="port unreachable"), [r], resolve, node_of)
     assert j.reasons == ["expected an ICMP error saying 'port unreachable', saw net unreachable (type 3 code 0)"]
+
+
+# ---------------------------------------------------------------- TTL and the ICMP error's sender
+
+TE4 = "TTL exceeded in transit (time exceeded, type 11 code 0)"
+TE6 = "hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)"
+WHERE = {"10.0.0.254": "host's br0", "192.0.2.1": "host's eth0", "10.0.0.3": "c3's eth0"}
+
+
+def where_of(addr: str) -> str | None:
+    return WHERE.get(addr)
+
+
+def expired(icmp_from: str | None = "10.0.0.254", *, ttl: int | None = 1, icmp: str | None = TE4,
+            proto: str = "icmp") -> ProbeResult:
+    r = result("unreachable", proto=proto, dport=None if proto == "icmp" else 80, icmp=icmp)
+    return dataclasses.replace(r, icmp_from=icmp_from if icmp else None, ttl=ttl)
+
+
+def test_ttl_expiry_is_unreachable_with_time_exceeded_words() -> None:
+    want = expect(result="unreachable", icmp="time exceeded", icmp_from="host")
+    assert judge_probe(want, [expired()], resolve, node_of).passed
+    assert judge_probe(want, [dataclasses.replace(expired(), icmp=TE6)], resolve, node_of).passed
+    assert judge_probe(expect(result="fail", icmp="TTL exceeded"), [expired()], resolve, node_of).passed
+
+
+def test_icmp_from_node_name_address_or_list() -> None:
+    for names in ("host", "10.0.0.254", ["c3", "host"], ["192.0.2.9", "10.0.0.254"]):
+        assert judge_probe(expect(result="unreachable", icmp_from=names), [expired()], resolve, node_of).passed
+
+
+def test_icmp_from_wrong_router_names_both_and_the_ttl() -> None:
+    j = judge_probe(expect(result="unreachable", icmp_from="c3"), [expired()], resolve, node_of)
+    assert j.reasons == ["expected the ICMP error from c3, it came from 10.0.0.254 (host) — "
+                         "the probe's ttl 1 ran out there"]
+    j = judge_probe(expect(result="unreachable", icmp_from="10.0.0.3"), [expired()], resolve, node_of, where_of)
+    assert j.reasons == ["expected the ICMP error from 10.0.0.3 (c3's eth0), it came from 10.0.0.254 "
+                         "(host's br0) — the probe's ttl 1 ran out there"]
+    j = judge_probe(expect(result="unreachable", icmp_from=["10.0.0.3", "c1"]), [expired("203.0.113.1")],
+                    resolve, node_of, where_of)
+    assert j.reasons == ["expected the ICMP error from one of 10.0.0.3 (c3's eth0), c1, it came from 203.0.113.1 "
+                         "— the probe's ttl 1 ran out there"]
+
+
+def test_icmp_from_other_icmp_errors_have_no_ttl_hint() -> None:
+    closed = expired("10.0.0.2", ttl=None, icmp="port unreachable (type 3 code 3)", proto="udp")
+    j = judge_probe(expect(result="unreachable", icmp_from="host"), [closed], resolve, node_of)
+    assert j.reasons == ["expected the ICMP error from host, it came from 10.0.0.2 (c2)"]
+
+
+def test_icmp_from_without_any_icmp_error() -> None:
+    j = judge_probe(expect(result="unreachable", icmp_from="host"), [result()], resolve, node_of)
+    assert j.reasons == [
+        "expected unreachable, saw ok: ok detail",
+        "expected the ICMP error from host, but no ICMP error came back (the probe was ok)",
+    ]
+    j = judge_probe(expect(result="fail", icmp_from="host"), [result("timeout")], resolve, node_of)
+    assert j.reasons == ["expected the ICMP error from host, but no ICMP error came back (the probe was timeout)"]
+
+
+def test_icmp_from_counts_probes_and_tallies_senders() -> None:
+    rs = [expired(), expired("10.0.0.3"), expired("192.0.2.1"), expired("10.0.0.3")]
+    j = judge_probe(expect(result="unreachable", icmp_from="host"), rs, resolve, node_of, where_of)
+    assert j.reasons == ["expected the ICMP error from host, it came from 10.0.0.3 (c3's eth0) in 2 of 4 probes "
+                         "— the probe's ttl 1 ran out there"]
+    rs = [expired("10.0.0.3"), expired("10.0.0.2"), expired(), result("timeout")]
+    j = judge_probe(expect(result="fail", icmp_from="host"), rs, resolve, node_of)
+    assert j.reasons == ["expected the ICMP error from host, it came from 10.0.0.3 (c3) in 1 and 10.0.0.2 (c2) in 1 "
+                         "of 4 probes, and no ICMP error came back in 1 — the probe's ttl 1 ran out there"]
+    j = judge_probe(expect(result="fail", icmp_from="host"), [result("timeout")] * 3, resolve, node_of)
+    assert j.reasons == ["expected the ICMP error from host, but no ICMP error came back in 3 of 3 probes "
+                         "(the probe was timeout)"]
+
+
+def test_probe_summary_shows_ttl_and_icmp_sender() -> None:
+    from netlab.probes.runner import _probe_summary
+
+    assert _probe_summary([expired()], where_of) == (
+        f"icmp 10.0.0.2 (ttl 1): unreachable; {TE4} from 10.0.0.254 (host's br0)")
+    assert _probe_summary([expired(), expired("10.0.0.3"), expired()]) == (
+        "icmp 10.0.0.2 (ttl 1): unreachable 3/3; ICMP errors from 10.0.0.254 (2), 10.0.0.3 (1)")
+    assert _probe_summary([result()]) == "tcp 10.0.0.2:80: ok; served by c2; server saw 10.0.0.1"
 
 
 # ---------------------------------------------------------------- served_by

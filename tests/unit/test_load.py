@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from netlab.errors import LabError, Problem
+from netlab.labfile import load_lab, load_lab_data, load_lab_text
 from netlab.plan.build import build_plan
-from netlab.spec.load import load_lab, load_lab_data, load_lab_text, topology
+from netlab.spec.load import topology
 from netlab.spec.model import Bridge, Lab, PeerEnd, Veth, Vxlan
 from netlab.spec.source import format_path, parse_yaml, printable
 

@@ -7,10 +7,13 @@ from typing import TypeVar
 
 import pytest
 
+from netlab.labfile import load_lab_text
 from netlab.plan.build import build_plan, fingerprint
 from netlab.plan.ops import (
     STAGES,
     AddAddress,
+    AddFdb,
+    AddNeighbor,
     AddRoute,
     AddRule,
     CreateLink,
@@ -23,7 +26,6 @@ from netlab.plan.ops import (
     SetSysctl,
     stage_of,
 )
-from netlab.spec.load import load_lab_text
 from netlab.spec.model import Lab
 
 EVERYTHING = """
@@ -42,6 +44,11 @@ nodes:
       - {to: 10.9.0.0/16, via: 10.0.0.2, table: vpn}
     rules:
       - {from: 10.0.0.0/24, table: vpn, priority: 10}
+    neighbors:
+      - {to: 10.9.0.0, lladdr: "0a:58:0a:09:00:00", dev: vx0}
+    fdb:
+      - {lladdr: "0a:58:0a:09:00:00", dev: vx0, dst: 192.168.9.2}
+      - {lladdr: "02:00:00:00:00:0a", dev: veth1}
     exec:
       - [ip, route]
   pod:
@@ -75,7 +82,7 @@ def test_stage_order() -> None:
     assert [stage for stage, _ in plan.by_stage()] == list(STAGES)  # this lab uses every stage
     assert list(STAGES) == [
         "namespaces", "bridges", "veths", "tunnels", "link settings",
-        "sysctls", "addresses", "routes", "rules", "commands",
+        "sysctls", "addresses", "neighbors", "routes", "rules", "commands",
     ]
     headers = [line[2:] for line in plan.render().splitlines()[1:] if line.startswith("# ")]
     assert headers == list(STAGES)
@@ -299,6 +306,160 @@ def test_unresolvable_lab_is_refused() -> None:
     broken = loaded.model_copy(update={"nodes": {"a": loaded.nodes["a"]}})
     with pytest.raises(ValueError, match="does not resolve"):
         build_plan(broken)
+
+
+# ---------------------------------------------------------------- neighbours and FDB entries
+
+
+FLANNEL_NODE = """
+name: fl
+nodes:
+  node1:
+    links:
+      eth0: {peer: "node2:eth0", addresses: [192.168.49.2/24]}
+      flannel.1:
+        kind: vxlan
+        vni: 1
+        local: 192.168.49.2
+        dev: eth0
+        learning: false
+        mtu: 1450
+        mac: "0a:58:0a:f4:00:00"
+        addresses: [10.244.0.0/32]
+      cni0: {kind: bridge, addresses: [10.244.0.1/24]}
+      veth1: {peer: "pod1:eth0", master: cni0}
+    neighbors:
+      - {to: 10.244.1.0, lladdr: "0a:58:0a:f4:01:00", dev: flannel.1}
+      - {to: "fd00:244:1::", lladdr: "0a:58:0a:f4:01:00", dev: flannel.1}
+    fdb:
+      - {lladdr: "0a:58:0a:f4:01:00", dev: flannel.1, dst: 192.168.49.3}
+      - {lladdr: "02:00:00:00:01:02", dev: veth1}
+    routes:
+      - {to: 10.244.1.0/24, via: 10.244.1.0, dev: flannel.1, onlink: true}
+  node2:
+    links:
+      eth0: {addresses: [192.168.49.3/24]}
+  pod1:
+    links:
+      eth0: {addresses: [10.244.0.2/24], mac: "02:00:00:00:01:02"}
+"""
+
+
+def test_neighbors_and_fdb_render_as_ip_and_bridge_commands() -> None:
+    plan = build_plan(lab(FLANNEL_NODE))
+    neighbors = [op for op in plan.ops if isinstance(op, AddNeighbor)]
+    fdb = [op for op in plan.ops if isinstance(op, AddFdb)]
+    assert [op.render() for op in neighbors] == [
+        "ip -n fl.node1 neigh replace 10.244.1.0 lladdr 0a:58:0a:f4:01:00 dev flannel.1 nud permanent",
+        "ip -6 -n fl.node1 neigh replace fd00:244:1:: lladdr 0a:58:0a:f4:01:00 dev flannel.1 nud permanent",
+    ]
+    assert [op.render() for op in fdb] == [
+        "bridge -n fl.node1 fdb append 0a:58:0a:f4:01:00 dev flannel.1 dst 192.168.49.3 self permanent",
+        "bridge -n fl.node1 fdb append 02:00:00:00:01:02 dev veth1 master static",
+    ]
+    assert [op.what for op in neighbors + fdb] == [
+        "nodes.node1.neighbors[0]", "nodes.node1.neighbors[1]", "nodes.node1.fdb[0]", "nodes.node1.fdb[1]",
+    ]
+    assert [(op.master, op.dst) for op in fdb] == [(False, "192.168.49.3"), (True, None)]
+    assert all(op.undo() is None for op in neighbors + fdb)  # gone with the namespace
+
+
+def test_neighbors_stage_runs_after_addresses_and_before_routes() -> None:
+    plan = build_plan(lab(FLANNEL_NODE))
+    assert STAGES.index("addresses") + 1 == STAGES.index("neighbors") == STAGES.index("routes") - 1
+    assert stage_of(AddNeighbor("x.y")) == stage_of(AddFdb("x.y")) == "neighbors"
+    # flanneld's order per remote node: neighbour, FDB entry, then the onlink route
+    kinds = [type(op).__name__ for op in plan.ops if isinstance(op, (AddNeighbor, AddFdb, AddRoute))]
+    assert kinds == ["AddNeighbor", "AddNeighbor", "AddFdb", "AddFdb", "AddRoute"]
+    stages = dict(plan.by_stage())
+    assert [op.what for op in stages["neighbors"]] == [
+        "nodes.node1.neighbors[0]", "nodes.node1.neighbors[1]", "nodes.node1.fdb[0]", "nodes.node1.fdb[1]",
+    ]
+    text = plan.render()
+    assert text.index("# addresses") < text.index("# neighbors") < text.index("# routes")
+    assert "ip -n fl.node1 route add 10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink" in text
+
+
+def test_ipv6_neighbor_keeps_ipv6_on() -> None:
+    """An IPv6 neighbour is the only IPv6 in node1's own objects; the kernel refuses an NDP
+    entry on a device with IPv6 disabled, so the node gets IPv6 (without DAD)."""
+    defaults = {op.key: op.value for op in build_plan(lab(FLANNEL_NODE)).ops
+                if isinstance(op, SetSysctl) and op.early and op.ns == "fl.node1"}
+    assert "net.ipv6.conf.all.disable_ipv6" not in defaults
+    assert defaults["net.ipv6.conf.all.accept_dad"] == "0"
+
+
+def test_fdb_on_a_vxlan_that_is_a_bridge_port_is_self() -> None:
+    """An EVPN-style vxlan enslaved to a bridge still keeps its remote MACs in its own table."""
+    (fdb,) = ops_of("""
+        name: evpn
+        nodes:
+          n:
+            links:
+              br0: {kind: bridge}
+              vx0: {kind: vxlan, vni: 10, local: 192.0.2.1, master: br0}
+            fdb:
+              - {lladdr: "00:00:00:00:00:00", dev: vx0, dst: 192.0.2.2}
+    """, AddFdb)
+    assert (fdb.master, fdb.render()) == (
+        False, "bridge -n evpn.n fdb append 00:00:00:00:00:00 dev vx0 dst 192.0.2.2 self permanent")
+
+
+def test_neighbors_and_fdb_on_a_link_that_is_down_are_fine() -> None:
+    plan = build_plan(lab("""
+        name: down
+        nodes:
+          n:
+            links:
+              br0: {kind: bridge}
+              p0: {peer: "m:eth0", master: br0, up: false}
+              vx0: {kind: vxlan, vni: 10, local: 192.0.2.1, up: false}
+            neighbors:
+              - {to: 10.0.0.9, lladdr: "02:00:00:00:00:09", dev: p0}
+            fdb:
+              - {lladdr: "02:00:00:00:00:09", dev: p0}
+              - {lladdr: "02:00:00:00:00:09", dev: vx0, dst: 192.0.2.2}
+          m: {}
+    """))
+    assert len([op for op in plan.ops if isinstance(op, (AddNeighbor, AddFdb))]) == 3
+
+
+def test_fdb_and_neighbor_change_the_fingerprint() -> None:
+    base = lab(FLANNEL_NODE)
+    fewer = FLANNEL_NODE.replace('      - {lladdr: "02:00:00:00:01:02", dev: veth1}\n', "")
+    assert fewer != FLANNEL_NODE
+    assert fingerprint(base) != fingerprint(lab(fewer))
+
+
+def test_netlink_messages_are_iproute2s_bytes() -> None:
+    """What the driver sends is byte for byte what iproute2 6.1 sends for the rendered
+    command (captured with strace; the ifindex is 5 in both): ndmsg + attributes."""
+    from netlab.kernel.netlink import NetlinkDriver
+
+    driver = NetlinkDriver()
+    driver._ifindex = lambda ns, name: 5  # type: ignore[method-assign]
+
+    def wire(op: Op) -> tuple[int, int, str]:
+        msg, mtype, flags = driver._message(op)
+        msg["header"]["type"], msg["header"]["flags"] = mtype, flags
+        msg.reset()
+        msg.encode()
+        return mtype, flags, bytes(msg.data[16:]).hex()  # after the nlmsghdr
+
+    rtm_newneigh, create_replace, create_append = 28, 0x400 | 0x100, 0x400 | 0x800
+    # ip neigh replace 10.244.1.0 lladdr 0a:58:0a:f4:01:00 dev DEV nud permanent: AF_INET, NUD_PERMANENT
+    assert wire(AddNeighbor("x.y", dev="d", to="10.244.1.0", lladdr="0a:58:0a:f4:01:00")) == (
+        rtm_newneigh, create_replace,
+        "02000000" "05000000" "8000" "00" "00" "08000100" "0af40100" "0a000200" "0a580af40100" "0000")
+    assert wire(AddNeighbor("x.y", dev="d", to="fd00::1", lladdr="0a:58:0a:f4:01:00"))[2].startswith(
+        "0a000000" "05000000" "8000" "00" "00" "14000100" "fd000000000000000000000000000001")
+    # bridge fdb append MAC dev DEV dst 192.168.49.3 self permanent: AF_BRIDGE, NOARP|PERMANENT, NTF_SELF
+    assert wire(AddFdb("x.y", dev="d", lladdr="0a:58:0a:f4:01:00", dst="192.168.49.3")) == (
+        rtm_newneigh, create_append,
+        "07000000" "05000000" "c000" "02" "00" "0a000200" "0a580af40100" "0000" "08000100" "c0a83103")
+    # bridge fdb append MAC dev DEV master static: NOARP|REACHABLE (static, not local), NTF_MASTER
+    assert wire(AddFdb("x.y", dev="d", lladdr="0a:58:0a:f4:01:01", master=True)) == (
+        rtm_newneigh, create_append, "07000000" "05000000" "4200" "04" "00" "0a000200" "0a580af40101" "0000")
 
 
 # ---------------------------------------------------------------- fingerprint

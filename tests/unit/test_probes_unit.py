@@ -150,6 +150,22 @@ def test_icmp_words(v6: bool, t: int, c: int, want: str) -> None:
     assert run.icmp_words(v6, t, c) == want
 
 
+@pytest.mark.parametrize("v6,t,c,want", [
+    (False, 11, 0, "TTL exceeded in transit (time exceeded, type 11 code 0)"),
+    (False, 11, 1, "fragment reassembly time exceeded (type 11 code 1)"),  # says it already
+    (False, 11, 7, "time exceeded (type 11 code 7)"),
+    (True, 3, 0, "hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)"),
+    (False, 3, 1, "host unreachable (type 3 code 1)"),  # only time exceeded gets its type named
+    (True, 1, 4, "port unreachable (ICMPv6 type 1 code 4)"),
+])
+def test_icmp_error_words_name_time_exceeded(v6: bool, t: int, c: int, want: str) -> None:
+    """A probe's ICMP words say "time exceeded" for IPv4 and IPv6, so one lab line
+    (`icmp: time exceeded`) matches a TTL that ran out in either family."""
+    assert run.icmp_error_words(v6, t, c) == want
+    assert run.IcmpError(v6, t, c, errno.EHOSTUNREACH, None).words == want
+    assert run.IcmpError(v6, t, c, errno.EHOSTUNREACH, None).time_exceeded == (t == (3 if v6 else 11))
+
+
 def _ee(origin: int, t: int, c: int, err: int, offender: bytes) -> bytes:
     return struct.pack("=IBBBBII", err, origin, t, c, 0, 0, 0) + offender
 
@@ -227,12 +243,59 @@ def test_match_icmp_v6() -> None:
     ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "sport": 0}, "sport"),
     ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "timeout": 0}, "timeout"),
     ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "payload": "str"}, "bytes"),
+    ({"proto": "icmp", "dst": "10.0.0.1", "ttl": 0}, "ttl must be 1..255"),
+    ({"proto": "udp", "dst": "10.0.0.1", "port": 53, "ttl": 256}, "ttl must be 1..255"),
+    ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "ttl": True}, "ttl must be 1..255"),
 ])
 def test_bad_requests(kwargs: dict[str, object], msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         probe("lab.c1", **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=msg):
         probe_many([ProbeRequest("lab.c1", **kwargs)])  # type: ignore[arg-type]
+
+
+def _flow(proto: str = "tcp", dst: str = "10.2.0.11", port: int | None = 8080, ttl: int | None = 1) -> run._Flow:
+    flow = run._Flow(ProbeRequest("lab.client", proto, dst, port, ttl=ttl), dst)
+    flow.src, flow.sport = ("fd01::2" if ":" in dst else "10.1.0.2"), 40000
+    return flow
+
+
+class _Sock:
+    """Stands in for a socket whose error queue holds one ICMP error."""
+
+    def __init__(self, err: run.IcmpError | None) -> None:
+        self.err = err
+
+
+def test_ttl_expired_result_names_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TCP/UDP see EHOSTUNREACH and find the time exceeded (and its sender) in the error
+    queue: an `unreachable` probe whose words say where the TTL ran out."""
+    monkeypatch.setattr(run, "read_errqueue", lambda sock: sock.err)
+    te = run.IcmpError(False, 11, 0, errno.EHOSTUNREACH, "10.1.0.1")
+    r = _flow().failed(errno.EHOSTUNREACH, _Sock(te), "the connection", 0.001)  # type: ignore[arg-type]
+    assert r.outcome == "unreachable"
+    assert r.icmp == "TTL exceeded in transit (time exceeded, type 11 code 0)"
+    assert r.icmp_from == "10.1.0.1" and r.ttl == 1
+    assert r.detail == ("the connection to 10.2.0.11:8080 ran out of TTL at 10.1.0.1 (TTL 1); "
+                        "ICMP TTL exceeded in transit (time exceeded, type 11 code 0)")
+
+    te6 = run.IcmpError(True, 3, 0, errno.EHOSTUNREACH, "fd01::1")
+    r6 = _flow("udp", "fd02::11", 53, ttl=None).failed(errno.EHOSTUNREACH, _Sock(te6), "the datagram")  # type: ignore[arg-type]
+    assert r6.outcome == "unreachable" and r6.icmp_from == "fd01::1" and r6.ttl is None
+    assert r6.detail == ("the datagram to fd02::11:53 ran out of hop limit at fd01::1 with the default hop limit: "
+                         "a routing loop?; ICMP hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)")
+
+
+def test_icmp_from_is_the_sender_of_any_icmp_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "read_errqueue", lambda sock: sock.err)
+    closed = run.IcmpError(False, 3, 3, errno.ECONNREFUSED, "10.2.0.11")
+    r = _flow("udp", port=53).failed(errno.ECONNREFUSED, _Sock(closed), "the datagram")  # type: ignore[arg-type]
+    assert (r.outcome, r.icmp_from) == ("refused", "10.2.0.11")
+    local = _flow().failed(errno.ENETUNREACH, _Sock(None), "the connection")  # type: ignore[arg-type]
+    assert local.icmp is None and local.icmp_from is None  # the node's own stack: no ICMP, no sender
+    scoped = _flow().result("unreachable", "x", icmp="words", icmp_from="fe80::1%eth0")
+    assert scoped.icmp_from == "fe80::1"
+    assert _flow().result("ok", "fine", icmp_from="10.1.0.1").icmp_from is None  # no ICMP error, no sender
 
 
 def test_probe_in_missing_namespace_is_an_error_result() -> None:

@@ -1,0 +1,453 @@
+"""The `cluster:` section → the explicit nodes flannel and the CNI bridge plugin would build.
+
+Faithful to ../shared/design/k8s-datapaths.md §4 (flannel's pkg/backend/{vxlan,hostgw},
+the CNI bridge and host-local plugins):
+
+- every node has `eth0` on the underlay, a bridge in a switch namespace (an L2 segment,
+  as minikube's docker network is), and `net.ipv4.ip_forward = 1`;
+- the node's pod subnet is a lease of `subnet_len` bits from `pod_cidr`, in node order
+  (10.244.0.0/24 for the first node, as minikube's controller-manager hands them out);
+- `cni0` is the bridge with the subnet's `.1` as the pods' gateway; each pod's `eth0` is a
+  veth into it, addresses are handed out from `.2` like host-local does, and the pod's
+  default route goes via `.1` (isDefaultGateway);
+- backend **vxlan**: `flannel.1` (VNI 1, UDP 8472, local = node IP, dev eth0, nolearning,
+  MTU = underlay − 50, address = the lease's network address as /32) and, per remote node
+  in order, neighbour `10.244.Y.0 lladdr VtepMAC`, FDB `VtepMAC dst nodeIP`, route
+  `10.244.Y.0/24 via 10.244.Y.0 dev flannel.1 onlink`. Pods' MTU is the vxlan's.
+- backend **host-gw**: per remote node, `10.244.Y.0/24 via nodeIP dev eth0`.
+
+flanneld lets the kernel pick flannel.1's MAC and publishes it in the node's annotation;
+netlab derives it from the node IP (0e:fa:<IP bytes>) so the same lab always builds the
+same neighbour and FDB entries.
+
+The result is plain `nodes:` a user could have written; `netlab render` prints it. Problems
+with the cluster section itself are reported here, at their key in `cluster:`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import ipaddress
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from netlab.spec.model import (
+    IFNAMSIZ,
+    Bridge,
+    Cluster,
+    ClusterNode,
+    ClusterPod,
+    Fdb,
+    Lab,
+    Neighbor,
+    Node,
+    PeerEnd,
+    Route,
+    Veth,
+    Vxlan,
+)
+from netlab.spec.source import Path
+from netlab.spec.topology import Complaint
+
+VXLAN_DEV = "flannel.1"
+CNI_BRIDGE = "cni0"
+SWITCH_BRIDGE = "br0"
+VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8: flannel's MTU − 50
+
+# Fields every node and pod carry from `Node`, copied through from the cluster section.
+_NODE_FIELDS = tuple(Node.model_fields)
+
+V4Net = ipaddress.IPv4Network
+V4Addr = ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class Expansion:
+    """An expanded lab, what was wrong with the section it came from, and where each
+    generated node was written (so a later problem points into `cluster:`)."""
+
+    lab: Lab
+    complaints: list[Complaint] = field(default_factory=list)
+    origins: dict[Path, Path] = field(default_factory=dict)
+
+
+@dataclass
+class _Pod:
+    name: str
+    spec: ClusterPod
+    path: Path
+    node: str = ""
+    address: V4Addr | None = None
+
+
+def ifname_for(prefix: str, name: str) -> str:
+    """`prefix + name` when that is a valid interface name; else prefix + a short hash of
+    the name (the CNI plugins name host veths `veth` + 8 hex digits too)."""
+    candidate = prefix + name
+    if len(candidate) <= IFNAMSIZ and "." not in name:
+        return candidate
+    return prefix + hashlib.sha1(name.encode()).hexdigest()[: min(8, IFNAMSIZ - len(prefix))]
+
+
+def vtep_mac(address: V4Addr) -> str:
+    """A locally administered unicast MAC derived from the node's IP (see module docstring)."""
+    return "0e:fa:" + ":".join(f"{b:02x}" for b in address.packed)
+
+
+def expand_cluster(lab: Lab) -> Expansion:
+    if lab.cluster is None:
+        return Expansion(lab)
+    cluster = lab.cluster
+    complaints: list[Complaint] = []
+    complaints += _check_networks(cluster)
+    if complaints:  # addresses cannot be handed out from networks that are wrong
+        return Expansion(lab, complaints)
+
+    pods = list(_pods(cluster))
+    complaints += _check_names(lab, cluster, pods)
+    addresses = _node_addresses(cluster, complaints)
+    subnets = _node_subnets(cluster, complaints)
+    _place_pods(cluster, pods, complaints)
+    _pod_addresses(subnets, pods, complaints)
+    complaints += _check_user_links(cluster, pods)
+    if complaints:
+        return Expansion(lab, complaints)
+
+    nodes: dict[str, Node] = {}
+    origins: dict[Path, Path] = {}
+    mtu = cluster.underlay.mtu - (VXLAN_OVERHEAD if cluster.backend == "vxlan" else 0)
+    switch = cluster.underlay.switch
+    ports = {name: ifname_for("", name) for name in cluster.nodes}
+    underlay_len = ipaddress.ip_network(cluster.underlay.subnet).prefixlen
+
+    # A plain node's veth whose peer is on the switch is a cable plugged into it: a port too.
+    plugged = _plugged_in(lab, switch)
+    nodes[switch] = Node(
+        description="the underlay switch, one L2 segment that joins the eth0 of every node",
+        links={
+            SWITCH_BRIDGE: Bridge(kind="bridge", mtu=cluster.underlay.mtu, ports=[*ports.values(), *plugged]),
+            **{port: PeerEnd(mtu=cluster.underlay.mtu) for port in ports.values()},
+        },
+    )
+    origins[("nodes", switch)] = ("cluster", "underlay")
+
+    for name, spec in cluster.nodes.items():
+        here = [p for p in pods if p.node == name]
+        address, subnet = addresses[name], subnets[name]
+        gateway = subnet.network_address + 1
+        links: dict[str, object] = {
+            "eth0": Veth(peer=f"{switch}:{ports[name]}", mtu=cluster.underlay.mtu,
+                         addresses=[f"{address}/{underlay_len}"]),
+            CNI_BRIDGE: Bridge(kind="bridge", mtu=mtu, addresses=[f"{gateway}/{subnet.prefixlen}"]),
+        }
+        routes: list[Route] = []
+        neighbors: list[Neighbor] = []
+        fdb: list[Fdb] = []
+        if cluster.backend == "vxlan":
+            links[VXLAN_DEV] = Vxlan(kind="vxlan", vni=cluster.vni, port=cluster.port, local=str(address),
+                                     dev="eth0", learning=False, mtu=mtu, mac=vtep_mac(address),
+                                     addresses=[f"{subnet.network_address}/32"])
+        for other in cluster.nodes:
+            if other == name:
+                continue
+            far, far_subnet = addresses[other], subnets[other]
+            if cluster.backend == "vxlan":
+                vtep = str(far_subnet.network_address)
+                neighbors.append(Neighbor(to=vtep, lladdr=vtep_mac(far), dev=VXLAN_DEV))
+                fdb.append(Fdb(lladdr=vtep_mac(far), dev=VXLAN_DEV, dst=str(far)))
+                routes.append(Route(to=str(far_subnet), via=vtep, dev=VXLAN_DEV, onlink=True))
+            else:
+                routes.append(Route(to=str(far_subnet), via=str(far), dev="eth0"))
+        for pod in here:
+            links[_host_veth(pod.name)] = Veth(peer=f"{pod.name}:eth0", master=CNI_BRIDGE, mtu=mtu)
+        description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
+        nodes[name] = _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors,
+                             fdb=fdb, sysctls={"net.ipv4.ip_forward": 1})
+        origins[("nodes", name)] = ("cluster", "nodes", name)
+
+    for pod in pods:
+        subnet = subnets[pod.node]
+        labels = ", ".join(f"{k}={v}" for k, v in pod.spec.labels.items())
+        description = pod.spec.description or f"pod on {pod.node}" + (f" ({labels})" if labels else "")
+        nodes[pod.name] = _merge(
+            pod.spec, description=description,
+            links={"eth0": PeerEnd(mtu=mtu, addresses=[f"{pod.address}/{subnet.prefixlen}"])},
+            routes=[Route(to="default", via=str(subnet.network_address + 1))],
+        )
+        origins[("nodes", pod.name)] = pod.path
+
+    nodes.update(lab.nodes)
+    return Expansion(lab.model_copy(update={"cluster": None, "nodes": nodes}), [], origins)
+
+
+def _plugged_in(lab: Lab, switch: str) -> list[str]:
+    """Switch-side names of the veths plain nodes point at the switch (`peer: underlay:IF`)."""
+    return [link.peer.partition(":")[2] for node in lab.nodes.values() for link in node.links.values()
+            if isinstance(link, Veth) and link.peer.partition(":")[0] == switch]
+
+
+def _host_veth(pod: str) -> str:
+    return ifname_for("veth", pod)
+
+
+def _merge(spec: Node, *, description: str, links: dict[str, object], routes: list[Route],
+           neighbors: list[Neighbor] | None = None, fdb: list[Fdb] | None = None,
+           sysctls: dict[str, int] | None = None) -> Node:
+    """A node: what the user wrote for it in `cluster:` first (so their indices stay
+    theirs in error messages), then what expansion generates."""
+    given = {k: getattr(spec, k) for k in _NODE_FIELDS if k in spec.model_fields_set}
+    given["description"] = description
+    given["links"] = {**links, **spec.links}  # user links never collide (_check_user_links)
+    given["routes"] = [*spec.routes, *routes]
+    if neighbors:
+        given["neighbors"] = [*spec.neighbors, *neighbors]
+    if fdb:
+        given["fdb"] = [*spec.fdb, *fdb]
+    if sysctls:
+        given["sysctls"] = {**sysctls, **spec.sysctls}
+    return Node(**given)
+
+
+# ---------------------------------------------------------------- the section's own rules
+
+
+def _check_networks(cluster: Cluster) -> Iterator[Complaint]:
+    pod_cidr = ipaddress.ip_network(cluster.pod_cidr)
+    underlay = ipaddress.ip_network(cluster.underlay.subnet)
+    if pod_cidr.version != 4:
+        yield ("cluster", "pod_cidr"), (
+            f"pod_cidr {pod_cidr} is IPv6; cluster expansion builds IPv4 pod networks for now "
+            "(write IPv6 pods as plain `nodes:`)")
+    elif cluster.subnet_len > 30:
+        yield ("cluster", "subnet_len"), (
+            f"subnet_len {cluster.subnet_len} leaves no room for a gateway and pods; use at most 30 "
+            "(flannel's default is 24)")
+    elif cluster.subnet_len <= pod_cidr.prefixlen:
+        yield ("cluster", "subnet_len"), (
+            f"subnet_len {cluster.subnet_len} must be longer than pod_cidr's /{pod_cidr.prefixlen}: each node "
+            f"leases a /{cluster.subnet_len} out of {pod_cidr} (flannel's default is 24 in a /16)")
+    if underlay.version != 4:
+        yield ("cluster", "underlay", "subnet"), f"underlay subnet {underlay} is IPv6; it must be IPv4 for now"
+    elif underlay.prefixlen > 30:
+        yield ("cluster", "underlay", "subnet"), (
+            f"underlay subnet {underlay} has no room for nodes; use e.g. 192.168.49.0/24")
+    elif pod_cidr.version == 4 and pod_cidr.overlaps(underlay):
+        yield ("cluster", "pod_cidr"), (
+            f"pod_cidr {pod_cidr} overlaps the underlay subnet {underlay}; the nodes could not tell "
+            "pods from nodes: pick disjoint networks (e.g. 10.244.0.0/16 and 192.168.49.0/24)")
+    if cluster.backend == "vxlan" and cluster.underlay.mtu - VXLAN_OVERHEAD < 68:
+        yield ("cluster", "underlay", "mtu"), (
+            f"with vxlan the pods' MTU is the underlay's minus {VXLAN_OVERHEAD}; "
+            f"{cluster.underlay.mtu} leaves {cluster.underlay.mtu - VXLAN_OVERHEAD}, below IPv4's 68")
+
+
+def _pods(cluster: Cluster) -> Iterator[_Pod]:
+    for name, spec in cluster.pods.items():
+        path: Path = ("cluster", "pods", name)
+        if spec.replicas is None:
+            yield _Pod(name, spec, path)
+        else:
+            for i in range(spec.replicas):
+                yield _Pod(f"{name}-{i}", spec, path)
+
+
+def _check_names(lab: Lab, cluster: Cluster, pods: list[_Pod]) -> Iterator[Complaint]:
+    """Nodes, pods, the switch and plain `nodes:` share one namespace of node names."""
+    taken: dict[str, str] = {}
+
+    def claim(name: str, what: str, path: Path) -> Iterator[Complaint]:
+        if name in taken:
+            yield path, f"{what} {name!r} has the name of {taken[name]}; every node and pod needs its own name"
+        else:
+            taken[name] = f"{what} {name!r}"
+
+    yield from claim(cluster.underlay.switch, "the underlay switch", ("cluster", "underlay", "switch"))
+    for name in cluster.nodes:
+        yield from claim(name, "cluster node", ("cluster", "nodes", name))
+    for pod in pods:
+        if len(pod.name) > 48:
+            yield pod.path, f"pod name {pod.name!r} is {len(pod.name)} characters; at most 48"
+        yield from claim(pod.name, "pod", pod.path)
+    for name in lab.nodes:
+        yield from claim(name, "node", ("nodes", name))
+    ports: dict[str, str] = {}
+    for name in cluster.nodes:
+        port = ifname_for("", name)
+        if port in ports or port == SWITCH_BRIDGE:
+            yield ("cluster", "nodes", name), (
+                f"node {name!r} would get switch port {port!r}, as {ports.get(port, 'the bridge')} does; rename one")
+        ports[port] = name
+    for name, node in lab.nodes.items():
+        for ifname, link in node.links.items():
+            pnode, _, pif = link.peer.partition(":") if isinstance(link, Veth) else ("", "", "")
+            if pnode == cluster.underlay.switch and (pif in ports or pif == SWITCH_BRIDGE):
+                owner = "its bridge" if pif == SWITCH_BRIDGE else f"node {ports[pif]}'s port"
+                yield ("nodes", name, "links", ifname, "peer"), (
+                    f"{pif} on the underlay switch is {owner}; plug in with another name, "
+                    f"e.g. `peer: {pnode}:{name}`")
+    veths: dict[str, str] = {}
+    for pod in pods:
+        veth = _host_veth(pod.name)
+        if veth in veths:
+            yield pod.path, f"pod {pod.name!r} would get host veth {veth!r}, as {veths[veth]!r} does; rename one"
+        veths[veth] = pod.name
+
+
+def _hosts(net: V4Net, first: int) -> Iterator[V4Addr]:
+    """Usable addresses from the `first`-th on (no network or broadcast address)."""
+    top = net.num_addresses - 1 if net.prefixlen < 31 else net.num_addresses
+    for i in range(first, top):
+        yield net.network_address + i
+
+
+def _node_addresses(cluster: Cluster, complaints: list[Complaint]) -> dict[str, V4Addr]:
+    underlay = ipaddress.IPv4Network(cluster.underlay.subnet)
+    given: dict[V4Addr, str] = {}
+    out: dict[str, V4Addr] = {}
+    for name, spec in cluster.nodes.items():
+        if spec.address is None:
+            continue
+        path: Path = ("cluster", "nodes", name, "address")
+        addr = ipaddress.ip_address(spec.address)
+        if not isinstance(addr, V4Addr) or addr not in underlay:
+            complaints.append((path, f"address {addr} is not in the underlay subnet {underlay}"))
+        elif addr in (underlay.network_address, underlay.broadcast_address):
+            which = "network" if addr == underlay.network_address else "broadcast"
+            complaints.append((path, f"{addr} is the underlay's {which} address; pick a host address"))
+        elif addr in given:
+            complaints.append((path, f"address {addr} is also node {given[addr]}'s"))
+        else:
+            given[addr] = name
+            out[name] = addr
+    free = (a for a in _hosts(underlay, 2) if a not in given)  # .1 is the network's gateway, as in minikube
+    for name, spec in cluster.nodes.items():
+        if spec.address is None:
+            lease = next(free, None)
+            if lease is None:
+                complaints.append((("cluster", "nodes", name), (
+                    f"the underlay subnet {underlay} has no address left for node {name} (nodes get .2 "
+                    "onwards); use a larger subnet")))
+                continue
+            out[name] = lease
+    return out
+
+
+def _node_subnets(cluster: Cluster, complaints: list[Complaint]) -> dict[str, V4Net]:
+    pod_cidr = ipaddress.IPv4Network(cluster.pod_cidr)
+    given: dict[str, V4Net] = {}
+    for name, spec in cluster.nodes.items():
+        if spec.pod_cidr is None:
+            continue
+        path: Path = ("cluster", "nodes", name, "pod_cidr")
+        net = ipaddress.ip_network(spec.pod_cidr)
+        clash = next((other for other, n in given.items() if n.overlaps(net)), None)
+        if not isinstance(net, V4Net) or not net.subnet_of(pod_cidr):
+            complaints.append((path, f"pod_cidr {net} is not inside the cluster's pod_cidr {pod_cidr}"))
+        elif net.prefixlen > 30:
+            complaints.append((path, f"pod_cidr {net} has no room for a gateway and pods; use at most a /30"))
+        elif clash:
+            complaints.append((path, f"pod_cidr {net} overlaps node {clash}'s {given[clash]}; "
+                                     "each node needs its own pod subnet"))
+        else:
+            given[name] = net
+    leases = (s for s in pod_cidr.subnets(new_prefix=cluster.subnet_len)
+              if not any(s.overlaps(n) for n in given.values()))
+    out: dict[str, V4Net] = {}
+    for name, spec in cluster.nodes.items():
+        if name in given:
+            out[name] = given[name]
+        elif spec.pod_cidr is None:
+            lease = next(leases, None)
+            if lease is None:
+                total = 2 ** (cluster.subnet_len - pod_cidr.prefixlen)
+                complaints.append((("cluster", "nodes", name), (
+                    f"pod_cidr {pod_cidr} holds {total} /{cluster.subnet_len} lease{'s' if total != 1 else ''}, "
+                    f"none left for node {name}; use a larger pod_cidr or a longer subnet_len")))
+                continue
+            out[name] = lease
+    return out
+
+
+def _place_pods(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -> None:
+    """Pods with `node:` go there; the others are spread like a scheduler would: each to
+    the node with the fewest pods so far (the first in file order on a tie)."""
+    load = dict.fromkeys(cluster.nodes, 0)
+    for pod in pods:
+        if pod.spec.node is None:
+            continue
+        if pod.spec.node not in cluster.nodes:
+            close = difflib.get_close_matches(pod.spec.node, list(cluster.nodes), n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            complaints.append(((*pod.path, "node"), (
+                f"node {pod.spec.node!r} is not a cluster node; {hint}(cluster nodes: {', '.join(cluster.nodes)})")))
+            continue
+        pod.node = pod.spec.node
+        load[pod.node] += 1
+    for pod in pods:
+        if pod.spec.node is None:
+            pod.node = min(load, key=lambda n: load[n])  # min() keeps the first of equals
+            load[pod.node] += 1
+
+
+def _pod_addresses(subnets: dict[str, V4Net], pods: list[_Pod], complaints: list[Complaint]) -> None:
+    taken: dict[V4Addr, str] = {}
+    pods = [p for p in pods if p.node in subnets]  # the others have a problem reported already
+    for pod in pods:
+        if pod.spec.address is None:
+            continue
+        path: Path = (*pod.path, "address")
+        subnet = subnets[pod.node]
+        addr = ipaddress.ip_address(pod.spec.address)
+        if pod.spec.replicas is not None and pod.spec.replicas > 1:
+            complaints.append((path, f"{pod.spec.replicas} replicas cannot share one address; drop `address:`"))
+            return
+        if not isinstance(addr, V4Addr) or addr not in subnet:
+            complaints.append((path, f"address {addr} is not in node {pod.node}'s pod subnet {subnet}"))
+        elif addr in (subnet.network_address, subnet.network_address + 1, subnet.broadcast_address):
+            what = {subnet.network_address: "the subnet's network address (flannel.1's)",
+                    subnet.network_address + 1: "cni0's (the pods' gateway)",
+                    subnet.broadcast_address: "the broadcast address"}[addr]
+            complaints.append((path, f"{addr} is {what}; pods get .2 onwards"))
+        elif addr in taken:
+            complaints.append((path, f"address {addr} is also pod {taken[addr]}'s"))
+        else:
+            taken[addr] = pod.name
+            pod.address = addr
+    free = {node: (a for a in _hosts(net, 2) if a not in taken) for node, net in subnets.items()}
+    for pod in pods:
+        if pod.spec.address is None:
+            pod.address = next(free[pod.node], None)
+            if pod.address is None:
+                count = sum(1 for p in pods if p.node == pod.node)
+                subnet = subnets[pod.node]
+                complaints.append((pod.path, (
+                    f"node {pod.node}'s pod subnet {subnet} is full: it has "
+                    f"{_pods_word(subnet.num_addresses - 3)} (.2 onwards) and {count} are placed there; use a "
+                    "shorter subnet_len, or place pods on other nodes")))
+                return
+
+
+def _pods_word(n: int) -> str:
+    return f"room for {n} pod{'s' if n != 1 else ''}"
+
+
+def _check_user_links(cluster: Cluster, pods: list[_Pod]) -> Iterator[Complaint]:
+    """What a user adds to a node or pod may not take a name expansion uses."""
+    generated = {"eth0": "the underlay link", CNI_BRIDGE: "the CNI bridge", VXLAN_DEV: "flannel's vxlan"}
+    veths = {_host_veth(p.name): p.name for p in pods}
+    for name, node in cluster.nodes.items():
+        for ifname in node.links:
+            what = generated.get(ifname) or (f"the host end of pod {veths[ifname]}'s veth" if ifname in veths else None)
+            if what:
+                yield ("cluster", "nodes", name, "links", ifname), (
+                    f"{ifname} is {what}, which the cluster creates; name your link otherwise")
+    seen: set[Path] = set()
+    for pod in pods:
+        if pod.path not in seen and "eth0" in pod.spec.links:
+            yield (*pod.path, "links", "eth0"), (
+                "eth0 is the pod's veth into cni0, which the cluster creates; name your link otherwise")
+        seen.add(pod.path)
+
+
+__all__ = ["ClusterNode", "Expansion", "expand_cluster", "ifname_for", "vtep_mac"]
