@@ -45,7 +45,7 @@ def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] 
     except OpFailed as err:
         rollback(done, driver)
         what = err.op.what or err.op.ns
-        raise ApplyError(f"{what} ({err.op.render()})", err.reason, rolled_back=True) from None
+        raise ApplyError(f"{what} ({err.op.brief()})", err.reason, rolled_back=True) from None
     except (KeyboardInterrupt, Terminated):
         rollback(done, driver)
         raise Interrupted(

@@ -63,24 +63,32 @@ def cli() -> None:
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate(files: tuple[str, ...]) -> int:
-    """Check lab FILES without touching the kernel (no root needed).
+    """Check lab FILES (no root needed).
 
     Every problem is listed with file:line, the key path and what would be right.
+    As root, nodes' nftables rulesets and iptables dumps are also tried, each node's in a
+    throwaway network namespace (as `netlab up` does first); without root they are not.
     Exits 2 if any file has a problem.
     """
-    from netlab.labfile import load_lab
+    from netlab.labfile import load_lab_located
+    from netlab.preflight import check_firewall, has_firewall, not_checked_note
     from netlab.spec.load import topology
 
     bad = 0
     for file in files:
+        note = ""
         try:
-            lab = load_lab(file)
+            lab, where = load_lab_located(file)
+            if has_firewall(lab) and os.geteuid() == 0:
+                check_firewall(lab, where)  # in throwaway namespaces: `up` would refuse the same
+            elif has_firewall(lab):
+                note = f" ({not_checked_note(lab)})"
         except LabError as e:
             bad += 1
             err.print(str(e), markup=False)
             continue
         topo = topology(lab)
-        out.print(f"✓ {file}: lab {lab.name} — {len(lab.nodes)} nodes, {len(topo.interfaces)} interfaces",
+        out.print(f"✓ {file}: lab {lab.name} — {len(lab.nodes)} nodes, {len(topo.interfaces)} interfaces{note}",
                   markup=False)
     return EXIT_BAD_INPUT if bad else 0
 

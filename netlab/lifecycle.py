@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 from netlab.apply import apply_plan
 from netlab.errors import AlreadyUp, ApplyError, MissingFeature, NotRoot, UsageError
 from netlab.kernel.driver import KernelDriver, NamespaceView
-from netlab.labfile import load_lab
+from netlab.labfile import load_lab, load_lab_located
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
+from netlab.preflight import check_firewall, has_firewall
 from netlab.probes.responders import ResponderError, Service, start_responders
+from netlab.spec.ipvs import needs_ipvs
 from netlab.spec.load import topology
 from netlab.spec.model import Check, Lab
 from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, responder_log_path, write_state
@@ -42,7 +44,9 @@ def check_requirements(lab: Lab) -> None:
     from netlab.kernel.features import probe_features  # forks a probe child: only when needed
 
     kinds = {i.kind for i in topology(lab).interfaces.values()} & {"veth", "bridge", "dummy", "vxlan"}
-    features = {"netns"} | kinds | set(lab.requires)
+    features = {"netns"} | kinds | set(lab.requires) | ({"nftables"} if has_firewall(lab) else set())
+    if any(needs_ipvs(node.ipvs, node.sysctls) for node in lab.nodes.values()):
+        features.add("ipvs")  # `ipvs:` objects and net.ipv4.vs.* sysctls need ip_vs, as a link kind its module
     missing = [f for f in probe_features(sorted(features)) if not f.ok]
     if missing:
         lines = [f"lab {lab.name} needs kernel features this kernel lacks:"]
@@ -65,9 +69,13 @@ def up(
     driver: KernelDriver,
     progress: Callable[[Op], None] | None = None,
 ) -> UpResult:
-    lab, plan = load_and_plan(path)
+    lab, where = load_lab_located(path)
+    plan = build_plan(lab)
     require_root("up")
     check_requirements(lab)
+    if has_firewall(lab):
+        # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
+        check_firewall(lab, where)
     source = str(Path(path).resolve())
     with lab_lock(lab.name):
         existing = read_state(lab.name)
@@ -137,8 +145,11 @@ def _refuse_or_accept_existing(existing: LabState, plan: Plan, source: str) -> N
     gone = [line for line in existing.plan if line not in new]
     added = [op.render() for op in plan.ops if op.render() not in old]
     lines = [f"lab {existing.lab} is already up from {existing.source}, and the lab differs from it:"]
-    lines += [f"  - {line}" for line in gone[:10]] + ([f"  … {len(gone) - 10} more"] if len(gone) > 10 else [])
-    lines += [f"  + {line}" for line in added[:10]] + ([f"  … {len(added) - 10} more"] if len(added) > 10 else [])
+    # (a ruleset's op spans several lines: its text, indented under it)
+    lines += [f"  - {line}".replace("\n", "\n    ") for line in gone[:10]]
+    lines += [f"  … {len(gone) - 10} more"] if len(gone) > 10 else []
+    lines += [f"  + {line}".replace("\n", "\n    ") for line in added[:10]]
+    lines += [f"  … {len(added) - 10} more"] if len(added) > 10 else []
     if source != existing.source:
         lines.append(f"  (now from {source})")
     lines.append(f"To apply the change: netlab down {existing.lab} && netlab up {source}")

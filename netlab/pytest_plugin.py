@@ -41,6 +41,7 @@ import pytest
 
 if TYPE_CHECKING:
     from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
+    from netlab.kernel.ipvs import IpvsState
     from netlab.probes.run import ProbeResult
     from netlab.probes.runner import LabContext, Verdict
     from netlab.spec.model import Lab
@@ -185,6 +186,19 @@ class LabHandle:
 
         return flow_entries(entries, flow)
 
+    def ipvs(self, node: str, flow: ProbeResult | None = None) -> IpvsState:
+        """The node's IPVS: `.services` (each with its `.reals`: address, port, forward,
+        weight, active/inactive connections) and `.connections` (`ipvsadm -Lnc`); with
+        `flow`, only that probe's connections. `.text` reads like ipvsadm -Ln / -Lnc."""
+        from netlab.kernel.ipvs import IpvsState, ipvs_state
+
+        state = ipvs_state(self.ns(node))
+        if flow is None:
+            return state
+        from netlab.probes.judge import ipvs_flow
+
+        return IpvsState(state.services, tuple(ipvs_flow(state.connections, flow)))
+
     def exec(self, node: str, *argv: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """`ip netns exec LAB.NODE ARGV…`, output captured as text."""
         if not argv:
@@ -263,12 +277,13 @@ def _plain(value: Any) -> Any:
 def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str | None) -> _Loaded:
     """Validate the lab (its own name or `name`): (model, data to write or None, file)."""
     from netlab.errors import LabError
-    from netlab.labfile import load_lab, load_lab_data
+    from netlab.labfile import anchor_files, load_lab, load_lab_data
     from netlab.spec.source import parse_yaml
 
     try:
         if isinstance(spec, Mapping):
-            data = _plain(spec)
+            # a relative `file:` (a ruleset) is looked up next to the test file, like a lab file
+            data = anchor_files(_plain(spec), test_file.parent if test_file else Path.cwd())
             if name is not None:
                 data["name"] = name
             return load_lab_data(data), data, None
@@ -278,6 +293,7 @@ def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str
             return model, None, path
         data, source, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path))
         data["name"] = name
+        data = anchor_files(data, path.parent)  # the renamed copy is written elsewhere
         return load_lab_data(data, source), data, path
     except LabError as err:
         problem = str(err)

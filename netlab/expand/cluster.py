@@ -32,6 +32,8 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from netlab.expand.kube_iptables import render_iptables
+from netlab.expand.services import PodAddress, ServicePortView, resolve_services
 from netlab.spec.model import (
     IFNAMSIZ,
     Bridge,
@@ -113,6 +115,9 @@ def expand_cluster(lab: Lab) -> Expansion:
     complaints += _check_user_links(cluster, pods)
     if complaints:
         return Expansion(lab, complaints)
+    services = _services(cluster, pods, complaints)
+    if complaints:
+        return Expansion(lab, complaints)
 
     nodes: dict[str, Node] = {}
     origins: dict[Path, Path] = {}
@@ -160,10 +165,13 @@ def expand_cluster(lab: Lab) -> Expansion:
             else:
                 routes.append(Route(to=str(far_subnet), via=str(far), dev="eth0"))
         for pod in here:
-            links[_host_veth(pod.name)] = Veth(peer=f"{pod.name}:eth0", master=CNI_BRIDGE, mtu=mtu)
+            # the CNI bridge plugin's hairpinMode (flannel's delegate sets it): a pod can reach
+            # itself through a service VIP when the node DNATs the packet back out its port
+            links[_host_veth(pod.name)] = Veth(peer=f"{pod.name}:eth0", master=CNI_BRIDGE, mtu=mtu, hairpin=True)
         description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
+        proxy = _kube_proxy(cluster, name, services)
         nodes[name] = _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors,
-                             fdb=fdb, sysctls={"net.ipv4.ip_forward": 1})
+                             fdb=fdb, sysctls={"net.ipv4.ip_forward": 1}, **proxy)
         origins[("nodes", name)] = ("cluster", "nodes", name)
 
     for pod in pods:
@@ -181,6 +189,26 @@ def expand_cluster(lab: Lab) -> Expansion:
     return Expansion(lab.model_copy(update={"cluster": None, "nodes": nodes}), [], origins)
 
 
+def _services(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -> list[ServicePortView]:
+    if not cluster.services:
+        return []
+    if cluster.proxy_mode != "iptables":
+        complaints.append((("cluster", "proxy_mode"), (
+            f"proxy_mode {cluster.proxy_mode} is not built yet; use iptables (kube-proxy's default)")))
+        return []
+    placed = [PodAddress(p.name, p.node, str(p.address), dict(p.spec.labels)) for p in pods]
+    return resolve_services(cluster, placed, ipaddress.ip_network(cluster.pod_cidr).version, complaints)
+
+
+def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView]) -> dict[str, list[dict[str, object]]]:
+    """What kube-proxy writes on `node`, as lab objects (iptables mode: one iptables-save dump)."""
+    if not services:
+        return {}
+    # kube-proxy itself runs `iptables-restore --noflush`: its own chains are reset by their
+    # `:CHAIN` lines, everything else in the tables stays
+    return {"iptables": [{"save": render_iptables(node, services, cluster.pod_cidr), "family": 4, "noflush": True}]}
+
+
 def _plugged_in(lab: Lab, switch: str) -> list[str]:
     """Switch-side names of the veths plain nodes point at the switch (`peer: underlay:IF`)."""
     return [link.peer.partition(":")[2] for node in lab.nodes.values() for link in node.links.values()
@@ -193,7 +221,7 @@ def _host_veth(pod: str) -> str:
 
 def _merge(spec: Node, *, description: str, links: dict[str, object], routes: list[Route],
            neighbors: list[Neighbor] | None = None, fdb: list[Fdb] | None = None,
-           sysctls: dict[str, int] | None = None) -> Node:
+           sysctls: dict[str, int] | None = None, iptables: list[dict[str, object]] | None = None) -> Node:
     """A node: what the user wrote for it in `cluster:` first (so their indices stay
     theirs in error messages), then what expansion generates."""
     given = {k: getattr(spec, k) for k in _NODE_FIELDS if k in spec.model_fields_set}
@@ -206,7 +234,9 @@ def _merge(spec: Node, *, description: str, links: dict[str, object], routes: li
         given["fdb"] = [*spec.fdb, *fdb]
     if sysctls:
         given["sysctls"] = {**sysctls, **spec.sysctls}
-    return Node(**given)
+    if iptables:  # after the node's own dumps (indices stay the user's); --noflush keeps theirs
+        given["iptables"] = [*spec.iptables, *iptables]
+    return Node.model_validate(given)
 
 
 # ---------------------------------------------------------------- the section's own rules

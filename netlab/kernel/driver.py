@@ -19,7 +19,7 @@ class OpFailed(Exception):
     def __init__(self, op: Op, reason: str) -> None:
         self.op = op
         self.reason = reason
-        super().__init__(f"{op.render()}: {reason}")
+        super().__init__(f"{op.brief()}: {reason}")
 
 
 @dataclass(frozen=True)

@@ -78,7 +78,9 @@ TOOLS: dict[str, str] = {
     "socat": "socat",
 }
 
-DEFAULT_TIMEOUT = 10.0
+# Under emulation (`netlab vm run` without KVM, on a busy machine) the probe child's
+# imports alone took more than 10 s: every feature then read as missing.
+DEFAULT_TIMEOUT = 60.0 if os.environ.get("NETLAB_IN_VM") else 10.0
 
 # Names of the objects the child creates (inside its private namespace only).
 PROBE_PREFIX = "nlprobe"

@@ -1,6 +1,7 @@
 """The real kernel driver: namespaces via netns.py, everything else via batched
-rtnetlink (pyroute2 messages), sysctls via /proc/sys inside the namespace, and
-`exec` commands via `ip netns exec`.
+rtnetlink (pyroute2 messages), sysctls via /proc/sys inside the namespace, nftables
+rulesets and iptables dumps via nft.py (libnftables in a thread inside the namespace,
+iptables-nft-restore via `ip netns exec`), and `exec` commands via `ip netns exec`.
 
 Each stage's ops are grouped per namespace; a few worker threads take namespaces
 in turn, so one thread encodes messages while another waits in the kernel.
@@ -36,20 +37,27 @@ from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PER
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import netns as nsops
+from netlab.kernel import nft
 from netlab.kernel.driver import AddressView, LinkView, NamespaceView, OpFailed
+from netlab.kernel.ipvs import apply_here as apply_ipvs_here
 from netlab.kernel.rtnl import RtnlSocket
 from netlab.naming import parse_mark
 from netlab.plan.ops import (
     AddAddress,
     AddFdb,
+    AddIpvsReal,
+    AddIpvsService,
     AddNeighbor,
     AddRoute,
     AddRule,
     CreateLink,
     CreateNetns,
+    LoadNftables,
     MarkNetns,
     Op,
+    RestoreIptables,
     RunCommand,
+    SetBridgePort,
     SetLink,
     SetSysctl,
 )
@@ -129,6 +137,11 @@ class NetlinkDriver:
             for op in ops:
                 self._run_command(op)  # type: ignore[arg-type]
                 on_done(op)
+        elif all(isinstance(op, (LoadNftables, RestoreIptables)) for op in ops):
+            # nft.py: libnftables in a thread inside the namespace, iptables-nft-restore via ip netns exec
+            self._per_namespace(ops, on_done, lambda ns, group: nft.apply_in(self._handle(ns).fd, ns, group))
+        elif all(isinstance(op, (AddIpvsService, AddIpvsReal)) for op in ops):
+            self._per_namespace(ops, on_done, self._ipvs)
         else:
             self._per_namespace(ops, on_done, self._netlink)
 
@@ -273,6 +286,17 @@ class NetlinkDriver:
 
         return nsops.in_thread(run)
 
+    def _ipvs(self, ns: str, ops: list[Op]) -> list[tuple[Op, str]]:
+        """IPVS services and reals over generic netlink, from a thread inside the namespace
+        (a generic netlink socket, like any, belongs to the namespace it is opened in)."""
+        fd = self._handle(ns).fd
+
+        def run() -> list[tuple[Op, str]]:
+            nsops.enter_here(fd)
+            return apply_ipvs_here(ops)
+
+        return nsops.in_thread(run)
+
     def _run_command(self, op: RunCommand) -> None:
         # Fix: subprocess.run() left the command running when Ctrl-C/SIGTERM landed while
         # Popen was still starting it (after the fork, before run() could kill it on
@@ -314,6 +338,14 @@ class NetlinkDriver:
     def _message(self, op: Op) -> tuple[Any, int, int]:
         if isinstance(op, CreateLink):
             return self._create_link(op), RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL
+        if isinstance(op, SetBridgePort):
+            msg = ifinfmsg()
+            msg["index"] = self._ifindex(op.ns, op.name)
+            msg["attrs"] = [("IFLA_LINKINFO", {"attrs": [
+                ("IFLA_INFO_SLAVE_KIND", "bridge"),
+                ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", int(op.hairpin))]}),
+            ]})]
+            return msg, RTM_NEWLINK, 0
         if isinstance(op, SetLink):
             msg = ifinfmsg()
             msg["index"] = self._ifindex(op.ns, op.name)
@@ -571,6 +603,11 @@ def _write_sysctl(key: str, value: str) -> None:
         with open(_sysctl_path(key), "w") as f:
             f.write(value)
     except FileNotFoundError:
+        if _sysctl_path(key).startswith("/proc/sys/net/ipv4/vs/"):
+            raise FileNotFoundError(
+                2, f"no sysctl {key} in this namespace: the IPVS sysctls exist only on a kernel with ip_vs "
+                   "loaded (a lab with `ipvs:` objects or net.ipv4.vs.* sysctls gets it checked before `up`)"
+            ) from None
         raise FileNotFoundError(
             2, f"no sysctl {key} in this namespace (for interface names with a dot write "
                f"slashes, e.g. net/ipv4/conf/flannel.1/rp_filter)"

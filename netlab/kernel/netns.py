@@ -109,6 +109,13 @@ def create_here(name: str) -> None:
         raise
 
 
+def unshare_here() -> None:
+    """In the *calling thread*: a new network namespace of its own, with no name. Nothing
+    holds it but the thread (and processes it starts), so it vanishes when they end: for
+    trying things out (the firewall preflight). Use only from a thread made for it."""
+    _check(_libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+
+
 def enter_here(fd: int) -> None:
     """In the calling thread: switch to the namespace open at fd."""
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")

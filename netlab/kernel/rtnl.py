@@ -49,10 +49,11 @@ class Failure:
 
 
 class RtnlSocket:
-    """NETLINK_ROUTE socket bound to the namespace of the thread that created it."""
+    """NETLINK_ROUTE socket bound to the namespace of the thread that created it (or of
+    another netlink protocol: netlab.kernel.ipvs batches generic netlink requests on it)."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    def __init__(self, protocol: int = socket.NETLINK_ROUTE) -> None:
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)

@@ -14,19 +14,25 @@ from netlab.plan.ops import (
     STAGES,
     AddAddress,
     AddFdb,
+    AddIpvsReal,
+    AddIpvsService,
     AddNeighbor,
     AddRoute,
     AddRule,
     CreateLink,
     CreateNetns,
+    LoadNftables,
     MarkNetns,
     Op,
+    RestoreIptables,
     RunCommand,
+    SetBridgePort,
     SetLink,
     SetSysctl,
     stage_of,
 )
 from netlab.spec.checks import route_family, rule_family
+from netlab.spec.ipvs import real_port, service_family
 from netlab.spec.model import BUILTIN_TABLES, Bridge, Lab, Node, Vxlan
 from netlab.spec.source import format_path
 from netlab.spec.topology import Topology, resolve
@@ -70,6 +76,8 @@ def _uses_ipv6(node: Node) -> bool:
             return True
     if any(":" in n.to for n in node.neighbors) or any(f.dst and ":" in f.dst for f in node.fdb):
         return True  # the kernel refuses an NDP entry on a device with IPv6 disabled
+    if any(service_family(s) == 6 or any(":" in r.address for r in s.reals) for s in node.ipvs):
+        return True
     return any(route_family(r) == 6 for r in node.routes) or any(rule_family(r) == 6 for r in node.rules)
 
 
@@ -136,6 +144,9 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
             # mac too: it is what made this op needed, and was dropped before
             ops.append(SetLink(ns[node_name], format_path(iface.path), name="lo", up=iface.settings.up,
                                mtu=iface.settings.mtu, mac=iface.settings.mac))
+        if iface.settings.hairpin:
+            ops.append(SetBridgePort(ns[node_name], format_path((*iface.path, "hairpin")), name=iface.name,
+                                     hairpin=True))
 
     for node_name, node in lab.nodes.items():
         for key, value in node.sysctls.items():
@@ -176,6 +187,12 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
                                table=table, table_name=table_name))
 
     for node_name, node in lab.nodes.items():
+        ops += firewall_ops(ns[node_name], f"nodes.{node_name}", node)
+
+    for node_name, node in lab.nodes.items():
+        ops += ipvs_ops(ns[node_name], f"nodes.{node_name}", node)
+
+    for node_name, node in lab.nodes.items():
         for i, argv in enumerate(node.exec):
             ops.append(RunCommand(ns[node_name], f"nodes.{node_name}.exec[{i}]", argv=tuple(argv)))
 
@@ -183,6 +200,39 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
     order = {s: i for i, s in enumerate(STAGES)}
     ops.sort(key=lambda op: order[stage_of(op)])
     return Plan(lab.name, tuple(ops), tuple(ns.values()), fingerprint(lab))
+
+
+def ipvs_ops(ns: str, where: str, node: Node) -> list[Op]:
+    """A node's IPVS services, each followed by its real servers, in file order."""
+    ops: list[Op] = []
+    for i, svc in enumerate(node.ipvs):
+        family, port = service_family(svc), svc.port or 0
+        ops.append(AddIpvsService(ns, f"{where}.ipvs[{i}]", proto=svc.proto, family=family, address=svc.address,
+                                  port=port, fwmark=svc.fwmark, scheduler=svc.scheduler,
+                                  persistent=svc.persistent, netmask=svc.netmask))
+        for j, real in enumerate(svc.reals):
+            ops.append(AddIpvsReal(ns, f"{where}.ipvs[{i}].reals[{j}]", proto=svc.proto, family=family,
+                                   address=svc.address, port=port, fwmark=svc.fwmark, real=real.address,
+                                   real_port=real_port(svc, real), weight=real.weight, forward=real.forward))
+    return ops
+
+
+def firewall_ops(ns: str, where: str, node: Node) -> list[Op]:
+    """A node's nftables rulesets, then its iptables dumps, in file order. The loaded lab
+    carries every `file:`'s text, so the ops hold the text itself."""
+    ops: list[Op] = []
+    for i, r in enumerate(node.nftables):
+        if r.json_ is not None:
+            ops.append(LoadNftables(ns, f"{where}.nftables[{i}]", text=json.dumps(r.json_), json=True))
+        else:
+            if r.ruleset is None:  # only a lab that skipped labfile's loading has `file:` here
+                raise ValueError(f"{where}.nftables[{i}]: the file {r.file} was not read (load the lab with load_lab)")
+            ops.append(LoadNftables(ns, f"{where}.nftables[{i}]", text=r.ruleset))
+    for i, d in enumerate(node.iptables):
+        if d.save is None:
+            raise ValueError(f"{where}.iptables[{i}]: the file {d.file} was not read (load the lab with load_lab)")
+        ops.append(RestoreIptables(ns, f"{where}.iptables[{i}]", text=d.save, family=d.family, noflush=d.noflush))
+    return ops
 
 
 def _net(value: str | None) -> str | None:

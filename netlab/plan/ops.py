@@ -9,6 +9,7 @@ real inverse ops; the apply engine already runs whatever `undo()` returns, in re
 
 from __future__ import annotations
 
+import ipaddress
 import shlex
 from dataclasses import dataclass, field
 
@@ -24,6 +25,10 @@ class Op:
 
     def render(self) -> str:
         raise NotImplementedError
+
+    def brief(self) -> str:
+        """One line for messages (render() may span several)."""
+        return self.render()
 
     def undo(self) -> Op | None:
         return None  # removed together with its namespace (see module docstring)
@@ -124,6 +129,17 @@ class CreateLink(Op):
             if not self.learning:
                 parts.append("nolearning")
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class SetBridgePort(Op):
+    """A bridge port's own settings, once it is a port: hairpin mode (CNI's hairpinMode)."""
+
+    name: str = ""
+    hairpin: bool = False
+
+    def render(self) -> str:
+        return f"ip -n {self.ns} link set {self.name} type bridge_slave hairpin {'on' if self.hairpin else 'off'}"
 
 
 @dataclass(frozen=True)
@@ -260,6 +276,123 @@ class AddRule(Op):
         return " ".join(parts)
 
 
+def _heredoc(command: str, text: str) -> str:
+    """`command <<'EOF'`, the text, and the delimiter: a shell runs it as written."""
+    lines = text.splitlines()
+    end, n = "EOF", 0
+    while end in lines:
+        n += 1
+        end = f"EOF{n}"
+    return "\n".join([f"{command} <<'{end}'", *lines, end])
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    head = (lines[0] if lines else "")[:60]
+    more = f" … {len(text.splitlines())} lines" if len(lines) > 1 else ""
+    return f"{head}{more}"
+
+
+@dataclass(frozen=True)
+class LoadNftables(Op):
+    """An nftables ruleset, applied in the namespace as one transaction (`nft -f`): in nft's
+    own syntax, or libnftables JSON (`json`, the text is then the JSON document)."""
+
+    text: str = ""
+    json: bool = False
+
+    def command(self) -> str:
+        return f"ip netns exec {self.ns} nft {'-j ' if self.json else ''}-f -"
+
+    def render(self) -> str:
+        return _heredoc(self.command(), self.text)
+
+    def brief(self) -> str:
+        return f"{self.command()} <<'EOF' ({_first_line(self.text)})"
+
+
+@dataclass(frozen=True)
+class RestoreIptables(Op):
+    """An iptables-save dump, loaded by iptables-nft-restore (ip6tables-nft-restore for IPv6)."""
+
+    text: str = ""
+    family: int = 4
+    noflush: bool = False
+
+    def command(self) -> str:
+        tool = "ip6tables-nft-restore" if self.family == 6 else "iptables-nft-restore"
+        return f"ip netns exec {self.ns} {tool}{' --noflush' if self.noflush else ''}"
+
+    def render(self) -> str:
+        return _heredoc(self.command(), self.text)
+
+    def brief(self) -> str:
+        return f"{self.command()} <<'EOF' ({_first_line(self.text)})"
+
+
+@dataclass(frozen=True)
+class _IpvsServiceKey(Op):
+    """What identifies an IPVS virtual service: protocol, address and port, or a firewall
+    mark (of one family). Rendered as ipvsadm's service options."""
+
+    proto: str = "tcp"  # tcp | udp | sctp (the kernel ignores it for a fwmark service)
+    family: int = 4
+    address: str | None = None
+    port: int = 0
+    fwmark: int | None = None
+
+    def service_args(self) -> str:
+        if self.fwmark is not None:
+            return f"-f {self.fwmark}" + (" -6" if self.family == 6 else "")
+        flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}[self.proto]
+        return f"{flag} {_endpoint(self.address or '', self.port)}"
+
+
+def _endpoint(address: str, port: int | None) -> str:
+    """ipvsadm's ADDR[:PORT]: an IPv6 address in brackets only with a port (ipvsadm
+    refuses `[2001:db8::1]` alone)."""
+    if ":" in address and port:
+        return f"[{address}]:{port}"
+    return f"{address}:{port}" if port else address
+
+
+@dataclass(frozen=True)
+class AddIpvsService(_IpvsServiceKey):
+    """An IPVS virtual service (`ipvsadm -A`); persistence is `-p SECONDS` (granularity
+    `-M`: an IPv4 netmask, an IPv6 prefix length)."""
+
+    scheduler: str = "wlc"
+    persistent: int | None = None  # seconds
+    netmask: int | None = None  # prefix length of the persistence granularity
+
+    def render(self) -> str:
+        parts = [f"ip netns exec {self.ns} ipvsadm -A {self.service_args()} -s {self.scheduler}"]
+        if self.persistent is not None:
+            parts.append(f"-p {self.persistent}")
+        if self.netmask is not None:
+            mask = self.netmask if self.family == 6 else ipaddress.IPv4Network(f"0.0.0.0/{self.netmask}").netmask
+            parts.append(f"-M {mask}")
+        return " ".join(parts)
+
+
+IPVS_FORWARD_FLAGS = {"masq": "-m", "dr": "-g", "tun": "-i"}
+
+
+@dataclass(frozen=True)
+class AddIpvsReal(_IpvsServiceKey):
+    """A real server of the service the key names (`ipvsadm -a`): its address and port
+    (0: each packet's own destination port), weight and forwarding method."""
+
+    real: str = ""
+    real_port: int = 0
+    weight: int = 1
+    forward: str = "masq"  # masq | dr | tun
+
+    def render(self) -> str:
+        return (f"ip netns exec {self.ns} ipvsadm -a {self.service_args()} -r {_endpoint(self.real, self.real_port)} "
+                f"{IPVS_FORWARD_FLAGS[self.forward]} -w {self.weight}")
+
+
 @dataclass(frozen=True)
 class RunCommand(Op):
     argv: tuple[str, ...] = ()
@@ -276,11 +409,14 @@ STAGES: tuple[str, ...] = (
     "veths",  # may name a bridge master
     "tunnels",  # vxlan: may name a veth or dummy as underlay dev
     "link settings",  # far ends of veths, lo: masters, MTU, MAC, state
+    "port settings",  # bridge ports' own flags (hairpin), once every port has its master
     "sysctls",  # after links, so per-interface keys exist
     "addresses",
     "neighbors",  # neighbour entries, then FDB entries (flanneld's order); before the routes that use them
     "routes",
     "rules",
+    "firewall",  # nftables rulesets, then iptables dumps, each node's in file order
+    "ipvs",  # IPVS services, each followed by its real servers (a driver keeps a namespace's ops in order)
     "commands",
 )
 
@@ -290,6 +426,8 @@ def stage_of(op: Op) -> str:
         return "namespaces"
     if isinstance(op, CreateLink):
         return {"veth": "veths", "vxlan": "tunnels"}.get(op.kind, "bridges")
+    if isinstance(op, SetBridgePort):
+        return "port settings"
     if isinstance(op, SetLink):
         return "link settings"
     if isinstance(op, SetSysctl):
@@ -302,6 +440,10 @@ def stage_of(op: Op) -> str:
         return "routes"
     if isinstance(op, AddRule):
         return "rules"
+    if isinstance(op, (LoadNftables, RestoreIptables)):
+        return "firewall"
+    if isinstance(op, (AddIpvsService, AddIpvsReal)):
+        return "ipvs"
     if isinstance(op, RunCommand):
         return "commands"
     raise TypeError(f"unknown op {type(op).__name__}")

@@ -14,9 +14,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
+from netlab.kernel.ipvs import FORWARD_WORDS, IpvsConn, IpvsServiceView, endpoint, table_text
 from netlab.probes.capture import Packet
 from netlab.probes.run import ProbeResult
-from netlab.spec.expectations import CaptureExpect, ConntrackExpect, ProbeExpect, RouteExpect, RuleQuerySpec
+from netlab.spec.expectations import (
+    CaptureExpect,
+    ConntrackExpect,
+    IpvsExpect,
+    ProbeExpect,
+    RouteExpect,
+    RuleQuerySpec,
+)
+from netlab.spec.targets import split_target
 
 # Names in expectations → the addresses they stand for, and an address → its node (for
 # words). A "where" is an address → "node3's cni0", for messages about routers.
@@ -260,6 +269,94 @@ def _entry_mismatches(expect: ConntrackExpect, e: CtEntry, resolve: Resolve, nod
     if expect.state is not None and (e.state or "").upper() != expect.state.upper():
         out.append(f"expected state {expect.state.upper()}, saw {e.state or 'none'}")
     return out
+
+
+# ---------------------------------------------------------------- IPVS
+
+
+def ipvs_flow(conns: Iterable[IpvsConn], r: ProbeResult) -> list[IpvsConn]:
+    """The IPVS connections of one probe's flow (persistence templates left out), best
+    first: same protocol and client port, and the client's address or the probe's
+    destination (a client NATed before the director still has its port)."""
+    proto = "tcp" if r.proto == "http" else r.proto
+    found = [c for c in conns if not c.template and c.proto == proto and c.cport == r.sport
+             and (_norm(c.client) == _norm(r.src) or (_norm(c.vaddr) == _norm(r.dst) and c.vport == r.dport))]
+    found.sort(key=lambda c: (_norm(c.client) != _norm(r.src), _norm(c.vaddr) != _norm(r.dst)))
+    return found
+
+
+def ipvs_forward(c: IpvsConn, services: Sequence[IpvsServiceView]) -> str | None:
+    """How the real server of connection c is reached (masq, dr, tun, …): from the
+    service's real server entry, since the connection table does not show it."""
+    candidates = [s for s in services if s.matches(c.proto, c.vaddr, c.vport)] or \
+        [s for s in services if s.fwmark is not None]
+    for svc in candidates:
+        for real in svc.reals:
+            if _norm(real.address) == _norm(c.daddr) and real.port in (c.dport, 0):
+                return real.forward
+    return None
+
+
+def _real_matches(item: str, c: IpvsConn, resolve: Resolve) -> bool:
+    host, port = split_target(item)
+    return _norm(c.daddr) in resolve((host,)) and (port is None or port == c.dport)
+
+
+def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], conns: Sequence[IpvsConn],
+               services: Sequence[IpvsServiceView], resolve: Resolve, node_of: NodeOf) -> Judgement:
+    j = Judgement()
+    table = [f"ipvsadm -Ln in {node}: {line}" for line in table_text(services)]
+    for r in results:
+        if r.sport is None:
+            j.reasons.append(f"the probe has no client port to find its IPVS connection by ({r.detail})")
+            continue
+        mine = ipvs_flow(conns, r)
+        flow = f"{r.proto} {endpoint(r.src or '?', r.sport)} → {endpoint(r.dst, r.dport)}"
+        if not expect.entry:
+            if mine:
+                j.reasons.append(f"expected no IPVS connection in {node} for {flow}, found one to "
+                                 f"{_who_at(mine[0].daddr, mine[0].dport, node_of)}")
+                j.evidence += [f"ipvsadm -Lnc in {node}: {mine[0].text}", *table]
+                break  # one flow says it
+            continue
+        if not mine:
+            proto = "tcp" if r.proto == "http" else r.proto
+            none = ""
+            if not any(s.matches(proto, r.dst, r.dport or 0) for s in services):
+                marks = [str(s.fwmark) for s in services if s.fwmark is not None]
+                none = (f"; {node} has no virtual service {proto.upper()} {endpoint(r.dst, r.dport)}"
+                        + (f" (its fwmark service{'s' if len(marks) > 1 else ''} {', '.join(marks)} take only "
+                           "packets carrying the mark)" if marks else ""))
+            j.reasons.append(f"expected an IPVS connection in {node} for {flow}, found none among "
+                             f"{_count(len(conns), 'connection')}{none}")
+            j.evidence += [*table, *(f"ipvsadm -Lnc in {node}: {c.text}" for c in list(conns)[:5])]
+            continue
+        c = mine[0]
+        problems = []
+        if expect.real is not None and not any(_real_matches(item, c, resolve) for item in expect.real):
+            problems.append(f"expected real server {_names(expect.real)}, the connection went to "
+                            f"{_who_at(c.daddr, c.dport, node_of)}")
+        if expect.forward is not None:
+            forward = ipvs_forward(c, services)
+            if forward is None:
+                problems.append(f"expected forward {expect.forward}, but {endpoint(c.daddr, c.dport)} is a real "
+                                f"server of no service of {node} any more")
+            elif forward != expect.forward:
+                problems.append(f"expected forward {expect.forward}, the real server {endpoint(c.daddr, c.dport)} "
+                                f"is {forward} ({FORWARD_WORDS.get(forward, forward)})")
+        if expect.state is not None and c.state.upper() != expect.state.upper():
+            problems.append(f"expected state {expect.state.upper()}, saw {c.state}")
+        if problems:
+            j.reasons += [f"IPVS in {node} for {flow}: {p}" for p in problems]
+            j.evidence += [f"ipvsadm -Lnc in {node}: {c.text}", *table]
+        if j.reasons:
+            break  # one failing flow says it; fifty would drown it
+    return j
+
+
+def _who_at(addr: str, port: int, node_of: NodeOf) -> str:
+    node = node_of(addr)
+    return f"{endpoint(addr, port)} ({node})" if node else endpoint(addr, port)
 
 
 # ---------------------------------------------------------------- capture

@@ -1,7 +1,8 @@
 """Run a lab's checks: gather the observations each one needs, let the judges decide.
 
 A probe check opens its capture (if any) first, sends its probes, then reads the
-conntrack table of the node it names; route and rule checks ask the kernel directly.
+conntrack table and the IPVS services and connections of the nodes it names; route and
+rule checks ask the kernel directly.
 Checks run in a thread pool: every observation is tied to the probe's own flow (its
 client port or ICMP id), so checks running side by side do not see each other's traffic
 as their own. A check with `wait:` is retried until it passes or the budget is spent —
@@ -19,8 +20,18 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from netlab.kernel.inspect import InspectError, RouteQuery, conntrack, route_get, rules
+from netlab.kernel.ipvs import IpvsConn, endpoint, ipvs_view
 from netlab.probes.capture import Capture, CaptureError, Packet
-from netlab.probes.judge import Judgement, judge_capture, judge_conntrack, judge_probe, judge_route, judge_rule
+from netlab.probes.judge import (
+    Judgement,
+    ipvs_flow,
+    judge_capture,
+    judge_conntrack,
+    judge_ipvs,
+    judge_probe,
+    judge_route,
+    judge_rule,
+)
 from netlab.probes.run import ProbeRequest, ProbeResult, probe_many
 from netlab.spec.expectations import ProbeCheck, RouteCheck, RuleCheck
 from netlab.spec.load import topology
@@ -162,6 +173,7 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         workers = 1 if check.probe.sport is not None else min(8, len(requests))
         results = probe_many(requests, workers=workers)
         entries = conntrack(ctx.ns(check.conntrack.on)) if check.conntrack is not None else []
+        services, conns = ipvs_view(ctx.ns(check.ipvs.on)) if check.ipvs is not None else ([], [])
         packets: list[Packet] = capture.packets() if capture is not None else []
     finally:
         if capture is not None:
@@ -169,13 +181,29 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     j = judge_probe(check.expect, results, ctx.resolve, ctx.node_of, ctx.where)
     if check.conntrack is not None:
         j.add(judge_conntrack(check.conntrack.on, check.conntrack.expect, results, entries, ctx.resolve, ctx.node_of))
+    summary = _probe_summary(results, ctx.where)
+    if check.ipvs is not None:
+        j.add(judge_ipvs(check.ipvs.on, check.ipvs.expect, results, conns, services, ctx.resolve, ctx.node_of))
+        summary += _ipvs_summary(check.ipvs.on, results, conns, ctx)
     if check.capture is not None:
         j.add(judge_capture(check.capture.on, check.capture.expect, results, packets, ctx.resolve, ctx.node_of))
     if not j.passed:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
-    return _verdict(check, "probe", j, _probe_summary(results, ctx.where),
-                    probes=[asdict(r) for r in results])
+    return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results])
+
+
+def _ipvs_summary(node: str, results: Sequence[ProbeResult], conns: Sequence[IpvsConn], ctx: LabContext) -> str:
+    """'; IPVS in director → rs1 (5), rs2 (5)': the real server each flow was given."""
+    reals: Counter[str] = Counter()
+    for r in results:
+        mine = ipvs_flow(conns, r)
+        if mine:
+            reals[ctx.node_of(mine[0].daddr) or endpoint(mine[0].daddr, mine[0].dport)] += 1
+    if not reals:
+        return f"; no IPVS connection in {node}"
+    n = len(results)
+    return f"; IPVS in {node} → " + ", ".join(f"{k} ({v})" if n > 1 else k for k, v in reals.most_common())
 
 
 def _distinct(results: Sequence[ProbeResult]) -> list[ProbeResult]:

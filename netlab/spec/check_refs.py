@@ -11,7 +11,14 @@ from collections.abc import Iterator
 from netlab.spec.expectations import ProbeCheck, RouteCheck, RuleCheck
 from netlab.spec.model import BUILTIN_TABLES, Lab
 from netlab.spec.source import Path
-from netlab.spec.targets import TargetError, _did_you_mean, names_to_addresses, node_addresses, probe_target
+from netlab.spec.targets import (
+    TargetError,
+    _did_you_mean,
+    names_to_addresses,
+    node_addresses,
+    probe_target,
+    split_target,
+)
 from netlab.spec.topology import Complaint, Topology
 
 
@@ -124,6 +131,8 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
         ct = check.conntrack.expect
         for key in ("orig_src", "orig_dst", "reply_src", "reply_dst"):
             yield from _names(topo, nodes, getattr(ct, key), (*c, "expect", key))
+    if check.ipvs:
+        yield from _check_ipvs(topo, nodes, check, proto, (*path, "ipvs"))
     if check.capture:
         c = (*path, "capture")
         node, _, ifname = check.capture.on.partition(":")
@@ -135,6 +144,28 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
         cap = check.capture.expect
         for key in ("outer_src", "outer_dst", "src", "dst"):
             yield from _names(topo, nodes, getattr(cap, key), (*c, "expect", key))
+
+
+def _check_ipvs(topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, c: Path) -> Iterator[Complaint]:
+    """`ipvs:` names a node, real servers that resolve, and a flow IPVS can balance."""
+    assert check.ipvs is not None
+    yield from _node(nodes, check.ipvs.on, (*c, "on"))
+    if proto == "icmp":
+        yield c, ("IPVS balances TCP, UDP and SCTP, not ICMP echo: the probe gets no IPVS connection; probe a "
+                  "service's port with tcp, udp or http")
+    ipvs = check.ipvs.expect
+    if not ipvs.entry:
+        given = [k for k in ("real", "forward", "state") if getattr(ipvs, k) is not None]
+        if given:
+            yield (*c, "expect", given[0]), (
+                f"`entry: false` (no IPVS connection) contradicts {' and '.join(given)}, which "
+                f"describe{'s' if len(given) == 1 else ''} one")
+    for item in ipvs.real or ():
+        try:
+            host, _port = split_target(item)
+            names_to_addresses(topo, nodes, (host,))
+        except TargetError as err:
+            yield (*c, "expect", "real"), f"{err} (a real server is NODE, ADDRESS, NODE:PORT, ADDR:PORT or [V6]:PORT)"
 
 
 def _check_icmp_expect(topo: Topology, nodes: set[str], check: ProbeCheck, e: Path) -> Iterator[Complaint]:

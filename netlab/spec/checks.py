@@ -12,10 +12,12 @@ import re
 from collections.abc import Iterator
 
 from netlab.spec.check_refs import check_checks
+from netlab.spec.ipvs import check_node_ipvs
+from netlab.spec.ipvs import check_sysctl as check_ipvs_sysctl
 from netlab.spec.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vxlan
 from netlab.spec.topology import Complaint, Interface, Topology
 
-_SYSCTL_RE = re.compile(r"^net\.[A-Za-z0-9_.\-/]+$")
+_SYSCTL_RE = re.compile(r"^net[./][A-Za-z0-9_.\-/]+$")  # dots, or slashes (sysctl(8): net/ipv4/conf/flannel.1/…)
 
 
 def route_family(route: Route) -> int:
@@ -70,6 +72,7 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
         for i, rule in enumerate(node.rules):
             complaints += _check_rule(lab, rule, (*base, "rules", i))
         complaints += _check_neighbors_fdb(node, ifaces, base)
+        complaints += check_node_ipvs(node.ipvs, base, {str(a) for a in local})
         for key in node.sysctls:
             ifname = _sysctl_interface(key, names)
             if ifname is not None and ifname not in names | {"all", "default"}:
@@ -92,6 +95,8 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
                         "net.ipv4.ip_forward) can be set, and only inside the lab's namespace",
                     )
                 )
+            elif (why := check_ipvs_sysctl(key)) is not None:
+                complaints.append(((*base, "sysctls", key), why))
         for ifname, link in node.links.items():
             if isinstance(link, Vxlan):
                 complaints += _check_vxlan(link, (*base, "links", ifname))

@@ -3,8 +3,8 @@
 A check is one of three kinds, told apart by the key it carries:
 
 - `probe:` sends real traffic and judges its outcome (`expect:`), optionally also the
-  flow's conntrack entry in some node (`conntrack:`) and the packets seen on an
-  interface while it ran (`capture:`);
+  flow's conntrack entry in some node (`conntrack:`), its IPVS connection in a director
+  (`ipvs:`) and the packets seen on an interface while it ran (`capture:`);
 - `route:` asks a node's kernel `ip route get …` and judges the answer;
 - `rule:` asks whether an ip rule is present (or absent) in a node.
 
@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
 
+from netlab.spec.ipvs import normalize_forward
 from netlab.spec.values import Base, IfName, IpAddress, Mark, NodeName, Prefix, TableRef
 
 ProbeProto = Literal["icmp", "tcp", "udp", "http"]
@@ -176,6 +177,23 @@ class ConntrackSpec(Base):
     expect: ConntrackExpect = ConntrackExpect()
 
 
+class IpvsExpect(Base):
+    """The IPVS connection entry of the probe's own flow in a director (matched by the
+    client's address and port), as `ipvsadm -Lnc` lists it."""
+
+    entry: bool = True  # false: the flow must have *no* IPVS connection in this node
+    # The real server it was given: a node (any of its addresses), an address, NODE:PORT,
+    # ADDR:PORT or [V6]:PORT; a list means any of them.
+    real: NodesOrAddrs | None = None
+    forward: Annotated[Literal["masq", "dr", "tun", "local"], BeforeValidator(normalize_forward)] | None = None
+    state: str | None = None  # ESTABLISHED, TIME_WAIT, SYN_RECV, CLOSE, … (UDP: UDP)
+
+
+class IpvsSpec(Base):
+    on: NodeName
+    expect: IpvsExpect = IpvsExpect()
+
+
 class CaptureExpect(Base):
     seen: bool = True  # false: none of the probe's packets may cross this interface
     # The frame's own (outermost) IP header: what is on the wire.
@@ -205,6 +223,7 @@ class ProbeCheck(_CheckCommon):
     probe: Probe
     expect: ProbeExpect = ProbeExpect()
     conntrack: ConntrackSpec | None = None
+    ipvs: IpvsSpec | None = None
     capture: CaptureSpec | None = None
 
 

@@ -170,6 +170,10 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "arp": ("neighbors",), "neigh": ("neighbors",), "bridge_fdb": ("fdb",), "fdbs": ("fdb",),
     "cidr": ("pod_cidr",), "podcidr": ("pod_cidr",), "pod_subnet": ("pod_cidr",), "network": ("pod_cidr",),
     "type": ("kind", "backend"), "mode": ("backend",), "host": ("node",), "nodename": ("node",),
+    "nft": ("nftables",), "nftable": ("nftables",), "firewall": ("nftables",), "ip6tables": ("iptables",),
+    "iptables_save": ("iptables",), "rules_file": ("file",), "path": ("file",), "filename": ("file",),
+    "text": ("ruleset", "save"), "rulesets": ("ruleset",), "nft_ruleset": ("ruleset",), "dump": ("save",),
+    "iptables-save": ("save",), "flush": ("noflush",),
 }
 
 # What a missing key is for, so the message says what to write.
@@ -321,6 +325,13 @@ def _problem_from_pydantic(err: Any, source: Source) -> tuple[Problem, Path | No
                 text += f"; e.g. {example}"
         return source.problem(path, text), None
     if kind == "list_type":
+        if last in ("nftables", "iptables") and len(path) >= 3 and path[-3] in ("nodes", "pods"):
+            one, many = ("ruleset", "rulesets") if last == "nftables" else ("save", "iptables-save dumps")
+            text = (f"expected a list of {many} (items like `- {one}: |`), or one as text (`{last}: |`), "
+                    f"got {_show(value)}")
+            if isinstance(value, dict):
+                text += "; for a list of one, put '- ' before it"
+            return source.problem(path, text), None
         if len(path) >= 3 and path[2] == "exec" and isinstance(value, str):
             argv = ", ".join(_split(value))
             text = ("expected a list of arguments (the command runs without a shell), "
@@ -338,6 +349,10 @@ def _problem_from_pydantic(err: Any, source: Source) -> tuple[Problem, Path | No
         return source.problem(path, f"expected true or false, got {_show(value)}"), None
     if kind == "string_type":
         return source.problem(path, f"expected a string, got {_show(value)}{_type_hint(value)}"), None
+    if kind == "string_too_short" and last in ("ruleset", "save", "file") and len(path) >= 3 and path[-3] in (
+            "nftables", "iptables"):
+        what = "file" if last == "file" else "text"
+        return source.problem(path, f"is empty; give the {what}, or drop the entry"), None
     if kind.startswith(("int_", "bool_", "string_")):
         return source.problem(path, f"{_lower_first(msg)}, got {_show(value)}"), None
     if kind == "literal_error":

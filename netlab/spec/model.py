@@ -8,11 +8,13 @@ ignored key.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Discriminator, Field, Tag
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, model_validator
 
 from netlab.spec.expectations import Check, ServeSpec
+from netlab.spec.ipvs import IpvsService
 from netlab.spec.values import (
     IFNAMSIZ,
     Base,
@@ -42,6 +44,7 @@ class _LinkCommon(Base):
     up: bool = True
     addresses: list[InterfaceAddress] = []
     master: IfName | None = None  # a bridge in the same node
+    hairpin: bool = False  # as a bridge port: frames may leave by the port they came in (CNI hairpinMode)
 
 
 class Veth(_LinkCommon):
@@ -155,6 +158,84 @@ class Fdb(Base):
 SysctlValue = int | str
 
 
+# ---------------------------------------------------------------- firewall: nftables and iptables
+
+
+def _nft_json(value: Any) -> Any:
+    """libnftables JSON: a mapping {"nftables": [command, …]}, or the same as JSON text."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as err:
+            raise ValueError(f"is not valid JSON: {err}") from None
+    if not isinstance(value, dict) or set(value) != {"nftables"} or not isinstance(value["nftables"], list):
+        raise ValueError('expected libnftables JSON, a mapping {"nftables": [...]} (as `nft -j list ruleset` '
+                         "prints it)")
+    if not all(isinstance(item, dict) for item in value["nftables"]):
+        raise ValueError('every item of "nftables" is a mapping, a command such as {"add": {"table": {…}}}')
+    return value
+
+
+def _exactly_one(entry: BaseModel, keys: tuple[str, ...], what: str) -> None:
+    """`keys` as written in the lab file (aliases): exactly one of them must be given."""
+    attrs = {info.alias or name: name for name, info in type(entry).model_fields.items()}
+    given = [k for k in keys if getattr(entry, attrs[k]) is not None]
+    if len(given) != 1:
+        options = ", ".join(f"`{k}:`" for k in keys[:-1]) + f" or `{keys[-1]}:`"
+        have = f" (this one has {' and '.join(given)})" if given else ""
+        raise ValueError(f"{what} needs exactly one of {options}{have}")
+
+
+class NftRuleset(Base):
+    """One nftables ruleset, applied in its node's namespace as `nft -f` applies a file.
+    A `file:` is read when the lab is loaded: the loaded lab carries its text (as
+    `ruleset:`, or `json:` for a .json file), so the plan and `netlab render` need no file."""
+
+    ruleset: Annotated[str, Field(min_length=1)] | None = None  # nft's own syntax (`nft list ruleset`)
+    json_: Annotated[dict[str, Any] | None, BeforeValidator(_nft_json)] = Field(default=None, alias="json")
+    file: Annotated[str, Field(min_length=1)] | None = None  # a .nft or .json file, relative to the lab file
+
+    @model_validator(mode="after")
+    def _one_form(self) -> NftRuleset:
+        _exactly_one(self, ("ruleset", "json", "file"), "an nftables ruleset")
+        return self
+
+
+class IptablesDump(Base):
+    """An `iptables-save` dump, loaded with `iptables-nft-restore` (ip6tables-nft-restore
+    for `family: 6`) in its node's namespace."""
+
+    save: Annotated[str, Field(min_length=1)] | None = None  # iptables-save text
+    file: Annotated[str, Field(min_length=1)] | None = None  # relative to the lab file
+    family: Literal[4, 6] = 4
+    noflush: bool = False  # --noflush: add to the tables instead of replacing them
+
+    @model_validator(mode="after")
+    def _one_form(self) -> IptablesDump:
+        _exactly_one(self, ("save", "file"), "an iptables dump")
+        return self
+
+
+def _short_rulesets(value: Any) -> Any:
+    """`nftables: |` (one ruleset in nft's syntax) and plain-string items are `{ruleset: …}`."""
+    if isinstance(value, str):
+        return [{"ruleset": value}]
+    if isinstance(value, list):
+        return [{"ruleset": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _short_dumps(value: Any) -> Any:
+    """`iptables: |` (one IPv4 iptables-save dump) and plain-string items are `{save: …}`."""
+    if isinstance(value, str):
+        return [{"save": value}]
+    if isinstance(value, list):
+        return [{"save": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
 class Node(Base):
     description: str = ""
     links: dict[IfName, Link] = {}
@@ -165,6 +246,9 @@ class Node(Base):
     sysctls: dict[str, SysctlValue] = {}
     exec: list[Annotated[list[str], Field(min_length=1)]] = []
     serve: list[ServeSpec] = []  # responders: tcp/8080, udp/53, http/80 (see netlab.probes.responders)
+    nftables: Annotated[list[NftRuleset], BeforeValidator(_short_rulesets)] = []  # applied in order
+    iptables: Annotated[list[IptablesDump], BeforeValidator(_short_dumps)] = []  # after the nftables rulesets
+    ipvs: list[IpvsService] = []  # IPVS virtual services and their real servers (netlab.spec.ipvs)
 
 
 # ---------------------------------------------------------------- cluster (expanded by netlab.expand)
@@ -196,6 +280,32 @@ class Underlay(Base):
     switch: NodeName = "underlay"  # the switch namespace's node name
 
 
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value  # `protocol: tcp` is as good as TCP
+
+
+class ServicePort(Base):
+    name: str = ""  # kube-proxy's chain hashes include it ("ns/svc:NAME")
+    port: Annotated[int, Field(ge=1, le=65535)]
+    target_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default: port
+    protocol: Annotated[Literal["TCP", "UDP", "SCTP"], BeforeValidator(_upper)] = "TCP"
+    node_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # NodePort/LoadBalancer: 30000-32767
+
+
+class Service(Base):
+    """A Kubernetes Service: kube-proxy's rules for it are built on every cluster node."""
+
+    namespace: str = "default"
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
+    cluster_ip: IpAddress | None = None  # default: the next free one from service_cidr's .10
+    ports: Annotated[list[ServicePort], Field(min_length=1)]
+    selector: dict[str, str] = {}  # endpoints: the pods whose labels include all of these
+    session_affinity: Literal["None", "ClientIP"] = "None"
+    external_traffic_policy: Literal["Cluster", "Local"] = "Cluster"
+    external_ips: list[IpAddress] = []
+    load_balancer_ip: IpAddress | None = None
+
+
 class Cluster(Base):
     backend: Literal["vxlan", "host-gw"] = "vxlan"
     pod_cidr: Prefix = "10.244.0.0/16"  # flannel's Network
@@ -205,6 +315,10 @@ class Cluster(Base):
     underlay: Underlay = Underlay()
     nodes: Annotated[dict[NodeName, ClusterNode], Field(min_length=1)]
     pods: dict[NodeName, ClusterPod] = {}
+    proxy_mode: Literal["iptables", "nftables", "ipvs"] = "iptables"  # kube-proxy's mode
+    service_cidr: Prefix = "10.96.0.0/12"  # kube-apiserver's --service-cluster-ip-range
+    node_port_range: tuple[int, int] = (30000, 32767)  # --service-node-port-range
+    services: dict[NodeName, Service] = {}
 
 
 class Lab(Base):

@@ -75,6 +75,8 @@ class _FlowList(list):  # type: ignore[type-arg]
 
 
 def _plain(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\n" not in value  # a text of several lines is a `|` block, which flow style cannot hold
     return not isinstance(value, (dict, list)) or (
         isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value))
 
@@ -98,6 +100,20 @@ class _Dumper(yaml.SafeDumper):
     def increase_indent(self, flow: bool = False, indentless: bool = False) -> Any:
         return super().increase_indent(flow, False)
 
+    def analyze_scalar(self, scalar: str) -> Any:
+        """PyYAML writes no `|` block holding a tab, though YAML allows tabs in one (and
+        `nft list ruleset` indents with tabs): judge the block style as if they were letters."""
+        analysis = super().analyze_scalar(scalar)
+        if "\n" in scalar and "\t" in scalar:
+            analysis.allow_block = super().analyze_scalar(scalar.replace("\t", "x")).allow_block
+        return analysis
 
+
+def _text(dumper: yaml.SafeDumper, value: str) -> Any:
+    """Texts of several lines (rulesets, dumps) as `|` blocks, line for line."""
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _text)
 _Dumper.add_representer(_Flow, lambda d, v: d.represent_mapping("tag:yaml.org,2002:map", v, flow_style=True))
 _Dumper.add_representer(_FlowList, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))

@@ -58,6 +58,9 @@ class Source:
 
     file: str
     lines: dict[Path, int] = field(default_factory=dict)
+    # Literal block scalars (`key: |`): the line of their text's first line, so a line
+    # number within the text (an nft error's) maps to a line of the file.
+    blocks: dict[Path, int] = field(default_factory=dict)
 
     def line_of(self, path: Path) -> int:
         """Line of the deepest known prefix of `path` (a missing key points at its parent)."""
@@ -125,6 +128,8 @@ class _Builder:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        if isinstance(node, yaml.ScalarNode) and node.style == "|":
+            self.source.blocks[path] = node.start_mark.line + 2  # the text starts below the '|'
         return self.constructor.construct_object(node, deep=True)
 
 

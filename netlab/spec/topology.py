@@ -253,6 +253,10 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
                 )
             elif iface.master == key[1]:
                 complaints.append(((*iface.path, "master"), "a bridge cannot be its own master"))
+        if iface.settings.hairpin and iface.master is None:
+            complaints.append(((*iface.path, "hairpin"), (
+                "hairpin is a bridge port's setting; give this link `master: BRIDGE` (or list it in the "
+                "bridge's `ports:`)")))
         underlay = iface.settings.dev if isinstance(iface.settings, Vxlan) else None
         if underlay is not None and (key[0], underlay) not in topo.interfaces:
             known = ", ".join(sorted(i.name for i in topo.of_node(key[0]) if i.name != key[1]))

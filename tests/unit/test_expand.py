@@ -211,3 +211,37 @@ def _ip(text: str) -> ipaddress.IPv4Address:
 
 def _node_of(lab: Lab, pod: str) -> str:
     return next(n for n, node in lab.nodes.items() if f"veth{pod}" in node.links)
+
+
+# ---------------------------------------------------------------- services (kube-proxy iptables mode)
+
+
+def test_kube_proxy_chain_hashes_match_kube_proxys_own_tests() -> None:
+    from netlab.expand.services import endpoint_hash, port_proto_hash
+
+    # pkg/proxy/iptables/proxier_test.go: ns1/svc1:p80 → KUBE-SVC-XPGD46QRK7WJZT7O, its endpoint
+    # 10.180.0.1:80 → KUBE-SEP-SXIVWICOYRO3J4NJ
+    assert port_proto_hash("ns1/svc1:p80", "tcp") == "XPGD46QRK7WJZT7O"
+    assert endpoint_hash("ns1/svc1:p80", "tcp", "10.180.0.1:80") == "SXIVWICOYRO3J4NJ"
+
+
+def test_services_expand_into_an_iptables_dump_on_every_node() -> None:
+    lab = load_lab("tests/golden/expand/services-iptables.yaml")
+    for node in ("node1", "node2"):
+        (dump,) = lab.nodes[node].iptables
+        text = dump.save or ""
+        assert "-A KUBE-SERVICES -m comment --comment \"default/web cluster IP\"" in text
+        assert "--probability 0.5000000000" in text and "KUBE-MARK-MASQ" in text
+    # Local policy: node1's KUBE-SVL chain has only node1's endpoint
+    node1 = lab.nodes["node1"].iptables[0].save or ""
+    svl = [line for line in node1.splitlines() if line.startswith("-A KUBE-SVL-")]
+    assert len(svl) == 1 and "10.244.0.2:8080" in svl[0], svl
+    # the pods' host veths are hairpin ports, as the CNI bridge plugin's hairpinMode makes them
+    assert all(link.hairpin for name, link in lab.nodes["node1"].links.items() if name.startswith("veth"))
+
+
+def test_service_cluster_ips_are_handed_out_from_dot_10() -> None:
+    lab = load_lab("tests/golden/expand/services-iptables.yaml")
+    text = lab.nodes["node1"].iptables[0].save or ""
+    for ip in ("10.96.0.10", "10.96.0.11", "10.96.0.12", "10.96.0.13"):
+        assert f"-d {ip}/32" in text

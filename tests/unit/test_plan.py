@@ -37,7 +37,7 @@ nodes:
     links:
       br0: {kind: bridge, addresses: [10.0.0.1/24]}
       d0: {kind: dummy, addresses: [192.168.9.1/24]}
-      veth1: {peer: "pod:eth0", master: br0}
+      veth1: {peer: "pod:eth0", master: br0, hairpin: true}
       vx0: {kind: vxlan, vni: 7, remote: 192.168.9.2, dev: d0}
       lo: {mtu: 9000}
     routes:
@@ -51,6 +51,13 @@ nodes:
       - {lladdr: "02:00:00:00:00:0a", dev: veth1}
     exec:
       - [ip, route]
+    nftables:
+      - ruleset: |
+          table inet all {
+            chain post { type nat hook postrouting priority srcnat; oifname "d0" masquerade; }
+          }
+    ipvs:
+      - {address: 192.168.9.1, port: 80, scheduler: rr, reals: [{address: 10.0.0.2, port: 8080}]}
   pod:
     links:
       eth0: {addresses: [10.0.0.2/24], mtu: 1400}
@@ -81,8 +88,8 @@ def test_stage_order() -> None:
     assert order == sorted(order)
     assert [stage for stage, _ in plan.by_stage()] == list(STAGES)  # this lab uses every stage
     assert list(STAGES) == [
-        "namespaces", "bridges", "veths", "tunnels", "link settings",
-        "sysctls", "addresses", "neighbors", "routes", "rules", "commands",
+        "namespaces", "bridges", "veths", "tunnels", "link settings", "port settings",
+        "sysctls", "addresses", "neighbors", "routes", "rules", "firewall", "ipvs", "commands",
     ]
     headers = [line[2:] for line in plan.render().splitlines()[1:] if line.startswith("# ")]
     assert headers == list(STAGES)
@@ -519,3 +526,10 @@ def test_fingerprint_changes_with_the_lab(change: tuple[str, str]) -> None:
     changed = text.replace(*change)
     assert changed != text
     assert build_plan(lab(text)).fingerprint != build_plan(lab(changed)).fingerprint
+
+
+def test_hairpin_port_is_set_once_the_port_has_its_master() -> None:
+    plan = build_plan(lab(EVERYTHING))
+    (op,) = [op for op in plan.ops if stage_of(op) == "port settings"]
+    assert op.render() == "ip -n all.host link set veth1 type bridge_slave hairpin on"
+    assert STAGES.index("port settings") == STAGES.index("link settings") + 1

@@ -1,0 +1,116 @@
+"""Preflight of a lab's firewall: every node's nftables rulesets and iptables dumps are
+tried in a throwaway network namespace before `netlab up` creates anything, so a syntax
+error (or a ruleset the kernel refuses) is bad input — exit 2, nothing created — with the
+line of the lab file it is on, not a rolled-back build.
+
+nft and iptables-nft-restore say which line of the ruleset or dump is wrong; here that
+becomes a line of the lab file: for a literal block (`ruleset: |`) the key's line plus
+the offset, for a `file:` the file and its own line, for inline JSON the command's item.
+
+    lab.yaml:17: nodes.router.nftables[0].ruleset: line 4 of the ruleset: Error: syntax error, …
+          ip daddr 172.30.0.44 tcp dport 80 dnat to
+                                                   ^
+"""
+
+from __future__ import annotations
+
+import os
+
+from netlab.errors import LabError, Problem
+from netlab.kernel.nft import Message, TrialFailure, trial
+from netlab.labfile import LabOrigin
+from netlab.naming import netns_name
+from netlab.plan.build import firewall_ops
+from netlab.plan.ops import LoadNftables, Op, RestoreIptables
+from netlab.spec.model import Lab, Node
+from netlab.spec.source import Source, format_path, printable
+
+
+def has_firewall(lab: Lab) -> bool:
+    return any(node.nftables or node.iptables for node in lab.nodes.values())
+
+
+def check_firewall(lab: Lab, where: LabOrigin | None = None) -> None:
+    """Try each node's rulesets and dumps in order, each node in a namespace of its own that
+    vanishes afterwards; raise LabError with every node's first failure. Needs root."""
+    if os.geteuid() != 0:
+        raise PermissionError("trying nftables rulesets needs root")
+    where = where or LabOrigin(Source("<lab>"))
+    problems: list[Problem] = []
+    tried: dict[tuple[object, ...], TrialFailure | None] = {}
+    for name, node in lab.nodes.items():
+        ops = firewall_ops(netns_name(lab.name, name), f"nodes.{name}", node)
+        if not ops:
+            continue
+        key = tuple(_content(op) for op in ops)  # cluster nodes often carry the same rules
+        if key not in tried:
+            tried[key] = trial(ops)
+        failure = tried[key]
+        if failure is not None:
+            problems += _problems(name, node, failure.index, failure.messages, where)
+    if problems:
+        raise LabError(problems)
+
+
+def _content(op: Op) -> tuple[object, ...]:
+    if isinstance(op, LoadNftables):
+        return ("nft", op.json, op.text)
+    if isinstance(op, RestoreIptables):
+        return ("iptables", op.family, op.noflush, op.text)
+    raise TypeError(type(op).__name__)
+
+
+def _problems(name: str, node: Node, index: int, messages: list[Message], where: LabOrigin) -> list[Problem]:
+    """A failed ruleset's (or dump's) messages as problems at lab-file lines."""
+    src = where.source
+    if index < len(node.nftables):
+        kind, i, noun = "nftables", index, "the ruleset"
+        key = "json" if node.nftables[i].json_ is not None else "ruleset"
+    else:
+        kind, i, noun, key = "iptables", index - len(node.nftables), "the dump", "save"
+    entry = ("nodes", name, kind, i)
+    written = where.written(entry)
+    file = where.files.get(written)
+    out: list[Problem] = []
+    for m in messages:
+        text = m.text + _hint(node, kind, i, m) + _context(m)
+        if file is not None:
+            at = (*written, "file")
+            spot = f":{m.line}" if m.line else f" (command {m.command})" if m.command is not None else ""
+            out.append(Problem(src.file, src.line_of(at), format_path(at), f"{file}{spot}: {text}"))
+        elif key == "json":
+            at = (*written, "json", "nftables", m.command) if m.command is not None else (*written, "json")
+            out.append(Problem(src.file, src.line_of(at), format_path(at), text))
+        else:
+            at, first = where.text_start(entry, key)
+            # nft names the line after a text's last newline for "unexpected end of file"
+            last = max(1, len(_text(node, kind, i).splitlines()))
+            line = first + min(m.line, last) - 1 if first and m.line else src.line_of(at)
+            spot = f"line {m.line} of {noun}: " if m.line else ""
+            out.append(Problem(src.file, line, format_path(at), spot + text))
+    return out
+
+
+def _text(node: Node, kind: str, i: int) -> str:
+    entry = node.nftables[i].ruleset if kind == "nftables" else node.iptables[i].save
+    return entry or ""
+
+
+def _hint(node: Node, kind: str, i: int, m: Message) -> str:
+    """What the usual mistakes mean."""
+    if kind == "iptables" and node.iptables[i].family == 4 and "host/network" in m.text and \
+            any(":" in line for line in m.context):
+        return " (an IPv6 address in an IPv4 dump? give the dump `family: 6`)"
+    return ""
+
+
+def _context(m: Message) -> str:
+    """nft's echo of the offending line and its caret line, indented under the problem.
+    Tabs become spaces in both alike, so the caret stays under its place."""
+    return "".join("\n      " + printable(line.replace("\t", "    ")) for line in m.context)
+
+
+def not_checked_note(lab: Lab) -> str:
+    """What `netlab validate` says when it cannot try the rulesets."""
+    n = sum(len(node.nftables) + len(node.iptables) for node in lab.nodes.values())
+    return f"{n} nftables/iptables ruleset{'s' if n != 1 else ''} not tried: that needs root (sudo netlab validate)"
