@@ -11,20 +11,14 @@ netlab itself; `netlab down` runs in a finally (also on Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-NETLAB = [str(REPO / ".venv" / "bin" / "python"), "-m", "netlab.cli"]
+from labrun import up_check_down
 
 
 def pod_addr(i: int) -> str:
@@ -67,11 +61,6 @@ def lab(name: str, pods: int, checks: int) -> dict[str, Any]:
     return {"name": name, "nodes": nodes, "checks": out}
 
 
-def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    return time.perf_counter() - t0, proc
-
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -83,25 +72,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.yaml"
         path.write_text(yaml.safe_dump(lab(name, args.pods, args.checks), sort_keys=False))
-        try:
-            t_up, p = timed([*NETLAB, "up", str(path)])
-            if p.returncode:
-                print(p.stdout + p.stderr, file=sys.stderr)
-                return 1
-            times = []
-            for _ in range(args.repeat):
-                t, p = timed([*NETLAB, "check", str(path), "--json"])
-                report = json.loads(p.stdout)
-                if report["failed"]:
-                    bad = [c for c in report["checks"] if not c["passed"]][:3]
-                    print(json.dumps(bad, indent=1), file=sys.stderr)
-                    return 1
-                times.append(t)
-                inner = report["seconds"]
-        finally:
-            t_down, _ = timed([*NETLAB, "down", name])
-    print(f"pods={args.pods} checks={args.checks} up_s={t_up:.2f} check_s={statistics.median(times):.2f} "
-          f"(runs: {', '.join(f'{t:.2f}' for t in times)}; last run inside netlab {inner:.2f}) down_s={t_down:.2f}")
+        result = up_check_down(path, name, args.repeat)
+    if result is None:
+        return 1
+    print(f"pods={args.pods} checks={args.checks} {result.summary()}")
     return 0
 
 

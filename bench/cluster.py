@@ -16,20 +16,14 @@ netlab itself; `netlab down` runs in a finally (also on Ctrl-C).
 from __future__ import annotations
 
 import argparse
-import json
 import secrets
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-REPO = Path(__file__).resolve().parent.parent
-NETLAB = [str(REPO / ".venv" / "bin" / "python"), "-m", "netlab.cli"]
+from labrun import up_check_down
 
 
 def lab(name: str, nodes: int, per_node: int) -> dict[str, Any]:
@@ -72,11 +66,6 @@ def lab(name: str, nodes: int, per_node: int) -> dict[str, Any]:
     }
 
 
-def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
-    t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    return time.perf_counter() - t0, proc
-
 
 HEADER = """\
 # A scale lab: 10 nodes × 20 pods on flannel's VXLAN overlay (211 namespaces with the
@@ -104,30 +93,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.yaml"
         path.write_text(yaml.safe_dump(lab(name, args.nodes, args.pods_per_node), sort_keys=False))
-        times: list[float] = []
-        inner = float("nan")
-        n_checks = 0
-        try:
-            t_up, p = timed([*NETLAB, "up", str(path)])
-            if p.returncode:
-                print(p.stdout + p.stderr, file=sys.stderr)
-                return 1
-            for _ in range(args.repeat):
-                t, p = timed([*NETLAB, "check", str(path), "--json"])
-                report = json.loads(p.stdout)
-                if report["failed"]:
-                    bad = [c for c in report["checks"] if not c["passed"]][:3]
-                    print(json.dumps(bad, indent=1), file=sys.stderr)
-                    return 1
-                times.append(t)
-                inner = report["seconds"]
-                n_checks = len(report["checks"])
-        finally:
-            t_down, _ = timed([*NETLAB, "down", name])
+        result = up_check_down(path, name, args.repeat)
+    if result is None:
+        return 1
     pods = args.nodes * args.pods_per_node
-    print(f"nodes={args.nodes} pods={pods} namespaces={args.nodes + pods + 1} checks={n_checks} "
-          f"up_s={t_up:.2f} check_s={statistics.median(times):.2f} (runs: {', '.join(f'{t:.2f}' for t in times)}; "
-          f"last run inside netlab {inner:.2f}) down_s={t_down:.2f}")
+    print(f"nodes={args.nodes} pods={pods} namespaces={args.nodes + pods + 1} checks={result.n_checks} "
+          f"{result.summary()}")
     return 0
 
 

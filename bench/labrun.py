@@ -1,0 +1,59 @@
+"""Shared by bench/checks.py and bench/cluster.py: time a lab's `netlab up`, `netlab check
+--json` (repeated) and `netlab down` as whole CLI commands. `down` runs in a finally, so
+an error or Ctrl-C never leaves the lab behind."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+NETLAB = [str(REPO / ".venv" / "bin" / "python"), "-m", "netlab.cli"]
+
+
+def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    return time.perf_counter() - t0, proc
+
+
+@dataclass
+class Timings:
+    up: float
+    checks: list[float]  # each `netlab check` command
+    inside: float  # the last run's own `seconds`
+    n_checks: int
+    down: float
+
+    def summary(self) -> str:
+        runs = ", ".join(f"{t:.2f}" for t in self.checks)
+        return (f"up_s={self.up:.2f} check_s={statistics.median(self.checks):.2f} (runs: {runs}; last run "
+                f"inside netlab {self.inside:.2f}) down_s={self.down:.2f}")
+
+
+def up_check_down(path: Path, name: str, repeat: int) -> Timings | None:
+    """None (after printing why on stderr) if `up` failed or a check did not pass."""
+    checks: list[float] = []
+    inside, n_checks = float("nan"), 0
+    try:
+        t_up, p = timed([*NETLAB, "up", str(path)])
+        if p.returncode:
+            print(p.stdout + p.stderr, file=sys.stderr)
+            return None
+        for _ in range(repeat):
+            t, p = timed([*NETLAB, "check", str(path), "--json"])
+            report = json.loads(p.stdout)
+            if report["failed"]:
+                bad = [c for c in report["checks"] if not c["passed"]][:3]
+                print(json.dumps(bad, indent=1), file=sys.stderr)
+                return None
+            checks.append(t)
+            inside, n_checks = report["seconds"], len(report["checks"])
+    finally:
+        t_down, _ = timed([*NETLAB, "down", name])
+    return Timings(t_up, checks, inside, n_checks, t_down)
