@@ -31,6 +31,7 @@ import hashlib
 import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from netlab.expand.kube_iptables import render_iptables
 from netlab.expand.services import PodAddress, ServicePortView, resolve_services
@@ -170,6 +171,7 @@ def expand_cluster(lab: Lab) -> Expansion:
             links[_host_veth(pod.name)] = Veth(peer=f"{pod.name}:eth0", master=CNI_BRIDGE, mtu=mtu, hairpin=True)
         description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
         proxy = _kube_proxy(cluster, name, services)
+        links.update(proxy.pop("links", {}))  # e.g. IPVS mode's kube-ipvs0 dummy
         nodes[name] = _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors,
                              fdb=fdb, sysctls={"net.ipv4.ip_forward": 1}, **proxy)
         origins[("nodes", name)] = ("cluster", "nodes", name)
@@ -200,8 +202,10 @@ def _services(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -
     return resolve_services(cluster, placed, ipaddress.ip_network(cluster.pod_cidr).version, complaints)
 
 
-def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView]) -> dict[str, list[dict[str, object]]]:
-    """What kube-proxy writes on `node`, as lab objects (iptables mode: one iptables-save dump)."""
+def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView]) -> dict[str, Any]:
+    """What kube-proxy programs on `node`, as lab objects keyed by Node field (lists go
+    after the user's own entries, dicts under them; `links` join the node's). One writer
+    per proxy mode."""
     if not services:
         return {}
     # kube-proxy itself runs `iptables-restore --noflush`: its own chains are reset by their
@@ -220,22 +224,20 @@ def _host_veth(pod: str) -> str:
 
 
 def _merge(spec: Node, *, description: str, links: dict[str, object], routes: list[Route],
-           neighbors: list[Neighbor] | None = None, fdb: list[Fdb] | None = None,
-           sysctls: dict[str, int] | None = None, iptables: list[dict[str, object]] | None = None) -> Node:
+           **generated: Any) -> Node:
     """A node: what the user wrote for it in `cluster:` first (so their indices stay
-    theirs in error messages), then what expansion generates."""
+    theirs in error messages), then what expansion generates. `generated` holds more Node
+    fields: a list goes after the user's entries (e.g. kube-proxy's dump after theirs, which
+    --noflush keeps), a dict under theirs (their sysctl wins)."""
     given = {k: getattr(spec, k) for k in _NODE_FIELDS if k in spec.model_fields_set}
     given["description"] = description
     given["links"] = {**links, **spec.links}  # user links never collide (_check_user_links)
     given["routes"] = [*spec.routes, *routes]
-    if neighbors:
-        given["neighbors"] = [*spec.neighbors, *neighbors]
-    if fdb:
-        given["fdb"] = [*spec.fdb, *fdb]
-    if sysctls:
-        given["sysctls"] = {**sysctls, **spec.sysctls}
-    if iptables:  # after the node's own dumps (indices stay the user's); --noflush keeps theirs
-        given["iptables"] = [*spec.iptables, *iptables]
+    for key, value in generated.items():
+        if not value:
+            continue
+        mine = getattr(spec, key)
+        given[key] = {**value, **mine} if isinstance(value, dict) else [*mine, *value]
     return Node.model_validate(given)
 
 
