@@ -11,10 +11,10 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -31,7 +31,16 @@ EPILOG = """\b
 Exit codes: 0 ok, 1 failed, 2 bad input or usage (nothing created),
             3 not root or a kernel feature is missing.
 Namespaces are named LAB.NODE: `ip netns exec LAB.NODE CMD` works too.
+A lab file's variant NAME (`variants:`) is built with --variant NAME, as lab LAB-NAME.
 """
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+_VARIANT_HELP = ("Use the lab file's variant NAME (its `variants:` section): the lab merged with the "
+                 "variant's changes, named LAB-NAME.")
+
+
+def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:
+    return click.option("--variant", metavar="NAME", default=None, help=help)
 
 
 def _driver() -> Any:
@@ -57,6 +66,10 @@ def cli() -> None:
       sudo netlab exec docker-bridge c1 -- ping -c1 172.17.0.3
       sudo netlab down docker-bridge              # remove everything
       sudo netlab vm run -- netlab check --up labs/ipvs-smoke.yaml   # IPVS/VRF on a kernel without them
+
+    \b
+    Variants (a lab's `variants:`, e.g. the broken datapath next to the working one):
+      sudo netlab check --up LAB.yaml --variant NAME   # lab LAB-NAME: the variant's checks
     """
 
 
@@ -66,37 +79,58 @@ def validate(files: tuple[str, ...]) -> int:
     """Check lab FILES (no root needed).
 
     Every problem is listed with file:line, the key path and what would be right.
+    A file with `variants:` is valid when its lab and every variant are; each variant is
+    checked as the lab it builds, and a problem in one points at the variant's lines.
     As root, nodes' nftables rulesets and iptables dumps are also tried, each node's in a
     throwaway network namespace (as `netlab up` does first); without root they are not.
     Exits 2 if any file has a problem.
     """
-    from netlab.labfile import load_lab_located
+    from netlab.labfile import load_variants
     from netlab.preflight import check_firewall, has_firewall, not_checked_note
-    from netlab.spec.load import topology
 
     bad = 0
     for file in files:
-        note = ""
+        notes: list[str] = []
         try:
-            lab, where = load_lab_located(file)
-            if has_firewall(lab) and os.geteuid() == 0:
-                check_firewall(lab, where)  # in throwaway namespaces: `up` would refuse the same
-            elif has_firewall(lab):
-                note = f" ({not_checked_note(lab)})"
+            labs = load_variants(file)
+            firewall: list[str] = []
+            problems = []
+            for lab, where in labs.all():
+                if has_firewall(lab) and os.geteuid() == 0:
+                    try:
+                        check_firewall(lab, where)  # in throwaway namespaces: `up` would refuse the same
+                    except LabError as e:
+                        problems += e.problems
+                elif has_firewall(lab) and not firewall:
+                    firewall.append(not_checked_note(lab))
+            if problems:
+                raise LabError(problems)
         except LabError as e:
             bad += 1
             err.print(str(e), markup=False)
             continue
-        topo = topology(lab)
-        out.print(f"✓ {file}: lab {lab.name} — {len(lab.nodes)} nodes, {len(topo.interfaces)} interfaces{note}",
-                  markup=False)
+        notes += firewall
+        if labs.variants:
+            n = len(labs.variants)
+            notes.append(f"{n} variant{'s' if n != 1 else ''}: {', '.join(labs.variants)}")
+        lab = labs.base[0]
+        note = "".join(f" ({n})" for n in notes)
+        out.print(f"✓ {file}: lab {lab.name} — {_size(lab)}{note}", markup=False)
     return EXIT_BAD_INPUT if bad else 0
+
+
+def _size(lab: Any) -> str:
+    from netlab.spec.load import topology
+
+    return f"{len(lab.nodes)} nodes, {len(topology(lab).interfaces)} interfaces"
 
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the explicit lab as JSON instead of YAML.")
-def render(file: str, as_json: bool) -> int:
+@_variant_option("Print the explicit form of the variant NAME's lab alone (named LAB-NAME, without "
+                 "`variants:`).")
+def render(file: str, as_json: bool, variant: str | None) -> int:
     """Print the explicit form of the lab in FILE (no root needed).
 
     High-level sections are expanded into the plain nodes a user could have written:
@@ -104,20 +138,33 @@ def render(file: str, as_json: bool) -> int:
     host-gw routes), the neighbour and FDB entries flanneld writes, and a namespace per
     pod. The output is itself a lab file: `netlab up` on it builds the same kernel state.
 
+    A file with `variants:` renders as its explicit lab followed by `variants:`, each
+    variant written as what it changes in the explicit lab, so `netlab up --variant
+    NAME` on the output builds the same as on FILE. With --variant NAME, only that
+    variant's lab, spelled out.
+
     \b
       netlab render labs/flannel-vxlan.yaml > /tmp/explicit.yaml
       netlab up --dry-run /tmp/explicit.yaml     # the same plan as the original
     """
-    from netlab.labfile import load_lab
+    from netlab.labfile import load_variants
     from netlab.spec.render import lab_data, render_yaml
+    from netlab.spec.variants import variant_diff
 
-    lab = load_lab(file)
+    labs = load_variants(file, variant)
+    lab = labs.get(variant)[0]
+    variants = None
+    if variant is None and labs.variants:
+        base = lab_data(lab)
+        variants = {name: variant_diff(base, lab_data(vlab)) for name, (vlab, _) in labs.variants.items()}
     if as_json:
-        out.print(json.dumps(lab_data(lab), indent=2), markup=False)
+        data = lab_data(lab) | ({"variants": variants} if variants else {})
+        out.print(json.dumps(data, indent=2), markup=False)
     else:
-        header = (f"lab {lab.name}, rendered by netlab {__version__} from {file}: the explicit form,\n"
+        what = f"variant {variant} of {file}" if variant else file
+        header = (f"lab {lab.name}, rendered by netlab {__version__} from {what}: the explicit form,\n"
                   "every object spelled out (`netlab up` on this file builds the same kernel state)")
-        out.print(render_yaml(lab, header), end="", markup=False)
+        out.print(render_yaml(lab, header, variants), end="", markup=False)
     return 0
 
 
@@ -136,22 +183,26 @@ def _sigterm_as_exception() -> Iterator[None]:
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan as ip(8)-like commands; change nothing (no root needed).")
-def up(file: str, dry_run: bool) -> int:
+@_variant_option()
+def up(file: str, dry_run: bool, variant: str | None) -> int:
     """Build the lab in FILE: namespaces, links, addresses, routes, rules, sysctls, commands.
 
     If anything fails (or you press Ctrl-C), whatever was created is removed again and
     the failing lab object is named with the kernel's message. Running `up` again on a
     lab that is up from the same file changes nothing.
+
+    With --variant NAME, the lab file's variant NAME is built instead, as lab LAB-NAME:
+    it can be up next to the lab itself (`netlab check LAB-NAME`, `netlab down LAB-NAME`).
     """
     if dry_run:
-        _, plan = lifecycle.load_and_plan(file)
+        _, plan = lifecycle.load_and_plan(file, variant)
         out.print(plan.render(), end="", markup=False)
         return 0
     driver = _driver()
     started = time.monotonic()
     try:
         with _sigterm_as_exception(), _progress("building") as tick:
-            result = lifecycle.up(file, driver, progress=tick)
+            result = lifecycle.up(file, driver, progress=tick, variant=variant)
     finally:
         driver.close()
     took = time.monotonic() - started
@@ -193,7 +244,8 @@ def _progress(what: str) -> Iterator[Any]:
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--all", "all_", is_flag=True, help="Take down every lab netlab finds (by state and by mark).")
-def down(target: str | None, all_: bool) -> int:
+@_variant_option("With TARGET a file or a lab name: the lab of its variant NAME (LAB-NAME).")
+def down(target: str | None, all_: bool, variant: str | None) -> int:
     """Remove lab TARGET (a lab name or its file) and everything in it.
 
     Works without a state file too (after a crash or `kill -9`): netlab finds the lab's
@@ -202,9 +254,11 @@ def down(target: str | None, all_: bool) -> int:
     """
     if bool(target) == all_:
         raise UsageError("give a lab name or file, or --all (not both)")
+    if variant and all_:
+        raise UsageError("--variant names one lab's variant; it does not go with --all")
     driver = _driver()
     try:
-        reports = lifecycle.down_all(driver) if all_ else [lifecycle.down(str(target), driver)]
+        reports = lifecycle.down_all(driver) if all_ else [lifecycle.down(str(target), driver, variant)]
     finally:
         driver.close()
     for r in reports:
@@ -224,15 +278,18 @@ def down(target: str | None, all_: bool) -> int:
 @cli.command()
 @click.argument("lab", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(lab: str | None, as_json: bool) -> int:
+@_variant_option("With LAB: the lab of its variant NAME (LAB-NAME).")
+def status(lab: str | None, as_json: bool, variant: str | None) -> int:
     """Show labs that are up: nodes, interfaces, addresses, state.
 
     With LAB (a name or file), only that lab. Labs whose namespaces exist without a
     state file show as "orphaned" (take them down with `netlab down LAB`).
     """
+    if variant and not lab:
+        raise UsageError("--variant needs LAB (a lab name or file)")
     driver = _driver()
     try:
-        labs = lifecycle.status(driver, lab)
+        labs = lifecycle.status(driver, lab, variant)
     finally:
         driver.close()
     if as_json:
@@ -280,7 +337,10 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
 @click.option("--junit", "junit", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also write a JUnit XML report to PATH.")
-def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit: str | None) -> int:
+@_variant_option("Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with "
+                 "--up, build that lab.")
+def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit: str | None,
+          variant: str | None) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
 
     Probes send real traffic between the lab's namespaces; route and rule checks ask
@@ -294,6 +354,8 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
       sudo netlab check labs/docker-bridge.yaml          # lab already up
       sudo netlab check --up labs/docker-bridge.yaml     # build, check, take down
       sudo netlab check docker-bridge --only outside --json
+      sudo netlab check --up LAB.yaml --variant broken   # a variant's lab, LAB-broken
+      sudo netlab check LAB-broken                       # the same, already up (`up --variant`)
 
     Exit codes: 0 every check passed, 1 a check failed, 2 bad input (bad lab file, lab
     not up, no such check), 3 not root or a kernel feature is missing.
@@ -304,7 +366,7 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
     try:
         # One progress display at a time: the build's with --up, else the checks'.
         with _sigterm_as_exception(), _progress("building" if build else "checking") as tick:
-            run = lifecycle.check(target, driver, build=build, only=only,
+            run = lifecycle.check(target, driver, build=build, only=only, variant=variant,
                                   progress=tick if build else None, on_done=None if build else tick)
     finally:
         driver.close()

@@ -10,6 +10,11 @@ The passes run in order, each collecting every problem it finds before stopping:
 Nothing touches the kernel, so `netlab validate` and `netlab render` run without root.
 A problem found in a generated node points at the `cluster:` key it came from.
 
+A lab file may declare `variants:` (spec.variants): each is merged into the raw data
+before pass 2 and loaded through the same passes as a lab of its own, `NAME-VARIANT`. A
+file loads only when its base lab and every variant do; a problem in a variant points at
+the variant's line and key path.
+
 Between 2 and 3, the files nodes name (`nftables: [{file: …}]`, `iptables: [{file: …}]`,
 relative to the lab file) are read, and the loaded lab carries their text instead: the
 plan stays pure, `render` needs no file, and the fingerprint covers what is in them.
@@ -17,6 +22,7 @@ plan stays pure, `render` needs no file, and the fingerprint covers what is in t
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 from dataclasses import dataclass, field
@@ -25,11 +31,19 @@ from typing import Any
 
 import pydantic
 
-from netlab.errors import LabError, Problem
+from netlab.errors import LabError, Problem, UsageError
 from netlab.expand import expand
 from netlab.spec.load import cross_check, read_lab, validate_model
 from netlab.spec.model import IptablesDump, Lab, NftRuleset, Node
 from netlab.spec.source import Path, Source, parse_yaml
+from netlab.spec.variants import (
+    VariantSource,
+    apply_variant,
+    declared_variants,
+    split_variants,
+    variant_lab_name,
+    written,
+)
 
 
 @dataclass(frozen=True)
@@ -43,8 +57,10 @@ class LabOrigin:
     files: dict[Path, str] = field(default_factory=dict)  # written path of an entry → its file, openable
 
     def written(self, path: Path) -> Path:
-        """The path as written in the lab file (a generated node's is in `cluster:`)."""
-        return _origin(path, self.origins)
+        """The path as written in the lab file (a generated node's is in `cluster:`, a
+        variant's value under `variants.VARIANT`)."""
+        path = _origin(path, self.origins)
+        return self.source.written(path) if isinstance(self.source, VariantSource) else path
 
     def problem(self, path: Path, message: str) -> Problem:
         return self.source.problem(self.written(path), message)
@@ -60,38 +76,121 @@ class LabOrigin:
         return (*written, key), None
 
 
-def load_lab(path: str | FsPath) -> Lab:
-    """Read, validate and expand a lab file; raises LabError (exit 2) listing every problem."""
-    return load_lab_located(path)[0]
+def load_lab(path: str | FsPath, variant: str | None = None) -> Lab:
+    """Read, validate and expand a lab file (with `variant`: that variant's lab); raises
+    LabError (exit 2) listing every problem of the file, UsageError for an unknown variant."""
+    return load_lab_located(path, variant)[0]
 
 
-def load_lab_located(path: str | FsPath) -> tuple[Lab, LabOrigin]:
+def load_lab_located(path: str | FsPath, variant: str | None = None) -> tuple[Lab, LabOrigin]:
     """load_lab, and where each part of the lab was written."""
+    return load_variants(path, variant).get(variant)
+
+
+@dataclass(frozen=True)
+class LabVariants:
+    """A lab file's base lab and the lab of each of its variants, each with its origin."""
+
+    base: tuple[Lab, LabOrigin]
+    variants: dict[str, tuple[Lab, LabOrigin]] = field(default_factory=dict)
+
+    def get(self, variant: str | None) -> tuple[Lab, LabOrigin]:
+        return self.base if variant is None else self.variants[variant]
+
+    def all(self) -> list[tuple[Lab, LabOrigin]]:
+        """The base lab first, then the variants in file order."""
+        return [self.base, *self.variants.values()]
+
+    def named(self, name: str) -> Lab | None:
+        """The lab (base or variant) called `name`, if the file has it."""
+        return next((lab for lab, _ in self.all() if lab.name == name), None)
+
+
+def load_variants(path: str | FsPath, variant: str | None = None) -> LabVariants:
+    """Read a lab file and load its base lab and every variant; LabError lists every
+    problem in any of them. `variant` (when given) must be one the file declares."""
     data, source, problems = read_lab(path)
     if data is None:
         raise LabError(problems)
-    where = LabOrigin(source)
-    return _load(data, source, problems, where), where
+    return _load_variants(data, source, problems, variant)
 
 
-def load_lab_text(text: str, file: str = "<text>") -> Lab:
+def load_lab_text(text: str, file: str = "<text>", variant: str | None = None) -> Lab:
     data, source, problems = parse_yaml(text, file)
     if data is None:
         raise LabError(problems)
-    return load_lab_data(data, source, problems)
+    return _load_variants(data, source, problems, variant).get(variant)[0]
 
 
-def load_lab_data(data: Any, source: Source | None = None, problems: list[Problem] | None = None) -> Lab:
+def load_lab_data(data: Any, source: Source | None = None, problems: list[Problem] | None = None,
+                  variant: str | None = None) -> Lab:
     """Validate already-parsed data (a dict from a test, or YAML with its source map).
     Relative `file:`s are looked up next to the source's file, or in the current
     directory for a dict."""
     source = source or Source("<dict>")
-    return _load(data, source, problems, LabOrigin(source))
+    return _load_variants(data, source, list(problems or []), variant).get(variant)[0]
+
+
+def variant_data(data: Any, variant: str, source: Source | None = None) -> dict[str, Any]:
+    """The plain data of a variant's lab (named NAME-VARIANT, no `variants:`), for a copy
+    of it written elsewhere (the pytest plugin's). Load the lab first: this assumes the
+    data is valid."""
+    source = source or Source("<dict>")
+    _check_variant(data, source, variant)
+    base, changes, _ = split_variants(data, source)
+    return apply_variant(base, variant, changes[variant]).data
+
+
+def _check_variant(data: Any, source: Source, variant: str | None) -> None:
+    """An unknown variant is a usage error naming the ones there are."""
+    if variant is None:
+        return
+    known = declared_variants(data)
+    if variant in known:
+        return
+    name = data.get("name") if isinstance(data, dict) else None
+    lab = f"lab {name}" if isinstance(name, str) else "the lab"
+    lab += "" if source.file.startswith("<") else f" ({source.file})"
+    if not known:
+        raise UsageError(f"{lab} has no variants (no `variants:` section), so none called {variant!r}")
+    close = difflib.get_close_matches(variant, known, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise UsageError(f"{lab} has no variant {variant!r}{hint} (its variants: {', '.join(known)})")
+
+
+def _load_variants(data: Any, source: Source, problems: list[Problem], variant: str | None) -> LabVariants:
+    """The base lab, then every variant merged into it and loaded the same way; all
+    problems of all of them at once (a problem the base has is not repeated per variant)."""
+    _check_variant(data, source, variant)
+    base_data, changes, found = split_variants(data, source)
+    where = LabOrigin(source)
+    try:
+        base = _load(base_data, source, problems, where)
+    except LabError as err:
+        raise LabError([*err.problems, *found]) from None
+    loaded: dict[str, tuple[Lab, LabOrigin]] = {}
+    for name, change in changes.items():
+        merged = apply_variant(base_data, name, change)
+        if merged.complaints:
+            found += [source.problem(path, message) for path, message in merged.complaints]
+            continue
+        vsource = VariantSource.of(source, name, merged.origins)
+        vwhere = LabOrigin(vsource)
+        try:
+            loaded[name] = (_load(merged.data, vsource, [], vwhere), vwhere)
+        except LabError as err:
+            found += err.problems
+    if found:
+        raise LabError(found)
+    return LabVariants((base, where), loaded)
 
 
 def _load(data: Any, source: Source, problems: list[Problem] | None, where: LabOrigin) -> Lab:
     lab = validate_model(data, source, list(problems or []))
-    lab = read_files(lab, source, where.files)
+    files: dict[Path, str] = {}
+    lab = read_files(lab, source, files)
+    where.files.update({source.written(path) if isinstance(source, VariantSource) else path: shown
+                        for path, shown in files.items()})
     expansion = expand(lab)
     if expansion.complaints:
         raise LabError([source.problem(path, message) for path, message in expansion.complaints])
@@ -215,8 +314,8 @@ def anchor_files(data: Any, base: FsPath) -> Any:
 def _origin(path: Path, origins: dict[Path, Path]) -> Path:
     """Where a path in the expanded lab was written: `nodes.pod1.serve[0]` of a pod from
     `cluster.pods.pod1` is `cluster.pods.pod1.serve[0]`."""
-    for n in range(len(path), 0, -1):
-        written = origins.get(tuple(path[:n]))
-        if written is not None:
-            return (*written, *path[n:])
-    return path
+    return written(path, origins)
+
+
+__all__ = ["LabOrigin", "LabVariants", "anchor_files", "lab_dir", "load_lab", "load_lab_data", "load_lab_located",
+           "load_lab_text", "load_variants", "read_files", "variant_data", "variant_lab_name"]

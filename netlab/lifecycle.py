@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from netlab.apply import apply_plan
 from netlab.errors import AlreadyUp, ApplyError, MissingFeature, NotRoot, UsageError
 from netlab.kernel.driver import KernelDriver, NamespaceView
-from netlab.labfile import load_lab, load_lab_located
+from netlab.labfile import load_lab, load_lab_located, load_variants
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
 from netlab.preflight import check_firewall, has_firewall
@@ -35,8 +35,8 @@ def require_root(what: str) -> None:
         raise NotRoot(f"`netlab {what}` changes network namespaces and needs root; run it with sudo")
 
 
-def load_and_plan(path: str | Path) -> tuple[Lab, Plan]:
-    lab = load_lab(path)
+def load_and_plan(path: str | Path, variant: str | None = None) -> tuple[Lab, Plan]:
+    lab = load_lab(path, variant)
     return lab, build_plan(lab)
 
 
@@ -44,9 +44,16 @@ def check_requirements(lab: Lab) -> None:
     from netlab.kernel.features import probe_features  # forks a probe child: only when needed
 
     kinds = {i.kind for i in topology(lab).interfaces.values()} & {"veth", "bridge", "dummy", "vxlan"}
-    features = {"netns"} | kinds | set(lab.requires) | ({"nftables"} if has_firewall(lab) else set())
-    if any(needs_ipvs(node.ipvs, node.sysctls) for node in lab.nodes.values()):
+    features = {"netns"} | kinds | set(lab.requires)
+    nodes = lab.nodes.values()
+    if any(node.nftables or node.iptables for node in nodes):
+        features.add("nftables")
+    if any(node.ipsets for node in nodes):
+        features.add("ipset")
+    if any(needs_ipvs(node.ipvs, node.sysctls) for node in nodes):
         features.add("ipvs")  # `ipvs:` objects and net.ipv4.vs.* sysctls need ip_vs, as a link kind its module
+    if any(k.replace("/", ".").startswith("net.bridge.") for node in nodes for k in node.sysctls):
+        features.add("br_netfilter")  # the net.bridge.* sysctls exist only once br_netfilter is loaded
     missing = [f for f in probe_features(sorted(features)) if not f.ok]
     if missing:
         lines = [f"lab {lab.name} needs kernel features this kernel lacks:"]
@@ -68,8 +75,10 @@ def up(
     path: str | Path,
     driver: KernelDriver,
     progress: Callable[[Op], None] | None = None,
+    variant: str | None = None,
 ) -> UpResult:
-    lab, where = load_lab_located(path)
+    """Build the lab in `path` (with `variant`: that variant's lab, NAME-VARIANT)."""
+    lab, where = load_lab_located(path, variant)
     plan = build_plan(lab)
     require_root("up")
     check_requirements(lab)
@@ -80,7 +89,7 @@ def up(
     with lab_lock(lab.name):
         existing = read_state(lab.name)
         if existing is not None:
-            _refuse_or_accept_existing(existing, plan, source)
+            _refuse_or_accept_existing(existing, plan, source, variant)
             return UpResult(lab.name, plan, already_up=True)
         strays = [n for n, mark in driver.namespaces().items() if mark and mark[0] == lab.name]
         if strays:
@@ -133,7 +142,7 @@ def start_lab_responders(lab: Lab, nodes: dict[str, str]) -> list[int]:
     return [start_responders(services, log_path=responder_log_path(lab.name), lab=lab.name)]
 
 
-def _refuse_or_accept_existing(existing: LabState, plan: Plan, source: str) -> None:
+def _refuse_or_accept_existing(existing: LabState, plan: Plan, source: str, variant: str | None = None) -> None:
     if existing.status != "up":
         raise AlreadyUp(
             f"an earlier `netlab up` of lab {existing.lab} did not finish (status: {existing.status}); "
@@ -152,22 +161,24 @@ def _refuse_or_accept_existing(existing: LabState, plan: Plan, source: str) -> N
     lines += [f"  … {len(added) - 10} more"] if len(added) > 10 else []
     if source != existing.source:
         lines.append(f"  (now from {source})")
-    lines.append(f"To apply the change: netlab down {existing.lab} && netlab up {source}")
+    again = f"{source} --variant {variant}" if variant else source
+    lines.append(f"To apply the change: netlab down {existing.lab} && netlab up {again}")
     raise AlreadyUp("\n".join(lines))
 
 
-def resolve_lab_name(target: str) -> str:
-    """`down`/`status` take a lab name or the lab file that defines it."""
+def resolve_lab_name(target: str, variant: str | None = None) -> str:
+    """`down`/`status` take a lab name or the lab file that defines it (with `variant`:
+    the name of that variant's lab, NAME-VARIANT)."""
     if target.endswith((".yaml", ".yml")) or os.sep in target:
         if not os.path.exists(target):
             raise UsageError(f"no such lab file: {target}")
-        return load_lab(target).name
-    return target
+        return load_lab(target, variant).name
+    return f"{target}-{variant}" if variant else target
 
 
-def down(target: str, driver: KernelDriver) -> TeardownReport:
+def down(target: str, driver: KernelDriver, variant: str | None = None) -> TeardownReport:
     require_root("down")
-    lab = resolve_lab_name(target)
+    lab = resolve_lab_name(target, variant)
     with lab_lock(lab):
         return tear_down(lab, driver)
 
@@ -192,13 +203,13 @@ class LabStatus:
     nodes: dict[str, NamespaceView | None]  # node → what the kernel shows (None: namespace missing)
 
 
-def status(driver: KernelDriver, only: str | None = None) -> list[LabStatus]:
+def status(driver: KernelDriver, only: str | None = None, variant: str | None = None) -> list[LabStatus]:
     require_root("status")
     marks = driver.namespaces()
     states = {s.lab: s for s in all_states()}
     labs = sorted(set(states) | labs_present(marks))
     if only is not None:
-        only = resolve_lab_name(only)
+        only = resolve_lab_name(only, variant)
         if only not in labs:
             raise UsageError(f"lab {only} is not up (labs up: {', '.join(labs) or 'none'})")
         labs = [only]
@@ -223,19 +234,20 @@ def status(driver: KernelDriver, only: str | None = None) -> list[LabStatus]:
 # ---------------------------------------------------------------- checks
 
 
-def lab_context(target: str) -> LabContext:
-    """An up lab, ready for checks: TARGET is its name or its lab file. The checks are
-    read from the file each time (they are not part of what was built); what *was* built
-    must still match the file, or the checks would judge a different lab."""
+def lab_context(target: str, variant: str | None = None) -> LabContext:
+    """An up lab, ready for checks: TARGET is its name or its lab file (with `variant`,
+    that variant's lab). The checks are read from the file each time (they are not part
+    of what was built); what *was* built must still match the file, or the checks would
+    judge a different lab."""
     from netlab.probes.runner import LabContext
 
     require_root("check")
     is_file = target.endswith((".yaml", ".yml")) or os.sep in target
-    lab = load_lab(target) if is_file else None
-    name = lab.name if lab is not None else target
+    lab = load_lab(target, variant) if is_file else None
+    name = lab.name if lab is not None else resolve_lab_name(target, variant)
     st = read_state(name)
     if st is None or st.status != "up":
-        how = f"netlab up {target}" if is_file else "netlab up LAB_FILE"
+        how = f"netlab up {target}" + (f" --variant {variant}" if variant else "") if is_file else "netlab up LAB_FILE"
         why = "is not up" if st is None else f"is not fully up (status: {st.status})"
         raise UsageError(f"lab {name} {why}; run `{how}` first, or `netlab check --up FILE` to build, "
                          "check and take it down in one go")
@@ -243,11 +255,19 @@ def lab_context(target: str) -> LabContext:
         if not os.path.exists(st.source):
             raise UsageError(f"lab {name} was built from {st.source}, which is gone; "
                              f"pass the lab file: netlab check FILE")
-        lab = load_lab(st.source)
+        # the base lab or one of its variants (NAME-VARIANT): whichever has the name
+        labs = load_variants(st.source)
+        found = labs.named(name)
+        if found is None:
+            raise UsageError(f"lab {name} was built from {st.source}, which no longer defines it "
+                             f"(its name or variant changed); take it down: netlab down {name}")
+        lab = found
+        variant = next((v for v, (vlab, _) in labs.variants.items() if vlab is lab), None)
     if build_plan(lab).fingerprint != st.fingerprint:
+        again = (target if is_file else st.source) + (f" --variant {variant}" if variant else "")
         raise UsageError(
             f"lab {name} is up, but its file has changed since (other than its checks); "
-            f"rebuild it first: netlab down {name} && netlab up {target if is_file else st.source}"
+            f"rebuild it first: netlab down {name} && netlab up {again}"
         )
     return LabContext(lab, dict(st.nodes))
 
@@ -279,9 +299,11 @@ def check(
     only: tuple[str, ...] = (),
     on_done: Callable[[Verdict], None] | None = None,
     progress: Callable[[Op], None] | None = None,
+    variant: str | None = None,
 ) -> CheckRun:
-    """Run the checks of an up lab; with `build`, bring TARGET (a file) up first and take
-    it down afterwards — unless it was already up, which is then left as it was."""
+    """Run the checks of an up lab (with `variant`, of that variant's lab); with `build`,
+    bring TARGET (a file) up first and take it down afterwards — unless it was already
+    up, which is then left as it was."""
     from netlab.probes.runner import run_checks
 
     started = time.monotonic()
@@ -289,13 +311,13 @@ def check(
     if build:
         if not (target.endswith((".yaml", ".yml")) or os.sep in target):
             raise UsageError(f"`--up` needs a lab file, got {target!r}")
-        select_checks(load_lab(target), only)  # a wrong --only fails before building
-        result = up(target, driver, progress)
+        select_checks(load_lab(target, variant), only)  # a wrong --only fails before building
+        result = up(target, driver, progress, variant)
         built = not result.already_up
     try:
-        ctx = lab_context(target)
+        ctx = lab_context(target, variant)
         verdicts = run_checks(ctx, select_checks(ctx.lab, only), on_done=on_done)
     finally:
         if built:
-            down(target, driver)
+            down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
     return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built)

@@ -1,5 +1,5 @@
-"""Preflight of a lab's firewall: every node's nftables rulesets and iptables dumps are
-tried in a throwaway network namespace before `netlab up` creates anything, so a syntax
+"""Preflight of a lab's firewall: every node's ipsets, nftables rulesets and iptables dumps
+are tried in a throwaway network namespace before `netlab up` creates anything, so a syntax
 error (or a ruleset the kernel refuses) is bad input — exit 2, nothing created — with the
 line of the lab file it is on, not a rolled-back build.
 
@@ -21,13 +21,13 @@ from netlab.kernel.nft import Message, TrialFailure, trial
 from netlab.labfile import LabOrigin
 from netlab.naming import netns_name
 from netlab.plan.build import firewall_ops
-from netlab.plan.ops import LoadNftables, Op, RestoreIptables
+from netlab.plan.ops import CreateIpset, LoadNftables, Op, RestoreIptables
 from netlab.spec.model import Lab, Node
 from netlab.spec.source import Source, format_path, printable
 
 
 def has_firewall(lab: Lab) -> bool:
-    return any(node.nftables or node.iptables for node in lab.nodes.values())
+    return any(node.ipsets or node.nftables or node.iptables for node in lab.nodes.values())
 
 
 def check_firewall(lab: Lab, where: LabOrigin | None = None) -> None:
@@ -53,6 +53,9 @@ def check_firewall(lab: Lab, where: LabOrigin | None = None) -> None:
 
 
 def _content(op: Op) -> tuple[object, ...]:
+    if isinstance(op, CreateIpset):
+        return ("ipset", op.name, op.type, op.family, op.range, op.hashsize, op.maxelem, op.comment, op.members,
+                op.comments)
     if isinstance(op, LoadNftables):
         return ("nft", op.json, op.text)
     if isinstance(op, RestoreIptables):
@@ -63,6 +66,10 @@ def _content(op: Op) -> tuple[object, ...]:
 def _problems(name: str, node: Node, index: int, messages: list[Message], where: LabOrigin) -> list[Problem]:
     """A failed ruleset's (or dump's) messages as problems at lab-file lines."""
     src = where.source
+    if index < len(node.ipsets):  # the sets go first (firewall_ops): the kernel refused one, or a member
+        at = where.written(("nodes", name, "ipsets", index))
+        return [Problem(src.file, src.line_of(at), format_path(at), m.text) for m in messages]
+    index -= len(node.ipsets)
     if index < len(node.nftables):
         kind, i, noun = "nftables", index, "the ruleset"
         key = "json" if node.nftables[i].json_ is not None else "ruleset"
@@ -113,4 +120,7 @@ def _context(m: Message) -> str:
 def not_checked_note(lab: Lab) -> str:
     """What `netlab validate` says when it cannot try the rulesets."""
     n = sum(len(node.nftables) + len(node.iptables) for node in lab.nodes.values())
-    return f"{n} nftables/iptables ruleset{'s' if n != 1 else ''} not tried: that needs root (sudo netlab validate)"
+    sets = sum(len(node.ipsets) for node in lab.nodes.values())
+    what = f"{n} nftables/iptables ruleset{'s' if n != 1 else ''}" if n or not sets else ""
+    what += (" and " if what and sets else "") + (f"{sets} ipset{'s' if sets != 1 else ''}" if sets else "")
+    return f"{what} not tried: that needs root (sudo netlab validate)"

@@ -3,7 +3,7 @@ datapath with real traffic. See docs/pytest.md.
 
 Fixtures (the plugin is registered through the `pytest11` entry point):
 
-- `netlab_lab(spec, *, name=None, unique=False) -> LabHandle`: function scope; every
+- `netlab_lab(spec, *, name=None, unique=False, variant=None) -> LabHandle`: function scope; every
   call builds a lab, all of them are taken down when the test ends (pass, fail, error
   or Ctrl-C).
 - `netlab_lab_module(...)`: the same, module scope: the first call builds the lab, later
@@ -15,7 +15,8 @@ per module). `running_lab(spec)` is the context manager behind all of them, for 
 fixture of any other scope.
 
 `spec` is a lab file (a relative path is looked up next to the test file, then in
-pytest's rootdir) or a dict with the same content. Not root → skip; the kernel lacks
+pytest's rootdir) or a dict with the same content; `variant` builds one of its
+`variants:` (the lab NAME-VARIANT, or `name`). Not root → skip; the kernel lacks
 what the lab requires → skip (fail when CI=true); a bad lab → fail with file:line.
 
 Everything heavy (pyroute2, the check runner) is imported only when a lab is built: the
@@ -163,11 +164,14 @@ class LabHandle:
 
     def route_get(self, node: str, dst: str, *, src: str | None = None, iif: str | None = None,
                   oif: str | None = None, fwmark: int | None = None, ipproto: str | None = None,
-                  sport: int | None = None, dport: int | None = None) -> RouteAnswer:
-        """`ip route get DST …` in the node, as the kernel answers it."""
+                  sport: int | None = None, dport: int | None = None, uid: int | None = None,
+                  dscp: int | None = None) -> RouteAnswer:
+        """`ip route get DST …` in the node, as the kernel answers it (`.rule`: the rule
+        that decided, when that can be told)."""
         from netlab.kernel.inspect import RouteQuery, route_get
 
-        query = RouteQuery(dst, src=src, iif=iif, oif=oif, fwmark=fwmark, ipproto=ipproto, sport=sport, dport=dport)
+        query = RouteQuery(dst, src=src, iif=iif, oif=oif, fwmark=fwmark, ipproto=ipproto, sport=sport, dport=dport,
+                           uid=uid, tos=dscp << 2 if dscp is not None else None)
         return route_get(self.ns(node), query)
 
     def rules(self, node: str) -> list[RuleView]:
@@ -261,6 +265,7 @@ class _Prepared:
     model: Lab  # validated, expanded
     path: Path  # what `up` reads
     tmpdir: Path | None  # ours to remove afterwards
+    variant: str | None = None  # the variant of `path` to build
 
 
 def _plain(value: Any) -> Any:
@@ -274,42 +279,56 @@ def _plain(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str | None) -> _Loaded:
-    """Validate the lab (its own name or `name`): (model, data to write or None, file)."""
-    from netlab.errors import LabError
-    from netlab.labfile import anchor_files, load_lab, load_lab_data
-    from netlab.spec.source import parse_yaml
+def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str | None,
+          variant: str | None = None) -> _Loaded:
+    """Validate the lab (its own name or `name`; with `variant`, that variant's lab):
+    (model, data to write or None, file). A variant's data is written as a lab of its own."""
+    from netlab.errors import LabError, UsageError
+    from netlab.labfile import anchor_files, load_lab, load_lab_data, variant_data
+    from netlab.spec.source import Source, parse_yaml
 
     try:
         if isinstance(spec, Mapping):
             # a relative `file:` (a ruleset) is looked up next to the test file, like a lab file
             data = anchor_files(_plain(spec), test_file.parent if test_file else Path.cwd())
+            if name is not None and "name" not in data:
+                data["name"] = name  # a dict may leave its name to the test
+            model = load_lab_data(data, variant=variant)  # the whole dict's errors, variants' too
+            if variant is not None:
+                data = variant_data(data, variant)
+            elif name is not None:
+                data.pop("variants", None)  # the renamed copy is this lab alone (its variants' names may not fit)
             if name is not None:
                 data["name"] = name
-            return load_lab_data(data), data, None
+            return (load_lab_data(data) if variant is not None or name is not None else model), data, None
         path = resolve_path(spec, test_file, rootdir)
-        model = load_lab(path)  # the file's own errors, with its file:line
+        model = load_lab(path, variant)  # the file's own errors, with its file:line
         if name is None or name == model.name:
             return model, None, path
         data, source, _ = parse_yaml(path.read_text(encoding="utf-8"), str(path))
+        if variant is not None:
+            data, source = variant_data(data, variant, source), Source(str(path))
+        else:
+            data.pop("variants", None)  # the renamed copy is this lab alone (its variants' names may not fit)
         data["name"] = name
         data = anchor_files(data, path.parent)  # the renamed copy is written elsewhere
         return load_lab_data(data, source), data, path
-    except LabError as err:
+    except (LabError, UsageError) as err:
         problem = str(err)
     _fail(problem)  # outside the except: the message alone, not chained to the LabError
 
 
-def _prepare(spec: LabSpec, name: str | None, unique: bool, test_file: Path | None, rootdir: Path | None) -> _Prepared:
-    model, data, path = _load(spec, test_file, rootdir, name)
+def _prepare(spec: LabSpec, name: str | None, unique: bool, test_file: Path | None, rootdir: Path | None,
+             variant: str | None = None) -> _Prepared:
+    model, data, path = _load(spec, test_file, rootdir, name, variant)
     if unique:
-        model, data, path = _load(spec, test_file, rootdir, unique_name(model.name))
+        model, data, path = _load(spec, test_file, rootdir, unique_name(model.name), variant)
     if os.geteuid() != 0:
         pytest.skip(f"netlab needs root to build lab {model.name} (it creates network namespaces); "
                     f"run pytest as root")
     if data is None:
         assert path is not None
-        return _Prepared(model, path, None)
+        return _Prepared(model, path, None, variant)
     import yaml
 
     tmpdir = Path(tempfile.mkdtemp(prefix=f"netlab-{model.name}-"))
@@ -331,7 +350,7 @@ def _up(prepared: _Prepared) -> LabHandle:
     # message alone (not chained to the exception it came from).
     skip = fail = None
     try:
-        result = lifecycle.up(prepared.path, driver)
+        result = lifecycle.up(prepared.path, driver, variant=prepared.variant)
     except MissingFeature as err:
         if in_ci():
             fail = f"{err}\n(CI={os.environ.get('CI')}: a missing kernel feature fails instead of skipping)"
@@ -377,12 +396,13 @@ def _down(name: str) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(spec: LabSpec, *, name: str | None = None, unique: bool = False,
+def running_lab(spec: LabSpec, *, name: str | None = None, unique: bool = False, variant: str | None = None,
                 test_file: Path | None = None, rootdir: Path | None = None) -> Iterator[LabHandle]:
     """Build a lab for the `with` block and take it down afterwards, however the block
     ends. For fixtures of any scope; `test_file`/`rootdir` anchor a relative path
-    (else it is relative to the current directory)."""
-    prepared = _prepare(spec, name, unique, test_file, rootdir)
+    (else it is relative to the current directory). `variant` builds that variant of
+    the lab file (named NAME-VARIANT unless `name` is given)."""
+    prepared = _prepare(spec, name, unique, test_file, rootdir, variant)
     try:
         handle = _up(prepared)
         try:
@@ -404,10 +424,12 @@ class LabFactory:
         self._stack = contextlib.ExitStack()
         self._labs: dict[str, LabHandle | BaseException] = {}
 
-    def __call__(self, spec: LabSpec, *, name: str | None = None, unique: bool = False) -> LabHandle:
-        """Build a lab from a file or a dict; `name` renames it, `unique=True` appends a
-        random suffix (so the same file can be up more than once, e.g. under xdist)."""
-        key = json.dumps([spec if isinstance(spec, Mapping) else os.fspath(spec), name, unique],
+    def __call__(self, spec: LabSpec, *, name: str | None = None, unique: bool = False,
+                 variant: str | None = None) -> LabHandle:
+        """Build a lab from a file or a dict; `variant` builds one of its `variants:`
+        (named NAME-VARIANT); `name` renames it, `unique=True` appends a random suffix
+        (so the same file can be up more than once, e.g. under xdist)."""
+        key = json.dumps([spec if isinstance(spec, Mapping) else os.fspath(spec), name, unique, variant],
                          sort_keys=True, default=str)
         if self._shared and key in self._labs:
             known = self._labs[key]
@@ -415,7 +437,7 @@ class LabFactory:
                 raise known  # the same skip or failure as the first time, without trying again
             return known
         try:
-            handle = self._stack.enter_context(running_lab(spec, name=name, unique=unique,
+            handle = self._stack.enter_context(running_lab(spec, name=name, unique=unique, variant=variant,
                                                            test_file=self._test_file, rootdir=self._rootdir))
         except (pytest.skip.Exception, pytest.fail.Exception) as outcome:
             if self._shared:
@@ -433,7 +455,7 @@ class LabFactory:
 
 @pytest.fixture
 def netlab_lab(request: pytest.FixtureRequest) -> Iterator[LabFactory]:
-    """netlab_lab(spec, *, name=None, unique=False) → LabHandle; every lab is taken down
+    """netlab_lab(spec, *, name=None, unique=False, variant=None) → LabHandle; every lab is taken down
     when the test ends, however it ends."""
     factory = LabFactory(request, shared=False)
     try:
@@ -467,10 +489,12 @@ class _NotACheck:
 _CHECKS_ATTR = "_netlab_lab_checks"
 
 
-def lab_checks(spec: LabSpec, *, name: str | None = None, unique: bool = False) -> Callable[..., None]:
+def lab_checks(spec: LabSpec, *, name: str | None = None, unique: bool = False,
+               variant: str | None = None) -> Callable[..., None]:
     """A test function parametrized by the lab's check names, sharing one lab per module:
 
         test_docker_bridge = lab_checks("labs/docker-bridge.yaml")
+        test_broken = lab_checks("labs/lab.yaml", variant="broken")   # the variant's checks
 
     A relative path is looked up next to the test file, then in pytest's rootdir."""
 
@@ -479,29 +503,30 @@ def lab_checks(spec: LabSpec, *, name: str | None = None, unique: bool = False) 
             if netlab_check.skip:
                 pytest.skip(netlab_check.message)
             _fail(netlab_check.message)
-        lab = netlab_lab_module(spec, name=name, unique=unique)
+        lab = netlab_lab_module(spec, name=name, unique=unique, variant=variant)
         verdict = lab.run_check(netlab_check)
         if not verdict.passed:
             _fail(format_verdict(verdict))
 
-    setattr(test_lab_check, _CHECKS_ATTR, spec)
+    setattr(test_lab_check, _CHECKS_ATTR, (spec, variant))
     return test_lab_check
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    spec = getattr(metafunc.function, _CHECKS_ATTR, None)
-    if spec is None:
+    found = getattr(metafunc.function, _CHECKS_ATTR, None)
+    if found is None:
         return
-    from netlab.errors import LabError
+    spec, variant = found
+    from netlab.errors import LabError, UsageError
     from netlab.labfile import load_lab, load_lab_data
 
     params: list[str | _NotACheck]
     try:
         if isinstance(spec, Mapping):
-            model = load_lab_data(_plain(spec))
+            model = load_lab_data(_plain(spec), variant=variant)
         else:
-            model = load_lab(resolve_path(spec, metafunc.definition.path, metafunc.config.rootpath))
-    except LabError as err:
+            model = load_lab(resolve_path(spec, metafunc.definition.path, metafunc.config.rootpath), variant)
+    except (LabError, UsageError) as err:
         params, ids = [_NotACheck(str(err))], ["lab-file-error"]
     else:
         params = [c.name for c in model.checks] or [_NotACheck(f"lab {model.name} has no checks", skip=True)]

@@ -28,8 +28,10 @@ from pathlib import Path
 from netlab.errors import MissingFeature, UsageError
 
 # Loaded before the command runs (a failure is reported, not fatal: the test says what's missing).
+# br_netfilter too: nothing loads it on demand (kube-proxy's IPVS mode needs bridged replies
+# to pass the IPVS hooks); in the VM it changes no one's machine.
 DEFAULT_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_sh", "ip_vs_dh", "nf_conntrack",
-                   "vrf", "sch_netem", "dummy", "veth", "bridge", "vxlan", "nf_tables")
+                   "vrf", "sch_netem", "dummy", "veth", "bridge", "br_netfilter", "vxlan", "nf_tables")
 # Host variables a command usually needs inside (the VM's init starts with a bare environment).
 PASS_ENV = ("CI", "TERM", "COLUMNS", "NO_COLOR", "PYTEST_ADDOPTS", "LANG", "LC_ALL")
 SETUP_HINT = "run `sudo scripts/setup` (it installs qemu-system-x86, busybox-static, linux-image-amd64 and virtme-ng)"

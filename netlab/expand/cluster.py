@@ -34,7 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.expand.kube_iptables import render_iptables
-from netlab.expand.services import PodAddress, ServicePortView, resolve_services
+from netlab.expand.kube_ipvs import DUMMY as KUBE_IPVS_DUMMY
+from netlab.expand.kube_ipvs import SETS as IPVS_SETS
+from netlab.expand.kube_ipvs import render_ipvs, set_name
+from netlab.expand.kube_nftables import render_nftables
+from netlab.expand.services import DEFAULT_SERVICE_CIDR, PodAddress, ServicePortView, resolve_services
 from netlab.spec.model import (
     IFNAMSIZ,
     Bridge,
@@ -54,15 +58,20 @@ from netlab.spec.source import Path
 from netlab.spec.topology import Complaint
 
 VXLAN_DEV = "flannel.1"
+VXLAN_DEV_V6 = "flannel-v6.1"  # flannel's device for the IPv6 pod network (EnableIPv6)
 CNI_BRIDGE = "cni0"
 SWITCH_BRIDGE = "br0"
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8: flannel's MTU − 50
+VXLAN_OVERHEAD_V6 = 70  # the same over an IPv6 underlay (outer header 40): flannel's MTU − 70
+MIN_MTU = {4: 68, 6: 1280}  # what each family's pods need at least (RFC 791, RFC 8200)
+DEFAULT_SUBNET_LEN = {4: 24, 6: 64}  # flannel's SubnetLen and IPv6SubnetLen
+FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 
 # Fields every node and pod carry from `Node`, copied through from the cluster section.
 _NODE_FIELDS = tuple(Node.model_fields)
 
-V4Net = ipaddress.IPv4Network
-V4Addr = ipaddress.IPv4Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
+Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ class _Pod:
     spec: ClusterPod
     path: Path
     node: str = ""
-    address: V4Addr | None = None
+    address: Addr | None = None
 
 
 def ifname_for(prefix: str, name: str) -> str:
@@ -93,9 +102,24 @@ def ifname_for(prefix: str, name: str) -> str:
     return prefix + hashlib.sha1(name.encode()).hexdigest()[: min(8, IFNAMSIZ - len(prefix))]
 
 
-def vtep_mac(address: V4Addr) -> str:
-    """A locally administered unicast MAC derived from the node's IP (see module docstring)."""
-    return "0e:fa:" + ":".join(f"{b:02x}" for b in address.packed)
+def vtep_mac(address: Addr) -> str:
+    """A locally administered unicast MAC derived from the node's IP (see module docstring):
+    its four bytes, or an IPv6 address's last four."""
+    return "0e:fa:" + ":".join(f"{b:02x}" for b in address.packed[-4:])
+
+
+def subnet_len(cluster: Cluster) -> int:
+    """The lease length: as written, else flannel's default for the pods' family."""
+    family = ipaddress.ip_network(cluster.pod_cidr).version
+    return cluster.subnet_len if cluster.subnet_len is not None else DEFAULT_SUBNET_LEN[family]
+
+
+def vxlan_overhead(cluster: Cluster) -> int:
+    return VXLAN_OVERHEAD if ipaddress.ip_network(cluster.underlay.subnet).version == 4 else VXLAN_OVERHEAD_V6
+
+
+def vxlan_dev(cluster: Cluster) -> str:
+    return VXLAN_DEV if ipaddress.ip_network(cluster.pod_cidr).version == 4 else VXLAN_DEV_V6
 
 
 def expand_cluster(lab: Lab) -> Expansion:
@@ -122,7 +146,9 @@ def expand_cluster(lab: Lab) -> Expansion:
 
     nodes: dict[str, Node] = {}
     origins: dict[Path, Path] = {}
-    mtu = cluster.underlay.mtu - (VXLAN_OVERHEAD if cluster.backend == "vxlan" else 0)
+    mtu = cluster.underlay.mtu - (vxlan_overhead(cluster) if cluster.backend == "vxlan" else 0)
+    family = ipaddress.ip_network(cluster.pod_cidr).version
+    vxlan = vxlan_dev(cluster)
     switch = cluster.underlay.switch
     ports = {name: ifname_for("", name) for name in cluster.nodes}
     underlay_len = ipaddress.ip_network(cluster.underlay.subnet).prefixlen
@@ -151,18 +177,18 @@ def expand_cluster(lab: Lab) -> Expansion:
         neighbors: list[Neighbor] = []
         fdb: list[Fdb] = []
         if cluster.backend == "vxlan":
-            links[VXLAN_DEV] = Vxlan(kind="vxlan", vni=cluster.vni, port=cluster.port, local=str(address),
-                                     dev="eth0", learning=False, mtu=mtu, mac=vtep_mac(address),
-                                     addresses=[f"{subnet.network_address}/32"])
+            links[vxlan] = Vxlan(kind="vxlan", vni=cluster.vni, port=cluster.port, local=str(address),
+                                 dev="eth0", learning=False, mtu=mtu, mac=vtep_mac(address),
+                                 addresses=[f"{subnet.network_address}/{subnet.max_prefixlen}"])
         for other in cluster.nodes:
             if other == name:
                 continue
             far, far_subnet = addresses[other], subnets[other]
             if cluster.backend == "vxlan":
                 vtep = str(far_subnet.network_address)
-                neighbors.append(Neighbor(to=vtep, lladdr=vtep_mac(far), dev=VXLAN_DEV))
-                fdb.append(Fdb(lladdr=vtep_mac(far), dev=VXLAN_DEV, dst=str(far)))
-                routes.append(Route(to=str(far_subnet), via=vtep, dev=VXLAN_DEV, onlink=True))
+                neighbors.append(Neighbor(to=vtep, lladdr=vtep_mac(far), dev=vxlan))
+                fdb.append(Fdb(lladdr=vtep_mac(far), dev=vxlan, dst=str(far)))
+                routes.append(Route(to=str(far_subnet), via=vtep, dev=vxlan, onlink=True))
             else:
                 routes.append(Route(to=str(far_subnet), via=str(far), dev="eth0"))
         for pod in here:
@@ -172,8 +198,9 @@ def expand_cluster(lab: Lab) -> Expansion:
         description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
         proxy = _kube_proxy(cluster, name, services)
         links.update(proxy.pop("links", {}))  # e.g. IPVS mode's kube-ipvs0 dummy
+        sysctls = {FORWARDING[family]: 1, **proxy.pop("sysctls", {})}  # e.g. IPVS mode's net.ipv4.vs.*
         nodes[name] = _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors,
-                             fdb=fdb, sysctls={"net.ipv4.ip_forward": 1}, **proxy)
+                             fdb=fdb, sysctls=sysctls, **proxy)
         origins[("nodes", name)] = ("cluster", "nodes", name)
 
     for pod in pods:
@@ -194,10 +221,24 @@ def expand_cluster(lab: Lab) -> Expansion:
 def _services(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -> list[ServicePortView]:
     if not cluster.services:
         return []
-    if cluster.proxy_mode != "iptables":
+    if cluster.proxy_mode not in ("iptables", "nftables", "ipvs"):
         complaints.append((("cluster", "proxy_mode"), (
-            f"proxy_mode {cluster.proxy_mode} is not built yet; use iptables (kube-proxy's default)")))
+            f"proxy_mode {cluster.proxy_mode} is not built yet; use iptables (kube-proxy's default), nftables "
+            "or ipvs")))
         return []
+    if cluster.proxy_mode == "ipvs":  # what the IPVS proxier makes on every node is its own
+        family = ipaddress.ip_network(cluster.pod_cidr).version
+        ours = {set_name(name, family) for name, _, _ in IPVS_SETS}
+        for name, node in cluster.nodes.items():
+            if KUBE_IPVS_DUMMY in node.links:
+                complaints.append((("cluster", "nodes", name, "links", KUBE_IPVS_DUMMY), (
+                    f"{KUBE_IPVS_DUMMY} is the dummy kube-proxy's IPVS mode creates (it holds the service "
+                    "addresses); name your link otherwise")))
+            for i, ipset in enumerate(node.ipsets):
+                if ipset.name in ours:
+                    complaints.append((("cluster", "nodes", name, "ipsets", i, "name"), (
+                        f"ipset {ipset.name} is one kube-proxy's IPVS mode creates and fills on every node; "
+                        "name your set otherwise")))
     placed = [PodAddress(p.name, p.node, str(p.address), dict(p.spec.labels)) for p in pods]
     return resolve_services(cluster, placed, ipaddress.ip_network(cluster.pod_cidr).version, complaints)
 
@@ -208,9 +249,30 @@ def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView]) ->
     per proxy mode."""
     if not services:
         return {}
+    if cluster.proxy_mode == "nftables":
+        # its own `kube-proxy` table, one `nft -f` transaction; NodePorts on the node's
+        # primary address (nftables mode's default --nodeport-addresses)
+        family = ipaddress.ip_network(cluster.pod_cidr).version
+        return {"nftables": [{"ruleset": render_nftables(
+            node, services, cluster.pod_cidr, service_cidr=cluster.service_cidr or DEFAULT_SERVICE_CIDR[family],
+            node_ips=[str(_node_addresses(cluster, [])[node])])}]}
+    if cluster.proxy_mode == "ipvs":
+        # kube-ipvs0, IPVS services, ipsets, a --noflush dump, sysctls; NodePorts on every
+        # address of the node (IPVS mode's default --nodeport-addresses)
+        version = services[0].family
+        subnet = _node_subnets(cluster, [])[node]
+        own = [_node_addresses(cluster, [])[node], subnet.network_address + 1]  # eth0, cni0
+        if cluster.backend == "vxlan":
+            own.append(subnet.network_address)  # flannel's vxlan device
+        own += [ipaddress.ip_interface(a).ip for link in cluster.nodes[node].links.values() for a in link.addresses]
+        node_ips = list(dict.fromkeys(str(a) for a in own if a.version == version and not a.is_loopback
+                                      and not (a.version == 6 and a.is_link_local)))
+        return render_ipvs(node, services, cluster.pod_cidr, node_ips)
     # kube-proxy itself runs `iptables-restore --noflush`: its own chains are reset by their
     # `:CHAIN` lines, everything else in the tables stays
-    return {"iptables": [{"save": render_iptables(node, services, cluster.pod_cidr), "family": 4, "noflush": True}]}
+    # a single-stack cluster: every service is the pods' family, and so is the dump
+    return {"iptables": [{"save": render_iptables(node, services, cluster.pod_cidr), "family": services[0].family,
+                          "noflush": True}]}
 
 
 def _plugged_in(lab: Lab, switch: str) -> list[str]:
@@ -247,31 +309,32 @@ def _merge(spec: Node, *, description: str, links: dict[str, object], routes: li
 def _check_networks(cluster: Cluster) -> Iterator[Complaint]:
     pod_cidr = ipaddress.ip_network(cluster.pod_cidr)
     underlay = ipaddress.ip_network(cluster.underlay.subnet)
-    if pod_cidr.version != 4:
-        yield ("cluster", "pod_cidr"), (
-            f"pod_cidr {pod_cidr} is IPv6; cluster expansion builds IPv4 pod networks for now "
-            "(write IPv6 pods as plain `nodes:`)")
-    elif cluster.subnet_len > 30:
+    family, length = pod_cidr.version, subnet_len(cluster)
+    longest = pod_cidr.max_prefixlen - 2  # room for the network address, the gateway and a pod
+    if length > longest:
         yield ("cluster", "subnet_len"), (
-            f"subnet_len {cluster.subnet_len} leaves no room for a gateway and pods; use at most 30 "
-            "(flannel's default is 24)")
-    elif cluster.subnet_len <= pod_cidr.prefixlen:
+            f"subnet_len {length} leaves no room for a gateway and pods; use at most {longest} "
+            f"(flannel's default is {DEFAULT_SUBNET_LEN[family]})")
+    elif length <= pod_cidr.prefixlen:
         yield ("cluster", "subnet_len"), (
-            f"subnet_len {cluster.subnet_len} must be longer than pod_cidr's /{pod_cidr.prefixlen}: each node "
-            f"leases a /{cluster.subnet_len} out of {pod_cidr} (flannel's default is 24 in a /16)")
-    if underlay.version != 4:
-        yield ("cluster", "underlay", "subnet"), f"underlay subnet {underlay} is IPv6; it must be IPv4 for now"
-    elif underlay.prefixlen > 30:
+            f"subnet_len {length} must be longer than pod_cidr's /{pod_cidr.prefixlen}: each node "
+            f"leases a /{length} out of {pod_cidr} (flannel's default is 24 in a /16, 64 for IPv6)")
+    if underlay.prefixlen > underlay.max_prefixlen - 2:
         yield ("cluster", "underlay", "subnet"), (
             f"underlay subnet {underlay} has no room for nodes; use e.g. 192.168.49.0/24")
-    elif pod_cidr.version == 4 and pod_cidr.overlaps(underlay):
+    elif pod_cidr.version == underlay.version and pod_cidr.overlaps(underlay):
         yield ("cluster", "pod_cidr"), (
             f"pod_cidr {pod_cidr} overlaps the underlay subnet {underlay}; the nodes could not tell "
             "pods from nodes: pick disjoint networks (e.g. 10.244.0.0/16 and 192.168.49.0/24)")
-    if cluster.backend == "vxlan" and cluster.underlay.mtu - VXLAN_OVERHEAD < 68:
+    if cluster.backend == "host-gw" and underlay.version != family:
+        yield ("cluster", "underlay", "subnet"), (
+            f"host-gw routes IPv{family} pod subnets via the nodes' underlay addresses, which are "
+            f"IPv{underlay.version} here; use an IPv{family} underlay subnet, or backend vxlan")
+    overhead = vxlan_overhead(cluster)
+    if cluster.backend == "vxlan" and cluster.underlay.mtu - overhead < MIN_MTU[family]:
         yield ("cluster", "underlay", "mtu"), (
-            f"with vxlan the pods' MTU is the underlay's minus {VXLAN_OVERHEAD}; "
-            f"{cluster.underlay.mtu} leaves {cluster.underlay.mtu - VXLAN_OVERHEAD}, below IPv4's 68")
+            f"with vxlan over IPv{underlay.version} the pods' MTU is the underlay's minus {overhead}; "
+            f"{cluster.underlay.mtu} leaves {cluster.underlay.mtu - overhead}, below IPv{family}'s {MIN_MTU[family]}")
 
 
 def _pods(cluster: Cluster) -> Iterator[_Pod]:
@@ -326,25 +389,25 @@ def _check_names(lab: Lab, cluster: Cluster, pods: list[_Pod]) -> Iterator[Compl
         veths[veth] = pod.name
 
 
-def _hosts(net: V4Net, first: int) -> Iterator[V4Addr]:
+def _hosts(net: Net, first: int) -> Iterator[Addr]:
     """Usable addresses from the `first`-th on (no network or broadcast address)."""
     top = net.num_addresses - 1 if net.prefixlen < 31 else net.num_addresses
     for i in range(first, top):
         yield net.network_address + i
 
 
-def _node_addresses(cluster: Cluster, complaints: list[Complaint]) -> dict[str, V4Addr]:
-    underlay = ipaddress.IPv4Network(cluster.underlay.subnet)
-    given: dict[V4Addr, str] = {}
-    out: dict[str, V4Addr] = {}
+def _node_addresses(cluster: Cluster, complaints: list[Complaint]) -> dict[str, Addr]:
+    underlay = ipaddress.ip_network(cluster.underlay.subnet)
+    given: dict[Addr, str] = {}
+    out: dict[str, Addr] = {}
     for name, spec in cluster.nodes.items():
         if spec.address is None:
             continue
         path: Path = ("cluster", "nodes", name, "address")
         addr = ipaddress.ip_address(spec.address)
-        if not isinstance(addr, V4Addr) or addr not in underlay:
+        if addr not in underlay:
             complaints.append((path, f"address {addr} is not in the underlay subnet {underlay}"))
-        elif addr in (underlay.network_address, underlay.broadcast_address):
+        elif addr == underlay.network_address or (underlay.version == 4 and addr == underlay.broadcast_address):
             which = "network" if addr == underlay.network_address else "broadcast"
             complaints.append((path, f"{addr} is the underlay's {which} address; pick a host address"))
         elif addr in given:
@@ -365,36 +428,38 @@ def _node_addresses(cluster: Cluster, complaints: list[Complaint]) -> dict[str, 
     return out
 
 
-def _node_subnets(cluster: Cluster, complaints: list[Complaint]) -> dict[str, V4Net]:
-    pod_cidr = ipaddress.IPv4Network(cluster.pod_cidr)
-    given: dict[str, V4Net] = {}
+def _node_subnets(cluster: Cluster, complaints: list[Complaint]) -> dict[str, Net]:
+    pod_cidr = ipaddress.ip_network(cluster.pod_cidr)
+    length = subnet_len(cluster)
+    given: dict[str, Net] = {}
     for name, spec in cluster.nodes.items():
         if spec.pod_cidr is None:
             continue
         path: Path = ("cluster", "nodes", name, "pod_cidr")
         net = ipaddress.ip_network(spec.pod_cidr)
         clash = next((other for other, n in given.items() if n.overlaps(net)), None)
-        if not isinstance(net, V4Net) or not net.subnet_of(pod_cidr):
+        if net.version != pod_cidr.version or not net.subnet_of(pod_cidr):  # type: ignore[arg-type]
             complaints.append((path, f"pod_cidr {net} is not inside the cluster's pod_cidr {pod_cidr}"))
-        elif net.prefixlen > 30:
-            complaints.append((path, f"pod_cidr {net} has no room for a gateway and pods; use at most a /30"))
+        elif net.prefixlen > net.max_prefixlen - 2:
+            complaints.append((path, f"pod_cidr {net} has no room for a gateway and pods; "
+                                     f"use at most a /{net.max_prefixlen - 2}"))
         elif clash:
             complaints.append((path, f"pod_cidr {net} overlaps node {clash}'s {given[clash]}; "
                                      "each node needs its own pod subnet"))
         else:
             given[name] = net
-    leases = (s for s in pod_cidr.subnets(new_prefix=cluster.subnet_len)
+    leases = (s for s in pod_cidr.subnets(new_prefix=length)
               if not any(s.overlaps(n) for n in given.values()))
-    out: dict[str, V4Net] = {}
+    out: dict[str, Net] = {}
     for name, spec in cluster.nodes.items():
         if name in given:
             out[name] = given[name]
         elif spec.pod_cidr is None:
             lease = next(leases, None)
             if lease is None:
-                total = 2 ** (cluster.subnet_len - pod_cidr.prefixlen)
+                total = 2 ** (length - pod_cidr.prefixlen)
                 complaints.append((("cluster", "nodes", name), (
-                    f"pod_cidr {pod_cidr} holds {total} /{cluster.subnet_len} lease{'s' if total != 1 else ''}, "
+                    f"pod_cidr {pod_cidr} holds {total} /{length} lease{'s' if total != 1 else ''}, "
                     f"none left for node {name}; use a larger pod_cidr or a longer subnet_len")))
                 continue
             out[name] = lease
@@ -422,8 +487,8 @@ def _place_pods(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint])
             load[pod.node] += 1
 
 
-def _pod_addresses(subnets: dict[str, V4Net], pods: list[_Pod], complaints: list[Complaint]) -> None:
-    taken: dict[V4Addr, str] = {}
+def _pod_addresses(subnets: dict[str, Net], pods: list[_Pod], complaints: list[Complaint]) -> None:
+    taken: dict[Addr, str] = {}
     pods = [p for p in pods if p.node in subnets]  # the others have a problem reported already
     for pod in pods:
         if pod.spec.address is None:
@@ -434,13 +499,13 @@ def _pod_addresses(subnets: dict[str, V4Net], pods: list[_Pod], complaints: list
         if pod.spec.replicas is not None and pod.spec.replicas > 1:
             complaints.append((path, f"{pod.spec.replicas} replicas cannot share one address; drop `address:`"))
             return
-        if not isinstance(addr, V4Addr) or addr not in subnet:
+        if addr not in subnet:
             complaints.append((path, f"address {addr} is not in node {pod.node}'s pod subnet {subnet}"))
         elif addr in (subnet.network_address, subnet.network_address + 1, subnet.broadcast_address):
-            what = {subnet.network_address: "the subnet's network address (flannel.1's)",
+            what = {subnet.network_address: "the subnet's network address (the vxlan device's)",
                     subnet.network_address + 1: "cni0's (the pods' gateway)",
                     subnet.broadcast_address: "the broadcast address"}[addr]
-            complaints.append((path, f"{addr} is {what}; pods get .2 onwards"))
+            complaints.append((path, f"{addr} is {what}; pods get {subnet.network_address + 2} onwards"))
         elif addr in taken:
             complaints.append((path, f"address {addr} is also pod {taken[addr]}'s"))
         else:
@@ -466,7 +531,8 @@ def _pods_word(n: int) -> str:
 
 def _check_user_links(cluster: Cluster, pods: list[_Pod]) -> Iterator[Complaint]:
     """What a user adds to a node or pod may not take a name expansion uses."""
-    generated = {"eth0": "the underlay link", CNI_BRIDGE: "the CNI bridge", VXLAN_DEV: "flannel's vxlan"}
+    generated = {"eth0": "the underlay link", CNI_BRIDGE: "the CNI bridge", VXLAN_DEV: "flannel's vxlan",
+                 VXLAN_DEV_V6: "flannel's IPv6 vxlan"}
     veths = {_host_veth(p.name): p.name for p in pods}
     for name, node in cluster.nodes.items():
         for ifname in node.links:

@@ -21,6 +21,7 @@ from netlab.spec.source import Path
 from netlab.spec.topology import Complaint
 
 FIRST_CLUSTER_IP = 10  # services without `cluster_ip:` get .10, .11, … (kube-dns's is .10)
+DEFAULT_SERVICE_CIDR = {4: "10.96.0.0/12", 6: "fd00:10:96::/112"}  # kubeadm's; kind's for IPv6
 
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -83,7 +84,7 @@ class PodAddress:
 def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
                      complaints: list[Complaint]) -> list[ServicePortView]:
     """Every port of every service, resolved; problems go to `complaints` at their key."""
-    service_cidr = ipaddress.ip_network(cluster.service_cidr)
+    service_cidr = ipaddress.ip_network(cluster.service_cidr or DEFAULT_SERVICE_CIDR[pod_family])
     taken: dict[Addr, str] = {}
     if service_cidr.version != pod_family:
         complaints.append((("cluster", "service_cidr"), (

@@ -54,6 +54,7 @@ FEATURES: tuple[str, ...] = (
     "nftables",
     "conntrack",
     "ipset",
+    "br_netfilter",
     "netem",
 )
 
@@ -64,6 +65,8 @@ _ALIASES: dict[str, str] = {
     "sch_netem": "netem",
     "nf_conntrack": "conntrack",
     "ip_set": "ipset",
+    "br-netfilter": "br_netfilter",
+    "bridge-netfilter": "br_netfilter",
 }
 
 # tool -> Debian package that ships it
@@ -93,6 +96,12 @@ _GET_KERNEL = (
     "box (vagrant/README.md)"
 )
 
+# Features no kernel facility loads on demand, and netlab will not load: why, for the hint.
+_NOT_AUTOLOADED = {
+    "br_netfilter": "netlab does not load it: it makes the bridges of the machine's own namespace pass "
+                    "bridged traffic through iptables too",
+}
+
 # feature -> what it needs from the kernel: (Kconfig symbol, module or None if bool-only).
 # Used only to word the hint once a probe has failed.
 _NEEDS: dict[str, tuple[tuple[str, str | None], ...]] = {
@@ -110,6 +119,7 @@ _NEEDS: dict[str, tuple[tuple[str, str | None], ...]] = {
         ("CONFIG_NFT_CT", "nft_ct"),
     ),
     "ipset": (("CONFIG_IP_SET", "ip_set"), ("CONFIG_IP_SET_HASH_IP", "ip_set_hash_ip")),
+    "br_netfilter": (("CONFIG_BRIDGE_NETFILTER", "br_netfilter"),),
     "netem": (("CONFIG_NET_SCH_NETEM", "sch_netem"),),
 }
 
@@ -288,6 +298,9 @@ def kernel_hint(name: str, config: dict[str, str] | None, modules: frozenset[str
     """
     needs = _NEEDS[name]
     mods = [m for _, m in needs if m]
+    if name in _NOT_AUTOLOADED and any(
+            (config or {}).get(sym) == "m" or (modules is not None and mod in modules) for sym, mod in needs):
+        return f"modprobe {' '.join(mods)} ({_NOT_AUTOLOADED[name]}), or run the lab in the VM: `netlab vm run`"
     if config is not None:
         for sym, mod in needs:
             value = config.get(sym)
@@ -543,6 +556,15 @@ def _probe_ipset() -> _Result:
         ipset.close()
 
 
+def _probe_br_netfilter() -> _Result:
+    # Its sysctls are per namespace and exist once the module is loaded (built in: always);
+    # nothing in this fresh namespace could load it, and the probe does not try.
+    path = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+    if os.path.exists(path):
+        return True, "net.bridge.bridge-nf-call-iptables exists (br_netfilter is loaded)", "kernel"
+    return False, "no net.bridge.* sysctls: br_netfilter is not loaded", "kernel"
+
+
 def _probe_netem() -> _Result:
     # lo exists in every fresh namespace, so netem does not depend on dummy/veth.
     ipr = _iproute()
@@ -564,5 +586,6 @@ _PROBES: dict[str, Callable[[], _Result]] = {
     "nftables": _probe_nftables,
     "conntrack": _probe_conntrack,
     "ipset": _probe_ipset,
+    "br_netfilter": _probe_br_netfilter,
     "netem": _probe_netem,
 }

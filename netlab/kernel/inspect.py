@@ -62,9 +62,9 @@ TABLE_NAMES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
 # What a reject *rule* fails a lookup with (fib4_rule_action, fib6_rule_action): as the
 # routes of the same name, except `unreachable`: ENETUNREACH, as if there were no route.
 RULE_ERRNOS = {"unreachable": errnos.ENETUNREACH, "prohibit": errnos.EACCES, "blackhole": errnos.EINVAL}
-# Rule selectors a RouteQuery cannot be matched against (RuleView does not hold them).
-_EXOTIC_RULE_ATTRS = ("FRA_UID_RANGE", "FRA_SPORT_RANGE", "FRA_DPORT_RANGE", "FRA_IP_PROTO", "FRA_L3MDEV",
-                      "FRA_TUN_ID")
+# Rule selectors a RouteQuery cannot be matched against: l3mdev depends on the VRF the
+# devices are in, tun_id on the tunnel metadata.
+_EXOTIC_RULE_ATTRS = ("FRA_L3MDEV", "FRA_TUN_ID")
 RULE_ACTIONS = {0: "unspec", 1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 
 IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
@@ -131,6 +131,7 @@ class RouteQuery:
     sport: int | None = None  # RTA_SPORT
     dport: int | None = None  # RTA_DPORT
     uid: int | None = None  # RTA_UID
+    tos: int | None = None  # rtm_tos (DSCP << 2)
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class RouteAnswer:
     errno: int | None  # set when the lookup failed
     error: str | None  # strerror (errno name) and the kernel's extack text
     text: str  # `ip route get`-like line, for evidence
+    rule: RuleView | None = None  # the rule whose action decided the lookup, when that is certain
 
 
 @dataclass(frozen=True)
@@ -158,6 +160,15 @@ class RuleView:
     table: int | None
     action: str  # lookup | blackhole | unreachable | prohibit | goto | nop
     text: str  # `ip rule`-like line
+    invert: bool = False  # `not`: the rule selects what its selectors do not match
+    ipproto: int | None = None
+    sport: tuple[int, int] | None = None
+    dport: tuple[int, int] | None = None
+    uidrange: tuple[int, int] | None = None
+    tos: int | None = None
+    l3mdev: bool = False
+    goto: int | None = None  # action goto: the priority it goes on at
+    suppress_prefixlength: int | None = None
 
 
 @dataclass(frozen=True)
@@ -283,6 +294,8 @@ def build_route_request(q: RouteQuery, indexes: Mapping[str, int]) -> Any:
         attrs.append(("RTA_SPORT", q.sport))
     if q.dport is not None:
         attrs.append(("RTA_DPORT", q.dport))
+    if q.tos is not None:
+        msg["tos"] = q.tos
     msg["attrs"] = attrs
     return msg
 
@@ -337,7 +350,7 @@ def error_answer(q: RouteQuery, err: int, message: str, hint: str | None = None,
     if hint:
         why += f"; {hint}"
     return RouteAnswer(type=type_, table=None, dev=None, via=None, prefsrc=None, errno=err, error=message,
-                       text=f"error: {os.strerror(err)} ({why})")
+                       text=f"error: {os.strerror(err)} ({why})", rule=rule)
 
 
 def parse_route_answer(data: bytes, names: Mapping[int, str], q: RouteQuery) -> RouteAnswer:
@@ -418,7 +431,52 @@ def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False) -> bool | 
         mask = 0xFFFFFFFF if rule.fwmask is None else rule.fwmask
         if ((q.fwmark or 0) ^ rule.fwmark) & mask:
             return False
+    if rule.ipproto is not None and rule.ipproto != (IP_PROTOS[q.ipproto] if q.ipproto else 0):
+        return False
+    for span, port in ((rule.sport, q.sport), (rule.dport, q.dport)):
+        if span is not None and not span[0] <= (port or 0) <= span[1]:
+            return False
+    # A lookup without RTA_UID is made as uid 0 (the querying socket's owner is not used).
+    if rule.uidrange is not None and not rule.uidrange[0] <= (q.uid or 0) <= rule.uidrange[1]:
+        return False
+    if rule.tos and rule.tos != (q.tos or 0):
+        return False
     return None if exotic else True
+
+
+def rule_selects(rule: RuleView, q: RouteQuery, exotic: bool = False) -> bool | None:
+    """rule_matches with `not` applied: does the kernel run this rule's action for q?"""
+    match = rule_matches(rule, q, exotic)
+    return match if match is None or not rule.invert else not match
+
+
+def deciding_rule(answer: RouteAnswer, q: RouteQuery,
+                  ruleset: Sequence[tuple[RuleView, bool]]) -> RuleView | None:
+    """The lookup rule that gave a successful answer: the kernel walks the rules in
+    priority order (following goto) and stops at the first lookup whose table has a route
+    that is not suppressed; the answer names that table. Which rule it was is certain when
+    every rule before it surely did or did not select q; else None."""
+    if answer.errno is not None or answer.table is None:
+        return None
+    family = ipaddress.ip_address(q.dst).version
+    ordered = sorted((r for r in ruleset if r[0].family == family), key=lambda r: r[0].priority)
+    jump: int | None = None
+    for rule, exotic in ordered:
+        if jump is not None and rule.priority < jump:
+            continue
+        jump = None
+        match = rule_selects(rule, q, exotic)
+        if match is False:
+            continue
+        if match is None:
+            return None  # it may or may not have selected q: what came after is not certain
+        if rule.action == "goto":
+            jump = rule.goto
+        elif rule.action == "lookup" and rule.table == answer.table:
+            return rule
+        elif rule.action in RULE_ERRNOS:
+            return None  # a reject rule that selects q would have failed the lookup
+    return None
 
 
 def rule_cause(err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]]) -> tuple[RuleView | None, str | None]:
@@ -430,7 +488,7 @@ def rule_cause(err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]]
     for rule, exotic in ruleset:
         if rule.action not in RULE_ERRNOS:
             continue  # a lookup rule: when its table has no route, the lookup goes on
-        match = rule_matches(rule, q, exotic)
+        match = rule_selects(rule, q, exotic)
         if match is False:
             continue
         if RULE_ERRNOS[rule.action] == err:
@@ -452,7 +510,11 @@ def _route_get_here(queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
         ruleset: list[tuple[RuleView, bool]] | None = None
         for q, got in zip(queries, sock.query(msgs), strict=True):
             if not isinstance(got, Failure):
-                answers.append(parse_route_answer(got, names, q))
+                answer = parse_route_answer(got, names, q)
+                if ruleset is None:
+                    ruleset = _rule_set(sock)
+                rule = deciding_rule(answer, q, ruleset)
+                answers.append(dataclasses.replace(answer, rule=rule) if rule is not None else answer)
                 continue
             fam = ipaddress.ip_address(q.dst).version
             hints = [_hint(q, fam, got.errno)]
@@ -544,11 +606,13 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
         extra += " [iif detached]"
     if flags & FIB_RULE_OIF_DETACHED:
         extra += " [oif detached]"
+    spans: dict[str, tuple[int, int]] = {}
     for attr, word in (("FRA_UID_RANGE", "uidrange"), ("FRA_SPORT_RANGE", "sport"), ("FRA_DPORT_RANGE", "dport")):
         value = attrs.get(attr)
         if value is not None:
             lo, _, hi = str(value).partition(":")
-            extra += f" {word} {lo}" if lo == hi else f" {word} {lo}-{hi}"
+            spans[word] = (int(lo), int(hi or lo))
+            extra += f" {word} {lo}" if lo == hi and word != "uidrange" else f" {word} {lo}-{hi}"
     proto = attrs.get("FRA_IP_PROTO")
     if proto:
         extra += f" ipproto {PROTO_NAMES.get(proto, str(proto))}"
@@ -569,10 +633,19 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
         table=table if action == "lookup" else None,
         action=action,
         text="",
+        invert=bool(flags & FIB_RULE_INVERT),
+        ipproto=proto or None,
+        sport=spans.get("sport"),
+        dport=spans.get("dport"),
+        uidrange=spans.get("uidrange"),
+        tos=msg["tos"] or None,
+        l3mdev=bool(attrs.get("FRA_L3MDEV")),
+        goto=attrs.get("FRA_GOTO") if action == "goto" else None,
+        suppress_prefixlength=suppress if suppress is not None and suppress != 0xFFFFFFFF else None,
     )
-    invert = bool(flags & FIB_RULE_INVERT)
+    invert = view.invert
     text = rule_text(view, invert=invert, extra=extra, goto=attrs.get("FRA_GOTO"))
-    exotic = invert or bool(msg["tos"]) or any(attrs.get(a) for a in _EXOTIC_RULE_ATTRS)
+    exotic = any(attrs.get(a) for a in _EXOTIC_RULE_ATTRS)
     return dataclasses.replace(view, text=text), exotic
 
 

@@ -50,6 +50,7 @@ from netlab.plan.ops import (
     AddNeighbor,
     AddRoute,
     AddRule,
+    CreateIpset,
     CreateLink,
     CreateNetns,
     LoadNftables,
@@ -70,7 +71,8 @@ RT_SCOPE_LINK = 253
 RT_TABLE_MAIN = 254
 RTNH_F_ONLINK = 4
 RTN_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
-FR_ACTIONS = {"lookup": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+FR_ACTIONS = {"lookup": 1, "goto": 2, "nop": 3, "blackhole": 6, "unreachable": 7, "prohibit": 8}
+FIB_RULE_INVERT = 0x2  # linux/fib_rules.h: `ip rule add not …`
 AF_BRIDGE = 7  # PF_BRIDGE: the family of FDB entries
 
 
@@ -93,6 +95,7 @@ class NetlinkDriver:
         self.workers = max(1, workers)
         self._handles: dict[str, _Handle] = {}
         self._lock = threading.Lock()
+        nsops.raise_fd_limit()  # two descriptors per namespace while building: a 1000-namespace lab needs 2000
 
     # ------------------------------------------------------------ lifecycle
 
@@ -137,8 +140,9 @@ class NetlinkDriver:
             for op in ops:
                 self._run_command(op)  # type: ignore[arg-type]
                 on_done(op)
-        elif all(isinstance(op, (LoadNftables, RestoreIptables)) for op in ops):
-            # nft.py: libnftables in a thread inside the namespace, iptables-nft-restore via ip netns exec
+        elif all(isinstance(op, (CreateIpset, LoadNftables, RestoreIptables)) for op in ops):
+            # nft.py: ipsets over netlink and libnftables in a thread inside the namespace,
+            # iptables-nft-restore via ip netns exec
             self._per_namespace(ops, on_done, lambda ns, group: nft.apply_in(self._handle(ns).fd, ns, group))
         elif all(isinstance(op, (AddIpvsService, AddIpvsReal)) for op in ops):
             self._per_namespace(ops, on_done, self._ipvs)
@@ -495,6 +499,23 @@ class NetlinkDriver:
         if op.fwmark is not None:
             attrs.append(("FRA_FWMARK", op.fwmark))
             attrs.append(("FRA_FWMASK", op.fwmask if op.fwmask is not None else 0xFFFFFFFF))
+        if op.invert:
+            msg["flags"] = FIB_RULE_INVERT
+        if op.tos is not None:
+            msg["tos"] = op.tos
+        if op.ipproto is not None:
+            attrs.append(("FRA_IP_PROTO", op.ipproto))
+        for key, span in (("FRA_SPORT_RANGE", op.sport), ("FRA_DPORT_RANGE", op.dport)):
+            if span is not None:
+                attrs.append((key, f"{span[0]}:{span[1]}"))  # pyroute2's fra_range takes "start:end"
+        if op.uidrange is not None:
+            attrs.append(("FRA_UID_RANGE", f"{op.uidrange[0]}:{op.uidrange[1]}"))
+        if op.l3mdev:
+            attrs.append(("FRA_L3MDEV", 1))
+        if op.goto is not None:
+            attrs.append(("FRA_GOTO", op.goto))
+        if op.suppress_prefixlength is not None:
+            attrs.append(("FRA_SUPPRESS_PREFIXLEN", op.suppress_prefixlength))
         msg["attrs"] = attrs
         return msg
 

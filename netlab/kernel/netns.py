@@ -13,7 +13,9 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
+import resource
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -121,8 +123,36 @@ def enter_here(fd: int) -> None:
     _check(_libc.setns(fd, CLONE_NEWNET), "setns")
 
 
+# Long-lived descriptors (one namespace fd and one netlink socket per namespace while a
+# lab is built) are moved to 1024 and up: libnftables (nft 1.0.6) waits on its own socket
+# with select(), which aborts the process ("bit out of range 0 - FD_SETSIZE") when that
+# socket's fd is above 1023 — as it is in a lab of ~500 namespaces otherwise.
+HIGH_FDS = 1024
+
+
+def high_fd(fd: int) -> int:
+    """fd moved to the lowest free number >= HIGH_FDS (close-on-exec); the old one closed.
+    Left where it is when the process may not have that many descriptors."""
+    try:
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, HIGH_FDS)
+    except OSError:
+        return fd
+    os.close(fd)
+    return moved
+
+
+def raise_fd_limit() -> None:
+    """Lift the soft limit on open descriptors to the hard one (a login shell's soft limit
+    is often 1024, too few for a big lab, and below HIGH_FDS)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def open_netns(name: str) -> int:
-    return os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC)
+    return high_fd(os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC))
 
 
 def delete_netns(name: str) -> bool:

@@ -7,7 +7,10 @@ socket are made there, so they only ever see that namespace. iptables dumps go t
 for a lab namespace; for a throwaway one, a child of the thread that made it (a process
 forked by a thread starts in that thread's network namespace).
 
-`trial` is the preflight of `netlab up`: each node's rulesets and dumps, in order, in a
+A node's ipsets go first (netlab.kernel.ipset, netlink from the same thread): a dump may
+match a set, which must exist when its rule goes in.
+
+`trial` is the preflight of `netlab up`: each node's ipsets, rulesets and dumps, in order, in a
 network namespace of their own that vanishes afterwards (unshared by a thread, never
 bind-mounted): every ruleset is first dry-run (`nft -c`), which sends it to the kernel to
 validate without committing, then applied, so a later ruleset that refers to an earlier
@@ -27,7 +30,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from netlab.kernel import netns as nsops
-from netlab.plan.ops import LoadNftables, Op, RestoreIptables
+from netlab.kernel.ipset import apply_here as apply_ipsets_here
+from netlab.plan.ops import CreateIpset, LoadNftables, Op, RestoreIptables
 
 # libnftables keeps some state per process (its caches, the symbol tables it reads):
 # one context at a time.
@@ -234,6 +238,13 @@ def restore_iptables(op: RestoreIptables, *, test: bool = False, netns: str | No
         raise FirewallError(parse_iptables_errors(proc.stderr or proc.stdout, op.text))
 
 
+def create_ipset(op: CreateIpset) -> None:
+    """Make the op's set and its members in the calling thread's namespace (netlab.kernel.ipset)."""
+    _require_lab_netns()
+    for _op, why in apply_ipsets_here([op]):
+        raise FirewallError([Message(why)])
+
+
 # ---------------------------------------------------------------- a lab namespace (the driver)
 
 
@@ -246,7 +257,9 @@ def apply_in(fd: int, ns: str, ops: Sequence[Op]) -> list[tuple[Op, str]]:
         nsops.enter_here(fd)
         for i, op in enumerate(ops):
             try:
-                if isinstance(op, LoadNftables):
+                if isinstance(op, CreateIpset):
+                    create_ipset(op)
+                elif isinstance(op, LoadNftables):
                     load_nftables(op)
                 elif isinstance(op, RestoreIptables):
                     restore_iptables(op, netns=ns)
@@ -303,7 +316,9 @@ def trial(ops: Sequence[Op]) -> TrialFailure | None:
         nsops.unshare_here()
         for i, op in enumerate(ops):
             try:
-                if isinstance(op, LoadNftables):
+                if isinstance(op, CreateIpset):  # first: the dumps after it may match the set
+                    create_ipset(op)
+                elif isinstance(op, LoadNftables):
                     load_nftables(op, dry_run=True)
                     load_nftables(op)
                 elif isinstance(op, RestoreIptables):

@@ -19,6 +19,8 @@ from typing import Any
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
+from netlab.kernel.netns import high_fd
+
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
@@ -53,7 +55,9 @@ class RtnlSocket:
     another netlink protocol: netlab.kernel.ipvs batches generic netlink requests on it)."""
 
     def __init__(self, protocol: int = socket.NETLINK_ROUTE) -> None:
-        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        made = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
+        # kept above 1023 for libnftables' select() (see netns.HIGH_FDS)
+        self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol, fileno=high_fd(made.detach()))
         try:
             self.sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 4 << 20)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from netlab.naming import netns_name, ownership_mark
 from netlab.plan.ops import (
+    IP_PROTOS,
     STAGES,
     AddAddress,
     AddFdb,
@@ -19,6 +20,7 @@ from netlab.plan.ops import (
     AddNeighbor,
     AddRoute,
     AddRule,
+    CreateIpset,
     CreateLink,
     CreateNetns,
     LoadNftables,
@@ -32,6 +34,7 @@ from netlab.plan.ops import (
     stage_of,
 )
 from netlab.spec.checks import route_family, rule_family
+from netlab.spec.ipset import entry_comment, entry_text, parse_element, range_text
 from netlab.spec.ipvs import real_port, service_family
 from netlab.spec.model import BUILTIN_TABLES, Bridge, Lab, Node, Vxlan
 from netlab.spec.source import format_path
@@ -184,7 +187,12 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
             ops.append(AddRule(ns[node_name], f"nodes.{node_name}.rules[{i}]", family=rule_family(rule),
                                priority=rule.priority, src=_net(rule.from_), dst=_net(rule.to),
                                iif=rule.iif, oif=rule.oif, fwmark=mark, fwmask=mask, action=rule.action,
-                               table=table, table_name=table_name))
+                               table=table, table_name=table_name, invert=rule.not_,
+                               ipproto=IP_PROTOS[rule.ipproto] if isinstance(rule.ipproto, str) else rule.ipproto,
+                               sport=rule.sport, dport=rule.dport,
+                               tos=rule.dscp << 2 if rule.dscp is not None else None,
+                               uidrange=rule.uidrange, l3mdev=rule.l3mdev, goto=rule.goto,
+                               suppress_prefixlength=rule.suppress_prefixlength))
 
     for node_name, node in lab.nodes.items():
         ops += firewall_ops(ns[node_name], f"nodes.{node_name}", node)
@@ -218,9 +226,16 @@ def ipvs_ops(ns: str, where: str, node: Node) -> list[Op]:
 
 
 def firewall_ops(ns: str, where: str, node: Node) -> list[Op]:
-    """A node's nftables rulesets, then its iptables dumps, in file order. The loaded lab
-    carries every `file:`'s text, so the ops hold the text itself."""
+    """A node's ipsets, then its nftables rulesets, then its iptables dumps, in file order:
+    a dump may match a set (`-m set --match-set`), which must exist when the rule goes in.
+    The loaded lab carries every `file:`'s text, so the ops hold the text itself."""
     ops: list[Op] = []
+    for i, ipset in enumerate(node.ipsets):
+        ops.append(CreateIpset(
+            ns, f"{where}.ipsets[{i}]", name=ipset.name, type=ipset.type, family=ipset.family,
+            range=range_text(ipset), hashsize=ipset.hashsize, maxelem=ipset.maxelem, comment=ipset.comment,
+            members=tuple(parse_element(ipset.type, ipset.family, entry_text(m)).text for m in ipset.members),
+            comments=tuple(entry_comment(m) for m in ipset.members) if ipset.comment else ()))
     for i, r in enumerate(node.nftables):
         if r.json_ is not None:
             ops.append(LoadNftables(ns, f"{where}.nftables[{i}]", text=json.dumps(r.json_), json=True))

@@ -240,6 +240,10 @@ class AddRoute(Op):
         return " ".join(parts)
 
 
+IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}  # /etc/protocols' numbers
+IP_PROTO_NAMES = {number: name for name, number in IP_PROTOS.items()}
+
+
 @dataclass(frozen=True)
 class AddRule(Op):
     family: int = 4
@@ -253,12 +257,23 @@ class AddRule(Op):
     action: str = "lookup"
     table: int | None = None
     table_name: str | None = None
+    invert: bool = False
+    ipproto: int | None = None
+    sport: tuple[int, int] | None = None
+    dport: tuple[int, int] | None = None
+    tos: int | None = None
+    uidrange: tuple[int, int] | None = None
+    l3mdev: bool = False
+    goto: int | None = None
+    suppress_prefixlength: int | None = None
 
     def render(self) -> str:
         fam = " -6" if self.family == 6 else ""
         parts = [f"ip{fam} -n {self.ns} rule add"]
         if self.priority is not None:
             parts.append(f"pref {self.priority}")
+        if self.invert:
+            parts.append("not")
         parts.append(f"from {self.src or 'all'}")
         if self.dst:
             parts.append(f"to {self.dst}")
@@ -269,10 +284,24 @@ class AddRule(Op):
         if self.fwmark is not None:
             mask = f"/{self.fwmask:#x}" if self.fwmask is not None else ""
             parts.append(f"fwmark {self.fwmark:#x}{mask}")
-        if self.action == "lookup":
+        if self.ipproto is not None:
+            parts.append(f"ipproto {IP_PROTO_NAMES.get(self.ipproto, self.ipproto)}")
+        for word, span in (("sport", self.sport), ("dport", self.dport), ("uidrange", self.uidrange)):
+            if span is not None:
+                parts.append(f"{word} {span[0]}" if span[0] == span[1] and word != "uidrange"
+                             else f"{word} {span[0]}-{span[1]}")
+        if self.tos is not None:
+            parts.append(f"tos {self.tos:#04x}")
+        if self.l3mdev:
+            parts.append("l3mdev")
+        if self.action == "lookup" and self.table is not None:
             parts.append(f"lookup {self.table_name or self.table}")
-        else:
+        elif self.action == "goto":
+            parts.append(f"goto {self.goto}")
+        elif self.action != "lookup":
             parts.append(self.action)
+        if self.suppress_prefixlength is not None:
+            parts.append(f"suppress_prefixlength {self.suppress_prefixlength}")
         return " ".join(parts)
 
 
@@ -328,6 +357,48 @@ class RestoreIptables(Op):
 
     def brief(self) -> str:
         return f"{self.command()} <<'EOF' ({_first_line(self.text)})"
+
+
+@dataclass(frozen=True)
+class CreateIpset(Op):
+    """An ipset with its members (`ipset create`, then `ipset add` for each member), written
+    as `ipset restore` reads them. Members are as `ipset list` shows them."""
+
+    name: str = ""
+    type: str = ""  # hash:ip,port, bitmap:port, …
+    family: int = 4  # of a hash set
+    range: str | None = None  # a bitmap's FROM-TO
+    hashsize: int | None = None
+    maxelem: int | None = None
+    comment: bool = False  # the comment extension
+    members: tuple[str, ...] = ()
+    comments: tuple[str | None, ...] = ()  # one per member (with the comment extension)
+
+    def create_line(self) -> str:
+        parts = [f"create {self.name} {self.type}"]
+        if self.type.startswith("hash:") and self.type != "hash:mac":  # the types that hold addresses
+            parts.append(f"family {'inet6' if self.family == 6 else 'inet'}")
+        if self.range is not None:
+            parts.append(f"range {self.range}")
+        if self.hashsize is not None:
+            parts.append(f"hashsize {self.hashsize}")
+        if self.maxelem is not None:
+            parts.append(f"maxelem {self.maxelem}")
+        if self.comment:
+            parts.append("comment")
+        return " ".join(parts)
+
+    def add_lines(self) -> list[str]:
+        notes = self.comments or (None,) * len(self.members)
+        return [f"add {self.name} {m}" + (f' comment "{c}"' if c is not None else "")
+                for m, c in zip(self.members, notes, strict=True)]
+
+    def render(self) -> str:
+        return _heredoc(f"ip netns exec {self.ns} ipset restore", "\n".join([self.create_line(), *self.add_lines()]))
+
+    def brief(self) -> str:
+        count = f"{len(self.members)} member{'s' if len(self.members) != 1 else ''}"
+        return f"ip netns exec {self.ns} ipset {self.create_line()} (+{count})"
 
 
 @dataclass(frozen=True)
@@ -415,7 +486,7 @@ STAGES: tuple[str, ...] = (
     "neighbors",  # neighbour entries, then FDB entries (flanneld's order); before the routes that use them
     "routes",
     "rules",
-    "firewall",  # nftables rulesets, then iptables dumps, each node's in file order
+    "firewall",  # ipsets, then nftables rulesets, then iptables dumps (which may match the sets), in file order
     "ipvs",  # IPVS services, each followed by its real servers (a driver keeps a namespace's ops in order)
     "commands",
 )
@@ -440,7 +511,7 @@ def stage_of(op: Op) -> str:
         return "routes"
     if isinstance(op, AddRule):
         return "rules"
-    if isinstance(op, (LoadNftables, RestoreIptables)):
+    if isinstance(op, (CreateIpset, LoadNftables, RestoreIptables)):
         return "firewall"
     if isinstance(op, (AddIpvsService, AddIpvsReal)):
         return "ipvs"

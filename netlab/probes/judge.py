@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
+from netlab.kernel.inspect import IP_PROTOS, CtEntry, RouteAnswer, RuleView
 from netlab.kernel.ipvs import FORWARD_WORDS, IpvsConn, IpvsServiceView, endpoint, table_text
 from netlab.probes.capture import Packet
 from netlab.probes.run import ProbeResult
@@ -218,7 +218,7 @@ def judge_conntrack(
             j.reasons.append(f"the probe has no client port to find its conntrack entry by ({r.detail})")
             continue
         mine = flow_entries(entries, r)
-        flow = f"{r.proto} {r.src}:{r.sport} → {r.dst}" + (f":{r.dport}" if r.dport else "")
+        flow = f"{r.proto} {endpoint(r.src or '?', r.sport)} → " + (endpoint(r.dst, r.dport) if r.dport else r.dst)
         if not expect.entry:
             if mine:
                 j.reasons.append(f"expected no conntrack entry in {node} for {flow}, found one")
@@ -437,6 +437,14 @@ def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]
     if expect.type is not None and answer.type != expect.type:
         j.reasons.append(f"expected a {expect.type} route, saw {answer.type}" +
                          (f" ({answer.error})" if answer.error else ""))
+    if expect.rule is not None:
+        if answer.rule is None:
+            j.reasons.append(f"expected rule {expect.rule} to decide the lookup; which rule did cannot be told "
+                             "(a rule before it has selectors a lookup cannot be matched against, e.g. l3mdev)"
+                             if answer.errno is None else
+                             f"expected rule {expect.rule} to decide the lookup, but it failed: {answer.error}")
+        elif answer.rule.priority != expect.rule:
+            j.reasons.append(f"expected rule {expect.rule} to decide the lookup, rule `{answer.rule.text}` did")
     if expect.table is not None:
         want = table_number(expect.table, tables)
         if answer.table != want:
@@ -471,6 +479,18 @@ def rule_matches(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bo
         if (rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF) != int(mask or "0xffffffff", 16):
             return False
     if q.table is not None and rule.table != table_number(q.table, tables):
+        return False
+    if q.ipproto is not None and rule.ipproto != (IP_PROTOS[q.ipproto] if isinstance(q.ipproto, str) else q.ipproto):
+        return False
+    for want_span, got_span in ((q.sport, rule.sport), (q.dport, rule.dport), (q.uidrange, rule.uidrange)):
+        if want_span is not None and tuple(want_span) != got_span:
+            return False
+    if q.dscp is not None and rule.tos != q.dscp << 2:
+        return False
+    for want_flag, got_flag in ((q.not_, rule.invert), (q.l3mdev, rule.l3mdev)):
+        if want_flag is not None and want_flag != got_flag:
+            return False
+    if q.goto is not None and rule.goto != q.goto:
         return False
     return q.action is None or rule.action == q.action
 

@@ -358,7 +358,7 @@ class _Flow:
         is one (a router said no), else the local stack's reason."""
         icmp = read_errqueue(sock) if sock is not None else None
         outcome = classify_errno(err)
-        where = f"{self.dst}:{self.dport}" if self.dport else self.dst
+        where = _hostport(self.dst, self.dport) if self.dport else self.dst
         if err == errno.ECONNREFUSED and icmp is None:
             detail = f"connection refused by {where}"  # a TCP RST
         elif err == errno.ECONNREFUSED and icmp is not None and icmp.offender == self.dst:
@@ -381,7 +381,7 @@ class _Flow:
 
     def expired(self, what: str, sender: str | None, words: str, v6: bool) -> str:
         """An ICMP time exceeded: the packet's TTL (hop limit) ran out at sender."""
-        where = f"{self.dst}:{self.dport}" if self.dport else self.dst
+        where = _hostport(self.dst, self.dport) if self.dport else self.dst
         limit = "hop limit" if v6 else "TTL"
         why = (f" ({limit} {self.r.ttl})" if self.r.ttl is not None else
                f" with the default {limit}: a routing loop?")
@@ -479,7 +479,7 @@ def _connect(sock: socket.socket, flow: _Flow, timeout: float) -> tuple[ProbeRes
     flow.learn_local(sock)
     if err == errno.EINPROGRESS:
         if not _wait(sock, select.POLLOUT, timeout):
-            return flow.result("timeout", f"no answer from {flow.dst}:{r.port} within {timeout:g} s "
+            return flow.result("timeout", f"no answer from {_hostport(flow.dst, r.port)} within {timeout:g} s "
                                           f"(SYN unanswered)"), 0.0
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     rtt = time.monotonic() - t0
@@ -508,7 +508,7 @@ def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
                 sock.setblocking(True)
                 sock.settimeout(r.timeout)
                 sock.sendall(r.payload)
-            where = f"{flow.dst}:{r.port}"
+            where = _hostport(flow.dst, r.port)
             if reply is None:
                 return flow.result("ok", f"connected to {where} in {rtt * 1000:.1f} ms; "
                                          f"no responder greeting within {r.timeout:g} s", rtt=rtt)
@@ -519,6 +519,10 @@ def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
                 # Close with RST: a FIN close would leave the flow in TIME_WAIT for 60 s
                 # and the next probe with the same 5-tuple would fail to connect.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def _hostport(address: str, port: int | None) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _saw(reply: dict[str, Any]) -> str:

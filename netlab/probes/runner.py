@@ -218,7 +218,7 @@ def _probe_summary(results: Sequence[ProbeResult], where: Callable[[str], str | 
     n = len(results)
     outcomes = Counter(r.outcome for r in results)
     first = results[0]
-    target = f"{first.proto} {first.dst}" + (f":{first.dport}" if first.dport else "")
+    target = f"{first.proto} " + (endpoint(first.dst, first.dport) if first.dport else first.dst)
     if first.ttl is not None:
         target += f" (ttl {first.ttl})"
     text = f"{target}: " + ", ".join(f"{o} {c}/{n}" if n > 1 else o for o, c in outcomes.most_common())
@@ -251,9 +251,11 @@ def _route_check(ctx: LabContext, check: RouteCheck) -> Verdict:
     q = check.route
     mark = int(q.fwmark.split("/")[0], 16) if q.fwmark else None
     answer = route_get(ctx.ns(q.on), RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, fwmark=mark,
-                                                ipproto=q.ipproto, sport=q.sport, dport=q.dport))
+                                                ipproto=q.ipproto, sport=q.sport, dport=q.dport, uid=q.uid,
+                                                tos=q.dscp << 2 if q.dscp is not None else None))
     j = judge_route(check.expect, answer, ctx.tables)
-    return _verdict(check, "route", j, f"{q.on}: {answer.text}")
+    decided = f" (rule {answer.rule.text})" if answer.rule is not None and answer.errno is None else ""
+    return _verdict(check, "route", j, f"{q.on}: {answer.text}{decided}")
 
 
 def _rule_check(ctx: LabContext, check: RuleCheck) -> Verdict:

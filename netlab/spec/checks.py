@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 
 from netlab.spec.check_refs import check_checks
+from netlab.spec.ipset import check_node_ipsets
 from netlab.spec.ipvs import check_node_ipvs
 from netlab.spec.ipvs import check_sysctl as check_ipvs_sysctl
 from netlab.spec.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vxlan
@@ -28,10 +29,15 @@ def route_family(route: Route) -> int:
     return route.family or 4
 
 
+IPTOS_TOS_MASK = 0x1E  # what fib4_rule_configure() accepts in an IPv4 rule's tos
+
+
 def rule_family(rule: Rule) -> int:
     for value in (rule.from_, rule.to):
         if value and value != "default":
             return ipaddress.ip_network(value, strict=False).version
+    if rule.ipproto == "icmpv6":
+        return 6
     return rule.family or 4
 
 
@@ -70,9 +76,10 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
                     "metric); the kernel refuses a second one (EEXIST): remove it or give it another `metric:`")))
             seen_routes.setdefault(route_key, i)
         for i, rule in enumerate(node.rules):
-            complaints += _check_rule(lab, rule, (*base, "rules", i))
+            complaints += _check_rule(lab, rule, (*base, "rules", i), node.rules)
         complaints += _check_neighbors_fdb(node, ifaces, base)
         complaints += check_node_ipvs(node.ipvs, base, {str(a) for a in local})
+        complaints += check_node_ipsets(node.ipsets, base)
         for key in node.sysctls:
             ifname = _sysctl_interface(key, names)
             if ifname is not None and ifname not in names | {"all", "default"}:
@@ -241,8 +248,37 @@ def _check_reachable(
         )
 
 
-def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...]) -> Iterator[Complaint]:
+def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...], siblings: list[Rule]) -> Iterator[Complaint]:
     yield from _table_complaint(lab, rule.table, path)
+    family = rule_family(rule)
+    if rule.family is not None and rule.family != family:
+        yield (*path, "family"), f"family {rule.family} contradicts the rule's IPv{family} selectors"
+    if rule.ipproto in ("icmp", "icmpv6") and rule.ipproto != ("icmp" if family == 4 else "icmpv6"):
+        yield (*path, "ipproto"), (
+            f"ipproto {rule.ipproto} in an IPv{family} rule never matches; "
+            f"IPv{family}'s ICMP is {'icmp' if family == 4 else 'icmpv6'}")
+    if rule.dscp is not None and family == 4 and (rule.dscp << 2) & ~IPTOS_TOS_MASK:
+        yield (*path, "dscp"), (
+            f"dscp {rule.dscp} does not fit an IPv4 rule: the kernel matches IPv4 rules on the old TOS bits "
+            "only (dscp 1-7, TOS 0x04-0x1c; 'Invalid tos'); mark the packets (e.g. nftables `ip dscp "
+            f"{rule.dscp} meta mark set 0x1`) and select `fwmark:` instead")
+    if rule.action == "goto":
+        if rule.goto is None:
+            yield (*path, "goto"), "a goto rule needs `goto:` (the priority of the rule to go on at)"
+        elif rule.priority is None or rule.goto <= rule.priority:
+            yield (*path, "goto"), (
+                f"goto {rule.goto} must jump forward: give the rule a `priority:` below {rule.goto} "
+                "(the kernel refuses backward gotos, which could loop)")
+        elif not any(r.priority == rule.goto and rule_family(r) == family for r in siblings):
+            prios = sorted({r.priority for r in siblings if r.priority is not None and r is not rule})
+            yield (*path, "goto"), (
+                f"no IPv{family} rule of this node has priority {rule.goto}" +
+                (f" (priorities: {', '.join(map(str, prios))})" if prios else "") +
+                "; the kernel would keep this goto unresolved and skip it")
+    elif rule.goto is not None:
+        yield (*path, "goto"), "`goto:` needs `action: goto`"
+    if rule.l3mdev and rule.table is not None:
+        yield (*path, "table"), "an l3mdev rule looks up the VRF's own table; remove `table:`"
     fams = {
         ipaddress.ip_network(v, strict=False).version for v in (rule.from_, rule.to) if v and v != "default"
     }
@@ -252,7 +288,7 @@ def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...]) -> Iterator[C
             f"from {rule.from_} is IPv{v_from} but to {rule.to} is IPv{6 if v_from == 4 else 4}; a rule is "
             "of one family: write one rule per family"
         )
-    if rule.action == "lookup" and rule.table is None:
+    if rule.action == "lookup" and rule.table is None and not rule.l3mdev:
         yield path, "a lookup rule needs `table:` (a number or a name from top-level `tables:`)"
     if rule.action != "lookup" and rule.table is not None:
         yield (*path, "table"), f"a {rule.action} rule looks up no table; remove `table:`"

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
 
 from netlab.spec.ipvs import normalize_forward
-from netlab.spec.values import Base, IfName, IpAddress, Mark, NodeName, Prefix, TableRef
+from netlab.spec.values import Base, IfName, IpAddress, Mark, NodeName, PortRange, Prefix, TableRef, UidRange
 
 ProbeProto = Literal["icmp", "tcp", "udp", "http"]
 Result = Literal["ok", "fail", "timeout", "refused", "unreachable"]
@@ -243,10 +243,13 @@ class RouteQuerySpec(Base):
     ipproto: Literal["tcp", "udp", "icmp", "icmpv6"] | None = None
     sport: Port | None = None
     dport: Port | None = None
+    dscp: Annotated[int, Field(ge=0, le=63)] | None = None  # the packet's DSCP (TOS byte >> 2)
+    uid: Annotated[int, Field(ge=0, lt=2**32)] | None = None  # the sending socket's owner
 
 
 class RouteExpect(Base):
     type: RouteTypeSeen | None = None  # "none": no route at all
+    rule: Annotated[int, Field(ge=0, lt=2**32)] | None = None  # priority of the rule that decided
     table: TableRef | None = None
     dev: IfName | None = None
     via: IpAddress | None = None
@@ -268,6 +271,14 @@ class RuleQuerySpec(Base):
     iif: IfName | None = None
     oif: IfName | None = None
     fwmark: Mark | None = None
+    not_: bool | None = Field(default=None, alias="not")
+    ipproto: Literal["tcp", "udp", "icmp", "icmpv6", "sctp"] | Annotated[int, Field(ge=1, le=255)] | None = None
+    sport: PortRange | None = None
+    dport: PortRange | None = None
+    dscp: Annotated[int, Field(ge=0, le=63)] | None = None
+    uidrange: UidRange | None = None
+    l3mdev: bool | None = None
+    goto: Annotated[int, Field(ge=1, lt=2**32)] | None = None
     table: TableRef | None = None
     action: Literal["lookup", "blackhole", "unreachable", "prohibit", "goto", "nop"] | None = None
     family: Literal[4, 6] | None = None

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, model_validator
 
 from netlab.spec.expectations import Check, ServeSpec
+from netlab.spec.ipset import IpSet
 from netlab.spec.ipvs import IpvsService
 from netlab.spec.values import (
     IFNAMSIZ,
@@ -28,8 +29,10 @@ from netlab.spec.values import (
     Mtu,
     NodeName,
     PeerRef,
+    PortRange,
     Prefix,
     TableRef,
+    UidRange,
 )
 
 __all__ = ["IFNAMSIZ", "Base", "Check", "Feature", "NodeName"]
@@ -124,14 +127,25 @@ class Route(Base):
 
 
 class Rule(Base):
+    """An ip rule (`ip rule add …`): selectors, then what to do with a packet they select."""
+
     priority: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    not_: bool = Field(default=False, alias="not")  # select what the selectors do not match
     from_: Prefix | None = Field(default=None, alias="from")
     to: Prefix | None = None
     iif: IfName | None = None
     oif: IfName | None = None
     fwmark: Mark | None = None
+    ipproto: Literal["tcp", "udp", "icmp", "icmpv6", "sctp"] | Annotated[int, Field(ge=1, le=255)] | None = None
+    sport: PortRange | None = None  # 80, or "1024-65535"
+    dport: PortRange | None = None
+    dscp: Annotated[int, Field(ge=0, le=63)] | None = None  # matched as the TOS byte dscp << 2
+    uidrange: UidRange | None = None  # the socket owner's uid: 1000, or "1000-1999"
+    l3mdev: bool = False  # look up the table of the VRF the packet's device is in
     table: TableRef | None = None
-    action: Literal["lookup", "blackhole", "unreachable", "prohibit"] = "lookup"
+    goto: Annotated[int, Field(ge=1, lt=2**32)] | None = None  # action goto: go on at this priority
+    suppress_prefixlength: Annotated[int, Field(ge=0, le=128)] | None = None
+    action: Literal["lookup", "blackhole", "unreachable", "prohibit", "goto", "nop"] = "lookup"
     family: Literal[4, 6] | None = None  # needed when neither from nor to gives it; default 4
 
 
@@ -246,6 +260,7 @@ class Node(Base):
     sysctls: dict[str, SysctlValue] = {}
     exec: list[Annotated[list[str], Field(min_length=1)]] = []
     serve: list[ServeSpec] = []  # responders: tcp/8080, udp/53, http/80 (see netlab.probes.responders)
+    ipsets: list[IpSet] = []  # made before the rulesets, which may match them (netlab.spec.ipset)
     nftables: Annotated[list[NftRuleset], BeforeValidator(_short_rulesets)] = []  # applied in order
     iptables: Annotated[list[IptablesDump], BeforeValidator(_short_dumps)] = []  # after the nftables rulesets
     ipvs: list[IpvsService] = []  # IPVS virtual services and their real servers (netlab.spec.ipvs)
@@ -309,14 +324,16 @@ class Service(Base):
 class Cluster(Base):
     backend: Literal["vxlan", "host-gw"] = "vxlan"
     pod_cidr: Prefix = "10.244.0.0/16"  # flannel's Network
-    subnet_len: Annotated[int, Field(ge=8, le=126)] = 24  # flannel's SubnetLen
+    subnet_len: Annotated[int, Field(ge=8, le=126)] | None = None  # flannel's SubnetLen: 24, IPv6 64
     vni: Annotated[int, Field(ge=0, le=16777215)] = 1
     port: Annotated[int, Field(ge=1, le=65535)] = 8472
     underlay: Underlay = Underlay()
     nodes: Annotated[dict[NodeName, ClusterNode], Field(min_length=1)]
     pods: dict[NodeName, ClusterPod] = {}
     proxy_mode: Literal["iptables", "nftables", "ipvs"] = "iptables"  # kube-proxy's mode
-    service_cidr: Prefix = "10.96.0.0/12"  # kube-apiserver's --service-cluster-ip-range
+    # kube-apiserver's --service-cluster-ip-range; default 10.96.0.0/12, or fd00:10:96::/112 (kind's)
+    # when the pods are IPv6
+    service_cidr: Prefix | None = None
     node_port_range: tuple[int, int] = (30000, 32767)  # --service-node-port-range
     services: dict[NodeName, Service] = {}
 

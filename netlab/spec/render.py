@@ -58,8 +58,10 @@ def _short_served_by(shares: dict[str, list[float]]) -> Any:
     return {node: pct(low) if high == 1.0 else f"{pct(low)}..{pct(high)}" for node, (low, high) in ranges.items()}
 
 
-def render_yaml(lab: Lab, header: str = "") -> str:
-    text = yaml.dump(_styled(lab_data(lab)), Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
+def render_yaml(lab: Lab, header: str = "", variants: dict[str, Any] | None = None) -> str:
+    """The lab as YAML; `variants` (name → changes, plain data) is written after it."""
+    data = lab_data(lab) | ({"variants": variants} if variants else {})
+    text = yaml.dump(_styled(data), Dumper=_Dumper, sort_keys=False, width=110, allow_unicode=True)
     # netlab reads keys as written, so the checks' `on:` needs none of the quotes YAML 1.1 wants
     text = _QUOTED_ON.sub("on:", text)
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]

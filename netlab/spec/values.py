@@ -12,7 +12,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 # Kernel features a lab may require (see netlab.kernel.features for how each is probed).
 Feature = Literal[
-    "netns", "veth", "bridge", "dummy", "vxlan", "vrf", "ipvs", "nftables", "conntrack", "ipset", "netem"
+    "netns", "veth", "bridge", "dummy", "vxlan", "vrf", "ipvs", "nftables", "conntrack", "ipset", "br_netfilter",
+    "netem",
 ]
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (16 bytes with the NUL)
@@ -186,3 +187,28 @@ def _check_mark(value: Any) -> str:
 Mark = Annotated[str, BeforeValidator(_check_mark)]
 TableRef = Annotated[int | str, Field(union_mode="left_to_right")]
 Mtu = Annotated[int, Field(ge=68, le=65535)]
+
+
+def _port_range(value: Any) -> Any:
+    """`80` or `"1000-2000"` → (low, high); anything else is left for the type to refuse."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        low, sep, high = value.partition("-")
+        if low.strip().isdigit() and (not sep or high.strip().isdigit()):
+            return (int(low), int(high) if sep else int(low))
+    return value
+
+
+def _ordered(value: tuple[int, int]) -> tuple[int, int]:
+    if value[0] > value[1]:
+        raise ValueError(f"the range {value[0]}-{value[1]} runs backwards; write the low end first")
+    return value
+
+
+PortRange = Annotated[tuple[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=65535)]],
+                      BeforeValidator(_port_range), AfterValidator(_ordered)]
+UidRange = Annotated[tuple[Annotated[int, Field(ge=0, lt=2**32)], Annotated[int, Field(ge=0, lt=2**32)]],
+                     BeforeValidator(_port_range), AfterValidator(_ordered)]

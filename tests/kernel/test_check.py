@@ -365,7 +365,7 @@ def test_check_up_builds_checks_and_removes(lab_file: LabFactory, netlab_cli: Ne
     lab = lab_file(text)
     r = netlab_cli("check", "--up", lab)
     assert r.rc == 0, r.out + r.err
-    assert "8 passed, 0 failed" in r.out
+    assert "13 passed, 0 failed" in r.out
     assert not namespaces_of(lab.name) and not state_file(lab.name).exists()
 
 

@@ -34,3 +34,21 @@ def test_a_dead_veth_cuts_c1_off(netlab_lab: LabFactory) -> None:
     lab = netlab_lab("labs/docker-bridge.yaml", unique=True)  # a copy of its own: this test breaks it
     lab.exec("host", "ip", "link", "set", "veth1", "down", check=True)
     assert lab.probe("c1", "172.17.0.1", timeout=0.5).outcome in ("timeout", "unreachable")
+
+
+def test_lan_reaches_nginx_through_the_published_port(lab: LabHandle) -> None:
+    # docker run -p 8080:80: the host's chain DOCKER DNATs 192.168.1.10:8080 to c2:80
+    r = lab.probe("lan", "192.168.1.10:8080", proto="http")
+    assert r.ok, r.detail
+    assert (r.served_by, r.server_saw) == ("c2", lab.address("lan"))  # DNAT only: no SNAT
+    [entry, *_] = lab.conntrack("host", flow=r)
+    assert (entry.dnat, entry.snat) == (True, False), entry.text
+    assert (entry.reply.src, entry.reply.sport) == (lab.address("c2"), 80), entry.text
+
+
+def test_containers_reach_the_lan_masqueraded(lab: LabHandle) -> None:
+    # POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE: the LAN sees the host
+    r = lab.probe("c1", "lan:80", proto="http")
+    assert r.ok, r.detail
+    assert r.server_saw == "192.168.1.10"
+    assert lab.conntrack("host", flow=r)[0].snat

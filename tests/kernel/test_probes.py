@@ -261,7 +261,8 @@ def test_bind_to_foreign_source_is_an_error(lab: Lab) -> None:
 def test_refused(lab: Lab, responders: int, fam: dict[str, str]) -> None:
     tcp = _probe(lab.ns("outside"), "tcp", fam["p1"], CLOSED)
     assert tcp.outcome == "refused", tcp
-    assert tcp.detail == f"connection refused by {fam['p1']}:{CLOSED}"
+    where = f"[{fam['p1']}]" if ":" in fam["p1"] else fam["p1"]
+    assert tcp.detail == f"connection refused by {where}:{CLOSED}"
     assert tcp.icmp is None and tcp.src == fam["outside"] and tcp.sport
 
     udp = _probe(lab.ns("outside"), "udp", fam["p1"], CLOSED)

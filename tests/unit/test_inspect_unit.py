@@ -288,7 +288,7 @@ def test_goto_inverted_and_extra_selectors() -> None:
         ("FRA_PRIORITY", 10), ("FRA_GOTO", 200), ("FRA_IP_PROTO", 6), ("FRA_DPORT_RANGE", "80:90"),
         ("FRA_UID_RANGE", "1000:1000")]))
     assert view is not None and view.action == "goto" and view.table is None
-    assert view.text == "10: not from all uidrange 1000 dport 80-90 ipproto tcp goto 200"
+    assert view.text == "10: not from all uidrange 1000-1000 dport 80-90 ipproto tcp goto 200"
 
 
 def test_multicast_routing_rules_are_left_out() -> None:

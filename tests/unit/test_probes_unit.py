@@ -282,7 +282,7 @@ def test_ttl_expired_result_names_the_router(monkeypatch: pytest.MonkeyPatch) ->
     te6 = run.IcmpError(True, 3, 0, errno.EHOSTUNREACH, "fd01::1")
     r6 = _flow("udp", "fd02::11", 53, ttl=None).failed(errno.EHOSTUNREACH, _Sock(te6), "the datagram")  # type: ignore[arg-type]
     assert r6.outcome == "unreachable" and r6.icmp_from == "fd01::1" and r6.ttl is None
-    assert r6.detail == ("the datagram to fd02::11:53 ran out of hop limit at fd01::1 with the default hop limit: "
+    assert r6.detail == ("the datagram to [fd02::11]:53 ran out of hop limit at fd01::1 with the default hop limit: "
                          "a routing loop?; ICMP hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)")
 
 
