@@ -196,7 +196,7 @@ def expand_cluster(lab: Lab) -> Expansion:
             # itself through a service VIP when the node DNATs the packet back out its port
             links[_host_veth(pod.name)] = Veth(peer=f"{pod.name}:eth0", master=CNI_BRIDGE, mtu=mtu, hairpin=True)
         description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
-        proxy = _kube_proxy(cluster, name, services)
+        proxy = _kube_proxy(cluster, name, services, address, subnet)
         links.update(proxy.pop("links", {}))  # e.g. IPVS mode's kube-ipvs0 dummy
         sysctls = {FORWARDING[family]: 1, **proxy.pop("sysctls", {})}  # e.g. IPVS mode's net.ipv4.vs.*
         nodes[name] = _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors,
@@ -243,10 +243,11 @@ def _services(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -
     return resolve_services(cluster, placed, ipaddress.ip_network(cluster.pod_cidr).version, complaints)
 
 
-def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView]) -> dict[str, Any]:
-    """What kube-proxy programs on `node`, as lab objects keyed by Node field (lists go
-    after the user's own entries, dicts under them; `links` join the node's). One writer
-    per proxy mode."""
+def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView], address: Addr,
+                subnet: Net) -> dict[str, Any]:
+    """What kube-proxy programs on `node` (underlay `address`, pod `subnet`), as lab
+    objects keyed by Node field (lists go after the user's own entries, dicts under them;
+    `links` join the node's). One writer per proxy mode."""
     if not services:
         return {}
     if cluster.proxy_mode == "nftables":
@@ -255,13 +256,12 @@ def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView]) ->
         family = ipaddress.ip_network(cluster.pod_cidr).version
         return {"nftables": [{"ruleset": render_nftables(
             node, services, cluster.pod_cidr, service_cidr=cluster.service_cidr or DEFAULT_SERVICE_CIDR[family],
-            node_ips=[str(_node_addresses(cluster, [])[node])])}]}
+            node_ips=[str(address)])}]}
     if cluster.proxy_mode == "ipvs":
         # kube-ipvs0, IPVS services, ipsets, a --noflush dump, sysctls; NodePorts on every
         # address of the node (IPVS mode's default --nodeport-addresses)
         version = services[0].family
-        subnet = _node_subnets(cluster, [])[node]
-        own = [_node_addresses(cluster, [])[node], subnet.network_address + 1]  # eth0, cni0
+        own = [address, subnet.network_address + 1]  # eth0, cni0
         if cluster.backend == "vxlan":
             own.append(subnet.network_address)  # flannel's vxlan device
         own += [ipaddress.ip_interface(a).ip for link in cluster.nodes[node].links.values() for a in link.addresses]
