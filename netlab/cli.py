@@ -313,7 +313,8 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
                 state = "up" if link.up else "down"
                 if link.up and link.oper not in ("up", "unknown"):
                     state = f"up ({link.oper})"
-                table.add_row(node, link.name, link.kind, state, str(link.mtu), link.master or "",
+                kind = f"{link.kind} (table {link.table})" if link.table is not None else link.kind
+                table.add_row(node, link.name, kind, state, str(link.mtu), link.master or "",
                               " ".join(a.address for a in link.addresses))
         out.print(table)
     return 0

@@ -43,7 +43,7 @@ def load_and_plan(path: str | Path, variant: str | None = None) -> tuple[Lab, Pl
 def check_requirements(lab: Lab) -> None:
     from netlab.kernel.features import probe_features  # forks a probe child: only when needed
 
-    kinds = {i.kind for i in topology(lab).interfaces.values()} & {"veth", "bridge", "dummy", "vxlan"}
+    kinds = {i.kind for i in topology(lab).interfaces.values()} & {"veth", "bridge", "dummy", "vxlan", "vrf"}
     features = {"netns"} | kinds | set(lab.requires)
     nodes = lab.nodes.values()
     if any(node.nftables or node.iptables for node in nodes):

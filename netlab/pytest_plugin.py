@@ -43,6 +43,7 @@ import pytest
 if TYPE_CHECKING:
     from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
     from netlab.kernel.ipvs import IpvsState
+    from netlab.probes.drops import Drop
     from netlab.probes.run import ProbeResult
     from netlab.probes.runner import LabContext, Verdict
     from netlab.spec.model import Lab
@@ -165,13 +166,13 @@ class LabHandle:
     def route_get(self, node: str, dst: str, *, src: str | None = None, iif: str | None = None,
                   oif: str | None = None, fwmark: int | None = None, ipproto: str | None = None,
                   sport: int | None = None, dport: int | None = None, uid: int | None = None,
-                  dscp: int | None = None) -> RouteAnswer:
+                  dscp: int | None = None, vrf: str | None = None) -> RouteAnswer:
         """`ip route get DST …` in the node, as the kernel answers it (`.rule`: the rule
-        that decided, when that can be told)."""
+        that decided, when that can be told); `vrf=`: `ip route get vrf NAME DST`."""
         from netlab.kernel.inspect import RouteQuery, route_get
 
         query = RouteQuery(dst, src=src, iif=iif, oif=oif, fwmark=fwmark, ipproto=ipproto, sport=sport, dport=dport,
-                           uid=uid, tos=dscp << 2 if dscp is not None else None)
+                           uid=uid, tos=dscp << 2 if dscp is not None else None, vrf=vrf)
         return route_get(self.ns(node), query)
 
     def rules(self, node: str) -> list[RuleView]:
@@ -202,6 +203,14 @@ class LabHandle:
         from netlab.probes.judge import ipvs_flow
 
         return IpvsState(state.services, tuple(ipvs_flow(state.connections, flow)))
+
+    def policy_drop(self, flow: ProbeResult) -> Drop | None:
+        """The network policy rule that dropped this probe's flow (`.node`, `.rule` as its
+        comment says it, `.by`: the policy or default-deny), or None when no policy did."""
+        from netlab.probes.drops import drop_of, read_drops
+
+        nodes = {node: (self.ns(node), rules) for node, rules in self.context.policy_nodes.items()}
+        return drop_of(flow, read_drops(nodes))
 
     def exec(self, node: str, *argv: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """`ip netns exec LAB.NODE ARGV…`, output captured as text."""

@@ -244,6 +244,9 @@ def evaluate(source, path)
   check(facts, true, "provisioner #{prov[:name].inspect}: shell, inline #{prov[:opts][:inline].inspect}")
   check(facts, prov[:opts].fetch(:privileged, true) == true, "provisioner runs as root (privileged)")
   check(facts, File.executable?(File.join(REPO_ROOT, "scripts/setup")), "scripts/setup exists and is executable")
+  loads = vm.provisioners.any? { |p| p[:type] == "shell" && p[:opts][:inline].to_s.include?("modprobe br_netfilter") }
+  check(facts, loads, "a provisioner loads br_netfilter (tests/vm need it in the box)",
+        "no shell provisioner runs `modprobe br_netfilter`: tests/vm would not run in the box")
   facts
 end
 
@@ -290,6 +293,7 @@ SELF_TEST_MUTATIONS = {
   "synced elsewhere" => [%r{"/netlab",}, '"/srv/netlab",'],
   "setup not run" => [%r{inline: "/netlab/scripts/setup"}, 'inline: "true"'],
   "setup not as root" => [/privileged: true/, "privileged: false"],
+  "br_netfilter not loaded" => [/modprobe br_netfilter/, "true"],
 }.freeze
 
 def self_test(source, path)

@@ -38,6 +38,7 @@ from netlab.expand.kube_ipvs import DUMMY as KUBE_IPVS_DUMMY
 from netlab.expand.kube_ipvs import SETS as IPVS_SETS
 from netlab.expand.kube_ipvs import render_ipvs, set_name
 from netlab.expand.kube_nftables import render_nftables
+from netlab.expand.policy import BRIDGE_NF, PolicyPod, check_dropped_by, compile_policies
 from netlab.expand.services import DEFAULT_SERVICE_CIDR, PodAddress, ServicePortView, resolve_services
 from netlab.spec.model import (
     IFNAMSIZ,
@@ -123,10 +124,10 @@ def vxlan_dev(cluster: Cluster) -> str:
 
 
 def expand_cluster(lab: Lab) -> Expansion:
+    complaints: list[Complaint] = list(check_dropped_by(lab))
     if lab.cluster is None:
-        return Expansion(lab)
+        return Expansion(lab, complaints)
     cluster = lab.cluster
-    complaints: list[Complaint] = []
     complaints += _check_networks(cluster)
     if complaints:  # addresses cannot be handed out from networks that are wrong
         return Expansion(lab, complaints)
@@ -143,11 +144,15 @@ def expand_cluster(lab: Lab) -> Expansion:
     services = _services(cluster, pods, complaints)
     if complaints:
         return Expansion(lab, complaints)
+    family = ipaddress.ip_network(cluster.pod_cidr).version
+    policies = compile_policies(cluster, [PolicyPod(p.name, p.node, str(p.address), p.spec.namespace,
+                                                         dict(p.spec.labels)) for p in pods], family, complaints)
+    if complaints:
+        return Expansion(lab, complaints)
 
     nodes: dict[str, Node] = {}
     origins: dict[Path, Path] = {}
     mtu = cluster.underlay.mtu - (vxlan_overhead(cluster) if cluster.backend == "vxlan" else 0)
-    family = ipaddress.ip_network(cluster.pod_cidr).version
     vxlan = vxlan_dev(cluster)
     switch = cluster.underlay.switch
     ports = {name: ifname_for("", name) for name in cluster.nodes}
@@ -199,6 +204,9 @@ def expand_cluster(lab: Lab) -> Expansion:
         proxy = _kube_proxy(cluster, name, services, address, subnet)
         links.update(proxy.pop("links", {}))  # e.g. IPVS mode's kube-ipvs0 dummy
         sysctls = {FORWARDING[family]: 1, **proxy.pop("sysctls", {})}  # e.g. IPVS mode's net.ipv4.vs.*
+        if name in policies:  # after kube-proxy's rules; bridged pod-to-pod traffic must meet them too
+            proxy["nftables"] = [*proxy.get("nftables", []), {"ruleset": policies[name]}]
+            sysctls[BRIDGE_NF[family]] = 1
         nodes[name] = _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors,
                              fdb=fdb, sysctls=sysctls, **proxy)
         origins[("nodes", name)] = ("cluster", "nodes", name)
@@ -206,7 +214,9 @@ def expand_cluster(lab: Lab) -> Expansion:
     for pod in pods:
         subnet = subnets[pod.node]
         labels = ", ".join(f"{k}={v}" for k, v in pod.spec.labels.items())
-        description = pod.spec.description or f"pod on {pod.node}" + (f" ({labels})" if labels else "")
+        where = f"{pod.spec.namespace}/{pod.name}" if pod.spec.namespace != "default" else ""  # as kubectl says it
+        description = pod.spec.description or f"pod {where + ' ' if where else ''}on {pod.node}" + (
+            f" ({labels})" if labels else "")
         nodes[pod.name] = _merge(
             pod.spec, description=description,
             links={"eth0": PeerEnd(mtu=mtu, addresses=[f"{pod.address}/{subnet.prefixlen}"])},
@@ -239,7 +249,7 @@ def _services(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -
                     complaints.append((("cluster", "nodes", name, "ipsets", i, "name"), (
                         f"ipset {ipset.name} is one kube-proxy's IPVS mode creates and fills on every node; "
                         "name your set otherwise")))
-    placed = [PodAddress(p.name, p.node, str(p.address), dict(p.spec.labels)) for p in pods]
+    placed = [PodAddress(p.name, p.node, str(p.address), dict(p.spec.labels), p.spec.namespace) for p in pods]
     return resolve_services(cluster, placed, ipaddress.ip_network(cluster.pod_cidr).version, complaints)
 
 

@@ -79,6 +79,7 @@ class PodAddress:
     node: str
     address: str
     labels: dict[str, str]
+    namespace: str = "default"
 
 
 def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
@@ -140,12 +141,18 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
                 continue
             taken[nxt] = name
             cluster_ip = str(nxt)
-        selected = [p for p in pods if svc.selector and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+        matching = [p for p in pods if svc.selector and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+        selected = [p for p in matching if p.namespace == svc.namespace]  # a service selects in its namespace
         if svc.selector and not selected:
-            labels = sorted({f"{k}={v}" for p in pods for k, v in p.labels.items()})
+            mine = [p for p in pods if p.namespace == svc.namespace]
+            labels = sorted({f"{k}={v}" for p in mine for k, v in p.labels.items()})
+            elsewhere = sorted({p.namespace for p in matching})
             complaints.append(((*path, "selector"), (
-                f"selector {_labels(svc.selector)} matches no pod, so the service has no endpoints"
-                + (f" (pod labels: {', '.join(labels)})" if labels else " (no pod has labels)")
+                f"selector {_labels(svc.selector)} matches no pod of namespace {svc.namespace}, so the service "
+                "has no endpoints"
+                + (f" (it matches pods of namespace {', '.join(elsewhere)}: set the service's or the pods' "
+                   "`namespace:`)" if elsewhere else
+                   f" (pod labels there: {', '.join(labels)})" if labels else " (no pod there has labels)")
                 + "; use `selector: {}` for a service without endpoints on purpose")))
         for i, p in enumerate(svc.ports):
             node_port = p.node_port

@@ -40,6 +40,7 @@ class LinkView:
     master: str | None
     alias: str | None
     addresses: tuple[AddressView, ...] = ()
+    table: int | None = None  # a VRF's routing table
 
 
 @dataclass(frozen=True)

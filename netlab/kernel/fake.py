@@ -1,14 +1,26 @@
 """An in-memory kernel behind the KernelDriver interface, for rootless unit tests of
-apply, rollback and teardown. It records every op and can be told to refuse one."""
+apply, rollback and teardown. It records every op and can be told to refuse one.
+
+It also keeps each namespace's links (name → kind, master, VRF table), enough to hold a
+plan to the order the real driver needs: like NetlinkDriver, which resolves every
+interface a stage's messages name before it sends them, it refuses a link whose master
+did not exist before the stage began — and what the kernel refuses (a VRF enslaved)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from netlab.kernel.driver import NamespaceView, OpFailed
+from netlab.kernel.driver import LinkView, NamespaceView, OpFailed
 from netlab.naming import parse_mark
-from netlab.plan.ops import CreateNetns, MarkNetns, Op
+from netlab.plan.ops import CreateLink, CreateNetns, MarkNetns, Op, SetLink
+
+
+@dataclass
+class FakeLink:
+    kind: str
+    master: str | None = None
+    table: int | None = None  # a VRF's
 
 
 @dataclass
@@ -17,9 +29,11 @@ class FakeDriver:
     applied: list[Op] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     netns: dict[str, str | None] = field(default_factory=dict)  # name → lo alias
+    links: dict[str, dict[str, FakeLink]] = field(default_factory=dict)  # namespace → name → link
     closed: bool = False
 
     def apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
+        before = {ns: set(links) for ns, links in self.links.items()}  # what a stage's messages can name
         for op in ops:
             verdict = self.fail(op)
             if isinstance(verdict, BaseException):
@@ -30,15 +44,44 @@ class FakeDriver:
                 if op.ns in self.netns:
                     raise OpFailed(op, "File exists (EEXIST)")
                 self.netns[op.ns] = None
+                self.links[op.ns] = {"lo": FakeLink("")}
             elif isinstance(op, MarkNetns):
                 self.netns[op.ns] = op.mark
+            elif isinstance(op, (CreateLink, SetLink)):
+                self._link(op, before)
             self.applied.append(op)
             on_done(op)
+
+    def _link(self, op: CreateLink | SetLink, before: dict[str, set[str]]) -> None:
+        links = self.links.setdefault(op.ns, {})
+        if isinstance(op, CreateLink) and op.name in links:
+            raise OpFailed(op, "File exists (EEXIST)")
+        if isinstance(op, SetLink) and op.name not in links:
+            raise OpFailed(op, f"no interface {op.name} in namespace {op.ns}")
+        if op.master is not None:
+            if op.master not in before.get(op.ns, set()):
+                raise OpFailed(op, f"no interface {op.master} in namespace {op.ns}")
+            kind = op.kind if isinstance(op, CreateLink) else links[op.name].kind
+            if links[op.master].kind == "vrf" and kind == "vrf":
+                raise OpFailed(op, "Invalid argument (EINVAL): Can not enslave an L3 master device to a VRF")
+            if links[op.master].kind not in ("bridge", "vrf"):
+                raise OpFailed(op, "Operation not supported (EOPNOTSUPP)")
+        if isinstance(op, SetLink):
+            if op.master is not None:
+                links[op.name].master = op.master
+            return
+        links[op.name] = FakeLink(op.kind, op.master, op.table if op.kind == "vrf" else None)
+        if op.kind == "veth" and op.peer_ns is not None and op.peer_name is not None:
+            peer = self.links.setdefault(op.peer_ns, {})
+            if op.peer_name in peer:
+                raise OpFailed(op, "File exists (EEXIST)")
+            peer[op.peer_name] = FakeLink("veth")
 
     def delete_namespaces(self, names: Iterable[str]) -> list[str]:
         gone = [n for n in names if n in self.netns]
         for name in gone:
             del self.netns[name]
+            self.links.pop(name, None)
         self.deleted += gone
         return gone
 
@@ -49,7 +92,9 @@ class FakeDriver:
         return {}
 
     def observe(self, name: str) -> NamespaceView:
-        return NamespaceView(name)
+        return NamespaceView(name, tuple(
+            LinkView(n, i, link.kind, True, "up", 1500, "", link.master, None, table=link.table)
+            for i, (n, link) in enumerate(self.links.get(name, {}).items(), start=1)))
 
     def close(self) -> None:
         self.closed = True

@@ -34,6 +34,7 @@ from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, nfgen_msg
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_GET_STATS
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import netns
@@ -41,6 +42,7 @@ from netlab.kernel.rtnl import Failure, RtnlSocket, replies
 
 T = TypeVar("T")
 
+RTM_GETLINK = 18
 RTM_GETROUTE = 26
 RTM_GETRULE = 34
 # Without this flag the kernel reports RTA_TABLE 254 (main) for every IPv4 answer,
@@ -62,9 +64,9 @@ TABLE_NAMES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
 # What a reject *rule* fails a lookup with (fib4_rule_action, fib6_rule_action): as the
 # routes of the same name, except `unreachable`: ENETUNREACH, as if there were no route.
 RULE_ERRNOS = {"unreachable": errnos.ENETUNREACH, "prohibit": errnos.EACCES, "blackhole": errnos.EINVAL}
-# Rule selectors a RouteQuery cannot be matched against: l3mdev depends on the VRF the
-# devices are in, tun_id on the tunnel metadata.
-_EXOTIC_RULE_ATTRS = ("FRA_L3MDEV", "FRA_TUN_ID")
+# Rule selectors a RouteQuery cannot be matched against: tun_id depends on the tunnel
+# metadata. (l3mdev is matched with the namespace's VRFs: see l3mdev_table.)
+_EXOTIC_RULE_ATTRS = ("FRA_TUN_ID",)
 RULE_ACTIONS = {0: "unspec", 1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 
 IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
@@ -132,6 +134,12 @@ class RouteQuery:
     dport: int | None = None  # RTA_DPORT
     uid: int | None = None  # RTA_UID
     tos: int | None = None  # rtm_tos (DSCP << 2)
+    vrf: str | None = None  # a VRF device: `ip route get vrf NAME` (RTA_OIF, the VRF's table)
+
+
+# Interface → (the VRF it is in, that VRF's table), for each VRF device (its own entry) and
+# each interface enslaved to one: what the kernel's l3mdev rule looks up.
+VrfMap = Mapping[str, tuple[str, int]]
 
 
 @dataclass(frozen=True)
@@ -253,6 +261,9 @@ def check_query(q: RouteQuery) -> int:
         # An input lookup of a packet without a source address is a martian: EINVAL,
         # which would read as a blackhole route.
         raise QueryError("an input lookup (iif) needs src: the kernel routes a received packet by both")
+    if q.vrf is not None and (q.oif is not None or q.iif is not None):
+        raise QueryError("vrf is the output device of a lookup (as `ip route get vrf NAME`): give it without "
+                         "oif and iif (a packet arriving on iif is routed in the VRF of iif)")
     if q.ipproto is not None and q.ipproto not in _ROUTE_IP_PROTOS[fam]:
         raise QueryError(f"RTM_GETROUTE takes ipproto {', '.join(_ROUTE_IP_PROTOS[fam])} for IPv{fam}, "
                          f"not {q.ipproto!r}")
@@ -279,10 +290,10 @@ def build_route_request(q: RouteQuery, indexes: Mapping[str, int]) -> Any:
     if q.src is not None:
         msg["src_len"] = bits
         attrs.append(("RTA_SRC", q.src))
-    for key, name in (("RTA_IIF", q.iif), ("RTA_OIF", q.oif)):
+    for key, name, what in (("RTA_IIF", q.iif, "iif"), ("RTA_OIF", q.oif, "oif"), ("RTA_OIF", q.vrf, "vrf")):
         if name is not None:
             if name not in indexes:
-                raise InspectError(f"no interface {name} (the query's {key[4:].lower()})")
+                raise InspectError(f"no interface {name} (the query's {what})")
             attrs.append((key, indexes[name]))
     if q.fwmark is not None:
         attrs.append(("RTA_MARK", q.fwmark))
@@ -316,7 +327,7 @@ def table_word(table: int | None) -> str:
 def _query_words(q: RouteQuery) -> str:
     """The query's selectors as `ip route get` would spell them."""
     words = f" mark {q.fwmark:#x}" if q.fwmark is not None else ""
-    for key in ("iif", "oif", "ipproto", "sport", "dport", "uid"):
+    for key in ("iif", "oif", "vrf", "ipproto", "sport", "dport", "uid"):
         value = getattr(q, key)
         if value is not None:
             words += f" {key} {value}"
@@ -409,9 +420,20 @@ def _hint(q: RouteQuery, fam: int, err: int) -> str | None:
     return None
 
 
-def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False) -> bool | None:
+def l3mdev_table(q: RouteQuery, vrfs: VrfMap) -> int | None:
+    """The table an l3mdev rule looks up for q, or None when it does not select q: the
+    table of the VRF the lookup's device is in (l3mdev_update_flow) — for a received packet
+    (iif) its input device, the output lookup's device (oif, or `vrf`) otherwise; a VRF
+    device, or an interface enslaved to one. A locally sent packet without either is in no
+    VRF."""
+    dev = q.iif if q.iif is not None else (q.oif or q.vrf)
+    found = vrfs.get(dev) if dev is not None else None
+    return found[1] if found is not None else None
+
+
+def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfMap | None = None) -> bool | None:
     """Does the rule select q's flow? None when it also has selectors this cannot tell
-    (exotic: tos, uid range, ports, IP protocol, l3mdev, `not`)."""
+    (exotic: tun_id), or an l3mdev rule without the namespace's VRFs (vrfs)."""
     fam = ipaddress.ip_address(q.dst).version
     if rule.family != fam:
         return False
@@ -425,7 +447,7 @@ def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False) -> bool | 
     # To the rules, a locally generated packet comes in from lo (flowi_iif = LOOPBACK_IFINDEX).
     if rule.iif is not None and rule.iif != (q.iif or "lo"):
         return False
-    if rule.oif is not None and rule.oif != q.oif:
+    if rule.oif is not None and rule.oif != (q.oif or q.vrf):
         return False
     if rule.fwmark is not None:
         mask = 0xFFFFFFFF if rule.fwmask is None else rule.fwmask
@@ -441,21 +463,32 @@ def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False) -> bool | 
         return False
     if rule.tos and rule.tos != (q.tos or 0):
         return False
+    if rule.l3mdev:
+        if vrfs is None:
+            return None
+        if l3mdev_table(q, vrfs) is None:
+            return False
+    if rule.oif is not None and vrfs is not None and vrfs.get(rule.oif, ("", 0))[0] == rule.oif:
+        # `oif VRF`: kernels since 5.17 clear a VRF output device from the flow before the
+        # rules see it (l3mdev_update_flow), older ones put the VRF there: either may hold.
+        return None
     return None if exotic else True
 
 
-def rule_selects(rule: RuleView, q: RouteQuery, exotic: bool = False) -> bool | None:
+def rule_selects(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfMap | None = None) -> bool | None:
     """rule_matches with `not` applied: does the kernel run this rule's action for q?"""
-    match = rule_matches(rule, q, exotic)
+    match = rule_matches(rule, q, exotic, vrfs)
     return match if match is None or not rule.invert else not match
 
 
 def deciding_rule(answer: RouteAnswer, q: RouteQuery,
-                  ruleset: Sequence[tuple[RuleView, bool]]) -> RuleView | None:
+                  ruleset: Sequence[tuple[RuleView, bool]], vrfs: VrfMap | None = None) -> RuleView | None:
     """The lookup rule that gave a successful answer: the kernel walks the rules in
     priority order (following goto) and stops at the first lookup whose table has a route
-    that is not suppressed; the answer names that table. Which rule it was is certain when
-    every rule before it surely did or did not select q; else None."""
+    that is not suppressed; the answer names that table (an l3mdev rule's table is the
+    VRF's of q's device: the one the kernel adds at priority 1000 with the first VRF).
+    Which rule it was is certain when every rule before it surely did or did not select
+    q; else None."""
     if answer.errno is not None or answer.table is None:
         return None
     family = ipaddress.ip_address(q.dst).version
@@ -465,21 +498,23 @@ def deciding_rule(answer: RouteAnswer, q: RouteQuery,
         if jump is not None and rule.priority < jump:
             continue
         jump = None
-        match = rule_selects(rule, q, exotic)
+        match = rule_selects(rule, q, exotic, vrfs)
         if match is False:
             continue
         if match is None:
             return None  # it may or may not have selected q: what came after is not certain
+        table = l3mdev_table(q, vrfs) if rule.l3mdev and vrfs is not None else rule.table
         if rule.action == "goto":
             jump = rule.goto
-        elif rule.action == "lookup" and rule.table == answer.table:
+        elif rule.action == "lookup" and table == answer.table:
             return rule
         elif rule.action in RULE_ERRNOS:
             return None  # a reject rule that selects q would have failed the lookup
     return None
 
 
-def rule_cause(err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]]) -> tuple[RuleView | None, str | None]:
+def rule_cause(err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]],
+               vrfs: VrfMap | None = None) -> tuple[RuleView | None, str | None]:
     """Which reject rule may have ended a lookup that failed with err: (the rule, when
     certain; else None, and words naming the rules that may have). Certain only for an
     `unreachable` rule: it fails with ENETUNREACH, which no route type gives (an
@@ -488,7 +523,7 @@ def rule_cause(err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]]
     for rule, exotic in ruleset:
         if rule.action not in RULE_ERRNOS:
             continue  # a lookup rule: when its table has no route, the lookup goes on
-        match = rule_selects(rule, q, exotic)
+        match = rule_selects(rule, q, exotic, vrfs)
         if match is False:
             continue
         if RULE_ERRNOS[rule.action] == err:
@@ -508,21 +543,27 @@ def _route_get_here(queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
         msgs = [(build_route_request(q, indexes), RTM_GETROUTE, 0) for q in queries]
         answers: list[RouteAnswer] = []
         ruleset: list[tuple[RuleView, bool]] | None = None
+        vrfs: VrfMap | None = None
+
+        def rules_here() -> list[tuple[RuleView, bool]]:
+            nonlocal ruleset, vrfs
+            if ruleset is None:
+                ruleset = _rule_set(sock)
+                # the VRFs only matter to l3mdev rules (the kernel adds one with the first VRF)
+                vrfs = _vrfs_here(sock) if any(r.l3mdev for r, _ in ruleset) else {}
+            return ruleset
+
         for q, got in zip(queries, sock.query(msgs), strict=True):
             if not isinstance(got, Failure):
                 answer = parse_route_answer(got, names, q)
-                if ruleset is None:
-                    ruleset = _rule_set(sock)
-                rule = deciding_rule(answer, q, ruleset)
+                rule = deciding_rule(answer, q, rules_here(), vrfs)
                 answers.append(dataclasses.replace(answer, rule=rule) if rule is not None else answer)
                 continue
             fam = ipaddress.ip_address(q.dst).version
             hints = [_hint(q, fam, got.errno)]
             rule = None
-            if got.errno in RULE_ERRNOS.values():
-                if ruleset is None:  # only when some lookup failed the way a rule can
-                    ruleset = _rule_set(sock)
-                rule, maybe = rule_cause(got.errno, q, ruleset)
+            if got.errno in RULE_ERRNOS.values():  # only when some lookup failed the way a rule can
+                rule, maybe = rule_cause(got.errno, q, rules_here(), vrfs)
                 hints.append(maybe)
             hint = "; ".join(h for h in hints if h) or None
             answers.append(error_answer(q, got.errno, got.message, hint, rule))
@@ -653,6 +694,43 @@ def _rule_set(sock: RtnlSocket) -> list[tuple[RuleView, bool]]:
     msg = fibmsg()
     msg["family"] = socket.AF_UNSPEC  # both families in one dump
     return [parsed for m in sock.dump(msg, RTM_GETRULE) if (parsed := _parse_rule(m)) is not None]
+
+
+def vrf_map(links: Sequence[Any]) -> dict[str, tuple[str, int]]:
+    """The VrfMap of a namespace's decoded RTM_NEWLINK messages: each VRF device and each
+    interface whose master is one (a bridge in a VRF counts; its ports do not: the kernel
+    sees a bridged packet come in on the bridge)."""
+    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in links}
+    tables: dict[int, int] = {}
+    for m in links:
+        info = m.get_attr("IFLA_LINKINFO")
+        if info is not None and info.get_attr("IFLA_INFO_KIND") == "vrf":
+            data = info.get_attr("IFLA_INFO_DATA")
+            table = data.get_attr("IFLA_VRF_TABLE") if data is not None else None
+            if table is not None:
+                tables[m["index"]] = table
+    out: dict[str, tuple[str, int]] = {}
+    for m in links:
+        index = m["index"] if m["index"] in tables else m.get_attr("IFLA_MASTER")
+        if index in tables:
+            out[names[m["index"]]] = (names[index], tables[index])
+    return out
+
+
+def _vrfs_here(sock: RtnlSocket) -> dict[str, tuple[str, int]]:
+    return vrf_map(sock.dump(ifinfmsg(), RTM_GETLINK))
+
+
+def vrfs(ns: str) -> dict[str, tuple[str, int]]:
+    """The VRFs of ns: each VRF device and each interface enslaved to one → (VRF, table)."""
+    def read() -> dict[str, tuple[str, int]]:
+        sock = RtnlSocket()
+        try:
+            return _vrfs_here(sock)
+        finally:
+            sock.close()
+
+    return in_namespace(ns, read)
 
 
 def _rules_here() -> list[RuleView]:

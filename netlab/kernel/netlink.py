@@ -408,6 +408,8 @@ class NetlinkDriver:
             data.append(("VETH_INFO_PEER", peer))
         elif op.kind == "bridge":
             data.append(("IFLA_BR_STP_STATE", int(op.stp)))
+        elif op.kind == "vrf":
+            data.append(("IFLA_VRF_TABLE", op.table))
         elif op.kind == "vxlan":
             data += [("IFLA_VXLAN_ID", op.vni), ("IFLA_VXLAN_PORT", op.port),
                      ("IFLA_VXLAN_LEARNING", int(op.learning))]
@@ -576,6 +578,7 @@ class NetlinkDriver:
         for m in links:
             info = m.get_attr("IFLA_LINKINFO")
             kind = info.get_attr("IFLA_INFO_KIND") if info else ""
+            data = info.get_attr("IFLA_INFO_DATA") if info and kind == "vrf" else None
             master = m.get_attr("IFLA_MASTER")
             views.append(LinkView(
                 name=m.get_attr("IFLA_IFNAME"), index=m["index"], kind=kind or "",
@@ -583,6 +586,7 @@ class NetlinkDriver:
                 mtu=int(m.get_attr("IFLA_MTU") or 0), mac=str(m.get_attr("IFLA_ADDRESS") or ""),
                 master=names.get(master) if master else None, alias=m.get_attr("IFLA_IFALIAS"),
                 addresses=tuple(by_index.get(m["index"], [])),
+                table=data.get_attr("IFLA_VRF_TABLE") if data is not None else None,
             ))
         return NamespaceView(name, tuple(views))
 

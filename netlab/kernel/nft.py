@@ -297,6 +297,33 @@ def list_ruleset(ns: str) -> str:
     return nsops.in_thread(run)
 
 
+def list_in(ns: str, what: str, *, as_json: bool = False) -> str | None:
+    """`nft [-j] list WHAT` (e.g. "map inet network-policy dropped") in a lab namespace;
+    None when it does not exist there. (JSON cannot print every statement — a map update
+    makes libnftables warn on stderr — so list rules as text.)"""
+
+    def run() -> str | None:
+        fd = nsops.open_netns(ns)
+        try:
+            nsops.enter_here(fd)
+        finally:
+            os.close(fd)
+        with _nft() as nft:
+            nft.set_dry_run(False)
+            nft.set_json_output(as_json)
+            try:
+                rc, out, err = nft.cmd(f"list {what}")
+            finally:
+                nft.set_json_output(False)
+        if rc != 0:
+            if "No such file or directory" in err:
+                return None
+            raise FirewallError(parse_nft_errors(err, ""))
+        return str(out)
+
+    return nsops.in_thread(run)
+
+
 # ---------------------------------------------------------------- the preflight
 
 

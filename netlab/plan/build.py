@@ -36,7 +36,7 @@ from netlab.plan.ops import (
 from netlab.spec.checks import route_family, rule_family
 from netlab.spec.ipset import entry_comment, entry_text, parse_element, range_text
 from netlab.spec.ipvs import real_port, service_family
-from netlab.spec.model import BUILTIN_TABLES, Bridge, Lab, Node, Vxlan
+from netlab.spec.model import BUILTIN_TABLES, Bridge, Lab, Node, Vrf, Vxlan
 from netlab.spec.source import format_path
 from netlab.spec.topology import Topology, resolve
 
@@ -125,15 +125,23 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
         for iface in topo.of_node(node_name):
             s = iface.settings
             what = format_path(iface.path)
-            if iface.kind in ("bridge", "dummy", "vxlan"):
+            if iface.kind in ("bridge", "dummy", "vxlan", "vrf"):
                 extra: dict[str, object] = {}
                 if isinstance(s, Bridge):
                     extra["stp"] = s.stp
+                if isinstance(s, Vrf):
+                    extra["table"] = _table_number(lab, s.table)[0]
                 if isinstance(s, Vxlan):
                     extra.update(vni=s.vni, port=s.port, local=s.local, remote=s.remote, group=s.group,
                                  dev=s.dev, learning=s.learning, ttl=s.ttl)
+                # A dummy is made in the bridges' stage, so a bridge it is a port of may not be
+                # there yet: it joins the bridge with the link settings (a VRF is made before both).
+                late = iface.kind == "dummy" and topo.bridge_of(iface) is not None
                 ops.append(CreateLink(ns[node_name], what, name=iface.name, kind=iface.kind, up=s.up,
-                                      master=iface.master, mtu=s.mtu, mac=s.mac, **extra))  # type: ignore[arg-type]
+                                      master=None if late else iface.master, mtu=s.mtu, mac=s.mac,
+                                      **extra))  # type: ignore[arg-type]
+                if late:
+                    ops.append(SetLink(ns[node_name], what, name=iface.name, up=s.up, master=iface.master))
     for pair in topo.pairs:
         near, far = topo.interfaces[pair.near], topo.interfaces[pair.far]
         ops.append(CreateLink(ns[near.node], format_path(near.path), name=near.name, kind="veth",
@@ -170,7 +178,7 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
             # the entry goes into its bridge's table (`master`). The checks ensure one of the two.
             dev = topo.interfaces.get((node_name, f.dev))
             ops.append(AddFdb(ns[node_name], f"{where}.fdb[{i}]", dev=f.dev, lladdr=f.lladdr, dst=f.dst,
-                              master=dev is not None and dev.kind != "vxlan" and dev.master is not None))
+                              master=dev is not None and dev.kind != "vxlan" and topo.bridge_of(dev) is not None))
 
     for node_name, node in lab.nodes.items():
         for i, r in enumerate(node.routes):

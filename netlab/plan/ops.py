@@ -76,7 +76,7 @@ class SetSysctl(Op):
 @dataclass(frozen=True)
 class CreateLink(Op):
     name: str = ""
-    kind: str = ""  # bridge | dummy | veth | vxlan
+    kind: str = ""  # bridge | dummy | veth | vxlan | vrf
     up: bool = True
     master: str | None = None
     mtu: int | None = None
@@ -99,6 +99,8 @@ class CreateLink(Op):
     dev: str | None = None
     learning: bool = True
     ttl: int | None = None
+    # vrf: its routing table (a number: iproute2 knows no lab table names)
+    table: int | None = None
 
     def render(self) -> str:
         parts = [f"ip -n {self.ns} link add {self.name}"]
@@ -120,6 +122,8 @@ class CreateLink(Op):
 
         elif self.kind == "bridge":
             parts.append(f"stp_state {int(self.stp)}")
+        elif self.kind == "vrf":
+            parts.append(f"table {self.table}")
         elif self.kind == "vxlan":
             parts.append(f"id {self.vni} dstport {self.port}")
             for key in ("local", "remote", "group", "dev", "ttl"):
@@ -476,7 +480,8 @@ class RunCommand(Op):
 # so a driver may batch a stage's ops per namespace and run namespaces in parallel.
 STAGES: tuple[str, ...] = (
     "namespaces",
-    "bridges",  # bridges and dummies: nothing they depend on
+    "vrfs",  # VRF devices first: any link may be enslaved to one, a bridge too
+    "bridges",  # bridges and dummies: nothing they depend on but a VRF
     "veths",  # may name a bridge master
     "tunnels",  # vxlan: may name a veth or dummy as underlay dev
     "link settings",  # far ends of veths, lo: masters, MTU, MAC, state
@@ -496,7 +501,7 @@ def stage_of(op: Op) -> str:
     if isinstance(op, (CreateNetns, MarkNetns)):
         return "namespaces"
     if isinstance(op, CreateLink):
-        return {"veth": "veths", "vxlan": "tunnels"}.get(op.kind, "bridges")
+        return {"veth": "veths", "vxlan": "tunnels", "vrf": "vrfs"}.get(op.kind, "bridges")
     if isinstance(op, SetBridgePort):
         return "port settings"
     if isinstance(op, SetLink):

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from netlab.kernel.inspect import IP_PROTOS, CtEntry, RouteAnswer, RuleView
 from netlab.kernel.ipvs import FORWARD_WORDS, IpvsConn, IpvsServiceView, endpoint, table_text
 from netlab.probes.capture import Packet
+from netlab.probes.drops import Drop, drop_of
 from netlab.probes.run import ProbeResult
 from netlab.spec.expectations import (
     CaptureExpect,
@@ -120,6 +121,26 @@ def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Re
                 f"{_who(r.server_saw, node_of)}" + (f" in {len(off)} of {len(served)} connections" if len(served) > 1
                                                    else "") + why
             )
+    return j
+
+
+def judge_dropped_by(wanted: str, results: Sequence[ProbeResult], drops: Sequence[Drop]) -> Judgement:
+    """Every failed probe was dropped by `wanted`: a policy (its deny rules) or default-deny.
+    (Probes that got through are the `result:` expectation's business.)"""
+    j = Judgement()
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        drop = drop_of(r, drops)
+        if drop is None:
+            j.reasons.append(f"expected the probe to be dropped by {wanted}, but no policy recorded dropping "
+                             f"{r.proto} {r.src} → {r.dst}" + (f":{r.dport}" if r.dport else "")
+                             + " (it failed some other way)")
+            break
+        if drop.by != wanted:
+            j.reasons.append(f"expected the probe to be dropped by {wanted}, it was {drop.words()}")
+            break
+    if failed and drops:
+        j.evidence += [f"recorded drops: {d.saddr} → {d.daddr} {d.proto}/{d.dport} {d.words()}" for d in drops][:5]
     return j
 
 
@@ -440,7 +461,7 @@ def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]
     if expect.rule is not None:
         if answer.rule is None:
             j.reasons.append(f"expected rule {expect.rule} to decide the lookup; which rule did cannot be told "
-                             "(a rule before it has selectors a lookup cannot be matched against, e.g. l3mdev)"
+                             "(a rule before it has selectors a lookup cannot be matched against, e.g. tun_id)"
                              if answer.errno is None else
                              f"expected rule {expect.rule} to decide the lookup, but it failed: {answer.error}")
         elif answer.rule.priority != expect.rule:

@@ -21,12 +21,15 @@ from typing import Any
 
 from netlab.kernel.inspect import InspectError, RouteQuery, conntrack, route_get, rules
 from netlab.kernel.ipvs import IpvsConn, endpoint, ipvs_view
+from netlab.kernel.nft import FirewallError
 from netlab.probes.capture import Capture, CaptureError, Packet
+from netlab.probes.drops import Drop, drop_rules, drops_summary, read_drops
 from netlab.probes.judge import (
     Judgement,
     ipvs_flow,
     judge_capture,
     judge_conntrack,
+    judge_dropped_by,
     judge_ipvs,
     judge_probe,
     judge_route,
@@ -36,6 +39,7 @@ from netlab.probes.run import ProbeRequest, ProbeResult, probe_many
 from netlab.spec.expectations import ProbeCheck, RouteCheck, RuleCheck
 from netlab.spec.load import topology
 from netlab.spec.model import BUILTIN_TABLES, Check, Lab, Vxlan
+from netlab.spec.policy import POLICY_TABLE
 from netlab.spec.targets import names_to_addresses, probe_target
 from netlab.spec.topology import Topology
 
@@ -68,10 +72,15 @@ class LabContext:
     topo: Topology = field(init=False)
     tables: dict[str, int] = field(init=False)
     _owner: dict[str, tuple[str, str]] = field(init=False)  # address → (node, interface)
+    # nodes with `table inet network-policy` → its drop rules (netlab.probes.drops)
+    policy_nodes: dict[str, dict[int, str]] = field(init=False)
 
     def __post_init__(self) -> None:
         self.topo = topology(self.lab)
         self.tables = {**BUILTIN_TABLES, **self.lab.tables}
+        marker = f"table inet {POLICY_TABLE} {{"
+        self.policy_nodes = {name: drop_rules(r.ruleset) for name, node in self.lab.nodes.items()
+                             for r in node.nftables if r.ruleset and marker in r.ruleset}
         self._owner = {}
         for (node, ifname), iface in self.topo.interfaces.items():
             for addr in iface.settings.addresses:
@@ -143,7 +152,7 @@ def _attempt(ctx: LabContext, check: Check) -> Verdict:
         if isinstance(check, RouteCheck):
             return _route_check(ctx, check)
         return _rule_check(ctx, check)
-    except (InspectError, CaptureError, OSError) as err:
+    except (InspectError, CaptureError, FirewallError, OSError) as err:
         return Verdict(check.name, kind, False, "could not observe", [f"could not observe: {err}"],
                        description=check.description)
 
@@ -175,13 +184,19 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         entries = conntrack(ctx.ns(check.conntrack.on)) if check.conntrack is not None else []
         services, conns = ipvs_view(ctx.ns(check.ipvs.on)) if check.ipvs is not None else ([], [])
         packets: list[Packet] = capture.packets() if capture is not None else []
+        # which policy rule dropped the failed probes (a policy's drops record their flows)
+        drops: list[Drop] = []
+        if ctx.policy_nodes and (check.expect.dropped_by is not None or not all(r.ok for r in results)):
+            drops = read_drops({node: (ctx.ns(node), rules) for node, rules in ctx.policy_nodes.items()})
     finally:
         if capture is not None:
             capture.close()
     j = judge_probe(check.expect, results, ctx.resolve, ctx.node_of, ctx.where)
+    if check.expect.dropped_by is not None:
+        j.add(judge_dropped_by(check.expect.dropped_by, results, drops))
     if check.conntrack is not None:
         j.add(judge_conntrack(check.conntrack.on, check.conntrack.expect, results, entries, ctx.resolve, ctx.node_of))
-    summary = _probe_summary(results, ctx.where)
+    summary = _probe_summary(results, ctx.where) + drops_summary(results, drops)
     if check.ipvs is not None:
         j.add(judge_ipvs(check.ipvs.on, check.ipvs.expect, results, conns, services, ctx.resolve, ctx.node_of))
         summary += _ipvs_summary(check.ipvs.on, results, conns, ctx)
@@ -250,7 +265,7 @@ def _at(addr: str, where: Callable[[str], str | None]) -> str:
 def _route_check(ctx: LabContext, check: RouteCheck) -> Verdict:
     q = check.route
     mark = int(q.fwmark.split("/")[0], 16) if q.fwmark else None
-    answer = route_get(ctx.ns(q.on), RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, fwmark=mark,
+    answer = route_get(ctx.ns(q.on), RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, vrf=q.vrf, fwmark=mark,
                                                 ipproto=q.ipproto, sport=q.sport, dport=q.dport, uid=q.uid,
                                                 tos=q.dscp << 2 if q.dscp is not None else None))
     j = judge_route(check.expect, answer, ctx.tables)

@@ -199,6 +199,19 @@ def _check_route(lab: Lab, topo: Topology, nodes: set[str], check: RouteCheck, p
             yield (*p, key), f"node {q.on} has no interface {ifname!r} (it has: {', '.join(sorted(have))})"
     if q.iif is not None and q.from_ is None:
         yield (*p, "from"), "a route lookup for a packet arriving on `iif:` needs `from:` (its source address)"
+    if q.vrf is not None:
+        vrfs = sorted(i.name for i in topo.of_node(q.on) if i.kind == "vrf")
+        if q.vrf not in vrfs:
+            what = next((f"is a {i.kind}, not a vrf" for i in topo.of_node(q.on) if i.name == q.vrf),
+                        "is not an interface of it")
+            yield (*p, "vrf"), (f"vrf {q.vrf} of node {q.on} {what} ("
+                                + (f"its vrfs: {', '.join(vrfs)})" if vrfs else "it has none: declare one under "
+                                   "`links:`, e.g. `blue: {kind: vrf, table: 10}`)"))
+        for key in ("iif", "oif"):
+            if getattr(q, key) is not None:
+                yield (*p, key), (
+                    f"`vrf:` is the lookup's output device (`ip route get vrf {q.vrf}`), so it takes no `{key}:`"
+                    + (": a packet arriving on iif is routed in the VRF iif is in" if key == "iif" else ""))
     versions = {ipaddress.ip_address(a).version for a in (q.get, q.from_) if a}
     if len(versions) > 1:
         yield (*p, "from"), f"get {q.get} and from {q.from_} are of different IP families"

@@ -15,7 +15,7 @@ from netlab.spec.check_refs import check_checks
 from netlab.spec.ipset import check_node_ipsets
 from netlab.spec.ipvs import check_node_ipvs
 from netlab.spec.ipvs import check_sysctl as check_ipvs_sysctl
-from netlab.spec.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vxlan
+from netlab.spec.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vrf, Vxlan
 from netlab.spec.topology import Complaint, Interface, Topology
 
 _SYSCTL_RE = re.compile(r"^net[./][A-Za-z0-9_.\-/]+$")  # dots, or slashes (sysctl(8): net/ipv4/conf/flannel.1/…)
@@ -56,13 +56,14 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
         ifaces = by_node.get(node_name, [])
         names = {i.name for i in ifaces} | {"lo"}
         base = ("nodes", node_name)
-        connected = _connected(ifaces, node.routes)
+        connected = _connected(ifaces, node.routes, _vrf_tables(lab, node, ifaces))
         local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
         down = {i.name for i in ifaces if not i.settings.up}
         seen_routes: dict[tuple[object, ...], int] = {}
         for i, route in enumerate(node.routes):
             complaints += _check_route(lab, route, (*base, "routes", i), names)
-            complaints += _check_reachable(route, (*base, "routes", i), connected, local)
+            complaints += _check_reachable(route, (*base, "routes", i), connected, local,
+                                           _table_key(lab, route.table))
             if route.dev in down:
                 complaints.append(((*base, "routes", i, "dev"), (
                     f"{route.dev} is declared `up: false`; the kernel refuses routes through a "
@@ -107,7 +108,49 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
         for ifname, link in node.links.items():
             if isinstance(link, Vxlan):
                 complaints += _check_vxlan(link, (*base, "links", ifname))
+        complaints += _check_vrfs(lab, node, base)
     return complaints
+
+
+VRF_MIN_MTU = 1280  # vrf_setup(): dev->min_mtu = IPV6_MIN_MTU
+
+
+def _check_vrfs(lab: Lab, node: Node, base: tuple[str | int, ...]) -> Iterator[Complaint]:
+    """A VRF's table resolves, is a table of its own (not main/local/default) and is not
+    another VRF's of the same node."""
+    seen: dict[int, str] = {}
+    for ifname, link in node.links.items():
+        if not isinstance(link, Vrf):
+            continue
+        path = (*base, "links", ifname)
+        if link.mtu is not None and link.mtu < VRF_MIN_MTU:
+            yield (*path, "mtu"), (
+                f"a vrf's MTU is at least {VRF_MIN_MTU} (IPv6's minimum; the kernel refuses less: \"mtu less than "
+                "device minimum\"); leave it out (the VRF device does not limit its interfaces' MTU)")
+        if not _table_ok(lab, link.table):
+            yield from _table_complaint(lab, link.table, path)
+            continue
+        number = _table_key(lab, link.table)
+        assert isinstance(number, int)
+        if number == 0 or number >= 2**32:
+            yield (*path, "table"), (
+                f"table {number} is not a VRF table (the kernel refuses it: \"Invalid VRF table id\"); "
+                "use 1 to 252 or a number above 255")
+        elif number in BUILTIN_TABLES.values():
+            builtin = next(k for k, v in BUILTIN_TABLES.items() if v == number)
+            what = f"{builtin} is a built-in table ({number})" if link.table == builtin else \
+                f"{number} is the built-in table {builtin!r}"
+            yield (*path, "table"), (
+                f"table {what}; a VRF needs a table of its own, "
+                "which its interfaces' routes move into (e.g. `tables: {" + ifname + ": 10}` and "
+                f"`table: {ifname}`)")
+        elif number in seen:
+            yield (*path, "table"), (
+                f"vrf {seen[number]} of this node already uses table {link.table}"
+                + (f" ({number})" if not isinstance(link.table, int) else "")
+                + "; two VRFs sharing a table are one VRF (the kernel takes it only while net.vrf.strict_mode "
+                "is 0): give each its own table")
+        seen.setdefault(number, ifname)
 
 
 def _check_tables(lab: Lab) -> Iterator[Complaint]:
@@ -191,6 +234,11 @@ def _table_key(lab: Lab, table: int | str | None) -> int | str:
     return lab.tables.get(table) or BUILTIN_TABLES.get(table) or table
 
 
+def table_words(table: int | str) -> str:
+    names = {v: k for k, v in BUILTIN_TABLES.items()}
+    return f"{names[table]} ({table})" if isinstance(table, int) and table in names else str(table)
+
+
 def _sysctl_interface(key: str, names: set[str]) -> str | None:
     """The interface a per-interface sysctl names (net.ipv4.conf.IF.x, net/ipv6/neigh/IF/x),
     or None for other keys. In the dotted form an interface name may itself contain dots
@@ -201,41 +249,77 @@ def _sysctl_interface(key: str, names: set[str]) -> str | None:
     return parts[3] if "/" in key else ".".join(parts[3:-1])
 
 
-def _connected(ifaces: list[Interface], routes: list[Route]) -> list[tuple[str, Net, str]]:
-    """What a node reaches without a gateway: (device, network, how it is known) for each
-    interface address and each gateway-less `dev:` route."""
-    out: list[tuple[str, Net, str]] = []
+InVrf = tuple[str, int]  # (the VRF device, its table number)
+
+
+def _vrf_tables(lab: Lab, node: Node, ifaces: list[Interface]) -> dict[str, InVrf]:
+    """Interface → the VRF it is in and that VRF's table (a VRF device: its own), for a node's VRFs."""
+    vrfs = {name: (name, t) for name, link in node.links.items()
+            if isinstance(link, Vrf) and isinstance(t := _table_key(lab, link.table), int)}
+    out = dict(vrfs)
+    for iface in ifaces:
+        if iface.master in vrfs:
+            out[iface.name] = vrfs[iface.master]
+    return out
+
+
+def _connected(ifaces: list[Interface], routes: list[Route],
+               vrf_of: dict[str, InVrf] | None = None) -> list[tuple[str, Net, str, InVrf | None]]:
+    """What a node reaches without a gateway: (device, network, how it is known, the VRF
+    it is in or None) for each interface address and each gateway-less `dev:` route. An
+    address of an interface in a VRF gives a connected route in the VRF's table only."""
+    vrf_of = vrf_of or {}
+    out: list[tuple[str, Net, str, InVrf | None]] = []
     for iface in ifaces:
         if not iface.settings.up:  # the kernel reaches nothing through an admin-down link
             continue
         for addr in iface.settings.addresses:
-            out.append((iface.name, ipaddress.ip_interface(addr).network, f"{addr} on {iface.name}"))
+            out.append((iface.name, ipaddress.ip_interface(addr).network, f"{addr} on {iface.name}",
+                        vrf_of.get(iface.name)))
     down = {i.name for i in ifaces if not i.settings.up}
     for r in routes:
         if r.type == "unicast" and r.dev and not r.via and r.dev not in down:
             to = r.to if r.to != "default" else ("0.0.0.0/0" if route_family(r) == 4 else "::/0")
-            out.append((r.dev, ipaddress.ip_network(to), f"route {r.to} dev {r.dev}"))
+            out.append((r.dev, ipaddress.ip_network(to), f"route {r.to} dev {r.dev}", None))
     return out
 
 
 def _check_reachable(
     route: Route,
     path: tuple[str | int, ...],
-    connected: list[tuple[str, Net, str]],
+    connected: list[tuple[str, Net, str, InVrf | None]],
     local: set[ipaddress.IPv4Address | ipaddress.IPv6Address],
+    table: int | str = 254,
 ) -> Iterator[Complaint]:
     """The kernel refuses a gateway it cannot reach directly ("Nexthop has invalid gateway")
-    and a `src:` that is not one of the node's addresses: catch both before `up` starts."""
+    and a `src:` that is not one of the node's addresses: catch both before `up` starts.
+    Without `dev:` the kernel looks the gateway up in the route's own table, then by the
+    rules as a local packet would be: a subnet of a VRF's interface counts only for a route
+    in that VRF's table (with `dev:` the l3mdev rule finds it in the VRF's table)."""
     if route.type != "unicast":
         return
     if route.via and not route.onlink and not ipaddress.ip_address(route.via).is_link_local:
         via = ipaddress.ip_address(route.via)
-        nets = [(dev, net, how) for dev, net, how in connected if net.version == via.version]
+        nets = [n for n in connected if n[1].version == via.version]
+        in_vrfs: list[tuple[str, Net, str, InVrf | None]] = []
         if route.dev:
             nets = [n for n in nets if n[0] == route.dev]
-        if not any(via in net for _, net, _ in nets):
+        else:
+            in_vrfs = [n for n in nets if n[3] is not None and n[3][1] != table]
+            nets = [n for n in nets if n[3] is None or n[3][1] == table]
+        if not any(via in n[1] for n in nets):
             on = f" on {route.dev}" if route.dev else ""
-            have = f"it has {', '.join(how for _, _, how in nets)}" if nets else "it has no such subnet"
+            have = f"it has {', '.join(n[2] for n in nets)}" if nets else "it has no such subnet"
+            hit = next((n for n in in_vrfs if via in n[1]), None)
+            if hit is not None and hit[3] is not None:
+                vrf, number = hit[3]
+                yield (*path, "via"), (
+                    f"gateway {via} is on {hit[0]}'s subnet, in VRF {vrf} (table {number}), but this route is in "
+                    f"table {table_words(table)}, where the kernel does not find it (\"Nexthop has invalid "
+                    f"gateway\"): add `dev: {hit[0]}` (the l3mdev rule then looks it up in the VRF's table), or "
+                    f"put the route in VRF {vrf}'s table"
+                )
+                return
             yield (*path, "via"), (
                 f"gateway {via} is not on a subnet this node reaches directly{on} ({have}); "
                 "the kernel would refuse the route: use a gateway on a connected subnet, "
@@ -319,6 +403,10 @@ def _check_neighbors_fdb(node: Node, ifaces: list[Interface], base: tuple[str | 
     by_name = {i.name: i for i in ifaces if i.kind != "lo"}
     has = f"it has: {', '.join(sorted(by_name))}" if by_name else "it has none; declare one under `links:`"
 
+    def bridge_of(iface: Interface) -> str | None:  # a VRF's member is no bridge port
+        master = by_name.get(iface.master or "")
+        return iface.master if master is not None and master.kind == "bridge" else None
+
     def unknown(dev: str) -> str:
         close = difflib.get_close_matches(dev, list(by_name), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
@@ -355,24 +443,24 @@ def _check_neighbors_fdb(node: Node, ifaces: list[Interface], base: tuple[str | 
             yield (*path, "dev"), unknown(f.dev)
         elif isinstance(iface.settings, Vxlan):
             yield from _check_vxlan_fdb(f.lladdr, f.dst, iface.name, iface.settings, path, i, unicast_dst)
-        elif iface.master is not None:
+        elif (bridge := bridge_of(iface)) is not None:
             if f.dst:
                 yield (*path, "dst"), (
-                    f"{f.dev} is a port of bridge {iface.master}: the entry pins {f.lladdr} to that port "
+                    f"{f.dev} is a port of bridge {bridge}: the entry pins {f.lladdr} to that port "
                     "(`master static`) and has no `dst:`, which is only for an entry on a vxlan; remove it")
-            earlier = on_bridge.get((iface.master, f.lladdr))
+            earlier = on_bridge.get((bridge, f.lladdr))
             if earlier is not None and earlier[1] != f.dev:
                 yield (*path, "lladdr"), (
-                    f"{f.lladdr} is already pinned to {earlier[1]} in bridge {iface.master} (fdb[{earlier[0]}]); "
+                    f"{f.lladdr} is already pinned to {earlier[1]} in bridge {bridge} (fdb[{earlier[0]}]); "
                     "a bridge has one port per MAC, and the later entry moves it: keep one")
-            on_bridge.setdefault((iface.master, f.lladdr), (i, f.dev))
+            on_bridge.setdefault((bridge, f.lladdr), (i, f.dev))
         elif iface.kind == "bridge":
             ports = sorted(x.name for x in by_name.values() if x.master == f.dev)
             yield (*path, "dev"), (
                 f"{f.dev} is the bridge itself; name the port {f.lladdr} is behind"
                 + (f" (its ports: {', '.join(ports)})" if ports else f" (it has none yet: give one `master: {f.dev}`)"))
         else:
-            fits = sorted(x.name for x in by_name.values() if x.kind == "vxlan" or x.master is not None)
+            fits = sorted(x.name for x in by_name.values() if x.kind == "vxlan" or bridge_of(x) is not None)
             yield (*path, "dev"), (
                 f"{f.dev} is a {iface.kind} without a bridge master; an FDB entry goes on a vxlan (`self`, with "
                 f"`dst:`) or on a bridge port (`master`): give {f.dev} `master: BRIDGE`, or name one"

@@ -153,6 +153,9 @@ class ProbeExpect(Base):
     server_saw: NodesOrAddrs | None = None
     icmp: str | None = None  # words the ICMP error must contain, e.g. "port unreachable"
     icmp_from: NodesOrAddrs | None = None  # who sent that ICMP error (a router: which hop)
+    # The network policy rule that dropped the probes: a policy of `cluster.policies` (one of
+    # its deny rules) or `default-deny` (an isolated pod that no rule allowed)
+    dropped_by: Annotated[str, Field(min_length=1)] | None = None
 
 
 class ConntrackExpect(Base):
@@ -239,6 +242,7 @@ class RouteQuerySpec(Base):
     from_: IpAddress | None = Field(default=None, alias="from")
     iif: IfName | None = None
     oif: IfName | None = None
+    vrf: IfName | None = None  # a VRF device of the node: `ip route get vrf NAME` (the VRF as output device)
     fwmark: Mark | None = None
     ipproto: Literal["tcp", "udp", "icmp", "icmpv6"] | None = None
     sport: Port | None = None

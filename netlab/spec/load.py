@@ -183,6 +183,8 @@ _MISSING_HINTS = {
     "to": "every route needs `to:` (use `to: default` for the default route)",
     "vni": "a vxlan needs `vni:`, its VXLAN network identifier (0 to 16777215)",
     "peer": "a `kind: veth` link needs `peer: NODE:IFNAME`, the other end of the pair",
+    "table": "a vrf needs `table:`, the routing table its interfaces route in (a number, or a name from "
+             "top-level `tables:`)",
 }
 
 # The full range of bounded numbers, by key.

@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, mode
 from netlab.spec.expectations import Check, ServeSpec
 from netlab.spec.ipset import IpSet
 from netlab.spec.ipvs import IpvsService
+from netlab.spec.policy import DEFAULT_NAMESPACE, Labels, Namespace, NamespaceName, NetworkPolicy, PolicyName
 from netlab.spec.values import (
     IFNAMSIZ,
     Base,
@@ -46,7 +47,7 @@ class _LinkCommon(Base):
     mac: MacAddress | None = None
     up: bool = True
     addresses: list[InterfaceAddress] = []
-    master: IfName | None = None  # a bridge in the same node
+    master: IfName | None = None  # a bridge or a vrf in the same node
     hairpin: bool = False  # as a bridge port: frames may leave by the port they came in (CNI hairpinMode)
 
 
@@ -84,7 +85,16 @@ class Vxlan(_LinkCommon):
     ttl: Annotated[int, Field(ge=0, le=255)] | None = None
 
 
-LINK_KINDS = ("veth", "bridge", "dummy", "vxlan")
+class Vrf(_LinkCommon):
+    """A kernel VRF device (`ip link add NAME type vrf table N`): the interfaces whose
+    `master:` it is route in its table (their connected and local routes move there), and
+    the kernel adds the `l3mdev` rule (priority 1000) that sends their packets to it."""
+
+    kind: Literal["vrf"]
+    table: TableRef  # a name from `tables:` or a number
+
+
+LINK_KINDS = ("veth", "bridge", "dummy", "vxlan", "vrf")
 
 
 def _link_tag(value: Any) -> str:
@@ -102,10 +112,11 @@ Link = Annotated[
     | Annotated[Bridge, Tag("bridge")]
     | Annotated[Dummy, Tag("dummy")]
     | Annotated[Vxlan, Tag("vxlan")]
+    | Annotated[Vrf, Tag("vrf")]
     | Annotated[PeerEnd, Tag("end")],
     Discriminator(_link_tag),
 ]
-LINK_TAGS = frozenset({"veth", "bridge", "dummy", "vxlan", "end"})
+LINK_TAGS = frozenset({"veth", "bridge", "dummy", "vxlan", "vrf", "end"})
 
 
 # ---------------------------------------------------------------- routing
@@ -283,7 +294,8 @@ class ClusterPod(Node):
 
     node: NodeName | None = None  # default: spread over the nodes in turn, like a scheduler
     address: IpAddress | None = None  # default: host-local's next free address from .2
-    labels: dict[str, str] = {}
+    namespace: NamespaceName = DEFAULT_NAMESPACE  # services and policies select pods of their own
+    labels: Labels = {}
     replicas: Annotated[int, Field(ge=1, le=10000)] | None = None  # NAME-0 … NAME-(N-1), spread
 
 
@@ -310,7 +322,7 @@ class ServicePort(Base):
 class Service(Base):
     """A Kubernetes Service: kube-proxy's rules for it are built on every cluster node."""
 
-    namespace: str = "default"
+    namespace: NamespaceName = DEFAULT_NAMESPACE  # its endpoints are pods of this namespace
     type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = "ClusterIP"
     cluster_ip: IpAddress | None = None  # default: the next free one from service_cidr's .10
     ports: Annotated[list[ServicePort], Field(min_length=1)]
@@ -336,6 +348,10 @@ class Cluster(Base):
     service_cidr: Prefix | None = None
     node_port_range: tuple[int, int] = (30000, 32767)  # --service-node-port-range
     services: dict[NodeName, Service] = {}
+    # Namespaces' labels, for policies' namespace_selector; a namespace a pod, service or
+    # policy names exists without being listed here
+    namespaces: dict[NamespaceName, Namespace] = {}
+    policies: dict[PolicyName, NetworkPolicy] = {}  # compiled to nftables on every node (netlab.expand.policy)
 
 
 class Lab(Base):

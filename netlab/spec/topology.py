@@ -18,7 +18,7 @@ IfKey = tuple[str, str]  # (node, ifname)
 class Interface:
     node: str
     name: str
-    kind: str  # veth | bridge | dummy | vxlan | lo
+    kind: str  # veth | bridge | dummy | vxlan | vrf | lo
     settings: _LinkCommon
     path: Path  # where the lab declares it (for an implicit veth end: where its peer is declared)
     peer: IfKey | None = None
@@ -42,7 +42,8 @@ class Topology:
         return [i for (n, _), i in self.interfaces.items() if n == node]
 
     def segments(self) -> list[set[IfKey]]:
-        """Groups of interfaces joined at layer 2 (veth pairs and bridge ports)."""
+        """Groups of interfaces joined at layer 2 (veth pairs and bridge ports; a VRF joins
+        its interfaces at layer 3 only)."""
         parent: dict[IfKey, IfKey] = {k: k for k in self.interfaces}
 
         def find(k: IfKey) -> IfKey:
@@ -58,12 +59,21 @@ class Topology:
         for pair in self.pairs:
             union(pair.near, pair.far)
         for (node, _), iface in self.interfaces.items():
-            if iface.master:
+            if iface.master and self.master_kind(iface) == "bridge":
                 union((node, iface.name), (node, iface.master))
         groups: dict[IfKey, set[IfKey]] = {}
         for k in self.interfaces:
             groups.setdefault(find(k), set()).add(k)
         return list(groups.values())
+
+    def master_kind(self, iface: Interface) -> str | None:
+        """The kind of the interface's master (bridge, vrf, …), or None without one."""
+        master = self.interfaces.get((iface.node, iface.master)) if iface.master else None
+        return master.kind if master is not None else None
+
+    def bridge_of(self, iface: Interface) -> str | None:
+        """The bridge the interface is a port of, or None (no master, or a VRF)."""
+        return iface.master if self.master_kind(iface) == "bridge" else None
 
 
 Complaint = tuple[Path, str]
@@ -233,27 +243,40 @@ def resolve(lab: Lab) -> tuple[Topology, list[Complaint]]:
         if iface.master is not None:
             mkey = (key[0], iface.master)
             bridge = topo.interfaces.get(mkey)
-            if iface.kind == "lo":  # the kernel refuses, and the plan has no op for it
+            if iface.kind == "lo" and bridge is not None and bridge.kind == "vrf":
+                complaints.append(((*iface.path, "master"), (
+                    f"lo cannot be in a VRF (the kernel refuses: \"Can not enslave loopback device to a VRF\"); "
+                    f"give vrf {iface.master} itself the address: it is the VRF's loopback")))
+            elif iface.kind == "lo":  # the kernel refuses, and the plan has no op for it
                 complaints.append(
                     ((*iface.path, "master"), "lo cannot be a bridge port; give the bridge itself the address")
                 )
-            elif bridge is None or bridge.kind != "bridge":
-                bridges = sorted(i.name for i in topo.of_node(key[0]) if i.kind == "bridge")
-                what = "does not exist" if bridge is None else f"is a {bridge.kind}, not a bridge"
+            elif iface.kind == "vrf":
+                listed = f" (bridge {iface.master} lists it in its `ports:`)" if key in port_of else ""
+                complaints.append(((*iface.path, "master"), (
+                    f"a vrf cannot have a master{listed}: the kernel refuses to enslave an L3 master device "
+                    "to a bridge or to another VRF; enslave the VRF's interfaces instead")))
+            elif bridge is None or bridge.kind not in ("bridge", "vrf"):
+                masters = sorted(i.name for i in topo.of_node(key[0]) if i.kind in ("bridge", "vrf"))
+                what = "does not exist" if bridge is None else f"is a {bridge.kind}, not a bridge or vrf"
                 complaints.append(
                     (
                         (*iface.path, "master"),
                         f"master {iface.master} in node {key[0]} {what}"
                         + (
-                            f" (bridges there: {', '.join(bridges)})"
-                            if bridges
-                            else " (declare one, e.g. `br0: {kind: bridge}`)"
+                            f" (bridges and vrfs there: {', '.join(masters)})"
+                            if masters
+                            else " (declare one, e.g. `br0: {kind: bridge}` or `blue: {kind: vrf, table: 10}`)"
                         ),
                     )
                 )
             elif iface.master == key[1]:
                 complaints.append(((*iface.path, "master"), "a bridge cannot be its own master"))
-        if iface.settings.hairpin and iface.master is None:
+            elif iface.kind == "bridge" and bridge.kind == "bridge":
+                complaints.append(((*iface.path, "master"), (
+                    f"{iface.master} is a bridge, and a bridge cannot be a port of another bridge (the kernel "
+                    "refuses: \"Can not enslave a bridge to a bridge\"); a bridge may be in a vrf")))
+        if iface.settings.hairpin and topo.bridge_of(iface) is None:
             complaints.append(((*iface.path, "hairpin"), (
                 "hairpin is a bridge port's setting; give this link `master: BRIDGE` (or list it in the "
                 "bridge's `ports:`)")))

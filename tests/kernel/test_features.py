@@ -122,3 +122,26 @@ def test_lab_requiring_ipvs_stops_before_building(netlab_cli: Any, lab_file: Any
     assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err
     assert "netlab vm run -- netlab up LAB.yaml" in r.err and "vagrant/README.md" in r.err
     assert not Path("/run/netns", lab.ns("client")).exists() and not list(Path("/run/netns").glob(f"{lab.name}.*"))
+
+
+def test_lab_with_a_vrf_link_needs_vrf_without_saying_so(netlab_cli: Any, lab_file: Any) -> None:
+    """A `kind: vrf` link needs the vrf feature whether or not `requires:` lists it (as a
+    link kind does): on a kernel without VRF, `up` exits 3 before anything exists."""
+    if probe_features(["vrf"])[0].ok:
+        pytest.skip("this kernel has vrf (the Vagrant box?); the test needs one without it")
+    lab = lab_file("""\
+name: @LAB@
+nodes:
+  router:
+    links:
+      blue: {kind: vrf, table: 10}
+      eth1: {peer: "a:eth0", master: blue, addresses: [10.1.0.1/24]}
+  a:
+    links:
+      eth0: {addresses: [10.1.0.2/24]}
+""")
+    r = netlab_cli("up", lab)
+    assert r.rc == 3, r.out + r.err
+    assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err and "  vrf: " in r.err, r.err
+    assert "netlab vm run" in r.err, r.err
+    assert not list(Path("/run/netns").glob(f"{lab.name}.*"))

@@ -39,6 +39,7 @@ nodes:
       d0: {kind: dummy, addresses: [192.168.9.1/24]}
       veth1: {peer: "pod:eth0", master: br0, hairpin: true}
       vx0: {kind: vxlan, vni: 7, remote: 192.168.9.2, dev: d0}
+      blue: {kind: vrf, table: 20}
       lo: {mtu: 9000}
     routes:
       - {to: 10.9.0.0/16, via: 10.0.0.2, table: vpn}
@@ -88,7 +89,7 @@ def test_stage_order() -> None:
     assert order == sorted(order)
     assert [stage for stage, _ in plan.by_stage()] == list(STAGES)  # this lab uses every stage
     assert list(STAGES) == [
-        "namespaces", "bridges", "veths", "tunnels", "link settings", "port settings",
+        "namespaces", "vrfs", "bridges", "veths", "tunnels", "link settings", "port settings",
         "sysctls", "addresses", "neighbors", "routes", "rules", "firewall", "ipvs", "commands",
     ]
     headers = [line[2:] for line in plan.render().splitlines()[1:] if line.startswith("# ")]

@@ -79,7 +79,9 @@ def invalid_packets(lab: LabHandle) -> int:
 def tcpdump(lab: LabHandle, node: str, expression: str) -> Iterator[list[str]]:
     """tcpdump on node's eth0 for the with block; the list fills with its lines after it.
     The process is this test's own, ended by its PID."""
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), "tcpdump", "-n", "-l", "-i", "eth0", expression],
+    # --immediate-mode: under emulation, packets still buffered when tcpdump ends are never printed
+    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), "tcpdump", "-n", "-l", "--immediate-mode",
+                             "-i", "eth0", expression],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: list[str] = []
     try:
