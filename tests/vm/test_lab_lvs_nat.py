@@ -11,12 +11,9 @@ and the client, and what crosses the wire (tcpdump) when the director only DNATs
 from __future__ import annotations
 
 import re
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+from wire import tcpdump
 
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks
 
@@ -75,31 +72,6 @@ def invalid_packets(lab: LabHandle) -> int:
     return int(found.group(1))
 
 
-@contextmanager
-def tcpdump(lab: LabHandle, node: str, expression: str) -> Iterator[list[str]]:
-    """tcpdump on node's eth0 for the with block; the list fills with its lines after it.
-    The process is this test's own, ended by its PID."""
-    # --immediate-mode: under emulation, packets still buffered when tcpdump ends are never printed
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), "tcpdump", "-n", "-l", "--immediate-mode",
-                             "-i", "eth0", expression],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        assert proc.stderr is not None
-        said = ""
-        while "listening on" not in said:  # the filter is attached: nothing is missed from here
-            line = proc.stderr.readline()
-            if not line:
-                raise AssertionError(f"tcpdump in {node} did not start: {said}")
-            said += line
-        yield lines
-        time.sleep(0.3)  # the last RST on its way
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    lines += out.splitlines()
-
-
 # ---------------------------------------------------------------- the working lab
 
 
@@ -138,7 +110,7 @@ def test_dnat_only_the_client_resets_the_real_servers_answer(dnat_only: LabHandl
     """The real server answers the client directly; the client's conntrack calls that
     SYN-ACK invalid and its TCP resets it; its connection to the VIP never completes."""
     before = invalid_packets(dnat_only)
-    with tcpdump(dnat_only, "client", "tcp") as wire:
+    with tcpdump(dnat_only, "client", "eth0", "tcp", settle=0.3) as wire:
         r = dnat_only.probe("client", f"{VIP}:8410", proto="http")
     assert r.outcome == "timeout", r.detail
     s = r.sport
@@ -158,7 +130,7 @@ def test_dnat_only_the_client_resets_the_real_servers_answer(dnat_only: LabHandl
 
 
 def test_dnat_only_the_real_server_sees_the_client(dnat_only: LabHandle) -> None:
-    with tcpdump(dnat_only, "rs", "tcp port 8080") as wire:
+    with tcpdump(dnat_only, "rs", "eth0", "tcp port 8080", settle=0.3) as wire:
         r = dnat_only.probe("client", f"{VIP}:8410", proto="http")
     assert r.outcome == "timeout", r.detail
     text = "\n".join(wire)
@@ -172,7 +144,7 @@ def test_dnat_only_the_real_server_sees_the_client(dnat_only: LabHandle) -> None
 def test_snat_without_conntrack_the_rule_never_matches(snat_no_ct: LabHandle) -> None:
     """IPVS untracks what it sends (ip_vs_notrack): no conntrack entry on the director,
     the MASQUERADE rule's counter stays 0, the real server sees the client."""
-    with tcpdump(snat_no_ct, "rs", "tcp port 8080") as wire:
+    with tcpdump(snat_no_ct, "rs", "eth0", "tcp port 8080", settle=0.3) as wire:
         r = snat_no_ct.probe("client", f"{VIP}:8410", proto="http")
     assert r.outcome == "timeout", r.detail
     s = r.sport

@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
+from wire import tcpdump
 
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks
 
@@ -73,30 +70,6 @@ def conntrack_lines(lab: LabHandle, sport: int) -> list[str]:
     return [line for line in out.splitlines() if f" sport={sport} " in line]
 
 
-@contextmanager
-def tcpdump(lab: LabHandle, ifname: str, expression: str) -> Iterator[list[str]]:
-    """tcpdump on the node's ifname for the with block; the list fills with its lines after
-    it. The process is this test's own, ended by its PID."""
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns("node"), "tcpdump", "-n", "-l", "--immediate-mode",
-                             "-i", ifname, expression],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    lines: list[str] = []
-    try:
-        assert proc.stderr is not None
-        said = ""
-        while "listening on" not in said:  # the filter is attached: nothing is missed from here
-            line = proc.stderr.readline()
-            if not line:
-                raise AssertionError(f"tcpdump on node:{ifname} did not start: {said}")
-            said += line
-        yield lines
-        time.sleep(1)  # the last packets on their way (slow under emulation)
-    finally:
-        proc.terminate()
-        out, _ = proc.communicate(timeout=30)
-    lines += [line for line in out.splitlines() if line.strip()]
-
-
 def evidence(lab: LabHandle, before: dict[str, int]) -> str:
     return (f"TX packets before {before}, after {tx_packets(lab)}\n"
             f"snat_reroute={sysctl(lab, 'net.ipv4.vs.snat_reroute')} conntrack={sysctl(lab, 'net.ipv4.vs.conntrack')}\n"
@@ -115,7 +88,7 @@ def test_fixb_the_reply_leaves_by_vrf2_rerouted_by_ipvs(fixb: LabHandle) -> None
     assert f"TCP  {VIP}:22 rr" in table and re.search(rf"-> {POD}:22\s+Masq\s+1\b", table), table
 
     before = tx_packets(fixb)
-    with tcpdump(fixb, "eth2", f"tcp and host {CLIENT}") as wire:
+    with tcpdump(fixb, "node", "eth2", f"tcp and host {CLIENT}") as wire:
         r = fixb.probe("client", VIP, port=22)
     assert r.ok and (r.served_by, r.server_saw) == ("ssh", CLIENT), f"{r.detail}\n{evidence(fixb, before)}"
     s = r.sport
@@ -168,8 +141,8 @@ def test_nosr_the_reply_leaves_towards_vrf1_as_the_vip(nosr: LabHandle) -> None:
     pod's source); eth2 carries none of it; IPVS and conntrack stay in SYN_RECV."""
     assert sysctl(nosr, "net.ipv4.vs.snat_reroute") == "0"
     before = tx_packets(nosr)
-    with tcpdump(nosr, "eth1", f"tcp and host {CLIENT}") as vrf1, \
-            tcpdump(nosr, "eth2", f"tcp and src host {VIP}") as vrf2:
+    with tcpdump(nosr, "node", "eth1", f"tcp and host {CLIENT}") as vrf1, \
+            tcpdump(nosr, "node", "eth2", f"tcp and src host {VIP}") as vrf2:
         r = nosr.probe("client", VIP, port=22, timeout=1.5)
     why = evidence(nosr, before)
     assert r.outcome == "timeout", f"{r.detail}\n{why}"
