@@ -57,3 +57,27 @@ def up_check_down(path: Path, name: str, repeat: int) -> Timings | None:
     finally:
         t_down, _ = timed([*NETLAB, "down", name])
     return Timings(t_up, checks, inside, n_checks, t_down)
+
+
+def render_up_check_down(path: Path, name: str, repeat: int, rounds: int) -> str | None:
+    """`rounds` rounds of `netlab render` then up_check_down; the medians as one line
+    ("checks=… rounds=… (medians:) render_s=… up_s=… …"), or None after printing why."""
+    renders: list[float] = []
+    done: list[Timings] = []
+    for i in range(rounds):
+        t_render, p = timed([*NETLAB, "render", str(path)])
+        if p.returncode:
+            print(p.stdout + p.stderr, file=sys.stderr)
+            return None
+        result = up_check_down(path, name, repeat)
+        if result is None:
+            return None
+        renders.append(t_render)
+        done.append(result)
+        if rounds > 1:
+            print(f"round {i + 1}: render_s={t_render:.2f} {result.summary()}", file=sys.stderr)
+    med = statistics.median
+    return (f"checks={done[0].n_checks} rounds={len(done)} (medians:) "
+            f"render_s={med(renders):.2f} up_s={med(r.up for r in done):.2f} "
+            f"check_s={med(c for r in done for c in r.checks):.2f} "
+            f"check_inside_s={med(r.inside for r in done):.2f} down_s={med(r.down for r in done):.2f}")

@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import random
 import secrets
-import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from labrun import NETLAB, Timings, timed, up_check_down
+from labrun import render_up_check_down
 
 PORTS = (8080, 9090)
 DENIED_TIMEOUT = 0.3
@@ -302,27 +301,12 @@ def main() -> int:
             Path(args.keep_lab).write_text(path.read_text())
         for line in table_sizes(path):
             print(line, file=sys.stderr)
-        renders: list[float] = []
-        rounds: list[Timings] = []
-        for i in range(args.rounds):
-            t_render, p = timed([*NETLAB, "render", str(path)])
-            if p.returncode:
-                print(p.stdout + p.stderr, file=sys.stderr)
-                return 1
-            result = up_check_down(path, name, args.repeat)
-            if result is None:
-                return 1
-            renders.append(t_render)
-            rounds.append(result)
-            if args.rounds > 1:
-                print(f"round {i + 1}: render_s={t_render:.2f} {result.summary()}", file=sys.stderr)
+        timings = render_up_check_down(path, name, args.repeat, args.rounds)
+        if timings is None:
+            return 1
     namespaces = args.nodes + pods + 2  # + client + the underlay switch
-    med = statistics.median
     print(f"policies={args.policies} pods={pods} k8s_namespaces={args.namespaces} nodes={args.nodes} "
-          f"namespaces={namespaces} checks={rounds[0].n_checks} rounds={len(rounds)} (medians:) "
-          f"render_s={med(renders):.2f} up_s={med(r.up for r in rounds):.2f} "
-          f"check_s={med(c for r in rounds for c in r.checks):.2f} "
-          f"check_inside_s={med(r.inside for r in rounds):.2f} down_s={med(r.down for r in rounds):.2f}")
+          f"namespaces={namespaces} " + timings)
     return 0
 
 
