@@ -245,7 +245,7 @@ def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, rep
 
 def table_sizes(path: Path) -> list[str]:
     """Each node's `table inet network-policy`, from the expanded lab (netlab's own loader)."""
-    from netlab.labfile import load_lab
+    from netlab.load import load_lab
 
     t0 = time.perf_counter()
     expanded = load_lab(str(path))

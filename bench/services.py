@@ -97,7 +97,7 @@ def lab(name: str, *, services: int, endpoints: int, nodes: int, pods: int, mode
 
 def ruleset_size(path: Path, mode: str) -> str:
     """Lines and chains of node1's kube-proxy rules, from the rendered lab."""
-    from netlab.labfile import load_lab
+    from netlab.load import load_lab
 
     node = load_lab(str(path)).nodes["node1"]
     text = "".join((r.ruleset or "") for r in node.nftables) + "".join((d.save or "") for d in node.iptables)

@@ -85,7 +85,7 @@ def validate(files: tuple[str, ...]) -> int:
     throwaway network namespace (as `netlab up` does first); without root they are not.
     Exits 2 if any file has a problem.
     """
-    from netlab.labfile import load_variants
+    from netlab.load import load_variants
     from netlab.preflight import check_firewall, has_firewall, not_checked_note
 
     bad = 0
@@ -120,7 +120,7 @@ def validate(files: tuple[str, ...]) -> int:
 
 
 def _size(lab: Any) -> str:
-    from netlab.spec.load import topology
+    from netlab.lab.parse import topology
 
     return f"{len(lab.nodes)} nodes, {len(topology(lab).interfaces)} interfaces"
 
@@ -147,9 +147,9 @@ def render(file: str, as_json: bool, variant: str | None) -> int:
       netlab render labs/flannel-vxlan.yaml > /tmp/explicit.yaml
       netlab up --dry-run /tmp/explicit.yaml     # the same plan as the original
     """
-    from netlab.labfile import load_variants
-    from netlab.spec.render import lab_data, render_yaml
-    from netlab.spec.variants import variant_diff
+    from netlab.lab.render import lab_data, render_yaml
+    from netlab.lab.variants import variant_diff
+    from netlab.load import load_variants
 
     labs = load_variants(file, variant)
     lab = labs.get(variant)[0]

@@ -15,19 +15,19 @@ from typing import TYPE_CHECKING
 from netlab.apply import apply_plan
 from netlab.errors import AlreadyUp, ApplyError, MissingFeature, NotRoot, UsageError
 from netlab.kernel.driver import KernelDriver, NamespaceView
-from netlab.labfile import load_lab, load_lab_located, load_variants
+from netlab.lab.ipvs import needs_ipvs
+from netlab.lab.model import Check, Lab
+from netlab.lab.parse import topology
+from netlab.load import load_lab, load_lab_located, load_variants
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
 from netlab.preflight import check_firewall, has_firewall
 from netlab.probes.responders import ResponderError, Service, start_responders
-from netlab.spec.ipvs import needs_ipvs
-from netlab.spec.load import topology
-from netlab.spec.model import Check, Lab
 from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, responder_log_path, write_state
 from netlab.teardown import TeardownReport, labs_present, tear_down
 
 if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by `check`
-    from netlab.probes.runner import LabContext, Verdict
+    from netlab.probes.checks import LabContext, Verdict
 
 
 def require_root(what: str) -> None:
@@ -239,7 +239,7 @@ def lab_context(target: str, variant: str | None = None) -> LabContext:
     that variant's lab). The checks are read from the file each time (they are not part
     of what was built); what *was* built must still match the file, or the checks would
     judge a different lab."""
-    from netlab.probes.runner import LabContext
+    from netlab.probes.checks import LabContext
 
     require_root("check")
     is_file = target.endswith((".yaml", ".yml")) or os.sep in target
@@ -304,7 +304,7 @@ def check(
     """Run the checks of an up lab (with `variant`, of that variant's lab); with `build`,
     bring TARGET (a file) up first and take it down afterwards — unless it was already
     up, which is then left as it was."""
-    from netlab.probes.runner import run_checks
+    from netlab.probes.checks import run_checks
 
     started = time.monotonic()
     built = False

@@ -18,12 +18,12 @@ import os
 
 from netlab.errors import LabError, Problem
 from netlab.kernel.nft import Message, TrialFailure, trial
-from netlab.labfile import LabOrigin
+from netlab.lab.model import Lab, Node
+from netlab.lab.source import Source, format_path, printable
+from netlab.load import LabOrigin
 from netlab.naming import netns_name
 from netlab.plan.build import firewall_ops
 from netlab.plan.ops import CreateIpset, LoadNftables, Op, RestoreIptables
-from netlab.spec.model import Lab, Node
-from netlab.spec.source import Source, format_path, printable
 
 
 def has_firewall(lab: Lab) -> bool:

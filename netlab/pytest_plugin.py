@@ -43,16 +43,16 @@ import pytest
 if TYPE_CHECKING:
     from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
     from netlab.kernel.ipvs import IpvsState
+    from netlab.lab.model import Lab
+    from netlab.lab.topology import Topology
+    from netlab.probes.checks import LabContext, Verdict
     from netlab.probes.drops import Drop
-    from netlab.probes.run import ProbeResult
-    from netlab.probes.runner import LabContext, Verdict
-    from netlab.spec.model import Lab
-    from netlab.spec.topology import Topology
+    from netlab.probes.flow import ProbeResult
 
 __all__ = ["LabFactory", "LabHandle", "LabSpec", "format_verdict", "lab_checks", "running_lab", "unique_name"]
 
 LabSpec = str | os.PathLike[str] | Mapping[str, Any]
-NAME_LIMIT = 32  # a lab name's length limit (netlab.spec.values.LabName)
+NAME_LIMIT = 32  # a lab name's length limit (netlab.lab.values.LabName)
 CI_VALUES = ("true", "1", "yes")
 
 
@@ -78,7 +78,7 @@ class LabHandle:
     """A lab that is up: its model, its namespaces, and typed ways to look at it."""
 
     def __init__(self, model: Lab, nodes: dict[str, str], source: Path) -> None:
-        from netlab.spec.load import topology
+        from netlab.lab.parse import topology
 
         self.model = model
         self.source = source  # the file it was built from (a temporary copy for dicts and renames)
@@ -106,7 +106,7 @@ class LabHandle:
     def address(self, node: str, family: Literal[4, 6] | None = None) -> str:
         """The address `to: NODE` means in a check: the node's first global address
         (of that family), in lab-file order."""
-        from netlab.spec.targets import node_addresses
+        from netlab.lab.targets import node_addresses
 
         self.ns(node)
         found = node_addresses(self._topo, node, family)
@@ -116,9 +116,9 @@ class LabHandle:
 
     @property
     def context(self) -> LabContext:
-        """What netlab.probes.runner needs to run checks against this lab."""
+        """What netlab.probes.checks needs to run checks against this lab."""
         if self._ctx is None:
-            from netlab.probes.runner import LabContext
+            from netlab.probes.checks import LabContext
 
             self._ctx = LabContext(self.model, self.nodes)
         return self._ctx
@@ -145,9 +145,9 @@ class LabHandle:
         [v6]:PORT), resolved exactly as a lab-file probe check resolves it. The protocol
         defaults to tcp when there is a port, else icmp. count > 1 returns a list. `ttl`
         sets the TTL / hop limit (traceroute-style: the ICMP sender is in `icmp_from`)."""
-        from netlab.probes.run import ProbeRequest, probe_many
-        from netlab.spec.expectations import Probe
-        from netlab.spec.targets import probe_target
+        from netlab.lab.checks import Probe
+        from netlab.lab.targets import probe_target
+        from netlab.probes.flow import ProbeRequest, probe_many
 
         fields: dict[str, Any] = {"from": frm, "to": to, "proto": proto, "port": port, "count": count,
                                   "timeout": timeout, "src": src, "sport": sport, "family": family, "ttl": ttl}
@@ -222,7 +222,7 @@ class LabHandle:
     # ------------------------------------------------------------ the lab's own checks
 
     def run_check(self, name: str) -> Verdict:
-        from netlab.probes.runner import run_check
+        from netlab.probes.checks import run_check
 
         for check in self.model.checks:
             if check.name == name:
@@ -231,7 +231,7 @@ class LabHandle:
         raise ValueError(f"lab {self.name} has no check {name!r} (its checks: {names})")
 
     def run_checks(self) -> list[Verdict]:
-        from netlab.probes.runner import run_checks
+        from netlab.probes.checks import run_checks
 
         return run_checks(self.context)
 
@@ -293,8 +293,8 @@ def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str
     """Validate the lab (its own name or `name`; with `variant`, that variant's lab):
     (model, data to write or None, file). A variant's data is written as a lab of its own."""
     from netlab.errors import LabError, UsageError
-    from netlab.labfile import anchor_files, load_lab, load_lab_data, variant_data
-    from netlab.spec.source import Source, parse_yaml
+    from netlab.lab.source import Source, parse_yaml
+    from netlab.load import anchor_files, load_lab, load_lab_data, variant_data
 
     try:
         if isinstance(spec, Mapping):
@@ -527,7 +527,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     spec, variant = found
     from netlab.errors import LabError, UsageError
-    from netlab.labfile import load_lab, load_lab_data
+    from netlab.load import load_lab, load_lab_data
 
     params: list[str | _NotACheck]
     try:

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from netlab.probes.runner import Verdict
+from netlab.probes.checks import Verdict
 
 
 def counts(verdicts: Sequence[Verdict]) -> tuple[int, int]:

@@ -8,7 +8,7 @@ result, so nothing is magic; a lab without such sections comes back unchanged.
 from __future__ import annotations
 
 from netlab.expand.cluster import Expansion, expand_cluster
-from netlab.spec.model import Lab
+from netlab.lab.model import Lab
 
 
 def expand(lab: Lab) -> Expansion:

@@ -40,7 +40,7 @@ from netlab.expand.kube_ipvs import render_ipvs, set_name
 from netlab.expand.kube_nftables import render_nftables
 from netlab.expand.policy import BRIDGE_NF, PolicyPod, check_dropped_by, compile_policies
 from netlab.expand.services import DEFAULT_SERVICE_CIDR, PodAddress, ServicePortView, resolve_services
-from netlab.spec.model import (
+from netlab.lab.model import (
     IFNAMSIZ,
     Bridge,
     Cluster,
@@ -55,8 +55,8 @@ from netlab.spec.model import (
     Veth,
     Vxlan,
 )
-from netlab.spec.source import Path
-from netlab.spec.topology import Complaint
+from netlab.lab.source import Path
+from netlab.lab.topology import Complaint
 
 VXLAN_DEV = "flannel.1"
 VXLAN_DEV_V6 = "flannel-v6.1"  # flannel's device for the IPv6 pod network (EnableIPv6)

@@ -34,7 +34,7 @@ import ipaddress
 from typing import Any
 
 from netlab.expand.services import Endpoint, ServicePortView
-from netlab.spec.model import Dummy
+from netlab.lab.model import Dummy
 
 DUMMY = "kube-ipvs0"
 SCHEDULER = "rr"

@@ -34,8 +34,8 @@ import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from netlab.spec.model import Cluster, Lab
-from netlab.spec.policy import (
+from netlab.lab.model import Cluster, Lab
+from netlab.lab.policy import (
     DEFAULT_DENY,
     DROPPED_SET,
     NAME_LABEL,
@@ -47,8 +47,8 @@ from netlab.spec.policy import (
     Peer,
     PolicyPort,
 )
-from netlab.spec.source import Path
-from netlab.spec.topology import Complaint
+from netlab.lab.source import Path
+from netlab.lab.topology import Complaint
 
 BRIDGE_NF = {4: "net.bridge.bridge-nf-call-iptables", 6: "net.bridge.bridge-nf-call-ip6tables"}
 # the drop rules' comments: "drop 3: policy NAME ingress_deny[0]", "drop 4: default-deny, …"

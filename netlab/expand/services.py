@@ -16,9 +16,9 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from netlab.spec.model import Cluster, Service
-from netlab.spec.source import Path
-from netlab.spec.topology import Complaint
+from netlab.lab.model import Cluster, Service
+from netlab.lab.source import Path
+from netlab.lab.topology import Complaint
 
 FIRST_CLUSTER_IP = 10  # services without `cluster_ip:` get .10, .11, … (kube-dns's is .10)
 DEFAULT_SERVICE_CIDR = {4: "10.96.0.0/12", 6: "fd00:10:96::/112"}  # kubeadm's; kind's for IPv6

@@ -39,8 +39,8 @@ from pyroute2.netlink.nfnetlink.ipset import (
 )
 
 from netlab.kernel.rtnl import RtnlSocket
+from netlab.lab.ipset import parse_element
 from netlab.plan.ops import CreateIpset, Op
-from netlab.spec.ipset import parse_element
 
 NETLINK_NETFILTER = 12
 IPSET_PROTOCOL = 6  # the oldest protocol every kernel since 3.x takes (IPSET_PROTOCOL_MIN)

@@ -9,6 +9,12 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
+from netlab.lab.consistency import route_family, rule_family
+from netlab.lab.ipset import entry_comment, entry_text, parse_element, range_text
+from netlab.lab.ipvs import real_port, service_family
+from netlab.lab.model import BUILTIN_TABLES, Bridge, Lab, Node, Vrf, Vxlan
+from netlab.lab.source import format_path
+from netlab.lab.topology import Topology, resolve
 from netlab.naming import netns_name, ownership_mark
 from netlab.plan.ops import (
     IP_PROTOS,
@@ -33,12 +39,6 @@ from netlab.plan.ops import (
     SetSysctl,
     stage_of,
 )
-from netlab.spec.checks import route_family, rule_family
-from netlab.spec.ipset import entry_comment, entry_text, parse_element, range_text
-from netlab.spec.ipvs import real_port, service_family
-from netlab.spec.model import BUILTIN_TABLES, Bridge, Lab, Node, Vrf, Vxlan
-from netlab.spec.source import format_path
-from netlab.spec.topology import Topology, resolve
 
 
 @dataclass(frozen=True)
@@ -248,7 +248,7 @@ def firewall_ops(ns: str, where: str, node: Node) -> list[Op]:
         if r.json_ is not None:
             ops.append(LoadNftables(ns, f"{where}.nftables[{i}]", text=json.dumps(r.json_), json=True))
         else:
-            if r.ruleset is None:  # only a lab that skipped labfile's loading has `file:` here
+            if r.ruleset is None:  # only a lab that skipped netlab.load's loading has `file:` here
                 raise ValueError(f"{where}.nftables[{i}]: the file {r.file} was not read (load the lab with load_lab)")
             ops.append(LoadNftables(ns, f"{where}.nftables[{i}]", text=r.ruleset))
     for i, d in enumerate(node.iptables):

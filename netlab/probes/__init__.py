@@ -2,7 +2,7 @@
 
 - `netlab.probes.responders`: one detached process serving tcp/udp/http responders in
   lab namespaces; each answer names the node that served it and the peer it saw.
-- `netlab.probes.run`: probe()/probe_many() send icmp/tcp/udp/http flows from inside a
+- `netlab.probes.flow`: probe()/probe_many() send icmp/tcp/udp/http flows from inside a
   namespace and classify the outcome (ok, timeout, refused, unreachable, error).
 
 Nothing is imported here: the responder process starts with `python -m`, and should not

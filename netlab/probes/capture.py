@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from netlab.kernel import netns
-from netlab.probes.run import icmp_words
+from netlab.probes.flow import icmp_words
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from netlab.kernel.nft import list_in
-from netlab.probes.run import ProbeResult
-from netlab.spec.policy import DEFAULT_DENY, DROPPED_SET, POLICY_TABLE
+from netlab.lab.policy import DEFAULT_DENY, DROPPED_SET, POLICY_TABLE
+from netlab.probes.flow import ProbeResult
 
 _DROP = re.compile(r'comment "drop (\d+): ([^"]*)"')
 _POLICY = re.compile(r"^policy (\S+) ")

@@ -15,10 +15,7 @@ from dataclasses import dataclass, field
 
 from netlab.kernel.inspect import IP_PROTOS, CtEntry, RouteAnswer, RuleView
 from netlab.kernel.ipvs import FORWARD_WORDS, IpvsConn, IpvsServiceView, endpoint, table_text
-from netlab.probes.capture import Packet
-from netlab.probes.drops import Drop, drop_of
-from netlab.probes.run import ProbeResult
-from netlab.spec.expectations import (
+from netlab.lab.checks import (
     CaptureExpect,
     ConntrackExpect,
     IpvsExpect,
@@ -26,7 +23,10 @@ from netlab.spec.expectations import (
     RouteExpect,
     RuleQuerySpec,
 )
-from netlab.spec.targets import split_target
+from netlab.lab.targets import split_target
+from netlab.probes.capture import Packet
+from netlab.probes.drops import Drop, drop_of
+from netlab.probes.flow import ProbeResult
 
 # Names in expectations → the addresses they stand for, and an address → its node (for
 # words). A "where" is an address → "node3's cni0", for messages about routers.

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from netlab.labfile import load_lab
+from netlab.lab.render import render_yaml
+from netlab.load import load_lab
 from netlab.pytest_plugin import LabFactory, LabHandle
-from netlab.spec.render import render_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 _VOLATILE = {"ifindex", "link_index", "link_netnsid", "ifalias", "stats", "stats64", "operstate", "linkmode",

@@ -40,8 +40,8 @@ from netlab.kernel.inspect import (
     rules,
 )
 from netlab.probes.capture import Capture, CaptureError, Flow, Packet
+from netlab.probes.flow import ProbeResult, probe
 from netlab.probes.responders import Service, start_responders, stop_responders
-from netlab.probes.run import ProbeResult, probe
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:

@@ -22,7 +22,7 @@ import pytest
 from netlab.errors import LabError
 from netlab.kernel import netns as nsops
 from netlab.kernel.nft import trial
-from netlab.labfile import load_lab_located
+from netlab.load import load_lab_located
 from netlab.plan.build import build_plan
 from netlab.plan.ops import CreateIpset
 from netlab.preflight import check_firewall

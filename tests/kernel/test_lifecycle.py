@@ -600,8 +600,8 @@ def test_docker_bridge_example(lab_file: Any, kn: Any, netlab_cli: Any) -> None:
         declared = {a for link in (body.get("links") or {}).values() for a in (link or {}).get("addresses", [])}
         assert declared <= kn.address_set(lab.ns(node)), node
     # Every IPv4 address answers from every other interface on its L2 segment.
-    from netlab.labfile import load_lab
-    from netlab.spec.load import topology
+    from netlab.lab.parse import topology
+    from netlab.load import load_lab
 
     topo = topology(load_lab(lab.path))
     for segment in topo.segments():

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
+from netlab.lab.policy import DEFAULT_DENY
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks
-from netlab.spec.policy import DEFAULT_DENY
 
 LAB: dict[str, Any] = {
     "name": "netpol",

@@ -23,7 +23,7 @@ import pytest
 
 from netlab.errors import LabError
 from netlab.kernel.nft import list_ruleset
-from netlab.labfile import load_lab_located
+from netlab.load import load_lab_located
 from netlab.preflight import check_firewall
 from netlab.pytest_plugin import LabFactory, LabHandle
 

@@ -38,6 +38,7 @@ import pytest
 
 from netlab.kernel import netns
 from netlab.naming import netns_name
+from netlab.probes.flow import ProbeRequest, ProbeResult, probe, probe_many
 from netlab.probes.responders import (
     Proto,
     ResponderError,
@@ -46,7 +47,6 @@ from netlab.probes.responders import (
     start_responders,
     stop_responders,
 )
-from netlab.probes.run import ProbeRequest, ProbeResult, probe, probe_many
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:

@@ -9,7 +9,7 @@ import pytest
 from netlab.apply import Terminated, apply_plan
 from netlab.errors import ApplyError, Interrupted
 from netlab.kernel.fake import FakeDriver
-from netlab.labfile import load_lab_text
+from netlab.load import load_lab_text
 from netlab.plan.build import build_plan
 from netlab.plan.ops import AddRoute, CreateLink, Op
 from netlab.state import LabState, read_state, write_state

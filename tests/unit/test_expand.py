@@ -20,10 +20,10 @@ from click.testing import CliRunner
 from netlab.cli import cli
 from netlab.errors import LabError
 from netlab.expand.cluster import ifname_for, vtep_mac
-from netlab.labfile import load_lab, load_lab_data, load_lab_text
+from netlab.lab.model import Lab, Vxlan
+from netlab.lab.render import lab_data, render_yaml
+from netlab.load import load_lab, load_lab_data, load_lab_text
 from netlab.plan.build import build_plan
-from netlab.spec.model import Lab, Vxlan
-from netlab.spec.render import lab_data, render_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 EXPAND = sorted((REPO / "tests" / "golden" / "expand").glob("*.yaml"))

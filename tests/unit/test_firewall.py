@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from netlab.cli import cli
 from netlab.errors import LabError
 from netlab.kernel.nft import Message, parse_iptables_errors, parse_nft_errors
-from netlab.labfile import anchor_files, load_lab, load_lab_located, load_lab_text
+from netlab.lab.render import render_yaml
+from netlab.load import anchor_files, load_lab, load_lab_located, load_lab_text
 from netlab.plan.build import build_plan
 from netlab.plan.ops import STAGES, LoadNftables, RestoreIptables, stage_of
 from netlab.preflight import _problems
-from netlab.spec.render import render_yaml
 
 RULESET = "table inet lab {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    masquerade\n  }\n}\n"
 DUMP = "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n"

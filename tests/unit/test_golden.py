@@ -22,9 +22,9 @@ from click.testing import CliRunner
 
 from netlab.cli import cli
 from netlab.errors import LabError
-from netlab.labfile import load_lab
+from netlab.lab import source
+from netlab.load import load_lab
 from netlab.plan.build import build_plan
-from netlab.spec import source
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden"

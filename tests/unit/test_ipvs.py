@@ -30,15 +30,15 @@ from netlab.kernel.ipvs import (
     service_message,
     table_text,
 )
-from netlab.labfile import load_lab, load_lab_text
+from netlab.lab.checks import IpvsExpect, ProbeCheck
+from netlab.lab.ipvs import check_sysctl, needs_ipvs
+from netlab.lab.model import Lab
+from netlab.lab.render import render_yaml
+from netlab.load import load_lab, load_lab_text
 from netlab.plan.build import build_plan
 from netlab.plan.ops import STAGES, AddIpvsReal, AddIpvsService, stage_of
+from netlab.probes.flow import ProbeResult
 from netlab.probes.judge import ipvs_flow, ipvs_forward, judge_ipvs
-from netlab.probes.run import ProbeResult
-from netlab.spec.expectations import IpvsExpect, ProbeCheck
-from netlab.spec.ipvs import check_sysctl, needs_ipvs
-from netlab.spec.model import Lab
-from netlab.spec.render import render_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 

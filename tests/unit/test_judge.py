@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from netlab.kernel.inspect import CtEntry, CtTuple, RouteAnswer, RuleView
+from netlab.lab.checks import CaptureExpect, ConntrackExpect, ProbeExpect, RouteExpect, RuleQuerySpec
 from netlab.probes.capture import Flow, Packet
+from netlab.probes.flow import ProbeResult
 from netlab.probes.judge import (
     flow_entries,
     judge_capture,
@@ -19,8 +21,6 @@ from netlab.probes.judge import (
     judge_rule,
     probe_packets,
 )
-from netlab.probes.run import ProbeResult
-from netlab.spec.expectations import CaptureExpect, ConntrackExpect, ProbeExpect, RouteExpect, RuleQuerySpec
 
 NODES = {"c1": {"10.0.0.1"}, "c2": {"10.0.0.2"}, "c3": {"10.0.0.3"}, "host": {"10.0.0.254", "192.0.2.1"}}
 OWNER = {a: n for n, addrs in NODES.items() for a in addrs}
@@ -159,7 +159,7 @@ def test_icmp_from_counts_probes_and_tallies_senders() -> None:
 
 
 def test_probe_summary_shows_ttl_and_icmp_sender() -> None:
-    from netlab.probes.runner import _probe_summary
+    from netlab.probes.checks import _probe_summary
 
     assert _probe_summary([expired()], where_of) == (
         f"icmp 10.0.0.2 (ttl 1): unreachable; {TE4} from 10.0.0.254 (host's br0)")

@@ -14,12 +14,12 @@ from netlab.expand.kube_ipvs import SETS, set_name
 from netlab.kernel.features import kernel_hint
 from netlab.kernel.ipset import add_message, create_message
 from netlab.kernel.nft import Message
-from netlab.labfile import load_lab, load_lab_data, load_lab_located
+from netlab.lab.ipset import parse_element
+from netlab.lab.model import Dummy, Lab
+from netlab.load import load_lab, load_lab_data, load_lab_located
 from netlab.plan.build import build_plan, firewall_ops
 from netlab.plan.ops import CreateIpset, RestoreIptables, stage_of
 from netlab.preflight import _problems, not_checked_note
-from netlab.spec.ipset import parse_element
-from netlab.spec.model import Dummy, Lab
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,7 @@ import pytest
 
 from netlab.expand.kube_nftables import chain_base, endpoint_base, hash_and_truncate, render_nftables
 from netlab.expand.services import Endpoint, ServicePortView
-from netlab.labfile import load_lab_data
+from netlab.load import load_lab_data
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 

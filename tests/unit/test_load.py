@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from netlab.errors import LabError, Problem
-from netlab.labfile import load_lab, load_lab_data, load_lab_text
+from netlab.lab.model import Bridge, Lab, PeerEnd, Veth, Vxlan
+from netlab.lab.parse import topology
+from netlab.lab.source import format_path, parse_yaml, printable
+from netlab.load import load_lab, load_lab_data, load_lab_text
 from netlab.plan.build import build_plan
-from netlab.spec.load import topology
-from netlab.spec.model import Bridge, Lab, PeerEnd, Veth, Vxlan
-from netlab.spec.source import format_path, parse_yaml, printable
 
 
 def lab(text: str) -> Lab:

@@ -7,7 +7,8 @@ from typing import TypeVar
 
 import pytest
 
-from netlab.labfile import load_lab_text
+from netlab.lab.model import Lab
+from netlab.load import load_lab_text
 from netlab.plan.build import build_plan, fingerprint
 from netlab.plan.ops import (
     STAGES,
@@ -26,7 +27,6 @@ from netlab.plan.ops import (
     SetSysctl,
     stage_of,
 )
-from netlab.spec.model import Lab
 
 EVERYTHING = """
 name: all

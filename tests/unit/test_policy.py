@@ -10,12 +10,12 @@ import pytest
 
 from netlab.errors import LabError
 from netlab.expand.policy import _comment, _port_matches, check_dropped_by
-from netlab.labfile import load_lab_data, load_lab_text
+from netlab.lab.model import Lab
+from netlab.lab.policy import NetworkPolicy, PolicyPort
+from netlab.lab.render import render_yaml
+from netlab.load import load_lab_data, load_lab_text
 from netlab.probes.drops import Drop, drop_of, drop_rules, drops_summary, parse_drops
-from netlab.probes.run import ProbeResult
-from netlab.spec.model import Lab
-from netlab.spec.policy import NetworkPolicy, PolicyPort
-from netlab.spec.render import render_yaml
+from netlab.probes.flow import ProbeResult
 
 
 def _lab(policies: dict[str, Any], pods: dict[str, Any] | None = None, **extra: Any) -> Lab:

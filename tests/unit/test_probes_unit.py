@@ -15,10 +15,10 @@ import sys
 import pytest
 
 from netlab.kernel import netns
+from netlab.probes import flow
 from netlab.probes import responders as R
-from netlab.probes import run
+from netlab.probes.flow import ProbeRequest, probe, probe_many
 from netlab.probes.responders import ResponderError, Service, start_responders, stop_responders
-from netlab.probes.run import ProbeRequest, probe, probe_many
 
 # --------------------------------------------------------------------------- replies
 
@@ -62,7 +62,7 @@ def test_parse_http_request_rejects(head: bytes) -> None:
 def test_http_answers() -> None:
     body = b'{"served_by": "c1"}'
     ok = R.http_answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", body)
-    status, headers, got = run.parse_http_response(ok)  # type: ignore[misc]
+    status, headers, got = flow.parse_http_response(ok)  # type: ignore[misc]
     assert status == 200 and got == body
     assert headers["content-type"] == "application/json"
     assert headers["content-length"] == str(len(body))
@@ -82,10 +82,10 @@ def test_find_head_end() -> None:
 
 def test_parse_reply() -> None:
     line = R.reply_json("c1", "udp", ("10.0.0.5", 1), ("10.0.0.2", 2))
-    assert run.parse_reply(line + b"\n")["served_by"] == "c1"  # type: ignore[index]
-    assert run.parse_reply(line)["peer"] == "10.0.0.5"  # type: ignore[index]
+    assert flow.parse_reply(line + b"\n")["served_by"] == "c1"  # type: ignore[index]
+    assert flow.parse_reply(line)["peer"] == "10.0.0.5"  # type: ignore[index]
     for junk in (b"", b"hello", b"{not json", b'{"no_served_by": 1}', b"[1, 2]", b'{"served_by": 7}'):
-        assert run.parse_reply(junk) is None
+        assert flow.parse_reply(junk) is None
 
 
 @pytest.mark.parametrize("data,want", [
@@ -97,7 +97,7 @@ def test_parse_reply() -> None:
     (b"HTTP/1.1 20 OK\r\n\r\n", None),
 ])
 def test_parse_http_response(data: bytes, want: object) -> None:
-    assert run.parse_http_response(data) == want
+    assert flow.parse_http_response(data) == want
 
 
 # --------------------------------------------------------------------------- words
@@ -116,16 +116,16 @@ def test_parse_http_response(data: bytes, want: object) -> None:
     (errno.EMSGSIZE, "error"),
 ])
 def test_classify_errno(err: int, outcome: str) -> None:
-    assert run.classify_errno(err) == outcome
+    assert flow.classify_errno(err) == outcome
 
 
 def test_local_error_detail() -> None:
-    assert run.local_error_detail(errno.ENETUNREACH, "10.0.0.2", "lab.c1") == \
+    assert flow.local_error_detail(errno.ENETUNREACH, "10.0.0.2", "lab.c1") == \
         "no route to 10.0.0.2 in lab.c1 (ENETUNREACH)"
-    assert "'prohibit' route in lab.c1" in run.local_error_detail(errno.EACCES, "10.0.0.2", "lab.c1")
-    assert "'blackhole' route" in run.local_error_detail(errno.EINVAL, "10.0.0.2", "lab.c1")
-    assert "firewall" in run.local_error_detail(errno.EPERM, "10.0.0.2", "lab.c1")
-    other = run.local_error_detail(errno.EMSGSIZE, "10.0.0.2", "lab.c1")
+    assert "'prohibit' route in lab.c1" in flow.local_error_detail(errno.EACCES, "10.0.0.2", "lab.c1")
+    assert "'blackhole' route" in flow.local_error_detail(errno.EINVAL, "10.0.0.2", "lab.c1")
+    assert "firewall" in flow.local_error_detail(errno.EPERM, "10.0.0.2", "lab.c1")
+    other = flow.local_error_detail(errno.EMSGSIZE, "10.0.0.2", "lab.c1")
     assert "EMSGSIZE" in other and "10.0.0.2" in other
 
 
@@ -147,7 +147,7 @@ def test_local_error_detail() -> None:
     (True, 200, 0, "unknown ICMPv6 message (ICMPv6 type 200 code 0)"),
 ])
 def test_icmp_words(v6: bool, t: int, c: int, want: str) -> None:
-    assert run.icmp_words(v6, t, c) == want
+    assert flow.icmp_words(v6, t, c) == want
 
 
 @pytest.mark.parametrize("v6,t,c,want", [
@@ -161,9 +161,9 @@ def test_icmp_words(v6: bool, t: int, c: int, want: str) -> None:
 def test_icmp_error_words_name_time_exceeded(v6: bool, t: int, c: int, want: str) -> None:
     """A probe's ICMP words say "time exceeded" for IPv4 and IPv6, so one lab line
     (`icmp: time exceeded`) matches a TTL that ran out in either family."""
-    assert run.icmp_error_words(v6, t, c) == want
-    assert run.IcmpError(v6, t, c, errno.EHOSTUNREACH, None).words == want
-    assert run.IcmpError(v6, t, c, errno.EHOSTUNREACH, None).time_exceeded == (t == (3 if v6 else 11))
+    assert flow.icmp_error_words(v6, t, c) == want
+    assert flow.IcmpError(v6, t, c, errno.EHOSTUNREACH, None).words == want
+    assert flow.IcmpError(v6, t, c, errno.EHOSTUNREACH, None).time_exceeded == (t == (3 if v6 else 11))
 
 
 def _ee(origin: int, t: int, c: int, err: int, offender: bytes) -> bytes:
@@ -172,30 +172,30 @@ def _ee(origin: int, t: int, c: int, err: int, offender: bytes) -> bytes:
 
 def test_parse_extended_err() -> None:
     sin = struct.pack("=H", socket.AF_INET) + b"\0\0" + socket.inet_pton(socket.AF_INET, "10.0.0.1") + b"\0" * 8
-    got = run.parse_extended_err(_ee(2, 3, 1, errno.EHOSTUNREACH, sin))
-    assert got == run.IcmpError(False, 3, 1, errno.EHOSTUNREACH, "10.0.0.1")
+    got = flow.parse_extended_err(_ee(2, 3, 1, errno.EHOSTUNREACH, sin))
+    assert got == flow.IcmpError(False, 3, 1, errno.EHOSTUNREACH, "10.0.0.1")
     assert got.words == "host unreachable (type 3 code 1)"
 
     sin6 = (struct.pack("=H", socket.AF_INET6) + b"\0\0" + b"\0" * 4
             + socket.inet_pton(socket.AF_INET6, "fd00::1") + b"\0" * 4)
-    got6 = run.parse_extended_err(_ee(3, 1, 4, errno.ECONNREFUSED, sin6))
-    assert got6 == run.IcmpError(True, 1, 4, errno.ECONNREFUSED, "fd00::1")
+    got6 = flow.parse_extended_err(_ee(3, 1, 4, errno.ECONNREFUSED, sin6))
+    assert got6 == flow.IcmpError(True, 1, 4, errno.ECONNREFUSED, "fd00::1")
 
     unspec = struct.pack("=H", 0) + b"\0" * 14
-    assert run.parse_extended_err(_ee(2, 3, 3, errno.ECONNREFUSED, unspec)).offender is None  # type: ignore[union-attr]
-    assert run.parse_extended_err(_ee(1, 0, 0, errno.EMSGSIZE, unspec)) is None  # local origin: no ICMP
-    assert run.parse_extended_err(b"short") is None
+    assert flow.parse_extended_err(_ee(2, 3, 3, errno.ECONNREFUSED, unspec)).offender is None  # type: ignore[union-attr]
+    assert flow.parse_extended_err(_ee(1, 0, 0, errno.EMSGSIZE, unspec)) is None  # local origin: no ICMP
+    assert flow.parse_extended_err(b"short") is None
 
 
 # --------------------------------------------------------------------------- ICMP packets
 
 
 def test_build_echo_checksum() -> None:
-    pkt = run.build_echo(False, 0x1234, 7, b"netlab")
+    pkt = flow.build_echo(False, 0x1234, 7, b"netlab")
     assert pkt[:1] == b"\x08" and struct.unpack("!HH", pkt[4:8]) == (0x1234, 7)
-    assert run.checksum(pkt) == 0  # a correct checksum sums to zero
-    assert run.checksum(run.build_echo(False, 1, 1, b"odd")) == 0
-    v6 = run.build_echo(True, 0x1234, 7, b"x")
+    assert flow.checksum(pkt) == 0  # a correct checksum sums to zero
+    assert flow.checksum(flow.build_echo(False, 1, 1, b"odd")) == 0
+    v6 = flow.build_echo(True, 0x1234, 7, b"x")
     assert v6[:1] == bytes([128]) and v6[2:4] == b"\0\0"  # the kernel fills the ICMPv6 checksum
 
 
@@ -209,25 +209,25 @@ def _ipv6(nh: int, payload: bytes) -> bytes:
 
 
 def test_match_icmp_v4() -> None:
-    echo = run.build_echo(False, 77, 1, b"netlab")
-    assert run.match_icmp(False, _ipv4(1, struct.pack("!BBHHH", 0, 0, 0, 77, 1)), 77, 1) == ("reply", 0, 0)
-    assert run.match_icmp(False, _ipv4(1, struct.pack("!BBHHH", 0, 0, 0, 78, 1)), 77, 1) is None
+    echo = flow.build_echo(False, 77, 1, b"netlab")
+    assert flow.match_icmp(False, _ipv4(1, struct.pack("!BBHHH", 0, 0, 0, 77, 1)), 77, 1) == ("reply", 0, 0)
+    assert flow.match_icmp(False, _ipv4(1, struct.pack("!BBHHH", 0, 0, 0, 78, 1)), 77, 1) is None
     unreach = struct.pack("!BBHI", 3, 1, 0, 0) + _ipv4(1, echo[:8], "10.0.0.2", "203.0.113.7")
-    assert run.match_icmp(False, _ipv4(1, unreach), 77, 1) == ("error", 3, 1)
-    assert run.match_icmp(False, _ipv4(1, unreach), 76, 1) is None  # someone else's echo
+    assert flow.match_icmp(False, _ipv4(1, unreach), 77, 1) == ("error", 3, 1)
+    assert flow.match_icmp(False, _ipv4(1, unreach), 76, 1) is None  # someone else's echo
     udp_err = struct.pack("!BBHI", 3, 3, 0, 0) + _ipv4(17, b"\0" * 8)
-    assert run.match_icmp(False, _ipv4(1, udp_err), 77, 1) is None  # quotes UDP, not our echo
-    assert run.match_icmp(False, b"\x45", 77, 1) is None
+    assert flow.match_icmp(False, _ipv4(1, udp_err), 77, 1) is None  # quotes UDP, not our echo
+    assert flow.match_icmp(False, b"\x45", 77, 1) is None
 
 
 def test_match_icmp_v6() -> None:
-    echo = run.build_echo(True, 9, 1, b"x")
-    assert run.match_icmp(True, struct.pack("!BBHHH", 129, 0, 0, 9, 1), 9, 1) == ("reply", 0, 0)
-    assert run.match_icmp(True, struct.pack("!BBHHH", 129, 0, 0, 9, 2), 9, 1) is None
+    echo = flow.build_echo(True, 9, 1, b"x")
+    assert flow.match_icmp(True, struct.pack("!BBHHH", 129, 0, 0, 9, 1), 9, 1) == ("reply", 0, 0)
+    assert flow.match_icmp(True, struct.pack("!BBHHH", 129, 0, 0, 9, 2), 9, 1) is None
     err = struct.pack("!BBHI", 1, 3, 0, 0) + _ipv6(58, echo)
-    assert run.match_icmp(True, err, 9, 1) == ("error", 1, 3)
-    assert run.match_icmp(True, struct.pack("!BBHI", 1, 3, 0, 0) + _ipv6(17, echo), 9, 1) is None
-    assert run.match_icmp(True, struct.pack("!BBHHH", 135, 0, 0, 9, 1), 9, 1) is None  # ND
+    assert flow.match_icmp(True, err, 9, 1) == ("error", 1, 3)
+    assert flow.match_icmp(True, struct.pack("!BBHI", 1, 3, 0, 0) + _ipv6(17, echo), 9, 1) is None
+    assert flow.match_icmp(True, struct.pack("!BBHHH", 135, 0, 0, 9, 1), 9, 1) is None  # ND
 
 
 # --------------------------------------------------------------------------- requests
@@ -254,24 +254,24 @@ def test_bad_requests(kwargs: dict[str, object], msg: str) -> None:
         probe_many([ProbeRequest("lab.c1", **kwargs)])  # type: ignore[arg-type]
 
 
-def _flow(proto: str = "tcp", dst: str = "10.2.0.11", port: int | None = 8080, ttl: int | None = 1) -> run._Flow:
-    flow = run._Flow(ProbeRequest("lab.client", proto, dst, port, ttl=ttl), dst)
-    flow.src, flow.sport = ("fd01::2" if ":" in dst else "10.1.0.2"), 40000
-    return flow
+def _flow(proto: str = "tcp", dst: str = "10.2.0.11", port: int | None = 8080, ttl: int | None = 1) -> flow._Flow:
+    one = flow._Flow(ProbeRequest("lab.client", proto, dst, port, ttl=ttl), dst)
+    one.src, one.sport = ("fd01::2" if ":" in dst else "10.1.0.2"), 40000
+    return one
 
 
 class _Sock:
     """Stands in for a socket whose error queue holds one ICMP error."""
 
-    def __init__(self, err: run.IcmpError | None) -> None:
+    def __init__(self, err: flow.IcmpError | None) -> None:
         self.err = err
 
 
 def test_ttl_expired_result_names_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
     """TCP/UDP see EHOSTUNREACH and find the time exceeded (and its sender) in the error
     queue: an `unreachable` probe whose words say where the TTL ran out."""
-    monkeypatch.setattr(run, "read_errqueue", lambda sock: sock.err)
-    te = run.IcmpError(False, 11, 0, errno.EHOSTUNREACH, "10.1.0.1")
+    monkeypatch.setattr(flow, "read_errqueue", lambda sock: sock.err)
+    te = flow.IcmpError(False, 11, 0, errno.EHOSTUNREACH, "10.1.0.1")
     r = _flow().failed(errno.EHOSTUNREACH, _Sock(te), "the connection", 0.001)  # type: ignore[arg-type]
     assert r.outcome == "unreachable"
     assert r.icmp == "TTL exceeded in transit (time exceeded, type 11 code 0)"
@@ -279,7 +279,7 @@ def test_ttl_expired_result_names_the_router(monkeypatch: pytest.MonkeyPatch) ->
     assert r.detail == ("the connection to 10.2.0.11:8080 ran out of TTL at 10.1.0.1 (TTL 1); "
                         "ICMP TTL exceeded in transit (time exceeded, type 11 code 0)")
 
-    te6 = run.IcmpError(True, 3, 0, errno.EHOSTUNREACH, "fd01::1")
+    te6 = flow.IcmpError(True, 3, 0, errno.EHOSTUNREACH, "fd01::1")
     r6 = _flow("udp", "fd02::11", 53, ttl=None).failed(errno.EHOSTUNREACH, _Sock(te6), "the datagram")  # type: ignore[arg-type]
     assert r6.outcome == "unreachable" and r6.icmp_from == "fd01::1" and r6.ttl is None
     assert r6.detail == ("the datagram to [fd02::11]:53 ran out of hop limit at fd01::1 with the default hop limit: "
@@ -287,8 +287,8 @@ def test_ttl_expired_result_names_the_router(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_icmp_from_is_the_sender_of_any_icmp_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(run, "read_errqueue", lambda sock: sock.err)
-    closed = run.IcmpError(False, 3, 3, errno.ECONNREFUSED, "10.2.0.11")
+    monkeypatch.setattr(flow, "read_errqueue", lambda sock: sock.err)
+    closed = flow.IcmpError(False, 3, 3, errno.ECONNREFUSED, "10.2.0.11")
     r = _flow("udp", port=53).failed(errno.ECONNREFUSED, _Sock(closed), "the datagram")  # type: ignore[arg-type]
     assert (r.outcome, r.icmp_from) == ("refused", "10.2.0.11")
     local = _flow().failed(errno.ENETUNREACH, _Sock(None), "the connection")  # type: ignore[arg-type]

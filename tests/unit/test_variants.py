@@ -14,10 +14,10 @@ from click.testing import CliRunner
 
 from netlab.cli import cli
 from netlab.errors import LabError, Problem, UsageError
-from netlab.labfile import load_lab, load_lab_data, load_lab_located, load_lab_text, load_variants, variant_data
+from netlab.lab.source import Source
+from netlab.lab.variants import apply_variant, variant_diff
+from netlab.load import load_lab, load_lab_data, load_lab_located, load_lab_text, load_variants, variant_data
 from netlab.plan.build import build_plan
-from netlab.spec.source import Source
-from netlab.spec.variants import apply_variant, variant_diff
 
 LAB = """\
 name: tiny
@@ -426,7 +426,7 @@ def test_help_teaches_variants() -> None:
 
 
 def test_variant_source_keeps_the_file() -> None:
-    from netlab.spec.variants import VariantSource
+    from netlab.lab.variants import VariantSource
 
     source = Source("f.yaml", {("variants", "v", "nodes"): 7})
     vs = VariantSource.of(source, "v", {("nodes",): ("variants", "v", "nodes")})

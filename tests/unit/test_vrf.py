@@ -20,11 +20,11 @@ from netlab.kernel.driver import OpFailed
 from netlab.kernel.fake import FakeDriver
 from netlab.kernel.features import FeatureStatus
 from netlab.kernel.inspect import RouteAnswer, RouteQuery, RuleView
-from netlab.labfile import load_lab, load_lab_text
+from netlab.lab.model import LINK_KINDS, Lab, Vrf
+from netlab.lab.parse import topology
+from netlab.load import load_lab, load_lab_text
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import CreateLink, SetLink, stage_of
-from netlab.spec.load import topology
-from netlab.spec.model import LINK_KINDS, Lab, Vrf
 
 LAB = """
 name: v

@@ -22,11 +22,11 @@ import pytest
 
 from netlab.kernel.driver import OpFailed
 from netlab.kernel.netlink import NetlinkDriver
+from netlab.lab.source import parse_yaml
 from netlab.plan.build import build_plan
 from netlab.plan.ops import AddIpvsReal, AddIpvsService
-from netlab.probes.run import ProbeResult
+from netlab.probes.flow import ProbeResult
 from netlab.pytest_plugin import LabFactory, LabHandle
-from netlab.spec.source import parse_yaml
 
 BOTH = {"rs1": "40%..60%", "rs2": "40%..60%"}
 

@@ -19,7 +19,7 @@ import pytest
 
 from netlab.plan.build import build_plan
 from netlab.plan.ops import CreateIpset
-from netlab.probes.run import ProbeResult
+from netlab.probes.flow import ProbeResult
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks
 
 LAB = "labs/kube-proxy-ipvs.yaml"

@@ -31,11 +31,11 @@ from netlab import lifecycle
 from netlab.errors import ApplyError, LabError
 from netlab.kernel.driver import OpFailed
 from netlab.kernel.netlink import NetlinkDriver
-from netlab.labfile import load_lab_data
+from netlab.lab.source import parse_yaml
+from netlab.load import load_lab_data
 from netlab.plan.build import build_plan
 from netlab.plan.ops import CreateLink, SetLink
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks, unique_name
-from netlab.spec.source import parse_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 METALLB = "labs/metallb-policy-routing.yaml"

@@ -8,8 +8,8 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from netlab.spec.model import Bridge, Lab, PeerEnd, Veth, Vxlan, _LinkCommon
-from netlab.spec.source import Path
+from netlab.lab.model import Bridge, Lab, PeerEnd, Veth, Vxlan, _LinkCommon
+from netlab.lab.source import Path
 
 IfKey = tuple[str, str]  # (node, ifname)
 

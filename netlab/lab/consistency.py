@@ -11,12 +11,12 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
-from netlab.spec.check_refs import check_checks
-from netlab.spec.ipset import check_node_ipsets
-from netlab.spec.ipvs import check_node_ipvs
-from netlab.spec.ipvs import check_sysctl as check_ipvs_sysctl
-from netlab.spec.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vrf, Vxlan
-from netlab.spec.topology import Complaint, Interface, Topology
+from netlab.lab.check_refs import check_checks
+from netlab.lab.ipset import check_node_ipsets
+from netlab.lab.ipvs import check_node_ipvs
+from netlab.lab.ipvs import check_sysctl as check_ipvs_sysctl
+from netlab.lab.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vrf, Vxlan
+from netlab.lab.topology import Complaint, Interface, Topology
 
 _SYSCTL_RE = re.compile(r"^net[./][A-Za-z0-9_.\-/]+$")  # dots, or slashes (sysctl(8): net/ipv4/conf/flannel.1/…)
 

@@ -8,7 +8,7 @@ A check is one of three kinds, told apart by the key it carries:
 - `route:` asks a node's kernel `ip route get …` and judges the answer;
 - `rule:` asks whether an ip rule is present (or absent) in a node.
 
-Names given here (nodes, `node:if`) are checked against the lab in `checks.py`; values
+Names given here (nodes, `node:if`) are checked against the lab in `check_refs.py`; values
 that name a node *or* an address (`to`, `server_saw`, `icmp_from`, `reply_src`, …) stay
 strings until the lab is known.
 """
@@ -20,8 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
 
-from netlab.spec.ipvs import normalize_forward
-from netlab.spec.values import Base, IfName, IpAddress, Mark, NodeName, PortRange, Prefix, TableRef, UidRange
+from netlab.lab.ipvs import normalize_forward
+from netlab.lab.values import Base, IfName, IpAddress, Mark, NodeName, PortRange, Prefix, TableRef, UidRange
 
 ProbeProto = Literal["icmp", "tcp", "udp", "http"]
 Result = Literal["ok", "fail", "timeout", "refused", "unreachable"]
@@ -86,7 +86,7 @@ def _check_names(value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-# Node names and addresses are told apart (and checked) in checks.py, once the lab is known.
+# Node names and addresses are told apart (and checked) in check_refs.py, once the lab is known.
 NodesOrAddrs = Annotated[tuple[str, ...], BeforeValidator(_check_names)]
 
 

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from netlab.spec.values import Base, Prefix
+from netlab.lab.values import Base, Prefix
 
 DEFAULT_NAMESPACE = "default"
 NAME_LABEL = "kubernetes.io/metadata.name"  # every namespace's own label (Kubernetes ≥ 1.21)

@@ -1,6 +1,6 @@
 """Cross-rules for the `checks:` section and the nodes' `serve:` lists: every node,
 interface, table and address a check names exists, and each check asks something the
-kernel can answer. Complaints are (key path, message), like checks.py.
+kernel can answer. Complaints are (key path, message), like consistency.py.
 """
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from netlab.spec.expectations import ProbeCheck, RouteCheck, RuleCheck
-from netlab.spec.model import BUILTIN_TABLES, Lab
-from netlab.spec.source import Path
-from netlab.spec.targets import (
+from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
+from netlab.lab.model import BUILTIN_TABLES, Lab
+from netlab.lab.source import Path
+from netlab.lab.targets import (
     TargetError,
     _did_you_mean,
     names_to_addresses,
@@ -19,7 +19,7 @@ from netlab.spec.targets import (
     probe_target,
     split_target,
 )
-from netlab.spec.topology import Complaint, Topology
+from netlab.lab.topology import Complaint, Topology
 
 
 def check_checks(lab: Lab, topo: Topology) -> list[Complaint]:

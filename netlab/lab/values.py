@@ -1,6 +1,6 @@
 """Value types of the lab file: names, addresses, prefixes, marks — each validated on its
 own, with a message that says what is wrong and what would be right. Shared by the lab
-model (model.py) and the checks (expectations.py)."""
+model (model.py) and the checks (checks.py)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from netlab.spec.model import Lab
+from netlab.lab.model import Lab
 
 _QUOTED_ON = re.compile(r"(?<=[{\s])'on':")
 _LINK_KEYS_FIRST = ("kind", "peer", "master", "addresses")

@@ -19,8 +19,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 
-from netlab.spec.source import Path
-from netlab.spec.values import Base, IpAddress
+from netlab.lab.source import Path
+from netlab.lab.values import Base, IpAddress
 
 Complaint = tuple[Path, str]
 

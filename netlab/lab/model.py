@@ -2,7 +2,7 @@
 
 Field validators check a value on its own (an address parses, a name fits IFNAMSIZ; see
 values.py); cross-object rules (peers agree, routes name existing devices) live in
-`checks.py`. Every model rejects unknown keys, so a typo is an error, never a silently
+`consistency.py`. Every model rejects unknown keys, so a typo is an error, never a silently
 ignored key.
 """
 
@@ -13,11 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, model_validator
 
-from netlab.spec.expectations import Check, ServeSpec
-from netlab.spec.ipset import IpSet
-from netlab.spec.ipvs import IpvsService
-from netlab.spec.policy import DEFAULT_NAMESPACE, Labels, Namespace, NamespaceName, NetworkPolicy, PolicyName
-from netlab.spec.values import (
+from netlab.lab.checks import Check, ServeSpec
+from netlab.lab.ipset import IpSet
+from netlab.lab.ipvs import IpvsService
+from netlab.lab.policy import DEFAULT_NAMESPACE, Labels, Namespace, NamespaceName, NetworkPolicy, PolicyName
+from netlab.lab.values import (
     IFNAMSIZ,
     Base,
     Feature,
@@ -271,10 +271,10 @@ class Node(Base):
     sysctls: dict[str, SysctlValue] = {}
     exec: list[Annotated[list[str], Field(min_length=1)]] = []
     serve: list[ServeSpec] = []  # responders: tcp/8080, udp/53, http/80 (see netlab.probes.responders)
-    ipsets: list[IpSet] = []  # made before the rulesets, which may match them (netlab.spec.ipset)
+    ipsets: list[IpSet] = []  # made before the rulesets, which may match them (netlab.lab.ipset)
     nftables: Annotated[list[NftRuleset], BeforeValidator(_short_rulesets)] = []  # applied in order
     iptables: Annotated[list[IptablesDump], BeforeValidator(_short_dumps)] = []  # after the nftables rulesets
-    ipvs: list[IpvsService] = []  # IPVS virtual services and their real servers (netlab.spec.ipvs)
+    ipvs: list[IpvsService] = []  # IPVS virtual services and their real servers (netlab.lab.ipvs)
 
 
 # ---------------------------------------------------------------- cluster (expanded by netlab.expand)

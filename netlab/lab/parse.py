@@ -1,9 +1,9 @@
-"""The spec's share of loading a lab file: YAML → validated, immutable `Lab` (as written,
+"""The lab package's share of loading a lab file: YAML → validated, immutable `Lab` (as written,
 cluster section included), and the cross-object rules of an explicit lab.
 
-`netlab.labfile` runs the passes in order, each collecting all it finds before stopping:
+`netlab.load` runs the passes in order, each collecting all it finds before stopping:
 YAML syntax and duplicate keys; field types and unknown keys (pydantic); the cluster
-section (netlab.expand); cross-object rules on the explicit lab (checks.py).
+section (netlab.expand); cross-object rules on the explicit lab (consistency.py).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import pydantic
 from pydantic import BaseModel
 
 from netlab.errors import LabError, Problem
-from netlab.spec.checks import check_lab
-from netlab.spec.expectations import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
-from netlab.spec.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
-from netlab.spec.source import Path, Source, parse_yaml
-from netlab.spec.topology import Complaint, Topology, resolve
+from netlab.lab.checks import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
+from netlab.lab.consistency import check_lab
+from netlab.lab.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
+from netlab.lab.source import Path, Source, parse_yaml
+from netlab.lab.topology import Complaint, Topology, resolve
 
 
 def read_lab(path: str | FsPath) -> tuple[Any, Source, list[Problem]]:

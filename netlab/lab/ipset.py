@@ -22,8 +22,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from netlab.spec.source import Path
-from netlab.spec.values import Base
+from netlab.lab.source import Path
+from netlab.lab.values import Base
 
 Complaint = tuple[Path, str]
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.errors import Problem
-from netlab.spec.source import Path, Source, format_path
+from netlab.lab.source import Path, Source, format_path
 
 # What a variant may change: every top-level key of a lab but its name and the variants.
 VARIANT_KEYS = ("description", "requires", "tables", "cluster", "nodes", "checks")

@@ -22,8 +22,15 @@ from typing import Any
 from netlab.kernel.inspect import InspectError, RouteQuery, conntrack, route_get, rules
 from netlab.kernel.ipvs import IpvsConn, endpoint, ipvs_view
 from netlab.kernel.nft import FirewallError
+from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
+from netlab.lab.model import BUILTIN_TABLES, Check, Lab, Vxlan
+from netlab.lab.parse import topology
+from netlab.lab.policy import POLICY_TABLE
+from netlab.lab.targets import names_to_addresses, probe_target
+from netlab.lab.topology import Topology
 from netlab.probes.capture import Capture, CaptureError, Packet
 from netlab.probes.drops import Drop, drop_rules, drops_summary, read_drops
+from netlab.probes.flow import ProbeRequest, ProbeResult, probe_many
 from netlab.probes.judge import (
     Judgement,
     ipvs_flow,
@@ -35,13 +42,6 @@ from netlab.probes.judge import (
     judge_route,
     judge_rule,
 )
-from netlab.probes.run import ProbeRequest, ProbeResult, probe_many
-from netlab.spec.expectations import ProbeCheck, RouteCheck, RuleCheck
-from netlab.spec.load import topology
-from netlab.spec.model import BUILTIN_TABLES, Check, Lab, Vxlan
-from netlab.spec.policy import POLICY_TABLE
-from netlab.spec.targets import names_to_addresses, probe_target
-from netlab.spec.topology import Topology
 
 RETRY_PAUSE = 0.2  # between attempts of a check with `wait:`
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 
-from netlab.spec.expectations import Probe
-from netlab.spec.topology import Topology
+from netlab.lab.checks import Probe
+from netlab.lab.topology import Topology
 
 
 class TargetError(ValueError):

@@ -3,9 +3,9 @@
 The passes run in order, each collecting every problem it finds before stopping:
 
 1. YAML syntax and duplicate keys (spec.source);
-2. field types and unknown keys (spec.load, pydantic);
+2. field types and unknown keys (lab.parse, pydantic);
 3. the high-level sections and their expansion into plain nodes (expand);
-4. cross-object rules on the explicit lab (spec.checks).
+4. cross-object rules on the explicit lab (lab.consistency).
 
 Nothing touches the kernel, so `netlab validate` and `netlab render` run without root.
 A problem found in a generated node points at the `cluster:` key it came from.
@@ -33,10 +33,10 @@ import pydantic
 
 from netlab.errors import LabError, Problem, UsageError
 from netlab.expand import expand
-from netlab.spec.load import cross_check, read_lab, validate_model
-from netlab.spec.model import IptablesDump, Lab, NftRuleset, Node
-from netlab.spec.source import Path, Source, parse_yaml
-from netlab.spec.variants import (
+from netlab.lab.model import IptablesDump, Lab, NftRuleset, Node
+from netlab.lab.parse import cross_check, read_lab, validate_model
+from netlab.lab.source import Path, Source, parse_yaml
+from netlab.lab.variants import (
     VariantSource,
     apply_variant,
     declared_variants,
