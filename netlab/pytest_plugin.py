@@ -16,7 +16,7 @@ fixture of any other scope.
 
 `spec` is a lab file (a relative path is looked up next to the test file, then in
 pytest's rootdir) or a dict with the same content; `variant` builds one of its
-`variants:` (the lab NAME-VARIANT, or `name`). Not root → skip; the kernel lacks
+`variants:` (the lab NAME-VARIANT, or `name`). Not root, or the kernel lacks
 what the lab requires → skip (fail when CI=true); a bad lab → fail with file:line.
 
 Everything heavy (pyroute2, the check runner) is imported only when a lab is built: the
@@ -57,7 +57,7 @@ CI_VALUES = ("true", "1", "yes")
 
 
 def in_ci() -> bool:
-    """CI=true: nothing that needs a kernel feature may skip; it fails instead."""
+    """CI=true: no lab test may skip (not root, a missing kernel feature); it fails instead."""
     return os.environ.get("CI", "").strip().lower() in CI_VALUES
 
 
@@ -327,14 +327,23 @@ def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str
     _fail(problem)  # outside the except: the message alone, not chained to the LabError
 
 
+_CI_NO_SKIP = "(CI=true: a lab that cannot be built fails instead of skipping)"
+
+
+def _skip_or_fail_in_ci(reason: str) -> None:
+    if in_ci():
+        _fail(f"{reason}\n{_CI_NO_SKIP}")
+    pytest.skip(reason)
+
+
 def _prepare(spec: LabSpec, name: str | None, unique: bool, test_file: Path | None, rootdir: Path | None,
              variant: str | None = None) -> _Prepared:
     model, data, path = _load(spec, test_file, rootdir, name, variant)
     if unique:
         model, data, path = _load(spec, test_file, rootdir, unique_name(model.name), variant)
     if os.geteuid() != 0:
-        pytest.skip(f"netlab needs root to build lab {model.name} (it creates network namespaces); "
-                    f"run pytest as root")
+        _skip_or_fail_in_ci(f"netlab needs root to build lab {model.name} (it creates network namespaces); "
+                            f"run pytest as root")
     if data is None:
         assert path is not None
         return _Prepared(model, path, None, variant)
@@ -367,6 +376,8 @@ def _up(prepared: _Prepared) -> LabHandle:
             skip = str(err)
     except NotRoot as err:
         skip = f"netlab needs root: {err}"
+        if in_ci():
+            fail, skip = f"{skip}\n{_CI_NO_SKIP}", None
     except AlreadyUp as err:
         fail = f"{err}\n(to build the same lab twice, give each its own name: name=… or unique=True)"
     except Interrupted as err:

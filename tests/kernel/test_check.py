@@ -26,9 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import LabFactory, LabFile, NetlabCli, namespaces_of, state_file
 
 from netlab.probes.responders import is_running
+from tests.kernel.conftest import LabFactory, LabFile, NetlabCli, namespaces_of, state_file
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LabFactory, LabFile, NetlabCli
 
 from netlab.kernel import netns
 from netlab.kernel.inspect import (
@@ -42,6 +41,7 @@ from netlab.kernel.inspect import (
 from netlab.probes.capture import Capture, CaptureError, Flow, Packet
 from netlab.probes.flow import ProbeResult, probe
 from netlab.probes.responders import Service, start_responders, stop_responders
+from tests.kernel.conftest import LabFactory, LabFile, NetlabCli
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:

@@ -33,7 +33,8 @@ def test_without_the_route_a_remote_pod_subnet_is_lost(netlab_lab: LabFactory) -
     lab = netlab_lab("labs/host-gw.yaml", unique=True)
     lab.exec("node1", "ip", "route", "del", "10.244.2.0/24", check=True)
     r = lab.probe("web-a", "web-c", port=8080, timeout=0.5)
-    assert not r.ok, r.detail
+    # node1 has no route (and no default) for web-c's subnet: it answers ICMP net unreachable.
+    assert r.outcome == "unreachable" and "net unreachable" in (r.detail or ""), (r.outcome, r.detail)
     route = lab.route_get("node1", lab.address("web-c"))
     assert route.type == "none" and route.errno is not None, route.text  # no route: node1 has no default
 

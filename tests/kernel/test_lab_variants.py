@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import LabFactory, NetlabCli, namespaces_of
-
 from netlab.pytest_plugin import LabFactory as PluginFactory
 from netlab.pytest_plugin import lab_checks
+from tests.kernel.conftest import LabFactory, NetlabCli, namespaces_of
 
 # a ── r ── b; in the variant b has no route back to a's subnet: a's SYN reaches b, but
 # b's SYN-ACK has nowhere to go, so a times out.

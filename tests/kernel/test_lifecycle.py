@@ -583,8 +583,6 @@ DOCKER_BRIDGE = Path(__file__).resolve().parents[2] / "labs" / "docker-bridge.ya
 
 
 def test_docker_bridge_example(lab_file: Any, kn: Any, netlab_cli: Any) -> None:
-    if not DOCKER_BRIDGE.exists():
-        pytest.skip("labs/docker-bridge.yaml is not written yet")
     rc, out, err = netlab_cli("validate", DOCKER_BRIDGE)
     assert rc == 0, err
     # The same lab under a unique name, so it never meets a copy someone else has up. As

@@ -462,8 +462,10 @@ def test_missing_feature_skips_or_fails_in_ci(inner: Inner, monkeypatch: pytest.
         assert "CI=true: a missing kernel feature fails instead of skipping" in text
 
 
-def test_not_root_skips(inner: Inner, public_dir: Path, kn: Any) -> None:
-    """As an unprivileged user: skipped with the reason (the lab file is still validated)."""
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_not_root_skips(inner: Inner, public_dir: Path, kn: Any, ci: str | None) -> None:
+    """As an unprivileged user: skipped with the reason (the lab file is still validated);
+    under CI=true the same tests fail with that reason instead of skipping."""
     name = inner.name()
     (public_dir / "lab.yaml").write_text(yaml.safe_dump(two_nodes(name, checks=CHECKS[:1])))
     (public_dir / "bad.yaml").write_text(f"name: {name}\nnodes: {{a: {{links: {{eth0: {{kind: bridge, mtu: 9}}}}}}}}\n")
@@ -482,11 +484,17 @@ def test_not_root_skips(inner: Inner, public_dir: Path, kn: Any) -> None:
     ))
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)
+    if ci is not None:
+        env["CI"] = ci
     proc = subprocess.run([*kn.nobody, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA",
                            "-W", "error", "test_nobody.py"], cwd=public_dir, env=env, capture_output=True,
                           text=True, timeout=120)
     text = proc.stdout + proc.stderr
-    assert "2 skipped" in text and "1 failed" in text, text
+    if ci is None:
+        assert "2 skipped" in text and "1 failed" in text, text
+    else:
+        assert "3 failed" in text and "skipped" not in text, text
+        assert "a lab that cannot be built fails instead of skipping" in text, text
     assert "netlab needs root to build lab" in text
     assert "bad.yaml:2: nodes.a.links.eth0.mtu:" in text
 

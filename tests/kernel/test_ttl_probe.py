@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import LabFactory, LabFile, NetlabCli
+
+from tests.kernel.conftest import LabFactory, LabFile, NetlabCli
 
 ICMP = {"net.ipv4.icmp_ratelimit": 0, "net.ipv6.icmp.ratelimit": 0}
 FORWARD = {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1, **ICMP}

@@ -138,7 +138,6 @@ def test_good_lab_validates(path: Path) -> None:
 # ---------------------------------------------------------------- shipped labs
 
 
-@pytest.mark.skipif(not LABS, reason="no labs/*.yaml yet")
 @pytest.mark.parametrize("path", LABS, ids=[p.stem for p in LABS])
 def test_shipped_lab_loads_and_plans_deterministically(path: Path) -> None:
     first = build_plan(load_lab(_rel(path)))

@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 import pytest
-from wire import tcpdump
 
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks
+from tests.vm.wire import tcpdump
 
 LAB = "labs/lvs-nat.yaml"
 CIP, DIP, RIP, VIP = "192.168.113.102", "192.168.113.101", "192.168.113.99", "10.10.0.1"

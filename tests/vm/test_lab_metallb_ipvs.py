@@ -19,9 +19,9 @@ import json
 import re
 
 import pytest
-from wire import tcpdump
 
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks
+from tests.vm.wire import tcpdump
 
 LAB = "labs/metallb-policy-routing.yaml"
 FIXB = "ipvs-fixb"
