@@ -12,6 +12,7 @@ the same dump, since the node's namespace starts empty). nfacct counters are lef
 from __future__ import annotations
 
 from netlab.expand.services import Endpoint, ServicePortView, endpoint_hash, port_proto_hash
+from netlab.vocabulary import host_port
 
 MASQ_MARK = "0x4000/0x4000"
 AFFINITY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds' default
@@ -20,10 +21,6 @@ AFFINITY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds' defau
 def _q(text: str) -> str:
     """iptables-save quotes a comment only when it has spaces."""
     return f'"{text}"' if " " in text else text
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def render_iptables(node: str, ports: list[ServicePortView], pod_cidr: str) -> str:
@@ -75,7 +72,7 @@ def render_iptables(node: str, ports: list[ServicePortView], pod_cidr: str) -> s
                         "-j REJECT --reject-with " + ("icmp-port-unreachable" if sp.family == 4 else
                                                       "icmp6-port-unreachable"))
             continue
-        seps = [(ep, f"KUBE-SEP-{endpoint_hash(name, proto, _hostport(ep.address, ep.port))}") for ep in sp.endpoints]
+        seps = [(ep, f"KUBE-SEP-{endpoint_hash(name, proto, host_port(ep.address, ep.port))}") for ep in sp.endpoints]
         external = sp.node_port is not None or sp.external_ips or sp.load_balancer_ip
         local = [(ep, sep) for ep, sep in seps if ep.node == node]
         nat_chains.append(svc)
@@ -124,7 +121,7 @@ def render_iptables(node: str, ports: list[ServicePortView], pod_cidr: str) -> s
                 f"-A {sep} -m comment --comment {_q(name)} -s {ep.address}/{32 if sp.family == 4 else 128} "
                 "-j KUBE-MARK-MASQ",
                 f"-A {sep} -m comment --comment {_q(name)} {match}{recent} "
-                f"-j DNAT --to-destination {_hostport(ep.address, ep.port)}",
+                f"-j DNAT --to-destination {host_port(ep.address, ep.port)}",
             ]
     services.append('-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be '
                     'the last rule in this chain" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS')
@@ -144,12 +141,12 @@ def _pick(chain: str, name: str, seps: list[tuple[Endpoint, str]], affinity: boo
     n = len(seps)
     for ep, sep in seps if affinity else []:
         addr = ep.address
-        out.append(f'-A {chain} -m comment --comment "{name} -> {_hostport(addr, ep.port)}" '
+        out.append(f'-A {chain} -m comment --comment "{name} -> {host_port(addr, ep.port)}" '
                    f"-m recent --rcheck --seconds {AFFINITY_SECONDS} --reap --name {sep} "
                    f"--mask {'255.255.255.255' if ':' not in addr else 'ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff'} "
                    f"--rsource -j {sep}")
     for i, (ep, sep) in enumerate(seps):
-        comment = f'-m comment --comment "{name} -> {_hostport(ep.address, ep.port)}"'
+        comment = f'-m comment --comment "{name} -> {host_port(ep.address, ep.port)}"'
         chance = f" -m statistic --mode random --probability {1 / (n - i):0.10f}" if i < n - 1 else ""
         out.append(f"-A {chain} {comment}{chance} -j {sep}")
     return out

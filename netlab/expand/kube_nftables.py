@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from netlab.expand.services import Endpoint, ServicePortView
+from netlab.vocabulary import host_port
 
 TABLE = "kube-proxy"
 MASQ_MARK = "0x4000"  # 1 << masqueradeBit (14), printed with %#08x as kube-proxy does
@@ -80,10 +81,6 @@ def endpoint_base(sp: ServicePortView, ep: Endpoint) -> str:
     """servicePortEndpointChainNameBase: `…__IP/PORT`, an IPv6 address with `.` for `:`."""
     ip = ep.address.replace(":", ".")
     return hash_and_truncate(f"{sp.namespace}/{sp.service}/{sp.protocol}/{sp.port_name}__{ip}/{ep.port}")
-
-
-def _hostport(address: str, port: int) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _q(text: str) -> str:
@@ -228,7 +225,7 @@ def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str,
         rules.append(f"add rule {t} {chain} {x} saddr {ep.address} jump mark-for-masquerade")
         if sp.affinity:
             rules.append(f"add rule {t} {chain} update @affinity-{b} {{ {x} saddr }}")
-        rules.append(f"add rule {t} {chain} meta l4proto {proto} dnat to {_hostport(ep.address, ep.port)}")
+        rules.append(f"add rule {t} {chain} meta l4proto {proto} dnat to {host_port(ep.address, ep.port)}")
 
     elements: list[str] = []
     if sp.cluster_ip not in cluster_ips:

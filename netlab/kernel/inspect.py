@@ -39,6 +39,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import netns
 from netlab.kernel.rtnl import Failure, RtnlSocket, replies
+from netlab.vocabulary import IP_PROTOS, proto_name, table_name
 
 T = TypeVar("T")
 
@@ -60,7 +61,6 @@ ROUTE_TYPES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycas
 ERRNO_TYPES = {errnos.ENETUNREACH: "none", errnos.EHOSTUNREACH: "unreachable", errnos.EACCES: "prohibit",
                errnos.EINVAL: "blackhole"}
 _REJECT_ERRNOS = {v: k for k, v in ERRNO_TYPES.items() if v != "none"}
-TABLE_NAMES = {0: "unspec", 253: "default", 254: "main", 255: "local"}
 # What a reject *rule* fails a lookup with (fib4_rule_action, fib6_rule_action): as the
 # routes of the same name, except `unreachable`: ENETUNREACH, as if there were no route.
 RULE_ERRNOS = {"unreachable": errnos.ENETUNREACH, "prohibit": errnos.EACCES, "blackhole": errnos.EINVAL}
@@ -69,8 +69,6 @@ RULE_ERRNOS = {"unreachable": errnos.ENETUNREACH, "prohibit": errnos.EACCES, "bl
 _EXOTIC_RULE_ATTRS = ("FRA_TUN_ID",)
 RULE_ACTIONS = {0: "unspec", 1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 
-IP_PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
-PROTO_NAMES = {v: k for k, v in IP_PROTOS.items()}
 # rtm_getroute_parse_ip_proto() accepts only these; anything else is EOPNOTSUPP
 # ("Unsupported ip proto"), SCTP included.
 _ROUTE_IP_PROTOS = {4: ("tcp", "udp", "icmp"), 6: ("tcp", "udp", "icmpv6")}
@@ -320,10 +318,6 @@ def _attr_dict(msg: Any) -> dict[str, Any]:
     return found
 
 
-def table_word(table: int | None) -> str:
-    return "?" if table is None else TABLE_NAMES.get(table, str(table))
-
-
 def _query_words(q: RouteQuery) -> str:
     """The query's selectors as `ip route get` would spell them."""
     words = f" mark {q.fwmark:#x}" if q.fwmark is not None else ""
@@ -344,7 +338,7 @@ def route_text(q: RouteQuery, type_: str, table: int | None, dev: str | None, vi
         text += f" via {via}"
     if dev is not None:
         text += f" dev {dev}"
-    text += f" table {table_word(table)}"
+    text += f" table {table_name(table)}"
     if prefsrc is not None:
         text += f" src {prefsrc}"
     return text + _query_words(q)
@@ -612,7 +606,7 @@ def rule_text(r: RuleView, *, invert: bool = False, extra: str = "", goto: int |
         text += f" oif {r.oif}"
     text += extra
     if r.action == "lookup":
-        text += f" lookup {table_word(r.table)}"
+        text += f" lookup {table_name(r.table)}"
     elif r.action == "goto":
         text += f" goto {goto if goto is not None else '?'}"
     else:
@@ -656,7 +650,7 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
             extra += f" {word} {lo}" if lo == hi and word != "uidrange" else f" {word} {lo}-{hi}"
     proto = attrs.get("FRA_IP_PROTO")
     if proto:
-        extra += f" ipproto {PROTO_NAMES.get(proto, str(proto))}"
+        extra += f" ipproto {proto_name(proto)}"
     if attrs.get("FRA_L3MDEV"):
         extra += " l3mdev"
     suppress = attrs.get("FRA_SUPPRESS_PREFIXLEN")
@@ -754,10 +748,6 @@ def status_names(bits: int) -> frozenset[str]:
     """CTA_STATUS bits → IPS_* names without the prefix (unknown bits as BITn)."""
     return frozenset(CT_STATUS_BITS[i] if i < len(CT_STATUS_BITS) else f"BIT{i}"
                      for i in range(32) if bits >> i & 1)
-
-
-def proto_name(num: int) -> str:
-    return PROTO_NAMES.get(num, str(num))
 
 
 def tuple_text(t: CtTuple, icmp: tuple[int, int] | None = None) -> str:

@@ -44,12 +44,11 @@ from pyroute2.netlink.generic.ipvs import (
 from netlab.kernel.inspect import in_namespace
 from netlab.kernel.rtnl import RtnlSocket, replies
 from netlab.plan.ops import AddIpvsReal, AddIpvsService, Op
+from netlab.vocabulary import IP_PROTOS, host_port, proto_name
 
 NETLINK_GENERIC = 16
 GENL_VERSION = 1
 IP_VS_SVC_F_PERSISTENT = 0x0001
-IPPROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP, "sctp": 132}
-PROTO_NAMES = {v: k for k, v in IPPROTO.items()}
 # IP_VS_CONN_F_FWD_MASK values (uapi ip_vs.h): what a real server's connections get.
 FORWARD_METHODS = {"masq": 0, "local": 1, "tun": 2, "dr": 3, "bypass": 4}
 FORWARD_NAMES = {v: k for k, v in FORWARD_METHODS.items()}
@@ -94,7 +93,7 @@ class IpvsServiceView:
         if self.fwmark is not None:
             head = f"FWM  {self.fwmark}" + (" IPv6" if self.family == 6 else "")
         else:
-            head = f"{self.proto.upper():<4} {endpoint(self.address or '', self.port)}"
+            head = f"{self.proto.upper():<4} {host_port(self.address or '', self.port)}"
         text = f"{head} {self.scheduler}"
         if self.persistent is not None:
             text += f" persistent {self.persistent}"
@@ -108,7 +107,7 @@ class IpvsServiceView:
         """`ipvsadm -Ln`'s lines for this service and its real servers."""
         out = [self.text]
         for r in self.reals:
-            out.append(f"  -> {endpoint(r.address, r.port):<28} {FORWARD_WORDS.get(r.forward, r.forward):<7} "
+            out.append(f"  -> {host_port(r.address, r.port):<28} {FORWARD_WORDS.get(r.forward, r.forward):<7} "
                        f"{r.weight:<6} {r.active:<10} {r.inactive}")
         return out
 
@@ -141,8 +140,8 @@ class IpvsConn:
     def text(self) -> str:
         """An `ipvsadm -Lnc`-like line: 'TCP 01:59 TIME_WAIT 192.0.2.2:40000 192.0.2.100:80 10.1.0.11:8080'."""
         m, s = divmod(self.expires, 60)
-        return (f"{self.proto.upper():<4} {m:02d}:{s:02d} {self.state:<11} {endpoint(self.client, self.cport)} "
-                f"{endpoint(self.vaddr, self.vport)} {endpoint(self.daddr, self.dport)}")
+        return (f"{self.proto.upper():<4} {m:02d}:{s:02d} {self.state:<11} {host_port(self.client, self.cport)} "
+                f"{host_port(self.vaddr, self.vport)} {host_port(self.daddr, self.dport)}")
 
 
 @dataclass(frozen=True)
@@ -157,12 +156,6 @@ class IpvsState:
         """`ipvsadm -Ln` then `ipvsadm -Lnc`, without their headers (for assertion messages)."""
         conns = [c.text for c in self.connections] or ["(no connections)"]
         return "\n".join([*table_text(self.services), *conns])
-
-
-def endpoint(address: str, port: int | None) -> str:
-    if ":" in address:
-        return f"[{address}]:{port or 0}"
-    return f"{address}:{port or 0}"
 
 
 def table_text(services: Sequence[IpvsServiceView]) -> list[str]:
@@ -249,7 +242,7 @@ def _service_key(op: AddIpvsService | AddIpvsReal) -> list[tuple[str, Any]]:
     if op.fwmark is not None:
         attrs.append(("IPVS_SVC_ATTR_FWMARK", op.fwmark))
     else:
-        attrs += [("IPVS_SVC_ATTR_PROTOCOL", IPPROTO[op.proto]), ("IPVS_SVC_ATTR_ADDR", op.address),
+        attrs += [("IPVS_SVC_ATTR_PROTOCOL", IP_PROTOS[op.proto]), ("IPVS_SVC_ATTR_ADDR", op.address),
                   ("IPVS_SVC_ATTR_PORT", op.port)]
     return attrs
 
@@ -345,7 +338,7 @@ def _parse_service(msg: Any) -> IpvsServiceView:
         (netmask,) = struct.unpack("=I", socket.inet_aton(raw_mask))
     proto = a.get("IPVS_SVC_ATTR_PROTOCOL")  # absent for a fwmark service
     return IpvsServiceView(
-        proto="" if proto is None else PROTO_NAMES.get(proto, str(proto)),
+        proto="" if proto is None else proto_name(proto),
         family=family,
         address=None if fwmark else _addr(a.get("IPVS_SVC_ATTR_ADDR"), family),
         port=int(a.get("IPVS_SVC_ATTR_PORT") or 0),
@@ -399,7 +392,7 @@ def _service_order(s: IpvsServiceView) -> tuple[int, int, int, bytes, int]:
     """ipvsadm's order (libipvs ipvs_cmp_services): address services before fwmark ones,
     then by protocol, address, port."""
     addr = ipaddress.ip_address(s.address).packed if s.address else b""
-    return (s.fwmark or 0, s.family, IPPROTO.get(s.proto, 0), addr, s.port)
+    return (s.fwmark or 0, s.family, IP_PROTOS.get(s.proto, 0), addr, s.port)
 
 
 def parse_conn_table(text: str) -> list[IpvsConn]:

@@ -62,13 +62,13 @@ from netlab.plan.ops import (
     SetLink,
     SetSysctl,
 )
+from netlab.vocabulary import BUILTIN_TABLES
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 RTPROT_STATIC = 4
 RT_SCOPE_UNIVERSE = 0
 RT_SCOPE_LINK = 253
-RT_TABLE_MAIN = 254
 RTNH_F_ONLINK = 4
 RTN_TYPES = {"unicast": 1, "blackhole": 6, "unreachable": 7, "prohibit": 8}
 FR_ACTIONS = {"lookup": 1, "goto": 2, "nop": 3, "blackhole": 6, "unreachable": 7, "prohibit": 8}
@@ -457,7 +457,7 @@ class NetlinkDriver:
     def _route(self, op: AddRoute) -> Any:
         msg = rtmsg()
         msg["family"] = socket.AF_INET if op.family == 4 else socket.AF_INET6
-        table = op.table if op.table is not None else RT_TABLE_MAIN
+        table = op.table if op.table is not None else BUILTIN_TABLES["main"]
         msg["table"] = table if table < 256 else 252  # RT_TABLE_COMPAT; the real id goes in RTA_TABLE
         msg["proto"] = RTPROT_STATIC
         msg["type"] = RTN_TYPES[op.type]

@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Iterator
 
 from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
-from netlab.lab.model import BUILTIN_TABLES, Lab
+from netlab.lab.model import Lab
 from netlab.lab.source import Path
 from netlab.lab.targets import (
     TargetError,
@@ -20,6 +20,7 @@ from netlab.lab.targets import (
     split_target,
 )
 from netlab.lab.topology import Complaint, Topology
+from netlab.vocabulary import BUILTIN_TABLES
 
 
 def check_checks(lab: Lab, topo: Topology) -> list[Complaint]:

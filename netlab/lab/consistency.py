@@ -15,8 +15,9 @@ from netlab.lab.check_refs import check_checks
 from netlab.lab.ipset import check_node_ipsets
 from netlab.lab.ipvs import check_node_ipvs
 from netlab.lab.ipvs import check_sysctl as check_ipvs_sysctl
-from netlab.lab.model import BUILTIN_TABLES, Lab, Node, Route, Rule, Vrf, Vxlan
+from netlab.lab.model import Lab, Node, Route, Rule, Vrf, Vxlan
 from netlab.lab.topology import Complaint, Interface, Topology
+from netlab.vocabulary import BUILTIN_TABLES, table_number, table_words
 
 _SYSCTL_RE = re.compile(r"^net[./][A-Za-z0-9_.\-/]+$")  # dots, or slashes (sysctl(8): net/ipv4/conf/flannel.1/…)
 
@@ -229,14 +230,7 @@ Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 def _table_key(lab: Lab, table: int | str | None) -> int | str:
     if table is None:
         return BUILTIN_TABLES["main"]
-    if isinstance(table, int):
-        return table
-    return lab.tables.get(table) or BUILTIN_TABLES.get(table) or table
-
-
-def table_words(table: int | str) -> str:
-    names = {v: k for k, v in BUILTIN_TABLES.items()}
-    return f"{names[table]} ({table})" if isinstance(table, int) and table in names else str(table)
+    return table_number(table, lab.tables) if _table_ok(lab, table) else table  # _table_complaint reports it
 
 
 def _sysctl_interface(key: str, names: set[str]) -> str | None:

@@ -44,8 +44,8 @@ TYPES: dict[str, tuple[str, ...]] = {
     "bitmap:ip": ("ip",),
     "bitmap:port": ("port",),
 }
-# The protocols a port part may name (IPPROTO_*); a bare port is TCP, as for ipset.
-PROTOCOLS = {"tcp": 6, "udp": 17, "sctp": 132, "udplite": 136}
+# The protocols a port part may name (ipset's own list); a bare port is TCP, as for ipset.
+PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite")
 _SHAPES = {"ip": "ADDRESS", "net": "ADDRESS[/PREFIX]", "port": "[PROTO:]PORT", "mark": "MARK", "mac": "MAC",
            "iface": "IFNAME"}
 _EXAMPLES = {"ip": "10.96.0.10", "net": "10.244.0.0/16", "port": "tcp:80", "mark": "0x4000",
@@ -194,9 +194,9 @@ def _port(text: str, family: int, set_type: str) -> tuple[Any, str]:
                              "set holds ports of any protocol; the rule that uses it says which)")
         return _port_number(text), text
     proto = proto.lower() if sep else "tcp"
-    if proto not in PROTOCOLS:
+    if proto not in PORT_PROTOCOLS:
         raise ValueError(f"{text!r}: unknown protocol {proto!r}; a port is PROTO:PORT with PROTO one of "
-                         f"{', '.join(PROTOCOLS)} (a bare port is tcp)")
+                         f"{', '.join(PORT_PROTOCOLS)} (a bare port is tcp)")
     port = _port_number(number)
     return (proto, port), f"{proto}:{port}"
 

@@ -21,6 +21,7 @@ from pydantic import BeforeValidator
 
 from netlab.lab.source import Path
 from netlab.lab.values import Base, IpAddress
+from netlab.vocabulary import host_port
 
 Complaint = tuple[Path, str]
 
@@ -157,14 +158,7 @@ def service_text(svc: IpvsService) -> str:
     """'TCP 192.0.2.100:80', 'TCP [2001:db8::1]:80', 'FWM 1 IPv6' (ipvsadm -L's words)."""
     if svc.fwmark is not None:
         return f"FWM {svc.fwmark}" + (" IPv6" if service_family(svc) == 6 else "")
-    return f"{svc.proto.upper()} {endpoint(svc.address or '?', svc.port)}"
-
-
-def endpoint(address: str, port: int | None) -> str:
-    """ADDR:PORT, [V6]:PORT, or the bare address without a port (0 or None)."""
-    if ":" in address:
-        return f"[{address}]:{port}" if port else f"[{address}]"
-    return f"{address}:{port}" if port else address
+    return f"{svc.proto.upper()} {host_port(svc.address or '?', svc.port, no_port='bracketed')}"
 
 
 def needs_ipvs(services: list[IpvsService], sysctls: Mapping[str, object]) -> bool:
@@ -277,7 +271,8 @@ def _check_reals(svc: IpvsService, path: Path) -> Iterator[Complaint]:
                 "`forward: masq` to change it")
         key = (ipaddress.ip_address(real.address), real_port(svc, real))
         if key in seen:
+            where = host_port(real.address, key[1], no_port="bracketed")
             yield (*rpath, "address"), (
-                f"real server {endpoint(real.address, key[1])} is already reals[{seen[key]}] of this service; the "
+                f"real server {where} is already reals[{seen[key]}] of this service; the "
                 "kernel refuses a second one (EEXIST)")
         seen.setdefault(key, j)

@@ -362,7 +362,3 @@ class Lab(Base):
     cluster: Cluster | None = None
     nodes: dict[NodeName, Node] = {}  # at least one node, here or in `cluster:`
     checks: list[Check] = []
-
-
-# Table names every namespace knows without declaring them (iproute2's rt_tables).
-BUILTIN_TABLES = {"default": 253, "main": 254, "local": 255}

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from netlab.lab.consistency import route_family, rule_family
 from netlab.lab.ipset import entry_comment, entry_text, parse_element, range_text
 from netlab.lab.ipvs import real_port, service_family
-from netlab.lab.model import BUILTIN_TABLES, Bridge, Lab, Node, Vrf, Vxlan
+from netlab.lab.model import Bridge, Lab, Node, Vrf, Vxlan
 from netlab.lab.source import format_path
 from netlab.lab.topology import Topology, resolve
 from netlab.naming import netns_name, ownership_mark
 from netlab.plan.ops import (
-    IP_PROTOS,
     STAGES,
     AddAddress,
     AddFdb,
@@ -39,6 +38,7 @@ from netlab.plan.ops import (
     SetSysctl,
     stage_of,
 )
+from netlab.vocabulary import IP_PROTOS, parse_fwmark, table_number
 
 
 @dataclass(frozen=True)
@@ -89,12 +89,7 @@ def _table_number(lab: Lab, table: int | str | None) -> tuple[int | None, str | 
         return None, None
     if isinstance(table, int):
         return table, None
-    return (lab.tables.get(table) or BUILTIN_TABLES[table]), table
-
-
-def _parse_mark(text: str) -> tuple[int, int | None]:
-    value, _, mask = text.partition("/")
-    return int(value, 16), (int(mask, 16) if mask else None)
+    return table_number(table, lab.tables), table
 
 
 def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
@@ -191,7 +186,7 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
                                 metric=r.metric, src=r.src))
         for i, rule in enumerate(node.rules):
             table, table_name = _table_number(lab, rule.table)
-            mark, mask = _parse_mark(rule.fwmark) if rule.fwmark else (None, None)
+            mark, mask = parse_fwmark(rule.fwmark) if rule.fwmark else (None, None)
             ops.append(AddRule(ns[node_name], f"nodes.{node_name}.rules[{i}]", family=rule_family(rule),
                                priority=rule.priority, src=_net(rule.from_), dst=_net(rule.to),
                                iif=rule.iif, oif=rule.oif, fwmark=mark, fwmask=mask, action=rule.action,

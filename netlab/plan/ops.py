@@ -13,6 +13,8 @@ import ipaddress
 import shlex
 from dataclasses import dataclass, field
 
+from netlab.vocabulary import host_port, proto_name
+
 
 def _q(argv: tuple[str, ...]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
@@ -244,8 +246,6 @@ class AddRoute(Op):
         return " ".join(parts)
 
 
-IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}  # /etc/protocols' numbers
-IP_PROTO_NAMES = {number: name for name, number in IP_PROTOS.items()}
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,7 @@ class AddRule(Op):
             mask = f"/{self.fwmask:#x}" if self.fwmask is not None else ""
             parts.append(f"fwmark {self.fwmark:#x}{mask}")
         if self.ipproto is not None:
-            parts.append(f"ipproto {IP_PROTO_NAMES.get(self.ipproto, self.ipproto)}")
+            parts.append(f"ipproto {proto_name(self.ipproto)}")
         for word, span in (("sport", self.sport), ("dport", self.dport), ("uidrange", self.uidrange)):
             if span is not None:
                 parts.append(f"{word} {span[0]}" if span[0] == span[1] and word != "uidrange"
@@ -420,15 +420,7 @@ class _IpvsServiceKey(Op):
         if self.fwmark is not None:
             return f"-f {self.fwmark}" + (" -6" if self.family == 6 else "")
         flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}[self.proto]
-        return f"{flag} {_endpoint(self.address or '', self.port)}"
-
-
-def _endpoint(address: str, port: int | None) -> str:
-    """ipvsadm's ADDR[:PORT]: an IPv6 address in brackets only with a port (ipvsadm
-    refuses `[2001:db8::1]` alone)."""
-    if ":" in address and port:
-        return f"[{address}]:{port}"
-    return f"{address}:{port}" if port else address
+        return f"{flag} {host_port(self.address or '', self.port, no_port='address')}"
 
 
 @dataclass(frozen=True)
@@ -464,7 +456,8 @@ class AddIpvsReal(_IpvsServiceKey):
     forward: str = "masq"  # masq | dr | tun
 
     def render(self) -> str:
-        return (f"ip netns exec {self.ns} ipvsadm -a {self.service_args()} -r {_endpoint(self.real, self.real_port)} "
+        real = host_port(self.real, self.real_port, no_port="address")
+        return (f"ip netns exec {self.ns} ipvsadm -a {self.service_args()} -r {real} "
                 f"{IPVS_FORWARD_FLAGS[self.forward]} -w {self.weight}")
 
 

@@ -29,6 +29,7 @@ from types import TracebackType
 
 from netlab.kernel import netns
 from netlab.probes.flow import icmp_words
+from netlab.vocabulary import proto_name
 
 ETH_P_ALL = 0x0003
 ETH_P_IP = 0x0800
@@ -45,7 +46,6 @@ VXLAN_FLAG_I = 0x08  # "the VNI field is valid" (RFC 7348)
 SNAPLEN = 1024
 MAX_DRAIN = 1.0  # packets() stops after this long on a link that never goes quiet
 
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 _PORT_PROTOS = frozenset({6, 17, 33, 132, 136})  # tcp, udp, dccp, sctp, udplite: ports first
 _ECHO = {1: (8, 0), 58: (128, 129)}  # ICMP(v6) echo request/reply types, whose id we report
 # IPv6 extension headers parse_frame steps over: hop-by-hop, routing, destination options
@@ -163,7 +163,7 @@ def _ip(data: bytes, etype: int, off: int) -> tuple[str, str, int, int | None, i
 def _flow(data: bytes, ip: tuple[str, str, int, int | None, int]) -> tuple[Flow, int | None, int]:
     """The Flow of a parsed IP header; also the L4 offset and the packet's end."""
     src, dst, num, l4, end = ip
-    proto = PROTO_NAMES.get(num, str(num))
+    proto = proto_name(num)
     sport = dport = icmp_type = icmp_code = None
     if l4 is not None:
         if num in _PORT_PROTOS and l4 + 4 <= end:

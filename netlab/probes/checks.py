@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from netlab.kernel.inspect import InspectError, RouteQuery, conntrack, route_get, rules
-from netlab.kernel.ipvs import IpvsConn, endpoint, ipvs_view
+from netlab.kernel.ipvs import IpvsConn, ipvs_view
 from netlab.kernel.nft import FirewallError
 from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
-from netlab.lab.model import BUILTIN_TABLES, Check, Lab, Vxlan
+from netlab.lab.model import Check, Lab, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.policy import POLICY_TABLE
 from netlab.lab.targets import names_to_addresses, probe_target
@@ -42,6 +42,7 @@ from netlab.probes.judge import (
     judge_route,
     judge_rule,
 )
+from netlab.vocabulary import BUILTIN_TABLES, host_port, parse_fwmark
 
 RETRY_PAUSE = 0.2  # between attempts of a check with `wait:`
 
@@ -214,7 +215,7 @@ def _ipvs_summary(node: str, results: Sequence[ProbeResult], conns: Sequence[Ipv
     for r in results:
         mine = ipvs_flow(conns, r)
         if mine:
-            reals[ctx.node_of(mine[0].daddr) or endpoint(mine[0].daddr, mine[0].dport)] += 1
+            reals[ctx.node_of(mine[0].daddr) or host_port(mine[0].daddr, mine[0].dport)] += 1
     if not reals:
         return f"; no IPVS connection in {node}"
     n = len(results)
@@ -233,7 +234,7 @@ def _probe_summary(results: Sequence[ProbeResult], where: Callable[[str], str | 
     n = len(results)
     outcomes = Counter(r.outcome for r in results)
     first = results[0]
-    target = f"{first.proto} " + (endpoint(first.dst, first.dport) if first.dport else first.dst)
+    target = f"{first.proto} " + host_port(first.dst, first.dport, no_port="address")
     if first.ttl is not None:
         target += f" (ttl {first.ttl})"
     text = f"{target}: " + ", ".join(f"{o} {c}/{n}" if n > 1 else o for o, c in outcomes.most_common())
@@ -264,7 +265,7 @@ def _at(addr: str, where: Callable[[str], str | None]) -> str:
 
 def _route_check(ctx: LabContext, check: RouteCheck) -> Verdict:
     q = check.route
-    mark = int(q.fwmark.split("/")[0], 16) if q.fwmark else None
+    mark = parse_fwmark(q.fwmark)[0] if q.fwmark else None
     answer = route_get(ctx.ns(q.on), RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, vrf=q.vrf, fwmark=mark,
                                                 ipproto=q.ipproto, sport=q.sport, dport=q.dport, uid=q.uid,
                                                 tos=q.dscp << 2 if q.dscp is not None else None))

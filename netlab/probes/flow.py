@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from netlab.kernel import netns
 from netlab.probes.responders import normalise_addr
+from netlab.vocabulary import host_port
 
 Outcome = Literal["ok", "timeout", "refused", "unreachable", "error"]
 PROBE_PROTOS = ("icmp", "tcp", "udp", "http")
@@ -358,7 +359,7 @@ class _Flow:
         is one (a router said no), else the local stack's reason."""
         icmp = read_errqueue(sock) if sock is not None else None
         outcome = classify_errno(err)
-        where = _hostport(self.dst, self.dport) if self.dport else self.dst
+        where = host_port(self.dst, self.dport, no_port="address")
         if err == errno.ECONNREFUSED and icmp is None:
             detail = f"connection refused by {where}"  # a TCP RST
         elif err == errno.ECONNREFUSED and icmp is not None and icmp.offender == self.dst:
@@ -381,7 +382,7 @@ class _Flow:
 
     def expired(self, what: str, sender: str | None, words: str, v6: bool) -> str:
         """An ICMP time exceeded: the packet's TTL (hop limit) ran out at sender."""
-        where = _hostport(self.dst, self.dport) if self.dport else self.dst
+        where = host_port(self.dst, self.dport, no_port="address")
         limit = "hop limit" if v6 else "TTL"
         why = (f" ({limit} {self.r.ttl})" if self.r.ttl is not None else
                f" with the default {limit}: a routing loop?")
@@ -479,7 +480,7 @@ def _connect(sock: socket.socket, flow: _Flow, timeout: float) -> tuple[ProbeRes
     flow.learn_local(sock)
     if err == errno.EINPROGRESS:
         if not _wait(sock, select.POLLOUT, timeout):
-            return flow.result("timeout", f"no answer from {_hostport(flow.dst, r.port)} within {timeout:g} s "
+            return flow.result("timeout", f"no answer from {host_port(flow.dst, r.port)} within {timeout:g} s "
                                           f"(SYN unanswered)"), 0.0
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     rtt = time.monotonic() - t0
@@ -508,7 +509,7 @@ def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
                 sock.setblocking(True)
                 sock.settimeout(r.timeout)
                 sock.sendall(r.payload)
-            where = _hostport(flow.dst, r.port)
+            where = host_port(flow.dst, r.port)
             if reply is None:
                 return flow.result("ok", f"connected to {where} in {rtt * 1000:.1f} ms; "
                                          f"no responder greeting within {r.timeout:g} s", rtt=rtt)
@@ -521,18 +522,13 @@ def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
-def _hostport(address: str, port: int | None) -> str:
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 def _saw(reply: dict[str, Any]) -> str:
     peer, port = reply.get("peer"), reply.get("peer_port")
-    return f"[{peer}]:{port}" if peer and ":" in str(peer) else f"{peer}:{port}"
+    return host_port(str(peer), port)
 
 
 def _http_exchange(sock: socket.socket, r: ProbeRequest, flow: _Flow) -> ProbeResult:
-    host = f"[{flow.dst}]" if ":" in flow.dst else flow.dst
-    request = (f"GET / HTTP/1.0\r\nHost: {host}:{r.port}\r\nUser-Agent: netlab-probe\r\n"
+    request = (f"GET / HTTP/1.0\r\nHost: {host_port(flow.dst, r.port)}\r\nUser-Agent: netlab-probe\r\n"
                f"Accept: application/json\r\nConnection: close\r\n\r\n").encode()
     t0 = time.monotonic()
     try:

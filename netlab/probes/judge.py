@@ -13,8 +13,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from netlab.kernel.inspect import IP_PROTOS, CtEntry, RouteAnswer, RuleView
-from netlab.kernel.ipvs import FORWARD_WORDS, IpvsConn, IpvsServiceView, endpoint, table_text
+from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
+from netlab.kernel.ipvs import FORWARD_WORDS, IpvsConn, IpvsServiceView, table_text
 from netlab.lab.checks import (
     CaptureExpect,
     ConntrackExpect,
@@ -27,6 +27,7 @@ from netlab.lab.targets import split_target
 from netlab.probes.capture import Packet
 from netlab.probes.drops import Drop, drop_of
 from netlab.probes.flow import ProbeResult
+from netlab.vocabulary import IP_PROTOS, host_port, parse_fwmark, table_number, table_words
 
 # Names in expectations → the addresses they stand for, and an address → its node (for
 # words). A "where" is an address → "node3's cni0", for messages about routers.
@@ -239,7 +240,7 @@ def judge_conntrack(
             j.reasons.append(f"the probe has no client port to find its conntrack entry by ({r.detail})")
             continue
         mine = flow_entries(entries, r)
-        flow = f"{r.proto} {endpoint(r.src or '?', r.sport)} → " + (endpoint(r.dst, r.dport) if r.dport else r.dst)
+        flow = f"{r.proto} {host_port(r.src or '?', r.sport)} → " + (host_port(r.dst, r.dport, no_port="address"))
         if not expect.entry:
             if mine:
                 j.reasons.append(f"expected no conntrack entry in {node} for {flow}, found one")
@@ -332,7 +333,7 @@ def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], co
             j.reasons.append(f"the probe has no client port to find its IPVS connection by ({r.detail})")
             continue
         mine = ipvs_flow(conns, r)
-        flow = f"{r.proto} {endpoint(r.src or '?', r.sport)} → {endpoint(r.dst, r.dport)}"
+        flow = f"{r.proto} {host_port(r.src or '?', r.sport)} → {host_port(r.dst, r.dport)}"
         if not expect.entry:
             if mine:
                 j.reasons.append(f"expected no IPVS connection in {node} for {flow}, found one to "
@@ -345,7 +346,7 @@ def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], co
             none = ""
             if not any(s.matches(proto, r.dst, r.dport or 0) for s in services):
                 marks = [str(s.fwmark) for s in services if s.fwmark is not None]
-                none = (f"; {node} has no virtual service {proto.upper()} {endpoint(r.dst, r.dport)}"
+                none = (f"; {node} has no virtual service {proto.upper()} {host_port(r.dst, r.dport)}"
                         + (f" (its fwmark service{'s' if len(marks) > 1 else ''} {', '.join(marks)} take only "
                            "packets carrying the mark)" if marks else ""))
             j.reasons.append(f"expected an IPVS connection in {node} for {flow}, found none among "
@@ -360,10 +361,10 @@ def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], co
         if expect.forward is not None:
             forward = ipvs_forward(c, services)
             if forward is None:
-                problems.append(f"expected forward {expect.forward}, but {endpoint(c.daddr, c.dport)} is a real "
+                problems.append(f"expected forward {expect.forward}, but {host_port(c.daddr, c.dport)} is a real "
                                 f"server of no service of {node} any more")
             elif forward != expect.forward:
-                problems.append(f"expected forward {expect.forward}, the real server {endpoint(c.daddr, c.dport)} "
+                problems.append(f"expected forward {expect.forward}, the real server {host_port(c.daddr, c.dport)} "
                                 f"is {forward} ({FORWARD_WORDS.get(forward, forward)})")
         if expect.state is not None and c.state.upper() != expect.state.upper():
             problems.append(f"expected state {expect.state.upper()}, saw {c.state}")
@@ -377,7 +378,7 @@ def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], co
 
 def _who_at(addr: str, port: int, node_of: NodeOf) -> str:
     node = node_of(addr)
-    return f"{endpoint(addr, port)} ({node})" if node else endpoint(addr, port)
+    return f"{host_port(addr, port)} ({node})" if node else host_port(addr, port)
 
 
 # ---------------------------------------------------------------- capture
@@ -442,17 +443,6 @@ def _packet_mismatches(expect: CaptureExpect, p: Packet, resolve: Resolve, node_
 # ---------------------------------------------------------------- routes and rules
 
 
-def table_number(table: int | str, tables: dict[str, int]) -> int:
-    return table if isinstance(table, int) else tables[table]
-
-
-def table_words(number: int | None, tables: dict[str, int]) -> str:
-    if number is None:
-        return "no table"
-    names = [name for name, n in tables.items() if n == number]
-    return f"{names[0]} ({number})" if names else str(number)
-
-
 def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]) -> Judgement:
     j = Judgement()
     if expect.type is not None and answer.type != expect.type:
@@ -493,11 +483,11 @@ def rule_matches(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bo
     if q.oif is not None and rule.oif != q.oif:
         return False
     if q.fwmark is not None:
-        value, _, mask = q.fwmark.partition("/")
-        if rule.fwmark != int(value, 16):
+        value, mask = parse_fwmark(q.fwmark)
+        if rule.fwmark != value:
             return False
         # `fwmark 0x1` without a mask is what `ip rule … fwmark 0x1` makes: mask 0xffffffff.
-        if (rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF) != int(mask or "0xffffffff", 16):
+        if (rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF) != (mask if mask is not None else 0xFFFFFFFF):
             return False
     if q.table is not None and rule.table != table_number(q.table, tables):
         return False
