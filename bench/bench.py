@@ -2,7 +2,7 @@
 
 Entry points (bash wrappers next to this file):
 
-    bench/run      [--sizes N ...] [--repeat K] [--only ipscript,ipbatch,netlab]
+    bench/run      [--sizes N ...] [--repeat K] [--only floor,ipscript,ipbatch,netlab]
     bench/profile  N [--down-profile]
     bench/run --check-signal [--sizes ...]   (validates the "kernel done" signal)
 
@@ -40,9 +40,21 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 IP = shutil.which("ip") or "/usr/sbin/ip"
-NETLAB = REPO / ".venv" / "bin" / "netlab"
-VENV_PY = REPO / ".venv" / "bin" / "python"
-METHODS = ("ipscript", "ipbatch", "netlab")
+
+
+def _find_netlab() -> Path:
+    """This checkout's venv first, then next to the running Python, then PATH."""
+    for candidate in (REPO / ".venv" / "bin" / "netlab", Path(sys.executable).parent / "netlab"):
+        if candidate.exists():
+            return candidate
+    found = shutil.which("netlab")
+    return Path(found) if found else REPO / ".venv" / "bin" / "netlab"
+
+
+NETLAB = _find_netlab()
+VENV_PY = NETLAB.parent / "python"
+FLOOR = HERE / "floor.py"
+METHODS = ("floor", "ipscript", "ipbatch", "netlab")
 
 RUN = secrets.token_hex(2)  # 4 hex chars, part of every name we create
 clock = time.perf_counter
@@ -60,7 +72,7 @@ class Registry:
     """Everything this process created, so it can be removed on any exit."""
 
     def __init__(self) -> None:
-        self.prefixes: list[str] = [f"bh-{RUN}", f"bp-{RUN}", f"bw-{RUN}", f"bs-{RUN}"]
+        self.prefixes: list[str] = [f"bh-{RUN}", f"bp-{RUN}", f"bw-{RUN}", f"bs-{RUN}", f"bf-{RUN}"]
         self.labs: list[str] = []
         self.procs: list[subprocess.Popen[Any]] = []
 
@@ -475,6 +487,26 @@ class IpBatch(IpBuild):
         sh([IP, "-batch", str(self.dir / "down.batch")])
 
 
+class Floor(IpBuild):
+    """bench/floor.py: raw netlink by hand, 2 worker processes; what no tool can beat."""
+
+    method = "floor"
+
+    def __init__(self, n: int, rep: int, tmp: Path) -> None:
+        super().__init__(n, rep, tmp)
+        self.pfx = f"bf-{RUN}{n}x{rep}-"  # pods PFX<i>, host PFXhost
+        self.host = f"{self.pfx}host"
+
+    def _run(self, verb: str) -> None:
+        sh([sys.executable, str(FLOOR), verb, "--prefix", self.pfx.rstrip("-"), "--n", str(self.n)])
+
+    def up(self) -> None:
+        self._run("up")
+
+    def down(self) -> None:
+        self._run("down")
+
+
 class Netlab(Build):
     """netlab up FILE / netlab down LAB."""
 
@@ -730,7 +762,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                     if m == "netlab" and not nl_ok:
                         continue
                     b: Build
-                    if m == "ipscript":
+                    if m == "floor":
+                        b = Floor(n, rep, tmp)
+                    elif m == "ipscript":
                         b = IpScript(n, rep, tmp)
                     elif m == "ipbatch":
                         b = IpBatch(n, rep, tmp)
@@ -813,14 +847,18 @@ def report(
     lines += [
         "",
         "ratios (down = until the kernel is done)",
-        f"{'N':>5} {'netlab/ipbatch up':>18} {'down':>6} {'netlab/ipscript up':>19} {'down':>6}",
+        f"{'N':>5} {'netlab/floor up':>16} {'down':>6} {'netlab/ipbatch up':>18} {'down':>6} "
+        f"{'netlab/ipscript up':>19} {'down':>6}",
     ]
     ratios: dict[str, Any] = {}
     for n in sizes:
         nl = agg.get(("netlab", n), nan)
         ib = agg.get(("ipbatch", n), nan)
         isc = agg.get(("ipscript", n), nan)
+        fl = agg.get(("floor", n), nan)
         row = {
+            "netlab/floor_up": ratio(nl["up_s"], fl["up_s"]),
+            "netlab/floor_down": ratio(nl["down_s"], fl["down_s"]),
             "netlab/ipbatch_up": ratio(nl["up_s"], ib["up_s"]),
             "netlab/ipbatch_down": ratio(nl["down_s"], ib["down_s"]),
             "netlab/ipscript_up": ratio(nl["up_s"], isc["up_s"]),
@@ -828,13 +866,14 @@ def report(
         }
         ratios[str(n)] = row
         lines.append(
-            f"{n:>5} {row['netlab/ipbatch_up']:>18} {row['netlab/ipbatch_down']:>6} "
+            f"{n:>5} {row['netlab/floor_up']:>16} {row['netlab/floor_down']:>6} "
+            f"{row['netlab/ipbatch_up']:>18} {row['netlab/ipbatch_down']:>6} "
             f"{row['netlab/ipscript_up']:>19} {row['netlab/ipscript_down']:>6}"
         )
 
     big = max(sizes)
     kv = [f"pods={big}"]
-    for m in ("netlab", "ipbatch", "ipscript"):
+    for m in ("netlab", "ipbatch", "ipscript", "floor"):
         a = agg.get((m, big), nan)
         kv += [f"{m}_up_s={fmt(a['up_s'])}", f"{m}_down_s={fmt(a['down_s'])}"]
 
@@ -1083,7 +1122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("run", help="benchmark ipscript / ipbatch / netlab")
     r.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
     r.add_argument("--repeat", type=int, default=1)
-    r.add_argument("--only", default=",".join(METHODS), help="comma-separated subset of ipscript,ipbatch,netlab")
+    r.add_argument("--only", default=",".join(METHODS), help="comma-separated subset of floor,ipscript,ipbatch,netlab")
     r.add_argument(
         "--check-signal", action="store_true", help="instead of benchmarking, validate the 'kernel done' signal"
     )
