@@ -21,6 +21,7 @@ Namespaces: PFX-host and PFX-0 … PFX-(N-1). Nothing is done in the caller's na
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -28,6 +29,7 @@ import os
 import socket
 import struct
 import sys
+from collections.abc import Callable
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -154,10 +156,8 @@ def delete_netns(name: str) -> None:
     path = os.path.join(NETNS_DIR, name).encode()
     if _libc.umount2(path, MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
         _check(-1, f"umount {name}")
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def prepare_dir() -> None:
@@ -186,14 +186,14 @@ def build_worker(prefix: str, pods: range, host_fd: int) -> None:
         read_acks(s, 4)
 
 
-def in_workers(jobs: list[range], work: object) -> None:
+def in_workers(jobs: list[range], work: Callable[[range], None]) -> None:
     pids = []
     for job in jobs:
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
-                work(job)  # type: ignore[operator]
+                work(job)
             except BaseException as err:
                 sys.stderr.write(f"floor worker: {err}\n")
                 code = 1
@@ -229,7 +229,11 @@ def up(prefix: str, n: int) -> None:
 
 
 def down(prefix: str, n: int) -> None:
-    in_workers(split(n), lambda pods: [delete_netns(f"{prefix}-{i}") for i in pods])
+    def delete(pods: range) -> None:
+        for i in pods:
+            delete_netns(f"{prefix}-{i}")
+
+    in_workers(split(n), delete)
     delete_netns(f"{prefix}-host")
 
 
