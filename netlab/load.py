@@ -33,6 +33,7 @@ import pydantic
 
 from netlab.errors import LabError, Problem, UsageError
 from netlab.expand import expand
+from netlab.lab.bounds import MAX_FILE_BYTES, TooBig, read_bounded
 from netlab.lab.model import IptablesDump, Lab, NftRuleset, Node
 from netlab.lab.parse import cross_check, read_lab, validate_model
 from netlab.lab.source import Path, Source, parse_yaml
@@ -226,7 +227,10 @@ def read_files(lab: Lab, source: Source, files: dict[Path, str] | None = None) -
         file = base / name
         shown = name if source.file.startswith("<") else os.path.normpath(file)
         try:
-            text = file.read_text(encoding="utf-8")
+            text = read_bounded(file, MAX_FILE_BYTES, "a `file:`").decode("utf-8")
+        except TooBig as err:
+            problems.append(source.problem((*path, "file"), f"{shown} {err}"))
+            return None
         except OSError as err:
             problems.append(source.problem((*path, "file"), f"cannot read {shown}: {err.strerror}"))
             return None

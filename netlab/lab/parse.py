@@ -20,6 +20,7 @@ import pydantic
 from pydantic import BaseModel
 
 from netlab.errors import LabError, Problem
+from netlab.lab.bounds import MAX_LAB_BYTES, TooBig, read_bounded
 from netlab.lab.checks import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
 from netlab.lab.consistency import check_lab
 from netlab.lab.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
@@ -31,7 +32,9 @@ def read_lab(path: str | FsPath) -> tuple[Any, Source, list[Problem]]:
     """Read and parse a lab file: (data or None, source map, problems so far)."""
     file = str(path)
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
+        text = read_bounded(path, MAX_LAB_BYTES, "a lab file").decode("utf-8")
+    except TooBig as err:
+        return None, Source(file), [Problem(file, 0, "", f"the lab file {err}")]
     except OSError as err:
         return None, Source(file), [Problem(file, 0, "", f"cannot read the lab file: {err.strerror}")]
     except UnicodeDecodeError as err:
