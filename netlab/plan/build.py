@@ -99,23 +99,52 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
             raise ValueError(f"lab {lab.name} does not resolve: {complaints[0][1]}")
     ns = {node: netns_name(lab.name, node) for node in lab.nodes}
     ops: list[Op] = []
-
     for node_name, node in lab.nodes.items():
-        where = f"nodes.{node_name}"
-        ops.append(CreateNetns(ns[node_name], where, lab=lab.name, node=node_name))
-        ops.append(MarkNetns(ns[node_name], where, mark=ownership_mark(lab.name, node_name)))
-        # Lab addresses are static: no DAD (no races, no 'tentative' waits), no SLAAC.
-        # A node that never uses IPv6 gets none, which also spares the bridge the
-        # link-local/MLD/router-solicitation floods that slow big labs down.
-        defaults = (
-            {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
-             "net.ipv6.conf.all.accept_ra": "0", "net.ipv6.conf.default.accept_ra": "0"}
-            if _uses_ipv6(node)
-            else {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
-        )
-        ops += [SetSysctl(ns[node_name], f"{where} (netlab default)", key=k, value=v, early=True)
-                for k, v in defaults.items()]
+        ops += _namespace_ops(ns[node_name], f"nodes.{node_name}", lab.name, node_name, node)
+    ops += _link_ops(lab, topo, ns)
+    for node_name, node in lab.nodes.items():
+        for key, value in node.sysctls.items():
+            ops.append(SetSysctl(ns[node_name], f"nodes.{node_name}.sysctls.{key}", key=key, value=str(value)))
+    ops += _address_ops(topo, ns)
+    for node_name, node in lab.nodes.items():
+        ops += _neighbor_ops(ns[node_name], node_name, node, topo)
+    for node_name, node in lab.nodes.items():
+        ops += _route_ops(lab, ns[node_name], node_name, node)
+    for node_name, node in lab.nodes.items():
+        ops += firewall_ops(ns[node_name], f"nodes.{node_name}", node)
+    for node_name, node in lab.nodes.items():
+        ops += ipvs_ops(ns[node_name], f"nodes.{node_name}", node)
+    for node_name, node in lab.nodes.items():
+        for i, argv in enumerate(node.exec):
+            ops.append(RunCommand(ns[node_name], f"nodes.{node_name}.exec[{i}]", argv=tuple(argv)))
 
+    # Stable order by stage; within a stage, the order above (file order).
+    order = {s: i for i, s in enumerate(STAGES)}
+    ops.sort(key=lambda op: order[stage_of(op)])
+    return Plan(lab.name, tuple(ops), tuple(ns.values()), fingerprint(lab))
+
+
+def _namespace_ops(ns: str, where: str, lab: str, node_name: str, node: Node) -> list[Op]:
+    """The node's namespace, its ownership mark, and netlab's IPv6 defaults for it."""
+    ops: list[Op] = [CreateNetns(ns, where, lab=lab, node=node_name),
+                     MarkNetns(ns, where, mark=ownership_mark(lab, node_name))]
+    # Lab addresses are static: no DAD (no races, no 'tentative' waits), no SLAAC.
+    # A node that never uses IPv6 gets none, which also spares the bridge the
+    # link-local/MLD/router-solicitation floods that slow big labs down.
+    defaults = (
+        {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
+         "net.ipv6.conf.all.accept_ra": "0", "net.ipv6.conf.default.accept_ra": "0"}
+        if _uses_ipv6(node)
+        else {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
+    )
+    ops += [SetSysctl(ns, f"{where} (netlab default)", key=k, value=v, early=True) for k, v in defaults.items()]
+    return ops
+
+
+def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
+    """Devices (bridges, dummies, vxlans, VRFs), then veth pairs, then settings of lo and
+    of bridge ports."""
+    ops: list[Op] = []
     for node_name in lab.nodes:
         for iface in topo.of_node(node_name):
             s = iface.settings
@@ -153,64 +182,57 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
         if iface.settings.hairpin:
             ops.append(SetBridgePort(ns[node_name], format_path((*iface.path, "hairpin")), name=iface.name,
                                      hairpin=True))
+    return ops
 
-    for node_name, node in lab.nodes.items():
-        for key, value in node.sysctls.items():
-            ops.append(SetSysctl(ns[node_name], f"nodes.{node_name}.sysctls.{key}", key=key, value=str(value)))
 
+def _address_ops(topo: Topology, ns: dict[str, str]) -> list[Op]:
+    ops: list[Op] = []
     for (node_name, _), iface in topo.interfaces.items():
         for i, addr in enumerate(iface.settings.addresses):
             what = format_path((*iface.path, "addresses", i)) if iface.path[1] == node_name else \
                 f"nodes.{node_name}.links.{iface.name}"
             ops.append(AddAddress(ns[node_name], what, dev=iface.name, address=addr))
+    return ops
 
-    for node_name, node in lab.nodes.items():
-        where = f"nodes.{node_name}"
-        for i, n in enumerate(node.neighbors):
-            ops.append(AddNeighbor(ns[node_name], f"{where}.neighbors[{i}]", dev=n.dev, to=n.to, lladdr=n.lladdr))
-        for i, f in enumerate(node.fdb):
-            # A vxlan keeps its own table (`self`); any other device is a bridge port, and
-            # the entry goes into its bridge's table (`master`). The checks ensure one of the two.
-            dev = topo.interfaces.get((node_name, f.dev))
-            ops.append(AddFdb(ns[node_name], f"{where}.fdb[{i}]", dev=f.dev, lladdr=f.lladdr, dst=f.dst,
-                              master=dev is not None and dev.kind != "vxlan" and topo.bridge_of(dev) is not None))
 
-    for node_name, node in lab.nodes.items():
-        for i, r in enumerate(node.routes):
-            family = route_family(r)
-            to = r.to if r.to != "default" else ("0.0.0.0/0" if family == 4 else "::/0")
-            table, table_name = _table_number(lab, r.table)
-            ops.append(AddRoute(ns[node_name], f"nodes.{node_name}.routes[{i}]", family=family,
-                                to="default" if r.to == "default" else to, type=r.type, via=r.via,
-                                dev=r.dev, table=table, table_name=table_name, onlink=r.onlink,
-                                metric=r.metric, src=r.src))
-        for i, rule in enumerate(node.rules):
-            table, table_name = _table_number(lab, rule.table)
-            mark, mask = parse_fwmark(rule.fwmark) if rule.fwmark else (None, None)
-            ops.append(AddRule(ns[node_name], f"nodes.{node_name}.rules[{i}]", family=rule_family(rule),
-                               priority=rule.priority, src=_net(rule.from_), dst=_net(rule.to),
-                               iif=rule.iif, oif=rule.oif, fwmark=mark, fwmask=mask, action=rule.action,
-                               table=table, table_name=table_name, invert=rule.not_,
-                               ipproto=IP_PROTOS[rule.ipproto] if isinstance(rule.ipproto, str) else rule.ipproto,
-                               sport=rule.sport, dport=rule.dport,
-                               tos=rule.dscp << 2 if rule.dscp is not None else None,
-                               uidrange=rule.uidrange, l3mdev=rule.l3mdev, goto=rule.goto,
-                               suppress_prefixlength=rule.suppress_prefixlength))
+def _neighbor_ops(ns: str, node_name: str, node: Node, topo: Topology) -> list[Op]:
+    where = f"nodes.{node_name}"
+    ops: list[Op] = []
+    for i, n in enumerate(node.neighbors):
+        ops.append(AddNeighbor(ns, f"{where}.neighbors[{i}]", dev=n.dev, to=n.to, lladdr=n.lladdr))
+    for i, f in enumerate(node.fdb):
+        # A vxlan keeps its own table (`self`); any other device is a bridge port, and
+        # the entry goes into its bridge's table (`master`). The checks ensure one of the two.
+        dev = topo.interfaces.get((node_name, f.dev))
+        ops.append(AddFdb(ns, f"{where}.fdb[{i}]", dev=f.dev, lladdr=f.lladdr, dst=f.dst,
+                          master=dev is not None and dev.kind != "vxlan" and topo.bridge_of(dev) is not None))
+    return ops
 
-    for node_name, node in lab.nodes.items():
-        ops += firewall_ops(ns[node_name], f"nodes.{node_name}", node)
 
-    for node_name, node in lab.nodes.items():
-        ops += ipvs_ops(ns[node_name], f"nodes.{node_name}", node)
-
-    for node_name, node in lab.nodes.items():
-        for i, argv in enumerate(node.exec):
-            ops.append(RunCommand(ns[node_name], f"nodes.{node_name}.exec[{i}]", argv=tuple(argv)))
-
-    # Stable order by stage; within a stage, the order above (file order).
-    order = {s: i for i, s in enumerate(STAGES)}
-    ops.sort(key=lambda op: order[stage_of(op)])
-    return Plan(lab.name, tuple(ops), tuple(ns.values()), fingerprint(lab))
+def _route_ops(lab: Lab, ns: str, node_name: str, node: Node) -> list[Op]:
+    """The node's routes, then its rules."""
+    ops: list[Op] = []
+    for i, r in enumerate(node.routes):
+        family = route_family(r)
+        to = r.to if r.to != "default" else ("0.0.0.0/0" if family == 4 else "::/0")
+        table, table_name = _table_number(lab, r.table)
+        ops.append(AddRoute(ns, f"nodes.{node_name}.routes[{i}]", family=family,
+                            to="default" if r.to == "default" else to, type=r.type, via=r.via,
+                            dev=r.dev, table=table, table_name=table_name, onlink=r.onlink,
+                            metric=r.metric, src=r.src))
+    for i, rule in enumerate(node.rules):
+        table, table_name = _table_number(lab, rule.table)
+        mark, mask = parse_fwmark(rule.fwmark) if rule.fwmark else (None, None)
+        ops.append(AddRule(ns, f"nodes.{node_name}.rules[{i}]", family=rule_family(rule),
+                           priority=rule.priority, src=_net(rule.from_), dst=_net(rule.to),
+                           iif=rule.iif, oif=rule.oif, fwmark=mark, fwmask=mask, action=rule.action,
+                           table=table, table_name=table_name, invert=rule.not_,
+                           ipproto=IP_PROTOS[rule.ipproto] if isinstance(rule.ipproto, str) else rule.ipproto,
+                           sport=rule.sport, dport=rule.dport,
+                           tos=rule.dscp << 2 if rule.dscp is not None else None,
+                           uidrange=rule.uidrange, l3mdev=rule.l3mdev, goto=rule.goto,
+                           suppress_prefixlength=rule.suppress_prefixlength))
+    return ops
 
 
 def ipvs_ops(ns: str, where: str, node: Node) -> list[Op]:
