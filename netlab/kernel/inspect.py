@@ -6,7 +6,7 @@ Each call opens its netlink socket *inside* the namespace from a worker thread (
 caller's thread never moves; a socket stays bound to the namespace it was opened in) and
 closes it before returning: a socket kept open would keep the namespace alive after
 `netlab down`. Requests are built and answers decoded with pyroute2's message classes over
-raw sockets, as in rtnl.py; pyroute2's IPRoute/NFCTSocket would run an asyncio loop (and
+nlsock.py's sockets; pyroute2's IPRoute/NFCTSocket would run an asyncio loop (and
 fork, for a namespace) per socket. Conntrack entries are the exception: a table has
 thousands, and pyroute2's decoding costs ~140 µs each, so parse_ct reads them by hand.
 
@@ -38,7 +38,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import netns
-from netlab.kernel.rtnl import Failure, RtnlSocket, replies
+from netlab.kernel.nlsock import Failure, NetlinkSocket, replies
 from netlab.vocabulary import IP_PROTOS, proto_name, table_name
 
 T = TypeVar("T")
@@ -530,7 +530,7 @@ def rule_cause(err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]]
 
 
 def _route_get_here(queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
-    sock = RtnlSocket()
+    sock = NetlinkSocket()
     try:
         indexes = sock.link_indexes()
         names = {i: n for n, i in indexes.items()}
@@ -684,7 +684,7 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
     return dataclasses.replace(view, text=text), exotic
 
 
-def _rule_set(sock: RtnlSocket) -> list[tuple[RuleView, bool]]:
+def _rule_set(sock: NetlinkSocket) -> list[tuple[RuleView, bool]]:
     msg = fibmsg()
     msg["family"] = socket.AF_UNSPEC  # both families in one dump
     return [parsed for m in sock.dump(msg, RTM_GETRULE) if (parsed := _parse_rule(m)) is not None]
@@ -711,14 +711,14 @@ def vrf_map(links: Sequence[Any]) -> dict[str, tuple[str, int]]:
     return out
 
 
-def _vrfs_here(sock: RtnlSocket) -> dict[str, tuple[str, int]]:
+def _vrfs_here(sock: NetlinkSocket) -> dict[str, tuple[str, int]]:
     return vrf_map(sock.dump(ifinfmsg(), RTM_GETLINK))
 
 
 def vrfs(ns: str) -> dict[str, tuple[str, int]]:
     """The VRFs of ns: each VRF device and each interface enslaved to one → (VRF, table)."""
     def read() -> dict[str, tuple[str, int]]:
-        sock = RtnlSocket()
+        sock = NetlinkSocket()
         try:
             return _vrfs_here(sock)
         finally:
@@ -728,7 +728,7 @@ def vrfs(ns: str) -> dict[str, tuple[str, int]]:
 
 
 def _rules_here() -> list[RuleView]:
-    sock = RtnlSocket()
+    sock = NetlinkSocket()
     try:
         return [view for view, _exotic in _rule_set(sock)]
     finally:

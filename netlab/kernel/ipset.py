@@ -6,8 +6,8 @@ network namespace of the thread that opens it, so the sets are made from the thr
 already stands in the namespace for the node's other firewall ops (nft.apply_in), and in
 the preflight's throwaway namespace, which has no name `ip netns exec` could enter — the
 iptables-nft-restore child that then loads the dumps inherits the namespace and finds
-the sets. One batch per node, no process. The messages are pyroute2's (ipset_msg), sent
-over a raw socket as in rtnl.py; pyroute2's IPSet would run an asyncio loop per socket
+the sets. One batch per node, no process. The messages are pyroute2's (ipset_msg), built by
+pure functions here and sent on nlsock.py's socket; pyroute2's IPSet would run an asyncio loop per socket
 and wait for each answer (and it does work in a namespace: it is not the namespace that
 rules it out).
 
@@ -38,7 +38,7 @@ from pyroute2.netlink.nfnetlink.ipset import (
     ipset_msg,
 )
 
-from netlab.kernel.rtnl import RtnlSocket
+from netlab.kernel.nlsock import NetlinkSocket
 from netlab.lab.ipset import parse_element
 from netlab.plan.ops import CreateIpset, Op
 
@@ -138,7 +138,7 @@ def _mtype(cmd: int) -> int:
     return int(NFNL_SUBSYS_IPSET << 8) | cmd
 
 
-def _revision(sock: RtnlSocket, op: CreateIpset) -> int:
+def _revision(sock: NetlinkSocket, op: CreateIpset) -> int:
     """The newest revision of the op's type this kernel has (loading its module)."""
     msg = _msg([("IPSET_ATTR_TYPENAME", op.type), ("IPSET_ATTR_FAMILY", _family(op))])
     (answer,) = sock.query([(msg, _mtype(IPSET_CMD_TYPE), 0)])
@@ -174,7 +174,7 @@ def apply_here(ops: Sequence[Op]) -> list[tuple[Op, str]]:
     one batch; (op, reason) for each set the kernel refused (or refused a member of)."""
     failed: list[tuple[Op, str]] = []
     try:
-        sock = RtnlSocket(NETLINK_NETFILTER)
+        sock = NetlinkSocket(NETLINK_NETFILTER)
     except OSError as err:
         return [(op, f"cannot open an nfnetlink socket: {err.strerror or err}") for op in ops]
     try:

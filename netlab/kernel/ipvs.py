@@ -5,8 +5,8 @@ the connection table (`ipvsadm -Lnc`).
 A generic netlink socket belongs to the network namespace it was opened in, like an
 rtnetlink one, so everything here runs in a thread that has entered the lab namespace
 (the driver's worker, or inspect.in_namespace). Messages are pyroute2's (ipvsmsg),
-sent batched over a raw socket as in rtnl.py: pyroute2's IPVS socket would run an
-asyncio loop per socket. The "IPVS" family id is looked up per socket (the lookup also
+built by pure functions here and sent batched on nlsock.py's socket: pyroute2's IPVS
+socket would run an asyncio loop per socket. The "IPVS" family id is looked up per socket (the lookup also
 makes the kernel load ip_vs).
 
 Quirks this module absorbs:
@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_DUMP, NLM_F_REQUEST, ctrlmsg
 from pyroute2.netlink.generic.ipvs import (
     IPVS_CMD_GET_DEST,
     IPVS_CMD_GET_SERVICE,
@@ -42,7 +41,7 @@ from pyroute2.netlink.generic.ipvs import (
 )
 
 from netlab.kernel.inspect import in_namespace
-from netlab.kernel.rtnl import RtnlSocket, replies
+from netlab.kernel.nlsock import NetlinkSocket
 from netlab.plan.ops import AddIpvsReal, AddIpvsService, Op
 from netlab.vocabulary import IP_PROTOS, host_port, proto_name
 
@@ -171,7 +170,7 @@ class _Genl:
     the IPVS family resolved."""
 
     def __init__(self) -> None:
-        self.sock = RtnlSocket(NETLINK_GENERIC)
+        self.sock = NetlinkSocket(NETLINK_GENERIC)
         try:
             self.family = self._resolve("IPVS")
         except BaseException:
@@ -188,19 +187,13 @@ class _Genl:
         self.close()
 
     def _resolve(self, name: str) -> int:
-        msg = ctrlmsg()
-        msg["cmd"] = CTRL_CMD_GETFAMILY
-        msg["version"] = 1
-        msg["attrs"] = [("CTRL_ATTR_FAMILY_NAME", name)]
-        (answer,) = self.sock.query([(msg, GENL_ID_CTRL, 0)])
-        if not isinstance(answer, bytes):
-            if answer.errno == errnos.ENOENT:
+        try:
+            return self.sock.generic_family(name)
+        except OSError as err:
+            if err.errno == errnos.ENOENT:
                 raise IpvsUnavailable(errnos.ENOENT, "this kernel has no IPVS (no generic netlink family \"IPVS\": "
-                                                     "ip_vs is not built or cannot be loaded)")
-            raise OSError(answer.errno, f"resolving the generic netlink family IPVS: {answer.message}")
-        reply = ctrlmsg(answer)
-        reply.decode()
-        return int(reply.get_attr("CTRL_ATTR_FAMILY_ID"))
+                                                     "ip_vs is not built or cannot be loaded)") from None
+            raise OSError(err.errno, f"resolving the generic netlink family IPVS: {err.strerror}") from None
 
     def request(self, msgs: Sequence[Any]) -> list[tuple[int, int, str]]:
         """Send ipvsmsg requests with ACKs; (index, errno, words) of those refused."""
@@ -208,18 +201,13 @@ class _Genl:
         return [(f.index, f.errno, f.message) for f in failures]
 
     def dump(self, msg: Any) -> list[Any]:
-        seq = self.sock._next_seq()
-        msg["header"]["type"] = self.family
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
-        self.sock.sock.sendall(msg.data)
-        out = []
-        for data, offset, length in replies(self.sock.sock, seq):
-            reply = ipvsmsg(data[offset : offset + length])
-            reply.decode()
-            out.append(reply)
-        return out
+        return self.sock.dump(msg, self.family, parse=_decode)
+
+
+def _decode(data: bytes) -> Any:
+    reply = ipvsmsg(data)
+    reply.decode()
+    return reply
 
 
 def _msg(cmd: int, attrs: list[tuple[str, Any]]) -> Any:

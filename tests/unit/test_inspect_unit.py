@@ -1,6 +1,6 @@
 """Rootless tests of netlab.kernel.inspect: route queries as netlink messages, answers and
 errors as RouteAnswers, rule and conntrack messages (made with pyroute2's classes, or by
-hand where the kernel's own layout matters) as RuleView/CtEntry, and RtnlSocket.query's
+hand where the kernel's own layout matters) as RuleView/CtEntry, and NetlinkSocket.query's
 matching of answers to questions against a fake socket. No namespace, no kernel request."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import inspect as I
 from netlab.kernel.inspect import CtEntry, CtTuple, InspectError, RouteAnswer, RouteQuery, RuleView
-from netlab.kernel.rtnl import Failure, RtnlSocket
+from netlab.kernel.nlsock import Failure, NetlinkSocket
 
 # --------------------------------------------------------------------------- route queries
 
@@ -165,7 +165,7 @@ def test_error_hint_is_appended() -> None:
     assert ans.text == "error: No route to host (unreachable route; forwarding is off on eth0)"
 
 
-# --------------------------------------------------------------------------- RtnlSocket.query
+# --------------------------------------------------------------------------- NetlinkSocket.query
 
 
 class FakeNetlink:
@@ -210,7 +210,7 @@ def _frames(buf: bytes) -> list[tuple[int, int, int, int, int]]:
 
 
 def test_query_matches_answers_by_sequence_number() -> None:
-    sock = RtnlSocket.__new__(RtnlSocket)
+    sock = NetlinkSocket.__new__(NetlinkSocket)
     fake = FakeNetlink()
     sock.sock = fake  # type: ignore[assignment]
     sock.seq = 0

@@ -1,9 +1,17 @@
-"""A batching rtnetlink socket: pyroute2's message classes for the wire format, one
-`send()` for many requests, ACKs read afterwards and matched by sequence number.
+"""The one netlink socket layer: rtnetlink (links, addresses, routes, rules,
+neighbours), generic netlink (IPVS) and nfnetlink (ipsets, conntrack) all go through
+`NetlinkSocket`. pyroute2's message classes give the wire format (kernel/encode.py
+and the per-family modules build them); this module only sends and reads.
 
-Why not pyroute2's IPRoute: it runs an asyncio loop and waits for one reply per call,
-and opening it in a namespace forks a child. Batching is what makes hundreds of
-namespaces cheap: the kernel handles every message of a buffer in one system call.
+Three ways to talk, all batching: `request` (many messages per `send()`, ACKs read
+afterwards and matched by sequence number: what makes `up` fast), `query` (many
+requests that each get one answer, e.g. route get), and `dump` (one request, every
+reply until NLMSG_DONE).
+
+Why not pyroute2's IPRoute/IPVS/IPSet/NFCTSocket: they run an asyncio loop and wait
+for one reply per call, and opening one in a namespace forks a child. Batching is what
+makes hundreds of namespaces cheap: the kernel handles every message of a buffer in one
+system call. A netlink socket belongs to the namespace of the thread that opened it.
 """
 
 from __future__ import annotations
@@ -12,11 +20,11 @@ import errno
 import os
 import socket
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST
+from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, ctrlmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from netlab.kernel.netns import high_fd
@@ -40,6 +48,15 @@ BATCH = 200  # messages per send(): keeps the ACKs well inside the receive buffe
 QUERY_BATCH = 32
 
 
+class Request(NamedTuple):
+    """One message to send: a pyroute2 message object (header left to the socket), its
+    netlink message type and its flags (NLM_F_REQUEST and NLM_F_ACK are added)."""
+
+    msg: Any
+    type: int
+    flags: int = 0
+
+
 @dataclass(frozen=True)
 class Failure:
     index: int  # position in the batch
@@ -50,9 +67,14 @@ class Failure:
         return self.message
 
 
-class RtnlSocket:
-    """NETLINK_ROUTE socket bound to the namespace of the thread that created it (or of
-    another netlink protocol: netlab.kernel.ipvs batches generic netlink requests on it)."""
+def decode_rtnl(data: bytes) -> Any:
+    """One rtnetlink message's bytes → its decoded pyroute2 message (ifinfmsg, rtmsg, …)."""
+    return next(iter(MarshalRtnl().parse(data)))
+
+
+class NetlinkSocket:
+    """A netlink socket of one protocol (NETLINK_ROUTE by default; NETLINK_GENERIC,
+    NETLINK_NETFILTER), bound to the namespace of the thread that created it."""
 
     def __init__(self, protocol: int = socket.NETLINK_ROUTE) -> None:
         made = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, protocol)
@@ -75,7 +97,18 @@ class RtnlSocket:
         self.seq += 1
         return self.seq
 
-    def request(self, msgs: Sequence[tuple[Any, int, int]]) -> list[Failure]:
+    def _frame(self, msg: Any, mtype: int, flags: int) -> tuple[int, bytes]:
+        """Set msg's header (a fresh sequence number) and encode it: (seq, bytes)."""
+        seq = self._next_seq()
+        msg["header"]["type"] = mtype
+        msg["header"]["flags"] = flags
+        msg["header"]["sequence_number"] = seq
+        msg["header"]["pid"] = 0
+        msg.reset()
+        msg.encode()
+        return seq, bytes(msg.data)
+
+    def request(self, msgs: Sequence[Request | tuple[Any, int, int]]) -> list[Failure]:
         """Send (message, type, flags) requests with ACKs; return the ones that failed."""
         failures: list[Failure] = []
         for start in range(0, len(msgs), BATCH):
@@ -83,15 +116,9 @@ class RtnlSocket:
             seqs: dict[int, int] = {}
             buf = bytearray()
             for i, (msg, mtype, flags) in enumerate(chunk):
-                seq = self._next_seq()
+                seq, data = self._frame(msg, mtype, flags | NLM_F_REQUEST | NLM_F_ACK)
                 seqs[seq] = start + i
-                msg["header"]["type"] = mtype
-                msg["header"]["flags"] = flags | NLM_F_REQUEST | NLM_F_ACK
-                msg["header"]["sequence_number"] = seq
-                msg["header"]["pid"] = 0
-                msg.reset()
-                msg.encode()
-                buf += msg.data
+                buf += data
             self.sock.sendall(bytes(buf))
             failures += self._collect_acks(seqs)
         return failures
@@ -108,9 +135,6 @@ class RtnlSocket:
                         failures.append(Failure(index, -code, _error_text(-code, data, offset, length, flags)))
         return failures
 
-    def _dump_replies(self, seq: int) -> Iterator[tuple[bytes, int, int]]:
-        return replies(self.sock, seq)
-
     def link_indexes(self) -> dict[str, int]:
         """Interface name → ifindex of every link, parsing only those two fields: decoding
         whole link messages with pyroute2 costs ~1 ms per namespace, this a few µs."""
@@ -118,7 +142,7 @@ class RtnlSocket:
         # RTM_GETLINK dump: nlmsghdr + struct ifinfomsg (16 bytes, all zero)
         self.sock.sendall(_HDR.pack(_HDR.size + 16, RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + bytes(16))
         out: dict[str, int] = {}
-        for data, offset, length in self._dump_replies(seq):
+        for data, offset, length in replies(self.sock, seq):
             (index,) = struct.unpack_from("=i", data, offset + 20)
             pos, end = offset + 32, offset + length
             while pos + 4 <= end:
@@ -131,19 +155,15 @@ class RtnlSocket:
                 pos += (alen + 3) & ~3
         return out
 
-    def dump(self, msg: Any, mtype: int) -> list[Any]:
-        """A dump request (e.g. RTM_GETLINK); returns the decoded pyroute2 messages."""
-        seq = self._next_seq()
-        msg["header"]["type"] = mtype
-        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
-        msg["header"]["sequence_number"] = seq
-        msg.encode()
-        self.sock.sendall(msg.data)
-        marshal = MarshalRtnl()
-        return [next(iter(marshal.parse(data[offset : offset + length]))) for data, offset, length in
-                self._dump_replies(seq)]
+    def dump(self, msg: Any, mtype: int, parse: Callable[[bytes], Any] = decode_rtnl) -> list[Any]:
+        """A dump request (e.g. RTM_GETLINK, IPVS_CMD_GET_SERVICE under the IPVS family's
+        type); every reply, each one message's bytes through `parse` (by default decoded
+        as rtnetlink). An NLMSG_ERROR answer raises OSError with the kernel's words."""
+        seq, data = self._frame(msg, mtype, NLM_F_REQUEST | NLM_F_DUMP)
+        self.sock.sendall(data)
+        return [parse(data[offset : offset + length]) for data, offset, length in replies(self.sock, seq)]
 
-    def query(self, msgs: Sequence[tuple[Any, int, int]]) -> list[bytes | Failure]:
+    def query(self, msgs: Sequence[Request | tuple[Any, int, int]]) -> list[bytes | Failure]:
         """Send (message, type, flags) requests that each get exactly one answer (e.g.
         RTM_GETROUTE), many per send(); return, in request order, each answer's bytes
         (one netlink message) or the Failure the kernel answered with instead."""
@@ -154,15 +174,9 @@ class RtnlSocket:
             got: dict[int, bytes | Failure] = {}
             buf = bytearray()
             for i, (msg, mtype, flags) in enumerate(chunk):
-                seq = self._next_seq()
+                seq, data = self._frame(msg, mtype, flags | NLM_F_REQUEST)  # no ACK: the answer is the reply
                 pending[seq] = start + i
-                msg["header"]["type"] = mtype
-                msg["header"]["flags"] = flags | NLM_F_REQUEST  # no ACK: the answer is the reply
-                msg["header"]["sequence_number"] = seq
-                msg["header"]["pid"] = 0
-                msg.reset()
-                msg.encode()
-                buf += msg.data
+                buf += data
             self.sock.sendall(bytes(buf))
             while pending:
                 data = self.sock.recv(1 << 20)
@@ -178,6 +192,22 @@ class RtnlSocket:
                         got[index] = data[offset : offset + length]
             answers += [got[start + i] for i in range(len(chunk))]
         return answers
+
+
+    def generic_family(self, name: str) -> int:
+        """The message type of generic netlink family `name` (e.g. "IPVS"; asking also
+        makes the kernel load its module) on a NETLINK_GENERIC socket. OSError with the
+        kernel's errno (ENOENT: no such family) if it has none."""
+        msg = ctrlmsg()
+        msg["cmd"] = CTRL_CMD_GETFAMILY
+        msg["version"] = 1
+        msg["attrs"] = [("CTRL_ATTR_FAMILY_NAME", name)]
+        (answer,) = self.query([Request(msg, GENL_ID_CTRL)])
+        if isinstance(answer, Failure):
+            raise OSError(answer.errno, answer.message)
+        reply = ctrlmsg(answer)
+        reply.decode()
+        return int(reply.get_attr("CTRL_ATTR_FAMILY_ID"))
 
 
 def replies(sock: socket.socket, seq: int, *, dump: bool = True,

@@ -1,0 +1,67 @@
+"""A lab's `exec:` commands: `ip netns exec NS ARGV…`, one at a time, killed (never left
+running) if the caller is interrupted while it runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from netlab.kernel.driver import OpFailed
+from netlab.plan.ops import RunCommand
+
+TIMEOUT = 300  # seconds a command may take
+
+
+def run(op: RunCommand) -> None:
+    """Run the command in its namespace; OpFailed (with the end of its output) unless it exits 0."""
+    # Ctrl-C/SIGTERM wait until the child is ours (after the fork, before Popen returns,
+    # it could not be killed yet), and any exception kills it: the rollback must never
+    # remove the lab while the command runs on in its namespace.
+    proc: subprocess.Popen[str] | None = None
+    try:
+        with signals_deferred():
+            proc = subprocess.Popen(["ip", "netns", "exec", op.ns, *op.argv],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = proc.communicate(timeout=TIMEOUT)
+    except BaseException as err:
+        if proc is not None:
+            proc.kill()
+            proc.communicate()
+        if isinstance(err, (OSError, subprocess.TimeoutExpired)):
+            raise OpFailed(op, str(err)) from None
+        raise
+    if proc.returncode != 0:
+        tail = (stderr or stdout).strip().splitlines()[-3:]
+        raise OpFailed(op, f"exit status {proc.returncode}" + (": " + " | ".join(tail) if tail else ""))
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Let Ctrl-C / SIGTERM take effect only when the block is done. At the Python level
+    (not with a signal mask, which a child would inherit through exec); signal handlers
+    run in the main thread only, so elsewhere there is nothing to defer."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, Any]] = []
+
+    def hold(signum: int, frame: Any) -> None:
+        caught.append((signum, frame))
+
+    old = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        for signum, frame in caught[:1]:
+            handler = old[signal.Signals(signum)]
+            if callable(handler):
+                handler(signum, frame)  # raises KeyboardInterrupt, or the CLI's Terminated
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
