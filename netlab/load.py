@@ -33,6 +33,7 @@ import pydantic
 
 from netlab.errors import LabError, Problem, UsageError
 from netlab.expand import expand
+from netlab.expand.cluster import ClusterLayout
 from netlab.lab.bounds import MAX_FILE_BYTES, TooBig, read_bounded
 from netlab.lab.model import IptablesDump, Lab, NftRuleset, Node
 from netlab.lab.parse import cross_check, read_lab, validate_model
@@ -47,7 +48,7 @@ from netlab.lab.variants import (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class LabOrigin:
     """Where a loaded lab was written, for problems found after loading (the firewall
     preflight): the source map, where expansion put what it generated, and which rulesets
@@ -56,6 +57,7 @@ class LabOrigin:
     source: Source
     origins: dict[Path, Path] = field(default_factory=dict)
     files: dict[Path, str] = field(default_factory=dict)  # written path of an entry → its file, openable
+    cluster: ClusterLayout | None = None  # what the expansion placed where (netlab graph)
 
     def written(self, path: Path) -> Path:
         """The path as written in the lab file (a generated node's is in `cluster:`, a
@@ -196,6 +198,7 @@ def _load(data: Any, source: Source, problems: list[Problem] | None, where: LabO
     if expansion.complaints:
         raise LabError([source.problem(path, message) for path, message in expansion.complaints])
     where.origins.update(expansion.origins)
+    where.cluster = expansion.layout
     complaints = cross_check(expansion.lab)
     if complaints:
         raise LabError([source.problem(_origin(path, expansion.origins), message)

@@ -83,6 +83,18 @@ class Expansion:
     lab: Lab
     complaints: list[Complaint] = field(default_factory=list)
     origins: dict[Path, Path] = field(default_factory=dict)
+    layout: ClusterLayout | None = None  # who is where, when the lab had a `cluster:`
+
+
+@dataclass(frozen=True)
+class ClusterLayout:
+    """Facts of an expanded cluster that its plain nodes no longer say, for views of the
+    lab (netlab graph): the underlay switch, each cluster node's pods, the services."""
+
+    switch: str
+    pods: dict[str, tuple[str, ...]]  # cluster node → its pods, in placement order
+    services: tuple[ServicePortView, ...] = ()
+    proxy_mode: str = ""  # kube-proxy's, which programs the services
 
 
 @dataclass
@@ -225,7 +237,9 @@ def expand_cluster(lab: Lab) -> Expansion:
         origins[("nodes", pod.name)] = pod.path
 
     nodes.update(lab.nodes)
-    return Expansion(lab.model_copy(update={"cluster": None, "nodes": nodes}), [], origins)
+    layout = ClusterLayout(switch, {name: tuple(p.name for p in pods if p.node == name) for name in cluster.nodes},
+                           tuple(services), cluster.proxy_mode)
+    return Expansion(lab.model_copy(update={"cluster": None, "nodes": nodes}), [], origins, layout)
 
 
 def _services(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -> list[ServicePortView]:
