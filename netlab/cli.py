@@ -22,7 +22,7 @@ from rich.table import Table
 
 from netlab import __version__, lifecycle
 from netlab.apply import Terminated
-from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, LabError, NetlabError, UsageError
+from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, LabError, NetlabError, Problem, UsageError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -86,7 +86,7 @@ def validate(files: tuple[str, ...]) -> int:
     Exits 2 if any file has a problem.
     """
     from netlab.load import load_variants
-    from netlab.preflight import check_firewall, has_firewall, not_checked_note
+    from netlab.preflight import check_firewall, check_sysctls, has_firewall, not_checked_note, sysctl_warnings
 
     bad = 0
     for file in files:
@@ -95,7 +95,15 @@ def validate(files: tuple[str, ...]) -> int:
             labs = load_variants(file)
             firewall: list[str] = []
             problems = []
+            warnings: list[Problem] = []
             for lab, where in labs.all():
+                if os.geteuid() == 0:  # against a fresh namespace's /proc/sys, as `up` does
+                    try:
+                        check_sysctls(lab, where)
+                    except LabError as e:
+                        problems += e.problems
+                else:  # against a list of names: the kernel that runs the lab may have more
+                    warnings += [w for w in sysctl_warnings(lab, where) if w not in warnings]
                 if has_firewall(lab) and os.geteuid() == 0:
                     try:
                         check_firewall(lab, where)  # in throwaway namespaces: `up` would refuse the same
@@ -103,6 +111,8 @@ def validate(files: tuple[str, ...]) -> int:
                         problems += e.problems
                 elif has_firewall(lab) and not firewall:
                     firewall.append(not_checked_note(lab))
+            for warning in warnings:
+                err.print(f"warning: {warning}", markup=False)
             if problems:
                 raise LabError(problems)
         except LabError as e:

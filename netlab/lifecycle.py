@@ -21,7 +21,7 @@ from netlab.lab.parse import topology
 from netlab.load import load_lab, load_lab_located, load_variants
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
-from netlab.preflight import check_firewall, has_firewall
+from netlab.preflight import check_firewall, check_sysctls, has_firewall
 from netlab.probes.responders import ResponderError, Service, start_responders
 from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, responder_log_path, write_state
 from netlab.teardown import TeardownReport, labs_present, tear_down
@@ -82,6 +82,7 @@ def up(
     plan = build_plan(lab)
     require_root("up")
     check_requirements(lab)
+    check_sysctls(lab, where)  # a name this kernel lacks is bad input (exit 2), before anything exists
     if has_firewall(lab):
         # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
         check_firewall(lab, where)

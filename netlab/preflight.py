@@ -1,7 +1,8 @@
-"""Preflight of a lab's firewall: every node's ipsets, nftables rulesets and iptables dumps
-are tried in a throwaway network namespace before `netlab up` creates anything, so a syntax
-error (or a ruleset the kernel refuses) is bad input — exit 2, nothing created — with the
-line of the lab file it is on, not a rolled-back build.
+"""Preflight of a lab's firewall and sysctls: every node's ipsets, nftables rulesets and
+iptables dumps are tried, and its sysctl names looked up, in a throwaway network namespace
+before `netlab up` creates anything, so a syntax error, a ruleset the kernel refuses or a
+sysctl it does not have is bad input — exit 2, nothing created — with the line of the lab
+file it is on, not a rolled-back build.
 
 nft and iptables-nft-restore say which line of the ruleset or dump is wrong; here that
 becomes a line of the lab file: for a literal block (`ruleset: |`) the key's line plus
@@ -15,11 +16,15 @@ the offset, for a `file:` the file and its own line, for inline JSON the command
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
 
 from netlab.errors import LabError, Problem
+from netlab.kernel import netns as nsops
 from netlab.kernel.nft import Message, TrialFailure, trial
 from netlab.lab.model import Lab, Node
 from netlab.lab.source import Source, format_path, printable
+from netlab.lab.sysctls import KEYS_FILE, keys_of_tree, shipped_keys, unknown
 from netlab.load import LabOrigin
 from netlab.naming import netns_name
 from netlab.plan.build import firewall_ops
@@ -124,3 +129,60 @@ def not_checked_note(lab: Lab) -> str:
     what = f"{n} nftables/iptables ruleset{'s' if n != 1 else ''}" if n or not sets else ""
     what += (" and " if what and sets else "") + (f"{sets} ipset{'s' if sets != 1 else ''}" if sets else "")
     return f"{what} not tried: that needs root (sudo netlab validate)"
+
+
+# ---------------------------------------------------------------- sysctl names
+
+
+def netns_sysctl_keys() -> set[str]:
+    """The (normalised) sysctl names of a fresh network namespace: /proc/sys/net as a thread
+    that unshared into one sees it; the namespace vanishes with the thread. Needs root."""
+    def run() -> list[str]:
+        nsops.unshare_here()
+        return [os.path.relpath(os.path.join(d, f), "/proc/sys")
+                for d, _, files in os.walk("/proc/sys/net") for f in files]
+
+    return keys_of_tree(nsops.in_thread(run))
+
+
+def check_sysctls(lab: Lab, where: LabOrigin | None = None) -> None:
+    """Raise LabError naming every sysctl of the lab this kernel has no such entry for, as
+    a fresh namespace shows. Needs root."""
+    if os.geteuid() != 0:
+        raise PermissionError("reading a fresh namespace's sysctls needs root")
+    if not any(node.sysctls for node in lab.nodes.values()):
+        return
+    problems = list(_unknown_sysctls(lab, where, netns_sysctl_keys()))
+    if problems:
+        raise LabError(problems)
+
+
+def sysctl_warnings(lab: Lab, where: LabOrigin | None = None) -> list[Problem]:
+    """Without root: the lab's sysctls missing from the shipped list of known names. The
+    kernel that runs the lab may have more, so these are warnings; `up` checks for real."""
+    return list(_unknown_sysctls(lab, where, shipped_keys(), "netlab's list of a 6.18 kernel's sysctls has no {}{} "
+                                                            "(as root, validate asks this kernel)"))
+
+
+def _unknown_sysctls(lab: Lab, where: LabOrigin | None, known: frozenset[str] | set[str],
+                     text: str = "the kernel has no sysctl {}{}") -> Iterator[Problem]:
+    where = where or LabOrigin(Source("<lab>"))
+    for name, node in lab.nodes.items():
+        for key in node.sysctls:
+            hint = unknown(key, known)
+            if hint is not None:
+                yield where.problem(("nodes", name, "sysctls", key), text.format(key, hint))
+
+
+def _write_sysctl_keys() -> None:
+    """Regenerate lab/sysctl_keys.txt from this kernel (as root)."""
+    keys = sorted(netns_sysctl_keys())
+    head = f"# sysctl names of a fresh network namespace, kernel {os.uname().release}; see lab/sysctls.py\n"
+    KEYS_FILE.write_text(head + "".join(f"{k}\n" for k in keys), encoding="utf-8")
+    print(f"{KEYS_FILE}: {len(keys)} names")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--sysctl-keys"]:
+        sys.exit("usage: python -m netlab.preflight --sysctl-keys   (as root: rewrites netlab/lab/sysctl_keys.txt)")
+    _write_sysctl_keys()

@@ -50,6 +50,7 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints += _check_tables(lab)
     complaints += check_checks(lab, topo)
     complaints += _check_addresses(lab, topo)
+    complaints += _check_bridge_ports(topo)
     by_node: dict[str, list[Interface]] = {}  # one pass: of_node() per node is quadratic
     for iface in topo.interfaces.values():
         by_node.setdefault(iface.node, []).append(iface)
@@ -508,3 +509,23 @@ def _check_addresses(lab: Lab, topo: Topology) -> Iterator[Complaint]:
                     )
                 else:
                     owner[ip] = where
+
+
+# linux/net/bridge/br_private.h: BR_PORT_BITS 10; port number 0 is reserved (find_portno).
+BR_MAX_PORTS = 1 << 10
+
+
+def _check_bridge_ports(topo: Topology) -> Iterator[Complaint]:
+    """The kernel numbers a bridge's ports 1 to BR_MAX_PORTS - 1, and refuses one more
+    with EXFULL only when `up` reaches it."""
+    ports: dict[tuple[str, str], int] = {}
+    for iface in topo.interfaces.values():
+        if iface.master is not None:
+            ports[(iface.node, iface.master)] = ports.get((iface.node, iface.master), 0) + 1
+    for (node, name), count in ports.items():
+        bridge = topo.interfaces.get((node, name))
+        if bridge is not None and bridge.kind == "bridge" and count >= BR_MAX_PORTS:
+            yield bridge.path, (
+                f"bridge {name} has {count} ports; the kernel allows at most {BR_MAX_PORTS - 1} on one bridge "
+                f"(BR_MAX_PORTS is {BR_MAX_PORTS} and port number 0 is reserved): spread the ports over "
+                "several bridges")

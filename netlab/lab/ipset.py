@@ -224,8 +224,8 @@ def _mac(text: str, family: int, set_type: str) -> tuple[Any, str]:
 
 
 def _iface(text: str, family: int, set_type: str) -> tuple[Any, str]:
-    if len(text) > 15 or not re.fullmatch(r"[^\s/:,]+", text):
-        raise ValueError(f"{text!r} is not an interface name (1 to 15 characters, no '/', ':' or spaces)")
+    if len(text.encode()) > 15 or not re.fullmatch(r"[^\s/:,]+", text):
+        raise ValueError(f"{text!r} is not an interface name (1 to 15 bytes, no '/', ':' or spaces)")
     return text, text
 
 

@@ -47,10 +47,11 @@ NodeName = Annotated[str, _name("node", 48)]
 
 
 def _check_ifname(value: str) -> str:
-    if not value or len(value) > IFNAMSIZ:
-        raise ValueError(
-            f"interface name {value!r} is {len(value)} characters; Linux allows 1 to {IFNAMSIZ}"
-        )
+    size = len(value.encode("utf-8", "surrogatepass"))  # the kernel counts bytes, not characters
+    if not value or size > IFNAMSIZ:
+        length = f"{len(value)} characters" if size == len(value) else f"{size} bytes ({len(value)} characters)"
+        unit = "" if size == len(value) else " bytes"
+        raise ValueError(f"interface name {value!r} is {length}; Linux allows 1 to {IFNAMSIZ}{unit}")
     if value in (".", "..") or _IFNAME_BAD.search(value):
         raise ValueError(
             f"interface name {value!r} may not be '.', '..' or contain '/', ':', whitespace "

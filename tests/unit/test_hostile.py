@@ -108,7 +108,16 @@ def _many_values(dir: Path) -> None:
     (dir / "lab.yaml").write_text("name: many\nnodes:\n  pod1:\n    exec: [[" + "0," * 400_000 + "0]]\n")
 
 
+def _bridge_1024_ports(dir: Path) -> None:
+    """The kernel numbers a bridge's ports 1-1023; the 1024th was EXFULL after minutes of `up`."""
+    lines = ["name: ports", "nodes:", "  host:", "    links:", "      br0: {kind: bridge}"]
+    lines += [f"      p{i}: {{peer: 'pod{i}:eth0', master: br0}}" for i in range(1024)]
+    lines += [f"  pod{i}: {{}}" for i in range(1024)]
+    (dir / "lab.yaml").write_text("\n".join(lines) + "\n")
+
+
 GENERATED: dict[str, Callable[[Path], None]] = {
+    "bridge-1024-ports": _bridge_1024_ports,
     "big-file-50mb": _big_file,
     "deep-list-100000": _deep_list,
     "deep-block-list-100000": _deep_block_list,

@@ -1,0 +1,71 @@
+"""Sysctl names are checked against the kernel before `up` creates anything: a name a fresh
+network namespace has no /proc/sys entry for is bad input (exit 2), for `up` and for
+`validate` as root; without root `validate` warns from the shipped list and exits 0."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from netlab.lab.sysctls import shipped_keys
+from netlab.preflight import netns_sysctl_keys
+
+LAB = """\
+name: @LAB@
+nodes:
+  a:
+    links:
+      eth0: {peer: "b:eth0", addresses: [10.0.0.1/24]}
+    sysctls:
+      net.ipv4.ip_forward: 1
+      net.ipv4.ip_fowrard: 1
+      net/ipv4/conf/eth0/rp_filtr: 0
+  b: {}
+"""
+
+
+def _netns() -> list[str]:
+    return sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+
+
+def test_fresh_namespace_keys_are_read_in_a_namespace_of_their_own() -> None:
+    before = _netns()
+    keys = netns_sysctl_keys()
+    assert _netns() == before, "the throwaway namespace must not be named"
+    assert {"net.ipv4.ip_forward", "net.ipv4.conf.*.rp_filter", "net.ipv6.conf.*.accept_dad"} <= keys
+    # Only the fresh namespace's interfaces (lo) show, and those as `*`: none of this machine's.
+    assert not [k for k in keys if k.startswith("net.ipv4.conf.") and k.split(".")[3] != "*"]
+    # The shipped list was made the same way; this kernel agrees on the basics.
+    assert {"net.ipv4.ip_forward", "net.ipv4.conf.*.forwarding"} <= shipped_keys()
+
+
+def test_misspelt_sysctl_is_bad_input_and_nothing_is_created(lab_file: Any, netlab_cli: Any, kn: Any) -> None:
+    lab = lab_file(LAB)
+    expected = [
+        f'{lab}:8: nodes.a.sysctls["net.ipv4.ip_fowrard"]: the kernel has no sysctl net.ipv4.ip_fowrard; '
+        "did you mean net.ipv4.ip_forward?",
+        f'{lab}:9: nodes.a.sysctls["net/ipv4/conf/eth0/rp_filtr"]: the kernel has no sysctl '
+        "net/ipv4/conf/eth0/rp_filtr; did you mean net.ipv4.conf.eth0.rp_filter?",
+    ]
+    result = netlab_cli("up", lab)
+    assert result.rc == 2, result
+    assert result.err == "netlab: 2 problems in the lab; nothing was created:\n" + "".join(f"  {e}\n" for e in expected)
+    assert kn.namespaces_of(lab.name) == []
+    assert not kn.state_file(lab.name).exists()
+    checked = netlab_cli("validate", lab)
+    assert checked.rc == 2, checked
+    assert checked.err == "2 problems in the lab; nothing was created:\n" + "".join(f"  {e}\n" for e in expected)
+
+
+def test_without_root_validate_warns_and_passes(public_dir: Path, netlab_cli: Any) -> None:
+    lab = public_dir / "lab.yaml"
+    lab.write_text(LAB.replace("@LAB@", "sysctl-warn"))
+    lab.chmod(0o644)
+    result = netlab_cli("validate", lab, nobody=True)
+    assert result.rc == 0, result
+    assert f'warning: {lab}:8: nodes.a.sysctls["net.ipv4.ip_fowrard"]: netlab\'s list of a 6.18 kernel\'s ' \
+           "sysctls has no net.ipv4.ip_fowrard; did you mean net.ipv4.ip_forward? (as root, validate asks this " \
+           "kernel)" in result.err, result.err
+    assert "rp_filtr" in result.err
+    assert "✓" in result.out
