@@ -41,12 +41,11 @@ from typing import TYPE_CHECKING, Any, Literal, NoReturn, overload
 import pytest
 
 if TYPE_CHECKING:
-    from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
-    from netlab.kernel.ipvs import IpvsState
+    from netlab.kernel.observer import KernelObserver
     from netlab.lab.model import Lab
     from netlab.lab.topology import Topology
+    from netlab.observations import CtEntry, Drop, IpvsState, RouteAnswer, RuleView
     from netlab.probes.checks import LabContext, Verdict
-    from netlab.probes.drops import Drop
     from netlab.probes.flow import ProbeResult
 
 __all__ = ["LabFactory", "LabHandle", "LabSpec", "format_verdict", "lab_checks", "running_lab", "unique_name"]
@@ -75,15 +74,17 @@ def _fail(message: str) -> NoReturn:
 
 
 class LabHandle:
-    """A lab that is up: its model, its namespaces, and typed ways to look at it."""
+    """A lab that is up: its model, its namespaces, and typed ways to look at it. Every
+    look at the kernel goes through `observer` (the live KernelObserver by default)."""
 
-    def __init__(self, model: Lab, nodes: dict[str, str], source: Path) -> None:
+    def __init__(self, model: Lab, nodes: dict[str, str], source: Path, observer: KernelObserver | None = None) -> None:
         from netlab.lab.parse import topology
 
         self.model = model
         self.source = source  # the file it was built from (a temporary copy for dicts and renames)
         self._nodes = dict(nodes)
         self._topo: Topology = topology(model)
+        self._observer = observer
         self._ctx: LabContext | None = None
 
     def __repr__(self) -> str:
@@ -120,8 +121,14 @@ class LabHandle:
         if self._ctx is None:
             from netlab.probes.checks import LabContext
 
-            self._ctx = LabContext(self.model, self.nodes)
+            self._ctx = (LabContext(self.model, self.nodes) if self._observer is None
+                         else LabContext(self.model, self.nodes, self._observer))
         return self._ctx
+
+    @property
+    def observer(self) -> KernelObserver:
+        """How this lab's kernel is read (netlab.kernel.observer)."""
+        return self.context.observer
 
     # ------------------------------------------------------------ traffic
 
@@ -169,22 +176,18 @@ class LabHandle:
                   dscp: int | None = None, vrf: str | None = None) -> RouteAnswer:
         """`ip route get DST …` in the node, as the kernel answers it (`.rule`: the rule
         that decided, when that can be told); `vrf=`: `ip route get vrf NAME DST`."""
-        from netlab.kernel.inspect import RouteQuery, route_get
+        from netlab.observations import RouteQuery
 
         query = RouteQuery(dst, src=src, iif=iif, oif=oif, fwmark=fwmark, ipproto=ipproto, sport=sport, dport=dport,
                            uid=uid, tos=dscp << 2 if dscp is not None else None, vrf=vrf)
-        return route_get(self.ns(node), query)
+        return self.observer.route_get(self.ns(node), [query])[0]
 
     def rules(self, node: str) -> list[RuleView]:
-        from netlab.kernel.inspect import rules
-
-        return rules(self.ns(node))
+        return self.observer.rules(self.ns(node))
 
     def conntrack(self, node: str, flow: ProbeResult | None = None) -> list[CtEntry]:
         """The node's conntrack table; with `flow`, only that probe's entries (best first)."""
-        from netlab.kernel.inspect import conntrack
-
-        entries = conntrack(self.ns(node))
+        entries = self.observer.conntrack(self.ns(node))
         if flow is None:
             return entries
         from netlab.probes.judge import flow_entries
@@ -195,9 +198,9 @@ class LabHandle:
         """The node's IPVS: `.services` (each with its `.reals`: address, port, forward,
         weight, active/inactive connections) and `.connections` (`ipvsadm -Lnc`); with
         `flow`, only that probe's connections. `.text` reads like ipvsadm -Ln / -Lnc."""
-        from netlab.kernel.ipvs import IpvsState, ipvs_state
+        from netlab.observations import IpvsState
 
-        state = ipvs_state(self.ns(node))
+        state = self.observer.ipvs(self.ns(node))
         if flow is None:
             return state
         from netlab.probes.judge import ipvs_flow
@@ -207,10 +210,9 @@ class LabHandle:
     def policy_drop(self, flow: ProbeResult) -> Drop | None:
         """The network policy rule that dropped this probe's flow (`.node`, `.rule` as its
         comment says it, `.by`: the policy or default-deny), or None when no policy did."""
-        from netlab.probes.drops import drop_of, read_drops
+        from netlab.probes.drops import drop_of
 
-        nodes = {node: (self.ns(node), rules) for node, rules in self.context.policy_nodes.items()}
-        return drop_of(flow, read_drops(nodes))
+        return drop_of(flow, self.context.policy_drops())
 
     def exec(self, node: str, *argv: str, check: bool = False, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """`ip netns exec LAB.NODE ARGV…`, output captured as text."""

@@ -4,7 +4,7 @@ the connection table (`ipvsadm -Lnc`).
 
 A generic netlink socket belongs to the network namespace it was opened in, like an
 rtnetlink one, so everything here runs in a thread that has entered the lab namespace
-(the driver's worker, or inspect.in_namespace). Messages are pyroute2's (ipvsmsg),
+(the driver's worker, or netlab.kernel.inside.in_namespace). Messages are pyroute2's (ipvsmsg),
 built by pure functions here and sent batched on nlsock.py's socket: pyroute2's IPVS
 socket would run an asyncio loop per socket. The "IPVS" family id is looked up per socket (the lookup also
 makes the kernel load ip_vs).
@@ -29,7 +29,6 @@ import ipaddress
 import socket
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.netlink.generic.ipvs import (
@@ -40,10 +39,11 @@ from pyroute2.netlink.generic.ipvs import (
     ipvsmsg,
 )
 
-from netlab.kernel.inspect import in_namespace
+from netlab.kernel.inside import in_namespace
 from netlab.kernel.nlsock import NetlinkSocket
+from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsState
 from netlab.plan.ops import AddIpvsReal, AddIpvsService, Op
-from netlab.vocabulary import IP_PROTOS, host_port, proto_name
+from netlab.vocabulary import IP_PROTOS, proto_name
 
 NETLINK_GENERIC = 16
 GENL_VERSION = 1
@@ -51,115 +51,11 @@ IP_VS_SVC_F_PERSISTENT = 0x0001
 # IP_VS_CONN_F_FWD_MASK values (uapi ip_vs.h): what a real server's connections get.
 FORWARD_METHODS = {"masq": 0, "local": 1, "tun": 2, "dr": 3, "bypass": 4}
 FORWARD_NAMES = {v: k for k, v in FORWARD_METHODS.items()}
-# ipvsadm -L's words for them
-FORWARD_WORDS = {"masq": "Masq", "local": "Local", "tun": "Tunnel", "dr": "Route", "bypass": "Bypass"}
 CONN_TABLE = "/proc/thread-self/net/ip_vs_conn"
 
 
 class IpvsUnavailable(OSError):
     """The kernel has no IPVS (the generic netlink family is not registered)."""
-
-
-# --------------------------------------------------------------------------- views
-
-
-@dataclass(frozen=True)
-class IpvsRealView:
-    address: str
-    port: int  # 0: each packet's own destination port (a fwmark service's real)
-    forward: str  # masq | dr | tun | local | bypass
-    weight: int
-    active: int  # ActiveConn: connections in ESTABLISHED (TCP) state
-    inactive: int  # InActConn: every other state (TIME_WAIT, CLOSE, UDP, …)
-    persistent: int = 0  # persistence templates pointing at it
-
-
-@dataclass(frozen=True)
-class IpvsServiceView:
-    proto: str  # tcp | udp | sctp; "" for a fwmark service (which takes any protocol)
-    family: int
-    address: str | None  # None for a fwmark service
-    port: int
-    fwmark: int | None
-    scheduler: str
-    persistent: int | None  # seconds, when persistence is on
-    netmask: int  # prefix length of the persistence granularity (32/128: per client)
-    reals: tuple[IpvsRealView, ...] = ()
-
-    @property
-    def text(self) -> str:
-        """The service's line of `ipvsadm -Ln`: 'TCP  192.0.2.100:80 rr persistent 60'."""
-        if self.fwmark is not None:
-            head = f"FWM  {self.fwmark}" + (" IPv6" if self.family == 6 else "")
-        else:
-            head = f"{self.proto.upper():<4} {host_port(self.address or '', self.port)}"
-        text = f"{head} {self.scheduler}"
-        if self.persistent is not None:
-            text += f" persistent {self.persistent}"
-            full = 32 if self.family == 4 else 128
-            if self.netmask != full:
-                mask = ipaddress.IPv4Network(f"0.0.0.0/{self.netmask}").netmask if self.family == 4 else self.netmask
-                text += f" mask {mask}"
-        return text
-
-    def lines(self) -> list[str]:
-        """`ipvsadm -Ln`'s lines for this service and its real servers."""
-        out = [self.text]
-        for r in self.reals:
-            out.append(f"  -> {host_port(r.address, r.port):<28} {FORWARD_WORDS.get(r.forward, r.forward):<7} "
-                       f"{r.weight:<6} {r.active:<10} {r.inactive}")
-        return out
-
-    def matches(self, proto: str, address: str, port: int) -> bool:
-        return (self.fwmark is None and self.proto == proto and self.port == port and self.address is not None
-                and ipaddress.ip_address(self.address) == ipaddress.ip_address(address))
-
-
-@dataclass(frozen=True)
-class IpvsConn:
-    """One entry of the IPVS connection table (`ipvsadm -Lnc`, /proc/net/ip_vs_conn):
-    client → virtual address → the real server ("destination") it was given."""
-
-    proto: str  # tcp | udp | sctp; "ip" for a persistence template
-    client: str
-    cport: int
-    vaddr: str
-    vport: int
-    daddr: str
-    dport: int
-    state: str  # ESTABLISHED, TIME_WAIT, SYN_RECV, CLOSE, … ; UDP for udp; NONE for a template
-    expires: int  # seconds
-
-    @property
-    def template(self) -> bool:
-        """A persistence template (client port 0): which real a client sticks to."""
-        return self.cport == 0
-
-    @property
-    def text(self) -> str:
-        """An `ipvsadm -Lnc`-like line: 'TCP 01:59 TIME_WAIT 192.0.2.2:40000 192.0.2.100:80 10.1.0.11:8080'."""
-        m, s = divmod(self.expires, 60)
-        return (f"{self.proto.upper():<4} {m:02d}:{s:02d} {self.state:<11} {host_port(self.client, self.cport)} "
-                f"{host_port(self.vaddr, self.vport)} {host_port(self.daddr, self.dport)}")
-
-
-@dataclass(frozen=True)
-class IpvsState:
-    """What a director's IPVS holds: its services (with reals and counts), its connections."""
-
-    services: tuple[IpvsServiceView, ...]
-    connections: tuple[IpvsConn, ...]
-
-    @property
-    def text(self) -> str:
-        """`ipvsadm -Ln` then `ipvsadm -Lnc`, without their headers (for assertion messages)."""
-        conns = [c.text for c in self.connections] or ["(no connections)"]
-        return "\n".join([*table_text(self.services), *conns])
-
-
-def table_text(services: Sequence[IpvsServiceView]) -> list[str]:
-    """The table as `ipvsadm -Ln` shows it (without its three header lines)."""
-    return [line for s in services for line in s.lines()] or ["(no virtual services)"]
 
 
 # --------------------------------------------------------------------------- socket

@@ -2,7 +2,9 @@
 
 A probe check opens its capture (if any) first, sends its probes, then reads the
 conntrack table and the IPVS services and connections of the nodes it names; route and
-rule checks ask the kernel directly.
+rule checks ask the kernel directly. Every read goes through the context's
+KernelObserver (the live one unless a test gives the fake) and every probe through its
+`send_probes`, so the runner, its retries and `wait:` are tested without root.
 Checks run in a thread pool: every observation is tied to the probe's own flow (its
 client port or ICMP id), so checks running side by side do not see each other's traffic
 as their own. A check with `wait:` is retried until it passes or the budget is spent —
@@ -17,20 +19,17 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from netlab.kernel.inspect import InspectError, RouteQuery, conntrack, route_get, rules
-from netlab.kernel.ipvs import IpvsConn, ipvs_view
-from netlab.kernel.nft import FirewallError
 from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
 from netlab.lab.model import Check, Lab, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.policy import POLICY_TABLE
 from netlab.lab.targets import names_to_addresses, probe_target
 from netlab.lab.topology import Topology
-from netlab.probes.capture import Capture, CaptureError, Packet
-from netlab.probes.drops import Drop, drop_rules, drops_summary, read_drops
-from netlab.probes.flow import ProbeRequest, ProbeResult, probe_many
+from netlab.observations import Drop, IpvsConn, IpvsState, ObserveError, Packet, RouteQuery
+from netlab.probes.drops import drop_rules, drops_summary
+from netlab.probes.flow import ProbeRequest, ProbeResult
 from netlab.probes.judge import (
     Judgement,
     ipvs_flow,
@@ -44,7 +43,28 @@ from netlab.probes.judge import (
 )
 from netlab.vocabulary import BUILTIN_TABLES, host_port, parse_fwmark
 
+if TYPE_CHECKING:
+    from netlab.kernel.observer import KernelObserver, OpenCapture
+
 RETRY_PAUSE = 0.2  # between attempts of a check with `wait:`
+
+
+class SendProbes(Protocol):
+    """netlab.probes.flow.probe_many's shape: real traffic, results in request order."""
+
+    def __call__(self, requests: Sequence[ProbeRequest], *, workers: int) -> list[ProbeResult]: ...
+
+
+def _live_observer() -> KernelObserver:
+    from netlab.kernel.observe import LiveObserver
+
+    return LiveObserver()
+
+
+def _send_probes(requests: Sequence[ProbeRequest], *, workers: int) -> list[ProbeResult]:
+    from netlab.probes.flow import probe_many
+
+    return probe_many(requests, workers=workers)
 
 
 @dataclass(frozen=True)
@@ -66,10 +86,13 @@ class Verdict:
 
 @dataclass
 class LabContext:
-    """What the runner needs to know about an up lab: its model and where each node lives."""
+    """What the runner needs to know about an up lab: its model, where each node lives,
+    how to read its kernel and how to send its probes."""
 
     lab: Lab
     nodes: dict[str, str]  # node → namespace
+    observer: KernelObserver = field(default_factory=_live_observer)
+    send_probes: SendProbes = _send_probes
     topo: Topology = field(init=False)
     tables: dict[str, int] = field(init=False)
     _owner: dict[str, tuple[str, str]] = field(init=False)  # address → (node, interface)
@@ -107,6 +130,11 @@ class LabContext:
 
     def ns(self, node: str) -> str:
         return self.nodes[node]
+
+    def policy_drops(self) -> list[Drop]:
+        """The drops recorded by the network policy of every node that has one."""
+        return [d for node, rules in self.policy_nodes.items()
+                for d in self.observer.drops(self.ns(node), node, rules)]
 
     def vxlan_ports(self) -> set[int]:
         ports = {4789, 8472}
@@ -153,7 +181,7 @@ def _attempt(ctx: LabContext, check: Check) -> Verdict:
         if isinstance(check, RouteCheck):
             return _route_check(ctx, check)
         return _rule_check(ctx, check)
-    except (InspectError, CaptureError, FirewallError, OSError) as err:
+    except (ObserveError, OSError) as err:
         return Verdict(check.name, kind, False, "could not observe", [f"could not observe: {err}"],
                        description=check.description)
 
@@ -172,23 +200,23 @@ def _requests(ctx: LabContext, check: ProbeCheck) -> list[ProbeRequest]:
 
 def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     requests = _requests(ctx, check)
-    capture: Capture | None = None
+    capture: OpenCapture | None = None
     if check.capture is not None:
         node, _, ifname = check.capture.on.partition(":")
-        capture = Capture(ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()))
-        capture.__enter__()
+        capture = ctx.observer.capture(ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()))
     try:
         # Several probes of one check run one after another when a fixed source port is
         # asked for (they would collide), else a few at a time.
         workers = 1 if check.probe.sport is not None else min(8, len(requests))
-        results = probe_many(requests, workers=workers)
-        entries = conntrack(ctx.ns(check.conntrack.on)) if check.conntrack is not None else []
-        services, conns = ipvs_view(ctx.ns(check.ipvs.on)) if check.ipvs is not None else ([], [])
+        results = ctx.send_probes(requests, workers=workers)
+        entries = ctx.observer.conntrack(ctx.ns(check.conntrack.on)) if check.conntrack is not None else []
+        ipvs = ctx.observer.ipvs(ctx.ns(check.ipvs.on)) if check.ipvs is not None else IpvsState((), ())
+        services, conns = ipvs.services, ipvs.connections
         packets: list[Packet] = capture.packets() if capture is not None else []
         # which policy rule dropped the failed probes (a policy's drops record their flows)
         drops: list[Drop] = []
         if ctx.policy_nodes and (check.expect.dropped_by is not None or not all(r.ok for r in results)):
-            drops = read_drops({node: (ctx.ns(node), rules) for node, rules in ctx.policy_nodes.items()})
+            drops = ctx.policy_drops()
     finally:
         if capture is not None:
             capture.close()
@@ -266,16 +294,16 @@ def _at(addr: str, where: Callable[[str], str | None]) -> str:
 def _route_check(ctx: LabContext, check: RouteCheck) -> Verdict:
     q = check.route
     mark = parse_fwmark(q.fwmark)[0] if q.fwmark else None
-    answer = route_get(ctx.ns(q.on), RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, vrf=q.vrf, fwmark=mark,
-                                                ipproto=q.ipproto, sport=q.sport, dport=q.dport, uid=q.uid,
-                                                tos=q.dscp << 2 if q.dscp is not None else None))
+    query = RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, vrf=q.vrf, fwmark=mark, ipproto=q.ipproto,
+                       sport=q.sport, dport=q.dport, uid=q.uid, tos=q.dscp << 2 if q.dscp is not None else None)
+    [answer] = ctx.observer.route_get(ctx.ns(q.on), [query])
     j = judge_route(check.expect, answer, ctx.tables)
     decided = f" (rule {answer.rule.text})" if answer.rule is not None and answer.errno is None else ""
     return _verdict(check, "route", j, f"{q.on}: {answer.text}{decided}")
 
 
 def _rule_check(ctx: LabContext, check: RuleCheck) -> Verdict:
-    found = rules(ctx.ns(check.rule.on))
+    found = ctx.observer.rules(ctx.ns(check.rule.on))
     j = judge_rule(check.rule, check.expect.present, found, ctx.tables)
     summary = f"{check.rule.on}: {'present' if check.expect.present == j.passed else 'absent'}"
     return _verdict(check, "rule", j, summary)

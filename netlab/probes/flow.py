@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from netlab.kernel import netns
+from netlab.observations import icmp_words
 from netlab.probes.responders import normalise_addr
 from netlab.vocabulary import host_port
 
@@ -98,36 +99,6 @@ class ProbeRequest:
 
 
 # --------------------------------------------------------------------------- words
-
-_ICMP4_UNREACH = {
-    0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
-    4: "fragmentation needed", 5: "source route failed", 6: "destination network unknown",
-    7: "destination host unknown", 8: "source host isolated", 9: "network admin prohibited",
-    10: "host admin prohibited", 11: "network unreachable for TOS", 12: "host unreachable for TOS",
-    13: "admin prohibited", 14: "host precedence violation", 15: "precedence cutoff",
-}
-_ICMP4_TYPES = {0: "echo reply", 3: "destination unreachable", 4: "source quench", 5: "redirect",
-                8: "echo request", 11: "time exceeded", 12: "parameter problem"}
-_ICMP4_TIME = {0: "TTL exceeded in transit", 1: "fragment reassembly time exceeded"}
-_ICMP6_UNREACH = {
-    0: "no route to destination", 1: "admin prohibited", 2: "beyond scope of source address",
-    3: "address unreachable", 4: "port unreachable", 5: "source address failed policy",
-    6: "reject route to destination",
-}
-_ICMP6_TYPES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded",
-                4: "parameter problem", 128: "echo request", 129: "echo reply"}
-_ICMP6_TIME = {0: "hop limit exceeded in transit", 1: "fragment reassembly time exceeded"}
-
-
-def icmp_words(v6: bool, type_: int, code: int) -> str:
-    """'host unreachable (type 3 code 1)', 'admin prohibited (ICMPv6 type 1 code 1)'."""
-    if v6:
-        table = {1: _ICMP6_UNREACH, 3: _ICMP6_TIME}.get(type_, {})
-        name = table.get(code) or _ICMP6_TYPES.get(type_, "unknown ICMPv6 message")
-        return f"{name} (ICMPv6 type {type_} code {code})"
-    table = {3: _ICMP4_UNREACH, 11: _ICMP4_TIME}.get(type_, {})
-    name = table.get(code) or _ICMP4_TYPES.get(type_, "unknown ICMP message")
-    return f"{name} (type {type_} code {code})"
 
 
 def is_time_exceeded(v6: bool, type_: int) -> bool:

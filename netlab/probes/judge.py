@@ -13,8 +13,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from netlab.kernel.inspect import CtEntry, RouteAnswer, RuleView
-from netlab.kernel.ipvs import FORWARD_WORDS, IpvsConn, IpvsServiceView, table_text
 from netlab.lab.checks import (
     CaptureExpect,
     ConntrackExpect,
@@ -24,8 +22,18 @@ from netlab.lab.checks import (
     RuleQuerySpec,
 )
 from netlab.lab.targets import split_target
-from netlab.probes.capture import Packet
-from netlab.probes.drops import Drop, drop_of
+from netlab.observations import (
+    FORWARD_WORDS,
+    CtEntry,
+    Drop,
+    IpvsConn,
+    IpvsServiceView,
+    Packet,
+    RouteAnswer,
+    RuleView,
+    table_text,
+)
+from netlab.probes.drops import drop_of
 from netlab.probes.flow import ProbeResult
 from netlab.vocabulary import IP_PROTOS, host_port, parse_fwmark, table_number, table_words
 
@@ -470,7 +478,9 @@ def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]
     return j
 
 
-def rule_matches(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bool:
+def rule_fits(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bool:
+    """Is rule the one a rule check describes? (Which flows a rule selects is
+    netlab.fib.lookup.rule_matches.)"""
     if q.family is not None and rule.family != q.family:
         return False
     if q.priority is not None and rule.priority != q.priority:
@@ -515,7 +525,7 @@ def _net(value: str | None) -> str | None:
 
 def judge_rule(q: RuleQuerySpec, present: bool, rules: Sequence[RuleView], tables: dict[str, int]) -> Judgement:
     j = Judgement()
-    found = [r for r in rules if rule_matches(q, r, tables)]
+    found = [r for r in rules if rule_fits(q, r, tables)]
     if present and not found:
         j.reasons.append("expected such an ip rule, found none")
         j.evidence += [f"ip rule: {r.text}" for r in rules]

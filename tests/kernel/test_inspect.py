@@ -1,6 +1,6 @@
 """The observers on real labs (root): route lookups, policy rules and the conntrack table
-read inside lab namespaces (netlab.kernel.inspect), and packets captured on lab
-interfaces (netlab.probes.capture), each checked against real traffic and concrete values.
+read inside lab namespaces (netlab.kernel.routes and netlab.kernel.conntrack), and packets captured on lab
+interfaces (netlab.kernel.capture), each checked against real traffic and concrete values.
 
 Two labs, one per concern, built once for the module:
 
@@ -28,17 +28,10 @@ from typing import Any
 import pytest
 
 from netlab.kernel import netns
-from netlab.kernel.inspect import (
-    CtEntry,
-    CtTuple,
-    InspectError,
-    RouteQuery,
-    conntrack,
-    route_get,
-    route_get_many,
-    rules,
-)
-from netlab.probes.capture import Capture, CaptureError, Flow, Packet
+from netlab.kernel.capture import Capture
+from netlab.kernel.conntrack import conntrack
+from netlab.kernel.routes import route_get, route_get_many, rules
+from netlab.observations import CaptureError, CtEntry, CtTuple, Flow, ObserveError, Packet, RouteQuery
 from netlab.probes.flow import ProbeResult, probe
 from netlab.probes.responders import Service, start_responders, stop_responders
 from tests.kernel.conftest import LabFactory, LabFile, NetlabCli
@@ -320,7 +313,7 @@ def test_many_queries_at_once_answer_like_one_at_a_time(routed: LabFile) -> None
 
 
 def test_what_is_not_an_answer(routed: LabFile) -> None:
-    with pytest.raises(InspectError, match="no interface eth9"):
+    with pytest.raises(ObserveError, match="no interface eth9"):
         route_get(routed.ns("r"), RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth9"))
     with pytest.raises(ValueError, match="needs src"):
         route_get(routed.ns("r"), RouteQuery("10.2.0.2", iif="eth0"))
@@ -586,7 +579,7 @@ def test_after_down_everything_is_an_error(lab_file: Any, netlab_cli: NetlabCli,
     calls: list[Callable[[], object]] = [lambda: route_get(ns, RouteQuery("10.5.0.2")), lambda: rules(ns),
                                          lambda: conntrack(ns)]
     for call in calls:
-        with pytest.raises(InspectError, match=f"namespace {ns} does not exist"):
+        with pytest.raises(ObserveError, match=f"namespace {ns} does not exist"):
             call()
     with pytest.raises(CaptureError, match="does not exist"):
         Capture(ns, "eth0").open()

@@ -1,4 +1,4 @@
-"""Rootless tests of netlab.probes.capture: frames crafted by hand (IPv4 with and without
+"""Rootless tests of netlab.kernel.capture: frames crafted by hand (IPv4 with and without
 options, IPv6 with extension headers, TCP/UDP/ICMP, VXLAN around UDP/TCP/ARP, VLAN tags,
 fragments, truncation) through parse_frame, and the Capture edges that need no namespace."""
 
@@ -9,7 +9,8 @@ import struct
 
 import pytest
 
-from netlab.probes.capture import Capture, CaptureError, Flow, Packet, flow_text, parse_frame
+from netlab.kernel.capture import Capture, parse_frame
+from netlab.observations import CaptureError, Flow, Packet, flow_text
 
 MAC_A = bytes.fromhex("020000000001")
 MAC_B = bytes.fromhex("020000000002")

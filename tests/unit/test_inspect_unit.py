@@ -1,4 +1,5 @@
-"""Rootless tests of netlab.kernel.inspect: route queries as netlink messages, answers and
+"""Rootless tests of the route and conntrack readers (netlab.kernel.routes, netlab.kernel.conntrack)
+and the FIB semantics they use (netlab.fib): route queries as netlink messages, answers and
 errors as RouteAnswers, rule and conntrack messages (made with pyroute2's classes, or by
 hand where the kernel's own layout matters) as RuleView/CtEntry, and NetlinkSocket.query's
 matching of answers to questions against a fake socket. No namespace, no kernel request."""
@@ -15,18 +16,22 @@ from pyroute2.netlink.nfnetlink.nfctsocket import nfct_msg
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from netlab.kernel import inspect as I
-from netlab.kernel.inspect import CtEntry, CtTuple, InspectError, RouteAnswer, RouteQuery, RuleView
+from netlab.fib import lookup as fib_lookup
+from netlab.fib import query as fib_query
+from netlab.fib import text as fib_text
+from netlab.kernel import conntrack as ct
+from netlab.kernel import routes
 from netlab.kernel.nlsock import Failure, NetlinkSocket
+from netlab.observations import CtEntry, CtTuple, ObserveError, RouteAnswer, RouteQuery, RuleView
 
 # --------------------------------------------------------------------------- route queries
 
 
 def decoded_request(q: RouteQuery, indexes: dict[str, int] | None = None) -> Any:
-    msg = I.build_route_request(q, indexes or {})
-    msg["header"]["type"] = I.RTM_GETROUTE
+    msg = routes.build_route_request(q, indexes or {})
+    msg["header"]["type"] = routes.RTM_GETROUTE
     msg.encode()
-    back = I._rtmsg(msg.data)
+    back = routes._rtmsg(msg.data)
     back.decode()
     return back
 
@@ -36,7 +41,7 @@ def test_request_carries_every_selector() -> None:
                    sport=40000, dport=443, uid=1000)
     msg = decoded_request(q, {"eth0": 2, "eth1": 3})
     assert (msg["family"], msg["dst_len"], msg["src_len"]) == (socket.AF_INET, 32, 32)
-    assert msg["flags"] & I.RTM_F_LOOKUP_TABLE
+    assert msg["flags"] & routes.RTM_F_LOOKUP_TABLE
     assert dict((k, v) for k, v, *_ in msg["attrs"]) == {
         "RTA_DST": "10.0.2.3", "RTA_SRC": "10.0.1.5", "RTA_IIF": 2, "RTA_OIF": 3, "RTA_MARK": 0x4000,
         "RTA_UID": 1000, "RTA_IP_PROTO": 6, "RTA_SPORT": 40000, "RTA_DPORT": 443,
@@ -52,7 +57,7 @@ def test_request_for_ipv6_and_without_optional_selectors() -> None:
 def test_request_wire_numbers_of_the_flow_attributes() -> None:
     """RTA_UID 25, RTA_IP_PROTO 27, RTA_SPORT 28, RTA_DPORT 29 (linux/rtnetlink.h), ports
     in network byte order: what the kernel reads, whatever pyroute2 calls them."""
-    msg = I.build_route_request(RouteQuery("10.0.0.1", ipproto="udp", sport=0x1234, dport=53, uid=7), {})
+    msg = routes.build_route_request(RouteQuery("10.0.0.1", ipproto="udp", sport=0x1234, dport=53, uid=7), {})
     msg.encode()
     attrs = {t: bytes(msg.data[pos + 4 : pos + n]) for pos, n, t in _walk(bytes(msg.data), 28)}
     assert attrs[25] == struct.pack("=I", 7)
@@ -70,8 +75,8 @@ def _walk(data: bytes, pos: int) -> list[tuple[int, int, int]]:
 
 
 def test_request_names_an_unknown_interface() -> None:
-    with pytest.raises(InspectError, match=r"no interface eth7 .*iif"):
-        I.build_route_request(RouteQuery("10.0.0.1", src="10.0.0.2", iif="eth7"), {"eth0": 2})
+    with pytest.raises(ObserveError, match=r"no interface eth7 .*iif"):
+        routes.build_route_request(RouteQuery("10.0.0.1", src="10.0.0.2", iif="eth7"), {"eth0": 2})
 
 
 @pytest.mark.parametrize("q,words", [
@@ -86,17 +91,17 @@ def test_request_names_an_unknown_interface() -> None:
     (RouteQuery("10.0.0.1", uid=1 << 32), "uid must be"),
 ])
 def test_queries_the_kernel_could_never_answer(q: RouteQuery, words: str) -> None:
-    with pytest.raises(I.QueryError, match=words) as info:
-        I.check_query(q)
+    with pytest.raises(fib_query.QueryError, match=words) as info:
+        fib_query.check_query(q)
     # Either way of catching it works: a mistake in the query, and not an answer.
-    assert isinstance(info.value, ValueError) and isinstance(info.value, InspectError)
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ObserveError)
 
 
 # --------------------------------------------------------------------------- route answers
 
 
 def reply(type_: int, attrs: list[tuple[str, Any]], family: int = socket.AF_INET, table: int = 254) -> bytes:
-    msg = I._rtmsg()
+    msg = routes._rtmsg()
     msg["family"] = family
     msg["dst_len"] = 32 if family == socket.AF_INET else 128
     msg["type"] = type_
@@ -111,7 +116,7 @@ def test_unicast_answer_via_a_gateway() -> None:
     q = RouteQuery("10.0.2.3")
     data = reply(1, [("RTA_TABLE", 254), ("RTA_DST", "10.0.2.3"), ("RTA_OIF", 2), ("RTA_GATEWAY", "10.0.0.1"),
                      ("RTA_PREFSRC", "10.0.0.2")])
-    assert I.parse_route_answer(data, {2: "eth0"}, q) == RouteAnswer(
+    assert routes.parse_route_answer(data, {2: "eth0"}, q) == RouteAnswer(
         type="unicast", table=254, dev="eth0", via="10.0.0.1", prefsrc="10.0.0.2", errno=None, error=None,
         text="10.0.2.3 via 10.0.0.1 dev eth0 table main src 10.0.0.2")
 
@@ -119,21 +124,21 @@ def test_unicast_answer_via_a_gateway() -> None:
 def test_local_answer_and_query_words() -> None:
     q = RouteQuery("10.0.0.2", src="10.0.0.9", iif="eth0", fwmark=1)
     data = reply(2, [("RTA_TABLE", 255), ("RTA_OIF", 1)], table=255)
-    ans = I.parse_route_answer(data, {1: "lo"}, q)
+    ans = routes.parse_route_answer(data, {1: "lo"}, q)
     assert (ans.type, ans.table, ans.dev, ans.via, ans.prefsrc) == ("local", 255, "lo", None, None)
     assert ans.text == "local 10.0.0.2 from 10.0.0.9 dev lo table local mark 0x1 iif eth0"
 
 
 def test_table_above_255_comes_from_rta_table() -> None:
     data = reply(1, [("RTA_TABLE", 1000), ("RTA_OIF", 5)], table=252)  # rtm_table says RT_TABLE_COMPAT
-    ans = I.parse_route_answer(data, {}, RouteQuery("10.0.0.1"))
+    ans = routes.parse_route_answer(data, {}, RouteQuery("10.0.0.1"))
     assert ans.table == 1000 and ans.dev == "if5"  # an index the link dump did not name
     assert ans.text == "10.0.0.1 dev if5 table 1000"
 
 
 def test_ipv4_route_via_an_ipv6_gateway() -> None:
     data = reply(1, [("RTA_TABLE", 254), ("RTA_OIF", 2), ("RTA_VIA", {"family": socket.AF_INET6, "addr": "fe80::1"})])
-    ans = I.parse_route_answer(data, {2: "eth0"}, RouteQuery("10.9.0.1"))
+    ans = routes.parse_route_answer(data, {2: "eth0"}, RouteQuery("10.9.0.1"))
     assert ans.via == "fe80::1"
 
 
@@ -143,7 +148,7 @@ def test_reject_route_answered_instead_of_failed() -> None:
     cache = {"rta_clntref": 0, "rta_lastuse": 0, "rta_expires": 0, "rta_error": (-errno.EACCES) & 0xFFFFFFFF,
              "rta_used": 0, "rta_id": 0, "rta_ts": 0, "rta_tsage": 0}
     data = reply(8, [("RTA_TABLE", 254), ("RTA_OIF", 1), ("RTA_CACHEINFO", cache)], family=socket.AF_INET6)
-    ans = I.parse_route_answer(data, {1: "lo"}, RouteQuery("fd99::1"))
+    ans = routes.parse_route_answer(data, {1: "lo"}, RouteQuery("fd99::1"))
     assert (ans.type, ans.table, ans.errno, ans.error) == ("prohibit", 254, errno.EACCES, "Permission denied (EACCES)")
 
 
@@ -155,13 +160,13 @@ def test_reject_route_answered_instead_of_failed() -> None:
     (errno.EXDEV, "none", "the lookup failed"),
 ])
 def test_errors_are_answers(err: int, type_: str, why: str) -> None:
-    ans = I.error_answer(RouteQuery("10.0.0.1"), err, "kernel words")
+    ans = fib_lookup.error_answer(RouteQuery("10.0.0.1"), err, "kernel words")
     assert ans == RouteAnswer(type=type_, table=None, dev=None, via=None, prefsrc=None, errno=err,
                               error="kernel words", text=f"error: {__import__('os').strerror(err)} ({why})")
 
 
 def test_error_hint_is_appended() -> None:
-    ans = I.error_answer(RouteQuery("10.0.0.1"), errno.EHOSTUNREACH, "x", "forwarding is off on eth0")
+    ans = fib_lookup.error_answer(RouteQuery("10.0.0.1"), errno.EHOSTUNREACH, "x", "forwarding is off on eth0")
     assert ans.text == "error: No route to host (unreachable route; forwarding is off on eth0)"
 
 
@@ -215,7 +220,7 @@ def test_query_matches_answers_by_sequence_number() -> None:
     sock.sock = fake  # type: ignore[assignment]
     sock.seq = 0
     queries = [RouteQuery(f"10.0.0.{i}") for i in range(1, 80)]
-    msgs = [(I.build_route_request(q, {}), I.RTM_GETROUTE, 0) for q in queries]
+    msgs = [(routes.build_route_request(q, {}), routes.RTM_GETROUTE, 0) for q in queries]
     got = sock.query(msgs)
     assert fake.sends == 3  # 79 queries, 32 per send()
     for i, (q, answer) in enumerate(zip(queries, got, strict=True)):
@@ -223,7 +228,7 @@ def test_query_matches_answers_by_sequence_number() -> None:
             assert answer == Failure(i, errno.EINVAL, "Invalid argument (EINVAL): Nexthop has invalid gateway")
         else:
             assert isinstance(answer, bytes)
-            assert I.parse_route_answer(answer, {}, q).text == f"{q.dst} table main"
+            assert routes.parse_route_answer(answer, {}, q).text == f"{q.dst} table main"
 
 
 # --------------------------------------------------------------------------- rules
@@ -243,7 +248,7 @@ def rule(family: int = socket.AF_INET, action: int = 1, table: int = 0, flags: i
 
 
 def test_rule_with_every_selector() -> None:
-    view = I.parse_rule(rule(src_len=8, dst_len=24, table=100, attrs=[
+    view = routes.parse_rule(rule(src_len=8, dst_len=24, table=100, attrs=[
         ("FRA_SRC", "10.0.0.0"), ("FRA_DST", "192.0.2.0"), ("FRA_PRIORITY", 100), ("FRA_FWMARK", 1),
         ("FRA_FWMASK", 0xFF), ("FRA_IIFNAME", "eth0"), ("FRA_OIFNAME", "eth1"), ("FRA_TABLE", 100)]))
     assert view == RuleView(priority=100, family=4, src="10.0.0.0/8", dst="192.0.2.0/24", iif="eth0", oif="eth1",
@@ -252,7 +257,7 @@ def test_rule_with_every_selector() -> None:
 
 
 def test_default_rules_read_like_ip_rule() -> None:
-    views = [I.parse_rule(rule(table=t, attrs=[("FRA_PRIORITY", p), ("FRA_TABLE", t)]))
+    views = [routes.parse_rule(rule(table=t, attrs=[("FRA_PRIORITY", p), ("FRA_TABLE", t)]))
              for p, t in ((0, 255), (32766, 254), (32767, 253))]
     assert [v.text for v in views if v] == ["0: from all lookup local", "32766: from all lookup main",
                                             "32767: from all lookup default"]
@@ -261,30 +266,30 @@ def test_default_rules_read_like_ip_rule() -> None:
 
 
 def test_rule_without_fra_priority_is_priority_0() -> None:
-    view = I.parse_rule(rule(family=socket.AF_INET6, table=255))
+    view = routes.parse_rule(rule(family=socket.AF_INET6, table=255))
     assert view is not None and (view.priority, view.family, view.table) == (0, 6, 255)
 
 
 def test_fwmark_without_mask_and_zero_mark_with_mask() -> None:
-    full = I.parse_rule(rule(attrs=[("FRA_PRIORITY", 5), ("FRA_FWMARK", 2), ("FRA_FWMASK", 0xFFFFFFFF),
+    full = routes.parse_rule(rule(attrs=[("FRA_PRIORITY", 5), ("FRA_FWMARK", 2), ("FRA_FWMASK", 0xFFFFFFFF),
                                     ("FRA_TABLE", 7)]))
     assert full is not None and (full.fwmark, full.fwmask) == (2, 0xFFFFFFFF)
     assert full.text == "5: from all fwmark 0x2 lookup 7"
     # `fwmark 0/0xff` (packets without a mark): the kernel sends the mask but no FRA_FWMARK.
-    zero = I.parse_rule(rule(attrs=[("FRA_PRIORITY", 6), ("FRA_FWMASK", 0xFF), ("FRA_TABLE", 7)]))
+    zero = routes.parse_rule(rule(attrs=[("FRA_PRIORITY", 6), ("FRA_FWMASK", 0xFF), ("FRA_TABLE", 7)]))
     assert zero is not None and (zero.fwmark, zero.fwmask) == (0, 0xFF)
     assert zero.text == "6: from all fwmark 0x0/0xff lookup 7"
 
 
 @pytest.mark.parametrize("action,word", [(6, "blackhole"), (7, "unreachable"), (8, "prohibit"), (3, "nop")])
 def test_rule_actions_have_no_table(action: int, word: str) -> None:
-    view = I.parse_rule(rule(action=action, dst_len=24, attrs=[("FRA_PRIORITY", 250), ("FRA_DST", "203.0.113.0")]))
+    view = routes.parse_rule(rule(action=action, dst_len=24, attrs=[("FRA_PRIORITY", 250), ("FRA_DST", "203.0.113.0")]))
     assert view is not None and (view.action, view.table) == (word, None)
     assert view.text == f"250: from all to 203.0.113.0/24 {word}"
 
 
 def test_goto_inverted_and_extra_selectors() -> None:
-    view = I.parse_rule(rule(action=2, flags=I.FIB_RULE_INVERT, attrs=[
+    view = routes.parse_rule(rule(action=2, flags=routes.FIB_RULE_INVERT, attrs=[
         ("FRA_PRIORITY", 10), ("FRA_GOTO", 200), ("FRA_IP_PROTO", 6), ("FRA_DPORT_RANGE", "80:90"),
         ("FRA_UID_RANGE", "1000:1000")]))
     assert view is not None and view.action == "goto" and view.table is None
@@ -292,7 +297,7 @@ def test_goto_inverted_and_extra_selectors() -> None:
 
 
 def test_multicast_routing_rules_are_left_out() -> None:
-    assert I.parse_rule(rule(family=128, table=253)) is None  # RTNL_FAMILY_IPMR
+    assert routes.parse_rule(rule(family=128, table=253)) is None  # RTNL_FAMILY_IPMR
 
 
 def view(priority: int, action: str = "lookup", family: int = 4, **sel: Any) -> RuleView:
@@ -300,7 +305,7 @@ def view(priority: int, action: str = "lookup", family: int = 4, **sel: Any) -> 
                               "table": 254 if action == "lookup" else None}
     fields.update(sel)
     r = RuleView(priority=priority, family=family, action=action, text="", **fields)
-    return RuleView(**{**r.__dict__, "text": I.rule_text(r)})
+    return RuleView(**{**r.__dict__, "text": fib_text.rule_text(r)})
 
 
 @pytest.mark.parametrize("rule,q,want", [
@@ -321,29 +326,30 @@ def view(priority: int, action: str = "lookup", family: int = 4, **sel: Any) -> 
     (view(1, fwmark=0x1), RouteQuery("192.0.2.1", fwmark=0x101), False),
 ])
 def test_rule_matches(rule: RuleView, q: RouteQuery, want: bool) -> None:
-    assert I.rule_matches(rule, q) is want
-    assert I.rule_matches(rule, q, exotic=True) is (None if want else False)
+    assert fib_lookup.rule_matches(rule, q) is want
+    assert fib_lookup.rule_matches(rule, q, exotic=True) is (None if want else False)
 
 
 def test_unreachable_rule_is_the_certain_cause_of_enetunreach() -> None:
     rules = [(view(0, table=255), False), (view(100, "unreachable", dst="203.0.113.0/24"), False),
              (view(32766), False)]
-    rule, maybe = I.rule_cause(errno.ENETUNREACH, RouteQuery("203.0.113.9"), rules)
+    rule, maybe = fib_lookup.rule_cause(errno.ENETUNREACH, RouteQuery("203.0.113.9"), rules)
     assert rule is rules[1][0] and maybe is None
-    ans = I.error_answer(RouteQuery("203.0.113.9"), errno.ENETUNREACH, "m", None, rule)
+    ans = fib_lookup.error_answer(RouteQuery("203.0.113.9"), errno.ENETUNREACH, "m", None, rule)
     assert (ans.type, ans.errno) == ("unreachable", errno.ENETUNREACH)
     assert ans.text == "error: Network is unreachable (the rule `100: from all to 203.0.113.0/24 unreachable`)"
-    assert I.rule_cause(errno.ENETUNREACH, RouteQuery("198.51.100.9"), rules) == (None, None)
+    assert fib_lookup.rule_cause(errno.ENETUNREACH, RouteQuery("198.51.100.9"), rules) == (None, None)
 
 
 def test_rules_that_only_may_have_caused_an_error() -> None:
     prohibit = view(100, "prohibit", dst="198.18.0.0/24")
     exotic_unreach = view(90, "unreachable")
     # A prohibit rule and a prohibit route both give EACCES: a hint, never certainty.
-    assert I.rule_cause(errno.EACCES, RouteQuery("198.18.0.1"), [(prohibit, False)]) == \
+    assert fib_lookup.rule_cause(errno.EACCES, RouteQuery("198.18.0.1"), [(prohibit, False)]) == \
         (None, "or the rule `100: from all to 198.18.0.0/24 prohibit`")
     # A rule with selectors a query cannot be matched against (here: as if it had ipproto).
-    rule, maybe = I.rule_cause(errno.ENETUNREACH, RouteQuery("198.18.0.1"), [(exotic_unreach, True), (prohibit, False)])
+    rule, maybe = fib_lookup.rule_cause(errno.ENETUNREACH, RouteQuery("198.18.0.1"),
+                                        [(exotic_unreach, True), (prohibit, False)])
     assert rule is None and maybe == "or the rule `90: from all unreachable`"
 
 
@@ -384,7 +390,7 @@ def test_tcp_entry_with_masquerade() -> None:
                       extra=[("CTA_TIMEOUT", 119), ("CTA_MARK", 0), ("CTA_USE", 1),
                              ("CTA_PROTOINFO", {"attrs": [("CTA_PROTOINFO_TCP", {"attrs": [
                                  ("CTA_PROTOINFO_TCP_STATE", 7)]})]})])
-    entry = I.parse_ct(data)
+    entry = ct.parse_ct(data)
     assert entry == CtEntry(
         orig=CtTuple("10.1.0.2", "10.2.0.2", "tcp", 43960, 8080),
         reply=CtTuple("10.2.0.2", "10.2.0.1", "tcp", 8080, 43960),
@@ -399,7 +405,7 @@ def test_icmp_entry_id_and_unreplied_dnat_in_a_zone() -> None:
     data = ct_message(tuple_attrs("10.1.0.2", "10.9.0.100", 1, 4242, None, (8, 0)),
                       tuple_attrs("10.2.0.2", "10.1.0.2", 1, 4242, None, (0, 0)), status=0x20 | 0x8,
                       extra=[("CTA_TIMEOUT", 29), ("CTA_MARK", 42), ("CTA_ZONE", 3)])
-    entry = I.parse_ct(data)
+    entry = ct.parse_ct(data)
     assert entry is not None
     assert entry.orig == CtTuple("10.1.0.2", "10.9.0.100", "icmp", 4242, None)
     assert entry.reply == CtTuple("10.2.0.2", "10.1.0.2", "icmp", 4242, None)
@@ -411,7 +417,7 @@ def test_icmp_entry_id_and_unreplied_dnat_in_a_zone() -> None:
 def test_ipv6_udp_entry_without_nested_flags() -> None:
     data = ct_message(tuple_attrs("fd01::2", "fd02::2", 17, 5000, 53), tuple_attrs("fd02::2", "fd02::1", 17, 53, 5000),
                       family=socket.AF_INET6, status=0xA, nested_flag=False)
-    entry = I.parse_ct(data)
+    entry = ct.parse_ct(data)
     assert entry is not None and entry.family == 6
     assert (entry.orig.proto, entry.reply.dst, entry.timeout, entry.mark) == ("udp", "fd02::1", None, 0)
 
@@ -419,7 +425,7 @@ def test_ipv6_udp_entry_without_nested_flags() -> None:
 def test_icmpv6_entry() -> None:
     data = ct_message(tuple_attrs("fd01::2", "fd02::2", 58, 7, None, (128, 0)),
                       tuple_attrs("fd02::2", "fd01::2", 58, 7, None, (129, 0)), family=socket.AF_INET6, status=0xA)
-    entry = I.parse_ct(data)
+    entry = ct.parse_ct(data)
     assert entry is not None and entry.orig == CtTuple("fd01::2", "fd02::2", "icmpv6", 7, None)
     assert "type=128 code=0 id=7" in entry.text
 
@@ -429,10 +435,10 @@ def test_entry_without_tuples_is_skipped_and_broken_ones_are_safe() -> None:
     only_orig["attrs"] = [("CTA_TUPLE_ORIG", tuple_attrs("10.0.0.1", "10.0.0.2", 6, 1, 2))]
     only_orig["header"]["type"] = 0x100
     only_orig.encode()
-    assert I.parse_ct(bytes(only_orig.data)) is None
+    assert ct.parse_ct(bytes(only_orig.data)) is None
     full = ct_message(tuple_attrs("10.0.0.1", "10.0.0.2", 6, 1, 2), tuple_attrs("10.0.0.2", "10.0.0.1", 6, 2, 1))
     for cut in range(len(full)):
-        entry = I.parse_ct(full[:cut])  # never raises
+        entry = ct.parse_ct(full[:cut])  # never raises
         assert entry is None or entry.orig.src in ("10.0.0.1", "?")
 
 
@@ -441,22 +447,22 @@ def test_ct_count_from_a_stats_reply() -> None:
     body = bytes(4) + struct.pack("=HH", 8, 0x4001) + struct.pack("!I", 1007) + struct.pack("=HH", 8, 0x4002) + \
         struct.pack("!I", 262144)
     data = struct.pack("=IHHII", 16 + len(body), 0x105, 0, 1, 0) + body
-    assert I.ct_count(data) == 1007
-    assert I.ct_count(data[:20]) is None
+    assert ct.ct_count(data) == 1007
+    assert ct.ct_count(data[:20]) is None
 
 
 def test_status_names() -> None:
-    assert I.status_names(0) == frozenset()
-    assert I.status_names(0x19E) == {"SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "SRC_NAT_DONE",
+    assert ct.status_names(0) == frozenset()
+    assert ct.status_names(0x19E) == {"SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "SRC_NAT_DONE",
                                      "DST_NAT_DONE"}
-    assert I.status_names((1 << 5) | (1 << 9) | (1 << 10)) == {"DST_NAT", "DYING", "FIXED_TIMEOUT"}
-    assert I.status_names(1 << 20) == {"BIT20"}
+    assert ct.status_names((1 << 5) | (1 << 9) | (1 << 10)) == {"DST_NAT", "DYING", "FIXED_TIMEOUT"}
+    assert ct.status_names(1 << 20) == {"BIT20"}
 
 
 def test_proto_and_tuple_words() -> None:
-    assert [I.proto_name(n) for n in (1, 6, 17, 58, 132, 47)] == ["icmp", "tcp", "udp", "icmpv6", "sctp", "47"]
-    assert I.tuple_text(CtTuple("10.0.0.1", "10.0.0.2", "47", None, None)) == "src=10.0.0.1 dst=10.0.0.2"
-    assert I.tuple_text(CtTuple("10.0.0.1", "10.0.0.2", "tcp", 1, 2)) == "src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2"
+    assert [ct.proto_name(n) for n in (1, 6, 17, 58, 132, 47)] == ["icmp", "tcp", "udp", "icmpv6", "sctp", "47"]
+    assert ct.tuple_text(CtTuple("10.0.0.1", "10.0.0.2", "47", None, None)) == "src=10.0.0.1 dst=10.0.0.2"
+    assert ct.tuple_text(CtTuple("10.0.0.1", "10.0.0.2", "tcp", 1, 2)) == "src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2"
 
 
 # --------------------------------------------------------------------------- namespaces
@@ -465,20 +471,20 @@ def test_proto_and_tuple_words() -> None:
 @pytest.mark.parametrize("ns", ["", ".", "..", "a/b"])
 def test_bad_namespace_names(ns: str) -> None:
     with pytest.raises(ValueError, match="bad namespace name"):
-        I.rules(ns)
+        routes.rules(ns)
 
 
 def test_missing_namespace_is_an_inspect_error() -> None:
-    with pytest.raises(InspectError, match=r"namespace netlab-no-such-namespace\.x does not exist"):
-        I.conntrack("netlab-no-such-namespace.x")
-    with pytest.raises(InspectError, match="does not exist"):
-        I.route_get("netlab-no-such-namespace.x", RouteQuery("10.0.0.1"))
+    with pytest.raises(ObserveError, match=r"namespace netlab-no-such-namespace\.x does not exist"):
+        ct.conntrack("netlab-no-such-namespace.x")
+    with pytest.raises(ObserveError, match="does not exist"):
+        routes.route_get("netlab-no-such-namespace.x", RouteQuery("10.0.0.1"))
 
 
 def test_bad_query_is_refused_before_any_namespace() -> None:
     with pytest.raises(ValueError, match="needs src"):
-        I.route_get("netlab-no-such-namespace.x", RouteQuery("10.0.0.1", iif="eth0"))
-    assert I.route_get_many("netlab-no-such-namespace.x", []) == []
+        routes.route_get("netlab-no-such-namespace.x", RouteQuery("10.0.0.1", iif="eth0"))
+    assert routes.route_get_many("netlab-no-such-namespace.x", []) == []
 
 
 def test_flow_attributes_survive_rtmsg_being_used_first() -> None:
@@ -487,7 +493,8 @@ def test_flow_attributes_survive_rtmsg_being_used_first() -> None:
     were silently dropped once, when the whole suite ran in one process)."""
     from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-    from netlab.kernel.inspect import RouteQuery, build_route_request
+    from netlab.kernel.routes import build_route_request
+    from netlab.observations import RouteQuery
 
     rtmsg().encode()
     msg = build_route_request(RouteQuery("10.0.0.1", ipproto="tcp", sport=1, dport=443, uid=1000), {})

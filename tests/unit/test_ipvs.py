@@ -17,10 +17,6 @@ from netlab.kernel.fake import FakeDriver
 from netlab.kernel.ipvs import (
     IPVS_CMD_NEW_DEST,
     IPVS_CMD_NEW_SERVICE,
-    IpvsConn,
-    IpvsRealView,
-    IpvsServiceView,
-    IpvsState,
     _explain,
     _parse_real,
     _parse_service,
@@ -28,13 +24,13 @@ from netlab.kernel.ipvs import (
     parse_conn_table,
     real_message,
     service_message,
-    table_text,
 )
 from netlab.lab.checks import IpvsExpect, ProbeCheck
 from netlab.lab.ipvs import check_sysctl, needs_ipvs
 from netlab.lab.model import Lab
 from netlab.lab.render import render_yaml
 from netlab.load import load_lab, load_lab_text
+from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsState, table_text
 from netlab.plan.build import build_plan
 from netlab.plan.ops import STAGES, AddIpvsReal, AddIpvsService, stage_of
 from netlab.probes.flow import ProbeResult

@@ -8,9 +8,8 @@ from typing import Any
 
 import pytest
 
-from netlab.kernel.inspect import CtEntry, CtTuple, RouteAnswer, RuleView
 from netlab.lab.checks import CaptureExpect, ConntrackExpect, ProbeExpect, RouteExpect, RuleQuerySpec
-from netlab.probes.capture import Flow, Packet
+from netlab.observations import CtEntry, CtTuple, Flow, Packet, RouteAnswer, RuleView
 from netlab.probes.flow import ProbeResult
 from netlab.probes.judge import (
     flow_entries,

@@ -10,11 +10,13 @@ import pytest
 
 from netlab.errors import LabError
 from netlab.expand.policy import _comment, _port_matches, check_dropped_by
+from netlab.kernel.drops import parse_drops
 from netlab.lab.model import Lab
 from netlab.lab.policy import NetworkPolicy, PolicyPort
 from netlab.lab.render import render_yaml
 from netlab.load import load_lab_data, load_lab_text
-from netlab.probes.drops import Drop, drop_of, drop_rules, drops_summary, parse_drops
+from netlab.observations import Drop
+from netlab.probes.drops import drop_of, drop_rules, drops_summary
 from netlab.probes.flow import ProbeResult
 
 

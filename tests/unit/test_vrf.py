@@ -15,14 +15,17 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from netlab import lifecycle
 from netlab.apply import apply_plan
 from netlab.errors import ApplyError, LabError
-from netlab.kernel import inspect as I
+from netlab.fib import lookup as fib_lookup
+from netlab.fib import query as fib_query
+from netlab.fib import text as fib_text
+from netlab.kernel import routes
 from netlab.kernel.driver import OpFailed
 from netlab.kernel.fake import FakeDriver
 from netlab.kernel.features import FeatureStatus
-from netlab.kernel.inspect import RouteAnswer, RouteQuery, RuleView
 from netlab.lab.model import LINK_KINDS, Lab, Vrf
 from netlab.lab.parse import topology
 from netlab.load import load_lab, load_lab_text
+from netlab.observations import RouteAnswer, RouteQuery, RuleView
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import CreateLink, SetLink, stage_of
 
@@ -310,7 +313,7 @@ def view(priority: int, action: str = "lookup", table: int | None = 254, **sel: 
     fields: dict[str, Any] = {"src": None, "dst": None, "iif": None, "oif": None, "fwmark": None, "fwmask": None}
     fields.update(sel)
     r = RuleView(priority=priority, family=4, action=action, table=table, text="", **fields)
-    return RuleView(**{**r.__dict__, "text": I.rule_text(r, extra=" l3mdev" if r.l3mdev else "")})
+    return RuleView(**{**r.__dict__, "text": fib_text.rule_text(r, extra=" l3mdev" if r.l3mdev else "")})
 
 
 # What the kernel's rules look like once a namespace has its first VRF.
@@ -331,8 +334,8 @@ def answer(table: int) -> RouteAnswer:
     (RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth1", oif="eth3"), 10),  # an input lookup has no oif
 ])
 def test_l3mdev_table(q: RouteQuery, table: int) -> None:
-    assert I.l3mdev_table(q, VRFS) == table
-    assert I.rule_matches(KERNEL_RULES[1][0], q, vrfs=VRFS) is True
+    assert fib_lookup.l3mdev_table(q, VRFS) == table
+    assert fib_lookup.rule_matches(KERNEL_RULES[1][0], q, vrfs=VRFS) is True
 
 
 @pytest.mark.parametrize("q", [
@@ -341,52 +344,52 @@ def test_l3mdev_table(q: RouteQuery, table: int) -> None:
     RouteQuery("10.5.0.3", src="10.5.0.2", iif="p1"),  # a bridge port: the kernel sees the bridge's packet
 ])
 def test_l3mdev_rule_does_not_select(q: RouteQuery) -> None:
-    assert I.l3mdev_table(q, VRFS) is None
-    assert I.rule_matches(KERNEL_RULES[1][0], q, vrfs=VRFS) is False
+    assert fib_lookup.l3mdev_table(q, VRFS) is None
+    assert fib_lookup.rule_matches(KERNEL_RULES[1][0], q, vrfs=VRFS) is False
 
 
 def test_the_l3mdev_rule_decides_a_lookup_in_the_vrf() -> None:
     q = RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth1")
-    rule = I.deciding_rule(answer(10), q, KERNEL_RULES, VRFS)
+    rule = fib_lookup.deciding_rule(answer(10), q, KERNEL_RULES, VRFS)
     assert rule is not None and (rule.priority, rule.l3mdev) == (1000, True)
     assert rule.text == "1000: from all l3mdev lookup ?"  # the kernel's rule has no table of its own
     # a vrf query too
-    rule = I.deciding_rule(answer(10), RouteQuery("10.2.0.2", vrf="blue"), KERNEL_RULES, VRFS)
+    rule = fib_lookup.deciding_rule(answer(10), RouteQuery("10.2.0.2", vrf="blue"), KERNEL_RULES, VRFS)
     assert rule is not None and rule.priority == 1000
 
 
 def test_a_lookup_the_vrf_table_misses_goes_on_to_main() -> None:
     """A VRF table without an unreachable default: the lookup falls through to main, and
     main's rule decided it."""
-    rule = I.deciding_rule(answer(254), RouteQuery("10.3.0.2", src="10.1.0.2", iif="eth1"), KERNEL_RULES, VRFS)
+    rule = fib_lookup.deciding_rule(answer(254), RouteQuery("10.3.0.2", src="10.1.0.2", iif="eth1"), KERNEL_RULES, VRFS)
     assert rule is not None and rule.priority == 32766
 
 
 def test_outside_a_vrf_main_decides() -> None:
-    rule = I.deciding_rule(answer(254), RouteQuery("10.3.0.2"), KERNEL_RULES, VRFS)
+    rule = fib_lookup.deciding_rule(answer(254), RouteQuery("10.3.0.2"), KERNEL_RULES, VRFS)
     assert rule is not None and rule.priority == 32766
 
 
 def test_without_the_vrfs_an_l3mdev_rule_cannot_be_told() -> None:
     q = RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth1")
-    assert I.rule_matches(KERNEL_RULES[1][0], q) is None
-    assert I.deciding_rule(answer(10), q, KERNEL_RULES) is None
+    assert fib_lookup.rule_matches(KERNEL_RULES[1][0], q) is None
+    assert fib_lookup.deciding_rule(answer(10), q, KERNEL_RULES) is None
 
 
 def test_an_oif_rule_naming_a_vrf_is_uncertain() -> None:
     """Kernels since 5.17 clear a VRF output device from the flow before the rules see
     it, older ones put the VRF there."""
     rule = view(500, table=100, oif="blue")
-    assert I.rule_matches(rule, RouteQuery("10.2.0.2", vrf="blue"), vrfs=VRFS) is None
-    assert I.rule_matches(rule, RouteQuery("10.2.0.2", oif="eth2"), vrfs=VRFS) is False
+    assert fib_lookup.rule_matches(rule, RouteQuery("10.2.0.2", vrf="blue"), vrfs=VRFS) is None
+    assert fib_lookup.rule_matches(rule, RouteQuery("10.2.0.2", oif="eth2"), vrfs=VRFS) is False
 
 
 def test_vrf_query() -> None:
-    msg = I.build_route_request(RouteQuery("10.2.0.2", vrf="blue"), {"blue": 7})
+    msg = routes.build_route_request(RouteQuery("10.2.0.2", vrf="blue"), {"blue": 7})
     assert dict((k, v) for k, v, *_ in msg["attrs"]) == {"RTA_DST": "10.2.0.2", "RTA_OIF": 7}
-    with pytest.raises(I.QueryError, match="give it without oif and iif"):
-        I.check_query(RouteQuery("10.2.0.2", vrf="blue", oif="eth2"))
-    assert I.route_text(RouteQuery("10.2.0.2", vrf="blue"), "unicast", 10, "eth2", None, "10.2.0.1") == \
+    with pytest.raises(fib_query.QueryError, match="give it without oif and iif"):
+        fib_query.check_query(RouteQuery("10.2.0.2", vrf="blue", oif="eth2"))
+    assert fib_text.route_text(RouteQuery("10.2.0.2", vrf="blue"), "unicast", 10, "eth2", None, "10.2.0.1") == \
         "10.2.0.2 dev eth2 table 10 src 10.2.0.1 vrf blue"
 
 
@@ -412,4 +415,4 @@ def link(index: int, name: str, kind: str | None = None, master: int | None = No
 def test_vrf_map_of_a_link_dump() -> None:
     links = [link(1, "lo"), link(2, "blue", "vrf", table=10), link(3, "eth1", "veth", master=2),
              link(4, "br0", "bridge", master=2), link(5, "p1", "veth", master=4), link(6, "eth3", "veth")]
-    assert I.vrf_map(links) == {"blue": ("blue", 10), "eth1": ("blue", 10), "br0": ("blue", 10)}
+    assert routes.vrf_map(links) == {"blue": ("blue", 10), "eth1": ("blue", 10), "br0": ("blue", 10)}

@@ -5,7 +5,8 @@ caller's thread never moves; the socket stays bound to that namespace and interf
 whatever thread reads it later) and is left open while a probe runs: the kernel queues
 every frame the interface sends or receives in the socket's buffer, and packets() reads
 them afterwards. No tcpdump process and no reader thread, so a check can afford one
-capture per interface it wants evidence from.
+capture per interface it wants evidence from. (The live observer's `capture`,
+netlab.kernel.observe; the Flow and Packet values are netlab.observations'.)
 
 parse_frame() decodes only what checks need, and never raises on a malformed or truncated
 frame: Ethernet (802.1Q/802.1ad tags optional) → IPv4 (options too) or IPv6 (past the
@@ -24,11 +25,10 @@ import struct
 import threading
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from types import TracebackType
 
 from netlab.kernel import netns
-from netlab.probes.flow import icmp_words
+from netlab.observations import CaptureError, Flow, Packet, flow_text
 from netlab.vocabulary import proto_name
 
 ETH_P_ALL = 0x0003
@@ -53,44 +53,6 @@ _ECHO = {1: (8, 0), 58: (128, 129)}  # ICMP(v6) echo request/reply types, whose 
 _IPV6_EXT = frozenset({0, 43, 60})
 _IPV6_FRAGMENT = 44
 _IPV6_AH = 51
-
-
-@dataclass(frozen=True)
-class Flow:
-    src: str
-    dst: str
-    proto: str  # tcp | udp | icmp | icmpv6 | sctp | number as str
-    sport: int | None  # for ICMP echo request/reply: the echo identifier; other ICMP: None
-    dport: int | None
-    icmp_type: int | None = None
-    icmp_code: int | None = None
-
-
-@dataclass(frozen=True)
-class Packet:
-    ifname: str
-    direction: str  # "in" | "out"
-    outer: Flow  # the frame's first IP header and its L4
-    vni: int | None  # set when outer is VXLAN
-    inner: Flow | None  # the encapsulated IP packet, when VXLAN carries one
-    length: int  # the whole frame's length, as it crossed the interface
-    text: str  # tcpdump-like one-liner
-
-    @property
-    def flow(self) -> Flow:
-        """The innermost flow: what the application sent."""
-        return self.inner if self.inner is not None else self.outer
-
-
-class CaptureError(Exception):
-    """A capture could not start (or is used unopened): the namespace or interface is
-    missing, or the kernel refused the socket."""
-
-    def __init__(self, ns: str, ifname: str, reason: str) -> None:
-        super().__init__(f"cannot capture on {ifname} in {ns}: {reason}")
-        self.ns = ns
-        self.ifname = ifname
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------- parsing
@@ -173,18 +135,6 @@ def _flow(data: bytes, ip: tuple[str, str, int, int | None, int]) -> tuple[Flow,
             if icmp_type in _ECHO[num] and l4 + 6 <= end:
                 (sport,) = struct.unpack_from("!H", data, l4 + 4)
     return Flow(src, dst, proto, sport, dport, icmp_type, icmp_code), l4, end
-
-
-def flow_text(f: Flow) -> str:
-    """'10.0.0.1.40000 > 10.0.0.2.80 tcp', 'fd00::1 > fd00::2 icmpv6 echo request (ICMPv6
-    type 128 code 0) id 7' — tcpdump's address.port form."""
-    if f.icmp_type is not None:
-        words = icmp_words(f.proto == "icmpv6", f.icmp_type, f.icmp_code or 0)
-        ident = f" id {f.sport}" if f.sport is not None else ""
-        return f"{f.src} > {f.dst} {f.proto} {words}{ident}"
-    if f.sport is not None and f.dport is not None:
-        return f"{f.src}.{f.sport} > {f.dst}.{f.dport} {f.proto}"
-    return f"{f.src} > {f.dst} {f.proto}"
 
 
 def parse_frame(data: bytes, ifname: str = "", direction: str = "in",

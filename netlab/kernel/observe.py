@@ -1,0 +1,46 @@
+"""The kernel observer that reads the real kernel (KernelObserver, observer.py), one
+reader module per kind of state: routes.py (route get, rules, VRFs), conntrack.py,
+ipvs.py (its read half), nft.py (listings), drops.py (network-policy drop records) and
+capture.py (AF_PACKET captures). Each read enters the lab namespace from a worker
+thread and leaves nothing open behind it, except a capture until it is closed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from netlab.kernel import conntrack, drops, ipvs, nft, routes
+from netlab.kernel.capture import Capture
+from netlab.observations import CtEntry, Drop, IpvsState, ObserveError, RouteAnswer, RouteQuery, RuleView
+
+
+class LiveObserver:
+    """KernelObserver over the real kernel. Stateless: one instance serves every thread."""
+
+    def route_get(self, ns: str, queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
+        return routes.route_get_many(ns, queries)
+
+    def rules(self, ns: str) -> list[RuleView]:
+        return routes.rules(ns)
+
+    def conntrack(self, ns: str) -> list[CtEntry]:
+        return conntrack.conntrack(ns)
+
+    def ipvs(self, ns: str) -> IpvsState:
+        return ipvs.ipvs_state(ns)
+
+    def nft_list(self, ns: str, what: str) -> str | None:
+        try:
+            return nft.list_in(ns, what)
+        except nft.FirewallError as e:
+            raise ObserveError(f"in {ns}: nft list {what}: {e}") from e
+
+    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472)) -> Capture:
+        return Capture(ns, ifname, vxlan_ports=vxlan_ports).open()
+
+    def drops(self, ns: str, node: str, rules: Mapping[int, str]) -> list[Drop]:
+        try:
+            return drops.read_drops(ns, node, rules)
+        except nft.FirewallError as e:
+            # the words the runner printed before this seam: "could not observe: <nft's>"
+            raise ObserveError(str(e)) from e

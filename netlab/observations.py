@@ -1,0 +1,335 @@
+"""What the kernel shows a check, as plain values: the route a packet would take, the
+policy rules, conntrack entries, IPVS services and connections, packets seen on an
+interface, the network-policy drops recorded — and the words their evidence lines use.
+
+Pure: no pyroute2, no libnftables, no sockets. The observers behind
+netlab.kernel.observer.KernelObserver (the live one reads the kernel, the fake one in
+netlab.kernel.fake_observer serves canned values) produce these; the judges
+(netlab.probes.judge) and the FIB semantics (netlab.fib) read them, so both stay testable
+without root and without importing the netlink layer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from netlab.lab.policy import DEFAULT_DENY
+from netlab.vocabulary import host_port
+
+# ipvsadm -L's words for the forwarding methods
+FORWARD_WORDS = {"masq": "Masq", "local": "Local", "tun": "Tunnel", "dr": "Route", "bypass": "Bypass"}
+
+
+class ObserveError(Exception):
+    """Not an answer: the namespace is gone, an interface is unknown, or the kernel
+    refused the request itself."""
+
+
+class CaptureError(ObserveError):
+    """A capture could not start (or is used unopened): the namespace or interface is
+    missing, or the kernel refused the socket."""
+
+    def __init__(self, ns: str, ifname: str, reason: str) -> None:
+        super().__init__(f"cannot capture on {ifname} in {ns}: {reason}")
+        self.ns = ns
+        self.ifname = ifname
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- routes and rules
+
+
+@dataclass(frozen=True)
+class RouteQuery:
+    dst: str
+    src: str | None = None  # RTA_SRC
+    iif: str | None = None  # interface name → RTA_IIF: an input (forwarding) lookup; needs src
+    oif: str | None = None
+    fwmark: int | None = None  # RTA_MARK
+    ipproto: str | None = None  # "tcp" | "udp" | "icmp" (IPv4) | "icmpv6" (IPv6) → RTA_IP_PROTO
+    sport: int | None = None  # RTA_SPORT
+    dport: int | None = None  # RTA_DPORT
+    uid: int | None = None  # RTA_UID
+    tos: int | None = None  # rtm_tos (DSCP << 2)
+    vrf: str | None = None  # a VRF device: `ip route get vrf NAME` (RTA_OIF, the VRF's table)
+
+
+# Interface → (the VRF it is in, that VRF's table), for each VRF device (its own entry) and
+# each interface enslaved to one: what the kernel's l3mdev rule looks up.
+VrfMap = Mapping[str, tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class RouteAnswer:
+    type: str  # unicast local broadcast multicast blackhole unreachable prohibit throw … or "none"
+    table: int | None  # None when the kernel answered with an error
+    dev: str | None
+    via: str | None
+    prefsrc: str | None
+    errno: int | None  # set when the lookup failed
+    error: str | None  # strerror (errno name) and the kernel's extack text
+    text: str  # `ip route get`-like line, for evidence
+    rule: RuleView | None = None  # the rule whose action decided the lookup, when that is certain
+
+
+@dataclass(frozen=True)
+class RuleView:
+    priority: int
+    family: int  # 4 | 6
+    src: str | None  # "10.0.0.0/8"; None = all
+    dst: str | None
+    iif: str | None
+    oif: str | None
+    fwmark: int | None
+    fwmask: int | None
+    table: int | None
+    action: str  # lookup | blackhole | unreachable | prohibit | goto | nop
+    text: str  # `ip rule`-like line
+    invert: bool = False  # `not`: the rule selects what its selectors do not match
+    ipproto: int | None = None
+    sport: tuple[int, int] | None = None
+    dport: tuple[int, int] | None = None
+    uidrange: tuple[int, int] | None = None
+    tos: int | None = None
+    l3mdev: bool = False
+    goto: int | None = None  # action goto: the priority it goes on at
+    suppress_prefixlength: int | None = None
+
+
+# --------------------------------------------------------------------------- conntrack
+
+
+@dataclass(frozen=True)
+class CtTuple:
+    src: str
+    dst: str
+    proto: str  # tcp | udp | icmp | icmpv6 | sctp | number as str
+    sport: int | None  # for icmp/icmpv6: the echo id
+    dport: int | None  # for icmp/icmpv6: None
+
+
+@dataclass(frozen=True)
+class CtEntry:
+    orig: CtTuple
+    reply: CtTuple
+    status: frozenset[str]  # IPS_* names without the prefix
+    mark: int
+    zone: int
+    state: str | None  # TCP state (ESTABLISHED, TIME_WAIT, …) or None
+    timeout: int | None  # seconds left
+    family: int  # 4 | 6
+    text: str  # `conntrack -L`-like line, for evidence
+
+    @property
+    def dnat(self) -> bool:
+        return "DST_NAT" in self.status
+
+    @property
+    def snat(self) -> bool:
+        return "SRC_NAT" in self.status
+
+
+# --------------------------------------------------------------------------- IPVS
+
+
+@dataclass(frozen=True)
+class IpvsRealView:
+    address: str
+    port: int  # 0: each packet's own destination port (a fwmark service's real)
+    forward: str  # masq | dr | tun | local | bypass
+    weight: int
+    active: int  # ActiveConn: connections in ESTABLISHED (TCP) state
+    inactive: int  # InActConn: every other state (TIME_WAIT, CLOSE, UDP, …)
+    persistent: int = 0  # persistence templates pointing at it
+
+
+@dataclass(frozen=True)
+class IpvsServiceView:
+    proto: str  # tcp | udp | sctp; "" for a fwmark service (which takes any protocol)
+    family: int
+    address: str | None  # None for a fwmark service
+    port: int
+    fwmark: int | None
+    scheduler: str
+    persistent: int | None  # seconds, when persistence is on
+    netmask: int  # prefix length of the persistence granularity (32/128: per client)
+    reals: tuple[IpvsRealView, ...] = ()
+
+    @property
+    def text(self) -> str:
+        """The service's line of `ipvsadm -Ln`: 'TCP  192.0.2.100:80 rr persistent 60'."""
+        if self.fwmark is not None:
+            head = f"FWM  {self.fwmark}" + (" IPv6" if self.family == 6 else "")
+        else:
+            head = f"{self.proto.upper():<4} {host_port(self.address or '', self.port)}"
+        text = f"{head} {self.scheduler}"
+        if self.persistent is not None:
+            text += f" persistent {self.persistent}"
+            full = 32 if self.family == 4 else 128
+            if self.netmask != full:
+                mask = ipaddress.IPv4Network(f"0.0.0.0/{self.netmask}").netmask if self.family == 4 else self.netmask
+                text += f" mask {mask}"
+        return text
+
+    def lines(self) -> list[str]:
+        """`ipvsadm -Ln`'s lines for this service and its real servers."""
+        out = [self.text]
+        for r in self.reals:
+            out.append(f"  -> {host_port(r.address, r.port):<28} {FORWARD_WORDS.get(r.forward, r.forward):<7} "
+                       f"{r.weight:<6} {r.active:<10} {r.inactive}")
+        return out
+
+    def matches(self, proto: str, address: str, port: int) -> bool:
+        return (self.fwmark is None and self.proto == proto and self.port == port and self.address is not None
+                and ipaddress.ip_address(self.address) == ipaddress.ip_address(address))
+
+
+@dataclass(frozen=True)
+class IpvsConn:
+    """One entry of the IPVS connection table (`ipvsadm -Lnc`, /proc/net/ip_vs_conn):
+    client → virtual address → the real server ("destination") it was given."""
+
+    proto: str  # tcp | udp | sctp; "ip" for a persistence template
+    client: str
+    cport: int
+    vaddr: str
+    vport: int
+    daddr: str
+    dport: int
+    state: str  # ESTABLISHED, TIME_WAIT, SYN_RECV, CLOSE, … ; UDP for udp; NONE for a template
+    expires: int  # seconds
+
+    @property
+    def template(self) -> bool:
+        """A persistence template (client port 0): which real a client sticks to."""
+        return self.cport == 0
+
+    @property
+    def text(self) -> str:
+        """An `ipvsadm -Lnc`-like line: 'TCP 01:59 TIME_WAIT 192.0.2.2:40000 192.0.2.100:80 10.1.0.11:8080'."""
+        m, s = divmod(self.expires, 60)
+        return (f"{self.proto.upper():<4} {m:02d}:{s:02d} {self.state:<11} {host_port(self.client, self.cport)} "
+                f"{host_port(self.vaddr, self.vport)} {host_port(self.daddr, self.dport)}")
+
+
+@dataclass(frozen=True)
+class IpvsState:
+    """What a director's IPVS holds: its services (with reals and counts), its connections."""
+
+    services: tuple[IpvsServiceView, ...]
+    connections: tuple[IpvsConn, ...]
+
+    @property
+    def text(self) -> str:
+        """`ipvsadm -Ln` then `ipvsadm -Lnc`, without their headers (for assertion messages)."""
+        conns = [c.text for c in self.connections] or ["(no connections)"]
+        return "\n".join([*table_text(self.services), *conns])
+
+
+def table_text(services: Sequence[IpvsServiceView]) -> list[str]:
+    """The table as `ipvsadm -Ln` shows it (without its three header lines)."""
+    return [line for s in services for line in s.lines()] or ["(no virtual services)"]
+
+
+# --------------------------------------------------------------------------- packets
+
+_ICMP4_UNREACH = {
+    0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
+    4: "fragmentation needed", 5: "source route failed", 6: "destination network unknown",
+    7: "destination host unknown", 8: "source host isolated", 9: "network admin prohibited",
+    10: "host admin prohibited", 11: "network unreachable for TOS", 12: "host unreachable for TOS",
+    13: "admin prohibited", 14: "host precedence violation", 15: "precedence cutoff",
+}
+_ICMP4_TYPES = {0: "echo reply", 3: "destination unreachable", 4: "source quench", 5: "redirect",
+                8: "echo request", 11: "time exceeded", 12: "parameter problem"}
+_ICMP4_TIME = {0: "TTL exceeded in transit", 1: "fragment reassembly time exceeded"}
+_ICMP6_UNREACH = {
+    0: "no route to destination", 1: "admin prohibited", 2: "beyond scope of source address",
+    3: "address unreachable", 4: "port unreachable", 5: "source address failed policy",
+    6: "reject route to destination",
+}
+_ICMP6_TYPES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded",
+                4: "parameter problem", 128: "echo request", 129: "echo reply"}
+_ICMP6_TIME = {0: "hop limit exceeded in transit", 1: "fragment reassembly time exceeded"}
+
+
+def icmp_words(v6: bool, type_: int, code: int) -> str:
+    """'host unreachable (type 3 code 1)', 'admin prohibited (ICMPv6 type 1 code 1)'."""
+    if v6:
+        table = {1: _ICMP6_UNREACH, 3: _ICMP6_TIME}.get(type_, {})
+        name = table.get(code) or _ICMP6_TYPES.get(type_, "unknown ICMPv6 message")
+        return f"{name} (ICMPv6 type {type_} code {code})"
+    table = {3: _ICMP4_UNREACH, 11: _ICMP4_TIME}.get(type_, {})
+    name = table.get(code) or _ICMP4_TYPES.get(type_, "unknown ICMP message")
+    return f"{name} (type {type_} code {code})"
+
+
+@dataclass(frozen=True)
+class Flow:
+    src: str
+    dst: str
+    proto: str  # tcp | udp | icmp | icmpv6 | sctp | number as str
+    sport: int | None  # for ICMP echo request/reply: the echo identifier; other ICMP: None
+    dport: int | None
+    icmp_type: int | None = None
+    icmp_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Packet:
+    ifname: str
+    direction: str  # "in" | "out"
+    outer: Flow  # the frame's first IP header and its L4
+    vni: int | None  # set when outer is VXLAN
+    inner: Flow | None  # the encapsulated IP packet, when VXLAN carries one
+    length: int  # the whole frame's length, as it crossed the interface
+    text: str  # tcpdump-like one-liner
+
+    @property
+    def flow(self) -> Flow:
+        """The innermost flow: what the application sent."""
+        return self.inner if self.inner is not None else self.outer
+
+
+def flow_text(f: Flow) -> str:
+    """'10.0.0.1.40000 > 10.0.0.2.80 tcp', 'fd00::1 > fd00::2 icmpv6 echo request (ICMPv6
+    type 128 code 0) id 7' — tcpdump's address.port form."""
+    if f.icmp_type is not None:
+        words = icmp_words(f.proto == "icmpv6", f.icmp_type, f.icmp_code or 0)
+        ident = f" id {f.sport}" if f.sport is not None else ""
+        return f"{f.src} > {f.dst} {f.proto} {words}{ident}"
+    if f.sport is not None and f.dport is not None:
+        return f"{f.src}.{f.sport} > {f.dst}.{f.dport} {f.proto}"
+    return f"{f.src} > {f.dst} {f.proto}"
+
+
+# --------------------------------------------------------------------------- network-policy drops
+
+_POLICY = re.compile(r"^policy (\S+) ")
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One recorded drop: where, which rule, and the flow."""
+
+    node: str
+    rule: str  # the drop rule's comment without its number: "default-deny, ingress of pod shop/x"
+    saddr: str
+    daddr: str
+    proto: str  # tcp, udp, icmp, ipv6-icmp, or the protocol's number
+    dport: int | None
+    age: int  # seconds since it was recorded (newest: 0)
+
+    @property
+    def by(self) -> str:
+        """What `dropped_by:` names: the policy whose deny rule it was, or default-deny."""
+        if self.rule.startswith(DEFAULT_DENY):
+            return DEFAULT_DENY
+        m = _POLICY.match(self.rule)
+        return m.group(1) if m else self.rule
+
+    def words(self) -> str:
+        return f"dropped on {self.node} by {self.rule}"
