@@ -29,17 +29,12 @@ from __future__ import annotations
 import difflib
 import hashlib
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from netlab.expand.kube_iptables import render_iptables
-from netlab.expand.kube_ipvs import DUMMY as KUBE_IPVS_DUMMY
-from netlab.expand.kube_ipvs import SETS as IPVS_SETS
-from netlab.expand.kube_ipvs import render_ipvs, set_name
-from netlab.expand.kube_nftables import render_nftables
-from netlab.expand.policy import BRIDGE_NF, PolicyPod, check_dropped_by, compile_policies
-from netlab.expand.services import DEFAULT_SERVICE_CIDR, PodAddress, ServicePortView, resolve_services
+from netlab.expand.policy import BRIDGE_NF, PolicyPod
+from netlab.expand.services import PodAddress, ProxyFragment, ServicePortView
 from netlab.lab.model import (
     IFNAMSIZ,
     Bridge,
@@ -49,6 +44,7 @@ from netlab.lab.model import (
     Fdb,
     Lab,
     Neighbor,
+    NftRuleset,
     Node,
     PeerEnd,
     Route,
@@ -98,7 +94,9 @@ class ClusterLayout:
 
 
 @dataclass
-class _Pod:
+class PlacedPod:
+    """A pod of the cluster section (a replica: `NAME-i`), on its node with its address."""
+
     name: str
     spec: ClusterPod
     path: Path
@@ -135,15 +133,37 @@ def vxlan_dev(cluster: Cluster) -> str:
     return VXLAN_DEV if ipaddress.ip_network(cluster.pod_cidr).version == 4 else VXLAN_DEV_V6
 
 
-def expand_cluster(lab: Lab) -> Expansion:
-    complaints: list[Complaint] = list(check_dropped_by(lab))
-    if lab.cluster is None:
-        return Expansion(lab, complaints)
-    cluster = lab.cluster
-    complaints += _check_networks(cluster)
-    if complaints:  # addresses cannot be handed out from networks that are wrong
-        return Expansion(lab, complaints)
+@dataclass(frozen=True)
+class Placement:
+    """The cluster section laid out: each node's underlay address and pod subnet, each
+    pod's node and address."""
 
+    cluster: Cluster
+    addresses: dict[str, Addr]
+    subnets: dict[str, Net]
+    pods: list[PlacedPod]
+
+    @property
+    def family(self) -> int:
+        """The pods' IP family."""
+        return ipaddress.ip_network(self.cluster.pod_cidr).version
+
+    def service_pods(self) -> list[PodAddress]:
+        return [PodAddress(p.name, p.node, str(p.address), dict(p.spec.labels), p.spec.namespace) for p in self.pods]
+
+    def policy_pods(self) -> list[PolicyPod]:
+        return [PolicyPod(p.name, p.node, str(p.address), p.spec.namespace, dict(p.spec.labels)) for p in self.pods]
+
+    def layout(self, services: list[ServicePortView]) -> ClusterLayout:
+        pods = {name: tuple(p.name for p in self.pods if p.node == name) for name in self.cluster.nodes}
+        return ClusterLayout(self.cluster.underlay.switch, pods, tuple(services), self.cluster.proxy_mode)
+
+
+def place(lab: Lab, cluster: Cluster, complaints: list[Complaint]) -> Placement:
+    """Hand out node addresses and pod subnets (flannel's leases), put pods on nodes (as a
+    scheduler would) and give them addresses (as host-local does). Problems go to
+    `complaints`; the placement is complete only without them. The section's networks
+    must have passed check_networks."""
     pods = list(_pods(cluster))
     complaints += _check_names(lab, cluster, pods)
     addresses = _node_addresses(cluster, complaints)
@@ -151,152 +171,118 @@ def expand_cluster(lab: Lab) -> Expansion:
     _place_pods(cluster, pods, complaints)
     _pod_addresses(subnets, pods, complaints)
     complaints += _check_user_links(cluster, pods)
-    if complaints:
-        return Expansion(lab, complaints)
-    services = _services(cluster, pods, complaints)
-    if complaints:
-        return Expansion(lab, complaints)
-    family = ipaddress.ip_network(cluster.pod_cidr).version
-    policies = compile_policies(cluster, [PolicyPod(p.name, p.node, str(p.address), p.spec.namespace,
-                                                         dict(p.spec.labels)) for p in pods], family, complaints)
-    if complaints:
-        return Expansion(lab, complaints)
+    return Placement(cluster, addresses, subnets, pods)
 
-    nodes: dict[str, Node] = {}
-    origins: dict[Path, Path] = {}
-    mtu = cluster.underlay.mtu - (vxlan_overhead(cluster) if cluster.backend == "vxlan" else 0)
-    vxlan = vxlan_dev(cluster)
+
+def explicit_nodes(lab: Lab, placement: Placement, proxies: Mapping[str, ProxyFragment],
+                   policies: Mapping[str, str]) -> tuple[dict[str, Node], dict[Path, Path]]:
+    """The underlay switch, every cluster node with what kube-proxy (`proxies`) and the
+    policies (a ruleset per node) put on it, every pod, then the lab's plain nodes; and
+    where in `cluster:` each generated node was written."""
+    cluster = placement.cluster
     switch = cluster.underlay.switch
-    ports = {name: ifname_for("", name) for name in cluster.nodes}
-    underlay_len = ipaddress.ip_network(cluster.underlay.subnet).prefixlen
+    nodes = {switch: _switch_node(lab, cluster)}
+    origins: dict[Path, Path] = {("nodes", switch): ("cluster", "underlay")}
+    for name in cluster.nodes:
+        nodes[name] = _cluster_node(placement, name, proxies[name], policies.get(name))
+        origins[("nodes", name)] = ("cluster", "nodes", name)
+    for pod in placement.pods:
+        nodes[pod.name] = _pod_node(placement, pod)
+        origins[("nodes", pod.name)] = pod.path
+    nodes.update(lab.nodes)
+    return nodes, origins
 
+
+def _pod_mtu(cluster: Cluster) -> int:
+    return cluster.underlay.mtu - (vxlan_overhead(cluster) if cluster.backend == "vxlan" else 0)
+
+
+def _switch_node(lab: Lab, cluster: Cluster) -> Node:
+    ports = {name: ifname_for("", name) for name in cluster.nodes}  # each node's eth0 plugs in here
     # A plain node's veth whose peer is on the switch is a cable plugged into it: a port too.
-    plugged = _plugged_in(lab, switch)
-    nodes[switch] = Node(
+    plugged = _plugged_in(lab, cluster.underlay.switch)
+    return Node(
         description="the underlay switch, one L2 segment that joins the eth0 of every node",
         links={
             SWITCH_BRIDGE: Bridge(kind="bridge", mtu=cluster.underlay.mtu, ports=[*ports.values(), *plugged]),
             **{port: PeerEnd(mtu=cluster.underlay.mtu) for port in ports.values()},
         },
     )
-    origins[("nodes", switch)] = ("cluster", "underlay")
 
-    for name, spec in cluster.nodes.items():
-        here = [p for p in pods if p.node == name]
-        address, subnet = addresses[name], subnets[name]
-        gateway = subnet.network_address + 1
-        links: dict[str, object] = {
-            "eth0": Veth(peer=f"{switch}:{ports[name]}", mtu=cluster.underlay.mtu,
-                         addresses=[f"{address}/{underlay_len}"]),
-            CNI_BRIDGE: Bridge(kind="bridge", mtu=mtu, addresses=[f"{gateway}/{subnet.prefixlen}"]),
-        }
-        routes: list[Route] = []
-        neighbors: list[Neighbor] = []
-        fdb: list[Fdb] = []
-        if cluster.backend == "vxlan":
-            links[vxlan] = Vxlan(kind="vxlan", vni=cluster.vni, port=cluster.port, local=str(address),
-                                 dev="eth0", learning=False, mtu=mtu, mac=vtep_mac(address),
-                                 addresses=[f"{subnet.network_address}/{subnet.max_prefixlen}"])
-        for other in cluster.nodes:
-            if other == name:
-                continue
-            far, far_subnet = addresses[other], subnets[other]
-            if cluster.backend == "vxlan":
-                vtep = str(far_subnet.network_address)
-                neighbors.append(Neighbor(to=vtep, lladdr=vtep_mac(far), dev=vxlan))
-                fdb.append(Fdb(lladdr=vtep_mac(far), dev=vxlan, dst=str(far)))
-                routes.append(Route(to=str(far_subnet), via=vtep, dev=vxlan, onlink=True))
-            else:
-                routes.append(Route(to=str(far_subnet), via=str(far), dev="eth0"))
-        for pod in here:
+
+def _cluster_node(placement: Placement, name: str, proxy: ProxyFragment, policy: str | None) -> Node:
+    cluster, family = placement.cluster, placement.family
+    spec = cluster.nodes[name]
+    address, subnet = placement.addresses[name], placement.subnets[name]
+    links = {**_node_links(placement, name), **proxy.links}
+    routes, neighbors, fdb = _routes_to_other_nodes(placement, name)
+    sysctls = {FORWARDING[family]: 1, **proxy.sysctls}  # e.g. IPVS mode's net.ipv4.vs.*
+    nftables = list(proxy.nftables)
+    if policy is not None:  # after kube-proxy's rules; bridged pod-to-pod traffic must meet them too
+        nftables.append(NftRuleset(ruleset=policy))
+        sysctls[BRIDGE_NF[family]] = 1
+    description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
+    return _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors, fdb=fdb,
+                  sysctls=sysctls, ipsets=list(proxy.ipsets), nftables=nftables, iptables=list(proxy.iptables),
+                  ipvs=list(proxy.ipvs))
+
+
+def _node_links(placement: Placement, name: str) -> dict[str, object]:
+    """eth0 on the underlay switch, cni0, flannel's vxlan device, a host veth per pod."""
+    cluster = placement.cluster
+    address, subnet = placement.addresses[name], placement.subnets[name]
+    mtu = _pod_mtu(cluster)
+    underlay_len = ipaddress.ip_network(cluster.underlay.subnet).prefixlen
+    links: dict[str, object] = {
+        "eth0": Veth(peer=f"{cluster.underlay.switch}:{ifname_for('', name)}", mtu=cluster.underlay.mtu,
+                     addresses=[f"{address}/{underlay_len}"]),
+        CNI_BRIDGE: Bridge(kind="bridge", mtu=mtu, addresses=[f"{subnet.network_address + 1}/{subnet.prefixlen}"]),
+    }
+    if cluster.backend == "vxlan":
+        links[vxlan_dev(cluster)] = Vxlan(kind="vxlan", vni=cluster.vni, port=cluster.port, local=str(address),
+                                          dev="eth0", learning=False, mtu=mtu, mac=vtep_mac(address),
+                                          addresses=[f"{subnet.network_address}/{subnet.max_prefixlen}"])
+    for pod in placement.pods:
+        if pod.node == name:
             # the CNI bridge plugin's hairpinMode (flannel's delegate sets it): a pod can reach
             # itself through a service VIP when the node DNATs the packet back out its port
             links[_host_veth(pod.name)] = Veth(peer=f"{pod.name}:eth0", master=CNI_BRIDGE, mtu=mtu, hairpin=True)
-        description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
-        proxy = _kube_proxy(cluster, name, services, address, subnet)
-        links.update(proxy.pop("links", {}))  # e.g. IPVS mode's kube-ipvs0 dummy
-        sysctls = {FORWARDING[family]: 1, **proxy.pop("sysctls", {})}  # e.g. IPVS mode's net.ipv4.vs.*
-        if name in policies:  # after kube-proxy's rules; bridged pod-to-pod traffic must meet them too
-            proxy["nftables"] = [*proxy.get("nftables", []), {"ruleset": policies[name]}]
-            sysctls[BRIDGE_NF[family]] = 1
-        nodes[name] = _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors,
-                             fdb=fdb, sysctls=sysctls, **proxy)
-        origins[("nodes", name)] = ("cluster", "nodes", name)
-
-    for pod in pods:
-        subnet = subnets[pod.node]
-        labels = ", ".join(f"{k}={v}" for k, v in pod.spec.labels.items())
-        where = f"{pod.spec.namespace}/{pod.name}" if pod.spec.namespace != "default" else ""  # as kubectl says it
-        description = pod.spec.description or f"pod {where + ' ' if where else ''}on {pod.node}" + (
-            f" ({labels})" if labels else "")
-        nodes[pod.name] = _merge(
-            pod.spec, description=description,
-            links={"eth0": PeerEnd(mtu=mtu, addresses=[f"{pod.address}/{subnet.prefixlen}"])},
-            routes=[Route(to="default", via=str(subnet.network_address + 1))],
-        )
-        origins[("nodes", pod.name)] = pod.path
-
-    nodes.update(lab.nodes)
-    layout = ClusterLayout(switch, {name: tuple(p.name for p in pods if p.node == name) for name in cluster.nodes},
-                           tuple(services), cluster.proxy_mode)
-    return Expansion(lab.model_copy(update={"cluster": None, "nodes": nodes}), [], origins, layout)
+    return links
 
 
-def _services(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -> list[ServicePortView]:
-    if not cluster.services:
-        return []
-    if cluster.proxy_mode not in ("iptables", "nftables", "ipvs"):
-        complaints.append((("cluster", "proxy_mode"), (
-            f"proxy_mode {cluster.proxy_mode} is not built yet; use iptables (kube-proxy's default), nftables "
-            "or ipvs")))
-        return []
-    if cluster.proxy_mode == "ipvs":  # what the IPVS proxier makes on every node is its own
-        family = ipaddress.ip_network(cluster.pod_cidr).version
-        ours = {set_name(name, family) for name, _, _ in IPVS_SETS}
-        for name, node in cluster.nodes.items():
-            if KUBE_IPVS_DUMMY in node.links:
-                complaints.append((("cluster", "nodes", name, "links", KUBE_IPVS_DUMMY), (
-                    f"{KUBE_IPVS_DUMMY} is the dummy kube-proxy's IPVS mode creates (it holds the service "
-                    "addresses); name your link otherwise")))
-            for i, ipset in enumerate(node.ipsets):
-                if ipset.name in ours:
-                    complaints.append((("cluster", "nodes", name, "ipsets", i, "name"), (
-                        f"ipset {ipset.name} is one kube-proxy's IPVS mode creates and fills on every node; "
-                        "name your set otherwise")))
-    placed = [PodAddress(p.name, p.node, str(p.address), dict(p.spec.labels), p.spec.namespace) for p in pods]
-    return resolve_services(cluster, placed, ipaddress.ip_network(cluster.pod_cidr).version, complaints)
-
-
-def _kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView], address: Addr,
-                subnet: Net) -> dict[str, Any]:
-    """What kube-proxy programs on `node` (underlay `address`, pod `subnet`), as lab
-    objects keyed by Node field (lists go after the user's own entries, dicts under them;
-    `links` join the node's). One writer per proxy mode."""
-    if not services:
-        return {}
-    if cluster.proxy_mode == "nftables":
-        # its own `kube-proxy` table, one `nft -f` transaction; NodePorts on the node's
-        # primary address (nftables mode's default --nodeport-addresses)
-        family = ipaddress.ip_network(cluster.pod_cidr).version
-        return {"nftables": [{"ruleset": render_nftables(
-            node, services, cluster.pod_cidr, service_cidr=cluster.service_cidr or DEFAULT_SERVICE_CIDR[family],
-            node_ips=[str(address)])}]}
-    if cluster.proxy_mode == "ipvs":
-        # kube-ipvs0, IPVS services, ipsets, a --noflush dump, sysctls; NodePorts on every
-        # address of the node (IPVS mode's default --nodeport-addresses)
-        version = services[0].family
-        own = [address, subnet.network_address + 1]  # eth0, cni0
+def _routes_to_other_nodes(placement: Placement, name: str) -> tuple[list[Route], list[Neighbor], list[Fdb]]:
+    """What flanneld writes for every other node: with vxlan a neighbour, an FDB entry and
+    a route into the tunnel; with host-gw a route via the node."""
+    cluster = placement.cluster
+    vxlan = vxlan_dev(cluster)
+    routes: list[Route] = []
+    neighbors: list[Neighbor] = []
+    fdb: list[Fdb] = []
+    for other in cluster.nodes:
+        if other == name:
+            continue
+        far, far_subnet = placement.addresses[other], placement.subnets[other]
         if cluster.backend == "vxlan":
-            own.append(subnet.network_address)  # flannel's vxlan device
-        own += [ipaddress.ip_interface(a).ip for link in cluster.nodes[node].links.values() for a in link.addresses]
-        node_ips = list(dict.fromkeys(str(a) for a in own if a.version == version and not a.is_loopback
-                                      and not (a.version == 6 and a.is_link_local)))
-        return render_ipvs(node, services, cluster.pod_cidr, node_ips)
-    # kube-proxy itself runs `iptables-restore --noflush`: its own chains are reset by their
-    # `:CHAIN` lines, everything else in the tables stays
-    # a single-stack cluster: every service is the pods' family, and so is the dump
-    return {"iptables": [{"save": render_iptables(node, services, cluster.pod_cidr), "family": services[0].family,
-                          "noflush": True}]}
+            vtep = str(far_subnet.network_address)
+            neighbors.append(Neighbor(to=vtep, lladdr=vtep_mac(far), dev=vxlan))
+            fdb.append(Fdb(lladdr=vtep_mac(far), dev=vxlan, dst=str(far)))
+            routes.append(Route(to=str(far_subnet), via=vtep, dev=vxlan, onlink=True))
+        else:
+            routes.append(Route(to=str(far_subnet), via=str(far), dev="eth0"))
+    return routes, neighbors, fdb
+
+
+def _pod_node(placement: Placement, pod: PlacedPod) -> Node:
+    subnet = placement.subnets[pod.node]
+    labels = ", ".join(f"{k}={v}" for k, v in pod.spec.labels.items())
+    where = f"{pod.spec.namespace}/{pod.name}" if pod.spec.namespace != "default" else ""  # as kubectl says it
+    description = pod.spec.description or f"pod {where + ' ' if where else ''}on {pod.node}" + (
+        f" ({labels})" if labels else "")
+    return _merge(
+        pod.spec, description=description,
+        links={"eth0": PeerEnd(mtu=_pod_mtu(placement.cluster), addresses=[f"{pod.address}/{subnet.prefixlen}"])},
+        routes=[Route(to="default", via=str(subnet.network_address + 1))],
+    )
 
 
 def _plugged_in(lab: Lab, switch: str) -> list[str]:
@@ -330,7 +316,7 @@ def _merge(spec: Node, *, description: str, links: dict[str, object], routes: li
 # ---------------------------------------------------------------- the section's own rules
 
 
-def _check_networks(cluster: Cluster) -> Iterator[Complaint]:
+def check_networks(cluster: Cluster) -> Iterator[Complaint]:
     pod_cidr = ipaddress.ip_network(cluster.pod_cidr)
     underlay = ipaddress.ip_network(cluster.underlay.subnet)
     family, length = pod_cidr.version, subnet_len(cluster)
@@ -361,17 +347,17 @@ def _check_networks(cluster: Cluster) -> Iterator[Complaint]:
             f"{cluster.underlay.mtu} leaves {cluster.underlay.mtu - overhead}, below IPv{family}'s {MIN_MTU[family]}")
 
 
-def _pods(cluster: Cluster) -> Iterator[_Pod]:
+def _pods(cluster: Cluster) -> Iterator[PlacedPod]:
     for name, spec in cluster.pods.items():
         path: Path = ("cluster", "pods", name)
         if spec.replicas is None:
-            yield _Pod(name, spec, path)
+            yield PlacedPod(name, spec, path)
         else:
             for i in range(spec.replicas):
-                yield _Pod(f"{name}-{i}", spec, path)
+                yield PlacedPod(f"{name}-{i}", spec, path)
 
 
-def _check_names(lab: Lab, cluster: Cluster, pods: list[_Pod]) -> Iterator[Complaint]:
+def _check_names(lab: Lab, cluster: Cluster, pods: list[PlacedPod]) -> Iterator[Complaint]:
     """Nodes, pods, the switch and plain `nodes:` share one namespace of node names."""
     taken: dict[str, str] = {}
 
@@ -490,7 +476,7 @@ def _node_subnets(cluster: Cluster, complaints: list[Complaint]) -> dict[str, Ne
     return out
 
 
-def _place_pods(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint]) -> None:
+def _place_pods(cluster: Cluster, pods: list[PlacedPod], complaints: list[Complaint]) -> None:
     """Pods with `node:` go there; the others are spread like a scheduler would: each to
     the node with the fewest pods so far (the first in file order on a tie)."""
     load = dict.fromkeys(cluster.nodes, 0)
@@ -511,7 +497,7 @@ def _place_pods(cluster: Cluster, pods: list[_Pod], complaints: list[Complaint])
             load[pod.node] += 1
 
 
-def _pod_addresses(subnets: dict[str, Net], pods: list[_Pod], complaints: list[Complaint]) -> None:
+def _pod_addresses(subnets: dict[str, Net], pods: list[PlacedPod], complaints: list[Complaint]) -> None:
     taken: dict[Addr, str] = {}
     pods = [p for p in pods if p.node in subnets]  # the others have a problem reported already
     for pod in pods:
@@ -553,7 +539,7 @@ def _pods_word(n: int) -> str:
     return f"room for {n} pod{'s' if n != 1 else ''}"
 
 
-def _check_user_links(cluster: Cluster, pods: list[_Pod]) -> Iterator[Complaint]:
+def _check_user_links(cluster: Cluster, pods: list[PlacedPod]) -> Iterator[Complaint]:
     """What a user adds to a node or pod may not take a name expansion uses."""
     generated = {"eth0": "the underlay link", CNI_BRIDGE: "the CNI bridge", VXLAN_DEV: "flannel's vxlan",
                  VXLAN_DEV_V6: "flannel's IPv6 vxlan"}
@@ -572,4 +558,4 @@ def _check_user_links(cluster: Cluster, pods: list[_Pod]) -> Iterator[Complaint]
         seen.add(pod.path)
 
 
-__all__ = ["ClusterNode", "Expansion", "expand_cluster", "ifname_for", "vtep_mac"]
+__all__ = ["ClusterNode", "Expansion", "Placement", "explicit_nodes", "ifname_for", "place", "vtep_mac"]

@@ -11,7 +11,8 @@ the same dump, since the node's namespace starts empty). nfacct counters are lef
 
 from __future__ import annotations
 
-from netlab.expand.services import Endpoint, ServicePortView, endpoint_hash, port_proto_hash
+from netlab.expand.services import Endpoint, ProxyFragment, ServicePortView, endpoint_hash, port_proto_hash
+from netlab.lab.model import IptablesDump
 from netlab.vocabulary import host_port
 
 MASQ_MARK = "0x4000/0x4000"
@@ -21,6 +22,15 @@ AFFINITY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds' defau
 def _q(text: str) -> str:
     """iptables-save quotes a comment only when it has spaces."""
     return f'"{text}"' if " " in text else text
+
+
+def iptables_fragment(node: str, ports: list[ServicePortView], pod_cidr: str) -> ProxyFragment:
+    """kube-proxy itself runs `iptables-restore --noflush`: its own chains are reset by their
+    `:CHAIN` lines, everything else in the tables stays. A single-stack cluster: every
+    service is the pods' family, and so is the dump."""
+    dump = IptablesDump.model_validate(
+        {"save": render_iptables(node, ports, pod_cidr), "family": ports[0].family, "noflush": True})
+    return ProxyFragment(iptables=(dump,))
 
 
 def render_iptables(node: str, ports: list[ServicePortView], pod_cidr: str) -> str:

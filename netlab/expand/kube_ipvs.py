@@ -33,8 +33,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from netlab.expand.services import Endpoint, ServicePortView
-from netlab.lab.model import Dummy
+from netlab.expand.services import Endpoint, ProxyFragment, ServicePortView
+from netlab.lab.ipset import IpSet
+from netlab.lab.ipvs import IpvsService
+from netlab.lab.model import Dummy, IptablesDump
 
 DUMMY = "kube-ipvs0"
 SCHEDULER = "rr"
@@ -118,10 +120,10 @@ def _reals(endpoints: tuple[Endpoint, ...], node: str, local_only: bool) -> list
     return [{"address": ep.address, "port": ep.port} for ep in chosen or endpoints]
 
 
-def render_ipvs(node: str, ports: list[ServicePortView], pod_cidr: str, node_ips: list[str]) -> dict[str, Any]:
-    """What kube-proxy's IPVS proxier programs on `node`, keyed by Node field: `links`
-    (kube-ipvs0), `sysctls`, `ipsets`, `iptables` (one --noflush dump) and `ipvs`.
-    `node_ips`: the node's own addresses of the services' family, where NodePorts listen."""
+def ipvs_fragment(node: str, ports: list[ServicePortView], pod_cidr: str, node_ips: list[str]) -> ProxyFragment:
+    """What kube-proxy's IPVS proxier programs on `node`: kube-ipvs0, sysctls, ipsets, one
+    --noflush iptables dump and the IPVS services. `node_ips`: the node's own addresses of
+    the services' family, where NodePorts listen."""
     family = ports[0].family if ports else ipaddress.ip_network(pod_cidr).version
     members: dict[str, list[str]] = {name: [] for name, _, _ in SETS}
     bound: list[str] = []  # kube-ipvs0's addresses
@@ -185,13 +187,14 @@ def render_ipvs(node: str, ports: list[ServicePortView], pod_cidr: str, node_ips
     sysctls: dict[str, int] = {"net.ipv4.vs.conntrack": 1, "net.ipv4.vs.expire_nodest_conn": 1,
                                "net.ipv4.vs.expire_quiescent_template": 1, "net.ipv4.ip_forward": 1}
     sysctls["net.bridge.bridge-nf-call-iptables" if family == 4 else "net.bridge.bridge-nf-call-ip6tables"] = 1
-    return {
-        "links": {DUMMY: Dummy(kind="dummy", up=False, addresses=[_host(a) for a in bound])},
-        "sysctls": sysctls,
-        "ipsets": ipsets,
-        "iptables": [{"save": render_rules(members, family, pod_cidr), "family": family, "noflush": True}],
-        "ipvs": services,
-    }
+    return ProxyFragment(
+        links={DUMMY: Dummy(kind="dummy", up=False, addresses=[_host(a) for a in bound])},
+        sysctls=sysctls,
+        ipsets=tuple(IpSet.model_validate(spec) for spec in ipsets),
+        iptables=(IptablesDump.model_validate(
+            {"save": render_rules(members, family, pod_cidr), "family": family, "noflush": True}),),
+        ipvs=tuple(IpvsService.model_validate(svc) for svc in services),
+    )
 
 
 def render_rules(members: dict[str, list[str]], family: int, pod_cidr: str) -> str:

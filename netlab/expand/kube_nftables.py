@@ -34,7 +34,8 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netlab.expand.services import Endpoint, ServicePortView
+from netlab.expand.services import Endpoint, ProxyFragment, ServicePortView
+from netlab.lab.model import NftRuleset
 from netlab.vocabulary import host_port
 
 TABLE = "kube-proxy"
@@ -99,6 +100,13 @@ def _family(version: int) -> _Family:
     if version == 6:
         return _Family(f"ip6 {TABLE}", "ip6", "ipv6_addr", 6)
     return _Family(f"ip {TABLE}", "ip", "ipv4_addr", 4)
+
+
+def nftables_fragment(node: str, ports: Sequence[ServicePortView], pod_cidr: str, *,
+                      service_cidr: str | None = None, node_ips: Sequence[str] = ()) -> ProxyFragment:
+    """Its own `kube-proxy` table, loaded in one `nft -f` transaction."""
+    ruleset = render_nftables(node, ports, pod_cidr, service_cidr=service_cidr, node_ips=node_ips)
+    return ProxyFragment(nftables=(NftRuleset(ruleset=ruleset),))
 
 
 def render_nftables(node: str, ports: Sequence[ServicePortView], pod_cidr: str, *,

@@ -13,10 +13,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
-from netlab.lab.model import Cluster, Service
+from netlab.lab.ipset import IpSet
+from netlab.lab.ipvs import IpvsService
+from netlab.lab.model import Cluster, Dummy, IptablesDump, NftRuleset, Service
 from netlab.lab.source import Path
 from netlab.lab.topology import Complaint
 
@@ -59,6 +61,20 @@ class ServicePortView:
     @property
     def family(self) -> int:
         return ipaddress.ip_address(self.cluster_ip).version
+
+
+@dataclass(frozen=True)
+class ProxyFragment:
+    """What kube-proxy programs on one node, as the lab objects a user could have written:
+    each mode's writer fills its part. Expansion puts the links and lists after the node's
+    own (a dump after the user's, which --noflush keeps) and the sysctls under theirs."""
+
+    links: Mapping[str, Dummy] = field(default_factory=dict)  # IPVS mode's kube-ipvs0
+    sysctls: Mapping[str, int] = field(default_factory=dict)
+    ipsets: tuple[IpSet, ...] = ()
+    nftables: tuple[NftRuleset, ...] = ()
+    iptables: tuple[IptablesDump, ...] = ()
+    ipvs: tuple[IpvsService, ...] = ()
 
 
 def port_proto_hash(name: str, protocol: str) -> str:
