@@ -29,11 +29,15 @@ from netlab.plan.ops import (
     AddNeighbor,
     AddRoute,
     AddRule,
+    BridgeType,
     CreateLink,
     MarkNetns,
     Op,
     SetBridgePort,
     SetLink,
+    VethType,
+    VrfType,
+    VxlanType,
 )
 from netlab.vocabulary import BUILTIN_TABLES
 
@@ -116,32 +120,32 @@ def create_link(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> Any:
 
 def _link_data(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> list[tuple[str, Any]]:
     """IFLA_INFO_DATA of a new link: what its kind takes."""
-    if op.kind == "veth":
-        assert op.peer_ns and op.peer_name
+    t = op.type
+    if isinstance(t, VethType):
         # the far end is created directly in its namespace: moving a link later is slow
-        peer: list[tuple[str, Any]] = [("IFLA_IFNAME", op.peer_name), ("IFLA_NET_NS_FD", netns_fd(op.peer_ns)),
-                                       *_settings(op.peer_mtu, op.peer_mac, None, ifindex)]
+        peer: list[tuple[str, Any]] = [("IFLA_IFNAME", t.peer_name), ("IFLA_NET_NS_FD", netns_fd(t.peer_ns)),
+                                       *_settings(t.peer_mtu, t.peer_mac, None, ifindex)]
         return [("VETH_INFO_PEER", {"index": 0, "flags": 0, "change": 0, "attrs": peer})]
-    if op.kind == "bridge":
-        return [("IFLA_BR_STP_STATE", int(op.stp))]
-    if op.kind == "vrf":
-        return [("IFLA_VRF_TABLE", op.table)]
-    if op.kind == "vxlan":
-        return _vxlan_data(op, ifindex)
+    if isinstance(t, BridgeType):
+        return [("IFLA_BR_STP_STATE", int(t.stp))]
+    if isinstance(t, VrfType):
+        return [("IFLA_VRF_TABLE", t.table)]
+    if isinstance(t, VxlanType):
+        return _vxlan_data(t, ifindex)
     return []  # dummy
 
 
-def _vxlan_data(op: CreateLink, ifindex: Ifindex) -> list[tuple[str, Any]]:
-    data: list[tuple[str, Any]] = [("IFLA_VXLAN_ID", op.vni), ("IFLA_VXLAN_PORT", op.port),
-                                   ("IFLA_VXLAN_LEARNING", int(op.learning))]
-    for key, value in (("LOCAL", op.local), ("GROUP", op.group or op.remote)):
+def _vxlan_data(t: VxlanType, ifindex: Ifindex) -> list[tuple[str, Any]]:
+    data: list[tuple[str, Any]] = [("IFLA_VXLAN_ID", t.vni), ("IFLA_VXLAN_PORT", t.port),
+                                   ("IFLA_VXLAN_LEARNING", int(t.learning))]
+    for key, value in (("LOCAL", t.local), ("GROUP", t.group or t.remote)):
         if value:
             six = ipaddress.ip_address(value).version == 6
             data.append((f"IFLA_VXLAN_{key}{'6' if six else ''}", value))
-    if op.dev:
-        data.append(("IFLA_VXLAN_LINK", ifindex(op.dev)))
-    if op.ttl is not None:
-        data.append(("IFLA_VXLAN_TTL", op.ttl))
+    if t.dev:
+        data.append(("IFLA_VXLAN_LINK", ifindex(t.dev)))
+    if t.ttl is not None:
+        data.append(("IFLA_VXLAN_TTL", t.ttl))
     return data
 
 

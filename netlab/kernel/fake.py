@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from netlab.kernel.driver import LinkView, NamespaceView, OpFailed
 from netlab.naming import parse_mark
-from netlab.plan.ops import CreateLink, CreateNetns, MarkNetns, Op, SetLink
+from netlab.plan.ops import CreateLink, CreateNetns, MarkNetns, Op, SetLink, VethType, VrfType
 
 
 @dataclass
@@ -70,12 +70,12 @@ class FakeDriver:
             if op.master is not None:
                 links[op.name].master = op.master
             return
-        links[op.name] = FakeLink(op.kind, op.master, op.table if op.kind == "vrf" else None)
-        if op.kind == "veth" and op.peer_ns is not None and op.peer_name is not None:
-            peer = self.links.setdefault(op.peer_ns, {})
-            if op.peer_name in peer:
+        links[op.name] = FakeLink(op.kind, op.master, op.type.table if isinstance(op.type, VrfType) else None)
+        if isinstance(op.type, VethType):
+            peer = self.links.setdefault(op.type.peer_ns, {})
+            if op.type.peer_name in peer:
                 raise OpFailed(op, "File exists (EEXIST)")
-            peer[op.peer_name] = FakeLink("veth")
+            peer[op.type.peer_name] = FakeLink("veth")
 
     def delete_namespaces(self, names: Iterable[str]) -> list[str]:
         gone = [n for n in names if n in self.netns]

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from netlab.lab.consistency import route_family, rule_family
 from netlab.lab.ipset import entry_comment, entry_text, parse_element, range_text
 from netlab.lab.ipvs import real_port, service_family
-from netlab.lab.model import Bridge, Lab, Node, Vrf, Vxlan
+from netlab.lab.model import Bridge, Lab, Node, Vrf, Vxlan, _LinkCommon
 from netlab.lab.source import format_path
 from netlab.lab.topology import Topology, resolve
 from netlab.naming import netns_name, ownership_mark
@@ -25,9 +25,12 @@ from netlab.plan.ops import (
     AddNeighbor,
     AddRoute,
     AddRule,
+    BridgeType,
     CreateIpset,
     CreateLink,
     CreateNetns,
+    DummyType,
+    LinkType,
     LoadNftables,
     MarkNetns,
     Op,
@@ -36,6 +39,9 @@ from netlab.plan.ops import (
     SetBridgePort,
     SetLink,
     SetSysctl,
+    VethType,
+    VrfType,
+    VxlanType,
     stage_of,
 )
 from netlab.vocabulary import IP_PROTOS, parse_fwmark, table_number
@@ -141,6 +147,18 @@ def _namespace_ops(ns: str, where: str, lab: str, node_name: str, node: Node) ->
     return ops
 
 
+def _link_type(lab: Lab, s: _LinkCommon) -> LinkType:
+    """The kind-specific part of a device's CreateLink, from its lab settings."""
+    if isinstance(s, Bridge):
+        return BridgeType(stp=s.stp)
+    if isinstance(s, Vrf):
+        return VrfType(table=table_number(s.table, lab.tables))
+    if isinstance(s, Vxlan):
+        return VxlanType(vni=s.vni, port=s.port, local=s.local, remote=s.remote, group=s.group, dev=s.dev,
+                         learning=s.learning, ttl=s.ttl)
+    return DummyType()
+
+
 def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
     """Devices (bridges, dummies, vxlans, VRFs), then veth pairs, then settings of lo and
     of bridge ports."""
@@ -150,28 +168,19 @@ def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
             s = iface.settings
             what = format_path(iface.path)
             if iface.kind in ("bridge", "dummy", "vxlan", "vrf"):
-                extra: dict[str, object] = {}
-                if isinstance(s, Bridge):
-                    extra["stp"] = s.stp
-                if isinstance(s, Vrf):
-                    extra["table"] = _table_number(lab, s.table)[0]
-                if isinstance(s, Vxlan):
-                    extra.update(vni=s.vni, port=s.port, local=s.local, remote=s.remote, group=s.group,
-                                 dev=s.dev, learning=s.learning, ttl=s.ttl)
                 # A dummy is made in the bridges' stage, so a bridge it is a port of may not be
                 # there yet: it joins the bridge with the link settings (a VRF is made before both).
                 late = iface.kind == "dummy" and topo.bridge_of(iface) is not None
-                ops.append(CreateLink(ns[node_name], what, name=iface.name, kind=iface.kind, up=s.up,
-                                      master=None if late else iface.master, mtu=s.mtu, mac=s.mac,
-                                      **extra))  # type: ignore[arg-type]
+                ops.append(CreateLink(ns[node_name], what, name=iface.name, type=_link_type(lab, s), up=s.up,
+                                      master=None if late else iface.master, mtu=s.mtu, mac=s.mac))
                 if late:
                     ops.append(SetLink(ns[node_name], what, name=iface.name, up=s.up, master=iface.master))
     for pair in topo.pairs:
         near, far = topo.interfaces[pair.near], topo.interfaces[pair.far]
-        ops.append(CreateLink(ns[near.node], format_path(near.path), name=near.name, kind="veth",
-                              up=near.settings.up, master=near.master, mtu=near.settings.mtu,
-                              mac=near.settings.mac, peer_ns=ns[far.node], peer_name=far.name,
-                              peer_mtu=far.settings.mtu, peer_mac=far.settings.mac))
+        peer = VethType(peer_ns=ns[far.node], peer_name=far.name, peer_mtu=far.settings.mtu,
+                        peer_mac=far.settings.mac)
+        ops.append(CreateLink(ns[near.node], format_path(near.path), name=near.name, type=peer,
+                              up=near.settings.up, master=near.master, mtu=near.settings.mtu, mac=near.settings.mac))
         ops.append(SetLink(ns[far.node], format_path(far.path), name=far.name, up=far.settings.up,
                            master=far.master))
     for (node_name, _), iface in topo.interfaces.items():

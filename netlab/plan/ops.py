@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import shlex
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from netlab.vocabulary import host_port, proto_name
 
@@ -75,34 +76,97 @@ class SetSysctl(Op):
         return f"ip netns exec {self.ns} sysctl -qw {self.key}={shlex.quote(self.value)}"
 
 
+# The kind-specific part of a new link: what follows `type KIND` in `ip link add`.
+
+
+@dataclass(frozen=True)
+class VethType:
+    """The far end, created directly in its namespace (no later move: moves are slow).
+    Its MTU and MAC travel in the same message; the kernel refuses to bring a peer up at
+    creation (ENOTCONN), so its state and master come in a SetLink after."""
+
+    kind: ClassVar[str] = "veth"
+    peer_ns: str
+    peer_name: str
+    peer_mtu: int | None = None
+    peer_mac: str | None = None
+
+    def args(self) -> list[str]:
+        parts = [f"peer name {self.peer_name} netns {self.peer_ns}"]
+        if self.peer_mtu:
+            parts.append(f"mtu {self.peer_mtu}")
+        if self.peer_mac:
+            parts.append(f"address {self.peer_mac}")
+        return parts
+
+
+@dataclass(frozen=True)
+class BridgeType:
+    kind: ClassVar[str] = "bridge"
+    stp: bool = False
+
+    def args(self) -> list[str]:
+        return [f"stp_state {int(self.stp)}"]
+
+
+@dataclass(frozen=True)
+class DummyType:
+    kind: ClassVar[str] = "dummy"
+
+    def args(self) -> list[str]:
+        return []
+
+
+@dataclass(frozen=True)
+class VxlanType:
+    kind: ClassVar[str] = "vxlan"
+    vni: int
+    port: int
+    local: str | None = None
+    remote: str | None = None
+    group: str | None = None
+    dev: str | None = None  # the underlay device
+    learning: bool = True
+    ttl: int | None = None
+
+    def args(self) -> list[str]:
+        parts = [f"id {self.vni} dstport {self.port}"]
+        for key, value in (("local", self.local), ("remote", self.remote), ("group", self.group),
+                           ("dev", self.dev), ("ttl", self.ttl)):
+            if value is not None:
+                parts.append(f"{key} {value}")
+        if not self.learning:
+            parts.append("nolearning")
+        return parts
+
+
+@dataclass(frozen=True)
+class VrfType:
+    kind: ClassVar[str] = "vrf"
+    table: int  # its routing table (a number: iproute2 knows no lab table names)
+
+    def args(self) -> list[str]:
+        return [f"table {self.table}"]
+
+
+LinkType = VethType | BridgeType | DummyType | VxlanType | VrfType
+
+
 @dataclass(frozen=True)
 class CreateLink(Op):
+    """`ip link add NAME [mtu M] [address A] [master B] [up] type KIND …`: the settings
+    every link has, and its kind's own part (`type`)."""
+
     name: str = ""
-    kind: str = ""  # bridge | dummy | veth | vxlan | vrf
+    type: LinkType = field(kw_only=True)
     up: bool = True
     master: str | None = None
     mtu: int | None = None
     mac: str | None = None
-    # veth: the far end, created directly in its namespace (no later move: moves are slow)
-    peer_ns: str | None = None
-    peer_name: str | None = None
-    # the far end's MTU and MAC travel in the same message; the kernel refuses to bring a
-    # peer up at creation (ENOTCONN), so its state and master come in a SetLink after
-    peer_mtu: int | None = None
-    peer_mac: str | None = None
-    # bridge
-    stp: bool = False
-    # vxlan
-    vni: int | None = None
-    port: int | None = None
-    local: str | None = None
-    remote: str | None = None
-    group: str | None = None
-    dev: str | None = None
-    learning: bool = True
-    ttl: int | None = None
-    # vrf: its routing table (a number: iproute2 knows no lab table names)
-    table: int | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.type.kind
 
     def render(self) -> str:
         parts = [f"ip -n {self.ns} link add {self.name}"]
@@ -114,27 +178,7 @@ class CreateLink(Op):
             parts.append(f"master {self.master}")
         if self.up:
             parts.append("up")
-        parts.append(f"type {self.kind}")
-        if self.kind == "veth":
-            parts.append(f"peer name {self.peer_name} netns {self.peer_ns}")
-            if self.peer_mtu:
-                parts.append(f"mtu {self.peer_mtu}")
-            if self.peer_mac:
-                parts.append(f"address {self.peer_mac}")
-
-        elif self.kind == "bridge":
-            parts.append(f"stp_state {int(self.stp)}")
-        elif self.kind == "vrf":
-            parts.append(f"table {self.table}")
-        elif self.kind == "vxlan":
-            parts.append(f"id {self.vni} dstport {self.port}")
-            for key in ("local", "remote", "group", "dev", "ttl"):
-                value = getattr(self, key)
-                if value is not None:
-                    parts.append(f"{key} {value}")
-            if not self.learning:
-                parts.append("nolearning")
-        return " ".join(parts)
+        return " ".join([*parts, f"type {self.kind}", *self.type.args()])
 
 
 @dataclass(frozen=True)

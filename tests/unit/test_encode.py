@@ -26,11 +26,16 @@ from netlab.plan.ops import (
     AddNeighbor,
     AddRoute,
     AddRule,
+    BridgeType,
     CreateLink,
+    DummyType,
     MarkNetns,
     Op,
     SetBridgePort,
     SetLink,
+    VethType,
+    VrfType,
+    VxlanType,
 )
 
 IFINDEX = {
@@ -42,48 +47,48 @@ NETNS_FD = 4
 # (op, iproute2's bytes after the nlmsghdr, byte-identical?)
 CASES: list[tuple[Op, str, bool]] = [
     # ip -n x.a link add br0 up type bridge stp_state 0
-    (CreateLink("x.a", name="br0", kind="bridge"),
+    (CreateLink("x.a", name="br0", type=BridgeType()),
      "0000000000000000010000000100000008000300627230001c0012000a000100"
      "62726964676500000c0002000800050000000000", False),
     # ip -n x.a link add br1 mtu 1400 address 02:00:00:00:00:0b type bridge stp_state 1
-    (CreateLink("x.a", name="br1", kind="bridge", up=False, mtu=1400, mac="02:00:00:00:00:0b", stp=True),
+    (CreateLink("x.a", name="br1", type=BridgeType(stp=True), up=False, mtu=1400, mac="02:00:00:00:00:0b"),
      "0000000000000000000000000000000008000400780500000a00010002000000"
      "000b000008000300627231001c0012000a00010062726964676500000c000200"
      "0800050001000000", False),
     # ip -n x.a link add veth1 mtu 1400 address 02:00:00:00:00:01 master br0 up type veth peer name eth0 netns x.b
     #   mtu 1300 address 02:00:00:00:00:02
-    (CreateLink("x.a", name="veth1", kind="veth", master="br0", mtu=1400, mac="02:00:00:00:00:01", peer_ns="x.b",
-     peer_name="eth0", peer_mtu=1300, peer_mac="02:00:00:00:00:02"),
+    (CreateLink("x.a", name="veth1", type=VethType("x.b", "eth0", peer_mtu=1300, peer_mac="02:00:00:00:00:02"),
+                master="br0", mtu=1400, mac="02:00:00:00:00:01"),
      "0000000000000000010000000100000008000400780500000a00010002000000"
      "0001000008000a00040000000a00030076657468310000004c00120008000100"
      "76657468400002003c0001000000000000000000000000000000000008001c00"
      "0400000008000400140500000a00010002000000000200000900030065746830"
      "00000000", False),
     # ip -n x.a link add veth2 type veth peer name eth1 netns x.b
-    (CreateLink("x.a", name="veth2", kind="veth", up=False, peer_ns="x.b", peer_name="eth1"),
+    (CreateLink("x.a", name="veth2", type=VethType("x.b", "eth1"), up=False),
      "000000000000000000000000000000000a000300766574683200000038001200"
      "08000100766574682c0002002800010000000000000000000000000000000000"
      "08001c0004000000090003006574683100000000", False),
     # ip -n x.a link add vx0 mtu 1450 address 0a:58:0a:f4:00:00 up type vxlan id 7 dstport 8472 local 192.0.2.1
     #   remote 192.0.2.2 dev u0 ttl 5 nolearning
-    (CreateLink("x.a", name="vx0", kind="vxlan", mtu=1450, mac="0a:58:0a:f4:00:00", vni=7, port=8472,
-     local="192.0.2.1", remote="192.0.2.2", dev="u0", learning=False, ttl=5),
+    (CreateLink("x.a", name="vx0", mtu=1450, mac="0a:58:0a:f4:00:00",
+                type=VxlanType(7, 8472, local="192.0.2.1", remote="192.0.2.2", dev="u0", learning=False, ttl=5)),
      "0000000000000000010000000100000008000400aa0500000a0001000a580af4"
      "0000000008000300767830004c0012000900010076786c616e0000003c000200"
      "08000300030000000500050005000000080001000700000008000400c0000201"
      "08000200c0000202050007000000000006000f0021180000", False),
     # ip -n x.a link add vx1 up type vxlan id 8 dstport 4789 local 2001:db8::1 group ff05::1 dev u0
-    (CreateLink("x.a", name="vx1", kind="vxlan", vni=8, port=4789, local="2001:db8::1", group="ff05::1", dev="u0"),
+    (CreateLink("x.a", name="vx1", type=VxlanType(8, 4789, local="2001:db8::1", group="ff05::1", dev="u0")),
      "0000000000000000010000000100000008000300767831005c00120009000100"
      "76786c616e0000004c0002000800030003000000080001000800000014001100"
      "20010db800000000000000000000000114001000ff0500000000000000000000"
      "00000001050007000100000006000f0012b50000", False),
     # ip -n x.a link add blue up type vrf table 20
-    (CreateLink("x.a", name="blue", kind="vrf", table=20),
+    (CreateLink("x.a", name="blue", type=VrfType(20)),
      "0000000000000000010000000100000009000300626c75650000000018001200"
      "07000100767266000c0002000800010014000000", False),
     # ip -n x.a link add d0 master br0 up type dummy
-    (CreateLink("x.a", name="d0", kind="dummy", master="br0"),
+    (CreateLink("x.a", name="d0", type=DummyType(), master="br0"),
      "0000000000000000010000000100000008000a00040000000700030064300000"
      "100012000900010064756d6d79000000", False),
     # ip -n x.a link set up0 mtu 1400 address 02:00:00:00:00:09 master br0 up

@@ -25,6 +25,7 @@ from netlab.plan.ops import (
     RunCommand,
     SetLink,
     SetSysctl,
+    VethType,
     stage_of,
 )
 
@@ -116,8 +117,8 @@ def test_far_end_of_veth_gets_setlink() -> None:
               eth0: {up: false, mtu: 1300, mac: "02:00:00:00:00:02"}
     """))
     (create,) = [op for op in plan.ops if isinstance(op, CreateLink)]
-    assert (create.ns, create.name, create.peer_ns, create.peer_name) == ("far.a", "eth0", "far.b", "eth0")
-    assert (create.mtu, create.peer_mtu, create.peer_mac) == (1400, 1300, "02:00:00:00:00:02")
+    assert (create.ns, create.name, create.mtu) == ("far.a", "eth0", 1400)
+    assert create.type == VethType(peer_ns="far.b", peer_name="eth0", peer_mtu=1300, peer_mac="02:00:00:00:00:02")
     (far,) = [op for op in plan.ops if isinstance(op, SetLink)]
     assert (far.ns, far.name, far.up) == ("far.b", "eth0", False)
     assert far.render() == "ip -n far.b link set eth0 down"
@@ -136,7 +137,8 @@ def test_veth_created_from_the_end_with_a_master() -> None:
               veth1: {master: br0}
     """))
     (create,) = [op for op in plan.ops if isinstance(op, CreateLink) and op.kind == "veth"]
-    assert (create.ns, create.name, create.master, create.peer_ns) == ("swap.host", "veth1", "br0", "swap.pod")
+    assert (create.ns, create.name, create.master, create.type) == ("swap.host", "veth1", "br0",
+                                                                    VethType("swap.pod", "eth0"))
     (far,) = [op for op in plan.ops if isinstance(op, SetLink)]
     assert (far.ns, far.name, far.master) == ("swap.pod", "eth0", None)
 

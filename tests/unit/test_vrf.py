@@ -27,7 +27,7 @@ from netlab.lab.parse import topology
 from netlab.load import load_lab, load_lab_text
 from netlab.observations import RouteAnswer, RouteQuery, RuleView
 from netlab.plan.build import Plan, build_plan
-from netlab.plan.ops import CreateLink, SetLink, stage_of
+from netlab.plan.ops import CreateLink, SetLink, VrfType, stage_of
 
 LAB = """
 name: v
@@ -213,7 +213,7 @@ def test_vrfs_are_made_first_then_their_members() -> None:
     stages = [s for s, _ in plan.by_stage()]
     assert stages.index("vrfs") < stages.index("bridges") < stages.index("veths")
     blue = links[0]
-    assert (blue.kind, blue.table, blue.up) == ("vrf", 10, True)
+    assert (blue.type, blue.kind, blue.up) == (VrfType(10), "vrf", True)
 
 
 def test_render() -> None:

@@ -34,7 +34,7 @@ from netlab.kernel.netlink import NetlinkDriver
 from netlab.lab.source import parse_yaml
 from netlab.load import load_lab_data
 from netlab.plan.build import build_plan
-from netlab.plan.ops import CreateLink, SetLink
+from netlab.plan.ops import CreateLink, SetLink, VrfType
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks, unique_name
 
 REPO = Path(__file__).resolve().parents[2]
@@ -316,18 +316,17 @@ def test_the_kernel_refuses_what_the_load_time_checks_refuse(netlab_lab: LabFact
         return info.value.reason
 
     try:
-        assert "Invalid VRF table id" in refused(CreateLink(ns, "t", name="v0", kind="vrf", table=0))
-        assert "mtu less than device minimum" in refused(CreateLink(ns, "t", name="v1", kind="vrf", table=30,
-                                                                    mtu=1000))
+        assert "Invalid VRF table id" in refused(CreateLink(ns, "t", name="v0", type=VrfType(0)))
+        assert "mtu less than device minimum" in refused(CreateLink(ns, "t", name="v1", type=VrfType(30), mtu=1000))
         assert "Can not enslave an L3 master device to a VRF" in refused(SetLink(ns, "t", name="red", master="blue"))
         assert "Can not enslave loopback device to a VRF" in refused(SetLink(ns, "t", name="lo", master="blue"))
         # in strict mode, a second VRF of a table is refused ...
         lab.exec("r", "sysctl", "-qw", "net.vrf.strict_mode=1", check=True)
-        strict = refused(CreateLink(ns, "t", name="twin", kind="vrf", table=20))
+        strict = refused(CreateLink(ns, "t", name="twin", type=VrfType(20)))
         assert "Table is used by another VRF" in strict, strict
         # ... and taken by default (strict_mode 0): the kernel would let two VRFs share table 10
         lab.exec("r", "sysctl", "-qw", "net.vrf.strict_mode=0", check=True)
-        driver.apply([CreateLink(ns, "t", name="twin", kind="vrf", table=10)], lambda _op: None)
+        driver.apply([CreateLink(ns, "t", name="twin", type=VrfType(10))], lambda _op: None)
         assert "vrf table 10" in ip(lab, "r", "-d", "link", "show", "twin")
     finally:
         driver.close()
