@@ -13,6 +13,8 @@ import re
 import shlex
 import types
 import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any, Union
 
@@ -272,120 +274,163 @@ def _type_hint(value: Any) -> str:
     return ""
 
 
+@dataclass(frozen=True)
+class _Error:
+    """One pydantic error, with its location cleaned (`path`) and as pydantic gave it (`raw_loc`)."""
+
+    raw_loc: tuple[Any, ...]
+    path: Path
+    kind: str
+    value: Any
+    msg: str
+    ctx: dict[str, Any]
+
+    @classmethod
+    def of(cls, err: Any) -> _Error:
+        raw_loc = tuple(err["loc"])
+        return cls(raw_loc, _clean_loc(raw_loc), err["type"], err.get("input"), str(err["msg"]),
+                   err.get("ctx") or {})
+
+    @property
+    def last(self) -> str | int:
+        return self.path[-1] if self.path else ""
+
+
 def _problem_from_pydantic(err: Any, source: Source) -> tuple[Problem, Path | None]:
     """One pydantic error as a Problem, and the key path it suggests instead (if any)."""
-    raw_loc = tuple(err["loc"])
-    path = _clean_loc(raw_loc)
-    kind = err["type"]
-    value = err.get("input")
-    msg = str(err["msg"])
-    last = path[-1] if path else ""
-    if _is_union_member(raw_loc):
-        if "table" in path:
-            text = f"table is a number or a name from top-level `tables:`, got {_show(value)}"
-        else:
-            text = f"a sysctl value is a number or a string, got {_show(value)}"
-            if isinstance(value, float):
-                text += f"; put it in quotes, e.g. '{value}'"
-        return source.problem(path, text), None
-    if kind == "extra_forbidden":
-        text, suggestion = _unknown_key(raw_loc, path)
-        return source.problem(path, text), suggestion
-    if kind == "missing":
-        hint = _MISSING_HINTS.get(str(last))
-        return source.problem(path, f"required key {last!r} is missing" + (f"; {hint}" if hint else "")), None
-    if kind == "check_kind":
-        given = [k for k in CHECK_KINDS if isinstance(value, dict) and k in value]
-        if given:
-            text = (f"a check is one of probe:, route: or rule:, and this one has {' and '.join(given)}; "
-                    "split it into separate checks")
-        elif isinstance(value, dict):
-            text = ("a check needs one of probe: (send traffic), route: (ask `ip route get`) or rule: "
-                    f"(look for an ip rule); it has {', '.join(map(str, value)) or 'no keys'}")
-        else:
-            text = (f"expected a check (a mapping with name: and one of probe:, route:, rule:), got {_show(value)}; "
-                    "e.g. {name: c1 reaches c2, probe: {from: c1, to: c2}}")
-        return source.problem(path, text), None
-    if kind == "union_tag_invalid":
+    e = _Error.of(err)
+    if _is_union_member(e.raw_loc):
+        return source.problem(e.path, _union_member_text(e)), None
+    if e.kind == "extra_forbidden":
+        text, suggestion = _unknown_key(e.raw_loc, e.path)
+        return source.problem(e.path, text), suggestion
+    if e.kind == "union_tag_invalid":
         return source.problem(
-            (*path, "kind"),
-            f"unknown link kind {err['ctx'].get('tag')!r}; expected one of: {', '.join(LINK_KINDS)}",
+            (*e.path, "kind"),
+            f"unknown link kind {e.ctx.get('tag')!r}; expected one of: {', '.join(LINK_KINDS)}",
         ), None
-    if kind == "value_error":
-        return source.problem(path, msg.removeprefix("Value error, ")), None
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        if value is None and path == ("nodes",):
-            text = "is empty; a lab needs at least one node, e.g. `nodes: {pod1: {}}`"
-        elif value is None:
-            where = f"`{last}: {{}}`" if isinstance(last, str) and last else "`{}`"
-            text = f"is empty; expected a mapping (key: value, …), e.g. {where} for one with no settings"
-        elif isinstance(value, list):
-            text = ("expected a mapping (key: value, …), got a list; entries here are keyed by "
-                    "name, so drop the '- ' in front of them")
-        else:
-            model = _model_at(raw_loc)
-            example = _EXAMPLES.get(model.__name__) if model else None
-            text = f"expected a mapping (key: value, …), got {_show(value)}"
-            if example:
-                text += f"; e.g. {example}"
-        return source.problem(path, text), None
-    if kind == "list_type":
-        if last in ("nftables", "iptables") and len(path) >= 3 and path[-3] in ("nodes", "pods"):
-            one, many = ("ruleset", "rulesets") if last == "nftables" else ("save", "iptables-save dumps")
-            text = (f"expected a list of {many} (items like `- {one}: |`), or one as text (`{last}: |`), "
-                    f"got {_show(value)}")
-            if isinstance(value, dict):
-                text += "; for a list of one, put '- ' before it"
-            return source.problem(path, text), None
-        if len(path) >= 3 and path[2] == "exec" and isinstance(value, str):
-            argv = ", ".join(_split(value))
-            text = ("expected a list of arguments (the command runs without a shell), "
-                    f"got {_show(value)}; write [{argv}]")
-            if len(path) == 3:  # `exec: "cmd"`: a list of commands, each a list
-                text = f"expected a list of commands, each a list of arguments, got {_show(value)}; write [[{argv}]]"
-            return source.problem(path, text), None
-        text = f"expected a list ([…] or '- ' items), got {_show(value)}"
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            text += f"; for one item write [{value}]"
-        return source.problem(path, text), None
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return source.problem(path, f"expected a whole number, got {_show(value)}"), None
-    if kind in ("bool_type", "bool_parsing"):
-        return source.problem(path, f"expected true or false, got {_show(value)}"), None
-    if kind == "string_type":
-        return source.problem(path, f"expected a string, got {_show(value)}{_type_hint(value)}"), None
-    if kind == "string_too_short" and last in ("ruleset", "save", "file") and len(path) >= 3 and path[-3] in (
-            "nftables", "iptables"):
-        what = "file" if last == "file" else "text"
-        return source.problem(path, f"is empty; give the {what}, or drop the entry"), None
-    if kind.startswith(("int_", "bool_", "string_")):
-        return source.problem(path, f"{_lower_first(msg)}, got {_show(value)}"), None
-    if kind == "literal_error":
-        text = f"{_lower_first(msg.replace('Input should be', 'expected'))}, got {_show(value)}"
-        if isinstance(value, str):
-            close = _suggest(value, re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", ""))))
-            if close:
-                text += f"; did you mean {close!r}?"
-        return source.problem(path, text), None
-    if kind == "too_short":
-        if path == ("nodes",):
-            text = "a lab needs at least one node, e.g. `nodes: {pod1: {}}`"
-        elif len(path) == 4 and path[2] == "exec":
-            text = "a command needs at least the program to run, e.g. [ip, link, show]"
-        else:
-            text = "must not be empty"
-        return source.problem(path, text), None
-    if kind in ("greater_than_equal", "less_than_equal", "less_than", "greater_than"):
-        text = f"{_lower_first(msg.replace('Input should be', 'must be'))}, got {_show(value)}"
-        if last == "mtu":
-            text = f"an MTU must be from 68 to 65535 (IPv6 needs at least 1280), got {_show(value)}"
-        elif path[:1] == ("tables",):
-            text = f"a table number must be from 1 to 4294967295, got {_show(value)}"
-        elif last in _RANGES:  # both bounds: pydantic names only the one that was crossed
-            what, low, high = _RANGES[str(last)]
-            text = f"{what} must be from {low} to {high}, got {_show(value)}"
-        return source.problem(path, text), None
-    return source.problem(path, f"{_lower_first(msg)} (got {_show(value)})"), None
+    return source.problem(e.path, _explain(e)), None
+
+
+def _explain(e: _Error) -> str:
+    """What an error of pydantic's means here, by its kind."""
+    for kinds, explain in _EXPLAINERS:
+        if e.kind in kinds:
+            return explain(e)
+    if e.kind.startswith(("int_", "bool_", "string_")):
+        return f"{_lower_first(e.msg)}, got {_show(e.value)}"
+    return f"{_lower_first(e.msg)} (got {_show(e.value)})"
+
+
+def _union_member_text(e: _Error) -> str:
+    if "table" in e.path:
+        return f"table is a number or a name from top-level `tables:`, got {_show(e.value)}"
+    text = f"a sysctl value is a number or a string, got {_show(e.value)}"
+    if isinstance(e.value, float):
+        text += f"; put it in quotes, e.g. '{e.value}'"
+    return text
+
+
+def _missing_text(e: _Error) -> str:
+    hint = _MISSING_HINTS.get(str(e.last))
+    return f"required key {e.last!r} is missing" + (f"; {hint}" if hint else "")
+
+
+def _check_kind_text(e: _Error) -> str:
+    value = e.value
+    given = [k for k in CHECK_KINDS if isinstance(value, dict) and k in value]
+    if given:
+        return (f"a check is one of probe:, route: or rule:, and this one has {' and '.join(given)}; "
+                "split it into separate checks")
+    if isinstance(value, dict):
+        return ("a check needs one of probe: (send traffic), route: (ask `ip route get`) or rule: "
+                f"(look for an ip rule); it has {', '.join(map(str, value)) or 'no keys'}")
+    return (f"expected a check (a mapping with name: and one of probe:, route:, rule:), got {_show(value)}; "
+            "e.g. {name: c1 reaches c2, probe: {from: c1, to: c2}}")
+
+
+def _mapping_text(e: _Error) -> str:
+    if e.value is None and e.path == ("nodes",):
+        return "is empty; a lab needs at least one node, e.g. `nodes: {pod1: {}}`"
+    if e.value is None:
+        where = f"`{e.last}: {{}}`" if isinstance(e.last, str) and e.last else "`{}`"
+        return f"is empty; expected a mapping (key: value, …), e.g. {where} for one with no settings"
+    if isinstance(e.value, list):
+        return ("expected a mapping (key: value, …), got a list; entries here are keyed by "
+                "name, so drop the '- ' in front of them")
+    model = _model_at(e.raw_loc)
+    example = _EXAMPLES.get(model.__name__) if model else None
+    return f"expected a mapping (key: value, …), got {_show(e.value)}" + (f"; e.g. {example}" if example else "")
+
+
+def _list_text(e: _Error) -> str:
+    path, last, value = e.path, e.last, e.value
+    if last in ("nftables", "iptables") and len(path) >= 3 and path[-3] in ("nodes", "pods"):
+        one, many = ("ruleset", "rulesets") if last == "nftables" else ("save", "iptables-save dumps")
+        text = (f"expected a list of {many} (items like `- {one}: |`), or one as text (`{last}: |`), "
+                f"got {_show(value)}")
+        return text + ("; for a list of one, put '- ' before it" if isinstance(value, dict) else "")
+    if len(path) >= 3 and path[2] == "exec" and isinstance(value, str):
+        argv = ", ".join(_split(value))
+        if len(path) == 3:  # `exec: "cmd"`: a list of commands, each a list
+            return f"expected a list of commands, each a list of arguments, got {_show(value)}; write [[{argv}]]"
+        return ("expected a list of arguments (the command runs without a shell), "
+                f"got {_show(value)}; write [{argv}]")
+    text = f"expected a list ([…] or '- ' items), got {_show(value)}"
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        text += f"; for one item write [{value}]"
+    return text
+
+
+def _string_too_short_text(e: _Error) -> str:
+    if e.last in ("ruleset", "save", "file") and len(e.path) >= 3 and e.path[-3] in ("nftables", "iptables"):
+        what = "file" if e.last == "file" else "text"
+        return f"is empty; give the {what}, or drop the entry"
+    return f"{_lower_first(e.msg)}, got {_show(e.value)}"
+
+
+def _literal_text(e: _Error) -> str:
+    text = f"{_lower_first(e.msg.replace('Input should be', 'expected'))}, got {_show(e.value)}"
+    if isinstance(e.value, str):
+        close = _suggest(e.value, re.findall(r"'([^']*)'", str(e.ctx.get("expected", ""))))
+        if close:
+            text += f"; did you mean {close!r}?"
+    return text
+
+
+def _too_short_text(e: _Error) -> str:
+    if e.path == ("nodes",):
+        return "a lab needs at least one node, e.g. `nodes: {pod1: {}}`"
+    if len(e.path) == 4 and e.path[2] == "exec":
+        return "a command needs at least the program to run, e.g. [ip, link, show]"
+    return "must not be empty"
+
+
+def _bound_text(e: _Error) -> str:
+    if e.last == "mtu":
+        return f"an MTU must be from 68 to 65535 (IPv6 needs at least 1280), got {_show(e.value)}"
+    if e.path[:1] == ("tables",):
+        return f"a table number must be from 1 to 4294967295, got {_show(e.value)}"
+    if e.last in _RANGES:  # both bounds: pydantic names only the one that was crossed
+        what, low, high = _RANGES[str(e.last)]
+        return f"{what} must be from {low} to {high}, got {_show(e.value)}"
+    return f"{_lower_first(e.msg.replace('Input should be', 'must be'))}, got {_show(e.value)}"
+
+
+_EXPLAINERS: list[tuple[tuple[str, ...], Callable[[_Error], str]]] = [
+    (("missing",), _missing_text),
+    (("check_kind",), _check_kind_text),
+    (("value_error",), lambda e: e.msg.removeprefix("Value error, ")),
+    (("model_type", "model_attributes_type", "dict_type"), _mapping_text),
+    (("list_type",), _list_text),
+    (("int_type", "int_parsing", "int_from_float"), lambda e: f"expected a whole number, got {_show(e.value)}"),
+    (("bool_type", "bool_parsing"), lambda e: f"expected true or false, got {_show(e.value)}"),
+    (("string_type",), lambda e: f"expected a string, got {_show(e.value)}{_type_hint(e.value)}"),
+    (("string_too_short",), _string_too_short_text),
+    (("literal_error",), _literal_text),
+    (("too_short",), _too_short_text),
+    (("greater_than_equal", "less_than_equal", "less_than", "greater_than"), _bound_text),
+]
 
 
 def _split(command: str) -> list[str]:
