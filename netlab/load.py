@@ -222,36 +222,54 @@ def read_files(lab: Lab, source: Source, files: dict[Path, str] | None = None) -
     file, or one whose text starts with '{', is libnftables JSON). Raises LabError listing
     each file that cannot be read, at its `file:` key. `files` learns which entry came
     from which file (key path → the file's path, as messages show it)."""
-    base = lab_dir(source)
-    problems: list[Problem] = []
-    found: dict[Path, str] = {} if files is None else files
+    reader = _FileReader(source, {} if files is None else files)
+    update: dict[str, Any] = {}
+    nodes = {name: reader.node(n, ("nodes", name)) for name, n in lab.nodes.items()}
+    if any(nodes[name] is not n for name, n in lab.nodes.items()):
+        update["nodes"] = nodes
+    if lab.cluster is not None:
+        cluster = lab.cluster
+        cluster_nodes = {name: reader.node(n, ("cluster", "nodes", name)) for name, n in cluster.nodes.items()}
+        pods = {name: reader.node(n, ("cluster", "pods", name)) for name, n in cluster.pods.items()}
+        if any(cluster_nodes[k] is not v for k, v in cluster.nodes.items()) or \
+                any(pods[k] is not v for k, v in cluster.pods.items()):
+            update["cluster"] = cluster.model_copy(update={"nodes": cluster_nodes, "pods": pods})
+    if reader.problems:
+        raise LabError(reader.problems)
+    return lab.model_copy(update=update) if update else lab
 
-    def read(name: str, path: Path) -> str | None:
-        file = base / name
-        shown = name if source.file.startswith("<") else os.path.normpath(file)
+
+class _FileReader:
+    """read_files' work on one lab: each node's entries with a `file:`, and what went wrong."""
+
+    def __init__(self, source: Source, found: dict[Path, str]) -> None:
+        self.source, self.found = source, found
+        self.base = lab_dir(source)
+        self.problems: list[Problem] = []
+
+    def read(self, name: str, path: Path) -> str | None:
+        file = self.base / name
+        shown = name if self.source.file.startswith("<") else os.path.normpath(file)
         try:
             text = read_bounded(file, MAX_FILE_BYTES, "a `file:`").decode("utf-8")
         except TooBig as err:
-            problems.append(source.problem((*path, "file"), f"{shown} {err}"))
-            return None
+            return self._fail(path, f"{shown} {err}")
         except OSError as err:
-            problems.append(source.problem((*path, "file"), f"cannot read {shown}: {err.strerror}"))
-            return None
+            return self._fail(path, f"cannot read {shown}: {err.strerror}")
         except UnicodeDecodeError as err:
-            problems.append(source.problem((*path, "file"), f"{shown} is not UTF-8 text: {err.reason}"))
-            return None
+            return self._fail(path, f"{shown} is not UTF-8 text: {err.reason}")
         if not text.strip():
-            problems.append(source.problem((*path, "file"), f"{shown} is empty"))
-            return None
-        found[path] = shown
+            return self._fail(path, f"{shown} is empty")
+        self.found[path] = shown
         return text
 
-    def kept(entry: NftRuleset | IptablesDump, *keys: str) -> dict[str, Any]:
-        """The settings given besides `file:`, so `render` writes only what was written."""
-        return {k: getattr(entry, k) for k in keys if k in entry.model_fields_set}
+    def _fail(self, path: Path, message: str) -> str | None:
+        """Note a problem at the entry's `file:` key; None, as a failed read returns."""
+        self.problems.append(self.source.problem((*path, "file"), message))
+        return None
 
-    def ruleset(r: NftRuleset, path: Path) -> NftRuleset:
-        text = read(r.file, path) if r.file is not None else None
+    def ruleset(self, r: NftRuleset, path: Path) -> NftRuleset:
+        text = self.read(r.file, path) if r.file is not None else None
         if text is None or r.file is None:
             return r
         if not (r.file.endswith(".json") or text.lstrip().startswith("{")):
@@ -262,37 +280,24 @@ def read_files(lab: Lab, source: Source, files: dict[Path, str] | None = None) -
             why = str(err.errors()[0]["msg"]).removeprefix("Value error, ")
         except ValueError as err:  # not JSON at all
             why = f"not valid JSON: {err}"
-        problems.append(source.problem((*path, "file"), f"{found[path]}: {why}"))
+        self.problems.append(self.source.problem((*path, "file"), f"{self.found[path]}: {why}"))
         return r
 
-    def dump(d: IptablesDump, path: Path) -> IptablesDump:
-        text = read(d.file, path) if d.file is not None else None
+    def dump(self, d: IptablesDump, path: Path) -> IptablesDump:
+        text = self.read(d.file, path) if d.file is not None else None
         if text is None:
             return d
-        return IptablesDump.model_validate({"save": text, **kept(d, "family", "noflush")})
+        # The settings given besides `file:`, so `render` writes only what was written.
+        kept = {k: getattr(d, k) for k in ("family", "noflush") if k in d.model_fields_set}
+        return IptablesDump.model_validate({"save": text, **kept})
 
-    def node(n: Node, path: Path) -> Node:
+    def node(self, n: Node, path: Path) -> Node:
         update: dict[str, Any] = {}
         if any(r.file is not None for r in n.nftables):
-            update["nftables"] = [ruleset(r, (*path, "nftables", i)) for i, r in enumerate(n.nftables)]
+            update["nftables"] = [self.ruleset(r, (*path, "nftables", i)) for i, r in enumerate(n.nftables)]
         if any(d.file is not None for d in n.iptables):
-            update["iptables"] = [dump(d, (*path, "iptables", i)) for i, d in enumerate(n.iptables)]
+            update["iptables"] = [self.dump(d, (*path, "iptables", i)) for i, d in enumerate(n.iptables)]
         return n.model_copy(update=update) if update else n
-
-    update: dict[str, Any] = {}
-    nodes = {name: node(n, ("nodes", name)) for name, n in lab.nodes.items()}
-    if any(nodes[name] is not n for name, n in lab.nodes.items()):
-        update["nodes"] = nodes
-    if lab.cluster is not None:
-        cluster = lab.cluster
-        cluster_nodes = {name: node(n, ("cluster", "nodes", name)) for name, n in cluster.nodes.items()}
-        pods = {name: node(n, ("cluster", "pods", name)) for name, n in cluster.pods.items()}
-        if any(cluster_nodes[k] is not v for k, v in cluster.nodes.items()) or \
-                any(pods[k] is not v for k, v in cluster.pods.items()):
-            update["cluster"] = cluster.model_copy(update={"nodes": cluster_nodes, "pods": pods})
-    if problems:
-        raise LabError(problems)
-    return lab.model_copy(update=update) if update else lab
 
 
 def anchor_files(data: Any, base: FsPath) -> Any:
