@@ -1,6 +1,6 @@
 """The conntrack table of a lab namespace (`conntrack -L`), as CtEntry values.
 
-Read over a raw NETLINK_NETFILTER socket opened inside the namespace
+Read over nlsock.py's NETLINK_NETFILTER socket opened inside the namespace
 (netlab.kernel.inside), and parsed by hand: a table has thousands of entries, and
 pyroute2's decoding costs ~140 µs each. The request is pyroute2's nfgen_msg.
 """
@@ -10,14 +10,13 @@ from __future__ import annotations
 import functools
 import socket
 import struct
-from collections.abc import Iterator
+from typing import Any
 
-from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
 from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_CTNETLINK, nfgen_msg
 from pyroute2.netlink.nfnetlink.nfctsocket import IPCTNL_MSG_CT_GET, IPCTNL_MSG_CT_GET_STATS
 
 from netlab.kernel.inside import in_namespace
-from netlab.kernel.nlsock import replies
+from netlab.kernel.nlsock import NetlinkSocket, Request
 from netlab.observations import CtEntry, CtTuple
 from netlab.vocabulary import IP_PROTOS, proto_name
 
@@ -159,22 +158,14 @@ def parse_ct(data: bytes) -> CtEntry | None:
     return CtEntry(*fields, ct_text(CtEntry(*fields, ""), icmp))
 
 
-def _ct_request(command: int, flags: int, seq: int) -> bytes:
+def _ct_request() -> Any:
     msg = nfgen_msg()
-    msg["header"]["type"] = (NFNL_SUBSYS_CTNETLINK << 8) | command
-    msg["header"]["flags"] = NLM_F_REQUEST | flags
-    msg["header"]["sequence_number"] = seq
     msg["nfgen_family"] = socket.AF_UNSPEC  # both families
-    msg.encode()
-    return bytes(msg.data)
+    return msg
 
 
-def _netlink_replies(sock: socket.socket, request: bytes, seq: int, *, dump: bool) -> Iterator[bytes]:
-    """Send request; yield its reply message (dump: each, until NLMSG_DONE). An
-    NLMSG_ERROR raises OSError with the kernel's words."""
-    sock.sendall(request)
-    for data, offset, length in replies(sock, seq, dump=dump, bufsize=1 << 16):
-        yield data[offset : offset + length]
+def _ct_type(command: int) -> int:
+    return int(NFNL_SUBSYS_CTNETLINK << 8) | command
 
 
 def ct_count(data: bytes) -> int | None:
@@ -184,19 +175,19 @@ def ct_count(data: bytes) -> int | None:
 
 
 def _conntrack_here() -> list[CtEntry]:
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-        sock.bind((0, 0))
+    sock = NetlinkSocket(NETLINK_NETFILTER)
+    try:
         # A dump walks the whole conntrack hash table, which every namespace shares
         # (nf_conntrack_buckets: 262144 here, ~10 ms), however few entries this one has;
         # the namespace's own count is one cheap request, and most lab nodes have none.
-        try:
-            count = ct_count(next(_netlink_replies(sock, _ct_request(IPCTNL_MSG_CT_GET_STATS, 0, 1), 1, dump=False)))
-        except (OSError, StopIteration):  # a kernel without the request: dump anyway
-            count = None
+        (answer,) = sock.query([Request(_ct_request(), _ct_type(IPCTNL_MSG_CT_GET_STATS))])
+        count = ct_count(answer) if isinstance(answer, bytes) else None  # refused: dump anyway
         if count == 0:
             return []
-        replies = _netlink_replies(sock, _ct_request(IPCTNL_MSG_CT_GET, NLM_F_DUMP, 2), 2, dump=True)
-        return [e for data in replies if (e := parse_ct(data)) is not None]
+        dump = sock.dump(_ct_request(), _ct_type(IPCTNL_MSG_CT_GET), parse=bytes, bufsize=1 << 16)
+        return [e for data in dump if (e := parse_ct(data)) is not None]
+    finally:
+        sock.close()
 
 
 def conntrack(ns: str) -> list[CtEntry]:

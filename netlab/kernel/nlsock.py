@@ -155,13 +155,17 @@ class NetlinkSocket:
                 pos += (alen + 3) & ~3
         return out
 
-    def dump(self, msg: Any, mtype: int, parse: Callable[[bytes], Any] = decode_rtnl) -> list[Any]:
+    def dump(self, msg: Any, mtype: int, parse: Callable[[bytes], Any] = decode_rtnl, *,
+             bufsize: int = 1 << 20) -> list[Any]:
         """A dump request (e.g. RTM_GETLINK, IPVS_CMD_GET_SERVICE under the IPVS family's
         type); every reply, each one message's bytes through `parse` (by default decoded
-        as rtnetlink). An NLMSG_ERROR answer raises OSError with the kernel's words."""
+        as rtnetlink; `bytes` keeps them raw). An NLMSG_ERROR answer raises OSError with
+        the kernel's words. `bufsize`: bytes per recv() (a smaller one is cheaper to
+        allocate for dumps of many small messages)."""
         seq, data = self._frame(msg, mtype, NLM_F_REQUEST | NLM_F_DUMP)
         self.sock.sendall(data)
-        return [parse(data[offset : offset + length]) for data, offset, length in replies(self.sock, seq)]
+        return [parse(data[offset : offset + length]) for data, offset, length in
+                replies(self.sock, seq, bufsize=bufsize)]
 
     def query(self, msgs: Sequence[Request | tuple[Any, int, int]]) -> list[bytes | Failure]:
         """Send (message, type, flags) requests that each get exactly one answer (e.g.
