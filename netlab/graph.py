@@ -31,6 +31,7 @@ from netlab.expand.cluster import ClusterLayout
 from netlab.lab.model import Bridge, Lab, Node, Route, Rule, Vrf, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.topology import Interface, Topology
+from netlab.vocabulary import host_port
 
 FORMATS = ("svg", "dot", "mermaid", "json")
 FORWARDING = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
@@ -202,8 +203,7 @@ def rule_text(r: Rule) -> str:
 
 
 def _at(address: str, port: int | None) -> str:
-    host = f"[{address}]" if ":" in address else address
-    return f"{host}:{port}" if port is not None else host
+    return host_port(address, port, no_port="bracketed")
 
 
 def _overlays(lab: Lab, topo: Topology) -> Iterator[Overlay]:

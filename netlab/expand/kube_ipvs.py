@@ -31,6 +31,7 @@ ipset/ipset.go; ../shared/design/k8s-datapaths.md §3).
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterator
 from typing import Any
 
 from netlab.expand.services import Endpoint, ProxyFragment, ServicePortView
@@ -125,54 +126,78 @@ def ipvs_fragment(node: str, ports: list[ServicePortView], pod_cidr: str, node_i
     --noflush iptables dump and the IPVS services. `node_ips`: the node's own addresses of
     the services' family, where NodePorts listen."""
     family = ports[0].family if ports else ipaddress.ip_network(pod_cidr).version
-    members: dict[str, list[str]] = {name: [] for name, _, _ in SETS}
-    bound: list[str] = []  # kube-ipvs0's addresses
-    services: list[dict[str, Any]] = []
+    sync = _Sync(node)
+    for sp in ports:
+        sync.service_port(sp, node_ips)
+    sync.members["KUBE-IPVS-IPS"] = list(sync.bound)
+    sysctls: dict[str, int] = {"net.ipv4.vs.conntrack": 1, "net.ipv4.vs.expire_nodest_conn": 1,
+                               "net.ipv4.vs.expire_quiescent_template": 1, "net.ipv4.ip_forward": 1}
+    sysctls["net.bridge.bridge-nf-call-iptables" if family == 4 else "net.bridge.bridge-nf-call-ip6tables"] = 1
+    return ProxyFragment(
+        links={DUMMY: Dummy(kind="dummy", up=False, addresses=[_host(a) for a in sync.bound])},
+        sysctls=sysctls,
+        ipsets=tuple(_ipsets(sync.members, family)),
+        iptables=(IptablesDump.model_validate(
+            {"save": render_rules(sync.members, family, pod_cidr), "family": family, "noflush": True}),),
+        ipvs=tuple(IpvsService.model_validate(svc) for svc in sync.services),
+    )
 
-    def add(set_: str, entry: str) -> None:
-        if entry not in members[set_]:
-            members[set_].append(entry)
 
-    def service(address: str, port: int, sp: ServicePortView, local_only: bool, bind: bool) -> None:
+class _Sync:
+    """One syncProxyRules pass on a node: the sets' members, the virtual services, and the
+    addresses bound to kube-ipvs0, in the order the proxier adds them."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.members: dict[str, list[str]] = {name: [] for name, _, _ in SETS}
+        self.bound: list[str] = []  # kube-ipvs0's addresses
+        self.services: list[dict[str, Any]] = []
+
+    def add(self, set_: str, entry: str) -> None:
+        if entry not in self.members[set_]:
+            self.members[set_].append(entry)
+
+    def service(self, address: str, port: int, sp: ServicePortView, local_only: bool, bind: bool) -> None:
         svc: dict[str, Any] = {"proto": sp.protocol} if sp.protocol != "tcp" else {}
         svc.update(address=address, port=port, scheduler=SCHEDULER)
         if sp.affinity:
             svc["persistent"] = AFFINITY_SECONDS
-        reals = _reals(sp.endpoints, node, local_only)
+        reals = _reals(sp.endpoints, self.node, local_only)
         if reals:  # none: IPVS answers the service's clients ICMP port unreachable
             svc["reals"] = reals
-        services.append(svc)
-        if bind and address not in bound:
-            bound.append(address)
+        self.services.append(svc)
+        if bind and address not in self.bound:
+            self.bound.append(address)
 
-    for sp in ports:
+    def service_port(self, sp: ServicePortView, node_ips: list[str]) -> None:
         proto = sp.protocol
         for ep in sp.endpoints:  # the hairpin: an endpoint of this node reaching itself via the VIP
-            if ep.node == node:
-                add("KUBE-LOOP-BACK", f"{ep.address},{proto}:{ep.port},{ep.address}")
-        add("KUBE-CLUSTER-IP", f"{sp.cluster_ip},{proto}:{sp.port}")
-        service(sp.cluster_ip, sp.port, sp, False, True)
+            if ep.node == self.node:
+                self.add("KUBE-LOOP-BACK", f"{ep.address},{proto}:{ep.port},{ep.address}")
+        self.add("KUBE-CLUSTER-IP", f"{sp.cluster_ip},{proto}:{sp.port}")
+        self.service(sp.cluster_ip, sp.port, sp, False, True)
         for ip in sp.external_ips:
-            add("KUBE-EXTERNAL-IP-LOCAL" if sp.local_only else "KUBE-EXTERNAL-IP", f"{ip},{proto}:{sp.port}")
-            service(ip, sp.port, sp, sp.local_only, ip not in node_ips)  # never bound twice on the node
+            self.add("KUBE-EXTERNAL-IP-LOCAL" if sp.local_only else "KUBE-EXTERNAL-IP", f"{ip},{proto}:{sp.port}")
+            self.service(ip, sp.port, sp, sp.local_only, ip not in node_ips)  # never bound twice on the node
         if sp.load_balancer_ip:
             entry = f"{sp.load_balancer_ip},{proto}:{sp.port}"
-            add("KUBE-LOAD-BALANCER", entry)
+            self.add("KUBE-LOAD-BALANCER", entry)
             if sp.local_only:
-                add("KUBE-LOAD-BALANCER-LOCAL", entry)
-            service(sp.load_balancer_ip, sp.port, sp, sp.local_only, sp.load_balancer_ip not in node_ips)
+                self.add("KUBE-LOAD-BALANCER-LOCAL", entry)
+            self.service(sp.load_balancer_ip, sp.port, sp, sp.local_only, sp.load_balancer_ip not in node_ips)
         if sp.node_port is not None and node_ips:
             suffix = {"tcp": "TCP", "udp": "UDP", "sctp": "SCTP-HASH"}[proto]
             entries = [str(sp.node_port)] if proto != "sctp" else [f"{ip},sctp:{sp.node_port}" for ip in node_ips]
             for entry in entries:
-                add(f"KUBE-NODE-PORT-{suffix}", entry)
+                self.add(f"KUBE-NODE-PORT-{suffix}", entry)
                 if sp.local_only:
-                    add(f"KUBE-NODE-PORT-LOCAL-{suffix}", entry)
+                    self.add(f"KUBE-NODE-PORT-LOCAL-{suffix}", entry)
             for ip in node_ips:
-                service(ip, sp.node_port, sp, sp.local_only, False)
-    members["KUBE-IPVS-IPS"] = list(bound)
+                self.service(ip, sp.node_port, sp, sp.local_only, False)
 
-    ipsets: list[dict[str, Any]] = []
+
+def _ipsets(members: dict[str, list[str]], family: int) -> Iterator[IpSet]:
+    """Every set of ipsetInfo, in its order, with the options kube-proxy creates it with."""
     for name, kind, _ in SETS:
         spec: dict[str, Any] = {"name": set_name(name, family), "type": kind}
         if kind == "bitmap:port":
@@ -182,46 +207,46 @@ def ipvs_fragment(node: str, ports: list[ServicePortView], pod_cidr: str, node_i
             spec.update(hashsize=HASHSIZE, maxelem=MAXELEM)
         if members[name]:
             spec["members"] = members[name]
-        ipsets.append(spec)
+        yield IpSet.model_validate(spec)
 
-    sysctls: dict[str, int] = {"net.ipv4.vs.conntrack": 1, "net.ipv4.vs.expire_nodest_conn": 1,
-                               "net.ipv4.vs.expire_quiescent_template": 1, "net.ipv4.ip_forward": 1}
-    sysctls["net.bridge.bridge-nf-call-iptables" if family == 4 else "net.bridge.bridge-nf-call-ip6tables"] = 1
-    return ProxyFragment(
-        links={DUMMY: Dummy(kind="dummy", up=False, addresses=[_host(a) for a in bound])},
-        sysctls=sysctls,
-        ipsets=tuple(IpSet.model_validate(spec) for spec in ipsets),
-        iptables=(IptablesDump.model_validate(
-            {"save": render_rules(members, family, pod_cidr), "family": family, "noflush": True}),),
-        ipvs=tuple(IpvsService.model_validate(svc) for svc in services),
-    )
+
+_COMMENTS = {set_: comment for set_, _, comment in SETS}
 
 
 def render_rules(members: dict[str, list[str]], family: int, pod_cidr: str) -> str:
     """The iptables-save dump of writeIptablesRules(): nat, then filter (RestoreAll's
     order), a rule per non-empty set where kube-proxy writes one."""
+    def table(which: str, builtin: tuple[str, ...], chains: tuple[str, ...], rules: list[str]) -> list[str]:
+        jumps = [f'-A {frm} -m comment --comment "{comment}" -j {to}' for t, frm, to, comment in JUMPS if t == which]
+        return [f"*{which}", *[f":{c} ACCEPT [0:0]" for c in builtin], *[f":{c} - [0:0]" for c in chains],
+                *jumps, *rules, "COMMIT"]
+
+    lines = [*table("nat", ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), NAT_CHAINS,
+                    _nat_rules(members, family, pod_cidr)),
+             *table("filter", ("INPUT", "FORWARD", "OUTPUT"), FILTER_CHAINS, _filter_rules(members, family))]
+    return "\n".join(lines) + "\n"
+
+
+def _set_rules(members: dict[str, list[str]], family: int, table: str) -> list[str]:
+    """SET_RULES' rules of `table` whose set has members."""
+    return [f"-A {chain}" + (f" -p {proto}" if proto else "") + f' -m comment --comment "{_COMMENTS[set_]}" '
+            f"-m set --match-set {set_name(set_, family)} {match} -j {target}"
+            for set_, where, chain, target, match, proto in SET_RULES if where == table and members[set_]]
+
+
+def _nat_rules(members: dict[str, list[str]], family: int, pod_cidr: str) -> list[str]:
     def name(set_: str) -> str:
         return set_name(set_, family)
 
-    comments = {set_: comment for set_, _, comment in SETS}
-
-    def full(set_: str) -> bool:
-        return bool(members[set_])
-
-    nat: list[str] = []
-    filt: list[str] = []
-    nat.append(f"-A KUBE-SERVICES -s {'127.0.0.0/8' if family == 4 else '::1/128'} -j RETURN")
-    for set_, where, chain, target, match, proto in SET_RULES:
-        if full(set_):
-            rule = (f"-A {chain}" + (f" -p {proto}" if proto else "") + f' -m comment --comment "{comments[set_]}" '
-                    f"-m set --match-set {name(set_)} {match} -j {target}")
-            (nat if where == "nat" else filt).append(rule)
-    if full("KUBE-CLUSTER-IP"):  # what does not come from a pod is masqueraded (--cluster-cidr's detector)
-        nat.append(f'-A KUBE-SERVICES -m comment --comment "{comments["KUBE-CLUSTER-IP"]}" '
+    nat = [f"-A KUBE-SERVICES -s {'127.0.0.0/8' if family == 4 else '::1/128'} -j RETURN",
+           *_set_rules(members, family, "nat")]
+    if members["KUBE-CLUSTER-IP"]:  # what does not come from a pod is masqueraded (--cluster-cidr's detector)
+        nat.append(f'-A KUBE-SERVICES -m comment --comment "{_COMMENTS["KUBE-CLUSTER-IP"]}" '
                    f"-m set --match-set {name('KUBE-CLUSTER-IP')} dst,dst ! -s {pod_cidr} -j KUBE-MARK-MASQ")
     for set_ in ("KUBE-EXTERNAL-IP", "KUBE-EXTERNAL-IP-LOCAL"):
-        if full(set_):
-            match = f'-A KUBE-SERVICES -m comment --comment "{comments[set_]}" -m set --match-set {name(set_)} dst,dst'
+        if members[set_]:
+            match = (f'-A KUBE-SERVICES -m comment --comment "{_COMMENTS[set_]}" -m set --match-set {name(set_)} '
+                     "dst,dst")
             if set_ == "KUBE-EXTERNAL-IP":
                 nat.append(f"{match} -j KUBE-MARK-MASQ")
             # off-machine traffic, not from a bridge (a container) nor the node itself
@@ -229,16 +254,30 @@ def render_rules(members: dict[str, list[str]], family: int, pod_cidr: str) -> s
             nat.append(f"{match} -m addrtype --dst-type LOCAL -j ACCEPT")
     nat.append("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT")
     nat.append("-A KUBE-LOAD-BALANCER -j KUBE-MARK-MASQ")
-    filt.append("-A KUBE-SOURCE-RANGES-FIREWALL -j DROP")
     for set_ in ("KUBE-CLUSTER-IP", "KUBE-LOAD-BALANCER"):  # acceptIPVSTraffic: last in KUBE-SERVICES
-        if full(set_):
+        if members[set_]:
             nat.append(f"-A KUBE-SERVICES -m set --match-set {name(set_)} dst,dst -j ACCEPT")
+    return [
+        *nat,
+        f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
+        f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
+        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE '
+        "--random-fully",
+        f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}",
+    ]
+
+
+def _filter_rules(members: dict[str, list[str]], family: int) -> list[str]:
+    def name(set_: str) -> str:
+        return set_name(set_, family)
+
+    filt = [*_set_rules(members, family, "filter"), "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP"]
     filt += [
         f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark {MASQ_MARK}/{MASQ_MARK} '
         "-j ACCEPT",
         '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
         "--ctstate RELATED,ESTABLISHED -j ACCEPT",
-        f'-A KUBE-NODE-PORT -m comment --comment "{comments["KUBE-HEALTH-CHECK-NODE-PORT"]}" '
+        f'-A KUBE-NODE-PORT -m comment --comment "{_COMMENTS["KUBE-HEALTH-CHECK-NODE-PORT"]}" '
         f"-m set --match-set {name('KUBE-HEALTH-CHECK-NODE-PORT')} dst -j ACCEPT",
     ]
     # KUBE-IPVS-FILTER: a new connection to a VIP on a port that is not a service is refused
@@ -249,19 +288,4 @@ def render_rules(members: dict[str, list[str]], family: int, pod_cidr: str) -> s
         filt.append(f"-A KUBE-IPVS-FILTER -m set --match-set {name(set_)} {match} -j RETURN")
     filt.append(f"-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set {name('KUBE-IPVS-IPS')} dst "
                 "-j REJECT")
-    nat += [
-        f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK}/{MASQ_MARK} -j RETURN",
-        f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
-        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE '
-        "--random-fully",
-        f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}",
-    ]
-
-    def table(which: str, builtin: tuple[str, ...], chains: tuple[str, ...], rules: list[str]) -> list[str]:
-        jumps = [f'-A {frm} -m comment --comment "{comment}" -j {to}' for t, frm, to, comment in JUMPS if t == which]
-        return [f"*{which}", *[f":{c} ACCEPT [0:0]" for c in builtin], *[f":{c} - [0:0]" for c in chains],
-                *jumps, *rules, "COMMIT"]
-
-    lines = [*table("nat", ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), NAT_CHAINS, nat),
-             *table("filter", ("INPUT", "FORWARD", "OUTPUT"), FILTER_CHAINS, filt)]
-    return "\n".join(lines) + "\n"
+    return filt

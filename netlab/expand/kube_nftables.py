@@ -116,10 +116,22 @@ def render_nftables(node: str, ports: Sequence[ServicePortView], pod_cidr: str, 
     unallocated ClusterIPs" rule (left out without it); `node_ips` of that family are the
     NodePort addresses."""
     fam = _family(ipaddress.ip_network(pod_cidr).version)
-    t = fam.table
+    t, x = fam.table, fam.x
     nodeport_ips = [ip for ip in node_ips if ipaddress.ip_address(ip).version == fam.version]
+    out = [f"# kube-proxy (nftables mode) on {node}: pkg/proxy/nftables/proxier.go", *_table_head(fam, service_cidr)]
+    if nodeport_ips:
+        out.append(f"add element {t} nodeport-ips {{ {', '.join(nodeport_ips)} }}")
+    out.append(f"add rule {t} service-endpoints-check {x} daddr . meta l4proto . th dport vmap @no-endpoint-services")
+    cluster_ips: set[str] = set()
+    for sp in ports:
+        out += ["", f"# {sp.name}", *_service_port(fam, node, sp, pod_cidr, cluster_ips)]
+    return "\n".join(out) + "\n"
+
+
+def _table_head(fam: _Family, service_cidr: str | None) -> list[str]:
+    """The table, its sets and maps, its chains and the rules that do not depend on the services."""
+    t = fam.table
     out = [
-        f"# kube-proxy (nftables mode) on {node}: pkg/proxy/nftables/proxier.go",
         f'add table {t} {{ comment "rules for kube-proxy" ; }}',
         "",
         f'add set {t} cluster-ips {{ type {fam.addr} ; comment "Active ClusterIPs" ; }}',
@@ -175,13 +187,7 @@ def render_nftables(node: str, ports: Sequence[ServicePortView], pod_cidr: str, 
         f"add rule {t} services {x} daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
         "",
     ]
-    if nodeport_ips:
-        out.append(f"add element {t} nodeport-ips {{ {', '.join(nodeport_ips)} }}")
-    out.append(f"add rule {t} service-endpoints-check {x} daddr . meta l4proto . th dport vmap @no-endpoint-services")
-    cluster_ips: set[str] = set()
-    for sp in ports:
-        out += ["", f"# {sp.name}", *_service_port(fam, node, sp, pod_cidr, cluster_ips)]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str,
@@ -197,9 +203,6 @@ def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str,
     uses_local = sp.local_only and bool(local_eps)
     uses_external = has_endpoints and externally
     has_external = has_endpoints and (not sp.local_only or bool(local_eps))
-    # no endpoints at all: reject; Local policy without endpoints here: drop external traffic
-    external_verdict = "goto reject-chain" if not has_endpoints else "drop"
-
     sets: list[str] = []
     chains: list[str] = []
     rules: list[str] = []
@@ -234,7 +237,18 @@ def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str,
         if sp.affinity:
             rules.append(f"add rule {t} {chain} update @affinity-{b} {{ {x} saddr }}")
         rules.append(f"add rule {t} {chain} meta l4proto {proto} dnat to {host_port(ep.address, ep.port)}")
+    return [*sets, *(f"add chain {t} {c}" for c in chains), *rules, *_port_elements(fam, node, sp, cluster_ips)]
 
+
+def _port_elements(fam: _Family, node: str, sp: ServicePortView, cluster_ips: set[str]) -> list[str]:
+    """The port's elements of the verdict maps: to its chains, or to the no-endpoint verdict."""
+    t, proto = fam.table, sp.protocol
+    base = chain_base(sp)
+    service, external = f"service-{base}", f"external-{base}"
+    has_endpoints = bool(sp.endpoints)
+    has_external = has_endpoints and (not sp.local_only or any(ep.node == node for ep in sp.endpoints))
+    # no endpoints at all: reject; Local policy without endpoints here: drop external traffic
+    external_verdict = "goto reject-chain" if not has_endpoints else "drop"
     elements: list[str] = []
     if sp.cluster_ip not in cluster_ips:
         cluster_ips.add(sp.cluster_ip)
@@ -257,7 +271,7 @@ def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str,
         if not has_external:
             elements.append(f"add element {t} no-endpoint-nodeports {{ {proto} . {sp.node_port} {comment} "
                             f": {external_verdict} }}")
-    return [*sets, *(f"add chain {t} {c}" for c in chains), *rules, *elements]
+    return elements
 
 
 def _to_endpoints(t: str, x: str, chain: str, eps: list[tuple[Endpoint, str]], affinity: bool) -> list[str]:

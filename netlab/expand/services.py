@@ -102,7 +102,6 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
                      complaints: list[Complaint]) -> list[ServicePortView]:
     """Every port of every service, resolved; problems go to `complaints` at their key."""
     service_cidr = ipaddress.ip_network(cluster.service_cidr or DEFAULT_SERVICE_CIDR[pod_family])
-    taken: dict[Addr, str] = {}
     if service_cidr.version != pod_family:
         complaints.append((("cluster", "service_cidr"), (
             f"service_cidr {service_cidr} is IPv{service_cidr.version} but the pods are IPv{pod_family}; "
@@ -113,41 +112,15 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
             f"service_cidr {service_cidr} overlaps pod_cidr {cluster.pod_cidr}; service IPs must not be "
             "pod addresses (e.g. 10.96.0.0/12 and 10.244.0.0/16)")))
         return []
-    for name, svc in cluster.services.items():
-        if svc.cluster_ip is None:
-            continue
-        path: Path = ("cluster", "services", name, "cluster_ip")
-        ip = ipaddress.ip_address(svc.cluster_ip)
-        if ip not in service_cidr:
-            complaints.append((path, f"cluster_ip {ip} is not in service_cidr {service_cidr}"))
-        elif ip in taken:
-            complaints.append((path, f"cluster_ip {ip} is also service {taken[ip]}'s"))
-        else:
-            taken[ip] = name
+    taken = _given_cluster_ips(cluster, service_cidr, complaints)
     free = (service_cidr.network_address + i for i in range(FIRST_CLUSTER_IP, service_cidr.num_addresses - 1))
     low, high = cluster.node_port_range
-    used_node_ports: dict[int, str] = {}
-    for name, svc in cluster.services.items():
-        for i, p in enumerate(svc.ports):
-            if p.node_port is not None:
-                path = ("cluster", "services", name, "ports", i, "node_port")
-                if svc.type == "ClusterIP":
-                    complaints.append((path, (
-                        "a ClusterIP service has no node port; use `type: NodePort` (or LoadBalancer), "
-                        "or drop node_port")))
-                elif not low <= p.node_port <= high:
-                    complaints.append((path, (
-                        f"node_port {p.node_port} is outside the node port range {low}-{high}; pick one "
-                        f"inside, or widen `cluster.node_port_range` (kube-apiserver's --service-node-port-range)")))
-                elif p.node_port in used_node_ports:
-                    complaints.append((path, f"node_port {p.node_port} is also {used_node_ports[p.node_port]}'s"))
-                else:
-                    used_node_ports[p.node_port] = f"{name}:{p.port}"
+    used_node_ports = _given_node_ports(cluster, complaints)
     next_node_port = (n for n in range(low, high + 1) if n not in used_node_ports)
 
     out: list[ServicePortView] = []
     for name, svc in cluster.services.items():
-        path = ("cluster", "services", name)
+        path: Path = ("cluster", "services", name)
         complaints.extend(_check_service(svc, path))
         cluster_ip = svc.cluster_ip
         if cluster_ip is None:
@@ -157,19 +130,7 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
                 continue
             taken[nxt] = name
             cluster_ip = str(nxt)
-        matching = [p for p in pods if svc.selector and all(p.labels.get(k) == v for k, v in svc.selector.items())]
-        selected = [p for p in matching if p.namespace == svc.namespace]  # a service selects in its namespace
-        if svc.selector and not selected:
-            mine = [p for p in pods if p.namespace == svc.namespace]
-            labels = sorted({f"{k}={v}" for p in mine for k, v in p.labels.items()})
-            elsewhere = sorted({p.namespace for p in matching})
-            complaints.append(((*path, "selector"), (
-                f"selector {_labels(svc.selector)} matches no pod of namespace {svc.namespace}, so the service "
-                "has no endpoints"
-                + (f" (it matches pods of namespace {', '.join(elsewhere)}: set the service's or the pods' "
-                   "`namespace:`)" if elsewhere else
-                   f" (pod labels there: {', '.join(labels)})" if labels else " (no pod there has labels)")
-                + "; use `selector: {}` for a service without endpoints on purpose")))
+        selected = _selected_pods(svc, pods, path, complaints)
         for i, p in enumerate(svc.ports):
             node_port = p.node_port
             if svc.type != "ClusterIP" and node_port is None:
@@ -185,6 +146,66 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
                 endpoints=tuple(Endpoint(pod.name, pod.node, pod.address, target) for pod in selected),
             ))
     return out
+
+
+def _given_cluster_ips(cluster: Cluster, service_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network,
+                       complaints: list[Complaint]) -> dict[Addr, str]:
+    """The `cluster_ip:`s services give, each checked; the others are handed out around them."""
+    taken: dict[Addr, str] = {}
+    for name, svc in cluster.services.items():
+        if svc.cluster_ip is None:
+            continue
+        path: Path = ("cluster", "services", name, "cluster_ip")
+        ip = ipaddress.ip_address(svc.cluster_ip)
+        if ip not in service_cidr:
+            complaints.append((path, f"cluster_ip {ip} is not in service_cidr {service_cidr}"))
+        elif ip in taken:
+            complaints.append((path, f"cluster_ip {ip} is also service {taken[ip]}'s"))
+        else:
+            taken[ip] = name
+    return taken
+
+
+def _given_node_ports(cluster: Cluster, complaints: list[Complaint]) -> dict[int, str]:
+    """The `node_port:`s service ports give, each checked; the others are handed out around them."""
+    low, high = cluster.node_port_range
+    used: dict[int, str] = {}
+    for name, svc in cluster.services.items():
+        for i, p in enumerate(svc.ports):
+            if p.node_port is not None:
+                path: Path = ("cluster", "services", name, "ports", i, "node_port")
+                if svc.type == "ClusterIP":
+                    complaints.append((path, (
+                        "a ClusterIP service has no node port; use `type: NodePort` (or LoadBalancer), "
+                        "or drop node_port")))
+                elif not low <= p.node_port <= high:
+                    complaints.append((path, (
+                        f"node_port {p.node_port} is outside the node port range {low}-{high}; pick one "
+                        f"inside, or widen `cluster.node_port_range` (kube-apiserver's --service-node-port-range)")))
+                elif p.node_port in used:
+                    complaints.append((path, f"node_port {p.node_port} is also {used[p.node_port]}'s"))
+                else:
+                    used[p.node_port] = f"{name}:{p.port}"
+    return used
+
+
+def _selected_pods(svc: Service, pods: list[PodAddress], path: Path,
+                   complaints: list[Complaint]) -> list[PodAddress]:
+    """The pods of the service's namespace its selector matches: its endpoints."""
+    matching = [p for p in pods if svc.selector and all(p.labels.get(k) == v for k, v in svc.selector.items())]
+    selected = [p for p in matching if p.namespace == svc.namespace]  # a service selects in its namespace
+    if svc.selector and not selected:
+        mine = [p for p in pods if p.namespace == svc.namespace]
+        labels = sorted({f"{k}={v}" for p in mine for k, v in p.labels.items()})
+        elsewhere = sorted({p.namespace for p in matching})
+        complaints.append(((*path, "selector"), (
+            f"selector {_labels(svc.selector)} matches no pod of namespace {svc.namespace}, so the service "
+            "has no endpoints"
+            + (f" (it matches pods of namespace {', '.join(elsewhere)}: set the service's or the pods' "
+               "`namespace:`)" if elsewhere else
+               f" (pod labels there: {', '.join(labels)})" if labels else " (no pod there has labels)")
+            + "; use `selector: {}` for a service without endpoints on purpose")))
+    return selected
 
 
 def _check_service(svc: Service, path: Path) -> Iterator[Complaint]:

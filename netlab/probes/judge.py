@@ -292,9 +292,9 @@ def _entry_mismatches(expect: ConntrackExpect, e: CtEntry, resolve: Resolve, nod
     if expect.zone is not None and expect.zone != e.zone:
         out.append(f"expected zone {expect.zone}, saw {e.zone}")
     if expect.mark is not None:
-        value, _, mask = expect.mark.partition("/")
-        m = int(mask, 16) if mask else 0xFFFFFFFF
-        if e.mark & m != int(value, 16) & m:
+        mark, mask = parse_fwmark(expect.mark)
+        m = mask if mask is not None else 0xFFFFFFFF
+        if e.mark & m != mark & m:
             out.append(f"expected mark {expect.mark}, saw {e.mark:#x}")
     if expect.state is not None and (e.state or "").upper() != expect.state.upper():
         out.append(f"expected state {expect.state.upper()}, saw {e.state or 'none'}")
