@@ -7,6 +7,10 @@ The passes run in order, each collecting every problem it finds before stopping:
 3. the high-level sections and their expansion into plain nodes (expand);
 4. cross-object rules on the explicit lab (lab.consistency).
 
+When pass 2 finds problems, passes 3 and 4 still run on what did validate (lab.parse's
+Salvage: the refused keys and entries cut out), so a misspelt node in a check is named in
+the same run as a typo elsewhere; a complaint that may only follow from a cut is left out.
+
 Nothing touches the kernel, so `netlab validate` and `netlab render` run without root.
 A problem found in a generated node points at the `cluster:` key it came from.
 
@@ -36,7 +40,7 @@ from netlab.expand import expand
 from netlab.expand.cluster import ClusterLayout
 from netlab.lab.bounds import MAX_FILE_BYTES, TooBig, read_bounded
 from netlab.lab.model import IptablesDump, Lab, NftRuleset, Node
-from netlab.lab.parse import cross_check, read_lab, validate_model
+from netlab.lab.parse import Salvage, SchemaError, cross_check, read_lab, validate_model
 from netlab.lab.source import Path, Source, parse_yaml
 from netlab.lab.variants import (
     VariantSource,
@@ -189,7 +193,10 @@ def _load_variants(data: Any, source: Source, problems: list[Problem], variant: 
 
 
 def _load(data: Any, source: Source, problems: list[Problem] | None, where: LabOrigin) -> Lab:
-    lab = validate_model(data, source, list(problems or []))
+    try:
+        lab = validate_model(data, source, list(problems or []))
+    except SchemaError as err:
+        raise LabError([*err.problems, *_cross_refs_anyway(err.salvage, source)]) from None
     files: dict[Path, str] = {}
     lab = read_files(lab, source, files)
     where.files.update({source.written(path) if isinstance(source, VariantSource) else path: shown
@@ -204,6 +211,19 @@ def _load(data: Any, source: Source, problems: list[Problem] | None, where: LabO
         raise LabError([source.problem(_origin(path, expansion.origins), message)
                         for path, message in complaints])
     return expansion.lab
+
+
+def _cross_refs_anyway(salvage: Salvage, source: Source) -> list[Problem]:
+    """Pass 3 and 4 on what validated of a lab with schema errors, so one run names every
+    problem. A complaint that may only follow from what was cut is left out: one inside an
+    entry that lost something, or one that names a node that did."""
+    if salvage.lab is None:
+        return []
+    expansion = expand(salvage.lab)
+    complaints = expansion.complaints or [(_origin(path, expansion.origins), message)
+                                          for path, message in cross_check(expansion.lab)]
+    return [source.problem(salvage.original(path), message)
+            for path, message in complaints if not salvage.consequential(path)]
 
 
 # ---------------------------------------------------------------- files named by the lab

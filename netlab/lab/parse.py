@@ -8,13 +8,14 @@ section (netlab.expand); cross-object rules on the explicit lab (consistency.py)
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import shlex
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any, Union
 
@@ -44,8 +45,17 @@ def read_lab(path: str | FsPath) -> tuple[Any, Source, list[Problem]]:
     return parse_yaml(text, file)
 
 
+class SchemaError(LabError):
+    """The lab file's problems found so far, and what of it still validates (`salvage`), so
+    the cross-references of the rest can be checked in the same run."""
+
+    def __init__(self, problems: list[Problem], salvage: Salvage) -> None:
+        super().__init__(problems)
+        self.salvage = salvage
+
+
 def validate_model(data: Any, source: Source, problems: list[Problem]) -> Lab:
-    """Field types and unknown keys (pydantic), every problem at once; raises LabError."""
+    """Field types and unknown keys (pydantic), every problem at once; raises SchemaError."""
     problems = list(problems)
     if not isinstance(data, dict):
         got = "a list" if isinstance(data, list) else _show(data)
@@ -57,10 +67,171 @@ def validate_model(data: Any, source: Source, problems: list[Problem]) -> Lab:
         lab = Lab.model_validate(data)
     except pydantic.ValidationError as err:
         problems += _problems_from_pydantic(err.errors(), source)
-        raise LabError(problems) from None
+        raise SchemaError(problems, salvage(data, err.errors())) from None
     if problems:
-        raise LabError(problems)
+        raise SchemaError(problems, Salvage(lab, data))
     return lab
+
+
+# ---------------------------------------------------------------- what validates of a bad lab
+
+
+@dataclass
+class Salvage:
+    """A lab file with schema errors, with the keys and entries pydantic refused cut out
+    until the rest validates (`lab`, None if that failed): enough to check that checks and
+    peers name nodes and interfaces that exist. Paths in `cuts`, `scopes` and `removed`
+    are as written in the file."""
+
+    lab: Lab | None
+    data: Any = None  # what `lab` was validated from
+    cuts: list[Path] = field(default_factory=list)
+    scopes: list[Path] = field(default_factory=list)  # complaints in here may follow from a cut
+    names: set[str] = field(default_factory=set)  # nodes a cut took something of, or referred to
+    removed: dict[Path, list[int]] = field(default_factory=dict)  # list entries cut
+
+    def original(self, path: Path) -> Path:
+        """A path of the salvaged data as written in the file (list entries after a removed
+        one moved up)."""
+        out: list[str | int] = []
+        for part in path:
+            if isinstance(part, int):
+                for gone in sorted(self.removed.get(tuple(out), ())):
+                    if gone <= part:
+                        part += 1
+            out.append(part)
+        return tuple(out)
+
+    def note_cut(self, written: Path, content: Any, unknown_key: bool) -> None:
+        """Remember a cut: an unknown key held nothing, but what it meant is missing from
+        the mapping it was in; anything else leaves its node (or check) incomplete."""
+        self.cuts.append(written)
+        self.scopes.append(written[:-1] if unknown_key else _entry(written))
+        if not unknown_key and written[:1] in (("nodes",), ("cluster",)) and len(_entry(written)) >= 2:
+            self.names.add(str(_entry(written)[-1]))
+        _names_in(content, self.names)
+
+    def consequential(self, path: Path) -> bool:
+        """Might a complaint at `path` (of the salvaged data) only follow from what was cut?
+        Yes in the scope of a cut, above one (`nodes:` when a node was cut), in a node a
+        cut concerned, and in an entry that refers to such a node (a check probing it)."""
+        written = self.original(path)
+        if any(written[:len(scope)] == scope for scope in self.scopes):
+            return True
+        if any(cut[:len(written)] == written for cut in self.cuts):
+            return True
+        entry = _entry(path)
+        if entry[:1] in (("nodes",), ("cluster",)) and len(entry) >= 2 and str(entry[-1]) in self.names:
+            return True
+        return bool(self.names) and _refers_to(_get(self.data, entry), self.names)
+
+
+def _names_in(value: Any, names: set[str]) -> None:
+    """Every string in `value` that may name a node (as itself, or NODE in `NODE:…`)."""
+    if isinstance(value, dict):
+        names.update(str(k) for k in value)
+        for v in value.values():
+            _names_in(v, names)
+    elif isinstance(value, list):
+        for v in value:
+            _names_in(v, names)
+    elif isinstance(value, str):
+        names.add(value.split(":", 1)[0])
+
+
+def _entry(path: Path) -> Path:
+    """The node, pod or check a path is in."""
+    return path[:3] if path[:1] == ("cluster",) else path[:2]
+
+
+def _get(data: Any, path: Path) -> Any:
+    for part in _existing(data, path):
+        data = data[part]
+    return data
+
+
+def _refers_to(value: Any, names: set[str]) -> bool:
+    """Does `value` hold one of `names`, as a string or as NODE in `NODE:…`?"""
+    if isinstance(value, dict):
+        return any(_refers_to(v, names) for v in value.values())
+    if isinstance(value, list):
+        return any(_refers_to(v, names) for v in value)
+    return isinstance(value, str) and value.split(":", 1)[0] in names
+
+
+_SALVAGE_ROUNDS = 8  # each round cuts one level deeper; a lab's keys nest about 6 deep
+_TOP_LEVEL_FREE = ("description", "requires")  # cutting these changes no reference
+
+
+def salvage(data: dict[str, Any], errors: list[Any]) -> Salvage:
+    """Cut what pydantic refused out of a copy of `data` until the rest validates."""
+    work = copy.deepcopy(data)
+    result = Salvage(None)
+    for _ in range(_SALVAGE_ROUNDS):
+        targets: dict[Path, bool] = {}  # → is it only an unknown key?
+        for err in errors:
+            path = _clean_loc(tuple(err["loc"]))
+            if path == ("name",):
+                work["name"] = "salvaged"  # any valid name: nothing refers to it
+                continue
+            if err["type"] == "missing":
+                path = path[:-1]  # the entry that lacks it
+            path = _existing(work, path)
+            if not path or not _cuttable(path):
+                return Salvage(None)
+            targets[path] = targets.get(path, True) and err["type"] == "extra_forbidden"
+        for path in sorted(targets, key=_sort_key, reverse=True):  # later list entries first
+            _cut(work, path, result, unknown_key=targets[path])
+        try:
+            result.lab, result.data = Lab.model_validate(work), work
+            return result
+        except pydantic.ValidationError as err:
+            errors = err.errors()
+    return Salvage(None)
+
+
+def _existing(data: Any, path: Path) -> Path:
+    """The longest prefix of `path` that is in `data` (a validator may have reshaped it)."""
+    node = data
+    for n, part in enumerate(path):
+        found = part in node if isinstance(node, dict) else \
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if not found:
+            return path[:n]
+        node = node[part]
+    return path
+
+
+def _cuttable(path: Path) -> bool:
+    """May this be cut and the rest still say which nodes, interfaces and checks exist?"""
+    if len(path) == 1:
+        return (path[0] not in Lab.model_fields and path[0] not in _aliases()) or path[0] in _TOP_LEVEL_FREE
+    if path[0] in ("nodes", "checks"):
+        return len(path) >= 2
+    return path[0] == "cluster" and len(path) >= 3 and path[1] in ("nodes", "pods")
+
+
+def _aliases() -> set[str]:
+    return {info.alias for info in Lab.model_fields.values() if info.alias}
+
+
+def _sort_key(path: Path) -> tuple[tuple[int, str, int], ...]:
+    return tuple((0, "", p) if isinstance(p, int) else (1, p, 0) for p in path)
+
+
+def _cut(data: Any, path: Path, result: Salvage, unknown_key: bool) -> None:
+    if _existing(data, path) != path:
+        return  # inside something cut already
+    node = data
+    for part in path[:-1]:
+        node = node[part]
+    original = result.original(path)
+    if isinstance(node, list):
+        result.removed.setdefault(original[:-1], []).append(int(original[-1]))
+        content = node.pop(int(path[-1]))
+    else:
+        content = node.pop(path[-1])
+    result.note_cut(original, content, unknown_key)
 
 
 def cross_check(lab: Lab) -> list[Complaint]:
