@@ -392,10 +392,13 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
 @click.option("--junit", "junit", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also write a JUnit XML report to PATH.")
+@click.option("--pcap", "pcap_dir", type=click.Path(file_okay=False, writable=True), metavar="DIR", default=None,
+              help="Keep what each failed probe check captured as DIR/CHECK-NAME.pcap: its `capture:` "
+                   "interface, else the client's interface towards the target.")
 @_variant_option("Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with "
                  "--up, build that lab.")
 def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit: str | None,
-          variant: str | None) -> int:
+          pcap_dir: str | None, variant: str | None) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
 
     Probes send real traffic between the lab's namespaces; route and rule checks ask
@@ -411,6 +414,7 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
       sudo netlab check docker-bridge --only outside --json
       sudo netlab check --up LAB.yaml --variant broken   # a variant's lab, LAB-broken
       sudo netlab check LAB-broken                       # the same, already up (`up --variant`)
+      sudo netlab check flannel-vxlan --pcap /tmp/failed # failed checks' packets, for Wireshark
 
     Exit codes: 0 every check passed, 1 a check failed, 2 bad input (bad lab file, lab
     not up, no such check), 3 not root or a kernel feature is missing.
@@ -422,7 +426,8 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
         # One progress display at a time: the build's with --up, else the checks'.
         with _sigterm_as_exception(), _progress("building" if build else "checking") as tick:
             run = lifecycle.check(target, driver, build=build, only=only, variant=variant,
-                                  progress=tick if build else None, on_done=None if build else tick)
+                                  progress=tick if build else None, on_done=None if build else tick,
+                                  keep_frames=pcap_dir is not None)
     finally:
         driver.close()
     if as_json:
@@ -434,7 +439,82 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
     if junit:
         with open(junit, "wb") as f:
             f.write(report.to_junit(run.lab, run.verdicts, run.seconds))
+    if pcap_dir is not None:
+        from netlab.pcap import save_captures
+
+        failed = {v.name: run.frames[v.name] for v in run.verdicts if not v.passed and v.name in run.frames}
+        for path in save_captures(pcap_dir, failed):
+            err.print(f"capture of a failed check: {path}", markup=False)
     return 0 if all(v.passed for v in run.verdicts) else EXIT_FAILED
+
+
+@cli.command()
+@click.argument("lab")
+@click.argument("where", metavar="NODE:IF")
+@click.argument("expression", nargs=-1, metavar="[FILTER]...")
+@click.option("-w", "--write", "write", type=click.Path(dir_okay=False, writable=True), default=None,
+              metavar="FILE.pcap", help="Also write the frames to a pcap file (Wireshark, tcpdump -r).")
+@click.option("-c", "--count", type=click.IntRange(min=1), default=None, metavar="N", help="Stop after N frames.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
+              help="Stop after S seconds.")
+@_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
+def capture(lab: str, where: str, expression: tuple[str, ...], write: str | None, count: int | None,
+            duration: float | None, variant: str | None) -> int:
+    """Watch the frames crossing interface IF of NODE in lab LAB (a name or its file).
+
+    One line per frame, decoded as the checks' evidence is (addresses, ports, ICMP,
+    VXLAN with its VNI and the inner flow); with -w, the frames also go to a pcap file.
+    FILTER is a pcap-filter expression, as tcpdump takes it. Runs until --count frames,
+    --duration seconds, or Ctrl-C (exit 130; the file is complete).
+
+    \b
+    A bridge does not show the frames it switches between two of its ports: capture on
+    the port (the host end of the pod's veth, e.g. node1:vethpod2), not on cni0.
+
+    \b
+    Examples:
+      sudo netlab capture flannel-vxlan node1:eth0 udp port 8472     # the VXLAN underlay
+      sudo netlab capture flannel-vxlan pod1:eth0 -w pod1.pcap --count 20
+      sudo netlab capture docker-bridge host:docker0 --duration 5 tcp port 80
+      tcpdump -nr pod1.pcap ; wireshark pod1.pcap
+
+    Exit codes: 0 done, 2 bad NODE:IF or filter, 3 not root, 130 ended by Ctrl-C.
+    """
+    from contextlib import nullcontext
+
+    from netlab.observations import CaptureError
+    from netlab.pcap import FilterError, compile_filter
+    from netlab.probes.live import capture_live
+
+    node, sep, ifname = where.partition(":")
+    if not sep or not node or not ifname:
+        raise UsageError(f"{where!r} is not NODE:IF (e.g. node1:eth0)")
+    ctx = lifecycle.lab_context(lab, variant)
+    if node not in ctx.nodes:
+        raise UsageError(f"lab {ctx.lab.name} has no node {node!r} (nodes: {', '.join(ctx.nodes)})")
+    names = [i.name for i in ctx.topo.of_node(node)]
+    if ifname not in names and ifname != "lo":
+        raise UsageError(f"node {node} of lab {ctx.lab.name} has no interface {ifname!r} "
+                         f"(its interfaces: {', '.join(dict.fromkeys([*names, 'lo']))})")
+    try:
+        bpf = compile_filter(" ".join(expression)) if expression else None
+    except FilterError as e:
+        raise UsageError(f"bad filter {' '.join(expression)!r}: {e}") from None
+    with open(write, "wb") if write else nullcontext() as pcap:
+        try:
+            result = capture_live(ctx.ns(node), ifname, on_line=lambda line: out.print(line, markup=False),
+                                  pcap=pcap, count=count, duration=duration, bpf=bpf,
+                                  vxlan_ports=ctx.vxlan_ports(),
+                                  on_start=lambda: err.print(f"capturing on {where} of lab {ctx.lab.name}; Ctrl-C "
+                                                             "to stop", markup=False))
+        except CaptureError as e:
+            if write:
+                os.unlink(write)  # nothing was captured: no file that looks like a capture
+            raise UsageError(str(e)) from None
+    dropped = f", {result.dropped} dropped by the kernel (buffer full)" if result.dropped else ""
+    err.print(f"{result.frames} frame{'s' if result.frames != 1 else ''} on {where}{dropped}"
+              + (f", written to {write}" if write else ""), markup=False)
+    return 128 + result.signal if result.signal is not None else 0
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -19,6 +19,7 @@ from netlab.lab.ipvs import needs_ipvs
 from netlab.lab.model import Check, Lab
 from netlab.lab.parse import topology
 from netlab.load import load_lab, load_lab_located, load_variants
+from netlab.pcap import Frame
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
 from netlab.preflight import check_firewall, check_sysctls, has_firewall
@@ -279,6 +280,7 @@ class CheckRun:
     verdicts: list[Verdict]
     seconds: float
     built: bool = False  # `--up`: this run built the lab (and took it down again)
+    frames: dict[str, list[Frame]] = field(default_factory=dict)  # check → its capture, with keep_frames
 
 
 def select_checks(lab: Lab, only: tuple[str, ...]) -> list[Check]:
@@ -301,10 +303,12 @@ def check(
     on_done: Callable[[Verdict], None] | None = None,
     progress: Callable[[Op], None] | None = None,
     variant: str | None = None,
+    keep_frames: bool = False,
 ) -> CheckRun:
     """Run the checks of an up lab (with `variant`, of that variant's lab); with `build`,
     bring TARGET (a file) up first and take it down afterwards — unless it was already
-    up, which is then left as it was."""
+    up, which is then left as it was. keep_frames: every probe check captures (see
+    LabContext.keep_frames) and the run carries the frames (`check --pcap`)."""
     from netlab.probes.checks import run_checks
 
     started = time.monotonic()
@@ -317,8 +321,9 @@ def check(
         built = not result.already_up
     try:
         ctx = lab_context(target, variant)
+        ctx.keep_frames = keep_frames
         verdicts = run_checks(ctx, select_checks(ctx.lab, only), on_done=on_done)
     finally:
         if built:
             down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
-    return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built)
+    return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built, ctx.frames)

@@ -17,6 +17,7 @@ for UDP to a VXLAN port, the VNI and the flow of the encapsulated frame.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
 import select
@@ -29,6 +30,7 @@ from types import TracebackType
 
 from netlab.kernel import netns
 from netlab.observations import CaptureError, Flow, Packet, flow_text
+from netlab.pcap import BpfProgram, Frame
 from netlab.vocabulary import proto_name
 
 ETH_P_ALL = 0x0003
@@ -39,6 +41,8 @@ PACKET_OUTGOING = 4  # sll_pkttype of a frame this host sent
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 SO_RCVBUFFORCE = 33
+SO_ATTACH_FILTER = 26
+SO_TIMESTAMPNS = 35  # also SCM_TIMESTAMPNS, the control message's type
 VXLAN_FLAG_I = 0x08  # "the VNI field is valid" (RFC 7348)
 # Bytes kept of each frame: enough for Ethernet + IP + UDP + VXLAN + the inner headers,
 # even with IPv4 options and IPv6 extension headers. recv() with MSG_TRUNC still tells
@@ -180,14 +184,19 @@ class Capture:
     """
 
     def __init__(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
-                 bufsize: int = 4 << 20) -> None:
+                 bufsize: int = 4 << 20, keep_frames: bool = False, bpf: BpfProgram | None = None,
+                 snaplen: int = SNAPLEN) -> None:
         self.ns = ns
         self.ifname = ifname
         self.vxlan_ports = frozenset(vxlan_ports)
         self.bufsize = bufsize
+        self.keep_frames = keep_frames  # also keep every frame with the kernel's time stamp (pcap files)
+        self.frames: list[Frame] = []
+        self.bpf = bpf  # the kernel passes only frames this program accepts (netlab.pcap.compile_filter)
+        self.snaplen = snaplen
         self._sock: socket.socket | None = None
         self._poll: select.poll | None = None
-        self._buf = bytearray(SNAPLEN)
+        self._buf = bytearray(snaplen)
         self._drops = 0
 
     def __enter__(self) -> Capture:
@@ -232,6 +241,10 @@ class Capture:
                     sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.bufsize)
                 except OSError:  # without CAP_NET_ADMIN: capped at net.core.rmem_max
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.bufsize)
+                if self.keep_frames:
+                    sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+                if self.bpf is not None:  # before bind(): no frame is queued unfiltered
+                    _attach(sock, self.bpf)
                 sock.bind((self.ifname, ETH_P_ALL))  # the name is resolved in the socket's namespace
                 sock.setblocking(False)
             except BaseException:
@@ -260,11 +273,17 @@ class Capture:
         while True:
             try:
                 # MSG_TRUNC: the return value is the frame's full length, not what fit.
-                n, addr = sock.recvfrom_into(buf, SNAPLEN, socket.MSG_TRUNC)
+                if self.keep_frames:
+                    n, anc, _flags, addr = sock.recvmsg_into([buf], 64, socket.MSG_TRUNC)
+                else:
+                    n, addr = sock.recvfrom_into(buf, self.snaplen, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
                 return
             direction = "out" if addr[2] == PACKET_OUTGOING else "in"
-            pkt = parse_frame(bytes(buf[: min(n, SNAPLEN)]), self.ifname, direction, self.vxlan_ports, length=n)
+            data = bytes(buf[: min(n, self.snaplen)])
+            if self.keep_frames:
+                self.frames.append(Frame(_stamp(anc), data, n, direction))
+            pkt = parse_frame(data, self.ifname, direction, self.vxlan_ports, length=n)
             if pkt is not None:
                 out.append(pkt)
 
@@ -288,3 +307,18 @@ class Capture:
         if sock is not None:
             threading.Thread(target=sock.close, name="netlab-capture-close", daemon=True).start()
 
+
+
+def _attach(sock: socket.socket, program: BpfProgram) -> None:
+    """SO_ATTACH_FILTER: struct sock_fprog {unsigned short len; struct sock_filter *filter}."""
+    code = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *insn) for insn in program))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack("HL", len(program), ctypes.addressof(code)))
+
+
+def _stamp(ancillary: list[tuple[int, int, bytes]]) -> float:
+    """The kernel's receive time of a frame (SCM_TIMESTAMPNS), else now."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+            sec, nsec = struct.unpack_from("qq", data)
+            return float(sec + nsec / 1e9)
+    return time.time()

@@ -35,6 +35,7 @@ from netlab.observations import (
     RouteQuery,
     RuleView,
 )
+from netlab.pcap import Frame
 
 MAIN, DEFAULT, LOCAL = 254, 253, 255
 
@@ -83,6 +84,7 @@ class FakeCapture:
     ns: str
     ifname: str
     closed: bool = False
+    frames: list[Frame] = field(default_factory=list)  # a fake has packets, not frames
 
     def packets(self) -> list[Packet]:
         if self.closed:
@@ -132,7 +134,8 @@ class FakeObserver:
     def nft_list(self, ns: str, what: str) -> str | None:
         return self._read("nft list", ns, what).nft.get(what)
 
-    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472)) -> FakeCapture:
+    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
+                keep_frames: bool = False) -> FakeCapture:
         space = self.namespaces.get(ns)
         self.calls.append(("capture", ns, ifname))
         if space is None:

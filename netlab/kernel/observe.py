@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 
 from netlab.kernel import conntrack, drops, ipvs, nft, routes
-from netlab.kernel.capture import Capture
+from netlab.kernel.capture import SNAPLEN, Capture
 from netlab.observations import CtEntry, Drop, IpvsState, ObserveError, RouteAnswer, RouteQuery, RuleView
+from netlab.pcap import KEPT_SNAPLEN
 
 
 class LiveObserver:
@@ -35,8 +36,10 @@ class LiveObserver:
         except nft.FirewallError as e:
             raise ObserveError(f"in {ns}: nft list {what}: {e}") from e
 
-    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472)) -> Capture:
-        return Capture(ns, ifname, vxlan_ports=vxlan_ports).open()
+    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
+                keep_frames: bool = False) -> Capture:
+        snaplen = KEPT_SNAPLEN if keep_frames else SNAPLEN
+        return Capture(ns, ifname, vxlan_ports=vxlan_ports, keep_frames=keep_frames, snaplen=snaplen).open()
 
     def drops(self, ns: str, node: str, rules: Mapping[int, str]) -> list[Drop]:
         try:

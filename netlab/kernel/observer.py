@@ -21,10 +21,13 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Protocol
 
 from netlab.observations import CtEntry, Drop, IpvsState, Packet, RouteAnswer, RouteQuery, RuleView
+from netlab.pcap import Frame
 
 
 class OpenCapture(Protocol):
     """A capture started on one interface: packets queue until read."""
+
+    frames: list[Frame]  # with keep_frames: every frame read so far, as a pcap file holds it
 
     def packets(self) -> list[Packet]:
         """Every IP packet seen since the capture started or was last read, oldest first."""
@@ -58,8 +61,10 @@ class KernelObserver(Protocol):
         """`nft list WHAT` in ns (a table, a chain, a set, a counter); None when it does not exist."""
         ...
 
-    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472)) -> OpenCapture:
-        """Start capturing on ifname in ns (CaptureError, an ObserveError, if it cannot)."""
+    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
+                keep_frames: bool = False) -> OpenCapture:
+        """Start capturing on ifname in ns (CaptureError, an ObserveError, if it cannot);
+        keep_frames: also keep the frames themselves in `frames` (pcap files)."""
         ...
 
     def drops(self, ns: str, node: str, rules: Mapping[int, str]) -> list[Drop]:

@@ -28,6 +28,7 @@ from netlab.lab.policy import POLICY_TABLE
 from netlab.lab.targets import names_to_addresses, probe_target
 from netlab.lab.topology import Topology
 from netlab.observations import Drop, IpvsConn, IpvsState, ObserveError, Packet, RouteQuery
+from netlab.pcap import Frame
 from netlab.probes.drops import drop_rules, drops_summary
 from netlab.probes.flow import ProbeRequest, ProbeResult
 from netlab.probes.judge import (
@@ -93,6 +94,10 @@ class LabContext:
     nodes: dict[str, str]  # node → namespace
     observer: KernelObserver = field(default_factory=_live_observer)
     send_probes: SendProbes = _send_probes
+    # Every probe check captures, on its `capture:` interface or else on the client's way
+    # out, and keeps the frames of its last attempt in `frames` (`netlab check --pcap`).
+    keep_frames: bool = False
+    frames: dict[str, list[Frame]] = field(default_factory=dict)  # check name → frames
     topo: Topology = field(init=False)
     tables: dict[str, int] = field(init=False)
     _owner: dict[str, tuple[str, str]] = field(init=False)  # address → (node, interface)
@@ -201,9 +206,10 @@ def _requests(ctx: LabContext, check: ProbeCheck) -> list[ProbeRequest]:
 def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     requests = _requests(ctx, check)
     capture: OpenCapture | None = None
-    if check.capture is not None:
-        node, _, ifname = check.capture.on.partition(":")
-        capture = ctx.observer.capture(ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()))
+    if check.capture is not None or ctx.keep_frames:
+        node, ifname = _capture_point(ctx, check, requests[0])
+        capture = ctx.observer.capture(ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()),
+                                       keep_frames=ctx.keep_frames)
     try:
         # Several probes of one check run one after another when a fixed source port is
         # asked for (they would collide), else a few at a time.
@@ -213,6 +219,8 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         ipvs = ctx.observer.ipvs(ctx.ns(check.ipvs.on)) if check.ipvs is not None else IpvsState((), ())
         services, conns = ipvs.services, ipvs.connections
         packets: list[Packet] = capture.packets() if capture is not None else []
+        if capture is not None and ctx.keep_frames:
+            ctx.frames[check.name] = capture.frames
         # which policy rule dropped the failed probes (a policy's drops record their flows)
         drops: list[Drop] = []
         if ctx.policy_nodes and (check.expect.dropped_by is not None or not all(r.ok for r in results)):
@@ -235,6 +243,19 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
     return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results])
+
+
+def _capture_point(ctx: LabContext, check: ProbeCheck, first: ProbeRequest) -> tuple[str, str]:
+    """(node, interface) a probe check captures on: its `capture:`, else where the client
+    sends the probe (the route's device; its only interface when there is no route)."""
+    if check.capture is not None:
+        node, _, ifname = check.capture.on.partition(":")
+        return node, ifname
+    client = check.probe.from_
+    dev = ctx.observer.route_get(first.ns, [RouteQuery(first.dst, src=first.src)])[0].dev
+    if dev is None:
+        dev = next((i.name for i in ctx.topo.of_node(client) if i.kind != "lo"), "lo")
+    return client, dev
 
 
 def _ipvs_summary(node: str, results: Sequence[ProbeResult], conns: Sequence[IpvsConn], ctx: LabContext) -> str:
