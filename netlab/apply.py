@@ -4,23 +4,18 @@ undo what was done, in reverse, before reporting."""
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
+from netlab import interrupts
 from netlab.errors import ApplyError, Interrupted
 from netlab.kernel.driver import KernelDriver, OpFailed
 from netlab.plan.build import Plan
 from netlab.plan.ops import DeleteNetns, Op
 
 _TIMING = bool(os.environ.get("NETLAB_TIMING"))  # per-stage times on stderr, for profiling
-
-
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so a build rolls back as on Ctrl-C."""
 
 
 def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] | None = None) -> list[Op]:
@@ -46,35 +41,20 @@ def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] 
         rollback(done, driver)
         what = err.op.what or err.op.ns
         raise ApplyError(f"{what} ({err.op.brief()})", err.reason, rolled_back=True) from None
-    except (KeyboardInterrupt, Terminated):
+    except BaseException as err:
         rollback(done, driver)
-        raise Interrupted(
-            f"interrupted while creating {current}; everything created so far was removed"
-        ) from None
-    except BaseException:
-        rollback(done, driver)
-        raise
+        signum = interrupts.signum_of(err)
+        if signum is None:
+            raise
+        raise Interrupted(f"up of lab {plan.lab} interrupted by {interrupts.name_of(signum)} while creating "
+                          f"{current}; everything created so far was removed", signum) from None
     return done
-
-
-@contextmanager
-def _signals_blocked() -> Iterator[None]:
-    """A second Ctrl-C must not cut a rollback short and strand half a lab."""
-    sigs = {signal.SIGINT, signal.SIGTERM}
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def rollback(done: list[Op], driver: KernelDriver) -> None:
     """Undo `done` in reverse. Ops inside a namespace that is itself being deleted need no
     undo of their own: deleting the namespace removes them with it."""
-    with _signals_blocked():
+    with interrupts.deferred():  # a second Ctrl-C must not cut a rollback short and strand half a lab
         undos = [u for op in reversed(done) if (u := op.undo()) is not None]
         doomed = {u.ns for u in undos if isinstance(u, DeleteNetns)}
         for undo in undos:

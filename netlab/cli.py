@@ -1,15 +1,22 @@
 """The `netlab` command: parses arguments, calls lifecycle, prints. No logic of its own.
 
 Exit codes: 0 ok · 1 failed · 2 bad input or usage (nothing created) · 3 not root or
-kernel feature missing.
+kernel feature missing · 130/143 interrupted by SIGINT/SIGTERM (what was done is undone).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import sys
+
+from netlab import interrupts
+
+if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "netlab":
+    # Before the imports below (half a second on a slow machine): a Ctrl-C while they
+    # load ends the command with one line instead of a KeyboardInterrupt traceback.
+    interrupts.handle_signals()
+
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,15 +28,15 @@ from rich.console import Console
 from rich.table import Table
 
 from netlab import __version__, lifecycle
-from netlab.apply import Terminated
-from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, LabError, NetlabError, Problem, UsageError
+from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, LabError, NetlabError, Problem, UsageError
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 EPILOG = """\b
 Exit codes: 0 ok, 1 failed, 2 bad input or usage (nothing created),
-            3 not root or a kernel feature is missing.
+            3 not root or a kernel feature is missing,
+            130/143 interrupted by Ctrl-C/SIGTERM (what was done is undone).
 Namespaces are named LAB.NODE: `ip netns exec LAB.NODE CMD` works too.
 A lab file's variant NAME (`variants:`) is built with --variant NAME, as lab LAB-NAME.
 """
@@ -222,18 +229,6 @@ def graph(target: str, fmt: str | None, output: str | None, variant: str | None)
     return 0
 
 
-@contextmanager
-def _sigterm_as_exception() -> Iterator[None]:
-    def raise_terminated(_sig: int, _frame: object) -> NoReturn:
-        raise Terminated()
-
-    old = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan as ip(8)-like commands; change nothing (no root needed).")
@@ -255,7 +250,7 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
     driver = _driver()
     started = time.monotonic()
     try:
-        with _sigterm_as_exception(), _progress("building") as tick:
+        with _progress("building") as tick:
             result = lifecycle.up(file, driver, progress=tick, variant=variant)
     finally:
         driver.close()
@@ -271,6 +266,7 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
         check = f"netlab check {result.lab} · " if result.checks else ""
         out.print(f"  next: {check}netlab status {result.lab} · netlab exec {result.lab} NODE -- CMD · "
                   f"netlab down {result.lab}", markup=False, style="dim")
+    interrupts.success_reported(f"lab {result.lab} was up; it stays up (netlab down {result.lab} removes it)")
     return 0
 
 
@@ -424,7 +420,7 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
     driver = _driver()
     try:
         # One progress display at a time: the build's with --up, else the checks'.
-        with _sigterm_as_exception(), _progress("building" if build else "checking") as tick:
+        with _progress("building" if build else "checking") as tick:
             run = lifecycle.check(target, driver, build=build, only=only, variant=variant,
                                   progress=tick if build else None, on_done=None if build else tick,
                                   keep_frames=pcap_dir is not None)
@@ -634,24 +630,61 @@ def doctor(as_json: bool) -> int:
     return 3 if any(not f.ok for f in features) else 0
 
 
+def _held_at_the_end(group: click.Group) -> None:
+    """Each command holds signals from the moment it returns: one landing after that is
+    honoured by interrupts.finish(), not raised into the middle of the exit."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _held_at_the_end(command)
+        elif command.callback is not None:
+            command.callback = _holding(command.callback)
+
+
+def _holding(callback: Callable[..., Any]) -> Callable[..., Any]:
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return callback(*args, **kwargs)
+        finally:
+            interrupts.hold()
+
+    return run
+
+
+_held_at_the_end(cli)
+
+
 def main() -> NoReturn:
+    interrupts.handle_signals()  # again: main() may be called without the import above
+    interrupts.started()
+    sys.exit(interrupts.finish(_run()))
+
+
+def _run() -> int:
+    """The command's exit code; every error and interruption becomes one line on stderr."""
     try:
         code = cli.main(standalone_mode=False)
+    except interrupts.Signalled as s:  # a command that changes nothing, or before it started to
+        err.print(f"netlab: interrupted by {s.name}; nothing was changed", markup=False)
+        return 128 + s.signum
     except click.exceptions.Exit as e:
-        sys.exit(e.exit_code)
+        return e.exit_code
     except click.ClickException as e:
         e.show()
-        sys.exit(EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code)
-    except click.exceptions.Abort:
-        err.print("aborted", markup=False)
-        sys.exit(EXIT_FAILED)
+        return EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code
+    except click.exceptions.Abort:  # click's own prompt saw Ctrl-C or end of input
+        err.print("netlab: interrupted by SIGINT; nothing was changed", markup=False)
+        return 130
+    except Interrupted as e:
+        err.print(f"netlab: {e}", markup=False)
+        interrupts.take_pending()  # a second signal during the undo: this one is the answer
+        return e.exit_code
     except NetlabError as e:
         err.print(f"netlab: {e}", markup=False)
-        sys.exit(e.exit_code)
+        return e.exit_code
     except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
-        sys.exit(130)
-    sys.exit(code if isinstance(code, int) else 0)
+        err.print("netlab: interrupted by SIGINT; nothing was changed", markup=False)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
     ├── LabError                exit 2  bad lab file: a list of Problems, each with file:line and key path
     ├── UsageError              exit 2  bad command-line use (unknown lab, conflicting options)
     ├── ApplyError              exit 1  the kernel refused an operation; names the lab object and errno text
-    ├── Interrupted             exit 1  Ctrl-C / SIGTERM during a build (already rolled back)
+    ├── Interrupted             exit 130 (SIGINT) / 143 (SIGTERM); says what was undone
     ├── AlreadyUp               exit 1  the lab is up from a different file or version
     ├── NotRoot                 exit 3  the command needs root
     └── MissingFeature          exit 3  the kernel lacks what the lab requires
@@ -67,7 +67,14 @@ class ApplyError(NetlabError):
 
 
 class Interrupted(NetlabError):
-    pass
+    """A command ended by SIGINT or SIGTERM, after undoing what it had done; the message
+    is the one line the user sees, e.g. "up of lab x interrupted by SIGINT while creating
+    links; everything created so far was removed"."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum
 
 
 class AlreadyUp(NetlabError):

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from netlab import interrupts
 from netlab.apply import apply_plan
-from netlab.errors import AlreadyUp, ApplyError, MissingFeature, NotRoot, UsageError
+from netlab.errors import AlreadyUp, ApplyError, Interrupted, MissingFeature, NotRoot, UsageError
 from netlab.kernel.driver import KernelDriver, NamespaceView
 from netlab.lab.ipvs import needs_ipvs
 from netlab.lab.model import Check, Lab
@@ -78,8 +79,27 @@ def up(
     progress: Callable[[Op], None] | None = None,
     variant: str | None = None,
 ) -> UpResult:
-    """Build the lab in `path` (with `variant`: that variant's lab, NAME-VARIANT)."""
+    """Build the lab in `path` (with `variant`: that variant's lab, NAME-VARIANT).
+
+    Interrupted (SIGINT, SIGTERM) at any moment, it undoes what it did and raises
+    Interrupted. Once the lab is recorded as up, a signal is only recorded
+    (interrupts.pending()): the caller reports success first, then honours it."""
+    building: list[str] = []  # the lab's name, once known
+    try:
+        return _up(path, driver, progress, variant, building)
+    except BaseException as err:
+        signum = interrupts.signum_of(err)
+        if signum is None:
+            raise
+        what = f"lab {building[0]}" if building else str(path)
+        raise Interrupted(f"up of {what} interrupted by {interrupts.name_of(signum)} before anything was "
+                          "created; nothing was changed", signum) from None
+
+
+def _up(path: str | Path, driver: KernelDriver, progress: Callable[[Op], None] | None, variant: str | None,
+        building: list[str]) -> UpResult:
     lab, where = load_lab_located(path, variant)
+    building.append(lab.name)
     plan = build_plan(lab)
     require_root("up")
     check_requirements(lab)
@@ -103,26 +123,40 @@ def up(
         state = LabState(lab.name, source, plan.fingerprint, "building", nodes,
                          plan=[op.render() for op in plan.ops])
         try:
-            # Written before anything exists, so even `kill -9` leaves `down` a full list.
-            # (Fix: inside the try, so a Ctrl-C landing right after it removes it again.)
+            # Written before anything exists, so even `kill -9` leaves `down` a full list;
+            # inside the try, so an interruption right after it removes it again.
             write_state(state)
             done = apply_plan(plan, driver, progress)
         except BaseException:
-            remove_state(lab.name)  # the rollback removed everything it named
+            with interrupts.deferred():
+                remove_state(lab.name)  # the rollback removed everything it named
             raise
-        try:
-            state.pids = start_lab_responders(lab, nodes)
-        except BaseException as err:
-            # The lab is built but cannot serve what it promises: take it all down again.
-            tear_down(lab.name, driver)
-            if isinstance(err, ResponderError):
-                what = f"responders of lab {lab.name}" + (f" ({err.service.proto}/{err.service.port} on "
-                                                          f"{err.service.node})" if err.service else "")
-                raise ApplyError(what, str(err), rolled_back=True) from None
-            raise
+        state.pids = _serve_or_tear_down(lab, nodes, driver)
+        # From here the lab is up: a signal is recorded until the caller has said so and
+        # honours it (interrupts.release()), so it can no longer undo a reported success.
+        interrupts.hold()
         state.status = "up"
         write_state(state)
         return UpResult(lab.name, plan, done=done, services=len(lab_services(lab, nodes)), checks=len(lab.checks))
+
+
+def _serve_or_tear_down(lab: Lab, nodes: dict[str, str], driver: KernelDriver) -> list[int]:
+    """Start the lab's responders; if they cannot start (or a signal lands), the lab is
+    built but cannot serve what it promises: take it all down again."""
+    try:
+        return start_lab_responders(lab, nodes)
+    except BaseException as err:
+        with interrupts.deferred():
+            tear_down(lab.name, driver)
+        signum = interrupts.signum_of(err) or interrupts.take_pending()
+        if signum is not None:
+            raise Interrupted(f"up of lab {lab.name} interrupted by {interrupts.name_of(signum)} while starting "
+                              "its responders; everything created so far was removed", signum) from None
+        if isinstance(err, ResponderError):
+            what = f"responders of lab {lab.name}" + (f" ({err.service.proto}/{err.service.port} on "
+                                                      f"{err.service.node})" if err.service else "")
+            raise ApplyError(what, str(err), rolled_back=True) from None
+        raise
 
 
 def lab_services(lab: Lab, nodes: dict[str, str]) -> list[Service]:
@@ -179,10 +213,44 @@ def resolve_lab_name(target: str, variant: str | None = None) -> str:
 
 
 def down(target: str, driver: KernelDriver, variant: str | None = None) -> TeardownReport:
+    """Take the lab down. A signal before the teardown starts leaves the lab as it was; one
+    during it is honoured once the teardown is finished (half a lab helps nobody)."""
     require_root("down")
-    lab = resolve_lab_name(target, variant)
+    lab = target
+    reports: list[TeardownReport] = []
+    signum: int | None = None
+    try:
+        lab = resolve_lab_name(target, variant)
+        _take_down(lab, driver, reports=reports, keep_held=True)  # the command is over once it is down
+    except BaseException as err:
+        signum = interrupts.signum_of(err)
+        if signum is None:
+            raise
+        if not reports:
+            raise Interrupted(f"down of {lab} interrupted by {interrupts.name_of(signum)} before anything was "
+                              "removed; it is as it was", signum) from None
+    signum = interrupts.take_pending() or signum  # recorded during the teardown, or raised just after it
+    if signum is not None:
+        raise Interrupted(f"down of lab {lab} interrupted by {interrupts.name_of(signum)}; the teardown was "
+                          f"finished first: removed {len(reports[0].deleted)} namespaces", signum)
+    return reports[0]
+
+
+def _take_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] | None] | None = None,
+               reports: list[TeardownReport] | None = None, keep_held: bool = False) -> TeardownReport:
+    """tear_down under the lab's lock; a signal waits until the teardown is finished
+    (and, with `keep_held`, until the caller releases it: `down` is then over).
+    `reports` receives the report as soon as it exists."""
     with lab_lock(lab):
-        return tear_down(lab, driver)
+        interrupts.hold()
+        try:
+            report = tear_down(lab, driver, marks)
+            if reports is not None:
+                reports.append(report)
+            return report
+        finally:
+            if not keep_held:
+                interrupts.release()
 
 
 def down_all(driver: KernelDriver) -> list[TeardownReport]:
@@ -191,8 +259,12 @@ def down_all(driver: KernelDriver) -> list[TeardownReport]:
     labs = sorted({s.lab for s in all_states()} | labs_present(marks))
     reports = []
     for lab in labs:
-        with lab_lock(lab):
-            reports.append(tear_down(lab, driver, marks))
+        reports.append(_take_down(lab, driver, marks))
+        signum = interrupts.take_pending()
+        if signum is not None:
+            gone = ", ".join(r.lab for r in reports)
+            raise Interrupted(f"down --all interrupted by {interrupts.name_of(signum)}; taken down: {gone}; "
+                              f"still up: {', '.join(labs[len(reports):]) or 'none'}", signum)
     return reports
 
 
@@ -312,18 +384,33 @@ def check(
     from netlab.probes.checks import run_checks
 
     started = time.monotonic()
-    built = False
+    result: UpResult | None = None
     if build:
         if not (target.endswith((".yaml", ".yml")) or os.sep in target):
             raise UsageError(f"`--up` needs a lab file, got {target!r}")
         select_checks(load_lab(target, variant), only)  # a wrong --only fails before building
         result = up(target, driver, progress, variant)
-        built = not result.already_up
+    built = result is not None and not result.already_up
+    what = f"lab {result.lab}" if result else target
+    undone = "the lab built for them was taken down" if built else "nothing was changed"
     try:
+        if result is not None and not result.already_up:
+            interrupts.release()  # up() held signals from the moment it recorded the lab as up
+        interrupts.raise_pending()
         ctx = lab_context(target, variant)
         ctx.keep_frames = keep_frames
         verdicts = run_checks(ctx, select_checks(ctx.lab, only), on_done=on_done)
+    except BaseException as err:
+        signum = interrupts.signum_of(err)
+        if signum is None:
+            raise
+        raise Interrupted(f"check of {what} interrupted by {interrupts.name_of(signum)} while running its "
+                          f"checks; {undone}", signum) from None
     finally:
-        if built:
-            down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
+        if result is not None and built:
+            _take_down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
+    signum = interrupts.take_pending()
+    if signum is not None:
+        raise Interrupted(f"check of {what} interrupted by {interrupts.name_of(signum)} after its checks "
+                          f"ran; {undone}", signum)
     return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built, ctx.frames)

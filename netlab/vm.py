@@ -25,7 +25,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netlab.errors import MissingFeature, UsageError
+from netlab import interrupts
+from netlab.errors import Interrupted, MissingFeature, UsageError
 
 # Loaded before the command runs (a failure is reported, not fatal: the test says what's missing).
 # br_netfilter too: nothing loads it on demand (kube-proxy's IPVS mode needs bridged replies
@@ -154,10 +155,18 @@ def run_in_vm(run: VmRun) -> int:
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
             assert proc.stdout is not None
             fd = proc.stdout.fileno()
-            for chunk in iter(lambda: os.read(fd, 65536), b""):
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
-            proc.wait()
+            try:
+                for chunk in iter(lambda: os.read(fd, 65536), b""):
+                    sys.stdout.buffer.write(chunk)
+                    sys.stdout.buffer.flush()
+                proc.wait()
+            except BaseException as err:
+                _stop(proc)
+                signum = interrupts.signum_of(err)
+                if signum is None:
+                    raise
+                raise Interrupted(f"vm run interrupted by {interrupts.name_of(signum)}; the VM was stopped "
+                                  "(nothing of it outlives it)", signum) from None
         rc_file = run.results / "exit-code"
         try:
             return int(rc_file.read_text().strip())
@@ -167,3 +176,14 @@ def run_in_vm(run: VmRun) -> int:
             return EXIT_NO_RESULT
     finally:
         script.unlink(missing_ok=True)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """End vng and its QEMU (our child, by PID): TERM, then KILL."""
+    with interrupts.deferred():
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

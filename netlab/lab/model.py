@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Tag, model_validator
+from pydantic import BaseModel, BeforeValidator, Discriminator, Field, SerializeAsAny, Tag, model_validator
 
 from netlab.lab.checks import Check, ServeSpec
 from netlab.lab.ipset import IpSet
@@ -263,7 +263,9 @@ def _short_dumps(value: Any) -> Any:
 
 class Node(Base):
     description: str = ""
-    links: dict[IfName, Link] = {}
+    # SerializeAsAny: dumping calls no Python discriminator, whose exceptions (a Ctrl-C)
+    # pydantic would swallow into a warning
+    links: dict[IfName, SerializeAsAny[Link]] = {}
     routes: list[Route] = []
     rules: list[Rule] = []
     neighbors: list[Neighbor] = []
@@ -361,4 +363,4 @@ class Lab(Base):
     tables: dict[str, Annotated[int, Field(ge=1, lt=2**32)]] = {}
     cluster: Cluster | None = None
     nodes: dict[NodeName, Node] = {}  # at least one node, here or in `cluster:`
-    checks: list[Check] = []
+    checks: list[SerializeAsAny[Check]] = []  # as links:

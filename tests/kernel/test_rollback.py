@@ -166,7 +166,7 @@ def test_injected_failure_after_each_stage_rolls_back(midway: bool, raise_: str,
         driver = FailingDriver(n, midway=midway, raise_=raise_)
         try:
             if raise_ == "interrupt":
-                with pytest.raises(Interrupted, match=r"interrupted while creating .*; everything created so far"):
+                with pytest.raises(Interrupted, match=r"by SIGINT while creating .*; everything created so far"):
                     lifecycle.up(lab.path, driver)
             else:
                 with pytest.raises(ApplyError) as info:
@@ -292,12 +292,13 @@ def test_signal_during_up_rolls_back(sig: signal.Signals, when: str, lab_file: A
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 1, (out, err)
-    assert "interrupted while creating" in err and "everything created so far was removed" in err, err
+    assert proc.returncode == 128 + sig, (out, err)
+    assert f"interrupted by {sig.name} while creating" in err and "everything created so far was removed" in err, err
+    assert len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in err
     if when == "commands":
         assert made == 301
-        assert "interrupted while creating commands" in err
+        assert f"interrupted by {sig.name} while creating commands" in err
         assert command is not None and kn.wait_for(lambda: _gone(command), 5), "the exec command still runs"
     assert kn.leftovers(lab.name) == []
 

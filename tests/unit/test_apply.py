@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
 
-from netlab.apply import Terminated, apply_plan
+from netlab.apply import apply_plan
 from netlab.errors import ApplyError, Interrupted
+from netlab.interrupts import Signalled
 from netlab.kernel.fake import FakeDriver
 from netlab.load import load_lab_text
 from netlab.plan.build import build_plan
@@ -66,11 +68,15 @@ def test_kernel_refusal_rolls_back_in_reverse_and_names_the_object(plan) -> None
     assert driver.deleted == ["t.b", "t.a", "t.host"]
 
 
-@pytest.mark.parametrize("exc", [KeyboardInterrupt(), Terminated()])
-def test_interrupt_rolls_back_and_says_where(plan, exc: BaseException) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("exc", "name", "code"), [(KeyboardInterrupt(), "SIGINT", 130),
+                                                   (Signalled(signal.SIGINT), "SIGINT", 130),
+                                                   (Signalled(signal.SIGTERM), "SIGTERM", 143)])
+def test_interrupt_rolls_back_and_says_where(plan, exc: BaseException, name: str, code: int) -> None:  # type: ignore[no-untyped-def]
     driver = FakeDriver(fail=lambda op: exc if isinstance(op, CreateLink) and op.kind == "veth" else None)
-    with pytest.raises(Interrupted, match="interrupted while creating veths"):
+    with pytest.raises(Interrupted, match=f"up of lab t interrupted by {name} while creating veths; everything "
+                                          "created so far was removed") as info:
         apply_plan(plan, driver)
+    assert info.value.exit_code == code
     assert driver.netns == {}
 
 
