@@ -62,6 +62,6 @@ def signals_deferred() -> Iterator[None]:
         for signum, frame in caught[:1]:
             handler = old[signal.Signals(signum)]
             if callable(handler):
-                handler(signum, frame)  # raises KeyboardInterrupt, or the CLI's Terminated
+                handler(signum, frame)  # raises KeyboardInterrupt, or the CLI's Signalled
             elif handler == signal.SIG_DFL:
                 os.kill(os.getpid(), signum)
