@@ -158,8 +158,8 @@ def _tables(node: Node, role: str) -> Iterator[str]:
     default route, which says nothing), rules, IPVS services, firewall tables."""
     plain_default = len(node.routes) == 1 and node.routes[0].to == "default" and role in ("pod", "host")
     if not plain_default:
-        yield from (route_text(r) for r in node.routes)
-    yield from (rule_text(r) for r in node.rules)
+        yield from (route_line(r) for r in node.routes)
+    yield from (rule_line(r) for r in node.rules)
     for svc in node.ipvs:
         where = f"fwmark {svc.fwmark}" if svc.fwmark is not None else _at(str(svc.address), svc.port)
         reals = ", ".join(f"{_at(r.address, r.port or svc.port)} {r.forward}" for r in svc.reals)
@@ -173,10 +173,11 @@ def _tables(node: Node, role: str) -> Iterator[str]:
     for dump in node.iptables:
         tables = re.findall(r"^\*(\w+)", dump.save or "", re.M)
         rules = len(re.findall(r"^-A ", dump.save or "", re.M))
-        yield f"iptables{'' if dump.family == 4 else '6'} {', '.join(tables) or 'dump'} ({rules} rules)"
+        counted = f"{rules} rule" + ("s" if rules != 1 else "")
+        yield f"iptables{'' if dump.family == 4 else '6'} {', '.join(tables) or 'dump'} ({counted})"
 
 
-def route_text(r: Route) -> str:
+def route_line(r: Route) -> str:
     words = [r.to if r.type == "unicast" else f"{r.type} {r.to}"]
     for key, value in (("via", r.via), ("dev", r.dev), ("table", r.table), ("src", r.src), ("metric", r.metric)):
         if value is not None:
@@ -184,7 +185,7 @@ def route_text(r: Route) -> str:
     return " ".join(words + (["onlink"] if r.onlink else []))
 
 
-def rule_text(r: Rule) -> str:
+def rule_line(r: Rule) -> str:
     words = [f"rule {r.priority}:" if r.priority is not None else "rule:"] + (["not"] if r.not_ else [])
     for key, value in (("from", r.from_), ("to", r.to), ("iif", r.iif), ("oif", r.oif), ("fwmark", r.fwmark),
                        ("ipproto", r.ipproto), ("sport", r.sport), ("dport", r.dport), ("dscp", r.dscp),
@@ -527,9 +528,10 @@ def _mermaid_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
 # ---------------------------------------------------------------- SVG
 
 
-def render_svg(g: Graph, timeout: float = 60.0) -> str:
-    """The DOT drawing laid out by Graphviz: SVG text, standalone (the HTML report can
-    inline it). NetlabError when `dot` is missing or refuses."""
+def render_svg(g: Graph, timeout: float = 60.0, *, inline: bool = False) -> str:
+    """The DOT drawing laid out by Graphviz: an SVG file's text, or with `inline` just its
+    <svg> element, to sit inside an HTML page (the report). NetlabError when `dot` is
+    missing or refuses."""
     dot = shutil.which("dot")
     if dot is None:
         raise NetlabError("Graphviz's `dot` is not installed (Debian: apt-get install graphviz); "
@@ -538,7 +540,7 @@ def render_svg(g: Graph, timeout: float = 60.0) -> str:
                           check=False)
     if done.returncode != 0:
         raise NetlabError(f"dot failed: {done.stderr.strip()}")
-    return done.stdout
+    return done.stdout[done.stdout.index("<svg"):] if inline else done.stdout
 
 
 def render(g: Graph, fmt: str) -> str:

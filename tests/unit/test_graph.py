@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 from netlab.cli import cli
 from netlab.errors import UsageError
-from netlab.graph import build_graph, load_graph, render, route_text, rule_text, to_dot, to_mermaid
+from netlab.graph import build_graph, load_graph, render, render_svg, route_line, rule_line, to_dot, to_mermaid
 from netlab.lab.model import Route, Rule
 from netlab.load import load_lab_text, load_variants
 
@@ -152,10 +152,10 @@ nodes:
 
 
 def test_route_and_rule_text() -> None:
-    assert route_text(Route(to="10.244.1.0/24", via="10.244.1.0", dev="flannel.1", onlink=True)) == (
+    assert route_line(Route(to="10.244.1.0/24", via="10.244.1.0", dev="flannel.1", onlink=True)) == (
         "10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink")
-    assert route_text(Route(to="10.0.0.0/8", type="blackhole")) == "blackhole 10.0.0.0/8"
-    assert rule_text(Rule.model_validate({"priority": 5, "not": True, "fwmark": "0x1", "action": "prohibit"})) == (
+    assert route_line(Route(to="10.0.0.0/8", type="blackhole")) == "blackhole 10.0.0.0/8"
+    assert rule_line(Rule.model_validate({"priority": 5, "not": True, "fwmark": "0x1", "action": "prohibit"})) == (
         "rule 5: not fwmark 0x1 prohibit")
 
 
@@ -165,6 +165,19 @@ def test_svg_through_graphviz(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     svg = (tmp_path / "g.svg").read_text()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "flannel.1" in svg and "VXLAN overlay" in svg
+    inline = render_svg(load_graph(str(REPO / "labs/flannel-vxlan.yaml")), inline=True)
+    assert inline.startswith("<svg") and inline.rstrip().endswith("</svg>") and "<!DOCTYPE" not in inline
+
+
+def test_a_lab_that_is_up_is_drawn_from_its_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """By name: the lab file its state records, and the variant it was built as."""
+    monkeypatch.setenv("NETLAB_STATE_DIR", str(tmp_path))
+    state = {"lab": "lvs-nat-dnat-only", "source": str(REPO / "labs/lvs-nat.yaml"), "fingerprint": "x",
+             "status": "up", "nodes": {}}
+    (tmp_path / "lvs-nat-dnat-only.json").write_text(json.dumps(state))
+    g = load_graph("lvs-nat", "dnat-only")
+    assert g.lab == "lvs-nat-dnat-only" and g.box("ds").role == "router"
+    assert load_graph("lvs-nat-dnat-only") == g
 
 
 def test_cli_formats_and_errors(tmp_path: Path) -> None:
