@@ -4,22 +4,20 @@ The checks' capture (netlab.kernel.capture: an AF_PACKET socket opened inside th
 namespace, the same decoding) read in a loop: each frame becomes a tcpdump-like line and,
 with a file, a pcap record (netlab.pcap). The kernel filters with the BPF program of the
 user's pcap-filter expression. It ends after `count` frames, after `duration` seconds, or
-on Ctrl-C / SIGTERM, which only set a flag the loop checks every POLL seconds: the file
-is never cut inside a record.
+on Ctrl-C / SIGTERM, which the loop runs under netlab.interrupts.deferred(): the signal is
+recorded, the loop sees it within POLL seconds, and the file is never cut inside a record.
 """
 
 from __future__ import annotations
 
-import signal
 import struct
 import time
-from collections.abc import Callable, Collection, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
-from types import FrameType
 from typing import BinaryIO
 
+from netlab import interrupts
 from netlab.kernel.capture import Capture, parse_frame
 from netlab.pcap import SNAPLEN, BpfProgram, Frame, PcapWriter
 
@@ -56,11 +54,11 @@ def capture_live(ns: str, ifname: str, *, on_line: Callable[[str], None], pcap: 
     writer = None
     deadline = time.monotonic() + duration if duration is not None else None
     cap = Capture(ns, ifname, vxlan_ports=vxlan_ports, keep_frames=True, bpf=bpf, snaplen=SNAPLEN)
-    with _signals_as_flag() as stopped, cap:
+    with interrupts.deferred(), cap:
         writer = PcapWriter(pcap) if pcap is not None else None
         if on_start is not None:
             on_start()
-        while stopped[0] is None and (count is None or result.frames < count):
+        while interrupts.pending() is None and (count is None or result.frames < count):
             left = deadline - time.monotonic() if deadline is not None else POLL
             if left <= 0:
                 break
@@ -72,21 +70,5 @@ def capture_live(ns: str, ifname: str, *, on_line: Callable[[str], None], pcap: 
                     writer.write(frame)
                 result.frames += 1
         result.dropped = cap.drops
-        result.signal = stopped[0]
+        result.signal = interrupts.take_pending()  # honoured: the capture ends, exit 128 + signal
     return result
-
-
-@contextmanager
-def _signals_as_flag() -> Iterator[list[int | None]]:
-    """SIGINT and SIGTERM set stopped[0] instead of raising, for the loop to end cleanly."""
-    stopped: list[int | None] = [None]
-
-    def note(signum: int, _frame: FrameType | None) -> None:
-        stopped[0] = signum
-
-    before = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stopped
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, handler)
