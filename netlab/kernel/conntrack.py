@@ -174,7 +174,8 @@ def ct_count(data: bytes) -> int | None:
     return _be(data, nl_attrs(data, _HDR_LEN + 4, len(data)).get(CTA_STATS_GLOBAL_ENTRIES))
 
 
-def _conntrack_here() -> list[CtEntry]:
+def conntrack_here() -> list[CtEntry]:
+    """conntrack() of the calling thread's namespace."""
     sock = NetlinkSocket(NETLINK_NETFILTER)
     try:
         # A dump walks the whole conntrack hash table, which every namespace shares
@@ -194,4 +195,4 @@ def conntrack(ns: str) -> list[CtEntry]:
     """Every conntrack entry of ns, both families (`conntrack -L`). Empty unless
     something in ns uses conntrack: the kernel tracks a namespace's packets only once a
     ruleset there needs it (a nat chain, a ct expression)."""
-    return in_namespace(ns, _conntrack_here)
+    return in_namespace(ns, conntrack_here)

@@ -11,6 +11,14 @@ with that namespace when the child exits, so nothing in the host namespace is ev
 touched and nothing needs cleaning up.  The child streams one JSON line per feature
 back over a pipe; the parent enforces a deadline and reports anything it did not hear
 about as not ok.
+
+The probes take the paths `netlab up` and `netlab check` take, so that a feature doctor
+calls ok is one they can use: links are made from plan ops by the same encoders and
+netlink socket as the driver's (encode.py, nlsock.py), the netns probe asks for a route
+and reads the rules with the route observer (routes.py), conntrack is read by the same
+reader as a check's (conntrack.py), IPVS is dumped as a check dumps it (ipvs.py), an
+ipset is made as `up` makes one (ipset.py). Only netem has no netlab op yet: its qdisc is
+a pyroute2 tcmsg sent on the same socket.
 """
 
 from __future__ import annotations
@@ -87,6 +95,7 @@ DEFAULT_TIMEOUT = 60.0 if os.environ.get("NETLAB_IN_VM") else 10.0
 
 # Names of the objects the child creates (inside its private namespace only).
 PROBE_PREFIX = "nlprobe"
+RTM_NEWQDISC = 36
 
 _CLONE_NEWNET = 0x40000000
 
@@ -389,9 +398,6 @@ def _child_main(wanted: list[str], wfd: int, host_ns: int) -> None:
         return
 
     for name in wanted:
-        if name == "netns":
-            emit(name, True, "unshare(CLONE_NEWNET) ok")
-            continue
         try:
             ok, detail, kind = _PROBES[name]()
         except Exception as e:
@@ -434,30 +440,70 @@ def _try(
     return True, what, "kernel"
 
 
-def _iproute() -> Any:
-    # One rtnetlink socket for all link/tc probes; opened lazily inside the new netns.
-    global _IPR
-    if _IPR is None:
-        from pyroute2 import IPRoute
-
-        _IPR = IPRoute()
-    return _IPR
+PROBE_NS = "netlab-doctor"  # what the probes' ops name as their namespace: the child's own
 
 
-_IPR: Any = None
+def _netlink_result(what: str, failures: list[Any], missing: tuple[int, str] | None = None) -> _Result:
+    """A netlink request's outcome as a probe result, words as _try gives them."""
+    if not failures:
+        return True, what, "kernel"
+    code = failures[0].errno
+    detail = f"{what}: {_errtext(code)}"
+    if missing is not None and code == missing[0]:
+        detail += f" - {missing[1]}"
+    return False, detail, "kernel"
+
+
+def _apply_rtnl(what: str, op: Any, missing: tuple[int, str] | None = None) -> _Result:
+    """Make `op` as the driver does: its rtnetlink message from netlab.kernel.encode, sent
+    on a netlab.kernel.nlsock socket of this (the child's own) namespace."""
+    from netlab.kernel import encode
+    from netlab.kernel.nlsock import NetlinkSocket
+
+    fds: list[int] = []
+
+    def own_netns_fd(_name: str) -> int:
+        fds.append(os.open("/proc/thread-self/ns/net", os.O_RDONLY))
+        return fds[-1]
+
+    sock = NetlinkSocket()
+    try:
+        indexes = sock.link_indexes()
+        return _netlink_result(what, sock.request([encode.request(op, indexes.__getitem__, own_netns_fd)]), missing)
+    finally:
+        sock.close()
+        for fd in fds:
+            os.close(fd)
 
 
 def _link(kind: str, **extra: Any) -> _Result:
+    from netlab.plan.ops import CreateLink
+
     ifname = f"{PROBE_PREFIX}-{kind}"[:15]
-    return _try(
-        f"ip link add type {kind}",
-        lambda: _iproute().link("add", ifname=ifname, kind=kind, **extra),
-        (errno.EOPNOTSUPP, f"link kind {kind!r} unknown to this kernel"),
-    )
+    op = CreateLink(PROBE_NS, name=ifname, kind=kind, up=False, **extra)
+    return _apply_rtnl(f"ip link add type {kind}", op, (errno.EOPNOTSUPP, f"link kind {kind!r} unknown to this kernel"))
+
+
+def _probe_netns() -> _Result:
+    """The namespace exists (unshare worked); and rtnetlink answers a route query and a
+    rule dump there, through the observer `netlab check` uses."""
+    from netlab.kernel import routes
+    from netlab.observations import RouteQuery
+    from netlab.plan.ops import SetLink
+
+    ok, detail, kind = _apply_rtnl("ip link set lo up", SetLink(PROBE_NS, name="lo"))
+    if not ok:
+        return ok, f"unshare(CLONE_NEWNET) ok; {detail}", kind
+    try:
+        [answer] = routes.route_get_here([RouteQuery("127.0.0.1")])
+        rules = routes.rules_here()
+    except OSError as e:
+        return False, f"unshare(CLONE_NEWNET) ok; route get 127.0.0.1: {_exc_text(e)}", "kernel"
+    return True, f"unshare(CLONE_NEWNET) ok; route get {answer.text}; {len(rules)} rules", "kernel"
 
 
 def _probe_veth() -> _Result:
-    return _link("veth", peer=f"{PROBE_PREFIX}-peer")
+    return _link("veth", peer_ns=PROBE_NS, peer_name=f"{PROBE_PREFIX}-peer")
 
 
 def _probe_bridge() -> _Result:
@@ -469,27 +515,23 @@ def _probe_dummy() -> _Result:
 
 
 def _probe_vxlan() -> _Result:
-    return _link("vxlan", vxlan_id=42, vxlan_port=4789)
+    return _link("vxlan", vni=42, port=4789)
 
 
 def _probe_vrf() -> _Result:
-    return _link("vrf", vrf_table=10)
+    return _link("vrf", table=10)
 
 
 def _probe_ipvs() -> _Result:
-    from pyroute2.netlink import genlmsg
-    from pyroute2.netlink.generic import GenericNetlinkSocket
+    from netlab.kernel import ipvs
 
-    # Resolving the family is enough: the kernel autoloads ip_vs on this lookup.
-    sock = GenericNetlinkSocket()
-    try:
-        return _try(
-            'resolve generic netlink family "IPVS"',
-            lambda: sock.bind("IPVS", genlmsg),
-            (errno.ENOENT, "family not registered, i.e. no ip_vs"),
-        )
-    finally:
-        sock.close()
+    # Resolving the family (the kernel autoloads ip_vs on this lookup) and dumping the
+    # services, as a check reads them.
+    return _try(
+        'resolve generic netlink family "IPVS"',
+        lambda: ipvs.services_here(missing_ok=False),
+        (errno.ENOENT, "family not registered, i.e. no ip_vs"),
+    )
 
 
 def _nft() -> tuple[Any, str]:
@@ -516,14 +558,10 @@ def _probe_nftables() -> _Result:
 
 
 def _probe_conntrack() -> _Result:
-    from pyroute2 import Conntrack
+    from netlab.kernel import conntrack
 
-    # ctnetlink is what the conntrack tool and netlab's probes read.
-    ct = Conntrack()
-    try:
-        ok, detail, kind = _try("ctnetlink conntrack count", ct.count)
-    finally:
-        ct.close()
+    # ctnetlink, read as a check reads it (the count first; the dump when there are entries)
+    ok, detail, kind = _try("ctnetlink conntrack count", conntrack.conntrack_here)
     if not ok:
         return ok, detail, kind
     # A `ct state` rule on a base chain makes nftables take a conntrack reference in this
@@ -544,16 +582,14 @@ def _probe_conntrack() -> _Result:
 
 
 def _probe_ipset() -> _Result:
-    from pyroute2.ipset import IPSet
+    from netlab.kernel import ipset
+    from netlab.plan.ops import CreateIpset
 
-    ipset = IPSet()
-    try:
-        return _try(
-            "ipset create hash:ip",
-            lambda: ipset.create(f"{PROBE_PREFIX}", stype="hash:ip"),
-        )
-    finally:
-        ipset.close()
+    what = "ipset create hash:ip"
+    failed = ipset.apply_here([CreateIpset(PROBE_NS, name=PROBE_PREFIX, type="hash:ip")])
+    if failed:
+        return False, f"{what}: {failed[0][1].removeprefix('ipset create: ')}", "kernel"
+    return True, what, "kernel"
 
 
 def _probe_br_netfilter() -> _Result:
@@ -566,17 +602,27 @@ def _probe_br_netfilter() -> _Result:
 
 
 def _probe_netem() -> _Result:
+    from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
+    from pyroute2.netlink.rtnl.tcmsg import plugins, tcmsg
+
+    from netlab.kernel.nlsock import NetlinkSocket, Request
+
     # lo exists in every fresh namespace, so netem does not depend on dummy/veth.
-    ipr = _iproute()
-    index = ipr.link_lookup(ifname="lo")[0]
-    return _try(
-        "tc qdisc add dev lo root netem delay 1ms",
-        lambda: ipr.tc("add", "netem", index=index, delay=1000),
-        (errno.ENOENT, "qdisc kind 'netem' unknown to this kernel"),
-    )
+    sock = NetlinkSocket()
+    try:
+        msg = tcmsg()
+        msg["index"] = sock.link_indexes()["lo"]
+        msg["handle"], msg["parent"] = 0x10000, 0xFFFFFFFF  # `root`, handle 1:
+        msg["attrs"] = [("TCA_KIND", "netem"), ("TCA_OPTIONS", plugins["netem"].get_parameters({"delay": 1000}))]
+        failures = sock.request([Request(msg, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL)])
+    finally:
+        sock.close()
+    return _netlink_result("tc qdisc add dev lo root netem delay 1ms", failures,
+                           (errno.ENOENT, "qdisc kind 'netem' unknown to this kernel"))
 
 
 _PROBES: dict[str, Callable[[], _Result]] = {
+    "netns": _probe_netns,
     "veth": _probe_veth,
     "bridge": _probe_bridge,
     "dummy": _probe_dummy,

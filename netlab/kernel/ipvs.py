@@ -249,12 +249,14 @@ def _parse_real(msg: Any, svc_family: int) -> IpvsRealView:
     )
 
 
-def services_here() -> list[IpvsServiceView]:
+def services_here(*, missing_ok: bool = True) -> list[IpvsServiceView]:
     """Every virtual service of the calling thread's namespace, with its real servers, in
-    the kernel's order; empty on a kernel without IPVS."""
+    the kernel's order; empty on a kernel without IPVS (IpvsUnavailable unless missing_ok)."""
     try:
         genl = _Genl()
     except IpvsUnavailable:
+        if not missing_ok:
+            raise
         return []
     with genl:
         out = []

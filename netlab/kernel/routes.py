@@ -166,7 +166,8 @@ def _hint(q: RouteQuery, fam: int, err: int) -> str | None:
     return None
 
 
-def _route_get_here(queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
+def route_get_here(queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
+    """route_get_many in the calling thread's namespace (queries already checked)."""
     sock = NetlinkSocket()
     try:
         indexes = sock.link_indexes()
@@ -211,7 +212,7 @@ def route_get_many(ns: str, queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
         check_query(q)
     if not qs:
         return []
-    return in_namespace(ns, lambda: _route_get_here(qs))
+    return in_namespace(ns, lambda: route_get_here(qs))
 
 
 def route_get(ns: str, q: RouteQuery) -> RouteAnswer:
@@ -339,7 +340,8 @@ def vrfs(ns: str) -> dict[str, tuple[str, int]]:
     return in_namespace(ns, read)
 
 
-def _rules_here() -> list[RuleView]:
+def rules_here() -> list[RuleView]:
+    """rules() of the calling thread's namespace."""
     sock = NetlinkSocket()
     try:
         return [view for view, _exotic in _rule_set(sock)]
@@ -349,4 +351,4 @@ def _rules_here() -> list[RuleView]:
 
 def rules(ns: str) -> list[RuleView]:
     """The policy routing rules of ns, IPv4 then IPv6, each in priority order (`ip rule`)."""
-    return in_namespace(ns, _rules_here)
+    return in_namespace(ns, rules_here)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from typing import Any, ClassVar
 
 import pytest
 
-from netlab.kernel import features
+from netlab.kernel import encode, features, ipset, nlsock
 from netlab.kernel.features import FEATURES, kernel_hint, normalize_feature, probe_features
+from netlab.kernel.nlsock import Failure
+from netlab.plan.ops import CreateIpset, CreateLink
 
 
 def test_normalize_canonical_names() -> None:
@@ -94,3 +98,73 @@ def test_probe_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     assert tools["ip"].path == ""
     assert tools["socat"].hint == "apt-get install socat"
     assert tools["nft"].ok and tools["nft"].path == "/usr/sbin/nft" and tools["nft"].hint == ""
+
+
+# --------------------------------------------------------------------------- doctor takes netlab's own paths
+
+
+class RecordingSocket:
+    """Stands in for netlab.kernel.nlsock.NetlinkSocket: records what a probe sends and
+    answers with canned failures (none: the kernel accepted everything)."""
+
+    sent: ClassVar[list[Any]] = []
+    failures: ClassVar[list[Any]] = []
+
+    def __init__(self, protocol: int = 0) -> None:
+        self.protocol = protocol
+
+    def link_indexes(self) -> dict[str, int]:
+        return {"lo": 1}
+
+    def request(self, msgs: list[Any]) -> list[Any]:
+        RecordingSocket.sent += msgs
+        return RecordingSocket.failures
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> type[RecordingSocket]:
+    monkeypatch.setattr(nlsock, "NetlinkSocket", RecordingSocket)
+    RecordingSocket.sent, RecordingSocket.failures = [], []
+    return RecordingSocket
+
+
+def test_a_link_probe_sends_the_drivers_message(recording: type[RecordingSocket]) -> None:
+    """`doctor` vouches for the message `up` sends: the encoder's, for a CreateLink op."""
+    assert features._probe_vxlan() == (True, "ip link add type vxlan", "kernel")
+    [sent] = recording.sent
+    op = CreateLink(features.PROBE_NS, name="nlprobe-vxlan", kind="vxlan", up=False, vni=42, port=4789)
+    want = encode.request(op, {"lo": 1}.__getitem__, lambda _ns: -1)
+    assert (sent.type, sent.flags) == (want.type, want.flags)
+    assert sent.msg["attrs"] == want.msg["attrs"]
+
+
+def test_a_refused_link_says_the_kind_is_unknown(recording: type[RecordingSocket]) -> None:
+    recording.failures = [Failure(0, errno.EOPNOTSUPP, "Operation not supported (EOPNOTSUPP): Unknown device type")]
+    assert features._probe_vrf() == (
+        False, "ip link add type vrf: Operation not supported (EOPNOTSUPP) - link kind 'vrf' unknown to this kernel",
+        "kernel")
+
+
+def test_the_netem_probe_is_a_root_netem_qdisc_on_lo(recording: type[RecordingSocket]) -> None:
+    recording.failures = [Failure(0, errno.ENOENT, "No such file or directory (ENOENT): Unknown qdisc kind")]
+    ok, detail, _ = features._probe_netem()
+    assert not ok and detail.endswith("(ENOENT) - qdisc kind 'netem' unknown to this kernel")
+    [sent] = recording.sent
+    assert (sent.type, sent.msg["index"], sent.msg["parent"]) == (features.RTM_NEWQDISC, 1, 0xFFFFFFFF)
+    assert sent.msg.get_attr("TCA_KIND") == "netem"
+
+
+def test_the_ipset_probe_makes_its_set_as_up_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Any] = []
+
+    def apply_here(ops: list[Any]) -> list[tuple[Any, str]]:
+        made.extend(ops)
+        return [(ops[0], "ipset create: Kernel error received: set type not supported")]
+
+    monkeypatch.setattr(ipset, "apply_here", apply_here)
+    assert features._probe_ipset() == (
+        False, "ipset create hash:ip: Kernel error received: set type not supported", "kernel")
+    assert made == [CreateIpset(features.PROBE_NS, name="nlprobe", type="hash:ip")]
