@@ -1,6 +1,7 @@
 """The observers on real labs (root): route lookups, policy rules and the conntrack table
-read inside lab namespaces (netlab.kernel.routes and netlab.kernel.conntrack), and packets captured on lab
-interfaces (netlab.kernel.capture), each checked against real traffic and concrete values.
+read inside lab namespaces (netlab.kernel.routes, netlab.kernel.conntrack), and packets
+captured on lab interfaces (netlab.kernel.capture), each checked against real traffic and
+concrete values.
 
 Two labs, one per concern, built once for the module:
 
