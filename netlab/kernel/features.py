@@ -476,11 +476,12 @@ def _apply_rtnl(what: str, op: Any, missing: tuple[int, str] | None = None) -> _
             os.close(fd)
 
 
-def _link(kind: str, **extra: Any) -> _Result:
+def _link(link: Any) -> _Result:
+    """Make a link of this kind (a netlab.plan.ops LinkType) in the child's namespace."""
     from netlab.plan.ops import CreateLink
 
-    ifname = f"{PROBE_PREFIX}-{kind}"[:15]
-    op = CreateLink(PROBE_NS, name=ifname, kind=kind, up=False, **extra)
+    kind = link.kind
+    op = CreateLink(PROBE_NS, name=f"{PROBE_PREFIX}-{kind}"[:15], type=link, up=False)
     return _apply_rtnl(f"ip link add type {kind}", op, (errno.EOPNOTSUPP, f"link kind {kind!r} unknown to this kernel"))
 
 
@@ -503,23 +504,33 @@ def _probe_netns() -> _Result:
 
 
 def _probe_veth() -> _Result:
-    return _link("veth", peer_ns=PROBE_NS, peer_name=f"{PROBE_PREFIX}-peer")
+    from netlab.plan.ops import VethType
+
+    return _link(VethType(peer_ns=PROBE_NS, peer_name=f"{PROBE_PREFIX}-peer"))
 
 
 def _probe_bridge() -> _Result:
-    return _link("bridge")
+    from netlab.plan.ops import BridgeType
+
+    return _link(BridgeType())
 
 
 def _probe_dummy() -> _Result:
-    return _link("dummy")
+    from netlab.plan.ops import DummyType
+
+    return _link(DummyType())
 
 
 def _probe_vxlan() -> _Result:
-    return _link("vxlan", vni=42, port=4789)
+    from netlab.plan.ops import VxlanType
+
+    return _link(VxlanType(vni=42, port=4789))
 
 
 def _probe_vrf() -> _Result:
-    return _link("vrf", table=10)
+    from netlab.plan.ops import VrfType
+
+    return _link(VrfType(table=10))
 
 
 def _probe_ipvs() -> _Result:

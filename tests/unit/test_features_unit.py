@@ -12,7 +12,7 @@ import pytest
 from netlab.kernel import encode, features, ipset, nlsock
 from netlab.kernel.features import FEATURES, kernel_hint, normalize_feature, probe_features
 from netlab.kernel.nlsock import Failure
-from netlab.plan.ops import CreateIpset, CreateLink
+from netlab.plan.ops import CreateIpset, CreateLink, VxlanType
 
 
 def test_normalize_canonical_names() -> None:
@@ -135,7 +135,7 @@ def test_a_link_probe_sends_the_drivers_message(recording: type[RecordingSocket]
     """`doctor` vouches for the message `up` sends: the encoder's, for a CreateLink op."""
     assert features._probe_vxlan() == (True, "ip link add type vxlan", "kernel")
     [sent] = recording.sent
-    op = CreateLink(features.PROBE_NS, name="nlprobe-vxlan", kind="vxlan", up=False, vni=42, port=4789)
+    op = CreateLink(features.PROBE_NS, name="nlprobe-vxlan", type=VxlanType(vni=42, port=4789), up=False)
     want = encode.request(op, {"lo": 1}.__getitem__, lambda _ns: -1)
     assert (sent.type, sent.flags) == (want.type, want.flags)
     assert sent.msg["attrs"] == want.msg["attrs"]
