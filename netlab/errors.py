@@ -41,6 +41,9 @@ class Problem:
         return f"{where}:{key} {self.message}"
 
 
+MAX_SHOWN_PROBLEMS = 200  # a hostile file can have 100 000 mistakes; a user reads the first ones
+
+
 class LabError(NetlabError):
     exit_code = EXIT_BAD_INPUT
 
@@ -48,7 +51,10 @@ class LabError(NetlabError):
         self.problems = sorted(set(problems))
         n = len(self.problems)
         head = f"{n} problem{'s' if n != 1 else ''} in the lab; nothing was created:"
-        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+        shown = [f"  {p}" for p in self.problems[:MAX_SHOWN_PROBLEMS]]
+        if n > MAX_SHOWN_PROBLEMS:
+            shown.append(f"  … and {n - MAX_SHOWN_PROBLEMS} more (only the first {MAX_SHOWN_PROBLEMS} are shown)")
+        super().__init__("\n".join([head, *shown]))
 
 
 class UsageError(NetlabError):

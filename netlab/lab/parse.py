@@ -23,7 +23,7 @@ import pydantic
 from pydantic import BaseModel
 
 from netlab.errors import LabError, Problem
-from netlab.lab.bounds import MAX_LAB_BYTES, TooBig, read_bounded
+from netlab.lab.bounds import MAX_LAB_BYTES, MAX_SCHEMA_ERRORS, TooBig, read_bounded
 from netlab.lab.checks import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
 from netlab.lab.consistency import check_lab
 from netlab.lab.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
@@ -66,8 +66,13 @@ def validate_model(data: Any, source: Source, problems: list[Problem]) -> Lab:
     try:
         lab = Lab.model_validate(data)
     except pydantic.ValidationError as err:
-        problems += _problems_from_pydantic(err.errors(), source)
-        raise SchemaError(problems, salvage(data, err.errors())) from None
+        errors = err.errors()
+        if len(errors) > MAX_SCHEMA_ERRORS:  # converting each costs; a user reads the first ones
+            more = source.problem((), f"… and {len(errors) - MAX_SCHEMA_ERRORS} more problems of field types and "
+                                      f"keys (netlab stops after {MAX_SCHEMA_ERRORS})")
+            raise LabError([*problems, *_problems_from_pydantic(errors[:MAX_SCHEMA_ERRORS], source), more]) from None
+        problems += _problems_from_pydantic(errors, source)
+        raise SchemaError(problems, salvage(data, errors)) from None
     if problems:
         raise SchemaError(problems, Salvage(lab, data))
     return lab
@@ -168,6 +173,8 @@ def salvage(data: dict[str, Any], errors: list[Any]) -> Salvage:
     work = copy.deepcopy(data)
     result = Salvage(None)
     for _ in range(_SALVAGE_ROUNDS):
+        if len(errors) > MAX_SCHEMA_ERRORS:
+            return Salvage(None)
         targets: dict[Path, bool] = {}  # → is it only an unknown key?
         for err in errors:
             path = _clean_loc(tuple(err["loc"]))

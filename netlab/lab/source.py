@@ -27,6 +27,7 @@ _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_LONGEST_SHOWN_KEY = 80
 
 
 def format_path(path: Path) -> str:
@@ -38,6 +39,8 @@ def format_path(path: Path) -> str:
     """
     out = ""
     for part in path:
+        if isinstance(part, str) and len(part) > _LONGEST_SHOWN_KEY:  # a hostile file's megabyte-long key
+            part = part[:_LONGEST_SHOWN_KEY] + "…"
         if isinstance(part, int):
             out += f"[{part}]"
         elif not _PLAIN_KEY.match(part):
@@ -134,7 +137,20 @@ class _Builder:
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.ScalarNode) and node.style == "|":
             self.source.blocks[path] = node.start_mark.line + 2  # the text starts below the '|'
-        return self.constructor.construct_object(node, deep=True)
+        return self._scalar(node)
+
+    def _scalar(self, node: yaml.Node) -> Any:
+        # The tag's constructor called directly: construct_object would also remember every
+        # node it made (a second copy of a big lab in memory) for aliases we expand ourselves.
+        if node.tag == _STR:
+            return node.value
+        construct = self.constructor.yaml_constructors.get(node.tag)
+        if construct is None or not isinstance(node, yaml.ScalarNode):
+            return self.constructor.construct_object(node, deep=True)
+        return construct(self.constructor, node)
+
+
+_STR = "tag:yaml.org,2002:str"
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Source, list[Problem]]:

@@ -140,3 +140,17 @@ def test_every_hostile_golden_has_a_case() -> None:
     orphans = {p.stem for p in (GOLDEN / "hostile").glob("*.err")} - set(GENERATED)
     assert not orphans, f".err files without a case: {sorted(orphans)}"
     assert len(HOSTILE_BAD) >= 8
+
+
+def test_a_flood_of_schema_errors_is_cut_short(tmp_path: Path) -> None:
+    """50 000 wrong values within the limits: the first 1000 become problems, 200 are shown."""
+    (tmp_path / "lab.yaml").write_text("name: many\nnodes:\n  pod1:\n    exec: [[" + "0," * 50_000 + "0]]\n")
+    proc = _validate("lab.yaml", tmp_path)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.splitlines()
+    assert lines[0] == "1001 problems in the lab; nothing was created:"
+    assert lines[1] == "  lab.yaml:1: … and 49001 more problems of field types and keys (netlab stops after 1000)"
+    assert lines[2] == ("  lab.yaml:4: nodes.pod1.exec[0][0]: expected a string, got 0; YAML reads an unquoted 0 "
+                        "as a number: put it in quotes, e.g. '0'")
+    assert lines[-1] == "  … and 801 more (only the first 200 are shown)"
+    assert len(lines) == 1 + 200 + 1
