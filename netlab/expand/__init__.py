@@ -17,7 +17,7 @@ from netlab.expand.kube_proxy import kube_proxy, reserved_names
 from netlab.expand.policy import check_dropped_by, compile_policies
 from netlab.expand.services import resolve_services
 from netlab.lab.model import Lab
-from netlab.lab.topology import Complaint
+from netlab.lab.source import Complaint
 
 
 def expand(lab: Lab) -> Expansion:

@@ -51,8 +51,7 @@ from netlab.lab.model import (
     Veth,
     Vxlan,
 )
-from netlab.lab.source import Path
-from netlab.lab.topology import Complaint
+from netlab.lab.source import Complaint, Path
 
 VXLAN_DEV = "flannel.1"
 VXLAN_DEV_V6 = "flannel-v6.1"  # flannel's device for the IPv6 pod network (EnableIPv6)

@@ -13,12 +13,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from netlab.expand.services import Endpoint, ProxyFragment, ServicePortView, endpoint_hash, port_proto_hash
+from netlab.expand.services import (
+    AFFINITY_SECONDS,
+    MASQ_MARK,
+    Endpoint,
+    ProxyFragment,
+    ServicePortView,
+    endpoint_hash,
+    port_proto_hash,
+)
 from netlab.lab.model import IptablesDump
 from netlab.vocabulary import host_port
 
-MASQ_MARK = "0x4000/0x4000"
-AFFINITY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds' default
+_MARKED = f"{MASQ_MARK}/{MASQ_MARK}"
 
 
 def _q(text: str) -> str:
@@ -39,9 +46,9 @@ _NAT_JUMPS = [
     '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     '-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     '-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING',
-    f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK.split('/')[0]}",
-    f"-A KUBE-POSTROUTING -m mark ! --mark {MASQ_MARK} -j RETURN",
-    f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK.split('/')[0]}",
+    f"-A KUBE-MARK-MASQ -j MARK --or-mark {MASQ_MARK}",
+    f"-A KUBE-POSTROUTING -m mark ! --mark {_MARKED} -j RETURN",
+    f"-A KUBE-POSTROUTING -j MARK --xor-mark {MASQ_MARK}",
     '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" '
     "-j MASQUERADE --random-fully",
 ]
@@ -63,7 +70,7 @@ _FILTER_JUMPS = [
     "-j KUBE-PROXY-FIREWALL",
     '-A OUTPUT -m conntrack --ctstate NEW -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
     "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP",
-    f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark {MASQ_MARK} -j ACCEPT',
+    f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark {_MARKED} -j ACCEPT',
     '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" '
     "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
 ]

@@ -34,15 +34,13 @@ import ipaddress
 from collections.abc import Iterator
 from typing import Any
 
-from netlab.expand.services import Endpoint, ProxyFragment, ServicePortView
+from netlab.expand.services import AFFINITY_SECONDS, MASQ_MARK, Endpoint, ProxyFragment, ServicePortView
 from netlab.lab.ipset import IpSet
 from netlab.lab.ipvs import IpvsService
 from netlab.lab.model import Dummy, IptablesDump
 
 DUMMY = "kube-ipvs0"
 SCHEDULER = "rr"
-AFFINITY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds' default
-MASQ_MARK = "0x4000"  # 1 << masqueradeBit 14 (kube-proxy writes it %#08x: 0x004000)
 HASHSIZE, MAXELEM = 1024, 65536  # what kube-proxy passes to `ipset create` (ipset's defaults)
 PORT_RANGE = "0-65535"  # its bitmap:port sets' range (ipset.DefaultPortRange)
 

@@ -34,13 +34,11 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from netlab.expand.services import Endpoint, ProxyFragment, ServicePortView
+from netlab.expand.services import AFFINITY_SECONDS, MASQ_MARK, Endpoint, ProxyFragment, ServicePortView
 from netlab.lab.model import NftRuleset
 from netlab.vocabulary import host_port
 
 TABLE = "kube-proxy"
-MASQ_MARK = "0x4000"  # 1 << masqueradeBit (14), printed with %#08x as kube-proxy does
-AFFINITY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds' default
 NAME_BASE_MAX = 256 - 16  # knftables.NameLengthMax minus the longest prefix ("chainNameBaseLengthMax")
 
 # The top-level chains in baseRules' order: a base chain has its type, hook and priority

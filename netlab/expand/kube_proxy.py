@@ -17,7 +17,7 @@ from netlab.expand.kube_ipvs import ipvs_fragment, set_name
 from netlab.expand.kube_nftables import nftables_fragment
 from netlab.expand.services import DEFAULT_SERVICE_CIDR, ProxyFragment, ServicePortView
 from netlab.lab.model import Cluster
-from netlab.lab.topology import Complaint
+from netlab.lab.source import Complaint
 
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network

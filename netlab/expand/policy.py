@@ -47,8 +47,7 @@ from netlab.lab.policy import (
     Peer,
     PolicyPort,
 )
-from netlab.lab.source import Path
-from netlab.lab.topology import Complaint
+from netlab.lab.source import Complaint, Path
 
 BRIDGE_NF = {4: "net.bridge.bridge-nf-call-iptables", 6: "net.bridge.bridge-nf-call-ip6tables"}
 # the drop rules' comments: "drop 3: policy NAME ingress_deny[0]", "drop 4: default-deny, …"

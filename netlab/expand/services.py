@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from netlab.lab.ipset import IpSet
 from netlab.lab.ipvs import IpvsService
 from netlab.lab.model import Cluster, Dummy, IptablesDump, NftRuleset, Service
-from netlab.lab.source import Path
-from netlab.lab.topology import Complaint
+from netlab.lab.source import Complaint, Path
 
+# What every kube-proxy mode marks and remembers with:
+MASQ_MARK = "0x4000"  # 1 << masqueradeBit (14), printed %#08x as kube-proxy does
+AFFINITY_SECONDS = 10800  # sessionAffinityConfig.clientIP.timeoutSeconds' default
 FIRST_CLUSTER_IP = 10  # services without `cluster_ip:` get .10, .11, … (kube-dns's is .10)
 DEFAULT_SERVICE_CIDR = {4: "10.96.0.0/12", 6: "fd00:10:96::/112"}  # kubeadm's; kind's for IPv6
 
@@ -121,7 +123,7 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
     out: list[ServicePortView] = []
     for name, svc in cluster.services.items():
         path: Path = ("cluster", "services", name)
-        complaints.extend(_check_service(svc, path))
+        complaints.extend(_service_port_problems(svc, path))
         cluster_ip = svc.cluster_ip
         if cluster_ip is None:
             nxt = next((a for a in free if a not in taken), None)
@@ -208,7 +210,7 @@ def _selected_pods(svc: Service, pods: list[PodAddress], path: Path,
     return selected
 
 
-def _check_service(svc: Service, path: Path) -> Iterator[Complaint]:
+def _service_port_problems(svc: Service, path: Path) -> Iterator[Complaint]:
     seen: dict[tuple[int, str], int] = {}
     names: set[str] = set()
     for i, p in enumerate(svc.ports):

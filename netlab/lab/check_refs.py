@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
 from netlab.lab.model import Lab
-from netlab.lab.source import Path
+from netlab.lab.source import Complaint, Path
 from netlab.lab.targets import (
     TargetError,
     _did_you_mean,
@@ -19,7 +19,7 @@ from netlab.lab.targets import (
     probe_target,
     split_target,
 )
-from netlab.lab.topology import Complaint, Topology
+from netlab.lab.topology import Topology
 from netlab.vocabulary import BUILTIN_TABLES
 
 
@@ -27,7 +27,7 @@ def check_checks(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints: list[Complaint] = []
     nodes = set(lab.nodes)
     for name, node in lab.nodes.items():
-        complaints += _check_serve(name, node.serve)
+        complaints += _serve_port_clashes(name, node.serve)
     seen: dict[str, int] = {}
     for i, check in enumerate(lab.checks):
         path: Path = ("checks", i)
@@ -44,7 +44,7 @@ def check_checks(lab: Lab, topo: Topology) -> list[Complaint]:
     return complaints
 
 
-def _check_serve(node: str, serve: list[str]) -> Iterator[Complaint]:
+def _serve_port_clashes(node: str, serve: list[str]) -> Iterator[Complaint]:
     # tcp and http share the TCP port space: tcp/80 and http/80 would both bind it.
     owner: dict[tuple[str, int], int] = {}
     for i, spec in enumerate(serve):
@@ -100,7 +100,16 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
             f"src {probe.src} is not an address of {probe.from_} (it has "
             f"{', '.join(node_addresses(topo, probe.from_)) or 'none'}); the kernel binds only local addresses"
         )
-    e = (*path, "expect")
+    yield from _expect_problems(lab, topo, nodes, check, proto, port, (*path, "expect"))
+    if proto == "icmp" and (expect.served_by or expect.server_saw):
+        return  # said above: nobody serves an echo, and the observers would repeat it
+    yield from _observer_problems(topo, nodes, check, proto, path)
+
+
+def _expect_problems(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, port: int | None,
+                     e: Path) -> Iterator[Complaint]:
+    """The probe's `expect:`: consistent with itself and the probe, and naming nodes that serve."""
+    expect = check.expect
     if expect.result != "ok" and (expect.served_by or expect.server_saw):
         yield (*e, "result"), (
             f"`result: {expect.result}` and served_by/server_saw contradict each other: a probe that fails "
@@ -126,6 +135,11 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
         if lows > 1 + 1e-9:
             yield (*e, "served_by"), f"the lowest shares add up to {lows:.0%}, more than all the probes"
     yield from _names(topo, nodes, expect.server_saw, (*e, "server_saw"))
+
+
+def _observer_problems(topo: Topology, nodes: set[str], check: ProbeCheck, proto: str,
+                       path: Path) -> Iterator[Complaint]:
+    """The probe check's `conntrack:`, `ipvs:` and `capture:` name nodes, interfaces and addresses of the lab."""
     if check.conntrack:
         c = (*path, "conntrack")
         yield from _node(nodes, check.conntrack.on, (*c, "on"))

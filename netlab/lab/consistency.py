@@ -16,7 +16,8 @@ from netlab.lab.ipset import check_node_ipsets
 from netlab.lab.ipvs import check_node_ipvs
 from netlab.lab.ipvs import check_sysctl as check_ipvs_sysctl
 from netlab.lab.model import Lab, Node, Route, Rule, Vrf, Vxlan
-from netlab.lab.topology import Complaint, Interface, Topology
+from netlab.lab.source import Complaint
+from netlab.lab.topology import Interface, Topology
 from netlab.vocabulary import BUILTIN_TABLES, table_number, table_words
 
 _SYSCTL_RE = re.compile(r"^net[./][A-Za-z0-9_.\-/]+$")  # dots, or slashes (sysctl(8): net/ipv4/conf/flannel.1/…)
@@ -58,59 +59,67 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
         ifaces = by_node.get(node_name, [])
         names = {i.name for i in ifaces} | {"lo"}
         base = ("nodes", node_name)
-        connected = _connected(ifaces, node.routes, _vrf_tables(lab, node, ifaces))
         local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
-        down = {i.name for i in ifaces if not i.settings.up}
-        seen_routes: dict[tuple[object, ...], int] = {}
-        for i, route in enumerate(node.routes):
-            complaints += _check_route(lab, route, (*base, "routes", i), names)
-            complaints += _check_reachable(route, (*base, "routes", i), connected, local,
-                                           _table_key(lab, route.table))
-            if route.dev in down:
-                complaints.append(((*base, "routes", i, "dev"), (
-                    f"{route.dev} is declared `up: false`; the kernel refuses routes through a "
-                    "link that is down (bring it up, or drop the route)")))
-            # The kernel keys a route by table, family, destination and metric: a second one
-            # with the same key is refused with EEXIST.
-            route_key = (_table_key(lab, route.table), route_family(route), route.to, route.metric or 0)
-            if route_key in seen_routes:
-                complaints.append(((*base, "routes", i, "to"), (
-                    f"the same route as routes[{seen_routes[route_key]}] (same table, destination and "
-                    "metric); the kernel refuses a second one (EEXIST): remove it or give it another `metric:`")))
-            seen_routes.setdefault(route_key, i)
+        complaints += _node_routes_problems(lab, node, ifaces, base)
         for i, rule in enumerate(node.rules):
             complaints += _check_rule(lab, rule, (*base, "rules", i), node.rules)
         complaints += _check_neighbors_fdb(node, ifaces, base)
         complaints += check_node_ipvs(node.ipvs, base, {str(a) for a in local})
         complaints += check_node_ipsets(node.ipsets, base)
         for key in node.sysctls:
-            ifname = _sysctl_interface(key, names)
-            if ifname is not None and ifname not in names | {"all", "default"}:
-                complaints.append(((*base, "sysctls", key), (
-                    f"sysctl {key!r} names interface {ifname!r}, which this node does not have "
-                    f"(it has: {', '.join(sorted(names))}; or use all/default)")))
-            if ".." in key or "//" in key:  # a path step up (or an empty one) would leave net.*
-                complaints.append(
-                    (
-                        (*base, "sysctls", key),
-                        f"sysctl {key!r} may not contain '..' or '//'; name a key under net., "
-                        "e.g. net.ipv4.ip_forward",
-                    )
-                )
-            elif not _SYSCTL_RE.match(key):
-                complaints.append(
-                    (
-                        (*base, "sysctls", key),
-                        f"sysctl {key!r} is not a network sysctl; only net.* keys (e.g. "
-                        "net.ipv4.ip_forward) can be set, and only inside the lab's namespace",
-                    )
-                )
-            elif (why := check_ipvs_sysctl(key)) is not None:
-                complaints.append(((*base, "sysctls", key), why))
+            complaints += _sysctl_problems(key, names, (*base, "sysctls", key))
         for ifname, link in node.links.items():
             if isinstance(link, Vxlan):
                 complaints += _check_vxlan(link, (*base, "links", ifname))
         complaints += _check_vrfs(lab, node, base)
+    return complaints
+
+
+def _node_routes_problems(lab: Lab, node: Node, ifaces: list[Interface],
+                          base: tuple[str | int, ...]) -> list[Complaint]:
+    """Each route on its own, whether its gateway is reachable, and routes the kernel
+    refuses together."""
+    complaints: list[Complaint] = []
+    names = {i.name for i in ifaces} | {"lo"}
+    connected = _connected(ifaces, node.routes, _vrf_tables(lab, node, ifaces))
+    local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
+    down = {i.name for i in ifaces if not i.settings.up}
+    seen_routes: dict[tuple[object, ...], int] = {}
+    for i, route in enumerate(node.routes):
+        complaints += _route_problems(lab, route, (*base, "routes", i), names)
+        complaints += _check_reachable(route, (*base, "routes", i), connected, local,
+                                       _table_key(lab, route.table))
+        if route.dev in down:
+            complaints.append(((*base, "routes", i, "dev"), (
+                f"{route.dev} is declared `up: false`; the kernel refuses routes through a "
+                "link that is down (bring it up, or drop the route)")))
+        # The kernel keys a route by table, family, destination and metric: a second one
+        # with the same key is refused with EEXIST.
+        route_key = (_table_key(lab, route.table), route_family(route), route.to, route.metric or 0)
+        if route_key in seen_routes:
+            complaints.append(((*base, "routes", i, "to"), (
+                f"the same route as routes[{seen_routes[route_key]}] (same table, destination and "
+                "metric); the kernel refuses a second one (EEXIST): remove it or give it another `metric:`")))
+        seen_routes.setdefault(route_key, i)
+    return complaints
+
+
+def _sysctl_problems(key: str, names: set[str], path: tuple[str | int, ...]) -> list[Complaint]:
+    """A sysctl key names a network sysctl, and an interface the node has."""
+    complaints: list[Complaint] = []
+    ifname = _sysctl_interface(key, names)
+    if ifname is not None and ifname not in names | {"all", "default"}:
+        complaints.append((path, (
+            f"sysctl {key!r} names interface {ifname!r}, which this node does not have "
+            f"(it has: {', '.join(sorted(names))}; or use all/default)")))
+    if ".." in key or "//" in key:  # a path step up (or an empty one) would leave net.*
+        complaints.append((path, f"sysctl {key!r} may not contain '..' or '//'; name a key under net., "
+                                 "e.g. net.ipv4.ip_forward"))
+    elif not _SYSCTL_RE.match(key):
+        complaints.append((path, f"sysctl {key!r} is not a network sysctl; only net.* keys (e.g. "
+                                 "net.ipv4.ip_forward) can be set, and only inside the lab's namespace"))
+    elif (why := check_ipvs_sysctl(key)) is not None:
+        complaints.append((path, why))
     return complaints
 
 
@@ -195,7 +204,7 @@ def _table_complaint(lab: Lab, table: int | str | None, path: tuple[str | int, .
         )
 
 
-def _check_route(lab: Lab, route: Route, path: tuple[str | int, ...], names: set[str]) -> Iterator[Complaint]:
+def _route_problems(lab: Lab, route: Route, path: tuple[str | int, ...], names: set[str]) -> Iterator[Complaint]:
     yield from _table_complaint(lab, route.table, path)
     family = route_family(route)
     # Name what made the route IPv4 or IPv6, so the user sees which of the two to change.
@@ -395,27 +404,39 @@ def _check_neighbors_fdb(node: Node, ifaces: list[Interface], base: tuple[str | 
     """Static neighbour and FDB entries: on an interface of the node, once each, and (FDB)
     on a device whose table can hold them: a vxlan's own (`self`, with the underlay `dst:`)
     or a bridge port's bridge (`master`). A link declared `up: false` takes them all the same."""
-    by_name = {i.name: i for i in ifaces if i.kind != "lo"}
-    has = f"it has: {', '.join(sorted(by_name))}" if by_name else "it has none; declare one under `links:`"
+    devices = _Devices(ifaces)
+    yield from _neighbor_problems(node, devices, base)
+    yield from _fdb_problems(node, devices, base)
 
-    def bridge_of(iface: Interface) -> str | None:  # a VRF's member is no bridge port
-        master = by_name.get(iface.master or "")
+
+class _Devices:
+    """A node's interfaces by name (lo aside), for the messages about entries on them."""
+
+    def __init__(self, ifaces: list[Interface]) -> None:
+        self.by_name = {i.name: i for i in ifaces if i.kind != "lo"}
+        self.has = f"it has: {', '.join(sorted(self.by_name))}" if self.by_name else \
+            "it has none; declare one under `links:`"
+
+    def bridge_of(self, iface: Interface) -> str | None:  # a VRF's member is no bridge port
+        master = self.by_name.get(iface.master or "")
         return iface.master if master is not None and master.kind == "bridge" else None
 
-    def unknown(dev: str) -> str:
-        close = difflib.get_close_matches(dev, list(by_name), n=1, cutoff=0.6)
+    def unknown(self, dev: str) -> str:
+        close = difflib.get_close_matches(dev, list(self.by_name), n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else ""
-        return f"device {dev} is not an interface of this node{hint} ({has})"
+        return f"device {dev} is not an interface of this node{hint} ({self.has})"
 
+
+def _neighbor_problems(node: Node, devices: _Devices, base: tuple[str | int, ...]) -> Iterator[Complaint]:
     seen_neighbors: dict[tuple[str, object], int] = {}
     for i, n in enumerate(node.neighbors):
         path = (*base, "neighbors", i)
         if n.dev == "lo":
             yield (*path, "dev"), (
                 f"a neighbour entry on lo is of no use (the kernel files it under 0.0.0.0); name the interface "
-                f"{n.to} is reached through ({has})")
-        elif n.dev not in by_name:
-            yield (*path, "dev"), unknown(n.dev)
+                f"{n.to} is reached through ({devices.has})")
+        elif n.dev not in devices.by_name:
+            yield (*path, "dev"), devices.unknown(n.dev)
         nkey = (n.dev, ipaddress.ip_address(n.to))
         if nkey in seen_neighbors:
             yield (*path, "to"), (
@@ -423,6 +444,9 @@ def _check_neighbors_fdb(node: Node, ifaces: list[Interface], base: tuple[str | 
                 "keeps one per address and device, and the later one replaces the first: keep one")
         seen_neighbors.setdefault(nkey, i)
 
+
+def _fdb_problems(node: Node, devices: _Devices, base: tuple[str | int, ...]) -> Iterator[Complaint]:
+    by_name = devices.by_name
     seen_fdb: dict[tuple[str, str, object], int] = {}
     unicast_dst: dict[tuple[str, str], tuple[int, str]] = {}  # (vxlan, MAC) → (index, dst)
     on_bridge: dict[tuple[str, str], tuple[int, str]] = {}  # (bridge, MAC) → (index, port)
@@ -435,10 +459,10 @@ def _check_neighbors_fdb(node: Node, ifaces: list[Interface], base: tuple[str | 
         seen_fdb[fkey] = i
         iface = by_name.get(f.dev)
         if iface is None:
-            yield (*path, "dev"), unknown(f.dev)
+            yield (*path, "dev"), devices.unknown(f.dev)
         elif isinstance(iface.settings, Vxlan):
             yield from _check_vxlan_fdb(f.lladdr, f.dst, iface.name, iface.settings, path, i, unicast_dst)
-        elif (bridge := bridge_of(iface)) is not None:
+        elif (bridge := devices.bridge_of(iface)) is not None:
             if f.dst:
                 yield (*path, "dst"), (
                     f"{f.dev} is a port of bridge {bridge}: the entry pins {f.lladdr} to that port "
@@ -455,7 +479,7 @@ def _check_neighbors_fdb(node: Node, ifaces: list[Interface], base: tuple[str | 
                 f"{f.dev} is the bridge itself; name the port {f.lladdr} is behind"
                 + (f" (its ports: {', '.join(ports)})" if ports else f" (it has none yet: give one `master: {f.dev}`)"))
         else:
-            fits = sorted(x.name for x in by_name.values() if x.kind == "vxlan" or bridge_of(x) is not None)
+            fits = sorted(x.name for x in by_name.values() if x.kind == "vxlan" or devices.bridge_of(x) is not None)
             yield (*path, "dev"), (
                 f"{f.dev} is a {iface.kind} without a bridge master; an FDB entry goes on a vxlan (`self`, with "
                 f"`dst:`) or on a bridge port (`master`): give {f.dev} `master: BRIDGE`, or name one"

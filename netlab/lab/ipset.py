@@ -22,10 +22,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field
 
-from netlab.lab.source import Path
+from netlab.lab.source import Complaint, Path
 from netlab.lab.values import Base
-
-Complaint = tuple[Path, str]
 
 # What an element of each type is made of, part by part (ipset(8), "SET TYPES").
 TYPES: dict[str, tuple[str, ...]] = {

@@ -19,11 +19,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator
 
-from netlab.lab.source import Path
+from netlab.lab.source import Complaint, Path
 from netlab.lab.values import Base, IpAddress
 from netlab.vocabulary import host_port
-
-Complaint = tuple[Path, str]
 
 # The schedulers of Linux's IPVS (ip_vs_<name> modules; net/netfilter/ipvs/Kconfig).
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "twos")

@@ -27,8 +27,8 @@ from netlab.lab.bounds import MAX_LAB_BYTES, MAX_SCHEMA_ERRORS, TooBig, read_bou
 from netlab.lab.checks import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
 from netlab.lab.consistency import check_lab
 from netlab.lab.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
-from netlab.lab.source import Path, Source, parse_yaml
-from netlab.lab.topology import Complaint, Topology, resolve
+from netlab.lab.source import Complaint, Path, Source, parse_yaml
+from netlab.lab.topology import Topology, resolve
 
 
 def read_lab(path: str | FsPath) -> tuple[Any, Source, list[Problem]]:

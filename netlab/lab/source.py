@@ -21,6 +21,7 @@ from netlab.errors import Problem
 from netlab.lab.bounds import path_at, scan_events, text_too_big
 
 Path = tuple[str | int, ...]
+Complaint = tuple[Path, str]  # a problem of the lab: where it is, and what is wrong
 
 # libyaml's composer is ~10x faster (a 500-pod lab: 0.6 s → 0.06 s) and keeps node marks.
 _COMPOSER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -9,7 +9,7 @@ import difflib
 from dataclasses import dataclass, field
 
 from netlab.lab.model import Bridge, Lab, PeerEnd, Veth, Vxlan, _LinkCommon
-from netlab.lab.source import Path
+from netlab.lab.source import Complaint, Path
 
 IfKey = tuple[str, str]  # (node, ifname)
 
@@ -76,7 +76,6 @@ class Topology:
         return iface.master if self.master_kind(iface) == "bridge" else None
 
 
-Complaint = tuple[Path, str]
 
 
 def _kind(link: _LinkCommon) -> str:
