@@ -465,8 +465,8 @@ def _dot_services(g: Graph, d: _Drawing) -> list[str]:
 
 
 def _mid(text: str) -> str:
-    """A Mermaid node id: letters, digits and underscores."""
-    return re.sub(r"[^A-Za-z0-9_]", lambda m: f"_{ord(m.group()):x}_", text)
+    """A Mermaid node id: letters, digits and underscores, never a keyword (`end`)."""
+    return "n_" + re.sub(r"[^A-Za-z0-9_]", lambda m: f"_{ord(m.group()):x}_", text)
 
 
 def _mtext(lines: list[str]) -> str:

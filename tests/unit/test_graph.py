@@ -148,7 +148,7 @@ nodes:
     assert '"sw:br0" -- "h" [taillabel="p2"]' in dot  # h is one node: one interface, nothing else
     assert '"sw:br0" -- "r:eth0" [taillabel="p1"]' in dot
     mermaid = to_mermaid(g)
-    assert mermaid.startswith("flowchart TB\n") and "sw_3a_br0 ---|" in mermaid
+    assert mermaid.startswith("flowchart TB\n") and "n_sw_3a_br0 ---|" in mermaid
 
 
 def test_route_and_rule_text() -> None:
