@@ -60,6 +60,8 @@ class Box:
     description: str = ""
     host: str | None = None  # the cluster node a pod lives on
     tables: tuple[str, ...] = ()  # routes, rules, IPVS services, firewall tables: what it decides
+    namespace: str = ""  # a pod's Kubernetes namespace
+    labels: dict[str, str] = field(default_factory=dict)  # a pod's labels
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,9 @@ def _box(name: str, node: Node, topo: Topology, layout: ClusterLayout | None, ho
         role = "router"
     else:
         role = "host"
-    return Box(name, role, ifaces, node.description, hosts.get(name), tuple(_tables(node, role)))
+    namespace = layout.namespaces.get(name, "") if layout else ""
+    labels = layout.labels.get(name, {}) if layout else {}
+    return Box(name, role, ifaces, node.description, hosts.get(name), tuple(_tables(node, role)), namespace, labels)
 
 
 def _iface(i: Interface) -> Iface:
@@ -347,10 +351,17 @@ def _iface_label(i: Iface) -> str:
 
 
 def _leaf_label(b: Box, i: Iface) -> str:
-    lines = [f"<B>{_h(b.name)}</B>", *(f"{_h(i.name)} {_h(a)}" for a in i.addresses)]
+    lines = [f"<B>{_h(_pod_name(b))}</B>", *(f"{_h(i.name)} {_h(a)}" for a in i.addresses)]
     if not i.addresses:
         lines.append(_h(i.name))
+    if b.labels:
+        lines.append(f'<FONT POINT-SIZE="9">{_h(", ".join(f"{k}={v}" for k, v in b.labels.items()))}</FONT>')
     return "<" + "<BR/>".join(lines) + ">"
+
+
+def _pod_name(b: Box) -> str:
+    """As kubectl says it: NAMESPACE/NAME outside the default namespace."""
+    return f"{b.namespace}/{b.name}" if b.namespace not in ("", "default") else b.name
 
 
 def _tables_label(tables: tuple[str, ...]) -> str:
@@ -504,7 +515,8 @@ def _mermaid_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
         if any(b.name in m for m in d.crowds.values()):
             return []
         i = d.shown[b.name][0]
-        return [f"{pad}{_mid(b.name)}[{_mtext([b.name, *(f'{i.name} {a}' for a in i.addresses)])}]"]
+        labels = [", ".join(f"{k}={v}" for k, v in b.labels.items())] if b.labels else []
+        return [f"{pad}{_mid(b.name)}[{_mtext([_pod_name(b), *(f'{i.name} {a}' for a in i.addresses), *labels])}]"]
     out = [f"{pad}subgraph {_mid('cluster_' + b.name)}[{_mtext([b.name])}]"]
     for i in d.shown[b.name]:
         lines = [f"{i.name} ({i.kind})" if i.kind not in ("veth", "lo") else i.name, *i.addresses]

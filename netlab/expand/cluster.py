@@ -90,6 +90,8 @@ class ClusterLayout:
     pods: dict[str, tuple[str, ...]]  # cluster node → its pods, in placement order
     services: tuple[ServicePortView, ...] = ()
     proxy_mode: str = ""  # kube-proxy's, which programs the services
+    labels: dict[str, dict[str, str]] = field(default_factory=dict)  # pod → its labels (policies select by them)
+    namespaces: dict[str, str] = field(default_factory=dict)  # pod → its Kubernetes namespace
 
 
 @dataclass
@@ -155,7 +157,9 @@ class Placement:
 
     def layout(self, services: list[ServicePortView]) -> ClusterLayout:
         pods = {name: tuple(p.name for p in self.pods if p.node == name) for name in self.cluster.nodes}
-        return ClusterLayout(self.cluster.underlay.switch, pods, tuple(services), self.cluster.proxy_mode)
+        return ClusterLayout(self.cluster.underlay.switch, pods, tuple(services), self.cluster.proxy_mode,
+                             {p.name: dict(p.spec.labels) for p in self.pods},
+                             {p.name: p.spec.namespace for p in self.pods})
 
 
 def place(lab: Lab, cluster: Cluster, complaints: list[Complaint]) -> Placement:

@@ -71,6 +71,7 @@ def test_pods_sit_in_their_cluster_node_and_services_point_at_endpoints() -> Non
     assert roles["client"] == ("pod", "b")  # placed where its `node:` says
     assert {roles[f"web-{k}"][1] for k in range(3)} == {"a", "b"}  # replicas spread over both
     assert g.box("web-0").host in ("a", "b")
+    assert g.box("web-0").labels == {"app": "web"} and g.box("web-0").namespace == "default"
     (svc,) = g.services
     assert svc.name == "default/web" and svc.type == "NodePort"
     assert svc.frontends[0] == "10.96.0.10:80/tcp" and svc.frontends[1].startswith("nodes:30")
@@ -82,6 +83,7 @@ def test_pods_sit_in_their_cluster_node_and_services_point_at_endpoints() -> Non
     assert overlay.underlay == ("192.168.49.2", "192.168.49.3")
     dot = to_dot(g)
     assert 'subgraph "cluster_a"' in dot and '"svc#default/web" -- "web-0"' in dot
+    assert '<B>web-0</B><BR/>eth0 10.244.' in dot and 'app=web</FONT>' in dot  # its labels, under its address
     # a pod's box is drawn inside its node's: it comes before the node's box closes
     a_box = dot.index('subgraph "cluster_a"')
     assert a_box < dot.index('"web-0" [label') < dot.index('subgraph "cluster_b"')
