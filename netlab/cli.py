@@ -485,6 +485,7 @@ def capture(lab: str, where: str, expression: tuple[str, ...], write: str | None
     node, sep, ifname = where.partition(":")
     if not sep or not node or not ifname:
         raise UsageError(f"{where!r} is not NODE:IF (e.g. node1:eth0)")
+    lifecycle.require_root("capture")
     ctx = lifecycle.lab_context(lab, variant)
     if node not in ctx.nodes:
         raise UsageError(f"lab {ctx.lab.name} has no node {node!r} (nodes: {', '.join(ctx.nodes)})")

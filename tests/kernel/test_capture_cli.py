@@ -119,6 +119,8 @@ def test_bad_node_interface_or_filter_is_exit_2(lab: LabFile, netlab_cli: Netlab
     assert r.rc == 2 and "'client' is not NODE:IF" in r.err
     r = netlab_cli("capture", lab.name, "client:eth0", "--count", "1", "tcp", "port", "banana")
     assert r.rc == 2 and "bad filter 'tcp port banana'" in r.err
+    r = netlab_cli("capture", lab.name, "client:eth0", "--count", "1", nobody=True)
+    assert r.rc == 3 and "`netlab capture` changes network namespaces and needs root" in r.err
 
 
 def test_check_pcap_keeps_the_captures_of_failed_checks(lab: LabFile, netlab_cli: NetlabCli,
