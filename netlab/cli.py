@@ -218,8 +218,10 @@ def graph(target: str, fmt: str | None, output: str | None, variant: str | None)
 
     if fmt is None:
         ext = os.path.splitext(output or "")[1].lstrip(".").lower()
-        fmt = {"mmd": "mermaid", "gv": "dot"}.get(ext, ext) if ext in ("svg", "dot", "gv", "mmd", "mermaid",
-                                                                         "json") else "svg"
+        fmt = {"": "svg", "mmd": "mermaid", "gv": "dot"}.get(ext, ext)
+        if fmt not in ("svg", "dot", "mermaid", "json"):
+            raise UsageError(f"-o {output}: netlab graph writes .svg, .dot (.gv), .mmd (.mermaid) or .json; give "
+                             "--format, or for a PNG: netlab graph LAB --format dot | dot -Tpng > LAB.png")
     text = render(load_graph(target, variant), fmt)
     if output:
         with open(output, "w") as f:

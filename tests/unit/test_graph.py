@@ -190,6 +190,9 @@ def test_cli_formats_and_errors(tmp_path: Path) -> None:
     assert json.loads(result.output)["lab"] == "lvs-nat-dnat-only"
     result = runner.invoke(cli, ["graph", str(REPO / "labs/flannel-vxlan.yaml"), "-o", str(tmp_path / "g.mmd")])
     assert result.exit_code == 0 and (tmp_path / "g.mmd").read_text().startswith("flowchart TB")
+    result = runner.invoke(cli, ["graph", str(REPO / "labs/flannel-vxlan.yaml"), "-o", str(tmp_path / "g.png")])
+    assert isinstance(result.exception, UsageError) and "| dot -Tpng >" in str(result.exception)
+    assert not (tmp_path / "g.png").exists()
     result = runner.invoke(cli, ["graph", "no-such-lab"])
     assert isinstance(result.exception, UsageError) and result.exception.exit_code == 2
     assert "no lab file 'no-such-lab' and no lab 'no-such-lab' up" in str(result.exception)
