@@ -340,12 +340,12 @@ def _h(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace('"', "&quot;")
 
 
-def _iface_label(i: Iface) -> str:
+def _iface_label(i: Iface, *, show_master: bool = True) -> str:
     kind = "" if i.kind in ("veth", "lo") else f" <FONT POINT-SIZE=\"9\">{i.kind}</FONT>"
     lines = [f"<B>{_h(i.name)}</B>{kind}", *(_h(a) for a in i.addresses)]
     if i.detail:
         lines.append(f'<FONT POINT-SIZE="9">{_h(i.detail)}</FONT>')
-    if i.master and i.kind != "bridge":
+    if i.master and i.kind != "bridge" and show_master:
         lines.append(f'<FONT POINT-SIZE="9">master {_h(i.master)}</FONT>')
     return "<" + "<BR/>".join(lines) + ">"
 
@@ -427,9 +427,17 @@ def _dot_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
     out = [f"{pad}subgraph {_q('cluster_' + b.name)} {{",
            f'{pad}  label=<<B>{_h(b.name)}</B> <FONT POINT-SIZE="9">{_h(role)}</FONT>> style="rounded,filled" '
            f'fillcolor="{_ROLE_STYLE[b.role]}" color="#888888"']
-    for i in d.shown[b.name]:
-        out.append(f"{pad}  {_q(b.name + ':' + i.name)} [label={_iface_label(i)} {_KIND_STYLE.get(i.kind, '')}]"
-                   .rstrip().replace(" ]", "]"))
+    vrfs = {i.name: i for i in d.shown[b.name] if i.kind == "vrf"}
+    out += [_dot_iface(b, i, pad + "  ") for i in d.shown[b.name] if i.kind != "vrf" and i.master not in vrfs]
+    for vrf in vrfs.values():  # a VRF is a box in the box: its interfaces route in its table
+        enslaved = [i for i in d.shown[b.name] if i.master == vrf.name]
+        out += [f"{pad}  subgraph {_q('cluster_' + b.name + '/' + vrf.name)} {{",
+                f'{pad}    label=<<B>{_h(vrf.name)}</B> <FONT POINT-SIZE="9">vrf, {_h(vrf.detail)}</FONT>> '
+                'style="rounded,dashed,filled" fillcolor="#f8eef3" color="#a64d79"']
+        out += [_dot_iface(b, i, pad + "    ", in_vrf=True) for i in enslaved + ([vrf] if vrf.addresses else [])]
+        if not enslaved and not vrf.addresses:
+            out.append(f'{pad}    {_q(b.name + ":" + vrf.name)} [label="no interfaces" shape=plain fontsize=9]')
+        out.append(f"{pad}  }}")
     if b.tables:
         out.append(f'{pad}  {_q(b.name + "#tables")} [label={_tables_label(b.tables)} shape=note fontsize=9 '
                    'style=filled fillcolor="#fffbe6"]')
@@ -440,6 +448,11 @@ def _dot_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
         out += _dot_box(pod, d, [], pad + "  ")
     out.append(f"{pad}}}")
     return out
+
+
+def _dot_iface(b: Box, i: Iface, pad: str, *, in_vrf: bool = False) -> str:
+    attrs = f"label={_iface_label(i, show_master=not in_vrf)} {_KIND_STYLE.get(i.kind, '')}".rstrip()
+    return f"{pad}{_q(b.name + ':' + i.name)} [{attrs}]"
 
 
 def _dot_overlays(g: Graph) -> list[str]:

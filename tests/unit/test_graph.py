@@ -202,3 +202,12 @@ def test_variants_load_the_same_way() -> None:
     lab, where = load_variants(str(REPO / "labs/kube-proxy-iptables.yaml")).base
     assert where.cluster is not None and where.cluster.proxy_mode == "iptables"
     assert build_graph(lab, where.cluster).proxy_mode == "iptables"
+
+
+def test_a_vrf_is_a_box_in_its_namespace() -> None:
+    dot = to_dot(load_graph(str(REPO / "labs/vrf-smoke.yaml")))
+    vrf = dot.index('subgraph "cluster_router/blue"')
+    assert 'label=<<B>blue</B> <FONT POINT-SIZE="9">vrf, table blue</FONT>>' in dot
+    assert vrf < dot.index('"router:eth1" [') < dot.index('"router:eth2" [')  # its interfaces inside it
+    assert dot.index('"router:eth3" [') < vrf  # the third outside
+    assert "master blue" not in dot  # said by the box
