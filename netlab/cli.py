@@ -441,7 +441,11 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
         from netlab.pcap import save_captures
 
         failed = {v.name: run.frames[v.name] for v in run.verdicts if not v.passed and v.name in run.frames}
-        for path in save_captures(pcap_dir, failed):
+        try:
+            saved = save_captures(pcap_dir, failed)
+        except OSError as e:  # the verdicts stand; only the files could not be written
+            raise NetlabError(f"--pcap {pcap_dir}: cannot write the captures: {e.strerror or e}") from None
+        for path in saved:
             err.print(f"capture of a failed check: {path}", markup=False)
     return 0 if all(v.passed for v in run.verdicts) else EXIT_FAILED
 

@@ -434,9 +434,8 @@ def _dot_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
         out += [f"{pad}  subgraph {_q('cluster_' + b.name + '/' + vrf.name)} {{",
                 f'{pad}    label=<<B>{_h(vrf.name)}</B> <FONT POINT-SIZE="9">vrf, {_h(vrf.detail)}</FONT>> '
                 'style="rounded,dashed,filled" fillcolor="#f8eef3" color="#a64d79"']
-        out += [_dot_iface(b, i, pad + "    ", in_vrf=True) for i in enslaved + ([vrf] if vrf.addresses else [])]
-        if not enslaved and not vrf.addresses:
-            out.append(f'{pad}    {_q(b.name + ":" + vrf.name)} [label="no interfaces" shape=plain fontsize=9]')
+        out += [_dot_iface(b, i, pad + "    ", in_vrf=True)
+                for i in enslaved + ([vrf] if vrf.addresses or not enslaved else [])]
         out.append(f"{pad}  }}")
     if b.tables:
         out.append(f'{pad}  {_q(b.name + "#tables")} [label={_tables_label(b.tables)} shape=note fontsize=9 '
@@ -523,6 +522,13 @@ def to_mermaid(g: Graph) -> str:
     return "\n".join(out) + "\n"
 
 
+def _mermaid_iface(b: Box, i: Iface, pad: str) -> str:
+    lines = [f"{i.name} ({i.kind})" if i.kind not in ("veth", "lo") else i.name, *i.addresses]
+    lines += [i.detail] if i.detail else []
+    shape = ("{{", "}}") if i.kind == "vxlan" else ("[[", "]]") if i.kind == "bridge" else ("[", "]")
+    return f"{pad}{_mid(b.name + ':' + i.name)}{shape[0]}{_mtext(lines)}{shape[1]}"
+
+
 def _mermaid_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
     if b.name in d.leaves:
         if any(b.name in m for m in d.crowds.values()):
@@ -531,11 +537,13 @@ def _mermaid_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
         labels = [", ".join(f"{k}={v}" for k, v in b.labels.items())] if b.labels else []
         return [f"{pad}{_mid(b.name)}[{_mtext([_pod_name(b), *(f'{i.name} {a}' for a in i.addresses), *labels])}]"]
     out = [f"{pad}subgraph {_mid('cluster_' + b.name)}[{_mtext([b.name])}]"]
-    for i in d.shown[b.name]:
-        lines = [f"{i.name} ({i.kind})" if i.kind not in ("veth", "lo") else i.name, *i.addresses]
-        lines += [i.detail] if i.detail else []
-        shape = ("{{", "}}") if i.kind == "vxlan" else ("[[", "]]") if i.kind == "bridge" else ("[", "]")
-        out.append(f"{pad}  {_mid(b.name + ':' + i.name)}{shape[0]}{_mtext(lines)}{shape[1]}")
+    vrfs = {i.name: i for i in d.shown[b.name] if i.kind == "vrf"}
+    out += [_mermaid_iface(b, i, pad + "  ") for i in d.shown[b.name] if i.kind != "vrf" and i.master not in vrfs]
+    for vrf in vrfs.values():  # as in DOT: the VRF a box holding its interfaces
+        out.append(f"{pad}  subgraph {_mid('cluster_' + b.name + '/' + vrf.name)}[{_mtext([f'vrf {vrf.name}'])}]")
+        enslaved = [i for i in d.shown[b.name] if i.master == vrf.name]
+        out += [_mermaid_iface(b, i, pad + "    ") for i in enslaved + ([vrf] if vrf.addresses or not enslaved else [])]
+        out.append(f"{pad}  end")
     if b.tables:
         shown = list(b.tables[:MAX_TABLE_LINES]) + ([f"… {len(b.tables) - MAX_TABLE_LINES} more"]
                                                     if len(b.tables) > MAX_TABLE_LINES else [])
