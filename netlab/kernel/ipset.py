@@ -38,7 +38,7 @@ from pyroute2.netlink.nfnetlink.ipset import (
     ipset_msg,
 )
 
-from netlab.kernel.nlsock import NetlinkSocket
+from netlab.kernel.nlsock import NetlinkSocket, Request
 from netlab.lab.ipset import parse_element
 from netlab.plan.ops import CreateIpset, Op
 
@@ -138,6 +138,15 @@ def _mtype(cmd: int) -> int:
     return int(NFNL_SUBSYS_IPSET << 8) | cmd
 
 
+def requests(op: CreateIpset, revision: int) -> list[Request]:
+    """The set's create (of the type's `revision`, which the kernel offers), then one add
+    per member, as `ipset restore` sends them. ValueError for a member the type refuses."""
+    comments = op.comments or (None,) * len(op.members)
+    adds = [Request(add_message(op, m, c), _mtype(IPSET_CMD_ADD), NLM_F_EXCL)
+            for m, c in zip(op.members, comments, strict=True)]
+    return [Request(create_message(op, revision), _mtype(IPSET_CMD_CREATE), NLM_F_CREATE | NLM_F_EXCL), *adds]
+
+
 def _revision(sock: NetlinkSocket, op: CreateIpset) -> int:
     """The newest revision of the op's type this kernel has (loading its module)."""
     msg = _msg([("IPSET_ATTR_TYPENAME", op.type), ("IPSET_ATTR_FAMILY", _family(op))])
@@ -178,7 +187,7 @@ def apply_here(ops: Sequence[Op]) -> list[tuple[Op, str]]:
     except OSError as err:
         return [(op, f"cannot open an nfnetlink socket: {err.strerror or err}") for op in ops]
     try:
-        msgs: list[tuple[Any, int, int]] = []
+        msgs: list[Request] = []
         owner: list[tuple[CreateIpset, str | None]] = []  # per message: its set, and the member it adds
         revisions: dict[tuple[str, int], int] = {}
         for op in ops:
@@ -188,16 +197,11 @@ def apply_here(ops: Sequence[Op]) -> list[tuple[Op, str]]:
             try:
                 if key not in revisions:
                     revisions[key] = _revision(sock, op)
-                comments = op.comments or (None,) * len(op.members)
-                adds = [(add_message(op, m, c), _mtype(IPSET_CMD_ADD), NLM_F_EXCL)
-                        for m, c in zip(op.members, comments, strict=True)]
+                msgs += requests(op, revisions[key])
             except (OSError, ValueError) as err:  # ValueError: a member the lab's checks would have refused
                 failed.append((op, str(err.strerror if isinstance(err, OSError) else err)))
                 continue
-            msgs.append((create_message(op, revisions[key]), _mtype(IPSET_CMD_CREATE), NLM_F_CREATE | NLM_F_EXCL))
-            owner.append((op, None))
-            msgs += adds
-            owner += [(op, m) for m in op.members]
+            owner += [(op, None), *((op, m) for m in op.members)]
         refused: dict[int, str] = {}
         for f in sock.request(msgs):
             op, member = owner[f.index]
