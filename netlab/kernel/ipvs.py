@@ -40,7 +40,7 @@ from pyroute2.netlink.generic.ipvs import (
 )
 
 from netlab.kernel.inside import in_namespace
-from netlab.kernel.nlsock import NetlinkSocket
+from netlab.kernel.nlsock import NetlinkSocket, Request
 from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsState
 from netlab.plan.ops import AddIpvsReal, AddIpvsService, Op
 from netlab.vocabulary import IP_PROTOS, proto_name
@@ -90,11 +90,6 @@ class _Genl:
                 raise IpvsUnavailable(errnos.ENOENT, "this kernel has no IPVS (no generic netlink family \"IPVS\": "
                                                      "ip_vs is not built or cannot be loaded)") from None
             raise OSError(err.errno, f"resolving the generic netlink family IPVS: {err.strerror}") from None
-
-    def request(self, msgs: Sequence[Any]) -> list[tuple[int, int, str]]:
-        """Send ipvsmsg requests with ACKs; (index, errno, words) of those refused."""
-        failures = self.sock.request([(m, self.family, 0) for m in msgs])
-        return [(f.index, f.errno, f.message) for f in failures]
 
     def dump(self, msg: Any) -> list[Any]:
         return self.sock.dump(msg, self.family, parse=_decode)
@@ -162,6 +157,16 @@ def real_message(op: AddIpvsReal) -> Any:
                                     ("IPVS_CMD_ATTR_DEST", {"attrs": dest})])
 
 
+def request(op: Op, family: int) -> Request:
+    """The IPVS request that makes op; `family` is the IPVS generic netlink family's
+    message type (the kernel assigns it: NetlinkSocket.generic_family)."""
+    if isinstance(op, AddIpvsService):
+        return Request(service_message(op), family)
+    if isinstance(op, AddIpvsReal):
+        return Request(real_message(op), family)
+    raise TypeError(f"not an IPVS op: {type(op).__name__}")
+
+
 def _explain(op: Op, code: int, words: str) -> str:
     """The kernel's errno, and what it means for this request (ipvsadm's words)."""
     service = isinstance(op, AddIpvsService)
@@ -187,15 +192,8 @@ def apply_here(ops: Sequence[Op]) -> list[tuple[Op, str]]:
         reason = err.strerror or str(err)
         return [(op, reason) for op in ops]
     with genl:
-        msgs = []
-        for op in ops:
-            if isinstance(op, AddIpvsService):
-                msgs.append(service_message(op))
-            elif isinstance(op, AddIpvsReal):
-                msgs.append(real_message(op))
-            else:
-                raise TypeError(f"not an IPVS op: {type(op).__name__}")
-        return [(ops[i], _explain(ops[i], code, words)) for i, code, words in genl.request(msgs)]
+        failures = genl.sock.request([request(op, genl.family) for op in ops])
+        return [(ops[f.index], _explain(ops[f.index], f.errno, f.message)) for f in failures]
 
 
 # --------------------------------------------------------------------------- reading
