@@ -89,8 +89,10 @@ def validate(files: tuple[str, ...]) -> int:
     A file with `variants:` is valid when its lab and every variant are; each variant is
     checked as the lab it builds, and a problem in one points at the variant's lines.
     As root, nodes' nftables rulesets and iptables dumps are also tried, each node's in a
-    throwaway network namespace (as `netlab up` does first); without root they are not.
-    Exits 2 if any file has a problem.
+    throwaway network namespace (as `netlab up` does first), and sysctl names are looked up
+    in a fresh namespace's /proc/sys; without root the rulesets are not tried, and sysctl
+    names missing from netlab's list of known ones are warnings. Exits 2 if any file has a
+    problem.
     """
     from netlab.load import load_variants
     from netlab.preflight import check_firewall, check_sysctls, has_firewall, not_checked_note, sysctl_warnings
