@@ -41,22 +41,19 @@ def refused_spec(kind: str) -> tuple[dict[str, Any], str, str]:
                "routes": [{"to": "default", "via": "10.1.0.1"}]},
         "c2": {"links": {"eth0": {"addresses": ["10.1.0.3/24"]}}},
     }
-    # (A gateway behind a down link, a duplicate route and a sysctl naming a missing
-    # interface used to be kernel refusals too; `validate` catches them now.)
+    # (A gateway behind a down link, a duplicate route, a sysctl naming a missing
+    # interface and one the kernel has no entry for used to be kernel refusals too;
+    # `validate` catches them now: tests/kernel/test_sysctl_preflight.py.)
     if kind == "sysctl-bad-value":
         nodes["c2"]["sysctls"] = {"net.ipv4.conf.all.rp_filter": "banana"}
         return {"nodes": nodes}, "nodes.c2.sysctls.net.ipv4.conf.all.rp_filter", "Invalid argument"
-    if kind == "missing-sysctl":
-        nodes["c2"]["sysctls"] = {"net.ipv4.no_such_knob": 1}
-        return {"nodes": nodes}, "nodes.c2.sysctls.net.ipv4.no_such_knob", \
-            "no sysctl net.ipv4.no_such_knob in this namespace"
     if kind == "failing-exec":
         nodes["c2"]["exec"] = [["true"], ["sh", "-c", "echo broken >&2; exit 3"]]
         return {"nodes": nodes}, "nodes.c2.exec[1]", "exit status 3: broken"
     raise AssertionError(kind)
 
 
-@pytest.mark.parametrize("kind", ["sysctl-bad-value", "missing-sysctl", "failing-exec"])
+@pytest.mark.parametrize("kind", ["sysctl-bad-value", "failing-exec"])
 def test_kernel_refusal_rolls_everything_back(kind: str, lab_file: Any, kn: Any, netlab_cli: Any) -> None:
     neighbour = lab_file({"nodes": {"a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.1.0.1/24"]}}},
                                     "b": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}}}}})
