@@ -148,3 +148,13 @@ def test_check_pcap_keeps_the_captures_of_failed_checks(lab: LabFile, netlab_cli
         assert "capture of a failed check:" in r.err
     finally:
         lab.path.write_text(text)
+
+
+def test_graph_of_a_lab_that_is_up(lab: LabFile, netlab_cli: NetlabCli) -> None:
+    """By name, from the lab file its state records."""
+    r = netlab_cli("graph", lab.name, "--format", "json")
+    assert r.rc == 0, r.err
+    g = json.loads(r.out)
+    assert g["lab"] == lab.name
+    assert [(b["name"], b["role"]) for b in g["boxes"]] == [("client", "host"), ("server", "host")]
+    assert g["wires"] == [{"a": "client:eth0", "b": "server:eth0"}]
