@@ -596,14 +596,15 @@ def vm_run(results: str | None, rwdirs: tuple[str, ...], kernel: str | None, mod
     if not argv:
         raise UsageError("give a command to run in the VM, e.g. `netlab vm run -- netlab doctor`")
     out_dir = Path(results).resolve() if results else Path(tempfile.mkdtemp(prefix="netlab-vm-"))
+    use_kvm, why = vmmod.kvm_choice() if kvm is None else (kvm, "--kvm" if kvm else "--no-kvm")
     run = vmmod.VmRun(
         argv=argv, results=out_dir, kernel=kernel or vmmod.find_kernel(),
-        kvm=vmmod.kvm_usable() if kvm is None else kvm,
+        kvm=use_kvm,
         modules=tuple(m for m in modules.split(",") if m) if modules is not None else vmmod.DEFAULT_MODULES,
         memory=memory, rwdirs=tuple(str(Path(d).resolve()) for d in rwdirs),
     )
-    err.print(f"netlab vm: booting {run.kernel} ({'KVM' if run.kvm else 'emulated, no KVM'}); "
-              f"results in {out_dir}", markup=False)
+    how = "KVM" if run.kvm else "emulated (no KVM: ~10× slower, netlab's waits scale)"
+    err.print(f"netlab vm: booting {run.kernel}, {how}: {why}; results in {out_dir}", markup=False)
     return vmmod.run_in_vm(run)
 
 

@@ -24,7 +24,8 @@ from netlab.pcap import Frame
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
 from netlab.preflight import check_firewall, check_sysctls, has_firewall
-from netlab.probes.responders import ResponderError, Service, start_responders
+from netlab.probes.responder_server import Service
+from netlab.probes.responders import ResponderError, start_responders
 from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, responder_log_path, write_state
 from netlab.teardown import TeardownReport, labs_present, tear_down
 

@@ -3,12 +3,9 @@ mark, so a crash, `kill -9` or a lost state file never strands namespaces."""
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import time
 from dataclasses import dataclass, field
 
+from netlab import processes
 from netlab.kernel.driver import KernelDriver
 from netlab.naming import split_netns_name
 from netlab.probes.responders import is_running, responders_of, stop_responders
@@ -48,36 +45,10 @@ def tear_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] |
     # `up`, a shell opened with `netlab exec`) would keep the namespace alive after its
     # name is gone: end them first, by PID, and only those inside this lab's namespaces.
     inside = [pid for pids in driver.processes(sorted(doomed)).values() for pid in pids]
-    report.stopped += _end(inside)
+    report.stopped += processes.end(inside, grace=2.0)
     report.deleted = driver.delete_namespaces(sorted(doomed))
     remove_state(lab)
     return report
-
-
-def _end(pids: list[int], grace: float = 2.0) -> list[int]:
-    """SIGTERM, then SIGKILL whatever is still there after `grace` seconds."""
-    ended = []
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGTERM)
-            ended.append(pid)
-    deadline = time.monotonic() + grace
-    alive = list(ended)
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.02)
-        alive = [pid for pid in alive if _alive(pid)]
-    for pid in alive:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signal.SIGKILL)
-    return ended
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie holds no namespace
-    except OSError:
-        return False
 
 
 def stop_lab_processes(lab: str, pids: list[int]) -> list[int]:

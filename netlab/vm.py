@@ -9,7 +9,8 @@ root after the modules are loaded; its exit code comes back as ours.
 
 KVM is used when this machine can do it (/dev/kvm usable and the CPU advertises VMX/SVM);
 otherwise QEMU emulates (TCG): slower, but it works where nested KVM hangs. Set
-NETLAB_VM_KVM=0/1 to force either, NETLAB_VM_KERNEL to pick the kernel image.
+NETLAB_VM_KVM=0/1 to force either, NETLAB_VM_KERNEL to pick the kernel image. The guest
+gets NETLAB_SLOWNESS (netlab/deadline.py), so netlab's own waits scale with the VM.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from netlab import interrupts
+from netlab import deadline, interrupts
 from netlab.errors import Interrupted, MissingFeature, UsageError
 
 # Loaded before the command runs (a failure is reported, not fatal: the test says what's missing).
@@ -36,6 +37,7 @@ DEFAULT_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_sh", "ip
 # Host variables a command usually needs inside (the VM's init starts with a bare environment).
 PASS_ENV = ("CI", "TERM", "COLUMNS", "NO_COLOR", "PYTEST_ADDOPTS", "LANG", "LC_ALL")
 SETUP_HINT = "run `sudo scripts/setup` (it installs qemu-system-x86, busybox-static, linux-image-amd64 and virtme-ng)"
+KVM_SLOWNESS = 2.0  # a guest shares the host's CPUs with the host's own work
 EXIT_NO_RESULT = 125  # the VM never reported the command's exit code (it did not boot, or crashed)
 
 
@@ -71,20 +73,29 @@ def find_kernel() -> str:
 
 
 def kvm_usable() -> bool:
+    return kvm_choice()[0]
+
+
+def kvm_choice() -> tuple[bool, str]:
+    """Whether to use KVM, and why (said at boot: emulation is 10× slower, so say why)."""
     forced = os.environ.get("NETLAB_VM_KVM")
     if forced in ("0", "1"):
-        return forced == "1"
+        return forced == "1", f"NETLAB_VM_KVM={forced}"
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
+    except FileNotFoundError:
+        return False, "/dev/kvm missing"
+    except OSError as e:
+        return False, f"/dev/kvm present but not usable: {e.strerror}"
     os.close(fd)
     # /dev/kvm can exist in a guest whose CPU hides VMX/SVM; nested KVM there hangs.
     try:
         flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M))
+    except OSError as e:
+        return False, f"/dev/kvm present but /proc/cpuinfo unreadable ({e.strerror})"
+    if not re.search(r"^flags\s*:.*\b(vmx|svm)\b", flags, re.M):
+        return False, "/dev/kvm present but this CPU has no VMX/SVM (nested KVM would hang)"
+    return True, "/dev/kvm usable and the CPU has VMX/SVM"
 
 
 def find_vng() -> str:
@@ -104,6 +115,8 @@ def guest_script(run: VmRun) -> str:
     passed-through environment, run the command, record its exit code in `results`."""
     env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     env.update({k: v for k, v in os.environ.items() if k.startswith("NETLAB_") and k != "NETLAB_VM_KERNEL"})
+    # Emulated, everything (Python's start above all) runs ~10× slower: fixed waits scale.
+    env.setdefault(deadline.ENV, f"{deadline.EMULATED_SLOWNESS if not run.kvm else KVM_SLOWNESS:g}")
     env.update({"NETLAB_IN_VM": "1", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/root",
                 "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
     rc_file = shlex.quote(str(run.results / "exit-code"))

@@ -41,6 +41,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from netlab.deadline import scaled
+
 __all__ = [
     "FEATURES",
     "TOOLS",
@@ -90,8 +92,8 @@ TOOLS: dict[str, str] = {
 }
 
 # Under emulation (`netlab vm run` without KVM, on a busy machine) the probe child's
-# imports alone took more than 10 s: every feature then read as missing.
-DEFAULT_TIMEOUT = 60.0 if os.environ.get("NETLAB_IN_VM") else 10.0
+# imports alone took more than 10 s: every feature then read as missing. So: × slowness.
+DEFAULT_TIMEOUT = scaled(10.0)
 
 # Names of the objects the child creates (inside its private namespace only).
 PROBE_PREFIX = "nlprobe"

@@ -272,7 +272,7 @@ class Node(Base):
     fdb: list[Fdb] = []
     sysctls: dict[str, SysctlValue] = {}
     exec: list[Annotated[list[str], Field(min_length=1)]] = []
-    serve: list[ServeSpec] = []  # responders: tcp/8080, udp/53, http/80 (see netlab.probes.responders)
+    serve: list[ServeSpec] = []  # responders: tcp/8080, udp/53, http/80 (see netlab.probes.responder_server)
     ipsets: list[IpSet] = []  # made before the rulesets, which may match them (netlab.lab.ipset)
     nftables: Annotated[list[NftRuleset], BeforeValidator(_short_rulesets)] = []  # applied in order
     iptables: Annotated[list[IptablesDump], BeforeValidator(_short_dumps)] = []  # after the nftables rulesets

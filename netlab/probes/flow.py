@@ -7,7 +7,7 @@ processes, so hundreds of probes run in a thread pool in a fraction of a second.
 
 Each result says what happened in the words an engineer would use (ok / timeout /
 refused / unreachable / error), the flow's 5-tuple as the client saw it, who served it
-and which source the server saw (from the responder's JSON, see responders.py; a
+and which source the server saw (from the responder's JSON, see responder_server.py; a
 difference from the client's own address means NAT), and, when an ICMP error explains a
 failure, that ICMP message by name and the address that sent it. ICMP errors are read
 from the socket error queue (IP_RECVERR), which carries the type, code and the router
@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from netlab.kernel import netns
 from netlab.observations import icmp_words
-from netlab.probes.responders import normalise_addr
+from netlab.probes.responder_server import normalise_addr
 from netlab.vocabulary import host_port
 
 Outcome = Literal["ok", "timeout", "refused", "unreachable", "error"]

@@ -1,66 +1,34 @@
-"""Responders: tiny servers inside lab namespaces that tell each client who served it.
+"""Responders, the parent's side: start the lab's responder process, find it, stop it.
 
-Every answer is one JSON object naming the node that served the connection and the
-peer address it saw, so a probe learns both *who* answered (which backend a VIP picked)
-and *what source* arrived (whether something NATed it on the way):
-
-    {"served_by": "c1", "peer": "10.0.0.5", "peer_port": 40312,
-     "local": "10.0.0.2", "local_port": 80, "proto": "tcp"}
-
-All services of a lab run in ONE detached process (`python -m netlab.probes.responders`):
-it opens every listening socket inside its namespace from a helper thread (a socket stays
-in the namespace it was created in, whatever thread uses it later), then serves them all
-from a single `selectors` loop. No thread or process per service or per connection, so
-hundreds of services and concurrent clients cost one process. The process outlives the
-`netlab up` that started it (start_new_session) and is stopped by PID with
-`stop_responders`.
-
-The parent hands the spec over on stdin (a memfd, so writing it can never block on a
-child that stalls) and waits on a private pipe until the child reports either "every
-socket is bound" or the first bind error.
+The process itself (the servers, and what they answer) is
+netlab/probes/responder_server.py; this module starts it detached
+(start_new_session, in /), so it outlives the `netlab up` that started it, hands it the
+spec on stdin (a memfd, so writing it can never block on a child that stalls) and waits
+on a private pipe until it reports "every socket is bound" or the first bind error. The
+process is stopped by PID (`stop_responders`), found again by its exact argv
+(`responders_of`) when the state that lists the PID is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import ipaddress
 import json
 import os
-import resource
 import select
-import selectors
-import signal
-import socket
-import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from dataclasses import asdict
+from typing import Any
 
-Proto = Literal["tcp", "udp", "http"]
-PROTOS: tuple[Proto, ...] = ("tcp", "udp", "http")
-MODULE = "netlab.probes.responders"
+from netlab import processes
+from netlab.deadline import Deadline
+from netlab.probes.responder_server import MODULE, Service, describe, validate
 
-TCP_IDLE = 5.0  # a TCP client that neither talks nor closes for this long is dropped
-HTTP_MAX_REQUEST = 16 * 1024
-LISTEN_BACKLOG = 1024
-
-# Not exported by Python 3.11's socket module (values from linux/in.h, linux/in6.h).
-IP_PKTINFO = 8
-IP_FREEBIND = 15
-IPV6_FREEBIND = 78
-
-
-@dataclass(frozen=True)
-class Service:
-    ns: str  # namespace name (e.g. "lab.c1")
-    node: str  # node name reported to clients as served_by
-    proto: Proto
-    port: int
+# The module name responders of labs built by earlier versions run under: still theirs to stop.
+MODULES = (MODULE, "netlab.probes.responders")
+READY_TIMEOUT = 10.0  # seconds on a normal machine (× slowness: netlab/deadline.py)
 
 
 class ResponderError(Exception):
@@ -76,127 +44,22 @@ class ResponderError(Exception):
         self.pid = pid
 
 
-# --------------------------------------------------------------------------- replies
-# Pure helpers, shared with the probe side and unit-tested without root.
-
-
-def normalise_addr(addr: str) -> str:
-    """A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; clients compare against
-    the plain IPv4 address they bound, so report that."""
-    try:
-        ip = ipaddress.ip_address(addr.split("%", 1)[0])
-    except ValueError:
-        return addr
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return str(ip.ipv4_mapped)
-    return addr
-
-
-def reply_obj(node: str, proto: str, peer: tuple[str, int], local: tuple[str, int]) -> dict[str, Any]:
-    return {
-        "served_by": node,
-        "peer": normalise_addr(peer[0]),
-        "peer_port": peer[1],
-        "local": normalise_addr(local[0]),
-        "local_port": local[1],
-        "proto": proto,
-    }
-
-
-def reply_json(node: str, proto: str, peer: tuple[str, int], local: tuple[str, int]) -> bytes:
-    return json.dumps(reply_obj(node, proto, peer, local)).encode()
-
-
-class BadRequest(ValueError):
-    pass
-
-
-def parse_http_request(head: bytes) -> tuple[str, str]:
-    """The request line of an HTTP/1.x request head (everything up to the blank line).
-    Returns (method, target); headers are accepted and ignored."""
-    try:
-        text = head.decode("latin-1")
-    except UnicodeDecodeError as e:  # latin-1 decodes anything; kept for clarity
-        raise BadRequest(str(e)) from e
-    lines = text.split("\r\n") if "\r\n" in text else text.split("\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not parts[0].isalpha():
-        raise BadRequest(f"not an HTTP/1.x request line: {lines[0][:80]!r}")
-    for line in lines[1:]:
-        if line and ":" not in line:
-            raise BadRequest(f"bad header line: {line[:80]!r}")
-    return parts[0], parts[1]
-
-
-def http_response(status: int, reason: str, body: bytes, content_type: str = "application/json") -> bytes:
-    head = (f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
-    return head.encode("latin-1") + body
-
-
-def http_answer(head: bytes, body: bytes) -> bytes:
-    """What the HTTP responder sends for a request head: the JSON for GET (headers only
-    for HEAD), 405 for other methods, 400 for garbage."""
-    try:
-        method, _target = parse_http_request(head)
-    except BadRequest as e:
-        return http_response(400, "Bad Request", (str(e) + "\n").encode(), "text/plain")
-    if method == "GET":
-        return http_response(200, "OK", body)
-    if method == "HEAD":
-        full = http_response(200, "OK", body)
-        return full[: len(full) - len(body)]
-    return http_response(405, "Method Not Allowed", b"GET only\n", "text/plain")
-
-
-def _find_head_end(buf: bytes | bytearray) -> int:
-    """Index just past the blank line ending a request head, or -1 (tolerates bare LF)."""
-    i = buf.find(b"\r\n\r\n")
-    if i >= 0:
-        return i + 4
-    i = buf.find(b"\n\n")
-    return i + 2 if i >= 0 else -1
-
-
-# --------------------------------------------------------------------------- parent side
-
 _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
 
 
-def _validate(services: Sequence[Service]) -> None:
-    seen: dict[tuple[str, str, int], Service] = {}
-    for s in services:
-        if not isinstance(s, Service):
-            raise TypeError(f"expected Service, got {type(s).__name__}")
-        if s.proto not in PROTOS:
-            raise ValueError(f"{s}: proto must be one of {', '.join(PROTOS)}")
-        if not (isinstance(s.port, int) and 1 <= s.port <= 65535):
-            raise ValueError(f"{s}: port must be 1..65535")
-        if not s.ns or "/" in s.ns or s.ns in (".", ".."):
-            raise ValueError(f"{s}: bad namespace name")
-        # tcp and http both listen on TCP: the same port twice can never both bind
-        key = (s.ns, "udp" if s.proto == "udp" else "tcp", s.port)
-        if key in seen:
-            raise ValueError(f"{s} and {seen[key]} both want {key[1]} port {s.port} in {s.ns}")
-        seen[key] = s
-
-
-def describe(s: Service) -> str:
-    return f"{s.proto}/{s.port} on node {s.node} (namespace {s.ns})"
-
-
 def start_responders(services: Sequence[Service], *, log_path: str | None = None,
-                     ready_timeout: float = 10.0, lab: str | None = None) -> int:
+                     ready_timeout: float = READY_TIMEOUT, lab: str | None = None) -> int:
     """Start one detached process serving every service; return its PID once every
     socket is bound. Raises ResponderError (and leaves no process behind) otherwise.
 
     `lab` is written into the process's argv (`--lab LAB`), so `down` finds the lab's
-    responders by their exact argv even when the state file that lists the PID is lost."""
+    responders by their exact argv even when the state file that lists the PID is lost.
+    `ready_timeout` is for a normal machine; it is scaled by the machine's slowness."""
     services = list(services)
     if not services:
         raise ValueError("no services to serve")
-    _validate(services)
+    validate(services)
     spec = json.dumps({"services": [asdict(s) for s in services]}).encode()
 
     spec_fd = os.memfd_create("netlab-responders-spec", os.MFD_CLOEXEC)
@@ -224,8 +87,10 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
         if log is not None:
             log.close()
 
+    deadline = Deadline(ready_timeout, f"the responder process (PID {proc.pid}) to bind {len(services)} "
+                                       "sockets and report ready")
     try:
-        msg = _read_ready(ready_r, ready_timeout)
+        msg = _read_ready(ready_r, deadline)
     except BaseException:
         _kill_and_reap(proc)
         raise
@@ -234,7 +99,7 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
 
     if msg is None:
         _kill_and_reap(proc)
-        raise ResponderError(f"responders did not report ready within {ready_timeout:g} s"
+        raise ResponderError(f"responders did not report ready: {deadline.message()}"
                              + _log_hint(log_path), pid=proc.pid)
     if msg.get("ok") is True:
         with _children_lock:
@@ -251,14 +116,13 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
     raise ResponderError(what + _log_hint(log_path), pid=proc.pid)
 
 
-def _read_ready(fd: int, timeout: float) -> dict[str, Any] | None:
-    """The child's one-line report; {} if it died without one, None on timeout."""
-    deadline = time.monotonic() + timeout
+def _read_ready(fd: int, deadline: Deadline) -> dict[str, Any] | None:
+    """The child's one-line report; {} if it died without one, None when the deadline passed."""
     buf = b""
     poller = select.poll()  # not select(): the caller may hold more than 1024 descriptors
     poller.register(fd, select.POLLIN)
     while b"\n" not in buf:
-        left = deadline - time.monotonic()
+        left = deadline.left()
         if left <= 0:
             return None
         if not poller.poll(max(1, int(left * 1000))):
@@ -300,52 +164,31 @@ def _kill_and_reap(proc: subprocess.Popen[bytes]) -> int | None:
         return None
 
 
-def _proc_state(pid: int) -> str | None:
-    """The /proc state letter of pid, or None if there is no such process."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # "pid (comm) S ..." - comm may contain spaces or parentheses, so split at the last ')'
-    return stat[stat.rfind(b")") + 2 :][:1].decode() or None
-
-
-def _argv(pid: int) -> list[bytes]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().split(b"\0")
-    except (FileNotFoundError, ProcessLookupError):
-        return []
-
 
 def _is_responder(pid: int) -> bool:
-    argv = _argv(pid)
-    return len(argv) > 2 and argv[1:3] == [b"-m", MODULE.encode()]
+    argv = processes.argv(pid)
+    return len(argv) > 2 and argv[1] == b"-m" and argv[2].decode(errors="replace") in MODULES
 
 
 def responders_of(lab: str) -> list[int]:
     """PIDs of the responder processes started for `lab` (matched on their exact argv:
-    `python -m netlab.probes.responders --ready-fd N --lab LAB`)."""
+    `python -m netlab.probes.responder_server --ready-fd N --lab LAB`)."""
     found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        argv = _argv(int(entry))
-        tagged = len(argv) >= 7 and argv[1:3] == [b"-m", MODULE.encode()] and argv[5:7] == [b"--lab", lab.encode()]
-        if tagged and _proc_state(int(entry)) not in (None, "Z", "X"):
-            found.append(int(entry))
+    for pid in processes.all_pids():
+        argv = processes.argv(pid)
+        tagged = len(argv) >= 7 and _is_responder(pid) and argv[5:7] == [b"--lab", lab.encode()]
+        if tagged and processes.alive(pid):
+            found.append(pid)
     return found
 
 
 def is_running(pid: int) -> bool:
     """True if pid is a live (not zombie) responder process."""
-    state = _proc_state(pid)
-    return state is not None and state not in ("Z", "X") and _is_responder(pid)
+    return processes.alive(pid) and _is_responder(pid)
 
 
 def stop_responders(pid: int, timeout: float = 5.0) -> None:
-    """SIGTERM the responder process, wait up to timeout, SIGKILL if needed. Fine if it is
+    """SIGTERM the responder process, SIGKILL it after `timeout` s if needed. Fine if it is
     already gone. A PID that now belongs to some other program is left alone: PIDs are
     reused, and this must never kill what it did not start."""
     with _children_lock:
@@ -354,385 +197,6 @@ def stop_responders(pid: int, timeout: float = 5.0) -> None:
         if proc.poll() is not None:  # already exited (and now reaped)
             return
         # An unreaped child of ours cannot have had its PID reused: signal it directly.
-    elif not is_running(pid):
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        if _wait_gone(pid, proc, wait):
-            return
-    _wait_gone(pid, proc, 0)
-
-
-def _wait_gone(pid: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> bool:
-    if proc is not None:
-        # Our own child: reap it, or it lingers as a zombie in /proc.
-        try:
-            proc.wait(timeout=timeout)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, os.WNOHANG)  # reaps it if it happens to be ours after all
-        state = _proc_state(pid)
-        if state is None or state in ("Z", "X"):  # a zombie is dead; its parent reaps it
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.02)
-
-
-# --------------------------------------------------------------------------- child side
-
-
-class _BindError(Exception):
-    def __init__(self, service: Service, err: int | None, text: str) -> None:
-        super().__init__(text)
-        self.service, self.err, self.text = service, err, text
-
-
-def _ipv6_enabled() -> bool:
-    """Whether the *calling thread's* namespace has IPv6 (net sysctls follow the reading
-    task's namespace). netlab disables IPv6 in nodes that never use it."""
-    try:
-        with open("/proc/sys/net/ipv6/conf/all/disable_ipv6", "rb") as f:
-            return f.read().strip() != b"1"
-    except FileNotFoundError:  # no IPv6 in this kernel at all
-        return False
-
-
-def _bind_one(s: Service, v6: bool) -> socket.socket:
-    """Create and bind the socket for one service in the calling thread's namespace."""
-    stype = socket.SOCK_DGRAM if s.proto == "udp" else socket.SOCK_STREAM
-    if v6:
-        sock = socket.socket(socket.AF_INET6, stype)
-        try:
-            # Dual-stack: one socket answers IPv4 (as ::ffff:a.b.c.d) and IPv6 clients.
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            # FREEBIND: a service may be declared before (or without) its address, e.g. a
-            # VIP that a later step adds; the bind must not depend on that ordering.
-            sock.setsockopt(socket.IPPROTO_IPV6, IPV6_FREEBIND, 1)
-            _common_opts(sock, s)
-            sock.bind(("::", s.port))
-        except OSError as e:
-            sock.close()
-            if e.errno not in (errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL):
-                raise
-            v6 = False
-    if not v6:
-        sock = socket.socket(socket.AF_INET, stype)
-        try:
-            sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
-            _common_opts(sock, s)
-            sock.bind(("0.0.0.0", s.port))
-        except OSError:
-            sock.close()
-            raise
-    try:
-        if s.proto == "udp":
-            # Learn which local address each datagram was sent to, to report it and to
-            # answer *from* it: a wildcard socket would otherwise reply from whatever
-            # source the route picks, and a connected client drops such replies.
-            if sock.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
-        else:
-            sock.listen(LISTEN_BACKLOG)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _common_opts(sock: socket.socket, s: Service) -> None:
-    if s.proto != "udp":
-        # Rebinding a port that still has TIME_WAIT connections (a restarted responder)
-        # must work. Not for UDP: there SO_REUSEADDR lets a second socket silently share
-        # the port, hiding exactly the "port already in use" mistake we want reported.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-
-
-def open_sockets(services: Sequence[Service]) -> list[tuple[Service, socket.socket]]:
-    """Bind every service's socket in its namespace (from a helper thread, so this
-    thread's namespace never changes). On the first failure close everything and raise
-    _BindError naming the service."""
-    from netlab.kernel import netns
-
-    groups: dict[str, list[Service]] = {}
-    for s in services:
-        groups.setdefault(s.ns, []).append(s)
-    out: list[tuple[Service, socket.socket]] = []
-
-    def work() -> None:
-        for ns, group in groups.items():
-            try:
-                with netns.entered(ns):
-                    v6 = _ipv6_enabled()
-                    for s in group:
-                        try:
-                            out.append((s, _bind_one(s, v6)))
-                        except OSError as e:  # re-raised as _BindError, which is no OSError
-                            raise _BindError(s, e.errno, f"bind: {e.strerror or e}") from e
-            except OSError as e:  # only entering (or leaving) the namespace gets here
-                raise _BindError(group[0], e.errno, f"cannot enter the namespace: {e.strerror or e}") from e
-
-    try:
-        netns.in_thread(work)
-    except BaseException:
-        for _, sock in out:
-            sock.close()
-        raise
-    return out
-
-
-@dataclass(eq=False)
-class _Conn:
-    sock: socket.socket
-    service: Service
-    peer: tuple[str, int]
-    deadline: float
-    out: bytes = b""
-    inbuf: bytearray = field(default_factory=bytearray)
-    closing: bool = False  # close once `out` is sent
-
-
-class _Server:
-    """One selectors loop over every listening socket and every open connection."""
-
-    def __init__(self, bound: list[tuple[Service, socket.socket]], wake_fd: int) -> None:
-        self.sel = selectors.DefaultSelector()
-        self.conns: dict[int, _Conn] = {}
-        self.stop = False
-        self.wake_fd = wake_fd
-        self.sel.register(wake_fd, selectors.EVENT_READ, ("wake", None))
-        for s, sock in bound:
-            self.sel.register(sock, selectors.EVENT_READ, ("udp" if s.proto == "udp" else "listen", (s, sock)))
-        self.v6 = {id(sock): sock.family == socket.AF_INET6 for _, sock in bound}
-
-    def run(self) -> None:
-        next_sweep = time.monotonic() + 0.5
-        while not self.stop:
-            for key, mask in self.sel.select(timeout=0.5):
-                kind, data = key.data
-                try:
-                    if kind == "listen":
-                        self._accept(*data)
-                    elif kind == "udp":
-                        self._udp(*data)
-                    elif kind == "conn":
-                        self._conn_event(data, mask)
-                    else:
-                        self._wake()
-                except Exception as e:  # one bad peer must never take every service down
-                    _log(f"error handling {kind}: {e!r}")
-                    if kind == "conn":
-                        self._close(data)
-            now = time.monotonic()
-            if now >= next_sweep:
-                next_sweep = now + 0.5
-                for c in [c for c in self.conns.values() if c.deadline <= now]:
-                    self._close(c)
-        for c in list(self.conns.values()):
-            self._close(c)
-        self.sel.close()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self.wake_fd, 512):
-                pass
-        # The signal handler already set self.stop; nothing else wakes us.
-
-    def _accept(self, s: Service, lsock: socket.socket) -> None:
-        for _ in range(64):  # drain a burst, but let other sockets have a turn
-            try:
-                sock, peer = lsock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:  # ECONNABORTED, EMFILE, ...: skip this one
-                _log(f"accept on {describe(s)}: {e}")
-                return
-            sock.setblocking(False)
-            c = _Conn(sock, s, peer[:2], time.monotonic() + TCP_IDLE)
-            self.conns[sock.fileno()] = c
-            if s.proto == "tcp":
-                c.out = reply_json(s.node, "tcp", peer[:2], sock.getsockname()[:2]) + b"\n"
-            _log(f"{s.proto} {s.node}:{s.port} <- {normalise_addr(peer[0])}:{peer[1]}")
-            self.sel.register(sock, selectors.EVENT_READ, ("conn", c))
-            self._flush(c)
-
-    def _conn_event(self, c: _Conn, mask: int) -> None:
-        if mask & selectors.EVENT_WRITE:
-            self._flush(c)
-            if c.sock.fileno() < 0:
-                return
-        if not mask & selectors.EVENT_READ:
-            return
-        try:
-            data = c.sock.recv(65536)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:  # ECONNRESET and friends: the client is gone
-            self._close(c)
-            return
-        if not data:
-            self._close(c)
-            return
-        c.deadline = time.monotonic() + TCP_IDLE
-        if c.service.proto != "http" or c.closing:
-            return  # tcp: the client's payload is read and dropped
-        c.inbuf += data
-        end = _find_head_end(c.inbuf)
-        if end < 0 and len(c.inbuf) < HTTP_MAX_REQUEST:
-            return
-        head = bytes(c.inbuf[:end]) if end >= 0 else bytes(c.inbuf)
-        body = reply_json(c.service.node, "http", c.peer, c.sock.getsockname()[:2])
-        c.out, c.closing = http_answer(head, body), True
-        self._flush(c)
-
-    def _flush(self, c: _Conn) -> None:
-        while c.out:
-            try:
-                n = c.sock.send(c.out)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError:
-                self._close(c)
-                return
-            c.out = c.out[n:]
-        if not c.out and c.closing:
-            self._close(c)
-            return
-        want = selectors.EVENT_READ | (selectors.EVENT_WRITE if c.out else 0)
-        if self.sel.get_key(c.sock).events != want:
-            self.sel.modify(c.sock, want, ("conn", c))
-
-    def _close(self, c: _Conn) -> None:
-        if self.conns.pop(c.sock.fileno(), None) is None:
-            return
-        with contextlib.suppress(KeyError, ValueError):
-            self.sel.unregister(c.sock)
-        c.sock.close()
-
-    def _udp(self, s: Service, sock: socket.socket) -> None:
-        v6 = self.v6[id(sock)]
-        for _ in range(64):  # a burst, then let other sockets have a turn
-            try:
-                _data, anc, _flags, peer = sock.recvmsg(65535, 256)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as e:  # e.g. an ICMP error for an earlier reply: not fatal
-                _log(f"udp {describe(s)}: {e}")
-                continue
-            local_ip, cmsg = _pktinfo(anc, v6)
-            local = (local_ip or sock.getsockname()[0], s.port)
-            reply = reply_json(s.node, "udp", peer[:2], local)
-            try:
-                sock.sendmsg([reply], cmsg, 0, peer)
-            except OSError:
-                # e.g. EINVAL when the client targeted a broadcast address, which is not a
-                # valid source: let the kernel pick the source instead.
-                with contextlib.suppress(OSError):
-                    sock.sendmsg([reply], [], 0, peer)
-            _log(f"udp {s.node}:{s.port} <- {normalise_addr(peer[0])}:{peer[1]}")
-
-
-def _pktinfo(anc: list[tuple[int, int, bytes]], v6: bool) -> tuple[str | None, list[tuple[int, int, bytes]]]:
-    """The destination address of a received datagram, and the ancillary data that makes
-    the reply leave from it (interface left to routing, except for link-local)."""
-    for level, kind, data in anc:
-        if v6 and level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
-            addr = socket.inet_ntop(socket.AF_INET6, data[:16])
-            ifindex = struct.unpack("I", data[16:20])[0]
-            keep_if = addr.lower().startswith("fe80")
-            return addr, [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
-                           data[:16] + struct.pack("I", ifindex if keep_if else 0))]
-        if not v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-            # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }: addr is the
-            # header destination, i.e. what the client targeted.
-            dst = data[8:12]
-            return socket.inet_ntop(socket.AF_INET, dst), [
-                (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("i", 0) + dst + b"\0\0\0\0")]
-    return None, []
-
-
-def _log(msg: str) -> None:
-    sys.stderr.write(f"{time.strftime('%H:%M:%S')} responders[{os.getpid()}]: {msg}\n")
-
-
-def _raise_nofile() -> None:
-    # Hundreds of services plus their clients need more than the usual 1024 descriptors.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (2, 4) or args[0] != "--ready-fd" or (len(args) == 4 and args[2] != "--lab"):
-        sys.stderr.write(f"usage: python -m {MODULE} --ready-fd FD [--lab LAB] < spec.json\n")
-        return 2
-    ready_fd = int(args[1])
-
-    def report(obj: dict[str, Any]) -> None:
-        with contextlib.suppress(OSError):
-            os.write(ready_fd, json.dumps(obj).encode() + b"\n")
-        with contextlib.suppress(OSError):
-            os.close(ready_fd)
-
-    try:
-        spec = json.loads(sys.stdin.buffer.read())
-        services = [Service(**d) for d in spec["services"]]
-        _validate(services)
-    except Exception as e:
-        report({"ok": False, "error": f"bad responder spec: {e}"})
-        return 2
-    _raise_nofile()
-
-    started = time.monotonic()
-    try:
-        bound = open_sockets(services)
-    except _BindError as e:
-        _log(f"cannot serve {describe(e.service)}: {e.text}")
-        report({"ok": False, "service": asdict(e.service), "errno": e.err,
-                "error": e.text + (f" ({errno.errorcode.get(e.err, e.err)})" if e.err else "")})
-        return 1
-    except Exception as e:
-        report({"ok": False, "error": f"cannot open sockets: {e!r}"})
-        return 1
-
-    # SIGTERM/SIGINT end the loop cleanly: the handler only sets a flag, and the wakeup
-    # pipe makes the selector return at once instead of at its next timeout.
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    server = _Server(bound, wake_r)
-
-    def on_signal(_sig: int, _frame: object) -> None:
-        server.stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: no terminal to hang up on
-
-    # Don't keep the spec memfd (stdin) open for the daemon's whole life.
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    _log(f"serving {len(bound)} services in {len({s.ns for s in services})} namespaces "
-         f"(bound in {(time.monotonic() - started) * 1000:.1f} ms)")
-    report({"ok": True, "pid": os.getpid(), "services": len(bound)})
-    server.run()
-    for _, sock in bound:
-        sock.close()
-    _log("stopped")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        processes.end([pid], timeout, own={pid: proc})
+    elif is_running(pid):
+        processes.end([pid], timeout)

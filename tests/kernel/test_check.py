@@ -373,7 +373,8 @@ def test_check_up_builds_checks_and_removes(lab_file: LabFactory, netlab_cli: Ne
 
 
 def responder_pids(lab: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"netlab.probes.responders .*--lab {lab}$"], capture_output=True, text=True)
+    out = subprocess.run(["pgrep", "-f", f"netlab.probes.responder_server .*--lab {lab}$"],
+                         capture_output=True, text=True)
     return [int(p) for p in out.stdout.split()]
 
 

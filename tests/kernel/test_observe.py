@@ -34,7 +34,8 @@ from netlab.kernel.conntrack import conntrack
 from netlab.kernel.routes import route_get, route_get_many, rules
 from netlab.observations import CaptureError, CtEntry, CtTuple, Flow, ObserveError, Packet, RouteQuery
 from netlab.probes.flow import ProbeResult, probe
-from netlab.probes.responders import Service, start_responders, stop_responders
+from netlab.probes.responder_server import Service
+from netlab.probes.responders import start_responders, stop_responders
 from tests.kernel.conftest import LabFactory, LabFile, NetlabCli
 
 pytestmark = pytest.mark.root

@@ -39,14 +39,8 @@ import pytest
 from netlab.kernel import netns
 from netlab.naming import netns_name
 from netlab.probes.flow import ProbeRequest, ProbeResult, probe, probe_many
-from netlab.probes.responders import (
-    Proto,
-    ResponderError,
-    Service,
-    is_running,
-    start_responders,
-    stop_responders,
-)
+from netlab.probes.responder_server import Proto, Service
+from netlab.probes.responders import ResponderError, is_running, start_responders, stop_responders
 
 pytestmark = pytest.mark.root
 if os.geteuid() != 0:

@@ -56,7 +56,7 @@ def _responders(name: str) -> dict[int, str]:
             argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0") if entry.isdigit() else []
         except OSError:
             continue
-        if b"netlab.probes.responders" in argv and b"--lab" in argv:
+        if b"netlab.probes.responder_server" in argv and b"--lab" in argv:
             lab = argv[argv.index(b"--lab") + 1].decode() if argv.index(b"--lab") + 1 < len(argv) else ""
             if lab.startswith(name):
                 found[int(entry)] = lab

@@ -16,9 +16,10 @@ import pytest
 
 from netlab.kernel import netns
 from netlab.probes import flow
-from netlab.probes import responders as R
+from netlab.probes import responder_server as R
 from netlab.probes.flow import ProbeRequest, probe, probe_many
-from netlab.probes.responders import ResponderError, Service, start_responders, stop_responders
+from netlab.probes.responder_server import Service
+from netlab.probes.responders import ResponderError, is_running, start_responders, stop_responders
 
 # --------------------------------------------------------------------------- replies
 
@@ -325,7 +326,7 @@ def test_service_validation() -> None:
     with pytest.raises(ValueError, match="proto"):
         start_responders([Service("l.a", "a", "sctp", 1)])  # type: ignore[arg-type]
     # tcp and udp on one port number, or one port in two namespaces, are fine
-    R._validate([Service("l.a", "a", "tcp", 80), Service("l.a", "a", "udp", 80), Service("l.b", "b", "tcp", 80)])
+    R.validate([Service("l.a", "a", "tcp", 80), Service("l.a", "a", "udp", 80), Service("l.b", "b", "tcp", 80)])
 
 
 def test_missing_namespace_fails_fast_and_leaves_no_child(tmp_path: object) -> None:
@@ -339,7 +340,8 @@ def test_missing_namespace_fails_fast_and_leaves_no_child(tmp_path: object) -> N
 
 def test_ready_timeout_kills_the_child() -> None:
     # A child that does not report in time is killed and reaped, not left running.
-    with pytest.raises(ResponderError, match="did not report ready within") as info:
+    with pytest.raises(ResponderError, match=r"did not report ready: waited \d+\.\d s for the responder process "
+                                             r"\(PID \d+\) to bind 1 sockets and report ready \(budget") as info:
         start_responders([Service("netlab-test-no-such-ns.x", "x", "tcp", 1234)], ready_timeout=0.001)
     assert info.value.pid is not None and not os.path.exists(f"/proc/{info.value.pid}")
     with pytest.raises(ValueError, match="no services"):
@@ -347,7 +349,7 @@ def test_ready_timeout_kills_the_child() -> None:
 
 
 def test_child_usage_error() -> None:
-    out = subprocess.run([sys.executable, "-m", "netlab.probes.responders"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "netlab.probes.responder_server"], capture_output=True, text=True,
                          stdin=subprocess.DEVNULL, timeout=30)
     assert out.returncode == 2 and "usage" in out.stderr
 
@@ -361,4 +363,4 @@ def test_stop_responders_leaves_foreign_processes_alone() -> None:
         other.send_signal(signal.SIGKILL)
         other.wait()
     stop_responders(other.pid)  # gone: fine
-    assert not R.is_running(other.pid)
+    assert not is_running(other.pid)

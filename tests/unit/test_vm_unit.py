@@ -4,8 +4,10 @@ tests/vm inside it.)"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,6 +45,39 @@ def test_newest_kernel_in_boot(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_kvm_forced(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool) -> None:
     monkeypatch.setenv("NETLAB_VM_KVM", value)
     assert vm.kvm_usable() is expected
+    assert vm.kvm_choice() == (expected, f"NETLAB_VM_KVM={value}")
+
+
+@pytest.mark.parametrize(("dev", "flags", "expected"), [
+    (FileNotFoundError, "", (False, "/dev/kvm missing")),
+    (PermissionError(13, "Permission denied"), "", (False, "/dev/kvm present but not usable: Permission denied")),
+    (None, "flags\t: fpu sse2 hypervisor",
+     (False, "/dev/kvm present but this CPU has no VMX/SVM (nested KVM would hang)")),
+    (None, "flags\t: fpu vmx sse2", (True, "/dev/kvm usable and the CPU has VMX/SVM")),
+])
+def test_why_kvm_or_emulation(monkeypatch: pytest.MonkeyPatch, dev: Any, flags: str,
+                              expected: tuple[bool, str]) -> None:
+    monkeypatch.delenv("NETLAB_VM_KVM", raising=False)
+
+    real_open = os.open
+
+    def fake_open(path: str, _flags: int) -> int:
+        assert path == "/dev/kvm"
+        if dev is not None:
+            raise dev
+        return real_open("/dev/null", os.O_RDONLY)
+
+    monkeypatch.setattr(vm.os, "open", fake_open)
+    monkeypatch.setattr(vm.Path, "read_text", lambda _self: flags)
+    assert vm.kvm_choice() == expected
+
+
+@pytest.mark.parametrize(("kvm", "slowness"), [(False, "10"), (True, "2")])
+def test_the_guest_gets_the_vms_slowness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kvm: bool,
+                                         slowness: str) -> None:
+    monkeypatch.delenv("NETLAB_SLOWNESS", raising=False)
+    lines = vm.guest_script(run(tmp_path, kvm=kvm)).splitlines()
+    assert f"export NETLAB_SLOWNESS={slowness}" in lines
 
 
 def test_guest_script_loads_modules_runs_and_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
