@@ -316,6 +316,9 @@ def down(target: str | None, all_: bool, variant: str | None) -> int:
     finally:
         driver.close()
     for r in reports:
+        if r.unreadable is not None:
+            err.print(f"  the state file {r.unreadable.path} {r.unreadable.why}: removed it, and took down what "
+                      "the netlab marks show", markup=False)
         if r.deleted or r.had_state:
             ended = f" and ended {len(r.stopped)} of its processes" if r.stopped else ""
             out.print(f"lab {r.lab} is down: removed {len(r.deleted)} namespaces{ended}", markup=False)
@@ -337,7 +340,9 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
     """Show labs that are up: nodes, interfaces, addresses, state.
 
     With LAB (a name or file), only that lab. Labs whose namespaces exist without a
-    state file show as "orphaned" (take them down with `netlab down LAB`).
+    state file show as "orphaned" (take them down with `netlab down LAB`); a state file
+    netlab cannot read shows as "state unreadable", with what to do. Each responder
+    process shows as running or dead (with how it ended, when its log says).
     """
     if variant and not lab:
         raise UsageError("--variant needs LAB (a lab name or file)")
@@ -371,12 +376,17 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
                 table.add_row(node, link.name, kind, state, str(link.mtu), link.master or "",
                               " ".join(a.address for a in link.addresses))
         out.print(table)
+        for h in s.responders:
+            out.print(f"  responders: {h}", markup=False)
+        if s.problem:
+            err.print(f"  lab {s.lab}: {s.problem}", markup=False)
     return 0
 
 
 def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
     return {
-        "lab": s.lab, "status": s.status, "source": s.source, "created": s.created,
+        "lab": s.lab, "status": s.status, "source": s.source, "created": s.created, "problem": s.problem,
+        "responders": [asdict(h) for h in s.responders],
         "nodes": {node: (None if v is None else {"namespace": v.name, "links": [asdict(link) for link in v.links]})
                   for node, v in s.nodes.items()},
     }

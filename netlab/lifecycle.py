@@ -5,12 +5,13 @@ load → expand → plan → (check kernel) → apply → state.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from netlab import interrupts
 from netlab.apply import apply_plan
@@ -19,14 +20,27 @@ from netlab.kernel.driver import KernelDriver, NamespaceView
 from netlab.lab.ipvs import needs_ipvs
 from netlab.lab.model import Check, Lab
 from netlab.lab.parse import topology
+from netlab.lab.render import lab_data
+from netlab.labdiff import key_changes, listed
 from netlab.load import load_lab, load_lab_located, load_variants
 from netlab.pcap import Frame
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
 from netlab.preflight import check_firewall, check_sysctls, has_firewall
 from netlab.probes.responder_server import Service
-from netlab.probes.responders import ResponderError, start_responders
-from netlab.state import LabState, all_states, lab_lock, read_state, remove_state, responder_log_path, write_state
+from netlab.probes.responders import ResponderError, ResponderHealth, start_responders
+from netlab.probes.responders import health as responder_health
+from netlab.state import (
+    LabState,
+    StateUnreadable,
+    all_states,
+    lab_lock,
+    read_state,
+    remove_state,
+    responder_log_path,
+    state_labs,
+    write_state,
+)
 from netlab.teardown import TeardownReport, labs_present, tear_down
 
 if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by `check`
@@ -109,10 +123,11 @@ def _up(path: str | Path, driver: KernelDriver, progress: Callable[[Op], None] |
         # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
         check_firewall(lab, where)
     source = str(Path(path).resolve())
+    spec = lab_data(lab)
     with lab_lock(lab.name):
         existing = read_state(lab.name)
         if existing is not None:
-            _refuse_or_accept_existing(existing, plan, source, variant)
+            _refuse_or_accept_existing(existing, plan, spec, source, variant)
             return UpResult(lab.name, plan, already_up=True)
         strays = [n for n, mark in driver.namespaces().items() if mark and mark[0] == lab.name]
         if strays:
@@ -122,7 +137,7 @@ def _up(path: str | Path, driver: KernelDriver, progress: Callable[[Op], None] |
             )
         nodes = {node: ns for node, ns in zip(lab.nodes, plan.namespaces, strict=True)}
         state = LabState(lab.name, source, plan.fingerprint, "building", nodes,
-                         plan=[op.render() for op in plan.ops])
+                         plan=[op.render() for op in plan.ops], source_hash=file_hash(source), spec=spec)
         try:
             # Written before anything exists, so even `kill -9` leaves `down` a full list;
             # inside the try, so an interruption right after it removes it again.
@@ -179,28 +194,48 @@ def start_lab_responders(lab: Lab, nodes: dict[str, str]) -> list[int]:
     return [start_responders(services, log_path=responder_log_path(lab.name), lab=lab.name)]
 
 
-def _refuse_or_accept_existing(existing: LabState, plan: Plan, source: str, variant: str | None = None) -> None:
+def file_hash(path: str) -> str:
+    """sha256 of the lab file's bytes ("" if it cannot be read): which content was built."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def _refuse_or_accept_existing(existing: LabState, plan: Plan, spec: dict[str, Any], source: str,
+                               variant: str | None = None) -> None:
+    """A lab of this name is up: fine if it was built from this file and the file builds
+    the same (checks are re-read by `check`); otherwise AlreadyUp, saying from which file
+    it was built and every key that differs."""
+    name = existing.lab
     if existing.status != "up":
-        raise AlreadyUp(
-            f"an earlier `netlab up` of lab {existing.lab} did not finish (status: {existing.status}); "
-            f"run `netlab down {existing.lab}` first"
-        )
-    if existing.fingerprint == plan.fingerprint:
+        raise AlreadyUp(f"an earlier `netlab up` of lab {name} did not finish (status: {existing.status}); "
+                        f"run `netlab down {name}` first")
+    if existing.source == source and existing.fingerprint == plan.fingerprint:
         return
-    old, new = set(existing.plan), {op.render() for op in plan.ops}
-    gone = [line for line in existing.plan if line not in new]
-    added = [op.render() for op in plan.ops if op.render() not in old]
-    lines = [f"lab {existing.lab} is already up from {existing.source}, and the lab differs from it:"]
-    # (a ruleset's op spans several lines: its text, indented under it)
-    lines += [f"  - {line}".replace("\n", "\n    ") for line in gone[:10]]
-    lines += [f"  … {len(gone) - 10} more"] if len(gone) > 10 else []
-    lines += [f"  + {line}".replace("\n", "\n    ") for line in added[:10]]
-    lines += [f"  … {len(added) - 10} more"] if len(added) > 10 else []
-    if source != existing.source:
-        lines.append(f"  (now from {source})")
-    again = f"{source} --variant {variant}" if variant else source
-    lines.append(f"To apply the change: netlab down {existing.lab} && netlab up {again}")
+    changes = key_changes(existing.spec, spec) if existing.spec else []
+    ops = _plan_changes(existing, plan)
+    if existing.source != source:
+        lines = [f"lab {name} is already up, built from {existing.source}; {source} defines a lab of the same "
+                 "name" + (", and it differs:" if changes or ops else " with the same content")]
+    else:
+        lines = [f"lab {name} is already up from {source}, and the file differs from what was built:"]
+    lines += listed(changes)
+    lines += ([f"  in {'ip(8) commands' if changes else 'the plan'}:", *listed(ops, "    ")] if ops else [])
+    if existing.source != source:
+        lines.append(f"Take it down first (netlab down {name}), or give this file's lab another name")
+    else:
+        again = f"{source} --variant {variant}" if variant else source
+        lines.append(f"To apply the change: netlab down {name} && netlab up {again}")
     raise AlreadyUp("\n".join(lines))
+
+
+def _plan_changes(existing: LabState, plan: Plan) -> list[str]:
+    """For a state written before netlab recorded the lab itself: what differs, op by op."""
+    old, new = set(existing.plan), {op.render() for op in plan.ops}
+    # (a ruleset's op spans several lines: its text, indented under it)
+    return ([f"- {line}".replace("\n", "\n    ") for line in existing.plan if line not in new]
+            + [f"+ {op.render()}".replace("\n", "\n    ") for op in plan.ops if op.render() not in old])
 
 
 def resolve_lab_name(target: str, variant: str | None = None) -> str:
@@ -257,7 +292,7 @@ def _take_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] 
 def down_all(driver: KernelDriver) -> list[TeardownReport]:
     require_root("down")
     marks = driver.namespaces()
-    labs = sorted({s.lab for s in all_states()} | labs_present(marks))
+    labs = sorted(set(state_labs()) | labs_present(marks))
     reports = []
     for lab in labs:
         reports.append(_take_down(lab, driver, marks))
@@ -272,38 +307,51 @@ def down_all(driver: KernelDriver) -> list[TeardownReport]:
 @dataclass
 class LabStatus:
     lab: str
-    status: str  # up | building | partial | orphaned (namespaces without state)
+    status: str  # up | building | partial | orphaned (namespaces without state) | state unreadable
     source: str | None
     created: str | None
     nodes: dict[str, NamespaceView | None]  # node → what the kernel shows (None: namespace missing)
+    responders: list[ResponderHealth] = field(default_factory=list)
+    problem: str | None = None  # what is wrong and what to do (an unreadable state, a dead responder)
 
 
 def status(driver: KernelDriver, only: str | None = None, variant: str | None = None) -> list[LabStatus]:
     require_root("status")
     marks = driver.namespaces()
-    states = {s.lab: s for s in all_states()}
-    labs = sorted(set(states) | labs_present(marks))
+    found, broken = all_states()
+    states = {s.lab: s for s in found}
+    unreadable = {e.lab: e for e in broken}
+    labs = sorted(set(states) | set(unreadable) | labs_present(marks))
     if only is not None:
         only = resolve_lab_name(only, variant)
         if only not in labs:
             raise UsageError(f"lab {only} is not up (labs up: {', '.join(labs) or 'none'})")
         labs = [only]
-    out = []
-    for lab in labs:
-        st = states.get(lab)
-        present = {mark[1]: name for name, mark in marks.items() if mark and mark[0] == lab}
-        nodes_ns = dict(st.nodes) if st else dict(present)
-        views: dict[str, NamespaceView | None] = {}
-        for node, ns in nodes_ns.items():
-            views[node] = driver.observe(ns) if ns in marks else None
-        if st is None:
-            kind = "orphaned"
-        elif st.status != "up":
-            kind = st.status
-        else:
-            kind = "up" if all(v is not None for v in views.values()) else "partial"
-        out.append(LabStatus(lab, kind, st.source if st else None, st.created if st else None, views))
-    return out
+    return [_lab_status(lab, states.get(lab), unreadable.get(lab), marks, driver) for lab in labs]
+
+
+def _lab_status(lab: str, st: LabState | None, unreadable: StateUnreadable | None,
+                marks: dict[str, tuple[str, str] | None], driver: KernelDriver) -> LabStatus:
+    present = {mark[1]: name for name, mark in marks.items() if mark and mark[0] == lab}
+    nodes_ns = dict(st.nodes) if st else dict(present)
+    views: dict[str, NamespaceView | None] = {}
+    for node, ns in nodes_ns.items():
+        views[node] = driver.observe(ns) if ns in marks else None
+    if unreadable is not None:
+        return LabStatus(lab, "state unreadable", None, None, views, problem=str(unreadable))
+    if st is None:
+        return LabStatus(lab, "orphaned", None, None, views)
+    kind = st.status
+    if kind == "up" and any(v is None for v in views.values()):
+        kind = "partial"
+    health = responder_health(st.pids, responder_log_path(lab))
+    dead = [h for h in health if not h.running]
+    problem = None
+    if dead:
+        problem = (f"{len(dead)} of its {len(health)} responder processes {'is' if len(dead) == 1 else 'are'} dead: "
+                   "nothing answers on the ports its nodes serve; `netlab down "
+                   f"{lab} && netlab up {st.source}` starts them again")
+    return LabStatus(lab, kind, st.source, st.created, views, health, problem)
 
 
 # ---------------------------------------------------------------- checks
@@ -326,6 +374,10 @@ def lab_context(target: str, variant: str | None = None) -> LabContext:
         why = "is not up" if st is None else f"is not fully up (status: {st.status})"
         raise UsageError(f"lab {name} {why}; run `{how}` first, or `netlab check --up FILE` to build, "
                          "check and take it down in one go")
+    if lab is not None and str(Path(target).resolve()) != st.source and os.path.exists(st.source):
+        # Two files, one lab name: the checks that judge the lab are those of the file it was built from.
+        raise UsageError(f"lab {name} was built from {st.source}, not from {target}; its checks are that "
+                         f"file's: netlab check {name}")
     if lab is None:
         if not os.path.exists(st.source):
             raise UsageError(f"lab {name} was built from {st.source}, which is gone; "
@@ -340,11 +392,34 @@ def lab_context(target: str, variant: str | None = None) -> LabContext:
         variant = next((v for v, (vlab, _) in labs.variants.items() if vlab is lab), None)
     if build_plan(lab).fingerprint != st.fingerprint:
         again = (target if is_file else st.source) + (f" --variant {variant}" if variant else "")
-        raise UsageError(
+        built = {k: v for k, v in st.spec.items() if k != "checks"}
+        changes = key_changes(built, {k: v for k, v in lab_data(lab).items() if k != "checks"}) if built else []
+        raise UsageError("\n".join([
+            f"lab {name} is up, but its file has changed since (other than its checks):", *listed(changes),
+            f"rebuild it first: netlab down {name} && netlab up {again}"]) if changes else
             f"lab {name} is up, but its file has changed since (other than its checks); "
-            f"rebuild it first: netlab down {name} && netlab up {again}"
-        )
+            f"rebuild it first: netlab down {name} && netlab up {again}")
     return LabContext(lab, dict(st.nodes))
+
+
+def explain_dead_responders(lab: Lab, verdicts: list[Verdict]) -> list[Verdict]:
+    """A probe to a served port that was refused (or unanswered) while the lab's responder
+    process is dead: say so, instead of a bare "refused"."""
+    st = read_state(lab.name)
+    dead = [h for h in responder_health(st.pids, responder_log_path(lab.name)) if not h.running] if st else []
+    if not dead:
+        return verdicts
+    served = {int(entry.partition("/")[2]) for node in lab.nodes.values() for entry in node.serve}
+    why = (f"nothing answers there: the lab's responder process is dead ({'; '.join(map(str, dead))}); "
+           f"`netlab down {lab.name} && netlab up {st.source if st else 'FILE'}` starts it again")
+    out = []
+    for v in verdicts:
+        hit = [p for p in v.probes if p.get("outcome") in ("refused", "timeout") and p.get("dport") in served]
+        if v.passed or not hit:
+            out.append(v)
+            continue
+        out.append(replace(v, summary=f"{v.summary} — the lab's responder is dead", reasons=[why, *v.reasons]))
+    return out
 
 
 @dataclass
@@ -400,7 +475,7 @@ def check(
         interrupts.raise_pending()
         ctx = lab_context(target, variant)
         ctx.keep_frames = keep_frames
-        verdicts = run_checks(ctx, select_checks(ctx.lab, only), on_done=on_done)
+        verdicts = explain_dead_responders(ctx.lab, run_checks(ctx, select_checks(ctx.lab, only), on_done=on_done))
     except BaseException as err:
         signum = interrupts.signum_of(err)
         if signum is None:

@@ -1,18 +1,25 @@
 """What netlab has built: one JSON file per lab in /run/netlab (root-only, written
 atomically), so `down` and `status` work from any later process. /run is a tmpfs:
-after a reboot both the state and the namespaces are gone, which is consistent."""
+after a reboot both the state and the namespaces are gone, which is consistent.
+
+A state file that exists but cannot be read (empty, truncated, not netlab's) is never
+taken for "no lab": every command that meets it raises StateUnreadable, which names the
+file and what to do (`down` still works: it finds the lab by its namespaces' marks)."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
 
+from netlab.errors import NetlabError
 from netlab.naming import STATE_DIR
 
 
@@ -26,10 +33,22 @@ class LabState:
     plan: list[str] = field(default_factory=list)  # rendered ops, to tell what differs later
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     pids: list[int] = field(default_factory=list)  # processes the lab started (responders)
+    source_hash: str = ""  # sha256 of the lab file's bytes when the lab was built
+    spec: dict[str, Any] = field(default_factory=dict)  # the lab as built (lab.render.lab_data), to diff
 
     @property
     def namespaces(self) -> list[str]:
         return list(self.nodes.values())
+
+
+class StateUnreadable(NetlabError):
+    """A lab's state file exists but says nothing netlab can use."""
+
+    def __init__(self, lab: str, path: str, why: str) -> None:
+        self.lab, self.path, self.why = lab, path, why
+        super().__init__(f"the state file of lab {lab} ({path}) {why}, so netlab cannot tell what the lab "
+                         f"has; run `netlab down {lab}` (it finds the lab's namespaces by their netlab mark and "
+                         "removes the file), then `netlab up` again")
 
 
 def state_dir() -> str:
@@ -65,17 +84,28 @@ def write_state(state: LabState) -> None:
 
 
 def read_state(lab: str) -> LabState | None:
+    """The lab's state; None if it has none. Raises StateUnreadable for a file that is
+    there but unreadable, empty, torn or not a netlab state."""
+    path = state_path(lab)
     try:
-        with open(state_path(lab)) as f:
-            data = json.load(f)
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return None  # unreadable or torn: `down` falls back to ownership marks
+    except OSError as e:
+        raise StateUnreadable(lab, path, f"cannot be read ({e.strerror})") from None
+    if not raw.strip():
+        raise StateUnreadable(lab, path, "is empty")
     try:
-        return LabState(**data)
-    except TypeError:
-        return None
+        data = json.loads(raw)
+    except ValueError as e:
+        raise StateUnreadable(lab, path, f"is not valid JSON ({e}; truncated?)") from None
+    names = {f.name for f in fields(LabState)}
+    required = {f.name for f in fields(LabState) if f.default is f.default_factory is dataclasses.MISSING}
+    if not isinstance(data, dict) or not required <= data.keys():
+        missing = sorted(required - data.keys()) if isinstance(data, dict) else ["everything"]
+        raise StateUnreadable(lab, path, f"is not a netlab state (missing: {', '.join(missing)})")
+    return LabState(**{k: v for k, v in data.items() if k in names})
 
 
 def remove_state(lab: str) -> None:
@@ -84,13 +114,27 @@ def remove_state(lab: str) -> None:
             os.unlink(path)
 
 
-def all_states() -> list[LabState]:
+def state_labs() -> list[str]:
+    """Names of the labs that have a state file (readable or not)."""
     try:
         names = sorted(os.listdir(state_dir()))
     except FileNotFoundError:
         return []
-    states = [read_state(n[: -len(".json")]) for n in names if n.endswith(".json")]
-    return [s for s in states if s is not None]
+    return [n[: -len(".json")] for n in names if n.endswith(".json") and not n.startswith(".")]
+
+
+def all_states() -> tuple[list[LabState], list[StateUnreadable]]:
+    """Every lab's state, and the state files that could not be read."""
+    states, broken = [], []
+    for lab in state_labs():
+        try:
+            st = read_state(lab)
+        except StateUnreadable as e:
+            broken.append(e)
+            continue
+        if st is not None:
+            states.append(st)
+    return states, broken
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from netlab import processes
 from netlab.kernel.driver import KernelDriver
 from netlab.naming import split_netns_name
 from netlab.probes.responders import is_running, responders_of, stop_responders
-from netlab.state import read_state, remove_state
+from netlab.state import StateUnreadable, read_state, remove_state
 
 
 @dataclass
@@ -19,6 +19,7 @@ class TeardownReport:
     stopped: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # look like the lab's but carry no mark
     had_state: bool = False
+    unreadable: StateUnreadable | None = None  # the state file was there but useless (removed now)
 
 
 def labs_present(marks: dict[str, tuple[str, str] | None]) -> set[str]:
@@ -26,8 +27,12 @@ def labs_present(marks: dict[str, tuple[str, str] | None]) -> set[str]:
 
 
 def tear_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] | None] | None = None) -> TeardownReport:
-    state = read_state(lab)
-    report = TeardownReport(lab, had_state=state is not None)
+    unreadable = None
+    try:
+        state = read_state(lab)
+    except StateUnreadable as e:  # the marks tell what is the lab's
+        state, unreadable = None, e
+    report = TeardownReport(lab, had_state=state is not None or unreadable is not None, unreadable=unreadable)
     # The lab's responders first (they hold sockets in its namespaces): those the state
     # lists, and any found by their argv tag when the state is lost or incomplete.
     report.stopped = stop_lab_processes(lab, state.pids if state else [])

@@ -39,6 +39,7 @@ Proto = Literal["tcp", "udp", "http"]
 PROTOS: tuple[Proto, ...] = ("tcp", "udp", "http")
 MODULE = "netlab.probes.responder_server"
 
+EXIT_WORDS = "exit status"  # the log line the process leaves when it ends: "exit status N: why"
 TCP_IDLE = 5.0  # a TCP client that neither talks nor closes for this long is dropped
 HTTP_MAX_REQUEST = 16 * 1024
 LISTEN_BACKLOG = 1024
@@ -488,7 +489,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.set_wakeup_fd(wake_w)
     server = _Server(bound, wake_r)
 
-    def on_signal(_sig: int, _frame: object) -> None:
+    stopped_by: list[str] = []
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stopped_by.append(signal.Signals(sig).name)
         server.stop = True
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -502,10 +506,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     _log(f"serving {len(bound)} services in {len({s.ns for s in services})} namespaces "
          f"(bound in {(time.monotonic() - started) * 1000:.1f} ms)")
     report({"ok": True, "pid": os.getpid(), "services": len(bound)})
-    server.run()
+    try:
+        server.run()
+    except BaseException as e:
+        _log(f"{EXIT_WORDS} 1: crashed: {e!r}")  # its last words, for `netlab status`
+        raise
     for _, sock in bound:
         sock.close()
-    _log("stopped")
+    _log(f"{EXIT_WORDS} 0: stopped by {stopped_by[0] if stopped_by else 'request'}")
     return 0
 
 

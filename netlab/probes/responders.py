@@ -19,12 +19,12 @@ import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from netlab import processes
 from netlab.deadline import Deadline
-from netlab.probes.responder_server import MODULE, Service, describe, validate
+from netlab.probes.responder_server import EXIT_WORDS, MODULE, Service, describe, validate
 
 # The module name responders of labs built by earlier versions run under: still theirs to stop.
 MODULES = (MODULE, "netlab.probes.responders")
@@ -200,3 +200,40 @@ def stop_responders(pid: int, timeout: float = 5.0) -> None:
         processes.end([pid], timeout, own={pid: proc})
     elif is_running(pid):
         processes.end([pid], timeout)
+
+
+@dataclass(frozen=True)
+class ResponderHealth:
+    pid: int
+    running: bool
+    exit: str | None  # how it ended, from its log ("exit status 0: stopped by SIGTERM"); None if unknown
+
+    def __str__(self) -> str:
+        if self.running:
+            return f"PID {self.pid} running"
+        how = self.exit or "exit status unknown: it left no word (killed by SIGKILL, or crashed hard)"
+        return f"PID {self.pid} dead ({how})"
+
+
+def health(pids: Sequence[int], log_path: str | None) -> list[ResponderHealth]:
+    """Each of the lab's responder processes: running, or dead and how it ended if its log says."""
+    out = []
+    for pid in pids:
+        running = is_running(pid)
+        out.append(ResponderHealth(pid, running, None if running else _last_words(pid, log_path)))
+    return out
+
+
+def _last_words(pid: int, log_path: str | None) -> str | None:
+    if not log_path:
+        return None
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 64 * 1024))
+            lines = f.read().decode(errors="replace").splitlines()
+    except OSError:
+        return None
+    tag = f"responders[{pid}]: {EXIT_WORDS} "
+    words = [line.split(f"responders[{pid}]: ", 1)[1] for line in lines if tag in line]
+    return words[-1] if words else None

@@ -403,7 +403,8 @@ def test_up_from_a_changed_file_refuses_and_says_what_differs(lab_file: Any, kn:
     lab.path.write_text(yaml.safe_dump({"name": lab.name, **changed}))
     rc, out, err = netlab_cli("up", lab.path)
     assert rc == 1, out
-    assert f"lab {lab.name} is already up from {lab.path.resolve()}, and the lab differs from it" in err
+    assert f"lab {lab.name} is already up from {lab.path.resolve()}, and the file differs from what was built" in err
+    assert '  + nodes.a.routes: [{"to": "10.5.0.0/16", "via": "10.0.0.2"}]' in err
     assert f"+ ip -n {lab.ns('a')} route add 10.5.0.0/16 via 10.0.0.2" in err
     assert f"To apply the change: netlab down {lab.name} && netlab up {lab.path.resolve()}" in err
     assert kn.snapshot(lab.name) == before  # nothing was changed
@@ -413,7 +414,9 @@ def test_up_from_a_changed_file_refuses_and_says_what_differs(lab_file: Any, kn:
     assert rc == 1
     assert f"- ip -n {lab.ns('b')} addr add 10.0.0.2/24 dev eth0" in err
     assert f"+ ip -n {lab.ns('b')} addr add 10.0.0.3/24 dev eth0" in err
-    assert f"(now from {other.path.resolve()})" in err
+    assert f"lab {lab.name} is already up, built from {lab.path.resolve()}; {other.path.resolve()} defines " \
+           "a lab of the same name, and it differs:" in err
+    assert '  ~ nodes.b.links.eth0.addresses[0]: "10.0.0.2/24" → "10.0.0.3/24"' in err
     assert kn.snapshot(lab.name) == before
     rc, _, _ = netlab_cli("down", lab.name)
     assert rc == 0 and kn.leftovers(lab.name) == []
