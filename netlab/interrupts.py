@@ -76,16 +76,22 @@ def started() -> None:
     _started = True
 
 
+def _ours() -> bool:
+    """In the main thread, with netlab's handler installed (the CLI, or inside deferred())."""
+    return threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _handler
+
+
 def hold() -> None:
-    """From here a signal is only recorded, until `release()` (in the main thread)."""
+    """From here a signal is only recorded, until `release()`. Only where netlab's handler
+    is installed: a program using netlab as a library keeps its own signal handling."""
     global _depth
-    if threading.current_thread() is threading.main_thread():
+    if _ours():
         _depth += 1
 
 
 def release() -> None:
     global _depth
-    if threading.current_thread() is threading.main_thread():
+    if _ours():
         _depth = max(0, _depth - 1)
 
 

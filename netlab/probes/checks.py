@@ -161,8 +161,11 @@ def run_checks(ctx: LabContext, checks: Sequence[Check] | None = None, *, worker
             on_done(verdict)
         return verdict
 
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="netlab-check") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="netlab-check")
+    try:
         return list(pool.map(one, todo))
+    finally:  # interrupted: the running checks end, the queued ones never start
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_check(ctx: LabContext, check: Check) -> Verdict:

@@ -717,5 +717,8 @@ def probe_many(requests: Sequence[ProbeRequest], *, workers: int = 16) -> list[P
         check_request(r)
     if not reqs:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(reqs))), thread_name_prefix="netlab-probe") as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(reqs))), thread_name_prefix="netlab-probe")
+    try:
         return list(pool.map(_run, reqs))
+    finally:  # interrupted: the running probes end, the queued ones never start
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,48 @@
+"""netlab/interrupts.py in-process (rootless): a signal inside deferred() waits for the end
+of the block, and is then handed to whoever handles signals in this program."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from netlab import interrupts
+from netlab.errors import Interrupted
+
+
+def test_a_signal_inside_deferred_waits_and_is_handed_back() -> None:
+    # pytest's own SIGINT handling is Python's: KeyboardInterrupt. netlab borrows the
+    # handler for the block only, and re-sends the signal when it ends.
+    ran_to_the_end = []
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        signal.raise_signal(signal.SIGINT)
+        ran_to_the_end.append(True)
+    assert ran_to_the_end == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert interrupts.pending() is None
+
+
+def test_nested_deferred_hands_it_back_once_outermost_ends() -> None:
+    steps = []
+    with pytest.raises(KeyboardInterrupt), interrupts.deferred():
+        with interrupts.deferred():
+            signal.raise_signal(signal.SIGINT)
+            steps.append("inner")
+        steps.append("outer")
+    assert steps == ["inner", "outer"]
+
+
+def test_hold_does_nothing_without_netlabs_handler() -> None:
+    interrupts.hold()  # a library user's signals stay theirs
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    interrupts.release()
+
+
+def test_signal_names_and_exit_codes() -> None:
+    assert interrupts.signum_of(KeyboardInterrupt()) == signal.SIGINT
+    assert interrupts.signum_of(interrupts.Signalled(signal.SIGTERM)) == signal.SIGTERM
+    assert interrupts.signum_of(ValueError()) is None
+    assert Interrupted("x", signal.SIGINT).exit_code == 130
+    assert Interrupted("x", signal.SIGTERM).exit_code == 143
