@@ -483,22 +483,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report({"ok": False, "error": f"cannot open sockets: {e!r}"})
         return 1
 
-    # SIGTERM/SIGINT end the loop cleanly: the handler only sets a flag, and the wakeup
-    # pipe makes the selector return at once instead of at its next timeout.
-    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    signal.set_wakeup_fd(wake_w)
-    server = _Server(bound, wake_r)
-
-    stopped_by: list[str] = []
-
-    def on_signal(sig: int, _frame: object) -> None:
-        stopped_by.append(signal.Signals(sig).name)
-        server.stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: no terminal to hang up on
-
+    server, stopped_by = _stoppable_server(bound)
     # Don't keep the spec memfd (stdin) open for the daemon's whole life.
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
@@ -515,6 +500,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sock.close()
     _log(f"{EXIT_WORDS} 0: stopped by {stopped_by[0] if stopped_by else 'request'}")
     return 0
+
+
+def _stoppable_server(bound: list[tuple[Service, socket.socket]]) -> tuple[_Server, list[str]]:
+    """The server, and the names of the signals that stopped it. SIGTERM/SIGINT end the
+    loop cleanly: the handler only sets a flag, and the wakeup pipe makes the selector
+    return at once instead of at its next timeout."""
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.set_wakeup_fd(wake_w)
+    server = _Server(bound, wake_r)
+    stopped_by: list[str] = []
+
+    def on_signal(sig: int, _frame: object) -> None:
+        stopped_by.append(signal.Signals(sig).name)
+        server.stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # detached: no terminal to hang up on
+    return server, stopped_by
 
 
 if __name__ == "__main__":

@@ -62,31 +62,7 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
     validate(services)
     spec = json.dumps({"services": [asdict(s) for s in services]}).encode()
 
-    spec_fd = os.memfd_create("netlab-responders-spec", os.MFD_CLOEXEC)
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child, closed below
-    # The child must find this netlab even when it is run from a checkout that is not
-    # installed; it runs in / so it never keeps a mount or directory busy.
-    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    try:
-        os.write(spec_fd, spec)
-        os.lseek(spec_fd, 0, os.SEEK_SET)
-        proc = subprocess.Popen(
-            [sys.executable, "-m", MODULE, "--ready-fd", str(ready_w), *(["--lab", lab] if lab else [])],
-            stdin=spec_fd, stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
-            pass_fds=(ready_w,), start_new_session=True, cwd="/", env=env,
-        )
-    except BaseException:
-        os.close(ready_r)
-        raise
-    finally:
-        os.close(spec_fd)
-        os.close(ready_w)
-        if log is not None:
-            log.close()
-
+    proc, ready_r = _spawn(spec, log_path, lab)
     deadline = Deadline(ready_timeout, f"the responder process (PID {proc.pid}) to bind {len(services)} "
                                        "sockets and report ready")
     try:
@@ -114,6 +90,36 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
                              service=svc, err=err, pid=proc.pid)
     what = msg.get("error") or f"responder process exited (code {code}) before it was ready"
     raise ResponderError(what + _log_hint(log_path), pid=proc.pid)
+
+
+def _spawn(spec: bytes, log_path: str | None, lab: str | None) -> tuple[subprocess.Popen[bytes], int]:
+    """The responder process, detached, with the spec on its stdin; and the read end of
+    the pipe it reports readiness on."""
+    spec_fd = os.memfd_create("netlab-responders-spec", os.MFD_CLOEXEC)
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child, closed below
+    # The child must find this netlab even when it is run from a checkout that is not
+    # installed; it runs in / so it never keeps a mount or directory busy.
+    pkg_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    try:
+        os.write(spec_fd, spec)
+        os.lseek(spec_fd, 0, os.SEEK_SET)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", MODULE, "--ready-fd", str(ready_w), *(["--lab", lab] if lab else [])],
+            stdin=spec_fd, stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
+            pass_fds=(ready_w,), start_new_session=True, cwd="/", env=env,
+        )
+    except BaseException:
+        os.close(ready_r)
+        raise
+    finally:
+        os.close(spec_fd)
+        os.close(ready_w)
+        if log is not None:
+            log.close()
+    return proc, ready_r
 
 
 def _read_ready(fd: int, deadline: Deadline) -> dict[str, Any] | None:
