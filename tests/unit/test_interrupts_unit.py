@@ -46,3 +46,28 @@ def test_signal_names_and_exit_codes() -> None:
     assert interrupts.signum_of(ValueError()) is None
     assert Interrupted("x", signal.SIGINT).exit_code == 130
     assert Interrupted("x", signal.SIGTERM).exit_code == 143
+
+
+def test_dumping_a_lab_runs_no_python_discriminator() -> None:
+    # pydantic turns an exception raised inside a Python discriminator during serialization
+    # (a Ctrl-C landing there) into a warning and goes on: the signal was lost, and `up`
+    # finished "successfully". links: and checks: are SerializeAsAny, so none runs.
+    import sys
+
+    from netlab.load import load_lab
+
+    lab = load_lab("labs/flannel-vxlan.yaml")
+    called: list[str] = []
+
+    def watch(frame: object, event: str, _arg: object) -> None:
+        name = getattr(getattr(frame, "f_code", None), "co_name", "")
+        if event == "call" and name in ("_link_tag", "_check_tag"):
+            called.append(name)
+
+    sys.setprofile(watch)
+    try:
+        lab.model_dump(mode="json", by_alias=True)
+    finally:
+        sys.setprofile(None)
+    assert called == []
+    assert lab.checks and any(node.links for node in lab.nodes.values())
