@@ -344,10 +344,20 @@ def test_check_by_name_uses_the_file_it_was_built_from(checklab: CheckLab) -> No
 def test_changed_lab_is_refused(checklab: CheckLab, netlab_cli: NetlabCli, tmp_path: Path) -> None:
     spec = json.loads(json.dumps(checklab.spec))
     spec["nodes"]["client"]["links"]["eth0"]["mtu"] = 1400
+    # Another file with the lab's name: the checks that judge the lab are its own file's.
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump({"name": checklab.lab.name, **spec, "checks": []}))
     r = netlab_cli("check", changed)
-    assert r.rc == 2 and "has changed since" in r.err
+    assert r.rc == 2 and f"was built from {checklab.lab.path.resolve()}, not from {changed}" in r.err
+    # The lab's own file, changed since: every key that differs is listed.
+    original = checklab.lab.path.read_text()
+    try:
+        checklab.lab.path.write_text(yaml.safe_dump({"name": checklab.lab.name, **spec, "checks": []}))
+        r = netlab_cli("check", checklab.lab.name)
+        assert r.rc == 2 and "has changed since (other than its checks):" in r.err
+        assert "  + nodes.client.links.eth0.mtu: 1400" in r.err
+    finally:
+        checklab.lab.path.write_text(original)
 
 
 def test_not_up_and_bad_file(lab_file: LabFactory, netlab_cli: NetlabCli) -> None:
