@@ -285,3 +285,28 @@ def test_the_fake_refuses_what_the_kernel_refuses() -> None:
     with pytest.raises(ObserveError, match=r"^no interface eth5 \(the query's oif\)$"):
         fake.route_get("n", [RouteQuery("10.0.0.1", oif="eth5")])
     assert fake.nft_list("n", "table inet filter") is None
+
+
+# --------------------------------------------------------------------------- the plugin's handle
+
+
+def test_the_plugins_handle_reads_through_its_observer() -> None:
+    from netlab.pytest_plugin import LabHandle
+
+    lab = lab_with(CONNTRACK_CHECK)
+    fake = FakeObserver(spaces(lab))
+    fake.namespaces["hg.node3"].routes = [node3_route()]
+    fake.namespaces["hg.node1"].conntrack = [entry(40001), entry(50000)]
+    handle = LabHandle(lab, {node: f"hg.{node}" for node in lab.nodes}, HOST_GW, observer=fake)
+    answer = handle.route_get("node3", "10.244.0.2", fwmark=0x1)
+    assert (answer.dev, answer.via, answer.text) == ("eth0", "192.168.49.2",
+                                                    "10.244.0.2 via 192.168.49.2 dev eth0 table main mark 0x1")
+    assert [r.text for r in handle.rules("node3")][:3] == ["0: from all lookup local", "32766: from all lookup main",
+                                                          "32767: from all lookup default"]
+    [flow] = Sender()([ProbeRequest("hg.web-a", "tcp", "10.244.2.2", 8080)], workers=1)
+    assert handle.conntrack("node1", flow) == [entry(40001)]
+    assert len(handle.conntrack("node1")) == 2
+    assert handle.ipvs("node1").text == "(no virtual services)\n(no connections)"
+    assert [c[:2] for c in fake.calls] == [("route_get", "hg.node3"), ("rules", "hg.node3"), ("conntrack", "hg.node1"),
+                                           ("conntrack", "hg.node1"), ("ipvs", "hg.node1")]
+    assert fake.queries == [RouteQuery("10.244.0.2", fwmark=0x1)]
