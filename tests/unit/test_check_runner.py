@@ -7,6 +7,8 @@ judged from the fake's entries, and what cannot be observed says why."""
 from __future__ import annotations
 
 import errno
+import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -310,3 +312,13 @@ def test_the_plugins_handle_reads_through_its_observer() -> None:
     assert [c[:2] for c in fake.calls] == [("route_get", "hg.node3"), ("rules", "hg.node3"), ("conntrack", "hg.node1"),
                                            ("conntrack", "hg.node1"), ("ipvs", "hg.node1")]
     assert fake.queries == [RouteQuery("10.244.0.2", fwmark=0x1)]
+
+
+def test_the_judges_the_fib_and_the_fake_import_no_netlink_layer() -> None:
+    """The read side's pure half stays pure: importing it loads neither pyroute2 nor libnftables."""
+    pure = ("netlab.observations", "netlab.fib.query", "netlab.fib.lookup", "netlab.fib.text", "netlab.probes.judge",
+            "netlab.probes.drops", "netlab.probes.checks", "netlab.kernel.observer", "netlab.kernel.fake_observer")
+    code = (f"import sys; import {', '.join(pure)}; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'nftables')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
