@@ -1,19 +1,22 @@
 """A lab's topology as people draw it: a small graph model and its renderers.
 
 build_graph() reads an explicit lab (and, for a `cluster:` lab, the expansion's layout:
-which pods live on which cluster node, the services and their endpoints) into a Graph:
-namespaces with their interfaces and addresses, veth pairs as wires, bridges as switches
-with their ports, VXLAN devices of one VNI as an overlay over the underlay, services
-with their endpoints, and the tables that make a namespace a router. Pure: no kernel,
-no files; `netlab graph` draws a running lab from the lab file its state names.
+which pods live on which cluster node with which labels, the services and their
+endpoints) into a Graph: namespaces with their interfaces and addresses, veth pairs as
+wires, bridges as switches with their ports, VXLAN devices of one VNI as an overlay over
+the underlay, services with their endpoints, and the tables that make a namespace a
+router. Pure but for load_graph (the lab file, or a running lab's state: no kernel
+reads) and render_svg (Graphviz).
 
 The renderers decide how it looks; the model keeps every fact (JSON is the model):
-- to_dot(): Graphviz. A namespace is a box (a pod's box inside its cluster node's); a
-  bridge port's host-side veth is folded into the line from the bridge to what is
-  plugged in; a namespace with one interface and nothing else to say is one node; many
-  such leaves on one bridge become one table (flannel-scale's 20 pods a node);
+- to_dot(): Graphviz. A namespace is a box (a pod's box inside its cluster node's, a
+  VRF a box inside its namespace's, holding its interfaces); a bridge port's host-side
+  veth is folded into the line from the bridge to what is plugged in; a namespace with
+  one interface and nothing else to say is one node; many such leaves on one bridge
+  become one table (flannel-scale's 20 pods a node);
 - to_mermaid(): the same drawing as Mermaid text, which GitHub renders;
-- render_svg(): to_dot() through Graphviz's `dot` (an SVG the HTML report can embed).
+- render_svg(): to_dot() through Graphviz's `dot`; inline=True gives the bare <svg>
+  element an HTML page (the report) embeds.
 """
 
 from __future__ import annotations
