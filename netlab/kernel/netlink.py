@@ -57,6 +57,10 @@ class _Handle:
 
 
 class NetlinkDriver:
+    """KernelDriver over netlink: one stage's ops grouped per namespace, namespaces taken
+    in turn by `workers` threads, each namespace's rtnetlink messages sent in batches on
+    a socket opened inside it (kept, with the namespace's fd, until close())."""
+
     def __init__(self, workers: int = 2) -> None:
         self.workers = max(1, workers)
         self._handles: dict[str, _Handle] = {}
