@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.expand.policy import BRIDGE_NF, PolicyPod
-from netlab.expand.services import PodAddress, ProxyFragment, ServicePortView
+from netlab.expand.services import Addr, Net, PodAddress, ProxyFragment, ServicePortView
 from netlab.lab.model import (
     IFNAMSIZ,
     Bridge,
@@ -66,8 +66,6 @@ FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 # Fields every node and pod carry from `Node`, copied through from the cluster section.
 _NODE_FIELDS = tuple(Node.model_fields)
 
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 @dataclass(frozen=True)

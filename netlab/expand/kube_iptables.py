@@ -28,7 +28,7 @@ from netlab.vocabulary import host_port
 _MARKED = f"{MASQ_MARK}/{MASQ_MARK}"
 
 
-def _q(text: str) -> str:
+def _comment_arg(text: str) -> str:
     """iptables-save quotes a comment only when it has spaces."""
     return f'"{text}"' if " " in text else text
 
@@ -135,7 +135,7 @@ def _service_port(dump: _Dump, sp: ServicePortView, node: str, pod_cidr: str) ->
         dump.services.append(f'-A KUBE-SERVICES -m comment --comment "{name} loadbalancer IP" {match} '
                              f"-d {sp.load_balancer_ip}/{_host_len(sp.family)} --dport {sp.port} -j {ext}")
     if sp.node_port is not None:
-        dump.nodeports.append(f"-A KUBE-NODEPORTS -m comment --comment {_q(name)} {match} "
+        dump.nodeports.append(f"-A KUBE-NODEPORTS -m comment --comment {_comment_arg(name)} {match} "
                               f"--dport {sp.node_port} -j {ext}")
     # The service chain: masquerade what does not come from a pod, then pick an endpoint.
     dump.chains.append(f'-A {svc} -m comment --comment "{name} cluster IP" {match} {to_vip} '
@@ -185,9 +185,9 @@ def _endpoint_chains(dump: _Dump, sp: ServicePortView, seps: list[tuple[Endpoint
         dump.nat_chains.append(sep)
         recent = f" -m recent --set --name {sep} --mask {mask} --rsource" if sp.affinity else ""
         dump.chains += [
-            f"-A {sep} -m comment --comment {_q(name)} -s {ep.address}/{_host_len(sp.family)} "
+            f"-A {sep} -m comment --comment {_comment_arg(name)} -s {ep.address}/{_host_len(sp.family)} "
             "-j KUBE-MARK-MASQ",
-            f"-A {sep} -m comment --comment {_q(name)} -m {proto} -p {proto}{recent} "
+            f"-A {sep} -m comment --comment {_comment_arg(name)} -m {proto} -p {proto}{recent} "
             f"-j DNAT --to-destination {host_port(ep.address, ep.port)}",
         ]
 

@@ -82,7 +82,8 @@ def endpoint_base(sp: ServicePortView, ep: Endpoint) -> str:
     return hash_and_truncate(f"{sp.namespace}/{sp.service}/{sp.protocol}/{sp.port_name}__{ip}/{ep.port}")
 
 
-def _q(text: str) -> str:
+def _nft_string(text: str) -> str:
+    """A string in nft's syntax: double quotes, an inner one escaped."""
     return '"' + text.replace('"', '\\"') + '"'
 
 
@@ -251,7 +252,7 @@ def _port_elements(fam: _Family, node: str, sp: ServicePortView, cluster_ips: se
     if sp.cluster_ip not in cluster_ips:
         cluster_ips.add(sp.cluster_ip)
         elements.append(f"add element {t} cluster-ips {{ {sp.cluster_ip} }}")
-    comment = f"comment {_q(sp.name)}"
+    comment = f"comment {_nft_string(sp.name)}"
     if has_endpoints:
         elements.append(f"add element {t} service-ips {{ {sp.cluster_ip} . {proto} . {sp.port} : goto {service} }}")
     else:

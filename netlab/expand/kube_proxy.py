@@ -15,12 +15,9 @@ from netlab.expand.kube_ipvs import DUMMY as KUBE_IPVS_DUMMY
 from netlab.expand.kube_ipvs import SETS as IPVS_SETS
 from netlab.expand.kube_ipvs import ipvs_fragment, set_name
 from netlab.expand.kube_nftables import nftables_fragment
-from netlab.expand.services import DEFAULT_SERVICE_CIDR, ProxyFragment, ServicePortView
+from netlab.expand.services import DEFAULT_SERVICE_CIDR, Addr, Net, ProxyFragment, ServicePortView
 from netlab.lab.model import Cluster
 from netlab.lab.source import Complaint
-
-Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
-Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def kube_proxy(cluster: Cluster, node: str, services: list[ServicePortView], address: Addr,

@@ -28,6 +28,7 @@ FIRST_CLUSTER_IP = 10  # services without `cluster_ip:` get .10, .11, … (kube-
 DEFAULT_SERVICE_CIDR = {4: "10.96.0.0/12", 6: "fd00:10:96::/112"}  # kubeadm's; kind's for IPv6
 
 Addr = ipaddress.IPv4Address | ipaddress.IPv6Address
+Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(frozen=True)
@@ -150,7 +151,7 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
     return out
 
 
-def _given_cluster_ips(cluster: Cluster, service_cidr: ipaddress.IPv4Network | ipaddress.IPv6Network,
+def _given_cluster_ips(cluster: Cluster, service_cidr: Net,
                        complaints: list[Complaint]) -> dict[Addr, str]:
     """The `cluster_ip:`s services give, each checked; the others are handed out around them."""
     taken: dict[Addr, str] = {}
