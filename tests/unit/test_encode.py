@@ -9,7 +9,8 @@ were captured the same way (`ipset create …`, `ipset add …`: the op's restor
 commands), and ipvsadm 1.31's for the rendered `ipvsadm -A` / `-a` lines, partly in the
 VM (`netlab vm run`: Debian's 6.1 kernel, which has IPVS and the set types this
 machine's kernel lacks). The bytes after the nlmsghdr are compared, the type and flags
-apart (the sequence number differs by nature).
+apart (the sequence number differs by nature). scripts/capture-netlink captures a
+command's requests in this form, with the ifindexes they name.
 
 Where the bytes are not identical the kernel reads both messages the same way, and
 `kernel_view` (`ipset_view`, `ipvs_view`) says why, rule by rule. Each rtnetlink case
