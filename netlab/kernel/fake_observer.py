@@ -36,8 +36,9 @@ from netlab.observations import (
     RuleView,
 )
 from netlab.pcap import Frame
+from netlab.vocabulary import BUILTIN_TABLES
 
-MAIN, DEFAULT, LOCAL = 254, 253, 255
+MAIN, DEFAULT, LOCAL = (BUILTIN_TABLES[name] for name in ("main", "default", "local"))
 
 
 @dataclass(frozen=True)

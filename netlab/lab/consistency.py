@@ -293,7 +293,7 @@ def _check_reachable(
     path: tuple[str | int, ...],
     connected: list[tuple[str, Net, str, InVrf | None]],
     local: set[ipaddress.IPv4Address | ipaddress.IPv6Address],
-    table: int | str = 254,
+    table: int | str = BUILTIN_TABLES["main"],
 ) -> Iterator[Complaint]:
     """The kernel refuses a gateway it cannot reach directly ("Nexthop has invalid gateway")
     and a `src:` that is not one of the node's addresses: catch both before `up` starts.
