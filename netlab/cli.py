@@ -21,17 +21,40 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from netlab import __version__, lifecycle
+from netlab import __version__
 from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, LabError, NetlabError, Problem, UsageError
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from netlab import lifecycle
+
+# Start-up is part of every command's time (`netlab --version`, `down` of a lab that is not
+# up): only click loads here. The pipeline (pydantic models, pyroute2, libnftables: ~0.5 s)
+# is imported by the commands that use it, rich by the first line printed.
+
+
+class _LazyConsole:
+    """A rich Console made on first use."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._console: Console | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(highlight=False, soft_wrap=True, **self._options)
+        return getattr(self._console, name)
+
+
+out: Console = _LazyConsole()  # type: ignore[assignment]
+err: Console = _LazyConsole(stderr=True)  # type: ignore[assignment]
 
 EPILOG = """\b
 Exit codes: 0 ok, 1 failed, 2 bad input or usage (nothing created),
@@ -247,6 +270,7 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
     With --variant NAME, the lab file's variant NAME is built instead, as lab LAB-NAME:
     it can be up next to the lab itself (`netlab check LAB-NAME`, `netlab down LAB-NAME`).
     """
+    from netlab import lifecycle
     if dry_run:
         _, plan = lifecycle.load_and_plan(file, variant)
         out.print(plan.render(), end="", markup=False)
@@ -310,6 +334,11 @@ def down(target: str | None, all_: bool, variant: str | None) -> int:
         raise UsageError("give a lab name or file, or --all (not both)")
     if variant and all_:
         raise UsageError("--variant names one lab's variant; it does not go with --all")
+    if target and _never_there(target, variant):
+        out.print(f"lab {_lab_name(target, variant)} was not up; nothing to remove", markup=False)
+        return 0
+    from netlab import lifecycle
+
     driver = _driver()
     try:
         reports = lifecycle.down_all(driver) if all_ else [lifecycle.down(str(target), driver, variant)]
@@ -332,6 +361,19 @@ def down(target: str | None, all_: bool, variant: str | None) -> int:
     return 0
 
 
+def _lab_name(target: str, variant: str | None) -> str:
+    return f"{target}-{variant}" if variant else target
+
+
+def _never_there(target: str, variant: str | None) -> bool:
+    """A lab name (not a file) of which nothing exists, asked as root: answered without
+    the pipeline's imports, so `down` of a lab that is not up takes no time."""
+    from netlab.naming import is_lab_file
+    from netlab.teardown import nothing_of
+
+    return os.geteuid() == 0 and not is_lab_file(target) and nothing_of(_lab_name(target, variant))
+
+
 @cli.command()
 @click.argument("lab", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -344,6 +386,9 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
     netlab cannot read shows as "state unreadable", with what to do. Each responder
     process shows as running or dead (with how it ended, when its log says).
     """
+    from rich.table import Table
+
+    from netlab import lifecycle
     if variant and not lab:
         raise UsageError("--variant needs LAB (a lab name or file)")
     driver = _driver()
@@ -429,7 +474,7 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
     Exit codes: 0 every check passed, 1 a check failed, 2 bad input (bad lab file, lab
     not up, no such check), 3 not root or a kernel feature is missing.
     """
-    from netlab import report
+    from netlab import lifecycle, report
 
     driver = _driver()
     try:
@@ -496,6 +541,7 @@ def capture(lab: str, where: str, expression: tuple[str, ...], write: str | None
     """
     from contextlib import nullcontext
 
+    from netlab import lifecycle
     from netlab.observations import CaptureError
     from netlab.pcap import FilterError, compile_filter
     from netlab.probes.live import capture_live
@@ -542,6 +588,7 @@ def exec(lab: str, node: str, command: tuple[str, ...]) -> int:
     \b
     Example: netlab exec docker-bridge c1 -- ip route
     """
+    from netlab import lifecycle
     from netlab.naming import netns_name
     from netlab.state import read_state
 
@@ -626,6 +673,9 @@ def doctor(as_json: bool) -> int:
 
     Each missing piece comes with how to get it. Exits 3 if a kernel feature is missing.
     """
+    from rich.table import Table
+
+    from netlab import lifecycle
     from netlab.kernel.features import probe_features, probe_tools
 
     lifecycle.require_root("doctor")

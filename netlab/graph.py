@@ -34,6 +34,7 @@ from netlab.expand.cluster import ClusterLayout
 from netlab.lab.model import Bridge, Lab, Node, Route, Rule, Vrf, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.topology import Interface, Topology
+from netlab.naming import is_lab_file
 from netlab.vocabulary import host_port
 
 FORMATS = ("svg", "dot", "mermaid", "json")
@@ -604,7 +605,7 @@ def load_graph(target: str, variant: str | None = None) -> Graph:
     from netlab.load import load_variants
     from netlab.state import read_state
 
-    if target.endswith((".yaml", ".yml")) or "/" in target:
+    if is_lab_file(target):
         lab, where = load_variants(target, variant).get(variant)
         return build_graph(lab, where.cluster)
     name = f"{target}-{variant}" if variant else target

@@ -23,6 +23,7 @@ from netlab.lab.parse import topology
 from netlab.lab.render import lab_data
 from netlab.labdiff import key_changes, listed
 from netlab.load import load_lab, load_lab_located, load_variants
+from netlab.naming import is_lab_file
 from netlab.pcap import Frame
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import Op
@@ -241,7 +242,7 @@ def _plan_changes(existing: LabState, plan: Plan) -> list[str]:
 def resolve_lab_name(target: str, variant: str | None = None) -> str:
     """`down`/`status` take a lab name or the lab file that defines it (with `variant`:
     the name of that variant's lab, NAME-VARIANT)."""
-    if target.endswith((".yaml", ".yml")) or os.sep in target:
+    if is_lab_file(target):
         if not os.path.exists(target):
             raise UsageError(f"no such lab file: {target}")
         return load_lab(target, variant).name
@@ -365,7 +366,7 @@ def lab_context(target: str, variant: str | None = None) -> LabContext:
     from netlab.probes.checks import LabContext
 
     require_root("check")
-    is_file = target.endswith((".yaml", ".yml")) or os.sep in target
+    is_file = is_lab_file(target)
     lab = load_lab(target, variant) if is_file else None
     name = lab.name if lab is not None else resolve_lab_name(target, variant)
     st = read_state(name)
@@ -462,7 +463,7 @@ def check(
     started = time.monotonic()
     result: UpResult | None = None
     if build:
-        if not (target.endswith((".yaml", ".yml")) or os.sep in target):
+        if not is_lab_file(target):
             raise UsageError(f"`--up` needs a lab file, got {target!r}")
         select_checks(load_lab(target, variant), only)  # a wrong --only fails before building
         result = up(target, driver, progress, variant)

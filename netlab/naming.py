@@ -13,6 +13,11 @@ NETNS_DIR = "/run/netns"
 STATE_DIR = "/run/netlab"
 
 
+def is_lab_file(target: str) -> bool:
+    """A command's LAB|FILE argument names a lab file (not a lab) when it looks like a path."""
+    return target.endswith((".yaml", ".yml")) or "/" in target
+
+
 def netns_name(lab: str, node: str) -> str:
     return f"{lab}.{node}"
 

@@ -3,13 +3,17 @@ mark, so a crash, `kill -9` or a lost state file never strands namespaces."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from netlab import processes
-from netlab.kernel.driver import KernelDriver
-from netlab.naming import split_netns_name
+from netlab.naming import NETNS_DIR, split_netns_name
 from netlab.probes.responders import is_running, responders_of, stop_responders
-from netlab.state import StateUnreadable, read_state, remove_state
+from netlab.state import StateUnreadable, read_state, remove_state, state_path
+
+if TYPE_CHECKING:  # `down` of a lab that left nothing must not pay for the driver's imports
+    from netlab.kernel.driver import KernelDriver
 
 
 @dataclass
@@ -20,6 +24,24 @@ class TeardownReport:
     skipped: list[str] = field(default_factory=list)  # look like the lab's but carry no mark
     had_state: bool = False
     unreadable: StateUnreadable | None = None  # the state file was there but useless (removed now)
+
+
+def nothing_of(lab: str) -> bool:
+    """True when the lab has left no trace at all — no state file (readable or not), no
+    namespace named like its own, no responder tagged with it — so `down` has nothing to
+    look at more closely (and needs neither the kernel driver nor the lab schema)."""
+    if os.path.lexists(state_path(lab)):
+        return False
+    if any(name.startswith(f"{lab}.") for name in _netns_names()):
+        return False
+    return not responders_of(lab)
+
+
+def _netns_names() -> list[str]:
+    try:
+        return os.listdir(NETNS_DIR)
+    except FileNotFoundError:
+        return []
 
 
 def labs_present(marks: dict[str, tuple[str, str] | None]) -> set[str]:
