@@ -52,20 +52,39 @@ def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfM
     """Does the rule select q's flow? None when it also has selectors this cannot tell
     (exotic: tun_id), or an l3mdev rule without the namespace's VRFs (vrfs)."""
     fam = ipaddress.ip_address(q.dst).version
-    if rule.family != fam:
+    if rule.family != fam or not (_addresses_match(rule, q, fam) and _devices_match(rule, q)
+                                  and _packet_fields_match(rule, q)):
         return False
+    if rule.l3mdev:
+        if vrfs is None:
+            return None
+        if l3mdev_table(q, vrfs) is None:
+            return False
+    if rule.oif is not None and vrfs is not None and vrfs.get(rule.oif, ("", 0))[0] == rule.oif:
+        # `oif VRF`: kernels since 5.17 clear a VRF output device from the flow before the
+        # rules see it (l3mdev_update_flow), older ones put the VRF there: either may hold.
+        return None
+    return None if exotic else True
+
+
+def _addresses_match(rule: RuleView, q: RouteQuery, fam: int) -> bool:
     if rule.src is not None:
         # A lookup without a source address matches `from` rules as source 0.0.0.0 / ::.
         src = q.src or ("0.0.0.0" if fam == 4 else "::")
         if ipaddress.ip_address(src) not in ipaddress.ip_network(rule.src):
             return False
-    if rule.dst is not None and ipaddress.ip_address(q.dst) not in ipaddress.ip_network(rule.dst):
-        return False
+    return rule.dst is None or ipaddress.ip_address(q.dst) in ipaddress.ip_network(rule.dst)
+
+
+def _devices_match(rule: RuleView, q: RouteQuery) -> bool:
     # To the rules, a locally generated packet comes in from lo (flowi_iif = LOOPBACK_IFINDEX).
     if rule.iif is not None and rule.iif != (q.iif or "lo"):
         return False
-    if rule.oif is not None and rule.oif != (q.oif or q.vrf):
-        return False
+    return rule.oif is None or rule.oif == (q.oif or q.vrf)
+
+
+def _packet_fields_match(rule: RuleView, q: RouteQuery) -> bool:
+    """fwmark, ipproto, ports, uid range, tos: the selectors on the packet and its socket."""
     if rule.fwmark is not None:
         mask = 0xFFFFFFFF if rule.fwmask is None else rule.fwmask
         if ((q.fwmark or 0) ^ rule.fwmark) & mask:
@@ -78,18 +97,7 @@ def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfM
     # A lookup without RTA_UID is made as uid 0 (the querying socket's owner is not used).
     if rule.uidrange is not None and not rule.uidrange[0] <= (q.uid or 0) <= rule.uidrange[1]:
         return False
-    if rule.tos and rule.tos != (q.tos or 0):
-        return False
-    if rule.l3mdev:
-        if vrfs is None:
-            return None
-        if l3mdev_table(q, vrfs) is None:
-            return False
-    if rule.oif is not None and vrfs is not None and vrfs.get(rule.oif, ("", 0))[0] == rule.oif:
-        # `oif VRF`: kernels since 5.17 clear a VRF output device from the flow before the
-        # rules see it (l3mdev_update_flow), older ones put the VRF there: either may hold.
-        return None
-    return None if exotic else True
+    return not rule.tos or rule.tos == (q.tos or 0)
 
 
 def rule_selects(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfMap | None = None) -> bool | None:
