@@ -705,6 +705,13 @@ def _clean_up(watcher: DownWatcher | None, tmp: Path) -> bool:
     return not left
 
 
+def make_build(method: str, n: int, rep: int, tmp: Path, timeout: float) -> Build:
+    if method == "netlab":
+        return Netlab(n, rep, tmp, timeout)
+    kinds: dict[str, type[Build]] = {"floor": Floor, "ipscript": IpScript, "ipbatch": IpBatch}
+    return kinds[method](n, rep, tmp)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     only = [m.strip() for m in args.only.split(",") if m.strip()]
     for m in only:
@@ -761,15 +768,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 for m in only:
                     if m == "netlab" and not nl_ok:
                         continue
-                    b: Build
-                    if m == "floor":
-                        b = Floor(n, rep, tmp)
-                    elif m == "ipscript":
-                        b = IpScript(n, rep, tmp)
-                    elif m == "ipbatch":
-                        b = IpBatch(n, rep, tmp)
-                    else:
-                        b = Netlab(n, rep, tmp, timeout)
+                    b = make_build(m, n, rep, tmp, timeout)
                     log(f"  {m} N={n} rep={rep} ...")
                     r = measure(b, watcher, timeout)
                     results.append(r)

@@ -124,8 +124,10 @@ class Policies:
         return "ok"
 
 
-def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, replicas: int, sample: int,
-        seed: int) -> dict[str, Any]:
+def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, replicas: int,  # noqa: C901
+        sample: int, seed: int) -> dict[str, Any]:
+    # One generator read top to bottom: its phases draw from one random sequence, so the
+    # same seed gives the same lab (splitting it would change every bench lab's content).
     rng = random.Random(seed)
     deployments = max(1, pods // replicas)
     ns_of = [f"ns{j % namespaces}" for j in range(deployments)]

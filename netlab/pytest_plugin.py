@@ -132,32 +132,27 @@ class LabHandle:
 
     # ------------------------------------------------------------ traffic
 
-    # count=1 (the default) → one result, any other count → a list. (mypy calls Literal[1]
-    # vs int an unsafe overlap; it is the point here.)
+    # count=1 (the default) → one result, any other count → a list. The other options are
+    # the lab file's probe keys, validated by its own schema (netlab.lab.checks.Probe), not
+    # re-declared here.
     @overload
-    def probe(  # type: ignore[overload-overlap]
-              self, frm: str, to: str, *, proto: str | None = None, port: int | None = None,
-              count: Literal[1] = 1, timeout: float = 1.0, src: str | None = None, sport: int | None = None,
-              family: Literal[4, 6] | None = None, ttl: int | None = None) -> ProbeResult: ...
+    def probe(self, frm: str, to: str, *, count: Literal[1] = 1,
+              **options: Any) -> ProbeResult: ...
 
     @overload
-    def probe(self, frm: str, to: str, *, proto: str | None = None, port: int | None = None,
-              count: int, timeout: float = 1.0, src: str | None = None, sport: int | None = None,
-              family: Literal[4, 6] | None = None, ttl: int | None = None) -> list[ProbeResult]: ...
+    def probe(self, frm: str, to: str, *, count: int, **options: Any) -> list[ProbeResult]: ...
 
-    def probe(self, frm: str, to: str, *, proto: str | None = None, port: int | None = None,
-              count: int = 1, timeout: float = 1.0, src: str | None = None, sport: int | None = None,
-              family: Literal[4, 6] | None = None, ttl: int | None = None) -> ProbeResult | list[ProbeResult]:
+    def probe(self, frm: str, to: str, *, count: int = 1, **options: Any) -> ProbeResult | list[ProbeResult]:
         """Real traffic from node `frm` to `to` (an address, a node, NODE:PORT or
-        [v6]:PORT), resolved exactly as a lab-file probe check resolves it. The protocol
+        [v6]:PORT), resolved exactly as a lab-file probe check resolves it; `options` are
+        the probe check's keys (proto, port, timeout, src, sport, family, ttl). The protocol
         defaults to tcp when there is a port, else icmp. count > 1 returns a list. `ttl`
         sets the TTL / hop limit (traceroute-style: the ICMP sender is in `icmp_from`)."""
         from netlab.lab.checks import Probe
         from netlab.lab.targets import probe_target
         from netlab.probes.flow import ProbeRequest, probe_many
 
-        fields: dict[str, Any] = {"from": frm, "to": to, "proto": proto, "port": port, "count": count,
-                                  "timeout": timeout, "src": src, "sport": sport, "family": family, "ttl": ttl}
+        fields = {"from": frm, "to": to, "count": count, **options}
         p = Probe.model_validate({k: v for k, v in fields.items() if v is not None})
         ns = self.ns(p.from_)
         dst, dport = probe_target(self._topo, set(self._nodes), p)
@@ -170,17 +165,19 @@ class LabHandle:
 
     # ------------------------------------------------------------ the kernel's view
 
-    def route_get(self, node: str, dst: str, *, src: str | None = None, iif: str | None = None,
-                  oif: str | None = None, fwmark: int | None = None, ipproto: str | None = None,
-                  sport: int | None = None, dport: int | None = None, uid: int | None = None,
-                  dscp: int | None = None, vrf: str | None = None) -> RouteAnswer:
+    def route_get(self, node: str, dst: str, **options: Any) -> RouteAnswer:
         """`ip route get DST …` in the node, as the kernel answers it (`.rule`: the rule
-        that decided, when that can be told); `vrf=`: `ip route get vrf NAME DST`."""
-        from netlab.observations import RouteQuery
+        that decided, when that can be told). `options` are a route check's keys (src —
+        `from` in a lab file —, iif, oif, vrf, fwmark, ipproto, sport, dport, dscp, uid),
+        validated by its schema; `vrf=`: `ip route get vrf NAME DST`."""
+        from netlab.lab.checks import RouteQuerySpec
+        from netlab.probes.checks import route_query
 
-        query = RouteQuery(dst, src=src, iif=iif, oif=oif, fwmark=fwmark, ipproto=ipproto, sport=sport, dport=dport,
-                           uid=uid, tos=dscp << 2 if dscp is not None else None, vrf=vrf)
-        return self.observer.route_get(self.ns(node), [query])[0]
+        fields = {"on": node, "get": dst, **options}
+        if "src" in fields:
+            fields["from"] = fields.pop("src")
+        spec = RouteQuerySpec.model_validate({k: v for k, v in fields.items() if v is not None})
+        return self.observer.route_get(self.ns(node), [route_query(spec)])[0]
 
     def rules(self, node: str) -> list[RuleView]:
         return self.observer.rules(self.ns(node))

@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
+from netlab.lab.checks import ProbeCheck, RouteCheck, RouteQuerySpec, RuleCheck
 from netlab.lab.model import Check, Lab, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.policy import POLICY_TABLE
@@ -315,12 +315,16 @@ def _at(addr: str, where: Callable[[str], str | None]) -> str:
 # ---------------------------------------------------------------- route and rule checks
 
 
+def route_query(q: RouteQuerySpec) -> RouteQuery:
+    """A route check's `route:` as the question the kernel is asked."""
+    mark = parse_fwmark(q.fwmark)[0] if q.fwmark else None
+    return RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, vrf=q.vrf, fwmark=mark, ipproto=q.ipproto,
+                      sport=q.sport, dport=q.dport, uid=q.uid, tos=q.dscp << 2 if q.dscp is not None else None)
+
+
 def _route_check(ctx: LabContext, check: RouteCheck) -> Verdict:
     q = check.route
-    mark = parse_fwmark(q.fwmark)[0] if q.fwmark else None
-    query = RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, vrf=q.vrf, fwmark=mark, ipproto=q.ipproto,
-                       sport=q.sport, dport=q.dport, uid=q.uid, tos=q.dscp << 2 if q.dscp is not None else None)
-    [answer] = ctx.observer.route_get(ctx.ns(q.on), [query])
+    [answer] = ctx.observer.route_get(ctx.ns(q.on), [route_query(q)])
     j = judge_route(check.expect, answer, ctx.tables)
     decided = f" (rule {answer.rule.text})" if answer.rule is not None and answer.errno is None else ""
     return _verdict(check, "route", j, f"{q.on}: {answer.text}{decided}")

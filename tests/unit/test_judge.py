@@ -226,9 +226,20 @@ def test_server_saw_explains_no_snat() -> None:
 # ---------------------------------------------------------------- conntrack
 
 
-def ct(src: str = "10.0.0.1", dst: str = "10.96.0.10", sport: int = 40000, dport: int = 80,
-       rsrc: str = "10.0.0.2", rdst: str = "10.0.0.1", rsport: int = 8080, status: frozenset[str] = frozenset(),
-       proto: str = "tcp", mark: int = 0, zone: int = 0, state: str | None = "ESTABLISHED") -> CtEntry:
+CT_DEFAULTS: dict[str, Any] = {
+    "src": "10.0.0.1", "dst": "10.96.0.10", "sport": 40000, "dport": 80, "rsrc": "10.0.0.2", "rdst": "10.0.0.1",
+    "rsport": 8080, "status": frozenset(), "proto": "tcp", "mark": 0, "zone": 0, "state": "ESTABLISHED",
+}
+
+
+def ct(**changes: Any) -> CtEntry:
+    """A conntrack entry: a DNATed tcp flow unless `changes` (CT_DEFAULTS' keys) say otherwise."""
+    unknown = set(changes) - set(CT_DEFAULTS)
+    assert not unknown, f"ct() has no field {unknown}"
+    f = {**CT_DEFAULTS, **changes}
+    src, dst, sport, dport, proto = f["src"], f["dst"], f["sport"], f["dport"], f["proto"]
+    rsrc, rdst, rsport, status, mark, zone, state = (f[k] for k in ("rsrc", "rdst", "rsport", "status", "mark",
+                                                                    "zone", "state"))
     orig = CtTuple(src, dst, proto, sport, dport)
     reply = CtTuple(rsrc, rdst, proto, rsport, sport)
     return CtEntry(orig, reply, status, mark, zone, state, 100, 4,
