@@ -447,13 +447,16 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
 @click.option("--junit", "junit", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also write a JUnit XML report to PATH.")
+@click.option("--html", "html", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
+              help="Also write an HTML report to PATH: one self-contained file (topology, every check "
+                   "with its evidence, the rulesets) to open in a browser or attach to a PR.")
 @click.option("--pcap", "pcap_dir", type=click.Path(file_okay=False, writable=True), metavar="DIR", default=None,
               help="Keep what each failed probe check captured as DIR/CHECK-NAME.pcap: its `capture:` "
                    "interface, else the client's interface towards the target.")
 @_variant_option("Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with "
                  "--up, build that lab.")
 def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit: str | None,
-          pcap_dir: str | None, variant: str | None) -> int:
+          html: str | None, pcap_dir: str | None, variant: str | None) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
 
     Probes send real traffic between the lab's namespaces; route and rule checks ask
@@ -494,6 +497,8 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
     if junit:
         with open(junit, "wb") as f:
             f.write(report.to_junit(run.lab, run.verdicts, run.seconds))
+    if html:
+        _write_html(html, report.to_html(target, variant, run.lab, run.verdicts, run.seconds))
     if pcap_dir is not None:
         from netlab.pcap import save_captures
 
@@ -505,6 +510,41 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
         for path in saved:
             err.print(f"capture of a failed check: {path}", markup=False)
     return 0 if all(v.passed for v in run.verdicts) else EXIT_FAILED
+
+
+def _write_html(path: str, text: str) -> None:
+    try:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as e:  # the verdicts stand; only the report could not be written
+        raise NetlabError(f"--html {path}: cannot write the report: {e.strerror or e}") from None
+    err.print(f"report: {path}", markup=False)
+
+
+@cli.command()
+@click.argument("target")
+@click.option("--html", "html", type=click.Path(dir_okay=False, writable=True), metavar="PATH", required=True,
+              help="Where to write the report.")
+@click.option("--up", "build", is_flag=True, help="Build the lab from TARGET (a file) first, as `check --up`.")
+@click.option("--only", multiple=True, metavar="WORDS", help="Only the checks whose name contains WORDS.")
+@_variant_option("The lab of TARGET's variant NAME (LAB-NAME), as `check --variant`.")
+@click.pass_context
+def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[str, ...],
+           variant: str | None) -> int:
+    """Run the checks of lab TARGET and write the HTML report: the same as
+    `netlab check TARGET --html PATH` (the verdicts are printed too; same exit codes).
+
+    One self-contained file, no network needed to view it: a summary to paste into a
+    pull request (lab, passed/failed, time, kernel), the topology, every check with its
+    verdict, reasons and evidence (failed ones open), and each node's rulesets, folded.
+
+    \b
+    Examples:
+      sudo netlab report docker-bridge --html report.html
+      sudo netlab report --up labs/lvs-nat.yaml --variant dnat-only --html lvs.html
+    """
+    result: int = ctx.invoke(check, target=target, build=build, only=only, html=html, variant=variant)
+    return result
 
 
 @cli.command()

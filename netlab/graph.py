@@ -601,13 +601,18 @@ def render(g: Graph, fmt: str) -> str:
 def load_graph(target: str, variant: str | None = None) -> Graph:
     """The graph of a lab file, or of a lab that is up (by name: the lab file its state
     records, the variant it was built as). UsageError when it is neither."""
+    return build_graph(*load_lab_and_layout(target, variant))
+
+
+def load_lab_and_layout(target: str, variant: str | None = None) -> tuple[Lab, ClusterLayout | None]:
+    """The explicit lab load_graph draws, with its cluster layout (also for the report)."""
     from netlab.errors import UsageError
     from netlab.load import load_variants
     from netlab.state import read_state
 
     if is_lab_file(target):
         lab, where = load_variants(target, variant).get(variant)
-        return build_graph(lab, where.cluster)
+        return lab, where.cluster
     name = f"{target}-{variant}" if variant else target
     state = read_state(name)
     if state is None:
@@ -616,4 +621,4 @@ def load_graph(target: str, variant: str | None = None) -> Graph:
     found = next(((lab, where) for lab, where in load_variants(state.source).all() if lab.name == name), None)
     if found is None:
         raise UsageError(f"lab {name} was built from {state.source}, which no longer defines it")
-    return build_graph(found[0], found[1].cluster)
+    return found[0], found[1].cluster

@@ -64,3 +64,25 @@ def to_junit(lab: str, verdicts: Sequence[Verdict], seconds: float) -> bytes:
     root.append(suite)
     ET.indent(root)
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdict], seconds: float) -> str:
+    """The self-contained HTML report (netlab.report_html) of a run of TARGET's checks:
+    the lab and its topology are read from TARGET's lab file (no kernel reads)."""
+    import os
+    import time
+
+    from netlab import __version__
+    from netlab.errors import NetlabError
+    from netlab.graph import build_graph, load_lab_and_layout, render_svg
+    from netlab.report_html import ReportRun, render_html
+
+    model, layout = load_lab_and_layout(target, variant)
+    svg, note = None, ""
+    try:
+        svg = render_svg(build_graph(model, layout), inline=True)
+    except NetlabError as e:  # the verdicts stand; only the drawing is missing
+        note = f"No topology drawing: {e}"
+    run = ReportRun(lab=lab, seconds=seconds, kernel=os.uname().release, netlab=__version__,
+                    when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    return render_html(run, verdicts, model, svg, note)
