@@ -317,21 +317,18 @@ class AddRule(Op):
 
     def render(self) -> str:
         fam = " -6" if self.family == 6 else ""
-        parts = [f"ip{fam} -n {self.ns} rule add"]
-        if self.priority is not None:
-            parts.append(f"pref {self.priority}")
+        return " ".join([f"ip{fam} -n {self.ns} rule add", *self._selector_words(), *self._action_words()])
+
+    def _selector_words(self) -> list[str]:
+        parts = [f"pref {self.priority}"] if self.priority is not None else []
         if self.invert:
             parts.append("not")
         parts.append(f"from {self.src or 'all'}")
-        if self.dst:
-            parts.append(f"to {self.dst}")
-        if self.iif:
-            parts.append(f"iif {self.iif}")
-        if self.oif:
-            parts.append(f"oif {self.oif}")
+        parts += [f"{word} {value}" for word, value in (("to", self.dst), ("iif", self.iif), ("oif", self.oif))
+                  if value]
         if self.fwmark is not None:
-            mask = f"/{self.fwmask:#x}" if self.fwmask is not None else ""
-            parts.append(f"fwmark {self.fwmark:#x}{mask}")
+            parts.append(f"fwmark {self.fwmark:#x}/{self._mask():#x}" if self.fwmask is not None or self.fwmark == 0
+                         else f"fwmark {self.fwmark:#x}")
         if self.ipproto is not None:
             parts.append(f"ipproto {proto_name(self.ipproto)}")
         for word, span in (("sport", self.sport), ("dport", self.dport), ("uidrange", self.uidrange)):
@@ -342,15 +339,21 @@ class AddRule(Op):
             parts.append(f"tos {self.tos:#04x}")
         if self.l3mdev:
             parts.append("l3mdev")
-        if self.action == "lookup" and self.table is not None:
-            parts.append(f"lookup {self.table_name or self.table}")
-        elif self.action == "goto":
-            parts.append(f"goto {self.goto}")
-        elif self.action != "lookup":
-            parts.append(self.action)
+        return parts
+
+    def _mask(self) -> int:
+        # netlab sends a mark without a mask as mask 0xffffffff (the packet's whole mark); `ip
+        # rule` would send `fwmark 0x0` with mask 0, which matches every packet: spell it out.
+        return 0xFFFFFFFF if self.fwmask is None else self.fwmask
+
+    def _action_words(self) -> list[str]:
+        if self.action == "lookup":
+            parts = [f"lookup {self.table_name or self.table}"] if self.table is not None else []
+        else:
+            parts = [f"goto {self.goto}" if self.action == "goto" else self.action]
         if self.suppress_prefixlength is not None:
             parts.append(f"suppress_prefixlength {self.suppress_prefixlength}")
-        return " ".join(parts)
+        return parts
 
 
 def _heredoc(command: str, text: str) -> str:

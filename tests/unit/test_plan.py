@@ -245,7 +245,8 @@ def test_default_route_family() -> None:
         ("0x4000/0xff00", 0x4000, 0xFF00, "fwmark 0x4000/0xff00"),
         ("7", 7, None, "fwmark 0x7"),
         ("16/255", 16, 255, "fwmark 0x10/0xff"),
-        ("0", 0, None, "fwmark 0x0"),
+        # Unmarked packets only: `ip rule … fwmark 0x0` alone would match every packet (mask 0).
+        ("0", 0, None, "fwmark 0x0/0xffffffff"),
     ],
 )
 def test_fwmark_and_mask(written: str, mark: int, mask: int | None, shown: str) -> None:
