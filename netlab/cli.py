@@ -681,8 +681,10 @@ def vm_run(results: str | None, rwdirs: tuple[str, ...], kernel: str | None, mod
       netlab vm run --results out -- .venv/bin/pytest tests/vm --junitxml out/vm.xml
       netlab vm run -- netlab check --up labs/ipvs-smoke.yaml
 
-    Boot takes about 15-25 s when emulated (no KVM). Exit code 125: the VM never
-    reported the command's exit code (it did not boot, or crashed).
+    Emulated (no KVM; the first line says why), boot and power-off take about a minute
+    on a shared 2-core machine, and the guest gets NETLAB_SLOWNESS=10 so netlab's own
+    waits scale. Exit code 125: the VM never reported the command's exit code (it did
+    not boot, or crashed).
     """
     import tempfile
     from pathlib import Path

@@ -40,8 +40,8 @@ def key_changes(old: Any, new: Any, path: str = "") -> list[str]:
 
 
 def listed(changes: list[str], indent: str = "  ") -> list[str]:
-    """The changes as lines, at most SHOWN of them."""
-    lines = [indent + c for c in changes[:SHOWN]]
+    """The changes as lines, at most SHOWN of them (an entry of several lines indented whole)."""
+    lines = [indent + c.replace("\n", "\n" + indent) for c in changes[:SHOWN]]
     if len(changes) > SHOWN:
         lines.append(f"{indent}… {len(changes) - SHOWN} more")
     return lines

@@ -235,8 +235,8 @@ def _plan_changes(existing: LabState, plan: Plan) -> list[str]:
     """For a state written before netlab recorded the lab itself: what differs, op by op."""
     old, new = set(existing.plan), {op.render() for op in plan.ops}
     # (a ruleset's op spans several lines: its text, indented under it)
-    return ([f"- {line}".replace("\n", "\n    ") for line in existing.plan if line not in new]
-            + [f"+ {op.render()}".replace("\n", "\n    ") for op in plan.ops if op.render() not in old])
+    return ([f"- {line}".replace("\n", "\n  ") for line in existing.plan if line not in new]
+            + [f"+ {op.render()}".replace("\n", "\n  ") for op in plan.ops if op.render() not in old])
 
 
 def resolve_lab_name(target: str, variant: str | None = None) -> str:

@@ -325,5 +325,5 @@ def test_a_changed_ruleset_file_is_a_changed_lab(lab_file: Any, netlab_cli: Any,
     (tmp_path / "r.nft").write_text("table inet lab {\n  chain c {\n    counter\n  }\n}\n")
     again = netlab_cli("up", lab)
     assert again.rc == 1, again
-    assert "the lab differs from it" in again.err, again.err
-    assert f"  + ip netns exec {lab.ns('r')} nft -f - <<'EOF'\n    table inet lab {{\n" in again.err, again.err
+    assert "and the file differs from what was built:" in again.err, again.err
+    assert f"    + ip netns exec {lab.ns('r')} nft -f - <<'EOF'\n      table inet lab {{\n" in again.err, again.err
