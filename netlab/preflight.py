@@ -2,7 +2,8 @@
 iptables dumps are tried, and its sysctl names looked up, in a throwaway network namespace
 before `netlab up` creates anything, so a syntax error, a ruleset the kernel refuses or a
 sysctl it does not have is bad input — exit 2, nothing created — with the line of the lab
-file it is on, not a rolled-back build.
+file it is on, not a rolled-back build. The namespace holds a stand-in for each interface
+the node declares, so `meta oif veth0` loads exactly when it would on the node.
 
 nft and iptables-nft-restore say which line of the ruleset or dump is wrong; here that
 becomes a line of the lab file: for a literal block (`ruleset: |`) the key's line plus
@@ -23,6 +24,7 @@ from netlab.errors import LabError, Problem
 from netlab.kernel import netns as nsops
 from netlab.kernel.nft import Message, TrialFailure, trial
 from netlab.lab.model import Lab, Node
+from netlab.lab.parse import topology
 from netlab.lab.source import Source, format_path, printable
 from netlab.lab.sysctls import KEYS_FILE, keys_of_tree, shipped_keys, unknown
 from netlab.load import LabOrigin
@@ -37,19 +39,22 @@ def has_firewall(lab: Lab) -> bool:
 
 def check_firewall(lab: Lab, where: LabOrigin | None = None) -> None:
     """Try each node's rulesets and dumps in order, each node in a namespace of its own that
-    vanishes afterwards; raise LabError with every node's first failure. Needs root."""
+    holds stand-ins for the node's interfaces and vanishes afterwards; raise LabError with
+    every node's first failure. Needs root."""
     if os.geteuid() != 0:
         raise PermissionError("trying nftables rulesets needs root")
     where = where or LabOrigin(Source("<lab>"))
     problems: list[Problem] = []
     tried: dict[tuple[object, ...], TrialFailure | None] = {}
+    topo = topology(lab)
     for name, node in lab.nodes.items():
         ops = firewall_ops(netns_name(lab.name, name), f"nodes.{name}", node)
         if not ops:
             continue
-        key = tuple(_content(op) for op in ops)  # cluster nodes often carry the same rules
+        interfaces = tuple(sorted(i.name for i in topo.of_node(name)))
+        key = (interfaces, *(_content(op) for op in ops))  # cluster nodes often carry the same rules
         if key not in tried:
-            tried[key] = trial(ops)
+            tried[key] = trial(ops, interfaces)
         failure = tried[key]
         if failure is not None:
             problems += _problems(name, node, failure.index, failure.messages, where)

@@ -15,6 +15,9 @@ network namespace of their own that vanishes afterwards (unshared by a thread, n
 bind-mounted): every ruleset is first dry-run (`nft -c`), which sends it to the kernel to
 validate without committing, then applied, so a later ruleset that refers to an earlier
 one's tables is checked against them. Errors come back with their line in the text.
+The namespace first holds a stand-in for each interface the node declares (a veth end of
+that name, down): `meta oif veth0` resolves the name to an ifindex when the ruleset loads,
+so it loads exactly when it would on the node, whose links exist before its firewall.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from netlab.kernel import netns as nsops
+from netlab.kernel.encode import request
 from netlab.kernel.ipset import apply_here as apply_ipsets_here
-from netlab.plan.ops import CreateIpset, LoadNftables, Op, RestoreIptables
+from netlab.kernel.nlsock import NetlinkSocket
+from netlab.plan.ops import CreateIpset, CreateLink, LoadNftables, Op, RestoreIptables, VethType
 
 # libnftables keeps some state per process (its caches, the symbol tables it reads):
 # one context at a time.
@@ -333,14 +338,16 @@ class TrialFailure:
     messages: list[Message]
 
 
-def trial(ops: Sequence[Op]) -> TrialFailure | None:
-    """Try one node's firewall ops, in order, in a throwaway network namespace: each is
-    dry-run first (nft's `-c`, iptables-nft-restore's `--test`: errors in the text), then
-    applied there (the kernel's own refusals, and what later ones build on). The namespace
-    is gone when this returns. None if every op went in."""
+def trial(ops: Sequence[Op], interfaces: Sequence[str] = ()) -> TrialFailure | None:
+    """Try one node's firewall ops, in order, in a throwaway network namespace that holds
+    a stand-in for each of `interfaces` (the node's): each op is dry-run first (nft's `-c`,
+    iptables-nft-restore's `--test`: errors in the text), then applied there (the kernel's
+    own refusals, and what later ones build on). The namespace is gone when this returns.
+    None if every op went in."""
 
     def run() -> TrialFailure | None:
         nsops.unshare_here()
+        _add_standins(interfaces)
         for i, op in enumerate(ops):
             try:
                 if isinstance(op, CreateIpset):  # first: the dumps after it may match the set
@@ -358,3 +365,26 @@ def trial(ops: Sequence[Op]) -> TrialFailure | None:
         return None
 
     return nsops.in_thread(run)
+
+
+def _add_standins(names: Sequence[str]) -> None:
+    """In the calling thread's (throwaway) namespace: a veth end named after each of
+    `names`, its peer under a name none of them has. A veth, whatever the declared kind:
+    the kernel lacks some kinds (dummy, vrf) and a ruleset only needs the name to have an
+    ifindex (`oif`), or nothing at all (`oifname`)."""
+    names = [n for n in dict.fromkeys(names) if n != "lo"]
+    if not names:
+        return
+    taken = set(names)
+    peers = (p for p in (f"nlstandin{i}" for i in range(len(names) + len(taken))) if p not in taken)
+    fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    sock = NetlinkSocket()
+    try:
+        msgs = [request(CreateLink("", name=name, type=VethType("", next(peers)), up=False), lambda _: 0, lambda _: fd)
+                for name in names]
+        failures = sock.request(msgs)
+    finally:
+        sock.close()
+        os.close(fd)
+    if failures:
+        raise OSError(failures[0].errno, f"a stand-in for {names[failures[0].index]}: {failures[0].message}")
