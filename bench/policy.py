@@ -79,7 +79,7 @@ class Policies:
     @staticmethod
     def types(policy: dict[str, Any]) -> list[str]:
         if "policy_types" in policy:
-            return policy["policy_types"]
+            return list(policy["policy_types"])
         return ["ingress", "egress"] if policy.get("egress") or policy.get("egress_deny") else ["ingress"]
 
     def selecting(self, pod: Pod, direction: str) -> list[tuple[str, dict[str, Any]]]:
@@ -124,7 +124,7 @@ class Policies:
         return "ok"
 
 
-def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, replicas: int,  # noqa: C901
+def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, replicas: int,
         sample: int, seed: int) -> dict[str, Any]:
     # One generator read top to bottom: its phases draw from one random sequence, so the
     # same seed gives the same lab (splitting it would change every bench lab's content).

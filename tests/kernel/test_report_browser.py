@@ -112,7 +112,8 @@ def png_colours(path: Path) -> int:
     width, height, depth, colour = struct.unpack(">IIBB", header[:10])
     assert depth == 8 and colour in (2, 6), f"unexpected PNG format: depth {depth}, colour type {colour}"
     bpp = 3 if colour == 2 else 4
-    raw, stride, prev, seen = zlib.decompress(idat), width * bpp, bytes(width * bpp), set()
+    raw, stride, prev = zlib.decompress(idat), width * bpp, bytes(width * bpp)
+    seen: set[bytes] = set()
     for y in range(height):
         start = y * (stride + 1)
         row = _unfilter(raw[start], bytearray(raw[start + 1:start + 1 + stride]), prev, bpp)

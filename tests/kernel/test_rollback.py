@@ -130,8 +130,11 @@ class FailingDriver:
     def delete_namespaces(self, names: Any) -> list[str]:
         return self.inner.delete_namespaces(names)
 
-    def namespaces(self) -> dict[str, tuple[str, str] | None]:
-        return self.inner.namespaces()
+    def namespaces(self, only: Callable[[str], bool] | None = None) -> dict[str, tuple[str, str] | None]:
+        return self.inner.namespaces(only)
+
+    def processes(self, names: Any) -> dict[str, list[int]]:
+        return self.inner.processes(names)
 
     def observe(self, name: str) -> Any:
         return self.inner.observe(name)

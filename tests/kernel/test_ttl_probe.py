@@ -57,7 +57,7 @@ SPEC: dict[str, Any] = {
 }
 
 # Every kind of probe, to the server's IPv4 and IPv6 address.
-KINDS = [
+KINDS: list[tuple[str, dict[str, Any]]] = [
     ("icmp", {}),
     ("tcp", {"port": 8080}),
     ("udp", {"proto": "udp", "port": 53}),

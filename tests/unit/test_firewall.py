@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from netlab.cli import cli
 from netlab.errors import LabError
 from netlab.kernel.nft import Message, parse_iptables_errors, parse_nft_errors
+from netlab.lab.model import Lab
 from netlab.lab.render import render_yaml
 from netlab.load import anchor_files, load_lab, load_lab_located, load_lab_text
 from netlab.plan.build import build_plan
@@ -25,7 +26,7 @@ RULESET = "table inet lab {\n  chain post {\n    type nat hook postrouting prior
 DUMP = "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n"
 
 
-def lab(text: str, file: str = "t.yaml") -> object:
+def lab(text: str, file: str = "t.yaml") -> Lab:
     return load_lab_text(textwrap.dedent(text).lstrip("\n"), file)
 
 

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 
 from netlab.cli import cli
 from netlab.errors import UsageError
+from netlab.expand.cluster import ClusterLayout
 from netlab.graph import build_graph, load_graph, render, render_svg, route_line, rule_line, to_dot, to_mermaid
-from netlab.lab.model import Route, Rule
+from netlab.lab.model import Lab, Route, Rule
 from netlab.load import load_lab_text, load_variants
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,7 +90,7 @@ def test_pods_sit_in_their_cluster_node_and_services_point_at_endpoints() -> Non
     assert a_box < dot.index('"web-0" [label') < dot.index('subgraph "cluster_b"')
 
 
-def load_variants_text(text: str) -> tuple[object, ...]:
+def load_variants_text(text: str) -> tuple[Lab, ClusterLayout | None]:
     """(lab, layout) of a lab written inline."""
     from netlab.expand import expand
     from netlab.lab.parse import validate_model

@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pyroute2.netlink.generic.ipvs import IPVS_CMD_NEW_DEST, IPVS_CMD_NEW_SERVICE, ipvsmsg
 
 from netlab.errors import LabError
 from netlab.kernel.fake import FakeDriver
 from netlab.kernel.ipvs import (
-    IPVS_CMD_NEW_DEST,
-    IPVS_CMD_NEW_SERVICE,
     _explain,
     _parse_real,
     _parse_service,
-    ipvsmsg,
     parse_conn_table,
     real_message,
     service_message,
@@ -352,7 +350,7 @@ def resolve(names: tuple[str, ...]) -> set[str]:
 
 
 def probe(sport: int, dst: str = "192.0.2.100", dport: int = 80, proto: str = "tcp") -> ProbeResult:
-    return ProbeResult("ok", proto, "192.0.2.2", sport, dst, dport, "rs1", "192.0.2.2", 1, None,  # type: ignore[arg-type]
+    return ProbeResult("ok", proto, "192.0.2.2", sport, dst, dport, "rs1", "192.0.2.2", 1, None,
                        "ok", 0.1)
 
 

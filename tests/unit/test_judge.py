@@ -291,7 +291,7 @@ def test_conntrack_expect_no_entry() -> None:
 
 def test_conntrack_icmp_flow_uses_echo_id() -> None:
     r = result(proto="icmp", dport=None, sport=77, served_by=None, saw=None)
-    e = ct(proto="icmp", sport=77, dport=None, dst="10.0.0.2", state=None)  # type: ignore[arg-type]
+    e = ct(proto="icmp", sport=77, dport=None, dst="10.0.0.2", state=None)
     assert flow_entries([e], r) == [e]
 
 

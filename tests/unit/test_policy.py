@@ -116,7 +116,7 @@ def test_dropped_by_is_checked_in_an_explicit_lab_by_the_rulesets_comments() -> 
     rendered = load_lab_text(render_yaml(explicit), "rendered.yaml")  # what `netlab render` prints loads
     assert rendered.checks[0].expect.dropped_by == "b-in"  # type: ignore[union-attr]
     bad = explicit.model_copy(update={"checks": [explicit.checks[0].model_copy(update={
-        "expect": explicit.checks[0].expect.model_copy(update={"dropped_by": "nope"})})]})  # type: ignore[union-attr]
+        "expect": explicit.checks[0].expect.model_copy(update={"dropped_by": "nope"})})]})
     (path, message), = check_dropped_by(bad)
     assert path == ("checks", 0, "expect", "dropped_by") and "b-in" in message and "default-deny" in message
 

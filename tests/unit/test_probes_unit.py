@@ -15,6 +15,7 @@ import sys
 import pytest
 
 from netlab.kernel import netns
+from netlab.observations import icmp_words
 from netlab.probes import flow
 from netlab.probes import responder_server as R
 from netlab.probes.flow import ProbeRequest, probe, probe_many
@@ -148,7 +149,7 @@ def test_local_error_detail() -> None:
     (True, 200, 0, "unknown ICMPv6 message (ICMPv6 type 200 code 0)"),
 ])
 def test_icmp_words(v6: bool, t: int, c: int, want: str) -> None:
-    assert flow.icmp_words(v6, t, c) == want
+    assert icmp_words(v6, t, c) == want
 
 
 @pytest.mark.parametrize("v6,t,c,want", [

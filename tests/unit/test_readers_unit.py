@@ -23,6 +23,7 @@ from netlab.kernel import conntrack as ct
 from netlab.kernel import routes
 from netlab.kernel.nlsock import Failure, NetlinkSocket
 from netlab.observations import CtEntry, CtTuple, ObserveError, RouteAnswer, RouteQuery, RuleView
+from netlab.vocabulary import proto_name
 
 # --------------------------------------------------------------------------- route queries
 
@@ -460,7 +461,7 @@ def test_status_names() -> None:
 
 
 def test_proto_and_tuple_words() -> None:
-    assert [ct.proto_name(n) for n in (1, 6, 17, 58, 132, 47)] == ["icmp", "tcp", "udp", "icmpv6", "sctp", "47"]
+    assert [proto_name(n) for n in (1, 6, 17, 58, 132, 47)] == ["icmp", "tcp", "udp", "icmpv6", "sctp", "47"]
     assert ct.tuple_text(CtTuple("10.0.0.1", "10.0.0.2", "47", None, None)) == "src=10.0.0.1 dst=10.0.0.2"
     assert ct.tuple_text(CtTuple("10.0.0.1", "10.0.0.2", "tcp", 1, 2)) == "src=10.0.0.1 dst=10.0.0.2 sport=1 dport=2"
 

@@ -106,7 +106,8 @@ def test_mappings_merge_key_by_key() -> None:
 
 
 def test_apply_variant_on_plain_data() -> None:
-    base = {"name": "x", "nodes": {"a": {"sysctls": {"k": 1, "j": 2}, "exec": [["true"]]}}, "checks": [1, 2]}
+    base: dict[str, Any] = {"name": "x", "nodes": {"a": {"sysctls": {"k": 1, "j": 2}, "exec": [["true"]]}},
+                            "checks": [1, 2]}
     merged = apply_variant(base, "v", {"nodes": {"a": {"sysctls": {"k": None, "m": 3}, "exec": [["false"]]},
                                                  "b": {"links": {}}}, "checks": []})
     assert merged.data == {"name": "x-v", "nodes": {"a": {"sysctls": {"j": 2, "m": 3}, "exec": [["false"]]},

@@ -33,10 +33,10 @@ def test_kernel_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 def test_newest_kernel_in_boot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NETLAB_VM_KERNEL", raising=False)
-    monkeypatch.setattr(vm.glob, "glob", lambda _p: ["/boot/vmlinuz-6.1.0-9-amd64", "/boot/vmlinuz-6.1.0-56-amd64",
-                                                      "/boot/vmlinuz-5.10.0-30-amd64"])
+    kernels = ["/boot/vmlinuz-6.1.0-9-amd64", "/boot/vmlinuz-6.1.0-56-amd64", "/boot/vmlinuz-5.10.0-30-amd64"]
+    monkeypatch.setattr("netlab.vm.glob.glob", lambda _p: kernels)
     assert vm.find_kernel() == "/boot/vmlinuz-6.1.0-56-amd64"
-    monkeypatch.setattr(vm.glob, "glob", lambda _p: [])
+    monkeypatch.setattr("netlab.vm.glob.glob", lambda _p: [])
     with pytest.raises(MissingFeature, match="scripts/setup"):
         vm.find_kernel()
 
@@ -67,8 +67,8 @@ def test_why_kvm_or_emulation(monkeypatch: pytest.MonkeyPatch, dev: Any, flags: 
             raise dev
         return real_open("/dev/null", os.O_RDONLY)
 
-    monkeypatch.setattr(vm.os, "open", fake_open)
-    monkeypatch.setattr(vm.Path, "read_text", lambda _self: flags)
+    monkeypatch.setattr("netlab.vm.os.open", fake_open)
+    monkeypatch.setattr("netlab.vm.Path.read_text", lambda _self: flags)
     assert vm.kvm_choice() == expected
 
 

@@ -14,7 +14,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from netlab import lifecycle
 from netlab.apply import apply_plan
-from netlab.errors import ApplyError, LabError
+from netlab.errors import ApplyError, LabError, MissingFeature
 from netlab.fib import lookup as fib_lookup
 from netlab.fib import query as fib_query
 from netlab.fib import text as fib_text
@@ -195,7 +195,7 @@ def test_a_vrf_link_needs_the_vrf_feature(monkeypatch: pytest.MonkeyPatch) -> No
     import netlab.kernel.features as features
 
     monkeypatch.setattr(features, "probe_features", probe)
-    with pytest.raises(lifecycle.MissingFeature) as info:
+    with pytest.raises(MissingFeature) as info:
         lifecycle.check_requirements(lab())
     assert "vrf" in asked and "  vrf: absent" in str(info.value)
     assert not lab().requires

@@ -30,7 +30,7 @@ from netlab.pytest_plugin import LabFactory, LabHandle
 
 BOTH = {"rs1": "40%..60%", "rs2": "40%..60%"}
 
-LAB, _, _ = parse_yaml("""
+LAB = parse_yaml("""
 name: ipvs
 nodes:
   client:
@@ -151,7 +151,7 @@ checks:
     probe: {from: client, to: "192.0.2.100:53", proto: udp, count: 10}
     expect: {served_by: {rs1: 40%..60%, rs2: 40%..60%}, server_saw: client}
     ipvs: {on: director, expect: {real: ["rs1:5353", "rs2:5353"], state: UDP}}
-""", "test_ipvs.py")  # netlab's YAML reader: `on:` is a key, not YAML 1.1's true
+""", "test_ipvs.py")[0]  # netlab's YAML reader: `on:` is a key, not YAML 1.1's true
 
 
 @pytest.fixture(scope="module")

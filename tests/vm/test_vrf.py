@@ -338,7 +338,7 @@ def test_a_refused_route_rolls_the_vrf_lab_back(tmp_path: Path) -> None:
     """A route through a VRF member's gateway in the main table, as a command after the
     build (the load-time check refuses it as a route): the kernel refuses it, and `up`
     removes everything it made."""
-    data = {"name": unique_name("vrfrb"), "tables": {"blue": 10}, "nodes": {
+    data: dict[str, Any] = {"name": unique_name("vrfrb"), "tables": {"blue": 10}, "nodes": {
         "r": {"links": {"blue": {"kind": "vrf", "table": "blue"},
                         "eth1": {"peer": "a:eth0", "master": "blue", "addresses": ["10.1.0.1/24"]}},
               "exec": [["ip", "route", "add", "10.9.0.0/24", "via", "10.1.0.2"]]},
