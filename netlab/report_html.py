@@ -11,6 +11,7 @@ SVG; every text that comes from the lab or the kernel is escaped here.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from html import escape
@@ -31,7 +32,8 @@ h2 { font-size: 19px; margin: 28px 0 10px; border-bottom: 1px solid #d0d7de; pad
 pre { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; padding: 10px 12px; margin: 6px 0;
       font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", monospace; white-space: pre-wrap; overflow-wrap: anywhere; }
 .graph { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; padding: 8px; overflow-x: auto; }
-.graph svg { max-width: 100%; height: auto; display: block; margin: 0 auto; }
+.graph svg { display: block; margin: 0 auto; }
+.graph.fit svg { max-width: 100%; height: auto; }
 details.check { background: #fff; border: 1px solid #d0d7de; border-left: 6px solid #1a7f37; border-radius: 6px;
                 margin: 8px 0; padding: 0 12px; }
 details.check.failed { border-left-color: #cf222e; }
@@ -46,6 +48,7 @@ ul.reasons { margin: 4px 0 8px; padding-left: 22px; color: #a40e26; }
 details.node { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; margin: 6px 0; padding: 0 12px; }
 .muted { color: #59636e; }
 """
+FIT_WIDTH = 1600  # points (Graphviz's unit): at most about half size on a laptop's page
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,7 @@ def render_html(run: ReportRun, verdicts: Sequence[Verdict], lab: Lab | None, sv
         '<h2 id="summary">Summary for a pull request</h2>',
         f'<pre class="summary">{escape(summary_text(run, verdicts))}</pre>',
         '<h2 id="topology">Topology</h2>',
-        f'<div class="graph">{svg}</div>' if svg else f'<p class="muted">{escape(graph_note or "no graph")}</p>',
+        _graph(svg, graph_note),
         '<h2 id="checks">Checks</h2>',
     ]
     if not verdicts:
@@ -99,6 +102,16 @@ def render_html(run: ReportRun, verdicts: Sequence[Verdict], lab: Lab | None, sv
         parts += [n for n in nodes if n] or ['<p class="muted">No node of the lab has a ruleset.</p>']
     parts.append("</main></body></html>\n")
     return "\n".join(parts)
+
+
+def _graph(svg: str | None, note: str) -> str:
+    """A drawing up to FIT_WIDTH wide shrinks to the page; a wider one (a cluster lab)
+    keeps its size and scrolls sideways, or its text would be too small to read."""
+    if not svg:
+        return f'<p class="muted">{escape(note or "No topology drawing.")}</p>'
+    width = re.match(r'<svg width="([0-9.]+)pt"', svg)
+    fits = width is None or float(width.group(1)) <= FIT_WIDTH
+    return f'<div class="graph{" fit" if fits else ""}">{svg}</div>'
 
 
 def _check(v: Verdict) -> str:

@@ -141,13 +141,28 @@ def _unfilter(kind: int, row: bytearray, prev: bytes, bpp: int) -> bytes:
 
 @pytest.fixture
 def report(lab_file: LabFactory, netlab_cli: NetlabCli, tmp_path: Path) -> Iterator[tuple[str, Path, bool]]:
+    """The lab up, its report written by `netlab check LAB --html` (the lab by name: the
+    drawing and rulesets come from the file its state names); the lab_file fixture takes
+    it down."""
     lab = lab_file(LAB)
+    assert netlab_cli("up", lab).rc == 0
     html = tmp_path / "report.html"
     trace = ["--trace"] if "--trace" in netlab_cli("check", "--help").out else []  # the slot, once it exists
-    r = netlab_cli("check", "--up", lab, "--html", html, *trace)
+    r = netlab_cli("check", lab.name, "--html", html, *trace)
     assert r.rc == 1, f"rc {r.rc}\n{r.out}\n{r.err}"
     assert f"report: {html}" in r.err
     yield lab.name, html, bool(trace)
+
+
+def test_report_command_is_check_html(report: tuple[str, Path, bool], netlab_cli: NetlabCli,
+                                      tmp_path: Path) -> None:
+    lab, _, _ = report
+    html = tmp_path / "by-report.html"
+    r = netlab_cli("report", lab, "--html", html, "--only", "blocked")
+    assert r.rc == 1, f"rc {r.rc}\n{r.out}\n{r.err}"  # check's exit code: a check failed
+    page = html.read_text()
+    assert "&lt;blocked&gt; port 7070" in page and "expected ok, saw timeout" in page
+    assert "client reaches the server" not in page  # --only, as check's
 
 
 def test_report_in_headless_chromium(report: tuple[str, Path, bool], tmp_path: Path) -> None:

@@ -147,7 +147,7 @@ def test_svg_embedded_and_nothing_external() -> None:
     html = render_html(RUN, _verdicts(), lab, svg)
     page = _parse(html)
     assert "svg" in page.tags
-    assert html.index('<div class="graph"><svg') > 0
+    assert html.index('<div class="graph fit"><svg') > 0  # a small lab's drawing shrinks to the page
     text = "".join(page.text)
     assert "client" in text and "router" in text and "10.1.0.2/24" in text
     assert not [link for link in page.links if re.match(r"\s*(https?:)?//", link)], page.links
@@ -162,6 +162,12 @@ def test_to_html_from_a_lab_file(tmp_path: Path) -> None:
     html = to_html(str(path), None, "demo", _verdicts(), 2.0)
     assert "netlab report: lab demo" in html and "iptables-save (IPv4)" in html
     if shutil.which("dot"):
-        assert '<div class="graph"><svg' in html
+        assert '<div class="graph fit"><svg' in html
     else:
         assert "No topology drawing" in html
+
+
+def test_a_wide_drawing_keeps_its_size() -> None:
+    html = render_html(RUN, [], None, '<svg width="2260pt" height="463pt" viewBox="0 0 2260 463"></svg>')
+    assert '<div class="graph"><svg width="2260pt"' in html
+    assert '<div class="graph fit"><svg' in render_html(RUN, [], None, '<svg width="773pt" height="200pt"></svg>')
