@@ -38,8 +38,15 @@ if TYPE_CHECKING:
 # is imported by the commands that use it, rich by the first line printed.
 
 
+# Wide enough for any row: output that is not a terminal is never wrapped or cut.
+UNWRAPPED_WIDTH = 100_000
+
+
 class _LazyConsole:
-    """A rich Console made on first use."""
+    """A rich Console made on first use, fitting where its output goes: on a terminal,
+    its width (or $COLUMNS) and colour (unless $NO_COLOR); into a pipe or file, one line
+    per table row, however wide, and no colour. rich alone would wrap piped output at
+    the width of whatever terminal stdin or stderr is, else at 80 columns."""
 
     def __init__(self, **options: Any) -> None:
         self._options = options
@@ -50,6 +57,8 @@ class _LazyConsole:
             from rich.console import Console
 
             self._console = Console(highlight=False, soft_wrap=True, **self._options)
+            if not self._console.is_terminal:
+                self._console.width = UNWRAPPED_WIDTH
         return getattr(self._console, name)
 
 

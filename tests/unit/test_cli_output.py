@@ -1,0 +1,116 @@
+"""Output that fits where it goes: the check table through a pipe is one whole line per
+check at any width, without colour; on a terminal (a pseudo-terminal here) it is the
+table, fitted to the terminal's width or $COLUMNS, coloured unless $NO_COLOR."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NAMES = [f"pod-{i} to the service at 10.96.0.10:80 is not SNATed on its way out of node1 through eth0"
+         for i in range(4)]
+# The check table as `netlab check` prints it, from verdicts made up here (no lab needed).
+PRINT_TABLE = f"""
+from netlab import cli, report
+from netlab.probes.checks import Verdict
+names = {NAMES!r}
+report.print_text(cli.out, "lab1", [Verdict(name=n, kind="probe", passed=i % 2 == 0, summary="SYN answered by "
+                  "10.2.0.11:8080 from 10.1.0.2, conntrack entry seen", reasons=["expected a reply"])
+                  for i, n in enumerate(names)], 1.0)
+"""
+ANSI = "\x1b["
+
+
+def _pty(columns: int) -> tuple[int, int]:
+    main, tty = pty.openpty()
+    fcntl.ioctl(tty, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    return main, tty
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "NO_COLOR", "FORCE_COLOR", "TERM")}
+    env.update({"PYTHONPATH": str(REPO), "TERM": "xterm-256color"}, **extra)
+    return env
+
+
+def _drain(fd: int) -> str:
+    data = b""
+    while select.select([fd], [], [], 10)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:  # the other side closed (EIO on Linux)
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data.decode()
+
+
+@pytest.mark.parametrize("columns", [None, "20", "80", "400"])
+def test_piped_check_lines_are_whole_at_any_width(columns: str | None) -> None:
+    """stdin and stderr a narrow terminal (rich alone would wrap at its 40 columns), stdout
+    a pipe: every check's line holds its whole name and observation, with no colour."""
+    main, tty = _pty(40)
+    try:
+        env = _env(**({"COLUMNS": columns} if columns else {}))
+        proc = subprocess.run([sys.executable, "-c", PRINT_TABLE], stdin=tty, stderr=tty, stdout=subprocess.PIPE,
+                              env=env, timeout=60, text=True, check=True)
+    finally:
+        os.close(tty)
+        os.close(main)
+    lines = proc.stdout.splitlines()
+    for i, name in enumerate(NAMES):
+        mark = "✓" if i % 2 == 0 else "✗"
+        row = [line for line in lines if name in line and line.startswith(mark + " ")]
+        assert row and "SYN answered by 10.2.0.11:8080 from 10.1.0.2, conntrack entry seen" in row[0], proc.stdout
+    assert f"✗ {NAMES[1]}" in lines
+    assert ANSI not in proc.stdout
+
+
+def _on_terminal(columns: int, **env: str) -> str:
+    main, tty = _pty(columns)
+    try:
+        proc = subprocess.Popen([sys.executable, "-c", PRINT_TABLE], stdin=tty, stdout=tty, stderr=tty,
+                                env=_env(**env))
+        os.close(tty)
+        text = _drain(main)
+        assert proc.wait(timeout=60) == 0, text
+    finally:
+        os.close(main)
+    return text.replace("\r\n", "\n")
+
+
+def test_terminal_gets_the_coloured_table_at_its_width() -> None:
+    text = _on_terminal(100)
+    header = next(line for line in text.splitlines() if "check" in line)
+    assert "observed" in header  # the table's columns, side by side
+    assert "\x1b[32m✓" in text and "\x1b[31m✗" in text  # green and red marks
+    table = _table(text)
+    assert max(len(line) for line in table) <= 100
+    assert not any(NAMES[0] in line for line in table)  # wrapped within its column
+
+
+def test_terminal_respects_columns_and_no_color() -> None:
+    text = _on_terminal(200, COLUMNS="60", NO_COLOR="1")
+    assert "\x1b[32m" not in text and "\x1b[31m" not in text
+    table = _table(text)
+    assert max(len(line) for line in table) <= 60
+    assert "observed" in table[0]
+
+
+def _table(text: str) -> list[str]:
+    """The table's lines, colour codes removed (the failed checks' details after it are
+    soft-wrapped: the terminal folds them)."""
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    return plain.split("\n\n")[0].splitlines()
