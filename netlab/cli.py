@@ -458,7 +458,8 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
               help="Also write a JUnit XML report to PATH.")
 @click.option("--html", "html", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
               help="Also write an HTML report to PATH: one self-contained file (topology, every check "
-                   "with its evidence, the rulesets) to open in a browser or attach to a PR.")
+                   "with its evidence, failed probes' packets, the rulesets) to open in a browser or attach "
+                   "to a PR.")
 @click.option("--pcap", "pcap_dir", type=click.Path(file_okay=False, writable=True), metavar="DIR", default=None,
               help="Keep what each failed probe check captured as DIR/CHECK-NAME.pcap: its `capture:` "
                    "interface, else the client's interface towards the target.")
@@ -494,7 +495,7 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
         with _progress("building" if build else "checking") as tick:
             run = lifecycle.check(target, driver, build=build, only=only, variant=variant,
                                   progress=tick if build else None, on_done=None if build else tick,
-                                  keep_frames=pcap_dir is not None)
+                                  keep_frames=pcap_dir is not None or html is not None)
     finally:
         driver.close()
     if as_json:
@@ -507,7 +508,7 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
         with open(junit, "wb") as f:
             f.write(report.to_junit(run.lab, run.verdicts, run.seconds))
     if html:
-        _write_html(html, report.to_html(target, variant, run.lab, run.verdicts, run.seconds))
+        _write_html(html, report.to_html(target, variant, run.lab, run.verdicts, run.seconds, run.frames))
     if pcap_dir is not None:
         from netlab.pcap import save_captures
 

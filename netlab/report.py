@@ -4,13 +4,14 @@ JSON, and JUnit XML (for CI systems that draw test reports)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from netlab.pcap import Frame
 from netlab.probes.checks import Verdict
 
 
@@ -66,15 +67,18 @@ def to_junit(lab: str, verdicts: Sequence[Verdict], seconds: float) -> bytes:
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
-def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdict], seconds: float) -> str:
+def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdict], seconds: float,
+            frames: Mapping[str, Sequence[Frame]] | None = None) -> str:
     """The self-contained HTML report (netlab.report_html) of a run of TARGET's checks:
-    the lab and its topology are read from TARGET's lab file (no kernel reads)."""
+    the lab and its topology are read from TARGET's lab file (no kernel reads); `frames`,
+    each check's capture, are decoded for the failed ones."""
     import os
     import time
 
     from netlab import __version__
     from netlab.errors import NetlabError
     from netlab.graph import build_graph, load_lab_and_layout, render_svg
+    from netlab.probes.live import VXLAN_PORTS, frame_line
     from netlab.report_html import ReportRun, render_html
 
     model, layout = load_lab_and_layout(target, variant)
@@ -85,4 +89,7 @@ def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdi
         note = f"No topology drawing: {e}"
     run = ReportRun(lab=lab, seconds=seconds, kernel=os.uname().release, netlab=__version__,
                     when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
-    return render_html(run, verdicts, model, svg, note)
+    failed = {v.name for v in verdicts if not v.passed}
+    packets = {name: [frame_line(f, "", VXLAN_PORTS) for f in got]
+               for name, got in (frames or {}).items() if name in failed}
+    return render_html(run, verdicts, model, svg, note, packets)

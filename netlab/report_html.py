@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -48,6 +48,7 @@ ul.reasons { margin: 4px 0 8px; padding-left: 22px; color: #a40e26; }
 details.node { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; margin: 6px 0; padding: 0 12px; }
 .muted { color: #59636e; }
 """
+PACKET_LINES = 20  # of a failed check's capture: the rest is in `check --pcap`'s file
 FIT_WIDTH = 1600  # points (Graphviz's unit): at most about half size on a laptop's page
 
 
@@ -74,9 +75,10 @@ def summary_text(run: ReportRun, verdicts: Sequence[Verdict]) -> str:
 
 
 def render_html(run: ReportRun, verdicts: Sequence[Verdict], lab: Lab | None, svg: str | None,
-                graph_note: str = "") -> str:
+                graph_note: str = "", packets: Mapping[str, Sequence[str]] | None = None) -> str:
     """The page. `svg` is the topology's bare <svg> element (graph.render_svg(inline=True),
-    trusted: Graphviz escapes what it draws); without it, `graph_note` says why."""
+    trusted: Graphviz escapes what it draws); without it, `graph_note` says why. `packets`:
+    a check's captured frames as lines (netlab capture's), shown up to PACKET_LINES."""
     failed = sum(not v.passed for v in verdicts)
     parts = [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -95,7 +97,7 @@ def render_html(run: ReportRun, verdicts: Sequence[Verdict], lab: Lab | None, sv
     if not verdicts:
         parts.append('<p class="muted">The lab has no checks.</p>')
     # Failed checks first (open), then the passed ones (folded), each in the lab's order.
-    parts += [_check(v) for v in sorted(verdicts, key=lambda v: v.passed)]
+    parts += [_check(v, (packets or {}).get(v.name, ())) for v in sorted(verdicts, key=lambda v: v.passed)]
     if lab is not None:
         parts.append('<h2 id="rulesets">Rulesets</h2>')
         nodes = [_node_rulesets(name, node) for name, node in lab.nodes.items()]
@@ -114,7 +116,7 @@ def _graph(svg: str | None, note: str) -> str:
     return f'<div class="graph{" fit" if fits else ""}">{svg}</div>'
 
 
-def _check(v: Verdict) -> str:
+def _check(v: Verdict, packets: Sequence[str]) -> str:
     state = "passed" if v.passed else "failed"
     tries = f" ({v.attempts} attempts)" if v.attempts > 1 else ""
     head = (f'<details class="check {state}"{"" if v.passed else " open"}><summary>'
@@ -126,6 +128,11 @@ def _check(v: Verdict) -> str:
         body.append('<div class="section">Why it failed</div><ul class="reasons">'
                     + "".join(f"<li>{escape(r)}</li>" for r in v.reasons) + "</ul>")
     body += _pre("Evidence", v.evidence)
+    if packets:
+        more = len(packets) - PACKET_LINES
+        shown = [*packets[:PACKET_LINES], *([f"… {more} more (netlab check --pcap DIR keeps them all)"] if more > 0
+                                           else [])]
+        body += _pre(f"Captured packets ({len(packets)}: all the capture interface saw while the check ran)", shown)
     trace = _trace_lines(v)
     if trace:
         body += [f'<div class="trace">{"".join(_pre("Trace", trace))}</div>']

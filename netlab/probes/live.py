@@ -22,6 +22,7 @@ from netlab.kernel.capture import Capture, parse_frame
 from netlab.pcap import SNAPLEN, BpfProgram, Frame, PcapWriter
 
 POLL = 0.05  # seconds between looks at the flag and the clock on a quiet link
+VXLAN_PORTS = (4789, 8472)  # decoded as VXLAN: IANA's port, and Linux's and flannel's
 ETHERTYPES = {0x0806: "ARP", 0x88CC: "LLDP", 0x8035: "RARP"}
 
 
@@ -45,7 +46,7 @@ def frame_line(frame: Frame, ifname: str, vxlan_ports: Collection[int]) -> str:
 
 def capture_live(ns: str, ifname: str, *, on_line: Callable[[str], None], pcap: BinaryIO | None = None,
                  count: int | None = None, duration: float | None = None, bpf: BpfProgram | None = None,
-                 vxlan_ports: Collection[int] = (4789, 8472),
+                 vxlan_ports: Collection[int] = VXLAN_PORTS,
                  on_start: Callable[[], None] | None = None) -> LiveResult:
     """Capture on ifname in ns until count frames, duration seconds or a signal (SIGINT,
     SIGTERM); on_start is called once the socket is capturing. CaptureError if the

@@ -182,6 +182,7 @@ def test_report_in_headless_chromium(report: tuple[str, Path, bool], tmp_path: P
                       dom_text.index('<details class="check passed">')]
     assert "&lt;blocked&gt; port 7070" in failed
     assert "Why it failed" in failed and "expected ok, saw timeout" in failed, failed
+    assert "Captured packets" in failed and "&gt; 10.7.0.1.7070 tcp" in failed, failed  # the client's SYN
     if traced:  # `check --trace`: the failed check's walk is in its own section
         assert '<div class="trace">' in failed and "Trace" in failed, failed
     assert "tcp dport 7070 drop" in text  # server's ruleset, folded

@@ -171,3 +171,14 @@ def test_a_wide_drawing_keeps_its_size() -> None:
     html = render_html(RUN, [], None, '<svg width="2260pt" height="463pt" viewBox="0 0 2260 463"></svg>')
     assert '<div class="graph"><svg width="2260pt"' in html
     assert '<div class="graph fit"><svg' in render_html(RUN, [], None, '<svg width="773pt" height="200pt"></svg>')
+
+
+def test_failed_checks_packets_shown_up_to_a_limit() -> None:
+    from netlab.report_html import PACKET_LINES
+
+    lines = [f"18:00:00.{i:06d} out 10.1.0.2.40000 > 10.1.0.1.80 tcp <SYN>, length 74" for i in range(25)]
+    html = render_html(RUN, _verdicts(), None, None, packets={HOSTILE: lines})
+    assert "Captured packets (25:" in html
+    assert "10.1.0.1.80 tcp &lt;SYN&gt;" in html and "<SYN>" not in html
+    assert f"18:00:00.{PACKET_LINES - 1:06d}" in html and f"18:00:00.{PACKET_LINES:06d}" not in html
+    assert f"… {25 - PACKET_LINES} more (netlab check --pcap DIR keeps them all)" in html
