@@ -546,7 +546,8 @@ def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[
 
     One self-contained file, no network needed to view it: a summary to paste into a
     pull request (lab, passed/failed, time, kernel), the topology, every check with its
-    verdict, reasons and evidence (failed ones open), and each node's rulesets, folded.
+    verdict, reasons and evidence (failed ones open, with the packets their capture
+    saw), and each node's rulesets, folded.
 
     \b
     Examples:
