@@ -333,3 +333,41 @@ class Drop:
 
     def words(self) -> str:
         return f"dropped on {self.node} by {self.rule}"
+
+
+@dataclass(frozen=True)
+class TraceFlow:
+    """The flow a trace follows: packets to or from `addresses` (the client's and the
+    target's), or, for tcp/udp, with one of `ports` (the probes' own source ports) on
+    either side — which still matches after a NAT rewrote the addresses."""
+
+    proto: str  # tcp | udp | icmp
+    addresses: tuple[str, ...]
+    ports: tuple[int, ...] = ()
+
+
+# The temporary tables a trace adds (`inet netlab-trace-…`): their events say where a
+# packet was seen, not a rule of the lab.
+TRACE_TABLE_PREFIX = "netlab-trace-"
+
+
+@dataclass(frozen=True)
+class TraceEvent:
+    """One nftables trace event (NFT_MSG_TRACE) as a namespace's listener received it."""
+
+    ns: str
+    id: int  # the kernel's trace id: one per packet (skb) in one namespace
+    type: str  # rule | policy | return
+    family: str  # the table's: ip ip6 inet arp bridge netdev
+    table: str
+    chain: str
+    handle: int | None  # the rule's handle (type rule)
+    verdict: str | None  # accept drop continue jump goto return queue stolen …
+    target: str | None  # the chain of a jump or goto
+    src: str | None  # from the network header the event carries
+    dst: str | None
+    iif: str | None  # interface names in ns (or "if7" when the index is unknown)
+    oif: str | None
+    rule: str | None = None  # the rule's text, resolved from its handle
+    seq: int = 0  # the event's place in the walk across every namespace of one trace
+    ttl: int | None = None  # the TTL (hop limit) in the network header: one less per router

@@ -20,6 +20,7 @@ import ipaddress
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from netlab.fib.lookup import REJECT_ERRNOS, RULE_ERRNOS, deciding_rule, error_answer, l3mdev_table, rule_selects
 from netlab.fib.query import check_query
@@ -34,9 +35,13 @@ from netlab.observations import (
     RouteAnswer,
     RouteQuery,
     RuleView,
+    TraceEvent,
+    TraceFlow,
 )
 from netlab.pcap import Frame
 from netlab.vocabulary import BUILTIN_TABLES
+
+T = TypeVar("T")
 
 MAIN, DEFAULT, LOCAL = (BUILTIN_TABLES[name] for name in ("main", "default", "local"))
 
@@ -71,6 +76,7 @@ class FakeNamespace:
     nft: dict[str, str] = field(default_factory=dict)  # `nft list WHAT` → its text
     packets: dict[str, list[Packet]] = field(default_factory=dict)  # interface → what a capture there sees
     drops: list[Drop] = field(default_factory=list)
+    trace: list[TraceEvent] = field(default_factory=list)  # what a trace through ns reports
 
     def interfaces(self) -> set[str]:
         return {"lo", *self.links, *self.packets, *self.vrfs, *(r.dev for r in self.routes if r.dev)}
@@ -147,6 +153,13 @@ class FakeObserver:
 
     def drops(self, ns: str, node: str, rules: Mapping[int, str]) -> list[Drop]:
         return [d for d in self._read("drops", ns, node).drops if d.node == node]
+
+    def trace(self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
+              settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+        """send() and every namespace's canned events, merged in their `seq` order."""
+        spaces = [self._read("trace", ns, flow.proto) for ns in namespaces]
+        result = send()
+        return result, sorted((e for space in spaces for e in space.trace), key=lambda e: e.seq)
 
 
 def _lookup(space: FakeNamespace, q: RouteQuery) -> RouteAnswer:

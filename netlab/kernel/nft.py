@@ -388,3 +388,26 @@ def _add_standins(names: Sequence[str]) -> None:
         os.close(fd)
     if failures:
         raise OSError(failures[0].errno, f"a stand-in for {names[failures[0].index]}: {failures[0].message}")
+
+
+def command_in(ns: str, command: str, *, handles: bool = False) -> tuple[int, str, str]:
+    """One nft command (`add table …`, `delete table …`, `list table …`) in a lab namespace
+    through libnftables: (rc, stdout, stderr), never raising for nft's own refusal;
+    handles: listings carry each rule's `# handle N`."""
+
+    def run() -> tuple[int, str, str]:
+        fd = nsops.open_netns(ns)
+        try:
+            nsops.enter_here(fd)
+        finally:
+            os.close(fd)
+        with _nft() as nft:
+            nft.set_dry_run(False)
+            nft.set_handle_output(handles)
+            try:
+                rc, out, err = nft.cmd(command)
+            finally:
+                nft.set_handle_output(False)
+        return int(rc), str(out), str(err)
+
+    return nsops.in_thread(run)

@@ -1,18 +1,31 @@
 """The kernel observer that reads the real kernel (KernelObserver, observer.py), one
 reader module per kind of state: routes.py (route get, rules, VRFs), conntrack.py,
-ipvs.py (its read half), nft.py (listings), drops.py (network-policy drop records) and
+ipvs.py (its read half), nft.py (listings), trace.py (nftables tracing), drops.py (network-policy drop records) and
 capture.py (AF_PACKET captures). Each read enters the lab namespace from a worker
 thread and leaves nothing open behind it, except a capture until it is closed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import TypeVar
 
-from netlab.kernel import conntrack, drops, ipvs, nft, routes
+from netlab.kernel import conntrack, drops, ipvs, nft, routes, trace
 from netlab.kernel.capture import SNAPLEN, Capture
-from netlab.observations import CtEntry, Drop, IpvsState, ObserveError, RouteAnswer, RouteQuery, RuleView
+from netlab.observations import (
+    CtEntry,
+    Drop,
+    IpvsState,
+    ObserveError,
+    RouteAnswer,
+    RouteQuery,
+    RuleView,
+    TraceEvent,
+    TraceFlow,
+)
 from netlab.pcap import KEPT_SNAPLEN
+
+T = TypeVar("T")
 
 
 class LiveObserver:
@@ -47,3 +60,10 @@ class LiveObserver:
         except nft.FirewallError as e:
             # the words the runner printed before this seam: "could not observe: <nft's>"
             raise ObserveError(str(e)) from e
+
+    def trace(self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
+              settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+        try:
+            return trace.trace(namespaces, flow, send, settle=settle)
+        except nft.FirewallError as e:
+            raise ObserveError(f"nft trace: {e}") from e

@@ -17,11 +17,23 @@ the runner beside the observer.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol, TypeVar
 
-from netlab.observations import CtEntry, Drop, IpvsState, Packet, RouteAnswer, RouteQuery, RuleView
+from netlab.observations import (
+    CtEntry,
+    Drop,
+    IpvsState,
+    Packet,
+    RouteAnswer,
+    RouteQuery,
+    RuleView,
+    TraceEvent,
+    TraceFlow,
+)
 from netlab.pcap import Frame
+
+T = TypeVar("T")
 
 
 class OpenCapture(Protocol):
@@ -69,4 +81,11 @@ class KernelObserver(Protocol):
 
     def drops(self, ns: str, node: str, rules: Mapping[int, str]) -> list[Drop]:
         """The network-policy drops recorded in ns (node `node`, drop rule number → its words)."""
+        ...
+
+    def trace(self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
+              settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+        """send() with the flow traced by nftables in each namespace (a temporary table and a
+        listener in each, all removed again, also on Ctrl-C): its result and the trace
+        events in arrival order, rule handles resolved to their text."""
         ...

@@ -1,0 +1,332 @@
+"""nftables tracing of one flow across a lab's namespaces (the live half of
+KernelObserver.trace).
+
+The kernel clears a packet's trace flag whenever it crosses into another namespace, and
+delivers trace events only to listeners in the packet's own namespace: so every
+namespace gets its own temporary table (`inet netlab-trace-…`, chains at prerouting and
+output, priority -600: before raw and conntrack) whose rules set `meta nftrace set 1` on
+the flow's packets, and its own NETLINK_NETFILTER socket in group NFNLGRP_NFTRACE. The
+probe is sent, events are read until the lab is quiet, and every table and socket goes
+away again — in a `finally` that a Ctrl-C cannot cut short.
+
+Events are decoded here with the standard library (`decode`); rule handles are resolved
+to their text with `nft -a list table` in the event's namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import itertools
+import os
+import re
+import select
+import socket
+import struct
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import TypeVar
+
+from netlab import interrupts
+from netlab.kernel import nft
+from netlab.kernel.inside import in_namespace
+from netlab.observations import TRACE_TABLE_PREFIX, ObserveError, TraceEvent, TraceFlow
+
+T = TypeVar("T")
+
+NETLINK_NETFILTER = 12
+SOL_NETLINK = 270
+NETLINK_ADD_MEMBERSHIP = 1
+NFNLGRP_NFTRACE = 9
+NFT_MSG_TRACE = (10 << 8) | 17  # NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
+
+PRIORITY = -600  # before raw (-300) and conntrack (-200)
+LAST = 500  # after srcnat (100)
+
+# NFTA_TRACE_* (include/uapi/linux/netfilter/nf_tables.h)
+A_TABLE, A_CHAIN, A_HANDLE, A_TYPE, A_VERDICT, A_ID = 1, 2, 3, 4, 5, 6
+A_NETWORK, A_IIF, A_OIF, A_POLICY = 8, 10, 12, 16
+TYPES = {1: "policy", 2: "return", 3: "rule"}
+VERDICTS = {0: "drop", 1: "accept", 2: "stolen", 3: "queue", 4: "repeat",
+            -1: "continue", -2: "break", -3: "jump", -4: "goto", -5: "return"}
+FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+
+_ids = itertools.count(1)
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
+    off = 0
+    while off + 4 <= len(data):
+        length, kind = struct.unpack_from("=HH", data, off)
+        if length < 4:
+            return
+        yield kind & 0x3FFF, data[off + 4:off + length]
+        off += (length + 3) & ~3
+
+
+def _verdict(data: bytes) -> tuple[str | None, str | None]:
+    code: int | None = None
+    target = None
+    for kind, value in _attrs(data):
+        if kind == 1 and len(value) >= 4:
+            code = struct.unpack(">i", value[:4])[0]
+        elif kind == 2:
+            target = value.rstrip(b"\0").decode(errors="replace")
+    if code is None:
+        return None, target
+    return VERDICTS.get(code if code < 0 else code & 0xFF, str(code)), target
+
+
+def _addresses(header: bytes) -> tuple[str | None, str | None, int | None]:
+    """Source, destination and TTL (hop limit) of an IPv4 or IPv6 header."""
+    if len(header) >= 20 and header[0] >> 4 == 4:
+        return str(ipaddress.IPv4Address(header[12:16])), str(ipaddress.IPv4Address(header[16:20])), header[8]
+    if len(header) >= 40 and header[0] >> 4 == 6:
+        return str(ipaddress.IPv6Address(header[8:24])), str(ipaddress.IPv6Address(header[24:40])), header[7]
+    return None, None, None
+
+
+def decode(data: bytes, ns: str, ifnames: dict[int, str] | None = None) -> list[TraceEvent]:
+    """Every NFT_MSG_TRACE message in a netlink datagram, as TraceEvents of namespace ns."""
+    out = []
+    off = 0
+    while off + 16 <= len(data):
+        length, mtype = struct.unpack_from("=IH", data, off)
+        if length < 16:
+            break
+        if mtype == NFT_MSG_TRACE and length >= 20:
+            out.append(_event(data[off + 16:off + length], ns, ifnames or {}))
+        off += (length + 3) & ~3
+    return out
+
+
+def _event(body: bytes, ns: str, ifnames: dict[int, str]) -> TraceEvent:
+    fields: dict[int, bytes] = dict(_attrs(body[4:]))
+
+    def text(kind: int) -> str:
+        return fields.get(kind, b"").rstrip(b"\0").decode(errors="replace")
+
+    def index(kind: int) -> str | None:
+        if kind not in fields:
+            return None
+        i = struct.unpack(">I", fields[kind][:4])[0]
+        return ifnames.get(i, f"if{i}")
+
+    verdict, target = _verdict(fields[A_VERDICT]) if A_VERDICT in fields else (None, None)
+    if A_POLICY in fields:
+        verdict = VERDICTS.get(struct.unpack(">i", fields[A_POLICY][:4])[0], verdict)
+    src, dst, ttl = _addresses(fields.get(A_NETWORK, b""))
+    return TraceEvent(
+        ns=ns, id=struct.unpack(">I", fields[A_ID][:4])[0] if A_ID in fields else 0,
+        type=TYPES.get(struct.unpack(">I", fields[A_TYPE][:4])[0], "?") if A_TYPE in fields else "?",
+        family=FAMILIES.get(body[0], str(body[0])), table=text(A_TABLE), chain=text(A_CHAIN),
+        handle=struct.unpack(">Q", fields[A_HANDLE][:8])[0] if A_HANDLE in fields else None,
+        verdict=verdict, target=target, src=src, dst=dst, iif=index(A_IIF), oif=index(A_OIF), ttl=ttl)
+
+
+# ---------------------------------------------------------------- the temporary tables
+
+
+def trace_table(name: str, flow: TraceFlow) -> str:
+    """The temporary table that marks the flow's packets for tracing, both directions."""
+    marks = []
+    for version, selector in ((4, "ip"), (6, "ip6")):
+        addrs = sorted(a for a in flow.addresses if ipaddress.ip_address(a).version == version)
+        if addrs:
+            group = "{ " + ", ".join(addrs) + " }"
+            marks += [f"{selector} saddr {group}", f"{selector} daddr {group}"]
+    if flow.ports and flow.proto in ("tcp", "udp"):
+        group = "{ " + ", ".join(str(p) for p in sorted(flow.ports)) + " }"
+        marks += [f"meta l4proto {flow.proto} th sport {group}", f"meta l4proto {flow.proto} th dport {group}"]
+    rules = "".join(f"    {m} meta nftrace set 1\n" for m in marks)
+    chains = "".join(
+        f"  chain {chain} {{\n    type filter hook {hook} priority {PRIORITY}; policy accept;\n{rules}  }}\n"
+        for chain, hook in (("pre", "prerouting"), ("out", "output")))
+    # Empty chains after every NAT: a traced packet's pass through them is an event with its
+    # headers as they leave (or are delivered) — where a SNAT or DNAT shows, and how the
+    # walk knows which namespace a packet went to next.
+    chains += "".join(
+        f"  chain {chain} {{\n    type filter hook {hook} priority {LAST}; policy accept;\n  }}\n"
+        for chain, hook in (("post", "postrouting"), ("in", "input")))
+    return f"table inet {name} {{\n{chains}}}\n"
+
+
+def _install(ns: str, name: str, flow: TraceFlow) -> None:
+    rc, _, err = nft.command_in(ns, trace_table(name, flow))
+    if rc != 0:
+        raise ObserveError(f"in {ns}: cannot add the trace table: {err.strip()}")
+
+
+def _remove(ns: str, name: str) -> None:
+    with contextlib.suppress(OSError, nft.FirewallError):  # the namespace is gone: so is the table
+        nft.command_in(ns, f"delete table inet {name}")
+
+
+def _listener() -> socket.socket:
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        sock.bind((0, 0))
+        sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTRACE)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+# ---------------------------------------------------------------- one trace
+
+
+def trace(namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
+          settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+    """send() with the flow traced in every namespace (the client's first); its result and
+    the events stitched into one walk (`stitch`), rule texts resolved (the temporary tables' own events stay: they
+    say where the packet was seen)."""
+    name = f"{TRACE_TABLE_PREFIX}{os.getpid()}-{next(_ids)}"
+    listeners: dict[socket.socket, str] = {}
+    touched: list[str] = []
+    raw: list[tuple[str, bytes]] = []
+    try:
+        # Installing is short and must not be cut halfway (a worker thread could add a table
+        # after the cleanup ran): a signal waits until every table is in, then unwinds.
+        with interrupts.deferred():
+            for ns in namespaces:
+                listeners[in_namespace(ns, _listener)] = ns
+                touched.append(ns)
+                _install(ns, name, flow)
+        interrupts.raise_pending()
+        result = send()
+        raw = _collect(listeners, settle)
+    finally:
+        with interrupts.deferred():
+            for ns in touched:
+                _remove(ns, name)
+            for sock in listeners:
+                sock.close()
+    return result, _resolve(raw, namespaces)
+
+
+def _collect(listeners: dict[socket.socket, str], settle: float, limit: float = 5.0) -> list[tuple[str, bytes]]:
+    """Datagrams until none came for `settle` seconds (at most `limit`); each namespace's
+    in the order the kernel sent them."""
+    out: list[tuple[str, bytes]] = []
+    end = time.monotonic() + limit
+    while (left := end - time.monotonic()) > 0:
+        ready, _, _ = select.select(list(listeners), [], [], min(settle, left))
+        if not ready:
+            break
+        for sock in ready:
+            try:
+                out.append((listeners[sock], sock.recv(1 << 16)))
+            except OSError:  # ENOBUFS: events were lost; the walk shows what arrived
+                continue
+    return out
+
+
+def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str]) -> list[TraceEvent]:
+    names: dict[str, dict[int, str]] = {}
+    texts: dict[tuple[str, str, str], dict[tuple[str, int], str]] = {}
+    queues: dict[str, list[TraceEvent]] = {ns: [] for ns in namespaces}  # the client's first
+    for ns, data in raw:
+        if ns not in names:
+            names[ns] = in_namespace(ns, lambda: {i: n for i, n in socket.if_nameindex()})
+        queues.setdefault(ns, []).extend(decode(data, ns, names[ns]))
+    events: list[TraceEvent] = []
+    for e in stitch([with_headers(q) for q in queues.values()]):
+        key = (e.ns, e.family, e.table)
+        if e.table.startswith(TRACE_TABLE_PREFIX):
+            texts[key] = {}
+        elif key not in texts:
+            texts[key] = rule_texts(e.ns, e.family, e.table)
+        rule = texts[key].get((e.chain, e.handle)) if e.handle is not None else None
+        events.append(replace(e, rule=rule, seq=len(events)))
+    return events
+
+
+def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:
+    """The kernel sends the packet's headers with the first event of each hook only: the
+    later events of the same packet (trace id) carry the last ones seen."""
+    out: list[TraceEvent] = []
+    for e in queue:
+        prev = out[-1] if out else None
+        if e.src is None and prev is not None and prev.id == e.id:
+            e = replace(e, src=prev.src, dst=prev.dst, ttl=prev.ttl, iif=e.iif or prev.iif, oif=e.oif or prev.oif)
+        out.append(e)
+    return out
+
+
+def _visits(queue: Sequence[TraceEvent]) -> list[list[TraceEvent]]:
+    """A namespace's events cut into visits: consecutive events of one packet (trace id)."""
+    out: list[list[TraceEvent]] = []
+    for e in queue:
+        if out and out[-1][-1].id == e.id:
+            out[-1].append(e)
+        else:
+            out.append([e])
+    return out
+
+
+def _received(visit: Sequence[TraceEvent]) -> bool:
+    return visit[0].iif not in (None, "lo")
+
+
+def stitch(queues: Sequence[Sequence[TraceEvent]]) -> list[TraceEvent]:
+    """Every namespace's events merged into one walk in the order the packets went.
+
+    Each listener has its own queue, in order; across namespaces there is no common clock
+    (the trace flag and id do not cross a veth). A visit that received a packet from a
+    wire comes after a visit elsewhere that sent it: the headers it left with (addresses
+    and TTL, which each router lowers: the temporary table's postrouting chain sees them
+    after any SNAT) equal those it arrived with, or else the destination does. Failing
+    that, a visit that starts a packet (output), the client's queue first; failing that,
+    the first queue's head."""
+    heads = [_visits(q) for q in queues]
+    sent: list[tuple[str | None, str | None, int | None]] = []  # headers that left, not yet received
+    out: list[TraceEvent] = []
+
+    def matches(visit: list[TraceEvent], exact: bool) -> list[tuple[str | None, str | None, int | None]]:
+        first = visit[0]
+        if not _received(visit):
+            return []
+        return [p for p in sent if p[1] == first.dst and (not exact or p == (first.src, first.dst, first.ttl))]
+
+    while any(heads):
+        pick = next((q for q in heads if q and matches(q[0], True)), None)
+        pick = pick or next((q for q in heads if q and matches(q[0], False)), None)
+        pick = pick or next((q for q in heads if q and not _received(q[0])), None)
+        pick = pick or next(q for q in heads if q)
+        visit = pick.pop(0)
+        if match := matches(visit, True) or matches(visit, False):
+            sent.remove(match[0])
+        if any(e.oif not in (None, "lo") for e in visit):
+            sent.append((visit[-1].src, visit[-1].dst, visit[-1].ttl))
+        out += visit
+    return out
+
+
+_CHAIN = re.compile(r"^\s*chain (\S+) \{")
+_HANDLE = re.compile(r"^\s*(.*?)\s*# handle (\d+)$")
+
+
+def rule_texts(ns: str, family: str, table: str) -> dict[tuple[str, int], str]:
+    """(chain, handle) → rule text, from `nft -a list table FAMILY TABLE` in ns."""
+    try:
+        rc, out, _ = nft.command_in(ns, f"list table {family} {table}", handles=True)
+    except (OSError, nft.FirewallError):
+        return {}
+    return parse_handles(out) if rc == 0 else {}
+
+
+def parse_handles(listing: str) -> dict[tuple[str, int], str]:
+    out: dict[tuple[str, int], str] = {}
+    chain = None
+    for line in listing.splitlines():
+        if m := _CHAIN.match(line):
+            chain = m.group(1)
+        elif chain and (m := _HANDLE.match(line)) and m.group(1):
+            out[(chain, int(m.group(2)))] = m.group(1)
+    return out

@@ -1,0 +1,152 @@
+"""`netlab trace` on the real kernel: nftables trace events from every namespace of a
+client → router → server lab, stitched into a walk that names where the packet died (a
+chain's policy, a rule of an nft ruleset or of an iptables-save dump), shows a DNAT, and
+leaves no temporary `netlab-trace` table behind — also when it is interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Any
+
+import pytest
+
+from netlab import interrupts
+from netlab.kernel.nft import list_ruleset
+from netlab.kernel.observe import LiveObserver
+from netlab.observations import TRACE_TABLE_PREFIX, TraceFlow
+from netlab.probes.trace import Trace, run_trace, text_lines
+from netlab.pytest_plugin import LabFactory, LabHandle
+from tests.kernel.conftest import NetlabCli
+
+POLICY_DROP = """\
+table inet filter {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    ip daddr 10.1.0.2 udp dport 9 accept
+  }
+}
+"""
+
+DNAT = """\
+table ip nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 203.0.113.10 tcp dport 80 dnat to 10.1.0.2:8080
+  }
+}
+"""
+
+IPTABLES_DROP = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -d 10.1.0.2/32 -p tcp -j DROP
+COMMIT
+"""
+
+
+def spec(**router_extra: Any) -> dict[str, Any]:
+    """client 10.0.0.2 — router (10.0.0.1 | 10.1.0.1) — server 10.1.0.2 (tcp/8080), routed both ways."""
+    return {
+        "name": "trace",
+        "nodes": {
+            "router": {
+                "sysctls": {"net.ipv4.ip_forward": 1},
+                "links": {"eth0": {"peer": "client:eth0", "addresses": ["10.0.0.1/24"]},
+                          "eth1": {"peer": "server:eth0", "addresses": ["10.1.0.1/24"]}},
+                **router_extra,
+            },
+            "client": {"links": {"eth0": {"addresses": ["10.0.0.2/24"]}},
+                       "routes": [{"to": "default", "via": "10.0.0.1"}]},
+            "server": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}},
+                       "routes": [{"to": "default", "via": "10.1.0.1"}], "serve": ["tcp/8080"]},
+        },
+    }
+
+
+def traced(lab: LabHandle, dst: str, port: int | None, proto: str = "tcp") -> tuple[Trace, str]:
+    trace = run_trace(lab.context, "client", dst, proto, port)
+    text = "\n".join(text_lines(trace))
+    return trace, f"\n{text}\n--- router ruleset:\n{list_ruleset(lab.ns('router'))}"
+
+
+def assert_no_trace_tables(lab: LabHandle) -> None:
+    for node in ("client", "router", "server"):
+        ruleset = list_ruleset(lab.ns(node))
+        assert TRACE_TABLE_PREFIX not in ruleset, f"{node} still has a trace table:\n{ruleset}"
+
+
+def test_a_chain_policy_drop_is_named(netlab_lab: LabFactory) -> None:
+    lab = netlab_lab(spec(nftables=POLICY_DROP), unique=True)
+    trace, why = traced(lab, "10.1.0.2", 8080)
+    assert not trace.ok, why
+    death = trace.death
+    assert death is not None, why
+    assert (lab.ns("router"), death.table, death.chain, death.type) == (lab.ns("router"), "filter", "forward",
+                                                                         "policy"), why
+    assert "died in router: inet filter forward: the policy of chain forward dropped it" in why, why
+    assert_no_trace_tables(lab)
+
+
+def test_a_dnat_across_three_namespaces_shows_the_translation(netlab_lab: LabFactory) -> None:
+    lab = netlab_lab(spec(nftables=DNAT), unique=True)
+    trace, why = traced(lab, "203.0.113.10", 80)
+    assert trace.ok, why
+    assert "NAT: 10.0.0.2 → 203.0.113.10 is now 10.0.0.2 → 10.1.0.2" in why, why
+    assert "ip nat prerouting: ip daddr 203.0.113.10 tcp dport 80 dnat to 10.1.0.2:8080  → accept" in why, why
+    nodes = [trace.nodes[e.ns] for e in trace.events]
+    first = {n: nodes.index(n) for n in ("client", "router", "server")}
+    assert first["client"] < first["router"] < first["server"], why
+    assert any(c.dnat and c.reply.src == "10.1.0.2" for c in trace.conntrack), why
+    assert_no_trace_tables(lab)
+
+
+def test_a_rule_of_an_iptables_dump_is_named(netlab_lab: LabFactory) -> None:
+    lab = netlab_lab(spec(iptables=IPTABLES_DROP), unique=True)
+    trace, why = traced(lab, "10.1.0.2", 8080)
+    death = trace.death
+    assert death is not None and death.type == "rule", why
+    assert (death.table, death.chain) == ("filter", "FORWARD"), why
+    assert death.rule is not None and "ip daddr 10.1.0.2" in death.rule and "drop" in death.rule, why
+    assert_no_trace_tables(lab)
+
+
+def test_an_interrupted_trace_leaves_no_table(netlab_lab: LabFactory) -> None:
+    """Ctrl-C while the probe is out (in-process: the send raises it) still removes every table."""
+    lab = netlab_lab(spec(nftables=POLICY_DROP), unique=True)
+    namespaces = [lab.ns(n) for n in ("client", "router", "server")]
+    seen: list[str] = []
+
+    def send() -> None:
+        seen.extend(n for n in namespaces if TRACE_TABLE_PREFIX in list_ruleset(n))
+        raise interrupts.Signalled(signal.SIGINT)
+
+    with pytest.raises(interrupts.Signalled):
+        LiveObserver().trace(namespaces, TraceFlow("tcp", ("10.0.0.2", "10.1.0.2")), send)
+    assert seen == namespaces, f"the tables were not all in place while the probe was out: {seen}"
+    assert_no_trace_tables(lab)
+
+
+def test_cli_trace_names_the_drop_and_sigint_cleans_up(netlab_lab: LabFactory, netlab_cli: NetlabCli) -> None:
+    lab = netlab_lab(spec(nftables=POLICY_DROP), unique=True)
+    r = netlab_cli("trace", lab.name, "--from", "client", "--to", "server:8080")
+    assert r.rc == 1, r
+    assert "died in router: inet filter forward: the policy of chain forward dropped it" in r.out, r
+    r = netlab_cli("trace", lab.name, "--from", "client", "--to", "10.1.0.2", "--port", "8080", "--json")
+    doc = json.loads(r.out)
+    assert (doc["ok"], doc["died"]["node"], doc["died"]["chain"], doc["died"]["type"]) == (
+        False, "router", "forward", "policy"), r.out
+    # SIGINT while the probe waits for its answer: exit 130, every table gone
+    proc = netlab_cli.popen("trace", lab.name, "--from", "client", "--to", "server:8080")
+    deadline = time.monotonic() + 20
+    while TRACE_TABLE_PREFIX not in list_ruleset(lab.ns("server")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted by SIGINT" in err, err
+    assert_no_trace_tables(lab)
