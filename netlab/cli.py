@@ -119,13 +119,16 @@ def validate(files: tuple[str, ...]) -> int:
 
     Every problem is listed with file:line, the key path and what would be right.
     A file with `variants:` is valid when its lab and every variant are; each variant is
-    checked as the lab it builds, and a problem in one points at the variant's lines.
+    checked as the lab it builds, and a problem in one points at the variant's lines or
+    names the variant. (`up`/`check` build one lab: another variant's problem does not
+    refuse it.)
     As root, nodes' nftables rulesets and iptables dumps are also tried, each node's in a
     throwaway network namespace (as `netlab up` does first), and sysctl names are looked up
     in a fresh namespace's /proc/sys; without root the rulesets are not tried, and sysctl
     names missing from netlab's list of known ones are warnings. Exits 2 if any file has a
     problem.
     """
+    from netlab.lab.variants import new_problems
     from netlab.load import load_variants
     from netlab.preflight import check_firewall, check_sysctls, has_firewall, not_checked_note, sysctl_warnings
 
@@ -135,21 +138,21 @@ def validate(files: tuple[str, ...]) -> int:
         try:
             labs = load_variants(file)
             firewall: list[str] = []
-            problems = []
+            problems: list[Problem] = []
             warnings: list[Problem] = []
             for lab, where in labs.all():
                 if os.geteuid() == 0:  # against a fresh namespace's /proc/sys, as `up` does
                     try:
                         check_sysctls(lab, where)
                     except LabError as e:
-                        problems += e.problems
+                        problems += new_problems(e.problems, problems)
                 else:  # against a list of names: the kernel that runs the lab may have more
-                    warnings += [w for w in sysctl_warnings(lab, where) if w not in warnings]
+                    warnings += new_problems(sysctl_warnings(lab, where), warnings)
                 if has_firewall(lab) and os.geteuid() == 0:
                     try:
                         check_firewall(lab, where)  # in throwaway namespaces: `up` would refuse the same
                     except LabError as e:
-                        problems += e.problems
+                        problems += new_problems(e.problems, problems)
                 elif has_firewall(lab) and not firewall:
                     firewall.append(not_checked_note(lab))
             for warning in warnings:
@@ -200,12 +203,12 @@ def render(file: str, as_json: bool, variant: str | None) -> int:
     """
     from netlab.lab.render import lab_data, render_yaml
     from netlab.lab.variants import variant_diff
-    from netlab.load import load_variants
+    from netlab.load import load_lab, load_variants
 
-    labs = load_variants(file, variant)
-    lab = labs.get(variant)[0]
+    labs = load_variants(file) if variant is None else None  # one variant alone: its own problems only
+    lab = labs.base[0] if labs is not None else load_lab(file, variant)
     variants = None
-    if variant is None and labs.variants:
+    if labs is not None and labs.variants:
         base = lab_data(lab)
         variants = {name: variant_diff(base, lab_data(vlab)) for name, (vlab, _) in labs.variants.items()}
     if as_json:

@@ -607,18 +607,18 @@ def load_graph(target: str, variant: str | None = None) -> Graph:
 def load_lab_and_layout(target: str, variant: str | None = None) -> tuple[Lab, ClusterLayout | None]:
     """The explicit lab load_graph draws, with its cluster layout (also for the report)."""
     from netlab.errors import UsageError
-    from netlab.load import load_variants
+    from netlab.load import load_lab_located, load_named
     from netlab.state import read_state
 
     if is_lab_file(target):
-        lab, where = load_variants(target, variant).get(variant)
+        lab, where = load_lab_located(target, variant)
         return lab, where.cluster
     name = f"{target}-{variant}" if variant else target
     state = read_state(name)
     if state is None:
         raise UsageError(f"no lab file {target!r} and no lab {name!r} up; give a lab file (LAB.yaml) or the "
                          "name of a lab that is up (as root: its state is root's)")
-    found = next(((lab, where) for lab, where in load_variants(state.source).all() if lab.name == name), None)
+    found = load_named(state.source, name)
     if found is None:
         raise UsageError(f"lab {name} was built from {state.source}, which no longer defines it")
     return found[0], found[1].cluster

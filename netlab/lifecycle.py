@@ -22,7 +22,7 @@ from netlab.lab.model import Check, Lab
 from netlab.lab.parse import topology
 from netlab.lab.render import lab_data
 from netlab.labdiff import key_changes, listed
-from netlab.load import load_lab, load_lab_located, load_variants
+from netlab.load import load_lab, load_lab_located, load_named
 from netlab.naming import is_lab_file
 from netlab.pcap import Frame
 from netlab.plan.build import Plan, build_plan
@@ -384,13 +384,11 @@ def lab_context(target: str, variant: str | None = None) -> LabContext:
             raise UsageError(f"lab {name} was built from {st.source}, which is gone; "
                              f"pass the lab file: netlab check FILE")
         # the base lab or one of its variants (NAME-VARIANT): whichever has the name
-        labs = load_variants(st.source)
-        found = labs.named(name)
+        found = load_named(st.source, name)
         if found is None:
             raise UsageError(f"lab {name} was built from {st.source}, which no longer defines it "
                              f"(its name or variant changed); take it down: netlab down {name}")
-        lab = found
-        variant = next((v for v, (vlab, _) in labs.variants.items() if vlab is lab), None)
+        lab, _, variant = found
     if build_plan(lab).fingerprint != st.fingerprint:
         again = (target if is_file else st.source) + (f" --variant {variant}" if variant else "")
         built = {k: v for k, v in st.spec.items() if k != "checks"}

@@ -15,9 +15,11 @@ Nothing touches the kernel, so `netlab validate` and `netlab render` run without
 A problem found in a generated node points at the `cluster:` key it came from.
 
 A lab file may declare `variants:` (spec.variants): each is merged into the raw data
-before pass 2 and loaded through the same passes as a lab of its own, `NAME-VARIANT`. A
-file loads only when its base lab and every variant do; a problem in a variant points at
-the variant's line and key path.
+before pass 2 and loaded through the same passes as a lab of its own, `NAME-VARIANT`.
+`load_lab` loads the one lab asked for (the base, or one variant), so a problem in
+variant Y never refuses the base lab or variant X; `load_variants` loads them all and
+lists every problem of any of them (`validate`, `render`). A problem in a variant points
+at the variant's line and key path, or names the variant.
 
 Between 2 and 3, the files nodes name (`nftables: [{file: …}]`, `iptables: [{file: …}]`,
 relative to the lab file) are read, and the loaded lab carries their text instead: the
@@ -41,7 +43,7 @@ from netlab.expand.cluster import ClusterLayout
 from netlab.lab.bounds import MAX_FILE_BYTES, TooBig, read_bounded
 from netlab.lab.model import IptablesDump, Lab, NftRuleset, Node
 from netlab.lab.parse import Salvage, SchemaError, cross_check, read_lab, validate_model
-from netlab.lab.source import Path, Source, parse_yaml
+from netlab.lab.source import Path, Source, format_path, parse_yaml
 from netlab.lab.variants import (
     VariantSource,
     apply_variant,
@@ -84,14 +86,18 @@ class LabOrigin:
 
 
 def load_lab(path: str | FsPath, variant: str | None = None) -> Lab:
-    """Read, validate and expand a lab file (with `variant`: that variant's lab); raises
-    LabError (exit 2) listing every problem of the file, UsageError for an unknown variant."""
+    """Read, validate and expand a lab file's base lab (with `variant`: that variant's lab
+    alone); raises LabError (exit 2) listing every problem of that lab, UsageError for an
+    unknown variant. Problems of the file's other variants do not count."""
     return load_lab_located(path, variant)[0]
 
 
 def load_lab_located(path: str | FsPath, variant: str | None = None) -> tuple[Lab, LabOrigin]:
     """load_lab, and where each part of the lab was written."""
-    return load_variants(path, variant).get(variant)
+    data, source, problems = read_lab(path)
+    if data is None:
+        raise LabError(problems)
+    return _load_one(data, source, problems, variant)
 
 
 @dataclass(frozen=True)
@@ -122,11 +128,35 @@ def load_variants(path: str | FsPath, variant: str | None = None) -> LabVariants
     return _load_variants(data, source, problems, variant)
 
 
+def load_named(path: str | FsPath, name: str) -> tuple[Lab, LabOrigin, str | None] | None:
+    """The lab called `name` in a lab file — its base lab, or the variant whose lab has that
+    name — with its origin and variant; None when the file defines no lab of that name.
+    Only that lab is loaded: the file's other variants' problems do not count."""
+    data, source, problems = read_lab(path)
+    if data is None:
+        raise LabError(problems)
+    base = data.get("name") if isinstance(data, dict) else None
+    if base == name:
+        return (*_load_one(data, source, problems, None), None)
+    for variant in declared_variants(data):
+        if isinstance(base, str) and variant_lab_name(base, variant) == name:
+            return (*_load_one(data, source, problems, variant), variant)
+    return None
+
+
 def load_lab_text(text: str, file: str = "<text>", variant: str | None = None) -> Lab:
     data, source, problems = parse_yaml(text, file)
     if data is None:
         raise LabError(problems)
-    return _load_variants(data, source, problems, variant).get(variant)[0]
+    return _load_one(data, source, problems, variant)[0]
+
+
+def load_variants_text(text: str, file: str = "<text>") -> LabVariants:
+    """load_variants of a lab file's text: every lab in it, every problem of any."""
+    data, source, problems = parse_yaml(text, file)
+    if data is None:
+        raise LabError(problems)
+    return _load_variants(data, source, problems, None)
 
 
 def load_lab_data(data: Any, source: Source | None = None, problems: list[Problem] | None = None,
@@ -135,7 +165,7 @@ def load_lab_data(data: Any, source: Source | None = None, problems: list[Proble
     Relative `file:`s are looked up next to the source's file, or in the current
     directory for a dict."""
     source = source or Source("<dict>")
-    return _load_variants(data, source, list(problems or []), variant).get(variant)[0]
+    return _load_one(data, source, list(problems or []), variant)[0]
 
 
 def variant_data(data: Any, variant: str, source: Source | None = None) -> dict[str, Any]:
@@ -163,6 +193,25 @@ def _check_variant(data: Any, source: Source, variant: str | None) -> None:
     close = difflib.get_close_matches(variant, known, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UsageError(f"{lab} has no variant {variant!r}{hint} (its variants: {', '.join(known)})")
+
+
+def _load_one(data: Any, source: Source, problems: list[Problem], variant: str | None) -> tuple[Lab, LabOrigin]:
+    """The base lab, or variant `variant`'s, and nothing else: its problems only (a
+    problem in the part of the base it kept says which variant it is in)."""
+    _check_variant(data, source, variant)
+    base_data, changes, found = split_variants(data, source)
+    if variant is None:
+        where = LabOrigin(source)
+        return _load(base_data, source, problems, where), where
+    if variant not in changes:  # its own entry under `variants:` is malformed
+        mine = format_path(("variants", variant))
+        raise LabError([*problems, *(p for p in found if p.path == mine or p.path.startswith(f"{mine}."))])
+    merged = apply_variant(base_data, variant, changes[variant])
+    if merged.complaints:
+        raise LabError([*problems, *(source.problem(path, message) for path, message in merged.complaints)])
+    vsource = VariantSource.of(source, variant, merged.origins)
+    vwhere = LabOrigin(vsource)
+    return _load(merged.data, vsource, problems, vwhere), vwhere
 
 
 def _load_variants(data: Any, source: Source, problems: list[Problem], variant: str | None) -> LabVariants:
@@ -350,4 +399,5 @@ def _origin(path: Path, origins: dict[Path, Path]) -> Path:
 
 
 __all__ = ["LabOrigin", "LabVariants", "anchor_files", "lab_dir", "load_lab", "load_lab_data", "load_lab_located",
-           "load_lab_text", "load_variants", "read_files", "variant_data", "variant_lab_name"]
+           "load_lab_text", "load_named", "load_variants", "load_variants_text", "read_files", "variant_data",
+           "variant_lab_name"]

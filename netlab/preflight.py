@@ -19,14 +19,16 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 
 from netlab.errors import LabError, Problem
 from netlab.kernel import netns as nsops
 from netlab.kernel.nft import Message, TrialFailure, trial
 from netlab.lab.model import Lab, Node
 from netlab.lab.parse import topology
-from netlab.lab.source import Source, format_path, printable
+from netlab.lab.source import Path, Source, format_path, printable
 from netlab.lab.sysctls import KEYS_FILE, keys_of_tree, shipped_keys, unknown
+from netlab.lab.variants import VariantSource
 from netlab.load import LabOrigin
 from netlab.naming import netns_name
 from netlab.plan.build import firewall_ops
@@ -78,7 +80,7 @@ def _problems(name: str, node: Node, index: int, messages: list[Message], where:
     src = where.source
     if index < len(node.ipsets):  # the sets go first (firewall_ops): the kernel refused one, or a member
         at = where.written(("nodes", name, "ipsets", index))
-        return [Problem(src.file, src.line_of(at), format_path(at), m.text) for m in messages]
+        return [Problem(src.file, src.line_of(at), format_path(at), _in_variant(src, at) + m.text) for m in messages]
     index -= len(node.ipsets)
     if index < len(node.nftables):
         kind, i, noun = "nftables", index, "the ruleset"
@@ -105,7 +107,16 @@ def _problems(name: str, node: Node, index: int, messages: list[Message], where:
             line = first + min(m.line, last) - 1 if first and m.line else src.line_of(at)
             spot = f"line {m.line} of {noun}: " if m.line else ""
             out.append(Problem(src.file, line, format_path(at), spot + text))
-    return out
+    named = _in_variant(src, written)
+    return [replace(p, message=named + p.message) for p in out] if named else out
+
+
+def _in_variant(src: Source, written: Path) -> str:
+    """"in variant V: " for a variant's problem in a part of the base it kept (one in what
+    the variant wrote is under `variants.V` already), as the loader says it."""
+    if isinstance(src, VariantSource) and written[:2] != ("variants", src.variant):
+        return f"in variant {src.variant}: "
+    return ""
 
 
 def _text(node: Node, kind: str, i: int) -> str:

@@ -178,6 +178,21 @@ class VariantSource(Source):
         return super().problem(at, message)
 
 
+_IN_VARIANT = re.compile(r"^in variant [A-Za-z0-9_-]+: ")
+
+
+def new_problems(found: list[Problem], seen: list[Problem]) -> list[Problem]:
+    """Those of `found` that `seen` does not hold yet, a variant's problem in a part of the
+    base it kept ("in variant V: …") counting as held when the base has it: a problem of
+    the base is listed once, not once per variant; one only variants have, per variant."""
+    out: list[Problem] = []
+    for p in found:
+        plain = Problem(p.file, p.line, p.path, _IN_VARIANT.sub("", p.message))
+        if p not in seen and plain not in seen and p not in out:
+            out.append(p)
+    return out
+
+
 def variant_diff(base: Any, variant: Any) -> dict[str, Any]:
     """The changes that make `base` into `variant` under the merge rules (both plain lab
     data): what `netlab render` writes as a variant of the explicit lab. Neither name is

@@ -95,3 +95,41 @@ def test_validate_names_the_interface_problem_once_per_node(tmp_path: Path) -> N
         check_firewall(lab, where)
     assert [(p.path, "Interface does not exist" in p.message) for p in info.value.problems] == \
         [("nodes.b.nftables[0].ruleset", True)], info.value
+
+
+VARIANTS = """\
+name: @LAB@
+nodes:
+  r:
+    links:
+      veth0: {peer: "c:eth0", addresses: [10.0.0.1/24]}
+    nftables: ["table ip t { chain c { type filter hook output priority 0; oif veth0 accept; }; }"]
+  c:
+    links:
+      eth0: {addresses: [10.0.0.2/24]}
+variants:
+  renamed:
+    nodes:
+      r: {links: {veth0: null, veth9: {peer: "c:eth0", addresses: [10.0.0.1/24]}}}
+  fine:
+    nodes:
+      c: {links: {eth0: {mtu: 1400}}}
+"""
+
+
+def test_a_variant_refused_by_the_preflight_blocks_only_itself(lab_file: Any, netlab_cli: Any, kn: Any) -> None:
+    """Variant `renamed` drops veth0, which the base's ruleset (kept) names: validate says
+    so, naming the variant, at the base's line; `up` of the base and of `fine` go ahead,
+    and `up --variant renamed` is refused alone."""
+    lab = lab_file(VARIANTS)
+    checked = netlab_cli("validate", lab)
+    assert checked.rc == 2, checked
+    assert checked.err.startswith("1 problem in the lab; nothing was created:\n"
+                                  f"  {lab}:6: nodes.r.nftables[0].ruleset: in variant renamed: line 1 of the "
+                                  "ruleset: Error: Interface does not exist"), checked.err
+    refused = netlab_cli("up", lab, "--variant", "renamed")
+    assert refused.rc == 2 and "in variant renamed: line 1 of the ruleset" in refused.err, refused
+    assert kn.namespaces_of(f"{lab.name}-renamed") == []
+    assert netlab_cli("up", lab).rc == 0
+    assert netlab_cli("up", lab, "--variant", "fine").rc == 0
+    assert netlab_cli("down", f"{lab.name}-fine").rc == 0

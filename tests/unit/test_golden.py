@@ -23,7 +23,7 @@ from click.testing import CliRunner
 from netlab.cli import cli
 from netlab.errors import LabError
 from netlab.lab import source
-from netlab.load import load_lab
+from netlab.load import load_lab, load_variants
 from netlab.plan.build import build_plan
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,8 +57,9 @@ def _multi(path: Path) -> bool:
 
 
 def _lab_error(path: Path) -> LabError:
+    """What `validate` reports: every problem of the file, its variants' too."""
     with pytest.raises(LabError) as info:
-        load_lab(_rel(path))
+        load_variants(_rel(path))
     return info.value
 
 

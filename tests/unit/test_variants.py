@@ -16,7 +16,15 @@ from netlab.cli import cli
 from netlab.errors import LabError, Problem, UsageError
 from netlab.lab.source import Source
 from netlab.lab.variants import apply_variant, variant_diff
-from netlab.load import load_lab, load_lab_data, load_lab_located, load_lab_text, load_variants, variant_data
+from netlab.load import (
+    load_lab,
+    load_lab_data,
+    load_lab_located,
+    load_lab_text,
+    load_variants,
+    load_variants_text,
+    variant_data,
+)
 from netlab.plan.build import build_plan
 
 LAB = """\
@@ -64,8 +72,12 @@ def text_lab(text: str, variant: str | None = None) -> Any:
 
 
 def problems(text: str, variant: str | None = None) -> list[Problem]:
+    """The problems of one lab of the file (with `variant`), or of all (what validate says)."""
     with pytest.raises(LabError) as info:
-        text_lab(text, variant)
+        if variant is None:
+            load_variants_text(textwrap.dedent(text), "t.yaml")
+        else:
+            text_lab(text, variant)
     return info.value.problems
 
 
@@ -275,9 +287,42 @@ def test_a_variant_file_that_cannot_be_read_is_at_the_variant(tmp_path: Path) ->
                 nftables: [{file: missing.nft}]
     """))
     with pytest.raises(LabError) as info:
-        load_lab(path)
+        load_lab(path, "fw")
     [p] = info.value.problems
     assert (p.line, p.path) == (27, "variants.fw.nodes.r.nftables[0].file") and "cannot read" in p.message
+    with pytest.raises(LabError) as every:
+        load_variants(path)  # validate's view: the file has a problem
+    assert every.value.problems == [p]
+    assert load_lab(path).name == "tiny"  # the base lab is not refused for its variant
+
+
+def test_each_lab_of_the_file_is_refused_only_for_its_own_problems() -> None:
+    """`up`/`check --variant X` load lab X alone: variant Y's problems (even in the shape of
+    its entry under `variants:`) do not refuse it, nor the base."""
+    text = with_variants("""\
+        variants:
+          ok: {nodes: {a: {links: {eth0: {mtu: 1400}}}}}
+          broken:
+            nodes: {r: {sysctls: {kernel.panic: 1}}}
+          shapeless: [1]
+    """)
+    assert text_lab(text).name == "tiny"
+    assert text_lab(text, "ok").name == "tiny-ok"
+    [p] = problems(text, "broken")
+    assert p.path == 'variants.broken.nodes.r.sysctls["kernel.panic"]', p
+    [q] = problems(text, "shapeless")
+    assert q.path == "variants.shapeless" and "expected a mapping" in q.message, q
+    assert {x.path for x in problems(text)} == {p.path, q.path}  # validate: both
+
+
+def test_a_variant_that_breaks_the_kept_base_is_refused_alone_and_named() -> None:
+    text = with_variants("""\
+        variants:
+          no-r: {nodes: {r: null}}
+    """)
+    assert text_lab(text).name == "tiny"
+    found = problems(text, "no-r")
+    assert found and all(p.message.startswith("in variant no-r: ") for p in found), found
 
 
 def test_the_origin_of_a_variant_lab_translates_its_paths(tmp_path: Path) -> None:
