@@ -27,6 +27,7 @@ import click
 
 from netlab import __version__
 from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, LabError, NetlabError, Problem, UsageError
+from netlab.wording import plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -89,7 +90,7 @@ def _driver() -> Any:
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="netlab")
+@click.version_option(__version__, "-V", "--version", prog_name="netlab")
 def cli() -> None:
     """Build real Linux network labs (namespaces, veth, bridges, VXLAN, routes, rules)
     from a YAML lab file, and take them down again without leaving anything behind.
@@ -165,8 +166,7 @@ def validate(files: tuple[str, ...]) -> int:
             continue
         notes += firewall
         if labs.variants:
-            n = len(labs.variants)
-            notes.append(f"{n} variant{'s' if n != 1 else ''}: {', '.join(labs.variants)}")
+            notes.append(f"{plural(len(labs.variants), 'variant')}: {', '.join(labs.variants)}")
         lab = labs.base[0]
         note = "".join(f" ({n})" for n in notes)
         out.print(f"✓ {file}: lab {lab.name} — {_size(lab)}{note}", markup=False)
@@ -176,7 +176,7 @@ def validate(files: tuple[str, ...]) -> int:
 def _size(lab: Any) -> str:
     from netlab.lab.parse import topology
 
-    return f"{len(lab.nodes)} nodes, {len(topology(lab).interfaces)} interfaces"
+    return f"{plural(len(lab.nodes), 'node')}, {plural(len(topology(lab).interfaces), 'interface')}"
 
 
 @cli.command()
@@ -298,9 +298,9 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
     if result.already_up:
         out.print(f"lab {result.lab} is already up from this file; nothing changed", markup=False)
         return 0
-    n = len(result.plan.namespaces)
-    serving = f", {result.services} responders" if result.services else ""
-    out.print(f"lab {result.lab} is up: {n} nodes, {len(result.done)} operations{serving} in {took:.2f} s",
+    serving = f", {plural(result.services, 'responder')}" if result.services else ""
+    out.print(f"lab {result.lab} is up: {plural(len(result.plan.namespaces), 'node')}, "
+              f"{plural(len(result.done), 'operation')}{serving} in {took:.2f} s",
               markup=False)
     if sys.stdout.isatty():
         check = f"netlab check {result.lab} · " if result.checks else ""
@@ -361,8 +361,8 @@ def down(target: str | None, all_: bool, variant: str | None) -> int:
             err.print(f"  the state file {r.unreadable.path} {r.unreadable.why}: removed it, and took down what "
                       "the netlab marks show", markup=False)
         if r.deleted or r.had_state:
-            ended = f" and ended {len(r.stopped)} of its processes" if r.stopped else ""
-            out.print(f"lab {r.lab} is down: removed {len(r.deleted)} namespaces{ended}", markup=False)
+            ended = f" and ended its {plural(len(r.stopped), 'process', 'processes')}" if r.stopped else ""
+            out.print(f"lab {r.lab} is down: removed {plural(len(r.deleted), 'namespace')}{ended}", markup=False)
         else:
             out.print(f"lab {r.lab} was not up; nothing to remove", markup=False)
         for name in r.skipped:
@@ -627,7 +627,7 @@ def capture(lab: str, where: str, expression: tuple[str, ...], write: str | None
                 os.unlink(write)  # nothing was captured: no file that looks like a capture
             raise UsageError(str(e)) from None
     dropped = f", {result.dropped} dropped by the kernel (buffer full)" if result.dropped else ""
-    err.print(f"{result.frames} frame{'s' if result.frames != 1 else ''} on {where}{dropped}"
+    err.print(f"{plural(result.frames, 'frame')} on {where}{dropped}"
               + (f", written to {write}" if write else ""), markup=False)
     return 128 + result.signal if result.signal is not None else 0
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from netlab.wording import plural
+
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
@@ -49,8 +51,10 @@ class LabError(NetlabError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = sorted(set(problems))
+        # No "nothing was created" here: `validate`, which never creates anything, prints it
+        # too; that exit 2 leaves nothing behind is in every command's --help.
         n = len(self.problems)
-        head = f"{n} problem{'s' if n != 1 else ''} in the lab; nothing was created:"
+        head = f"{plural(n, 'problem')} in the lab:"
         shown = [f"  {p}" for p in self.problems[:MAX_SHOWN_PROBLEMS]]
         if n > MAX_SHOWN_PROBLEMS:
             shown.append(f"  … and {n - MAX_SHOWN_PROBLEMS} more (only the first {MAX_SHOWN_PROBLEMS} are shown)")

@@ -48,9 +48,11 @@ if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by 
     from netlab.probes.checks import LabContext, Verdict
 
 
-def require_root(what: str) -> None:
+def require_root(what: str, *, reads_only: bool = False) -> None:
     if os.geteuid() != 0:
-        raise NotRoot(f"`netlab {what}` changes network namespaces and needs root; run it with sudo")
+        why = "needs root to read the lab's network namespaces" if reads_only else \
+            "changes network namespaces and needs root"
+        raise NotRoot(f"`netlab {what}` {why}; run it with sudo")
 
 
 def load_and_plan(path: str | Path, variant: str | None = None) -> tuple[Lab, Plan]:
@@ -317,7 +319,7 @@ class LabStatus:
 
 
 def status(driver: KernelDriver, only: str | None = None, variant: str | None = None) -> list[LabStatus]:
-    require_root("status")
+    require_root("status", reads_only=True)
     marks = driver.namespaces()
     found, broken = all_states()
     states = {s.lab: s for s in found}
@@ -365,7 +367,7 @@ def lab_context(target: str, variant: str | None = None) -> LabContext:
     judge a different lab."""
     from netlab.probes.checks import LabContext
 
-    require_root("check")
+    require_root("check", reads_only=True)
     is_file = is_lab_file(target)
     lab = load_lab(target, variant) if is_file else None
     name = lab.name if lab is not None else resolve_lab_name(target, variant)

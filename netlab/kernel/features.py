@@ -102,8 +102,9 @@ RTM_NEWQDISC = 36
 _CLONE_NEWNET = 0x40000000
 
 _GET_KERNEL = (
-    "Run the lab under a kernel that has it: `netlab vm run -- netlab up LAB.yaml` boots Debian's "
-    "stock kernel (linux-image-amd64) over this machine's filesystem (after `sudo scripts/setup`), or use the Vagrant "
+    "Run the lab under a kernel that has it: `netlab vm run -- netlab check --up FILE [--variant V]` "
+    "builds, checks and takes down the lab under Debian's stock kernel (linux-image-amd64) over this "
+    "machine's filesystem (after `sudo scripts/setup`), or use the Vagrant "
     "box (vagrant/README.md)"
 )
 

@@ -120,7 +120,7 @@ def test_lab_requiring_ipvs_stops_before_building(netlab_cli: Any, lab_file: Any
     r = netlab_cli("up", lab)
     assert r.rc == 3, r.out + r.err
     assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err
-    assert "netlab vm run -- netlab up LAB.yaml" in r.err and "vagrant/README.md" in r.err
+    assert "netlab vm run -- netlab check --up FILE [--variant V]" in r.err and "vagrant/README.md" in r.err
     assert not Path("/run/netns", lab.ns("client")).exists() and not list(Path("/run/netns").glob(f"{lab.name}.*"))
 
 

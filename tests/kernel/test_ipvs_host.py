@@ -47,7 +47,7 @@ def test_up_infers_ipvs_and_stops_before_building(no_ipvs: None, netlab_cli: Any
     r = netlab_cli("up", lab)
     assert r.rc == 3, r.out + r.err
     assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err
-    assert "  ipvs: " in r.err and "netlab vm run -- netlab up LAB.yaml" in r.err, r.err
+    assert "  ipvs: " in r.err and "netlab vm run -- netlab check --up FILE [--variant V]" in r.err, r.err
     assert not list(Path("/run/netns").glob(f"{lab.name}.*"))
 
 

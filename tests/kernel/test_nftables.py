@@ -194,7 +194,7 @@ def test_syntax_error_is_bad_input_and_nothing_is_created(lab_file: Any, netlab_
     assert result.rc == 2, result
     assert f"{lab}:11: nodes.router.nftables[0].ruleset: line 4 of the ruleset: Error: syntax error" in result.err, \
         result.err
-    assert "nothing was created" in result.err
+    assert "problem in the lab:" in result.err
     assert kn.namespaces_of(lab.name) == [], "the preflight must not leave the lab's namespaces"
     assert not kn.state_file(lab.name).exists()
     # validate (as root) tries the rulesets too, and says the same

@@ -376,7 +376,7 @@ def test_every_problem_is_collected_and_sorted() -> None:
         "nodes.b.links.eth0.mtu", "nodes.a.links.eth0.mac", "nodes.a.links.eth0.adresses",
     }
     text = str(LabError(found))
-    assert text.startswith("3 problems in the lab; nothing was created:\n  t.yaml:")
+    assert text.startswith("3 problems in the lab:\n  t.yaml:")
 
 
 def test_typo_of_required_key_is_one_problem() -> None:

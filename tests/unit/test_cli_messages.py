@@ -1,0 +1,63 @@
+"""What the CLI says: counts in singular and plural, why a read-only command needs root,
+the VM hint's working command, validate not speaking of creating, -V."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from netlab import __version__
+from netlab.cli import cli
+from netlab.errors import NotRoot
+from netlab.kernel import features
+from netlab.wording import plural
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_plural() -> None:
+    assert plural(1, "node") == "1 node"
+    assert plural(0, "node") == "0 nodes"
+    assert plural(2, "process", "processes") == "2 processes"
+    assert plural(1, "process", "processes") == "1 process"
+
+
+def test_short_version_option() -> None:
+    result = CliRunner().invoke(cli, ["-V"])
+    assert result.exit_code == 0 and result.output == f"netlab, version {__version__}\n"
+
+
+def test_validate_says_one_node_and_never_created(tmp_path: Path) -> None:
+    good = tmp_path / "one.yaml"
+    good.write_text("name: one\nnodes:\n  a: {}\n")
+    result = CliRunner().invoke(cli, ["validate", str(good)], standalone_mode=False)
+    assert result.return_value == 0 and f"✓ {good}: lab one — 1 node, " in result.output
+    assert "1 nodes" not in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nnodes:\n  a: {linkz: {}}\n")
+    result = CliRunner().invoke(cli, ["validate", str(bad)], standalone_mode=False)
+    assert result.return_value == 2
+    assert result.output.splitlines()[0] == "1 problem in the lab:"
+    assert "created" not in result.output
+
+
+@pytest.mark.parametrize("args", [["status"], ["check", "some-lab"]])
+def test_read_only_commands_say_why_they_need_root(args: list[str]) -> None:
+    result = CliRunner().invoke(cli, args, standalone_mode=False)
+    assert isinstance(result.exception, NotRoot)
+    assert str(result.exception) == f"`netlab {args[0]}` needs root to read the lab's network namespaces; run it " \
+        "with sudo"
+
+
+def test_up_still_says_it_changes_namespaces() -> None:
+    result = CliRunner().invoke(cli, ["up", str(REPO / "labs" / "docker-bridge.yaml")], standalone_mode=False)
+    assert isinstance(result.exception, NotRoot)
+    assert "`netlab up` changes network namespaces and needs root" in str(result.exception)
+
+
+def test_missing_feature_hint_gives_the_working_vm_command() -> None:
+    hint = features._GET_KERNEL
+    assert "`netlab vm run -- netlab check --up FILE [--variant V]`" in hint
+    assert "netlab up" not in hint
