@@ -87,7 +87,7 @@ def _explained(ctx: LabContext, trace: Trace, flow: TraceFlow) -> Trace:
         except ObserveError:
             continue
     route = None
-    last = trace.events[-1] if trace.events else None
+    last = _last_outbound(trace)
     if not trace.ok and trace.death is None and last is not None and last.dst is not None:
         inbound = last.iif is not None and last.iif != "lo" and last.src is not None
         query = RouteQuery(last.dst, src=last.src if inbound else None, iif=last.iif if inbound else None)
@@ -96,6 +96,15 @@ def _explained(ctx: LabContext, trace: Trace, flow: TraceFlow) -> Trace:
         except ObserveError:
             route = None
     return Trace(**{**trace.__dict__, "conntrack": tuple(conntrack), "route": route})
+
+
+def _last_outbound(trace: Trace) -> TraceEvent | None:
+    """The last event of the probe on its way out (from the client's address), not of an
+    answer or an ICMP error coming back."""
+    if not trace.events:
+        return None
+    out = [e for e in trace.events if e.src == trace.events[0].src]
+    return out[-1] if out else trace.events[-1]
 
 
 def _of_flow(c: CtEntry, flow: TraceFlow) -> bool:
@@ -177,7 +186,7 @@ def summary_lines(trace: Trace) -> list[str]:
                 else f"rule `{death.rule or death.handle}`")
         out.append(f"died in {node}: {death.family} {death.table} {death.chain}: {what} dropped it")
     elif not trace.ok:
-        last = trace.events[-1] if trace.events else None
+        last = _last_outbound(trace)
         where = f"{trace.nodes.get(last.ns, last.ns)} ({_packet(last)})" if last else "no namespace"
         out.append(f"no rule dropped it; the last namespace that saw it: {where}")
         out.append(f"  {BLIND_SPOTS}")

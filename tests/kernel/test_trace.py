@@ -150,3 +150,15 @@ def test_cli_trace_names_the_drop_and_sigint_cleans_up(netlab_lab: LabFactory, n
     assert proc.returncode == 130, (out, err)
     assert "interrupted by SIGINT" in err, err
     assert_no_trace_tables(lab)
+
+
+def test_without_a_drop_the_route_decision_of_the_last_namespace_is_given(netlab_lab: LabFactory) -> None:
+    """The router has no route to 10.9.9.9 (routing: a blind spot of tracing): no rule
+    dropped the echo, and the router's own route decision says why."""
+    lab = netlab_lab(spec(nftables=DNAT), unique=True)
+    trace, why = traced(lab, "10.9.9.9", None, proto="icmp")
+    assert not trace.ok and trace.death is None, why
+    assert "no rule dropped it; the last namespace that saw it: router (10.0.0.2 → 10.9.9.9)" in why, why
+    assert "routing decisions, rp_filter, neighbour" in why, why
+    assert trace.route is not None and trace.route.errno is not None, why
+    assert f"route decision there: {trace.route.text}" in why, why
