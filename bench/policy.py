@@ -124,7 +124,7 @@ class Policies:
         return "ok"
 
 
-def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, replicas: int,
+def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, replicas: int,  # noqa: C901
         sample: int, seed: int) -> dict[str, Any]:
     # One generator read top to bottom: its phases draw from one random sequence, so the
     # same seed gives the same lab (splitting it would change every bench lab's content).

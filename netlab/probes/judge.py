@@ -479,41 +479,37 @@ def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]
 
 
 def rule_fits(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bool:
-    """Is rule the one a rule check describes? (Which flows a rule selects is
-    netlab.fib.lookup.rule_matches.)"""
-    if q.family is not None and rule.family != q.family:
+    """Is rule the one a rule check describes? Every key the check gives must match, the
+    others are free. (Which flows a rule selects is netlab.fib.lookup.rule_matches.)"""
+    same = ((q.family, rule.family), (q.priority, rule.priority), (q.iif, rule.iif), (q.oif, rule.oif),
+            (q.not_, rule.invert), (q.l3mdev, rule.l3mdev), (q.goto, rule.goto), (q.action, rule.action))
+    if any(want is not None and want != got for want, got in same):
         return False
-    if q.priority is not None and rule.priority != q.priority:
+    if any(want is not None and _net(want) != _net(got) for want, got in ((q.from_, rule.src), (q.to, rule.dst))):
         return False
-    for want, got in ((q.from_, rule.src), (q.to, rule.dst)):
-        if want is not None and _net(want) != _net(got):
-            return False
-    if q.iif is not None and rule.iif != q.iif:
-        return False
-    if q.oif is not None and rule.oif != q.oif:
-        return False
-    if q.fwmark is not None:
-        value, mask = parse_fwmark(q.fwmark)
-        if rule.fwmark != value:
-            return False
-        # `fwmark 0x1` without a mask is what `ip rule … fwmark 0x1` makes: mask 0xffffffff.
-        if (rule.fwmask if rule.fwmask is not None else 0xFFFFFFFF) != (mask if mask is not None else 0xFFFFFFFF):
-            return False
     if q.table is not None and rule.table != table_number(q.table, tables):
         return False
+    return _mark_fits(q, rule) and _packet_keys_fit(q, rule)
+
+
+def _mark_fits(q: RuleQuerySpec, rule: RuleView) -> bool:
+    if q.fwmark is None:
+        return True
+    value, mask = parse_fwmark(q.fwmark)
+    # `fwmark 0x1` without a mask is what `ip rule … fwmark 0x1` makes: mask 0xffffffff.
+    full = 0xFFFFFFFF
+    return rule.fwmark == value and (rule.fwmask if rule.fwmask is not None else full) == (
+        mask if mask is not None else full)
+
+
+def _packet_keys_fit(q: RuleQuerySpec, rule: RuleView) -> bool:
+    """ipproto, ports, uid range, dscp."""
     if q.ipproto is not None and rule.ipproto != (IP_PROTOS[q.ipproto] if isinstance(q.ipproto, str) else q.ipproto):
         return False
     for want_span, got_span in ((q.sport, rule.sport), (q.dport, rule.dport), (q.uidrange, rule.uidrange)):
         if want_span is not None and tuple(want_span) != got_span:
             return False
-    if q.dscp is not None and rule.tos != q.dscp << 2:
-        return False
-    for want_flag, got_flag in ((q.not_, rule.invert), (q.l3mdev, rule.l3mdev)):
-        if want_flag is not None and want_flag != got_flag:
-            return False
-    if q.goto is not None and rule.goto != q.goto:
-        return False
-    return q.action is None or rule.action == q.action
+    return q.dscp is None or rule.tos == q.dscp << 2
 
 
 def _net(value: str | None) -> str | None:

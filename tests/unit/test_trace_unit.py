@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Sequence
+from typing import Any
 
 from netlab.kernel.fake_observer import FakeNamespace, FakeObserver
 from netlab.kernel.trace import NFT_MSG_TRACE, decode, parse_handles, stitch, trace_table, with_headers
@@ -75,10 +76,16 @@ def test_rule_handles_from_an_nft_listing() -> None:
     assert parse_handles(listing) == {("FORWARD", 5): "ip daddr 10.1.0.2 counter packets 0 bytes 0 drop"}
 
 
-def ev(ns: str, id: int, chain: str, src: str, dst: str, *, iif: str | None = None, oif: str | None = None,
-       table: str = "netlab-trace-1-1", type: str = "policy", verdict: str = "accept", handle: int | None = None,
-       rule: str | None = None, seq: int = 0, ttl: int = 64) -> TraceEvent:
-    return TraceEvent(ns, id, type, "inet", table, chain, handle, verdict, None, src, dst, iif, oif, rule, seq, ttl)
+EV_DEFAULTS: dict[str, Any] = {"iif": None, "oif": None, "table": "netlab-trace-1-1", "type": "policy",
+                               "verdict": "accept", "handle": None, "rule": None, "seq": 0, "ttl": 64}
+
+
+def ev(ns: str, id: int, chain: str, src: str, dst: str, **changes: Any) -> TraceEvent:
+    """A trace event; `changes` (EV_DEFAULTS' keys) say what differs from a policy accept."""
+    assert set(changes) <= set(EV_DEFAULTS), f"ev() has no field {set(changes) - set(EV_DEFAULTS)}"
+    f = {**EV_DEFAULTS, **changes}
+    return TraceEvent(ns, id, f["type"], "inet", f["table"], chain, f["handle"], f["verdict"], None, src, dst,
+                      f["iif"], f["oif"], f["rule"], f["seq"], f["ttl"])
 
 
 def test_stitch_follows_the_packet_across_namespaces() -> None:
