@@ -124,7 +124,7 @@ def test_a_variant_refused_by_the_preflight_blocks_only_itself(lab_file: Any, ne
     lab = lab_file(VARIANTS)
     checked = netlab_cli("validate", lab)
     assert checked.rc == 2, checked
-    assert checked.err.startswith("1 problem in the lab; nothing was created:\n"
+    assert checked.err.startswith("1 problem in the lab:\n"
                                   f"  {lab}:6: nodes.r.nftables[0].ruleset: in variant renamed: line 1 of the "
                                   "ruleset: Error: Interface does not exist"), checked.err
     refused = netlab_cli("up", lab, "--variant", "renamed")
