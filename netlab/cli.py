@@ -16,7 +16,6 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "netlab":
     # load ends the command with one line instead of a KeyboardInterrupt traceback.
     interrupts.handle_signals()
 
-import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from netlab import __version__
+from netlab import __version__, json_output
 from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, LabError, NetlabError, Problem, UsageError
 from netlab.wording import plural
 
@@ -181,7 +180,8 @@ def _size(lab: Any) -> str:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the explicit lab as JSON instead of YAML.")
+@click.option("--json", "as_json", is_flag=True, help="Print the explicit lab as JSON instead of YAML: "
+              "{\"schema\": \"netlab/render/v1\", \"lab\": LAB} (`jq .lab` is a lab file).")
 @_variant_option("Print the explicit form of the variant NAME's lab alone (named LAB-NAME, without "
                  "`variants:`).")
 def render(file: str, as_json: bool, variant: str | None) -> int:
@@ -213,7 +213,7 @@ def render(file: str, as_json: bool, variant: str | None) -> int:
         variants = {name: variant_diff(base, lab_data(vlab)) for name, (vlab, _) in labs.variants.items()}
     if as_json:
         data = lab_data(lab) | ({"variants": variants} if variants else {})
-        out.print(json.dumps(data, indent=2), markup=False)
+        out.print(json_output.dumps("render", {"lab": data}), markup=False)
     else:
         what = f"variant {variant} of {file}" if variant else file
         header = (f"lab {lab.name}, rendered by netlab {__version__} from {what}: the explicit form,\n"
@@ -409,7 +409,7 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
     finally:
         driver.close()
     if as_json:
-        out.print(json.dumps([_status_json(s) for s in labs], indent=2), markup=False)
+        out.print(json_output.dumps("status", {"labs": [_status_json(s) for s in labs]}), markup=False)
         return 0
     if not labs:
         out.print("no labs are up", markup=False)
@@ -502,7 +502,7 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
     finally:
         driver.close()
     if as_json:
-        out.print(json.dumps(report.to_json(run.lab, run.verdicts, run.seconds), indent=2), markup=False)
+        out.print(json_output.dumps("check", report.to_json(run.lab, run.verdicts, run.seconds)), markup=False)
     elif not run.verdicts:
         out.print(f"lab {run.lab} has no checks; add a `checks:` section (see docs/lab-file.md)", markup=False)
     else:
@@ -696,7 +696,7 @@ def trace(lab: str, node: str, to: str, proto: str | None, port: int | None, cou
         raise UsageError(f"a {proto} trace needs a port: --port N or --to {to}:PORT")
     result = run_trace(ctx, node, dst, proto, port if proto != "icmp" else None, count=count)
     if as_json:
-        out.print(json.dumps(to_json(result), indent=2), markup=False)
+        out.print(json_output.dumps("trace", to_json(result)), markup=False)
     else:
         for line in text_lines(result):
             out.print(line, markup=False, highlight=False)
@@ -808,8 +808,8 @@ def doctor(as_json: bool) -> int:
     lifecycle.require_root("doctor")
     features, tools = probe_features(), probe_tools()
     if as_json:
-        out.print(json.dumps({"features": [asdict(f) for f in features], "tools": [asdict(t) for t in tools]},
-                             indent=2), markup=False)
+        out.print(json_output.dumps("doctor", {"features": [asdict(f) for f in features],
+                                                "tools": [asdict(t) for t in tools]}), markup=False)
     else:
         table = Table(show_edge=False, title="kernel features", title_justify="left")
         for col in ("feature", "", "detail / how to get it"):
@@ -841,6 +841,9 @@ def _holding(callback: Callable[..., Any]) -> Callable[..., Any]:
     def run(*args: Any, **kwargs: Any) -> Any:
         try:
             return callback(*args, **kwargs)
+        except NetlabError as e:
+            e.command, e.options = click.get_current_context().info_name, kwargs
+            raise
         finally:
             interrupts.hold()
 
@@ -856,10 +859,10 @@ def main() -> NoReturn:
     sys.exit(interrupts.finish(_run()))
 
 
-def _run() -> int:
+def _run(args: list[str] | None = None) -> int:
     """The command's exit code; every error and interruption becomes one line on stderr."""
     try:
-        code = cli.main(standalone_mode=False)
+        code = cli.main(args, standalone_mode=False)
     except interrupts.Signalled as s:  # a command that changes nothing, or before it started to
         err.print(f"netlab: interrupted by {s.name}; nothing was changed", markup=False)
         return 128 + s.signum
@@ -877,11 +880,30 @@ def _run() -> int:
         return e.exit_code
     except NetlabError as e:
         err.print(f"netlab: {e}", markup=False)
+        _report_error(e)
         return e.exit_code
     except KeyboardInterrupt:
         err.print("netlab: interrupted by SIGINT; nothing was changed", markup=False)
         return 130
     return code if isinstance(code, int) else 0
+
+
+def _report_error(e: NetlabError) -> None:
+    """The error also as the command's --json document on stdout and as its --junit report."""
+    options = e.options or {}
+    if e.command is None:
+        return
+    if options.get("as_json"):
+        out.print(json_output.dumps(e.command, json_output.error_fields(e)), markup=False)
+    if options.get("junit"):
+        from netlab.report import error_junit
+
+        try:
+            with open(options["junit"], "wb") as f:
+                f.write(error_junit(e.command, str(options.get("target") or ""), e))
+        except OSError as oe:
+            err.print(f"netlab: --junit {options['junit']}: cannot write the report: {oe.strerror or oe}",
+                      markup=False)
 
 
 if __name__ == "__main__":

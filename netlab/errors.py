@@ -15,6 +15,7 @@ The CLI catches NetlabError, prints `str(err)` and exits with `err.exit_code`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from netlab.wording import plural
 
@@ -26,6 +27,10 @@ EXIT_ENVIRONMENT = 3
 
 class NetlabError(Exception):
     exit_code = EXIT_FAILED
+    # Set by the CLI as the error leaves a command: which one, with which options (its
+    # --json and --junit report the error too).
+    command: str | None = None
+    options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, order=True)

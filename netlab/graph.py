@@ -589,9 +589,9 @@ def render(g: Graph, fmt: str) -> str:
     if fmt == "mermaid":
         return to_mermaid(g)
     if fmt == "json":
-        import json
+        from netlab import json_output
 
-        return json.dumps(g.to_json(), indent=2) + "\n"
+        return json_output.dumps("graph", g.to_json()) + "\n"
     raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
 
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from netlab.errors import NetlabError
 from netlab.pcap import Frame
 from netlab.probes.checks import Verdict
 
@@ -67,6 +68,21 @@ def to_junit(lab: str, verdicts: Sequence[Verdict], seconds: float) -> bytes:
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
+def error_junit(command: str, target: str, error: NetlabError) -> bytes:
+    """The JUnit report of a run that ended in an error before any verdict: one test
+    case with an <error> naming it (each problem of a bad lab file on a line)."""
+    name = f"netlab.{target or command}"
+    suite = ET.Element("testsuite", name=name, tests="1", failures="0", errors="1", skipped="0", time="0.000")
+    case = ET.SubElement(suite, "testcase", classname=name, name=f"netlab {command} {target}".rstrip(), time="0.000")
+    first = str(error).splitlines()[0] if str(error) else type(error).__name__
+    problem = ET.SubElement(case, "error", message=first, type=type(error).__name__)
+    problem.text = str(error)
+    root = ET.Element("testsuites")
+    root.append(suite)
+    ET.indent(root)
+    return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
 def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdict], seconds: float,
             frames: Mapping[str, Sequence[Frame]] | None = None) -> str:
     """The self-contained HTML report (netlab.report_html) of a run of TARGET's checks:
@@ -76,7 +92,6 @@ def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdi
     import time
 
     from netlab import __version__
-    from netlab.errors import NetlabError
     from netlab.graph import build_graph, load_lab_and_layout, render_svg
     from netlab.probes.live import VXLAN_PORTS, frame_line
     from netlab.report_html import ReportRun, render_html

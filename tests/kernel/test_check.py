@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
 
+from netlab.json_output import schema
 from netlab.probes.responders import is_running
 from tests.kernel.conftest import LabFactory, LabFile, NetlabCli, namespaces_of, state_file
 
@@ -105,7 +107,9 @@ class CheckLab:
         self.write(checks)
         r = self.cli("check", self.lab, "--json", *args)
         assert r.rc in (0, 1), f"netlab check failed to run (rc {r.rc}):\n{r.out}\n{r.err}"
-        return r.rc, json.loads(r.out), r.err
+        report = json.loads(r.out)
+        Draft202012Validator(schema("check")).validate(report)  # every verdict this module sees keeps the contract
+        return r.rc, report, r.err
 
     def verdicts(self, checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         _, report, _ = self.run(checks)

@@ -78,7 +78,7 @@ def test_lab_and_variant_up_side_by_side(lab_file: LabFactory, netlab_cli: Netla
     assert by_file.rc == 0 and f"lab {variant}: 1 passed" in by_file.out, by_file.out + by_file.err
 
     st = netlab_cli("status", lab, "--variant", "no-return", "--json")
-    assert st.rc == 0 and [s["lab"] for s in json.loads(st.out)] == [variant]
+    assert st.rc == 0 and [s["lab"] for s in json.loads(st.out)["labs"]] == [variant]
 
     down = netlab_cli("down", variant)
     assert down.rc == 0 and f"lab {variant} is down" in down.out

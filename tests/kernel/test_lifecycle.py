@@ -19,6 +19,9 @@ from typing import Any
 
 import pytest
 import yaml
+from jsonschema import Draft202012Validator
+
+from netlab.json_output import schema
 
 # The root namespace's values must be exactly the same after a lab set its own.
 ROOT_SYSCTLS = (
@@ -354,7 +357,10 @@ def test_second_up_is_a_no_op(full: FullLab, kn: Any, netlab_cli: Any) -> None:
 def test_status_json(full: FullLab, netlab_cli: Any) -> None:
     rc, out, err = netlab_cli("status", full.name, "--json")
     assert rc == 0, err
-    (lab,) = json.loads(out)
+    doc = json.loads(out)
+    Draft202012Validator(schema("status")).validate(doc)
+    assert doc["schema"] == "netlab/status/v1"
+    (lab,) = doc["labs"]
     assert (lab["lab"], lab["status"], lab["source"]) == (full.name, "up", str(full.path.resolve()))
     assert lab["created"]
     assert set(lab["nodes"]) == set(NODES)
@@ -374,7 +380,7 @@ def test_status_json(full: FullLab, netlab_cli: Any) -> None:
     assert (c1["eth0"]["mtu"], c1["eth0"]["mac"]) == (1450, "02:00:00:00:01:01")
     # By file too, and the table form names the lab and its state.
     rc, out, _ = netlab_cli("status", full.path, "--json")
-    assert rc == 0 and json.loads(out)[0]["lab"] == full.name
+    assert rc == 0 and json.loads(out)["labs"][0]["lab"] == full.name
     rc, out, _ = netlab_cli("status", full.name)
     assert rc == 0 and f"lab {full.name} — up" in out and "172.30.0.11/24" in out
 
@@ -496,7 +502,7 @@ def test_down_all(lab_file: Any, kn: Any, tmp_path: Path) -> None:
     r = json.loads(proc.stdout)
     assert r["up1"][0] == 0 and r["up2"][0] == 0, r
     assert r["before"] == sorted([one.ns("a"), one.ns("b"), two.ns("a"), two.ns("b")])
-    assert {s["lab"] for s in json.loads(r["status"][1])} == {one.name, two.name}
+    assert {s["lab"] for s in json.loads(r["status"][1])["labs"]} == {one.name, two.name}
     rc, out, _ = r["down"]
     assert rc == 0
     assert f"lab {one.name} is down: removed 2 namespaces" in out

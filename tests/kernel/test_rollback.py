@@ -338,7 +338,7 @@ def test_kill_9_then_down_removes_everything(state: str, lab_file: Any, kn: Any,
             kn.state_file(lab.name).unlink()
             rc, out, err = netlab_cli("status", lab.name, "--json")
             assert rc == 0, err
-            (status,) = json.loads(out)
+            (status,) = json.loads(out)["labs"]
             assert status["status"] == "orphaned" and len(status["nodes"]) == 301
             rc, _, err = netlab_cli("up", lab.path)
             assert rc == 1 and "has namespaces but no state" in err and f"netlab down {lab.name}" in err

@@ -58,7 +58,7 @@ def test_a_dead_responder_is_shown_and_explains_the_checks(sig: signal.Signals, 
     assert f"lab {lab.name}: 1 of its 1 responder processes is dead" in err
     assert f"netlab down {lab.name} && netlab up {lab.path.resolve()}" in err
     rc, out, _ = netlab_cli("status", lab.name, "--json")
-    (st,) = json.loads(out)
+    (st,) = json.loads(out)["labs"]
     assert st["responders"] == [{"pid": pid, "running": False, "exit": st["responders"][0]["exit"]}]
     assert (st["responders"][0]["exit"] is None) == (sig == signal.SIGKILL)
 
@@ -95,7 +95,7 @@ def test_an_unreadable_state_is_named_by_every_command(content: bytes, why: str,
     assert f"lab {lab.name} — state unreadable" in out
     assert said in err and todo in err
     rc, out, _ = netlab_cli("status", lab.name, "--json")
-    (st,) = json.loads(out)
+    (st,) = json.loads(out)["labs"]
     assert st["status"] == "state unreadable" and said in st["problem"]
     assert kn.namespaces_of(lab.name) == [lab.ns("a"), lab.ns("b")]  # none of that changed anything
 

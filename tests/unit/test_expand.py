@@ -89,7 +89,7 @@ def test_render_json(tmp_path: Path) -> None:
     assert result.exception is None, result.output
     import json
 
-    data = json.loads(result.output)
+    data = json.loads(result.output)["lab"]
     assert "cluster" not in data and set(data["nodes"]) >= {"underlay", "node1", "node2", "node3", "tracer"}
     assert _plan_lines(load_lab_data(data)) == _plan_lines(load_lab("labs/host-gw.yaml"))
 

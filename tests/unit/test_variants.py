@@ -460,7 +460,7 @@ def test_render_one_variant_alone(tmp_path: Path) -> None:
     data = yaml.safe_load(result.output)
     assert data["name"] == "tiny-no-return" and "variants" not in data and "routes" not in data["nodes"]["b"]
     result = _invoke("render", "--json", str(src))
-    data = json.loads(result.output)
+    data = json.loads(result.output)["lab"]
     assert data["variants"]["no-return"]["nodes"] == {"b": {"routes": None}}
 
 

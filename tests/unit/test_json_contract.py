@@ -1,0 +1,88 @@
+"""Every `--json` output names its schema and validates against the JSON Schema shipped
+for it (netlab/schemas), errors included: exit 2 for a bad lab, exit 3 without root."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from netlab import json_output
+from netlab.cli import _run
+
+REPO = Path(__file__).resolve().parents[2]
+BAD_LAB = "tests/golden/bad/07-missing-nodes.yaml"
+
+
+def _json_of(capsys: pytest.CaptureFixture[str], command: str, *args: str) -> tuple[int, dict[str, Any]]:
+    """Runs `netlab COMMAND ARGS` as main() does; its stdout parsed and validated against COMMAND's schema."""
+    code = _run([command, *args])
+    doc = json.loads(capsys.readouterr().out)
+    Draft202012Validator(json_output.schema(command)).validate(doc)
+    assert doc["schema"] == f"netlab/{command}/v1"
+    return code, doc
+
+
+def test_every_shipped_schema_is_valid_draft_2020_12() -> None:
+    shipped = sorted(p.name for p in (REPO / "netlab" / "schemas").iterdir())
+    assert shipped == sorted(f"{c}.v1.json" for c in json_output.COMMANDS)
+    for command in json_output.COMMANDS:
+        schema = json_output.schema(command)
+        Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+
+def test_render_json_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = _json_of(capsys, "render", "--json", "labs/host-gw.yaml")
+    assert code == 0 and doc["lab"]["name"] == "host-gw" and "node1" in doc["lab"]["nodes"]
+
+
+def test_graph_json_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = _json_of(capsys, "graph", "--format", "json", "labs/host-gw.yaml")
+    assert code == 0 and doc["lab"] == "host-gw" and doc["wires"]
+
+
+def test_a_bad_lab_is_an_error_document_with_its_problems(capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = _json_of(capsys, "render", "--json", BAD_LAB)
+    assert code == 2
+    error = doc["error"]
+    assert error["code"] == 2 and error["message"].startswith("1 problem in the lab")
+    (problem,) = error["problems"]
+    assert problem["file"] == BAD_LAB and problem["line"] == 1 and problem["key"] == "nodes"
+    assert "at least one node" in problem["message"]
+
+
+def test_check_of_a_bad_lab_file_is_an_error_document(capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = _json_of(capsys, "check", "--json", "--up", BAD_LAB)  # the file is read before root is needed
+    assert code == doc["error"]["code"] == 2
+    assert doc["error"]["message"] == "1 problem in the lab; nothing was created"
+    assert [(p["line"], p["key"]) for p in doc["error"]["problems"]] == [(1, "nodes")]
+
+
+@pytest.mark.parametrize("command", ["status", "doctor", "check", "trace"])
+def test_not_root_is_an_error_document_exit_3(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    args = {"check": ["docker-bridge"], "trace": ["docker-bridge", "--from", "a", "--to", "b"]}.get(command, [])
+    code, doc = _json_of(capsys, command, "--json", *args)
+    assert code == 3 and doc["error"]["code"] == 3 and doc["error"]["problems"] == []
+    assert "root" in doc["error"]["message"]
+
+
+def test_without_json_an_error_prints_nothing_on_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["render", BAD_LAB]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "07-missing-nodes.yaml" in captured.err
+
+
+def test_junit_of_an_error_is_one_error_case(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    report = tmp_path / "report.xml"
+    code = _run(["check", "--junit", str(report), "docker-bridge"])
+    assert code == 3
+    suite = ET.parse(report).getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "1" and suite.get("name") == "netlab.docker-bridge"
+    (case,) = suite.iter("testcase")
+    error = case.find("error")
+    assert error is not None and error.get("type") == "NotRoot" and "root" in (error.get("message") or "")
