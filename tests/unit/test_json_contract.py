@@ -59,7 +59,7 @@ def test_a_bad_lab_is_an_error_document_with_its_problems(capsys: pytest.Capture
 def test_check_of_a_bad_lab_file_is_an_error_document(capsys: pytest.CaptureFixture[str]) -> None:
     code, doc = _json_of(capsys, "check", "--json", "--up", BAD_LAB)  # the file is read before root is needed
     assert code == doc["error"]["code"] == 2
-    assert doc["error"]["message"] == "1 problem in the lab; nothing was created"
+    assert doc["error"]["message"].startswith("1 problem in the lab")
     assert [(p["line"], p["key"]) for p in doc["error"]["problems"]] == [(1, "nodes")]
 
 
