@@ -334,13 +334,15 @@ def _progress(what: str) -> Iterator[Any]:
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--all", "all_", is_flag=True, help="Take down every lab netlab finds (by state and by mark).")
+@click.option("--yes", "-y", is_flag=True, help="With --all: do not ask (needed when there is no terminal to ask on).")
 @_variant_option("With TARGET a file or a lab name: the lab of its variant NAME (LAB-NAME).")
-def down(target: str | None, all_: bool, variant: str | None) -> int:
+def down(target: str | None, all_: bool, yes: bool, variant: str | None) -> int:
     """Remove lab TARGET (a lab name or its file) and everything in it.
 
     Works without a state file too (after a crash or `kill -9`): netlab finds the lab's
     namespaces by the mark it puts on them, and never removes unmarked ones.
-    Taking down a lab that is not up is not an error.
+    Taking down a lab that is not up is not an error. `--all` lists the labs it would
+    remove and asks first on a terminal; without one, it needs --yes.
     """
     if bool(target) == all_:
         raise UsageError("give a lab name or file, or --all (not both)")
@@ -353,7 +355,8 @@ def down(target: str | None, all_: bool, variant: str | None) -> int:
 
     driver = _driver()
     try:
-        reports = lifecycle.down_all(driver) if all_ else [lifecycle.down(str(target), driver, variant)]
+        reports = (lifecycle.down_all(driver, None if yes else _confirm_down_all) if all_
+                   else [lifecycle.down(str(target), driver, variant)])
     finally:
         driver.close()
     for r in reports:
@@ -371,6 +374,17 @@ def down(target: str | None, all_: bool, variant: str | None) -> int:
     if all_ and not reports:
         out.print("no labs are up", markup=False)
     return 0
+
+
+def _confirm_down_all(labs: list[str]) -> None:
+    """Ask on a terminal before removing every lab; refuse (exit 2) where nobody can answer."""
+    listing = f"{plural(len(labs), 'lab')} would be taken down: {', '.join(labs)}"
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError(f"down --all removes every lab on this machine ({listing}); nothing was removed: "
+                         "without a terminal to ask on, give --yes")
+    err.print(listing, markup=False)
+    if not click.confirm("take them all down?", default=False, err=True):
+        raise UsageError("nothing was removed")
 
 
 def _lab_name(target: str, variant: str | None) -> str:

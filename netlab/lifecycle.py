@@ -292,10 +292,13 @@ def _take_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] 
                 interrupts.release()
 
 
-def down_all(driver: KernelDriver) -> list[TeardownReport]:
+def down_all(driver: KernelDriver, confirm: Callable[[list[str]], None] | None = None) -> list[TeardownReport]:
+    """Take down every lab found; `confirm` sees their names first and raises to remove none."""
     require_root("down")
     marks = driver.namespaces()
     labs = sorted(set(state_labs()) | labs_present(marks))
+    if confirm is not None and labs:
+        confirm(labs)
     reports = []
     for lab in labs:
         reports.append(_take_down(lab, driver, marks))

@@ -481,10 +481,12 @@ results["up1"] = netlab("up", sys.argv[1])
 results["up2"] = netlab("up", sys.argv[2])
 results["before"] = sorted(os.listdir("/run/netns"))
 results["status"] = netlab("status", "--json")
-results["down"] = netlab("down", "--all")
+results["refused"] = netlab("down", "--all")  # stdin and stdout are no terminal: --yes is needed
+results["kept"] = sorted(os.listdir("/run/netns"))
+results["down"] = netlab("down", "--all", "--yes")
 results["after"] = sorted(os.listdir("/run/netns"))
 results["state"] = sorted(os.listdir(os.environ["NETLAB_STATE_DIR"]))
-results["again"] = netlab("down", "--all")
+results["again"] = netlab("down", "--all")  # nothing to remove: nothing to ask
 print(json.dumps(results))
 """
 
@@ -503,6 +505,10 @@ def test_down_all(lab_file: Any, kn: Any, tmp_path: Path) -> None:
     assert r["up1"][0] == 0 and r["up2"][0] == 0, r
     assert r["before"] == sorted([one.ns("a"), one.ns("b"), two.ns("a"), two.ns("b")])
     assert {s["lab"] for s in json.loads(r["status"][1])["labs"]} == {one.name, two.name}
+    rc, out, err = r["refused"]
+    assert rc == 2 and "without a terminal to ask on, give --yes" in err and out == "", r["refused"]
+    assert f"2 labs would be taken down: {', '.join(sorted([one.name, two.name]))}" in err
+    assert r["kept"] == r["before"]
     rc, out, _ = r["down"]
     assert rc == 0
     assert f"lab {one.name} is down: removed 2 namespaces" in out

@@ -61,3 +61,36 @@ def test_missing_feature_hint_gives_the_working_vm_command() -> None:
     hint = features._GET_KERNEL
     assert "`netlab vm run -- netlab check --up FILE [--variant V]`" in hint
     assert "netlab up" not in hint
+
+
+def test_down_all_without_a_terminal_needs_yes() -> None:
+    from netlab.cli import _confirm_down_all
+    from netlab.errors import UsageError
+
+    with pytest.raises(UsageError, match=r"\(2 labs would be taken down: a, b\); nothing was removed: without a "
+                                         r"terminal to ask on, give --yes"):
+        _confirm_down_all(["a", "b"])  # pytest's stdin is no terminal
+
+
+@pytest.mark.parametrize(("answer", "removes"), [("y\n", True), ("n\n", False), ("\n", False)])
+def test_down_all_asks_on_a_terminal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                     answer: str, removes: bool) -> None:
+    import io
+    import sys
+
+    from netlab.cli import _confirm_down_all
+    from netlab.errors import UsageError
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(sys, "stdin", Tty(answer))
+    monkeypatch.setattr(sys, "stdout", Tty())
+    if removes:
+        _confirm_down_all(["lab1"])
+    else:
+        with pytest.raises(UsageError, match="nothing was removed"):
+            _confirm_down_all(["lab1"])
+    asked = capsys.readouterr().err
+    assert "1 lab would be taken down: lab1" in asked and "take them all down? [y/N]" in asked
