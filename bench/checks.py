@@ -45,21 +45,40 @@ def lab(name: str, pods: int, checks: int) -> dict[str, Any]:
         name_ = f"{k:03d} {kind} pod{a} → pod{b}"
         if kind in ("tcp", "udp", "http"):
             port = {"tcp": 8080, "udp": 53, "http": 80}[kind]
-            out.append({"name": name_, "probe": {"from": f"pod{a}", "to": f"pod{b}", "proto": kind, "port": port},
-                        "expect": {"served_by": f"pod{b}", "server_saw": f"pod{a}"}})
+            out.append(
+                {
+                    "name": name_,
+                    "probe": {"from": f"pod{a}", "to": f"pod{b}", "proto": kind, "port": port},
+                    "expect": {"served_by": f"pod{b}", "server_saw": f"pod{a}"},
+                }
+            )
         elif kind == "icmp":
             out.append({"name": name_, "probe": {"from": f"pod{a}", "to": f"pod{b}"}})
         elif kind == "route":
-            out.append({"name": name_, "route": {"on": f"pod{a}", "get": pod_addr(b)},
-                        "expect": {"dev": "eth0", "table": "main"}})
+            out.append(
+                {
+                    "name": name_,
+                    "route": {"on": f"pod{a}", "get": pod_addr(b)},
+                    "expect": {"dev": "eth0", "table": "main"},
+                }
+            )
         elif kind == "refused":
-            out.append({"name": name_, "probe": {"from": f"pod{a}", "to": f"pod{b}", "port": 9999},
-                        "expect": {"result": "refused"}})
+            out.append(
+                {
+                    "name": name_,
+                    "probe": {"from": f"pod{a}", "to": f"pod{b}", "port": 9999},
+                    "expect": {"result": "refused"},
+                }
+            )
         else:
-            out.append({"name": name_, "probe": {"from": f"pod{a}", "to": f"pod{b}", "port": 8080},
-                        "capture": {"on": f"host:p{b}", "expect": {"src": f"pod{a}"}}})
+            out.append(
+                {
+                    "name": name_,
+                    "probe": {"from": f"pod{a}", "to": f"pod{b}", "port": 8080},
+                    "capture": {"on": f"host:p{b}", "expect": {"src": f"pod{a}"}},
+                }
+            )
     return {"name": name, "nodes": nodes, "checks": out}
-
 
 
 def main() -> int:

@@ -39,19 +39,31 @@ def lab(name: str, nodes: int, per_node: int) -> dict[str, Any]:
                 b = pod(j, i * 3 + j + 1)
             if a == b:
                 continue
-            checks.append({"name": f"node{i + 1} {a} → node{j + 1} {b}",
-                           "probe": {"from": a, "to": b, "port": 8080},
-                           "expect": {"served_by": b, "server_saw": a}})
+            checks.append(
+                {
+                    "name": f"node{i + 1} {a} → node{j + 1} {b}",
+                    "probe": {"from": a, "to": b, "port": 8080},
+                    "expect": {"served_by": b, "server_saw": a},
+                }
+            )
     for i in range(nodes):
         nxt = (i + 1) % nodes
         if nxt != i:
-            checks.append({"name": f"node{i + 1} routes node{nxt + 1}'s pods into flannel.1",
-                           "route": {"on": f"node{i + 1}", "get": f"10.244.{nxt}.2"},
-                           "expect": {"dev": "flannel.1", "via": f"10.244.{nxt}.0"}})
+            checks.append(
+                {
+                    "name": f"node{i + 1} routes node{nxt + 1}'s pods into flannel.1",
+                    "route": {"on": f"node{i + 1}", "get": f"10.244.{nxt}.2"},
+                    "expect": {"dev": "flannel.1", "via": f"10.244.{nxt}.0"},
+                }
+            )
     if nodes > 1:
-        checks.append({"name": "node1's underlay carries VXLAN (UDP 8472, VNI 1)",
-                       "probe": {"from": pod(0, 0), "to": pod(1, 0), "port": 8080},
-                       "capture": {"on": "node1:eth0", "expect": {"udp_dport": 8472, "vxlan_vni": 1}}})
+        checks.append(
+            {
+                "name": "node1's underlay carries VXLAN (UDP 8472, VNI 1)",
+                "probe": {"from": pod(0, 0), "to": pod(1, 0), "port": 8080},
+                "capture": {"on": "node1:eth0", "expect": {"udp_dport": 8472, "vxlan_vni": 1}},
+            }
+        )
     return {
         "name": name,
         "description": f"{nodes} nodes × {per_node} pods on flannel's VXLAN overlay; sampled all-pairs reachability",
@@ -64,7 +76,6 @@ def lab(name: str, nodes: int, per_node: int) -> dict[str, Any]:
         },
         "checks": checks,
     }
-
 
 
 HEADER = """\
@@ -97,8 +108,9 @@ def main() -> int:
     if result is None:
         return 1
     pods = args.nodes * args.pods_per_node
-    print(f"nodes={args.nodes} pods={pods} namespaces={args.nodes + pods + 1} checks={result.n_checks} "
-          f"{result.summary()}")
+    print(
+        f"nodes={args.nodes} pods={pods} namespaces={args.nodes + pods + 1} checks={result.n_checks} {result.summary()}"
+    )
     return 0
 
 

@@ -119,7 +119,7 @@ def nl_socket() -> socket.socket:
 def send_all(s: socket.socket, messages: list[bytes]) -> None:
     """Many messages per send; then every ACK, each checked."""
     for i in range(0, len(messages), PER_SEND):
-        chunk = messages[i:i + PER_SEND]
+        chunk = messages[i : i + PER_SEND]
         s.send(b"".join(chunk))
         read_acks(s, len(chunk))
 
@@ -180,8 +180,12 @@ def build_worker(prefix: str, pods: range, host_fd: int) -> None:
         made.append((i, fd, nl_socket()))
     send_all(host, [veth(k, f"p{i}", fd) for k, (i, fd, _) in enumerate(made, 1)])
     for i, _fd, s in made:
-        s.send(link_up(1, 1) + link_up(2, ETH0_INDEX) + address(3, ETH0_INDEX, pod_addr(i), 16)
-               + default_route(4, "10.0.0.1"))
+        s.send(
+            link_up(1, 1)
+            + link_up(2, ETH0_INDEX)
+            + address(3, ETH0_INDEX, pod_addr(i), 16)
+            + default_route(4, "10.0.0.1")
+        )
     for _i, _fd, s in made:
         read_acks(s, 4)
 

@@ -32,8 +32,10 @@ class Timings:
 
     def summary(self) -> str:
         runs = ", ".join(f"{t:.2f}" for t in self.checks)
-        return (f"up_s={self.up:.2f} check_s={statistics.median(self.checks):.2f} (runs: {runs}; last run "
-                f"inside netlab {self.inside:.2f}) down_s={self.down:.2f}")
+        return (
+            f"up_s={self.up:.2f} check_s={statistics.median(self.checks):.2f} (runs: {runs}; last run "
+            f"inside netlab {self.inside:.2f}) down_s={self.down:.2f}"
+        )
 
 
 def up_check_down(path: Path, name: str, repeat: int) -> Timings | None:
@@ -77,7 +79,9 @@ def render_up_check_down(path: Path, name: str, repeat: int, rounds: int) -> str
         if rounds > 1:
             print(f"round {i + 1}: render_s={t_render:.2f} {result.summary()}", file=sys.stderr)
     med = statistics.median
-    return (f"checks={done[0].n_checks} rounds={len(done)} (medians:) "
-            f"render_s={med(renders):.2f} up_s={med(r.up for r in done):.2f} "
-            f"check_s={med(c for r in done for c in r.checks):.2f} "
-            f"check_inside_s={med(r.inside for r in done):.2f} down_s={med(r.down for r in done):.2f}")
+    return (
+        f"checks={done[0].n_checks} rounds={len(done)} (medians:) "
+        f"render_s={med(renders):.2f} up_s={med(r.up for r in done):.2f} "
+        f"check_s={med(c for r in done for c in r.checks):.2f} "
+        f"check_inside_s={med(r.inside for r in done):.2f} down_s={med(r.down for r in done):.2f}"
+    )

@@ -72,8 +72,10 @@ class Policies:
 
     def __init__(self, pods: list[Pod], namespaces: dict[str, dict[str, str]], policies: dict[str, Any]) -> None:
         self.pods = pods
-        self.ns_labels = {ns: {**namespaces.get(ns, {}), "kubernetes.io/metadata.name": ns}
-                          for ns in {p.namespace for p in pods} | set(namespaces)}
+        self.ns_labels = {
+            ns: {**namespaces.get(ns, {}), "kubernetes.io/metadata.name": ns}
+            for ns in {p.namespace for p in pods} | set(namespaces)
+        }
         self.policies = policies
 
     @staticmethod
@@ -83,9 +85,13 @@ class Policies:
         return ["ingress", "egress"] if policy.get("egress") or policy.get("egress_deny") else ["ingress"]
 
     def selecting(self, pod: Pod, direction: str) -> list[tuple[str, dict[str, Any]]]:
-        return [(name, p) for name, p in self.policies.items()
-                if direction in self.types(p) and p.get("namespace", "default") == pod.namespace
-                and _matches(p.get("pod_selector", {}), pod.labels)]
+        return [
+            (name, p)
+            for name, p in self.policies.items()
+            if direction in self.types(p)
+            and p.get("namespace", "default") == pod.namespace
+            and _matches(p.get("pod_selector", {}), pod.labels)
+        ]
 
     def peer_matches(self, policy: dict[str, Any], peer: dict[str, Any], pod: Pod) -> bool:
         if "namespace_selector" in peer:
@@ -94,13 +100,12 @@ class Policies:
             ns_ok = pod.namespace == policy.get("namespace", "default")
         return ns_ok and _matches(peer.get("pod_selector", {}), pod.labels)
 
-    def rule_matches(self, policy: dict[str, Any], rule: dict[str, Any], peers_key: str, other: Pod,
-                     port: int) -> bool:
+    def rule_matches(self, policy: dict[str, Any], rule: dict[str, Any], peers_key: str, other: Pod, port: int) -> bool:
         peers = rule.get(peers_key, [])
         ports = rule.get("ports", [])
-        return ((not peers or any(self.peer_matches(policy, peer, other) for peer in peers))
-                and (not ports or any(p.get("protocol", "TCP") == "TCP" and p.get("port") in (None, port)
-                                      for p in ports)))
+        return (not peers or any(self.peer_matches(policy, peer, other) for peer in peers)) and (
+            not ports or any(p.get("protocol", "TCP") == "TCP" and p.get("port") in (None, port) for p in ports)
+        )
 
     def stage(self, pod: Pod, direction: str, other: Pod, port: int) -> str | None:
         """None: not isolated; "allow"; "default-deny"; or the name of the policy whose deny rule matched."""
@@ -117,15 +122,24 @@ class Policies:
         return "default-deny"
 
     def verdict(self, src: Pod, dst: Pod, port: int) -> str:
-        """"ok", or what drops the flow first: "default-deny" or a policy's name."""
+        """ "ok", or what drops the flow first: "default-deny" or a policy's name."""
         for stage in (self.stage(src, "egress", dst, port), self.stage(dst, "ingress", src, port)):
             if stage not in (None, "allow"):
                 return stage
         return "ok"
 
 
-def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, replicas: int,  # noqa: C901
-        sample: int, seed: int) -> dict[str, Any]:
+def lab(  # noqa: C901
+    name: str,
+    *,
+    pods: int,
+    policies: int,
+    namespaces: int,
+    nodes: int,
+    replicas: int,
+    sample: int,
+    seed: int,
+) -> dict[str, Any]:
     # One generator read top to bottom: its phases draw from one random sequence, so the
     # same seed gives the same lab (splitting it would change every bench lab's content).
     rng = random.Random(seed)
@@ -135,8 +149,12 @@ def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, rep
     pod_specs: dict[str, Any] = {"client": {"node": "node1", "labels": {"role": "client"}}}
     all_pods = [Pod("client", "default", {"role": "client"})]
     for j in range(deployments):
-        pod_specs[f"app{j}"] = {"namespace": ns_of[j], "replicas": replicas, "labels": {"app": f"app{j}"},
-                                "serve": [f"tcp/{port}" for port in PORTS]}
+        pod_specs[f"app{j}"] = {
+            "namespace": ns_of[j],
+            "replicas": replicas,
+            "labels": {"app": f"app{j}"},
+            "serve": [f"tcp/{port}" for port in PORTS],
+        }
         all_pods += [Pod(f"app{j}-{i}", ns_of[j], {"app": f"app{j}"}) for i in range(replicas)]
 
     pol_specs: dict[str, Any] = {}
@@ -190,10 +208,14 @@ def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, rep
             continue
         seen.add((src.name, dst.name, port))
         allowed += 1
-        checks.append({"name": f"allowed: {src.namespace}/{src.name} → {dst.namespace}/{dst.name}:{port} "
-                               f"({pname} {direction})",
-                       "probe": {"from": src.name, "to": f"{dst.name}:{port}"},
-                       "expect": {"result": "ok", "served_by": dst.name, "server_saw": src.name}})
+        checks.append(
+            {
+                "name": f"allowed: {src.namespace}/{src.name} → {dst.namespace}/{dst.name}:{port} "
+                f"({pname} {direction})",
+                "probe": {"from": src.name, "to": f"{dst.name}:{port}"},
+                "expect": {"result": "ok", "served_by": dst.name, "server_saw": src.name},
+            }
+        )
 
     # denied by a default deny: random sources to isolated pods (half ingress-, half egress-isolated)
     ingress_isolated = [x for x in all_pods if model.selecting(x, "ingress")]
@@ -212,9 +234,13 @@ def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, rep
             continue
         seen.add((src.name, dst.name, port))
         denied += 1
-        checks.append({"name": f"denied: {src.namespace}/{src.name} → {dst.namespace}/{dst.name}:{port}",
-                       "probe": {"from": src.name, "to": f"{dst.name}:{port}", "timeout": DENIED_TIMEOUT},
-                       "expect": {"result": "timeout", "dropped_by": "default-deny"}})
+        checks.append(
+            {
+                "name": f"denied: {src.namespace}/{src.name} → {dst.namespace}/{dst.name}:{port}",
+                "probe": {"from": src.name, "to": f"{dst.name}:{port}", "timeout": DENIED_TIMEOUT},
+                "expect": {"result": "timeout", "dropped_by": "default-deny"},
+            }
+        )
 
     # each deny rule: its peer on 8080, which rule 0 allows
     for pname, p in pol_specs.items():
@@ -222,13 +248,18 @@ def lab(name: str, *, pods: int, policies: int, namespaces: int, nodes: int, rep
             for src in by_app[rule["from"][0]["pod_selector"]["app"]]:
                 dst = by_app[p["pod_selector"]["app"]][0]
                 if model.verdict(src, dst, 8080) == pname:
-                    checks.append({"name": f"deny rule: {src.namespace}/{src.name} → {dst.namespace}/{dst.name}:8080",
-                                   "probe": {"from": src.name, "to": f"{dst.name}:8080", "timeout": DENIED_TIMEOUT},
-                                   "expect": {"result": "timeout", "dropped_by": pname}})
+                    checks.append(
+                        {
+                            "name": f"deny rule: {src.namespace}/{src.name} → {dst.namespace}/{dst.name}:8080",
+                            "probe": {"from": src.name, "to": f"{dst.name}:8080", "timeout": DENIED_TIMEOUT},
+                            "expect": {"result": "timeout", "dropped_by": pname},
+                        }
+                    )
                     break
     if allowed < sample or denied < sample:
-        print(f"warning: found only {allowed} allowed and {denied} denied probes (wanted {sample} each)",
-              file=sys.stderr)
+        print(
+            f"warning: found only {allowed} allowed and {denied} denied probes (wanted {sample} each)", file=sys.stderr
+        )
     return {
         "name": name,
         "description": f"{policies} network policies over {pods} pods in {namespaces} namespaces, {nodes} nodes",
@@ -271,9 +302,11 @@ def table_sizes(path: Path) -> list[str]:
             elif block == "set" and line.startswith("elements = {"):
                 elements += len(line.split(","))
         vmap = sum(line.count(": jump ") for line in lines)
-        out.append(f"{node_name}: {len(lines)} lines, {chains} chains, {rules} rules, {sets} sets "
-                   f"({dropped} of drops, {sets - dropped} of peers), {elements} set elements, "
-                   f"{vmap} vmap entries")
+        out.append(
+            f"{node_name}: {len(lines)} lines, {chains} chains, {rules} rules, {sets} sets "
+            f"({dropped} of drops, {sets - dropped} of peers), {elements} set elements, "
+            f"{vmap} vmap entries"
+        )
     return out
 
 
@@ -293,8 +326,16 @@ def main() -> int:
     if args.pods // args.replicas < args.namespaces:
         ap.error("need at least one deployment per namespace (pods / replicas >= namespaces)")
     name = f"benchpol-{secrets.token_hex(2)}"
-    data = lab(name, pods=args.pods, policies=args.policies, namespaces=args.namespaces, nodes=args.nodes,
-               replicas=args.replicas, sample=args.sample, seed=args.seed)
+    data = lab(
+        name,
+        pods=args.pods,
+        policies=args.policies,
+        namespaces=args.namespaces,
+        nodes=args.nodes,
+        replicas=args.replicas,
+        sample=args.sample,
+        seed=args.seed,
+    )
     pods = (args.pods // args.replicas) * args.replicas
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.yaml"
@@ -307,8 +348,10 @@ def main() -> int:
         if timings is None:
             return 1
     namespaces = args.nodes + pods + 2  # + client + the underlay switch
-    print(f"policies={args.policies} pods={pods} k8s_namespaces={args.namespaces} nodes={args.nodes} "
-          f"namespaces={namespaces} " + timings)
+    print(
+        f"policies={args.policies} pods={pods} k8s_namespaces={args.namespaces} nodes={args.nodes} "
+        f"namespaces={namespaces} " + timings
+    )
     return 0
 
 

@@ -45,8 +45,7 @@ def vip(k: int) -> str:
     return f"10.96.{1 + k // 250}.{1 + k % 250}"
 
 
-def lab(name: str, *, services: int, endpoints: int, nodes: int, pods: int, mode: str,
-        sample: int) -> dict[str, Any]:
+def lab(name: str, *, services: int, endpoints: int, nodes: int, pods: int, mode: str, sample: int) -> dict[str, Any]:
     own = pods >= services * endpoints  # every service its own deployment
     groups = max(1, pods // endpoints)
     pod_specs: dict[str, Any] = {"client": {"node": "node1", "labels": {"role": "client"}}}
@@ -63,8 +62,11 @@ def lab(name: str, *, services: int, endpoints: int, nodes: int, pods: int, mode
 
     svc_specs: dict[str, Any] = {}
     for k in range(services):
-        spec: dict[str, Any] = {"cluster_ip": vip(k), "selector": {"app": f"svc{k}" if own else f"grp{k % groups}"},
-                                "ports": [{"port": 80, "target_port": 8080}]}
+        spec: dict[str, Any] = {
+            "cluster_ip": vip(k),
+            "selector": {"app": f"svc{k}" if own else f"grp{k % groups}"},
+            "ports": [{"port": 80, "target_port": 8080}],
+        }
         if k % 10 == 0:
             spec["type"] = "NodePort"
             spec["ports"][0]["node_port"] = 30000 + k
@@ -72,12 +74,21 @@ def lab(name: str, *, services: int, endpoints: int, nodes: int, pods: int, mode
     checks: list[dict[str, Any]] = []
     step = max(1, services // max(1, sample))
     for k in range(0, services, step)[:sample]:
-        checks.append({"name": f"client → svc{k}'s ClusterIP", "probe": {"from": "client", "to": f"{vip(k)}:80"},
-                       "expect": {"served_by": members(k), "server_saw": "client"}})
+        checks.append(
+            {
+                "name": f"client → svc{k}'s ClusterIP",
+                "probe": {"from": "client", "to": f"{vip(k)}:80"},
+                "expect": {"served_by": members(k), "server_saw": "client"},
+            }
+        )
         if k % 10 == 0 and nodes > 1:
-            checks.append({"name": f"client → svc{k}'s NodePort on node2",
-                           "probe": {"from": "client", "to": f"node2:{30000 + k}"},
-                           "expect": {"served_by": members(k)}})
+            checks.append(
+                {
+                    "name": f"client → svc{k}'s NodePort on node2",
+                    "probe": {"from": "client", "to": f"node2:{30000 + k}"},
+                    "expect": {"served_by": members(k)},
+                }
+            )
     return {
         "name": name,
         "description": f"{services} services × {endpoints} endpoints in kube-proxy's {mode} mode, {nodes} nodes",
@@ -117,8 +128,12 @@ def main() -> int:
     ap.add_argument("--services", type=int, default=200)
     ap.add_argument("--endpoints", type=int, default=3)
     ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--pods", type=int, default=150,
-                    help="serving pods, grouped ENDPOINTS at a time (services × endpoints: one deployment each)")
+    ap.add_argument(
+        "--pods",
+        type=int,
+        default=150,
+        help="serving pods, grouped ENDPOINTS at a time (services × endpoints: one deployment each)",
+    )
     ap.add_argument("--mode", choices=["nftables", "iptables"], default="nftables")
     ap.add_argument("--repeat", type=int, default=3, help="`netlab check` runs on the same lab")
     ap.add_argument("--rounds", type=int, default=1, help="whole render/up/check/down rounds (medians are printed)")
@@ -129,8 +144,15 @@ def main() -> int:
         ap.error("at most 62500 services (the cluster IPs come from 10.96.0.0/16)")
     pods = args.pods
     name = f"benchsvc-{secrets.token_hex(2)}"
-    data = lab(name, services=args.services, endpoints=args.endpoints, nodes=args.nodes, pods=pods,
-               mode=args.mode, sample=args.sample)
+    data = lab(
+        name,
+        services=args.services,
+        endpoints=args.endpoints,
+        nodes=args.nodes,
+        pods=pods,
+        mode=args.mode,
+        sample=args.sample,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -141,8 +163,10 @@ def main() -> int:
         if timings is None:
             return 1
     namespaces = args.nodes + pods + 2  # + client + the underlay switch
-    print(f"mode={args.mode} services={args.services} endpoints={args.endpoints} nodes={args.nodes} pods={pods} "
-          f"namespaces={namespaces} " + timings)
+    print(
+        f"mode={args.mode} services={args.services} endpoints={args.endpoints} nodes={args.nodes} pods={pods} "
+        f"namespaces={namespaces} " + timings
+    )
     return 0
 
 

@@ -46,8 +46,11 @@ def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] 
         signum = interrupts.signum_of(err)
         if signum is None:
             raise
-        raise Interrupted(f"up of lab {plan.lab} interrupted by {interrupts.name_of(signum)} while creating "
-                          f"{current}; everything created so far was removed", signum) from None
+        raise Interrupted(
+            f"up of lab {plan.lab} interrupted by {interrupts.name_of(signum)} while creating "
+            f"{current}; everything created so far was removed",
+            signum,
+        ) from None
     return done
 
 

@@ -74,8 +74,10 @@ A lab file's variant NAME (`variants:`) is built with --variant NAME, as lab LAB
 """
 
 _F = TypeVar("_F", bound=Callable[..., Any])
-_VARIANT_HELP = ("Use the lab file's variant NAME (its `variants:` section): the lab merged with the "
-                 "variant's changes, named LAB-NAME.")
+_VARIANT_HELP = (
+    "Use the lab file's variant NAME (its `variants:` section): the lab merged with the "
+    "variant's changes, named LAB-NAME."
+)
 
 
 def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:
@@ -180,10 +182,14 @@ def _size(lab: Any) -> str:
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the explicit lab as JSON instead of YAML: "
-              "{\"schema\": \"netlab/render/v1\", \"lab\": LAB} (`jq .lab` is a lab file).")
-@_variant_option("Print the explicit form of the variant NAME's lab alone (named LAB-NAME, without "
-                 "`variants:`).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the explicit lab as JSON instead of YAML: "
+    '{"schema": "netlab/render/v1", "lab": LAB} (`jq .lab` is a lab file).',
+)
+@_variant_option("Print the explicit form of the variant NAME's lab alone (named LAB-NAME, without `variants:`).")
 def render(file: str, as_json: bool, variant: str | None) -> int:
     """Print the explicit form of the lab in FILE (no root needed).
 
@@ -216,18 +222,31 @@ def render(file: str, as_json: bool, variant: str | None) -> int:
         out.print(json_output.dumps("render", {"lab": data}), markup=False)
     else:
         what = f"variant {variant} of {file}" if variant else file
-        header = (f"lab {lab.name}, rendered by netlab {__version__} from {what}: the explicit form,\n"
-                  "every object spelled out (`netlab up` on this file builds the same kernel state)")
+        header = (
+            f"lab {lab.name}, rendered by netlab {__version__} from {what}: the explicit form,\n"
+            "every object spelled out (`netlab up` on this file builds the same kernel state)"
+        )
         out.print(render_yaml(lab, header, variants), end="", markup=False)
     return 0
 
 
 @cli.command()
 @click.argument("target")
-@click.option("--format", "fmt", type=click.Choice(["svg", "dot", "mermaid", "json"]), default=None,
-              help="What to write (default: from -o's extension, else svg).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, writable=True), default=None, metavar="FILE",
-              help="Write to FILE instead of standard output.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["svg", "dot", "mermaid", "json"]),
+    default=None,
+    help="What to write (default: from -o's extension, else svg).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE",
+    help="Write to FILE instead of standard output.",
+)
 @_variant_option("Draw the lab of the file's variant NAME (LAB-NAME); with a lab name, the lab LAB-NAME that is up.")
 def graph(target: str, fmt: str | None, output: str | None, variant: str | None) -> int:
     """Draw the topology of TARGET (a lab file, or the name of a lab that is up).
@@ -257,8 +276,10 @@ def graph(target: str, fmt: str | None, output: str | None, variant: str | None)
         ext = os.path.splitext(output or "")[1].lstrip(".").lower()
         fmt = {"": "svg", "mmd": "mermaid", "gv": "dot"}.get(ext, ext)
         if fmt not in ("svg", "dot", "mermaid", "json"):
-            raise UsageError(f"-o {output}: netlab graph writes .svg, .dot (.gv), .mmd (.mermaid) or .json; give "
-                             "--format, or for a PNG: netlab graph LAB --format dot | dot -Tpng > LAB.png")
+            raise UsageError(
+                f"-o {output}: netlab graph writes .svg, .dot (.gv), .mmd (.mermaid) or .json; give "
+                "--format, or for a PNG: netlab graph LAB --format dot | dot -Tpng > LAB.png"
+            )
     text = render(load_graph(target, variant), fmt)
     if output:
         with open(output, "w") as f:
@@ -283,6 +304,7 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
     it can be up next to the lab itself (`netlab check LAB-NAME`, `netlab down LAB-NAME`).
     """
     from netlab import lifecycle
+
     if dry_run:
         _, plan = lifecycle.load_and_plan(file, variant)
         out.print(plan.render(), end="", markup=False)
@@ -299,13 +321,19 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
         out.print(f"lab {result.lab} is already up from this file; nothing changed", markup=False)
         return 0
     serving = f", {plural(result.services, 'responder')}" if result.services else ""
-    out.print(f"lab {result.lab} is up: {plural(len(result.plan.namespaces), 'node')}, "
-              f"{plural(len(result.done), 'operation')}{serving} in {took:.2f} s",
-              markup=False)
+    out.print(
+        f"lab {result.lab} is up: {plural(len(result.plan.namespaces), 'node')}, "
+        f"{plural(len(result.done), 'operation')}{serving} in {took:.2f} s",
+        markup=False,
+    )
     if sys.stdout.isatty():
         check = f"netlab check {result.lab} · " if result.checks else ""
-        out.print(f"  next: {check}netlab status {result.lab} · netlab exec {result.lab} NODE -- CMD · "
-                  f"netlab down {result.lab}", markup=False, style="dim")
+        out.print(
+            f"  next: {check}netlab status {result.lab} · netlab exec {result.lab} NODE -- CMD · "
+            f"netlab down {result.lab}",
+            markup=False,
+            style="dim",
+        )
     interrupts.success_reported(f"lab {result.lab} was up; it stays up (netlab down {result.lab} removes it)")
     return 0
 
@@ -355,22 +383,31 @@ def down(target: str | None, all_: bool, yes: bool, variant: str | None) -> int:
 
     driver = _driver()
     try:
-        reports = (lifecycle.down_all(driver, None if yes else _confirm_down_all) if all_
-                   else [lifecycle.down(str(target), driver, variant)])
+        reports = (
+            lifecycle.down_all(driver, None if yes else _confirm_down_all)
+            if all_
+            else [lifecycle.down(str(target), driver, variant)]
+        )
     finally:
         driver.close()
     for r in reports:
         if r.unreadable is not None:
-            err.print(f"  the state file {r.unreadable.path} {r.unreadable.why}: removed it, and took down what "
-                      "the netlab marks show", markup=False)
+            err.print(
+                f"  the state file {r.unreadable.path} {r.unreadable.why}: removed it, and took down what "
+                "the netlab marks show",
+                markup=False,
+            )
         if r.deleted or r.had_state:
             ended = f" and ended its {plural(len(r.stopped), 'process', 'processes')}" if r.stopped else ""
             out.print(f"lab {r.lab} is down: removed {plural(len(r.deleted), 'namespace')}{ended}", markup=False)
         else:
             out.print(f"lab {r.lab} was not up; nothing to remove", markup=False)
         for name in r.skipped:
-            err.print(f"  left {name}: it looks like lab {r.lab}'s but has no netlab mark "
-                      f"(remove it with `ip netns del {name}` if it is yours)", markup=False)
+            err.print(
+                f"  left {name}: it looks like lab {r.lab}'s but has no netlab mark "
+                f"(remove it with `ip netns del {name}` if it is yours)",
+                markup=False,
+            )
     if all_ and not reports:
         out.print("no labs are up", markup=False)
     return 0
@@ -380,8 +417,10 @@ def _confirm_down_all(labs: list[str]) -> None:
     """Ask on a terminal before removing every lab; refuse (exit 2) where nobody can answer."""
     listing = f"{plural(len(labs), 'lab')} would be taken down: {', '.join(labs)}"
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        raise UsageError(f"down --all removes every lab on this machine ({listing}); nothing was removed: "
-                         "without a terminal to ask on, give --yes")
+        raise UsageError(
+            f"down --all removes every lab on this machine ({listing}); nothing was removed: "
+            "without a terminal to ask on, give --yes"
+        )
     err.print(listing, markup=False)
     if not click.confirm("take them all down?", default=False, err=True):
         raise UsageError("nothing was removed")
@@ -415,6 +454,7 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
     from rich.table import Table
 
     from netlab import lifecycle
+
     if variant and not lab:
         raise UsageError("--variant needs LAB (a lab name or file)")
     driver = _driver()
@@ -429,8 +469,11 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
         out.print("no labs are up", markup=False)
         return 0
     for s in labs:
-        table = Table(title=f"lab {s.lab} — {s.status}" + (f" — {s.source}" if s.source else ""),
-                      title_justify="left", show_edge=False)
+        table = Table(
+            title=f"lab {s.lab} — {s.status}" + (f" — {s.source}" if s.source else ""),
+            title_justify="left",
+            show_edge=False,
+        )
         for col in ("node", "interface", "kind", "state", "mtu", "master", "addresses"):
             table.add_column(col)
         for node, view in s.nodes.items():
@@ -444,8 +487,15 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
                 if link.up and link.oper not in ("up", "unknown"):
                     state = f"up ({link.oper})"
                 kind = f"{link.kind} (table {link.table})" if link.table is not None else link.kind
-                table.add_row(node, link.name, kind, state, str(link.mtu), link.master or "",
-                              " ".join(a.address for a in link.addresses))
+                table.add_row(
+                    node,
+                    link.name,
+                    kind,
+                    state,
+                    str(link.mtu),
+                    link.master or "",
+                    " ".join(a.address for a in link.addresses),
+                )
         out.print(table)
         for h in s.responders:
             out.print(f"  responders: {h}", markup=False)
@@ -456,34 +506,69 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
 
 def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
     return {
-        "lab": s.lab, "status": s.status, "source": s.source, "created": s.created, "problem": s.problem,
+        "lab": s.lab,
+        "status": s.status,
+        "source": s.source,
+        "created": s.created,
+        "problem": s.problem,
         "responders": [asdict(h) for h in s.responders],
-        "nodes": {node: (None if v is None else {"namespace": v.name, "links": [asdict(link) for link in v.links]})
-                  for node, v in s.nodes.items()},
+        "nodes": {
+            node: (None if v is None else {"namespace": v.name, "links": [asdict(link) for link in v.links]})
+            for node, v in s.nodes.items()
+        },
     }
 
 
 @cli.command()
 @click.argument("target")
-@click.option("--up", "build", is_flag=True,
-              help="Build the lab from TARGET (a file) first and take it down afterwards (a lab that was "
-                   "already up is left up).")
-@click.option("--only", multiple=True, metavar="WORDS",
-              help="Run only the checks whose name contains WORDS (repeatable).")
+@click.option(
+    "--up",
+    "build",
+    is_flag=True,
+    help="Build the lab from TARGET (a file) first and take it down afterwards (a lab that was already up is left up).",
+)
+@click.option(
+    "--only", multiple=True, metavar="WORDS", help="Run only the checks whose name contains WORDS (repeatable)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
-@click.option("--junit", "junit", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
-              help="Also write a JUnit XML report to PATH.")
-@click.option("--html", "html", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
-              help="Also write an HTML report to PATH: one self-contained file (topology, every check "
-                   "with its evidence, failed probes' packets, the rulesets) to open in a browser or attach "
-                   "to a PR.")
-@click.option("--pcap", "pcap_dir", type=click.Path(file_okay=False, writable=True), metavar="DIR", default=None,
-              help="Keep what each failed probe check captured as DIR/CHECK-NAME.pcap: its `capture:` "
-                   "interface, else the client's interface towards the target.")
-@_variant_option("Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with "
-                 "--up, build that lab.")
-def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit: str | None,
-          html: str | None, pcap_dir: str | None, variant: str | None) -> int:
+@click.option(
+    "--junit",
+    "junit",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="PATH",
+    help="Also write a JUnit XML report to PATH.",
+)
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="PATH",
+    help="Also write an HTML report to PATH: one self-contained file (topology, every check "
+    "with its evidence, failed probes' packets, the rulesets) to open in a browser or attach "
+    "to a PR.",
+)
+@click.option(
+    "--pcap",
+    "pcap_dir",
+    type=click.Path(file_okay=False, writable=True),
+    metavar="DIR",
+    default=None,
+    help="Keep what each failed probe check captured as DIR/CHECK-NAME.pcap: its `capture:` "
+    "interface, else the client's interface towards the target.",
+)
+@_variant_option(
+    "Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with --up, build that lab."
+)
+def check(
+    target: str,
+    build: bool,
+    only: tuple[str, ...],
+    as_json: bool,
+    junit: str | None,
+    html: str | None,
+    pcap_dir: str | None,
+    variant: str | None,
+) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
 
     Probes send real traffic between the lab's namespaces; route and rule checks ask
@@ -510,9 +595,16 @@ def check(target: str, build: bool, only: tuple[str, ...], as_json: bool, junit:
     try:
         # One progress display at a time: the build's with --up, else the checks'.
         with _progress("building" if build else "checking") as tick:
-            run = lifecycle.check(target, driver, build=build, only=only, variant=variant,
-                                  progress=tick if build else None, on_done=None if build else tick,
-                                  keep_frames=pcap_dir is not None or html is not None)
+            run = lifecycle.check(
+                target,
+                driver,
+                build=build,
+                only=only,
+                variant=variant,
+                progress=tick if build else None,
+                on_done=None if build else tick,
+                keep_frames=pcap_dir is not None or html is not None,
+            )
     finally:
         driver.close()
     if as_json:
@@ -550,14 +642,19 @@ def _write_html(path: str, text: str) -> None:
 
 @cli.command()
 @click.argument("target")
-@click.option("--html", "html", type=click.Path(dir_okay=False, writable=True), metavar="PATH", required=True,
-              help="Where to write the report.")
+@click.option(
+    "--html",
+    "html",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="PATH",
+    required=True,
+    help="Where to write the report.",
+)
 @click.option("--up", "build", is_flag=True, help="Build the lab from TARGET (a file) first, as `check --up`.")
 @click.option("--only", multiple=True, metavar="WORDS", help="Only the checks whose name contains WORDS.")
 @_variant_option("The lab of TARGET's variant NAME (LAB-NAME), as `check --variant`.")
 @click.pass_context
-def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[str, ...],
-           variant: str | None) -> int:
+def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[str, ...], variant: str | None) -> int:
     """Run the checks of lab TARGET and write the HTML report: the same as
     `netlab check TARGET --html PATH` (the verdicts are printed too; same exit codes).
 
@@ -579,14 +676,29 @@ def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[
 @click.argument("lab")
 @click.argument("where", metavar="NODE:IF")
 @click.argument("expression", nargs=-1, metavar="[FILTER]...")
-@click.option("-w", "--write", "write", type=click.Path(dir_okay=False, writable=True), default=None,
-              metavar="FILE.pcap", help="Also write the frames to a pcap file (Wireshark, tcpdump -r).")
+@click.option(
+    "-w",
+    "--write",
+    "write",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE.pcap",
+    help="Also write the frames to a pcap file (Wireshark, tcpdump -r).",
+)
 @click.option("-c", "--count", type=click.IntRange(min=1), default=None, metavar="N", help="Stop after N frames.")
-@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S",
-              help="Stop after S seconds.")
+@click.option(
+    "--duration", type=click.FloatRange(min=0, min_open=True), default=None, metavar="S", help="Stop after S seconds."
+)
 @_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
-def capture(lab: str, where: str, expression: tuple[str, ...], write: str | None, count: int | None,
-            duration: float | None, variant: str | None) -> int:
+def capture(
+    lab: str,
+    where: str,
+    expression: tuple[str, ...],
+    write: str | None,
+    count: int | None,
+    duration: float | None,
+    variant: str | None,
+) -> int:
     """Watch the frames crossing interface IF of NODE in lab LAB (a name or its file).
 
     One line per frame, decoded as the checks' evidence is (addresses, ports, ICMP,
@@ -623,43 +735,69 @@ def capture(lab: str, where: str, expression: tuple[str, ...], write: str | None
         raise UsageError(f"lab {ctx.lab.name} has no node {node!r} (nodes: {', '.join(ctx.nodes)})")
     names = [i.name for i in ctx.topo.of_node(node)]
     if ifname not in names and ifname != "lo":
-        raise UsageError(f"node {node} of lab {ctx.lab.name} has no interface {ifname!r} "
-                         f"(its interfaces: {', '.join(dict.fromkeys([*names, 'lo']))})")
+        raise UsageError(
+            f"node {node} of lab {ctx.lab.name} has no interface {ifname!r} "
+            f"(its interfaces: {', '.join(dict.fromkeys([*names, 'lo']))})"
+        )
     try:
         bpf = compile_filter(" ".join(expression)) if expression else None
     except FilterError as e:
         raise UsageError(f"bad filter {' '.join(expression)!r}: {e}") from None
     with open(write, "wb") if write else nullcontext() as pcap:
         try:
-            result = capture_live(ctx.ns(node), ifname, on_line=lambda line: out.print(line, markup=False),
-                                  pcap=pcap, count=count, duration=duration, bpf=bpf,
-                                  vxlan_ports=ctx.vxlan_ports(),
-                                  on_start=lambda: err.print(f"capturing on {where} of lab {ctx.lab.name}; Ctrl-C "
-                                                             "to stop", markup=False))
+            result = capture_live(
+                ctx.ns(node),
+                ifname,
+                on_line=lambda line: out.print(line, markup=False),
+                pcap=pcap,
+                count=count,
+                duration=duration,
+                bpf=bpf,
+                vxlan_ports=ctx.vxlan_ports(),
+                on_start=lambda: err.print(f"capturing on {where} of lab {ctx.lab.name}; Ctrl-C to stop", markup=False),
+            )
         except CaptureError as e:
             if write:
                 os.unlink(write)  # nothing was captured: no file that looks like a capture
             raise UsageError(str(e)) from None
     dropped = f", {result.dropped} dropped by the kernel (buffer full)" if result.dropped else ""
-    err.print(f"{plural(result.frames, 'frame')} on {where}{dropped}"
-              + (f", written to {write}" if write else ""), markup=False)
+    err.print(
+        f"{plural(result.frames, 'frame')} on {where}{dropped}" + (f", written to {write}" if write else ""),
+        markup=False,
+    )
     return 128 + result.signal if result.signal is not None else 0
 
 
 @cli.command()
 @click.argument("lab")
 @click.option("--from", "node", required=True, metavar="NODE", help="The node that sends the probe.")
-@click.option("--to", "to", required=True, metavar="TARGET",
-              help="A node, an address, NODE:PORT or ADDRESS:PORT (as a check's `to:`).")
-@click.option("--proto", type=click.Choice(["tcp", "udp", "icmp"]), default=None,
-              help="The probe's protocol (default: tcp with a port, else icmp).")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="TARGET",
+    help="A node, an address, NODE:PORT or ADDRESS:PORT (as a check's `to:`).",
+)
+@click.option(
+    "--proto",
+    type=click.Choice(["tcp", "udp", "icmp"]),
+    default=None,
+    help="The probe's protocol (default: tcp with a port, else icmp).",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=None, metavar="N", help="The destination port.")
-@click.option("--count", type=click.IntRange(1, 10), default=1, show_default=True, metavar="N",
-              help="Probes to send (each its own source port).")
+@click.option(
+    "--count",
+    type=click.IntRange(1, 10),
+    default=1,
+    show_default=True,
+    metavar="N",
+    help="Probes to send (each its own source port).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON (nothing else on stdout).")
 @_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
-def trace(lab: str, node: str, to: str, proto: str | None, port: int | None, count: int, as_json: bool,
-          variant: str | None) -> int:
+def trace(
+    lab: str, node: str, to: str, proto: str | None, port: int | None, count: int, as_json: bool, variant: str | None
+) -> int:
     """Follow one probe through every namespace of lab LAB with nftables tracing.
 
     Each namespace gets a temporary table (`inet netlab-trace-…`) that marks the flow's
@@ -703,8 +841,9 @@ def trace(lab: str, node: str, to: str, proto: str | None, port: int | None, cou
             raise UsageError(f"node {host} has no address to trace to; give an address")
         dst = addrs[0]
     else:
-        raise UsageError(f"--to {host!r} is neither an address nor a node of lab {ctx.lab.name} "
-                         f"(nodes: {', '.join(ctx.nodes)})")
+        raise UsageError(
+            f"--to {host!r} is neither an address nor a node of lab {ctx.lab.name} (nodes: {', '.join(ctx.nodes)})"
+        )
     proto = proto or ("tcp" if port is not None else "icmp")
     if proto != "icmp" and port is None:
         raise UsageError(f"a {proto} trace needs a port: --port N or --to {to}:PORT")
@@ -757,20 +896,49 @@ def vm() -> None:
 
 
 @vm.command("run", context_settings={"ignore_unknown_options": True})
-@click.option("--results", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Directory shared writable with the VM (default: a new one under /tmp, printed).")
-@click.option("--rwdir", "rwdirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR",
-              help="Another host directory the VM may write (repeatable).")
-@click.option("--kernel", default=None, metavar="PATH",
-              help="Kernel image to boot (default: $NETLAB_VM_KERNEL, else the newest /boot/vmlinuz-*).")
-@click.option("--modules", default=None, metavar="M1,M2",
-              help="Kernel modules to load first (default: ip_vs and its schedulers, vrf, sch_netem, dummy, …).")
-@click.option("--kvm/--no-kvm", default=None,
-              help="Use KVM or emulate (default: KVM when this machine can; $NETLAB_VM_KVM=0/1 forces).")
+@click.option(
+    "--results",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Directory shared writable with the VM (default: a new one under /tmp, printed).",
+)
+@click.option(
+    "--rwdir",
+    "rwdirs",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Another host directory the VM may write (repeatable).",
+)
+@click.option(
+    "--kernel",
+    default=None,
+    metavar="PATH",
+    help="Kernel image to boot (default: $NETLAB_VM_KERNEL, else the newest /boot/vmlinuz-*).",
+)
+@click.option(
+    "--modules",
+    default=None,
+    metavar="M1,M2",
+    help="Kernel modules to load first (default: ip_vs and its schedulers, vrf, sch_netem, dummy, …).",
+)
+@click.option(
+    "--kvm/--no-kvm",
+    default=None,
+    help="Use KVM or emulate (default: KVM when this machine can; $NETLAB_VM_KVM=0/1 forces).",
+)
 @click.option("--memory", default="2G", show_default=True, help="Guest memory.")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def vm_run(results: str | None, rwdirs: tuple[str, ...], kernel: str | None, modules: str | None,
-           kvm: bool | None, memory: str, command: tuple[str, ...]) -> int:
+def vm_run(
+    results: str | None,
+    rwdirs: tuple[str, ...],
+    kernel: str | None,
+    modules: str | None,
+    kvm: bool | None,
+    memory: str,
+    command: tuple[str, ...],
+) -> int:
     """Boot the VM, run COMMAND inside as root (in the current directory), pass its exit
     code through. The VM's console output and the command's go to this terminal.
 
@@ -796,10 +964,13 @@ def vm_run(results: str | None, rwdirs: tuple[str, ...], kernel: str | None, mod
     out_dir = Path(results).resolve() if results else Path(tempfile.mkdtemp(prefix="netlab-vm-"))
     use_kvm, why = vmmod.kvm_choice() if kvm is None else (kvm, "--kvm" if kvm else "--no-kvm")
     run = vmmod.VmRun(
-        argv=argv, results=out_dir, kernel=kernel or vmmod.find_kernel(),
+        argv=argv,
+        results=out_dir,
+        kernel=kernel or vmmod.find_kernel(),
         kvm=use_kvm,
         modules=tuple(m for m in modules.split(",") if m) if modules is not None else vmmod.DEFAULT_MODULES,
-        memory=memory, rwdirs=tuple(str(Path(d).resolve()) for d in rwdirs),
+        memory=memory,
+        rwdirs=tuple(str(Path(d).resolve()) for d in rwdirs),
     )
     how = "KVM" if run.kvm else "emulated (no KVM: ~10× slower, netlab's waits scale)"
     err.print(f"netlab vm: booting {run.kernel}, {how}: {why}; results in {out_dir}", markup=False)
@@ -822,8 +993,12 @@ def doctor(as_json: bool) -> int:
     lifecycle.require_root("doctor")
     features, tools = probe_features(), probe_tools()
     if as_json:
-        out.print(json_output.dumps("doctor", {"features": [asdict(f) for f in features],
-                                                "tools": [asdict(t) for t in tools]}), markup=False)
+        out.print(
+            json_output.dumps(
+                "doctor", {"features": [asdict(f) for f in features], "tools": [asdict(t) for t in tools]}
+            ),
+            markup=False,
+        )
     else:
         table = Table(show_edge=False, title="kernel features", title_justify="left")
         for col in ("feature", "", "detail / how to get it"):
@@ -916,8 +1091,7 @@ def _report_error(e: NetlabError) -> None:
             with open(options["junit"], "wb") as f:
                 f.write(error_junit(e.command, str(options.get("target") or ""), e))
         except OSError as oe:
-            err.print(f"netlab: --junit {options['junit']}: cannot write the report: {oe.strerror or oe}",
-                      markup=False)
+            err.print(f"netlab: --junit {options['junit']}: cannot write the report: {oe.strerror or oe}", markup=False)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,9 @@ class Deadline:
 
     def message(self) -> str:
         """Why a wait ended without what it waited for: how long, and where the budget came from."""
-        budget = f"{self.budget:g} s" if self.factor == 1 else (
-            f"{self.budget:g} s: {self.base:g} s × slowness {self.factor:g} from {ENV}")
+        budget = (
+            f"{self.budget:g} s"
+            if self.factor == 1
+            else (f"{self.budget:g} s: {self.base:g} s × slowness {self.factor:g} from {ENV}")
+        )
         return f"waited {self.waited():.1f} s for {self.what} (budget {budget})"

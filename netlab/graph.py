@@ -125,8 +125,15 @@ def build_graph(lab: Lab, layout: ClusterLayout | None = None) -> Graph:
     boxes = tuple(_box(name, node, topo, layout, hosts) for name, node in lab.nodes.items())
     wires = tuple(Wire(f"{p.near[0]}:{p.near[1]}", f"{p.far[0]}:{p.far[1]}") for p in topo.pairs)
     services = tuple(_services(layout)) if layout else ()
-    return Graph(lab.name, lab.description, boxes, wires, tuple(_overlays(lab, topo)), services,
-                 layout.proxy_mode if layout and services else "")
+    return Graph(
+        lab.name,
+        lab.description,
+        boxes,
+        wires,
+        tuple(_overlays(lab, topo)),
+        services,
+        layout.proxy_mode if layout and services else "",
+    )
 
 
 def _box(name: str, node: Node, topo: Topology, layout: ClusterLayout | None, hosts: dict[str, str]) -> Box:
@@ -195,9 +202,18 @@ def route_line(r: Route) -> str:
 
 def rule_line(r: Rule) -> str:
     words = [f"rule {r.priority}:" if r.priority is not None else "rule:"] + (["not"] if r.not_ else [])
-    for key, value in (("from", r.from_), ("to", r.to), ("iif", r.iif), ("oif", r.oif), ("fwmark", r.fwmark),
-                       ("ipproto", r.ipproto), ("sport", r.sport), ("dport", r.dport), ("dscp", r.dscp),
-                       ("uidrange", r.uidrange)):
+    for key, value in (
+        ("from", r.from_),
+        ("to", r.to),
+        ("iif", r.iif),
+        ("oif", r.oif),
+        ("fwmark", r.fwmark),
+        ("ipproto", r.ipproto),
+        ("sport", r.sport),
+        ("dport", r.dport),
+        ("dscp", r.dscp),
+        ("uidrange", r.uidrange),
+    ):
         if value is not None:
             words.append(f"{key} {value}")
     if r.l3mdev:
@@ -229,11 +245,14 @@ def _services(layout: ClusterLayout) -> Iterator[ServiceBox]:
         fronts = [f"{_at(s.cluster_ip, s.port)}/{s.protocol}"]
         if s.node_port is not None:
             fronts.append(f"nodes:{s.node_port}/{s.protocol}")
-        fronts += [f"{_at(a, s.port)}/{s.protocol}" for a in (*s.external_ips, *([s.load_balancer_ip] if
-                                                                                   s.load_balancer_ip else []))]
+        fronts += [
+            f"{_at(a, s.port)}/{s.protocol}"
+            for a in (*s.external_ips, *([s.load_balancer_ip] if s.load_balancer_ip else []))
+        ]
         kind = "LoadBalancer" if s.load_balancer_ip else "NodePort" if s.node_port is not None else "ClusterIP"
-        yield ServiceBox(s.name, kind, tuple(fronts), tuple(Endpoint(e.pod, _at(e.address, e.port))
-                                                            for e in s.endpoints))
+        yield ServiceBox(
+            s.name, kind, tuple(fronts), tuple(Endpoint(e.pod, _at(e.address, e.port)) for e in s.endpoints)
+        )
 
 
 # ---------------------------------------------------------------- drawing: what becomes what
@@ -325,7 +344,11 @@ def _natural(text: str) -> list[Any]:
 
 
 _ROLE_STYLE = {  # cluster box fill by role
-    "node": "#eef4fb", "pod": "#ffffff", "switch": "#f4f4f4", "router": "#fdf6e3", "host": "#ffffff",
+    "node": "#eef4fb",
+    "pod": "#ffffff",
+    "switch": "#f4f4f4",
+    "router": "#fdf6e3",
+    "host": "#ffffff",
 }
 _KIND_STYLE = {  # interface node attributes by kind
     "bridge": 'shape=box style="rounded,filled,bold" fillcolor="#cfe2f3"',
@@ -345,7 +368,7 @@ def _h(text: str) -> str:
 
 
 def _iface_label(i: Iface, *, show_master: bool = True) -> str:
-    kind = "" if i.kind in ("veth", "lo") else f" <FONT POINT-SIZE=\"9\">{i.kind}</FONT>"
+    kind = "" if i.kind in ("veth", "lo") else f' <FONT POINT-SIZE="9">{i.kind}</FONT>'
     lines = [f"<B>{_h(i.name)}</B>{kind}", *(_h(a) for a in i.addresses)]
     if i.detail:
         lines.append(f'<FONT POINT-SIZE="9">{_h(i.detail)}</FONT>')
@@ -372,7 +395,7 @@ def _tables_label(tables: tuple[str, ...]) -> str:
     shown = list(tables[:MAX_TABLE_LINES])
     if len(tables) > MAX_TABLE_LINES:
         shown.append(f"… {len(tables) - MAX_TABLE_LINES} more")
-    return "<" + "".join(f"{_h(t)}<BR ALIGN=\"LEFT\"/>" for t in shown) + ">"
+    return "<" + "".join(f'{_h(t)}<BR ALIGN="LEFT"/>' for t in shown) + ">"
 
 
 def _crowd_label(crowd: str, members: list[str], g: Graph) -> str:
@@ -380,10 +403,9 @@ def _crowd_label(crowd: str, members: list[str], g: Graph) -> str:
     for name in members:
         box = g.box(name)
         addr = next((a.split("/")[0] for i in box.interfaces for a in i.addresses), "")
-        cells.append(f"<TD>{_h(name)}<BR/><FONT POINT-SIZE=\"9\">{_h(addr)}</FONT></TD>")
-    rows = ["<TR>" + "".join(cells[k:k + TABLE_COLUMNS]) + "</TR>" for k in range(0, len(cells), TABLE_COLUMNS)]
-    head = (f'<TR><TD COLSPAN="{TABLE_COLUMNS}"><B>{len(members)} pods on {_h(crowd.partition(":")[2])}</B>'
-            "</TD></TR>")
+        cells.append(f'<TD>{_h(name)}<BR/><FONT POINT-SIZE="9">{_h(addr)}</FONT></TD>')
+    rows = ["<TR>" + "".join(cells[k : k + TABLE_COLUMNS]) + "</TR>" for k in range(0, len(cells), TABLE_COLUMNS)]
+    head = f'<TR><TD COLSPAN="{TABLE_COLUMNS}"><B>{len(members)} pods on {_h(crowd.partition(":")[2])}</B></TD></TR>'
     return '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3">' + head + "".join(rows) + "</TABLE>>"
 
 
@@ -391,13 +413,15 @@ def to_dot(g: Graph) -> str:
     """The graph in Graphviz's DOT language (deterministic: a golden file holds it)."""
     d = _drawing(g)
     hosts = {b.host for b in g.boxes if b.host} | {c.partition(":")[0] for c in d.crowds}
-    out = [f"graph {_q(g.lab)} {{",
-           # a wide cluster turns left-to-right, with its nodes kept in name order (little crossing
-           # minimisation: the overlay's lines would shuffle node1 … node10)
-           f"  graph [{'rankdir=LR mclimit=0.01' if len(hosts) > WIDE else 'rankdir=TB'} label={_title(g)} labelloc=t "
-           'fontname="Helvetica" fontsize=16 compound=true newrank=true nodesep=0.3 ranksep=0.6]',
-           '  node [fontname="Helvetica" fontsize=11 shape=box style=rounded]',
-           '  edge [fontname="Helvetica" fontsize=9 color="#555555"]']
+    out = [
+        f"graph {_q(g.lab)} {{",
+        # a wide cluster turns left-to-right, with its nodes kept in name order (little crossing
+        # minimisation: the overlay's lines would shuffle node1 … node10)
+        f"  graph [{'rankdir=LR mclimit=0.01' if len(hosts) > WIDE else 'rankdir=TB'} label={_title(g)} labelloc=t "
+        'fontname="Helvetica" fontsize=16 compound=true newrank=true nodesep=0.3 ranksep=0.6]',
+        '  node [fontname="Helvetica" fontsize=11 shape=box style=rounded]',
+        '  edge [fontname="Helvetica" fontsize=9 color="#555555"]',
+    ]
     pods: dict[str, list[Box]] = {}
     for b in g.boxes:
         if b.host is not None:
@@ -428,22 +452,30 @@ def _dot_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
             return []
         return [f'{pad}{_q(b.name)} [label={_leaf_label(b, i)} style="rounded,filled" fillcolor="#ffffff"]']
     role = {"node": "cluster node", "pod": f"pod on {b.host}"}.get(b.role, b.role)
-    out = [f"{pad}subgraph {_q('cluster_' + b.name)} {{",
-           f'{pad}  label=<<B>{_h(b.name)}</B> <FONT POINT-SIZE="9">{_h(role)}</FONT>> style="rounded,filled" '
-           f'fillcolor="{_ROLE_STYLE[b.role]}" color="#888888"']
+    out = [
+        f"{pad}subgraph {_q('cluster_' + b.name)} {{",
+        f'{pad}  label=<<B>{_h(b.name)}</B> <FONT POINT-SIZE="9">{_h(role)}</FONT>> style="rounded,filled" '
+        f'fillcolor="{_ROLE_STYLE[b.role]}" color="#888888"',
+    ]
     vrfs = {i.name: i for i in d.shown[b.name] if i.kind == "vrf"}
     out += [_dot_iface(b, i, pad + "  ") for i in d.shown[b.name] if i.kind != "vrf" and i.master not in vrfs]
     for vrf in vrfs.values():  # a VRF is a box in the box: its interfaces route in its table
         enslaved = [i for i in d.shown[b.name] if i.master == vrf.name]
-        out += [f"{pad}  subgraph {_q('cluster_' + b.name + '/' + vrf.name)} {{",
-                f'{pad}    label=<<B>{_h(vrf.name)}</B> <FONT POINT-SIZE="9">vrf, {_h(vrf.detail)}</FONT>> '
-                'style="rounded,dashed,filled" fillcolor="#f8eef3" color="#a64d79"']
-        out += [_dot_iface(b, i, pad + "    ", in_vrf=True)
-                for i in enslaved + ([vrf] if vrf.addresses or not enslaved else [])]
+        out += [
+            f"{pad}  subgraph {_q('cluster_' + b.name + '/' + vrf.name)} {{",
+            f'{pad}    label=<<B>{_h(vrf.name)}</B> <FONT POINT-SIZE="9">vrf, {_h(vrf.detail)}</FONT>> '
+            'style="rounded,dashed,filled" fillcolor="#f8eef3" color="#a64d79"',
+        ]
+        out += [
+            _dot_iface(b, i, pad + "    ", in_vrf=True)
+            for i in enslaved + ([vrf] if vrf.addresses or not enslaved else [])
+        ]
         out.append(f"{pad}  }}")
     if b.tables:
-        out.append(f'{pad}  {_q(b.name + "#tables")} [label={_tables_label(b.tables)} shape=note fontsize=9 '
-                   'style=filled fillcolor="#fffbe6"]')
+        out.append(
+            f"{pad}  {_q(b.name + '#tables')} [label={_tables_label(b.tables)} shape=note fontsize=9 "
+            'style=filled fillcolor="#fffbe6"]'
+        )
     for crowd, members in d.crowds.items():
         if crowd.partition(":")[0] == b.name:
             out.append(f"{pad}  {_q(crowd + '#crowd')} [label={_crowd_label(crowd, members, d.graph)} shape=plain]")
@@ -462,8 +494,10 @@ def _dot_overlays(g: Graph) -> list[str]:
     out = []
     for k, o in enumerate(g.overlays):
         hub = f"overlay#{k}"
-        out.append(f'  {_q(hub)} [label=<<B>VXLAN overlay</B><BR/>VNI {o.vni} · UDP {o.port}> shape=ellipse '
-                   'style="dashed,filled" fillcolor="#fff2e6" color="#e69138"]')
+        out.append(
+            f"  {_q(hub)} [label=<<B>VXLAN overlay</B><BR/>VNI {o.vni} · UDP {o.port}> shape=ellipse "
+            'style="dashed,filled" fillcolor="#fff2e6" color="#e69138"]'
+        )
         for member, local in zip(o.members, o.underlay, strict=True):
             label = f" label={_q('over ' + local)}" if local and len(o.members) <= WIDE else ""
             out.append(f'  {_q(member)} -- {_q(hub)} [style=dashed color="#e69138" penwidth=2{label}]')
@@ -473,18 +507,24 @@ def _dot_overlays(g: Graph) -> list[str]:
 def _dot_services(g: Graph, d: _Drawing) -> list[str]:
     out = []
     if g.services:
-        out.append(f'  subgraph "cluster_services" {{ label=<<B>services</B> <FONT POINT-SIZE="9">kube-proxy '
-                   f'{_h(g.proxy_mode)} mode, on every node</FONT>> style="rounded,dashed" color="#6aa84f"')
+        out.append(
+            f'  subgraph "cluster_services" {{ label=<<B>services</B> <FONT POINT-SIZE="9">kube-proxy '
+            f'{_h(g.proxy_mode)} mode, on every node</FONT>> style="rounded,dashed" color="#6aa84f"'
+        )
         for s in g.services:
-            lines = [f"<B>{_h(s.name)}</B> <FONT POINT-SIZE=\"9\">{s.type}</FONT>", *map(_h, s.frontends)]
-            out.append(f'    {_q("svc#" + s.name)} [label=<{"<BR/>".join(lines)}> shape=component '
-                       'style=filled fillcolor="#d9ead3"]')
+            lines = [f'<B>{_h(s.name)}</B> <FONT POINT-SIZE="9">{s.type}</FONT>', *map(_h, s.frontends)]
+            out.append(
+                f"    {_q('svc#' + s.name)} [label=<{'<BR/>'.join(lines)}> shape=component "
+                'style=filled fillcolor="#d9ead3"]'
+            )
         out.append("  }")
     for s in g.services:
         for e in s.endpoints:
             target = d.end(f"{e.pod}:eth0")
-            out.append(f'  {_q("svc#" + s.name)} -- {_q(target)} [style=dotted color="#6aa84f" '
-                       f'label={_q(e.address.rpartition(":")[2])}]')
+            out.append(
+                f'  {_q("svc#" + s.name)} -- {_q(target)} [style=dotted color="#6aa84f" '
+                f"label={_q(e.address.rpartition(':')[2])}]"
+            )
     return out
 
 
@@ -549,8 +589,9 @@ def _mermaid_box(b: Box, d: _Drawing, pods: list[Box], pad: str) -> list[str]:
         out += [_mermaid_iface(b, i, pad + "    ") for i in enslaved + ([vrf] if vrf.addresses or not enslaved else [])]
         out.append(f"{pad}  end")
     if b.tables:
-        shown = list(b.tables[:MAX_TABLE_LINES]) + ([f"… {len(b.tables) - MAX_TABLE_LINES} more"]
-                                                    if len(b.tables) > MAX_TABLE_LINES else [])
+        shown = list(b.tables[:MAX_TABLE_LINES]) + (
+            [f"… {len(b.tables) - MAX_TABLE_LINES} more"] if len(b.tables) > MAX_TABLE_LINES else []
+        )
         out.append(f"{pad}  {_mid(b.name + '#tables')}>{_mtext(shown)}]")
     for crowd, members in d.crowds.items():
         if crowd.partition(":")[0] == b.name:
@@ -571,13 +612,14 @@ def render_svg(g: Graph, timeout: float = 60.0, *, inline: bool = False) -> str:
     missing or refuses."""
     dot = shutil.which("dot")
     if dot is None:
-        raise NetlabError("Graphviz's `dot` is not installed (Debian: apt-get install graphviz); "
-                          "--format dot or mermaid needs no Graphviz")
-    done = subprocess.run([dot, "-Tsvg"], input=to_dot(g), capture_output=True, text=True, timeout=timeout,
-                          check=False)
+        raise NetlabError(
+            "Graphviz's `dot` is not installed (Debian: apt-get install graphviz); "
+            "--format dot or mermaid needs no Graphviz"
+        )
+    done = subprocess.run([dot, "-Tsvg"], input=to_dot(g), capture_output=True, text=True, timeout=timeout, check=False)
     if done.returncode != 0:
         raise NetlabError(f"dot failed: {done.stderr.strip()}")
-    return done.stdout[done.stdout.index("<svg"):] if inline else done.stdout
+    return done.stdout[done.stdout.index("<svg") :] if inline else done.stdout
 
 
 def render(g: Graph, fmt: str) -> str:
@@ -616,8 +658,10 @@ def load_lab_and_layout(target: str, variant: str | None = None) -> tuple[Lab, C
     name = f"{target}-{variant}" if variant else target
     state = read_state(name)
     if state is None:
-        raise UsageError(f"no lab file {target!r} and no lab {name!r} up; give a lab file (LAB.yaml) or the "
-                         "name of a lab that is up (as root: its state is root's)")
+        raise UsageError(
+            f"no lab file {target!r} and no lab {name!r} up; give a lab file (LAB.yaml) or the "
+            "name of a lab that is up (as root: its state is root's)"
+        )
     found = load_named(state.source, name)
     if found is None:
         raise UsageError(f"lab {name} was built from {state.source}, which no longer defines it")

@@ -58,8 +58,9 @@ def _handler(signum: int, _frame: FrameType | None) -> None:
         return
     if not _started:
         # Still importing: nothing was created, and raising here would print a traceback.
-        os.write(2, f"netlab: interrupted by {signal.Signals(signum).name} while starting; "
-                    "nothing was changed\n".encode())
+        os.write(
+            2, f"netlab: interrupted by {signal.Signals(signum).name} while starting; nothing was changed\n".encode()
+        )
         os._exit(128 + signum)
     raise Signalled(signum)
 

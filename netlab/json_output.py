@@ -35,10 +35,13 @@ def error_fields(error: NetlabError) -> dict[str, Any]:
     problems = error.problems if isinstance(error, LabError) else []
     # A LabError's text lists its problems; the message is its first line, the list is `problems`.
     message = str(error).splitlines()[0].rstrip(":") if problems else str(error)
-    return {"error": {
-        "code": error.exit_code, "message": message,
-        "problems": [{"file": p.file, "line": p.line, "key": p.path, "message": p.message} for p in problems],
-    }}
+    return {
+        "error": {
+            "code": error.exit_code,
+            "message": message,
+            "problems": [{"file": p.file, "line": p.line, "key": p.path, "message": p.message} for p in problems],
+        }
+    }
 
 
 def schema(command: str) -> dict[str, Any]:

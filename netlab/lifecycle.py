@@ -50,8 +50,11 @@ if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by 
 
 def require_root(what: str, *, reads_only: bool = False) -> None:
     if os.geteuid() != 0:
-        why = "needs root to read the lab's network namespaces" if reads_only else \
-            "changes network namespaces and needs root"
+        why = (
+            "needs root to read the lab's network namespaces"
+            if reads_only
+            else "changes network namespaces and needs root"
+        )
         raise NotRoot(f"`netlab {what}` {why}; run it with sudo")
 
 
@@ -110,12 +113,20 @@ def up(
         if signum is None:
             raise
         what = f"lab {building[0]}" if building else str(path)
-        raise Interrupted(f"up of {what} interrupted by {interrupts.name_of(signum)} before anything was "
-                          "created; nothing was changed", signum) from None
+        raise Interrupted(
+            f"up of {what} interrupted by {interrupts.name_of(signum)} before anything was "
+            "created; nothing was changed",
+            signum,
+        ) from None
 
 
-def _up(path: str | Path, driver: KernelDriver, progress: Callable[[Op], None] | None, variant: str | None,
-        building: list[str]) -> UpResult:
+def _up(
+    path: str | Path,
+    driver: KernelDriver,
+    progress: Callable[[Op], None] | None,
+    variant: str | None,
+    building: list[str],
+) -> UpResult:
     lab, where = load_lab_located(path, variant)
     building.append(lab.name)
     plan = build_plan(lab)
@@ -139,8 +150,16 @@ def _up(path: str | Path, driver: KernelDriver, progress: Callable[[Op], None] |
                 f"{', …' if len(strays) > 5 else ''}); run `netlab down {lab.name}` first"
             )
         nodes = {node: ns for node, ns in zip(lab.nodes, plan.namespaces, strict=True)}
-        state = LabState(lab.name, source, plan.fingerprint, "building", nodes,
-                         plan=[op.render() for op in plan.ops], source_hash=file_hash(source), spec=spec)
+        state = LabState(
+            lab.name,
+            source,
+            plan.fingerprint,
+            "building",
+            nodes,
+            plan=[op.render() for op in plan.ops],
+            source_hash=file_hash(source),
+            spec=spec,
+        )
         try:
             # Written before anything exists, so even `kill -9` leaves `down` a full list;
             # inside the try, so an interruption right after it removes it again.
@@ -169,11 +188,15 @@ def _serve_or_tear_down(lab: Lab, nodes: dict[str, str], driver: KernelDriver) -
             tear_down(lab.name, driver)
         signum = interrupts.signum_of(err) or interrupts.take_pending()
         if signum is not None:
-            raise Interrupted(f"up of lab {lab.name} interrupted by {interrupts.name_of(signum)} while starting "
-                              "its responders; everything created so far was removed", signum) from None
+            raise Interrupted(
+                f"up of lab {lab.name} interrupted by {interrupts.name_of(signum)} while starting "
+                "its responders; everything created so far was removed",
+                signum,
+            ) from None
         if isinstance(err, ResponderError):
-            what = f"responders of lab {lab.name}" + (f" ({err.service.proto}/{err.service.port} on "
-                                                      f"{err.service.node})" if err.service else "")
+            what = f"responders of lab {lab.name}" + (
+                f" ({err.service.proto}/{err.service.port} on {err.service.node})" if err.service else ""
+            )
             raise ApplyError(what, str(err), rolled_back=True) from None
         raise
 
@@ -205,26 +228,31 @@ def file_hash(path: str) -> str:
         return ""
 
 
-def _refuse_or_accept_existing(existing: LabState, plan: Plan, spec: dict[str, Any], source: str,
-                               variant: str | None = None) -> None:
+def _refuse_or_accept_existing(
+    existing: LabState, plan: Plan, spec: dict[str, Any], source: str, variant: str | None = None
+) -> None:
     """A lab of this name is up: fine if it was built from this file and the file builds
     the same (checks are re-read by `check`); otherwise AlreadyUp, saying from which file
     it was built and every key that differs."""
     name = existing.lab
     if existing.status != "up":
-        raise AlreadyUp(f"an earlier `netlab up` of lab {name} did not finish (status: {existing.status}); "
-                        f"run `netlab down {name}` first")
+        raise AlreadyUp(
+            f"an earlier `netlab up` of lab {name} did not finish (status: {existing.status}); "
+            f"run `netlab down {name}` first"
+        )
     if existing.source == source and existing.fingerprint == plan.fingerprint:
         return
     changes = key_changes(existing.spec, spec) if existing.spec else []
     ops = _plan_changes(existing, plan)
     if existing.source != source:
-        lines = [f"lab {name} is already up, built from {existing.source}; {source} defines a lab of the same "
-                 "name" + (", and it differs:" if changes or ops else " with the same content")]
+        lines = [
+            f"lab {name} is already up, built from {existing.source}; {source} defines a lab of the same "
+            "name" + (", and it differs:" if changes or ops else " with the same content")
+        ]
     else:
         lines = [f"lab {name} is already up from {source}, and the file differs from what was built:"]
     lines += listed(changes)
-    lines += ([f"  in {'ip(8) commands' if changes else 'the plan'}:", *listed(ops, "    ")] if ops else [])
+    lines += [f"  in {'ip(8) commands' if changes else 'the plan'}:", *listed(ops, "    ")] if ops else []
     if existing.source != source:
         lines.append(f"Take it down first (netlab down {name}), or give this file's lab another name")
     else:
@@ -237,8 +265,9 @@ def _plan_changes(existing: LabState, plan: Plan) -> list[str]:
     """For a state written before netlab recorded the lab itself: what differs, op by op."""
     old, new = set(existing.plan), {op.render() for op in plan.ops}
     # (a ruleset's op spans several lines: its text, indented under it)
-    return ([f"- {line}".replace("\n", "\n  ") for line in existing.plan if line not in new]
-            + [f"+ {op.render()}".replace("\n", "\n  ") for op in plan.ops if op.render() not in old])
+    return [f"- {line}".replace("\n", "\n  ") for line in existing.plan if line not in new] + [
+        f"+ {op.render()}".replace("\n", "\n  ") for op in plan.ops if op.render() not in old
+    ]
 
 
 def resolve_lab_name(target: str, variant: str | None = None) -> str:
@@ -266,17 +295,28 @@ def down(target: str, driver: KernelDriver, variant: str | None = None) -> Teard
         if signum is None:
             raise
         if not reports:
-            raise Interrupted(f"down of {lab} interrupted by {interrupts.name_of(signum)} before anything was "
-                              "removed; it is as it was", signum) from None
+            raise Interrupted(
+                f"down of {lab} interrupted by {interrupts.name_of(signum)} before anything was "
+                "removed; it is as it was",
+                signum,
+            ) from None
     signum = interrupts.take_pending() or signum  # recorded during the teardown, or raised just after it
     if signum is not None:
-        raise Interrupted(f"down of lab {lab} interrupted by {interrupts.name_of(signum)}; the teardown was "
-                          f"finished first: removed {len(reports[0].deleted)} namespaces", signum)
+        raise Interrupted(
+            f"down of lab {lab} interrupted by {interrupts.name_of(signum)}; the teardown was "
+            f"finished first: removed {len(reports[0].deleted)} namespaces",
+            signum,
+        )
     return reports[0]
 
 
-def _take_down(lab: str, driver: KernelDriver, marks: dict[str, tuple[str, str] | None] | None = None,
-               reports: list[TeardownReport] | None = None, keep_held: bool = False) -> TeardownReport:
+def _take_down(
+    lab: str,
+    driver: KernelDriver,
+    marks: dict[str, tuple[str, str] | None] | None = None,
+    reports: list[TeardownReport] | None = None,
+    keep_held: bool = False,
+) -> TeardownReport:
     """tear_down under the lab's lock; a signal waits until the teardown is finished
     (and, with `keep_held`, until the caller releases it: `down` is then over).
     `reports` receives the report as soon as it exists."""
@@ -305,8 +345,11 @@ def down_all(driver: KernelDriver, confirm: Callable[[list[str]], None] | None =
         signum = interrupts.take_pending()
         if signum is not None:
             gone = ", ".join(r.lab for r in reports)
-            raise Interrupted(f"down --all interrupted by {interrupts.name_of(signum)}; taken down: {gone}; "
-                              f"still up: {', '.join(labs[len(reports):]) or 'none'}", signum)
+            raise Interrupted(
+                f"down --all interrupted by {interrupts.name_of(signum)}; taken down: {gone}; "
+                f"still up: {', '.join(labs[len(reports) :]) or 'none'}",
+                signum,
+            )
     return reports
 
 
@@ -336,8 +379,13 @@ def status(driver: KernelDriver, only: str | None = None, variant: str | None = 
     return [_lab_status(lab, states.get(lab), unreadable.get(lab), marks, driver) for lab in labs]
 
 
-def _lab_status(lab: str, st: LabState | None, unreadable: StateUnreadable | None,
-                marks: dict[str, tuple[str, str] | None], driver: KernelDriver) -> LabStatus:
+def _lab_status(
+    lab: str,
+    st: LabState | None,
+    unreadable: StateUnreadable | None,
+    marks: dict[str, tuple[str, str] | None],
+    driver: KernelDriver,
+) -> LabStatus:
     present = {mark[1]: name for name, mark in marks.items() if mark and mark[0] == lab}
     nodes_ns = dict(st.nodes) if st else dict(present)
     views: dict[str, NamespaceView | None] = {}
@@ -354,9 +402,11 @@ def _lab_status(lab: str, st: LabState | None, unreadable: StateUnreadable | Non
     dead = [h for h in health if not h.running]
     problem = None
     if dead:
-        problem = (f"{len(dead)} of its {len(health)} responder processes {'is' if len(dead) == 1 else 'are'} dead: "
-                   "nothing answers on the ports its nodes serve; `netlab down "
-                   f"{lab} && netlab up {st.source}` starts them again")
+        problem = (
+            f"{len(dead)} of its {len(health)} responder processes {'is' if len(dead) == 1 else 'are'} dead: "
+            "nothing answers on the ports its nodes serve; `netlab down "
+            f"{lab} && netlab up {st.source}` starts them again"
+        )
     return LabStatus(lab, kind, st.source, st.created, views, health, problem)
 
 
@@ -378,31 +428,44 @@ def lab_context(target: str, variant: str | None = None) -> LabContext:
     if st is None or st.status != "up":
         how = f"netlab up {target}" + (f" --variant {variant}" if variant else "") if is_file else "netlab up LAB_FILE"
         why = "is not up" if st is None else f"is not fully up (status: {st.status})"
-        raise UsageError(f"lab {name} {why}; run `{how}` first, or `netlab check --up FILE` to build, "
-                         "check and take it down in one go")
+        raise UsageError(
+            f"lab {name} {why}; run `{how}` first, or `netlab check --up FILE` to build, "
+            "check and take it down in one go"
+        )
     if lab is not None and str(Path(target).resolve()) != st.source and os.path.exists(st.source):
         # Two files, one lab name: the checks that judge the lab are those of the file it was built from.
-        raise UsageError(f"lab {name} was built from {st.source}, not from {target}; its checks are that "
-                         f"file's: netlab check {name}")
+        raise UsageError(
+            f"lab {name} was built from {st.source}, not from {target}; its checks are that file's: netlab check {name}"
+        )
     if lab is None:
         if not os.path.exists(st.source):
-            raise UsageError(f"lab {name} was built from {st.source}, which is gone; "
-                             f"pass the lab file: netlab check FILE")
+            raise UsageError(
+                f"lab {name} was built from {st.source}, which is gone; pass the lab file: netlab check FILE"
+            )
         # the base lab or one of its variants (NAME-VARIANT): whichever has the name
         found = load_named(st.source, name)
         if found is None:
-            raise UsageError(f"lab {name} was built from {st.source}, which no longer defines it "
-                             f"(its name or variant changed); take it down: netlab down {name}")
+            raise UsageError(
+                f"lab {name} was built from {st.source}, which no longer defines it "
+                f"(its name or variant changed); take it down: netlab down {name}"
+            )
         lab, _, variant = found
     if build_plan(lab).fingerprint != st.fingerprint:
         again = (target if is_file else st.source) + (f" --variant {variant}" if variant else "")
         built = {k: v for k, v in st.spec.items() if k != "checks"}
         changes = key_changes(built, {k: v for k, v in lab_data(lab).items() if k != "checks"}) if built else []
-        raise UsageError("\n".join([
-            f"lab {name} is up, but its file has changed since (other than its checks):", *listed(changes),
-            f"rebuild it first: netlab down {name} && netlab up {again}"]) if changes else
-            f"lab {name} is up, but its file has changed since (other than its checks); "
-            f"rebuild it first: netlab down {name} && netlab up {again}")
+        raise UsageError(
+            "\n".join(
+                [
+                    f"lab {name} is up, but its file has changed since (other than its checks):",
+                    *listed(changes),
+                    f"rebuild it first: netlab down {name} && netlab up {again}",
+                ]
+            )
+            if changes
+            else f"lab {name} is up, but its file has changed since (other than its checks); "
+            f"rebuild it first: netlab down {name} && netlab up {again}"
+        )
     return LabContext(lab, dict(st.nodes))
 
 
@@ -414,8 +477,10 @@ def explain_dead_responders(lab: Lab, verdicts: list[Verdict]) -> list[Verdict]:
     if not dead:
         return verdicts
     served = {int(entry.partition("/")[2]) for node in lab.nodes.values() for entry in node.serve}
-    why = (f"nothing answers there: the lab's responder process is dead ({'; '.join(map(str, dead))}); "
-           f"`netlab down {lab.name} && netlab up {st.source if st else 'FILE'}` starts it again")
+    why = (
+        f"nothing answers there: the lab's responder process is dead ({'; '.join(map(str, dead))}); "
+        f"`netlab down {lab.name} && netlab up {st.source if st else 'FILE'}` starts it again"
+    )
     out = []
     for v in verdicts:
         hit = [p for p in v.probes if p.get("outcome") in ("refused", "timeout") and p.get("dport") in served]
@@ -484,13 +549,15 @@ def check(
         signum = interrupts.signum_of(err)
         if signum is None:
             raise
-        raise Interrupted(f"check of {what} interrupted by {interrupts.name_of(signum)} while running its "
-                          f"checks; {undone}", signum) from None
+        raise Interrupted(
+            f"check of {what} interrupted by {interrupts.name_of(signum)} while running its checks; {undone}", signum
+        ) from None
     finally:
         if result is not None and built:
             _take_down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
     signum = interrupts.take_pending()
     if signum is not None:
-        raise Interrupted(f"check of {what} interrupted by {interrupts.name_of(signum)} after its checks "
-                          f"ran; {undone}", signum)
+        raise Interrupted(
+            f"check of {what} interrupted by {interrupts.name_of(signum)} after its checks ran; {undone}", signum
+        )
     return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built, ctx.frames)

@@ -159,8 +159,9 @@ def load_variants_text(text: str, file: str = "<text>") -> LabVariants:
     return _load_variants(data, source, problems, None)
 
 
-def load_lab_data(data: Any, source: Source | None = None, problems: list[Problem] | None = None,
-                  variant: str | None = None) -> Lab:
+def load_lab_data(
+    data: Any, source: Source | None = None, problems: list[Problem] | None = None, variant: str | None = None
+) -> Lab:
     """Validate already-parsed data (a dict from a test, or YAML with its source map).
     Relative `file:`s are looked up next to the source's file, or in the current
     directory for a dict."""
@@ -248,8 +249,9 @@ def _load(data: Any, source: Source, problems: list[Problem] | None, where: LabO
         raise LabError([*err.problems, *_cross_refs_anyway(err.salvage, source)]) from None
     files: dict[Path, str] = {}
     lab = read_files(lab, source, files)
-    where.files.update({source.written(path) if isinstance(source, VariantSource) else path: shown
-                        for path, shown in files.items()})
+    where.files.update(
+        {source.written(path) if isinstance(source, VariantSource) else path: shown for path, shown in files.items()}
+    )
     expansion = expand(lab)
     if expansion.complaints:
         raise LabError([source.problem(path, message) for path, message in expansion.complaints])
@@ -257,8 +259,7 @@ def _load(data: Any, source: Source, problems: list[Problem] | None, where: LabO
     where.cluster = expansion.layout
     complaints = cross_check(expansion.lab)
     if complaints:
-        raise LabError([source.problem(_origin(path, expansion.origins), message)
-                        for path, message in complaints])
+        raise LabError([source.problem(_origin(path, expansion.origins), message) for path, message in complaints])
     return expansion.lab
 
 
@@ -269,10 +270,14 @@ def _cross_refs_anyway(salvage: Salvage, source: Source) -> list[Problem]:
     if salvage.lab is None:
         return []
     expansion = expand(salvage.lab)
-    complaints = expansion.complaints or [(_origin(path, expansion.origins), message)
-                                          for path, message in cross_check(expansion.lab)]
-    return [source.problem(salvage.original(path), message)
-            for path, message in complaints if not salvage.consequential(path)]
+    complaints = expansion.complaints or [
+        (_origin(path, expansion.origins), message) for path, message in cross_check(expansion.lab)
+    ]
+    return [
+        source.problem(salvage.original(path), message)
+        for path, message in complaints
+        if not salvage.consequential(path)
+    ]
 
 
 # ---------------------------------------------------------------- files named by the lab
@@ -300,8 +305,9 @@ def read_files(lab: Lab, source: Source, files: dict[Path, str] | None = None) -
         cluster = lab.cluster
         cluster_nodes = {name: reader.node(n, ("cluster", "nodes", name)) for name, n in cluster.nodes.items()}
         pods = {name: reader.node(n, ("cluster", "pods", name)) for name, n in cluster.pods.items()}
-        if any(cluster_nodes[k] is not v for k, v in cluster.nodes.items()) or \
-                any(pods[k] is not v for k, v in cluster.pods.items()):
+        if any(cluster_nodes[k] is not v for k, v in cluster.nodes.items()) or any(
+            pods[k] is not v for k, v in cluster.pods.items()
+        ):
             update["cluster"] = cluster.model_copy(update={"nodes": cluster_nodes, "pods": pods})
     if reader.problems:
         raise LabError(reader.problems)
@@ -373,6 +379,7 @@ def anchor_files(data: Any, base: FsPath) -> Any:
     """Plain lab data with every relative `file:` of a ruleset or dump made absolute
     against `base`, for a copy of the lab that is written somewhere else (the pytest
     plugin's renamed labs). Anything not shaped as expected is left for validation."""
+
     def entries(node: Any) -> None:
         for key in ("nftables", "iptables"):
             items = node.get(key) if isinstance(node, dict) else None
@@ -398,6 +405,19 @@ def _origin(path: Path, origins: dict[Path, Path]) -> Path:
     return written(path, origins)
 
 
-__all__ = ["LabOrigin", "LabVariants", "anchor_files", "lab_dir", "load_lab", "load_lab_data", "load_lab_located",
-           "load_lab_text", "load_named", "load_variants", "load_variants_text", "read_files", "variant_data",
-           "variant_lab_name"]
+__all__ = [
+    "LabOrigin",
+    "LabVariants",
+    "anchor_files",
+    "lab_dir",
+    "load_lab",
+    "load_lab_data",
+    "load_lab_located",
+    "load_lab_text",
+    "load_named",
+    "load_variants",
+    "load_variants_text",
+    "read_files",
+    "variant_data",
+    "variant_lab_name",
+]

@@ -178,13 +178,20 @@ class IpvsServiceView:
         """`ipvsadm -Ln`'s lines for this service and its real servers."""
         out = [self.text]
         for r in self.reals:
-            out.append(f"  -> {host_port(r.address, r.port):<28} {FORWARD_WORDS.get(r.forward, r.forward):<7} "
-                       f"{r.weight:<6} {r.active:<10} {r.inactive}")
+            out.append(
+                f"  -> {host_port(r.address, r.port):<28} {FORWARD_WORDS.get(r.forward, r.forward):<7} "
+                f"{r.weight:<6} {r.active:<10} {r.inactive}"
+            )
         return out
 
     def matches(self, proto: str, address: str, port: int) -> bool:
-        return (self.fwmark is None and self.proto == proto and self.port == port and self.address is not None
-                and ipaddress.ip_address(self.address) == ipaddress.ip_address(address))
+        return (
+            self.fwmark is None
+            and self.proto == proto
+            and self.port == port
+            and self.address is not None
+            and ipaddress.ip_address(self.address) == ipaddress.ip_address(address)
+        )
 
 
 @dataclass(frozen=True)
@@ -211,8 +218,10 @@ class IpvsConn:
     def text(self) -> str:
         """An `ipvsadm -Lnc`-like line: 'TCP 01:59 TIME_WAIT 192.0.2.2:40000 192.0.2.100:80 10.1.0.11:8080'."""
         m, s = divmod(self.expires, 60)
-        return (f"{self.proto.upper():<4} {m:02d}:{s:02d} {self.state:<11} {host_port(self.client, self.cport)} "
-                f"{host_port(self.vaddr, self.vport)} {host_port(self.daddr, self.dport)}")
+        return (
+            f"{self.proto.upper():<4} {m:02d}:{s:02d} {self.state:<11} {host_port(self.client, self.cport)} "
+            f"{host_port(self.vaddr, self.vport)} {host_port(self.daddr, self.dport)}"
+        )
 
 
 @dataclass(frozen=True)
@@ -237,22 +246,50 @@ def table_text(services: Sequence[IpvsServiceView]) -> list[str]:
 # --------------------------------------------------------------------------- packets
 
 _ICMP4_UNREACH = {
-    0: "net unreachable", 1: "host unreachable", 2: "protocol unreachable", 3: "port unreachable",
-    4: "fragmentation needed", 5: "source route failed", 6: "destination network unknown",
-    7: "destination host unknown", 8: "source host isolated", 9: "network admin prohibited",
-    10: "host admin prohibited", 11: "network unreachable for TOS", 12: "host unreachable for TOS",
-    13: "admin prohibited", 14: "host precedence violation", 15: "precedence cutoff",
+    0: "net unreachable",
+    1: "host unreachable",
+    2: "protocol unreachable",
+    3: "port unreachable",
+    4: "fragmentation needed",
+    5: "source route failed",
+    6: "destination network unknown",
+    7: "destination host unknown",
+    8: "source host isolated",
+    9: "network admin prohibited",
+    10: "host admin prohibited",
+    11: "network unreachable for TOS",
+    12: "host unreachable for TOS",
+    13: "admin prohibited",
+    14: "host precedence violation",
+    15: "precedence cutoff",
 }
-_ICMP4_TYPES = {0: "echo reply", 3: "destination unreachable", 4: "source quench", 5: "redirect",
-                8: "echo request", 11: "time exceeded", 12: "parameter problem"}
+_ICMP4_TYPES = {
+    0: "echo reply",
+    3: "destination unreachable",
+    4: "source quench",
+    5: "redirect",
+    8: "echo request",
+    11: "time exceeded",
+    12: "parameter problem",
+}
 _ICMP4_TIME = {0: "TTL exceeded in transit", 1: "fragment reassembly time exceeded"}
 _ICMP6_UNREACH = {
-    0: "no route to destination", 1: "admin prohibited", 2: "beyond scope of source address",
-    3: "address unreachable", 4: "port unreachable", 5: "source address failed policy",
+    0: "no route to destination",
+    1: "admin prohibited",
+    2: "beyond scope of source address",
+    3: "address unreachable",
+    4: "port unreachable",
+    5: "source address failed policy",
     6: "reject route to destination",
 }
-_ICMP6_TYPES = {1: "destination unreachable", 2: "packet too big", 3: "time exceeded",
-                4: "parameter problem", 128: "echo request", 129: "echo reply"}
+_ICMP6_TYPES = {
+    1: "destination unreachable",
+    2: "packet too big",
+    3: "time exceeded",
+    4: "parameter problem",
+    128: "echo request",
+    129: "echo reply",
+}
 _ICMP6_TIME = {0: "hop limit exceeded in transit", 1: "fragment reassembly time exceeded"}
 
 

@@ -119,8 +119,9 @@ def compile_filter(expression: str) -> BpfProgram:
     with tcpdump's message when the expression is wrong."""
     tcpdump = shutil.which("tcpdump") or "/usr/bin/tcpdump"
     try:
-        done = subprocess.run([tcpdump, "-ddd", "-y", "EN10MB", "--", expression], capture_output=True, text=True,
-                              timeout=10, check=False)
+        done = subprocess.run(
+            [tcpdump, "-ddd", "-y", "EN10MB", "--", expression], capture_output=True, text=True, timeout=10, check=False
+        )
     except FileNotFoundError:
         raise FilterError("a filter needs tcpdump (apt-get install tcpdump)") from None
     if done.returncode != 0:

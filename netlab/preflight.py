@@ -66,8 +66,18 @@ def check_firewall(lab: Lab, where: LabOrigin | None = None) -> None:
 
 def _content(op: Op) -> tuple[object, ...]:
     if isinstance(op, CreateIpset):
-        return ("ipset", op.name, op.type, op.family, op.range, op.hashsize, op.maxelem, op.comment, op.members,
-                op.comments)
+        return (
+            "ipset",
+            op.name,
+            op.type,
+            op.family,
+            op.range,
+            op.hashsize,
+            op.maxelem,
+            op.comment,
+            op.members,
+            op.comments,
+        )
     if isinstance(op, LoadNftables):
         return ("nft", op.json, op.text)
     if isinstance(op, RestoreIptables):
@@ -112,7 +122,7 @@ def _problems(name: str, node: Node, index: int, messages: list[Message], where:
 
 
 def _in_variant(src: Source, written: Path) -> str:
-    """"in variant V: " for a variant's problem in a part of the base it kept (one in what
+    """ "in variant V: " for a variant's problem in a part of the base it kept (one in what
     the variant wrote is under `variants.V` already), as the loader says it."""
     if isinstance(src, VariantSource) and written[:2] != ("variants", src.variant):
         return f"in variant {src.variant}: "
@@ -126,8 +136,12 @@ def _text(node: Node, kind: str, i: int) -> str:
 
 def _hint(node: Node, kind: str, i: int, m: Message) -> str:
     """What the usual mistakes mean."""
-    if kind == "iptables" and node.iptables[i].family == 4 and "host/network" in m.text and \
-            any(":" in line for line in m.context):
+    if (
+        kind == "iptables"
+        and node.iptables[i].family == 4
+        and "host/network" in m.text
+        and any(":" in line for line in m.context)
+    ):
         return " (an IPv6 address in an IPv4 dump? give the dump `family: 6`)"
     return ""
 
@@ -153,10 +167,12 @@ def not_checked_note(lab: Lab) -> str:
 def netns_sysctl_keys() -> set[str]:
     """The (normalised) sysctl names of a fresh network namespace: /proc/sys/net as a thread
     that unshared into one sees it; the namespace vanishes with the thread. Needs root."""
+
     def run() -> list[str]:
         nsops.unshare_here()
-        return [os.path.relpath(os.path.join(d, f), "/proc/sys")
-                for d, _, files in os.walk("/proc/sys/net") for f in files]
+        return [
+            os.path.relpath(os.path.join(d, f), "/proc/sys") for d, _, files in os.walk("/proc/sys/net") for f in files
+        ]
 
     return keys_of_tree(nsops.in_thread(run))
 
@@ -176,12 +192,19 @@ def check_sysctls(lab: Lab, where: LabOrigin | None = None) -> None:
 def sysctl_warnings(lab: Lab, where: LabOrigin | None = None) -> list[Problem]:
     """Without root: the lab's sysctls missing from the shipped list of known names. The
     kernel that runs the lab may have more, so these are warnings; `up` checks for real."""
-    return list(_unknown_sysctls(lab, where, shipped_keys(), "netlab's list of a 6.18 kernel's sysctls has no {}{} "
-                                                            "(as root, validate asks this kernel)"))
+    return list(
+        _unknown_sysctls(
+            lab,
+            where,
+            shipped_keys(),
+            "netlab's list of a 6.18 kernel's sysctls has no {}{} (as root, validate asks this kernel)",
+        )
+    )
 
 
-def _unknown_sysctls(lab: Lab, where: LabOrigin | None, known: frozenset[str] | set[str],
-                     text: str = "the kernel has no sysctl {}{}") -> Iterator[Problem]:
+def _unknown_sysctls(
+    lab: Lab, where: LabOrigin | None, known: frozenset[str] | set[str], text: str = "the kernel has no sysctl {}{}"
+) -> Iterator[Problem]:
     where = where or LabOrigin(Source("<lab>"))
     for name, node in lab.nodes.items():
         for key in node.sysctls:

@@ -121,8 +121,11 @@ class LabHandle:
         if self._ctx is None:
             from netlab.probes.checks import LabContext
 
-            self._ctx = (LabContext(self.model, self.nodes) if self._observer is None
-                         else LabContext(self.model, self.nodes, self._observer))
+            self._ctx = (
+                LabContext(self.model, self.nodes)
+                if self._observer is None
+                else LabContext(self.model, self.nodes, self._observer)
+            )
         return self._ctx
 
     @property
@@ -136,8 +139,7 @@ class LabHandle:
     # the lab file's probe keys, validated by its own schema (netlab.lab.checks.Probe), not
     # re-declared here.
     @overload
-    def probe(self, frm: str, to: str, *, count: Literal[1] = 1,
-              **options: Any) -> ProbeResult: ...
+    def probe(self, frm: str, to: str, *, count: Literal[1] = 1, **options: Any) -> ProbeResult: ...
 
     @overload
     def probe(self, frm: str, to: str, *, count: int, **options: Any) -> list[ProbeResult]: ...
@@ -157,8 +159,10 @@ class LabHandle:
         ns = self.ns(p.from_)
         dst, dport = probe_target(self._topo, set(self._nodes), p)
         kind = p.proto or ("tcp" if dport is not None else "icmp")
-        requests = [ProbeRequest(ns, kind, dst, dport, src=p.src, sport=p.sport, timeout=p.timeout, ttl=p.ttl)
-                    for _ in range(p.count)]
+        requests = [
+            ProbeRequest(ns, kind, dst, dport, src=p.src, sport=p.sport, timeout=p.timeout, ttl=p.ttl)
+            for _ in range(p.count)
+        ]
         # As the check runner does: a pinned source port means one after another.
         results = probe_many(requests, workers=1 if p.sport is not None else min(8, len(requests)))
         return results[0] if count == 1 else results
@@ -215,8 +219,13 @@ class LabHandle:
         """`ip netns exec LAB.NODE ARGV…`, output captured as text."""
         if not argv:
             raise ValueError("exec needs a command")
-        return subprocess.run(["ip", "netns", "exec", self.ns(node), *map(str, argv)], capture_output=True,
-                              text=True, check=check, timeout=timeout)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.ns(node), *map(str, argv)],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
 
     # ------------------------------------------------------------ the lab's own checks
 
@@ -287,8 +296,9 @@ def _plain(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
-def _load(spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str | None,
-          variant: str | None = None) -> _Loaded:
+def _load(
+    spec: LabSpec, test_file: Path | None, rootdir: Path | None, name: str | None, variant: str | None = None
+) -> _Loaded:
     """Validate the lab (its own name or `name`; with `variant`, that variant's lab):
     (model, data to write or None, file). A variant's data is written as a lab of its own."""
     from netlab.errors import LabError, UsageError
@@ -335,14 +345,21 @@ def _skip_or_fail_in_ci(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _prepare(spec: LabSpec, name: str | None, unique: bool, test_file: Path | None, rootdir: Path | None,
-             variant: str | None = None) -> _Prepared:
+def _prepare(
+    spec: LabSpec,
+    name: str | None,
+    unique: bool,
+    test_file: Path | None,
+    rootdir: Path | None,
+    variant: str | None = None,
+) -> _Prepared:
     model, data, path = _load(spec, test_file, rootdir, name, variant)
     if unique:
         model, data, path = _load(spec, test_file, rootdir, unique_name(model.name), variant)
     if os.geteuid() != 0:
-        _skip_or_fail_in_ci(f"netlab needs root to build lab {model.name} (it creates network namespaces); "
-                            f"run pytest as root")
+        _skip_or_fail_in_ci(
+            f"netlab needs root to build lab {model.name} (it creates network namespaces); run pytest as root"
+        )
     if data is None:
         assert path is not None
         return _Prepared(model, path, None, variant)
@@ -396,8 +413,10 @@ def _up(prepared: _Prepared) -> LabHandle:
     if fail is not None:
         _fail(fail)
     if result.already_up:
-        _fail(f"lab {name} is already up (from {prepared.path}), and this test did not build it; take it down "
-              f"with `netlab down {name}`, or give the test its own lab name: name=… or unique=True")
+        _fail(
+            f"lab {name} is already up (from {prepared.path}), and this test did not build it; take it down "
+            f"with `netlab down {name}`, or give the test its own lab name: name=… or unique=True"
+        )
     st = read_state(name)
     nodes = dict(st.nodes) if st is not None else dict(zip(prepared.model.nodes, result.plan.namespaces, strict=True))
     return LabHandle(prepared.model, nodes, prepared.path)
@@ -415,8 +434,15 @@ def _down(name: str) -> None:
 
 
 @contextlib.contextmanager
-def running_lab(spec: LabSpec, *, name: str | None = None, unique: bool = False, variant: str | None = None,
-                test_file: Path | None = None, rootdir: Path | None = None) -> Iterator[LabHandle]:
+def running_lab(
+    spec: LabSpec,
+    *,
+    name: str | None = None,
+    unique: bool = False,
+    variant: str | None = None,
+    test_file: Path | None = None,
+    rootdir: Path | None = None,
+) -> Iterator[LabHandle]:
     """Build a lab for the `with` block and take it down afterwards, however the block
     ends. For fixtures of any scope; `test_file`/`rootdir` anchor a relative path
     (else it is relative to the current directory). `variant` builds that variant of
@@ -443,21 +469,26 @@ class LabFactory:
         self._stack = contextlib.ExitStack()
         self._labs: dict[str, LabHandle | BaseException] = {}
 
-    def __call__(self, spec: LabSpec, *, name: str | None = None, unique: bool = False,
-                 variant: str | None = None) -> LabHandle:
+    def __call__(
+        self, spec: LabSpec, *, name: str | None = None, unique: bool = False, variant: str | None = None
+    ) -> LabHandle:
         """Build a lab from a file or a dict; `variant` builds one of its `variants:`
         (named NAME-VARIANT); `name` renames it, `unique=True` appends a random suffix
         (so the same file can be up more than once, e.g. under xdist)."""
-        key = json.dumps([spec if isinstance(spec, Mapping) else os.fspath(spec), name, unique, variant],
-                         sort_keys=True, default=str)
+        key = json.dumps(
+            [spec if isinstance(spec, Mapping) else os.fspath(spec), name, unique, variant], sort_keys=True, default=str
+        )
         if self._shared and key in self._labs:
             known = self._labs[key]
             if isinstance(known, BaseException):
                 raise known  # the same skip or failure as the first time, without trying again
             return known
         try:
-            handle = self._stack.enter_context(running_lab(spec, name=name, unique=unique, variant=variant,
-                                                           test_file=self._test_file, rootdir=self._rootdir))
+            handle = self._stack.enter_context(
+                running_lab(
+                    spec, name=name, unique=unique, variant=variant, test_file=self._test_file, rootdir=self._rootdir
+                )
+            )
         except (pytest.skip.Exception, pytest.fail.Exception) as outcome:
             if self._shared:
                 self._labs[key] = outcome
@@ -508,8 +539,9 @@ class _NotACheck:
 _CHECKS_ATTR = "_netlab_lab_checks"
 
 
-def lab_checks(spec: LabSpec, *, name: str | None = None, unique: bool = False,
-               variant: str | None = None) -> Callable[..., None]:
+def lab_checks(
+    spec: LabSpec, *, name: str | None = None, unique: bool = False, variant: str | None = None
+) -> Callable[..., None]:
     """A test function parametrized by the lab's check names, sharing one lab per module:
 
         test_docker_bridge = lab_checks("labs/docker-bridge.yaml")

@@ -45,16 +45,28 @@ def print_text(console: Console, lab: str, verdicts: Sequence[Verdict], seconds:
 
 def to_json(lab: str, verdicts: Sequence[Verdict], seconds: float) -> dict[str, Any]:
     passed, failed = counts(verdicts)
-    return {"lab": lab, "passed": passed, "failed": failed, "seconds": round(seconds, 3),
-            "checks": [v.to_json() for v in verdicts]}
+    return {
+        "lab": lab,
+        "passed": passed,
+        "failed": failed,
+        "seconds": round(seconds, 3),
+        "checks": [v.to_json() for v in verdicts],
+    }
 
 
 def to_junit(lab: str, verdicts: Sequence[Verdict], seconds: float) -> bytes:
     """One <testsuite> named after the lab; one <testcase> per check, with the reasons
     as the failure message and the evidence as its text."""
     _, failed = counts(verdicts)
-    suite = ET.Element("testsuite", name=f"netlab.{lab}", tests=str(len(verdicts)), failures=str(failed),
-                       errors="0", skipped="0", time=f"{seconds:.3f}")
+    suite = ET.Element(
+        "testsuite",
+        name=f"netlab.{lab}",
+        tests=str(len(verdicts)),
+        failures=str(failed),
+        errors="0",
+        skipped="0",
+        time=f"{seconds:.3f}",
+    )
     for v in verdicts:
         case = ET.SubElement(suite, "testcase", classname=f"netlab.{lab}", name=v.name, time=f"{v.seconds:.3f}")
         if not v.passed:
@@ -83,8 +95,14 @@ def error_junit(command: str, target: str, error: NetlabError) -> bytes:
     return bytes(ET.tostring(root, encoding="utf-8", xml_declaration=True))
 
 
-def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdict], seconds: float,
-            frames: Mapping[str, Sequence[Frame]] | None = None) -> str:
+def to_html(
+    target: str,
+    variant: str | None,
+    lab: str,
+    verdicts: Sequence[Verdict],
+    seconds: float,
+    frames: Mapping[str, Sequence[Frame]] | None = None,
+) -> str:
     """The self-contained HTML report (netlab.report_html) of a run of TARGET's checks:
     the lab and its topology are read from TARGET's lab file (no kernel reads); `frames`,
     each check's capture, are decoded for the failed ones."""
@@ -102,9 +120,15 @@ def to_html(target: str, variant: str | None, lab: str, verdicts: Sequence[Verdi
         svg = render_svg(build_graph(model, layout), inline=True)
     except NetlabError as e:  # the verdicts stand; only the drawing is missing
         note = f"No topology drawing: {e}"
-    run = ReportRun(lab=lab, seconds=seconds, kernel=os.uname().release, netlab=__version__,
-                    when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+    run = ReportRun(
+        lab=lab,
+        seconds=seconds,
+        kernel=os.uname().release,
+        netlab=__version__,
+        when=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+    )
     failed = {v.name for v in verdicts if not v.passed}
-    packets = {name: [frame_line(f, "", VXLAN_PORTS) for f in got]
-               for name, got in (frames or {}).items() if name in failed}
+    packets = {
+        name: [frame_line(f, "", VXLAN_PORTS) for f in got] for name, got in (frames or {}).items() if name in failed
+    }
     return render_html(run, verdicts, model, svg, note, packets)

@@ -68,20 +68,29 @@ def summary_text(run: ReportRun, verdicts: Sequence[Verdict]) -> str:
     failed = [v for v in verdicts if not v.passed]
     passed = len(verdicts) - len(failed)
     mark = "✗" if failed else "✓"
-    lines = [f"**netlab check `{run.lab}`** {mark} {passed} passed, {len(failed)} failed "
-             f"in {run.seconds:.2f} s · kernel {run.kernel} · netlab {run.netlab} · {run.when}"]
+    lines = [
+        f"**netlab check `{run.lab}`** {mark} {passed} passed, {len(failed)} failed "
+        f"in {run.seconds:.2f} s · kernel {run.kernel} · netlab {run.netlab} · {run.when}"
+    ]
     lines += [f"- ✗ `{v.name}`: {'; '.join(v.reasons) or v.summary}" for v in failed]
     return "\n".join(lines)
 
 
-def render_html(run: ReportRun, verdicts: Sequence[Verdict], lab: Lab | None, svg: str | None,
-                graph_note: str = "", packets: Mapping[str, Sequence[str]] | None = None) -> str:
+def render_html(
+    run: ReportRun,
+    verdicts: Sequence[Verdict],
+    lab: Lab | None,
+    svg: str | None,
+    graph_note: str = "",
+    packets: Mapping[str, Sequence[str]] | None = None,
+) -> str:
     """The page. `svg` is the topology's bare <svg> element (graph.render_svg(inline=True),
     trusted: Graphviz escapes what it draws); without it, `graph_note` says why. `packets`:
     a check's captured frames as lines (netlab capture's), shown up to PACKET_LINES."""
     failed = sum(not v.passed for v in verdicts)
     parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
         f"<title>netlab report: {escape(run.lab)}</title><style>{STYLE}</style></head><body><main>",
         f"<h1>netlab report: lab {escape(run.lab)}</h1>",
         f'<p class="meta">{escape(run.when)} · kernel {escape(run.kernel)} · netlab {escape(run.netlab)} · '
@@ -119,26 +128,35 @@ def _graph(svg: str | None, note: str) -> str:
 def _check(v: Verdict, packets: Sequence[str]) -> str:
     state = "passed" if v.passed else "failed"
     tries = f" ({v.attempts} attempts)" if v.attempts > 1 else ""
-    head = (f'<details class="check {state}"{"" if v.passed else " open"}><summary>'
-            f'<span class="mark">{"✓" if v.passed else "✗"}</span><span class="name">{escape(v.name)}</span>'
-            f'<span class="observed">{escape(v.kind)} · {escape(v.summary)} · {v.seconds:.2f} s{tries}</span>'
-            "</summary>")
+    head = (
+        f'<details class="check {state}"{"" if v.passed else " open"}><summary>'
+        f'<span class="mark">{"✓" if v.passed else "✗"}</span><span class="name">{escape(v.name)}</span>'
+        f'<span class="observed">{escape(v.kind)} · {escape(v.summary)} · {v.seconds:.2f} s{tries}</span>'
+        "</summary>"
+    )
     body = [f'<p class="description">{escape(v.description)}</p>'] if v.description else []
     if v.reasons:
-        body.append('<div class="section">Why it failed</div><ul class="reasons">'
-                    + "".join(f"<li>{escape(r)}</li>" for r in v.reasons) + "</ul>")
+        body.append(
+            '<div class="section">Why it failed</div><ul class="reasons">'
+            + "".join(f"<li>{escape(r)}</li>" for r in v.reasons)
+            + "</ul>"
+        )
     body += _pre("Evidence", v.evidence)
     if packets:
         more = len(packets) - PACKET_LINES
-        shown = [*packets[:PACKET_LINES], *([f"… {more} more (netlab check --pcap DIR keeps them all)"] if more > 0
-                                           else [])]
+        shown = [
+            *packets[:PACKET_LINES],
+            *([f"… {more} more (netlab check --pcap DIR keeps them all)"] if more > 0 else []),
+        ]
         body += _pre(f"Captured packets ({len(packets)}: all the capture interface saw while the check ran)", shown)
     trace = _trace_lines(v)
     if trace:
         body += [f'<div class="trace">{"".join(_pre("Trace", trace))}</div>']
     if v.probes:
-        body.append(f"<details><summary>Probe results ({len(v.probes)})</summary>"
-                    f"<pre>{escape(json.dumps(v.probes, indent=2, default=str))}</pre></details>")
+        body.append(
+            f"<details><summary>Probe results ({len(v.probes)})</summary>"
+            f"<pre>{escape(json.dumps(v.probes, indent=2, default=str))}</pre></details>"
+        )
     return head + "".join(body) + "</details>"
 
 
@@ -168,8 +186,10 @@ def _node_rulesets(name: str, node: Node) -> str:
     if not texts:
         return ""
     body = "".join(f'<div class="section">{escape(title)}</div><pre>{escape(text)}</pre>' for title, text in texts)
-    return f'<details class="node"><summary>{escape(name)} <span class="muted">({len(texts)})</span></summary>' \
-           f"{body}</details>"
+    return (
+        f'<details class="node"><summary>{escape(name)} <span class="muted">({len(texts)})</span></summary>'
+        f"{body}</details>"
+    )
 
 
 def _rulesets(node: Node) -> Iterator[tuple[str, str]]:

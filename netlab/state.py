@@ -46,9 +46,11 @@ class StateUnreadable(NetlabError):
 
     def __init__(self, lab: str, path: str, why: str) -> None:
         self.lab, self.path, self.why = lab, path, why
-        super().__init__(f"the state file of lab {lab} ({path}) {why}, so netlab cannot tell what the lab "
-                         f"has; run `netlab down {lab}` (it finds the lab's namespaces by their netlab mark and "
-                         "removes the file), then `netlab up` again")
+        super().__init__(
+            f"the state file of lab {lab} ({path}) {why}, so netlab cannot tell what the lab "
+            f"has; run `netlab down {lab}` (it finds the lab's namespaces by their netlab mark and "
+            "removes the file), then `netlab up` again"
+        )
 
 
 def state_dir() -> str:

@@ -32,8 +32,23 @@ from netlab.errors import Interrupted, MissingFeature, UsageError
 # Loaded before the command runs (a failure is reported, not fatal: the test says what's missing).
 # br_netfilter too: nothing loads it on demand (kube-proxy's IPVS mode needs bridged replies
 # to pass the IPVS hooks); in the VM it changes no one's machine.
-DEFAULT_MODULES = ("ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_lc", "ip_vs_sh", "ip_vs_dh", "nf_conntrack",
-                   "vrf", "sch_netem", "dummy", "veth", "bridge", "br_netfilter", "vxlan", "nf_tables")
+DEFAULT_MODULES = (
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "ip_vs_lc",
+    "ip_vs_sh",
+    "ip_vs_dh",
+    "nf_conntrack",
+    "vrf",
+    "sch_netem",
+    "dummy",
+    "veth",
+    "bridge",
+    "br_netfilter",
+    "vxlan",
+    "nf_tables",
+)
 # Host variables a command usually needs inside (the VM's init starts with a bare environment).
 PASS_ENV = ("CI", "TERM", "COLUMNS", "NO_COLOR", "PYTEST_ADDOPTS", "LANG", "LC_ALL")
 SETUP_HINT = "run `sudo scripts/setup` (it installs qemu-system-x86, busybox-static, linux-image-amd64 and virtme-ng)"
@@ -117,8 +132,14 @@ def guest_script(run: VmRun) -> str:
     env.update({k: v for k, v in os.environ.items() if k.startswith("NETLAB_") and k != "NETLAB_VM_KERNEL"})
     # Emulated, everything (Python's start above all) runs ~10× slower: fixed waits scale.
     env.setdefault(deadline.ENV, f"{deadline.EMULATED_SLOWNESS if not run.kvm else KVM_SLOWNESS:g}")
-    env.update({"NETLAB_IN_VM": "1", "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/root",
-                "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+    env.update(
+        {
+            "NETLAB_IN_VM": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "HOME": "/root",
+            "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        }
+    )
     rc_file = shlex.quote(str(run.results / "exit-code"))
     lines = [
         "#!/bin/sh",
@@ -126,7 +147,7 @@ def guest_script(run: VmRun) -> str:
         f"rm -f {rc_file}",
         "missing=''",
         f"for m in {' '.join(map(shlex.quote, run.modules))}; do",
-        "  modprobe -q \"$m\" 2>/dev/null || missing=\"$missing $m\"",
+        '  modprobe -q "$m" 2>/dev/null || missing="$missing $m"',
         "done",
         '[ -z "$missing" ] || echo "netlab vm: could not load kernel modules:$missing" >&2',
         # /run is a fresh tmpfs in the VM: ip netns and netlab need their directories.
@@ -142,8 +163,19 @@ def guest_script(run: VmRun) -> str:
 
 
 def vng_argv(run: VmRun, vng: str, script: Path) -> list[str]:
-    argv = [vng, "--run", run.kernel, "--user", "root", "--memory", run.memory, "--cpus", str(run.cpus),
-            "--rwdir", str(run.results)]
+    argv = [
+        vng,
+        "--run",
+        run.kernel,
+        "--user",
+        "root",
+        "--memory",
+        run.memory,
+        "--cpus",
+        str(run.cpus),
+        "--rwdir",
+        str(run.results),
+    ]
     for d in run.rwdirs:
         argv += ["--rwdir", d]
     if not run.kvm:
@@ -164,8 +196,13 @@ def run_in_vm(run: VmRun) -> int:
         env["PATH"] = f"{Path(vng).parent}:{env.get('PATH', '/usr/bin:/bin')}"  # vng calls virtme-run
         # The console is copied through a pipe: QEMU reopens a stdout that is a file and
         # would truncate a log the caller is writing (seen: CI's log lost its first part).
-        with subprocess.Popen(vng_argv(run, vng, script), env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        with subprocess.Popen(
+            vng_argv(run, vng, script),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        ) as proc:
             assert proc.stdout is not None
             fd = proc.stdout.fileno()
             try:
@@ -178,14 +215,19 @@ def run_in_vm(run: VmRun) -> int:
                 signum = interrupts.signum_of(err)
                 if signum is None:
                     raise
-                raise Interrupted(f"vm run interrupted by {interrupts.name_of(signum)}; the VM was stopped "
-                                  "(nothing of it outlives it)", signum) from None
+                raise Interrupted(
+                    f"vm run interrupted by {interrupts.name_of(signum)}; the VM was stopped "
+                    "(nothing of it outlives it)",
+                    signum,
+                ) from None
         rc_file = run.results / "exit-code"
         try:
             return int(rc_file.read_text().strip())
         except (OSError, ValueError):
-            sys.stderr.write(f"netlab vm: the VM did not report the command's exit code (vng exited "
-                             f"{proc.returncode}); see its console output above\n")
+            sys.stderr.write(
+                f"netlab vm: the VM did not report the command's exit code (vng exited "
+                f"{proc.returncode}); see its console output above\n"
+            )
             return EXIT_NO_RESULT
     finally:
         script.unlink(missing_ok=True)

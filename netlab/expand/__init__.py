@@ -36,13 +36,16 @@ def expand(lab: Lab) -> Expansion:
         return Expansion(lab, complaints)
     # services: each Service port's cluster IP and endpoints (the pods it selects)
     complaints += reserved_names(cluster)
-    services = resolve_services(cluster, placement.service_pods(), placement.family, complaints) \
-        if cluster.services else []
+    services = (
+        resolve_services(cluster, placement.service_pods(), placement.family, complaints) if cluster.services else []
+    )
     if complaints:
         return Expansion(lab, complaints)
     # kube-proxy: what the writer of the cluster's proxy_mode programs on each node
-    proxies = {name: kube_proxy(cluster, name, services, placement.addresses[name], placement.subnets[name])
-               for name in cluster.nodes}
+    proxies = {
+        name: kube_proxy(cluster, name, services, placement.addresses[name], placement.subnets[name])
+        for name in cluster.nodes
+    }
     # policy: each node's `table inet network-policy` for the NetworkPolicies and deny rules
     policies = compile_policies(cluster, placement.policy_pods(), placement.family, complaints)
     if complaints:

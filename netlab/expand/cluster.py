@@ -67,7 +67,6 @@ FORWARDING = {4: "net.ipv4.ip_forward", 6: "net.ipv6.conf.all.forwarding"}
 _NODE_FIELDS = tuple(Node.model_fields)
 
 
-
 @dataclass(frozen=True)
 class Expansion:
     """An expanded lab, what was wrong with the section it came from, and where each
@@ -155,9 +154,14 @@ class Placement:
 
     def layout(self, services: list[ServicePortView]) -> ClusterLayout:
         pods = {name: tuple(p.name for p in self.pods if p.node == name) for name in self.cluster.nodes}
-        return ClusterLayout(self.cluster.underlay.switch, pods, tuple(services), self.cluster.proxy_mode,
-                             {p.name: dict(p.spec.labels) for p in self.pods},
-                             {p.name: p.spec.namespace for p in self.pods})
+        return ClusterLayout(
+            self.cluster.underlay.switch,
+            pods,
+            tuple(services),
+            self.cluster.proxy_mode,
+            {p.name: dict(p.spec.labels) for p in self.pods},
+            {p.name: p.spec.namespace for p in self.pods},
+        )
 
 
 def place(lab: Lab, cluster: Cluster, complaints: list[Complaint]) -> Placement:
@@ -175,8 +179,9 @@ def place(lab: Lab, cluster: Cluster, complaints: list[Complaint]) -> Placement:
     return Placement(cluster, addresses, subnets, pods)
 
 
-def explicit_nodes(lab: Lab, placement: Placement, proxies: Mapping[str, ProxyFragment],
-                   policies: Mapping[str, str]) -> tuple[dict[str, Node], dict[Path, Path]]:
+def explicit_nodes(
+    lab: Lab, placement: Placement, proxies: Mapping[str, ProxyFragment], policies: Mapping[str, str]
+) -> tuple[dict[str, Node], dict[Path, Path]]:
     """The underlay switch, every cluster node with what kube-proxy (`proxies`) and the
     policies (a ruleset per node) put on it, every pod, then the lab's plain nodes; and
     where in `cluster:` each generated node was written."""
@@ -223,9 +228,19 @@ def _cluster_node(placement: Placement, name: str, proxy: ProxyFragment, policy:
         nftables.append(NftRuleset(ruleset=policy))
         sysctls[BRIDGE_NF[family]] = 1
     description = spec.description or f"Kubernetes node {address}, pod subnet {subnet} ({cluster.backend})"
-    return _merge(spec, description=description, links=links, routes=routes, neighbors=neighbors, fdb=fdb,
-                  sysctls=sysctls, ipsets=list(proxy.ipsets), nftables=nftables, iptables=list(proxy.iptables),
-                  ipvs=list(proxy.ipvs))
+    return _merge(
+        spec,
+        description=description,
+        links=links,
+        routes=routes,
+        neighbors=neighbors,
+        fdb=fdb,
+        sysctls=sysctls,
+        ipsets=list(proxy.ipsets),
+        nftables=nftables,
+        iptables=list(proxy.iptables),
+        ipvs=list(proxy.ipvs),
+    )
 
 
 def _node_links(placement: Placement, name: str) -> dict[str, object]:
@@ -235,14 +250,25 @@ def _node_links(placement: Placement, name: str) -> dict[str, object]:
     mtu = _pod_mtu(cluster)
     underlay_len = ipaddress.ip_network(cluster.underlay.subnet).prefixlen
     links: dict[str, object] = {
-        "eth0": Veth(peer=f"{cluster.underlay.switch}:{ifname_for('', name)}", mtu=cluster.underlay.mtu,
-                     addresses=[f"{address}/{underlay_len}"]),
+        "eth0": Veth(
+            peer=f"{cluster.underlay.switch}:{ifname_for('', name)}",
+            mtu=cluster.underlay.mtu,
+            addresses=[f"{address}/{underlay_len}"],
+        ),
         CNI_BRIDGE: Bridge(kind="bridge", mtu=mtu, addresses=[f"{subnet.network_address + 1}/{subnet.prefixlen}"]),
     }
     if cluster.backend == "vxlan":
-        links[vxlan_dev(cluster)] = Vxlan(kind="vxlan", vni=cluster.vni, port=cluster.port, local=str(address),
-                                          dev="eth0", learning=False, mtu=mtu, mac=vtep_mac(address),
-                                          addresses=[f"{subnet.network_address}/{subnet.max_prefixlen}"])
+        links[vxlan_dev(cluster)] = Vxlan(
+            kind="vxlan",
+            vni=cluster.vni,
+            port=cluster.port,
+            local=str(address),
+            dev="eth0",
+            learning=False,
+            mtu=mtu,
+            mac=vtep_mac(address),
+            addresses=[f"{subnet.network_address}/{subnet.max_prefixlen}"],
+        )
     for pod in placement.pods:
         if pod.node == name:
             # the CNI bridge plugin's hairpinMode (flannel's delegate sets it): a pod can reach
@@ -278,9 +304,11 @@ def _pod_node(placement: Placement, pod: PlacedPod) -> Node:
     labels = ", ".join(f"{k}={v}" for k, v in pod.spec.labels.items())
     where = f"{pod.spec.namespace}/{pod.name}" if pod.spec.namespace != "default" else ""  # as kubectl says it
     description = pod.spec.description or f"pod {where + ' ' if where else ''}on {pod.node}" + (
-        f" ({labels})" if labels else "")
+        f" ({labels})" if labels else ""
+    )
     return _merge(
-        pod.spec, description=description,
+        pod.spec,
+        description=description,
         links={"eth0": PeerEnd(mtu=_pod_mtu(placement.cluster), addresses=[f"{pod.address}/{subnet.prefixlen}"])},
         routes=[Route(to="default", via=str(subnet.network_address + 1))],
     )
@@ -288,16 +316,19 @@ def _pod_node(placement: Placement, pod: PlacedPod) -> Node:
 
 def _plugged_in(lab: Lab, switch: str) -> list[str]:
     """Switch-side names of the veths plain nodes point at the switch (`peer: underlay:IF`)."""
-    return [link.peer.partition(":")[2] for node in lab.nodes.values() for link in node.links.values()
-            if isinstance(link, Veth) and link.peer.partition(":")[0] == switch]
+    return [
+        link.peer.partition(":")[2]
+        for node in lab.nodes.values()
+        for link in node.links.values()
+        if isinstance(link, Veth) and link.peer.partition(":")[0] == switch
+    ]
 
 
 def _host_veth(pod: str) -> str:
     return ifname_for("veth", pod)
 
 
-def _merge(spec: Node, *, description: str, links: dict[str, object], routes: list[Route],
-           **generated: Any) -> Node:
+def _merge(spec: Node, *, description: str, links: dict[str, object], routes: list[Route], **generated: Any) -> Node:
     """A node: what the user wrote for it in `cluster:` first (so their indices stay
     theirs in error messages), then what expansion generates. `generated` holds more Node
     fields: a list goes after the user's entries (e.g. kube-proxy's dump after theirs, which
@@ -323,29 +354,51 @@ def check_networks(cluster: Cluster) -> Iterator[Complaint]:
     family, length = pod_cidr.version, subnet_len(cluster)
     longest = pod_cidr.max_prefixlen - 2  # room for the network address, the gateway and a pod
     if length > longest:
-        yield ("cluster", "subnet_len"), (
-            f"subnet_len {length} leaves no room for a gateway and pods; use at most {longest} "
-            f"(flannel's default is {DEFAULT_SUBNET_LEN[family]})")
+        yield (
+            ("cluster", "subnet_len"),
+            (
+                f"subnet_len {length} leaves no room for a gateway and pods; use at most {longest} "
+                f"(flannel's default is {DEFAULT_SUBNET_LEN[family]})"
+            ),
+        )
     elif length <= pod_cidr.prefixlen:
-        yield ("cluster", "subnet_len"), (
-            f"subnet_len {length} must be longer than pod_cidr's /{pod_cidr.prefixlen}: each node "
-            f"leases a /{length} out of {pod_cidr} (flannel's default is 24 in a /16, 64 for IPv6)")
+        yield (
+            ("cluster", "subnet_len"),
+            (
+                f"subnet_len {length} must be longer than pod_cidr's /{pod_cidr.prefixlen}: each node "
+                f"leases a /{length} out of {pod_cidr} (flannel's default is 24 in a /16, 64 for IPv6)"
+            ),
+        )
     if underlay.prefixlen > underlay.max_prefixlen - 2:
-        yield ("cluster", "underlay", "subnet"), (
-            f"underlay subnet {underlay} has no room for nodes; use e.g. 192.168.49.0/24")
+        yield (
+            ("cluster", "underlay", "subnet"),
+            (f"underlay subnet {underlay} has no room for nodes; use e.g. 192.168.49.0/24"),
+        )
     elif pod_cidr.version == underlay.version and pod_cidr.overlaps(underlay):
-        yield ("cluster", "pod_cidr"), (
-            f"pod_cidr {pod_cidr} overlaps the underlay subnet {underlay}; the nodes could not tell "
-            "pods from nodes: pick disjoint networks (e.g. 10.244.0.0/16 and 192.168.49.0/24)")
+        yield (
+            ("cluster", "pod_cidr"),
+            (
+                f"pod_cidr {pod_cidr} overlaps the underlay subnet {underlay}; the nodes could not tell "
+                "pods from nodes: pick disjoint networks (e.g. 10.244.0.0/16 and 192.168.49.0/24)"
+            ),
+        )
     if cluster.backend == "host-gw" and underlay.version != family:
-        yield ("cluster", "underlay", "subnet"), (
-            f"host-gw routes IPv{family} pod subnets via the nodes' underlay addresses, which are "
-            f"IPv{underlay.version} here; use an IPv{family} underlay subnet, or backend vxlan")
+        yield (
+            ("cluster", "underlay", "subnet"),
+            (
+                f"host-gw routes IPv{family} pod subnets via the nodes' underlay addresses, which are "
+                f"IPv{underlay.version} here; use an IPv{family} underlay subnet, or backend vxlan"
+            ),
+        )
     overhead = vxlan_overhead(cluster)
     if cluster.backend == "vxlan" and cluster.underlay.mtu - overhead < MIN_MTU[family]:
-        yield ("cluster", "underlay", "mtu"), (
-            f"with vxlan over IPv{underlay.version} the pods' MTU is the underlay's minus {overhead}; "
-            f"{cluster.underlay.mtu} leaves {cluster.underlay.mtu - overhead}, below IPv{family}'s {MIN_MTU[family]}")
+        yield (
+            ("cluster", "underlay", "mtu"),
+            (
+                f"with vxlan over IPv{underlay.version} the pods' MTU is the underlay's minus {overhead}; "
+                f"{cluster.underlay.mtu} leaves {cluster.underlay.mtu - overhead}, below IPv{family}'s {MIN_MTU[family]}"
+            ),
+        )
 
 
 def _pods(cluster: Cluster) -> Iterator[PlacedPod]:
@@ -381,17 +434,23 @@ def _check_names(lab: Lab, cluster: Cluster, pods: list[PlacedPod]) -> Iterator[
     for name in cluster.nodes:
         port = ifname_for("", name)
         if port in ports or port == SWITCH_BRIDGE:
-            yield ("cluster", "nodes", name), (
-                f"node {name!r} would get switch port {port!r}, as {ports.get(port, 'the bridge')} does; rename one")
+            yield (
+                ("cluster", "nodes", name),
+                (f"node {name!r} would get switch port {port!r}, as {ports.get(port, 'the bridge')} does; rename one"),
+            )
         ports[port] = name
     for name, node in lab.nodes.items():
         for ifname, link in node.links.items():
             pnode, _, pif = link.peer.partition(":") if isinstance(link, Veth) else ("", "", "")
             if pnode == cluster.underlay.switch and (pif in ports or pif == SWITCH_BRIDGE):
                 owner = "its bridge" if pif == SWITCH_BRIDGE else f"node {ports[pif]}'s port"
-                yield ("nodes", name, "links", ifname, "peer"), (
-                    f"{pif} on the underlay switch is {owner}; plug in with another name, "
-                    f"e.g. `peer: {pnode}:{name}`")
+                yield (
+                    ("nodes", name, "links", ifname, "peer"),
+                    (
+                        f"{pif} on the underlay switch is {owner}; plug in with another name, "
+                        f"e.g. `peer: {pnode}:{name}`"
+                    ),
+                )
     veths: dict[str, str] = {}
     for pod in pods:
         veth = _host_veth(pod.name)
@@ -431,9 +490,15 @@ def _node_addresses(cluster: Cluster, complaints: list[Complaint]) -> dict[str, 
         if spec.address is None:
             lease = next(free, None)
             if lease is None:
-                complaints.append((("cluster", "nodes", name), (
-                    f"the underlay subnet {underlay} has no address left for node {name} (nodes get .2 "
-                    "onwards); use a larger subnet")))
+                complaints.append(
+                    (
+                        ("cluster", "nodes", name),
+                        (
+                            f"the underlay subnet {underlay} has no address left for node {name} (nodes get .2 "
+                            "onwards); use a larger subnet"
+                        ),
+                    )
+                )
                 continue
             out[name] = lease
     return out
@@ -452,15 +517,16 @@ def _node_subnets(cluster: Cluster, complaints: list[Complaint]) -> dict[str, Ne
         if net.version != pod_cidr.version or not net.subnet_of(pod_cidr):  # type: ignore[arg-type]
             complaints.append((path, f"pod_cidr {net} is not inside the cluster's pod_cidr {pod_cidr}"))
         elif net.prefixlen > net.max_prefixlen - 2:
-            complaints.append((path, f"pod_cidr {net} has no room for a gateway and pods; "
-                                     f"use at most a /{net.max_prefixlen - 2}"))
+            complaints.append(
+                (path, f"pod_cidr {net} has no room for a gateway and pods; use at most a /{net.max_prefixlen - 2}")
+            )
         elif clash:
-            complaints.append((path, f"pod_cidr {net} overlaps node {clash}'s {given[clash]}; "
-                                     "each node needs its own pod subnet"))
+            complaints.append(
+                (path, f"pod_cidr {net} overlaps node {clash}'s {given[clash]}; each node needs its own pod subnet")
+            )
         else:
             given[name] = net
-    leases = (s for s in pod_cidr.subnets(new_prefix=length)
-              if not any(s.overlaps(n) for n in given.values()))
+    leases = (s for s in pod_cidr.subnets(new_prefix=length) if not any(s.overlaps(n) for n in given.values()))
     out: dict[str, Net] = {}
     for name, spec in cluster.nodes.items():
         if name in given:
@@ -469,9 +535,15 @@ def _node_subnets(cluster: Cluster, complaints: list[Complaint]) -> dict[str, Ne
             lease = next(leases, None)
             if lease is None:
                 total = 2 ** (length - pod_cidr.prefixlen)
-                complaints.append((("cluster", "nodes", name), (
-                    f"pod_cidr {pod_cidr} holds {total} /{length} lease{'s' if total != 1 else ''}, "
-                    f"none left for node {name}; use a larger pod_cidr or a longer subnet_len")))
+                complaints.append(
+                    (
+                        ("cluster", "nodes", name),
+                        (
+                            f"pod_cidr {pod_cidr} holds {total} /{length} lease{'s' if total != 1 else ''}, "
+                            f"none left for node {name}; use a larger pod_cidr or a longer subnet_len"
+                        ),
+                    )
+                )
                 continue
             out[name] = lease
     return out
@@ -487,8 +559,14 @@ def _place_pods(cluster: Cluster, pods: list[PlacedPod], complaints: list[Compla
         if pod.spec.node not in cluster.nodes:
             close = difflib.get_close_matches(pod.spec.node, list(cluster.nodes), n=1, cutoff=0.6)
             hint = f"did you mean {close[0]!r}? " if close else ""
-            complaints.append(((*pod.path, "node"), (
-                f"node {pod.spec.node!r} is not a cluster node; {hint}(cluster nodes: {', '.join(cluster.nodes)})")))
+            complaints.append(
+                (
+                    (*pod.path, "node"),
+                    (
+                        f"node {pod.spec.node!r} is not a cluster node; {hint}(cluster nodes: {', '.join(cluster.nodes)})"
+                    ),
+                )
+            )
             continue
         pod.node = pod.spec.node
         load[pod.node] += 1
@@ -513,9 +591,11 @@ def _pod_addresses(subnets: dict[str, Net], pods: list[PlacedPod], complaints: l
         if addr not in subnet:
             complaints.append((path, f"address {addr} is not in node {pod.node}'s pod subnet {subnet}"))
         elif addr in (subnet.network_address, subnet.network_address + 1, subnet.broadcast_address):
-            what = {subnet.network_address: "the subnet's network address (the vxlan device's)",
-                    subnet.network_address + 1: "cni0's (the pods' gateway)",
-                    subnet.broadcast_address: "the broadcast address"}[addr]
+            what = {
+                subnet.network_address: "the subnet's network address (the vxlan device's)",
+                subnet.network_address + 1: "cni0's (the pods' gateway)",
+                subnet.broadcast_address: "the broadcast address",
+            }[addr]
             complaints.append((path, f"{addr} is {what}; pods get {subnet.network_address + 2} onwards"))
         elif addr in taken:
             complaints.append((path, f"address {addr} is also pod {taken[addr]}'s"))
@@ -529,10 +609,16 @@ def _pod_addresses(subnets: dict[str, Net], pods: list[PlacedPod], complaints: l
             if pod.address is None:
                 count = sum(1 for p in pods if p.node == pod.node)
                 subnet = subnets[pod.node]
-                complaints.append((pod.path, (
-                    f"node {pod.node}'s pod subnet {subnet} is full: it has "
-                    f"{_pods_word(subnet.num_addresses - 3)} (.2 onwards) and {count} are placed there; use a "
-                    "shorter subnet_len, or place pods on other nodes")))
+                complaints.append(
+                    (
+                        pod.path,
+                        (
+                            f"node {pod.node}'s pod subnet {subnet} is full: it has "
+                            f"{_pods_word(subnet.num_addresses - 3)} (.2 onwards) and {count} are placed there; use a "
+                            "shorter subnet_len, or place pods on other nodes"
+                        ),
+                    )
+                )
                 return
 
 
@@ -542,20 +628,28 @@ def _pods_word(n: int) -> str:
 
 def _check_user_links(cluster: Cluster, pods: list[PlacedPod]) -> Iterator[Complaint]:
     """What a user adds to a node or pod may not take a name expansion uses."""
-    generated = {"eth0": "the underlay link", CNI_BRIDGE: "the CNI bridge", VXLAN_DEV: "flannel's vxlan",
-                 VXLAN_DEV_V6: "flannel's IPv6 vxlan"}
+    generated = {
+        "eth0": "the underlay link",
+        CNI_BRIDGE: "the CNI bridge",
+        VXLAN_DEV: "flannel's vxlan",
+        VXLAN_DEV_V6: "flannel's IPv6 vxlan",
+    }
     veths = {_host_veth(p.name): p.name for p in pods}
     for name, node in cluster.nodes.items():
         for ifname in node.links:
             what = generated.get(ifname) or (f"the host end of pod {veths[ifname]}'s veth" if ifname in veths else None)
             if what:
-                yield ("cluster", "nodes", name, "links", ifname), (
-                    f"{ifname} is {what}, which the cluster creates; name your link otherwise")
+                yield (
+                    ("cluster", "nodes", name, "links", ifname),
+                    (f"{ifname} is {what}, which the cluster creates; name your link otherwise"),
+                )
     seen: set[Path] = set()
     for pod in pods:
         if pod.path not in seen and "eth0" in pod.spec.links:
-            yield (*pod.path, "links", "eth0"), (
-                "eth0 is the pod's veth into cni0, which the cluster creates; name your link otherwise")
+            yield (
+                (*pod.path, "links", "eth0"),
+                ("eth0 is the pod's veth into cni0, which the cluster creates; name your link otherwise"),
+            )
         seen.add(pod.path)
 
 

@@ -49,25 +49,46 @@ SETS: tuple[tuple[str, str, str], ...] = (
     ("KUBE-LOOP-BACK", "hash:ip,port,ip", "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose"),
     ("KUBE-CLUSTER-IP", "hash:ip,port", "Kubernetes service cluster ip + port for masquerade purpose"),
     ("KUBE-EXTERNAL-IP", "hash:ip,port", "Kubernetes service external ip + port for masquerade and filter purpose"),
-    ("KUBE-EXTERNAL-IP-LOCAL", "hash:ip,port",
-     "Kubernetes service external ip + port with externalTrafficPolicy=local"),
+    (
+        "KUBE-EXTERNAL-IP-LOCAL",
+        "hash:ip,port",
+        "Kubernetes service external ip + port with externalTrafficPolicy=local",
+    ),
     ("KUBE-LOAD-BALANCER", "hash:ip,port", "Kubernetes service lb portal"),
-    ("KUBE-LOAD-BALANCER-FW", "hash:ip,port",
-     "Kubernetes service load balancer ip + port for load balancer with sourceRange"),
-    ("KUBE-LOAD-BALANCER-LOCAL", "hash:ip,port",
-     "Kubernetes service load balancer ip + port with externalTrafficPolicy=local"),
-    ("KUBE-LOAD-BALANCER-SOURCE-IP", "hash:ip,port,ip",
-     "Kubernetes service load balancer ip + port + source IP for packet filter purpose"),
-    ("KUBE-LOAD-BALANCER-SOURCE-CIDR", "hash:ip,port,net",
-     "Kubernetes service load balancer ip + port + source cidr for packet filter purpose"),
+    (
+        "KUBE-LOAD-BALANCER-FW",
+        "hash:ip,port",
+        "Kubernetes service load balancer ip + port for load balancer with sourceRange",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-LOCAL",
+        "hash:ip,port",
+        "Kubernetes service load balancer ip + port with externalTrafficPolicy=local",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-SOURCE-IP",
+        "hash:ip,port,ip",
+        "Kubernetes service load balancer ip + port + source IP for packet filter purpose",
+    ),
+    (
+        "KUBE-LOAD-BALANCER-SOURCE-CIDR",
+        "hash:ip,port,net",
+        "Kubernetes service load balancer ip + port + source cidr for packet filter purpose",
+    ),
     ("KUBE-NODE-PORT-TCP", "bitmap:port", "Kubernetes nodeport TCP port for masquerade purpose"),
     ("KUBE-NODE-PORT-LOCAL-TCP", "bitmap:port", "Kubernetes nodeport TCP port with externalTrafficPolicy=local"),
     ("KUBE-NODE-PORT-UDP", "bitmap:port", "Kubernetes nodeport UDP port for masquerade purpose"),
     ("KUBE-NODE-PORT-LOCAL-UDP", "bitmap:port", "Kubernetes nodeport UDP port with externalTrafficPolicy=local"),
-    ("KUBE-NODE-PORT-SCTP-HASH", "hash:ip,port",
-     "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'"),
-    ("KUBE-NODE-PORT-LOCAL-SCTP-HASH", "hash:ip,port",
-     "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'"),
+    (
+        "KUBE-NODE-PORT-SCTP-HASH",
+        "hash:ip,port",
+        "Kubernetes nodeport SCTP port for masquerade purpose with type 'hash ip:port'",
+    ),
+    (
+        "KUBE-NODE-PORT-LOCAL-SCTP-HASH",
+        "hash:ip,port",
+        "Kubernetes nodeport SCTP port with externalTrafficPolicy=local with type 'hash ip:port'",
+    ),
     ("KUBE-HEALTH-CHECK-NODE-PORT", "bitmap:port", "Kubernetes health check node port"),
     ("KUBE-IPVS-IPS", "hash:ip", "Addresses on the ipvs interface"),
 )
@@ -87,8 +108,14 @@ SET_RULES: tuple[tuple[str, str, str, str, str, str], ...] = (
     ("KUBE-LOAD-BALANCER-SOURCE-IP", "filter", "KUBE-SOURCE-RANGES-FIREWALL", "RETURN", "dst,dst,src", ""),
 )
 NAT_CHAINS = ("KUBE-SERVICES", "KUBE-POSTROUTING", "KUBE-NODE-PORT", "KUBE-LOAD-BALANCER", "KUBE-MARK-MASQ")
-FILTER_CHAINS = ("KUBE-FORWARD", "KUBE-NODE-PORT", "KUBE-PROXY-FIREWALL", "KUBE-SOURCE-RANGES-FIREWALL",
-                 "KUBE-IPVS-FILTER", "KUBE-IPVS-OUT-FILTER")
+FILTER_CHAINS = (
+    "KUBE-FORWARD",
+    "KUBE-NODE-PORT",
+    "KUBE-PROXY-FIREWALL",
+    "KUBE-SOURCE-RANGES-FIREWALL",
+    "KUBE-IPVS-FILTER",
+    "KUBE-IPVS-OUT-FILTER",
+)
 # iptablesJumpChain, as EnsureRule(Prepend) leaves them: per built-in chain, the last one first.
 JUMPS: tuple[tuple[str, str, str, str], ...] = (
     ("nat", "PREROUTING", "KUBE-SERVICES", "kubernetes service portals"),
@@ -128,15 +155,22 @@ def ipvs_fragment(node: str, ports: list[ServicePortView], pod_cidr: str, node_i
     for sp in ports:
         sync.service_port(sp, node_ips)
     sync.members["KUBE-IPVS-IPS"] = list(sync.bound)
-    sysctls: dict[str, int] = {"net.ipv4.vs.conntrack": 1, "net.ipv4.vs.expire_nodest_conn": 1,
-                               "net.ipv4.vs.expire_quiescent_template": 1, "net.ipv4.ip_forward": 1}
+    sysctls: dict[str, int] = {
+        "net.ipv4.vs.conntrack": 1,
+        "net.ipv4.vs.expire_nodest_conn": 1,
+        "net.ipv4.vs.expire_quiescent_template": 1,
+        "net.ipv4.ip_forward": 1,
+    }
     sysctls["net.bridge.bridge-nf-call-iptables" if family == 4 else "net.bridge.bridge-nf-call-ip6tables"] = 1
     return ProxyFragment(
         links={DUMMY: Dummy(kind="dummy", up=False, addresses=[_host(a) for a in sync.bound])},
         sysctls=sysctls,
         ipsets=tuple(_ipsets(sync.members, family)),
-        iptables=(IptablesDump.model_validate(
-            {"save": render_rules(sync.members, family, pod_cidr), "family": family, "noflush": True}),),
+        iptables=(
+            IptablesDump.model_validate(
+                {"save": render_rules(sync.members, family, pod_cidr), "family": family, "noflush": True}
+            ),
+        ),
         ipvs=tuple(IpvsService.model_validate(svc) for svc in sync.services),
     )
 
@@ -214,37 +248,53 @@ _COMMENTS = {set_: comment for set_, _, comment in SETS}
 def render_rules(members: dict[str, list[str]], family: int, pod_cidr: str) -> str:
     """The iptables-save dump of writeIptablesRules(): nat, then filter (RestoreAll's
     order), a rule per non-empty set where kube-proxy writes one."""
+
     def table(which: str, builtin: tuple[str, ...], chains: tuple[str, ...], rules: list[str]) -> list[str]:
         jumps = [f'-A {frm} -m comment --comment "{comment}" -j {to}' for t, frm, to, comment in JUMPS if t == which]
-        return [f"*{which}", *[f":{c} ACCEPT [0:0]" for c in builtin], *[f":{c} - [0:0]" for c in chains],
-                *jumps, *rules, "COMMIT"]
+        return [
+            f"*{which}",
+            *[f":{c} ACCEPT [0:0]" for c in builtin],
+            *[f":{c} - [0:0]" for c in chains],
+            *jumps,
+            *rules,
+            "COMMIT",
+        ]
 
-    lines = [*table("nat", ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), NAT_CHAINS,
-                    _nat_rules(members, family, pod_cidr)),
-             *table("filter", ("INPUT", "FORWARD", "OUTPUT"), FILTER_CHAINS, _filter_rules(members, family))]
+    lines = [
+        *table(
+            "nat", ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"), NAT_CHAINS, _nat_rules(members, family, pod_cidr)
+        ),
+        *table("filter", ("INPUT", "FORWARD", "OUTPUT"), FILTER_CHAINS, _filter_rules(members, family)),
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _set_rules(members: dict[str, list[str]], family: int, table: str) -> list[str]:
     """SET_RULES' rules of `table` whose set has members."""
-    return [f"-A {chain}" + (f" -p {proto}" if proto else "") + f' -m comment --comment "{_COMMENTS[set_]}" '
-            f"-m set --match-set {set_name(set_, family)} {match} -j {target}"
-            for set_, where, chain, target, match, proto in SET_RULES if where == table and members[set_]]
+    return [
+        f"-A {chain}" + (f" -p {proto}" if proto else "") + f' -m comment --comment "{_COMMENTS[set_]}" '
+        f"-m set --match-set {set_name(set_, family)} {match} -j {target}"
+        for set_, where, chain, target, match, proto in SET_RULES
+        if where == table and members[set_]
+    ]
 
 
 def _nat_rules(members: dict[str, list[str]], family: int, pod_cidr: str) -> list[str]:
     def name(set_: str) -> str:
         return set_name(set_, family)
 
-    nat = [f"-A KUBE-SERVICES -s {'127.0.0.0/8' if family == 4 else '::1/128'} -j RETURN",
-           *_set_rules(members, family, "nat")]
+    nat = [
+        f"-A KUBE-SERVICES -s {'127.0.0.0/8' if family == 4 else '::1/128'} -j RETURN",
+        *_set_rules(members, family, "nat"),
+    ]
     if members["KUBE-CLUSTER-IP"]:  # what does not come from a pod is masqueraded (--cluster-cidr's detector)
-        nat.append(f'-A KUBE-SERVICES -m comment --comment "{_COMMENTS["KUBE-CLUSTER-IP"]}" '
-                   f"-m set --match-set {name('KUBE-CLUSTER-IP')} dst,dst ! -s {pod_cidr} -j KUBE-MARK-MASQ")
+        nat.append(
+            f'-A KUBE-SERVICES -m comment --comment "{_COMMENTS["KUBE-CLUSTER-IP"]}" '
+            f"-m set --match-set {name('KUBE-CLUSTER-IP')} dst,dst ! -s {pod_cidr} -j KUBE-MARK-MASQ"
+        )
     for set_ in ("KUBE-EXTERNAL-IP", "KUBE-EXTERNAL-IP-LOCAL"):
         if members[set_]:
-            match = (f'-A KUBE-SERVICES -m comment --comment "{_COMMENTS[set_]}" -m set --match-set {name(set_)} '
-                     "dst,dst")
+            match = f'-A KUBE-SERVICES -m comment --comment "{_COMMENTS[set_]}" -m set --match-set {name(set_)} dst,dst'
             if set_ == "KUBE-EXTERNAL-IP":
                 nat.append(f"{match} -j KUBE-MARK-MASQ")
             # off-machine traffic, not from a bridge (a container) nor the node itself
@@ -280,10 +330,15 @@ def _filter_rules(members: dict[str, list[str]], family: int) -> list[str]:
     ]
     # KUBE-IPVS-FILTER: a new connection to a VIP on a port that is not a service is refused
     # (kubernetes#72236: otherwise kube-ipvs0's addresses would expose the node's own ports)
-    for set_, match in (("KUBE-LOAD-BALANCER", "dst,dst"), ("KUBE-CLUSTER-IP", "dst,dst"),
-                        ("KUBE-EXTERNAL-IP", "dst,dst"), ("KUBE-EXTERNAL-IP-LOCAL", "dst,dst"),
-                        ("KUBE-HEALTH-CHECK-NODE-PORT", "dst")):
+    for set_, match in (
+        ("KUBE-LOAD-BALANCER", "dst,dst"),
+        ("KUBE-CLUSTER-IP", "dst,dst"),
+        ("KUBE-EXTERNAL-IP", "dst,dst"),
+        ("KUBE-EXTERNAL-IP-LOCAL", "dst,dst"),
+        ("KUBE-HEALTH-CHECK-NODE-PORT", "dst"),
+    ):
         filt.append(f"-A KUBE-IPVS-FILTER -m set --match-set {name(set_)} {match} -j RETURN")
-    filt.append(f"-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set {name('KUBE-IPVS-IPS')} dst "
-                "-j REJECT")
+    filt.append(
+        f"-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set {name('KUBE-IPVS-IPS')} dst -j REJECT"
+    )
     return filt

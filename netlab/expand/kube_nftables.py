@@ -101,15 +101,27 @@ def _family(version: int) -> _Family:
     return _Family(f"ip {TABLE}", "ip", "ipv4_addr", 4)
 
 
-def nftables_fragment(node: str, ports: Sequence[ServicePortView], pod_cidr: str, *,
-                      service_cidr: str | None = None, node_ips: Sequence[str] = ()) -> ProxyFragment:
+def nftables_fragment(
+    node: str,
+    ports: Sequence[ServicePortView],
+    pod_cidr: str,
+    *,
+    service_cidr: str | None = None,
+    node_ips: Sequence[str] = (),
+) -> ProxyFragment:
     """Its own `kube-proxy` table, loaded in one `nft -f` transaction."""
     ruleset = render_nftables(node, ports, pod_cidr, service_cidr=service_cidr, node_ips=node_ips)
     return ProxyFragment(nftables=(NftRuleset(ruleset=ruleset),))
 
 
-def render_nftables(node: str, ports: Sequence[ServicePortView], pod_cidr: str, *,
-                    service_cidr: str | None = None, node_ips: Sequence[str] = ()) -> str:
+def render_nftables(
+    node: str,
+    ports: Sequence[ServicePortView],
+    pod_cidr: str,
+    *,
+    service_cidr: str | None = None,
+    node_ips: Sequence[str] = (),
+) -> str:
     """The `kube-proxy` table kube-proxy's nftables mode would leave on `node`, as `nft -f`
     input. The family is the pod network's; `service_cidr` feeds the "drop traffic to
     unallocated ClusterIPs" rule (left out without it); `node_ips` of that family are the
@@ -144,16 +156,16 @@ def _table_head(fam: _Family, service_cidr: str | None) -> list[str]:
         'comment "vmap to drop or reject packets to services with no endpoints" ; }',
         f"add map {t} service-ips {{ type {fam.addr} . inet_proto . inet_service : verdict ; "
         'comment "ClusterIP, ExternalIP and LoadBalancer IP traffic" ; }',
-        f"add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; "
-        'comment "NodePort traffic" ; }',
+        f'add map {t} service-nodeports {{ type inet_proto . inet_service : verdict ; comment "NodePort traffic" ; }}',
         "",
     ]
     for name, base in CHAINS:
         if base:
             out.append(f"add chain {t} {name} {{ type {base[0]} hook {base[1]} priority {base[2]} ; }}")
         elif name == "reject-chain":
-            out.append(f"add chain {t} {name} "
-                       '{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }')
+            out.append(
+                f'add chain {t} {name} {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }}'
+            )
         else:
             out.append(f"add chain {t} {name}")
     x = fam.x
@@ -161,8 +173,14 @@ def _table_head(fam: _Family, service_cidr: str | None) -> list[str]:
         "",
         f'add rule {t} cluster-ips-check {x} daddr @cluster-ips reject comment "Reject traffic to invalid ports '
         'of ClusterIPs"',
-        *([f"add rule {t} cluster-ips-check {x} daddr {{ {service_cidr} }} drop "
-           'comment "Drop traffic to unallocated ClusterIPs"'] if service_cidr else []),
+        *(
+            [
+                f"add rule {t} cluster-ips-check {x} daddr {{ {service_cidr} }} drop "
+                'comment "Drop traffic to unallocated ClusterIPs"'
+            ]
+            if service_cidr
+            else []
+        ),
         f"add rule {t} filter-prerouting-pre-dnat ct state new jump firewall-check",
         f"add rule {t} filter-forward ct state new jump service-endpoints-check",
         f"add rule {t} filter-forward ct state new jump cluster-ips-check",
@@ -189,8 +207,7 @@ def _table_head(fam: _Family, service_cidr: str | None) -> list[str]:
     return out
 
 
-def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str,
-                  cluster_ips: set[str]) -> list[str]:
+def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str, cluster_ips: set[str]) -> list[str]:
     """One service port's sets, chains, rules and map elements (chains before the rules)."""
     t, x, proto = fam.table, fam.x, sp.protocol
     base = chain_base(sp)
@@ -206,12 +223,15 @@ def _service_port(fam: _Family, node: str, sp: ServicePortView, pod_cidr: str,
     chains: list[str] = []
     rules: list[str] = []
     if sp.affinity:
-        sets += [f"add set {t} affinity-{b} {{ type {fam.addr} ; flags dynamic,timeout ; "
-                 f"timeout {AFFINITY_SECONDS}s ; }}" for _, b in eps]
+        sets += [
+            f"add set {t} affinity-{b} {{ type {fam.addr} ; flags dynamic,timeout ; timeout {AFFINITY_SECONDS}s ; }}"
+            for _, b in eps
+        ]
     if has_endpoints:
         chains.append(service)
-        rules.append(f"add rule {t} {service} {x} daddr {sp.cluster_ip} {x} saddr != {pod_cidr} "
-                     "jump mark-for-masquerade")
+        rules.append(
+            f"add rule {t} {service} {x} daddr {sp.cluster_ip} {x} saddr != {pod_cidr} jump mark-for-masquerade"
+        )
         rules += _to_endpoints(t, x, service, eps, sp.affinity)
     if uses_external:
         chains.append(external)
@@ -256,20 +276,24 @@ def _port_elements(fam: _Family, node: str, sp: ServicePortView, cluster_ips: se
     if has_endpoints:
         elements.append(f"add element {t} service-ips {{ {sp.cluster_ip} . {proto} . {sp.port} : goto {service} }}")
     else:
-        elements.append(f"add element {t} no-endpoint-services {{ {sp.cluster_ip} . {proto} . {sp.port} {comment} "
-                        ": goto reject-chain }")
+        elements.append(
+            f"add element {t} no-endpoint-services {{ {sp.cluster_ip} . {proto} . {sp.port} {comment} "
+            ": goto reject-chain }"
+        )
     for ip in [*sp.external_ips, *([sp.load_balancer_ip] if sp.load_balancer_ip else [])]:
         if has_endpoints:
             elements.append(f"add element {t} service-ips {{ {ip} . {proto} . {sp.port} : goto {external} }}")
         if not has_external:
-            elements.append(f"add element {t} no-endpoint-services {{ {ip} . {proto} . {sp.port} {comment} "
-                            f": {external_verdict} }}")
+            elements.append(
+                f"add element {t} no-endpoint-services {{ {ip} . {proto} . {sp.port} {comment} : {external_verdict} }}"
+            )
     if sp.node_port is not None:
         if has_endpoints:
             elements.append(f"add element {t} service-nodeports {{ {proto} . {sp.node_port} : goto {external} }}")
         if not has_external:
-            elements.append(f"add element {t} no-endpoint-nodeports {{ {proto} . {sp.node_port} {comment} "
-                            f": {external_verdict} }}")
+            elements.append(
+                f"add element {t} no-endpoint-nodeports {{ {proto} . {sp.node_port} {comment} : {external_verdict} }}"
+            )
     return elements
 
 

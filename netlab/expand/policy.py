@@ -84,17 +84,16 @@ def _words(selector: dict[str, str]) -> str:
 
 
 class _Compiler:
-    def __init__(self, cluster: Cluster, pods: Sequence[PolicyPod], family: int,
-                 complaints: list[Complaint]) -> None:
+    def __init__(self, cluster: Cluster, pods: Sequence[PolicyPod], family: int, complaints: list[Complaint]) -> None:
         self.cluster = cluster
         self.pods = list(pods)
         self.family = family
         self.complaints = complaints
         self.ip = "ip" if family == 4 else "ip6"
-        names = {p.namespace for p in pods} | set(cluster.namespaces) | {p.namespace for p in
-                                                                         cluster.policies.values()}
-        self.namespace_labels = {ns: {**(cluster.namespaces[ns].labels if ns in cluster.namespaces else {}),
-                                      NAME_LABEL: ns} for ns in names}
+        names = {p.namespace for p in pods} | set(cluster.namespaces) | {p.namespace for p in cluster.policies.values()}
+        self.namespace_labels = {
+            ns: {**(cluster.namespaces[ns].labels if ns in cluster.namespaces else {}), NAME_LABEL: ns} for ns in names
+        }
 
     # ------------------------------------------------------------ who is selected
 
@@ -103,14 +102,26 @@ class _Compiler:
         mine = [p for p in self.pods if p.namespace == policy.namespace]
         chosen = [p for p in mine if _matches(policy.pod_selector, p.labels)]
         if not mine:
-            self.complaints.append(((*path, "namespace"), (
-                f"namespace {policy.namespace} has no pods, so the policy applies to nothing (pods' namespaces: "
-                f"{', '.join(sorted({p.namespace for p in self.pods})) or 'none'})")))
+            self.complaints.append(
+                (
+                    (*path, "namespace"),
+                    (
+                        f"namespace {policy.namespace} has no pods, so the policy applies to nothing (pods' namespaces: "
+                        f"{', '.join(sorted({p.namespace for p in self.pods})) or 'none'})"
+                    ),
+                )
+            )
         elif not chosen:
             labels = sorted({f"{k}: {v}" for p in mine for k, v in p.labels.items()})
-            self.complaints.append(((*path, "pod_selector"), (
-                f"pod_selector {_words(policy.pod_selector)} matches no pod of namespace {policy.namespace}, so "
-                f"the policy applies to nothing (labels there: {', '.join(labels) or 'none'})")))
+            self.complaints.append(
+                (
+                    (*path, "pod_selector"),
+                    (
+                        f"pod_selector {_words(policy.pod_selector)} matches no pod of namespace {policy.namespace}, so "
+                        f"the policy applies to nothing (labels there: {', '.join(labels) or 'none'})"
+                    ),
+                )
+            )
         return chosen
 
     def peer_pods(self, policy: NetworkPolicy, peer: Peer, path: Path) -> list[PolicyPod]:
@@ -122,12 +133,16 @@ class _Compiler:
         if not chosen:
             if not spaces:
                 known = sorted(f"{ns} {_words(labels)}" for ns, labels in self.namespace_labels.items())
-                why = f"namespace_selector {_words(peer.namespace_selector or {})} matches no namespace " \
-                      f"(namespaces: {'; '.join(known)})"
+                why = (
+                    f"namespace_selector {_words(peer.namespace_selector or {})} matches no namespace "
+                    f"(namespaces: {'; '.join(known)})"
+                )
             else:
                 labels = sorted({f"{k}: {v}" for p in self.pods if p.namespace in spaces for k, v in p.labels.items()})
-                why = (f"pod_selector {_words(peer.pod_selector or {})} matches no pod of namespace "
-                       f"{', '.join(sorted(spaces))} (labels there: {', '.join(labels) or 'none'})")
+                why = (
+                    f"pod_selector {_words(peer.pod_selector or {})} matches no pod of namespace "
+                    f"{', '.join(sorted(spaces))} (labels there: {', '.join(labels) or 'none'})"
+                )
             self.complaints.append((path, f"this peer selects no pod: {why}"))
         return chosen
 
@@ -135,20 +150,38 @@ class _Compiler:
         assert peer.ip_block is not None
         cidr = ipaddress.ip_network(peer.ip_block.cidr)
         if cidr.version != self.family:
-            self.complaints.append(((*path, "ip_block", "cidr"), (
-                f"cidr {cidr} is IPv{cidr.version} but the pods are IPv{self.family}; a single-stack cluster's "
-                "policies match one family")))
+            self.complaints.append(
+                (
+                    (*path, "ip_block", "cidr"),
+                    (
+                        f"cidr {cidr} is IPv{cidr.version} but the pods are IPv{self.family}; a single-stack cluster's "
+                        "policies match one family"
+                    ),
+                )
+            )
             return
         for i, text in enumerate(peer.ip_block.except_):
             net = ipaddress.ip_network(text)
             if net.version != cidr.version or not net.subnet_of(cidr):  # type: ignore[arg-type]
-                self.complaints.append(((*path, "ip_block", "except", i), (
-                    f"except {net} is not inside cidr {cidr}; an exception carves a part out of the block")))
+                self.complaints.append(
+                    (
+                        (*path, "ip_block", "except", i),
+                        (f"except {net} is not inside cidr {cidr}; an exception carves a part out of the block"),
+                    )
+                )
 
     # ------------------------------------------------------------ rules → nftables
 
-    def matches(self, policy_name: str, policy: NetworkPolicy, rule: IngressRule | EgressRule, direction: Direction,
-                where: str, path: Path, sets: dict[str, tuple[str, list[str]]]) -> list[str]:
+    def matches(
+        self,
+        policy_name: str,
+        policy: NetworkPolicy,
+        rule: IngressRule | EgressRule,
+        direction: Direction,
+        where: str,
+        path: Path,
+        sets: dict[str, tuple[str, list[str]]],
+    ) -> list[str]:
         """The nftables matches of one rule: one line per (peer kind × protocol); empty
         when the rule can match nothing."""
         peers = rule.from_ if isinstance(rule, IngressRule) else rule.to
@@ -170,8 +203,10 @@ class _Compiler:
                 pods += [p.address for p in self.peer_pods(policy, peer, ppath)]
         if has_pod_peer:
             set_name = f"{where}-{policy_name}-{path[-1]}"
-            sets[set_name] = (f"policy {policy_name} {path[-2]}[{path[-1]}]: its pod peers",
-                              sorted(set(pods), key=ipaddress.ip_address))
+            sets[set_name] = (
+                f"policy {policy_name} {path[-2]}[{path[-1]}]: its pod peers",
+                sorted(set(pods), key=ipaddress.ip_address),
+            )
             peer_matches.insert(0, f"{self.ip} {side} @{set_name}")
         if not peers:
             peer_matches = [""]
@@ -185,9 +220,15 @@ class _Compiler:
             types = policy.types()
             for direction, key in (("ingress", "ingress"), ("egress", "egress")):
                 if direction not in types and (getattr(policy, key) or getattr(policy, f"{key}_deny")):
-                    self.complaints.append(((*path, "policy_types"), (
-                        f"the policy has {key} rules but policy_types {list(types)} leaves {direction} out, so they "
-                        f"would be ignored; add {direction} to policy_types")))
+                    self.complaints.append(
+                        (
+                            (*path, "policy_types"),
+                            (
+                                f"the policy has {key} rules but policy_types {list(types)} leaves {direction} out, so they "
+                                f"would be ignored; add {direction} to policy_types"
+                            ),
+                        )
+                    )
             selected = self.selected(name, policy)
             compiled: dict[str, list[tuple[str, list[str]]]] = {}
             sets: dict[str, tuple[str, list[str]]] = {}
@@ -195,9 +236,10 @@ class _Compiler:
                 for kind in (direction, f"{direction}_deny"):
                     rules: list[IngressRule | EgressRule] = list(getattr(policy, kind))
                     where = ("deny-" if kind.endswith("_deny") else "") + ("from" if direction == "ingress" else "to")
-                    compiled[kind] = [(f"{kind}[{i}]", self.matches(name, policy, rule, direction, where,
-                                                                    (*path, kind, i), sets))
-                                      for i, rule in enumerate(rules)]
+                    compiled[kind] = [
+                        (f"{kind}[{i}]", self.matches(name, policy, rule, direction, where, (*path, kind, i), sets))
+                        for i, rule in enumerate(rules)
+                    ]
             for pod in selected:
                 sets_of_node.setdefault(pod.node, {}).update(sets)
                 for direction in types:
@@ -230,9 +272,11 @@ class _Compiler:
 
         egress = sorted((p.address, p.name) for p, d, _ in local if d == "egress")
         ingress = sorted((p.address, p.name) for p, d, _ in local if d == "ingress")
-        chains += ["\tchain forward {",
-                   "\t\ttype filter hook forward priority filter; policy accept;",
-                   "\t\tct state established,related accept"]
+        chains += [
+            "\tchain forward {",
+            "\t\ttype filter hook forward priority filter; policy accept;",
+            "\t\tct state established,related accept",
+        ]
         if self.family == 6:  # neighbour discovery is not tracked (ct state untracked): let it be
             chains.append(f"\t\ticmpv6 type {{ {_ND_TYPES} }} accept")
         if egress:
@@ -242,8 +286,10 @@ class _Compiler:
         chains.append("\t}")
         for pod, direction, rules in sorted(local, key=lambda x: (x[0].name, x[1])):
             chains.append(f"\tchain {direction}-{pod.name} {{")
-            chains.append(f"\t\t# pod {pod.namespace}/{pod.name} ({pod.address}), isolated for {direction} by "
-                          f"{', '.join(rules.policies)}")
+            chains.append(
+                f"\t\t# pod {pod.namespace}/{pod.name} ({pod.address}), isolated for {direction} by "
+                f"{', '.join(rules.policies)}"
+            )
             for line in rules.deny:
                 match, what = line.split("\t")
                 drop(match, f"policy {what}")
@@ -255,14 +301,16 @@ class _Compiler:
             drop("", f"{DEFAULT_DENY}, {direction} of pod {pod.namespace}/{pod.name}")
             chains.append("\t}")
 
-        lines = [f"table inet {POLICY_TABLE} {{",
-                 f"\tset {DROPPED_SET} {{",
-                 f"\t\ttypeof {key}",
-                 '\t\tcomment "the flows the drop rules dropped, with the rule\'s number (for netlab check)"',
-                 "\t\tsize 65535",
-                 "\t\tflags dynamic,timeout",
-                 "\t\ttimeout 10m",
-                 "\t}"]
+        lines = [
+            f"table inet {POLICY_TABLE} {{",
+            f"\tset {DROPPED_SET} {{",
+            f"\t\ttypeof {key}",
+            '\t\tcomment "the flows the drop rules dropped, with the rule\'s number (for netlab check)"',
+            "\t\tsize 65535",
+            "\t\tflags dynamic,timeout",
+            "\t\ttimeout 10m",
+            "\t}",
+        ]
         for set_name, (comment, members) in sorted(sets.items()):
             lines += [f"\tset {set_name} {{", f"\t\ttype {addr_type}", f"\t\tcomment {_comment(comment)}"]
             if members:
@@ -304,8 +352,9 @@ def _port_matches(ports: Iterable[PolicyPort]) -> Iterator[str]:
             yield f"meta l4proto {proto} th dport {{ {', '.join(numbers)} }}"
 
 
-def compile_policies(cluster: Cluster, pods: Sequence[PolicyPod], family: int,
-                     complaints: list[Complaint]) -> dict[str, str]:
+def compile_policies(
+    cluster: Cluster, pods: Sequence[PolicyPod], family: int, complaints: list[Complaint]
+) -> dict[str, str]:
     """Each node's `table inet network-policy` ruleset (nodes without isolated pods have
     none); problems go to `complaints` at their key."""
     if not cluster.policies:
@@ -321,8 +370,12 @@ def check_dropped_by(lab: Lab) -> Iterator[Complaint]:
         policies = set(lab.cluster.policies)
         known = policies | ({DEFAULT_DENY} if policies else set())
     else:
-        texts = [r.ruleset for node in lab.nodes.values() for r in node.nftables
-                 if r.ruleset and f"table inet {POLICY_TABLE} {{" in r.ruleset]
+        texts = [
+            r.ruleset
+            for node in lab.nodes.values()
+            for r in node.nftables
+            if r.ruleset and f"table inet {POLICY_TABLE} {{" in r.ruleset
+        ]
         known = {m.group(1) for text in texts for m in _DROP_COMMENT.finditer(text)}
         policies = {k for k in known if k != DEFAULT_DENY}
     for i, check in enumerate(lab.checks):
@@ -332,6 +385,8 @@ def check_dropped_by(lab: Lab) -> Iterator[Complaint]:
         if not known:
             why = "this lab has no network policies (`cluster.policies`), so no policy drops anything"
         else:
-            why = (f"it is neither a policy ({', '.join(sorted(policies)) or 'none'}) nor {DEFAULT_DENY!r} "
-                   "(the drop of an isolated pod that no rule allowed)")
+            why = (
+                f"it is neither a policy ({', '.join(sorted(policies)) or 'none'}) nor {DEFAULT_DENY!r} "
+                "(the drop of an isolated pod that no rule allowed)"
+            )
         yield ("checks", i, "expect", "dropped_by"), f"dropped_by {wanted!r}: {why}"

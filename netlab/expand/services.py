@@ -101,19 +101,32 @@ class PodAddress:
     namespace: str = "default"
 
 
-def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
-                     complaints: list[Complaint]) -> list[ServicePortView]:
+def resolve_services(
+    cluster: Cluster, pods: list[PodAddress], pod_family: int, complaints: list[Complaint]
+) -> list[ServicePortView]:
     """Every port of every service, resolved; problems go to `complaints` at their key."""
     service_cidr = ipaddress.ip_network(cluster.service_cidr or DEFAULT_SERVICE_CIDR[pod_family])
     if service_cidr.version != pod_family:
-        complaints.append((("cluster", "service_cidr"), (
-            f"service_cidr {service_cidr} is IPv{service_cidr.version} but the pods are IPv{pod_family}; "
-            "a single-stack cluster has one family")))
+        complaints.append(
+            (
+                ("cluster", "service_cidr"),
+                (
+                    f"service_cidr {service_cidr} is IPv{service_cidr.version} but the pods are IPv{pod_family}; "
+                    "a single-stack cluster has one family"
+                ),
+            )
+        )
         return []
     if service_cidr.overlaps(ipaddress.ip_network(cluster.pod_cidr)):
-        complaints.append((("cluster", "service_cidr"), (
-            f"service_cidr {service_cidr} overlaps pod_cidr {cluster.pod_cidr}; service IPs must not be "
-            "pod addresses (e.g. 10.96.0.0/12 and 10.244.0.0/16)")))
+        complaints.append(
+            (
+                ("cluster", "service_cidr"),
+                (
+                    f"service_cidr {service_cidr} overlaps pod_cidr {cluster.pod_cidr}; service IPs must not be "
+                    "pod addresses (e.g. 10.96.0.0/12 and 10.244.0.0/16)"
+                ),
+            )
+        )
         return []
     taken = _given_cluster_ips(cluster, service_cidr, complaints)
     free = (service_cidr.network_address + i for i in range(FIRST_CLUSTER_IP, service_cidr.num_addresses - 1))
@@ -141,18 +154,26 @@ def resolve_services(cluster: Cluster, pods: list[PodAddress], pod_family: int,
                 if node_port is None:
                     complaints.append(((*path, "ports", i), f"the node port range {low}-{high} is used up"))
             target = p.target_port or p.port
-            out.append(ServicePortView(
-                service=name, namespace=svc.namespace, port_name=p.name, protocol=p.protocol.lower(),
-                cluster_ip=cluster_ip, port=p.port, node_port=node_port, external_ips=tuple(svc.external_ips),
-                load_balancer_ip=svc.load_balancer_ip, affinity=svc.session_affinity == "ClientIP",
-                local_only=svc.external_traffic_policy == "Local",
-                endpoints=tuple(Endpoint(pod.name, pod.node, pod.address, target) for pod in selected),
-            ))
+            out.append(
+                ServicePortView(
+                    service=name,
+                    namespace=svc.namespace,
+                    port_name=p.name,
+                    protocol=p.protocol.lower(),
+                    cluster_ip=cluster_ip,
+                    port=p.port,
+                    node_port=node_port,
+                    external_ips=tuple(svc.external_ips),
+                    load_balancer_ip=svc.load_balancer_ip,
+                    affinity=svc.session_affinity == "ClientIP",
+                    local_only=svc.external_traffic_policy == "Local",
+                    endpoints=tuple(Endpoint(pod.name, pod.node, pod.address, target) for pod in selected),
+                )
+            )
     return out
 
 
-def _given_cluster_ips(cluster: Cluster, service_cidr: Net,
-                       complaints: list[Complaint]) -> dict[Addr, str]:
+def _given_cluster_ips(cluster: Cluster, service_cidr: Net, complaints: list[Complaint]) -> dict[Addr, str]:
     """The `cluster_ip:`s services give, each checked; the others are handed out around them."""
     taken: dict[Addr, str] = {}
     for name, svc in cluster.services.items():
@@ -178,13 +199,25 @@ def _given_node_ports(cluster: Cluster, complaints: list[Complaint]) -> dict[int
             if p.node_port is not None:
                 path: Path = ("cluster", "services", name, "ports", i, "node_port")
                 if svc.type == "ClusterIP":
-                    complaints.append((path, (
-                        "a ClusterIP service has no node port; use `type: NodePort` (or LoadBalancer), "
-                        "or drop node_port")))
+                    complaints.append(
+                        (
+                            path,
+                            (
+                                "a ClusterIP service has no node port; use `type: NodePort` (or LoadBalancer), "
+                                "or drop node_port"
+                            ),
+                        )
+                    )
                 elif not low <= p.node_port <= high:
-                    complaints.append((path, (
-                        f"node_port {p.node_port} is outside the node port range {low}-{high}; pick one "
-                        f"inside, or widen `cluster.node_port_range` (kube-apiserver's --service-node-port-range)")))
+                    complaints.append(
+                        (
+                            path,
+                            (
+                                f"node_port {p.node_port} is outside the node port range {low}-{high}; pick one "
+                                f"inside, or widen `cluster.node_port_range` (kube-apiserver's --service-node-port-range)"
+                            ),
+                        )
+                    )
                 elif p.node_port in used:
                     complaints.append((path, f"node_port {p.node_port} is also {used[p.node_port]}'s"))
                 else:
@@ -192,8 +225,7 @@ def _given_node_ports(cluster: Cluster, complaints: list[Complaint]) -> dict[int
     return used
 
 
-def _selected_pods(svc: Service, pods: list[PodAddress], path: Path,
-                   complaints: list[Complaint]) -> list[PodAddress]:
+def _selected_pods(svc: Service, pods: list[PodAddress], path: Path, complaints: list[Complaint]) -> list[PodAddress]:
     """The pods of the service's namespace its selector matches: its endpoints."""
     matching = [p for p in pods if svc.selector and all(p.labels.get(k) == v for k, v in svc.selector.items())]
     selected = [p for p in matching if p.namespace == svc.namespace]  # a service selects in its namespace
@@ -201,13 +233,24 @@ def _selected_pods(svc: Service, pods: list[PodAddress], path: Path,
         mine = [p for p in pods if p.namespace == svc.namespace]
         labels = sorted({f"{k}={v}" for p in mine for k, v in p.labels.items()})
         elsewhere = sorted({p.namespace for p in matching})
-        complaints.append(((*path, "selector"), (
-            f"selector {_labels(svc.selector)} matches no pod of namespace {svc.namespace}, so the service "
-            "has no endpoints"
-            + (f" (it matches pods of namespace {', '.join(elsewhere)}: set the service's or the pods' "
-               "`namespace:`)" if elsewhere else
-               f" (pod labels there: {', '.join(labels)})" if labels else " (no pod there has labels)")
-            + "; use `selector: {}` for a service without endpoints on purpose")))
+        complaints.append(
+            (
+                (*path, "selector"),
+                (
+                    f"selector {_labels(svc.selector)} matches no pod of namespace {svc.namespace}, so the service "
+                    "has no endpoints"
+                    + (
+                        f" (it matches pods of namespace {', '.join(elsewhere)}: set the service's or the pods' "
+                        "`namespace:`)"
+                        if elsewhere
+                        else f" (pod labels there: {', '.join(labels)})"
+                        if labels
+                        else " (no pod there has labels)"
+                    )
+                    + "; use `selector: {}` for a service without endpoints on purpose"
+                ),
+            )
+        )
     return selected
 
 
@@ -225,8 +268,10 @@ def _service_port_problems(svc: Service, path: Path) -> Iterator[Complaint]:
             yield (*path, "ports", i, "name"), f"port name {p.name!r} is used twice"
         names.add(p.name)
     if svc.type == "ClusterIP" and svc.external_traffic_policy == "Local":
-        yield (*path, "external_traffic_policy"), (
-            "externalTrafficPolicy applies to NodePort and LoadBalancer services; drop it or change `type:`")
+        yield (
+            (*path, "external_traffic_policy"),
+            ("externalTrafficPolicy applies to NodePort and LoadBalancer services; drop it or change `type:`"),
+        )
     if svc.load_balancer_ip and svc.type != "LoadBalancer":
         yield (*path, "load_balancer_ip"), "load_balancer_ip needs `type: LoadBalancer`"
 

@@ -15,16 +15,21 @@ from netlab.vocabulary import IP_PROTOS
 
 # What RTM_GETROUTE's errno means: the kernel reports the route types that discard a
 # packet (fib_props[].error) and the end of the rule list with these.
-ERRNO_TYPES = {errnos.ENETUNREACH: "none", errnos.EHOSTUNREACH: "unreachable", errnos.EACCES: "prohibit",
-               errnos.EINVAL: "blackhole"}
+ERRNO_TYPES = {
+    errnos.ENETUNREACH: "none",
+    errnos.EHOSTUNREACH: "unreachable",
+    errnos.EACCES: "prohibit",
+    errnos.EINVAL: "blackhole",
+}
 REJECT_ERRNOS = {v: k for k, v in ERRNO_TYPES.items() if v != "none"}
 # What a reject *rule* fails a lookup with (fib4_rule_action, fib6_rule_action): as the
 # routes of the same name, except `unreachable`: ENETUNREACH, as if there were no route.
 RULE_ERRNOS = {"unreachable": errnos.ENETUNREACH, "prohibit": errnos.EACCES, "blackhole": errnos.EINVAL}
 
 
-def error_answer(q: RouteQuery, err: int, message: str, hint: str | None = None,
-                 rule: RuleView | None = None) -> RouteAnswer:
+def error_answer(
+    q: RouteQuery, err: int, message: str, hint: str | None = None, rule: RuleView | None = None
+) -> RouteAnswer:
     """The answer for a lookup the kernel failed with err (its message: strerror + extack);
     rule: the reject rule that ended the lookup, when that is certain."""
     type_ = ERRNO_TYPES.get(err, "none")
@@ -33,8 +38,17 @@ def error_answer(q: RouteQuery, err: int, message: str, hint: str | None = None,
         type_, why = rule.action, f"the rule `{rule.text}`"
     if hint:
         why += f"; {hint}"
-    return RouteAnswer(type=type_, table=None, dev=None, via=None, prefsrc=None, errno=err, error=message,
-                       text=f"error: {os.strerror(err)} ({why})", rule=rule)
+    return RouteAnswer(
+        type=type_,
+        table=None,
+        dev=None,
+        via=None,
+        prefsrc=None,
+        errno=err,
+        error=message,
+        text=f"error: {os.strerror(err)} ({why})",
+        rule=rule,
+    )
 
 
 def l3mdev_table(q: RouteQuery, vrfs: VrfMap) -> int | None:
@@ -52,8 +66,9 @@ def rule_matches(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfM
     """Does the rule select q's flow? None when it also has selectors this cannot tell
     (exotic: tun_id), or an l3mdev rule without the namespace's VRFs (vrfs)."""
     fam = ipaddress.ip_address(q.dst).version
-    if rule.family != fam or not (_addresses_match(rule, q, fam) and _devices_match(rule, q)
-                                  and _packet_fields_match(rule, q)):
+    if rule.family != fam or not (
+        _addresses_match(rule, q, fam) and _devices_match(rule, q) and _packet_fields_match(rule, q)
+    ):
         return False
     if rule.l3mdev:
         if vrfs is None:
@@ -106,8 +121,9 @@ def rule_selects(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfM
     return match if match is None or not rule.invert else not match
 
 
-def deciding_rule(answer: RouteAnswer, q: RouteQuery,
-                  ruleset: Sequence[tuple[RuleView, bool]], vrfs: VrfMap | None = None) -> RuleView | None:
+def deciding_rule(
+    answer: RouteAnswer, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]], vrfs: VrfMap | None = None
+) -> RuleView | None:
     """The lookup rule that gave a successful answer: the kernel walks the rules in
     priority order (following goto) and stops at the first lookup whose table has a route
     that is not suppressed; the answer names that table (an l3mdev rule's table is the
@@ -138,8 +154,9 @@ def deciding_rule(answer: RouteAnswer, q: RouteQuery,
     return None
 
 
-def rule_cause(err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]],
-               vrfs: VrfMap | None = None) -> tuple[RuleView | None, str | None]:
+def rule_cause(
+    err: int, q: RouteQuery, ruleset: Sequence[tuple[RuleView, bool]], vrfs: VrfMap | None = None
+) -> tuple[RuleView | None, str | None]:
     """Which reject rule may have ended a lookup that failed with err: (the rule, when
     certain; else None, and words naming the rules that may have). Certain only for an
     `unreachable` rule: it fails with ENETUNREACH, which no route type gives (an

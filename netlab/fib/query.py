@@ -35,11 +35,14 @@ def check_query(q: RouteQuery) -> int:
         # which would read as a blackhole route.
         raise QueryError("an input lookup (iif) needs src: the kernel routes a received packet by both")
     if q.vrf is not None and (q.oif is not None or q.iif is not None):
-        raise QueryError("vrf is the output device of a lookup (as `ip route get vrf NAME`): give it without "
-                         "oif and iif (a packet arriving on iif is routed in the VRF of iif)")
+        raise QueryError(
+            "vrf is the output device of a lookup (as `ip route get vrf NAME`): give it without "
+            "oif and iif (a packet arriving on iif is routed in the VRF of iif)"
+        )
     if q.ipproto is not None and q.ipproto not in _ROUTE_IP_PROTOS[fam]:
-        raise QueryError(f"RTM_GETROUTE takes ipproto {', '.join(_ROUTE_IP_PROTOS[fam])} for IPv{fam}, "
-                         f"not {q.ipproto!r}")
+        raise QueryError(
+            f"RTM_GETROUTE takes ipproto {', '.join(_ROUTE_IP_PROTOS[fam])} for IPv{fam}, not {q.ipproto!r}"
+        )
     for name in ("sport", "dport"):
         port = getattr(q, name)
         if port is not None and not (isinstance(port, int) and 0 <= port <= 0xFFFF):

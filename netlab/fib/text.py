@@ -16,8 +16,9 @@ def _query_words(q: RouteQuery) -> str:
     return words
 
 
-def route_text(q: RouteQuery, type_: str, table: int | None, dev: str | None, via: str | None,
-               prefsrc: str | None) -> str:
+def route_text(
+    q: RouteQuery, type_: str, table: int | None, dev: str | None, via: str | None, prefsrc: str | None
+) -> str:
     """'10.0.2.3 via 10.0.0.1 dev eth0 table main src 10.0.0.2' (the type first unless unicast)."""
     text = q.dst if type_ == "unicast" else f"{type_} {q.dst}"
     if q.src is not None:

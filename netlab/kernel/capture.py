@@ -141,8 +141,14 @@ def _flow(data: bytes, ip: tuple[str, str, int, int | None, int]) -> tuple[Flow,
     return Flow(src, dst, proto, sport, dport, icmp_type, icmp_code), l4, end
 
 
-def parse_frame(data: bytes, ifname: str = "", direction: str = "in",
-                vxlan_ports: Collection[int] = (4789, 8472), *, length: int | None = None) -> Packet | None:
+def parse_frame(
+    data: bytes,
+    ifname: str = "",
+    direction: str = "in",
+    vxlan_ports: Collection[int] = (4789, 8472),
+    *,
+    length: int | None = None,
+) -> Packet | None:
     """An Ethernet frame → Packet; None when it carries no IP packet (ARP, LLDP, …) or is
     too short for an IP header. length: the frame's real length when data is only its
     first bytes (a capture's snap length); len(data) otherwise."""
@@ -165,8 +171,15 @@ def parse_frame(data: bytes, ifname: str = "", direction: str = "in",
             inner = _flow(data, inner_ip)[0] if inner_ip is not None else None
             what = flow_text(inner) if inner is not None else "non-IP frame"
             text = f"{direction} {outer.src}.{outer.sport} > {outer.dst}.{outer.dport}: VXLAN vni {vni}: {what}"
-    return Packet(ifname=ifname, direction=direction, outer=outer, vni=vni, inner=inner,
-                  length=len(data) if length is None else length, text=text)
+    return Packet(
+        ifname=ifname,
+        direction=direction,
+        outer=outer,
+        vni=vni,
+        inner=inner,
+        length=len(data) if length is None else length,
+        text=text,
+    )
 
 
 # --------------------------------------------------------------------------- capturing
@@ -183,9 +196,17 @@ class Capture:
     after `netlab down`.
     """
 
-    def __init__(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
-                 bufsize: int = 4 << 20, keep_frames: bool = False, bpf: BpfProgram | None = None,
-                 snaplen: int = SNAPLEN) -> None:
+    def __init__(
+        self,
+        ns: str,
+        ifname: str,
+        *,
+        vxlan_ports: Collection[int] = (4789, 8472),
+        bufsize: int = 4 << 20,
+        keep_frames: bool = False,
+        bpf: BpfProgram | None = None,
+        snaplen: int = SNAPLEN,
+    ) -> None:
         self.ns = ns
         self.ifname = ifname
         self.vxlan_ports = frozenset(vxlan_ports)
@@ -202,8 +223,9 @@ class Capture:
     def __enter__(self) -> Capture:
         return self.open()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def open(self) -> Capture:
@@ -230,8 +252,9 @@ class Capture:
         target = os.stat(netns.netns_path(self.ns))
         own = os.stat("/proc/self/ns/net")  # the process's (main thread's) namespace
         if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
-            raise PermissionError(errno.EPERM, "this is the process's own network namespace; captures run "
-                                               "only inside lab namespaces")
+            raise PermissionError(
+                errno.EPERM, "this is the process's own network namespace; captures run only inside lab namespaces"
+            )
         with netns.entered(self.ns):
             # Protocol 0: the socket receives nothing until bind() names the interface;
             # with ETH_P_ALL here it would queue every interface's frames until then.
@@ -306,7 +329,6 @@ class Capture:
         sock, self._sock, self._poll = self._sock, None, None
         if sock is not None:
             threading.Thread(target=sock.close, name="netlab-capture-close", daemon=True).start()
-
 
 
 def _attach(sock: socket.socket, program: BpfProgram) -> None:

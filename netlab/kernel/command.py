@@ -25,8 +25,9 @@ def run(op: RunCommand) -> None:
     proc: subprocess.Popen[str] | None = None
     try:
         with signals_deferred():
-            proc = subprocess.Popen(["ip", "netns", "exec", op.ns, *op.argv],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            proc = subprocess.Popen(
+                ["ip", "netns", "exec", op.ns, *op.argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
         stdout, stderr = proc.communicate(timeout=TIMEOUT)
     except BaseException as err:
         if proc is not None:

@@ -24,9 +24,24 @@ NETLINK_NETFILTER = 12
 # enum ip_conntrack_status (uapi nf_conntrack_common.h), bit → name without IPS_.
 # Bit 12 is UNTRACKED in the uapi, but no entry in the table is untracked: there it
 # means NAT_CLASH (the entry lost a NAT clash and is never confirmed).
-CT_STATUS_BITS = ("EXPECTED", "SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "DST_NAT", "SEQ_ADJUST",
-                  "SRC_NAT_DONE", "DST_NAT_DONE", "DYING", "FIXED_TIMEOUT", "TEMPLATE", "NAT_CLASH", "HELPER",
-                  "OFFLOAD", "HW_OFFLOAD")
+CT_STATUS_BITS = (
+    "EXPECTED",
+    "SEEN_REPLY",
+    "ASSURED",
+    "CONFIRMED",
+    "SRC_NAT",
+    "DST_NAT",
+    "SEQ_ADJUST",
+    "SRC_NAT_DONE",
+    "DST_NAT_DONE",
+    "DYING",
+    "FIXED_TIMEOUT",
+    "TEMPLATE",
+    "NAT_CLASH",
+    "HELPER",
+    "OFFLOAD",
+    "HW_OFFLOAD",
+)
 # Attribute numbers of linux/netfilter/nfnetlink_conntrack.h (all integers big-endian).
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO, CTA_TIMEOUT, CTA_MARK, CTA_ZONE = 1, 2, 3, 4, 7, 8, 18
 CTA_TUPLE_IP, CTA_TUPLE_PROTO = 1, 2
@@ -39,15 +54,24 @@ NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED and NLA_F_NET_BYTEORDER
 _NLA = struct.Struct("=HH")
 _HDR_LEN = 16  # struct nlmsghdr
 # enum tcp_conntrack (uapi nf_conntrack_tcp.h); 9 was LISTEN once, SYN_SENT2 since 2.6.
-TCP_CT_STATES = ("NONE", "SYN_SENT", "SYN_RECV", "ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK",
-                 "TIME_WAIT", "CLOSE", "SYN_SENT2")
+TCP_CT_STATES = (
+    "NONE",
+    "SYN_SENT",
+    "SYN_RECV",
+    "ESTABLISHED",
+    "FIN_WAIT",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "TIME_WAIT",
+    "CLOSE",
+    "SYN_SENT2",
+)
 
 
 @functools.lru_cache(maxsize=256)
 def status_names(bits: int) -> frozenset[str]:
     """CTA_STATUS bits → IPS_* names without the prefix (unknown bits as BITn)."""
-    return frozenset(CT_STATUS_BITS[i] if i < len(CT_STATUS_BITS) else f"BIT{i}"
-                     for i in range(32) if bits >> i & 1)
+    return frozenset(CT_STATUS_BITS[i] if i < len(CT_STATUS_BITS) else f"BIT{i}" for i in range(32) if bits >> i & 1)
 
 
 def tuple_text(t: CtTuple, icmp: tuple[int, int] | None = None) -> str:
@@ -152,8 +176,16 @@ def parse_ct(data: bytes) -> CtEntry | None:
         number = _be(data, nl_attrs(data, *tcp).get(CTA_PROTOINFO_TCP_STATE)) if tcp else None
         if number is not None:
             state = TCP_CT_STATES[number] if number < len(TCP_CT_STATES) else str(number)
-    fields = (orig, reply, status_names(_be(data, top.get(CTA_STATUS)) or 0), _be(data, top.get(CTA_MARK)) or 0,
-              _be(data, top.get(CTA_ZONE)) or 0, state, _be(data, top.get(CTA_TIMEOUT)), family)
+    fields = (
+        orig,
+        reply,
+        status_names(_be(data, top.get(CTA_STATUS)) or 0),
+        _be(data, top.get(CTA_MARK)) or 0,
+        _be(data, top.get(CTA_ZONE)) or 0,
+        state,
+        _be(data, top.get(CTA_TIMEOUT)),
+        family,
+    )
     icmp = (icmp_orig, icmp_reply) if icmp_orig is not None and icmp_reply is not None else None
     return CtEntry(*fields, ct_text(CtEntry(*fields, ""), icmp))
 

@@ -29,8 +29,17 @@ def parse_drops(node: str, rules: Mapping[int, str], document: dict[str, Any]) -
             saddr, daddr, proto, dport, number = fields
             number = int(number, 0) if isinstance(number, str) else int(number)
             expires = int(elem.get("expires", timeout))
-            out.append(Drop(node, rules.get(number, f"drop rule {number}"), str(saddr), str(daddr), str(proto),
-                            int(dport) if isinstance(dport, int) else None, max(0, timeout - expires)))
+            out.append(
+                Drop(
+                    node,
+                    rules.get(number, f"drop rule {number}"),
+                    str(saddr),
+                    str(daddr),
+                    str(proto),
+                    int(dport) if isinstance(dport, int) else None,
+                    max(0, timeout - expires),
+                )
+            )
     return out
 
 

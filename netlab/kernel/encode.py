@@ -113,8 +113,11 @@ def create_link(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> Any:
     data = _link_data(op, ifindex, netns_fd)
     if data:
         info.append(("IFLA_INFO_DATA", {"attrs": data}))
-    msg["attrs"] = [("IFLA_IFNAME", op.name), *_settings(op.mtu, op.mac, op.master, ifindex),
-                    ("IFLA_LINKINFO", {"attrs": info})]
+    msg["attrs"] = [
+        ("IFLA_IFNAME", op.name),
+        *_settings(op.mtu, op.mac, op.master, ifindex),
+        ("IFLA_LINKINFO", {"attrs": info}),
+    ]
     return msg
 
 
@@ -123,8 +126,11 @@ def _link_data(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> list[tupl
     t = op.type
     if isinstance(t, VethType):
         # the far end is created directly in its namespace: moving a link later is slow
-        peer: list[tuple[str, Any]] = [("IFLA_IFNAME", t.peer_name), ("IFLA_NET_NS_FD", netns_fd(t.peer_ns)),
-                                       *_settings(t.peer_mtu, t.peer_mac, None, ifindex)]
+        peer: list[tuple[str, Any]] = [
+            ("IFLA_IFNAME", t.peer_name),
+            ("IFLA_NET_NS_FD", netns_fd(t.peer_ns)),
+            *_settings(t.peer_mtu, t.peer_mac, None, ifindex),
+        ]
         return [("VETH_INFO_PEER", {"index": 0, "flags": 0, "change": 0, "attrs": peer})]
     if isinstance(t, BridgeType):
         return [("IFLA_BR_STP_STATE", int(t.stp))]
@@ -136,8 +142,11 @@ def _link_data(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> list[tupl
 
 
 def _vxlan_data(t: VxlanType, ifindex: Ifindex) -> list[tuple[str, Any]]:
-    data: list[tuple[str, Any]] = [("IFLA_VXLAN_ID", t.vni), ("IFLA_VXLAN_PORT", t.port),
-                                   ("IFLA_VXLAN_LEARNING", int(t.learning))]
+    data: list[tuple[str, Any]] = [
+        ("IFLA_VXLAN_ID", t.vni),
+        ("IFLA_VXLAN_PORT", t.port),
+        ("IFLA_VXLAN_LEARNING", int(t.learning)),
+    ]
     for key, value in (("LOCAL", t.local), ("GROUP", t.group or t.remote)):
         if value:
             six = ipaddress.ip_address(value).version == 6
@@ -159,10 +168,17 @@ def set_link(op: SetLink, ifindex: Ifindex) -> Any:
 def bridge_port(op: SetBridgePort, ifindex: Ifindex) -> Any:
     """`ip link set NAME type bridge_slave hairpin on|off`."""
     msg = _ifinfo(ifindex(op.name), None)
-    msg["attrs"] = [("IFLA_LINKINFO", {"attrs": [
-        ("IFLA_INFO_SLAVE_KIND", "bridge"),
-        ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", int(op.hairpin))]}),
-    ]})]
+    msg["attrs"] = [
+        (
+            "IFLA_LINKINFO",
+            {
+                "attrs": [
+                    ("IFLA_INFO_SLAVE_KIND", "bridge"),
+                    ("IFLA_INFO_SLAVE_DATA", {"attrs": [("IFLA_BRPORT_MODE", int(op.hairpin))]}),
+                ]
+            },
+        )
+    ]
     return msg
 
 

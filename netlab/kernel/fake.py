@@ -92,9 +92,13 @@ class FakeDriver:
         return {}
 
     def observe(self, name: str) -> NamespaceView:
-        return NamespaceView(name, tuple(
-            LinkView(n, i, link.kind, True, "up", 1500, "", link.master, None, table=link.table)
-            for i, (n, link) in enumerate(self.links.get(name, {}).items(), start=1)))
+        return NamespaceView(
+            name,
+            tuple(
+                LinkView(n, i, link.kind, True, "up", 1500, "", link.master, None, table=link.table)
+                for i, (n, link) in enumerate(self.links.get(name, {}).items(), start=1)
+            ),
+        )
 
     def close(self) -> None:
         self.closed = True

@@ -141,8 +141,9 @@ class FakeObserver:
     def nft_list(self, ns: str, what: str) -> str | None:
         return self._read("nft list", ns, what).nft.get(what)
 
-    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
-                keep_frames: bool = False) -> FakeCapture:
+    def capture(
+        self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472), keep_frames: bool = False
+    ) -> FakeCapture:
         space = self.namespaces.get(ns)
         self.calls.append(("capture", ns, ifname))
         if space is None:
@@ -154,8 +155,9 @@ class FakeObserver:
     def drops(self, ns: str, node: str, rules: Mapping[int, str]) -> list[Drop]:
         return [d for d in self._read("drops", ns, node).drops if d.node == node]
 
-    def trace(self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
-              settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+    def trace(
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+    ) -> tuple[T, list[TraceEvent]]:
         """send() and every namespace's canned events, merged in their `seq` order."""
         spaces = [self._read("trace", ns, flow.proto) for ns in namespaces]
         result = send()
@@ -187,8 +189,16 @@ def _lookup(space: FakeNamespace, q: RouteQuery) -> RouteAnswer:
                 continue
             if route.type in REJECT_ERRNOS:
                 return error_answer(q, REJECT_ERRNOS[route.type], _words(REJECT_ERRNOS[route.type]))
-            answer = RouteAnswer(route.type, table, route.dev, route.via, route.prefsrc, None, None,
-                                 route_text(q, route.type, table, route.dev, route.via, route.prefsrc))
+            answer = RouteAnswer(
+                route.type,
+                table,
+                route.dev,
+                route.via,
+                route.prefsrc,
+                None,
+                None,
+                route_text(q, route.type, table, route.dev, route.via, route.prefsrc),
+            )
             decided = deciding_rule(answer, q, [(r, False) for r in ruleset], space.vrfs)
             return RouteAnswer(**{**answer.__dict__, "rule": decided})
     return error_answer(q, errnos.ENETUNREACH, _words(errnos.ENETUNREACH))
@@ -200,8 +210,11 @@ def _longest(routes: Sequence[FakeRoute], table: int | None, dst: str) -> FakeRo
     for route in routes:
         if route.table != table:
             continue
-        net = ipaddress.ip_network("0.0.0.0/0" if addr.version == 4 else "::/0") if route.to == "default" \
+        net = (
+            ipaddress.ip_network("0.0.0.0/0" if addr.version == 4 else "::/0")
+            if route.to == "default"
             else ipaddress.ip_network(route.to, strict=False)
+        )
         if net.version == addr.version and addr in net and (best is None or net.prefixlen > best[0]):
             best = (net.prefixlen, route)
     return best[1] if best is not None else None

@@ -111,7 +111,7 @@ _GET_KERNEL = (
 # Features no kernel facility loads on demand, and netlab will not load: why, for the hint.
 _NOT_AUTOLOADED = {
     "br_netfilter": "netlab does not load it: it makes the bridges of the machine's own namespace pass "
-                    "bridged traffic through iptables too",
+    "bridged traffic through iptables too",
 }
 
 # feature -> what it needs from the kernel: (Kconfig symbol, module or None if bool-only).
@@ -173,9 +173,7 @@ def probe_tools() -> list[ToolStatus]:
     return out
 
 
-def probe_features(
-    names: Iterable[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT
-) -> list[FeatureStatus]:
+def probe_features(names: Iterable[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> list[FeatureStatus]:
     """Probe the requested features (all of FEATURES when None); results in FEATURES order.
 
     Raises ValueError for a name that is neither a feature nor an alias.
@@ -186,9 +184,7 @@ def probe_features(
     if os.geteuid() != 0:
         # unshare(CLONE_NEWNET) and link creation need CAP_SYS_ADMIN/CAP_NET_ADMIN.
         return [
-            FeatureStatus(
-                name, False, "needs root (not probed)", "run as root, e.g. sudo netlab doctor"
-            )
+            FeatureStatus(name, False, "needs root (not probed)", "run as root, e.g. sudo netlab doctor")
             for name in wanted
         ]
     raw = _run_child(wanted, timeout)
@@ -209,9 +205,7 @@ def _resolve(names: Iterable[str] | None) -> list[str]:
         else:
             chosen.add(canon)
     if unknown:
-        raise ValueError(
-            f"unknown kernel feature(s): {', '.join(unknown)} (known: {', '.join(FEATURES)})"
-        )
+        raise ValueError(f"unknown kernel feature(s): {', '.join(unknown)} (known: {', '.join(FEATURES)})")
     return [f for f in FEATURES if f in chosen]
 
 
@@ -265,9 +259,7 @@ def _run_child(wanted: list[str], timeout: float) -> dict[str, dict[str, Any]]:
 
     if len(results) < len(wanted):
         if not eof:
-            why = (
-                f"no answer from the probe child within {timeout:g} s (it hung before/in this one)"
-            )
+            why = f"no answer from the probe child within {timeout:g} s (it hung before/in this one)"
         else:
             why = f"probe child exited ({_describe_status(status)}) before reporting this probe"
         for name in wanted:
@@ -311,7 +303,8 @@ def kernel_hint(name: str, config: dict[str, str] | None, modules: frozenset[str
     needs = _NEEDS[name]
     mods = [m for _, m in needs if m]
     if name in _NOT_AUTOLOADED and any(
-            (config or {}).get(sym) == "m" or (modules is not None and mod in modules) for sym, mod in needs):
+        (config or {}).get(sym) == "m" or (modules is not None and mod in modules) for sym, mod in needs
+    ):
         return f"modprobe {' '.join(mods)} ({_NOT_AUTOLOADED[name]}), or run the lab in the VM: `netlab vm run`"
     if config is not None:
         for sym, mod in needs:
@@ -427,9 +420,7 @@ def _exc_text(e: BaseException) -> str:
 _Result = tuple[bool, str, str]  # ok, detail, kind ("kernel" | "library" | "error")
 
 
-def _try(
-    what: str, action: Callable[[], object], missing: tuple[int, str] | None = None
-) -> _Result:
+def _try(what: str, action: Callable[[], object], missing: tuple[int, str] | None = None) -> _Result:
     """Run `action`; `missing` = (errno, meaning) spells out the "kernel lacks it" answer."""
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -631,8 +622,11 @@ def _probe_netem() -> _Result:
         failures = sock.request([Request(msg, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL)])
     finally:
         sock.close()
-    return _netlink_result("tc qdisc add dev lo root netem delay 1ms", failures,
-                           (errno.ENOENT, "qdisc kind 'netem' unknown to this kernel"))
+    return _netlink_result(
+        "tc qdisc add dev lo root netem delay 1ms",
+        failures,
+        (errno.ENOENT, "qdisc kind 'netem' unknown to this kernel"),
+    )
 
 
 _PROBES: dict[str, Callable[[], _Result]] = {

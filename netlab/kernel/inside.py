@@ -31,8 +31,7 @@ def in_namespace(ns: str, fn: Callable[[], T]) -> T:
             target = os.stat(netns.netns_path(ns))
             own = os.stat("/proc/self/ns/net")  # the process's (main thread's) namespace
             if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
-                raise ObserveError(f"{ns} is this process's own network namespace; observers read lab "
-                                   f"namespaces only")
+                raise ObserveError(f"{ns} is this process's own network namespace; observers read lab namespaces only")
             with netns.entered(ns):
                 return fn()
         except FileNotFoundError:

@@ -59,10 +59,16 @@ _GENERIC = {
     4110: "an IPv6 address is expected, but not received",
     4112: "comment cannot be used: set was created without comment support",
 }
-_HASH = {4352: "hash is full, cannot add more elements", 4353: "null-valued element, cannot be stored",
-         4354: "invalid protocol specified", 4355: "protocol missing, but must be specified"}
-_BITMAP = {4352: "element is out of the range of the set",
-           4353: "the range you specified exceeds the size limit of the set type"}
+_HASH = {
+    4352: "hash is full, cannot add more elements",
+    4353: "null-valued element, cannot be stored",
+    4354: "invalid protocol specified",
+    4355: "protocol missing, but must be specified",
+}
+_BITMAP = {
+    4352: "element is out of the range of the set",
+    4353: "the range you specified exceeds the size limit of the set type",
+}
 
 
 def _msg(attrs: list[tuple[str, Any]]) -> Any:
@@ -98,9 +104,15 @@ def create_message(op: CreateIpset, revision: int) -> Any:
         data.append(("IPSET_ATTR_MAXELEM", op.maxelem))
     if op.comment:
         data.append(("IPSET_ATTR_CADT_FLAGS", IPSET_FLAG_WITH_COMMENT))
-    return _msg([("IPSET_ATTR_SETNAME", op.name), ("IPSET_ATTR_TYPENAME", op.type),
-                 ("IPSET_ATTR_REVISION", revision), ("IPSET_ATTR_FAMILY", _family(op)),
-                 ("IPSET_ATTR_DATA", {"attrs": data})])
+    return _msg(
+        [
+            ("IPSET_ATTR_SETNAME", op.name),
+            ("IPSET_ATTR_TYPENAME", op.type),
+            ("IPSET_ATTR_REVISION", revision),
+            ("IPSET_ATTR_FAMILY", _family(op)),
+            ("IPSET_ATTR_DATA", {"attrs": data}),
+        ]
+    )
 
 
 def add_message(op: CreateIpset, member: str, comment: str | None) -> Any:
@@ -142,8 +154,10 @@ def requests(op: CreateIpset, revision: int) -> list[Request]:
     """The set's create (of the type's `revision`, which the kernel offers), then one add
     per member, as `ipset restore` sends them. ValueError for a member the type refuses."""
     comments = op.comments or (None,) * len(op.members)
-    adds = [Request(add_message(op, m, c), _mtype(IPSET_CMD_ADD), NLM_F_EXCL)
-            for m, c in zip(op.members, comments, strict=True)]
+    adds = [
+        Request(add_message(op, m, c), _mtype(IPSET_CMD_ADD), NLM_F_EXCL)
+        for m, c in zip(op.members, comments, strict=True)
+    ]
     return [Request(create_message(op, revision), _mtype(IPSET_CMD_CREATE), NLM_F_CREATE | NLM_F_EXCL), *adds]
 
 
@@ -155,8 +169,9 @@ def _revision(sock: NetlinkSocket, op: CreateIpset) -> int:
         module = "ip_set_" + op.type.replace(":", "_").replace(",", "")
         if answer.errno == errnos.EAFNOSUPPORT:
             raise OSError(answer.errno, f"ipset type {op.type} does not take IPv{op.family} (EAFNOSUPPORT)")
-        raise OSError(answer.errno, f"this kernel has no ipset type {op.type} (module {module}): "
-                                    f"{_words(answer.errno)}")
+        raise OSError(
+            answer.errno, f"this kernel has no ipset type {op.type} (module {module}): {_words(answer.errno)}"
+        )
     reply = ipset_msg(answer)
     reply.decode()
     return int(reply.get_attr("IPSET_ATTR_REVISION"))

@@ -87,8 +87,11 @@ class _Genl:
             return self.sock.generic_family(name)
         except OSError as err:
             if err.errno == errnos.ENOENT:
-                raise IpvsUnavailable(errnos.ENOENT, "this kernel has no IPVS (no generic netlink family \"IPVS\": "
-                                                     "ip_vs is not built or cannot be loaded)") from None
+                raise IpvsUnavailable(
+                    errnos.ENOENT,
+                    'this kernel has no IPVS (no generic netlink family "IPVS": '
+                    "ip_vs is not built or cannot be loaded)",
+                ) from None
             raise OSError(err.errno, f"resolving the generic netlink family IPVS: {err.strerror}") from None
 
     def dump(self, msg: Any) -> list[Any]:
@@ -121,8 +124,11 @@ def _service_key(op: AddIpvsService | AddIpvsReal) -> list[tuple[str, Any]]:
     if op.fwmark is not None:
         attrs.append(("IPVS_SVC_ATTR_FWMARK", op.fwmark))
     else:
-        attrs += [("IPVS_SVC_ATTR_PROTOCOL", IP_PROTOS[op.proto]), ("IPVS_SVC_ATTR_ADDR", op.address),
-                  ("IPVS_SVC_ATTR_PORT", op.port)]
+        attrs += [
+            ("IPVS_SVC_ATTR_PROTOCOL", IP_PROTOS[op.proto]),
+            ("IPVS_SVC_ATTR_ADDR", op.address),
+            ("IPVS_SVC_ATTR_PORT", op.port),
+        ]
     return attrs
 
 
@@ -153,8 +159,10 @@ def real_message(op: AddIpvsReal) -> Any:
         ("IPVS_DEST_ATTR_U_THRESH", 0),
         ("IPVS_DEST_ATTR_L_THRESH", 0),
     ]
-    return _msg(IPVS_CMD_NEW_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": _service_key(op)}),
-                                    ("IPVS_CMD_ATTR_DEST", {"attrs": dest})])
+    return _msg(
+        IPVS_CMD_NEW_DEST,
+        [("IPVS_CMD_ATTR_SERVICE", {"attrs": _service_key(op)}), ("IPVS_CMD_ATTR_DEST", {"attrs": dest})],
+    )
 
 
 def request(op: Op, family: int) -> Request:
@@ -172,12 +180,18 @@ def _explain(op: Op, code: int, words: str) -> str:
     service = isinstance(op, AddIpvsService)
     meaning = {
         errnos.EEXIST: "the service already exists" if service else "this real server is already in the service",
-        errnos.ENOENT: (f"no scheduler {getattr(op, 'scheduler', '?')!r} (module ip_vs_{getattr(op, 'scheduler', '?')})"
-                        if service else "no such service"),
+        errnos.ENOENT: (
+            f"no scheduler {getattr(op, 'scheduler', '?')!r} (module ip_vs_{getattr(op, 'scheduler', '?')})"
+            if service
+            else "no such service"
+        ),
         errnos.ESRCH: "no such service (was its `ipvsadm -A` refused?)",
         errnos.EAFNOSUPPORT: "address family not supported by IPVS here",
-        errnos.EINVAL: ("invalid service" if service else
-                        "invalid real server (of another family than the service, only tun forwarding may be)"),
+        errnos.EINVAL: (
+            "invalid service"
+            if service
+            else "invalid real server (of another family than the service, only tun forwarding may be)"
+        ),
         errnos.ERANGE: "weight out of range",
     }.get(code)
     return f"{words}: {meaning}" if meaning else words
@@ -261,13 +275,17 @@ def services_here(*, missing_ok: bool = True) -> list[IpvsServiceView]:
         for msg in genl.dump(_msg(IPVS_CMD_GET_SERVICE, [])):
             svc = _parse_service(msg)
             key = {"IPVS_SVC_ATTR_AF": socket.AF_INET if svc.family == 4 else socket.AF_INET6}
-            attrs = [(k, v) for k, v in _attrs(msg.get_attr("IPVS_CMD_ATTR_SERVICE")).items()
-                     if k in ("IPVS_SVC_ATTR_PROTOCOL", "IPVS_SVC_ATTR_ADDR", "IPVS_SVC_ATTR_PORT",
-                              "IPVS_SVC_ATTR_FWMARK")]
+            attrs = [
+                (k, v)
+                for k, v in _attrs(msg.get_attr("IPVS_CMD_ATTR_SERVICE")).items()
+                if k in ("IPVS_SVC_ATTR_PROTOCOL", "IPVS_SVC_ATTR_ADDR", "IPVS_SVC_ATTR_PORT", "IPVS_SVC_ATTR_FWMARK")
+            ]
             request = _msg(IPVS_CMD_GET_DEST, [("IPVS_CMD_ATTR_SERVICE", {"attrs": [*key.items(), *attrs]})])
             # The kernel lists a service's reals newest first; ipvsadm sorts them (and the services).
-            reals = sorted((_parse_real(m, svc.family) for m in genl.dump(request)),
-                           key=lambda r: (ipaddress.ip_address(r.address).packed, r.port))
+            reals = sorted(
+                (_parse_real(m, svc.family) for m in genl.dump(request)),
+                key=lambda r: (ipaddress.ip_address(r.address).packed, r.port),
+            )
             out.append(IpvsServiceView(**{**svc.__dict__, "reals": tuple(reals)}))
         return sorted(out, key=_service_order)
 
@@ -288,9 +306,19 @@ def parse_conn_table(text: str) -> list[IpvsConn]:
         if len(f) < 9:
             continue
         try:
-            out.append(IpvsConn(proto=f[0].lower(), client=_conn_addr(f[1]), cport=int(f[2], 16),
-                                vaddr=_conn_addr(f[3]), vport=int(f[4], 16), daddr=_conn_addr(f[5]),
-                                dport=int(f[6], 16), state=f[7], expires=int(f[8])))
+            out.append(
+                IpvsConn(
+                    proto=f[0].lower(),
+                    client=_conn_addr(f[1]),
+                    cport=int(f[2], 16),
+                    vaddr=_conn_addr(f[3]),
+                    vport=int(f[4], 16),
+                    daddr=_conn_addr(f[5]),
+                    dport=int(f[6], 16),
+                    state=f[7],
+                    expires=int(f[8]),
+                )
+            )
         except ValueError:
             continue  # a line of a format this does not know: skip it, never guess
     return out
@@ -329,6 +357,7 @@ def ipvs_state(ns: str) -> IpvsState:
 def ipvs_view(ns: str) -> tuple[list[IpvsServiceView], list[IpvsConn]]:
     """Services and connections of ns, read in one visit (connections first: reading the
     services cannot change them)."""
+
     def both() -> tuple[list[IpvsServiceView], list[IpvsConn]]:
         conns = connections_here()
         return services_here(), conns

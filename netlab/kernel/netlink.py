@@ -243,8 +243,9 @@ class NetlinkDriver:
 
     # ------------------------------------------------------------ in a namespace's thread
 
-    def _inside(self, apply_here: Callable[[Sequence[Op]], list[tuple[Op, str]]]
-                ) -> Callable[[str, list[Op]], list[tuple[Op, str]]]:
+    def _inside(
+        self, apply_here: Callable[[Sequence[Op]], list[tuple[Op, str]]]
+    ) -> Callable[[str, list[Op]], list[tuple[Op, str]]]:
         """A per-namespace handler running apply_here(ops) in a thread that has entered
         the namespace (for what has no fd to aim at it: /proc/sys, a fresh netlink socket)."""
 
@@ -343,12 +344,19 @@ class NetlinkDriver:
             kind = info.get_attr("IFLA_INFO_KIND") if info else ""
             data = info.get_attr("IFLA_INFO_DATA") if info and kind == "vrf" else None
             master = m.get_attr("IFLA_MASTER")
-            views.append(LinkView(
-                name=m.get_attr("IFLA_IFNAME"), index=m["index"], kind=kind or "",
-                up=bool(m["flags"] & IFF_UP), oper=str(m.get_attr("IFLA_OPERSTATE") or "unknown").lower(),
-                mtu=int(m.get_attr("IFLA_MTU") or 0), mac=str(m.get_attr("IFLA_ADDRESS") or ""),
-                master=names.get(master) if master else None, alias=m.get_attr("IFLA_IFALIAS"),
-                addresses=tuple(by_index.get(m["index"], [])),
-                table=data.get_attr("IFLA_VRF_TABLE") if data is not None else None,
-            ))
+            views.append(
+                LinkView(
+                    name=m.get_attr("IFLA_IFNAME"),
+                    index=m["index"],
+                    kind=kind or "",
+                    up=bool(m["flags"] & IFF_UP),
+                    oper=str(m.get_attr("IFLA_OPERSTATE") or "unknown").lower(),
+                    mtu=int(m.get_attr("IFLA_MTU") or 0),
+                    mac=str(m.get_attr("IFLA_ADDRESS") or ""),
+                    master=names.get(master) if master else None,
+                    alias=m.get_attr("IFLA_IFALIAS"),
+                    addresses=tuple(by_index.get(m["index"], [])),
+                    table=data.get_attr("IFLA_VRF_TABLE") if data is not None else None,
+                )
+            )
         return NamespaceView(name, tuple(views))

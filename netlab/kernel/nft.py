@@ -87,9 +87,14 @@ def _nft() -> Iterator[Any]:
     try:
         import nftables
     except ImportError as err:
-        raise FirewallError([Message(
-            f"cannot load libnftables ({err}): apt-get install python3-nftables, and make the venv "
-            "with --system-site-packages (scripts/setup does both)")]) from None
+        raise FirewallError(
+            [
+                Message(
+                    f"cannot load libnftables ({err}): apt-get install python3-nftables, and make the venv "
+                    "with --system-site-packages (scripts/setup does both)"
+                )
+            ]
+        ) from None
     with _LOCK:
         yield nftables.Nftables()
 
@@ -124,8 +129,7 @@ def parse_nft_errors(error: str, source: str) -> list[Message]:
             if m["src"] == source:
                 current = {"text": m["text"], "line": int(m["line"]), "columns": m["cols"], "context": []}
             else:  # in an included file: its own name and line, at the ruleset's `include`
-                current = {"text": f"{m['src']}:{m['line']}: {m['text']}", "context": [], "located": True,
-                           **include_at}
+                current = {"text": f"{m['src']}:{m['line']}: {m['text']}", "context": [], "located": True, **include_at}
             include_at = {}
         elif raw.startswith(("Error:", "Warning:", "internal:")) or current is None:
             if not raw.strip():
@@ -271,8 +275,10 @@ def apply_in(fd: int, ns: str, ops: Sequence[Op]) -> list[tuple[Op, str]]:
                 else:
                     raise TypeError(f"unexpected {type(op).__name__} among firewall ops")
             except FirewallError as err:
-                return [(op, reason(err.messages)),
-                        *[(later, f"not tried: {op.what or 'an earlier ruleset'} failed") for later in ops[i + 1:]]]
+                return [
+                    (op, reason(err.messages)),
+                    *[(later, f"not tried: {op.what or 'an earlier ruleset'} failed") for later in ops[i + 1 :]],
+                ]
         return []
 
     return nsops.in_thread(run)
@@ -380,8 +386,10 @@ def _add_standins(names: Sequence[str]) -> None:
     fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     sock = NetlinkSocket()
     try:
-        msgs = [request(CreateLink("", name=name, type=VethType("", next(peers)), up=False), lambda _: 0, lambda _: fd)
-                for name in names]
+        msgs = [
+            request(CreateLink("", name=name, type=VethType("", next(peers)), up=False), lambda _: 0, lambda _: fd)
+            for name in names
+        ]
         failures = sock.request(msgs)
     finally:
         sock.close()

@@ -155,8 +155,9 @@ class NetlinkSocket:
                 pos += (alen + 3) & ~3
         return out
 
-    def dump(self, msg: Any, mtype: int, parse: Callable[[bytes], Any] = decode_rtnl, *,
-             bufsize: int = 1 << 20) -> list[Any]:
+    def dump(
+        self, msg: Any, mtype: int, parse: Callable[[bytes], Any] = decode_rtnl, *, bufsize: int = 1 << 20
+    ) -> list[Any]:
         """A dump request (e.g. RTM_GETLINK, IPVS_CMD_GET_SERVICE under the IPVS family's
         type); every reply, each one message's bytes through `parse` (by default decoded
         as rtnetlink; `bytes` keeps them raw). An NLMSG_ERROR answer raises OSError with
@@ -164,8 +165,9 @@ class NetlinkSocket:
         allocate for dumps of many small messages)."""
         seq, data = self._frame(msg, mtype, NLM_F_REQUEST | NLM_F_DUMP)
         self.sock.sendall(data)
-        return [parse(data[offset : offset + length]) for data, offset, length in
-                replies(self.sock, seq, bufsize=bufsize)]
+        return [
+            parse(data[offset : offset + length]) for data, offset, length in replies(self.sock, seq, bufsize=bufsize)
+        ]
 
     def query(self, msgs: Sequence[Request | tuple[Any, int, int]]) -> list[bytes | Failure]:
         """Send (message, type, flags) requests that each get exactly one answer (e.g.
@@ -197,7 +199,6 @@ class NetlinkSocket:
             answers += [got[start + i] for i in range(len(chunk))]
         return answers
 
-
     def generic_family(self, name: str) -> int:
         """The message type of generic netlink family `name` (e.g. "IPVS"; asking also
         makes the kernel load its module) on a NETLINK_GENERIC socket. OSError with the
@@ -214,8 +215,9 @@ class NetlinkSocket:
         return int(reply.get_attr("CTRL_ATTR_FAMILY_ID"))
 
 
-def replies(sock: socket.socket, seq: int, *, dump: bool = True,
-            bufsize: int = 1 << 20) -> Iterator[tuple[bytes, int, int]]:
+def replies(
+    sock: socket.socket, seq: int, *, dump: bool = True, bufsize: int = 1 << 20
+) -> Iterator[tuple[bytes, int, int]]:
     """The (buffer, offset, length) of each reply to request `seq` on any netlink socket
     (dump: until NLMSG_DONE; else the first one); an NLMSG_ERROR reply raises OSError
     with the kernel's words."""
@@ -264,4 +266,3 @@ def _error_text(code: int, data: bytes, offset: int, length: int, flags: int) ->
                     text += f": {kernel_says}"
             pos += (alen + 3) & ~3
     return text
-

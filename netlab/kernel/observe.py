@@ -49,8 +49,9 @@ class LiveObserver:
         except nft.FirewallError as e:
             raise ObserveError(f"in {ns}: nft list {what}: {e}") from e
 
-    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
-                keep_frames: bool = False) -> Capture:
+    def capture(
+        self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472), keep_frames: bool = False
+    ) -> Capture:
         snaplen = KEPT_SNAPLEN if keep_frames else SNAPLEN
         return Capture(ns, ifname, vxlan_ports=vxlan_ports, keep_frames=keep_frames, snaplen=snaplen).open()
 
@@ -61,8 +62,9 @@ class LiveObserver:
             # the words the runner printed before this seam: "could not observe: <nft's>"
             raise ObserveError(str(e)) from e
 
-    def trace(self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
-              settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+    def trace(
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+    ) -> tuple[T, list[TraceEvent]]:
         try:
             return trace.trace(namespaces, flow, send, settle=settle)
         except nft.FirewallError as e:

@@ -73,8 +73,9 @@ class KernelObserver(Protocol):
         """`nft list WHAT` in ns (a table, a chain, a set, a counter); None when it does not exist."""
         ...
 
-    def capture(self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472),
-                keep_frames: bool = False) -> OpenCapture:
+    def capture(
+        self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472), keep_frames: bool = False
+    ) -> OpenCapture:
         """Start capturing on ifname in ns (CaptureError, an ObserveError, if it cannot);
         keep_frames: also keep the frames themselves in `frames` (pcap files)."""
         ...
@@ -83,8 +84,9 @@ class KernelObserver(Protocol):
         """The network-policy drops recorded in ns (node `node`, drop rule number → its words)."""
         ...
 
-    def trace(self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
-              settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+    def trace(
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+    ) -> tuple[T, list[TraceEvent]]:
         """send() with the flow traced by nftables in each namespace (a temporary table and a
         listener in each, all removed again, also on Ctrl-C): its result and the trace
         events in arrival order, rule handles resolved to their text."""

@@ -47,8 +47,20 @@ FIB_RULE_INVERT = 0x2
 FIB_RULE_IIF_DETACHED = 0x8
 FIB_RULE_OIF_DETACHED = 0x10
 
-ROUTE_TYPES = {0: "unspec", 1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
-               6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw", 10: "nat", 11: "xresolve"}
+ROUTE_TYPES = {
+    0: "unspec",
+    1: "unicast",
+    2: "local",
+    3: "broadcast",
+    4: "anycast",
+    5: "multicast",
+    6: "blackhole",
+    7: "unreachable",
+    8: "prohibit",
+    9: "throw",
+    10: "nat",
+    11: "xresolve",
+}
 # Rule selectors a RouteQuery cannot be matched against: tun_id depends on the tunnel
 # metadata. (l3mdev is matched with the namespace's VRFs: see netlab.fib.lookup.l3mdev_table.)
 _EXOTIC_RULE_ATTRS = ("FRA_TUN_ID",)
@@ -64,8 +76,16 @@ class _rtmsg(rtmsg):  # type: ignore[misc]
     # it compiled on the class: a subclass made after rtmsg was first used would inherit
     # rtmsg's table (and mark) and silently drop the attributes below. Start uncompiled.
     _nlmsg_base__compiled_nla = False
-    nla_map = (*rtmsg.nla_map, ("RTA_PAD", "hex"), ("RTA_UID", "uint32"), ("RTA_TTL_PROPAGATE", "uint8"),
-               ("RTA_IP_PROTO", "uint8"), ("RTA_SPORT", "be16"), ("RTA_DPORT", "be16"), ("RTA_NH_ID", "uint32"))
+    nla_map = (
+        *rtmsg.nla_map,
+        ("RTA_PAD", "hex"),
+        ("RTA_UID", "uint32"),
+        ("RTA_TTL_PROPAGATE", "uint8"),
+        ("RTA_IP_PROTO", "uint8"),
+        ("RTA_SPORT", "be16"),
+        ("RTA_DPORT", "be16"),
+        ("RTA_NH_ID", "uint32"),
+    )
 
 
 def build_route_request(q: RouteQuery, indexes: Mapping[str, int]) -> Any:
@@ -137,8 +157,7 @@ def parse_route_answer(data: bytes, names: Mapping[int, str], q: RouteQuery) -> 
         err = (0x100000000 - code) if code >= 0x80000000 else (code or REJECT_ERRNOS[type_])
         message = f"{os.strerror(err)} ({errnos.errorcode.get(err, err)})"
         text += f" error {os.strerror(err)}"
-    return RouteAnswer(type=type_, table=table, dev=dev, via=via, prefsrc=prefsrc, errno=err, error=message,
-                       text=text)
+    return RouteAnswer(type=type_, table=table, dev=dev, via=via, prefsrc=prefsrc, errno=err, error=message, text=text)
 
 
 def _forwarding(fam: int, ifname: str) -> str | None:
@@ -330,6 +349,7 @@ def _vrfs_here(sock: NetlinkSocket) -> dict[str, tuple[str, int]]:
 
 def vrfs(ns: str) -> dict[str, tuple[str, int]]:
     """The VRFs of ns: each VRF device and each interface enslaved to one → (VRF, table)."""
+
     def read() -> dict[str, tuple[str, int]]:
         sock = NetlinkSocket()
         try:

@@ -21,12 +21,14 @@ def write(key: str, value: str) -> None:
     except FileNotFoundError:
         if path(key).startswith("/proc/sys/net/ipv4/vs/"):
             raise FileNotFoundError(
-                2, f"no sysctl {key} in this namespace: the IPVS sysctls exist only on a kernel with ip_vs "
-                   "loaded (a lab with `ipvs:` objects or net.ipv4.vs.* sysctls gets it checked before `up`)"
+                2,
+                f"no sysctl {key} in this namespace: the IPVS sysctls exist only on a kernel with ip_vs "
+                "loaded (a lab with `ipvs:` objects or net.ipv4.vs.* sysctls gets it checked before `up`)",
             ) from None
         raise FileNotFoundError(
-            2, f"no sysctl {key} in this namespace (for interface names with a dot write "
-               f"slashes, e.g. net/ipv4/conf/flannel.1/rp_filter)"
+            2,
+            f"no sysctl {key} in this namespace (for interface names with a dot write "
+            f"slashes, e.g. net/ipv4/conf/flannel.1/rp_filter)",
         ) from None
 
 

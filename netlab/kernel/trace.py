@@ -48,8 +48,18 @@ LAST = 500  # after srcnat (100)
 A_TABLE, A_CHAIN, A_HANDLE, A_TYPE, A_VERDICT, A_ID = 1, 2, 3, 4, 5, 6
 A_NETWORK, A_IIF, A_OIF, A_POLICY = 8, 10, 12, 16
 TYPES = {1: "policy", 2: "return", 3: "rule"}
-VERDICTS = {0: "drop", 1: "accept", 2: "stolen", 3: "queue", 4: "repeat",
-            -1: "continue", -2: "break", -3: "jump", -4: "goto", -5: "return"}
+VERDICTS = {
+    0: "drop",
+    1: "accept",
+    2: "stolen",
+    3: "queue",
+    4: "repeat",
+    -1: "continue",
+    -2: "break",
+    -3: "jump",
+    -4: "goto",
+    -5: "return",
+}
 FAMILIES = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
 
 _ids = itertools.count(1)
@@ -64,7 +74,7 @@ def _attrs(data: bytes) -> Iterator[tuple[int, bytes]]:
         length, kind = struct.unpack_from("=HH", data, off)
         if length < 4:
             return
-        yield kind & 0x3FFF, data[off + 4:off + length]
+        yield kind & 0x3FFF, data[off + 4 : off + length]
         off += (length + 3) & ~3
 
 
@@ -99,7 +109,7 @@ def decode(data: bytes, ns: str, ifnames: dict[int, str] | None = None) -> list[
         if length < 16:
             break
         if mtype == NFT_MSG_TRACE and length >= 20:
-            out.append(_event(data[off + 16:off + length], ns, ifnames or {}))
+            out.append(_event(data[off + 16 : off + length], ns, ifnames or {}))
         off += (length + 3) & ~3
     return out
 
@@ -121,11 +131,21 @@ def _event(body: bytes, ns: str, ifnames: dict[int, str]) -> TraceEvent:
         verdict = VERDICTS.get(struct.unpack(">i", fields[A_POLICY][:4])[0], verdict)
     src, dst, ttl = _addresses(fields.get(A_NETWORK, b""))
     return TraceEvent(
-        ns=ns, id=struct.unpack(">I", fields[A_ID][:4])[0] if A_ID in fields else 0,
+        ns=ns,
+        id=struct.unpack(">I", fields[A_ID][:4])[0] if A_ID in fields else 0,
         type=TYPES.get(struct.unpack(">I", fields[A_TYPE][:4])[0], "?") if A_TYPE in fields else "?",
-        family=FAMILIES.get(body[0], str(body[0])), table=text(A_TABLE), chain=text(A_CHAIN),
+        family=FAMILIES.get(body[0], str(body[0])),
+        table=text(A_TABLE),
+        chain=text(A_CHAIN),
         handle=struct.unpack(">Q", fields[A_HANDLE][:8])[0] if A_HANDLE in fields else None,
-        verdict=verdict, target=target, src=src, dst=dst, iif=index(A_IIF), oif=index(A_OIF), ttl=ttl)
+        verdict=verdict,
+        target=target,
+        src=src,
+        dst=dst,
+        iif=index(A_IIF),
+        oif=index(A_OIF),
+        ttl=ttl,
+    )
 
 
 # ---------------------------------------------------------------- the temporary tables
@@ -145,13 +165,15 @@ def trace_table(name: str, flow: TraceFlow) -> str:
     rules = "".join(f"    {m} meta nftrace set 1\n" for m in marks)
     chains = "".join(
         f"  chain {chain} {{\n    type filter hook {hook} priority {PRIORITY}; policy accept;\n{rules}  }}\n"
-        for chain, hook in (("pre", "prerouting"), ("out", "output")))
+        for chain, hook in (("pre", "prerouting"), ("out", "output"))
+    )
     # Empty chains after every NAT: a traced packet's pass through them is an event with its
     # headers as they leave (or are delivered) — where a SNAT or DNAT shows, and how the
     # walk knows which namespace a packet went to next.
     chains += "".join(
         f"  chain {chain} {{\n    type filter hook {hook} priority {LAST}; policy accept;\n  }}\n"
-        for chain, hook in (("post", "postrouting"), ("in", "input")))
+        for chain, hook in (("post", "postrouting"), ("in", "input"))
+    )
     return f"table inet {name} {{\n{chains}}}\n"
 
 
@@ -181,8 +203,9 @@ def _listener() -> socket.socket:
 # ---------------------------------------------------------------- one trace
 
 
-def trace(namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *,
-          settle: float = 0.3) -> tuple[T, list[TraceEvent]]:
+def trace(
+    namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+) -> tuple[T, list[TraceEvent]]:
     """send() with the flow traced in every namespace (the client's first); its result and
     the events stitched into one walk (`stitch`), rule texts resolved (the temporary tables' own events stay: they
     say where the packet was seen)."""

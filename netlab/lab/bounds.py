@@ -139,9 +139,14 @@ def scan_events(text: str, loader: type[yaml.SafeLoader]) -> Excess | None:
                 if tag is not None and tag not in _CORE_TAGS and tag != _NON_SPECIFIC:
                     return Excess(index, _line(event), _tag_message(tag))
                 if expanded > MAX_NODES:
-                    return Excess(index, _line(event), (
-                        f"the document has more than {MAX_NODES} values (scalars, lists and mappings); "
-                        "a lab file may have at most that many"))
+                    return Excess(
+                        index,
+                        _line(event),
+                        (
+                            f"the document has more than {MAX_NODES} values (scalars, lists and mappings); "
+                            "a lab file may have at most that many"
+                        ),
+                    )
                 anchor = event.anchor  # type: ignore[attr-defined]
                 if kind is scalar:
                     if anchor is not None:
@@ -149,9 +154,14 @@ def scan_events(text: str, loader: type[yaml.SafeLoader]) -> Excess | None:
                     continue
                 depth += 1
                 if depth > MAX_DEPTH:
-                    return Excess(index, _line(event), (
-                        f"lists and mappings are nested more than {MAX_DEPTH} levels deep here; "
-                        "a lab file needs about 10"))
+                    return Excess(
+                        index,
+                        _line(event),
+                        (
+                            f"lists and mappings are nested more than {MAX_DEPTH} levels deep here; "
+                            "a lab file needs about 10"
+                        ),
+                    )
                 if anchor is not None:
                     open_anchors.append((anchor, expanded - 1, depth))
             elif kind in end:
@@ -162,9 +172,14 @@ def scan_events(text: str, loader: type[yaml.SafeLoader]) -> Excess | None:
             elif kind is alias:
                 name = event.anchor  # type: ignore[attr-defined]
                 if any(a == name for a, _, _ in open_anchors):
-                    return Excess(index, _line(event), (
-                        f"alias *{name} is inside the node its anchor &{name} names, which would "
-                        "make it contain itself"))
+                    return Excess(
+                        index,
+                        _line(event),
+                        (
+                            f"alias *{name} is inside the node its anchor &{name} names, which would "
+                            "make it contain itself"
+                        ),
+                    )
                 expanded += sizes.get(name, 0)  # an undefined alias is the composer's to explain
                 if expanded > MAX_NODES or expanded > max(ALIAS_FACTOR * written, ALIAS_SLACK):
                     return Excess(index, _line(event), _alias_message(name, written, expanded))
@@ -180,15 +195,19 @@ def _line(event: yaml.Event) -> int:
 
 def _tag_message(tag: str) -> str:
     shown = "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
-    return (f"the tag {shown} is not allowed: a lab file holds plain data, and only YAML's core tags "
-            "(!!str, !!int, !!float, !!bool, !!null, !!seq, !!map) may be written")
+    return (
+        f"the tag {shown} is not allowed: a lab file holds plain data, and only YAML's core tags "
+        "(!!str, !!int, !!float, !!bool, !!null, !!seq, !!map) may be written"
+    )
 
 
 def _alias_message(name: str, written: int, expanded: int) -> str:
     limit = min(MAX_NODES, max(ALIAS_FACTOR * written, ALIAS_SLACK))
-    return (f"alias *{name} expands the document past {limit} values ({written} written so far, {expanded} "
-            f"once aliases and merge keys are expanded); aliases may multiply what is written by at most "
-            f"{ALIAS_FACTOR} (or add {ALIAS_SLACK} values)")
+    return (
+        f"alias *{name} expands the document past {limit} values ({written} written so far, {expanded} "
+        f"once aliases and merge keys are expanded); aliases may multiply what is written by at most "
+        f"{ALIAS_FACTOR} (or add {ALIAS_SLACK} values)"
+    )
 
 
 def path_at(text: str, loader: type[yaml.SafeLoader], stop: int) -> tuple[str | int, ...]:

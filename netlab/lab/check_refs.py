@@ -51,8 +51,9 @@ def _serve_port_clashes(node: str, serve: list[str]) -> Iterator[Complaint]:
         proto, _, port = spec.partition("/")
         key = ("udp" if proto == "udp" else "tcp", int(port))
         if key in owner:
-            yield ("nodes", node, "serve", i), (
-                f"{spec} uses the same {key[0].upper()} port as {serve[owner[key]]}; one port serves one protocol"
+            yield (
+                ("nodes", node, "serve", i),
+                (f"{spec} uses the same {key[0].upper()} port as {serve[owner[key]]}; one port serves one protocol"),
             )
         owner.setdefault(key, i)
 
@@ -96,9 +97,12 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
     if probe.sport is not None and proto == "icmp":
         yield (*p, "sport"), "an icmp probe has no source port"
     if probe.src and probe.src not in node_addresses(topo, probe.from_):
-        yield (*p, "src"), (
-            f"src {probe.src} is not an address of {probe.from_} (it has "
-            f"{', '.join(node_addresses(topo, probe.from_)) or 'none'}); the kernel binds only local addresses"
+        yield (
+            (*p, "src"),
+            (
+                f"src {probe.src} is not an address of {probe.from_} (it has "
+                f"{', '.join(node_addresses(topo, probe.from_)) or 'none'}); the kernel binds only local addresses"
+            ),
         )
     yield from _expect_problems(lab, topo, nodes, check, proto, port, (*path, "expect"))
     if proto == "icmp" and (expect.served_by or expect.server_saw):
@@ -106,30 +110,40 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
     yield from _observer_problems(topo, nodes, check, proto, path)
 
 
-def _expect_problems(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, port: int | None,
-                     e: Path) -> Iterator[Complaint]:
+def _expect_problems(
+    lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, port: int | None, e: Path
+) -> Iterator[Complaint]:
     """The probe's `expect:`: consistent with itself and the probe, and naming nodes that serve."""
     expect = check.expect
     if expect.result != "ok" and (expect.served_by or expect.server_saw):
-        yield (*e, "result"), (
-            f"`result: {expect.result}` and served_by/server_saw contradict each other: a probe that fails "
-            "is served by nobody"
+        yield (
+            (*e, "result"),
+            (
+                f"`result: {expect.result}` and served_by/server_saw contradict each other: a probe that fails "
+                "is served by nobody"
+            ),
         )
     yield from _check_icmp_expect(topo, nodes, check, e)
     if proto == "icmp" and (expect.served_by or expect.server_saw):
         key = "served_by" if expect.served_by else "server_saw"
-        yield (*e, key), (
-            "an icmp echo is answered by the kernel, not by a responder, so nobody reports who served it; "
-            "probe a `serve:`d port with tcp, udp or http"
+        yield (
+            (*e, key),
+            (
+                "an icmp echo is answered by the kernel, not by a responder, so nobody reports who served it; "
+                "probe a `serve:`d port with tcp, udp or http"
+            ),
         )
         return
     if expect.served_by:
         for node in expect.served_by:
             yield from _node(nodes, node, (*e, "served_by"))
             if node in nodes and not lab.nodes[node].serve:
-                yield (*e, "served_by"), (
-                    f"node {node} runs no responder, so it can never be seen serving; add e.g. "
-                    f"`serve: [{proto}/{port}]` to it"
+                yield (
+                    (*e, "served_by"),
+                    (
+                        f"node {node} runs no responder, so it can never be seen serving; add e.g. "
+                        f"`serve: [{proto}/{port}]` to it"
+                    ),
                 )
         lows = sum(low for low, _ in expect.served_by.values())
         if lows > 1 + 1e-9:
@@ -137,8 +151,9 @@ def _expect_problems(lab: Lab, topo: Topology, nodes: set[str], check: ProbeChec
     yield from _names(topo, nodes, expect.server_saw, (*e, "server_saw"))
 
 
-def _observer_problems(topo: Topology, nodes: set[str], check: ProbeCheck, proto: str,
-                       path: Path) -> Iterator[Complaint]:
+def _observer_problems(
+    topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, path: Path
+) -> Iterator[Complaint]:
     """The probe check's `conntrack:`, `ipvs:` and `capture:` name nodes, interfaces and addresses of the lab."""
     if check.conntrack:
         c = (*path, "conntrack")
@@ -166,15 +181,24 @@ def _check_ipvs(topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, 
     assert check.ipvs is not None
     yield from _node(nodes, check.ipvs.on, (*c, "on"))
     if proto == "icmp":
-        yield c, ("IPVS balances TCP, UDP and SCTP, not ICMP echo: the probe gets no IPVS connection; probe a "
-                  "service's port with tcp, udp or http")
+        yield (
+            c,
+            (
+                "IPVS balances TCP, UDP and SCTP, not ICMP echo: the probe gets no IPVS connection; probe a "
+                "service's port with tcp, udp or http"
+            ),
+        )
     ipvs = check.ipvs.expect
     if not ipvs.entry:
         given = [k for k in ("real", "forward", "state") if getattr(ipvs, k) is not None]
         if given:
-            yield (*c, "expect", given[0]), (
-                f"`entry: false` (no IPVS connection) contradicts {' and '.join(given)}, which "
-                f"describe{'s' if len(given) == 1 else ''} one")
+            yield (
+                (*c, "expect", given[0]),
+                (
+                    f"`entry: false` (no IPVS connection) contradicts {' and '.join(given)}, which "
+                    f"describe{'s' if len(given) == 1 else ''} one"
+                ),
+            )
     for item in ipvs.real or ():
         try:
             host, _port = split_target(item)
@@ -192,11 +216,17 @@ def _check_icmp_expect(topo: Topology, nodes: set[str], check: ProbeCheck, e: Pa
     if keys and expect.result in ("ok", "timeout"):
         given = "result" in expect.model_fields_set
         said = f"`result: {expect.result}`" + ("" if given else " (the default)")
-        why = ("a probe that succeeds gets no ICMP error" if expect.result == "ok"
-               else "a probe that times out got no answer at all, ICMP errors included")
-        yield (*e, "result" if given else keys[0]), (
-            f"{said} contradicts {' and '.join(keys)}: {why}; a probe answered with an ICMP error "
-            f"(e.g. time exceeded, with a small `ttl:`) is `result: unreachable`"
+        why = (
+            "a probe that succeeds gets no ICMP error"
+            if expect.result == "ok"
+            else "a probe that times out got no answer at all, ICMP errors included"
+        )
+        yield (
+            (*e, "result" if given else keys[0]),
+            (
+                f"{said} contradicts {' and '.join(keys)}: {why}; a probe answered with an ICMP error "
+                f"(e.g. time exceeded, with a small `ttl:`) is `result: unreachable`"
+            ),
         )
     yield from _names(topo, nodes, expect.icmp_from, (*e, "icmp_from"))
 
@@ -217,16 +247,30 @@ def _check_route(lab: Lab, topo: Topology, nodes: set[str], check: RouteCheck, p
     if q.vrf is not None:
         vrfs = sorted(i.name for i in topo.of_node(q.on) if i.kind == "vrf")
         if q.vrf not in vrfs:
-            what = next((f"is a {i.kind}, not a vrf" for i in topo.of_node(q.on) if i.name == q.vrf),
-                        "is not an interface of it")
-            yield (*p, "vrf"), (f"vrf {q.vrf} of node {q.on} {what} ("
-                                + (f"its vrfs: {', '.join(vrfs)})" if vrfs else "it has none: declare one under "
-                                   "`links:`, e.g. `blue: {kind: vrf, table: 10}`)"))
+            what = next(
+                (f"is a {i.kind}, not a vrf" for i in topo.of_node(q.on) if i.name == q.vrf),
+                "is not an interface of it",
+            )
+            yield (
+                (*p, "vrf"),
+                (
+                    f"vrf {q.vrf} of node {q.on} {what} ("
+                    + (
+                        f"its vrfs: {', '.join(vrfs)})"
+                        if vrfs
+                        else "it has none: declare one under `links:`, e.g. `blue: {kind: vrf, table: 10}`)"
+                    )
+                ),
+            )
         for key in ("iif", "oif"):
             if getattr(q, key) is not None:
-                yield (*p, key), (
-                    f"`vrf:` is the lookup's output device (`ip route get vrf {q.vrf}`), so it takes no `{key}:`"
-                    + (": a packet arriving on iif is routed in the VRF iif is in" if key == "iif" else ""))
+                yield (
+                    (*p, key),
+                    (
+                        f"`vrf:` is the lookup's output device (`ip route get vrf {q.vrf}`), so it takes no `{key}:`"
+                        + (": a packet arriving on iif is routed in the VRF iif is in" if key == "iif" else "")
+                    ),
+                )
     versions = {ipaddress.ip_address(a).version for a in (q.get, q.from_) if a}
     if len(versions) > 1:
         yield (*p, "from"), f"get {q.get} and from {q.from_} are of different IP families"

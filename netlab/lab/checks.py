@@ -73,6 +73,7 @@ def _check_where(value: Any) -> str:
 
 Where = Annotated[str, AfterValidator(_check_where)]
 
+
 def _check_names(value: Any) -> tuple[str, ...]:
     """A node name or an address, or a list of them (any one may match)."""
     items = value if isinstance(value, list) else [value]
@@ -103,8 +104,7 @@ def _check_served_by(value: Any) -> dict[str, tuple[float, float]]:
     if isinstance(value, str):
         return {value: (1.0, 1.0)}
     raise ValueError(
-        f"expected a node name, a list of nodes, or a mapping node → share like {{pod3: 20%, pod4: 20%}}, "
-        f"got {value!r}"
+        f"expected a node name, a list of nodes, or a mapping node → share like {{pod3: 20%, pod4: 20%}}, got {value!r}"
     )
 
 
@@ -122,8 +122,9 @@ def _no_bool(value: Any) -> Any:
 
 def _check_ttl(value: int) -> int:
     if not 1 <= value <= 255:
-        raise ValueError(f"a probe's TTL (IPv6: hop limit) is from 1 to 255, got {value}; "
-                         f"`ttl: 1` stops at the first router")
+        raise ValueError(
+            f"a probe's TTL (IPv6: hop limit) is from 1 to 255, got {value}; `ttl: 1` stops at the first router"
+        )
     return value
 
 
@@ -232,8 +233,9 @@ class ProbeCheck(_CheckCommon):
 
 # ---------------------------------------------------------------- route / rule checks
 
-RouteTypeSeen = Literal["unicast", "local", "broadcast", "multicast", "blackhole", "unreachable",
-                        "prohibit", "throw", "none"]
+RouteTypeSeen = Literal[
+    "unicast", "local", "broadcast", "multicast", "blackhole", "unreachable", "prohibit", "throw", "none"
+]
 
 
 class RouteQuerySpec(Base):
@@ -328,8 +330,7 @@ def _check_serve(value: Any) -> str:
     proto, sep, port = text.partition("/")
     if not sep or proto not in ("tcp", "udp", "http") or not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(
-            f"a service is PROTO/PORT with PROTO tcp, udp or http and a port 1–65535, "
-            f"e.g. tcp/8080, got {value!r}"
+            f"a service is PROTO/PORT with PROTO tcp, udp or http and a port 1–65535, e.g. tcp/8080, got {value!r}"
         )
     return f"{proto}/{int(port)}"
 

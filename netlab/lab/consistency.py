@@ -46,8 +46,12 @@ def rule_family(rule: Rule) -> int:
 def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints: list[Complaint] = []
     if not lab.nodes:
-        complaints.append((("nodes",), "a lab needs at least one node: add `nodes:` (e.g. `nodes: {pod1: {}}`) "
-                                       "or a `cluster:` section"))
+        complaints.append(
+            (
+                ("nodes",),
+                "a lab needs at least one node: add `nodes:` (e.g. `nodes: {pod1: {}}`) or a `cluster:` section",
+            )
+        )
     complaints += _check_tables(lab)
     complaints += check_checks(lab, topo)
     complaints += _check_addresses(lab, topo)
@@ -75,8 +79,9 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     return complaints
 
 
-def _node_routes_problems(lab: Lab, node: Node, ifaces: list[Interface],
-                          base: tuple[str | int, ...]) -> list[Complaint]:
+def _node_routes_problems(
+    lab: Lab, node: Node, ifaces: list[Interface], base: tuple[str | int, ...]
+) -> list[Complaint]:
     """Each route on its own, whether its gateway is reachable, and routes the kernel
     refuses together."""
     complaints: list[Complaint] = []
@@ -87,19 +92,30 @@ def _node_routes_problems(lab: Lab, node: Node, ifaces: list[Interface],
     seen_routes: dict[tuple[object, ...], int] = {}
     for i, route in enumerate(node.routes):
         complaints += _route_problems(lab, route, (*base, "routes", i), names)
-        complaints += _check_reachable(route, (*base, "routes", i), connected, local,
-                                       _table_key(lab, route.table))
+        complaints += _check_reachable(route, (*base, "routes", i), connected, local, _table_key(lab, route.table))
         if route.dev in down:
-            complaints.append(((*base, "routes", i, "dev"), (
-                f"{route.dev} is declared `up: false`; the kernel refuses routes through a "
-                "link that is down (bring it up, or drop the route)")))
+            complaints.append(
+                (
+                    (*base, "routes", i, "dev"),
+                    (
+                        f"{route.dev} is declared `up: false`; the kernel refuses routes through a "
+                        "link that is down (bring it up, or drop the route)"
+                    ),
+                )
+            )
         # The kernel keys a route by table, family, destination and metric: a second one
         # with the same key is refused with EEXIST.
         route_key = (_table_key(lab, route.table), route_family(route), route.to, route.metric or 0)
         if route_key in seen_routes:
-            complaints.append(((*base, "routes", i, "to"), (
-                f"the same route as routes[{seen_routes[route_key]}] (same table, destination and "
-                "metric); the kernel refuses a second one (EEXIST): remove it or give it another `metric:`")))
+            complaints.append(
+                (
+                    (*base, "routes", i, "to"),
+                    (
+                        f"the same route as routes[{seen_routes[route_key]}] (same table, destination and "
+                        "metric); the kernel refuses a second one (EEXIST): remove it or give it another `metric:`"
+                    ),
+                )
+            )
         seen_routes.setdefault(route_key, i)
     return complaints
 
@@ -109,15 +125,27 @@ def _sysctl_problems(key: str, names: set[str], path: tuple[str | int, ...]) -> 
     complaints: list[Complaint] = []
     ifname = _sysctl_interface(key, names)
     if ifname is not None and ifname not in names | {"all", "default"}:
-        complaints.append((path, (
-            f"sysctl {key!r} names interface {ifname!r}, which this node does not have "
-            f"(it has: {', '.join(sorted(names))}; or use all/default)")))
+        complaints.append(
+            (
+                path,
+                (
+                    f"sysctl {key!r} names interface {ifname!r}, which this node does not have "
+                    f"(it has: {', '.join(sorted(names))}; or use all/default)"
+                ),
+            )
+        )
     if ".." in key or "//" in key:  # a path step up (or an empty one) would leave net.*
-        complaints.append((path, f"sysctl {key!r} may not contain '..' or '//'; name a key under net., "
-                                 "e.g. net.ipv4.ip_forward"))
+        complaints.append(
+            (path, f"sysctl {key!r} may not contain '..' or '//'; name a key under net., e.g. net.ipv4.ip_forward")
+        )
     elif not _SYSCTL_RE.match(key):
-        complaints.append((path, f"sysctl {key!r} is not a network sysctl; only net.* keys (e.g. "
-                                 "net.ipv4.ip_forward) can be set, and only inside the lab's namespace"))
+        complaints.append(
+            (
+                path,
+                f"sysctl {key!r} is not a network sysctl; only net.* keys (e.g. "
+                "net.ipv4.ip_forward) can be set, and only inside the lab's namespace",
+            )
+        )
     elif (why := check_ipvs_sysctl(key)) is not None:
         complaints.append((path, why))
     return complaints
@@ -135,32 +163,51 @@ def _check_vrfs(lab: Lab, node: Node, base: tuple[str | int, ...]) -> Iterator[C
             continue
         path = (*base, "links", ifname)
         if link.mtu is not None and link.mtu < VRF_MIN_MTU:
-            yield (*path, "mtu"), (
-                f"a vrf's MTU is at least {VRF_MIN_MTU} (IPv6's minimum; the kernel refuses less: \"mtu less than "
-                "device minimum\"); leave it out (the VRF device does not limit its interfaces' MTU)")
+            yield (
+                (*path, "mtu"),
+                (
+                    f"a vrf's MTU is at least {VRF_MIN_MTU} (IPv6's minimum; the kernel refuses less: \"mtu less than "
+                    "device minimum\"); leave it out (the VRF device does not limit its interfaces' MTU)"
+                ),
+            )
         if not _table_ok(lab, link.table):
             yield from _table_complaint(lab, link.table, path)
             continue
         number = _table_key(lab, link.table)
         assert isinstance(number, int)
         if number == 0 or number >= 2**32:
-            yield (*path, "table"), (
-                f"table {number} is not a VRF table (the kernel refuses it: \"Invalid VRF table id\"); "
-                "use 1 to 252 or a number above 255")
+            yield (
+                (*path, "table"),
+                (
+                    f'table {number} is not a VRF table (the kernel refuses it: "Invalid VRF table id"); '
+                    "use 1 to 252 or a number above 255"
+                ),
+            )
         elif number in BUILTIN_TABLES.values():
             builtin = next(k for k, v in BUILTIN_TABLES.items() if v == number)
-            what = f"{builtin} is a built-in table ({number})" if link.table == builtin else \
-                f"{number} is the built-in table {builtin!r}"
-            yield (*path, "table"), (
-                f"table {what}; a VRF needs a table of its own, "
-                "which its interfaces' routes move into (e.g. `tables: {" + ifname + ": 10}` and "
-                f"`table: {ifname}`)")
+            what = (
+                f"{builtin} is a built-in table ({number})"
+                if link.table == builtin
+                else f"{number} is the built-in table {builtin!r}"
+            )
+            yield (
+                (*path, "table"),
+                (
+                    f"table {what}; a VRF needs a table of its own, "
+                    "which its interfaces' routes move into (e.g. `tables: {" + ifname + ": 10}` and "
+                    f"`table: {ifname}`)"
+                ),
+            )
         elif number in seen:
-            yield (*path, "table"), (
-                f"vrf {seen[number]} of this node already uses table {link.table}"
-                + (f" ({number})" if not isinstance(link.table, int) else "")
-                + "; two VRFs sharing a table are one VRF (the kernel takes it only while net.vrf.strict_mode "
-                "is 0): give each its own table")
+            yield (
+                (*path, "table"),
+                (
+                    f"vrf {seen[number]} of this node already uses table {link.table}"
+                    + (f" ({number})" if not isinstance(link.table, int) else "")
+                    + "; two VRFs sharing a table are one VRF (the kernel takes it only while net.vrf.strict_mode "
+                    "is 0): give each its own table"
+                ),
+            )
         seen.setdefault(number, ifname)
 
 
@@ -169,21 +216,27 @@ def _check_tables(lab: Lab) -> Iterator[Complaint]:
     for name, number in lab.tables.items():
         path = ("tables", name)
         if name.isdigit():
-            yield path, (
-                f"table name {name!r} is a number; use a name like 'vrf2' (a route or rule "
-                f"can say `table: {name}` without declaring it)"
+            yield (
+                path,
+                (
+                    f"table name {name!r} is a number; use a name like 'vrf2' (a route or rule "
+                    f"can say `table: {name}` without declaring it)"
+                ),
             )
         # Say which clash it is: re-declaring a built-in needs no fix but deleting the line.
         if name in BUILTIN_TABLES:
-            yield path, (
-                f"table {name!r} is built in ({BUILTIN_TABLES[name]}); use `table: {name}` "
-                "without declaring it"
+            yield (
+                path,
+                (f"table {name!r} is built in ({BUILTIN_TABLES[name]}); use `table: {name}` without declaring it"),
             )
         elif number in BUILTIN_TABLES.values():
             builtin = next(k for k, v in BUILTIN_TABLES.items() if v == number)
-            yield path, (
-                f"table number {number} is the built-in table {builtin!r}; pick another "
-                "number (1 to 252 are free, and so is anything above 255)"
+            yield (
+                path,
+                (
+                    f"table number {number} is the built-in table {builtin!r}; pick another "
+                    "number (1 to 252 are free, and so is anything above 255)"
+                ),
             )
         if number in by_id:
             yield path, f"table number {number} is already used by {by_id[number]!r}"
@@ -212,9 +265,12 @@ def _route_problems(lab: Lab, route: Route, path: tuple[str | int, ...], names: 
     for key in ("via", "src"):
         value = getattr(route, key)
         if value and ipaddress.ip_address(value).version != family:
-            yield (*path, key), (
-                f"{key} {value} is IPv{6 if family == 4 else 4}, but the route is IPv{family} "
-                f"({why}); a route and its {key} must be of one family"
+            yield (
+                (*path, key),
+                (
+                    f"{key} {value} is IPv{6 if family == 4 else 4}, but the route is IPv{family} "
+                    f"({why}); a route and its {key} must be of one family"
+                ),
             )
     if route.family and route.to != "default" and route.family != family:
         yield (*path, "family"), f"family {route.family} contradicts to: {route.to}"
@@ -258,8 +314,11 @@ InVrf = tuple[str, int]  # (the VRF device, its table number)
 
 def _vrf_tables(lab: Lab, node: Node, ifaces: list[Interface]) -> dict[str, InVrf]:
     """Interface → the VRF it is in and that VRF's table (a VRF device: its own), for a node's VRFs."""
-    vrfs = {name: (name, t) for name, link in node.links.items()
-            if isinstance(link, Vrf) and isinstance(t := _table_key(lab, link.table), int)}
+    vrfs = {
+        name: (name, t)
+        for name, link in node.links.items()
+        if isinstance(link, Vrf) and isinstance(t := _table_key(lab, link.table), int)
+    }
     out = dict(vrfs)
     for iface in ifaces:
         if iface.master in vrfs:
@@ -267,8 +326,9 @@ def _vrf_tables(lab: Lab, node: Node, ifaces: list[Interface]) -> dict[str, InVr
     return out
 
 
-def _connected(ifaces: list[Interface], routes: list[Route],
-               vrf_of: dict[str, InVrf] | None = None) -> list[tuple[str, Net, str, InVrf | None]]:
+def _connected(
+    ifaces: list[Interface], routes: list[Route], vrf_of: dict[str, InVrf] | None = None
+) -> list[tuple[str, Net, str, InVrf | None]]:
     """What a node reaches without a gateway: (device, network, how it is known, the VRF
     it is in or None) for each interface address and each gateway-less `dev:` route. An
     address of an interface in a VRF gives a connected route in the VRF's table only."""
@@ -278,8 +338,9 @@ def _connected(ifaces: list[Interface], routes: list[Route],
         if not iface.settings.up:  # the kernel reaches nothing through an admin-down link
             continue
         for addr in iface.settings.addresses:
-            out.append((iface.name, ipaddress.ip_interface(addr).network, f"{addr} on {iface.name}",
-                        vrf_of.get(iface.name)))
+            out.append(
+                (iface.name, ipaddress.ip_interface(addr).network, f"{addr} on {iface.name}", vrf_of.get(iface.name))
+            )
     down = {i.name for i in ifaces if not i.settings.up}
     for r in routes:
         if r.type == "unicast" and r.dev and not r.via and r.dev not in down:
@@ -317,22 +378,31 @@ def _check_reachable(
             hit = next((n for n in in_vrfs if via in n[1]), None)
             if hit is not None and hit[3] is not None:
                 vrf, number = hit[3]
-                yield (*path, "via"), (
-                    f"gateway {via} is on {hit[0]}'s subnet, in VRF {vrf} (table {number}), but this route is in "
-                    f"table {table_words(table)}, where the kernel does not find it (\"Nexthop has invalid "
-                    f"gateway\"): add `dev: {hit[0]}` (the l3mdev rule then looks it up in the VRF's table), or "
-                    f"put the route in VRF {vrf}'s table"
+                yield (
+                    (*path, "via"),
+                    (
+                        f"gateway {via} is on {hit[0]}'s subnet, in VRF {vrf} (table {number}), but this route is in "
+                        f'table {table_words(table)}, where the kernel does not find it ("Nexthop has invalid '
+                        f"gateway\"): add `dev: {hit[0]}` (the l3mdev rule then looks it up in the VRF's table), or "
+                        f"put the route in VRF {vrf}'s table"
+                    ),
                 )
                 return
-            yield (*path, "via"), (
-                f"gateway {via} is not on a subnet this node reaches directly{on} ({have}); "
-                "the kernel would refuse the route: use a gateway on a connected subnet, "
-                "or add `onlink: true` and `dev:`"
+            yield (
+                (*path, "via"),
+                (
+                    f"gateway {via} is not on a subnet this node reaches directly{on} ({have}); "
+                    "the kernel would refuse the route: use a gateway on a connected subnet, "
+                    "or add `onlink: true` and `dev:`"
+                ),
             )
     if route.src and ipaddress.ip_address(route.src) not in local:
-        yield (*path, "src"), (
-            f"src {route.src} is not an address of this node; the kernel accepts only a local "
-            "address as a route's source"
+        yield (
+            (*path, "src"),
+            (
+                f"src {route.src} is not an address of this node; the kernel accepts only a local "
+                "address as a route's source"
+            ),
         )
 
 
@@ -342,39 +412,56 @@ def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...], siblings: lis
     if rule.family is not None and rule.family != family:
         yield (*path, "family"), f"family {rule.family} contradicts the rule's IPv{family} selectors"
     if rule.ipproto in ("icmp", "icmpv6") and rule.ipproto != ("icmp" if family == 4 else "icmpv6"):
-        yield (*path, "ipproto"), (
-            f"ipproto {rule.ipproto} in an IPv{family} rule never matches; "
-            f"IPv{family}'s ICMP is {'icmp' if family == 4 else 'icmpv6'}")
+        yield (
+            (*path, "ipproto"),
+            (
+                f"ipproto {rule.ipproto} in an IPv{family} rule never matches; "
+                f"IPv{family}'s ICMP is {'icmp' if family == 4 else 'icmpv6'}"
+            ),
+        )
     if rule.dscp is not None and family == 4 and (rule.dscp << 2) & ~IPTOS_TOS_MASK:
-        yield (*path, "dscp"), (
-            f"dscp {rule.dscp} does not fit an IPv4 rule: the kernel matches IPv4 rules on the old TOS bits "
-            "only (dscp 1-7, TOS 0x04-0x1c; 'Invalid tos'); mark the packets (e.g. nftables `ip dscp "
-            f"{rule.dscp} meta mark set 0x1`) and select `fwmark:` instead")
+        yield (
+            (*path, "dscp"),
+            (
+                f"dscp {rule.dscp} does not fit an IPv4 rule: the kernel matches IPv4 rules on the old TOS bits "
+                "only (dscp 1-7, TOS 0x04-0x1c; 'Invalid tos'); mark the packets (e.g. nftables `ip dscp "
+                f"{rule.dscp} meta mark set 0x1`) and select `fwmark:` instead"
+            ),
+        )
     if rule.action == "goto":
         if rule.goto is None:
             yield (*path, "goto"), "a goto rule needs `goto:` (the priority of the rule to go on at)"
         elif rule.priority is None or rule.goto <= rule.priority:
-            yield (*path, "goto"), (
-                f"goto {rule.goto} must jump forward: give the rule a `priority:` below {rule.goto} "
-                "(the kernel refuses backward gotos, which could loop)")
+            yield (
+                (*path, "goto"),
+                (
+                    f"goto {rule.goto} must jump forward: give the rule a `priority:` below {rule.goto} "
+                    "(the kernel refuses backward gotos, which could loop)"
+                ),
+            )
         elif not any(r.priority == rule.goto and rule_family(r) == family for r in siblings):
             prios = sorted({r.priority for r in siblings if r.priority is not None and r is not rule})
-            yield (*path, "goto"), (
-                f"no IPv{family} rule of this node has priority {rule.goto}" +
-                (f" (priorities: {', '.join(map(str, prios))})" if prios else "") +
-                "; the kernel would keep this goto unresolved and skip it")
+            yield (
+                (*path, "goto"),
+                (
+                    f"no IPv{family} rule of this node has priority {rule.goto}"
+                    + (f" (priorities: {', '.join(map(str, prios))})" if prios else "")
+                    + "; the kernel would keep this goto unresolved and skip it"
+                ),
+            )
     elif rule.goto is not None:
         yield (*path, "goto"), "`goto:` needs `action: goto`"
     if rule.l3mdev and rule.table is not None:
         yield (*path, "table"), "an l3mdev rule looks up the VRF's own table; remove `table:`"
-    fams = {
-        ipaddress.ip_network(v, strict=False).version for v in (rule.from_, rule.to) if v and v != "default"
-    }
+    fams = {ipaddress.ip_network(v, strict=False).version for v in (rule.from_, rule.to) if v and v != "default"}
     if len(fams) > 1:
         v_from = ipaddress.ip_network(str(rule.from_), strict=False).version
-        yield (*path, "to"), (
-            f"from {rule.from_} is IPv{v_from} but to {rule.to} is IPv{6 if v_from == 4 else 4}; a rule is "
-            "of one family: write one rule per family"
+        yield (
+            (*path, "to"),
+            (
+                f"from {rule.from_} is IPv{v_from} but to {rule.to} is IPv{6 if v_from == 4 else 4}; a rule is "
+                "of one family: write one rule per family"
+            ),
         )
     if rule.action == "lookup" and rule.table is None and not rule.l3mdev:
         yield path, "a lookup rule needs `table:` (a number or a name from top-level `tables:`)"
@@ -389,9 +476,12 @@ def _check_vxlan(link: Vxlan, path: tuple[str | int, ...]) -> Iterator[Complaint
     if link.remote and link.group:
         yield (*path, "group"), "give either `remote:` (unicast) or `group:` (multicast), not both"
     if link.group and not ipaddress.ip_address(link.group).is_multicast:
-        yield (*path, "group"), (
-            f"group {link.group} is not a multicast address (IPv4: 224.0.0.0/4, e.g. 239.1.1.1; "
-            "IPv6: ff00::/8); for one far end use `remote:`"
+        yield (
+            (*path, "group"),
+            (
+                f"group {link.group} is not a multicast address (IPv4: 224.0.0.0/4, e.g. 239.1.1.1; "
+                "IPv6: ff00::/8); for one far end use `remote:`"
+            ),
         )
     if link.group and not link.dev:
         yield (*path, "dev"), "a multicast vxlan needs `dev:` (the underlay interface)"
@@ -414,8 +504,9 @@ class _Devices:
 
     def __init__(self, ifaces: list[Interface]) -> None:
         self.by_name = {i.name: i for i in ifaces if i.kind != "lo"}
-        self.has = f"it has: {', '.join(sorted(self.by_name))}" if self.by_name else \
-            "it has none; declare one under `links:`"
+        self.has = (
+            f"it has: {', '.join(sorted(self.by_name))}" if self.by_name else "it has none; declare one under `links:`"
+        )
 
     def bridge_of(self, iface: Interface) -> str | None:  # a VRF's member is no bridge port
         master = self.by_name.get(iface.master or "")
@@ -432,16 +523,24 @@ def _neighbor_problems(node: Node, devices: _Devices, base: tuple[str | int, ...
     for i, n in enumerate(node.neighbors):
         path = (*base, "neighbors", i)
         if n.dev == "lo":
-            yield (*path, "dev"), (
-                f"a neighbour entry on lo is of no use (the kernel files it under 0.0.0.0); name the interface "
-                f"{n.to} is reached through ({devices.has})")
+            yield (
+                (*path, "dev"),
+                (
+                    f"a neighbour entry on lo is of no use (the kernel files it under 0.0.0.0); name the interface "
+                    f"{n.to} is reached through ({devices.has})"
+                ),
+            )
         elif n.dev not in devices.by_name:
             yield (*path, "dev"), devices.unknown(n.dev)
         nkey = (n.dev, ipaddress.ip_address(n.to))
         if nkey in seen_neighbors:
-            yield (*path, "to"), (
-                f"a second entry for {n.to} on {n.dev} (also neighbors[{seen_neighbors[nkey]}]); the kernel "
-                "keeps one per address and device, and the later one replaces the first: keep one")
+            yield (
+                (*path, "to"),
+                (
+                    f"a second entry for {n.to} on {n.dev} (also neighbors[{seen_neighbors[nkey]}]); the kernel "
+                    "keeps one per address and device, and the later one replaces the first: keep one"
+                ),
+            )
         seen_neighbors.setdefault(nkey, i)
 
 
@@ -464,54 +563,94 @@ def _fdb_problems(node: Node, devices: _Devices, base: tuple[str | int, ...]) ->
             yield from _check_vxlan_fdb(f.lladdr, f.dst, iface.name, iface.settings, path, i, unicast_dst)
         elif (bridge := devices.bridge_of(iface)) is not None:
             if f.dst:
-                yield (*path, "dst"), (
-                    f"{f.dev} is a port of bridge {bridge}: the entry pins {f.lladdr} to that port "
-                    "(`master static`) and has no `dst:`, which is only for an entry on a vxlan; remove it")
+                yield (
+                    (*path, "dst"),
+                    (
+                        f"{f.dev} is a port of bridge {bridge}: the entry pins {f.lladdr} to that port "
+                        "(`master static`) and has no `dst:`, which is only for an entry on a vxlan; remove it"
+                    ),
+                )
             earlier = on_bridge.get((bridge, f.lladdr))
             if earlier is not None and earlier[1] != f.dev:
-                yield (*path, "lladdr"), (
-                    f"{f.lladdr} is already pinned to {earlier[1]} in bridge {bridge} (fdb[{earlier[0]}]); "
-                    "a bridge has one port per MAC, and the later entry moves it: keep one")
+                yield (
+                    (*path, "lladdr"),
+                    (
+                        f"{f.lladdr} is already pinned to {earlier[1]} in bridge {bridge} (fdb[{earlier[0]}]); "
+                        "a bridge has one port per MAC, and the later entry moves it: keep one"
+                    ),
+                )
             on_bridge.setdefault((bridge, f.lladdr), (i, f.dev))
         elif iface.kind == "bridge":
             ports = sorted(x.name for x in by_name.values() if x.master == f.dev)
-            yield (*path, "dev"), (
-                f"{f.dev} is the bridge itself; name the port {f.lladdr} is behind"
-                + (f" (its ports: {', '.join(ports)})" if ports else f" (it has none yet: give one `master: {f.dev}`)"))
+            yield (
+                (*path, "dev"),
+                (
+                    f"{f.dev} is the bridge itself; name the port {f.lladdr} is behind"
+                    + (
+                        f" (its ports: {', '.join(ports)})"
+                        if ports
+                        else f" (it has none yet: give one `master: {f.dev}`)"
+                    )
+                ),
+            )
         else:
             fits = sorted(x.name for x in by_name.values() if x.kind == "vxlan" or devices.bridge_of(x) is not None)
-            yield (*path, "dev"), (
-                f"{f.dev} is a {iface.kind} without a bridge master; an FDB entry goes on a vxlan (`self`, with "
-                f"`dst:`) or on a bridge port (`master`): give {f.dev} `master: BRIDGE`, or name one"
-                + (f" (here: {', '.join(fits)})" if fits else ""))
+            yield (
+                (*path, "dev"),
+                (
+                    f"{f.dev} is a {iface.kind} without a bridge master; an FDB entry goes on a vxlan (`self`, with "
+                    f"`dst:`) or on a bridge port (`master`): give {f.dev} `master: BRIDGE`, or name one"
+                    + (f" (here: {', '.join(fits)})" if fits else "")
+                ),
+            )
 
 
 def _check_vxlan_fdb(
-    lladdr: str, dst: str | None, name: str, vxlan: Vxlan, path: tuple[str | int, ...], index: int,
+    lladdr: str,
+    dst: str | None,
+    name: str,
+    vxlan: Vxlan,
+    path: tuple[str | int, ...],
+    index: int,
     unicast_dst: dict[tuple[str, str], tuple[int, str]],
 ) -> Iterator[Complaint]:
     if dst is None:
-        yield path, (
-            f"an FDB entry on vxlan {name} needs `dst:`, the underlay address behind which {lladdr} lives "
-            "(the remote node's address, as flanneld writes it); the kernel refuses one without (EINVAL)")
+        yield (
+            path,
+            (
+                f"an FDB entry on vxlan {name} needs `dst:`, the underlay address behind which {lladdr} lives "
+                "(the remote node's address, as flanneld writes it); the kernel refuses one without (EINVAL)"
+            ),
+        )
         return
     own = [(k, v) for k, v in (("local", vxlan.local), ("remote", vxlan.remote), ("group", vxlan.group)) if v]
     family = ipaddress.ip_address(own[0][1]).version if own else 4
     version = ipaddress.ip_address(dst).version
     if version != family:
-        why = (f"its {own[0][0]} {own[0][1]} is IPv{family}" if own
-               else "it has no local, remote or group, which the kernel takes as IPv4")
+        why = (
+            f"its {own[0][0]} {own[0][1]} is IPv{family}"
+            if own
+            else "it has no local, remote or group, which the kernel takes as IPv4"
+        )
         fix = f"give an IPv{family} `dst:`" + (", or an IPv6 `local:` to the vxlan" if not own else "")
-        yield (*path, "dst"), (
-            f"dst {dst} is IPv{version}, but vxlan {name} is IPv{family} ({why}); the kernel refuses "
-            f"it (EAFNOSUPPORT): {fix}")
+        yield (
+            (*path, "dst"),
+            (
+                f"dst {dst} is IPv{version}, but vxlan {name} is IPv{family} ({why}); the kernel refuses "
+                f"it (EAFNOSUPPORT): {fix}"
+            ),
+        )
     if lladdr != ZERO_MAC:
         earlier = unicast_dst.get((name, lladdr))
         if earlier is not None and ipaddress.ip_address(earlier[1]) != ipaddress.ip_address(dst):
-            yield (*path, "dst"), (
-                f"{lladdr} is already behind {earlier[1]} on {name} (fdb[{earlier[0]}]); the kernel keeps one "
-                f"dst for a MAC and ignores this entry without an error (only {ZERO_MAC}, the flood list, "
-                "takes several): keep one")
+            yield (
+                (*path, "dst"),
+                (
+                    f"{lladdr} is already behind {earlier[1]} on {name} (fdb[{earlier[0]}]); the kernel keeps one "
+                    f"dst for a MAC and ignores this entry without an error (only {ZERO_MAC}, the flood list, "
+                    "takes several): keep one"
+                ),
+            )
         unicast_dst.setdefault((name, lladdr), (index, dst))
 
 
@@ -549,7 +688,11 @@ def _check_bridge_ports(topo: Topology) -> Iterator[Complaint]:
     for (node, name), count in ports.items():
         bridge = topo.interfaces.get((node, name))
         if bridge is not None and bridge.kind == "bridge" and count >= BR_MAX_PORTS:
-            yield bridge.path, (
-                f"bridge {name} has {count} ports; the kernel allows at most {BR_MAX_PORTS - 1} on one bridge "
-                f"(BR_MAX_PORTS is {BR_MAX_PORTS} and port number 0 is reserved): spread the ports over "
-                "several bridges")
+            yield (
+                bridge.path,
+                (
+                    f"bridge {name} has {count} ports; the kernel allows at most {BR_MAX_PORTS - 1} on one bridge "
+                    f"(BR_MAX_PORTS is {BR_MAX_PORTS} and port number 0 is reserved): spread the ports over "
+                    "several bridges"
+                ),
+            )

@@ -44,10 +44,22 @@ TYPES: dict[str, tuple[str, ...]] = {
 }
 # The protocols a port part may name (ipset's own list); a bare port is TCP, as for ipset.
 PORT_PROTOCOLS = ("tcp", "udp", "sctp", "udplite")
-_SHAPES = {"ip": "ADDRESS", "net": "ADDRESS[/PREFIX]", "port": "[PROTO:]PORT", "mark": "MARK", "mac": "MAC",
-           "iface": "IFNAME"}
-_EXAMPLES = {"ip": "10.96.0.10", "net": "10.244.0.0/16", "port": "tcp:80", "mark": "0x4000",
-             "mac": "02:42:ac:11:00:02", "iface": "eth0"}
+_SHAPES = {
+    "ip": "ADDRESS",
+    "net": "ADDRESS[/PREFIX]",
+    "port": "[PROTO:]PORT",
+    "mark": "MARK",
+    "mac": "MAC",
+    "iface": "IFNAME",
+}
+_EXAMPLES = {
+    "ip": "10.96.0.10",
+    "net": "10.244.0.0/16",
+    "port": "tcp:80",
+    "mark": "0x4000",
+    "mac": "02:42:ac:11:00:02",
+    "iface": "eth0",
+}
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.:+\-]+$")
 MAX_NAME = 31  # IPSET_MAXNAMELEN is 32 with the NUL
 MAX_BITMAP = 65536  # elements a bitmap set may span (ipset's limit for bitmap:ip)
@@ -152,8 +164,10 @@ def _address(text: str, family: int, set_type: str) -> tuple[Any, str]:
         addr = ipaddress.ip_address(text)
     except ValueError:
         if "/" in text:
-            raise ValueError(f"{text!r} has a prefix length, but a {set_type} member holds single addresses "
-                             "(use a hash:net type for networks)") from None
+            raise ValueError(
+                f"{text!r} has a prefix length, but a {set_type} member holds single addresses "
+                "(use a hash:net type for networks)"
+            ) from None
         raise ValueError(f"{text!r} is not an IPv4 or IPv6 address") from None
     _family_matches(addr.version, family, text, set_type)
     return str(addr), str(addr)
@@ -170,8 +184,10 @@ def _network(text: str, family: int, set_type: str) -> tuple[Any, str]:
     _family_matches(net.version, family, text, set_type)
     if net.prefixlen == 0:
         halves = "0.0.0.0/1 and 128.0.0.0/1" if net.version == 4 else "::/1 and 8000::/1"
-        raise ValueError(f"{text!r}: a {set_type} set cannot store a network with a /0 prefix (the kernel "
-                         f"refuses it); split it: {halves}")
+        raise ValueError(
+            f"{text!r}: a {set_type} set cannot store a network with a /0 prefix (the kernel "
+            f"refuses it); split it: {halves}"
+        )
     address = str(net.network_address)
     shown = address if net.prefixlen == net.max_prefixlen else net.with_prefixlen  # as `ipset list` shows it
     return (address, net.prefixlen), shown
@@ -180,21 +196,27 @@ def _network(text: str, family: int, set_type: str) -> tuple[Any, str]:
 def _family_matches(version: int, family: int, text: str, set_type: str) -> None:
     if version != family:
         fix = "give the set `family: 6`" if version == 6 else "drop `family: 6`"
-        raise ValueError(f"{text!r} is IPv{version}, but the set is IPv{family}; one set holds one family ({fix}, "
-                         "or use a set per family)")
+        raise ValueError(
+            f"{text!r} is IPv{version}, but the set is IPv{family}; one set holds one family ({fix}, "
+            "or use a set per family)"
+        )
 
 
 def _port(text: str, family: int, set_type: str) -> tuple[Any, str]:
     proto, sep, number = text.rpartition(":")
     if set_type == "bitmap:port":
         if sep:
-            raise ValueError(f"{text!r}: a bitmap:port member is a port number alone, e.g. 30080 (a bitmap:port "
-                             "set holds ports of any protocol; the rule that uses it says which)")
+            raise ValueError(
+                f"{text!r}: a bitmap:port member is a port number alone, e.g. 30080 (a bitmap:port "
+                "set holds ports of any protocol; the rule that uses it says which)"
+            )
         return _port_number(text), text
     proto = proto.lower() if sep else "tcp"
     if proto not in PORT_PROTOCOLS:
-        raise ValueError(f"{text!r}: unknown protocol {proto!r}; a port is PROTO:PORT with PROTO one of "
-                         f"{', '.join(PORT_PROTOCOLS)} (a bare port is tcp)")
+        raise ValueError(
+            f"{text!r}: unknown protocol {proto!r}; a port is PROTO:PORT with PROTO one of "
+            f"{', '.join(PORT_PROTOCOLS)} (a bare port is tcp)"
+        )
     port = _port_number(number)
     return (proto, port), f"{proto}:{port}"
 
@@ -278,8 +300,13 @@ def check_node_ipsets(sets: list[IpSet], base: Path) -> Iterator[Complaint]:
     for i, ipset in enumerate(sets):
         path = (*base, "ipsets", i)
         if ipset.name in names:
-            yield (*path, "name"), (f"ipset {ipset.name} is already ipsets[{names[ipset.name]}]; the kernel refuses "
-                                    "a second set of one name (merge their members)")
+            yield (
+                (*path, "name"),
+                (
+                    f"ipset {ipset.name} is already ipsets[{names[ipset.name]}]; the kernel refuses "
+                    "a second set of one name (merge their members)"
+                ),
+            )
         names.setdefault(ipset.name, i)
         bounds = yield from _check_options(ipset, path)
         seen: dict[str, int] = {}
@@ -291,14 +318,21 @@ def check_node_ipsets(sets: list[IpSet], base: Path) -> Iterator[Complaint]:
                 yield mpath, str(err)
                 continue
             if bounds is not None and not _within(element, bounds):
-                yield mpath, (f"{element.text} is outside the set's range {ipset.range}; a bitmap holds only "
-                              "its range (the kernel refuses it: out of range)")
+                yield (
+                    mpath,
+                    (
+                        f"{element.text} is outside the set's range {ipset.range}; a bitmap holds only "
+                        "its range (the kernel refuses it: out of range)"
+                    ),
+                )
             if element.text in seen:
                 yield mpath, f"{element.text} is already members[{seen[element.text]}] of ipset {ipset.name}"
             seen.setdefault(element.text, j)
             if isinstance(member, IpSetMember) and not ipset.comment:
-                yield (*path, "members", j, "comment"), (
-                    "a member's comment needs the set's comment extension: add `comment: true` to the set")
+                yield (
+                    (*path, "members", j, "comment"),
+                    ("a member's comment needs the set's comment extension: add `comment: true` to the set"),
+                )
 
 
 def _check_options(ipset: IpSet, path: Path) -> Generator[Complaint, None, tuple[int, int] | None]:
@@ -310,8 +344,10 @@ def _check_options(ipset: IpSet, path: Path) -> Generator[Complaint, None, tuple
             if key in given:
                 yield (*path, key), f"`{key}:` is an option of hash types; a {ipset.type} set has none"
         if "family" in given and ipset.family == 6:
-            yield (*path, "family"), (f"a {ipset.type} set has no family"
-                                      + (" (it is IPv4 only)" if ipset.type == "bitmap:ip" else ""))
+            yield (
+                (*path, "family"),
+                (f"a {ipset.type} set has no family" + (" (it is IPv4 only)" if ipset.type == "bitmap:ip" else "")),
+            )
         if ipset.range is None:
             example = "30000-32767" if ipset.type == "bitmap:port" else "10.0.0.0/24"
             yield path, f"a {ipset.type} set needs `range:` (e.g. {example}): the bitmap spans it"
@@ -325,8 +361,13 @@ def _check_options(ipset: IpSet, path: Path) -> Generator[Complaint, None, tuple
             return None
         size = int(high) - int(low) + 1
         if size > MAX_BITMAP:
-            yield (*path, "range"), (f"range {ipset.range} holds {size} addresses; a bitmap:ip set spans at most "
-                                     f"{MAX_BITMAP} (use hash:ip)")
+            yield (
+                (*path, "range"),
+                (
+                    f"range {ipset.range} holds {size} addresses; a bitmap:ip set spans at most "
+                    f"{MAX_BITMAP} (use hash:ip)"
+                ),
+            )
             return None
         return int(low), int(high)
     if ipset.range is not None:

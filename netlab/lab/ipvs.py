@@ -27,26 +27,72 @@ from netlab.vocabulary import host_port
 SCHEDULERS = ("rr", "wrr", "lc", "wlc", "fo", "ovf", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "twos")
 # ipvsadm's words for the forwarding methods: -m masquerading, -g gatewaying (direct
 # routing, "Route" in `ipvsadm -L`), -i ipip (tunnelling).
-FORWARD_SYNONYMS = {"route": "dr", "gatewaying": "dr", "direct": "dr", "direct-routing": "dr", "droute": "dr",
-                    "nat": "masq", "masquerading": "masq", "masquerade": "masq", "ipip": "tun", "tunnel": "tun"}
+FORWARD_SYNONYMS = {
+    "route": "dr",
+    "gatewaying": "dr",
+    "direct": "dr",
+    "direct-routing": "dr",
+    "droute": "dr",
+    "nat": "masq",
+    "masquerading": "masq",
+    "masquerade": "masq",
+    "ipip": "tun",
+    "tunnel": "tun",
+}
 DEFAULT_PERSISTENCE = 300  # seconds: ipvsadm's `-p` without a value
 # Long names (ipvsadm(8), the LVS documentation) → the scheduler's short one.
 SCHEDULER_NAMES = {
-    "round-robin": "rr", "roundrobin": "rr", "weighted-round-robin": "wrr", "least-connection": "lc",
-    "weighted-least-connection": "wlc", "locality-based-least-connection": "lblc", "destination-hashing": "dh",
-    "source-hashing": "sh", "shortest-expected-delay": "sed", "never-queue": "nq", "maglev": "mh",
-    "maglev-hashing": "mh", "weighted-failover": "fo", "weighted-overflow": "ovf",
+    "round-robin": "rr",
+    "roundrobin": "rr",
+    "weighted-round-robin": "wrr",
+    "least-connection": "lc",
+    "weighted-least-connection": "wlc",
+    "locality-based-least-connection": "lblc",
+    "destination-hashing": "dh",
+    "source-hashing": "sh",
+    "shortest-expected-delay": "sed",
+    "never-queue": "nq",
+    "maglev": "mh",
+    "maglev-hashing": "mh",
+    "weighted-failover": "fo",
+    "weighted-overflow": "ovf",
 }
 
 # /proc/sys/net/ipv4/vs/* (Documentation/networking/ipvs-sysctl.rst; the lblc/lblcr ones
 # appear with their scheduler's module). They exist only once ip_vs is loaded, and only
 # under net.ipv4 — for IPv6 services too.
 IPVS_SYSCTLS = (
-    "am_droprate", "amemthresh", "backup_only", "cache_bypass", "conn_reuse_mode", "conntrack", "debug_level",
-    "drop_entry", "drop_packet", "est_cpulist", "est_nice", "expire_nodest_conn", "expire_quiescent_template",
-    "ignore_tunneled", "lblc_expiration", "lblcr_expiration", "nat_icmp_send", "pmtu_disc", "run_estimation",
-    "schedule_icmp", "secure_tcp", "sloppy_sctp", "sloppy_tcp", "snat_reroute", "sync_persist_mode",
-    "sync_ports", "sync_qlen_max", "sync_refresh_period", "sync_retries", "sync_sock_size", "sync_threshold",
+    "am_droprate",
+    "amemthresh",
+    "backup_only",
+    "cache_bypass",
+    "conn_reuse_mode",
+    "conntrack",
+    "debug_level",
+    "drop_entry",
+    "drop_packet",
+    "est_cpulist",
+    "est_nice",
+    "expire_nodest_conn",
+    "expire_quiescent_template",
+    "ignore_tunneled",
+    "lblc_expiration",
+    "lblcr_expiration",
+    "nat_icmp_send",
+    "pmtu_disc",
+    "run_estimation",
+    "schedule_icmp",
+    "secure_tcp",
+    "sloppy_sctp",
+    "sloppy_tcp",
+    "snat_reroute",
+    "sync_persist_mode",
+    "sync_ports",
+    "sync_qlen_max",
+    "sync_refresh_period",
+    "sync_retries",
+    "sync_sock_size",
+    "sync_threshold",
     "sync_version",
 )
 
@@ -65,8 +111,9 @@ def _persistent(value: Any) -> Any:
     if value is False:
         return None
     if isinstance(value, int) and not 1 <= value < 2**31:
-        raise ValueError(f"persistence is a number of seconds from 1 (or `true`: ipvsadm's {DEFAULT_PERSISTENCE}), "
-                         f"got {value!r}")
+        raise ValueError(
+            f"persistence is a number of seconds from 1 (or `true`: ipvsadm's {DEFAULT_PERSISTENCE}), got {value!r}"
+        )
     return value
 
 
@@ -81,8 +128,9 @@ def _number(what: str, low: int, high: int, *, text: bool = False) -> Any:
                 number = int(value.strip(), 0)
             except ValueError:
                 extra = "; IPVS matches the whole mark, so there is no /MASK" if "/" in value else ""
-                raise ValueError(f"{what} is a number from {low} to {high} (decimal or 0x…), got {value!r}"
-                                 f"{extra}") from None
+                raise ValueError(
+                    f"{what} is a number from {low} to {high} (decimal or 0x…), got {value!r}{extra}"
+                ) from None
         if isinstance(number, bool) or not isinstance(number, int):
             raise ValueError(f"{what} is a whole number from {low} to {high}, got {value!r}")
         if not low <= number <= high:
@@ -104,8 +152,10 @@ def _netmask(value: Any) -> Any:
         try:
             return ipaddress.IPv4Network(f"0.0.0.0/{text}").prefixlen
         except ValueError:
-            raise ValueError(f"{value!r} is not a netmask: give a prefix length like 24 (IPv6: 1 to 128) or a "
-                             "contiguous IPv4 mask like 255.255.255.0") from None
+            raise ValueError(
+                f"{value!r} is not a netmask: give a prefix length like 24 (IPv6: 1 to 128) or a "
+                "contiguous IPv4 mask like 255.255.255.0"
+            ) from None
     return value
 
 
@@ -171,8 +221,10 @@ def check_sysctl(key: str) -> str | None:
     if len(parts) < 3 or parts[0] != "net" or parts[2] != "vs":
         return None
     if parts[1] != "ipv4":
-        return (f"IPVS has its sysctls under net.ipv4.vs (for IPv6 services too); write "
-                f"net.ipv4.vs.{'.'.join(parts[3:]) or 'conntrack'}")
+        return (
+            f"IPVS has its sysctls under net.ipv4.vs (for IPv6 services too); write "
+            f"net.ipv4.vs.{'.'.join(parts[3:]) or 'conntrack'}"
+        )
     name = ".".join(parts[3:])
     if name in IPVS_SYSCTLS:
         return None
@@ -192,8 +244,13 @@ def check_node_ipvs(services: list[IpvsService], base: Path, local: set[str]) ->
         # The kernel keys a fwmark service by family and mark only (the protocol is ignored).
         key = ("fwm", family, svc.fwmark) if svc.fwmark is not None else (svc.proto, svc.address, svc.port)
         if key in seen and (svc.fwmark is not None or svc.address is not None):
-            yield path, (f"the same virtual service as ipvs[{seen[key]}] ({service_text(svc)}); the kernel "
-                         "refuses a second one (EEXIST): merge their reals")
+            yield (
+                path,
+                (
+                    f"the same virtual service as ipvs[{seen[key]}] ({service_text(svc)}); the kernel "
+                    "refuses a second one (EEXIST): merge their reals"
+                ),
+            )
         seen.setdefault(key, i)
         yield from _check_reals(svc, path)
 
@@ -203,50 +260,80 @@ def _check_service(svc: IpvsService, path: Path, local: set[str]) -> Iterator[Co
     if svc.fwmark is not None:
         extra = [k for k in ("address", "port") if getattr(svc, k) is not None]
         if extra:
-            yield (*path, extra[0]), (
-                "a service is matched by `address:` and `port:` (ipvsadm -t ADDR:PORT) or by `fwmark:` "
-                f"(ipvsadm -f MARK), not both: drop {' and '.join(f'`{k}:`' for k in extra)}")
+            yield (
+                (*path, extra[0]),
+                (
+                    "a service is matched by `address:` and `port:` (ipvsadm -t ADDR:PORT) or by `fwmark:` "
+                    f"(ipvsadm -f MARK), not both: drop {' and '.join(f'`{k}:`' for k in extra)}"
+                ),
+            )
         if "proto" in given:
-            yield (*path, "proto"), (
-                "a fwmark service takes every packet with its mark, whatever the protocol (the kernel "
-                "ignores it): drop `proto:`")
+            yield (
+                (*path, "proto"),
+                (
+                    "a fwmark service takes every packet with its mark, whatever the protocol (the kernel "
+                    "ignores it): drop `proto:`"
+                ),
+            )
     else:
         if svc.address is None and svc.port is None:
-            yield path, ("a virtual service needs `address:` and `port:` (ipvsadm -t ADDR:PORT) or "
-                         "`fwmark:` (ipvsadm -f MARK)")
+            yield (
+                path,
+                (
+                    "a virtual service needs `address:` and `port:` (ipvsadm -t ADDR:PORT) or "
+                    "`fwmark:` (ipvsadm -f MARK)"
+                ),
+            )
         elif svc.address is None:
             yield path, "a virtual service with `port:` needs `address:`, the virtual IP (or use `fwmark:`)"
         elif svc.port is None:
-            yield (*path, "address"), (
-                f"a virtual service needs `port:` too: the kernel matches {svc.proto.upper()} packets by address and "
-                "port (for every port of an address, mark them and use `fwmark:`)")
+            yield (
+                (*path, "address"),
+                (
+                    f"a virtual service needs `port:` too: the kernel matches {svc.proto.upper()} packets by address and "
+                    "port (for every port of an address, mark them and use `fwmark:`)"
+                ),
+            )
         if svc.address is not None and svc.family is not None and svc.family != service_family(svc):
-            yield (*path, "family"), (
-                f"family {svc.family} contradicts address {svc.address}; `family:` is for fwmark services, "
-                "an address says its own")
+            yield (
+                (*path, "family"),
+                (
+                    f"family {svc.family} contradicts address {svc.address}; `family:` is for fwmark services, "
+                    "an address says its own"
+                ),
+            )
         unspecified = svc.address is not None and ipaddress.ip_address(svc.address).is_unspecified
         if svc.address is not None and svc.address not in local and not unspecified:
-            yield (*path, "address"), (
-                f"{svc.address} is not an address of this node; IPVS sees only packets delivered locally, so "
-                f"put the virtual IP on a link of the node (e.g. `lo: {{addresses: [{svc.address}/"
-                f"{32 if service_family(svc) == 4 else 128}]}}`, or a dummy like kube-ipvs0)")
+            yield (
+                (*path, "address"),
+                (
+                    f"{svc.address} is not an address of this node; IPVS sees only packets delivered locally, so "
+                    f"put the virtual IP on a link of the node (e.g. `lo: {{addresses: [{svc.address}/"
+                    f"{32 if service_family(svc) == 4 else 128}]}}`, or a dummy like kube-ipvs0)"
+                ),
+            )
     if svc.scheduler not in SCHEDULERS:
         close = SCHEDULER_NAMES.get(svc.scheduler.lower()) or next(
-            iter(difflib.get_close_matches(svc.scheduler, SCHEDULERS, n=1, cutoff=0.5)), None)
+            iter(difflib.get_close_matches(svc.scheduler, SCHEDULERS, n=1, cutoff=0.5)), None
+        )
         hint = f"; did you mean {close!r}?" if close else ""
-        yield (*path, "scheduler"), (
-            f"unknown scheduler {svc.scheduler!r}{hint} (Linux has: {', '.join(SCHEDULERS)})")
+        yield (*path, "scheduler"), (f"unknown scheduler {svc.scheduler!r}{hint} (Linux has: {', '.join(SCHEDULERS)})")
     if svc.netmask is not None:
         if svc.persistent is None:
-            yield (*path, "netmask"), (
-                "`netmask:` groups clients for persistence; it needs `persistent: SECONDS` (ipvsadm -M "
-                "goes with -p)")
+            yield (
+                (*path, "netmask"),
+                ("`netmask:` groups clients for persistence; it needs `persistent: SECONDS` (ipvsadm -M goes with -p)"),
+            )
         family = service_family(svc)
         top = 32 if family == 4 else 128
         if not (1 if family == 6 else 0) <= svc.netmask <= top:
-            yield (*path, "netmask"), (
-                f"a persistence netmask of an IPv{family} service is a prefix length from "
-                f"{1 if family == 6 else 0} to {top}, got {svc.netmask}")
+            yield (
+                (*path, "netmask"),
+                (
+                    f"a persistence netmask of an IPv{family} service is a prefix length from "
+                    f"{1 if family == 6 else 0} to {top}, got {svc.netmask}"
+                ),
+            )
 
 
 def _check_reals(svc: IpvsService, path: Path) -> Iterator[Complaint]:
@@ -257,20 +344,32 @@ def _check_reals(svc: IpvsService, path: Path) -> Iterator[Complaint]:
         version = ipaddress.ip_address(real.address).version
         if version != family and real.forward != "tun":
             why = " — a fwmark service is IPv4 unless it says `family: 6`" if svc.fwmark and not svc.family else ""
-            yield (*rpath, "address"), (
-                f"real server {real.address} is IPv{version}, but the service is IPv{family} "
-                f"({service_text(svc)}{why}); {real.forward} forwarding stays within one family (the kernel "
-                "refuses it: EINVAL); only `forward: tun` may cross families")
+            yield (
+                (*rpath, "address"),
+                (
+                    f"real server {real.address} is IPv{version}, but the service is IPv{family} "
+                    f"({service_text(svc)}{why}); {real.forward} forwarding stays within one family (the kernel "
+                    "refuses it: EINVAL); only `forward: tun` may cross families"
+                ),
+            )
         if real.forward != "masq" and real.port is not None and real.port != (svc.port or 0):
             to = f"the service's port {svc.port}" if svc.port else "each packet's own destination port"
-            yield (*rpath, "port"), (
-                f"{real.forward} forwarding does not rewrite the port: the real server gets {to} (ipvsadm "
-                f"ignores the port with {'-g' if real.forward == 'dr' else '-i'}); drop `port:`, or use "
-                "`forward: masq` to change it")
+            yield (
+                (*rpath, "port"),
+                (
+                    f"{real.forward} forwarding does not rewrite the port: the real server gets {to} (ipvsadm "
+                    f"ignores the port with {'-g' if real.forward == 'dr' else '-i'}); drop `port:`, or use "
+                    "`forward: masq` to change it"
+                ),
+            )
         key = (ipaddress.ip_address(real.address), real_port(svc, real))
         if key in seen:
             where = host_port(real.address, key[1], no_port="bracketed")
-            yield (*rpath, "address"), (
-                f"real server {where} is already reals[{seen[key]}] of this service; the "
-                "kernel refuses a second one (EEXIST)")
+            yield (
+                (*rpath, "address"),
+                (
+                    f"real server {where} is already reals[{seen[key]}] of this service; the "
+                    "kernel refuses a second one (EEXIST)"
+                ),
+            )
         seen.setdefault(key, j)

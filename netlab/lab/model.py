@@ -196,8 +196,9 @@ def _nft_json(value: Any) -> Any:
         except ValueError as err:
             raise ValueError(f"is not valid JSON: {err}") from None
     if not isinstance(value, dict) or set(value) != {"nftables"} or not isinstance(value["nftables"], list):
-        raise ValueError('expected libnftables JSON, a mapping {"nftables": [...]} (as `nft -j list ruleset` '
-                         "prints it)")
+        raise ValueError(
+            'expected libnftables JSON, a mapping {"nftables": [...]} (as `nft -j list ruleset` prints it)'
+        )
     if not all(isinstance(item, dict) for item in value["nftables"]):
         raise ValueError('every item of "nftables" is a mapping, a command such as {"add": {"table": {…}}}')
     return value

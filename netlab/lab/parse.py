@@ -60,16 +60,23 @@ def validate_model(data: Any, source: Source, problems: list[Problem]) -> Lab:
     if not isinstance(data, dict):
         got = "a list" if isinstance(data, list) else _show(data)
         raise LabError(
-            [*problems, source.problem((), f"the top level is {got}; a lab file is a mapping "
-                                           "with `name:` and `nodes:` at the top")]
+            [
+                *problems,
+                source.problem(
+                    (), f"the top level is {got}; a lab file is a mapping with `name:` and `nodes:` at the top"
+                ),
+            ]
         )
     try:
         lab = Lab.model_validate(data)
     except pydantic.ValidationError as err:
         errors = err.errors()
         if len(errors) > MAX_SCHEMA_ERRORS:  # converting each costs; a user reads the first ones
-            more = source.problem((), f"… and {len(errors) - MAX_SCHEMA_ERRORS} more problems of field types and "
-                                      f"keys (netlab stops after {MAX_SCHEMA_ERRORS})")
+            more = source.problem(
+                (),
+                f"… and {len(errors) - MAX_SCHEMA_ERRORS} more problems of field types and "
+                f"keys (netlab stops after {MAX_SCHEMA_ERRORS})",
+            )
             raise LabError([*problems, *_problems_from_pydantic(errors[:MAX_SCHEMA_ERRORS], source), more]) from None
         problems += _problems_from_pydantic(errors, source)
         raise SchemaError(problems, salvage(data, errors)) from None
@@ -121,9 +128,9 @@ class Salvage:
         Yes in the scope of a cut, above one (`nodes:` when a node was cut), in a node a
         cut concerned, and in an entry that refers to such a node (a check probing it)."""
         written = self.original(path)
-        if any(written[:len(scope)] == scope for scope in self.scopes):
+        if any(written[: len(scope)] == scope for scope in self.scopes):
             return True
-        if any(cut[:len(written)] == written for cut in self.cuts):
+        if any(cut[: len(written)] == written for cut in self.cuts):
             return True
         entry = _entry(path)
         if entry[:1] in (("nodes",), ("cluster",)) and len(entry) >= 2 and str(entry[-1]) in self.names:
@@ -201,8 +208,11 @@ def _existing(data: Any, path: Path) -> Path:
     """The longest prefix of `path` that is in `data` (a validator may have reshaped it)."""
     node = data
     for n, part in enumerate(path):
-        found = part in node if isinstance(node, dict) else \
-            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        found = (
+            part in node
+            if isinstance(node, dict)
+            else isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        )
         if not found:
             return path[:n]
         node = node[part]
@@ -338,25 +348,72 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
 # Names other tools (iproute2, netplan, docker, ifupdown) use for a key, and ours.
 # Used only when the right one is allowed where the unknown key was written.
 _SYNONYMS: dict[str, tuple[str, ...]] = {
-    "gw": ("via",), "gateway": ("via",), "nexthop": ("via",), "next_hop": ("via",),
-    "dst": ("to",), "dest": ("to",), "destination": ("to",), "prefix": ("to",),
-    "device": ("dev",), "interface": ("dev",), "iface": ("dev",),
-    "src": ("from",), "source": ("from",),
-    "pref": ("priority", "metric"), "preference": ("priority", "metric"), "prio": ("priority",),
-    "lookup": ("table",), "mark": ("fwmark",),
-    "address": ("addresses",), "ip": ("addresses", "address"), "ips": ("addresses",),
-    "ipv4": ("addresses",), "ipv6": ("addresses",), "bridge": ("master",),
-    "hwaddr": ("mac",), "lladdr": ("mac",), "id": ("vni",), "vxlan_id": ("vni",), "dstport": ("port",),
-    "interfaces": ("links",), "ifaces": ("links",), "commands": ("exec",), "cmds": ("exec",),
-    "run": ("exec",), "hosts": ("nodes",), "namespaces": ("nodes",), "features": ("requires",),
-    "neighbours": ("neighbors",), "neighbour": ("neighbors",), "neighbor": ("neighbors",),
-    "arp": ("neighbors",), "neigh": ("neighbors",), "bridge_fdb": ("fdb",), "fdbs": ("fdb",),
-    "cidr": ("pod_cidr",), "podcidr": ("pod_cidr",), "pod_subnet": ("pod_cidr",), "network": ("pod_cidr",),
-    "type": ("kind", "backend"), "mode": ("backend",), "host": ("node",), "nodename": ("node",),
-    "nft": ("nftables",), "nftable": ("nftables",), "firewall": ("nftables",), "ip6tables": ("iptables",),
-    "iptables_save": ("iptables",), "rules_file": ("file",), "path": ("file",), "filename": ("file",),
-    "text": ("ruleset", "save"), "rulesets": ("ruleset",), "nft_ruleset": ("ruleset",), "dump": ("save",),
-    "iptables-save": ("save",), "flush": ("noflush",),
+    "gw": ("via",),
+    "gateway": ("via",),
+    "nexthop": ("via",),
+    "next_hop": ("via",),
+    "dst": ("to",),
+    "dest": ("to",),
+    "destination": ("to",),
+    "prefix": ("to",),
+    "device": ("dev",),
+    "interface": ("dev",),
+    "iface": ("dev",),
+    "src": ("from",),
+    "source": ("from",),
+    "pref": ("priority", "metric"),
+    "preference": ("priority", "metric"),
+    "prio": ("priority",),
+    "lookup": ("table",),
+    "mark": ("fwmark",),
+    "address": ("addresses",),
+    "ip": ("addresses", "address"),
+    "ips": ("addresses",),
+    "ipv4": ("addresses",),
+    "ipv6": ("addresses",),
+    "bridge": ("master",),
+    "hwaddr": ("mac",),
+    "lladdr": ("mac",),
+    "id": ("vni",),
+    "vxlan_id": ("vni",),
+    "dstport": ("port",),
+    "interfaces": ("links",),
+    "ifaces": ("links",),
+    "commands": ("exec",),
+    "cmds": ("exec",),
+    "run": ("exec",),
+    "hosts": ("nodes",),
+    "namespaces": ("nodes",),
+    "features": ("requires",),
+    "neighbours": ("neighbors",),
+    "neighbour": ("neighbors",),
+    "neighbor": ("neighbors",),
+    "arp": ("neighbors",),
+    "neigh": ("neighbors",),
+    "bridge_fdb": ("fdb",),
+    "fdbs": ("fdb",),
+    "cidr": ("pod_cidr",),
+    "podcidr": ("pod_cidr",),
+    "pod_subnet": ("pod_cidr",),
+    "network": ("pod_cidr",),
+    "type": ("kind", "backend"),
+    "mode": ("backend",),
+    "host": ("node",),
+    "nodename": ("node",),
+    "nft": ("nftables",),
+    "nftable": ("nftables",),
+    "firewall": ("nftables",),
+    "ip6tables": ("iptables",),
+    "iptables_save": ("iptables",),
+    "rules_file": ("file",),
+    "path": ("file",),
+    "filename": ("file",),
+    "text": ("ruleset", "save"),
+    "rulesets": ("ruleset",),
+    "nft_ruleset": ("ruleset",),
+    "dump": ("save",),
+    "iptables-save": ("save",),
+    "flush": ("noflush",),
 }
 
 # What a missing key is for, so the message says what to write.
@@ -367,7 +424,7 @@ _MISSING_HINTS = {
     "vni": "a vxlan needs `vni:`, its VXLAN network identifier (0 to 16777215)",
     "peer": "a `kind: veth` link needs `peer: NODE:IFNAME`, the other end of the pair",
     "table": "a vrf needs `table:`, the routing table its interfaces route in (a number, or a name from "
-             "top-level `tables:`)",
+    "top-level `tables:`)",
 }
 
 # The full range of bounded numbers, by key.
@@ -466,8 +523,7 @@ class _Error:
     @classmethod
     def of(cls, err: Any) -> _Error:
         raw_loc = tuple(err["loc"])
-        return cls(raw_loc, _clean_loc(raw_loc), err["type"], err.get("input"), str(err["msg"]),
-                   err.get("ctx") or {})
+        return cls(raw_loc, _clean_loc(raw_loc), err["type"], err.get("input"), str(err["msg"]), err.get("ctx") or {})
 
     @property
     def last(self) -> str | int:
@@ -518,13 +574,19 @@ def _check_kind_text(e: _Error) -> str:
     value = e.value
     given = [k for k in CHECK_KINDS if isinstance(value, dict) and k in value]
     if given:
-        return (f"a check is one of probe:, route: or rule:, and this one has {' and '.join(given)}; "
-                "split it into separate checks")
+        return (
+            f"a check is one of probe:, route: or rule:, and this one has {' and '.join(given)}; "
+            "split it into separate checks"
+        )
     if isinstance(value, dict):
-        return ("a check needs one of probe: (send traffic), route: (ask `ip route get`) or rule: "
-                f"(look for an ip rule); it has {', '.join(map(str, value)) or 'no keys'}")
-    return (f"expected a check (a mapping with name: and one of probe:, route:, rule:), got {_show(value)}; "
-            "e.g. {name: c1 reaches c2, probe: {from: c1, to: c2}}")
+        return (
+            "a check needs one of probe: (send traffic), route: (ask `ip route get`) or rule: "
+            f"(look for an ip rule); it has {', '.join(map(str, value)) or 'no keys'}"
+        )
+    return (
+        f"expected a check (a mapping with name: and one of probe:, route:, rule:), got {_show(value)}; "
+        "e.g. {name: c1 reaches c2, probe: {from: c1, to: c2}}"
+    )
 
 
 def _mapping_text(e: _Error) -> str:
@@ -534,8 +596,10 @@ def _mapping_text(e: _Error) -> str:
         where = f"`{e.last}: {{}}`" if isinstance(e.last, str) and e.last else "`{}`"
         return f"is empty; expected a mapping (key: value, …), e.g. {where} for one with no settings"
     if isinstance(e.value, list):
-        return ("expected a mapping (key: value, …), got a list; entries here are keyed by "
-                "name, so drop the '- ' in front of them")
+        return (
+            "expected a mapping (key: value, …), got a list; entries here are keyed by "
+            "name, so drop the '- ' in front of them"
+        )
     model = _model_at(e.raw_loc)
     example = _EXAMPLES.get(model.__name__) if model else None
     return f"expected a mapping (key: value, …), got {_show(e.value)}" + (f"; e.g. {example}" if example else "")
@@ -545,15 +609,13 @@ def _list_text(e: _Error) -> str:
     path, last, value = e.path, e.last, e.value
     if last in ("nftables", "iptables") and len(path) >= 3 and path[-3] in ("nodes", "pods"):
         one, many = ("ruleset", "rulesets") if last == "nftables" else ("save", "iptables-save dumps")
-        text = (f"expected a list of {many} (items like `- {one}: |`), or one as text (`{last}: |`), "
-                f"got {_show(value)}")
+        text = f"expected a list of {many} (items like `- {one}: |`), or one as text (`{last}: |`), got {_show(value)}"
         return text + ("; for a list of one, put '- ' before it" if isinstance(value, dict) else "")
     if len(path) >= 3 and path[2] == "exec" and isinstance(value, str):
         argv = ", ".join(_split(value))
         if len(path) == 3:  # `exec: "cmd"`: a list of commands, each a list
             return f"expected a list of commands, each a list of arguments, got {_show(value)}; write [[{argv}]]"
-        return ("expected a list of arguments (the command runs without a shell), "
-                f"got {_show(value)}; write [{argv}]")
+        return f"expected a list of arguments (the command runs without a shell), got {_show(value)}; write [{argv}]"
     text = f"expected a list ([…] or '- ' items), got {_show(value)}"
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         text += f"; for one item write [{value}]"

@@ -56,8 +56,10 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 def _dns_label(kind: str) -> Any:
     def check(value: str) -> str:
         if len(value) > 63 or not _DNS_LABEL.match(value):
-            raise ValueError(f"{kind} name {value!r} must be a DNS label as Kubernetes wants it: at most 63 "
-                             "lowercase letters, digits and '-', starting and ending with a letter or digit")
+            raise ValueError(
+                f"{kind} name {value!r} must be a DNS label as Kubernetes wants it: at most 63 "
+                "lowercase letters, digits and '-', starting and ending with a letter or digit"
+            )
         return value
 
     return AfterValidator(check)
@@ -95,11 +97,15 @@ class Peer(Base):
     @model_validator(mode="after")
     def _one_kind(self) -> Peer:
         if self.ip_block is not None and (self.pod_selector is not None or self.namespace_selector is not None):
-            raise ValueError("a peer is either `ip_block:` or pod/namespace selectors, not both (Kubernetes "
-                             "refuses it too); make them two peers of the list")
+            raise ValueError(
+                "a peer is either `ip_block:` or pod/namespace selectors, not both (Kubernetes "
+                "refuses it too); make them two peers of the list"
+            )
         if self.ip_block is None and self.pod_selector is None and self.namespace_selector is None:
-            raise ValueError("a peer needs `pod_selector:`, `namespace_selector:` or `ip_block:` (an empty "
-                             "peer list, or no `from:`/`to:` at all, means every peer)")
+            raise ValueError(
+                "a peer needs `pod_selector:`, `namespace_selector:` or `ip_block:` (an empty "
+                "peer list, or no `from:`/`to:` at all, means every peer)"
+            )
         return self
 
 
@@ -111,8 +117,7 @@ class PolicyPort(Base):
     @model_validator(mode="after")
     def _range(self) -> PolicyPort:
         if self.end_port is not None and (self.port is None or self.end_port < self.port):
-            raise ValueError(f"end_port {self.end_port} needs a `port:` at or below it (the range is "
-                             "port … end_port)")
+            raise ValueError(f"end_port {self.end_port} needs a `port:` at or below it (the range is port … end_port)")
         return self
 
 

@@ -80,7 +80,8 @@ def _plain(value: Any) -> bool:
     if isinstance(value, str):
         return "\n" not in value  # a text of several lines is a `|` block, which flow style cannot hold
     return not isinstance(value, (dict, list)) or (
-        isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value))
+        isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value)
+    )
 
 
 def _styled(value: Any) -> Any:

@@ -215,8 +215,10 @@ def _explain(err: yaml.MarkedYAMLError, text: str) -> str:
         return where + "a tab; indent with spaces (YAML does not allow tabs in indentation)"
     if "cannot start any token" in problem:
         return where + f"a plain value cannot start with {here[:1]!r}; put the value in quotes"
-    if "expected <block end>" in problem or "did not find expected key" in problem or (
-        "expected '-' indicator" in problem
+    if (
+        "expected <block end>" in problem
+        or "did not find expected key" in problem
+        or ("expected '-' indicator" in problem)
     ):
         return _indentation(lines, line)  # names its columns itself
     if "mapping values are not allowed" in problem:
@@ -231,9 +233,7 @@ def _explain(err: yaml.MarkedYAMLError, text: str) -> str:
                 f"with '{closing}', or a value in it needs quotes"
             )
     if "node content" in problem and here.startswith(":"):
-        return where + (
-            "a value that starts with ':' (like ::1/128 or ::/0) must be quoted inside [ ] and { }"
-        )
+        return where + ("a value that starts with ':' (like ::1/128 or ::/0) must be quoted inside [ ] and { }")
     if "undefined alias" in problem:
         name = here[1:].split()[0].rstrip(",]}") if here.startswith("*") else "?"
         return where + f"alias *{name} refers to no anchor; define &{name} before it is used"
@@ -247,12 +247,16 @@ def _explain(err: yaml.MarkedYAMLError, text: str) -> str:
 
 def _indentation(lines: list[str], line: int) -> str:
     """Explain a block-structure error at 0-based `line` by comparing it with the line above."""
+
     def indent(text: str) -> int:
         return len(text) - len(text.lstrip(" "))
 
     above = next(
-        (i for i in range(min(line, len(lines)) - 1, -1, -1)
-         if lines[i].strip() and not lines[i].lstrip().startswith("#")),
+        (
+            i
+            for i in range(min(line, len(lines)) - 1, -1, -1)
+            if lines[i].strip() and not lines[i].lstrip().startswith("#")
+        ),
         None,
     )
     this = lines[line] if line < len(lines) else ""

@@ -76,8 +76,6 @@ class Topology:
         return iface.master if self.master_kind(iface) == "bridge" else None
 
 
-
-
 def _kind(link: _LinkCommon) -> str:
     return str(getattr(link, "kind", "end"))
 
@@ -169,8 +167,9 @@ def _pair_veths(lab: Lab, port_of: PortOf, topo: Topology, complaints: list[Comp
     return meant
 
 
-def _peer_problem(lab: Lab, topo: Topology, key: IfKey, pkey: IfKey, seen: set[IfKey],
-                  meant: set[IfKey]) -> Complaint | None:
+def _peer_problem(
+    lab: Lab, topo: Topology, key: IfKey, pkey: IfKey, seen: set[IfKey], meant: set[IfKey]
+) -> Complaint | None:
     """Why `key` cannot have `pkey` as its peer whatever is declared there: itself, a node
     that does not exist, an end already paired."""
     ppath = (*topo.interfaces[key].path, "peer")
@@ -202,9 +201,7 @@ def _take_far_end(port_of: PortOf, topo: Topology, key: IfKey, pkey: IfKey) -> C
         # An implicit end may still be a bridge port: `ports: [veth1]` on the host's
         # bridge with `eth0: {peer: host:veth1}` in the pod is the docker layout.
         master = port_of[pkey][0] if pkey in port_of else None
-        topo.interfaces[pkey] = Interface(
-            pkey[0], pkey[1], "veth", PeerEnd(), iface.path, peer=key, master=master
-        )
+        topo.interfaces[pkey] = Interface(pkey[0], pkey[1], "veth", PeerEnd(), iface.path, peer=key, master=master)
     elif other.kind == "veth":
         if other.peer != key:
             return (
@@ -249,25 +246,34 @@ def _unpaired_end(topo: Topology, key: IfKey, iface: Interface, meant: set[IfKey
     """A plain end (no kind, no peer) that no veth points at."""
     # A declared end nobody points at, next to an undeclared end some veth does point
     # at with a similar name, is one typo (`peer: pod2:eht0`): say so at that peer.
-    typo = [
-        i for i in topo.of_node(key[0])
-        if i.kind == "veth" and i.path != ("nodes", i.node, "links", i.name) and i.peer
-    ] if iface.kind == "end" else []
+    typo = (
+        [
+            i
+            for i in topo.of_node(key[0])
+            if i.kind == "veth" and i.path != ("nodes", i.node, "links", i.name) and i.peer
+        ]
+        if iface.kind == "end"
+        else []
+    )
     close = difflib.get_close_matches(key[1], [i.name for i in typo], n=1, cutoff=0.6)
     if close:
         implicit = next(i for i in typo if i.name == close[0])
-        return [(
-            (*implicit.path, "peer"),
-            f"peer {key[0]}:{close[0]} is not declared in {key[0]}, which has an unpaired "
-            f"{key[1]}; did you mean `peer: {key[0]}:{key[1]}`?",
-        )]
+        return [
+            (
+                (*implicit.path, "peer"),
+                f"peer {key[0]}:{close[0]} is not declared in {key[0]}, which has an unpaired "
+                f"{key[1]}; did you mean `peer: {key[0]}:{key[1]}`?",
+            )
+        ]
     if iface.kind == "end" and key not in meant:
-        return [(
-            iface.path,
-            "this interface has neither `kind:` nor `peer:`, and no veth in another node "
-            f"names it as peer; add `peer: NODE:IFNAME` or `kind: bridge|dummy|vxlan`, or "
-            f"point a veth at it with `peer: {key[0]}:{key[1]}`",
-        )]
+        return [
+            (
+                iface.path,
+                "this interface has neither `kind:` nor `peer:`, and no veth in another node "
+                f"names it as peer; add `peer: NODE:IFNAME` or `kind: bridge|dummy|vxlan`, or "
+                f"point a veth at it with `peer: {key[0]}:{key[1]}`",
+            )
+        ]
     return []
 
 
@@ -278,34 +284,54 @@ def _master_problems(topo: Topology, key: IfKey, iface: Interface, port_of: Port
     path = (*iface.path, "master")
     bridge = topo.interfaces.get((key[0], iface.master))
     if iface.kind == "lo" and bridge is not None and bridge.kind == "vrf":
-        return [(path, (
-            f"lo cannot be in a VRF (the kernel refuses: \"Can not enslave loopback device to a VRF\"); "
-            f"give vrf {iface.master} itself the address: it is the VRF's loopback"))]
+        return [
+            (
+                path,
+                (
+                    f'lo cannot be in a VRF (the kernel refuses: "Can not enslave loopback device to a VRF"); '
+                    f"give vrf {iface.master} itself the address: it is the VRF's loopback"
+                ),
+            )
+        ]
     if iface.kind == "lo":  # the kernel refuses, and the plan has no op for it
         return [(path, "lo cannot be a bridge port; give the bridge itself the address")]
     if iface.kind == "vrf":
         listed = f" (bridge {iface.master} lists it in its `ports:`)" if key in port_of else ""
-        return [(path, (
-            f"a vrf cannot have a master{listed}: the kernel refuses to enslave an L3 master device "
-            "to a bridge or to another VRF; enslave the VRF's interfaces instead"))]
+        return [
+            (
+                path,
+                (
+                    f"a vrf cannot have a master{listed}: the kernel refuses to enslave an L3 master device "
+                    "to a bridge or to another VRF; enslave the VRF's interfaces instead"
+                ),
+            )
+        ]
     if bridge is None or bridge.kind not in ("bridge", "vrf"):
         masters = sorted(i.name for i in topo.of_node(key[0]) if i.kind in ("bridge", "vrf"))
         what = "does not exist" if bridge is None else f"is a {bridge.kind}, not a bridge or vrf"
-        return [(
-            path,
-            f"master {iface.master} in node {key[0]} {what}"
-            + (
-                f" (bridges and vrfs there: {', '.join(masters)})"
-                if masters
-                else " (declare one, e.g. `br0: {kind: bridge}` or `blue: {kind: vrf, table: 10}`)"
-            ),
-        )]
+        return [
+            (
+                path,
+                f"master {iface.master} in node {key[0]} {what}"
+                + (
+                    f" (bridges and vrfs there: {', '.join(masters)})"
+                    if masters
+                    else " (declare one, e.g. `br0: {kind: bridge}` or `blue: {kind: vrf, table: 10}`)"
+                ),
+            )
+        ]
     if iface.master == key[1]:
         return [(path, "a bridge cannot be its own master")]
     if iface.kind == "bridge" and bridge.kind == "bridge":
-        return [(path, (
-            f"{iface.master} is a bridge, and a bridge cannot be a port of another bridge (the kernel "
-            "refuses: \"Can not enslave a bridge to a bridge\"); a bridge may be in a vrf"))]
+        return [
+            (
+                path,
+                (
+                    f"{iface.master} is a bridge, and a bridge cannot be a port of another bridge (the kernel "
+                    'refuses: "Can not enslave a bridge to a bridge"); a bridge may be in a vrf'
+                ),
+            )
+        ]
     return []
 
 
@@ -313,9 +339,15 @@ def _setting_problems(topo: Topology, key: IfKey, iface: Interface) -> list[Comp
     """Settings that need something else: hairpin a bridge, a vxlan's `dev:` an interface."""
     complaints: list[Complaint] = []
     if iface.settings.hairpin and topo.bridge_of(iface) is None:
-        complaints.append(((*iface.path, "hairpin"), (
-            "hairpin is a bridge port's setting; give this link `master: BRIDGE` (or list it in the "
-            "bridge's `ports:`)")))
+        complaints.append(
+            (
+                (*iface.path, "hairpin"),
+                (
+                    "hairpin is a bridge port's setting; give this link `master: BRIDGE` (or list it in the "
+                    "bridge's `ports:`)"
+                ),
+            )
+        )
     underlay = iface.settings.dev if isinstance(iface.settings, Vxlan) else None
     if underlay is not None and (key[0], underlay) not in topo.interfaces:
         known = ", ".join(sorted(i.name for i in topo.of_node(key[0]) if i.name != key[1]))

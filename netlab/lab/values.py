@@ -12,7 +12,17 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 # Kernel features a lab may require (see netlab.kernel.features for how each is probed).
 Feature = Literal[
-    "netns", "veth", "bridge", "dummy", "vxlan", "vrf", "ipvs", "nftables", "conntrack", "ipset", "br_netfilter",
+    "netns",
+    "veth",
+    "bridge",
+    "dummy",
+    "vxlan",
+    "vrf",
+    "ipvs",
+    "nftables",
+    "conntrack",
+    "ipset",
+    "br_netfilter",
     "netem",
 ]
 
@@ -54,8 +64,7 @@ def _check_ifname(value: str) -> str:
         raise ValueError(f"interface name {value!r} is {length}; Linux allows 1 to {IFNAMSIZ}{unit}")
     if value in (".", "..") or _IFNAME_BAD.search(value):
         raise ValueError(
-            f"interface name {value!r} may not be '.', '..' or contain '/', ':', whitespace "
-            "or control characters"
+            f"interface name {value!r} may not be '.', '..' or contain '/', ':', whitespace or control characters"
         )
     return value
 
@@ -100,9 +109,7 @@ def _why_not_net(text: str) -> str:
 def _check_interface_address(value: Any) -> str:
     text = str(value)
     if "/" not in text:
-        raise ValueError(
-            f"address {text!r} needs a prefix length, e.g. {text}/24 (or /32, /128 for a host address)"
-        )
+        raise ValueError(f"address {text!r} needs a prefix length, e.g. {text}/24 (or /32, /128 for a host address)")
     try:
         iface = ipaddress.ip_interface(text)
     except ValueError:
@@ -209,7 +216,13 @@ def _ordered(value: tuple[int, int]) -> tuple[int, int]:
     return value
 
 
-PortRange = Annotated[tuple[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=65535)]],
-                      BeforeValidator(_port_range), AfterValidator(_ordered)]
-UidRange = Annotated[tuple[Annotated[int, Field(ge=0, lt=2**32)], Annotated[int, Field(ge=0, lt=2**32)]],
-                     BeforeValidator(_port_range), AfterValidator(_ordered)]
+PortRange = Annotated[
+    tuple[Annotated[int, Field(ge=0, le=65535)], Annotated[int, Field(ge=0, le=65535)]],
+    BeforeValidator(_port_range),
+    AfterValidator(_ordered),
+]
+UidRange = Annotated[
+    tuple[Annotated[int, Field(ge=0, lt=2**32)], Annotated[int, Field(ge=0, lt=2**32)]],
+    BeforeValidator(_port_range),
+    AfterValidator(_ordered),
+]

@@ -54,9 +54,15 @@ def split_variants(data: Any, source: Source) -> tuple[Any, dict[str, dict[str, 
     problems: list[Problem] = []
     if not isinstance(section, dict) or not section:
         got = "empty" if section is None or section == {} else f"a {type(section).__name__}"
-        problems.append(source.problem(("variants",), (
-            f"expected a mapping of variant name → changes, got {got}; e.g. "
-            "`variants: {no-route: {nodes: {c1: {routes: []}}}}` (or drop `variants:`)")))
+        problems.append(
+            source.problem(
+                ("variants",),
+                (
+                    f"expected a mapping of variant name → changes, got {got}; e.g. "
+                    "`variants: {no-route: {nodes: {c1: {routes: []}}}}` (or drop `variants:`)"
+                ),
+            )
+        )
         return base, {}, problems
     name = base.get("name")
     out: dict[str, dict[str, Any]] = {}
@@ -64,30 +70,50 @@ def split_variants(data: Any, source: Source) -> tuple[Any, dict[str, dict[str, 
         at: Path = ("variants", variant)
         bad = False
         if not _NAME_RE.match(variant):
-            problems.append(source.problem(at, (
-                f"variant name {variant!r} may use only letters, digits, '-' and '_', and must start "
-                "with a letter or digit (it becomes part of the lab's name)")))
+            problems.append(
+                source.problem(
+                    at,
+                    (
+                        f"variant name {variant!r} may use only letters, digits, '-' and '_', and must start "
+                        "with a letter or digit (it becomes part of the lab's name)"
+                    ),
+                )
+            )
             continue
         if isinstance(name, str) and len(variant_lab_name(name, variant)) > LAB_NAME_LIMIT:
             full = variant_lab_name(name, variant)
-            problems.append(source.problem(at, (
-                f"the lab this variant builds is named {full!r}, {len(full)} characters; lab names have at "
-                f"most {LAB_NAME_LIMIT}: shorten the variant's name (or the lab's)")))
+            problems.append(
+                source.problem(
+                    at,
+                    (
+                        f"the lab this variant builds is named {full!r}, {len(full)} characters; lab names have at "
+                        f"most {LAB_NAME_LIMIT}: shorten the variant's name (or the lab's)"
+                    ),
+                )
+            )
             bad = True
         if changes is None:
             changes = {}  # no changes: the base lab under another name
         if not isinstance(changes, dict):
-            problems.append(source.problem(at, (
-                f"expected a mapping of the lab keys this variant changes ({', '.join(VARIANT_KEYS)}), "
-                f"got {_show(changes)}")))
+            problems.append(
+                source.problem(
+                    at,
+                    (
+                        f"expected a mapping of the lab keys this variant changes ({', '.join(VARIANT_KEYS)}), "
+                        f"got {_show(changes)}"
+                    ),
+                )
+            )
             continue
         for key in changes:
             if key in VARIANT_KEYS:
                 continue
             bad = True
             if key == "name":
-                text = (f"a variant cannot set `name:`; the lab it builds is named after the lab and "
-                        f"the variant ({variant_lab_name(name if isinstance(name, str) else 'NAME', variant)})")
+                text = (
+                    f"a variant cannot set `name:`; the lab it builds is named after the lab and "
+                    f"the variant ({variant_lab_name(name if isinstance(name, str) else 'NAME', variant)})"
+                )
             elif key == "variants":
                 text = "variants do not nest; give every variant its own entry under the top-level `variants:`"
             else:
@@ -129,9 +155,15 @@ def apply_variant(base: dict[str, Any], variant: str, changes: dict[str, Any]) -
                     continue
                 close = difflib.get_close_matches(str(key), [str(k) for k in out], n=1, cutoff=0.6)
                 where = format_path(here)
-                complaints.append(((*root, *here), (
-                    f"`null` deletes a key of the lab, and the lab has no {where}"
-                    + (f"; did you mean {close[0]!r}?" if close else ""))))
+                complaints.append(
+                    (
+                        (*root, *here),
+                        (
+                            f"`null` deletes a key of the lab, and the lab has no {where}"
+                            + (f"; did you mean {close[0]!r}?" if close else "")
+                        ),
+                    )
+                )
             elif isinstance(value, dict) and isinstance(out.get(key), dict):
                 out[key] = merge(out[key], value, here)
             else:

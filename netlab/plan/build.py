@@ -132,14 +132,20 @@ def build_plan(lab: Lab, topo: Topology | None = None) -> Plan:
 
 def _namespace_ops(ns: str, where: str, lab: str, node_name: str, node: Node) -> list[Op]:
     """The node's namespace, its ownership mark, and netlab's IPv6 defaults for it."""
-    ops: list[Op] = [CreateNetns(ns, where, lab=lab, node=node_name),
-                     MarkNetns(ns, where, mark=ownership_mark(lab, node_name))]
+    ops: list[Op] = [
+        CreateNetns(ns, where, lab=lab, node=node_name),
+        MarkNetns(ns, where, mark=ownership_mark(lab, node_name)),
+    ]
     # Lab addresses are static: no DAD (no races, no 'tentative' waits), no SLAAC.
     # A node that never uses IPv6 gets none, which also spares the bridge the
     # link-local/MLD/router-solicitation floods that slow big labs down.
     defaults = (
-        {"net.ipv6.conf.all.accept_dad": "0", "net.ipv6.conf.default.accept_dad": "0",
-         "net.ipv6.conf.all.accept_ra": "0", "net.ipv6.conf.default.accept_ra": "0"}
+        {
+            "net.ipv6.conf.all.accept_dad": "0",
+            "net.ipv6.conf.default.accept_dad": "0",
+            "net.ipv6.conf.all.accept_ra": "0",
+            "net.ipv6.conf.default.accept_ra": "0",
+        }
         if _uses_ipv6(node)
         else {"net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1"}
     )
@@ -154,8 +160,16 @@ def _link_type(lab: Lab, s: _LinkCommon) -> LinkType:
     if isinstance(s, Vrf):
         return VrfType(table=table_number(s.table, lab.tables))
     if isinstance(s, Vxlan):
-        return VxlanType(vni=s.vni, port=s.port, local=s.local, remote=s.remote, group=s.group, dev=s.dev,
-                         learning=s.learning, ttl=s.ttl)
+        return VxlanType(
+            vni=s.vni,
+            port=s.port,
+            local=s.local,
+            remote=s.remote,
+            group=s.group,
+            dev=s.dev,
+            learning=s.learning,
+            ttl=s.ttl,
+        )
     return DummyType()
 
 
@@ -171,26 +185,53 @@ def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
                 # A dummy is made in the bridges' stage, so a bridge it is a port of may not be
                 # there yet: it joins the bridge with the link settings (a VRF is made before both).
                 late = iface.kind == "dummy" and topo.bridge_of(iface) is not None
-                ops.append(CreateLink(ns[node_name], what, name=iface.name, type=_link_type(lab, s), up=s.up,
-                                      master=None if late else iface.master, mtu=s.mtu, mac=s.mac))
+                ops.append(
+                    CreateLink(
+                        ns[node_name],
+                        what,
+                        name=iface.name,
+                        type=_link_type(lab, s),
+                        up=s.up,
+                        master=None if late else iface.master,
+                        mtu=s.mtu,
+                        mac=s.mac,
+                    )
+                )
                 if late:
                     ops.append(SetLink(ns[node_name], what, name=iface.name, up=s.up, master=iface.master))
     for pair in topo.pairs:
         near, far = topo.interfaces[pair.near], topo.interfaces[pair.far]
-        peer = VethType(peer_ns=ns[far.node], peer_name=far.name, peer_mtu=far.settings.mtu,
-                        peer_mac=far.settings.mac)
-        ops.append(CreateLink(ns[near.node], format_path(near.path), name=near.name, type=peer,
-                              up=near.settings.up, master=near.master, mtu=near.settings.mtu, mac=near.settings.mac))
-        ops.append(SetLink(ns[far.node], format_path(far.path), name=far.name, up=far.settings.up,
-                           master=far.master))
+        peer = VethType(peer_ns=ns[far.node], peer_name=far.name, peer_mtu=far.settings.mtu, peer_mac=far.settings.mac)
+        ops.append(
+            CreateLink(
+                ns[near.node],
+                format_path(near.path),
+                name=near.name,
+                type=peer,
+                up=near.settings.up,
+                master=near.master,
+                mtu=near.settings.mtu,
+                mac=near.settings.mac,
+            )
+        )
+        ops.append(SetLink(ns[far.node], format_path(far.path), name=far.name, up=far.settings.up, master=far.master))
     for (node_name, _), iface in topo.interfaces.items():
         if iface.kind == "lo" and (iface.settings.mtu or iface.settings.mac or not iface.settings.up):
             # mac too: it is what made this op needed, and was dropped before
-            ops.append(SetLink(ns[node_name], format_path(iface.path), name="lo", up=iface.settings.up,
-                               mtu=iface.settings.mtu, mac=iface.settings.mac))
+            ops.append(
+                SetLink(
+                    ns[node_name],
+                    format_path(iface.path),
+                    name="lo",
+                    up=iface.settings.up,
+                    mtu=iface.settings.mtu,
+                    mac=iface.settings.mac,
+                )
+            )
         if iface.settings.hairpin:
-            ops.append(SetBridgePort(ns[node_name], format_path((*iface.path, "hairpin")), name=iface.name,
-                                     hairpin=True))
+            ops.append(
+                SetBridgePort(ns[node_name], format_path((*iface.path, "hairpin")), name=iface.name, hairpin=True)
+            )
     return ops
 
 
@@ -198,8 +239,11 @@ def _address_ops(topo: Topology, ns: dict[str, str]) -> list[Op]:
     ops: list[Op] = []
     for (node_name, _), iface in topo.interfaces.items():
         for i, addr in enumerate(iface.settings.addresses):
-            what = format_path((*iface.path, "addresses", i)) if iface.path[1] == node_name else \
-                f"nodes.{node_name}.links.{iface.name}"
+            what = (
+                format_path((*iface.path, "addresses", i))
+                if iface.path[1] == node_name
+                else f"nodes.{node_name}.links.{iface.name}"
+            )
             ops.append(AddAddress(ns[node_name], what, dev=iface.name, address=addr))
     return ops
 
@@ -213,8 +257,16 @@ def _neighbor_ops(ns: str, node_name: str, node: Node, topo: Topology) -> list[O
         # A vxlan keeps its own table (`self`); any other device is a bridge port, and
         # the entry goes into its bridge's table (`master`). The checks ensure one of the two.
         dev = topo.interfaces.get((node_name, f.dev))
-        ops.append(AddFdb(ns, f"{where}.fdb[{i}]", dev=f.dev, lladdr=f.lladdr, dst=f.dst,
-                          master=dev is not None and dev.kind != "vxlan" and topo.bridge_of(dev) is not None))
+        ops.append(
+            AddFdb(
+                ns,
+                f"{where}.fdb[{i}]",
+                dev=f.dev,
+                lladdr=f.lladdr,
+                dst=f.dst,
+                master=dev is not None and dev.kind != "vxlan" and topo.bridge_of(dev) is not None,
+            )
+        )
     return ops
 
 
@@ -225,22 +277,51 @@ def _route_ops(lab: Lab, ns: str, node_name: str, node: Node) -> list[Op]:
         family = route_family(r)
         to = r.to if r.to != "default" else ("0.0.0.0/0" if family == 4 else "::/0")
         table, table_name = _table_number(lab, r.table)
-        ops.append(AddRoute(ns, f"nodes.{node_name}.routes[{i}]", family=family,
-                            to="default" if r.to == "default" else to, type=r.type, via=r.via,
-                            dev=r.dev, table=table, table_name=table_name, onlink=r.onlink,
-                            metric=r.metric, src=r.src))
+        ops.append(
+            AddRoute(
+                ns,
+                f"nodes.{node_name}.routes[{i}]",
+                family=family,
+                to="default" if r.to == "default" else to,
+                type=r.type,
+                via=r.via,
+                dev=r.dev,
+                table=table,
+                table_name=table_name,
+                onlink=r.onlink,
+                metric=r.metric,
+                src=r.src,
+            )
+        )
     for i, rule in enumerate(node.rules):
         table, table_name = _table_number(lab, rule.table)
         mark, mask = parse_fwmark(rule.fwmark) if rule.fwmark else (None, None)
-        ops.append(AddRule(ns, f"nodes.{node_name}.rules[{i}]", family=rule_family(rule),
-                           priority=rule.priority, src=_net(rule.from_), dst=_net(rule.to),
-                           iif=rule.iif, oif=rule.oif, fwmark=mark, fwmask=mask, action=rule.action,
-                           table=table, table_name=table_name, invert=rule.not_,
-                           ipproto=IP_PROTOS[rule.ipproto] if isinstance(rule.ipproto, str) else rule.ipproto,
-                           sport=rule.sport, dport=rule.dport,
-                           tos=rule.dscp << 2 if rule.dscp is not None else None,
-                           uidrange=rule.uidrange, l3mdev=rule.l3mdev, goto=rule.goto,
-                           suppress_prefixlength=rule.suppress_prefixlength))
+        ops.append(
+            AddRule(
+                ns,
+                f"nodes.{node_name}.rules[{i}]",
+                family=rule_family(rule),
+                priority=rule.priority,
+                src=_net(rule.from_),
+                dst=_net(rule.to),
+                iif=rule.iif,
+                oif=rule.oif,
+                fwmark=mark,
+                fwmask=mask,
+                action=rule.action,
+                table=table,
+                table_name=table_name,
+                invert=rule.not_,
+                ipproto=IP_PROTOS[rule.ipproto] if isinstance(rule.ipproto, str) else rule.ipproto,
+                sport=rule.sport,
+                dport=rule.dport,
+                tos=rule.dscp << 2 if rule.dscp is not None else None,
+                uidrange=rule.uidrange,
+                l3mdev=rule.l3mdev,
+                goto=rule.goto,
+                suppress_prefixlength=rule.suppress_prefixlength,
+            )
+        )
     return ops
 
 
@@ -249,13 +330,36 @@ def ipvs_ops(ns: str, where: str, node: Node) -> list[Op]:
     ops: list[Op] = []
     for i, svc in enumerate(node.ipvs):
         family, port = service_family(svc), svc.port or 0
-        ops.append(AddIpvsService(ns, f"{where}.ipvs[{i}]", proto=svc.proto, family=family, address=svc.address,
-                                  port=port, fwmark=svc.fwmark, scheduler=svc.scheduler,
-                                  persistent=svc.persistent, netmask=svc.netmask))
+        ops.append(
+            AddIpvsService(
+                ns,
+                f"{where}.ipvs[{i}]",
+                proto=svc.proto,
+                family=family,
+                address=svc.address,
+                port=port,
+                fwmark=svc.fwmark,
+                scheduler=svc.scheduler,
+                persistent=svc.persistent,
+                netmask=svc.netmask,
+            )
+        )
         for j, real in enumerate(svc.reals):
-            ops.append(AddIpvsReal(ns, f"{where}.ipvs[{i}].reals[{j}]", proto=svc.proto, family=family,
-                                   address=svc.address, port=port, fwmark=svc.fwmark, real=real.address,
-                                   real_port=real_port(svc, real), weight=real.weight, forward=real.forward))
+            ops.append(
+                AddIpvsReal(
+                    ns,
+                    f"{where}.ipvs[{i}].reals[{j}]",
+                    proto=svc.proto,
+                    family=family,
+                    address=svc.address,
+                    port=port,
+                    fwmark=svc.fwmark,
+                    real=real.address,
+                    real_port=real_port(svc, real),
+                    weight=real.weight,
+                    forward=real.forward,
+                )
+            )
     return ops
 
 
@@ -265,11 +369,21 @@ def firewall_ops(ns: str, where: str, node: Node) -> list[Op]:
     The loaded lab carries every `file:`'s text, so the ops hold the text itself."""
     ops: list[Op] = []
     for i, ipset in enumerate(node.ipsets):
-        ops.append(CreateIpset(
-            ns, f"{where}.ipsets[{i}]", name=ipset.name, type=ipset.type, family=ipset.family,
-            range=range_text(ipset), hashsize=ipset.hashsize, maxelem=ipset.maxelem, comment=ipset.comment,
-            members=tuple(parse_element(ipset.type, ipset.family, entry_text(m)).text for m in ipset.members),
-            comments=tuple(entry_comment(m) for m in ipset.members) if ipset.comment else ()))
+        ops.append(
+            CreateIpset(
+                ns,
+                f"{where}.ipsets[{i}]",
+                name=ipset.name,
+                type=ipset.type,
+                family=ipset.family,
+                range=range_text(ipset),
+                hashsize=ipset.hashsize,
+                maxelem=ipset.maxelem,
+                comment=ipset.comment,
+                members=tuple(parse_element(ipset.type, ipset.family, entry_text(m)).text for m in ipset.members),
+                comments=tuple(entry_comment(m) for m in ipset.members) if ipset.comment else (),
+            )
+        )
     for i, r in enumerate(node.nftables):
         if r.json_ is not None:
             ops.append(LoadNftables(ns, f"{where}.nftables[{i}]", text=json.dumps(r.json_), json=True))

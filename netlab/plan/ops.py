@@ -131,8 +131,13 @@ class VxlanType:
 
     def args(self) -> list[str]:
         parts = [f"id {self.vni} dstport {self.port}"]
-        for key, value in (("local", self.local), ("remote", self.remote), ("group", self.group),
-                           ("dev", self.dev), ("ttl", self.ttl)):
+        for key, value in (
+            ("local", self.local),
+            ("remote", self.remote),
+            ("group", self.group),
+            ("dev", self.dev),
+            ("ttl", self.ttl),
+        ):
             if value is not None:
                 parts.append(f"{key} {value}")
         if not self.learning:
@@ -290,8 +295,6 @@ class AddRoute(Op):
         return " ".join(parts)
 
 
-
-
 @dataclass(frozen=True)
 class AddRule(Op):
     family: int = 4
@@ -324,17 +327,22 @@ class AddRule(Op):
         if self.invert:
             parts.append("not")
         parts.append(f"from {self.src or 'all'}")
-        parts += [f"{word} {value}" for word, value in (("to", self.dst), ("iif", self.iif), ("oif", self.oif))
-                  if value]
+        parts += [
+            f"{word} {value}" for word, value in (("to", self.dst), ("iif", self.iif), ("oif", self.oif)) if value
+        ]
         if self.fwmark is not None:
-            parts.append(f"fwmark {self.fwmark:#x}/{self._mask():#x}" if self.fwmask is not None or self.fwmark == 0
-                         else f"fwmark {self.fwmark:#x}")
+            parts.append(
+                f"fwmark {self.fwmark:#x}/{self._mask():#x}"
+                if self.fwmask is not None or self.fwmark == 0
+                else f"fwmark {self.fwmark:#x}"
+            )
         if self.ipproto is not None:
             parts.append(f"ipproto {proto_name(self.ipproto)}")
         for word, span in (("sport", self.sport), ("dport", self.dport), ("uidrange", self.uidrange)):
             if span is not None:
-                parts.append(f"{word} {span[0]}" if span[0] == span[1] and word != "uidrange"
-                             else f"{word} {span[0]}-{span[1]}")
+                parts.append(
+                    f"{word} {span[0]}" if span[0] == span[1] and word != "uidrange" else f"{word} {span[0]}-{span[1]}"
+                )
         if self.tos is not None:
             parts.append(f"tos {self.tos:#04x}")
         if self.l3mdev:
@@ -441,8 +449,10 @@ class CreateIpset(Op):
 
     def add_lines(self) -> list[str]:
         notes = self.comments or (None,) * len(self.members)
-        return [f"add {self.name} {m}" + (f' comment "{c}"' if c is not None else "")
-                for m, c in zip(self.members, notes, strict=True)]
+        return [
+            f"add {self.name} {m}" + (f' comment "{c}"' if c is not None else "")
+            for m, c in zip(self.members, notes, strict=True)
+        ]
 
     def render(self) -> str:
         return _heredoc(f"ip netns exec {self.ns} ipset restore", "\n".join([self.create_line(), *self.add_lines()]))
@@ -504,8 +514,10 @@ class AddIpvsReal(_IpvsServiceKey):
 
     def render(self) -> str:
         real = host_port(self.real, self.real_port, no_port="address")
-        return (f"ip netns exec {self.ns} ipvsadm -a {self.service_args()} -r {real} "
-                f"{IPVS_FORWARD_FLAGS[self.forward]} -w {self.weight}")
+        return (
+            f"ip netns exec {self.ns} ipvsadm -a {self.service_args()} -r {real} "
+            f"{IPVS_FORWARD_FLAGS[self.forward]} -w {self.weight}"
+        )
 
 
 @dataclass(frozen=True)

@@ -108,8 +108,12 @@ class LabContext:
         self.topo = topology(self.lab)
         self.tables = {**BUILTIN_TABLES, **self.lab.tables}
         marker = f"table inet {POLICY_TABLE} {{"
-        self.policy_nodes = {name: drop_rules(r.ruleset) for name, node in self.lab.nodes.items()
-                             for r in node.nftables if r.ruleset and marker in r.ruleset}
+        self.policy_nodes = {
+            name: drop_rules(r.ruleset)
+            for name, node in self.lab.nodes.items()
+            for r in node.nftables
+            if r.ruleset and marker in r.ruleset
+        }
         self._owner = {}
         for (node, ifname), iface in self.topo.interfaces.items():
             for addr in iface.settings.addresses:
@@ -138,8 +142,7 @@ class LabContext:
 
     def policy_drops(self) -> list[Drop]:
         """The drops recorded by the network policy of every node that has one."""
-        return [d for node, rules in self.policy_nodes.items()
-                for d in self.observer.drops(self.ns(node), node, rules)]
+        return [d for node, rules in self.policy_nodes.items() for d in self.observer.drops(self.ns(node), node, rules)]
 
     def vxlan_ports(self) -> set[int]:
         ports = {4789, 8472}
@@ -148,8 +151,13 @@ class LabContext:
         return ports
 
 
-def run_checks(ctx: LabContext, checks: Sequence[Check] | None = None, *, workers: int = 16,
-               on_done: Callable[[Verdict], None] | None = None) -> list[Verdict]:
+def run_checks(
+    ctx: LabContext,
+    checks: Sequence[Check] | None = None,
+    *,
+    workers: int = 16,
+    on_done: Callable[[Verdict], None] | None = None,
+) -> list[Verdict]:
     """Every check (or those given), in lab-file order in the result."""
     todo = list(ctx.lab.checks if checks is None else checks)
     if not todo:
@@ -190,8 +198,9 @@ def _attempt(ctx: LabContext, check: Check) -> Verdict:
             return _route_check(ctx, check)
         return _rule_check(ctx, check)
     except (ObserveError, OSError) as err:
-        return Verdict(check.name, kind, False, "could not observe", [f"could not observe: {err}"],
-                       description=check.description)
+        return Verdict(
+            check.name, kind, False, "could not observe", [f"could not observe: {err}"], description=check.description
+        )
 
 
 # ---------------------------------------------------------------- probe checks
@@ -201,9 +210,10 @@ def _requests(ctx: LabContext, check: ProbeCheck) -> list[ProbeRequest]:
     p = check.probe
     dst, port = probe_target(ctx.topo, set(ctx.lab.nodes), p)
     proto = p.proto or ("tcp" if port is not None else "icmp")
-    return [ProbeRequest(ctx.ns(p.from_), proto, dst, port, src=p.src, sport=p.sport, timeout=p.timeout,
-                         ttl=p.ttl)
-            for _ in range(p.count)]
+    return [
+        ProbeRequest(ctx.ns(p.from_), proto, dst, port, src=p.src, sport=p.sport, timeout=p.timeout, ttl=p.ttl)
+        for _ in range(p.count)
+    ]
 
 
 def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
@@ -211,8 +221,9 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     capture: OpenCapture | None = None
     if check.capture is not None or ctx.keep_frames:
         node, ifname = _capture_point(ctx, check, requests[0])
-        capture = ctx.observer.capture(ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()),
-                                       keep_frames=ctx.keep_frames)
+        capture = ctx.observer.capture(
+            ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()), keep_frames=ctx.keep_frames
+        )
     try:
         # Several probes of one check run one after another when a fixed source port is
         # asked for (they would collide), else a few at a time.
@@ -318,8 +329,19 @@ def _at(addr: str, where: Callable[[str], str | None]) -> str:
 def route_query(q: RouteQuerySpec) -> RouteQuery:
     """A route check's `route:` as the question the kernel is asked."""
     mark = parse_fwmark(q.fwmark)[0] if q.fwmark else None
-    return RouteQuery(q.get, src=q.from_, iif=q.iif, oif=q.oif, vrf=q.vrf, fwmark=mark, ipproto=q.ipproto,
-                      sport=q.sport, dport=q.dport, uid=q.uid, tos=q.dscp << 2 if q.dscp is not None else None)
+    return RouteQuery(
+        q.get,
+        src=q.from_,
+        iif=q.iif,
+        oif=q.oif,
+        vrf=q.vrf,
+        fwmark=mark,
+        ipproto=q.ipproto,
+        sport=q.sport,
+        dport=q.dport,
+        uid=q.uid,
+        tos=q.dscp << 2 if q.dscp is not None else None,
+    )
 
 
 def _route_check(ctx: LabContext, check: RouteCheck) -> Verdict:

@@ -120,8 +120,9 @@ def icmp_error_words(v6: bool, type_: int, code: int) -> str:
 # errno from connect()/send() → outcome. The routing errors are what the kernel returns
 # for the route types: no route → ENETUNREACH, `unreachable` → EHOSTUNREACH, `prohibit`
 # → EACCES, `blackhole` → EINVAL; a firewall DROP of a local packet → EPERM.
-_UNREACHABLE_ERRNOS = frozenset({errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL,
-                                 errno.EPERM, errno.EHOSTDOWN, errno.ENETDOWN})
+_UNREACHABLE_ERRNOS = frozenset(
+    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL, errno.EPERM, errno.EHOSTDOWN, errno.ENETDOWN}
+)
 
 
 def classify_errno(err: int) -> Outcome:
@@ -140,7 +141,7 @@ def local_error_detail(err: int, dst: str, ns: str) -> str:
     words = {
         errno.ENETUNREACH: f"no route to {dst} in {ns} (ENETUNREACH)",
         errno.EHOSTUNREACH: f"{dst} is unreachable from {ns}: an 'unreachable' route, "
-                            f"or no neighbour answered (EHOSTUNREACH)",
+        f"or no neighbour answered (EHOSTUNREACH)",
         errno.EACCES: f"a 'prohibit' route in {ns} forbids {dst} (EACCES)",
         errno.EINVAL: f"a 'blackhole' route in {ns} discards packets to {dst} (EINVAL)",
         errno.EPERM: f"a firewall rule in {ns} dropped the packet to {dst} (EPERM)",
@@ -309,20 +310,36 @@ class _Flow:
             if port:
                 self.sport = port
 
-    def result(self, outcome: Outcome, detail: str, *, reply: dict[str, Any] | None = None,
-               icmp: IcmpError | str | None = None, icmp_from: str | None = None, rtt: float | None = None,
-               http_status: int | None = None) -> ProbeResult:
+    def result(
+        self,
+        outcome: Outcome,
+        detail: str,
+        *,
+        reply: dict[str, Any] | None = None,
+        icmp: IcmpError | str | None = None,
+        icmp_from: str | None = None,
+        rtt: float | None = None,
+        http_status: int | None = None,
+    ) -> ProbeResult:
         saw_port = reply.get("peer_port") if reply else None
         if isinstance(icmp, IcmpError):
             icmp_from = icmp_from or icmp.offender
         return ProbeResult(
-            outcome=outcome, proto=self.r.proto, src=self.src, sport=self.sport, dst=self.dst,
-            dport=self.dport, served_by=reply.get("served_by") if reply else None,
+            outcome=outcome,
+            proto=self.r.proto,
+            src=self.src,
+            sport=self.sport,
+            dst=self.dst,
+            dport=self.dport,
+            served_by=reply.get("served_by") if reply else None,
             server_saw=str(reply["peer"]) if reply and "peer" in reply else None,
             server_saw_port=saw_port if isinstance(saw_port, int) else None,
-            icmp=icmp.words if isinstance(icmp, IcmpError) else icmp, detail=detail,
-            rtt_ms=None if rtt is None else round(rtt * 1000, 3), http_status=http_status,
-            icmp_from=_unscoped(icmp_from) if icmp is not None else None, ttl=self.r.ttl,
+            icmp=icmp.words if isinstance(icmp, IcmpError) else icmp,
+            detail=detail,
+            rtt_ms=None if rtt is None else round(rtt * 1000, 3),
+            http_status=http_status,
+            icmp_from=_unscoped(icmp_from) if icmp is not None else None,
+            ttl=self.r.ttl,
         )
 
     def failed(self, err: int, sock: socket.socket | None, what: str, rtt: float | None = None) -> ProbeResult:
@@ -348,15 +365,16 @@ class _Flow:
     def no_neighbour(self, words: str) -> str:
         # The sender's own stack gives up on ARP/ND after ~3 s and says so with an ICMP
         # error from its own address: nobody on the link owns dst (or the next hop).
-        return (f"no neighbour answered for {self.dst} (or its next hop) on the link; {self.src} "
-                f"(this node) reported ICMP {words}")
+        return (
+            f"no neighbour answered for {self.dst} (or its next hop) on the link; {self.src} "
+            f"(this node) reported ICMP {words}"
+        )
 
     def expired(self, what: str, sender: str | None, words: str, v6: bool) -> str:
         """An ICMP time exceeded: the packet's TTL (hop limit) ran out at sender."""
         where = host_port(self.dst, self.dport, no_port="address")
         limit = "hop limit" if v6 else "TTL"
-        why = (f" ({limit} {self.r.ttl})" if self.r.ttl is not None else
-               f" with the default {limit}: a routing loop?")
+        why = f" ({limit} {self.r.ttl})" if self.r.ttl is not None else f" with the default {limit}: a routing loop?"
         return f"{what} to {where} ran out of {limit} at {sender or 'a router'}{why}; ICMP {words}"
 
     def error(self, detail: str) -> ProbeResult:
@@ -413,8 +431,10 @@ def _bind(sock: socket.socket, flow: _Flow) -> ProbeResult | None:
     try:
         sock.bind((r.src or any_addr, r.sport or 0))
     except OSError as e:
-        return flow.error(f"cannot bind {r.src or any_addr}:{r.sport or 0} in {r.ns}: {e.strerror} "
-                          f"({errno.errorcode.get(e.errno or 0, e.errno)})")
+        return flow.error(
+            f"cannot bind {r.src or any_addr}:{r.sport or 0} in {r.ns}: {e.strerror} "
+            f"({errno.errorcode.get(e.errno or 0, e.errno)})"
+        )
     return None
 
 
@@ -451,8 +471,9 @@ def _connect(sock: socket.socket, flow: _Flow, timeout: float) -> tuple[ProbeRes
     flow.learn_local(sock)
     if err == errno.EINPROGRESS:
         if not _wait(sock, select.POLLOUT, timeout):
-            return flow.result("timeout", f"no answer from {host_port(flow.dst, r.port)} within {timeout:g} s "
-                                          f"(SYN unanswered)"), 0.0
+            return flow.result(
+                "timeout", f"no answer from {host_port(flow.dst, r.port)} within {timeout:g} s (SYN unanswered)"
+            ), 0.0
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     rtt = time.monotonic() - t0
     if err:
@@ -482,10 +503,17 @@ def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
                 sock.sendall(r.payload)
             where = host_port(flow.dst, r.port)
             if reply is None:
-                return flow.result("ok", f"connected to {where} in {rtt * 1000:.1f} ms; "
-                                         f"no responder greeting within {r.timeout:g} s", rtt=rtt)
-            return flow.result("ok", f"connected to {where} in {rtt * 1000:.1f} ms; served by "
-                                     f"{reply['served_by']}, which saw {_saw(reply)}", reply=reply, rtt=rtt)
+                return flow.result(
+                    "ok",
+                    f"connected to {where} in {rtt * 1000:.1f} ms; no responder greeting within {r.timeout:g} s",
+                    rtt=rtt,
+                )
+            return flow.result(
+                "ok",
+                f"connected to {where} in {rtt * 1000:.1f} ms; served by {reply['served_by']}, which saw {_saw(reply)}",
+                reply=reply,
+                rtt=rtt,
+            )
         finally:
             if r.sport:
                 # Close with RST: a FIN close would leave the flow in TIME_WAIT for 60 s
@@ -499,8 +527,10 @@ def _saw(reply: dict[str, Any]) -> str:
 
 
 def _http_exchange(sock: socket.socket, r: ProbeRequest, flow: _Flow) -> ProbeResult:
-    request = (f"GET / HTTP/1.0\r\nHost: {host_port(flow.dst, r.port)}\r\nUser-Agent: netlab-probe\r\n"
-               f"Accept: application/json\r\nConnection: close\r\n\r\n").encode()
+    request = (
+        f"GET / HTTP/1.0\r\nHost: {host_port(flow.dst, r.port)}\r\nUser-Agent: netlab-probe\r\n"
+        f"Accept: application/json\r\nConnection: close\r\n\r\n"
+    ).encode()
     t0 = time.monotonic()
     try:
         sock.sendall(request)
@@ -519,8 +549,9 @@ def _http_exchange(sock: socket.socket, r: ProbeRequest, flow: _Flow) -> ProbeRe
     status, _headers, body = parsed
     reply = parse_reply(body)
     who = f"; served by {reply['served_by']}, which saw {_saw(reply)}" if reply else ""
-    return flow.result("ok", f"HTTP {status} from {where} in {rtt * 1000:.1f} ms{who}",
-                       reply=reply, rtt=rtt, http_status=status)
+    return flow.result(
+        "ok", f"HTTP {status} from {where} in {rtt * 1000:.1f} ms{who}", reply=reply, rtt=rtt, http_status=status
+    )
 
 
 def _probe_udp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
@@ -552,10 +583,15 @@ def _probe_udp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
         reply = parse_reply(data)
         where = f"{flow.dst}:{r.port}/udp"
         if reply is None:
-            return flow.result("ok", f"{len(data)} bytes back from {where} in {rtt * 1000:.1f} ms "
-                                     f"(not a responder)", rtt=rtt)
-        return flow.result("ok", f"answer from {where} in {rtt * 1000:.1f} ms; served by "
-                                 f"{reply['served_by']}, which saw {_saw(reply)}", reply=reply, rtt=rtt)
+            return flow.result(
+                "ok", f"{len(data)} bytes back from {where} in {rtt * 1000:.1f} ms (not a responder)", rtt=rtt
+            )
+        return flow.result(
+            "ok",
+            f"answer from {where} in {rtt * 1000:.1f} ms; served by {reply['served_by']}, which saw {_saw(reply)}",
+            reply=reply,
+            rtt=rtt,
+        )
 
 
 _ident_lock = threading.Lock()
@@ -678,8 +714,9 @@ def _inside(ns: str) -> Iterator[None]:
     target = os.stat(netns.netns_path(ns))
     own = os.stat("/proc/self/ns/net")  # the process's (main thread's) namespace
     if (target.st_dev, target.st_ino) == (own.st_dev, own.st_ino):
-        raise PermissionError(errno.EPERM, f"{ns} is this process's own network namespace; "
-                                           f"probes run only inside lab namespaces")
+        raise PermissionError(
+            errno.EPERM, f"{ns} is this process's own network namespace; probes run only inside lab namespaces"
+        )
     with netns.entered(ns):
         here = os.stat("/proc/thread-self/ns/net")
         if (here.st_dev, here.st_ino) != (target.st_dev, target.st_ino):  # pragma: no cover
@@ -696,13 +733,23 @@ def _run(r: ProbeRequest) -> ProbeResult:
     except FileNotFoundError:
         return flow.error(f"namespace {r.ns} does not exist")
     except OSError as e:
-        return flow.error(f"{r.proto} probe in {r.ns} failed: {e.strerror or e} "
-                          f"({errno.errorcode.get(e.errno or 0, e.errno)})")
+        return flow.error(
+            f"{r.proto} probe in {r.ns} failed: {e.strerror or e} ({errno.errorcode.get(e.errno or 0, e.errno)})"
+        )
 
 
-def probe(ns: str, proto: str, dst: str, port: int | None = None, *, src: str | None = None,
-          sport: int | None = None, timeout: float = 1.0, payload: bytes = b"netlab",
-          ttl: int | None = None) -> ProbeResult:
+def probe(
+    ns: str,
+    proto: str,
+    dst: str,
+    port: int | None = None,
+    *,
+    src: str | None = None,
+    sport: int | None = None,
+    timeout: float = 1.0,
+    payload: bytes = b"netlab",
+    ttl: int | None = None,
+) -> ProbeResult:
     """Send one flow from namespace ns to dst(:port) and report what happened."""
     r = ProbeRequest(ns, proto, dst, port, src, sport, timeout, payload, ttl)
     check_request(r)

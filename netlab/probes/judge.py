@@ -90,8 +90,13 @@ def _outcome_matches(expected: str, outcome: str) -> bool:
     return outcome != "ok" if expected == "fail" else outcome == expected
 
 
-def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Resolve, node_of: NodeOf,
-                where_of: NodeOf | None = None) -> Judgement:
+def judge_probe(
+    expect: ProbeExpect,
+    results: Sequence[ProbeResult],
+    resolve: Resolve,
+    node_of: NodeOf,
+    where_of: NodeOf | None = None,
+) -> Judgement:
     """where_of (address → "router's eth1") words the ICMP senders; node_of when not given."""
     j = Judgement()
     n = len(results)
@@ -102,7 +107,8 @@ def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Re
         first = wrong[0]
         j.reasons.append(
             f"expected {expect.result}{' (any failure)' if expect.result == 'fail' else ''}, "
-            f"saw {first.outcome}" + (f" in {len(wrong)} of {n} probes ({tally})" if n > 1 else "")
+            f"saw {first.outcome}"
+            + (f" in {len(wrong)} of {n} probes ({tally})" if n > 1 else "")
             + f": {first.detail}"
         )
     if expect.icmp is not None:
@@ -127,8 +133,9 @@ def judge_probe(expect: ProbeExpect, results: Sequence[ProbeResult], resolve: Re
                 why = " — the client's own address: nothing NATed it"
             j.reasons.append(
                 f"expected the server to see {_names(expect.server_saw)}, it saw "
-                f"{_who(r.server_saw, node_of)}" + (f" in {len(off)} of {len(served)} connections" if len(served) > 1
-                                                   else "") + why
+                f"{_who(r.server_saw, node_of)}"
+                + (f" in {len(off)} of {len(served)} connections" if len(served) > 1 else "")
+                + why
             )
     return j
 
@@ -141,9 +148,10 @@ def judge_dropped_by(wanted: str, results: Sequence[ProbeResult], drops: Sequenc
     for r in failed:
         drop = drop_of(r, drops)
         if drop is None:
-            j.reasons.append(f"expected the probe to be dropped by {wanted}, but no policy recorded dropping "
-                             f"{r.proto} {r.src} → {r.dst}" + (f":{r.dport}" if r.dport else "")
-                             + " (it failed some other way)")
+            j.reasons.append(
+                f"expected the probe to be dropped by {wanted}, but no policy recorded dropping "
+                f"{r.proto} {r.src} → {r.dst}" + (f":{r.dport}" if r.dport else "") + " (it failed some other way)"
+            )
             break
         if drop.by != wanted:
             j.reasons.append(f"expected the probe to be dropped by {wanted}, it was {drop.words()}")
@@ -153,8 +161,9 @@ def judge_dropped_by(wanted: str, results: Sequence[ProbeResult], drops: Sequenc
     return j
 
 
-def _judge_icmp_from(names: tuple[str, ...], results: Sequence[ProbeResult], resolve: Resolve,
-                     where_of: NodeOf) -> Judgement:
+def _judge_icmp_from(
+    names: tuple[str, ...], results: Sequence[ProbeResult], resolve: Resolve, where_of: NodeOf
+) -> Judgement:
     """Which router (or host) sent the ICMP error: traceroute's hop, for a probe with a
     small ttl."""
     j = Judgement()
@@ -204,11 +213,14 @@ def _judge_served_by(want: dict[str, tuple[float, float]], results: Sequence[Pro
         if (low, high) == (1.0, 1.0):
             if share < 1.0:
                 j.reasons.append(
-                    f"expected {node} to serve every probe, it served {tally.get(node, 0)} of {n} ({shown})")
+                    f"expected {node} to serve every probe, it served {tally.get(node, 0)} of {n} ({shown})"
+                )
         elif not (low - 1e-9 <= share <= high + 1e-9):
             rng = f"at least {low:.0%}" if high >= 1.0 else f"{low:.0%}..{high:.0%}"
-            j.reasons.append(f"expected {node} to serve {rng} of the probes, it served {share:.0%} "
-                             f"({tally.get(node, 0)} of {n}; {shown})")
+            j.reasons.append(
+                f"expected {node} to serve {rng} of the probes, it served {share:.0%} "
+                f"({tally.get(node, 0)} of {n}; {shown})"
+            )
     if j.reasons:
         j.evidence.append(f"served: {shown}")
     return j
@@ -239,8 +251,12 @@ def flow_entries(entries: Iterable[CtEntry], r: ProbeResult) -> list[CtEntry]:
 
 
 def judge_conntrack(
-    node: str, expect: ConntrackExpect, results: Sequence[ProbeResult], entries: Sequence[CtEntry],
-    resolve: Resolve, node_of: NodeOf,
+    node: str,
+    expect: ConntrackExpect,
+    results: Sequence[ProbeResult],
+    entries: Sequence[CtEntry],
+    resolve: Resolve,
+    node_of: NodeOf,
 ) -> Judgement:
     j = Judgement()
     for r in results:
@@ -257,8 +273,12 @@ def judge_conntrack(
         if not mine:
             j.reasons.append(
                 f"expected a conntrack entry in {node} for {flow}, found none among {_count(len(entries), 'entry')}"
-                + ("" if entries else " (conntrack tracks only where netfilter uses it: an nft ruleset "
-                                      "with ct, nat or a stateful match in that node)")
+                + (
+                    ""
+                    if entries
+                    else " (conntrack tracks only where netfilter uses it: an nft ruleset "
+                    "with ct, nat or a stateful match in that node)"
+                )
             )
             j.evidence += [f"conntrack in {node}: {e.text}" for e in list(entries)[:5]]
             continue
@@ -274,21 +294,31 @@ def judge_conntrack(
 
 def _entry_mismatches(expect: ConntrackExpect, e: CtEntry, resolve: Resolve, node_of: NodeOf) -> list[str]:
     out = []
-    for key, value in (("orig_src", e.orig.src), ("orig_dst", e.orig.dst),
-                       ("reply_src", e.reply.src), ("reply_dst", e.reply.dst)):
+    for key, value in (
+        ("orig_src", e.orig.src),
+        ("orig_dst", e.orig.dst),
+        ("reply_src", e.reply.src),
+        ("reply_dst", e.reply.dst),
+    ):
         want = getattr(expect, key)
         if want is not None and _norm(value) not in resolve(want):
             out.append(f"expected {key} {_names(want)}, saw {_who(value, node_of)}")
-    for key, got in (("orig_sport", e.orig.sport), ("orig_dport", e.orig.dport),
-                     ("reply_sport", e.reply.sport), ("reply_dport", e.reply.dport)):
+    for key, got in (
+        ("orig_sport", e.orig.sport),
+        ("orig_dport", e.orig.dport),
+        ("reply_sport", e.reply.sport),
+        ("reply_dport", e.reply.dport),
+    ):
         want_port = getattr(expect, key)
         if want_port is not None and want_port != got:
             out.append(f"expected {key} {want_port}, saw {got}")
     for key, got_flag in (("dnat", e.dnat), ("snat", e.snat)):
         want_flag = getattr(expect, key)
         if want_flag is not None and want_flag != got_flag:
-            out.append(f"expected {key}: {str(want_flag).lower()}, the entry is "
-                       f"{'' if got_flag else 'not '}{'DST_NAT' if key == 'dnat' else 'SRC_NAT'}")
+            out.append(
+                f"expected {key}: {str(want_flag).lower()}, the entry is "
+                f"{'' if got_flag else 'not '}{'DST_NAT' if key == 'dnat' else 'SRC_NAT'}"
+            )
     if expect.zone is not None and expect.zone != e.zone:
         out.append(f"expected zone {expect.zone}, saw {e.zone}")
     if expect.mark is not None:
@@ -309,8 +339,14 @@ def ipvs_flow(conns: Iterable[IpvsConn], r: ProbeResult) -> list[IpvsConn]:
     first: same protocol and client port, and the client's address or the probe's
     destination (a client NATed before the director still has its port)."""
     proto = "tcp" if r.proto == "http" else r.proto
-    found = [c for c in conns if not c.template and c.proto == proto and c.cport == r.sport
-             and (_norm(c.client) == _norm(r.src) or (_norm(c.vaddr) == _norm(r.dst) and c.vport == r.dport))]
+    found = [
+        c
+        for c in conns
+        if not c.template
+        and c.proto == proto
+        and c.cport == r.sport
+        and (_norm(c.client) == _norm(r.src) or (_norm(c.vaddr) == _norm(r.dst) and c.vport == r.dport))
+    ]
     found.sort(key=lambda c: (_norm(c.client) != _norm(r.src), _norm(c.vaddr) != _norm(r.dst)))
     return found
 
@@ -318,8 +354,9 @@ def ipvs_flow(conns: Iterable[IpvsConn], r: ProbeResult) -> list[IpvsConn]:
 def ipvs_forward(c: IpvsConn, services: Sequence[IpvsServiceView]) -> str | None:
     """How the real server of connection c is reached (masq, dr, tun, …): from the
     service's real server entry, since the connection table does not show it."""
-    candidates = [s for s in services if s.matches(c.proto, c.vaddr, c.vport)] or \
-        [s for s in services if s.fwmark is not None]
+    candidates = [s for s in services if s.matches(c.proto, c.vaddr, c.vport)] or [
+        s for s in services if s.fwmark is not None
+    ]
     for svc in candidates:
         for real in svc.reals:
             if _norm(real.address) == _norm(c.daddr) and real.port in (c.dport, 0):
@@ -332,8 +369,15 @@ def _real_matches(item: str, c: IpvsConn, resolve: Resolve) -> bool:
     return _norm(c.daddr) in resolve((host,)) and (port is None or port == c.dport)
 
 
-def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], conns: Sequence[IpvsConn],
-               services: Sequence[IpvsServiceView], resolve: Resolve, node_of: NodeOf) -> Judgement:
+def judge_ipvs(
+    node: str,
+    expect: IpvsExpect,
+    results: Sequence[ProbeResult],
+    conns: Sequence[IpvsConn],
+    services: Sequence[IpvsServiceView],
+    resolve: Resolve,
+    node_of: NodeOf,
+) -> Judgement:
     j = Judgement()
     table = [f"ipvsadm -Ln in {node}: {line}" for line in table_text(services)]
     for r in results:
@@ -344,8 +388,10 @@ def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], co
         flow = f"{r.proto} {host_port(r.src or '?', r.sport)} → {host_port(r.dst, r.dport)}"
         if not expect.entry:
             if mine:
-                j.reasons.append(f"expected no IPVS connection in {node} for {flow}, found one to "
-                                 f"{_who_at(mine[0].daddr, mine[0].dport, node_of)}")
+                j.reasons.append(
+                    f"expected no IPVS connection in {node} for {flow}, found one to "
+                    f"{_who_at(mine[0].daddr, mine[0].dport, node_of)}"
+                )
                 j.evidence += [f"ipvsadm -Lnc in {node}: {mine[0].text}", *table]
                 break  # one flow says it
             continue
@@ -354,26 +400,37 @@ def judge_ipvs(node: str, expect: IpvsExpect, results: Sequence[ProbeResult], co
             none = ""
             if not any(s.matches(proto, r.dst, r.dport or 0) for s in services):
                 marks = [str(s.fwmark) for s in services if s.fwmark is not None]
-                none = (f"; {node} has no virtual service {proto.upper()} {host_port(r.dst, r.dport)}"
-                        + (f" (its fwmark service{'s' if len(marks) > 1 else ''} {', '.join(marks)} take only "
-                           "packets carrying the mark)" if marks else ""))
-            j.reasons.append(f"expected an IPVS connection in {node} for {flow}, found none among "
-                             f"{_count(len(conns), 'connection')}{none}")
+                none = f"; {node} has no virtual service {proto.upper()} {host_port(r.dst, r.dport)}" + (
+                    f" (its fwmark service{'s' if len(marks) > 1 else ''} {', '.join(marks)} take only "
+                    "packets carrying the mark)"
+                    if marks
+                    else ""
+                )
+            j.reasons.append(
+                f"expected an IPVS connection in {node} for {flow}, found none among "
+                f"{_count(len(conns), 'connection')}{none}"
+            )
             j.evidence += [*table, *(f"ipvsadm -Lnc in {node}: {c.text}" for c in list(conns)[:5])]
             continue
         c = mine[0]
         problems = []
         if expect.real is not None and not any(_real_matches(item, c, resolve) for item in expect.real):
-            problems.append(f"expected real server {_names(expect.real)}, the connection went to "
-                            f"{_who_at(c.daddr, c.dport, node_of)}")
+            problems.append(
+                f"expected real server {_names(expect.real)}, the connection went to "
+                f"{_who_at(c.daddr, c.dport, node_of)}"
+            )
         if expect.forward is not None:
             forward = ipvs_forward(c, services)
             if forward is None:
-                problems.append(f"expected forward {expect.forward}, but {host_port(c.daddr, c.dport)} is a real "
-                                f"server of no service of {node} any more")
+                problems.append(
+                    f"expected forward {expect.forward}, but {host_port(c.daddr, c.dport)} is a real "
+                    f"server of no service of {node} any more"
+                )
             elif forward != expect.forward:
-                problems.append(f"expected forward {expect.forward}, the real server {host_port(c.daddr, c.dport)} "
-                                f"is {forward} ({FORWARD_WORDS.get(forward, forward)})")
+                problems.append(
+                    f"expected forward {expect.forward}, the real server {host_port(c.daddr, c.dport)} "
+                    f"is {forward} ({FORWARD_WORDS.get(forward, forward)})"
+                )
         if expect.state is not None and c.state.upper() != expect.state.upper():
             problems.append(f"expected state {expect.state.upper()}, saw {c.state}")
         if problems:
@@ -407,8 +464,14 @@ def probe_packets(packets: Iterable[Packet], r: ProbeResult) -> list[Packet]:
     return out
 
 
-def judge_capture(where: str, expect: CaptureExpect, results: Sequence[ProbeResult], packets: Sequence[Packet],
-                  resolve: Resolve, node_of: NodeOf) -> Judgement:
+def judge_capture(
+    where: str,
+    expect: CaptureExpect,
+    results: Sequence[ProbeResult],
+    packets: Sequence[Packet],
+    resolve: Resolve,
+    node_of: NodeOf,
+) -> Judgement:
     j = Judgement()
     mine = [p for r in results for p in probe_packets(packets, r)]
     if not expect.seen:
@@ -417,8 +480,10 @@ def judge_capture(where: str, expect: CaptureExpect, results: Sequence[ProbeResu
             j.evidence += [f"on {where}: {p.text}" for p in mine[:5]]
         return j
     if not mine:
-        j.reasons.append(f"expected the probe's packets on {where}, saw none of them "
-                         f"(captured {_count(len(packets), 'other packet')})")
+        j.reasons.append(
+            f"expected the probe's packets on {where}, saw none of them "
+            f"(captured {_count(len(packets), 'other packet')})"
+        )
         j.evidence += [f"on {where}: {p.text}" for p in list(packets)[:5]]
         return j
     misses: list[list[str]] = [_packet_mismatches(expect, p, resolve, node_of) for p in mine]
@@ -454,21 +519,25 @@ def _packet_mismatches(expect: CaptureExpect, p: Packet, resolve: Resolve, node_
 def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]) -> Judgement:
     j = Judgement()
     if expect.type is not None and answer.type != expect.type:
-        j.reasons.append(f"expected a {expect.type} route, saw {answer.type}" +
-                         (f" ({answer.error})" if answer.error else ""))
+        j.reasons.append(
+            f"expected a {expect.type} route, saw {answer.type}" + (f" ({answer.error})" if answer.error else "")
+        )
     if expect.rule is not None:
         if answer.rule is None:
-            j.reasons.append(f"expected rule {expect.rule} to decide the lookup; which rule did cannot be told "
-                             "(a rule before it has selectors a lookup cannot be matched against, e.g. tun_id)"
-                             if answer.errno is None else
-                             f"expected rule {expect.rule} to decide the lookup, but it failed: {answer.error}")
+            j.reasons.append(
+                f"expected rule {expect.rule} to decide the lookup; which rule did cannot be told "
+                "(a rule before it has selectors a lookup cannot be matched against, e.g. tun_id)"
+                if answer.errno is None
+                else f"expected rule {expect.rule} to decide the lookup, but it failed: {answer.error}"
+            )
         elif answer.rule.priority != expect.rule:
             j.reasons.append(f"expected rule {expect.rule} to decide the lookup, rule `{answer.rule.text}` did")
     if expect.table is not None:
         want = table_number(expect.table, tables)
         if answer.table != want:
-            j.reasons.append(f"expected table {table_words(want, tables)}, the kernel used "
-                             f"{table_words(answer.table, tables)}")
+            j.reasons.append(
+                f"expected table {table_words(want, tables)}, the kernel used {table_words(answer.table, tables)}"
+            )
     for key, got in (("dev", answer.dev), ("via", answer.via), ("prefsrc", answer.prefsrc)):
         want_s = getattr(expect, key)
         if want_s is not None and _norm(want_s) != _norm(got):
@@ -481,8 +550,16 @@ def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]
 def rule_fits(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bool:
     """Is rule the one a rule check describes? Every key the check gives must match, the
     others are free. (Which flows a rule selects is netlab.fib.lookup.rule_matches.)"""
-    same = ((q.family, rule.family), (q.priority, rule.priority), (q.iif, rule.iif), (q.oif, rule.oif),
-            (q.not_, rule.invert), (q.l3mdev, rule.l3mdev), (q.goto, rule.goto), (q.action, rule.action))
+    same = (
+        (q.family, rule.family),
+        (q.priority, rule.priority),
+        (q.iif, rule.iif),
+        (q.oif, rule.oif),
+        (q.not_, rule.invert),
+        (q.l3mdev, rule.l3mdev),
+        (q.goto, rule.goto),
+        (q.action, rule.action),
+    )
     if any(want is not None and want != got for want, got in same):
         return False
     if any(want is not None and _net(want) != _net(got) for want, got in ((q.from_, rule.src), (q.to, rule.dst))):
@@ -499,7 +576,8 @@ def _mark_fits(q: RuleQuerySpec, rule: RuleView) -> bool:
     # `fwmark 0x1` without a mask is what `ip rule … fwmark 0x1` makes: mask 0xffffffff.
     full = 0xFFFFFFFF
     return rule.fwmark == value and (rule.fwmask if rule.fwmask is not None else full) == (
-        mask if mask is not None else full)
+        mask if mask is not None else full
+    )
 
 
 def _packet_keys_fit(q: RuleQuerySpec, rule: RuleView) -> bool:

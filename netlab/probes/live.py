@@ -44,10 +44,18 @@ def frame_line(frame: Frame, ifname: str, vxlan_ports: Collection[int]) -> str:
     return f"{stamp} {frame.direction or 'in'} {what}, length {frame.length}"
 
 
-def capture_live(ns: str, ifname: str, *, on_line: Callable[[str], None], pcap: BinaryIO | None = None,
-                 count: int | None = None, duration: float | None = None, bpf: BpfProgram | None = None,
-                 vxlan_ports: Collection[int] = VXLAN_PORTS,
-                 on_start: Callable[[], None] | None = None) -> LiveResult:
+def capture_live(
+    ns: str,
+    ifname: str,
+    *,
+    on_line: Callable[[str], None],
+    pcap: BinaryIO | None = None,
+    count: int | None = None,
+    duration: float | None = None,
+    bpf: BpfProgram | None = None,
+    vxlan_ports: Collection[int] = VXLAN_PORTS,
+    on_start: Callable[[], None] | None = None,
+) -> LiveResult:
     """Capture on ifname in ns until count frames, duration seconds or a signal (SIGINT,
     SIGTERM); on_start is called once the socket is capturing. CaptureError if the
     namespace or the interface is missing."""

@@ -111,8 +111,10 @@ def parse_http_request(head: bytes) -> tuple[str, str]:
 
 
 def http_response(status: int, reason: str, body: bytes, content_type: str = "application/json") -> bytes:
-    head = (f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
+    head = (
+        f"HTTP/1.0 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
     return head.encode("latin-1") + body
 
 
@@ -426,14 +428,16 @@ def _pktinfo(anc: list[tuple[int, int, bytes]], v6: bool) -> tuple[str | None, l
             addr = socket.inet_ntop(socket.AF_INET6, data[:16])
             ifindex = struct.unpack("I", data[16:20])[0]
             keep_if = addr.lower().startswith("fe80")
-            return addr, [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO,
-                           data[:16] + struct.pack("I", ifindex if keep_if else 0))]
+            return addr, [
+                (socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, data[:16] + struct.pack("I", ifindex if keep_if else 0))
+            ]
         if not v6 and level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
             # struct in_pktinfo { int ifindex; in_addr spec_dst; in_addr addr; }: addr is the
             # header destination, i.e. what the client targeted.
             dst = data[8:12]
             return socket.inet_ntop(socket.AF_INET, dst), [
-                (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("i", 0) + dst + b"\0\0\0\0")]
+                (socket.IPPROTO_IP, IP_PKTINFO, struct.pack("i", 0) + dst + b"\0\0\0\0")
+            ]
     return None, []
 
 
@@ -476,8 +480,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         bound = open_sockets(services)
     except _BindError as e:
         _log(f"cannot serve {describe(e.service)}: {e.text}")
-        report({"ok": False, "service": asdict(e.service), "errno": e.err,
-                "error": e.text + (f" ({errno.errorcode.get(e.err, e.err)})" if e.err else "")})
+        report(
+            {
+                "ok": False,
+                "service": asdict(e.service),
+                "errno": e.err,
+                "error": e.text + (f" ({errno.errorcode.get(e.err, e.err)})" if e.err else ""),
+            }
+        )
         return 1
     except Exception as e:
         report({"ok": False, "error": f"cannot open sockets: {e!r}"})
@@ -488,8 +498,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    _log(f"serving {len(bound)} services in {len({s.ns for s in services})} namespaces "
-         f"(bound in {(time.monotonic() - started) * 1000:.1f} ms)")
+    _log(
+        f"serving {len(bound)} services in {len({s.ns for s in services})} namespaces "
+        f"(bound in {(time.monotonic() - started) * 1000:.1f} ms)"
+    )
     report({"ok": True, "pid": os.getpid(), "services": len(bound)})
     try:
         server.run()

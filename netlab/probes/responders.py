@@ -36,8 +36,9 @@ class ResponderError(Exception):
     itself failed), `errno` the kernel's error number if there was one, and `pid` the
     child's PID (already gone when this is raised)."""
 
-    def __init__(self, message: str, *, service: Service | None = None, err: int | None = None,
-                 pid: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, service: Service | None = None, err: int | None = None, pid: int | None = None
+    ) -> None:
         super().__init__(message)
         self.service = service
         self.errno = err
@@ -48,8 +49,13 @@ _children: dict[int, subprocess.Popen[bytes]] = {}
 _children_lock = threading.Lock()
 
 
-def start_responders(services: Sequence[Service], *, log_path: str | None = None,
-                     ready_timeout: float = READY_TIMEOUT, lab: str | None = None) -> int:
+def start_responders(
+    services: Sequence[Service],
+    *,
+    log_path: str | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+    lab: str | None = None,
+) -> int:
     """Start one detached process serving every service; return its PID once every
     socket is bound. Raises ResponderError (and leaves no process behind) otherwise.
 
@@ -63,8 +69,9 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
     spec = json.dumps({"services": [asdict(s) for s in services]}).encode()
 
     proc, ready_r = _spawn(spec, log_path, lab)
-    deadline = Deadline(ready_timeout, f"the responder process (PID {proc.pid}) to bind {len(services)} "
-                                       "sockets and report ready")
+    deadline = Deadline(
+        ready_timeout, f"the responder process (PID {proc.pid}) to bind {len(services)} sockets and report ready"
+    )
     try:
         msg = _read_ready(ready_r, deadline)
     except BaseException:
@@ -75,8 +82,9 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
 
     if msg is None:
         _kill_and_reap(proc)
-        raise ResponderError(f"responders did not report ready: {deadline.message()}"
-                             + _log_hint(log_path), pid=proc.pid)
+        raise ResponderError(
+            f"responders did not report ready: {deadline.message()}" + _log_hint(log_path), pid=proc.pid
+        )
     if msg.get("ok") is True:
         with _children_lock:
             _children[proc.pid] = proc
@@ -86,8 +94,9 @@ def start_responders(services: Sequence[Service], *, log_path: str | None = None
     if "service" in msg:
         svc = Service(**msg["service"])
         err = msg.get("errno")
-        raise ResponderError(f"cannot serve {describe(svc)}: {msg.get('error', 'failed')}",
-                             service=svc, err=err, pid=proc.pid)
+        raise ResponderError(
+            f"cannot serve {describe(svc)}: {msg.get('error', 'failed')}", service=svc, err=err, pid=proc.pid
+        )
     what = msg.get("error") or f"responder process exited (code {code}) before it was ready"
     raise ResponderError(what + _log_hint(log_path), pid=proc.pid)
 
@@ -108,8 +117,13 @@ def _spawn(spec: bytes, log_path: str | None, lab: str | None) -> tuple[subproce
         os.lseek(spec_fd, 0, os.SEEK_SET)
         proc = subprocess.Popen(
             [sys.executable, "-m", MODULE, "--ready-fd", str(ready_w), *(["--lab", lab] if lab else [])],
-            stdin=spec_fd, stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL,
-            pass_fds=(ready_w,), start_new_session=True, cwd="/", env=env,
+            stdin=spec_fd,
+            stdout=log or subprocess.DEVNULL,
+            stderr=log or subprocess.DEVNULL,
+            pass_fds=(ready_w,),
+            start_new_session=True,
+            cwd="/",
+            env=env,
         )
     except BaseException:
         os.close(ready_r)
@@ -168,7 +182,6 @@ def _kill_and_reap(proc: subprocess.Popen[bytes]) -> int | None:
         return proc.wait(timeout=5)
     except subprocess.TimeoutExpired:  # pragma: no cover - SIGKILL does not take 5 s
         return None
-
 
 
 def _is_responder(pid: int) -> bool:

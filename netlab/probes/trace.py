@@ -31,8 +31,10 @@ from netlab.probes.flow import ProbeRequest, ProbeResult
 if TYPE_CHECKING:
     from netlab.probes.checks import LabContext
 
-BLIND_SPOTS = ("nftables tracing does not see routing decisions, rp_filter, neighbour (ARP/NDP) "
-               "resolution, bridge forwarding without br_netfilter or IPVS scheduling")
+BLIND_SPOTS = (
+    "nftables tracing does not see routing decisions, rp_filter, neighbour (ARP/NDP) "
+    "resolution, bridge forwarding without br_netfilter or IPVS scheduling"
+)
 _HOOKS = {"pre": "prerouting", "out": "output", "post": "postrouting", "in": "input"}
 
 
@@ -61,19 +63,30 @@ class Trace:
         return drops[-1] if drops else None
 
 
-def run_trace(ctx: LabContext, node: str, dst: str, proto: str, port: int | None, *,
-              count: int = 1, timeout: float = 1.0, settle: float = 0.3) -> Trace:
+def run_trace(
+    ctx: LabContext,
+    node: str,
+    dst: str,
+    proto: str,
+    port: int | None,
+    *,
+    count: int = 1,
+    timeout: float = 1.0,
+    settle: float = 0.3,
+) -> Trace:
     """Send `count` probes from node to dst(:port), traced in every namespace of the lab."""
     ns = ctx.ns(node)
     family = ipaddress.ip_address(dst).version
     sports = tuple(random.sample(range(40000, 60000), count)) if proto in ("tcp", "udp") else ()
-    requests = [ProbeRequest(ns, proto, dst, port, sport=sports[i] if sports else None, timeout=timeout)
-                for i in range(count)]
+    requests = [
+        ProbeRequest(ns, proto, dst, port, sport=sports[i] if sports else None, timeout=timeout) for i in range(count)
+    ]
     addresses = (dst, *node_addresses(ctx.topo, node, family))
     flow = TraceFlow(proto, tuple(dict.fromkeys(addresses)), sports)
     namespaces = [ns, *(n for n in ctx.nodes.values() if n != ns)]
-    probes, events = ctx.observer.trace(namespaces, flow, lambda: ctx.send_probes(requests, workers=count),
-                                                settle=settle)
+    probes, events = ctx.observer.trace(
+        namespaces, flow, lambda: ctx.send_probes(requests, workers=count), settle=settle
+    )
     nodes = {v: k for k, v in ctx.nodes.items()}
     trace = Trace(node, proto, dst, port, tuple(probes), tuple(events), nodes)
     return _explained(ctx, trace, flow)
@@ -182,8 +195,9 @@ def summary_lines(trace: Trace) -> list[str]:
     death = trace.death
     if death is not None:
         node = trace.nodes.get(death.ns, death.ns)
-        what = (f"the policy of chain {death.chain}" if death.type == "policy"
-                else f"rule `{death.rule or death.handle}`")
+        what = (
+            f"the policy of chain {death.chain}" if death.type == "policy" else f"rule `{death.rule or death.handle}`"
+        )
         out.append(f"died in {node}: {death.family} {death.table} {death.chain}: {what} dropped it")
     elif not trace.ok:
         last = _last_outbound(trace)
@@ -211,7 +225,11 @@ def text_lines(trace: Trace) -> list[str]:
 def to_json(trace: Trace) -> dict[str, Any]:
     death = trace.death
     return {
-        "node": trace.node, "proto": trace.proto, "dst": trace.dst, "port": trace.port, "ok": trace.ok,
+        "node": trace.node,
+        "proto": trace.proto,
+        "dst": trace.dst,
+        "port": trace.port,
+        "ok": trace.ok,
         "probes": [asdict(p) for p in trace.probes],
         "events": [{**asdict(e), "node": trace.nodes.get(e.ns, e.ns)} for e in trace.events],
         "died": None if death is None else {**asdict(death), "node": trace.nodes.get(death.ns, death.ns)},

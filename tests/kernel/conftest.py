@@ -135,15 +135,28 @@ def cli_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 class NetlabCli:
     """`netlab ARGS…` as a subprocess (`python -m netlab.cli`, so any venv works)."""
 
-    def __call__(self, *args: Any, nobody: bool = False, env: dict[str, str] | None = None,
-                 timeout: float = 120, cwd: str | os.PathLike[str] | None = None) -> CliResult:
-        proc = subprocess.run(cli_argv(*args, nobody=nobody), capture_output=True, text=True,
-                              timeout=timeout, env=cli_env(env), cwd=cwd or "/")
+    def __call__(
+        self,
+        *args: Any,
+        nobody: bool = False,
+        env: dict[str, str] | None = None,
+        timeout: float = 120,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> CliResult:
+        proc = subprocess.run(
+            cli_argv(*args, nobody=nobody),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=cli_env(env),
+            cwd=cwd or "/",
+        )
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, *args: Any, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-        return subprocess.Popen(cli_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=cli_env(env), cwd="/")
+        return subprocess.Popen(
+            cli_argv(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(env), cwd="/"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -176,8 +189,13 @@ class LabFile:
         return f"{self.name}.{node}"
 
 
-def write_lab(registry: Registry, directory: Path, spec: dict[str, Any] | str,
-              name: str | None = None, filename: str | None = None) -> LabFile:
+def write_lab(
+    registry: Registry,
+    directory: Path,
+    spec: dict[str, Any] | str,
+    name: str | None = None,
+    filename: str | None = None,
+) -> LabFile:
     """Write a lab file with a unique lab name. A dict gets `name:` set; in a string,
     `@LAB@` is replaced by the name (so bad-lab texts keep their exact lines)."""
     name = name or registry.new_name()
@@ -197,8 +215,13 @@ class LabFactory:
         self.directory = directory
         self.made: list[str] = []
 
-    def __call__(self, spec: dict[str, Any] | str, name: str | None = None,
-                 filename: str | None = None, directory: Path | None = None) -> LabFile:
+    def __call__(
+        self,
+        spec: dict[str, Any] | str,
+        name: str | None = None,
+        filename: str | None = None,
+        directory: Path | None = None,
+    ) -> LabFile:
         lab = write_lab(self.registry, directory or self.directory, spec, name, filename)
         self.made.append(lab.name)
         return lab
@@ -240,8 +263,9 @@ def public_dir() -> Iterator[Path]:
 
 
 def run_in(ns: str, *argv: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True,
-                          timeout=timeout, check=check)
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, timeout=timeout, check=check
+    )
 
 
 def ip_json(ns: str, *args: str) -> Any:
@@ -391,8 +415,12 @@ print(c.recv(200).decode())
 
 def tcp_exchange(server_ns: str, server_addr: str, client_ns: str, port: int = 7777) -> str:
     """A TCP request/response between two lab namespaces; returns the client's answer."""
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, sys.executable, "-c", TCP_SERVER_PY,
-                               server_addr, str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", server_ns, sys.executable, "-c", TCP_SERVER_PY, server_addr, str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert server.stdout is not None
         ready = server.stdout.readline().strip()

@@ -62,8 +62,10 @@ class Outcome:
     problems: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        return (f"{self.command} + {self.sig.name} at {self.delay * 1000:.0f} ms: exit {self.rc}, "
-                f"stderr {self.err.strip()!r}" + (f" — {'; '.join(self.problems)}" if self.problems else ""))
+        return (
+            f"{self.command} + {self.sig.name} at {self.delay * 1000:.0f} ms: exit {self.rc}, "
+            f"stderr {self.err.strip()!r}" + (f" — {'; '.join(self.problems)}" if self.problems else "")
+        )
 
 
 def interrupt(argv: list[str], sig: signal.Signals, delay: float, env: dict[str, str]) -> tuple[int, str, str]:

@@ -123,14 +123,20 @@ def test_bad_node_interface_or_filter_is_exit_2(lab: LabFile, netlab_cli: Netlab
     assert r.rc == 3 and "`netlab capture` changes network namespaces and needs root" in r.err
 
 
-def test_check_pcap_keeps_the_captures_of_failed_checks(lab: LabFile, netlab_cli: NetlabCli,
-                                                         tmp_path: Path) -> None:
+def test_check_pcap_keeps_the_captures_of_failed_checks(lab: LabFile, netlab_cli: NetlabCli, tmp_path: Path) -> None:
     checks = [
         {"name": "server answers on 8080", "probe": {"from": "client", "to": "server:8080"}},
-        {"name": "server answers on 9999 (it does not)", "probe": {"from": "client", "to": "server:9999"},
-         "expect": {"result": "ok"}},
-        {"name": "seen on the server's side", "probe": {"from": "client", "to": "server:9998"},
-         "expect": {"result": "ok"}, "capture": {"on": "server:eth0", "expect": {"dst": "server"}}},
+        {
+            "name": "server answers on 9999 (it does not)",
+            "probe": {"from": "client", "to": "server:9999"},
+            "expect": {"result": "ok"},
+        },
+        {
+            "name": "seen on the server's side",
+            "probe": {"from": "client", "to": "server:9998"},
+            "expect": {"result": "ok"},
+            "capture": {"on": "server:eth0", "expect": {"dst": "server"}},
+        },
     ]
     text = lab.path.read_text()
     lab.path.write_text(f"{text}\nchecks: {json.dumps(checks)}\n")  # JSON is YAML
@@ -139,7 +145,9 @@ def test_check_pcap_keeps_the_captures_of_failed_checks(lab: LabFile, netlab_cli
         r = netlab_cli("check", lab, "--json", "--pcap", out)
         assert r.rc == 1, r.err
         assert sorted(p.name for p in out.iterdir()) == [
-            "seen-on-the-server-s-side.pcap", "server-answers-on-9999-it-does-not.pcap"]
+            "seen-on-the-server-s-side.pcap",
+            "server-answers-on-9999-it-does-not.pcap",
+        ]
         refused = tcpdump_read(out / "server-answers-on-9999-it-does-not.pcap")
         assert any("10.7.0.1." in x and "> 10.7.0.2.9999: Flags [S]" in x for x in refused), refused
         assert any("10.7.0.2.9999 > 10.7.0.1." in x and "Flags [R." in x for x in refused), refused

@@ -100,8 +100,9 @@ class CheckLab:
         self.lab, self.spec, self.cli = lab, spec, cli
 
     def write(self, checks: list[dict[str, Any]]) -> None:
-        self.lab.path.write_text(yaml.safe_dump({"name": self.lab.name, **self.spec, "checks": checks},
-                                                sort_keys=False))
+        self.lab.path.write_text(
+            yaml.safe_dump({"name": self.lab.name, **self.spec, "checks": checks}, sort_keys=False)
+        )
 
     def run(self, checks: list[dict[str, Any]], *args: str) -> tuple[int, dict[str, Any], str]:
         self.write(checks)
@@ -145,17 +146,29 @@ def why(v: dict[str, Any]) -> str:
 
 def test_probe_kinds_pass(checklab: CheckLab) -> None:
     checks = [
-        {"name": "tcp", "probe": {"from": "client", "to": "server1:8080"},
-         "expect": {"served_by": "server1", "server_saw": "client"}},
+        {
+            "name": "tcp",
+            "probe": {"from": "client", "to": "server1:8080"},
+            "expect": {"served_by": "server1", "server_saw": "client"},
+        },
         {"name": "udp", "probe": {"from": "client", "to": "server1", "proto": "udp", "port": 53}},
-        {"name": "http", "probe": {"from": "client", "to": "server1", "proto": "http", "port": 80},
-         "expect": {"served_by": "server1"}},
+        {
+            "name": "http",
+            "probe": {"from": "client", "to": "server1", "proto": "http", "port": 80},
+            "expect": {"served_by": "server1"},
+        },
         {"name": "icmp", "probe": {"from": "client", "to": "server2"}},
         {"name": "icmp6", "probe": {"from": "client", "to": "server2", "family": 6}},
-        {"name": "tcp6", "probe": {"from": "client", "to": "[fd02::12]:8080"},
-         "expect": {"served_by": "server2", "server_saw": "fd01::2"}},
-        {"name": "src", "probe": {"from": "router", "to": "server1:8080", "src": "10.1.0.1"},
-         "expect": {"server_saw": "10.1.0.1"}},
+        {
+            "name": "tcp6",
+            "probe": {"from": "client", "to": "[fd02::12]:8080"},
+            "expect": {"served_by": "server2", "server_saw": "fd01::2"},
+        },
+        {
+            "name": "src",
+            "probe": {"from": "router", "to": "server1:8080", "src": "10.1.0.1"},
+            "expect": {"server_saw": "10.1.0.1"},
+        },
     ]
     rc, report, _ = checklab.run(checks)
     bad = {c["name"]: why(c) for c in report["checks"] if not c["passed"]}
@@ -168,13 +181,22 @@ def test_probe_kinds_pass(checklab: CheckLab) -> None:
 def test_failure_outcomes_as_expected(checklab: CheckLab) -> None:
     checks = [
         {"name": "refused", "probe": {"from": "client", "to": "server1:9999"}, "expect": {"result": "refused"}},
-        {"name": "dropped", "probe": {"from": "client", "to": "server1:7070", "timeout": 0.3},
-         "expect": {"result": "timeout"}},
-        {"name": "no route beyond the router", "probe": {"from": "client", "to": "203.0.113.9", "port": 80},
-         "expect": {"result": "unreachable", "icmp": "net unreachable"}},
+        {
+            "name": "dropped",
+            "probe": {"from": "client", "to": "server1:7070", "timeout": 0.3},
+            "expect": {"result": "timeout"},
+        },
+        {
+            "name": "no route beyond the router",
+            "probe": {"from": "client", "to": "203.0.113.9", "port": 80},
+            "expect": {"result": "unreachable", "icmp": "net unreachable"},
+        },
         {"name": "any failure", "probe": {"from": "client", "to": "server1:9998"}, "expect": {"result": "fail"}},
-        {"name": "udp port unreachable", "probe": {"from": "client", "to": "server2:53", "proto": "udp"},
-         "expect": {"result": "refused", "icmp": "port unreachable"}},
+        {
+            "name": "udp port unreachable",
+            "probe": {"from": "client", "to": "server2:53", "proto": "udp"},
+            "expect": {"result": "refused", "icmp": "port unreachable"},
+        },
     ]
     v = checklab.verdicts(checks)
     assert all(passed(c) for c in v.values()), {n: why(c) for n, c in v.items() if not passed(c)}
@@ -183,8 +205,11 @@ def test_failure_outcomes_as_expected(checklab: CheckLab) -> None:
 def test_wrong_outcome_fails_with_reason(checklab: CheckLab) -> None:
     checks = [
         {"name": "expects ok but refused", "probe": {"from": "client", "to": "server1:9999"}},
-        {"name": "expects failure but ok", "probe": {"from": "client", "to": "server1:8080"},
-         "expect": {"result": "fail"}},
+        {
+            "name": "expects failure but ok",
+            "probe": {"from": "client", "to": "server1:8080"},
+            "expect": {"result": "fail"},
+        },
         {"name": "wrong server", "probe": {"from": "client", "to": "server1:8080"}, "expect": {"served_by": "server2"}},
     ]
     rc, report, _ = checklab.run(checks)
@@ -200,16 +225,29 @@ def test_wrong_outcome_fails_with_reason(checklab: CheckLab) -> None:
 
 
 def test_dnat_distribution_server_saw_and_conntrack(checklab: CheckLab) -> None:
-    checks = [{
-        "name": "service spreads over both servers without SNAT",
-        "probe": {"from": "client", "to": "10.96.0.10:80", "count": 20},
-        "expect": {"served_by": {"server1": "30%", "server2": "30%"}, "server_saw": "client"},
-        "conntrack": {"on": "router", "expect": {"orig_src": "client", "orig_dst": "10.96.0.10", "orig_dport": 80,
-                                                 "reply_src": ["server1", "server2"], "reply_sport": 8080,
-                                                 "reply_dst": "client", "dnat": True, "snat": False,
-                                                 "mark": "0x42", "zone": 0}},
-        "capture": {"on": "router:br0", "expect": {"src": "client", "dst": ["server1", "server2"]}},
-    }]
+    checks = [
+        {
+            "name": "service spreads over both servers without SNAT",
+            "probe": {"from": "client", "to": "10.96.0.10:80", "count": 20},
+            "expect": {"served_by": {"server1": "30%", "server2": "30%"}, "server_saw": "client"},
+            "conntrack": {
+                "on": "router",
+                "expect": {
+                    "orig_src": "client",
+                    "orig_dst": "10.96.0.10",
+                    "orig_dport": 80,
+                    "reply_src": ["server1", "server2"],
+                    "reply_sport": 8080,
+                    "reply_dst": "client",
+                    "dnat": True,
+                    "snat": False,
+                    "mark": "0x42",
+                    "zone": 0,
+                },
+            },
+            "capture": {"on": "router:br0", "expect": {"src": "client", "dst": ["server1", "server2"]}},
+        }
+    ]
     v = checklab.verdicts(checks)["service spreads over both servers without SNAT"]
     assert passed(v), why(v)
     served = {p["served_by"] for p in v["probes"]}
@@ -218,29 +256,43 @@ def test_dnat_distribution_server_saw_and_conntrack(checklab: CheckLab) -> None:
 
 def test_masquerade_seen_by_server_and_conntrack(checklab: CheckLab) -> None:
     checks = [
-        {"name": "masqueraded", "probe": {"from": "client", "to": "server2:9090"},
-         "expect": {"server_saw": "10.2.0.1"},
-         "conntrack": {"on": "router", "expect": {"snat": True, "dnat": False, "reply_dst": "10.2.0.1"}}},
-        {"name": "wrongly expects no SNAT", "probe": {"from": "client", "to": "server2:9090"},
-         "expect": {"server_saw": "client"},
-         "conntrack": {"on": "router", "expect": {"snat": False}}},
+        {
+            "name": "masqueraded",
+            "probe": {"from": "client", "to": "server2:9090"},
+            "expect": {"server_saw": "10.2.0.1"},
+            "conntrack": {"on": "router", "expect": {"snat": True, "dnat": False, "reply_dst": "10.2.0.1"}},
+        },
+        {
+            "name": "wrongly expects no SNAT",
+            "probe": {"from": "client", "to": "server2:9090"},
+            "expect": {"server_saw": "client"},
+            "conntrack": {"on": "router", "expect": {"snat": False}},
+        },
     ]
     v = checklab.verdicts(checks)
     assert passed(v["masqueraded"]), why(v["masqueraded"])
     bad = v["wrongly expects no SNAT"]
     assert not passed(bad)
-    assert bad["reasons"][0] == ("expected the server to see client, it saw 10.2.0.1 (router) — the client sent "
-                                 "from 10.1.0.2 (client), so something on the way NATed it")
+    assert bad["reasons"][0] == (
+        "expected the server to see client, it saw 10.2.0.1 (router) — the client sent "
+        "from 10.1.0.2 (client), so something on the way NATed it"
+    )
     assert bad["reasons"][1].endswith("expected snat: false, the entry is SRC_NAT")
     assert any(e.startswith("conntrack in router: ") and "10.2.0.12" in e for e in bad["evidence"])
 
 
 def test_conntrack_absent_where_nothing_tracks(checklab: CheckLab) -> None:
     checks = [
-        {"name": "server1 tracks nothing", "probe": {"from": "client", "to": "server1:8080"},
-         "conntrack": {"on": "server1", "expect": {"entry": False}}},
-        {"name": "wrongly expects an entry", "probe": {"from": "client", "to": "server1:8080"},
-         "conntrack": {"on": "server1"}},
+        {
+            "name": "server1 tracks nothing",
+            "probe": {"from": "client", "to": "server1:8080"},
+            "conntrack": {"on": "server1", "expect": {"entry": False}},
+        },
+        {
+            "name": "wrongly expects an entry",
+            "probe": {"from": "client", "to": "server1:8080"},
+            "conntrack": {"on": "server1"},
+        },
     ]
     v = checklab.verdicts(checks)
     assert passed(v["server1 tracks nothing"]), why(v["server1 tracks nothing"])
@@ -249,18 +301,28 @@ def test_conntrack_absent_where_nothing_tracks(checklab: CheckLab) -> None:
 
 def test_capture_seen_and_not_seen(checklab: CheckLab) -> None:
     checks = [
-        {"name": "crosses v1", "probe": {"from": "client", "to": "server1:8080"},
-         "capture": {"on": "router:v1", "expect": {"src": "client", "dst": "server1", "proto": "tcp"}}},
-        {"name": "not on v2", "probe": {"from": "client", "to": "server1:8080"},
-         "capture": {"on": "router:v2", "expect": {"seen": False}}},
-        {"name": "wrongly expected on v2", "probe": {"from": "client", "to": "server1:8080"},
-         "capture": {"on": "router:v2"}},
+        {
+            "name": "crosses v1",
+            "probe": {"from": "client", "to": "server1:8080"},
+            "capture": {"on": "router:v1", "expect": {"src": "client", "dst": "server1", "proto": "tcp"}},
+        },
+        {
+            "name": "not on v2",
+            "probe": {"from": "client", "to": "server1:8080"},
+            "capture": {"on": "router:v2", "expect": {"seen": False}},
+        },
+        {
+            "name": "wrongly expected on v2",
+            "probe": {"from": "client", "to": "server1:8080"},
+            "capture": {"on": "router:v2"},
+        },
     ]
     v = checklab.verdicts(checks)
     assert passed(v["crosses v1"]), why(v["crosses v1"])
     assert passed(v["not on v2"]), why(v["not on v2"])
     assert v["wrongly expected on v2"]["reasons"][0].startswith(
-        "expected the probe's packets on router:v2, saw none of them")
+        "expected the probe's packets on router:v2, saw none of them"
+    )
 
 
 # ---------------------------------------------------------------- routes and rules
@@ -268,14 +330,22 @@ def test_capture_seen_and_not_seen(checklab: CheckLab) -> None:
 
 def test_route_checks(checklab: CheckLab) -> None:
     checks = [
-        {"name": "connected", "route": {"on": "router", "get": "10.2.0.11"},
-         "expect": {"type": "unicast", "dev": "br0", "prefsrc": "10.2.0.1", "table": "main"}},
-        {"name": "via gateway", "route": {"on": "client", "get": "10.2.0.11"},
-         "expect": {"dev": "eth0", "via": "10.1.0.1", "table": 254}},
+        {
+            "name": "connected",
+            "route": {"on": "router", "get": "10.2.0.11"},
+            "expect": {"type": "unicast", "dev": "br0", "prefsrc": "10.2.0.1", "table": "main"},
+        },
+        {
+            "name": "via gateway",
+            "route": {"on": "client", "get": "10.2.0.11"},
+            "expect": {"dev": "eth0", "via": "10.1.0.1", "table": 254},
+        },
         {"name": "local", "route": {"on": "router", "get": "10.1.0.1"}, "expect": {"type": "local", "table": "local"}},
-        {"name": "marked traffic from the client uses table special",
-         "route": {"on": "router", "get": "10.99.0.5", "from": "10.1.0.2", "iif": "eth1", "fwmark": "0x7"},
-         "expect": {"table": "special", "via": "10.2.0.12", "dev": "br0"}},
+        {
+            "name": "marked traffic from the client uses table special",
+            "route": {"on": "router", "get": "10.99.0.5", "from": "10.1.0.2", "iif": "eth1", "fwmark": "0x7"},
+            "expect": {"table": "special", "via": "10.2.0.12", "dev": "br0"},
+        },
         {"name": "unmarked has no route", "route": {"on": "router", "get": "10.99.0.5"}, "expect": {"type": "none"}},
         {"name": "ipv6", "route": {"on": "client", "get": "fd02::11"}, "expect": {"via": "fd01::1", "dev": "eth0"}},
         {"name": "wrong table", "route": {"on": "router", "get": "10.2.0.11"}, "expect": {"table": "special"}},
@@ -289,8 +359,10 @@ def test_route_checks(checklab: CheckLab) -> None:
 
 def test_rule_checks(checklab: CheckLab) -> None:
     checks = [
-        {"name": "present", "rule": {"on": "router", "priority": 100, "from": "10.1.0.0/24", "fwmark": "0x7",
-                                      "table": "special"}},
+        {
+            "name": "present",
+            "rule": {"on": "router", "priority": 100, "from": "10.1.0.0/24", "fwmark": "0x7", "table": "special"},
+        },
         {"name": "main", "rule": {"on": "router", "priority": 32766, "table": "main"}},
         {"name": "absent", "rule": {"on": "client", "table": "special"}, "expect": {"present": False}},
         {"name": "wrongly present", "rule": {"on": "router", "table": 100}, "expect": {"present": False}},
@@ -310,10 +382,12 @@ def test_wait_retries_until_budget(checklab: CheckLab) -> None:
 
 
 def test_text_report_and_junit(checklab: CheckLab, tmp_path: Path) -> None:
-    checklab.write([
-        {"name": "good one", "probe": {"from": "client", "to": "server1:8080"}},
-        {"name": "bad one", "description": "must fail", "probe": {"from": "client", "to": "server1:9999"}},
-    ])
+    checklab.write(
+        [
+            {"name": "good one", "probe": {"from": "client", "to": "server1:8080"}},
+            {"name": "bad one", "description": "must fail", "probe": {"from": "client", "to": "server1:9999"}},
+        ]
+    )
     junit = tmp_path / "report.xml"
     r = checklab.cli("check", checklab.lab, "--junit", junit)
     assert r.rc == 1
@@ -330,8 +404,10 @@ def test_text_report_and_junit(checklab: CheckLab, tmp_path: Path) -> None:
 
 
 def test_only_selects_checks(checklab: CheckLab) -> None:
-    checks = [{"name": "alpha", "probe": {"from": "client", "to": "server1:8080"}},
-              {"name": "beta", "probe": {"from": "client", "to": "server1:9999"}}]
+    checks = [
+        {"name": "alpha", "probe": {"from": "client", "to": "server1:8080"}},
+        {"name": "beta", "probe": {"from": "client", "to": "server1:9999"}},
+    ]
     rc, report, _ = checklab.run(checks, "--only", "ALPHA")
     assert rc == 0 and [c["name"] for c in report["checks"]] == ["alpha"]
     r = checklab.cli("check", checklab.lab, "--only", "gamma")
@@ -365,8 +441,12 @@ def test_changed_lab_is_refused(checklab: CheckLab, netlab_cli: NetlabCli, tmp_p
 
 
 def test_not_up_and_bad_file(lab_file: LabFactory, netlab_cli: NetlabCli) -> None:
-    lab = lab_file({"nodes": {"a": {}}, "checks": [{"name": "x", "route": {"on": "a", "get": "10.0.0.1"},
-                                                    "expect": {"type": "none"}}]})
+    lab = lab_file(
+        {
+            "nodes": {"a": {}},
+            "checks": [{"name": "x", "route": {"on": "a", "get": "10.0.0.1"}, "expect": {"type": "none"}}],
+        }
+    )
     r = netlab_cli("check", lab)
     assert r.rc == 2 and f"lab {lab.name} is not up" in r.err
     lab.path.write_text(lab.path.read_text().replace("get: 10.0.0.1", "get: 10.0.0.300"))
@@ -387,14 +467,21 @@ def test_check_up_builds_checks_and_removes(lab_file: LabFactory, netlab_cli: Ne
 
 
 def responder_pids(lab: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", f"netlab.probes.responder_server .*--lab {lab}$"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["pgrep", "-f", f"netlab.probes.responder_server .*--lab {lab}$"], capture_output=True, text=True
+    )
     return [int(p) for p in out.stdout.split()]
 
 
 def serving_lab(lab_file: LabFactory) -> LabFile:
-    return lab_file({"nodes": {"a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.3.0.1/24"]}}},
-                               "b": {"serve": ["tcp/80"], "links": {"eth0": {"addresses": ["10.3.0.2/24"]}}}}})
+    return lab_file(
+        {
+            "nodes": {
+                "a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.3.0.1/24"]}}},
+                "b": {"serve": ["tcp/80"], "links": {"eth0": {"addresses": ["10.3.0.2/24"]}}},
+            }
+        }
+    )
 
 
 def test_responders_live_with_the_lab(lab_file: LabFactory, netlab_cli: NetlabCli) -> None:

@@ -12,12 +12,18 @@ LONG = "b answers on tcp/80 from a, not SNATed on its way, the long name of a ch
 
 @pytest.mark.parametrize("columns", ["20", "80"])
 def test_piped_check_lines_are_whole(lab_file: LabFactory, netlab_cli: NetlabCli, columns: str) -> None:
-    lab = lab_file({
-        "nodes": {"a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.3.0.1/24"]}}},
-                  "b": {"serve": ["tcp/80"], "links": {"eth0": {"addresses": ["10.3.0.2/24"]}}}},
-        "checks": [{"name": LONG, "probe": {"from": "a", "to": "10.3.0.2:80"}},
-                   {"name": f"{LONG} (closed port)", "probe": {"from": "a", "to": "10.3.0.2:81"}}],
-    })
+    lab = lab_file(
+        {
+            "nodes": {
+                "a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.3.0.1/24"]}}},
+                "b": {"serve": ["tcp/80"], "links": {"eth0": {"addresses": ["10.3.0.2/24"]}}},
+            },
+            "checks": [
+                {"name": LONG, "probe": {"from": "a", "to": "10.3.0.2:80"}},
+                {"name": f"{LONG} (closed port)", "probe": {"from": "a", "to": "10.3.0.2:81"}},
+            ],
+        }
+    )
     r = netlab_cli("check", "--up", lab, env={"COLUMNS": columns})
     assert r.rc == 1, r.out + r.err
     lines = r.out.splitlines()

@@ -27,13 +27,17 @@ def _cluster(backend: str, underlay: str) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize(("backend", "underlay"), [
-    ("vxlan", "fd00:49::/64"),
-    ("vxlan", "192.168.49.0/24"),
-    ("host-gw", "fd00:49::/64"),
-])
+@pytest.mark.parametrize(
+    ("backend", "underlay"),
+    [
+        ("vxlan", "fd00:49::/64"),
+        ("vxlan", "192.168.49.0/24"),
+        ("host-gw", "fd00:49::/64"),
+    ],
+)
 def test_ipv6_pods_reach_each_other_across_nodes_without_nat(
-        netlab_lab: LabFactory, backend: str, underlay: str) -> None:
+    netlab_lab: LabFactory, backend: str, underlay: str
+) -> None:
     lab = netlab_lab(_cluster(backend, underlay), unique=True)
     for src, dst in [("a", "b"), ("b", "a"), ("a", "c"), ("b", "c")]:
         r = lab.probe(src, dst, port=8080)

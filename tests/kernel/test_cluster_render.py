@@ -16,19 +16,50 @@ from netlab.load import load_lab
 from netlab.pytest_plugin import LabFactory, LabHandle
 
 REPO = Path(__file__).resolve().parents[2]
-_VOLATILE = {"ifindex", "link_index", "link_netnsid", "ifalias", "stats", "stats64", "operstate", "linkmode",
-             "group", "txqlen", "num_tx_queues", "num_rx_queues", "gso_max_size", "gso_max_segs",
-             "tso_max_size", "tso_max_segs", "gro_max_size", "gso_ipv4_max_size", "gro_ipv4_max_size",
-             "parentbus", "parentdev", "inet6_addr_gen_mode", "promiscuity", "allmulti", "min_mtu", "max_mtu",
-             "valid_life_time", "preferred_life_time", "link", "ifa_flags"}
+_VOLATILE = {
+    "ifindex",
+    "link_index",
+    "link_netnsid",
+    "ifalias",
+    "stats",
+    "stats64",
+    "operstate",
+    "linkmode",
+    "group",
+    "txqlen",
+    "num_tx_queues",
+    "num_rx_queues",
+    "gso_max_size",
+    "gso_max_segs",
+    "tso_max_size",
+    "tso_max_segs",
+    "gro_max_size",
+    "gso_ipv4_max_size",
+    "gro_ipv4_max_size",
+    "parentbus",
+    "parentdev",
+    "inet6_addr_gen_mode",
+    "promiscuity",
+    "allmulti",
+    "min_mtu",
+    "max_mtu",
+    "valid_life_time",
+    "preferred_life_time",
+    "link",
+    "ifa_flags",
+}
 
 
 def _clean(value: Any, keep_mac: bool) -> Any:
     if isinstance(value, dict):
-        return {k: _clean(v, keep_mac) for k, v in value.items()
-                if k not in _VOLATILE and (keep_mac or k not in ("address", "broadcast", "perm_address"))
-                and not k.endswith("_timer")  # bridge and port timers tick
-                and not k.startswith(("bridge_id", "root_id", "designated", "port_id", "port_no"))}
+        return {
+            k: _clean(v, keep_mac)
+            for k, v in value.items()
+            if k not in _VOLATILE
+            and (keep_mac or k not in ("address", "broadcast", "perm_address"))
+            and not k.endswith("_timer")  # bridge and port timers tick
+            and not k.startswith(("bridge_id", "root_id", "designated", "port_id", "port_no"))
+        }
     if isinstance(value, list):
         return [_clean(v, keep_mac) for v in value]
     return value
@@ -44,14 +75,22 @@ def _snapshot(lab: LabHandle) -> dict[str, Any]:
         vxlans = [link["ifname"] for link in links if link.get("linkinfo", {}).get("info_kind") == "vxlan"]
         state[node] = {
             "links": sorted(json.dumps(_clean(link, link["ifname"] in vxlans), sort_keys=True) for link in links),
-            "addresses": sorted((a["ifname"], i["local"], i["prefixlen"])
-                                for a in run(node, "ip", "-j", "addr", "show") for i in a["addr_info"]),
-            "routes": sorted(json.dumps(r, sort_keys=True)
-                             for r in run(node, "ip", "-j", "route", "show", "table", "all")),
-            "neighbours": sorted(json.dumps(n, sort_keys=True)
-                                 for n in run(node, "ip", "-j", "neigh", "show", "nud", "permanent")),
-            "fdb": sorted(json.dumps(f, sort_keys=True) for dev in vxlans
-                          for f in run(node, "bridge", "-j", "fdb", "show", "dev", dev)),
+            "addresses": sorted(
+                (a["ifname"], i["local"], i["prefixlen"])
+                for a in run(node, "ip", "-j", "addr", "show")
+                for i in a["addr_info"]
+            ),
+            "routes": sorted(
+                json.dumps(r, sort_keys=True) for r in run(node, "ip", "-j", "route", "show", "table", "all")
+            ),
+            "neighbours": sorted(
+                json.dumps(n, sort_keys=True) for n in run(node, "ip", "-j", "neigh", "show", "nud", "permanent")
+            ),
+            "fdb": sorted(
+                json.dumps(f, sort_keys=True)
+                for dev in vxlans
+                for f in run(node, "bridge", "-j", "fdb", "show", "dev", dev)
+            ),
             "forwarding": lab.exec(node, "sysctl", "-n", "net.ipv4.ip_forward", check=True).stdout.strip(),
         }
     return state

@@ -34,8 +34,9 @@ def moments() -> list[Any]:
 
 
 @pytest.mark.parametrize(("command", "sig", "delay"), moments())
-def test_signal_at_a_random_moment(command: str, sig: signal.Signals, delay: float, lab_file: Any, kn: Any,
-                                   netlab_cli: Any) -> None:
+def test_signal_at_a_random_moment(
+    command: str, sig: signal.Signals, delay: float, lab_file: Any, kn: Any, netlab_cli: Any
+) -> None:
     name = lab_file.new_name()
     lab = lab_file(TINY.format(name=name), name=name)
     if command == "down":

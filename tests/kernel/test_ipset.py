@@ -38,10 +38,20 @@ LAB: dict[str, Any] = {
             "ipsets": [
                 {"name": "deny", "type": "hash:ip,port", "members": ["10.1.0.2,tcp:9090"]},
                 {"name": "ports", "type": "bitmap:port", "range": "9000-9999", "members": [9191]},
-                {"name": "nets", "type": "hash:net", "comment": True,
-                 "members": [{"entry": "192.0.2.0/24", "comment": "documentation"}, "198.51.100.7"]},
-                {"name": "v6", "type": "hash:ip,port,net", "family": 6, "hashsize": 64, "maxelem": 128,
-                 "members": ["fd00::1,udp:53,fd01::/64"]},
+                {
+                    "name": "nets",
+                    "type": "hash:net",
+                    "comment": True,
+                    "members": [{"entry": "192.0.2.0/24", "comment": "documentation"}, "198.51.100.7"],
+                },
+                {
+                    "name": "v6",
+                    "type": "hash:ip,port,net",
+                    "family": 6,
+                    "hashsize": 64,
+                    "maxelem": 128,
+                    "members": ["fd00::1,udp:53,fd01::/64"],
+                },
                 {"name": "loop", "type": "hash:ip,port,ip", "members": ["10.1.0.1,tcp:8080,10.1.0.1"]},
                 {"name": "bm", "type": "bitmap:ip", "range": "10.1.0.0/28", "members": ["10.1.0.2"]},
                 {"name": "ifnet", "type": "hash:net,iface", "members": ["10.0.0.0/8,eth0"]},
@@ -56,12 +66,21 @@ LAB: dict[str, Any] = {
         },
     },
     "checks": [
-        {"name": "a port no set holds is open", "probe": {"from": "client", "to": "10.1.0.1:8080"},
-         "expect": {"served_by": "server"}},
-        {"name": "the hash:ip,port set rejects the client's 9090", "probe": {"from": "client", "to": "10.1.0.1:9090"},
-         "expect": {"result": "refused"}},
-        {"name": "the bitmap:port set rejects 9191", "probe": {"from": "client", "to": "10.1.0.1:9191"},
-         "expect": {"result": "refused"}},
+        {
+            "name": "a port no set holds is open",
+            "probe": {"from": "client", "to": "10.1.0.1:8080"},
+            "expect": {"served_by": "server"},
+        },
+        {
+            "name": "the hash:ip,port set rejects the client's 9090",
+            "probe": {"from": "client", "to": "10.1.0.1:9090"},
+            "expect": {"result": "refused"},
+        },
+        {
+            "name": "the bitmap:port set rejects 9191",
+            "probe": {"from": "client", "to": "10.1.0.1:9191"},
+            "expect": {"result": "refused"},
+        },
     ],
 }
 
@@ -75,8 +94,9 @@ def lab(netlab_lab_module: LabFactory) -> LabHandle:
 
 def _creates(lines: list[str]) -> list[str]:
     """`ipset save`'s create lines without what the kernel picks (bucket size, hash seed)."""
-    return sorted(re.sub(r" bucketsize \d+| initval 0x[0-9a-f]+", "", line) for line in lines
-                  if line.startswith("create"))
+    return sorted(
+        re.sub(r" bucketsize \d+| initval 0x[0-9a-f]+", "", line) for line in lines if line.startswith("create")
+    )
 
 
 def test_the_sets_are_the_plans_restore_lines(lab: LabHandle) -> None:
@@ -93,8 +113,9 @@ def test_the_sets_are_the_plans_restore_lines(lab: LabHandle) -> None:
 
     replayed = nsops.in_thread(replay)
     assert _creates(made) == _creates(replayed)
-    assert sorted(line for line in made if line.startswith("add")) == \
-        sorted(line for line in replayed if line.startswith("add"))
+    assert sorted(line for line in made if line.startswith("add")) == sorted(
+        line for line in replayed if line.startswith("add")
+    )
     assert 'add nets 192.0.2.0/24 comment "documentation"' in made
     assert "create v6 hash:ip,port,net family inet6 hashsize 64 maxelem 128" in _creates(made)
 
@@ -108,7 +129,8 @@ def test_the_rules_count_what_the_sets_matched(lab: LabHandle) -> None:
 def test_preflight_makes_the_sets_before_the_dumps(tmp_path: Path) -> None:
     """The dump that matches a declared set passes the preflight; one that names a set the
     node lacks is refused at its line."""
-    (tmp_path / "lab.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "lab.yaml").write_text(
+        textwrap.dedent("""\
         name: preflight
         nodes:
           a:
@@ -120,7 +142,8 @@ def test_preflight_makes_the_sets_before_the_dumps(tmp_path: Path) -> None:
               -A INPUT -m set --match-set known src -j DROP
               -A INPUT -m set --match-set nosuch src -j DROP
               COMMIT
-        """))
+        """)
+    )
     lab, where = load_lab_located(tmp_path / "lab.yaml")
     with pytest.raises(LabError) as info:
         check_firewall(lab, where)

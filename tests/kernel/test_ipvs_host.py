@@ -41,8 +41,7 @@ def no_ipvs() -> None:
 
 
 @pytest.mark.parametrize("extra", [SERVICE, SYSCTL], ids=["ipvs-objects", "ipvs-sysctl"])
-def test_up_infers_ipvs_and_stops_before_building(no_ipvs: None, netlab_cli: Any, lab_file: Any,
-                                                  extra: str) -> None:
+def test_up_infers_ipvs_and_stops_before_building(no_ipvs: None, netlab_cli: Any, lab_file: Any, extra: str) -> None:
     lab = lab_file(DIRECTOR + extra)
     r = netlab_cli("up", lab)
     assert r.rc == 3, r.out + r.err

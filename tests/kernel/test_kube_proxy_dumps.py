@@ -45,8 +45,12 @@ def node_lab(**firewall: Any) -> dict[str, Any]:
 
 
 MODES = {
-    "iptables": node_lab(iptables=[{"file": str(DATA / "kube-proxy-iptables.save")},
-                                   {"file": str(DATA / "kube-proxy-ip6tables.save"), "family": 6}]),
+    "iptables": node_lab(
+        iptables=[
+            {"file": str(DATA / "kube-proxy-iptables.save")},
+            {"file": str(DATA / "kube-proxy-ip6tables.save"), "family": 6},
+        ]
+    ),
     "nftables": node_lab(nftables=[{"file": str(DATA / "kube-proxy-nftables.nft")}]),
 }
 
@@ -120,8 +124,10 @@ def test_without_hairpin_mode_a_pod_cannot_reach_itself_through_the_vip(lab: Lab
 
 def test_the_dump_is_what_iptables_save_prints(iptables_lab: LabHandle) -> None:
     lab = iptables_lab
-    for tool, file in (("iptables-nft-save", "kube-proxy-iptables.save"),
-                       ("ip6tables-nft-save", "kube-proxy-ip6tables.save")):
+    for tool, file in (
+        ("iptables-nft-save", "kube-proxy-iptables.save"),
+        ("ip6tables-nft-save", "kube-proxy-ip6tables.save"),
+    ):
         saved = lab.exec("node", tool, check=True).stdout
         rules = [line for line in (DATA / file).read_text().splitlines() if not line.startswith("#")]
         # the chains' packet counters have moved since (other tests' traffic)

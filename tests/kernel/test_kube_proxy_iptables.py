@@ -27,8 +27,12 @@ LAB: dict[str, Any] = {
             "web-b": {"node": "node2", "labels": {"app": "web"}, "serve": ["tcp/8080"]},
         },
         "services": {
-            "web": {"type": "NodePort", "cluster_ip": VIP, "selector": {"app": "web"},
-                    "ports": [{"port": 80, "target_port": 8080, "node_port": 30080}]},
+            "web": {
+                "type": "NodePort",
+                "cluster_ip": VIP,
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "target_port": 8080, "node_port": 30080}],
+            },
         },
     },
     "nodes": {
@@ -48,9 +52,15 @@ def _ruleset(lab: LabHandle, node: str) -> str:
 
 def test_kube_proxy_chains_are_there(lab: LabHandle) -> None:
     rules = _ruleset(lab, "node1")
-    for needle in ("-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-                   "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000", "KUBE-SVC-", "KUBE-SEP-",
-                   "--probability 0.50000000000", "--to-destination 10.244.0.3:8080", "MASQUERADE --random-fully"):
+    for needle in (
+        '-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES',
+        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        "KUBE-SVC-",
+        "KUBE-SEP-",
+        "--probability 0.50000000000",
+        "--to-destination 10.244.0.3:8080",
+        "MASQUERADE --random-fully",
+    ):
         assert needle in rules, f"{needle!r} missing from node1's iptables-nft-save:\n{rules}"
 
 

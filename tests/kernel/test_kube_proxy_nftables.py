@@ -37,14 +37,26 @@ LAB: dict[str, Any] = {
             "web-b": {"node": "node2", "labels": {"app": "web"}, "serve": ["tcp/8080"]},
         },
         "services": {
-            "web": {"type": "NodePort", "cluster_ip": VIP, "selector": {"app": "web"},
-                    "ports": [{"port": 80, "target_port": 8080, "node_port": 30080}]},
+            "web": {
+                "type": "NodePort",
+                "cluster_ip": VIP,
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "target_port": 8080, "node_port": 30080}],
+            },
             # Local policy, its only endpoint on node1
-            "local": {"type": "NodePort", "cluster_ip": LOCAL, "selector": {"tier": "a"},
-                      "external_traffic_policy": "Local",
-                      "ports": [{"port": 80, "target_port": 8080, "node_port": 30081}]},
-            "sticky": {"cluster_ip": STICKY, "selector": {"app": "web"}, "session_affinity": "ClientIP",
-                       "ports": [{"name": "http", "port": 80, "target_port": 8080}]},
+            "local": {
+                "type": "NodePort",
+                "cluster_ip": LOCAL,
+                "selector": {"tier": "a"},
+                "external_traffic_policy": "Local",
+                "ports": [{"port": 80, "target_port": 8080, "node_port": 30081}],
+            },
+            "sticky": {
+                "cluster_ip": STICKY,
+                "selector": {"app": "web"},
+                "session_affinity": "ClientIP",
+                "ports": [{"name": "http", "port": 80, "target_port": 8080}],
+            },
             "empty": {"cluster_ip": EMPTY, "selector": {}, "ports": [{"port": 80}]},
         },
     },
@@ -65,10 +77,17 @@ def _table(lab: LabHandle, node: str) -> str:
 
 def test_kube_proxys_table_is_there(lab: LabHandle) -> None:
     table = _table(lab, "node1")
-    for needle in ("chain nat-prerouting {", "type nat hook prerouting priority dstnat; policy accept;",
-                   "ip daddr . meta l4proto . th dport vmap @service-ips", "meta mark set meta mark | 0x00004000",
-                   "masquerade fully-random", f"chain {WEB_A_CHAIN} {{", "numgen random mod 2 vmap",
-                   f"dnat to {WEB_A}:8080", "elements = { 192.168.49.2 }"):
+    for needle in (
+        "chain nat-prerouting {",
+        "type nat hook prerouting priority dstnat; policy accept;",
+        "ip daddr . meta l4proto . th dport vmap @service-ips",
+        "meta mark set meta mark | 0x00004000",
+        "masquerade fully-random",
+        f"chain {WEB_A_CHAIN} {{",
+        "numgen random mod 2 vmap",
+        f"dnat to {WEB_A}:8080",
+        "elements = { 192.168.49.2 }",
+    ):
         assert needle in table, f"{needle!r} missing from node1's kube-proxy table:\n{table}"
     tables = lab.exec("node1", "nft", "list", "tables", check=True).stdout.split("\n")
     assert [t for t in tables if t] == ["table ip kube-proxy"], "nftables mode writes no iptables-nft tables"
@@ -158,14 +177,36 @@ def test_an_ipv6_clusters_table_loads() -> None:
     from netlab.plan.ops import LoadNftables
 
     eps = tuple(Endpoint(f"p{i}", f"node{i}", f"fd00:10:244:{i}::2", 8080) for i in (1, 2))
-    ports = [ServicePortView(service="web", namespace="default", port_name="http", protocol="tcp",
-                             cluster_ip="fd00:10:96::a", port=80, node_port=30080, external_ips=("fd00:49::200",),
-                             load_balancer_ip="fd00:49::250", affinity=True, local_only=True, endpoints=eps),
-             ServicePortView(service="empty", namespace="default", port_name="", protocol="udp",
-                             cluster_ip="fd00:10:96::b", port=53, node_port=None, external_ips=(),
-                             load_balancer_ip=None, affinity=False, local_only=False)]
-    text = render_nftables("node1", ports, "fd00:10:244::/56", service_cidr="fd00:10:96::/112",
-                           node_ips=["fd00:49::2"])
+    ports = [
+        ServicePortView(
+            service="web",
+            namespace="default",
+            port_name="http",
+            protocol="tcp",
+            cluster_ip="fd00:10:96::a",
+            port=80,
+            node_port=30080,
+            external_ips=("fd00:49::200",),
+            load_balancer_ip="fd00:49::250",
+            affinity=True,
+            local_only=True,
+            endpoints=eps,
+        ),
+        ServicePortView(
+            service="empty",
+            namespace="default",
+            port_name="",
+            protocol="udp",
+            cluster_ip="fd00:10:96::b",
+            port=53,
+            node_port=None,
+            external_ips=(),
+            load_balancer_ip=None,
+            affinity=False,
+            local_only=False,
+        ),
+    ]
+    text = render_nftables("node1", ports, "fd00:10:244::/56", service_cidr="fd00:10:96::/112", node_ips=["fd00:49::2"])
     failure = trial([LoadNftables("trial", "kube-proxy", text=text)])
     assert failure is None, f"{failure}\n{text}"
 
@@ -183,8 +224,13 @@ LAB6: dict[str, Any] = {
             "web-a": {"node": "node1", "labels": {"app": "web"}, "serve": ["tcp/8080"]},
             "web-b": {"node": "node2", "labels": {"app": "web"}, "serve": ["tcp/8080"]},
         },
-        "services": {"web": {"cluster_ip": "fd00:10:96::a", "selector": {"app": "web"},
-                             "ports": [{"port": 80, "target_port": 8080}]}},
+        "services": {
+            "web": {
+                "cluster_ip": "fd00:10:96::a",
+                "selector": {"app": "web"},
+                "ports": [{"port": 80, "target_port": 8080}],
+            }
+        },
     },
 }
 

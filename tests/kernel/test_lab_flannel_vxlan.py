@@ -36,14 +36,17 @@ def test_flannel_1_is_built_as_flanneld_builds_it(lab: LabHandle) -> None:
 def test_per_remote_node_neighbour_fdb_and_onlink_route(lab: LabHandle) -> None:
     neigh = _json(lab, "node1", "ip", "-j", "neigh", "show", "dev", "flannel.1")
     assert [(n["dst"], n["lladdr"], n["state"]) for n in neigh] == [
-        ("10.244.1.0", "0e:fa:c0:a8:31:03", ["PERMANENT"])], neigh
+        ("10.244.1.0", "0e:fa:c0:a8:31:03", ["PERMANENT"])
+    ], neigh
     fdb = _json(lab, "node1", "bridge", "-j", "fdb", "show", "dev", "flannel.1")
     mine = [f for f in fdb if f["mac"] == "0e:fa:c0:a8:31:03"]
     assert [(f.get("dst"), f.get("state"), "self" in f.get("flags", [])) for f in mine] == [
-        ("192.168.49.3", "permanent", True)], fdb
+        ("192.168.49.3", "permanent", True)
+    ], fdb
     routes = _json(lab, "node1", "ip", "-j", "route", "show", "10.244.1.0/24")
     assert [(r["gateway"], r["dev"], "onlink" in r.get("flags", [])) for r in routes] == [
-        ("10.244.1.0", "flannel.1", True)], routes
+        ("10.244.1.0", "flannel.1", True)
+    ], routes
 
 
 def test_pod_mtu_leaves_room_for_the_vxlan_header(lab: LabHandle) -> None:

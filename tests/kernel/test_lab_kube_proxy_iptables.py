@@ -22,8 +22,11 @@ def lab(netlab_lab_module: LabFactory) -> LabHandle:
 
 def test_node_has_the_articles_chains(lab: LabHandle) -> None:
     rules = lab.exec("node1", "ip6tables-save", "-t", "nat", check=True).stdout
-    svc = next(line.split()[-1] for line in rules.splitlines()
-               if line.startswith("-A KUBE-SERVICES") and f"-d {VIP}/128" in line)
+    svc = next(
+        line.split()[-1]
+        for line in rules.splitlines()
+        if line.startswith("-A KUBE-SERVICES") and f"-d {VIP}/128" in line
+    )
     assert svc.startswith("KUBE-SVC-"), rules
     chain = [line for line in rules.splitlines() if line.startswith(f"-A {svc} ")]
     # as the article lists it: MARK-MASQ for sources outside the pod /64, then the first SEP

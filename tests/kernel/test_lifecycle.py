@@ -60,11 +60,23 @@ def full_spec(exec_out: Path) -> dict[str, Any]:
                     "v1": {"peer": "c1:eth0", "master": "br0"},
                     "v2": {"peer": "c2:eth0", "master": "br0"},
                     "v3": {"peer": "c3:eth0", "master": "br0"},
-                    "out0": {"peer": "outside:eth0", "addresses": ["192.0.2.1/24", "2001:db8::1/64"],
-                             "mtu": 1400, "mac": "02:00:00:00:00:01"},
+                    "out0": {
+                        "peer": "outside:eth0",
+                        "addresses": ["192.0.2.1/24", "2001:db8::1/64"],
+                        "mtu": 1400,
+                        "mac": "02:00:00:00:00:01",
+                    },
                     "spare": {"peer": "outside:spare", "up": False, "addresses": ["10.98.0.1/30"]},
-                    "vx0": {"kind": "vxlan", "vni": 42, "port": 4789, "dev": "out0", "local": "192.0.2.1",
-                            "remote": "192.0.2.2", "learning": False, "addresses": ["10.200.0.1/24"]},
+                    "vx0": {
+                        "kind": "vxlan",
+                        "vni": 42,
+                        "port": 4789,
+                        "dev": "out0",
+                        "local": "192.0.2.1",
+                        "remote": "192.0.2.2",
+                        "learning": False,
+                        "addresses": ["10.200.0.1/24"],
+                    },
                 },
                 "routes": [
                     {"to": "198.51.100.0/24", "via": "192.0.2.2", "metric": 50},
@@ -86,22 +98,35 @@ def full_spec(exec_out: Path) -> dict[str, Any]:
                 ],
             },
             "c1": {
-                "links": {"eth0": {"addresses": ["172.30.0.11/24", "fd00:30::11/64"], "mtu": 1450,
-                                   "mac": "02:00:00:00:01:01"}},
+                "links": {
+                    "eth0": {"addresses": ["172.30.0.11/24", "fd00:30::11/64"], "mtu": 1450, "mac": "02:00:00:00:01:01"}
+                },
                 "routes": [{"to": "default", "via": "172.30.0.1"}, {"to": "default", "via": "fd00:30::1"}],
                 # Runs after the build: the route it asks about must exist, in c1's namespace.
                 "exec": [["sh", "-c", f"ip route get 192.0.2.2 > {exec_out}; ip -o addr show dev eth0 >> {exec_out}"]],
             },
-            "c2": {"links": {"eth0": {"addresses": ["172.30.0.12/24"]}},
-                   "routes": [{"to": "default", "via": "172.30.0.1"}]},
-            "c3": {"links": {"eth0": {"addresses": ["172.30.0.13/24"]}},
-                   "routes": [{"to": "default", "via": "172.30.0.1"}]},
+            "c2": {
+                "links": {"eth0": {"addresses": ["172.30.0.12/24"]}},
+                "routes": [{"to": "default", "via": "172.30.0.1"}],
+            },
+            "c3": {
+                "links": {"eth0": {"addresses": ["172.30.0.13/24"]}},
+                "routes": [{"to": "default", "via": "172.30.0.1"}],
+            },
             "outside": {
                 "links": {
                     "eth0": {"addresses": ["192.0.2.2/24", "2001:db8::2/64"], "mtu": 1400, "mac": "02:00:00:00:00:02"},
                     "spare": {},
-                    "vx0": {"kind": "vxlan", "vni": 42, "port": 4789, "dev": "eth0", "local": "192.0.2.2",
-                            "remote": "192.0.2.1", "learning": False, "addresses": ["10.200.0.2/24"]},
+                    "vx0": {
+                        "kind": "vxlan",
+                        "vni": 42,
+                        "port": 4789,
+                        "dev": "eth0",
+                        "local": "192.0.2.2",
+                        "remote": "192.0.2.1",
+                        "learning": False,
+                        "addresses": ["10.200.0.2/24"],
+                    },
                 },
                 "routes": [{"to": "172.30.0.0/24", "via": "192.0.2.1"}, {"to": "fd00:30::/64", "via": "2001:db8::1"}],
             },
@@ -139,8 +164,12 @@ def full(registry: Any, kn: Any, netlab_cli: Any, tmp_path_factory: pytest.TempP
 
 
 def small_spec(addr_a: str = "10.0.0.1/24", addr_b: str = "10.0.0.2/24") -> dict[str, Any]:
-    return {"nodes": {"a": {"links": {"eth0": {"peer": "b:eth0", "addresses": [addr_a]}}},
-                      "b": {"links": {"eth0": {"addresses": [addr_b]}}}}}
+    return {
+        "nodes": {
+            "a": {"links": {"eth0": {"peer": "b:eth0", "addresses": [addr_a]}}},
+            "b": {"links": {"eth0": {"addresses": [addr_b]}}},
+        }
+    }
 
 
 # ---------------------------------------------------------------- the full lab, as built
@@ -162,8 +191,10 @@ def test_up_builds_every_namespace_with_state(full: FullLab, kn: Any) -> None:
 def test_veth_pairs_and_bridge_ports(full: FullLab, kn: Any) -> None:
     def all_operstates_up() -> bool:  # operstate follows carrier through linkwatch: asynchronous
         h = kn.links(full.ns("host"))
-        return all(h[f"v{i}"]["operstate"] == "UP" and kn.links(full.ns(c))["eth0"]["operstate"] == "UP"
-                   for i, c in enumerate(["c1", "c2", "c3"], start=1))
+        return all(
+            h[f"v{i}"]["operstate"] == "UP" and kn.links(full.ns(c))["eth0"]["operstate"] == "UP"
+            for i, c in enumerate(["c1", "c2", "c3"], start=1)
+        )
 
     kn.wait_for(all_operstates_up, 3, 0.05)
     host = kn.links(full.ns("host"))
@@ -196,6 +227,7 @@ def test_mtu_and_mac_on_both_ends(full: FullLab, kn: Any) -> None:
 def test_admin_down_link(full: FullLab, kn: Any) -> None:
     near = kn.links(full.ns("host"))["spare"]
     assert "UP" not in near["flags"] and near["operstate"] == "DOWN"
+
     # The far end is administratively up but has no carrier: its peer is down. Carrier
     # changes reach the flags through the kernel's linkwatch, which batches them (up to
     # ~1 s), so wait for the kernel to settle rather than sample once.
@@ -210,11 +242,16 @@ def test_admin_down_link(full: FullLab, kn: Any) -> None:
 
 def test_addresses_ipv4_and_ipv6_without_dad(full: FullLab, kn: Any) -> None:
     def lab_addresses(node: str) -> set[str]:
-        return {a for a in kn.address_set(full.ns(node))
-                if not a.startswith(("fe80:", "127.", "::1/"))}
+        return {a for a in kn.address_set(full.ns(node)) if not a.startswith(("fe80:", "127.", "::1/"))}
 
-    assert lab_addresses("host") == {"172.30.0.1/24", "fd00:30::1/64", "192.0.2.1/24", "2001:db8::1/64",
-                                     "10.98.0.1/30", "10.200.0.1/24"}
+    assert lab_addresses("host") == {
+        "172.30.0.1/24",
+        "fd00:30::1/64",
+        "192.0.2.1/24",
+        "2001:db8::1/64",
+        "10.98.0.1/30",
+        "10.200.0.1/24",
+    }
     assert lab_addresses("c1") == {"172.30.0.11/24", "fd00:30::11/64"}
     assert lab_addresses("c2") == {"172.30.0.12/24"}
     assert lab_addresses("outside") == {"192.0.2.2/24", "2001:db8::2/64", "10.200.0.2/24"}
@@ -270,8 +307,14 @@ def test_routes(full: FullLab, kn: Any) -> None:
 
 def test_rules(full: FullLab, kn: Any) -> None:
     v4 = {r["priority"]: r for r in kn.rules(full.ns("host"), 4)}
-    assert v4[100] == {"priority": 100, "src": "10.10.0.0", "srclen": 16, "fwmark": "0x4000",
-                       "fwmask": "0x4000", "table": "100"}
+    assert v4[100] == {
+        "priority": 100,
+        "src": "10.10.0.0",
+        "srclen": 16,
+        "fwmark": "0x4000",
+        "fwmask": "0x4000",
+        "table": "100",
+    }
     assert v4[110] == {"priority": 110, "src": "all", "dst": "203.0.113.0", "dstlen": 24, "table": "100"}
     assert v4[120] == {"priority": 120, "src": "all", "iif": "v1", "table": "200"}
     assert v4[130] == {"priority": 130, "src": "all", "oif": "out0", "table": "300"}
@@ -286,17 +329,24 @@ def test_rules(full: FullLab, kn: Any) -> None:
 
 
 def test_vxlan(full: FullLab, kn: Any) -> None:
-    for node, local, remote, dev in (("host", "192.0.2.1", "192.0.2.2", "out0"),
-                                     ("outside", "192.0.2.2", "192.0.2.1", "eth0")):
+    for node, local, remote, dev in (
+        ("host", "192.0.2.1", "192.0.2.2", "out0"),
+        ("outside", "192.0.2.2", "192.0.2.1", "eth0"),
+    ):
         vx = kn.links(full.ns(node))["vx0"]
         info = vx["linkinfo"]
         assert info["info_kind"] == "vxlan"
         data = info["info_data"]
-        assert (data["id"], data["port"], data["local"], data["remote"], data["link"], data["learning"]) == \
-            (42, 4789, local, remote, dev, False)
+        assert (data["id"], data["port"], data["local"], data["remote"], data["link"], data["learning"]) == (
+            42,
+            4789,
+            local,
+            remote,
+            dev,
+            False,
+        )
         text = kn.run_in(full.ns(node), "ip", "-d", "link", "show", "vx0").stdout
-        for words in ("vxlan id 42", f"remote {remote}", f"local {local}", f"dev {dev}", "dstport 4789",
-                      "nolearning"):
+        for words in ("vxlan id 42", f"remote {remote}", f"local {local}", f"dev {dev}", "dstport 4789", "nolearning"):
             assert words in text, text
     # Real packets through the tunnel (encapsulated over out0 ↔ eth0).
     kn.assert_ping(full.ns("host"), "10.200.0.2")
@@ -420,8 +470,10 @@ def test_up_from_a_changed_file_refuses_and_says_what_differs(lab_file: Any, kn:
     assert rc == 1
     assert f"- ip -n {lab.ns('b')} addr add 10.0.0.2/24 dev eth0" in err
     assert f"+ ip -n {lab.ns('b')} addr add 10.0.0.3/24 dev eth0" in err
-    assert f"lab {lab.name} is already up, built from {lab.path.resolve()}; {other.path.resolve()} defines " \
-           "a lab of the same name, and it differs:" in err
+    assert (
+        f"lab {lab.name} is already up, built from {lab.path.resolve()}; {other.path.resolve()} defines "
+        "a lab of the same name, and it differs:" in err
+    )
     assert '  ~ nodes.b.links.eth0.addresses[0]: "10.0.0.2/24" → "10.0.0.3/24"' in err
     assert kn.snapshot(lab.name) == before
     rc, _, _ = netlab_cli("down", lab.name)
@@ -496,10 +548,29 @@ def test_down_all(lab_file: Any, kn: Any, tmp_path: Path) -> None:
         pytest.skip("needs unshare(1) (util-linux) for a private mount namespace")
     one, two = lab_file(small_spec()), lab_file(small_spec())
     state = tmp_path / "state"
-    env = {**os.environ, "NETLAB_STATE_DIR": str(state), "COLUMNS": "200",
-           "PYTHONPATH": os.pathsep.join(p for p in (str(kn.repo), os.environ.get("PYTHONPATH", "")) if p)}
-    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, "-c", DOWN_ALL_PY,
-                           str(one.path), str(two.path)], capture_output=True, text=True, env=env, timeout=120)
+    env = {
+        **os.environ,
+        "NETLAB_STATE_DIR": str(state),
+        "COLUMNS": "200",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(kn.repo), os.environ.get("PYTHONPATH", "")) if p),
+    }
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            sys.executable,
+            "-c",
+            DOWN_ALL_PY,
+            str(one.path),
+            str(two.path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["up1"][0] == 0 and r["up2"][0] == 0, r
@@ -552,13 +623,23 @@ nodes:
 """
 
 
-@pytest.mark.parametrize(("text", "problems"), [
-    (BAD_TYPO, [":5: nodes.a.links.eth0.adresses: unknown key 'adresses'; did you mean 'addresses'?"]),
-    (BAD_REFS, [":5: nodes.a.links.eth0.peer: peer node 'nosuch' is not defined",
-                ":9: nodes.b.routes[0]: a unicast route needs `via:` or `dev:`"]),
-], ids=["typo", "references"])
-def test_bad_lab_is_refused_with_nothing_created(text: str, problems: list[str], lab_file: Any, kn: Any,
-                                                 netlab_cli: Any) -> None:
+@pytest.mark.parametrize(
+    ("text", "problems"),
+    [
+        (BAD_TYPO, [":5: nodes.a.links.eth0.adresses: unknown key 'adresses'; did you mean 'addresses'?"]),
+        (
+            BAD_REFS,
+            [
+                ":5: nodes.a.links.eth0.peer: peer node 'nosuch' is not defined",
+                ":9: nodes.b.routes[0]: a unicast route needs `via:` or `dev:`",
+            ],
+        ),
+    ],
+    ids=["typo", "references"],
+)
+def test_bad_lab_is_refused_with_nothing_created(
+    text: str, problems: list[str], lab_file: Any, kn: Any, netlab_cli: Any
+) -> None:
     lab = lab_file(text)
     for args in (("validate", lab.path), ("up", lab.path)):
         rc, out, err = netlab_cli(*args)
@@ -576,12 +657,20 @@ def test_not_root(lab_file: Any, kn: Any, netlab_cli: Any, public_dir: Path) -> 
     rc, out, err = netlab_cli("validate", lab.path, nobody=True)
     assert rc == 0, err
     assert f"lab {lab.name} — 2 nodes" in out
-    for args in (("up", lab.path), ("down", lab.name), ("down", "--all"), ("status",),
-                 ("exec", lab.name, "a", "--", "true")):
+    for args in (
+        ("up", lab.path),
+        ("down", lab.name),
+        ("down", "--all"),
+        ("status",),
+        ("exec", lab.name, "a", "--", "true"),
+    ):
         rc, out, err = netlab_cli(*args, nobody=True)
         assert rc == 3, (args, out, err)
-        why = ("needs root to read the lab's network namespaces" if args[0] == "status" else
-               "changes network namespaces and needs root")
+        why = (
+            "needs root to read the lab's network namespaces"
+            if args[0] == "status"
+            else "changes network namespaces and needs root"
+        )
         assert f"`netlab {args[0]}` {why}; run it with sudo" in err
         assert args[0] != "status" or "changes" not in err
         assert "Traceback" not in err
@@ -621,8 +710,13 @@ def test_docker_bridge_example(lab_file: Any, kn: Any, netlab_cli: Any) -> None:
 
     topo = topology(load_lab(lab.path))
     for segment in topo.segments():
-        ends = [(node, a.split("/")[0]) for key in segment for node in [key[0]]
-                for a in topo.interfaces[key].settings.addresses if ":" not in a]
+        ends = [
+            (node, a.split("/")[0])
+            for key in segment
+            for node in [key[0]]
+            for a in topo.interfaces[key].settings.addresses
+            if ":" not in a
+        ]
         for (n1, _), (_, a2) in itertools.pairwise(ends):
             kn.assert_ping(lab.ns(n1), a2)
     if {"outside", "c1", "c2", "host"} <= set(nodes):  # docker's routed path, both ways
@@ -645,6 +739,7 @@ def test_exec_on_a_lab_that_is_not_up(lab_file: Any, netlab_cli: Any) -> None:
 
 def test_python_used_by_the_cli_is_this_one() -> None:
     # The helpers run `python -m netlab.cli` with this interpreter: it must be the venv's.
-    proc = subprocess.run([sys.executable, "-c", "import netlab.cli, sys; print(sys.prefix)"],
-                          capture_output=True, text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import netlab.cli, sys; print(sys.prefix)"], capture_output=True, text=True, check=True
+    )
     assert proc.stdout.strip() == sys.prefix

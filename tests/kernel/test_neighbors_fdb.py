@@ -38,11 +38,23 @@ def flannel_spec(*, fdb: bool = True, flannel_up: bool = True) -> dict[str, Any]
         nodes[name] = {
             "sysctls": {"net.ipv4.ip_forward": 1},
             "links": {
-                **({"eth0": {"peer": "node2:eth0", "addresses": [f"{ip}/24"]}} if name == "node1"
-                   else {"eth0": {"addresses": [f"{ip}/24"]}}),
-                "flannel.1": {"kind": "vxlan", "vni": 1, "port": 8472, "local": ip, "dev": "eth0",
-                              "learning": False, "mtu": 1450, "mac": VTEP_MAC[name],
-                              "addresses": [f"10.244.{x}.0/32"], "up": flannel_up},
+                **(
+                    {"eth0": {"peer": "node2:eth0", "addresses": [f"{ip}/24"]}}
+                    if name == "node1"
+                    else {"eth0": {"addresses": [f"{ip}/24"]}}
+                ),
+                "flannel.1": {
+                    "kind": "vxlan",
+                    "vni": 1,
+                    "port": 8472,
+                    "local": ip,
+                    "dev": "eth0",
+                    "learning": False,
+                    "mtu": 1450,
+                    "mac": VTEP_MAC[name],
+                    "addresses": [f"10.244.{x}.0/32"],
+                    "up": flannel_up,
+                },
                 "cni0": {"kind": "bridge", "addresses": [f"10.244.{x}.1/24"]},
                 f"veth{pod}": {"peer": f"{pod}:eth0", "master": "cni0"},
             },
@@ -50,7 +62,8 @@ def flannel_spec(*, fdb: bool = True, flannel_up: bool = True) -> dict[str, Any]
             "fdb": [{"lladdr": VTEP_MAC[other], "dev": "flannel.1", "dst": other_ip}] if fdb else [],
             # (no route through a link that is down: the kernel refuses it, and so does netlab)
             "routes": [{"to": f"10.244.{y}.0/24", "via": f"10.244.{y}.0", "dev": "flannel.1", "onlink": True}]
-            if flannel_up else [],
+            if flannel_up
+            else [],
         }
         nodes[pod] = {
             "links": {"eth0": {"addresses": [f"10.244.{x}.2/24"], "mac": POD_MAC[pod]}},
@@ -64,8 +77,9 @@ def flannel_spec(*, fdb: bool = True, flannel_up: bool = True) -> dict[str, Any]
 def kernel_json(lab: LabHandle, node: str, *argv: str) -> tuple[Any, str]:
     """(parsed JSON, raw text) of `ip`/`bridge` run with `-n NS -j` on the node."""
     tool, *rest = argv
-    out = subprocess.run([tool, "-n", lab.ns(node), "-j", *rest], capture_output=True, text=True,
-                         check=True, timeout=30).stdout
+    out = subprocess.run(
+        [tool, "-n", lab.ns(node), "-j", *rest], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
     return (json.loads(out) if out.strip() else []), out.strip()
 
 
@@ -83,8 +97,11 @@ def ping(lab: LabHandle, frm: str, to: str, attempts: int = 3, timeout: float = 
 
 def evidence(lab: LabHandle, node: str) -> str:
     parts = []
-    for argv in (("ip", "neigh", "show", "dev", "flannel.1"), ("bridge", "fdb", "show", "dev", "flannel.1"),
-                 ("ip", "route", "show")):
+    for argv in (
+        ("ip", "neigh", "show", "dev", "flannel.1"),
+        ("bridge", "fdb", "show", "dev", "flannel.1"),
+        ("ip", "route", "show"),
+    ):
         _, raw = kernel_json(lab, node, *argv)
         parts.append(f"{' '.join(argv)} in {node}: {raw}")
     return "\n".join(parts)
@@ -176,8 +193,20 @@ def test_without_the_fdb_entry_pods_do_not_reach_each_other(netlab_lab: LabFacto
     assert link["stats64"]["tx"]["dropped"] > 0, f"flannel.1 should have dropped the frames: {raw}"
     # the same lab with the entries added by hand, as flanneld would: now it works
     for node, other in (("node1", "node2"), ("node2", "node1")):
-        lab.exec(node, "bridge", "fdb", "append", VTEP_MAC[other], "dev", "flannel.1", "dst", NODES[other][0],
-                 "self", "permanent", check=True)
+        lab.exec(
+            node,
+            "bridge",
+            "fdb",
+            "append",
+            VTEP_MAC[other],
+            "dev",
+            "flannel.1",
+            "dst",
+            NODES[other][0],
+            "self",
+            "permanent",
+            check=True,
+        )
     ok, seen = ping(lab, "pod1", "pod2")
     assert ok, f"pod1 → pod2 after adding the FDB entries: {seen}\n{evidence(lab, 'node1')}"
 
@@ -192,7 +221,8 @@ def test_entries_on_a_link_that_is_down(netlab_lab: LabFactory, registry: Any) -
     assert [(e["lladdr"], e["state"]) for e in neigh] == [(VTEP_MAC["node2"], ["PERMANENT"])], raw
     fdb, raw = kernel_json(lab, "node1", "bridge", "fdb", "show", "dev", "flannel.1")
     assert [(e.get("dst"), e["state"]) for e in fdb if e["mac"] == VTEP_MAC["node2"]] == [
-        ("192.168.49.3", "permanent")], raw
+        ("192.168.49.3", "permanent")
+    ], raw
     lab.exec("node1", "ip", "link", "set", "flannel.1", "up", check=True)
     neigh, raw = kernel_json(lab, "node1", "ip", "-4", "neigh", "show", "dev", "flannel.1")
     assert [e["state"] for e in neigh] == [["PERMANENT"]], raw
@@ -222,7 +252,9 @@ def test_kernel_facts_behind_the_checks(netlab_lab: LabFactory, registry: Any) -
         assert bridge("00:00:00:00:00:00", "dev", "flannel.1", "dst", dst, "self", "permanent").returncode == 0
     entries, raw = kernel_json(lab, "node1", "bridge", "fdb", "show", "dev", "flannel.1")
     assert sorted(e.get("dst") for e in entries if e["mac"] == "00:00:00:00:00:00") == [
-        "192.168.49.3", "192.168.49.9"], raw
+        "192.168.49.3",
+        "192.168.49.9",
+    ], raw
     # a neighbour on lo is filed under 0.0.0.0
     lab.exec("node1", "ip", "neigh", "replace", "10.9.9.9", "lladdr", mac, "dev", "lo", "nud", "permanent", check=True)
     entries, raw = kernel_json(lab, "node1", "ip", "-4", "neigh", "show", "dev", "lo")

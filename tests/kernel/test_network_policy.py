@@ -31,8 +31,11 @@ LAB: dict[str, Any] = {
             "client": {"node": "n1", "labels": {"app": "client"}, "serve": ["tcp/80"]},
             "stranger": {"node": "n1", "labels": {"app": "stranger"}},
             "mute": {"node": "n1", "labels": {"app": "mute"}, "serve": ["tcp/80"]},
-            "server": {"node": "n2", "labels": {"app": "server"},
-                       "serve": ["tcp/80", "tcp/81", "tcp/9105", "tcp/9111", "udp/53", "udp/54"]},
+            "server": {
+                "node": "n2",
+                "labels": {"app": "server"},
+                "serve": ["tcp/80", "tcp/81", "tcp/9105", "tcp/9111", "udp/53", "udp/54"],
+            },
             "peer": {"node": "n2", "labels": {"app": "client"}},
             "open": {"node": "n2", "labels": {"app": "open"}, "serve": ["tcp/80"]},
             "scraper": {"node": "n2", "namespace": "ops", "labels": {"app": "scraper"}},
@@ -43,13 +46,17 @@ LAB: dict[str, Any] = {
                 "pod_selector": {"app": "server"},
                 "ingress": [
                     # pods labelled app=client (any node), TCP 80, a port range, UDP 53
-                    {"from": [{"pod_selector": {"app": "client"}}],
-                     "ports": [{"port": 80}, {"port": 9100, "end_port": 9110}, {"protocol": "UDP", "port": 53}]},
+                    {
+                        "from": [{"pod_selector": {"app": "client"}}],
+                        "ports": [{"port": 80}, {"port": 9100, "end_port": 9110}, {"protocol": "UDP", "port": 53}],
+                    },
                     # namespace ops AND app=scraper (one peer: both must hold), any port
                     {"from": [{"namespace_selector": {"team": "ops"}, "pod_selector": {"app": "scraper"}}]},
                     # outside the cluster: the underlay, but not 192.168.49.100
-                    {"from": [{"ip_block": {"cidr": "192.168.49.0/24", "except": ["192.168.49.100/32"]}}],
-                     "ports": [{"port": 80}]},
+                    {
+                        "from": [{"ip_block": {"cidr": "192.168.49.0/24", "except": ["192.168.49.100/32"]}}],
+                        "ports": [{"port": 80}],
+                    },
                 ],
                 # client may use port 80, but never port 9110 (a deny beats the range allow)
                 "ingress_deny": [{"from": [{"pod_selector": {"app": "client"}}], "ports": [{"port": 9110}]}],
@@ -61,10 +68,14 @@ LAB: dict[str, Any] = {
         },
     },
     "nodes": {
-        "ext-ok": {"links": {"eth0": {"peer": "underlay:ext-ok", "addresses": ["192.168.49.101/24"]}},
-                   "routes": [{"to": "10.244.1.0/24", "via": "192.168.49.3"}]},
-        "ext-no": {"links": {"eth0": {"peer": "underlay:ext-no", "addresses": ["192.168.49.100/24"]}},
-                   "routes": [{"to": "10.244.1.0/24", "via": "192.168.49.3"}]},
+        "ext-ok": {
+            "links": {"eth0": {"peer": "underlay:ext-ok", "addresses": ["192.168.49.101/24"]}},
+            "routes": [{"to": "10.244.1.0/24", "via": "192.168.49.3"}],
+        },
+        "ext-no": {
+            "links": {"eth0": {"peer": "underlay:ext-no", "addresses": ["192.168.49.100/24"]}},
+            "routes": [{"to": "10.244.1.0/24", "via": "192.168.49.3"}],
+        },
     },
 }
 
@@ -146,15 +157,20 @@ def test_the_kernel_holds_sets_of_pod_addresses_and_counts_drops(lab: LabHandle)
     assert "ip daddr vmap {" in table and "jump ingress-server" in table, table
     _dropped(lab, "stranger", "server", 80, DEFAULT_DENY)
     after = _table(lab, "n2")
-    counted = re.search(r'counter packets (\d+) bytes \d+ drop comment "drop \d+: default-deny, ingress of pod '
-                        r'default/server"', after)
+    counted = re.search(
+        r'counter packets (\d+) bytes \d+ drop comment "drop \d+: default-deny, ingress of pod '
+        r'default/server"',
+        after,
+    )
     assert counted and int(counted.group(1)) > 0, after
     assert _table(lab, "n1").count("chain ") == 2, _table(lab, "n1")  # forward and egress-mute: n1's isolated pod
 
 
 def test_without_policies_no_table_is_made(netlab_lab: LabFactory) -> None:
-    spec = {"name": "nopol", "cluster": {"backend": "host-gw", "nodes": {"n1": {}},
-                                         "pods": {"a": {"serve": ["tcp/80"]}, "b": {}}}}
+    spec = {
+        "name": "nopol",
+        "cluster": {"backend": "host-gw", "nodes": {"n1": {}}, "pods": {"a": {"serve": ["tcp/80"]}, "b": {}}},
+    }
     lab = netlab_lab(spec, unique=True)
     r = lab.probe("b", "a", port=80)
     assert r.ok, r.detail
@@ -165,15 +181,28 @@ def test_without_policies_no_table_is_made(netlab_lab: LabFactory) -> None:
 def test_egress_to_a_service_is_judged_on_its_endpoints(netlab_lab: LabFactory) -> None:
     # kube-proxy DNATs in prerouting, before the forward hook: an egress rule names the
     # endpoint pods and their target port, not the service address
-    spec = {"name": "netpol-svc", "cluster": {
-        "backend": "host-gw", "nodes": {"n1": {}, "n2": {}},
-        "pods": {"client": {"node": "n1", "labels": {"app": "client"}},
-                 "web": {"node": "n2", "labels": {"app": "web"}, "serve": ["tcp/8080"]},
-                 "db": {"node": "n2", "labels": {"app": "db"}, "serve": ["tcp/5432"]}},
-        "services": {"web": {"selector": {"app": "web"}, "ports": [{"port": 80, "target_port": 8080}]},
-                     "db": {"selector": {"app": "db"}, "ports": [{"port": 5432}]}},
-        "policies": {"client-out": {"pod_selector": {"app": "client"}, "egress": [
-            {"to": [{"pod_selector": {"app": "web"}}], "ports": [{"port": 8080}]}]}}}}
+    spec = {
+        "name": "netpol-svc",
+        "cluster": {
+            "backend": "host-gw",
+            "nodes": {"n1": {}, "n2": {}},
+            "pods": {
+                "client": {"node": "n1", "labels": {"app": "client"}},
+                "web": {"node": "n2", "labels": {"app": "web"}, "serve": ["tcp/8080"]},
+                "db": {"node": "n2", "labels": {"app": "db"}, "serve": ["tcp/5432"]},
+            },
+            "services": {
+                "web": {"selector": {"app": "web"}, "ports": [{"port": 80, "target_port": 8080}]},
+                "db": {"selector": {"app": "db"}, "ports": [{"port": 5432}]},
+            },
+            "policies": {
+                "client-out": {
+                    "pod_selector": {"app": "client"},
+                    "egress": [{"to": [{"pod_selector": {"app": "web"}}], "ports": [{"port": 8080}]}],
+                }
+            },
+        },
+    }
     lab = netlab_lab(spec, unique=True)
     web_vip, db_vip = "10.96.0.10", "10.96.0.11"
     r = lab.probe("client", web_vip, port=80)
@@ -185,14 +214,30 @@ def test_egress_to_a_service_is_judged_on_its_endpoints(netlab_lab: LabFactory) 
 
 
 def test_ipv6_pods(netlab_lab: LabFactory) -> None:
-    spec = {"name": "netpol6", "cluster": {
-        "backend": "vxlan", "pod_cidr": "fd10:244::/56", "nodes": {"n1": {}, "n2": {}},
-        "pods": {"client": {"node": "n1", "labels": {"app": "client"}},
-                 "near": {"node": "n2", "labels": {"app": "near"}},
-                 "server": {"node": "n2", "labels": {"app": "server"}, "serve": ["tcp/80", "tcp/81"]}},
-        "policies": {"server-in": {"pod_selector": {"app": "server"}, "ingress": [
-            {"from": [{"pod_selector": {"app": "client"}}, {"pod_selector": {"app": "near"}}],
-             "ports": [{"port": 80}]}]}}}}
+    spec = {
+        "name": "netpol6",
+        "cluster": {
+            "backend": "vxlan",
+            "pod_cidr": "fd10:244::/56",
+            "nodes": {"n1": {}, "n2": {}},
+            "pods": {
+                "client": {"node": "n1", "labels": {"app": "client"}},
+                "near": {"node": "n2", "labels": {"app": "near"}},
+                "server": {"node": "n2", "labels": {"app": "server"}, "serve": ["tcp/80", "tcp/81"]},
+            },
+            "policies": {
+                "server-in": {
+                    "pod_selector": {"app": "server"},
+                    "ingress": [
+                        {
+                            "from": [{"pod_selector": {"app": "client"}}, {"pod_selector": {"app": "near"}}],
+                            "ports": [{"port": 80}],
+                        }
+                    ],
+                }
+            },
+        },
+    }
     lab = netlab_lab(spec, unique=True)
     for frm in ("client", "near"):  # across the vxlan, and bridged next door (neighbour discovery passes)
         r = lab.probe(frm, "server", port=80)
@@ -204,21 +249,36 @@ def test_ipv6_pods(netlab_lab: LabFactory) -> None:
 
 
 def test_a_check_names_the_rule_that_dropped_and_fails_on_the_wrong_one(netlab_lab: LabFactory) -> None:
-    spec = {**LAB, "name": "netpol-chk", "checks": [
-        {"name": "right", "probe": {"from": "client", "to": "server:9110", "timeout": 0.4},
-         "expect": {"result": "timeout", "dropped_by": "server-in"}},
-        {"name": "wrong", "probe": {"from": "stranger", "to": "server:80", "timeout": 0.4},
-         "expect": {"result": "timeout", "dropped_by": "server-in"}},
-        {"name": "not dropped at all", "probe": {"from": "client", "to": "open:81", "timeout": 0.4},
-         "expect": {"result": "fail", "dropped_by": DEFAULT_DENY}},
-    ]}
+    spec = {
+        **LAB,
+        "name": "netpol-chk",
+        "checks": [
+            {
+                "name": "right",
+                "probe": {"from": "client", "to": "server:9110", "timeout": 0.4},
+                "expect": {"result": "timeout", "dropped_by": "server-in"},
+            },
+            {
+                "name": "wrong",
+                "probe": {"from": "stranger", "to": "server:80", "timeout": 0.4},
+                "expect": {"result": "timeout", "dropped_by": "server-in"},
+            },
+            {
+                "name": "not dropped at all",
+                "probe": {"from": "client", "to": "open:81", "timeout": 0.4},
+                "expect": {"result": "fail", "dropped_by": DEFAULT_DENY},
+            },
+        ],
+    }
     lab = netlab_lab(spec, unique=True)
     right, wrong, refused = lab.run_checks()
     assert right.passed, right
     assert "dropped on n2 by policy server-in ingress_deny[0]" in right.summary, right.summary
     assert not wrong.passed, wrong
-    assert wrong.reasons == ["expected the probe to be dropped by server-in, it was dropped on n2 by "
-                             "default-deny, ingress of pod default/server"], wrong.reasons
+    assert wrong.reasons == [
+        "expected the probe to be dropped by server-in, it was dropped on n2 by "
+        "default-deny, ingress of pod default/server"
+    ], wrong.reasons
     assert not refused.passed and "no policy recorded dropping" in refused.reasons[0], refused.reasons
 
 

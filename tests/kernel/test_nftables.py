@@ -122,20 +122,76 @@ def test_ip6_ruleset_dnats_over_ipv6(netlab_lab: LabFactory) -> None:
 
 def test_json_ruleset(netlab_lab: LabFactory) -> None:
     """The same NAT as libnftables JSON (what `nft -j list ruleset` prints, here as YAML)."""
-    nat = {"nftables": [
-        {"add": {"table": {"family": "ip", "name": "lab"}}},
-        {"add": {"chain": {"family": "ip", "table": "lab", "name": "pre", "type": "nat", "hook": "prerouting",
-                           "prio": -100, "policy": "accept"}}},
-        {"add": {"chain": {"family": "ip", "table": "lab", "name": "post", "type": "nat", "hook": "postrouting",
-                           "prio": 100, "policy": "accept"}}},
-        {"add": {"rule": {"family": "ip", "table": "lab", "chain": "pre", "expr": [
-            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": VIP4}},
-            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
-            {"dnat": {"addr": "10.1.0.2", "port": 8080}}]}}},
-        {"add": {"rule": {"family": "ip", "table": "lab", "chain": "post", "expr": [
-            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "eth1"}},
-            {"masquerade": None}]}}},
-    ]}
+    nat = {
+        "nftables": [
+            {"add": {"table": {"family": "ip", "name": "lab"}}},
+            {
+                "add": {
+                    "chain": {
+                        "family": "ip",
+                        "table": "lab",
+                        "name": "pre",
+                        "type": "nat",
+                        "hook": "prerouting",
+                        "prio": -100,
+                        "policy": "accept",
+                    }
+                }
+            },
+            {
+                "add": {
+                    "chain": {
+                        "family": "ip",
+                        "table": "lab",
+                        "name": "post",
+                        "type": "nat",
+                        "hook": "postrouting",
+                        "prio": 100,
+                        "policy": "accept",
+                    }
+                }
+            },
+            {
+                "add": {
+                    "rule": {
+                        "family": "ip",
+                        "table": "lab",
+                        "chain": "pre",
+                        "expr": [
+                            {
+                                "match": {
+                                    "op": "==",
+                                    "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                                    "right": VIP4,
+                                }
+                            },
+                            {
+                                "match": {
+                                    "op": "==",
+                                    "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                    "right": 80,
+                                }
+                            },
+                            {"dnat": {"addr": "10.1.0.2", "port": 8080}},
+                        ],
+                    }
+                }
+            },
+            {
+                "add": {
+                    "rule": {
+                        "family": "ip",
+                        "table": "lab",
+                        "chain": "post",
+                        "expr": [
+                            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "eth1"}},
+                            {"masquerade": None},
+                        ],
+                    }
+                }
+            },
+        ]
+    }
     lab = netlab_lab(spec(nftables=[{"json": nat}]), unique=True)
     assert_dnat_and_masquerade(lab, VIP4)
 
@@ -158,8 +214,11 @@ def test_later_ruleset_builds_on_an_earlier_one_and_iptables(netlab_lab: LabFact
 
 
 def test_filter_drop_makes_the_probe_time_out(netlab_lab: LabFactory) -> None:
-    drop = NAT4.replace("  chain postrouting {", "  chain forward {\n    type filter hook forward priority filter;\n"
-                        "    tcp dport 8080 drop\n  }\n  chain postrouting {")
+    drop = NAT4.replace(
+        "  chain postrouting {",
+        "  chain forward {\n    type filter hook forward priority filter;\n"
+        "    tcp dport 8080 drop\n  }\n  chain postrouting {",
+    )
     lab = netlab_lab(spec(nftables=drop), unique=True)
     r = lab.probe("client", VIP4, port=80, timeout=0.5)
     assert r.outcome == "timeout", f"{r.outcome}: {r.detail}{evidence(lab)}"
@@ -192,8 +251,9 @@ def test_syntax_error_is_bad_input_and_nothing_is_created(lab_file: Any, netlab_
     lab = lab_file(BAD)
     result = netlab_cli("up", lab)
     assert result.rc == 2, result
-    assert f"{lab}:11: nodes.router.nftables[0].ruleset: line 4 of the ruleset: Error: syntax error" in result.err, \
+    assert f"{lab}:11: nodes.router.nftables[0].ruleset: line 4 of the ruleset: Error: syntax error" in result.err, (
         result.err
+    )
     assert "problem in the lab:" in result.err
     assert kn.namespaces_of(lab.name) == [], "the preflight must not leave the lab's namespaces"
     assert not kn.state_file(lab.name).exists()
@@ -202,8 +262,9 @@ def test_syntax_error_is_bad_input_and_nothing_is_created(lab_file: Any, netlab_
     assert checked.rc == 2 and f"{lab}:11: nodes.router.nftables[0].ruleset: line 4" in checked.err, checked
 
 
-def test_kernel_refusal_of_a_later_ruleset_names_its_line(lab_file: Any, netlab_cli: Any, kn: Any,
-                                                          tmp_path: Path) -> None:
+def test_kernel_refusal_of_a_later_ruleset_names_its_line(
+    lab_file: Any, netlab_cli: Any, kn: Any, tmp_path: Path
+) -> None:
     """Dry-run needs what a ruleset refers to: the first ruleset's table is really made in
     the throwaway namespace, so only the second one's missing chain is reported — in
     its file, at its line."""
@@ -213,15 +274,18 @@ def test_kernel_refusal_of_a_later_ruleset_names_its_line(lab_file: Any, netlab_
     lab = lab_file(text)
     result = netlab_cli("up", lab)
     assert result.rc == 2, result
-    assert f"{lab}:14: nodes.router.nftables[1].file: {tmp_path}/second.nft:3: Error: Could not process rule: " \
-           "No such file or directory" in result.err, result.err
+    assert (
+        f"{lab}:14: nodes.router.nftables[1].file: {tmp_path}/second.nft:3: Error: Could not process rule: "
+        "No such file or directory" in result.err
+    ), result.err
     assert kn.namespaces_of(lab.name) == []
 
 
 def test_preflight_maps_every_kind_of_entry(tmp_path: Path) -> None:
     """check_firewall itself, on a lab of several broken nodes: each problem at its line."""
     (tmp_path / "bad.nft").write_text("table ip t {\n\tchain c {\n\t\tfoo bar\n\t}\n}\n")
-    (tmp_path / "lab.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "lab.yaml").write_text(
+        textwrap.dedent("""\
         name: preflight
         nodes:
           a:
@@ -249,16 +313,21 @@ def test_preflight_maps_every_kind_of_entry(tmp_path: Path) -> None:
               - {family: 6, save: "*filter\\n:INPUT ACCEPT [0:0]\\n-A INPUT -j NOSUCH\\nCOMMIT\\n"}
           ok:
             nftables: [{ruleset: "table ip fine {}"}]
-        """))
+        """)
+    )
     lab, where = load_lab_located(tmp_path / "lab.yaml")
     with pytest.raises(LabError) as info:
         check_firewall(lab, where)
     got = {(p.line, p.path): p.message for p in info.value.problems}
     f = str(tmp_path / "lab.yaml")
     assert {p.file for p in info.value.problems} == {f}
-    assert sorted(got) == [(6, "nodes.a.nftables[0].ruleset"), (9, "nodes.b.nftables[0].file"),
-                           (15, "nodes.c.nftables[0].json.nftables[1]"), (21, "nodes.d.iptables[0].save"),
-                           (25, "nodes.e.iptables[0].save")], info.value
+    assert sorted(got) == [
+        (6, "nodes.a.nftables[0].ruleset"),
+        (9, "nodes.b.nftables[0].file"),
+        (15, "nodes.c.nftables[0].json.nftables[1]"),
+        (21, "nodes.d.iptables[0].save"),
+        (25, "nodes.e.iptables[0].save"),
+    ], info.value
     assert got[(6, "nodes.a.nftables[0].ruleset")].startswith("line 2 of the ruleset: Error: Could not process rule")
     assert got[(9, "nodes.b.nftables[0].file")].startswith(f"{tmp_path}/bad.nft:3: Error: ")
     assert got[(21, "nodes.d.iptables[0].save")].startswith('line 3 of the dump: unknown option "--dprot"')
@@ -269,8 +338,9 @@ def test_preflight_changes_nothing_on_the_machine(tmp_path: Path, kn: Any) -> No
     """The trial namespaces are unnamed and gone afterwards; no lab namespace appears."""
     import os
 
-    (tmp_path / "lab.yaml").write_text("name: trial-only\nnodes:\n  a:\n    nftables: [\"table inet t {}\"]\n"
-                                       "    iptables: \"*nat\\nCOMMIT\\n\"\n")
+    (tmp_path / "lab.yaml").write_text(
+        'name: trial-only\nnodes:\n  a:\n    nftables: ["table inet t {}"]\n    iptables: "*nat\\nCOMMIT\\n"\n'
+    )
     before_ns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
     lab, where = load_lab_located(tmp_path / "lab.yaml")
     check_firewall(lab, where)
@@ -308,8 +378,9 @@ def test_driver_reports_a_refused_ruleset_with_its_line(netlab_lab: LabFactory) 
     finally:
         driver.close()
     assert info.value.op == bad and done == []
-    assert info.value.reason.startswith("line 3: Error: Could not process rule: No such file or directory"), \
+    assert info.value.reason.startswith("line 3: Error: Could not process rule: No such file or directory"), (
         info.value.reason
+    )
     assert str(info.value).startswith(f"ip netns exec {ns} nft -f - <<'EOF' (table inet x {{ … 3 lines)")
     ruleset = list_ruleset(ns)
     assert "table inet x" not in ruleset and "table ip nat" not in ruleset  # all or nothing; not tried

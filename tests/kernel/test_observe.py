@@ -123,16 +123,30 @@ OVERLAY: dict[str, Any] = {
         "a": {
             "links": {
                 "eth0": {"peer": "b:eth0", "addresses": ["192.168.49.2/24"]},
-                "vx0": {"kind": "vxlan", "vni": 1, "port": 8472, "local": "192.168.49.2", "remote": "192.168.49.3",
-                        "dev": "eth0", "addresses": ["10.244.1.1/24"]},
+                "vx0": {
+                    "kind": "vxlan",
+                    "vni": 1,
+                    "port": 8472,
+                    "local": "192.168.49.2",
+                    "remote": "192.168.49.3",
+                    "dev": "eth0",
+                    "addresses": ["10.244.1.1/24"],
+                },
                 "eth1": {"peer": "d:eth0", "addresses": ["192.168.50.1/24"]},
             },
         },
         "b": {
             "links": {
                 "eth0": {"addresses": ["192.168.49.3/24"]},
-                "vx0": {"kind": "vxlan", "vni": 1, "port": 8472, "local": "192.168.49.3", "remote": "192.168.49.2",
-                        "dev": "eth0", "addresses": ["10.244.1.2/24"]},
+                "vx0": {
+                    "kind": "vxlan",
+                    "vni": 1,
+                    "port": 8472,
+                    "local": "192.168.49.3",
+                    "remote": "192.168.49.2",
+                    "dev": "eth0",
+                    "addresses": ["10.244.1.2/24"],
+                },
             },
         },
         "d": {"links": {"eth0": {"addresses": ["192.168.50.2/24"]}}},
@@ -155,8 +169,11 @@ def routed(tmp_path_factory: pytest.TempPathFactory, registry: Any, netlab_cli: 
     factory = LabFactory(registry, d)
     try:
         lab = _up(factory, netlab_cli, routed_spec(nft))
-        services = [Service(lab.ns("s"), "s", "tcp", 8080), Service(lab.ns("s"), "s", "udp", 9998),
-                    Service(lab.ns("s"), "s", "udp", 9999)]
+        services = [
+            Service(lab.ns("s"), "s", "tcp", 8080),
+            Service(lab.ns("s"), "s", "udp", 9998),
+            Service(lab.ns("s"), "s", "udp", 9999),
+        ]
         pid = start_responders(services, log_path=str(d / "responders.log"))
         try:
             yield lab
@@ -228,21 +245,26 @@ def test_from_rule_selects_by_source(routed: LabFile) -> None:
     for q in (RouteQuery("192.0.2.7", src="10.1.0.2", iif="eth0"), RouteQuery("192.0.2.7", src="10.1.0.1")):
         ans = route_get(ns, q)
         assert (ans.type, ans.table, ans.dev, ans.via) == ("unicast", 200, "eth1", "10.2.0.2"), q
-    assert route_get(ns, RouteQuery("192.0.2.7", src="10.1.0.2", iif="eth0")).text == \
-        "192.0.2.7 from 10.1.0.2 via 10.2.0.2 dev eth1 table 200 iif eth0"
+    assert (
+        route_get(ns, RouteQuery("192.0.2.7", src="10.1.0.2", iif="eth0")).text
+        == "192.0.2.7 from 10.1.0.2 via 10.2.0.2 dev eth1 table 200 iif eth0"
+    )
     # Any other source: main, which has no route there.
     other = route_get(ns, RouteQuery("192.0.2.7", src="10.2.0.1"))
     assert (other.type, other.table, other.errno) == ("none", None, errno.ENETUNREACH)
 
 
-@pytest.mark.parametrize("dst,type_,err", [
-    ("203.0.113.1", "blackhole", errno.EINVAL),
-    ("203.0.113.65", "unreachable", errno.EHOSTUNREACH),
-    ("203.0.113.129", "prohibit", errno.EACCES),
-    ("fd99:1::1", "blackhole", errno.EINVAL),
-    ("fd99:2::1", "unreachable", errno.EHOSTUNREACH),
-    ("fd99:3::1", "prohibit", errno.EACCES),
-])
+@pytest.mark.parametrize(
+    "dst,type_,err",
+    [
+        ("203.0.113.1", "blackhole", errno.EINVAL),
+        ("203.0.113.65", "unreachable", errno.EHOSTUNREACH),
+        ("203.0.113.129", "prohibit", errno.EACCES),
+        ("fd99:1::1", "blackhole", errno.EINVAL),
+        ("fd99:2::1", "unreachable", errno.EHOSTUNREACH),
+        ("fd99:3::1", "prohibit", errno.EACCES),
+    ],
+)
 def test_reject_routes_are_answers(routed: LabFile, dst: str, type_: str, err: int) -> None:
     ans = route_get(routed.ns("r"), RouteQuery(dst))
     assert (ans.type, ans.errno, ans.table, ans.dev, ans.via) == (type_, err, None, None, None)
@@ -308,8 +330,13 @@ def test_ipv6(routed: LabFile) -> None:
 
 def test_many_queries_at_once_answer_like_one_at_a_time(routed: LabFile) -> None:
     ns = routed.ns("r")
-    queries = [RouteQuery("10.2.0.2"), RouteQuery("203.0.113.1"), RouteQuery("198.51.100.7", fwmark=1),
-               RouteQuery("fd02::2"), RouteQuery("8.8.8.8")] * 20
+    queries = [
+        RouteQuery("10.2.0.2"),
+        RouteQuery("203.0.113.1"),
+        RouteQuery("198.51.100.7", fwmark=1),
+        RouteQuery("fd02::2"),
+        RouteQuery("8.8.8.8"),
+    ] * 20
     many = route_get_many(ns, queries)
     assert many == [route_get(ns, q) for q in queries[:5]] * 20
 
@@ -362,7 +389,12 @@ def test_rules_of_both_families(routed: LabFile) -> None:
 def test_default_rules_of_a_plain_node(routed: LabFile) -> None:
     got = rules(routed.ns("c"))
     assert [(x.family, x.priority, x.table) for x in got] == [
-        (4, 0, 255), (4, 32766, 254), (4, 32767, 253), (6, 0, 255), (6, 32766, 254)]
+        (4, 0, 255),
+        (4, 32766, 254),
+        (4, 32767, 253),
+        (6, 0, 255),
+        (6, 32766, 254),
+    ]
 
 
 # =========================================================================== conntrack
@@ -370,8 +402,11 @@ def test_default_rules_of_a_plain_node(routed: LabFile) -> None:
 
 def _entry(ns: str, proto: str, src: str, sport: int, family: int = 4) -> CtEntry:
     """The one entry of ns for the flow that left src:sport."""
-    found = [e for e in conntrack(ns) if e.family == family and e.orig.proto == proto and e.orig.src == src
-             and e.orig.sport == sport]
+    found = [
+        e
+        for e in conntrack(ns)
+        if e.family == family and e.orig.proto == proto and e.orig.src == src and e.orig.sport == sport
+    ]
     assert len(found) == 1, f"{proto} {src}:{sport}: {[e.text for e in conntrack(ns)]}"
     return found[0]
 
@@ -388,8 +423,10 @@ def test_tcp_through_masquerade(routed: LabFile) -> None:
     assert e.state in ("ESTABLISHED", "FIN_WAIT", "CLOSE_WAIT", "LAST_ACK", "TIME_WAIT", "CLOSE"), e.text
     assert e.timeout is not None and e.timeout > 0
     assert (e.mark, e.zone, e.family) == (0, 0, 4)
-    assert e.text.startswith(f"ipv4 tcp 6 {e.timeout} {e.state} src=10.1.0.2 dst=10.2.0.2 sport={res.sport} "
-                             f"dport=8080 src=10.2.0.2 dst=10.2.0.1 sport=8080 dport={res.server_saw_port} ")
+    assert e.text.startswith(
+        f"ipv4 tcp 6 {e.timeout} {e.state} src=10.1.0.2 dst=10.2.0.2 sport={res.sport} "
+        f"dport=8080 src=10.2.0.2 dst=10.2.0.1 sport=8080 dport={res.server_saw_port} "
+    )
 
 
 def test_udp_through_masquerade(routed: LabFile) -> None:
@@ -518,8 +555,10 @@ def test_capture_vxlan_ping_on_the_underlay(overlay: LabFile) -> None:
     for p, src, dst in ((out[0], "192.168.49.2", "192.168.49.3"), (back[0], "192.168.49.3", "192.168.49.2")):
         assert (p.outer.proto, p.outer.src, p.outer.dst, p.outer.dport) == ("udp", src, dst, 8472)
         assert p.vni == 1
-    assert out[0].text == (f"out 192.168.49.2.{out[0].outer.sport} > 192.168.49.3.8472: VXLAN vni 1: "
-                           f"10.244.1.1 > 10.244.1.2 icmp echo request (type 8 code 0) id {res.sport}")
+    assert out[0].text == (
+        f"out 192.168.49.2.{out[0].outer.sport} > 192.168.49.3.8472: VXLAN vni 1: "
+        f"10.244.1.1 > 10.244.1.2 icmp echo request (type 8 code 0) id {res.sport}"
+    )
     # Everything on the underlay during the ping was VXLAN (ARP over the overlay included).
     assert all(p.vni == 1 for p in seen), [p.text for p in seen]
 
@@ -569,8 +608,14 @@ def test_capture_errors(overlay: LabFile) -> None:
 
 
 def test_after_down_everything_is_an_error(lab_file: Any, netlab_cli: NetlabCli, kn: Any) -> None:
-    lab = lab_file({"nodes": {"x": {"links": {"eth0": {"peer": "y:eth0", "addresses": ["10.5.0.1/24"]}}},
-                              "y": {"links": {"eth0": {"addresses": ["10.5.0.2/24"]}}}}})
+    lab = lab_file(
+        {
+            "nodes": {
+                "x": {"links": {"eth0": {"peer": "y:eth0", "addresses": ["10.5.0.1/24"]}}},
+                "y": {"links": {"eth0": {"addresses": ["10.5.0.2/24"]}}},
+            }
+        }
+    )
     assert netlab_cli("up", lab).rc == 0
     ns = lab.ns("x")
     assert route_get(ns, RouteQuery("10.5.0.2")).dev == "eth0"
@@ -578,8 +623,11 @@ def test_after_down_everything_is_an_error(lab_file: Any, netlab_cli: NetlabCli,
     cap.close()  # an open capture would keep the namespace alive past `down`
     assert netlab_cli("down", lab.name).rc == 0
     assert kn.namespaces_of(lab.name) == []
-    calls: list[Callable[[], object]] = [lambda: route_get(ns, RouteQuery("10.5.0.2")), lambda: rules(ns),
-                                         lambda: conntrack(ns)]
+    calls: list[Callable[[], object]] = [
+        lambda: route_get(ns, RouteQuery("10.5.0.2")),
+        lambda: rules(ns),
+        lambda: conntrack(ns),
+    ]
     for call in calls:
         with pytest.raises(ObserveError, match=f"namespace {ns} does not exist"):
             call()

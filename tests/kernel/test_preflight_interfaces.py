@@ -81,7 +81,8 @@ def test_up_builds_it_and_masquerades(lab_file: Any, netlab_cli: Any, kn: Any) -
 def test_validate_names_the_interface_problem_once_per_node(tmp_path: Path) -> None:
     """Nodes with the same rules but different interfaces are tried apart (the cache of
     trials knows the interfaces)."""
-    (tmp_path / "lab.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "lab.yaml").write_text(
+        textwrap.dedent("""\
         name: standins2
         nodes:
           a:
@@ -89,12 +90,14 @@ def test_validate_names_the_interface_problem_once_per_node(tmp_path: Path) -> N
             nftables: ["table ip t { chain c { type filter hook output priority 0; oif veth0 accept; }; }"]
           b:
             nftables: ["table ip t { chain c { type filter hook output priority 0; oif veth0 accept; }; }"]
-        """))
+        """)
+    )
     lab, where = load_lab_located(tmp_path / "lab.yaml")
     with pytest.raises(LabError) as info:
         check_firewall(lab, where)
-    assert [(p.path, "Interface does not exist" in p.message) for p in info.value.problems] == \
-        [("nodes.b.nftables[0].ruleset", True)], info.value
+    assert [(p.path, "Interface does not exist" in p.message) for p in info.value.problems] == [
+        ("nodes.b.nftables[0].ruleset", True)
+    ], info.value
 
 
 VARIANTS = """\
@@ -124,9 +127,11 @@ def test_a_variant_refused_by_the_preflight_blocks_only_itself(lab_file: Any, ne
     lab = lab_file(VARIANTS)
     checked = netlab_cli("validate", lab)
     assert checked.rc == 2, checked
-    assert checked.err.startswith("1 problem in the lab:\n"
-                                  f"  {lab}:6: nodes.r.nftables[0].ruleset: in variant renamed: line 1 of the "
-                                  "ruleset: Error: Interface does not exist"), checked.err
+    assert checked.err.startswith(
+        "1 problem in the lab:\n"
+        f"  {lab}:6: nodes.r.nftables[0].ruleset: in variant renamed: line 1 of the "
+        "ruleset: Error: Interface does not exist"
+    ), checked.err
     refused = netlab_cli("up", lab, "--variant", "renamed")
     assert refused.rc == 2 and "in variant renamed: line 1 of the ruleset" in refused.err, refused
     assert kn.namespaces_of(f"{lab.name}-renamed") == []

@@ -46,8 +46,11 @@ pytestmark = pytest.mark.root
 if os.geteuid() != 0:
     pytest.skip("needs root: builds a lab of real namespaces", allow_module_level=True)
 
-NETLAB = str(Path(sys.executable).with_name("netlab")) if Path(sys.executable).with_name("netlab").exists() \
+NETLAB = (
+    str(Path(sys.executable).with_name("netlab"))
+    if Path(sys.executable).with_name("netlab").exists()
     else (shutil.which("netlab") or "netlab")
+)
 
 LAB_YAML = """\
 name: {name}
@@ -154,9 +157,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture(scope="module")
 def responders(lab: Lab) -> Iterator[int]:
-    services = [Service(lab.ns(node), node, proto, port)
-                for node in ("p1", "p2", "p3", "outside", "lonely")
-                for proto, port in SERVED]
+    services = [
+        Service(lab.ns(node), node, proto, port)
+        for node in ("p1", "p2", "p3", "outside", "lonely")
+        for proto, port in SERVED
+    ]
     pid = start_responders(services, log_path=str(lab.dir / "responders.log"))
     try:
         yield pid
@@ -165,8 +170,9 @@ def responders(lab: Lab) -> Iterator[int]:
         assert not os.path.exists(f"/proc/{pid}")
 
 
-def _probe(ns: str, proto: str, dst: str, port: int | None = None, *, src: str | None = None,
-           sport: int | None = None) -> ProbeResult:
+def _probe(
+    ns: str, proto: str, dst: str, port: int | None = None, *, src: str | None = None, sport: int | None = None
+) -> ProbeResult:
     """probe() for a probe that expects an answer (ok, refused, unreachable). Those return
     as soon as it comes, so a roomy timeout costs nothing when they pass, and rides out
     one lost SYN or ARP request (each retried after 1 s) on a busy machine."""
@@ -189,8 +195,7 @@ def _served(res: ProbeResult, node: str) -> None:
 @pytest.mark.parametrize("proto,port", [("tcp", TCP), ("udp", UDP), ("http", HTTP)])
 @pytest.mark.parametrize("fam", [V4, V6], ids=["v4", "v6"])
 @pytest.mark.parametrize("client", ["p2", "outside"])  # same segment, and routed
-def test_ok_served_and_seen(lab: Lab, responders: int, proto: str, port: int, fam: dict[str, str],
-                            client: str) -> None:
+def test_ok_served_and_seen(lab: Lab, responders: int, proto: str, port: int, fam: dict[str, str], client: str) -> None:
     res = _probe(lab.ns(client), proto, fam["p1"], port)
     _served(res, "p1")
     assert res.src == fam[client]
@@ -291,10 +296,13 @@ def test_prohibit_route_on_router_v4(lab: Lab) -> None:
         assert res.icmp == "admin prohibited (type 3 code 13)", res
 
 
-@pytest.mark.parametrize("prefix,words", [
-    ("fd99:2::", "no route to destination (ICMPv6 type 1 code 0)"),
-    ("fd99:3::", "admin prohibited (ICMPv6 type 1 code 1)"),
-])
+@pytest.mark.parametrize(
+    "prefix,words",
+    [
+        ("fd99:2::", "no route to destination (ICMPv6 type 1 code 0)"),
+        ("fd99:3::", "admin prohibited (ICMPv6 type 1 code 1)"),
+    ],
+)
 def test_reject_routes_on_router_v6(lab: Lab, prefix: str, words: str) -> None:
     for proto, port in (("icmp", None), ("tcp", 80), ("udp", 80)):
         res = _probe(lab.ns("p3"), proto, prefix + "7", port)
@@ -303,14 +311,17 @@ def test_reject_routes_on_router_v6(lab: Lab, prefix: str, words: str) -> None:
         assert res.detail.startswith("fd77::1 answered"), res
 
 
-@pytest.mark.parametrize("dst,errname,words", [
-    ("198.18.0.7", "EHOSTUNREACH", "'unreachable' route"),
-    ("198.18.1.7", "EACCES", "'prohibit' route"),
-    ("198.18.2.7", "EINVAL", "'blackhole' route"),
-    ("fd98:1::7", "EHOSTUNREACH", "'unreachable' route"),
-    ("fd98:2::7", "EACCES", "'prohibit' route"),
-    ("fd98:3::7", "EINVAL", "'blackhole' route"),
-])
+@pytest.mark.parametrize(
+    "dst,errname,words",
+    [
+        ("198.18.0.7", "EHOSTUNREACH", "'unreachable' route"),
+        ("198.18.1.7", "EACCES", "'prohibit' route"),
+        ("198.18.2.7", "EINVAL", "'blackhole' route"),
+        ("fd98:1::7", "EHOSTUNREACH", "'unreachable' route"),
+        ("fd98:2::7", "EACCES", "'prohibit' route"),
+        ("fd98:3::7", "EINVAL", "'blackhole' route"),
+    ],
+)
 def test_local_reject_routes(lab: Lab, dst: str, errname: str, words: str) -> None:
     # The kernel refuses these in the sending node itself: no packet, no ICMP, at once.
     for proto, port in (("icmp", None), ("tcp", 80), ("udp", 80)):
@@ -333,13 +344,18 @@ def test_no_route(lab: Lab) -> None:
 # --------------------------------------------------------------------------- timeout
 
 
-@pytest.mark.parametrize("dst", ["203.0.113.5", "fd99:1::5", "10.77.0.99", "fd77::99"],
-                         ids=["blackhole-v4", "blackhole-v6", "unowned-v4", "unowned-v6"])
+@pytest.mark.parametrize(
+    "dst",
+    ["203.0.113.5", "fd99:1::5", "10.77.0.99", "fd77::99"],
+    ids=["blackhole-v4", "blackhole-v6", "unowned-v4", "unowned-v6"],
+)
 def test_timeout(lab: Lab, dst: str) -> None:
     # Dropped silently by the router's blackhole route, or sent to an on-link address no
     # one owns (neighbour resolution gives up only after 3 s, well past the timeout).
-    reqs = [ProbeRequest(lab.ns("p2"), proto, dst, port, timeout=0.4)
-            for proto, port in (("icmp", None), ("tcp", 80), ("udp", 80))]
+    reqs = [
+        ProbeRequest(lab.ns("p2"), proto, dst, port, timeout=0.4)
+        for proto, port in (("icmp", None), ("tcp", 80), ("udp", 80))
+    ]
     start = time.monotonic()
     results = probe_many(reqs)
     took = time.monotonic() - start
@@ -353,8 +369,11 @@ def test_timeout(lab: Lab, dst: str) -> None:
 def test_no_neighbour_after_arp_gives_up(lab: Lab) -> None:
     # Given longer than ARP/ND's ~3 s, the sender's own stack reports the failure, as an
     # ICMP error from its own address.
-    reqs = [ProbeRequest(lab.ns("p2"), proto, dst, port, timeout=4.5)
-            for dst in ("10.77.0.98", "fd77::98") for proto, port in (("icmp", None), ("tcp", 80), ("udp", 80))]
+    reqs = [
+        ProbeRequest(lab.ns("p2"), proto, dst, port, timeout=4.5)
+        for dst in ("10.77.0.98", "fd77::98")
+        for proto, port in (("icmp", None), ("tcp", 80), ("udp", 80))
+    ]
     for res in probe_many(reqs):
         v6 = ":" in res.dst
         assert res.outcome == "unreachable", res
@@ -381,8 +400,9 @@ def test_probe_many_200_in_order(lab: Lab, responders: int, capsys: pytest.Captu
         expect.append(("ok", None if proto == "icmp" else target))
         i += 1
     for j in range(10):  # refused, and no route
-        reqs.append(ProbeRequest(lab.ns("outside"), "udp" if j % 2 else "tcp", V4["p2"], CLOSED,
-                                 timeout=ANSWER_TIMEOUT))
+        reqs.append(
+            ProbeRequest(lab.ns("outside"), "udp" if j % 2 else "tcp", V4["p2"], CLOSED, timeout=ANSWER_TIMEOUT)
+        )
         expect.append(("refused", None))
         reqs.append(ProbeRequest(lab.ns("lonely"), "tcp", V4["p3"], TCP, timeout=ANSWER_TIMEOUT))
         expect.append(("unreachable", None))
@@ -402,20 +422,23 @@ def test_probe_many_200_in_order(lab: Lab, responders: int, capsys: pytest.Captu
 
 def test_hundreds_of_services_in_one_process(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
     protos: tuple[Proto, ...] = ("tcp", "udp", "http")
-    services = [Service(lab.ns(node), node, protos[i % 3], 20000 + i)
-                for node in ("p1", "p2", "p3") for i in range(50)]
+    services = [Service(lab.ns(node), node, protos[i % 3], 20000 + i) for node in ("p1", "p2", "p3") for i in range(50)]
     start = time.monotonic()
     pid = start_responders(services)
     took = time.monotonic() - start
     try:
         assert is_running(pid)
-        sockets = [fd for fd in os.listdir(f"/proc/{pid}/fd")
-                   if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")]
+        sockets = [
+            fd for fd in os.listdir(f"/proc/{pid}/fd") if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        ]
         assert len(sockets) >= 150
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         assert children == []  # one process, nothing forked
-        reqs = [ProbeRequest(lab.ns("outside"), s.proto, fam[s.node], s.port, timeout=ANSWER_TIMEOUT)
-                for fam in (V4, V6) for s in services]
+        reqs = [
+            ProbeRequest(lab.ns("outside"), s.proto, fam[s.node], s.port, timeout=ANSWER_TIMEOUT)
+            for fam in (V4, V6)
+            for s in services
+        ]
         t0 = time.monotonic()
         results = probe_many(reqs, workers=32)
         took_probes = time.monotonic() - t0
@@ -426,16 +449,20 @@ def test_hundreds_of_services_in_one_process(lab: Lab, capsys: pytest.CaptureFix
         stop_responders(pid)
     assert not os.path.exists(f"/proc/{pid}")
     with capsys.disabled():
-        print(f"\n  responders: 150 services in 3 namespaces ready in {took * 1000:.0f} ms; "
-              f"300 probes (v4+v6) answered in {took_probes * 1000:.0f} ms")
+        print(
+            f"\n  responders: 150 services in 3 namespaces ready in {took * 1000:.0f} ms; "
+            f"300 probes (v4+v6) answered in {took_probes * 1000:.0f} ms"
+        )
     assert took < 3
 
 
 def _in_ns(ns: str, fn: Callable[[], T]) -> T:
     """Run fn in a thread inside ns: sockets it opens belong to the lab, never to the host."""
+
     def run() -> T:
         with netns.entered(ns):
             return fn()
+
     return netns.in_thread(run)
 
 

@@ -65,8 +65,11 @@ def _responders(name: str) -> dict[int, str]:
 
 def _leftovers(name: str) -> list[str]:
     """Namespaces, state files and responders of the lab `name` and of `name-<suffix>` labs."""
-    found = [f"namespace {n}" for n in sorted(os.listdir(NETNS_DIR)) if n.startswith(name)] \
-        if os.path.isdir(NETNS_DIR) else []
+    found = (
+        [f"namespace {n}" for n in sorted(os.listdir(NETNS_DIR)) if n.startswith(name)]
+        if os.path.isdir(NETNS_DIR)
+        else []
+    )
     if os.path.isdir(STATE_DIR):
         found += [f"state {f}" for f in sorted(os.listdir(STATE_DIR)) if f.lstrip(".").startswith(name)]
     return found + [f"responder {pid} of {lab}" for pid, lab in sorted(_responders(name).items())]
@@ -291,8 +294,12 @@ def test_lab_checks_one_lab_per_module(inner: Inner) -> None:
 
 def test_lab_checks_failure_says_why(inner: Inner) -> None:
     name = inner.name()
-    failing = {"name": "b serves 9999", "description": "nothing listens there",
-               "probe": {"from": "a", "to": "b", "port": 9999}, "expect": {"served_by": "b"}}
+    failing = {
+        "name": "b serves 9999",
+        "description": "nothing listens there",
+        "probe": {"from": "a", "to": "b", "port": 9999},
+        "expect": {"served_by": "b"},
+    }
     inner.lab(two_nodes(name, checks=[CHECKS[0], failing]))
     inner.test(
         """
@@ -408,9 +415,14 @@ def test_down_after_sigint(inner: Inner) -> None:
         """,
         ready=ready,
     )
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_inner.py"],
-                            cwd=inner.pytester.path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "test_inner.py"],
+        cwd=inner.pytester.path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -469,8 +481,9 @@ def test_not_root_skips(inner: Inner, public_dir: Path, kn: Any, ci: str | None)
     name = inner.name()
     (public_dir / "lab.yaml").write_text(yaml.safe_dump(two_nodes(name, checks=CHECKS[:1])))
     (public_dir / "bad.yaml").write_text(f"name: {name}\nnodes: {{a: {{links: {{eth0: {{kind: bridge, mtu: 9}}}}}}}}\n")
-    (public_dir / "test_nobody.py").write_text(textwrap.dedent(
-        """
+    (public_dir / "test_nobody.py").write_text(
+        textwrap.dedent(
+            """
         from netlab.pytest_plugin import lab_checks
 
         test_checks = lab_checks("lab.yaml")
@@ -481,14 +494,20 @@ def test_not_root_skips(inner: Inner, public_dir: Path, kn: Any, ci: str | None)
         def test_bad_file_still_fails(netlab_lab):
             netlab_lab("bad.yaml")
         """
-    ))
+        )
+    )
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("CI", None)
     if ci is not None:
         env["CI"] = ci
-    proc = subprocess.run([*kn.nobody, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA",
-                           "-W", "error", "test_nobody.py"], cwd=public_dir, env=env, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [*kn.nobody, sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rA", "-W", "error", "test_nobody.py"],
+        cwd=public_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     text = proc.stdout + proc.stderr
     if ci is None:
         assert "2 skipped" in text and "1 failed" in text, text
@@ -577,7 +596,9 @@ def test_dict_lab_and_renames(inner: Inner) -> None:
 
         test_dict_checks = lab_checks(spec("@DICT@"), unique=True)
         """,
-        name=name, renamed=renamed, dict=as_dict,
+        name=name,
+        renamed=renamed,
+        dict=as_dict,
     )
     result = inner.run()
     result.assert_outcomes(passed=4, failed=1)

@@ -25,8 +25,10 @@ import pytest
 from tests.kernel.conftest import LabFactory, NetlabCli
 
 CHROMIUM = shutil.which("chromium")
-pytestmark = pytest.mark.skipif(CHROMIUM is None or shutil.which("dot") is None,
-                                reason="needs Debian's chromium and Graphviz (scripts/setup installs both)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or shutil.which("dot") is None,
+    reason="needs Debian's chromium and Graphviz (scripts/setup installs both)",
+)
 FAILING = "<blocked> port 7070"  # a name a careless page would turn into a tag
 
 LAB = {
@@ -35,14 +37,19 @@ LAB = {
         "server": {
             "serve": ["tcp/8080"],
             "links": {"eth0": {"addresses": ["10.7.0.1/24"]}},
-            "nftables": ["table inet guard {\n  chain input {\n    type filter hook input priority 0;\n"
-                         "    tcp dport 7070 drop\n  }\n}\n"],
+            "nftables": [
+                "table inet guard {\n  chain input {\n    type filter hook input priority 0;\n"
+                "    tcp dport 7070 drop\n  }\n}\n"
+            ],
         },
     },
     "checks": [
         {"name": "client reaches the server", "probe": {"from": "client", "to": "server:8080"}},
-        {"name": FAILING, "description": "the guard table drops it",
-         "probe": {"from": "client", "to": "server:7070", "timeout": 0.3}},
+        {
+            "name": FAILING,
+            "description": "the guard table drops it",
+            "probe": {"from": "client", "to": "server:7070", "timeout": 0.3},
+        },
     ],
 }
 
@@ -51,10 +58,17 @@ def chromium(*args: str, timeout: float = 60) -> str:
     """Headless Chromium's stdout; its own session, killed by its PID's group on timeout."""
     assert CHROMIUM is not None
     profile = tempfile.mkdtemp(prefix="netlab-report-chromium-")
-    argv = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions",
-            f"--user-data-dir={profile}", *args]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    argv = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-extensions",
+        f"--user-data-dir={profile}",
+        *args,
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         out, errors = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -105,8 +119,8 @@ def png_colours(path: Path) -> int:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     pos, idat, header = 8, b"", b""
     while pos < len(data):
-        (size,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body, pos = data[pos + 8:pos + 8 + size], pos + 12 + size
+        (size,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body, pos = data[pos + 8 : pos + 8 + size], pos + 12 + size
         header = body if kind == b"IHDR" else header
         idat += body if kind == b"IDAT" else b""
     width, height, depth, colour = struct.unpack(">IIBB", header[:10])
@@ -116,8 +130,8 @@ def png_colours(path: Path) -> int:
     seen: set[bytes] = set()
     for y in range(height):
         start = y * (stride + 1)
-        row = _unfilter(raw[start], bytearray(raw[start + 1:start + 1 + stride]), prev, bpp)
-        seen.update(row[i:i + bpp] for i in range(0, stride, bpp * 7))  # every 7th pixel is plenty
+        row = _unfilter(raw[start], bytearray(raw[start + 1 : start + 1 + stride]), prev, bpp)
+        seen.update(row[i : i + bpp] for i in range(0, stride, bpp * 7))  # every 7th pixel is plenty
         prev = row
     return len(seen)
 
@@ -154,8 +168,7 @@ def report(lab_file: LabFactory, netlab_cli: NetlabCli, tmp_path: Path) -> Itera
     yield lab.name, html, bool(trace)
 
 
-def test_report_command_is_check_html(report: tuple[str, Path, bool], netlab_cli: NetlabCli,
-                                      tmp_path: Path) -> None:
+def test_report_command_is_check_html(report: tuple[str, Path, bool], netlab_cli: NetlabCli, tmp_path: Path) -> None:
     lab, _, _ = report
     html = tmp_path / "by-report.html"
     r = netlab_cli("report", lab, "--html", html, "--only", "blocked")
@@ -178,8 +191,9 @@ def test_report_in_headless_chromium(report: tuple[str, Path, bool], tmp_path: P
     assert f"netlab report: lab {lab}" in text
     assert f"**netlab check `{lab}`** ✗ 1 passed, 1 failed" in text
 
-    failed = dom_text[dom_text.index('<details class="check failed" open="">'):
-                      dom_text.index('<details class="check passed">')]
+    failed = dom_text[
+        dom_text.index('<details class="check failed" open="">') : dom_text.index('<details class="check passed">')
+    ]
     assert "&lt;blocked&gt; port 7070" in failed
     assert "Why it failed" in failed and "expected ok, saw timeout" in failed, failed
     assert "Captured packets" in failed and "&gt; 10.7.0.1.7070 tcp" in failed, failed  # the client's SYN

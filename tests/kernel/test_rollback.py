@@ -33,12 +33,15 @@ def refused_spec(kind: str) -> tuple[dict[str, Any], str, str]:
     """A lab that validates but that the kernel refuses late in the build: (spec, the lab
     object named, the kernel's words)."""
     nodes: dict[str, Any] = {
-        "host": {"links": {"br0": {"kind": "bridge", "addresses": ["10.1.0.1/24"]},
-                           "v1": {"peer": "c1:eth0", "master": "br0"},
-                           "v2": {"peer": "c2:eth0", "master": "br0"}},
-                 "sysctls": {"net.ipv4.ip_forward": 1}},
-        "c1": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}},
-               "routes": [{"to": "default", "via": "10.1.0.1"}]},
+        "host": {
+            "links": {
+                "br0": {"kind": "bridge", "addresses": ["10.1.0.1/24"]},
+                "v1": {"peer": "c1:eth0", "master": "br0"},
+                "v2": {"peer": "c2:eth0", "master": "br0"},
+            },
+            "sysctls": {"net.ipv4.ip_forward": 1},
+        },
+        "c1": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}}, "routes": [{"to": "default", "via": "10.1.0.1"}]},
         "c2": {"links": {"eth0": {"addresses": ["10.1.0.3/24"]}}},
     }
     # (A gateway behind a down link, a duplicate route, a sysctl naming a missing
@@ -55,8 +58,14 @@ def refused_spec(kind: str) -> tuple[dict[str, Any], str, str]:
 
 @pytest.mark.parametrize("kind", ["sysctl-bad-value", "failing-exec"])
 def test_kernel_refusal_rolls_everything_back(kind: str, lab_file: Any, kn: Any, netlab_cli: Any) -> None:
-    neighbour = lab_file({"nodes": {"a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.1.0.1/24"]}}},
-                                    "b": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}}}}})
+    neighbour = lab_file(
+        {
+            "nodes": {
+                "a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.1.0.1/24"]}}},
+                "b": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}}},
+            }
+        }
+    )
     assert netlab_cli("up", neighbour.path).rc == 0
     spec, what, kernel_says = refused_spec(kind)
     lab = lab_file(spec)
@@ -84,18 +93,30 @@ def staged_spec(tmp: Path) -> dict[str, Any]:
         "tables": {"t1": 100},
         "nodes": {
             "host": {
-                "links": {"br0": {"kind": "bridge", "addresses": ["10.1.0.1/24"]},
-                          "v1": {"peer": "c1:eth0", "master": "br0"},
-                          "out0": {"peer": "outside:eth0", "addresses": ["192.0.2.1/24"]},
-                          "vx0": {"kind": "vxlan", "vni": 7, "dev": "out0", "local": "192.0.2.1",
-                                  "remote": "192.0.2.2", "learning": False}},
+                "links": {
+                    "br0": {"kind": "bridge", "addresses": ["10.1.0.1/24"]},
+                    "v1": {"peer": "c1:eth0", "master": "br0"},
+                    "out0": {"peer": "outside:eth0", "addresses": ["192.0.2.1/24"]},
+                    "vx0": {
+                        "kind": "vxlan",
+                        "vni": 7,
+                        "dev": "out0",
+                        "local": "192.0.2.1",
+                        "remote": "192.0.2.2",
+                        "learning": False,
+                    },
+                },
                 "sysctls": {"net.ipv4.ip_forward": 1},
                 "rules": [{"from": "10.10.0.0/16", "table": "t1", "priority": 100}],
             },
-            "c1": {"links": {"eth0": {"addresses": ["10.1.0.2/24", "fd00::2/64"], "mtu": 1400}},
-                   "routes": [{"to": "default", "via": "10.1.0.1"}]},
-            "outside": {"links": {"eth0": {"addresses": ["192.0.2.2/24"]}},
-                        "exec": [["sh", "-c", f"echo ran > {tmp}/exec-ran"]]},
+            "c1": {
+                "links": {"eth0": {"addresses": ["10.1.0.2/24", "fd00::2/64"], "mtu": 1400}},
+                "routes": [{"to": "default", "via": "10.1.0.1"}],
+            },
+            "outside": {
+                "links": {"eth0": {"addresses": ["192.0.2.2/24"]}},
+                "exec": [["sh", "-c", f"echo ran > {tmp}/exec-ran"]],
+            },
         },
     }
 
@@ -152,10 +173,14 @@ def _stage_count(path: Path) -> int:
     return len(stages)
 
 
-@pytest.mark.parametrize(("midway", "raise_"), [(False, "opfailed"), (True, "opfailed"), (True, "interrupt")],
-                         ids=["after-stage", "midway", "ctrl-c-midway"])
-def test_injected_failure_after_each_stage_rolls_back(midway: bool, raise_: str, lab_file: Any, kn: Any,
-                                                      tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("midway", "raise_"),
+    [(False, "opfailed"), (True, "opfailed"), (True, "interrupt")],
+    ids=["after-stage", "midway", "ctrl-c-midway"],
+)
+def test_injected_failure_after_each_stage_rolls_back(
+    midway: bool, raise_: str, lab_file: Any, kn: Any, tmp_path: Path
+) -> None:
     from netlab import lifecycle
 
     stages = _stage_count(lab_file(staged_spec(tmp_path)).path)
@@ -211,8 +236,10 @@ def big_spec(pods: int = 300, sleep: int = 30) -> dict[str, Any]:
     for i in range(pods):
         host["links"][f"p{i}"] = {"peer": f"pod{i}:eth0", "master": "br0"}
         n = i + 2
-        nodes[f"pod{i}"] = {"links": {"eth0": {"addresses": [f"10.100.{n // 256}.{n % 256}/16"]}},
-                            "routes": [{"to": "default", "via": "10.100.0.1"}]}
+        nodes[f"pod{i}"] = {
+            "links": {"eth0": {"addresses": [f"10.100.{n // 256}.{n % 256}/16"]}},
+            "routes": [{"to": "default", "via": "10.100.0.1"}],
+        }
     nodes[f"pod{pods - 1}"]["exec"] = [["sleep", str(sleep)]]
     return {"nodes": nodes}
 
@@ -272,16 +299,18 @@ def big_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # showed up in about one run of five), and while the exec command runs.
 @pytest.mark.parametrize("when", ["25 namespaces", "150 namespaces", "275 namespaces", "commands"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_signal_during_up_rolls_back(sig: signal.Signals, when: str, lab_file: Any, kn: Any, netlab_cli: Any,
-                                     big_dir: Path) -> None:
+def test_signal_during_up_rolls_back(
+    sig: signal.Signals, when: str, lab_file: Any, kn: Any, netlab_cli: Any, big_dir: Path
+) -> None:
     lab = lab_file(big_spec(), directory=big_dir)
     proc = netlab_cli.popen("up", lab.path)
     command: int | None = None
     try:
         if when.endswith("namespaces"):
             count = int(when.split()[0])
-            assert kn.wait_for(lambda: len(kn.namespaces_of(lab.name)) >= count or proc.poll() is not None, 60), \
+            assert kn.wait_for(lambda: len(kn.namespaces_of(lab.name)) >= count or proc.poll() is not None, 60), (
                 "netlab up made no namespaces"
+            )
         else:
             command = _wait_for_command(proc, kn)
         assert proc.poll() is None, proc.communicate()
@@ -307,8 +336,9 @@ def test_signal_during_up_rolls_back(sig: signal.Signals, when: str, lab_file: A
 
 
 @pytest.mark.parametrize("state", ["with-state", "state-deleted"])
-def test_kill_9_then_down_removes_everything(state: str, lab_file: Any, kn: Any, netlab_cli: Any,
-                                             big_dir: Path) -> None:
+def test_kill_9_then_down_removes_everything(
+    state: str, lab_file: Any, kn: Any, netlab_cli: Any, big_dir: Path
+) -> None:
     lab = lab_file(big_spec(), directory=big_dir)
     foreign = lab.ns("foreign")
     proc = netlab_cli.popen("up", lab.path)

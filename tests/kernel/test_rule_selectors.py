@@ -14,10 +14,24 @@ from netlab.pytest_plugin import LabFactory, LabHandle
 
 RULE_PRIO = 100
 FAMILIES = {
-    4: {"addr": "192.0.2.10/24", "gw_main": "192.0.2.1", "gw_rule": "192.0.2.2", "dst": "198.51.100.7",
-        "peer": "192.0.2.99/24", "src": "192.0.2.10", "icmp": "icmp"},
-    6: {"addr": "2001:db8::10/64", "gw_main": "2001:db8::1", "gw_rule": "2001:db8::2", "dst": "2001:db8:100::7",
-        "peer": "2001:db8::99/64", "src": "2001:db8::10", "icmp": "icmpv6"},
+    4: {
+        "addr": "192.0.2.10/24",
+        "gw_main": "192.0.2.1",
+        "gw_rule": "192.0.2.2",
+        "dst": "198.51.100.7",
+        "peer": "192.0.2.99/24",
+        "src": "192.0.2.10",
+        "icmp": "icmp",
+    },
+    6: {
+        "addr": "2001:db8::10/64",
+        "gw_main": "2001:db8::1",
+        "gw_rule": "2001:db8::2",
+        "dst": "2001:db8:100::7",
+        "peer": "2001:db8::99/64",
+        "src": "2001:db8::10",
+        "icmp": "icmpv6",
+    },
 }
 
 # (selector keys of the rule, lookup keys that match it, lookup keys that do not)
@@ -30,8 +44,11 @@ SELECTORS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
     "fwmark/mask": ({"fwmark": "0x10/0xf0"}, {"fwmark": 0x1F}, {"fwmark": 0x2F}),
     "ipproto": ({"ipproto": "tcp"}, {"ipproto": "tcp"}, {"ipproto": "udp"}),
     "sport": ({"ipproto": "udp", "sport": 53}, {"ipproto": "udp", "sport": 53}, {"ipproto": "udp", "sport": 54}),
-    "dport range": ({"ipproto": "tcp", "dport": "8000-8080"}, {"ipproto": "tcp", "dport": 8080},
-                    {"ipproto": "tcp", "dport": 8081}),
+    "dport range": (
+        {"ipproto": "tcp", "dport": "8000-8080"},
+        {"ipproto": "tcp", "dport": 8080},
+        {"ipproto": "tcp", "dport": 8081},
+    ),
     "dscp": ({"dscp": 4}, {"dscp": 4}, {"dscp": 5}),
     "uidrange": ({"uidrange": "1000-1999"}, {"uid": 1500}, {"uid": 2000}),
     "not": ({"not": True, "to": "DST"}, {"dst": "OTHER"}, {}),
@@ -69,8 +86,10 @@ def _lab(family: int, selector: dict[str, Any]) -> dict[str, Any]:
 
 
 def _fill(value: Any, family: int) -> Any:
-    words = {4: {"SRC": "192.0.2.10", "DST": "198.51.100.7", "OTHER": "203.0.113.7", "FAR": "10.9.0.2"},
-             6: {"SRC": "2001:db8::10", "DST": "2001:db8:100::7", "OTHER": "2001:db8:200::7", "FAR": "fd09::2"}}
+    words = {
+        4: {"SRC": "192.0.2.10", "DST": "198.51.100.7", "OTHER": "203.0.113.7", "FAR": "10.9.0.2"},
+        6: {"SRC": "2001:db8::10", "DST": "2001:db8:100::7", "OTHER": "2001:db8:200::7", "FAR": "fd09::2"},
+    }
     return words[family].get(value, value) if isinstance(value, str) else value
 
 
@@ -127,10 +146,16 @@ def test_reject_actions_goto_nop_and_suppress(netlab_lab: LabFactory, family: in
 def test_route_check_reports_the_deciding_rule(netlab_lab: LabFactory) -> None:
     spec = _lab(4, {"from": "SRC"})
     spec["checks"] = [
-        {"name": "from SRC uses rule 100", "route": {"on": "r", "get": "198.51.100.7", "from": "192.0.2.10"},
-         "expect": {"rule": 100, "table": 100, "via": "192.0.2.2"}},
-        {"name": "without a source: main", "route": {"on": "r", "get": "198.51.100.7"},
-         "expect": {"rule": 32766, "table": "main"}},
+        {
+            "name": "from SRC uses rule 100",
+            "route": {"on": "r", "get": "198.51.100.7", "from": "192.0.2.10"},
+            "expect": {"rule": 100, "table": 100, "via": "192.0.2.2"},
+        },
+        {
+            "name": "without a source: main",
+            "route": {"on": "r", "get": "198.51.100.7"},
+            "expect": {"rule": 32766, "table": "main"},
+        },
         {"name": "wrong rule expected", "route": {"on": "r", "get": "198.51.100.7"}, "expect": {"rule": 100}},
     ]
     lab = netlab_lab(spec, unique=True)

@@ -24,8 +24,13 @@ SERVED = {
         "a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.7.0.1/24"]}}},
         "b": {"links": {"eth0": {"addresses": ["10.7.0.2/24"]}}, "serve": ["tcp/8080"]},
     },
-    "checks": [{"name": "a reaches b", "probe": {"from": "a", "to": "10.7.0.2", "proto": "tcp", "port": 8080},
-                "expect": {"result": "ok", "served_by": "b"}}],
+    "checks": [
+        {
+            "name": "a reaches b",
+            "probe": {"from": "a", "to": "10.7.0.2", "proto": "tcp", "port": 8080},
+            "expect": {"result": "ok", "served_by": "b"},
+        }
+    ],
 }
 
 
@@ -40,10 +45,12 @@ def _wait_dead(pid: int) -> None:
     assert not is_running(pid)
 
 
-@pytest.mark.parametrize(("sig", "words"), [(signal.SIGKILL, "exit status unknown"),
-                                            (signal.SIGTERM, "exit status 0: stopped by SIGTERM")])
-def test_a_dead_responder_is_shown_and_explains_the_checks(sig: signal.Signals, words: str, lab_file: Any,
-                                                           kn: Any, netlab_cli: Any) -> None:
+@pytest.mark.parametrize(
+    ("sig", "words"), [(signal.SIGKILL, "exit status unknown"), (signal.SIGTERM, "exit status 0: stopped by SIGTERM")]
+)
+def test_a_dead_responder_is_shown_and_explains_the_checks(
+    sig: signal.Signals, words: str, lab_file: Any, kn: Any, netlab_cli: Any
+) -> None:
     lab = lab_file(SERVED)
     assert netlab_cli("up", lab.path).rc == 0
     (pid,) = _state(kn, lab.name)["pids"]
@@ -71,14 +78,18 @@ def test_a_dead_responder_is_shown_and_explains_the_checks(sig: signal.Signals, 
     assert kn.leftovers(lab.name) == []
 
 
-@pytest.mark.parametrize(("content", "why"), [
-    (b"", "is empty"),
-    (b'{"lab": "x", "source": "/a.yaml", "status": "up", "nod', "is not valid JSON"),
-    (b'["not", "a", "state"]', "is not a netlab state"),
-    (b'{"lab": "x"}', "is not a netlab state (missing: fingerprint, nodes, source, status)"),
-])
-def test_an_unreadable_state_is_named_by_every_command(content: bytes, why: str, lab_file: Any, kn: Any,
-                                                       netlab_cli: Any) -> None:
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "is empty"),
+        (b'{"lab": "x", "source": "/a.yaml", "status": "up", "nod', "is not valid JSON"),
+        (b'["not", "a", "state"]', "is not a netlab state"),
+        (b'{"lab": "x"}', "is not a netlab state (missing: fingerprint, nodes, source, status)"),
+    ],
+)
+def test_an_unreadable_state_is_named_by_every_command(
+    content: bytes, why: str, lab_file: Any, kn: Any, netlab_cli: Any
+) -> None:
     lab = lab_file(SERVED)
     assert netlab_cli("up", lab.path).rc == 0
     path = kn.state_file(lab.name)
@@ -123,21 +134,33 @@ def test_two_files_with_one_lab_name(lab_file: Any, kn: Any, netlab_cli: Any) ->
     same = lab_file(SERVED, name=first.name, filename="same.yaml")
     rc, out, err = netlab_cli("up", same.path)
     assert rc == 1, out
-    assert (f"lab {first.name} is already up, built from {first.path.resolve()}; {same.path.resolve()} defines "
-            "a lab of the same name with the same content") in err
+    assert (
+        f"lab {first.name} is already up, built from {first.path.resolve()}; {same.path.resolve()} defines "
+        "a lab of the same name with the same content"
+    ) in err
     assert f"Take it down first (netlab down {first.name})" in err
-    other = lab_file({**SERVED, "checks": [{"name": "other file's check", "route": {"on": "a", "get": "10.7.0.2"},
-                                            "expect": {"dev": "eth0"}}]},
-                     name=first.name, filename="other.yaml")
+    other = lab_file(
+        {
+            **SERVED,
+            "checks": [
+                {"name": "other file's check", "route": {"on": "a", "get": "10.7.0.2"}, "expect": {"dev": "eth0"}}
+            ],
+        },
+        name=first.name,
+        filename="other.yaml",
+    )
     rc, _, err = netlab_cli("up", other.path)
     assert rc == 1
-    assert f"built from {first.path.resolve()}; {other.path.resolve()} defines a lab of the same name, and it " \
-           "differs:" in err
+    assert (
+        f"built from {first.path.resolve()}; {other.path.resolve()} defines a lab of the same name, and it "
+        "differs:" in err
+    )
     assert '~ checks[0].name: "a reaches b" → "other file\'s check"' in err
     # `check LAB` runs the checks of the file the lab was built from, re-read each time.
     data = yaml.safe_load(first.path.read_text())
-    data["checks"].append({"name": "added after up", "route": {"on": "a", "get": "10.7.0.2"},
-                           "expect": {"dev": "eth0"}})
+    data["checks"].append(
+        {"name": "added after up", "route": {"on": "a", "get": "10.7.0.2"}, "expect": {"dev": "eth0"}}
+    )
     first.path.write_text(yaml.safe_dump(data, sort_keys=False))
     rc, out, err = netlab_cli("check", first.name)
     assert rc == 0, out + err
@@ -159,8 +182,10 @@ def test_a_description_change_is_listed(lab_file: Any, kn: Any, netlab_cli: Any)
     rc, _, err = netlab_cli("up", lab.path)
     assert rc == 1
     lines = err.splitlines()
-    assert f"netlab: lab {lab.name} is already up from {lab.path.resolve()}, and the file differs from what was " \
-           "built:" in lines
+    assert (
+        f"netlab: lab {lab.name} is already up from {lab.path.resolve()}, and the file differs from what was "
+        "built:" in lines
+    )
     assert '  ~ description: "before" → "after"' in lines
     assert f"To apply the change: netlab down {lab.name} && netlab up {lab.path.resolve()}" in lines
     rc, _, err = netlab_cli("check", lab.name)

@@ -64,8 +64,10 @@ def test_without_root_validate_warns_and_passes(public_dir: Path, netlab_cli: An
     lab.chmod(0o644)
     result = netlab_cli("validate", lab, nobody=True)
     assert result.rc == 0, result
-    assert f'warning: {lab}:8: nodes.a.sysctls["net.ipv4.ip_fowrard"]: netlab\'s list of a 6.18 kernel\'s ' \
-           "sysctls has no net.ipv4.ip_fowrard; did you mean net.ipv4.ip_forward? (as root, validate asks this " \
-           "kernel)" in result.err, result.err
+    assert (
+        f"warning: {lab}:8: nodes.a.sysctls[\"net.ipv4.ip_fowrard\"]: netlab's list of a 6.18 kernel's "
+        "sysctls has no net.ipv4.ip_fowrard; did you mean net.ipv4.ip_forward? (as root, validate asks this "
+        "kernel)" in result.err
+    ), result.err
     assert "rp_filtr" in result.err
     assert "✓" in result.out

@@ -56,14 +56,21 @@ def spec(**router_extra: Any) -> dict[str, Any]:
         "nodes": {
             "router": {
                 "sysctls": {"net.ipv4.ip_forward": 1},
-                "links": {"eth0": {"peer": "client:eth0", "addresses": ["10.0.0.1/24"]},
-                          "eth1": {"peer": "server:eth0", "addresses": ["10.1.0.1/24"]}},
+                "links": {
+                    "eth0": {"peer": "client:eth0", "addresses": ["10.0.0.1/24"]},
+                    "eth1": {"peer": "server:eth0", "addresses": ["10.1.0.1/24"]},
+                },
                 **router_extra,
             },
-            "client": {"links": {"eth0": {"addresses": ["10.0.0.2/24"]}},
-                       "routes": [{"to": "default", "via": "10.0.0.1"}]},
-            "server": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}},
-                       "routes": [{"to": "default", "via": "10.1.0.1"}], "serve": ["tcp/8080"]},
+            "client": {
+                "links": {"eth0": {"addresses": ["10.0.0.2/24"]}},
+                "routes": [{"to": "default", "via": "10.0.0.1"}],
+            },
+            "server": {
+                "links": {"eth0": {"addresses": ["10.1.0.2/24"]}},
+                "routes": [{"to": "default", "via": "10.1.0.1"}],
+                "serve": ["tcp/8080"],
+            },
         },
     }
 
@@ -86,8 +93,12 @@ def test_a_chain_policy_drop_is_named(netlab_lab: LabFactory) -> None:
     assert not trace.ok, why
     death = trace.death
     assert death is not None, why
-    assert (lab.ns("router"), death.table, death.chain, death.type) == (lab.ns("router"), "filter", "forward",
-                                                                         "policy"), why
+    assert (lab.ns("router"), death.table, death.chain, death.type) == (
+        lab.ns("router"),
+        "filter",
+        "forward",
+        "policy",
+    ), why
     assert "died in router: inet filter forward: the policy of chain forward dropped it" in why, why
     assert_no_trace_tables(lab)
 
@@ -139,7 +150,11 @@ def test_cli_trace_names_the_drop_and_sigint_cleans_up(netlab_lab: LabFactory, n
     r = netlab_cli("trace", lab.name, "--from", "client", "--to", "10.1.0.2", "--port", "8080", "--json")
     doc = json.loads(r.out)
     assert (doc["ok"], doc["died"]["node"], doc["died"]["chain"], doc["died"]["type"]) == (
-        False, "router", "forward", "policy"), r.out
+        False,
+        "router",
+        "forward",
+        "policy",
+    ), r.out
     # SIGINT while the probe waits for its answer: exit 130, every table gone
     proc = netlab_cli.popen("trace", lab.name, "--from", "client", "--to", "server:8080")
     deadline = time.monotonic() + 20

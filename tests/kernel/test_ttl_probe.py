@@ -94,12 +94,14 @@ def ttllab(tmp_path_factory: pytest.TempPathFactory, registry: Any, netlab_cli: 
 
 
 def failures(verdicts: dict[str, dict[str, Any]]) -> dict[str, str]:
-    return {n: "\n".join([v["summary"], *v["reasons"], *v["evidence"]])
-            for n, v in verdicts.items() if not v["passed"]}
+    return {n: "\n".join([v["summary"], *v["reasons"], *v["evidence"]]) for n, v in verdicts.items() if not v["passed"]}
 
 
-def probe_checks(ttl: int | None, expect: dict[str, Any], icmp_from: dict[int, Any] | None = None,
-                 ) -> list[dict[str, Any]]:
+def probe_checks(
+    ttl: int | None,
+    expect: dict[str, Any],
+    icmp_from: dict[int, Any] | None = None,
+) -> list[dict[str, Any]]:
     checks = []
     for family, addr in FAMILIES:
         for kind, keys in KINDS:
@@ -123,8 +125,11 @@ def test_ttl_1_dies_at_the_first_router(ttllab: TtlLab) -> None:
         assert p["outcome"] == "unreachable" and p["ttl"] == 1
         # The router answers from the interface that faces the client.
         assert p["icmp_from"] == ("fd01::1" if six else "10.1.0.1"), name
-        assert p["icmp"] == ("hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)" if six
-                             else "TTL exceeded in transit (time exceeded, type 11 code 0)")
+        assert p["icmp"] == (
+            "hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)"
+            if six
+            else "TTL exceeded in transit (time exceeded, type 11 code 0)"
+        )
         assert "ran out of " + ("hop limit" if six else "TTL") + f" at {p['icmp_from']} (" in p["detail"]
         assert verdict["summary"].endswith(f"{p['icmp']} from {p['icmp_from']} (r1's eth1)"), verdict["summary"]
         assert "(ttl 1): unreachable" in verdict["summary"]
@@ -150,55 +155,87 @@ def test_without_ttl_the_probe_arrives(ttllab: TtlLab) -> None:
 
 def test_icmp_from_fails_with_the_reason(ttllab: TtlLab) -> None:
     checks = [
-        {"name": "first hop is not r2", "probe": {"from": "client", "to": "server", "ttl": 1},
-         "expect": {"result": "unreachable", "icmp_from": "r2"}},
-        {"name": "r1 answers from eth1, not eth2", "probe": {"from": "client", "to": "server:8080", "ttl": 1},
-         "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "10.12.0.1"}},
-        {"name": "v6 second hop is not the server", "probe": {"from": "client", "to": "[fd02::11]:53",
-                                                              "proto": "udp", "ttl": 2},
-         "expect": {"result": "unreachable", "icmp_from": "server"}},
-        {"name": "ttl 3 arrives: no ICMP error", "probe": {"from": "client", "to": "server", "ttl": 3},
-         "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "r2"}},
+        {
+            "name": "first hop is not r2",
+            "probe": {"from": "client", "to": "server", "ttl": 1},
+            "expect": {"result": "unreachable", "icmp_from": "r2"},
+        },
+        {
+            "name": "r1 answers from eth1, not eth2",
+            "probe": {"from": "client", "to": "server:8080", "ttl": 1},
+            "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "10.12.0.1"},
+        },
+        {
+            "name": "v6 second hop is not the server",
+            "probe": {"from": "client", "to": "[fd02::11]:53", "proto": "udp", "ttl": 2},
+            "expect": {"result": "unreachable", "icmp_from": "server"},
+        },
+        {
+            "name": "ttl 3 arrives: no ICMP error",
+            "probe": {"from": "client", "to": "server", "ttl": 3},
+            "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "r2"},
+        },
     ]
     v = ttllab.verdicts(checks)
     assert all(not c["passed"] for c in v.values()), failures(v)
     assert v["first hop is not r2"]["reasons"] == [
-        "expected the ICMP error from r2, it came from 10.1.0.1 (r1's eth1) — the probe's ttl 1 ran out there"]
+        "expected the ICMP error from r2, it came from 10.1.0.1 (r1's eth1) — the probe's ttl 1 ran out there"
+    ]
     assert v["r1 answers from eth1, not eth2"]["reasons"] == [
         "expected the ICMP error from 10.12.0.1 (r1's eth2), it came from 10.1.0.1 (r1's eth1) — "
-        "the probe's ttl 1 ran out there"]
+        "the probe's ttl 1 ran out there"
+    ]
     assert v["v6 second hop is not the server"]["reasons"] == [
-        "expected the ICMP error from server, it came from fd12::2 (r2's eth1) — the probe's ttl 2 ran out there"]
+        "expected the ICMP error from server, it came from fd12::2 (r2's eth1) — the probe's ttl 2 ran out there"
+    ]
     assert v["ttl 3 arrives: no ICMP error"]["reasons"] == [
         "expected unreachable, saw ok: " + v["ttl 3 arrives: no ICMP error"]["probes"][0]["detail"],
         "expected an ICMP error saying 'time exceeded', saw no ICMP error",
         "expected the ICMP error from r2, but no ICMP error came back (the probe was ok)",
     ]
     # The probe's own words (where its TTL ran out) are the evidence.
-    assert any(e.startswith("probe: the connection to 10.2.0.11:8080 ran out of TTL at 10.1.0.1 (TTL 1); ICMP ")
-               for e in v["r1 answers from eth1, not eth2"]["evidence"]), v["r1 answers from eth1, not eth2"]
+    assert any(
+        e.startswith("probe: the connection to 10.2.0.11:8080 ran out of TTL at 10.1.0.1 (TTL 1); ICMP ")
+        for e in v["r1 answers from eth1, not eth2"]["evidence"]
+    ), v["r1 answers from eth1, not eth2"]
 
 
 def test_text_report_shows_the_hop(ttllab: TtlLab) -> None:
     checks = [
-        {"name": "first hop from the client", "probe": {"from": "client", "to": "server", "ttl": 1},
-         "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "10.1.0.1"}},
-        {"name": "wrong first hop", "probe": {"from": "client", "to": "server", "ttl": 1},
-         "expect": {"result": "unreachable", "icmp_from": "r2"}},
+        {
+            "name": "first hop from the client",
+            "probe": {"from": "client", "to": "server", "ttl": 1},
+            "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "10.1.0.1"},
+        },
+        {
+            "name": "wrong first hop",
+            "probe": {"from": "client", "to": "server", "ttl": 1},
+            "expect": {"result": "unreachable", "icmp_from": "r2"},
+        },
     ]
     rc, out = ttllab.run(checks)
     assert rc == 1
-    assert "icmp 10.2.0.11 (ttl 1): unreachable; TTL exceeded in transit (time exceeded, type 11 code 0) from " \
-           "10.1.0.1 (r1's eth1)" in out, out
+    assert (
+        "icmp 10.2.0.11 (ttl 1): unreachable; TTL exceeded in transit (time exceeded, type 11 code 0) from "
+        "10.1.0.1 (r1's eth1)" in out
+    ), out
     assert "expected the ICMP error from r2, it came from 10.1.0.1 (r1's eth1)" in out, out
     assert "1 passed, 1 failed" in out, out
 
 
 def test_count_probes_all_die_at_the_same_hop(ttllab: TtlLab) -> None:
-    checks = [{"name": "10 echoes, all at r1", "probe": {"from": "client", "to": "server", "ttl": 1, "count": 10},
-               "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "r1"}},
-              {"name": "10 SYNs, all at r2", "probe": {"from": "client", "to": "server:8080", "ttl": 2, "count": 10},
-               "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "r2"}}]
+    checks = [
+        {
+            "name": "10 echoes, all at r1",
+            "probe": {"from": "client", "to": "server", "ttl": 1, "count": 10},
+            "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "r1"},
+        },
+        {
+            "name": "10 SYNs, all at r2",
+            "probe": {"from": "client", "to": "server:8080", "ttl": 2, "count": 10},
+            "expect": {"result": "unreachable", "icmp": "time exceeded", "icmp_from": "r2"},
+        },
+    ]
     v = ttllab.verdicts(checks)
     assert not failures(v), failures(v)
     assert v["10 SYNs, all at r2"]["summary"].endswith("ICMP errors from 10.12.0.2 (r2's eth1) (10)")

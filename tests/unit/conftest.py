@@ -19,10 +19,26 @@ from typing import Any
 import pytest
 
 # Tools that read or change the kernel's network state (or enter namespaces to do so).
-KERNEL_TOOLS = frozenset({
-    "ip", "bridge", "tc", "nft", "iptables", "iptables-restore", "iptables-nft-restore", "ip6tables",
-    "ip6tables-restore", "ipset", "ipvsadm", "conntrack", "tcpdump", "unshare", "nsenter", "sysctl",
-})
+KERNEL_TOOLS = frozenset(
+    {
+        "ip",
+        "bridge",
+        "tc",
+        "nft",
+        "iptables",
+        "iptables-restore",
+        "iptables-nft-restore",
+        "ip6tables",
+        "ip6tables-restore",
+        "ipset",
+        "ipvsadm",
+        "conntrack",
+        "tcpdump",
+        "unshare",
+        "nsenter",
+        "sysctl",
+    }
+)
 
 
 UNPRIVILEGED_UID = 65534
@@ -33,8 +49,10 @@ class KernelTouched(AssertionError):
 
 
 def _refuse(what: str) -> KernelTouched:
-    return KernelTouched(f"the unit tier may not reach the kernel, but this test tried: {what} "
-                         "(use netlab.kernel.fake, or move the test to tests/kernel)")
+    return KernelTouched(
+        f"the unit tier may not reach the kernel, but this test tried: {what} "
+        "(use netlab.kernel.fake, or move the test to tests/kernel)"
+    )
 
 
 def _argv0(args: Any) -> str:
@@ -64,6 +82,7 @@ def _no_kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def refuse(what: str) -> Any:
         def call(*_a: Any, **_kw: Any) -> Any:
             raise _refuse(what)
+
         return call
 
     # As root or not, the unit tier sees the same netlab: the unprivileged one (a test of a

@@ -68,13 +68,20 @@ def test_kernel_refusal_rolls_back_in_reverse_and_names_the_object(plan) -> None
     assert driver.deleted == ["t.b", "t.a", "t.host"]
 
 
-@pytest.mark.parametrize(("exc", "name", "code"), [(KeyboardInterrupt(), "SIGINT", 130),
-                                                   (Signalled(signal.SIGINT), "SIGINT", 130),
-                                                   (Signalled(signal.SIGTERM), "SIGTERM", 143)])
+@pytest.mark.parametrize(
+    ("exc", "name", "code"),
+    [
+        (KeyboardInterrupt(), "SIGINT", 130),
+        (Signalled(signal.SIGINT), "SIGINT", 130),
+        (Signalled(signal.SIGTERM), "SIGTERM", 143),
+    ],
+)
 def test_interrupt_rolls_back_and_says_where(plan, exc: BaseException, name: str, code: int) -> None:  # type: ignore[no-untyped-def]
     driver = FakeDriver(fail=lambda op: exc if isinstance(op, CreateLink) and op.kind == "veth" else None)
-    with pytest.raises(Interrupted, match=f"up of lab t interrupted by {name} while creating veths; everything "
-                                          "created so far was removed") as info:
+    with pytest.raises(
+        Interrupted,
+        match=f"up of lab t interrupted by {name} while creating veths; everything created so far was removed",
+    ) as info:
         apply_plan(plan, driver)
     assert info.value.exit_code == code
     assert driver.netns == {}

@@ -26,19 +26,31 @@ def eth(etype: int, payload: bytes, tags: tuple[int, ...] = ()) -> bytes:
     return head + struct.pack("!H", etype) + payload
 
 
-def ipv4(src: str, dst: str, proto: int, payload: bytes, *, options: bytes = b"", frag: int = 0,
-         total: int | None = None) -> bytes:
+def ipv4(
+    src: str, dst: str, proto: int, payload: bytes, *, options: bytes = b"", frag: int = 0, total: int | None = None
+) -> bytes:
     assert len(options) % 4 == 0
     ihl = 5 + len(options) // 4
     length = ihl * 4 + len(payload) if total is None else total
-    head = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, length, 1, frag, 64, proto, 0,
-                       socket.inet_aton(src), socket.inet_aton(dst))
+    head = struct.pack(
+        "!BBHHHBBH4s4s", 0x40 | ihl, 0, length, 1, frag, 64, proto, 0, socket.inet_aton(src), socket.inet_aton(dst)
+    )
     return head + options + payload
 
 
 def ipv6(src: str, dst: str, nh: int, payload: bytes, plen: int | None = None) -> bytes:
-    return struct.pack("!IHBB16s16s", 6 << 28, len(payload) if plen is None else plen, nh, 64,
-                       socket.inet_pton(socket.AF_INET6, src), socket.inet_pton(socket.AF_INET6, dst)) + payload
+    return (
+        struct.pack(
+            "!IHBB16s16s",
+            6 << 28,
+            len(payload) if plen is None else plen,
+            nh,
+            64,
+            socket.inet_pton(socket.AF_INET6, src),
+            socket.inet_pton(socket.AF_INET6, dst),
+        )
+        + payload
+    )
 
 
 def tcp(sport: int, dport: int) -> bytes:
@@ -74,8 +86,15 @@ def overlay_frame(inner_l4: bytes, proto: int = 17, dport: int = 8472) -> bytes:
 
 def test_ipv4_tcp() -> None:
     pkt = parse_frame(v4_tcp(), "eth0", "out")
-    assert pkt == Packet(ifname="eth0", direction="out", outer=Flow("10.0.0.1", "10.0.0.2", "tcp", 40000, 80),
-                         vni=None, inner=None, length=len(v4_tcp()), text="out 10.0.0.1.40000 > 10.0.0.2.80 tcp")
+    assert pkt == Packet(
+        ifname="eth0",
+        direction="out",
+        outer=Flow("10.0.0.1", "10.0.0.2", "tcp", 40000, 80),
+        vni=None,
+        inner=None,
+        length=len(v4_tcp()),
+        text="out 10.0.0.1.40000 > 10.0.0.2.80 tcp",
+    )
     assert pkt.flow is pkt.outer
 
 
@@ -192,8 +211,15 @@ def test_ipv6_ah_is_skipped() -> None:
 
 
 def test_vxlan_udp_inner_flow() -> None:
-    frame = eth(0x0800, ipv4("192.168.49.2", "192.168.49.3", 17, udp(41000, 8472, vxlan(1, eth(
-        0x0800, ipv4("10.244.1.2", "10.244.2.3", 17, udp(35000, 53)))))))
+    frame = eth(
+        0x0800,
+        ipv4(
+            "192.168.49.2",
+            "192.168.49.3",
+            17,
+            udp(41000, 8472, vxlan(1, eth(0x0800, ipv4("10.244.1.2", "10.244.2.3", 17, udp(35000, 53))))),
+        ),
+    )
     pkt = parse_frame(frame, "eth0", "out")
     assert pkt is not None
     assert pkt.outer == Flow("192.168.49.2", "192.168.49.3", "udp", 41000, 8472)
@@ -206,8 +232,9 @@ def test_vxlan_tcp_text_reads_like_tcpdump() -> None:
     frame = overlay_frame(tcp(35000, 8080), proto=6)
     pkt = parse_frame(frame, "eth0", "out")
     assert pkt is not None and pkt.flow == Flow("10.244.1.2", "10.244.2.3", "tcp", 35000, 8080)
-    assert pkt.text == ("out 192.168.49.2.41000 > 192.168.49.3.8472: VXLAN vni 1: "
-                        "10.244.1.2.35000 > 10.244.2.3.8080 tcp")
+    assert pkt.text == (
+        "out 192.168.49.2.41000 > 192.168.49.3.8472: VXLAN vni 1: 10.244.1.2.35000 > 10.244.2.3.8080 tcp"
+    )
 
 
 def test_vxlan_large_vni_and_ipv6_underlay() -> None:
@@ -248,24 +275,32 @@ def test_arp_is_not_a_packet() -> None:
     assert parse_frame(ARP) is None
 
 
-@pytest.mark.parametrize("frame", [
-    b"",
-    b"\x00" * 13,
-    eth(0x0800, b"\x45\x00"),  # IPv4 header cut short
-    eth(0x0800, b"\x65" + bytes(19)),  # version 6 in an IPv4 ethertype
-    eth(0x0800, b"\x43" + bytes(19)),  # IHL 3 (< 5)
-    eth(0x86DD, bytes(39)),  # IPv6 header cut short
-    eth(0x8100, b"\x00"),  # VLAN tag cut short
-], ids=["empty", "short-ethernet", "short-ipv4", "bad-version", "bad-ihl", "short-ipv6", "short-vlan"])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"",
+        b"\x00" * 13,
+        eth(0x0800, b"\x45\x00"),  # IPv4 header cut short
+        eth(0x0800, b"\x65" + bytes(19)),  # version 6 in an IPv4 ethertype
+        eth(0x0800, b"\x43" + bytes(19)),  # IHL 3 (< 5)
+        eth(0x86DD, bytes(39)),  # IPv6 header cut short
+        eth(0x8100, b"\x00"),  # VLAN tag cut short
+    ],
+    ids=["empty", "short-ethernet", "short-ipv4", "bad-version", "bad-ihl", "short-ipv6", "short-vlan"],
+)
 def test_broken_frames_are_none(frame: bytes) -> None:
     assert parse_frame(frame) is None
 
 
-@pytest.mark.parametrize("frame", [
-    overlay_frame(tcp(35000, 8080), proto=6),
-    eth(0x86DD, ipv6("fd00::1", "fd00::2", 0, bytes([60, 0]) + bytes(6) + bytes([6, 0]) + bytes(6) + tcp(1, 2))),
-    eth(0x0800, ipv4("10.0.0.1", "10.0.0.2", 1, icmp(8, 0, ident=1))),
-], ids=["vxlan", "ipv6-ext", "icmp"])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        overlay_frame(tcp(35000, 8080), proto=6),
+        eth(0x86DD, ipv6("fd00::1", "fd00::2", 0, bytes([60, 0]) + bytes(6) + bytes([6, 0]) + bytes(6) + tcp(1, 2))),
+        eth(0x0800, ipv4("10.0.0.1", "10.0.0.2", 1, icmp(8, 0, ident=1))),
+    ],
+    ids=["vxlan", "ipv6-ext", "icmp"],
+)
 def test_every_truncation_is_safe(frame: bytes) -> None:
     """A capture keeps only the first bytes of a frame: whatever the cut, parse_frame
     returns None or a Packet, never raises, and never invents ports it did not see."""
@@ -294,8 +329,10 @@ def test_ipv6_header_chain_longer_than_the_frame() -> None:
 def test_flow_text_forms() -> None:
     assert flow_text(Flow("10.0.0.1", "10.0.0.2", "udp", 1, 2)) == "10.0.0.1.1 > 10.0.0.2.2 udp"
     assert flow_text(Flow("10.0.0.1", "10.0.0.2", "47", None, None)) == "10.0.0.1 > 10.0.0.2 47"
-    assert flow_text(Flow("10.0.0.1", "10.0.0.2", "icmp", None, None, 11, 0)) == \
-        "10.0.0.1 > 10.0.0.2 icmp TTL exceeded in transit (type 11 code 0)"
+    assert (
+        flow_text(Flow("10.0.0.1", "10.0.0.2", "icmp", None, None, 11, 0))
+        == "10.0.0.1 > 10.0.0.2 icmp TTL exceeded in transit (type 11 code 0)"
+    )
 
 
 def test_capture_error_names_namespace_interface_and_reason() -> None:

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -55,9 +56,22 @@ class Sender:
         for r in requests:
             self.sent.append(r)
             ok = self.outcome == "ok"
-            out.append(ProbeResult(self.outcome, r.proto, "10.244.0.2", 40000 + len(self.sent), r.dst, r.port,  # type: ignore[arg-type]
-                                   "web-c" if ok else None, "10.244.0.2" if ok else None, None, None,
-                                   "served by web-c" if ok else "no answer within 1s", 0.1 if ok else None))
+            out.append(
+                ProbeResult(
+                    self.outcome,  # type: ignore[arg-type]
+                    r.proto,
+                    "10.244.0.2",
+                    40000 + len(self.sent),
+                    r.dst,
+                    r.port,
+                    "web-c" if ok else None,
+                    "10.244.0.2" if ok else None,
+                    None,
+                    None,
+                    "served by web-c" if ok else "no answer within 1s",
+                    0.1 if ok else None,
+                )
+            )
         return out
 
 
@@ -81,8 +95,7 @@ def test_a_route_check_passes_on_the_fakes_answer_and_names_the_deciding_rule() 
     fake.namespaces["hg.node3"].routes = [FakeRoute("default", dev="eth0", via="192.168.49.1"), node3_route()]
     [v] = run_checks(context(lab, fake))
     assert v.passed and v.kind == "route" and v.attempts == 1
-    assert v.summary == ("node3: 10.244.0.2 via 192.168.49.2 dev eth0 table main "
-                         "(rule 32766: from all lookup main)")
+    assert v.summary == ("node3: 10.244.0.2 via 192.168.49.2 dev eth0 table main (rule 32766: from all lookup main)")
     assert fake.calls == [("route_get", "hg.node3", "10.244.0.2")]
     assert fake.queries == [RouteQuery("10.244.0.2")]
 
@@ -136,7 +149,8 @@ def test_a_wait_budget_that_runs_out_fails_and_says_how_often_it_tried() -> None
     assert v.reasons == ["expected dev eth0, saw none", "expected via 192.168.49.2, saw none"]
     assert format_verdict(v).splitlines()[0] == (
         f"check \"node3 sends node1's pod subnet via node1's IP\" failed: node3: error: Network is unreachable "
-        f"(no route) ({v.attempts} attempts)")
+        f"(no route) ({v.attempts} attempts)"
+    )
 
 
 def test_without_wait_a_failing_check_is_tried_once() -> None:
@@ -160,9 +174,16 @@ CONNTRACK_CHECK = """
 def entry(sport: int, *, snat: bool = False) -> CtEntry:
     reply_dst = "192.168.49.2" if snat else "10.244.0.2"
     status = frozenset({"CONFIRMED", "SEEN_REPLY", "ASSURED", *(["SRC_NAT"] if snat else [])})
-    fields = (CtTuple("10.244.0.2", "10.244.2.2", "tcp", sport, 8080),
-              CtTuple("10.244.2.2", reply_dst, "tcp", 8080, sport if not snat else 61000),
-              status, 0, 0, "ESTABLISHED", 431999, 4)
+    fields = (
+        CtTuple("10.244.0.2", "10.244.2.2", "tcp", sport, 8080),
+        CtTuple("10.244.2.2", reply_dst, "tcp", 8080, sport if not snat else 61000),
+        status,
+        0,
+        0,
+        "ESTABLISHED",
+        431999,
+        4,
+    )
     return CtEntry(*fields, ct_text(CtEntry(*fields, "")))
 
 
@@ -184,8 +205,9 @@ def test_a_snatted_entry_fails_the_check_and_is_quoted() -> None:
     fake.namespaces["hg.node1"].conntrack = [entry(40001, snat=True)]
     [v] = run_checks(context(lab, fake))
     assert not v.passed
-    assert v.reasons == ["conntrack in node1 for tcp 10.244.0.2:40001 → 10.244.2.2:8080: expected snat: false, "
-                         "the entry is SRC_NAT"]
+    assert v.reasons == [
+        "conntrack in node1 for tcp 10.244.0.2:40001 → 10.244.2.2:8080: expected snat: false, the entry is SRC_NAT"
+    ]
     assert v.evidence == ["probe: served by web-c", f"conntrack in node1: {entry(40001, snat=True).text}"]
     assert v.evidence[1].endswith("dport=61000 [ASSURED] mark=0 [SNAT]")
 
@@ -195,8 +217,9 @@ def test_a_probe_with_no_entry_in_conntrack_says_how_many_it_looked_at() -> None
     fake = FakeObserver(spaces(lab))
     fake.namespaces["hg.node1"].conntrack = [entry(50000)]  # another flow's
     [v] = run_checks(context(lab, fake))
-    assert v.reasons == ["expected a conntrack entry in node1 for tcp 10.244.0.2:40001 → 10.244.2.2:8080, "
-                         "found none among 1 entry"]
+    assert v.reasons == [
+        "expected a conntrack entry in node1 for tcp 10.244.0.2:40001 → 10.244.2.2:8080, found none among 1 entry"
+    ]
 
 
 CAPTURE_CHECK = """
@@ -235,12 +258,15 @@ def test_a_missing_namespace_is_could_not_observe() -> None:
 
 
 def test_rule_checks_read_the_fakes_rules_and_verdicts_keep_lab_file_order() -> None:
-    lab = lab_with(ROUTE_CHECK + """
+    lab = lab_with(
+        ROUTE_CHECK
+        + """
   - name: node1 looks up main
     rule: {on: node1, priority: 32766, table: main}
   - name: node1 has no fwmark rule
     rule: {on: node1, fwmark: "0x1"}
-""")
+"""
+    )
     fake = FakeObserver(spaces(lab))
     fake.namespaces["hg.node3"].routes = [node3_route()]
     done: list[Verdict] = []
@@ -256,23 +282,56 @@ def test_rule_checks_read_the_fakes_rules_and_verdicts_keep_lab_file_order() -> 
 # --------------------------------------------------------------------------- the fake's lookup
 
 
-def rule(priority: int, action: str = "lookup", table: int | None = None, **kw: object) -> RuleView:
+def rule(priority: int, action: str = "lookup", table: int | None = None, **kw: Any) -> RuleView:
     from netlab.fib.text import rule_text
 
-    view = RuleView(priority, 4, kw.pop("src", None), kw.pop("dst", None), None, None,  # type: ignore[arg-type]
-                    kw.pop("fwmark", None), None, table, action, "", **kw)  # type: ignore[arg-type]
+    view = RuleView(
+        priority,
+        4,
+        kw.pop("src", None),
+        kw.pop("dst", None),
+        None,
+        None,
+        kw.pop("fwmark", None),
+        None,
+        table,
+        action,
+        "",
+        **kw,
+    )
     return RuleView(**{**view.__dict__, "text": rule_text(view, goto=view.goto)})
 
 
 def test_the_fakes_lookup_follows_rules_goto_and_reject_routes() -> None:
-    fake = FakeObserver({"n": FakeNamespace(
-        routes=[FakeRoute("default", dev="eth0", via="10.0.0.1"), FakeRoute("10.9.0.0/16", dev="eth1", table=100),
-                FakeRoute("10.9.9.0/24", type="unreachable", table=100), FakeRoute("10.7.0.0/16", type="throw")],
-        rules=[rule(0, table=255), rule(10, "goto", goto=32766, fwmark=0x2), rule(100, table=100, fwmark=0x1),
-               rule(150, "prohibit", dst="10.8.0.0/16"), rule(32766, table=254)])})
-    marked, jumped, rejected, unreachable, thrown = fake.route_get("n", [
-        RouteQuery("10.9.1.1", fwmark=0x1), RouteQuery("10.9.1.1", fwmark=0x2), RouteQuery("10.8.0.1"),
-        RouteQuery("10.9.9.9", fwmark=0x1), RouteQuery("10.7.0.1")])
+    fake = FakeObserver(
+        {
+            "n": FakeNamespace(
+                routes=[
+                    FakeRoute("default", dev="eth0", via="10.0.0.1"),
+                    FakeRoute("10.9.0.0/16", dev="eth1", table=100),
+                    FakeRoute("10.9.9.0/24", type="unreachable", table=100),
+                    FakeRoute("10.7.0.0/16", type="throw"),
+                ],
+                rules=[
+                    rule(0, table=255),
+                    rule(10, "goto", goto=32766, fwmark=0x2),
+                    rule(100, table=100, fwmark=0x1),
+                    rule(150, "prohibit", dst="10.8.0.0/16"),
+                    rule(32766, table=254),
+                ],
+            )
+        }
+    )
+    marked, jumped, rejected, unreachable, thrown = fake.route_get(
+        "n",
+        [
+            RouteQuery("10.9.1.1", fwmark=0x1),
+            RouteQuery("10.9.1.1", fwmark=0x2),
+            RouteQuery("10.8.0.1"),
+            RouteQuery("10.9.9.9", fwmark=0x1),
+            RouteQuery("10.7.0.1"),
+        ],
+    )
     assert (marked.dev, marked.table, marked.rule and marked.rule.priority) == ("eth1", 100, 100)
     assert (jumped.dev, jumped.table) == ("eth0", 254)  # goto 32766 skips the fwmark rule and the prohibit
     assert (rejected.type, rejected.errno) == ("prohibit", errno.EACCES)
@@ -301,24 +360,46 @@ def test_the_plugins_handle_reads_through_its_observer() -> None:
     fake.namespaces["hg.node1"].conntrack = [entry(40001), entry(50000)]
     handle = LabHandle(lab, {node: f"hg.{node}" for node in lab.nodes}, HOST_GW, observer=fake)
     answer = handle.route_get("node3", "10.244.0.2", fwmark=0x1)
-    assert (answer.dev, answer.via, answer.text) == ("eth0", "192.168.49.2",
-                                                    "10.244.0.2 via 192.168.49.2 dev eth0 table main mark 0x1")
-    assert [r.text for r in handle.rules("node3")][:3] == ["0: from all lookup local", "32766: from all lookup main",
-                                                          "32767: from all lookup default"]
+    assert (answer.dev, answer.via, answer.text) == (
+        "eth0",
+        "192.168.49.2",
+        "10.244.0.2 via 192.168.49.2 dev eth0 table main mark 0x1",
+    )
+    assert [r.text for r in handle.rules("node3")][:3] == [
+        "0: from all lookup local",
+        "32766: from all lookup main",
+        "32767: from all lookup default",
+    ]
     [flow] = Sender()([ProbeRequest("hg.web-a", "tcp", "10.244.2.2", 8080)], workers=1)
     assert handle.conntrack("node1", flow) == [entry(40001)]
     assert len(handle.conntrack("node1")) == 2
     assert handle.ipvs("node1").text == "(no virtual services)\n(no connections)"
-    assert [c[:2] for c in fake.calls] == [("route_get", "hg.node3"), ("rules", "hg.node3"), ("conntrack", "hg.node1"),
-                                           ("conntrack", "hg.node1"), ("ipvs", "hg.node1")]
+    assert [c[:2] for c in fake.calls] == [
+        ("route_get", "hg.node3"),
+        ("rules", "hg.node3"),
+        ("conntrack", "hg.node1"),
+        ("conntrack", "hg.node1"),
+        ("ipvs", "hg.node1"),
+    ]
     assert fake.queries == [RouteQuery("10.244.0.2", fwmark=0x1)]
 
 
 def test_the_judges_the_fib_and_the_fake_import_no_netlink_layer() -> None:
     """The read side's pure half stays pure: importing it loads neither pyroute2 nor libnftables."""
-    pure = ("netlab.observations", "netlab.fib.query", "netlab.fib.lookup", "netlab.fib.text", "netlab.probes.judge",
-            "netlab.probes.drops", "netlab.probes.checks", "netlab.kernel.observer", "netlab.kernel.fake_observer")
-    code = (f"import sys; import {', '.join(pure)}; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'nftables')))")
+    pure = (
+        "netlab.observations",
+        "netlab.fib.query",
+        "netlab.fib.lookup",
+        "netlab.fib.text",
+        "netlab.probes.judge",
+        "netlab.probes.drops",
+        "netlab.probes.checks",
+        "netlab.kernel.observer",
+        "netlab.kernel.fake_observer",
+    )
+    code = (
+        f"import sys; import {', '.join(pure)}; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyroute2', 'nftables')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"

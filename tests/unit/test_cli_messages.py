@@ -47,8 +47,9 @@ def test_validate_says_one_node_and_never_created(tmp_path: Path) -> None:
 def test_read_only_commands_say_why_they_need_root(args: list[str]) -> None:
     result = CliRunner().invoke(cli, args, standalone_mode=False)
     assert isinstance(result.exception, NotRoot)
-    assert str(result.exception) == f"`netlab {args[0]}` needs root to read the lab's network namespaces; run it " \
-        "with sudo"
+    assert (
+        str(result.exception) == f"`netlab {args[0]}` needs root to read the lab's network namespaces; run it with sudo"
+    )
 
 
 def test_up_still_says_it_changes_namespaces() -> None:
@@ -67,14 +68,18 @@ def test_down_all_without_a_terminal_needs_yes() -> None:
     from netlab.cli import _confirm_down_all
     from netlab.errors import UsageError
 
-    with pytest.raises(UsageError, match=r"\(2 labs would be taken down: a, b\); nothing was removed: without a "
-                                         r"terminal to ask on, give --yes"):
+    with pytest.raises(
+        UsageError,
+        match=r"\(2 labs would be taken down: a, b\); nothing was removed: without a "
+        r"terminal to ask on, give --yes",
+    ):
         _confirm_down_all(["a", "b"])  # pytest's stdin is no terminal
 
 
 @pytest.mark.parametrize(("answer", "removes"), [("y\n", True), ("n\n", False), ("\n", False)])
-def test_down_all_asks_on_a_terminal(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                     answer: str, removes: bool) -> None:
+def test_down_all_asks_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], answer: str, removes: bool
+) -> None:
     import io
     import sys
 

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-NAMES = [f"pod-{i} to the service at 10.96.0.10:80 is not SNATed on its way out of node1 through eth0"
-         for i in range(4)]
+NAMES = [
+    f"pod-{i} to the service at 10.96.0.10:80 is not SNATed on its way out of node1 through eth0" for i in range(4)
+]
 # The check table as `netlab check` prints it, from verdicts made up here (no lab needed).
 PRINT_TABLE = f"""
 from netlab import cli, report
@@ -64,8 +65,16 @@ def test_piped_check_lines_are_whole_at_any_width(columns: str | None) -> None:
     main, tty = _pty(40)
     try:
         env = _env(**({"COLUMNS": columns} if columns else {}))
-        proc = subprocess.run([sys.executable, "-c", PRINT_TABLE], stdin=tty, stderr=tty, stdout=subprocess.PIPE,
-                              env=env, timeout=60, text=True, check=True)
+        proc = subprocess.run(
+            [sys.executable, "-c", PRINT_TABLE],
+            stdin=tty,
+            stderr=tty,
+            stdout=subprocess.PIPE,
+            env=env,
+            timeout=60,
+            text=True,
+            check=True,
+        )
     finally:
         os.close(tty)
         os.close(main)
@@ -81,8 +90,7 @@ def test_piped_check_lines_are_whole_at_any_width(columns: str | None) -> None:
 def _on_terminal(columns: int, **env: str) -> str:
     main, tty = _pty(columns)
     try:
-        proc = subprocess.Popen([sys.executable, "-c", PRINT_TABLE], stdin=tty, stdout=tty, stderr=tty,
-                                env=_env(**env))
+        proc = subprocess.Popen([sys.executable, "-c", PRINT_TABLE], stdin=tty, stdout=tty, stderr=tty, env=_env(**env))
         os.close(tty)
         text = _drain(main)
         assert proc.wait(timeout=60) == 0, text

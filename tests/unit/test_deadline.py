@@ -24,8 +24,7 @@ class SlowClock:
 
 
 @pytest.mark.parametrize(("env", "factor"), [(None, 1.0), ("10", 10.0), ("2.5", 2.5), ("0.1", 1.0), ("x", 1.0)])
-def test_slowness_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, env: str | None,
-                                              factor: float) -> None:
+def test_slowness_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, env: str | None, factor: float) -> None:
     if env is None:
         monkeypatch.delenv(deadline.ENV, raising=False)
     else:
@@ -59,8 +58,10 @@ def test_an_expired_deadline_says_how_long_it_waited_and_why() -> None:
     d = Deadline(10, "the responder process to report ready", clock=clock, factor=10)
     clock.work(10.5)
     assert d.expired()
-    assert d.message() == ("waited 105.0 s for the responder process to report ready "
-                           f"(budget 100 s: 10 s × slowness 10 from {deadline.ENV})")
+    assert d.message() == (
+        "waited 105.0 s for the responder process to report ready "
+        f"(budget 100 s: 10 s × slowness 10 from {deadline.ENV})"
+    )
     plain = Deadline(10, "it", clock=clock, factor=1)
     clock.work(1.2)
     assert plain.message() == "waited 12.0 s for it (budget 10 s)"

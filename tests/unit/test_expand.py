@@ -95,8 +95,14 @@ def test_render_json(tmp_path: Path) -> None:
 
 
 def test_render_of_a_bad_lab_exits_2() -> None:
-    proc = subprocess.run([sys.executable, "-m", "netlab.cli", "render", "tests/golden/bad/07-missing-nodes.yaml"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "netlab.cli", "render", "tests/golden/bad/07-missing-nodes.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert "07-missing-nodes.yaml:1: nodes: a lab needs at least one node" in proc.stderr
     assert proc.stdout == ""
@@ -133,7 +139,9 @@ def test_host_gw_routes_via_node_ips_and_full_mtu() -> None:
     lab = _cluster(backend="host-gw", nodes={"a": {}, "b": {}, "c": {}})
     assert "flannel.1" not in lab.nodes["a"].links
     assert [(r.to, r.via, r.dev) for r in lab.nodes["c"].routes] == [
-        ("10.244.0.0/24", "192.168.49.2", "eth0"), ("10.244.1.0/24", "192.168.49.3", "eth0")]
+        ("10.244.0.0/24", "192.168.49.2", "eth0"),
+        ("10.244.1.0/24", "192.168.49.3", "eth0"),
+    ]
     assert lab.nodes["a"].links["cni0"].mtu == 1500
     assert not lab.nodes["a"].neighbors and not lab.nodes["a"].fdb
 
@@ -153,8 +161,7 @@ def test_interface_names_fit_ifnamsiz() -> None:
 
 
 def test_replicas_spread_like_a_scheduler() -> None:
-    lab = _cluster(nodes={"n1": {}, "n2": {}, "n3": {}},
-                   pods={"pinned": {"node": "n1"}, "web": {"replicas": 5}})
+    lab = _cluster(nodes={"n1": {}, "n2": {}, "n3": {}}, pods={"pinned": {"node": "n1"}, "web": {"replicas": 5}})
     where = {name: _node_of(lab, name) for name in lab.nodes if name.startswith("web")}
     assert list(where) == [f"web-{i}" for i in range(5)]
     # n1 already has `pinned`: the spread fills n2 and n3 first
@@ -162,31 +169,39 @@ def test_replicas_spread_like_a_scheduler() -> None:
 
 
 def test_addresses_skip_explicit_ones() -> None:
-    lab = _cluster(nodes={"n1": {"address": "192.168.49.3"}, "n2": {}},
-                   pods={"a": {"node": "n1", "address": "10.244.0.2"}, "b": {"node": "n1"}})
+    lab = _cluster(
+        nodes={"n1": {"address": "192.168.49.3"}, "n2": {}},
+        pods={"a": {"node": "n1", "address": "10.244.0.2"}, "b": {"node": "n1"}},
+    )
     assert lab.nodes["n2"].links["eth0"].addresses == ["192.168.49.2/24"]
     assert lab.nodes["b"].links["eth0"].addresses == ["10.244.0.3/24"]
 
 
 def test_user_extras_come_first_and_keep_their_indices() -> None:
-    lab = _cluster(nodes={"n1": {"routes": [{"to": "198.51.100.0/24", "via": "192.168.49.1"}],
-                                 "sysctls": {"net.ipv4.ip_forward": 0}}, "n2": {}})
+    lab = _cluster(
+        nodes={
+            "n1": {"routes": [{"to": "198.51.100.0/24", "via": "192.168.49.1"}], "sysctls": {"net.ipv4.ip_forward": 0}},
+            "n2": {},
+        }
+    )
     n1 = lab.nodes["n1"]
     assert n1.routes[0].to == "198.51.100.0/24"
     assert n1.sysctls["net.ipv4.ip_forward"] == 0  # the user's value wins over the generated one
 
 
 def test_a_problem_in_a_generated_node_points_into_the_cluster_section() -> None:
-    text = "\n".join([
-        "name: t",
-        "cluster:",
-        "  nodes: {n1: {}}",
-        "  pods:",
-        "    p1:",
-        "      node: n1",
-        "      routes:",
-        "        - {to: 10.9.0.0/16, via: 10.8.0.1}",
-    ])
+    text = "\n".join(
+        [
+            "name: t",
+            "cluster:",
+            "  nodes: {n1: {}}",
+            "  pods:",
+            "    p1:",
+            "      node: n1",
+            "      routes:",
+            "        - {to: 10.9.0.0/16, via: 10.8.0.1}",
+        ]
+    )
     with pytest.raises(LabError) as info:
         load_lab_text(text, "lab.yaml")
     (problem,) = info.value.problems
@@ -195,8 +210,13 @@ def test_a_problem_in_a_generated_node_points_into_the_cluster_section() -> None
 
 
 def test_plain_node_plugged_into_the_switch_is_a_port() -> None:
-    lab = load_lab_data({"name": "t", "cluster": {"nodes": {"n1": {}}},
-                         "nodes": {"c": {"links": {"eth0": {"peer": "underlay:c", "addresses": ["192.168.49.9/24"]}}}}})
+    lab = load_lab_data(
+        {
+            "name": "t",
+            "cluster": {"nodes": {"n1": {}}},
+            "nodes": {"c": {"links": {"eth0": {"peer": "underlay:c", "addresses": ["192.168.49.9/24"]}}}},
+        }
+    )
     assert "c" in lab.nodes["underlay"].links["br0"].ports  # type: ignore[union-attr]
 
 
@@ -230,7 +250,7 @@ def test_services_expand_into_an_iptables_dump_on_every_node() -> None:
     for node in ("node1", "node2"):
         (dump,) = lab.nodes[node].iptables
         text = dump.save or ""
-        assert "-A KUBE-SERVICES -m comment --comment \"default/web cluster IP\"" in text
+        assert '-A KUBE-SERVICES -m comment --comment "default/web cluster IP"' in text
         assert "--probability 0.5000000000" in text and "KUBE-MARK-MASQ" in text
     # Local policy: node1's KUBE-SVL chain has only node1's endpoint
     node1 = lab.nodes["node1"].iptables[0].save or ""

@@ -144,8 +144,10 @@ def test_a_link_probe_sends_the_drivers_message(recording: type[RecordingSocket]
 def test_a_refused_link_says_the_kind_is_unknown(recording: type[RecordingSocket]) -> None:
     recording.failures = [Failure(0, errno.EOPNOTSUPP, "Operation not supported (EOPNOTSUPP): Unknown device type")]
     assert features._probe_vrf() == (
-        False, "ip link add type vrf: Operation not supported (EOPNOTSUPP) - link kind 'vrf' unknown to this kernel",
-        "kernel")
+        False,
+        "ip link add type vrf: Operation not supported (EOPNOTSUPP) - link kind 'vrf' unknown to this kernel",
+        "kernel",
+    )
 
 
 def test_the_netem_probe_is_a_root_netem_qdisc_on_lo(recording: type[RecordingSocket]) -> None:
@@ -166,5 +168,8 @@ def test_the_ipset_probe_makes_its_set_as_up_does(monkeypatch: pytest.MonkeyPatc
 
     monkeypatch.setattr(ipset, "apply_here", apply_here)
     assert features._probe_ipset() == (
-        False, "ipset create hash:ip: Kernel error received: set type not supported", "kernel")
+        False,
+        "ipset create hash:ip: Kernel error received: set type not supported",
+        "kernel",
+    )
     assert made == [CreateIpset(features.PROBE_NS, name="nlprobe", type="hash:ip")]

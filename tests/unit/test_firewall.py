@@ -50,7 +50,8 @@ def test_short_forms() -> None:
 
 
 def test_list_of_strings_and_mappings() -> None:
-    loaded = load_lab_text(textwrap.dedent("""\
+    loaded = load_lab_text(
+        textwrap.dedent("""\
         name: fw
         nodes:
           r:
@@ -62,7 +63,9 @@ def test_list_of_strings_and_mappings() -> None:
             iptables:
               - "*nat\\nCOMMIT\\n"
               - {save: "*filter\\nCOMMIT\\n", family: 6, noflush: true}
-        """), "t.yaml")
+        """),
+        "t.yaml",
+    )
     node = loaded.nodes["r"]
     assert node.nftables[0].ruleset == "table ip a {}"
     assert node.nftables[1].ruleset == "table ip b {}"
@@ -71,13 +74,18 @@ def test_list_of_strings_and_mappings() -> None:
     assert [(d.family, d.noflush) for d in node.iptables] == [(4, False), (6, True)]
 
 
-@pytest.mark.parametrize(("entry", "words"), [
-    ("{ruleset: x, json: {nftables: []}}", "exactly one of `ruleset:`, `json:` or `file:` (this one has ruleset and "
-                                           "json)"),
-    ("{}", "exactly one of `ruleset:`, `json:` or `file:`"),
-    ("{json: {nftables: {}}}", 'a mapping {"nftables": [...]}'),
-    ("{json: 'not json'}", "is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        (
+            "{ruleset: x, json: {nftables: []}}",
+            "exactly one of `ruleset:`, `json:` or `file:` (this one has ruleset and json)",
+        ),
+        ("{}", "exactly one of `ruleset:`, `json:` or `file:`"),
+        ("{json: {nftables: {}}}", 'a mapping {"nftables": [...]}'),
+        ("{json: 'not json'}", "is not valid JSON"),
+    ],
+)
 def test_bad_ruleset_entries(entry: str, words: str) -> None:
     with pytest.raises(LabError) as info:
         lab(f"name: fw\nnodes:\n  r:\n    nftables: [{entry}]\n")
@@ -89,7 +97,9 @@ def test_bad_ruleset_entries(entry: str, words: str) -> None:
 
 
 def test_files_are_read_at_load_time(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: fw
         nodes:
           r:
@@ -99,8 +109,11 @@ def test_files_are_read_at_load_time(tmp_path: Path) -> None:
               - file: sub/abs-free.nft
             iptables:
               - {file: r6.save, family: 6, noflush: true}
-        """, r__nft=RULESET, r__json=json.dumps({"nftables": [{"add": {"table": {"family": "ip", "name": "x"}}}]}),
-        r6__save=DUMP)
+        """,
+        r__nft=RULESET,
+        r__json=json.dumps({"nftables": [{"add": {"table": {"family": "ip", "name": "x"}}}]}),
+        r6__save=DUMP,
+    )
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "abs-free.nft").write_text("  {json-looking? no: nft syntax}\n".replace("{", "table ip y {", 1))
     loaded, where = load_lab_located(path)
@@ -114,18 +127,22 @@ def test_files_are_read_at_load_time(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_problem_at_its_key(tmp_path: Path) -> None:
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: fw
         nodes:
           r:
             nftables:
               - ruleset: "table ip t {}"
               - file: nope.nft
-        """)
+        """,
+    )
     with pytest.raises(LabError) as info:
         load_lab(path)
-    assert f"{path}:6: nodes.r.nftables[1].file: cannot read {tmp_path}/nope.nft: No such file or directory" \
-        in str(info.value)
+    assert f"{path}:6: nodes.r.nftables[1].file: cannot read {tmp_path}/nope.nft: No such file or directory" in str(
+        info.value
+    )
 
 
 def test_file_content_is_in_the_fingerprint(tmp_path: Path) -> None:
@@ -137,7 +154,9 @@ def test_file_content_is_in_the_fingerprint(tmp_path: Path) -> None:
 
 def test_render_inlines_files_and_round_trips(tmp_path: Path) -> None:
     tabbed = "table ip t {\n\tchain c {\n\t\ttype filter hook input priority filter; policy accept;\n\t}\n}\n"
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         name: fw
         nodes:
           r:
@@ -147,7 +166,11 @@ def test_render_inlines_files_and_round_trips(tmp_path: Path) -> None:
               - "table ip u {}"
             iptables:
               - {file: r.save, family: 6}
-        """, r__nft=tabbed, r__json='{"nftables": [{"add": {"table": {"family": "ip", "name": "x"}}}]}', r__save=DUMP)
+        """,
+        r__nft=tabbed,
+        r__json='{"nftables": [{"add": {"table": {"family": "ip", "name": "x"}}}]}',
+        r__save=DUMP,
+    )
     original = load_lab(path)
     text = render_yaml(original)
     assert "file:" not in text
@@ -160,9 +183,15 @@ def test_render_inlines_files_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_anchor_files(tmp_path: Path) -> None:
-    data = {"nodes": {"r": {"nftables": [{"file": "r.nft"}, "table ip t {}", {"file": "/abs.nft"}],
-                            "iptables": [{"file": "d.save"}]}},
-            "cluster": {"nodes": {"n": {"nftables": [{"file": "n.nft"}]}}, "pods": {"p": {"iptables": 3}}}}
+    data = {
+        "nodes": {
+            "r": {
+                "nftables": [{"file": "r.nft"}, "table ip t {}", {"file": "/abs.nft"}],
+                "iptables": [{"file": "d.save"}],
+            }
+        },
+        "cluster": {"nodes": {"n": {"nftables": [{"file": "n.nft"}]}}, "pods": {"p": {"iptables": 3}}},
+    }
     out = anchor_files(data, tmp_path)
     assert out["nodes"]["r"]["nftables"] == [{"file": str(tmp_path / "r.nft")}, "table ip t {}", {"file": "/abs.nft"}]
     assert out["nodes"]["r"]["iptables"] == [{"file": str(tmp_path / "d.save")}]
@@ -196,11 +225,16 @@ nodes:
 def test_firewall_ops_and_stage() -> None:
     plan = build_plan(lab(FW))
     fw = [op for op in plan.ops if stage_of(op) == "firewall"]
-    assert [op.what for op in fw] == ["nodes.r.nftables[0]", "nodes.r.nftables[1]",
-                                      "nodes.r.iptables[0]", "nodes.r.iptables[1]"]  # nft first, then iptables
+    assert [op.what for op in fw] == [
+        "nodes.r.nftables[0]",
+        "nodes.r.nftables[1]",
+        "nodes.r.iptables[0]",
+        "nodes.r.iptables[1]",
+    ]  # nft first, then iptables
     assert fw[0] == LoadNftables("fw.r", text="table ip a {}\n")
-    assert fw[1] == LoadNftables("fw.r", text='{"nftables": [{"add": {"table": {"family": "ip", "name": "b"}}}]}',
-                                 json=True)
+    assert fw[1] == LoadNftables(
+        "fw.r", text='{"nftables": [{"add": {"table": {"family": "ip", "name": "b"}}}]}', json=True
+    )
     assert fw[2] == RestoreIptables("fw.r", text="*nat\nCOMMIT\n")
     assert fw[3] == RestoreIptables("fw.r", text="*filter\nCOMMIT\n", family=6, noflush=True)
     stages = [stage for stage, _ in plan.by_stage()]
@@ -212,8 +246,10 @@ def test_render_of_firewall_ops() -> None:
     plan = build_plan(lab(FW))
     text = plan.render()
     assert "# firewall\nip netns exec fw.r nft -f - <<'EOF'\ntable ip a {}\nEOF\n" in text
-    assert ("ip netns exec fw.r nft -j -f - <<'EOF'\n"
-            '{"nftables": [{"add": {"table": {"family": "ip", "name": "b"}}}]}\nEOF\n') in text
+    assert (
+        "ip netns exec fw.r nft -j -f - <<'EOF'\n"
+        '{"nftables": [{"add": {"table": {"family": "ip", "name": "b"}}}]}\nEOF\n'
+    ) in text
     assert "ip netns exec fw.r iptables-nft-restore <<'EOF'\n*nat\nCOMMIT\nEOF\n" in text
     assert "ip netns exec fw.r ip6tables-nft-restore --noflush <<'EOF'\n*filter\nCOMMIT\nEOF\n" in text
 
@@ -233,28 +269,38 @@ def test_brief_is_one_line() -> None:
 
 
 def test_parse_nft_errors_with_lines() -> None:
-    err = ("/proc/self/fd/4:4:3-5: Error: No symbol type information\n  foo bar\n  ^^^\n"
-           "/proc/self/fd/4:5:12-20: Error: Could not resolve hostname: Name or service not known\n"
-           "  ip saddr 1.2.3.400 drop\n           ^^^^^^^^^\n")
+    err = (
+        "/proc/self/fd/4:4:3-5: Error: No symbol type information\n  foo bar\n  ^^^\n"
+        "/proc/self/fd/4:5:12-20: Error: Could not resolve hostname: Name or service not known\n"
+        "  ip saddr 1.2.3.400 drop\n           ^^^^^^^^^\n"
+    )
     assert parse_nft_errors(err, "/proc/self/fd/4") == [
         Message("Error: No symbol type information", 4, "3-5", ("  foo bar", "  ^^^")),
-        Message("Error: Could not resolve hostname: Name or service not known", 5, "12-20",
-                ("  ip saddr 1.2.3.400 drop", "           ^^^^^^^^^")),
+        Message(
+            "Error: Could not resolve hostname: Name or service not known",
+            5,
+            "12-20",
+            ("  ip saddr 1.2.3.400 drop", "           ^^^^^^^^^"),
+        ),
     ]
 
 
 def test_parse_nft_errors_in_an_included_file() -> None:
     """nft names the included file and line, after the `include` line of the ruleset."""
-    err = ("In file included from /proc/self/fd/4:2:1-34:\n"
-           "/etc/extra.nft:3:8-8: Error: syntax error, unexpected newline\n    foo\n       ^\n")
+    err = (
+        "In file included from /proc/self/fd/4:2:1-34:\n"
+        "/etc/extra.nft:3:8-8: Error: syntax error, unexpected newline\n    foo\n       ^\n"
+    )
     assert parse_nft_errors(err, "/proc/self/fd/4") == [
         Message("/etc/extra.nft:3: Error: syntax error, unexpected newline", 2, "1-34", ("    foo", "       ^")),
     ]
 
 
 def test_parse_nft_json_errors() -> None:
-    err = ("internal:0:0-0: Error: Unknown statement object 'bogus'.\n\ninternal:0:0-0: Error: Parsing expr array "
-           "at index 0 failed.\n\ninternal:0:0-0: Error: Parsing command array at index 1 failed.\n\n")
+    err = (
+        "internal:0:0-0: Error: Unknown statement object 'bogus'.\n\ninternal:0:0-0: Error: Parsing expr array "
+        "at index 0 failed.\n\ninternal:0:0-0: Error: Parsing command array at index 1 failed.\n\n"
+    )
     assert parse_nft_errors(err, "") == [
         Message("Error: Unknown statement object 'bogus'.", command=1),
         Message("Error: Parsing expr array at index 0 failed.", command=1),
@@ -263,16 +309,29 @@ def test_parse_nft_json_errors() -> None:
     assert parse_nft_errors(plain, "") == [Message("Error: Could not process rule: No such file or directory")]
 
 
-@pytest.mark.parametrize(("stderr", "line", "text"), [
-    ("iptables-nft-restore v1.8.9 (nf_tables): unknown option \"--dprot\"\nError occurred at line: 3\n"
-     "Try `iptables-nft-restore -h' or 'iptables-nft-restore --help' for more information.\n",
-     3, 'unknown option "--dprot"'),
-    ("iptables-nft-restore: COMMIT expected at line 4\n", 4, "COMMIT expected at line 4"),
-    ("iptables-nft-restore: line 2 failed: No chain/target/match by that name.\n", 2,
-     "No chain/target/match by that name."),
-    ("iptables-nft-restore v1.8.9 (nf_tables): \nline 3: RULE_APPEND failed (Invalid argument): rule in chain "
-     "PREROUTING\n", 3, "RULE_APPEND failed (Invalid argument): rule in chain PREROUTING"),
-])
+@pytest.mark.parametrize(
+    ("stderr", "line", "text"),
+    [
+        (
+            'iptables-nft-restore v1.8.9 (nf_tables): unknown option "--dprot"\nError occurred at line: 3\n'
+            "Try `iptables-nft-restore -h' or 'iptables-nft-restore --help' for more information.\n",
+            3,
+            'unknown option "--dprot"',
+        ),
+        ("iptables-nft-restore: COMMIT expected at line 4\n", 4, "COMMIT expected at line 4"),
+        (
+            "iptables-nft-restore: line 2 failed: No chain/target/match by that name.\n",
+            2,
+            "No chain/target/match by that name.",
+        ),
+        (
+            "iptables-nft-restore v1.8.9 (nf_tables): \nline 3: RULE_APPEND failed (Invalid argument): rule in chain "
+            "PREROUTING\n",
+            3,
+            "RULE_APPEND failed (Invalid argument): rule in chain PREROUTING",
+        ),
+    ],
+)
 def test_parse_iptables_errors(stderr: str, line: int, text: str) -> None:
     dump = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -p tcp --dprot 80 -j ACCEPT\nCOMMIT\n"
     [m] = parse_iptables_errors(stderr, dump)
@@ -320,16 +379,20 @@ def test_messages_map_to_lab_lines(tmp_path: Path) -> None:
     assert str(p).startswith(f"{path}:9: nodes.r.nftables[0].ruleset: line 4 of the ruleset: Error: syntax error")
     assert p.message.splitlines()[1:] == ["      " + caret[0], "      " + caret[1]]  # the caret stays in place
 
-    [p] = _problems("r", r, 1, [Message("Error: Could not process rule: No such file or directory", command=1)],
-                    where)
+    [p] = _problems("r", r, 1, [Message("Error: Could not process rule: No such file or directory", command=1)], where)
     assert (p.line, p.path) == (15, "nodes.r.nftables[1].json.nftables[1]")
 
     [p] = _problems("r", r, 2, [Message("Error: No symbol type information", 2, "2-4", ("\tfoo", "\t^^^"))], where)
     assert (p.line, p.path) == (16, "nodes.r.nftables[2].file")
     assert p.message.startswith(f"{tmp_path}/r.nft:2: Error: No symbol type information\n          foo\n          ^^^")
 
-    [p] = _problems("r", r, 3, [Message("host/network `fd00::1' not found", 2, None,
-                                        ("-A PREROUTING -d fd00::1 -j ACCEPT",))], where)
+    [p] = _problems(
+        "r",
+        r,
+        3,
+        [Message("host/network `fd00::1' not found", 2, None, ("-A PREROUTING -d fd00::1 -j ACCEPT",))],
+        where,
+    )
     assert (p.line, p.path) == (18, "nodes.r.iptables[0].save")  # a quoted string: the key's line
     assert "line 2 of the dump: host/network `fd00::1' not found (an IPv6 address in an IPv4 dump?" in p.message
 
@@ -338,8 +401,9 @@ def test_messages_map_to_lab_lines(tmp_path: Path) -> None:
 
 
 def test_validate_without_root_says_rulesets_were_not_tried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    path = write(tmp_path, 'name: fw\nnodes:\n  r:\n    nftables: ["table ip t {}"]\n'
-                           '    iptables: "*nat\\nCOMMIT\\n"\n')
+    path = write(
+        tmp_path, 'name: fw\nnodes:\n  r:\n    nftables: ["table ip t {}"]\n    iptables: "*nat\\nCOMMIT\\n"\n'
+    )
     monkeypatch.setattr("os.geteuid", lambda: 1000)
     result = CliRunner().invoke(cli, ["validate", str(path)], standalone_mode=False)
     assert result.exception is None, result.output

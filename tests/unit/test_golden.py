@@ -109,7 +109,11 @@ def test_validate_exit_code() -> None:
     files = [_rel(p) for p in BAD[:5]]
     proc = subprocess.run(
         [sys.executable, "-m", "netlab.cli", "validate", *files],
-        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert proc.returncode == 2, proc.stderr
     for path in BAD[:5]:

@@ -84,7 +84,7 @@ def test_pods_sit_in_their_cluster_node_and_services_point_at_endpoints() -> Non
     assert overlay.underlay == ("192.168.49.2", "192.168.49.3")
     dot = to_dot(g)
     assert 'subgraph "cluster_a"' in dot and '"svc#default/web" -- "web-0"' in dot
-    assert '<B>web-0</B><BR/>eth0 10.244.' in dot and 'app=web</FONT>' in dot  # its labels, under its address
+    assert "<B>web-0</B><BR/>eth0 10.244." in dot and "app=web</FONT>" in dot  # its labels, under its address
     # a pod's box is drawn inside its node's: it comes before the node's box closes
     a_box = dot.index('subgraph "cluster_a"')
     assert a_box < dot.index('"web-0" [label') < dot.index('subgraph "cluster_b"')
@@ -156,10 +156,12 @@ nodes:
 
 def test_route_and_rule_text() -> None:
     assert route_line(Route(to="10.244.1.0/24", via="10.244.1.0", dev="flannel.1", onlink=True)) == (
-        "10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink")
+        "10.244.1.0/24 via 10.244.1.0 dev flannel.1 onlink"
+    )
     assert route_line(Route(to="10.0.0.0/8", type="blackhole")) == "blackhole 10.0.0.0/8"
     assert rule_line(Rule.model_validate({"priority": 5, "not": True, "fwmark": "0x1", "action": "prohibit"})) == (
-        "rule 5: not fwmark 0x1 prohibit")
+        "rule 5: not fwmark 0x1 prohibit"
+    )
 
 
 @pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed (scripts/setup installs it)")
@@ -175,8 +177,13 @@ def test_svg_through_graphviz(tmp_path: Path) -> None:
 def test_a_lab_that_is_up_is_drawn_from_its_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """By name: the lab file its state records, and the variant it was built as."""
     monkeypatch.setenv("NETLAB_STATE_DIR", str(tmp_path))
-    state = {"lab": "lvs-nat-dnat-only", "source": str(REPO / "labs/lvs-nat.yaml"), "fingerprint": "x",
-             "status": "up", "nodes": {}}
+    state = {
+        "lab": "lvs-nat-dnat-only",
+        "source": str(REPO / "labs/lvs-nat.yaml"),
+        "fingerprint": "x",
+        "status": "up",
+        "nodes": {},
+    }
     (tmp_path / "lvs-nat-dnat-only.json").write_text(json.dumps(state))
     g = load_graph("lvs-nat", "dnat-only")
     assert g.lab == "lvs-nat-dnat-only" and g.box("ds").role == "router"
@@ -185,8 +192,9 @@ def test_a_lab_that_is_up_is_drawn_from_its_state(tmp_path: Path, monkeypatch: p
 
 def test_cli_formats_and_errors(tmp_path: Path) -> None:
     runner = CliRunner()
-    result = runner.invoke(cli, ["graph", str(REPO / "labs/lvs-nat.yaml"), "--variant", "dnat-only",
-                                 "--format", "json"])
+    result = runner.invoke(
+        cli, ["graph", str(REPO / "labs/lvs-nat.yaml"), "--variant", "dnat-only", "--format", "json"]
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["lab"] == "lvs-nat-dnat-only"
     result = runner.invoke(cli, ["graph", str(REPO / "labs/flannel-vxlan.yaml"), "-o", str(tmp_path / "g.mmd")])

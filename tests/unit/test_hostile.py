@@ -39,7 +39,12 @@ def _limits() -> None:
 def _validate(file: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         [sys.executable, "-m", "netlab.cli", "validate", file],
-        cwd=cwd, capture_output=True, text=True, timeout=60, check=False, preexec_fn=_limits,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        preexec_fn=_limits,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     # The limits were not what stopped it: SIGXCPU/SIGKILL for CPU, MemoryError or a
@@ -150,7 +155,9 @@ def test_a_flood_of_schema_errors_is_cut_short(tmp_path: Path) -> None:
     lines = proc.stderr.splitlines()
     assert lines[0] == "1001 problems in the lab:"
     assert lines[1] == "  lab.yaml:1: … and 49001 more problems of field types and keys (netlab stops after 1000)"
-    assert lines[2] == ("  lab.yaml:4: nodes.pod1.exec[0][0]: expected a string, got 0; YAML reads an unquoted 0 "
-                        "as a number: put it in quotes, e.g. '0'")
+    assert lines[2] == (
+        "  lab.yaml:4: nodes.pod1.exec[0][0]: expected a string, got 0; YAML reads an unquoted 0 "
+        "as a number: put it in quotes, e.g. '0'"
+    )
     assert lines[-1] == "  … and 801 more (only the first 200 are shown)"
     assert len(lines) == 1 + 200 + 1

@@ -90,10 +90,13 @@ def test_synonyms_and_short_forms() -> None:
 def test_ipvs_sysctls_are_accepted_and_checked() -> None:
     for key in ("net.ipv4.vs.conntrack", "net/ipv4/vs/conn_reuse_mode", "net.ipv4.ip_forward"):
         assert check_sysctl(key) is None, key
-    assert check_sysctl("net.ipv4.vs.conntrak") == ("'net.ipv4.vs.conntrak' is not an IPVS sysctl; did you mean "
-                                                    "net.ipv4.vs.conntrack?")
-    loaded = lab("- {address: 192.0.2.100, port: 80}",
-                 "    sysctls: {net.ipv4.vs.conntrack: 1, net/ipv4/vs/expire_nodest_conn: 1}\n")
+    assert check_sysctl("net.ipv4.vs.conntrak") == (
+        "'net.ipv4.vs.conntrak' is not an IPVS sysctl; did you mean net.ipv4.vs.conntrack?"
+    )
+    loaded = lab(
+        "- {address: 192.0.2.100, port: 80}",
+        "    sysctls: {net.ipv4.vs.conntrack: 1, net/ipv4/vs/expire_nodest_conn: 1}\n",
+    )
     assert loaded.nodes["director"].sysctls == {"net.ipv4.vs.conntrack": 1, "net/ipv4/vs/expire_nodest_conn": 1}
 
 
@@ -111,16 +114,22 @@ def test_fwmark_service_family_is_said() -> None:
     assert str(info.value.problems[0]).endswith(
         "real server 2001:db8::11 is IPv6, but the service is IPv4 (FWM 1 — a fwmark service is IPv4 unless it says "
         "`family: 6`); masq forwarding stays within one family (the kernel refuses it: EINVAL); only `forward: tun` "
-        "may cross families")
+        "may cross families"
+    )
 
 
 def test_ipv6_service_keeps_ipv6_on() -> None:
-    plan = build_plan(load_lab_text(textwrap.dedent("""
+    plan = build_plan(
+        load_lab_text(
+            textwrap.dedent("""
         name: v6
         nodes:
           d:
             ipvs: [{fwmark: 1, family: 6, reals: [{address: "2001:db8::1"}]}]
-    """), "t.yaml"))
+    """),
+            "t.yaml",
+        )
+    )
     assert "ip netns exec v6.d sysctl -qw net.ipv6.conf.all.disable_ipv6=1" not in plan.render()
 
 
@@ -164,8 +173,9 @@ def test_plan_renders_the_exact_ipvsadm_commands() -> None:
 
 def test_ipvs_stage_runs_after_the_firewall_and_before_commands() -> None:
     assert STAGES.index("firewall") < STAGES.index("ipvs") < STAGES.index("commands")
-    plan = build_plan(lab("- {address: 192.0.2.100, port: 80, reals: [{address: 10.1.0.11}]}",
-                          "    exec: [[ipvsadm, -Ln]]\n"))
+    plan = build_plan(
+        lab("- {address: 192.0.2.100, port: 80, reals: [{address: 10.1.0.11}]}", "    exec: [[ipvsadm, -Ln]]\n")
+    )
     stages = [stage for stage, _ in plan.by_stage()]
     assert stages[-2:] == ["ipvs", "commands"]
     ops = dict(plan.by_stage())["ipvs"]
@@ -196,28 +206,38 @@ def test_render_round_trip(path: str) -> None:
 
 
 def test_render_keeps_an_ipvs_check() -> None:
-    loaded = lab("- {address: 192.0.2.100, port: 80}", textwrap.dedent("""
+    loaded = lab(
+        "- {address: 192.0.2.100, port: 80}",
+        textwrap.dedent("""
         checks:
           - name: flow
             probe: {from: client, to: "192.0.2.100:80"}
             ipvs: {on: director, expect: {real: [client, "10.1.0.11:8080"], forward: route, state: ESTABLISHED}}
-    """))
+    """),
+    )
     text = render_yaml(loaded)
-    assert "      on: director\n      expect: {real: [client, '10.1.0.11:8080'], forward: dr, state: ESTABLISHED}\n" \
-        in text, text
+    assert (
+        "      on: director\n      expect: {real: [client, '10.1.0.11:8080'], forward: dr, state: ESTABLISHED}\n"
+        in text
+    ), text
     assert load_lab_text(text, "r.yaml").checks == loaded.checks
 
 
 def test_bad_ipvs_check_is_reported_with_its_line() -> None:
     with pytest.raises(LabError) as info:
-        lab("- {address: 192.0.2.100, port: 80}", textwrap.dedent("""
+        lab(
+            "- {address: 192.0.2.100, port: 80}",
+            textwrap.dedent("""
             checks:
               - name: flow
                 probe: {from: client, to: "192.0.2.100:80"}
                 ipvs: {on: nowhere}
-        """))
-    assert str(info.value.problems[0]) == "t.yaml:16: checks[0].ipvs.on: no node 'nowhere' in this lab (nodes: " \
-                                          "client, director)"
+        """),
+        )
+    assert (
+        str(info.value.problems[0]) == "t.yaml:16: checks[0].ipvs.on: no node 'nowhere' in this lab (nodes: "
+        "client, director)"
+    )
 
 
 # ---------------------------------------------------------------- generic netlink messages
@@ -236,14 +256,21 @@ def _service_op(**kw: Any) -> AddIpvsService:
 
 
 def test_service_message_has_every_attribute_the_kernel_wants() -> None:
-    msg = _roundtrip(service_message(_service_op(address="192.0.2.100", port=80, scheduler="rr", persistent=60,
-                                                 netmask=24)))
+    msg = _roundtrip(
+        service_message(_service_op(address="192.0.2.100", port=80, scheduler="rr", persistent=60, netmask=24))
+    )
     assert msg["cmd"] == IPVS_CMD_NEW_SERVICE and msg["version"] == 1
     attrs = dict(msg.get_attr("IPVS_CMD_ATTR_SERVICE")["attrs"])
-    assert attrs == {"IPVS_SVC_ATTR_AF": socket.AF_INET, "IPVS_SVC_ATTR_PROTOCOL": socket.IPPROTO_TCP,
-                     "IPVS_SVC_ATTR_ADDR": "192.0.2.100", "IPVS_SVC_ATTR_PORT": 80,
-                     "IPVS_SVC_ATTR_SCHED_NAME": "rr", "IPVS_SVC_ATTR_FLAGS": {"flags": 1, "mask": 0xFFFFFFFF},
-                     "IPVS_SVC_ATTR_TIMEOUT": 60, "IPVS_SVC_ATTR_NETMASK": "255.255.255.0"}
+    assert attrs == {
+        "IPVS_SVC_ATTR_AF": socket.AF_INET,
+        "IPVS_SVC_ATTR_PROTOCOL": socket.IPPROTO_TCP,
+        "IPVS_SVC_ATTR_ADDR": "192.0.2.100",
+        "IPVS_SVC_ATTR_PORT": 80,
+        "IPVS_SVC_ATTR_SCHED_NAME": "rr",
+        "IPVS_SVC_ATTR_FLAGS": {"flags": 1, "mask": 0xFFFFFFFF},
+        "IPVS_SVC_ATTR_TIMEOUT": 60,
+        "IPVS_SVC_ATTR_NETMASK": "255.255.255.0",
+    }
     view = _parse_service(msg)
     assert (view.proto, view.address, view.port, view.persistent, view.netmask) == ("tcp", "192.0.2.100", 80, 60, 24)
     assert view.text == "TCP  192.0.2.100:80 rr persistent 60 mask 255.255.255.0"
@@ -256,8 +283,9 @@ def test_ipv6_netmask_is_a_host_order_prefix_length() -> None:
     msg.encode()
     raw = bytes(msg.data)
     assert raw.endswith(struct.pack("=HHI", 8, 9, 128))  # NETMASK is the last attribute: len 8, type 9, 128
-    view = _parse_service(_roundtrip(service_message(_service_op(family=6, address="2001:db8::1", port=80,
-                                                                 persistent=5, netmask=64))))
+    view = _parse_service(
+        _roundtrip(service_message(_service_op(family=6, address="2001:db8::1", port=80, persistent=5, netmask=64)))
+    )
     assert (view.family, view.address, view.netmask) == (6, "2001:db8::1", 64)
     assert view.text == "TCP  [2001:db8::1]:80 wlc persistent 5 mask 64"
 
@@ -271,18 +299,37 @@ def test_fwmark_service_message_has_no_address() -> None:
 
 
 def test_real_message() -> None:
-    op = AddIpvsReal("lb.director", "", family=6, address="2001:db8::1", port=80, real="2001:db8::11",
-                     real_port=8080, weight=3, forward="dr")
+    op = AddIpvsReal(
+        "lb.director",
+        "",
+        family=6,
+        address="2001:db8::1",
+        port=80,
+        real="2001:db8::11",
+        real_port=8080,
+        weight=3,
+        forward="dr",
+    )
     msg = _roundtrip(real_message(op))
     assert msg["cmd"] == IPVS_CMD_NEW_DEST
     dest = dict(msg.get_attr("IPVS_CMD_ATTR_DEST")["attrs"])
-    assert dest == {"IPVS_DEST_ATTR_ADDR_FAMILY": socket.AF_INET6, "IPVS_DEST_ATTR_ADDR": "2001:db8::11",
-                    "IPVS_DEST_ATTR_PORT": 8080, "IPVS_DEST_ATTR_FWD_METHOD": 3, "IPVS_DEST_ATTR_WEIGHT": 3,
-                    "IPVS_DEST_ATTR_U_THRESH": 0, "IPVS_DEST_ATTR_L_THRESH": 0}
+    assert dest == {
+        "IPVS_DEST_ATTR_ADDR_FAMILY": socket.AF_INET6,
+        "IPVS_DEST_ATTR_ADDR": "2001:db8::11",
+        "IPVS_DEST_ATTR_PORT": 8080,
+        "IPVS_DEST_ATTR_FWD_METHOD": 3,
+        "IPVS_DEST_ATTR_WEIGHT": 3,
+        "IPVS_DEST_ATTR_U_THRESH": 0,
+        "IPVS_DEST_ATTR_L_THRESH": 0,
+    }
     assert _parse_real(msg, 6) == IpvsRealView("2001:db8::11", 8080, "dr", 3, 0, 0)
     key = dict(msg.get_attr("IPVS_CMD_ATTR_SERVICE")["attrs"])
-    assert key == {"IPVS_SVC_ATTR_AF": socket.AF_INET6, "IPVS_SVC_ATTR_PROTOCOL": socket.IPPROTO_TCP,
-                   "IPVS_SVC_ATTR_ADDR": "2001:db8::1", "IPVS_SVC_ATTR_PORT": 80}
+    assert key == {
+        "IPVS_SVC_ATTR_AF": socket.AF_INET6,
+        "IPVS_SVC_ATTR_PROTOCOL": socket.IPPROTO_TCP,
+        "IPVS_SVC_ATTR_ADDR": "2001:db8::1",
+        "IPVS_SVC_ATTR_PORT": 80,
+    }
 
 
 def test_kernel_errnos_are_explained() -> None:
@@ -312,15 +359,20 @@ def test_connection_table_parses() -> None:
     assert conns[0].text == "TCP  01:59 TIME_WAIT   192.0.2.2:40000 192.0.2.100:80 10.1.0.11:8080"
     assert (conns[1].proto, conns[1].state, conns[1].dport) == ("udp", "UDP", 5353)
     assert conns[2].template and not conns[0].template and conns[2].client == "192.0.2.0"
-    assert (conns[3].client, conns[3].vaddr, conns[3].daddr) == ("2001:db8:1::2", "2001:db8:100::100",
-                                                                  "2001:db8:10::11")
+    assert (conns[3].client, conns[3].vaddr, conns[3].daddr) == (
+        "2001:db8:1::2",
+        "2001:db8:100::100",
+        "2001:db8:10::11",
+    )
     assert parse_conn_table("Pro FromIP …\nnonsense line\n") == []
 
 
 def services() -> list[IpvsServiceView]:
     reals = (IpvsRealView("10.1.0.11", 8080, "masq", 1, 1, 3), IpvsRealView("10.1.0.12", 8080, "masq", 1, 0, 4))
-    return [IpvsServiceView("tcp", 4, "192.0.2.100", 80, None, "rr", None, 32, reals),
-            IpvsServiceView("", 4, None, 0, 7, "wlc", None, 32, (IpvsRealView("10.1.0.13", 0, "dr", 2, 0, 0),))]
+    return [
+        IpvsServiceView("tcp", 4, "192.0.2.100", 80, None, "rr", None, 32, reals),
+        IpvsServiceView("", 4, None, 0, 7, "wlc", None, 32, (IpvsRealView("10.1.0.13", 0, "dr", 2, 0, 0),)),
+    ]
 
 
 def test_table_reads_like_ipvsadm() -> None:
@@ -350,8 +402,7 @@ def resolve(names: tuple[str, ...]) -> set[str]:
 
 
 def probe(sport: int, dst: str = "192.0.2.100", dport: int = 80, proto: str = "tcp") -> ProbeResult:
-    return ProbeResult("ok", proto, "192.0.2.2", sport, dst, dport, "rs1", "192.0.2.2", 1, None,
-                       "ok", 0.1)
+    return ProbeResult("ok", proto, "192.0.2.2", sport, dst, dport, "rs1", "192.0.2.2", 1, None, "ok", 0.1)
 
 
 CONNS = [
@@ -384,10 +435,14 @@ def test_expectation_passes() -> None:
 
 def test_wrong_real() -> None:
     j = judge(real="rs1")
-    assert j.reasons == ["IPVS in director for tcp 192.0.2.2:40001 → 192.0.2.100:80: expected real server rs1, "
-                         "the connection went to 10.1.0.12:8080 (rs2)"]
-    assert j.evidence[0] == "ipvsadm -Lnc in director: TCP  14:59 ESTABLISHED 192.0.2.2:40001 192.0.2.100:80 " \
-                            "10.1.0.12:8080"
+    assert j.reasons == [
+        "IPVS in director for tcp 192.0.2.2:40001 → 192.0.2.100:80: expected real server rs1, "
+        "the connection went to 10.1.0.12:8080 (rs2)"
+    ]
+    assert (
+        j.evidence[0] == "ipvsadm -Lnc in director: TCP  14:59 ESTABLISHED 192.0.2.2:40001 192.0.2.100:80 "
+        "10.1.0.12:8080"
+    )
     assert "ipvsadm -Ln in director: TCP  192.0.2.100:80 rr" in j.evidence
     assert judge(real="rs1:9999").reasons[0].endswith("went to 10.1.0.11:8080 (rs1)")
 
@@ -403,17 +458,28 @@ def test_wrong_forward_and_state() -> None:
 
 def test_missing_and_unwanted_connections() -> None:
     j = judge(results=[probe(40009, dport=81)])
-    assert j.reasons == ["expected an IPVS connection in director for tcp 192.0.2.2:40009 → 192.0.2.100:81, found "
-                         "none among 4 connections; director has no virtual service TCP 192.0.2.100:81 (its "
-                         "fwmark service 7 take only packets carrying the mark)"]
-    assert j.evidence[:2] == ["ipvsadm -Ln in director: TCP  192.0.2.100:80 rr",
-                              "ipvsadm -Ln in director:   -> 10.1.0.11:8080               Masq    1      1          3"]
+    assert j.reasons == [
+        "expected an IPVS connection in director for tcp 192.0.2.2:40009 → 192.0.2.100:81, found "
+        "none among 4 connections; director has no virtual service TCP 192.0.2.100:81 (its "
+        "fwmark service 7 take only packets carrying the mark)"
+    ]
+    assert j.evidence[:2] == [
+        "ipvsadm -Ln in director: TCP  192.0.2.100:80 rr",
+        "ipvsadm -Ln in director:   -> 10.1.0.11:8080               Masq    1      1          3",
+    ]
     j = judge(entry=False)
-    assert j.reasons == ["expected no IPVS connection in director for tcp 192.0.2.2:40000 → 192.0.2.100:80, found "
-                         "one to 10.1.0.11:8080 (rs1)"]
+    assert j.reasons == [
+        "expected no IPVS connection in director for tcp 192.0.2.2:40000 → 192.0.2.100:80, found "
+        "one to 10.1.0.11:8080 (rs1)"
+    ]
 
 
 def test_probe_check_model_takes_ipvs() -> None:
-    check = ProbeCheck.model_validate({"name": "x", "probe": {"from": "a", "to": "b:80"},
-                                       "ipvs": {"on": "d", "expect": {"real": "rs1", "forward": "gatewaying"}}})
+    check = ProbeCheck.model_validate(
+        {
+            "name": "x",
+            "probe": {"from": "a", "to": "b:80"},
+            "ipvs": {"on": "d", "expect": {"real": "rs1", "forward": "gatewaying"}},
+        }
+    )
     assert check.ipvs is not None and check.ipvs.expect.real == ("rs1",) and check.ipvs.expect.forward == "dr"

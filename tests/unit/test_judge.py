@@ -37,11 +37,32 @@ def node_of(addr: str) -> str | None:
     return OWNER.get(addr)
 
 
-def result(outcome: str = "ok", *, served_by: str | None = "c2", saw: str | None = "10.0.0.1", sport: int = 40000,
-           proto: str = "tcp", dst: str = "10.0.0.2", dport: int | None = 80, icmp: str | None = None) -> ProbeResult:
+def result(
+    outcome: str = "ok",
+    *,
+    served_by: str | None = "c2",
+    saw: str | None = "10.0.0.1",
+    sport: int = 40000,
+    proto: str = "tcp",
+    dst: str = "10.0.0.2",
+    dport: int | None = 80,
+    icmp: str | None = None,
+) -> ProbeResult:
     ok = outcome == "ok"
-    return ProbeResult(outcome, proto, "10.0.0.1", sport, dst, dport, served_by if ok else None,  # type: ignore[arg-type]
-                       saw if ok else None, 50000 if ok else None, icmp, f"{outcome} detail", 0.1 if ok else None)
+    return ProbeResult(
+        outcome,  # type: ignore[arg-type]
+        proto,
+        "10.0.0.1",
+        sport,
+        dst,
+        dport,
+        served_by if ok else None,
+        saw if ok else None,
+        50000 if ok else None,
+        icmp,
+        f"{outcome} detail",
+        0.1 if ok else None,
+    )
 
 
 def expect(**kw: Any) -> ProbeExpect:
@@ -96,8 +117,9 @@ def where_of(addr: str) -> str | None:
     return WHERE.get(addr)
 
 
-def expired(icmp_from: str | None = "10.0.0.254", *, ttl: int | None = 1, icmp: str | None = TE4,
-            proto: str = "icmp") -> ProbeResult:
+def expired(
+    icmp_from: str | None = "10.0.0.254", *, ttl: int | None = 1, icmp: str | None = TE4, proto: str = "icmp"
+) -> ProbeResult:
     r = result("unreachable", proto=proto, dport=None if proto == "icmp" else 80, icmp=icmp)
     return dataclasses.replace(r, icmp_from=icmp_from if icmp else None, ttl=ttl)
 
@@ -116,15 +138,21 @@ def test_icmp_from_node_name_address_or_list() -> None:
 
 def test_icmp_from_wrong_router_names_both_and_the_ttl() -> None:
     j = judge_probe(expect(result="unreachable", icmp_from="c3"), [expired()], resolve, node_of)
-    assert j.reasons == ["expected the ICMP error from c3, it came from 10.0.0.254 (host) — "
-                         "the probe's ttl 1 ran out there"]
+    assert j.reasons == [
+        "expected the ICMP error from c3, it came from 10.0.0.254 (host) — the probe's ttl 1 ran out there"
+    ]
     j = judge_probe(expect(result="unreachable", icmp_from="10.0.0.3"), [expired()], resolve, node_of, where_of)
-    assert j.reasons == ["expected the ICMP error from 10.0.0.3 (c3's eth0), it came from 10.0.0.254 "
-                         "(host's br0) — the probe's ttl 1 ran out there"]
-    j = judge_probe(expect(result="unreachable", icmp_from=["10.0.0.3", "c1"]), [expired("203.0.113.1")],
-                    resolve, node_of, where_of)
-    assert j.reasons == ["expected the ICMP error from one of 10.0.0.3 (c3's eth0), c1, it came from 203.0.113.1 "
-                         "— the probe's ttl 1 ran out there"]
+    assert j.reasons == [
+        "expected the ICMP error from 10.0.0.3 (c3's eth0), it came from 10.0.0.254 "
+        "(host's br0) — the probe's ttl 1 ran out there"
+    ]
+    j = judge_probe(
+        expect(result="unreachable", icmp_from=["10.0.0.3", "c1"]), [expired("203.0.113.1")], resolve, node_of, where_of
+    )
+    assert j.reasons == [
+        "expected the ICMP error from one of 10.0.0.3 (c3's eth0), c1, it came from 203.0.113.1 "
+        "— the probe's ttl 1 ran out there"
+    ]
 
 
 def test_icmp_from_other_icmp_errors_have_no_ttl_hint() -> None:
@@ -146,24 +174,31 @@ def test_icmp_from_without_any_icmp_error() -> None:
 def test_icmp_from_counts_probes_and_tallies_senders() -> None:
     rs = [expired(), expired("10.0.0.3"), expired("192.0.2.1"), expired("10.0.0.3")]
     j = judge_probe(expect(result="unreachable", icmp_from="host"), rs, resolve, node_of, where_of)
-    assert j.reasons == ["expected the ICMP error from host, it came from 10.0.0.3 (c3's eth0) in 2 of 4 probes "
-                         "— the probe's ttl 1 ran out there"]
+    assert j.reasons == [
+        "expected the ICMP error from host, it came from 10.0.0.3 (c3's eth0) in 2 of 4 probes "
+        "— the probe's ttl 1 ran out there"
+    ]
     rs = [expired("10.0.0.3"), expired("10.0.0.2"), expired(), result("timeout")]
     j = judge_probe(expect(result="fail", icmp_from="host"), rs, resolve, node_of)
-    assert j.reasons == ["expected the ICMP error from host, it came from 10.0.0.3 (c3) in 1 and 10.0.0.2 (c2) in 1 "
-                         "of 4 probes, and no ICMP error came back in 1 — the probe's ttl 1 ran out there"]
+    assert j.reasons == [
+        "expected the ICMP error from host, it came from 10.0.0.3 (c3) in 1 and 10.0.0.2 (c2) in 1 "
+        "of 4 probes, and no ICMP error came back in 1 — the probe's ttl 1 ran out there"
+    ]
     j = judge_probe(expect(result="fail", icmp_from="host"), [result("timeout")] * 3, resolve, node_of)
-    assert j.reasons == ["expected the ICMP error from host, but no ICMP error came back in 3 of 3 probes "
-                         "(the probe was timeout)"]
+    assert j.reasons == [
+        "expected the ICMP error from host, but no ICMP error came back in 3 of 3 probes (the probe was timeout)"
+    ]
 
 
 def test_probe_summary_shows_ttl_and_icmp_sender() -> None:
     from netlab.probes.checks import _probe_summary
 
     assert _probe_summary([expired()], where_of) == (
-        f"icmp 10.0.0.2 (ttl 1): unreachable; {TE4} from 10.0.0.254 (host's br0)")
+        f"icmp 10.0.0.2 (ttl 1): unreachable; {TE4} from 10.0.0.254 (host's br0)"
+    )
     assert _probe_summary([expired(), expired("10.0.0.3"), expired()]) == (
-        "icmp 10.0.0.2 (ttl 1): unreachable 3/3; ICMP errors from 10.0.0.254 (2), 10.0.0.3 (1)")
+        "icmp 10.0.0.2 (ttl 1): unreachable 3/3; ICMP errors from 10.0.0.254 (2), 10.0.0.3 (1)"
+    )
     assert _probe_summary([result()]) == "tcp 10.0.0.2:80: ok; served by c2; server saw 10.0.0.1"
 
 
@@ -219,16 +254,27 @@ def test_server_saw_explains_snat() -> None:
 
 def test_server_saw_explains_no_snat() -> None:
     j = judge_probe(expect(server_saw="host"), [result()], resolve, node_of)
-    assert j.reasons == ["expected the server to see host, it saw 10.0.0.1 (c1) — the client's own address: "
-                         "nothing NATed it"]
+    assert j.reasons == [
+        "expected the server to see host, it saw 10.0.0.1 (c1) — the client's own address: nothing NATed it"
+    ]
 
 
 # ---------------------------------------------------------------- conntrack
 
 
 CT_DEFAULTS: dict[str, Any] = {
-    "src": "10.0.0.1", "dst": "10.96.0.10", "sport": 40000, "dport": 80, "rsrc": "10.0.0.2", "rdst": "10.0.0.1",
-    "rsport": 8080, "status": frozenset(), "proto": "tcp", "mark": 0, "zone": 0, "state": "ESTABLISHED",
+    "src": "10.0.0.1",
+    "dst": "10.96.0.10",
+    "sport": 40000,
+    "dport": 80,
+    "rsrc": "10.0.0.2",
+    "rdst": "10.0.0.1",
+    "rsport": 8080,
+    "status": frozenset(),
+    "proto": "tcp",
+    "mark": 0,
+    "zone": 0,
+    "state": "ESTABLISHED",
 }
 
 
@@ -238,12 +284,22 @@ def ct(**changes: Any) -> CtEntry:
     assert not unknown, f"ct() has no field {unknown}"
     f = {**CT_DEFAULTS, **changes}
     src, dst, sport, dport, proto = f["src"], f["dst"], f["sport"], f["dport"], f["proto"]
-    rsrc, rdst, rsport, status, mark, zone, state = (f[k] for k in ("rsrc", "rdst", "rsport", "status", "mark",
-                                                                    "zone", "state"))
+    rsrc, rdst, rsport, status, mark, zone, state = (
+        f[k] for k in ("rsrc", "rdst", "rsport", "status", "mark", "zone", "state")
+    )
     orig = CtTuple(src, dst, proto, sport, dport)
     reply = CtTuple(rsrc, rdst, proto, rsport, sport)
-    return CtEntry(orig, reply, status, mark, zone, state, 100, 4,
-                   f"{proto} src={src} dst={dst} sport={sport} dport={dport} src={rsrc} dst={rdst}")
+    return CtEntry(
+        orig,
+        reply,
+        status,
+        mark,
+        zone,
+        state,
+        100,
+        4,
+        f"{proto} src={src} dst={dst} sport={sport} dport={dport} src={rsrc} dst={rdst}",
+    )
 
 
 def vip_result() -> ProbeResult:
@@ -259,8 +315,9 @@ def test_flow_entries_match_by_port_and_prefer_own_source() -> None:
 
 def test_conntrack_dnat_passes() -> None:
     e = ct(status=frozenset({"DST_NAT", "ASSURED"}))
-    ex = ConntrackExpect.model_validate({"orig_dst": "10.96.0.10", "reply_src": ["c2", "c3"], "dnat": True,
-                                         "snat": False, "state": "established"})
+    ex = ConntrackExpect.model_validate(
+        {"orig_dst": "10.96.0.10", "reply_src": ["c2", "c3"], "dnat": True, "snat": False, "state": "established"}
+    )
     assert judge_conntrack("host", ex, [vip_result()], [e], resolve, node_of).passed
 
 
@@ -298,8 +355,17 @@ def test_conntrack_icmp_flow_uses_echo_id() -> None:
 # ---------------------------------------------------------------- capture
 
 
-def pkt(src: str, dst: str, sport: int | None, dport: int | None, *, proto: str = "tcp", vni: int | None = None,
-        outer: tuple[str, str] | None = None, direction: str = "out") -> Packet:
+def pkt(
+    src: str,
+    dst: str,
+    sport: int | None,
+    dport: int | None,
+    *,
+    proto: str = "tcp",
+    vni: int | None = None,
+    outer: tuple[str, str] | None = None,
+    direction: str = "out",
+) -> Packet:
     inner = Flow(src, dst, proto, sport, dport)
     if outer is None:
         return Packet("eth0", direction, inner, None, None, 60, f"{src} > {dst}")
@@ -309,8 +375,11 @@ def pkt(src: str, dst: str, sport: int | None, dport: int | None, *, proto: str 
 
 def test_probe_packets_both_directions_only_this_flow() -> None:
     r = result()
-    req, rep, other = pkt("10.0.0.1", "10.0.0.2", 40000, 80), pkt("10.0.0.2", "10.0.0.1", 80, 40000), \
-        pkt("10.0.0.1", "10.0.0.2", 40001, 80)
+    req, rep, other = (
+        pkt("10.0.0.1", "10.0.0.2", 40000, 80),
+        pkt("10.0.0.2", "10.0.0.1", 80, 40000),
+        pkt("10.0.0.1", "10.0.0.2", 40001, 80),
+    )
     assert probe_packets([req, rep, other], r) == [req, rep]
 
 
@@ -321,8 +390,10 @@ def test_capture_vxlan_headers() -> None:
     assert judge_capture("host:eth0", ok, [r], [p], resolve, node_of).passed
     bad = CaptureExpect.model_validate({"vxlan_vni": 2, "udp_dport": 4789})
     j = judge_capture("host:eth0", bad, [r], [p], resolve, node_of)
-    assert j.reasons == ["no packet of the probe on host:eth0 matches: expected UDP destination port 4789, "
-                         "saw udp port 8472; expected VXLAN VNI 2, saw VNI 1"]
+    assert j.reasons == [
+        "no packet of the probe on host:eth0 matches: expected UDP destination port 4789, "
+        "saw udp port 8472; expected VXLAN VNI 2, saw VNI 1"
+    ]
     assert j.evidence == [f"on host:eth0: {p.text}"]
 
 
@@ -330,8 +401,9 @@ def test_capture_seen_false() -> None:
     r = result()
     unrelated = pkt("10.0.0.3", "10.0.0.2", 5000, 80)
     assert judge_capture("host:eth1", CaptureExpect(seen=False), [r], [unrelated], resolve, node_of).passed
-    j = judge_capture("host:eth1", CaptureExpect(seen=False), [r], [pkt("10.0.0.1", "10.0.0.2", 40000, 80)],
-                      resolve, node_of)
+    j = judge_capture(
+        "host:eth1", CaptureExpect(seen=False), [r], [pkt("10.0.0.1", "10.0.0.2", 40000, 80)], resolve, node_of
+    )
     assert j.reasons == ["expected none of the probe's packets on host:eth1, saw 1 packet"]
 
 
@@ -344,8 +416,16 @@ def test_capture_nothing_seen() -> None:
 
 
 def answer(**kw: Any) -> RouteAnswer:
-    base: dict[str, Any] = {"type": "unicast", "table": 254, "dev": "eth0", "via": "10.0.0.254",
-                            "prefsrc": "10.0.0.1", "errno": None, "error": None, "text": "route text"}
+    base: dict[str, Any] = {
+        "type": "unicast",
+        "table": 254,
+        "dev": "eth0",
+        "via": "10.0.0.254",
+        "prefsrc": "10.0.0.1",
+        "errno": None,
+        "error": None,
+        "text": "route text",
+    }
     return RouteAnswer(**{**base, **kw})
 
 
@@ -366,8 +446,9 @@ def test_route_error_type() -> None:
     assert j.reasons == ["expected a unicast route, saw unreachable (No route to host)", "expected dev eth0, saw none"]
 
 
-def rule(priority: int, table: int, src: str | None = None, fwmark: int | None = None,
-         fwmask: int | None = None) -> RuleView:
+def rule(
+    priority: int, table: int, src: str | None = None, fwmark: int | None = None, fwmask: int | None = None
+) -> RuleView:
     return RuleView(priority, 4, src, None, None, None, fwmark, fwmask, table, "lookup", f"{priority}: lookup {table}")
 
 

@@ -18,13 +18,35 @@ from netlab.load import load_lab_data
 DATA = Path(__file__).resolve().parents[1] / "data"
 
 
-def port(ns: str = "ns1", svc: str = "svc1", name: str = "p80", *, proto: str = "tcp", vip: str = "172.30.0.41",
-         number: int = 80, eps: tuple[tuple[str, str, int], ...] = (), **kw: Any) -> ServicePortView:
-    fields: dict[str, Any] = {"node_port": None, "external_ips": (), "load_balancer_ip": None, "affinity": False,
-                              "local_only": False, **kw}
-    return ServicePortView(service=svc, namespace=ns, port_name=name, protocol=proto, cluster_ip=vip, port=number,
-                           endpoints=tuple(Endpoint(f"pod{i}", node, ip, p) for i, (node, ip, p) in enumerate(eps)),
-                           **fields)
+def port(
+    ns: str = "ns1",
+    svc: str = "svc1",
+    name: str = "p80",
+    *,
+    proto: str = "tcp",
+    vip: str = "172.30.0.41",
+    number: int = 80,
+    eps: tuple[tuple[str, str, int], ...] = (),
+    **kw: Any,
+) -> ServicePortView:
+    fields: dict[str, Any] = {
+        "node_port": None,
+        "external_ips": (),
+        "load_balancer_ip": None,
+        "affinity": False,
+        "local_only": False,
+        **kw,
+    }
+    return ServicePortView(
+        service=svc,
+        namespace=ns,
+        port_name=name,
+        protocol=proto,
+        cluster_ip=vip,
+        port=number,
+        endpoints=tuple(Endpoint(f"pod{i}", node, ip, p) for i, (node, ip, p) in enumerate(eps)),
+        **fields,
+    )
 
 
 def lines(text: str) -> list[str]:
@@ -34,14 +56,17 @@ def lines(text: str) -> list[str]:
 # ---------------------------------------------------------------- names: kube-proxy's hashAndTruncate
 
 
-@pytest.mark.parametrize(("name", "h8"), [
-    # chain names in pkg/proxy/nftables/proxier_test.go (TestOverallNFTablesRules)
-    ("ns1/svc1/tcp/p80", "ULMVA6XW"),
-    ("ns4/svc4/tcp/p80", "LAUZTJTB"),
-    ("ns1/svc1/tcp/p80__10.180.0.1/80", "5OJB2KTY"),
-    ("ns5/svc5/tcp/p80__10.180.0.3/80", "GTK6MW7G"),  # its endpoint chain and its affinity set
-    ("ns1/svc1/tcp/p80__fd00.10.180..2.1/80", "2CRNCTTE"),  # IPv6: `:` becomes `.`
-])
+@pytest.mark.parametrize(
+    ("name", "h8"),
+    [
+        # chain names in pkg/proxy/nftables/proxier_test.go (TestOverallNFTablesRules)
+        ("ns1/svc1/tcp/p80", "ULMVA6XW"),
+        ("ns4/svc4/tcp/p80", "LAUZTJTB"),
+        ("ns1/svc1/tcp/p80__10.180.0.1/80", "5OJB2KTY"),
+        ("ns5/svc5/tcp/p80__10.180.0.3/80", "GTK6MW7G"),  # its endpoint chain and its affinity set
+        ("ns1/svc1/tcp/p80__fd00.10.180..2.1/80", "2CRNCTTE"),  # IPv6: `:` becomes `.`
+    ],
+)
 def test_hash_is_kube_proxys(name: str, h8: str) -> None:
     assert hash_and_truncate(name) == f"{h8}-{name}"
 
@@ -85,8 +110,14 @@ def _declared_before_use(text: str) -> None:
 
 
 def test_every_chain_and_set_is_added_before_a_rule_names_it() -> None:
-    sp = port(eps=(("n1", "10.180.0.1", 80), ("n2", "10.180.0.2", 80)), affinity=True, node_port=30001,
-              local_only=True, external_ips=("192.168.99.22",), load_balancer_ip="1.2.3.4")
+    sp = port(
+        eps=(("n1", "10.180.0.1", 80), ("n2", "10.180.0.2", 80)),
+        affinity=True,
+        node_port=30001,
+        local_only=True,
+        external_ips=("192.168.99.22",),
+        load_balancer_ip="1.2.3.4",
+    )
     _declared_before_use(render_nftables("n1", [sp], "10.0.0.0/8", service_cidr="172.30.0.0/16"))
 
 
@@ -95,8 +126,10 @@ def test_cluster_ip_spreads_with_numgen_and_marks_only_traffic_from_outside_the_
     text = render_nftables("n", [sp], "10.0.0.0/8")
     svc, e = "service-ULMVA6XW-ns1/svc1/tcp/p80", [f"endpoint-{endpoint_base(sp, ep)}" for ep in sp.endpoints]
     assert f"add rule ip kube-proxy {svc} ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade" in text
-    assert (f"add rule ip kube-proxy {svc} numgen random mod 3 vmap {{ 0 : goto {e[0]} , 1 : goto {e[1]} , "
-            f"2 : goto {e[2]} }}") in text
+    assert (
+        f"add rule ip kube-proxy {svc} numgen random mod 3 vmap {{ 0 : goto {e[0]} , 1 : goto {e[1]} , "
+        f"2 : goto {e[2]} }}"
+    ) in text
     assert f"add rule ip kube-proxy {e[1]} ip saddr 10.180.2.1 jump mark-for-masquerade" in text  # hairpin
     assert f"add rule ip kube-proxy {e[1]} meta l4proto tcp dnat to 10.180.2.1:80" in text
     assert "add element ip kube-proxy service-ips { 172.30.0.41 . tcp . 80 : goto " + svc + " }" in text
@@ -118,17 +151,27 @@ def test_a_service_without_endpoints_is_rejected_everywhere() -> None:
     sp = port(node_port=3001, external_ips=("192.168.99.11",), load_balancer_ip="1.2.3.4")
     text = render_nftables("n", [sp], "10.0.0.0/8")
     assert "add chain ip kube-proxy service-ULMVA6XW" not in text and "external-" not in text
-    for element in ('no-endpoint-services { 172.30.0.41 . tcp . 80 comment "ns1/svc1:p80" : goto reject-chain }',
-                    'no-endpoint-services { 192.168.99.11 . tcp . 80 comment "ns1/svc1:p80" : goto reject-chain }',
-                    'no-endpoint-services { 1.2.3.4 . tcp . 80 comment "ns1/svc1:p80" : goto reject-chain }',
-                    'no-endpoint-nodeports { tcp . 3001 comment "ns1/svc1:p80" : goto reject-chain }'):
+    for element in (
+        'no-endpoint-services { 172.30.0.41 . tcp . 80 comment "ns1/svc1:p80" : goto reject-chain }',
+        'no-endpoint-services { 192.168.99.11 . tcp . 80 comment "ns1/svc1:p80" : goto reject-chain }',
+        'no-endpoint-services { 1.2.3.4 . tcp . 80 comment "ns1/svc1:p80" : goto reject-chain }',
+        'no-endpoint-nodeports { tcp . 3001 comment "ns1/svc1:p80" : goto reject-chain }',
+    ):
         assert f"add element ip kube-proxy {element}" in text
     assert "add element ip kube-proxy cluster-ips { 172.30.0.41 }" in text
 
 
 def test_local_policy_keeps_the_client_and_drops_where_no_endpoint_runs() -> None:
-    sp = port("ns2", "svc2", vip="172.30.0.42", eps=(("n2", "10.180.0.2", 80),), node_port=3001, local_only=True,
-              external_ips=("192.168.99.22",), load_balancer_ip="1.2.3.4")
+    sp = port(
+        "ns2",
+        "svc2",
+        vip="172.30.0.42",
+        eps=(("n2", "10.180.0.2", 80),),
+        node_port=3001,
+        local_only=True,
+        external_ips=("192.168.99.22",),
+        load_balancer_ip="1.2.3.4",
+    )
     ext = "external-42NFTM6N-ns2/svc2/tcp/p80"
     here = render_nftables("n2", [sp], "10.0.0.0/8")
     assert f"add rule ip kube-proxy {ext} ip saddr 10.0.0.0/8 goto service-42NFTM6N-ns2/svc2/tcp/p80" in here
@@ -138,9 +181,11 @@ def test_local_policy_keeps_the_client_and_drops_where_no_endpoint_runs() -> Non
     assert "no-endpoint" not in here.split("# ns2/svc2:p80")[1]
     elsewhere = render_nftables("n1", [sp], "10.0.0.0/8")
     assert "local-42NFTM6N" not in elsewhere and f"{ext} goto " not in elsewhere
-    for element in ('no-endpoint-nodeports { tcp . 3001 comment "ns2/svc2:p80" : drop }',
-                    'no-endpoint-services { 1.2.3.4 . tcp . 80 comment "ns2/svc2:p80" : drop }',
-                    'no-endpoint-services { 192.168.99.22 . tcp . 80 comment "ns2/svc2:p80" : drop }'):
+    for element in (
+        'no-endpoint-nodeports { tcp . 3001 comment "ns2/svc2:p80" : drop }',
+        'no-endpoint-services { 1.2.3.4 . tcp . 80 comment "ns2/svc2:p80" : drop }',
+        'no-endpoint-services { 192.168.99.22 . tcp . 80 comment "ns2/svc2:p80" : drop }',
+    ):
         assert f"add element ip kube-proxy {element}" in elsewhere
 
 
@@ -150,7 +195,8 @@ def test_cluster_policy_external_traffic_is_masqueraded() -> None:
     ext = "external-4AT6LBPK-ns3/svc3/tcp/p80"
     assert [line for line in lines(text) if line.startswith(f"add rule ip kube-proxy {ext} ")] == [
         f"add rule ip kube-proxy {ext} jump mark-for-masquerade",
-        f"add rule ip kube-proxy {ext} goto service-4AT6LBPK-ns3/svc3/tcp/p80"]
+        f"add rule ip kube-proxy {ext} goto service-4AT6LBPK-ns3/svc3/tcp/p80",
+    ]
     assert f"add element ip kube-proxy service-nodeports {{ tcp . 3003 : goto {ext} }}" in text
     assert "add element ip kube-proxy nodeport-ips { 192.168.0.2 }" in text  # only the table's family
 
@@ -172,12 +218,23 @@ def test_ipv6_cluster_gets_an_ip6_table() -> None:
 
 
 def _cluster(**extra: Any) -> dict[str, Any]:
-    return {"name": "kpnft", "cluster": {
-        "backend": "host-gw", "proxy_mode": "nftables", "nodes": {"node1": {}, "node2": {}},
-        "pods": {"web": {"replicas": 2, "labels": {"app": "web"}, "serve": ["tcp/8080"]}},
-        "services": {"web": {"type": "NodePort", "selector": {"app": "web"},
-                             "ports": [{"port": 80, "target_port": 8080, "node_port": 30080}]}},
-        **extra}}
+    return {
+        "name": "kpnft",
+        "cluster": {
+            "backend": "host-gw",
+            "proxy_mode": "nftables",
+            "nodes": {"node1": {}, "node2": {}},
+            "pods": {"web": {"replicas": 2, "labels": {"app": "web"}, "serve": ["tcp/8080"]}},
+            "services": {
+                "web": {
+                    "type": "NodePort",
+                    "selector": {"app": "web"},
+                    "ports": [{"port": 80, "target_port": 8080, "node_port": 30080}],
+                }
+            },
+            **extra,
+        },
+    }
 
 
 def test_nftables_mode_puts_kube_proxys_table_on_every_node() -> None:
@@ -197,4 +254,6 @@ def test_the_users_own_rulesets_come_first() -> None:
     data["cluster"]["nodes"]["node1"] = {"nftables": "table inet mine { }\n"}
     node = load_lab_data(data).nodes["node1"]
     assert [r.ruleset.splitlines()[0] for r in node.nftables if r.ruleset] == [
-        "table inet mine { }", "# kube-proxy (nftables mode) on node1: pkg/proxy/nftables/proxier.go"]
+        "table inet mine { }",
+        "# kube-proxy (nftables mode) on node1: pkg/proxy/nftables/proxier.go",
+    ]

@@ -18,16 +18,24 @@ from netlab.lab.source import Complaint
 
 
 def _lab(mode: str) -> Lab:
-    return Lab.model_validate({
-        "name": "kp",
-        "cluster": {
-            "backend": "host-gw", "proxy_mode": mode,
-            "nodes": {"n1": {}, "n2": {}},
-            "pods": {"web": {"replicas": 2, "labels": {"app": "web"}, "serve": ["tcp/8080"]}},
-            "services": {"web": {"selector": {"app": "web"}, "type": "NodePort",
-                                 "ports": [{"port": 80, "target_port": 8080}]}},
-        },
-    })
+    return Lab.model_validate(
+        {
+            "name": "kp",
+            "cluster": {
+                "backend": "host-gw",
+                "proxy_mode": mode,
+                "nodes": {"n1": {}, "n2": {}},
+                "pods": {"web": {"replicas": 2, "labels": {"app": "web"}, "serve": ["tcp/8080"]}},
+                "services": {
+                    "web": {
+                        "selector": {"app": "web"},
+                        "type": "NodePort",
+                        "ports": [{"port": 80, "target_port": 8080}],
+                    }
+                },
+            },
+        }
+    )
 
 
 def _fragment(lab: Lab, node: str) -> ProxyFragment:

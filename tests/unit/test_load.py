@@ -67,7 +67,13 @@ def test_defaults() -> None:
     br0, vx0 = node.links["br0"], node.links["vx0"]
     assert isinstance(br0, Bridge) and isinstance(vx0, Vxlan)
     assert (br0.up, br0.addresses, br0.mtu, br0.mac, br0.master, br0.ports, br0.stp) == (
-        True, [], None, None, None, [], False,
+        True,
+        [],
+        None,
+        None,
+        None,
+        [],
+        False,
     )
     assert (vx0.port, vx0.learning, vx0.local, vx0.dev, vx0.ttl) == (8472, True, None, None, None)
     route, rule = node.routes[0], node.rules[0]
@@ -373,7 +379,9 @@ def test_every_problem_is_collected_and_sorted() -> None:
     """)
     assert [p.line for p in found] == sorted(p.line for p in found)
     assert {p.path for p in found} == {
-        "nodes.b.links.eth0.mtu", "nodes.a.links.eth0.mac", "nodes.a.links.eth0.adresses",
+        "nodes.b.links.eth0.mtu",
+        "nodes.a.links.eth0.mac",
+        "nodes.a.links.eth0.adresses",
     }
     text = str(LabError(found))
     assert text.startswith("3 problems in the lab:\n  t.yaml:")

@@ -90,8 +90,21 @@ def test_stage_order() -> None:
     assert order == sorted(order)
     assert [stage for stage, _ in plan.by_stage()] == list(STAGES)  # this lab uses every stage
     assert list(STAGES) == [
-        "namespaces", "vrfs", "bridges", "veths", "tunnels", "link settings", "port settings",
-        "sysctls", "addresses", "neighbors", "routes", "rules", "firewall", "ipvs", "commands",
+        "namespaces",
+        "vrfs",
+        "bridges",
+        "veths",
+        "tunnels",
+        "link settings",
+        "port settings",
+        "sysctls",
+        "addresses",
+        "neighbors",
+        "routes",
+        "rules",
+        "firewall",
+        "ipvs",
+        "commands",
     ]
     headers = [line[2:] for line in plan.render().splitlines()[1:] if line.startswith("# ")]
     assert headers == list(STAGES)
@@ -106,7 +119,8 @@ def test_every_namespace_first_then_marked_then_defaults() -> None:
 
 
 def test_far_end_of_veth_gets_setlink() -> None:
-    plan = build_plan(lab("""
+    plan = build_plan(
+        lab("""
         name: far
         nodes:
           a:
@@ -115,7 +129,8 @@ def test_far_end_of_veth_gets_setlink() -> None:
           b:
             links:
               eth0: {up: false, mtu: 1300, mac: "02:00:00:00:00:02"}
-    """))
+    """)
+    )
     (create,) = [op for op in plan.ops if isinstance(op, CreateLink)]
     assert (create.ns, create.name, create.mtu) == ("far.a", "eth0", 1400)
     assert create.type == VethType(peer_ns="far.b", peer_name="eth0", peer_mtu=1300, peer_mac="02:00:00:00:00:02")
@@ -125,7 +140,8 @@ def test_far_end_of_veth_gets_setlink() -> None:
 
 
 def test_veth_created_from_the_end_with_a_master() -> None:
-    plan = build_plan(lab("""
+    plan = build_plan(
+        lab("""
         name: swap
         nodes:
           pod:
@@ -135,16 +151,22 @@ def test_veth_created_from_the_end_with_a_master() -> None:
             links:
               br0: {kind: bridge}
               veth1: {master: br0}
-    """))
+    """)
+    )
     (create,) = [op for op in plan.ops if isinstance(op, CreateLink) and op.kind == "veth"]
-    assert (create.ns, create.name, create.master, create.type) == ("swap.host", "veth1", "br0",
-                                                                    VethType("swap.pod", "eth0"))
+    assert (create.ns, create.name, create.master, create.type) == (
+        "swap.host",
+        "veth1",
+        "br0",
+        VethType("swap.pod", "eth0"),
+    )
     (far,) = [op for op in plan.ops if isinstance(op, SetLink)]
     assert (far.ns, far.name, far.master) == ("swap.pod", "eth0", None)
 
 
 def test_veth_between_two_bridges_sets_both_masters() -> None:
-    plan = build_plan(lab("""
+    plan = build_plan(
+        lab("""
         name: two
         nodes:
           l:
@@ -154,7 +176,8 @@ def test_veth_between_two_bridges_sets_both_masters() -> None:
           r:
             links:
               br1: {kind: bridge, ports: [t]}
-    """))
+    """)
+    )
     (create,) = [op for op in plan.ops if isinstance(op, CreateLink) and op.kind == "veth"]
     (far,) = [op for op in plan.ops if isinstance(op, SetLink)]
     assert (create.ns, create.master) == ("two.l", "br0")
@@ -162,7 +185,8 @@ def test_veth_between_two_bridges_sets_both_masters() -> None:
 
 
 def test_ipv6_free_nodes_disable_ipv6_and_ipv6_nodes_skip_dad() -> None:
-    plan = build_plan(lab("""
+    plan = build_plan(
+        lab("""
         name: six
         nodes:
           v4:
@@ -182,13 +206,15 @@ def test_ipv6_free_nodes_disable_ipv6_and_ipv6_nodes_skip_dad() -> None:
           v6vxlan:
             links:
               vx: {kind: vxlan, vni: 1, remote: "2001:db8::9"}
-    """))
+    """)
+    )
     defaults: dict[str, dict[str, str]] = {}
     for op in plan.ops:
         if isinstance(op, SetSysctl) and op.early:
             defaults.setdefault(op.ns, {})[op.key] = op.value
     assert defaults["six.v4"] == {
-        "net.ipv6.conf.all.disable_ipv6": "1", "net.ipv6.conf.default.disable_ipv6": "1",
+        "net.ipv6.conf.all.disable_ipv6": "1",
+        "net.ipv6.conf.default.disable_ipv6": "1",
     }
     for node in ("v6addr", "v6route", "v6sysctl", "v6rule", "v6vxlan"):
         assert defaults[f"six.{node}"]["net.ipv6.conf.all.accept_dad"] == "0", node
@@ -224,7 +250,8 @@ def test_table_names_resolve_to_numbers() -> None:
 
 
 def test_default_route_family() -> None:
-    routes = ops_of("""
+    routes = ops_of(
+        """
         name: fam
         nodes:
           n:
@@ -234,7 +261,9 @@ def test_default_route_family() -> None:
               - {to: default, via: "2001:db8::2"}
               - {to: default, type: unreachable, family: 6, metric: 9}
               - {to: default, via: 10.0.0.2}
-    """, AddRoute)
+    """,
+        AddRoute,
+    )
     assert [r.family for r in routes] == [6, 6, 4]
     assert routes[1].render() == "ip -6 -n fam.n route add unreachable default metric 9"
 
@@ -250,13 +279,16 @@ def test_default_route_family() -> None:
     ],
 )
 def test_fwmark_and_mask(written: str, mark: int, mask: int | None, shown: str) -> None:
-    (rule,) = ops_of(f"""
+    (rule,) = ops_of(
+        f"""
         name: marks
         nodes:
           n:
             rules:
               - {{fwmark: "{written}", table: 9, priority: 5}}
-    """, AddRule)
+    """,
+        AddRule,
+    )
     assert isinstance(rule, AddRule)
     assert (rule.fwmark, rule.fwmask) == (mark, mask)
     assert rule.render() == f"ip -n marks.n rule add pref 5 from all {shown} lookup 9"
@@ -273,7 +305,8 @@ def test_undo() -> None:
 
 
 def test_lo_settings_become_setlink() -> None:
-    plan = build_plan(lab("""
+    plan = build_plan(
+        lab("""
         name: lo
         nodes:
           a:
@@ -285,7 +318,8 @@ def test_lo_settings_become_setlink() -> None:
           c:
             links:
               lo: {addresses: [192.0.2.3/32]}
-    """))
+    """)
+    )
     setlinks = [op for op in plan.ops if isinstance(op, SetLink)]
     assert [op.render() for op in setlinks] == [
         "ip -n lo.a link set lo mtu 9000 up",
@@ -369,7 +403,10 @@ def test_neighbors_and_fdb_render_as_ip_and_bridge_commands() -> None:
         "bridge -n fl.node1 fdb append 02:00:00:00:01:02 dev veth1 master static",
     ]
     assert [op.what for op in neighbors + fdb] == [
-        "nodes.node1.neighbors[0]", "nodes.node1.neighbors[1]", "nodes.node1.fdb[0]", "nodes.node1.fdb[1]",
+        "nodes.node1.neighbors[0]",
+        "nodes.node1.neighbors[1]",
+        "nodes.node1.fdb[0]",
+        "nodes.node1.fdb[1]",
     ]
     assert [(op.master, op.dst) for op in fdb] == [(False, "192.168.49.3"), (True, None)]
     assert all(op.undo() is None for op in neighbors + fdb)  # gone with the namespace
@@ -384,7 +421,10 @@ def test_neighbors_stage_runs_after_addresses_and_before_routes() -> None:
     assert kinds == ["AddNeighbor", "AddNeighbor", "AddFdb", "AddFdb", "AddRoute"]
     stages = dict(plan.by_stage())
     assert [op.what for op in stages["neighbors"]] == [
-        "nodes.node1.neighbors[0]", "nodes.node1.neighbors[1]", "nodes.node1.fdb[0]", "nodes.node1.fdb[1]",
+        "nodes.node1.neighbors[0]",
+        "nodes.node1.neighbors[1]",
+        "nodes.node1.fdb[0]",
+        "nodes.node1.fdb[1]",
     ]
     text = plan.render()
     assert text.index("# addresses") < text.index("# neighbors") < text.index("# routes")
@@ -394,15 +434,19 @@ def test_neighbors_stage_runs_after_addresses_and_before_routes() -> None:
 def test_ipv6_neighbor_keeps_ipv6_on() -> None:
     """An IPv6 neighbour is the only IPv6 in node1's own objects; the kernel refuses an NDP
     entry on a device with IPv6 disabled, so the node gets IPv6 (without DAD)."""
-    defaults = {op.key: op.value for op in build_plan(lab(FLANNEL_NODE)).ops
-                if isinstance(op, SetSysctl) and op.early and op.ns == "fl.node1"}
+    defaults = {
+        op.key: op.value
+        for op in build_plan(lab(FLANNEL_NODE)).ops
+        if isinstance(op, SetSysctl) and op.early and op.ns == "fl.node1"
+    }
     assert "net.ipv6.conf.all.disable_ipv6" not in defaults
     assert defaults["net.ipv6.conf.all.accept_dad"] == "0"
 
 
 def test_fdb_on_a_vxlan_that_is_a_bridge_port_is_self() -> None:
     """An EVPN-style vxlan enslaved to a bridge still keeps its remote MACs in its own table."""
-    (fdb,) = ops_of("""
+    (fdb,) = ops_of(
+        """
         name: evpn
         nodes:
           n:
@@ -411,13 +455,18 @@ def test_fdb_on_a_vxlan_that_is_a_bridge_port_is_self() -> None:
               vx0: {kind: vxlan, vni: 10, local: 192.0.2.1, master: br0}
             fdb:
               - {lladdr: "00:00:00:00:00:00", dev: vx0, dst: 192.0.2.2}
-    """, AddFdb)
+    """,
+        AddFdb,
+    )
     assert (fdb.master, fdb.render()) == (
-        False, "bridge -n evpn.n fdb append 00:00:00:00:00:00 dev vx0 dst 192.0.2.2 self permanent")
+        False,
+        "bridge -n evpn.n fdb append 00:00:00:00:00:00 dev vx0 dst 192.0.2.2 self permanent",
+    )
 
 
 def test_neighbors_and_fdb_on_a_link_that_is_down_are_fine() -> None:
-    plan = build_plan(lab("""
+    plan = build_plan(
+        lab("""
         name: down
         nodes:
           n:
@@ -431,7 +480,8 @@ def test_neighbors_and_fdb_on_a_link_that_is_down_are_fine() -> None:
               - {lladdr: "02:00:00:00:00:09", dev: p0}
               - {lladdr: "02:00:00:00:00:09", dev: vx0, dst: 192.0.2.2}
           m: {}
-    """))
+    """)
+    )
     assert len([op for op in plan.ops if isinstance(op, (AddNeighbor, AddFdb))]) == 3
 
 

@@ -27,35 +27,51 @@ from netlab.probes.responders import ResponderError, is_running, start_responder
 
 def test_reply_json_format_and_order() -> None:
     raw = R.reply_json("c1", "tcp", ("::ffff:10.0.0.5", 40312), ("::ffff:10.0.0.2", 80))
-    assert raw == (b'{"served_by": "c1", "peer": "10.0.0.5", "peer_port": 40312, '
-                   b'"local": "10.0.0.2", "local_port": 80, "proto": "tcp"}')
+    assert raw == (
+        b'{"served_by": "c1", "peer": "10.0.0.5", "peer_port": 40312, '
+        b'"local": "10.0.0.2", "local_port": 80, "proto": "tcp"}'
+    )
     assert list(json.loads(raw)) == ["served_by", "peer", "peer_port", "local", "local_port", "proto"]
 
 
-@pytest.mark.parametrize("addr,want", [
-    ("::ffff:192.0.2.1", "192.0.2.1"),
-    ("::FFFF:c000:201", "192.0.2.1"),
-    ("192.0.2.1", "192.0.2.1"),
-    ("fd00::1", "fd00::1"),
-    ("::1", "::1"),
-    ("fe80::1%eth0", "fe80::1%eth0"),
-    ("not an address", "not an address"),
-])
+@pytest.mark.parametrize(
+    "addr,want",
+    [
+        ("::ffff:192.0.2.1", "192.0.2.1"),
+        ("::FFFF:c000:201", "192.0.2.1"),
+        ("192.0.2.1", "192.0.2.1"),
+        ("fd00::1", "fd00::1"),
+        ("::1", "::1"),
+        ("fe80::1%eth0", "fe80::1%eth0"),
+        ("not an address", "not an address"),
+    ],
+)
 def test_normalise_addr(addr: str, want: str) -> None:
     assert R.normalise_addr(addr) == want
 
 
-@pytest.mark.parametrize("head,method,target", [
-    (b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n", "GET", "/"),
-    (b"GET /a?b=c HTTP/1.0\r\n\r\n", "GET", "/a?b=c"),
-    (b"HEAD / HTTP/1.0\n\n", "HEAD", "/"),
-])
+@pytest.mark.parametrize(
+    "head,method,target",
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\n\r\n", "GET", "/"),
+        (b"GET /a?b=c HTTP/1.0\r\n\r\n", "GET", "/a?b=c"),
+        (b"HEAD / HTTP/1.0\n\n", "HEAD", "/"),
+    ],
+)
 def test_parse_http_request(head: bytes, method: str, target: str) -> None:
     assert R.parse_http_request(head) == (method, target)
 
 
-@pytest.mark.parametrize("head", [b"hello\r\n\r\n", b"GET /\r\n\r\n", b"GET / SPDY/3\r\n\r\n",
-                                  b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", b"\x00\x01\x02\r\n\r\n"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"hello\r\n\r\n",
+        b"GET /\r\n\r\n",
+        b"GET / SPDY/3\r\n\r\n",
+        b"GET / HTTP/1.1\r\nno colon here\r\n\r\n",
+        b"\x00\x01\x02\r\n\r\n",
+    ],
+)
 def test_parse_http_request_rejects(head: bytes) -> None:
     with pytest.raises(R.BadRequest):
         R.parse_http_request(head)
@@ -90,14 +106,17 @@ def test_parse_reply() -> None:
         assert flow.parse_reply(junk) is None
 
 
-@pytest.mark.parametrize("data,want", [
-    (b"HTTP/1.0 200 OK\r\nContent-Type: a/b\r\n\r\nbody", (200, {"content-type": "a/b"}, b"body")),
-    (b"HTTP/1.1 404 Not Found\r\n\r\n", (404, {}, b"")),
-    (b"HTTP/1.1 204\r\n\r\n", (204, {}, b"")),
-    (b'{"served_by": "c1"}\n', None),
-    (b"HTTP/2 200 OK\r\n\r\n", None),
-    (b"HTTP/1.1 20 OK\r\n\r\n", None),
-])
+@pytest.mark.parametrize(
+    "data,want",
+    [
+        (b"HTTP/1.0 200 OK\r\nContent-Type: a/b\r\n\r\nbody", (200, {"content-type": "a/b"}, b"body")),
+        (b"HTTP/1.1 404 Not Found\r\n\r\n", (404, {}, b"")),
+        (b"HTTP/1.1 204\r\n\r\n", (204, {}, b"")),
+        (b'{"served_by": "c1"}\n', None),
+        (b"HTTP/2 200 OK\r\n\r\n", None),
+        (b"HTTP/1.1 20 OK\r\n\r\n", None),
+    ],
+)
 def test_parse_http_response(data: bytes, want: object) -> None:
     assert flow.parse_http_response(data) == want
 
@@ -105,25 +124,30 @@ def test_parse_http_response(data: bytes, want: object) -> None:
 # --------------------------------------------------------------------------- words
 
 
-@pytest.mark.parametrize("err,outcome", [
-    (errno.ECONNREFUSED, "refused"),
-    (errno.ETIMEDOUT, "timeout"),
-    (errno.ENETUNREACH, "unreachable"),  # no route
-    (errno.EHOSTUNREACH, "unreachable"),  # `unreachable` route, ICMP host unreachable
-    (errno.EACCES, "unreachable"),  # `prohibit` route, ICMP admin prohibited
-    (errno.EINVAL, "unreachable"),  # `blackhole` route in the sending node
-    (errno.EPERM, "unreachable"),  # a local firewall DROP
-    (errno.ENETDOWN, "unreachable"),
-    (errno.EADDRNOTAVAIL, "error"),
-    (errno.EMSGSIZE, "error"),
-])
+@pytest.mark.parametrize(
+    "err,outcome",
+    [
+        (errno.ECONNREFUSED, "refused"),
+        (errno.ETIMEDOUT, "timeout"),
+        (errno.ENETUNREACH, "unreachable"),  # no route
+        (errno.EHOSTUNREACH, "unreachable"),  # `unreachable` route, ICMP host unreachable
+        (errno.EACCES, "unreachable"),  # `prohibit` route, ICMP admin prohibited
+        (errno.EINVAL, "unreachable"),  # `blackhole` route in the sending node
+        (errno.EPERM, "unreachable"),  # a local firewall DROP
+        (errno.ENETDOWN, "unreachable"),
+        (errno.EADDRNOTAVAIL, "error"),
+        (errno.EMSGSIZE, "error"),
+    ],
+)
 def test_classify_errno(err: int, outcome: str) -> None:
     assert flow.classify_errno(err) == outcome
 
 
 def test_local_error_detail() -> None:
-    assert flow.local_error_detail(errno.ENETUNREACH, "10.0.0.2", "lab.c1") == \
-        "no route to 10.0.0.2 in lab.c1 (ENETUNREACH)"
+    assert (
+        flow.local_error_detail(errno.ENETUNREACH, "10.0.0.2", "lab.c1")
+        == "no route to 10.0.0.2 in lab.c1 (ENETUNREACH)"
+    )
     assert "'prohibit' route in lab.c1" in flow.local_error_detail(errno.EACCES, "10.0.0.2", "lab.c1")
     assert "'blackhole' route" in flow.local_error_detail(errno.EINVAL, "10.0.0.2", "lab.c1")
     assert "firewall" in flow.local_error_detail(errno.EPERM, "10.0.0.2", "lab.c1")
@@ -131,35 +155,41 @@ def test_local_error_detail() -> None:
     assert "EMSGSIZE" in other and "10.0.0.2" in other
 
 
-@pytest.mark.parametrize("v6,t,c,want", [
-    (False, 3, 1, "host unreachable (type 3 code 1)"),
-    (False, 3, 0, "net unreachable (type 3 code 0)"),
-    (False, 3, 3, "port unreachable (type 3 code 3)"),
-    (False, 3, 13, "admin prohibited (type 3 code 13)"),
-    (False, 11, 0, "TTL exceeded in transit (type 11 code 0)"),
-    (False, 12, 0, "parameter problem (type 12 code 0)"),
-    (False, 3, 99, "destination unreachable (type 3 code 99)"),
-    (False, 42, 0, "unknown ICMP message (type 42 code 0)"),
-    (True, 1, 0, "no route to destination (ICMPv6 type 1 code 0)"),
-    (True, 1, 1, "admin prohibited (ICMPv6 type 1 code 1)"),
-    (True, 1, 3, "address unreachable (ICMPv6 type 1 code 3)"),
-    (True, 1, 4, "port unreachable (ICMPv6 type 1 code 4)"),
-    (True, 2, 0, "packet too big (ICMPv6 type 2 code 0)"),
-    (True, 3, 0, "hop limit exceeded in transit (ICMPv6 type 3 code 0)"),
-    (True, 200, 0, "unknown ICMPv6 message (ICMPv6 type 200 code 0)"),
-])
+@pytest.mark.parametrize(
+    "v6,t,c,want",
+    [
+        (False, 3, 1, "host unreachable (type 3 code 1)"),
+        (False, 3, 0, "net unreachable (type 3 code 0)"),
+        (False, 3, 3, "port unreachable (type 3 code 3)"),
+        (False, 3, 13, "admin prohibited (type 3 code 13)"),
+        (False, 11, 0, "TTL exceeded in transit (type 11 code 0)"),
+        (False, 12, 0, "parameter problem (type 12 code 0)"),
+        (False, 3, 99, "destination unreachable (type 3 code 99)"),
+        (False, 42, 0, "unknown ICMP message (type 42 code 0)"),
+        (True, 1, 0, "no route to destination (ICMPv6 type 1 code 0)"),
+        (True, 1, 1, "admin prohibited (ICMPv6 type 1 code 1)"),
+        (True, 1, 3, "address unreachable (ICMPv6 type 1 code 3)"),
+        (True, 1, 4, "port unreachable (ICMPv6 type 1 code 4)"),
+        (True, 2, 0, "packet too big (ICMPv6 type 2 code 0)"),
+        (True, 3, 0, "hop limit exceeded in transit (ICMPv6 type 3 code 0)"),
+        (True, 200, 0, "unknown ICMPv6 message (ICMPv6 type 200 code 0)"),
+    ],
+)
 def test_icmp_words(v6: bool, t: int, c: int, want: str) -> None:
     assert icmp_words(v6, t, c) == want
 
 
-@pytest.mark.parametrize("v6,t,c,want", [
-    (False, 11, 0, "TTL exceeded in transit (time exceeded, type 11 code 0)"),
-    (False, 11, 1, "fragment reassembly time exceeded (type 11 code 1)"),  # says it already
-    (False, 11, 7, "time exceeded (type 11 code 7)"),
-    (True, 3, 0, "hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)"),
-    (False, 3, 1, "host unreachable (type 3 code 1)"),  # only time exceeded gets its type named
-    (True, 1, 4, "port unreachable (ICMPv6 type 1 code 4)"),
-])
+@pytest.mark.parametrize(
+    "v6,t,c,want",
+    [
+        (False, 11, 0, "TTL exceeded in transit (time exceeded, type 11 code 0)"),
+        (False, 11, 1, "fragment reassembly time exceeded (type 11 code 1)"),  # says it already
+        (False, 11, 7, "time exceeded (type 11 code 7)"),
+        (True, 3, 0, "hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)"),
+        (False, 3, 1, "host unreachable (type 3 code 1)"),  # only time exceeded gets its type named
+        (True, 1, 4, "port unreachable (ICMPv6 type 1 code 4)"),
+    ],
+)
 def test_icmp_error_words_name_time_exceeded(v6: bool, t: int, c: int, want: str) -> None:
     """A probe's ICMP words say "time exceeded" for IPv4 and IPv6, so one lab line
     (`icmp: time exceeded`) matches a TTL that ran out in either family."""
@@ -178,8 +208,13 @@ def test_parse_extended_err() -> None:
     assert got == flow.IcmpError(False, 3, 1, errno.EHOSTUNREACH, "10.0.0.1")
     assert got.words == "host unreachable (type 3 code 1)"
 
-    sin6 = (struct.pack("=H", socket.AF_INET6) + b"\0\0" + b"\0" * 4
-            + socket.inet_pton(socket.AF_INET6, "fd00::1") + b"\0" * 4)
+    sin6 = (
+        struct.pack("=H", socket.AF_INET6)
+        + b"\0\0"
+        + b"\0" * 4
+        + socket.inet_pton(socket.AF_INET6, "fd00::1")
+        + b"\0" * 4
+    )
     got6 = flow.parse_extended_err(_ee(3, 1, 4, errno.ECONNREFUSED, sin6))
     assert got6 == flow.IcmpError(True, 1, 4, errno.ECONNREFUSED, "fd00::1")
 
@@ -202,8 +237,12 @@ def test_build_echo_checksum() -> None:
 
 
 def _ipv4(proto: int, payload: bytes, src: str = "10.0.0.1", dst: str = "10.0.0.2") -> bytes:
-    return (struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0)
-            + socket.inet_aton(src) + socket.inet_aton(dst) + payload)
+    return (
+        struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(payload), 0, 0, 64, proto, 0)
+        + socket.inet_aton(src)
+        + socket.inet_aton(dst)
+        + payload
+    )
 
 
 def _ipv6(nh: int, payload: bytes) -> bytes:
@@ -235,20 +274,23 @@ def test_match_icmp_v6() -> None:
 # --------------------------------------------------------------------------- requests
 
 
-@pytest.mark.parametrize("kwargs,msg", [
-    ({"proto": "sctp", "dst": "10.0.0.1", "port": 1}, "proto must be"),
-    ({"proto": "tcp", "dst": "example.com", "port": 1}, "dst must be an IP"),
-    ({"proto": "tcp", "dst": "10.0.0.1"}, "need a port"),
-    ({"proto": "udp", "dst": "10.0.0.1", "port": 70000}, "need a port"),
-    ({"proto": "icmp", "dst": "10.0.0.1", "port": 1}, "no port"),
-    ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "src": "fd00::1"}, "different address families"),
-    ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "sport": 0}, "sport"),
-    ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "timeout": 0}, "timeout"),
-    ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "payload": "str"}, "bytes"),
-    ({"proto": "icmp", "dst": "10.0.0.1", "ttl": 0}, "ttl must be 1..255"),
-    ({"proto": "udp", "dst": "10.0.0.1", "port": 53, "ttl": 256}, "ttl must be 1..255"),
-    ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "ttl": True}, "ttl must be 1..255"),
-])
+@pytest.mark.parametrize(
+    "kwargs,msg",
+    [
+        ({"proto": "sctp", "dst": "10.0.0.1", "port": 1}, "proto must be"),
+        ({"proto": "tcp", "dst": "example.com", "port": 1}, "dst must be an IP"),
+        ({"proto": "tcp", "dst": "10.0.0.1"}, "need a port"),
+        ({"proto": "udp", "dst": "10.0.0.1", "port": 70000}, "need a port"),
+        ({"proto": "icmp", "dst": "10.0.0.1", "port": 1}, "no port"),
+        ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "src": "fd00::1"}, "different address families"),
+        ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "sport": 0}, "sport"),
+        ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "timeout": 0}, "timeout"),
+        ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "payload": "str"}, "bytes"),
+        ({"proto": "icmp", "dst": "10.0.0.1", "ttl": 0}, "ttl must be 1..255"),
+        ({"proto": "udp", "dst": "10.0.0.1", "port": 53, "ttl": 256}, "ttl must be 1..255"),
+        ({"proto": "tcp", "dst": "10.0.0.1", "port": 1, "ttl": True}, "ttl must be 1..255"),
+    ],
+)
 def test_bad_requests(kwargs: dict[str, object], msg: str) -> None:
     with pytest.raises(ValueError, match=msg):
         probe("lab.c1", **kwargs)  # type: ignore[arg-type]
@@ -278,14 +320,18 @@ def test_ttl_expired_result_names_the_router(monkeypatch: pytest.MonkeyPatch) ->
     assert r.outcome == "unreachable"
     assert r.icmp == "TTL exceeded in transit (time exceeded, type 11 code 0)"
     assert r.icmp_from == "10.1.0.1" and r.ttl == 1
-    assert r.detail == ("the connection to 10.2.0.11:8080 ran out of TTL at 10.1.0.1 (TTL 1); "
-                        "ICMP TTL exceeded in transit (time exceeded, type 11 code 0)")
+    assert r.detail == (
+        "the connection to 10.2.0.11:8080 ran out of TTL at 10.1.0.1 (TTL 1); "
+        "ICMP TTL exceeded in transit (time exceeded, type 11 code 0)"
+    )
 
     te6 = flow.IcmpError(True, 3, 0, errno.EHOSTUNREACH, "fd01::1")
     r6 = _flow("udp", "fd02::11", 53, ttl=None).failed(errno.EHOSTUNREACH, _Sock(te6), "the datagram")  # type: ignore[arg-type]
     assert r6.outcome == "unreachable" and r6.icmp_from == "fd01::1" and r6.ttl is None
-    assert r6.detail == ("the datagram to [fd02::11]:53 ran out of hop limit at fd01::1 with the default hop limit: "
-                         "a routing loop?; ICMP hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)")
+    assert r6.detail == (
+        "the datagram to [fd02::11]:53 ran out of hop limit at fd01::1 with the default hop limit: "
+        "a routing loop?; ICMP hop limit exceeded in transit (time exceeded, ICMPv6 type 3 code 0)"
+    )
 
 
 def test_icmp_from_is_the_sender_of_any_icmp_error(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -341,8 +387,11 @@ def test_missing_namespace_fails_fast_and_leaves_no_child(tmp_path: object) -> N
 
 def test_ready_timeout_kills_the_child() -> None:
     # A child that does not report in time is killed and reaped, not left running.
-    with pytest.raises(ResponderError, match=r"did not report ready: waited \d+\.\d s for the responder process "
-                                             r"\(PID \d+\) to bind 1 sockets and report ready \(budget") as info:
+    with pytest.raises(
+        ResponderError,
+        match=r"did not report ready: waited \d+\.\d s for the responder process "
+        r"\(PID \d+\) to bind 1 sockets and report ready \(budget",
+    ) as info:
         start_responders([Service("netlab-test-no-such-ns.x", "x", "tcp", 1234)], ready_timeout=0.001)
     assert info.value.pid is not None and not os.path.exists(f"/proc/{info.value.pid}")
     with pytest.raises(ValueError, match="no services"):
@@ -350,8 +399,13 @@ def test_ready_timeout_kills_the_child() -> None:
 
 
 def test_child_usage_error() -> None:
-    out = subprocess.run([sys.executable, "-m", "netlab.probes.responder_server"], capture_output=True, text=True,
-                         stdin=subprocess.DEVNULL, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "netlab.probes.responder_server"],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=30,
+    )
     assert out.returncode == 2 and "usage" in out.stderr
 
 

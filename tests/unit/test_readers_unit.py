@@ -38,14 +38,30 @@ def decoded_request(q: RouteQuery, indexes: dict[str, int] | None = None) -> Any
 
 
 def test_request_carries_every_selector() -> None:
-    q = RouteQuery("10.0.2.3", src="10.0.1.5", iif="eth0", oif="eth1", fwmark=0x4000, ipproto="tcp",
-                   sport=40000, dport=443, uid=1000)
+    q = RouteQuery(
+        "10.0.2.3",
+        src="10.0.1.5",
+        iif="eth0",
+        oif="eth1",
+        fwmark=0x4000,
+        ipproto="tcp",
+        sport=40000,
+        dport=443,
+        uid=1000,
+    )
     msg = decoded_request(q, {"eth0": 2, "eth1": 3})
     assert (msg["family"], msg["dst_len"], msg["src_len"]) == (socket.AF_INET, 32, 32)
     assert msg["flags"] & routes.RTM_F_LOOKUP_TABLE
     assert dict((k, v) for k, v, *_ in msg["attrs"]) == {
-        "RTA_DST": "10.0.2.3", "RTA_SRC": "10.0.1.5", "RTA_IIF": 2, "RTA_OIF": 3, "RTA_MARK": 0x4000,
-        "RTA_UID": 1000, "RTA_IP_PROTO": 6, "RTA_SPORT": 40000, "RTA_DPORT": 443,
+        "RTA_DST": "10.0.2.3",
+        "RTA_SRC": "10.0.1.5",
+        "RTA_IIF": 2,
+        "RTA_OIF": 3,
+        "RTA_MARK": 0x4000,
+        "RTA_UID": 1000,
+        "RTA_IP_PROTO": 6,
+        "RTA_SPORT": 40000,
+        "RTA_DPORT": 443,
     }
 
 
@@ -80,17 +96,20 @@ def test_request_names_an_unknown_interface() -> None:
         routes.build_route_request(RouteQuery("10.0.0.1", src="10.0.0.2", iif="eth7"), {"eth0": 2})
 
 
-@pytest.mark.parametrize("q,words", [
-    (RouteQuery("10.0.0.300"), "dst must be an IP address"),
-    (RouteQuery("10.0.0.1", src="fd00::1"), "different address families"),
-    (RouteQuery("10.0.0.1", iif="eth0"), "needs src"),
-    (RouteQuery("10.0.0.1", ipproto="sctp"), "tcp, udp, icmp for IPv4"),
-    (RouteQuery("10.0.0.1", ipproto="icmpv6"), "not 'icmpv6'"),
-    (RouteQuery("fd00::1", ipproto="icmp"), "tcp, udp, icmpv6 for IPv6"),
-    (RouteQuery("10.0.0.1", dport=70000), "dport must be 0..65535"),
-    (RouteQuery("10.0.0.1", fwmark=-1), "fwmark must be"),
-    (RouteQuery("10.0.0.1", uid=1 << 32), "uid must be"),
-])
+@pytest.mark.parametrize(
+    "q,words",
+    [
+        (RouteQuery("10.0.0.300"), "dst must be an IP address"),
+        (RouteQuery("10.0.0.1", src="fd00::1"), "different address families"),
+        (RouteQuery("10.0.0.1", iif="eth0"), "needs src"),
+        (RouteQuery("10.0.0.1", ipproto="sctp"), "tcp, udp, icmp for IPv4"),
+        (RouteQuery("10.0.0.1", ipproto="icmpv6"), "not 'icmpv6'"),
+        (RouteQuery("fd00::1", ipproto="icmp"), "tcp, udp, icmpv6 for IPv6"),
+        (RouteQuery("10.0.0.1", dport=70000), "dport must be 0..65535"),
+        (RouteQuery("10.0.0.1", fwmark=-1), "fwmark must be"),
+        (RouteQuery("10.0.0.1", uid=1 << 32), "uid must be"),
+    ],
+)
 def test_queries_the_kernel_could_never_answer(q: RouteQuery, words: str) -> None:
     with pytest.raises(fib_query.QueryError, match=words) as info:
         fib_query.check_query(q)
@@ -115,11 +134,26 @@ def reply(type_: int, attrs: list[tuple[str, Any]], family: int = socket.AF_INET
 
 def test_unicast_answer_via_a_gateway() -> None:
     q = RouteQuery("10.0.2.3")
-    data = reply(1, [("RTA_TABLE", 254), ("RTA_DST", "10.0.2.3"), ("RTA_OIF", 2), ("RTA_GATEWAY", "10.0.0.1"),
-                     ("RTA_PREFSRC", "10.0.0.2")])
+    data = reply(
+        1,
+        [
+            ("RTA_TABLE", 254),
+            ("RTA_DST", "10.0.2.3"),
+            ("RTA_OIF", 2),
+            ("RTA_GATEWAY", "10.0.0.1"),
+            ("RTA_PREFSRC", "10.0.0.2"),
+        ],
+    )
     assert routes.parse_route_answer(data, {2: "eth0"}, q) == RouteAnswer(
-        type="unicast", table=254, dev="eth0", via="10.0.0.1", prefsrc="10.0.0.2", errno=None, error=None,
-        text="10.0.2.3 via 10.0.0.1 dev eth0 table main src 10.0.0.2")
+        type="unicast",
+        table=254,
+        dev="eth0",
+        via="10.0.0.1",
+        prefsrc="10.0.0.2",
+        errno=None,
+        error=None,
+        text="10.0.2.3 via 10.0.0.1 dev eth0 table main src 10.0.0.2",
+    )
 
 
 def test_local_answer_and_query_words() -> None:
@@ -146,24 +180,43 @@ def test_ipv4_route_via_an_ipv6_gateway() -> None:
 def test_reject_route_answered_instead_of_failed() -> None:
     """Old kernels answered an IPv6 reject route with the route and its error in
     RTA_CACHEINFO; that reads like the failure newer ones return."""
-    cache = {"rta_clntref": 0, "rta_lastuse": 0, "rta_expires": 0, "rta_error": (-errno.EACCES) & 0xFFFFFFFF,
-             "rta_used": 0, "rta_id": 0, "rta_ts": 0, "rta_tsage": 0}
+    cache = {
+        "rta_clntref": 0,
+        "rta_lastuse": 0,
+        "rta_expires": 0,
+        "rta_error": (-errno.EACCES) & 0xFFFFFFFF,
+        "rta_used": 0,
+        "rta_id": 0,
+        "rta_ts": 0,
+        "rta_tsage": 0,
+    }
     data = reply(8, [("RTA_TABLE", 254), ("RTA_OIF", 1), ("RTA_CACHEINFO", cache)], family=socket.AF_INET6)
     ans = routes.parse_route_answer(data, {1: "lo"}, RouteQuery("fd99::1"))
     assert (ans.type, ans.table, ans.errno, ans.error) == ("prohibit", 254, errno.EACCES, "Permission denied (EACCES)")
 
 
-@pytest.mark.parametrize("err,type_,why", [
-    (errno.ENETUNREACH, "none", "no route"),
-    (errno.EHOSTUNREACH, "unreachable", "unreachable route"),
-    (errno.EACCES, "prohibit", "prohibit route"),
-    (errno.EINVAL, "blackhole", "blackhole route"),
-    (errno.EXDEV, "none", "the lookup failed"),
-])
+@pytest.mark.parametrize(
+    "err,type_,why",
+    [
+        (errno.ENETUNREACH, "none", "no route"),
+        (errno.EHOSTUNREACH, "unreachable", "unreachable route"),
+        (errno.EACCES, "prohibit", "prohibit route"),
+        (errno.EINVAL, "blackhole", "blackhole route"),
+        (errno.EXDEV, "none", "the lookup failed"),
+    ],
+)
 def test_errors_are_answers(err: int, type_: str, why: str) -> None:
     ans = fib_lookup.error_answer(RouteQuery("10.0.0.1"), err, "kernel words")
-    assert ans == RouteAnswer(type=type_, table=None, dev=None, via=None, prefsrc=None, errno=err,
-                              error="kernel words", text=f"error: {__import__('os').strerror(err)} ({why})")
+    assert ans == RouteAnswer(
+        type=type_,
+        table=None,
+        dev=None,
+        via=None,
+        prefsrc=None,
+        errno=err,
+        error="kernel words",
+        text=f"error: {__import__('os').strerror(err)} ({why})",
+    )
 
 
 def test_error_hint_is_appended() -> None:
@@ -235,8 +288,15 @@ def test_query_matches_answers_by_sequence_number() -> None:
 # --------------------------------------------------------------------------- rules
 
 
-def rule(family: int = socket.AF_INET, action: int = 1, table: int = 0, flags: int = 0, src_len: int = 0,
-         dst_len: int = 0, attrs: list[tuple[str, Any]] | None = None) -> Any:
+def rule(
+    family: int = socket.AF_INET,
+    action: int = 1,
+    table: int = 0,
+    flags: int = 0,
+    src_len: int = 0,
+    dst_len: int = 0,
+    attrs: list[tuple[str, Any]] | None = None,
+) -> Any:
     msg = fibmsg()
     msg["family"], msg["action"], msg["table"], msg["flags"] = family, action, table, flags
     msg["src_len"], msg["dst_len"] = src_len, dst_len
@@ -249,19 +309,48 @@ def rule(family: int = socket.AF_INET, action: int = 1, table: int = 0, flags: i
 
 
 def test_rule_with_every_selector() -> None:
-    view = routes.parse_rule(rule(src_len=8, dst_len=24, table=100, attrs=[
-        ("FRA_SRC", "10.0.0.0"), ("FRA_DST", "192.0.2.0"), ("FRA_PRIORITY", 100), ("FRA_FWMARK", 1),
-        ("FRA_FWMASK", 0xFF), ("FRA_IIFNAME", "eth0"), ("FRA_OIFNAME", "eth1"), ("FRA_TABLE", 100)]))
-    assert view == RuleView(priority=100, family=4, src="10.0.0.0/8", dst="192.0.2.0/24", iif="eth0", oif="eth1",
-                            fwmark=1, fwmask=0xFF, table=100, action="lookup",
-                            text="100: from 10.0.0.0/8 to 192.0.2.0/24 fwmark 0x1/0xff iif eth0 oif eth1 lookup 100")
+    view = routes.parse_rule(
+        rule(
+            src_len=8,
+            dst_len=24,
+            table=100,
+            attrs=[
+                ("FRA_SRC", "10.0.0.0"),
+                ("FRA_DST", "192.0.2.0"),
+                ("FRA_PRIORITY", 100),
+                ("FRA_FWMARK", 1),
+                ("FRA_FWMASK", 0xFF),
+                ("FRA_IIFNAME", "eth0"),
+                ("FRA_OIFNAME", "eth1"),
+                ("FRA_TABLE", 100),
+            ],
+        )
+    )
+    assert view == RuleView(
+        priority=100,
+        family=4,
+        src="10.0.0.0/8",
+        dst="192.0.2.0/24",
+        iif="eth0",
+        oif="eth1",
+        fwmark=1,
+        fwmask=0xFF,
+        table=100,
+        action="lookup",
+        text="100: from 10.0.0.0/8 to 192.0.2.0/24 fwmark 0x1/0xff iif eth0 oif eth1 lookup 100",
+    )
 
 
 def test_default_rules_read_like_ip_rule() -> None:
-    views = [routes.parse_rule(rule(table=t, attrs=[("FRA_PRIORITY", p), ("FRA_TABLE", t)]))
-             for p, t in ((0, 255), (32766, 254), (32767, 253))]
-    assert [v.text for v in views if v] == ["0: from all lookup local", "32766: from all lookup main",
-                                            "32767: from all lookup default"]
+    views = [
+        routes.parse_rule(rule(table=t, attrs=[("FRA_PRIORITY", p), ("FRA_TABLE", t)]))
+        for p, t in ((0, 255), (32766, 254), (32767, 253))
+    ]
+    assert [v.text for v in views if v] == [
+        "0: from all lookup local",
+        "32766: from all lookup main",
+        "32767: from all lookup default",
+    ]
     first = views[0]
     assert first is not None and (first.priority, first.table, first.src, first.fwmark) == (0, 255, None, None)
 
@@ -272,8 +361,9 @@ def test_rule_without_fra_priority_is_priority_0() -> None:
 
 
 def test_fwmark_without_mask_and_zero_mark_with_mask() -> None:
-    full = routes.parse_rule(rule(attrs=[("FRA_PRIORITY", 5), ("FRA_FWMARK", 2), ("FRA_FWMASK", 0xFFFFFFFF),
-                                    ("FRA_TABLE", 7)]))
+    full = routes.parse_rule(
+        rule(attrs=[("FRA_PRIORITY", 5), ("FRA_FWMARK", 2), ("FRA_FWMASK", 0xFFFFFFFF), ("FRA_TABLE", 7)])
+    )
     assert full is not None and (full.fwmark, full.fwmask) == (2, 0xFFFFFFFF)
     assert full.text == "5: from all fwmark 0x2 lookup 7"
     # `fwmark 0/0xff` (packets without a mark): the kernel sends the mask but no FRA_FWMARK.
@@ -290,9 +380,19 @@ def test_rule_actions_have_no_table(action: int, word: str) -> None:
 
 
 def test_goto_inverted_and_extra_selectors() -> None:
-    view = routes.parse_rule(rule(action=2, flags=routes.FIB_RULE_INVERT, attrs=[
-        ("FRA_PRIORITY", 10), ("FRA_GOTO", 200), ("FRA_IP_PROTO", 6), ("FRA_DPORT_RANGE", "80:90"),
-        ("FRA_UID_RANGE", "1000:1000")]))
+    view = routes.parse_rule(
+        rule(
+            action=2,
+            flags=routes.FIB_RULE_INVERT,
+            attrs=[
+                ("FRA_PRIORITY", 10),
+                ("FRA_GOTO", 200),
+                ("FRA_IP_PROTO", 6),
+                ("FRA_DPORT_RANGE", "80:90"),
+                ("FRA_UID_RANGE", "1000:1000"),
+            ],
+        )
+    )
     assert view is not None and view.action == "goto" and view.table is None
     assert view.text == "10: not from all uidrange 1000-1000 dport 80-90 ipproto tcp goto 200"
 
@@ -302,38 +402,47 @@ def test_multicast_routing_rules_are_left_out() -> None:
 
 
 def view(priority: int, action: str = "lookup", family: int = 4, **sel: Any) -> RuleView:
-    fields: dict[str, Any] = {"src": None, "dst": None, "iif": None, "oif": None, "fwmark": None, "fwmask": None,
-                              "table": 254 if action == "lookup" else None}
+    fields: dict[str, Any] = {
+        "src": None,
+        "dst": None,
+        "iif": None,
+        "oif": None,
+        "fwmark": None,
+        "fwmask": None,
+        "table": 254 if action == "lookup" else None,
+    }
     fields.update(sel)
     r = RuleView(priority=priority, family=family, action=action, text="", **fields)
     return RuleView(**{**r.__dict__, "text": fib_text.rule_text(r)})
 
 
-@pytest.mark.parametrize("rule,q,want", [
-    (view(1, dst="10.0.0.0/8"), RouteQuery("10.1.2.3"), True),
-    (view(1, dst="10.0.0.0/8"), RouteQuery("11.1.2.3"), False),
-    (view(1, dst="10.0.0.0/8"), RouteQuery("fd00::1"), False),
-    (view(1, family=6, dst="fd00::/8"), RouteQuery("fd00::1"), True),
-    (view(1, src="10.0.0.0/8"), RouteQuery("192.0.2.1"), False),  # no src: 0.0.0.0
-    (view(1, src="10.0.0.0/8"), RouteQuery("192.0.2.1", src="10.0.0.1"), True),
-    (view(1, iif="lo"), RouteQuery("192.0.2.1"), True),  # locally generated: iif lo
-    (view(1, iif="eth0"), RouteQuery("192.0.2.1"), False),
-    (view(1, iif="eth0"), RouteQuery("192.0.2.1", src="10.0.0.1", iif="eth0"), True),
-    (view(1, oif="eth1"), RouteQuery("192.0.2.1", oif="eth1"), True),
-    (view(1, oif="eth1"), RouteQuery("192.0.2.1"), False),
-    (view(1, fwmark=0x1, fwmask=0xFF), RouteQuery("192.0.2.1", fwmark=0x101), True),
-    (view(1, fwmark=0x1, fwmask=0xFF), RouteQuery("192.0.2.1", fwmark=0x2), False),
-    (view(1, fwmark=0x0, fwmask=0xFF), RouteQuery("192.0.2.1"), True),
-    (view(1, fwmark=0x1), RouteQuery("192.0.2.1", fwmark=0x101), False),
-])
+@pytest.mark.parametrize(
+    "rule,q,want",
+    [
+        (view(1, dst="10.0.0.0/8"), RouteQuery("10.1.2.3"), True),
+        (view(1, dst="10.0.0.0/8"), RouteQuery("11.1.2.3"), False),
+        (view(1, dst="10.0.0.0/8"), RouteQuery("fd00::1"), False),
+        (view(1, family=6, dst="fd00::/8"), RouteQuery("fd00::1"), True),
+        (view(1, src="10.0.0.0/8"), RouteQuery("192.0.2.1"), False),  # no src: 0.0.0.0
+        (view(1, src="10.0.0.0/8"), RouteQuery("192.0.2.1", src="10.0.0.1"), True),
+        (view(1, iif="lo"), RouteQuery("192.0.2.1"), True),  # locally generated: iif lo
+        (view(1, iif="eth0"), RouteQuery("192.0.2.1"), False),
+        (view(1, iif="eth0"), RouteQuery("192.0.2.1", src="10.0.0.1", iif="eth0"), True),
+        (view(1, oif="eth1"), RouteQuery("192.0.2.1", oif="eth1"), True),
+        (view(1, oif="eth1"), RouteQuery("192.0.2.1"), False),
+        (view(1, fwmark=0x1, fwmask=0xFF), RouteQuery("192.0.2.1", fwmark=0x101), True),
+        (view(1, fwmark=0x1, fwmask=0xFF), RouteQuery("192.0.2.1", fwmark=0x2), False),
+        (view(1, fwmark=0x0, fwmask=0xFF), RouteQuery("192.0.2.1"), True),
+        (view(1, fwmark=0x1), RouteQuery("192.0.2.1", fwmark=0x101), False),
+    ],
+)
 def test_rule_matches(rule: RuleView, q: RouteQuery, want: bool) -> None:
     assert fib_lookup.rule_matches(rule, q) is want
     assert fib_lookup.rule_matches(rule, q, exotic=True) is (None if want else False)
 
 
 def test_unreachable_rule_is_the_certain_cause_of_enetunreach() -> None:
-    rules = [(view(0, table=255), False), (view(100, "unreachable", dst="203.0.113.0/24"), False),
-             (view(32766), False)]
+    rules = [(view(0, table=255), False), (view(100, "unreachable", dst="203.0.113.0/24"), False), (view(32766), False)]
     rule, maybe = fib_lookup.rule_cause(errno.ENETUNREACH, RouteQuery("203.0.113.9"), rules)
     assert rule is rules[1][0] and maybe is None
     ans = fib_lookup.error_answer(RouteQuery("203.0.113.9"), errno.ENETUNREACH, "m", None, rule)
@@ -346,11 +455,14 @@ def test_rules_that_only_may_have_caused_an_error() -> None:
     prohibit = view(100, "prohibit", dst="198.18.0.0/24")
     exotic_unreach = view(90, "unreachable")
     # A prohibit rule and a prohibit route both give EACCES: a hint, never certainty.
-    assert fib_lookup.rule_cause(errno.EACCES, RouteQuery("198.18.0.1"), [(prohibit, False)]) == \
-        (None, "or the rule `100: from all to 198.18.0.0/24 prohibit`")
+    assert fib_lookup.rule_cause(errno.EACCES, RouteQuery("198.18.0.1"), [(prohibit, False)]) == (
+        None,
+        "or the rule `100: from all to 198.18.0.0/24 prohibit`",
+    )
     # A rule with selectors a query cannot be matched against (here: as if it had ipproto).
-    rule, maybe = fib_lookup.rule_cause(errno.ENETUNREACH, RouteQuery("198.18.0.1"),
-                                        [(exotic_unreach, True), (prohibit, False)])
+    rule, maybe = fib_lookup.rule_cause(
+        errno.ENETUNREACH, RouteQuery("198.18.0.1"), [(exotic_unreach, True), (prohibit, False)]
+    )
     assert rule is None and maybe == "or the rule `90: from all unreachable`"
 
 
@@ -363,15 +475,25 @@ def tuple_attrs(src: str, dst: str, proto: int, a: int, b: int | None, icmp: tup
     if icmp is not None:
         key = "ICMPV6" if v6 else "ICMP"
         l4: list[tuple[str, int | None]] = [
-            ("CTA_PROTO_NUM", proto), (f"CTA_PROTO_{key}_ID", a), (f"CTA_PROTO_{key}_TYPE", icmp[0]),
-            (f"CTA_PROTO_{key}_CODE", icmp[1])]
+            ("CTA_PROTO_NUM", proto),
+            (f"CTA_PROTO_{key}_ID", a),
+            (f"CTA_PROTO_{key}_TYPE", icmp[0]),
+            (f"CTA_PROTO_{key}_CODE", icmp[1]),
+        ]
     else:
         l4 = [("CTA_PROTO_NUM", proto), ("CTA_PROTO_SRC_PORT", a), ("CTA_PROTO_DST_PORT", b)]
     return {"attrs": [("CTA_TUPLE_IP", {"attrs": ip}), ("CTA_TUPLE_PROTO", {"attrs": l4})]}
 
 
-def ct_message(orig: Any, reply_: Any, *, family: int = socket.AF_INET, status: int = 0, extra: list[Any] | None = None,
-               nested_flag: bool = True) -> bytes:
+def ct_message(
+    orig: Any,
+    reply_: Any,
+    *,
+    family: int = socket.AF_INET,
+    status: int = 0,
+    extra: list[Any] | None = None,
+    nested_flag: bool = True,
+) -> bytes:
     msg = nfct_msg()
     msg["nfgen_family"] = family
     msg["attrs"] = [("CTA_TUPLE_ORIG", orig), ("CTA_TUPLE_REPLY", reply_), ("CTA_STATUS", status), *(extra or [])]
@@ -386,46 +508,71 @@ def ct_message(orig: Any, reply_: Any, *, family: int = socket.AF_INET, status: 
 
 
 def test_tcp_entry_with_masquerade() -> None:
-    data = ct_message(tuple_attrs("10.1.0.2", "10.2.0.2", 6, 43960, 8080),
-                      tuple_attrs("10.2.0.2", "10.2.0.1", 6, 8080, 43960), status=0x19E,
-                      extra=[("CTA_TIMEOUT", 119), ("CTA_MARK", 0), ("CTA_USE", 1),
-                             ("CTA_PROTOINFO", {"attrs": [("CTA_PROTOINFO_TCP", {"attrs": [
-                                 ("CTA_PROTOINFO_TCP_STATE", 7)]})]})])
+    data = ct_message(
+        tuple_attrs("10.1.0.2", "10.2.0.2", 6, 43960, 8080),
+        tuple_attrs("10.2.0.2", "10.2.0.1", 6, 8080, 43960),
+        status=0x19E,
+        extra=[
+            ("CTA_TIMEOUT", 119),
+            ("CTA_MARK", 0),
+            ("CTA_USE", 1),
+            ("CTA_PROTOINFO", {"attrs": [("CTA_PROTOINFO_TCP", {"attrs": [("CTA_PROTOINFO_TCP_STATE", 7)]})]}),
+        ],
+    )
     entry = ct.parse_ct(data)
     assert entry == CtEntry(
         orig=CtTuple("10.1.0.2", "10.2.0.2", "tcp", 43960, 8080),
         reply=CtTuple("10.2.0.2", "10.2.0.1", "tcp", 8080, 43960),
         status=frozenset({"SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "SRC_NAT_DONE", "DST_NAT_DONE"}),
-        mark=0, zone=0, state="TIME_WAIT", timeout=119, family=4,
+        mark=0,
+        zone=0,
+        state="TIME_WAIT",
+        timeout=119,
+        family=4,
         text="ipv4 tcp 6 119 TIME_WAIT src=10.1.0.2 dst=10.2.0.2 sport=43960 dport=8080 "
-             "src=10.2.0.2 dst=10.2.0.1 sport=8080 dport=43960 [ASSURED] mark=0 [SNAT]")
+        "src=10.2.0.2 dst=10.2.0.1 sport=8080 dport=43960 [ASSURED] mark=0 [SNAT]",
+    )
     assert entry.snat and not entry.dnat
 
 
 def test_icmp_entry_id_and_unreplied_dnat_in_a_zone() -> None:
-    data = ct_message(tuple_attrs("10.1.0.2", "10.9.0.100", 1, 4242, None, (8, 0)),
-                      tuple_attrs("10.2.0.2", "10.1.0.2", 1, 4242, None, (0, 0)), status=0x20 | 0x8,
-                      extra=[("CTA_TIMEOUT", 29), ("CTA_MARK", 42), ("CTA_ZONE", 3)])
+    data = ct_message(
+        tuple_attrs("10.1.0.2", "10.9.0.100", 1, 4242, None, (8, 0)),
+        tuple_attrs("10.2.0.2", "10.1.0.2", 1, 4242, None, (0, 0)),
+        status=0x20 | 0x8,
+        extra=[("CTA_TIMEOUT", 29), ("CTA_MARK", 42), ("CTA_ZONE", 3)],
+    )
     entry = ct.parse_ct(data)
     assert entry is not None
     assert entry.orig == CtTuple("10.1.0.2", "10.9.0.100", "icmp", 4242, None)
     assert entry.reply == CtTuple("10.2.0.2", "10.1.0.2", "icmp", 4242, None)
     assert (entry.mark, entry.zone, entry.state, entry.dnat, entry.snat) == (42, 3, None, True, False)
-    assert entry.text == ("ipv4 icmp 1 29 src=10.1.0.2 dst=10.9.0.100 type=8 code=0 id=4242 [UNREPLIED] "
-                          "src=10.2.0.2 dst=10.1.0.2 type=0 code=0 id=4242 mark=42 zone=3 [DNAT]")
+    assert entry.text == (
+        "ipv4 icmp 1 29 src=10.1.0.2 dst=10.9.0.100 type=8 code=0 id=4242 [UNREPLIED] "
+        "src=10.2.0.2 dst=10.1.0.2 type=0 code=0 id=4242 mark=42 zone=3 [DNAT]"
+    )
 
 
 def test_ipv6_udp_entry_without_nested_flags() -> None:
-    data = ct_message(tuple_attrs("fd01::2", "fd02::2", 17, 5000, 53), tuple_attrs("fd02::2", "fd02::1", 17, 53, 5000),
-                      family=socket.AF_INET6, status=0xA, nested_flag=False)
+    data = ct_message(
+        tuple_attrs("fd01::2", "fd02::2", 17, 5000, 53),
+        tuple_attrs("fd02::2", "fd02::1", 17, 53, 5000),
+        family=socket.AF_INET6,
+        status=0xA,
+        nested_flag=False,
+    )
     entry = ct.parse_ct(data)
     assert entry is not None and entry.family == 6
     assert (entry.orig.proto, entry.reply.dst, entry.timeout, entry.mark) == ("udp", "fd02::1", None, 0)
 
 
 def test_icmpv6_entry() -> None:
-    data = ct_message(tuple_attrs("fd01::2", "fd02::2", 58, 7, None, (128, 0)),
-                      tuple_attrs("fd02::2", "fd01::2", 58, 7, None, (129, 0)), family=socket.AF_INET6, status=0xA)
+    data = ct_message(
+        tuple_attrs("fd01::2", "fd02::2", 58, 7, None, (128, 0)),
+        tuple_attrs("fd02::2", "fd01::2", 58, 7, None, (129, 0)),
+        family=socket.AF_INET6,
+        status=0xA,
+    )
     entry = ct.parse_ct(data)
     assert entry is not None and entry.orig == CtTuple("fd01::2", "fd02::2", "icmpv6", 7, None)
     assert "type=128 code=0 id=7" in entry.text
@@ -445,8 +592,13 @@ def test_entry_without_tuples_is_skipped_and_broken_ones_are_safe() -> None:
 
 def test_ct_count_from_a_stats_reply() -> None:
     # nlmsghdr, nfgenmsg, CTA_STATS_GLOBAL_ENTRIES 1007, CTA_STATS_GLOBAL_MAX_ENTRIES (be32, with the byte-order flag)
-    body = bytes(4) + struct.pack("=HH", 8, 0x4001) + struct.pack("!I", 1007) + struct.pack("=HH", 8, 0x4002) + \
-        struct.pack("!I", 262144)
+    body = (
+        bytes(4)
+        + struct.pack("=HH", 8, 0x4001)
+        + struct.pack("!I", 1007)
+        + struct.pack("=HH", 8, 0x4002)
+        + struct.pack("!I", 262144)
+    )
     data = struct.pack("=IHHII", 16 + len(body), 0x105, 0, 1, 0) + body
     assert ct.ct_count(data) == 1007
     assert ct.ct_count(data[:20]) is None
@@ -454,8 +606,7 @@ def test_ct_count_from_a_stats_reply() -> None:
 
 def test_status_names() -> None:
     assert ct.status_names(0) == frozenset()
-    assert ct.status_names(0x19E) == {"SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "SRC_NAT_DONE",
-                                     "DST_NAT_DONE"}
+    assert ct.status_names(0x19E) == {"SEEN_REPLY", "ASSURED", "CONFIRMED", "SRC_NAT", "SRC_NAT_DONE", "DST_NAT_DONE"}
     assert ct.status_names((1 << 5) | (1 << 9) | (1 << 10)) == {"DST_NAT", "DYING", "FIXED_TIMEOUT"}
     assert ct.status_names(1 << 20) == {"BIT20"}
 

@@ -51,10 +51,16 @@ def _lab() -> Lab:
 def _verdicts() -> list[Verdict]:
     return [
         Verdict(name="client reaches router", kind="probe", passed=True, summary="tcp connected in 2 ms"),
-        Verdict(name=HOSTILE, kind="probe", passed=False, summary="timeout after 1.0 s",
-                reasons=["expected connected, got timeout", "dropped by <chain forward> policy"],
-                evidence=["conntrack: tcp 10.1.0.2:40000 → 10.1.0.1:80 [UNREPLIED]", "route: 10.1.0.1 dev eth0"],
-                description="the <forward> policy drops it", probes=[{"outcome": "timeout"}]),
+        Verdict(
+            name=HOSTILE,
+            kind="probe",
+            passed=False,
+            summary="timeout after 1.0 s",
+            reasons=["expected connected, got timeout", "dropped by <chain forward> policy"],
+            evidence=["conntrack: tcp 10.1.0.2:40000 → 10.1.0.1:80 [UNREPLIED]", "route: 10.1.0.1 dev eth0"],
+            description="the <forward> policy drops it",
+            probes=[{"outcome": "timeout"}],
+        ),
     ]
 
 
@@ -98,7 +104,7 @@ def test_user_text_is_escaped_everywhere() -> None:
 def test_failed_check_is_open_with_reasons_and_evidence() -> None:
     html = render_html(RUN, _verdicts(), _lab(), None)
     start = html.index('<details class="check failed" open>')
-    block = html[start:html.index('<details class="check passed">')]
+    block = html[start : html.index('<details class="check passed">')]
     assert "Why it failed" in block
     assert "expected connected, got timeout" in block
     assert "dropped by &lt;chain forward&gt; policy" in block
@@ -113,8 +119,14 @@ def test_trace_slot_shows_the_verdicts_trace() -> None:
     class Traced(Verdict):
         trace: list[str] = field(default_factory=list)
 
-    v = Traced(name="traced", kind="probe", passed=False, summary="timeout", reasons=["timeout"],
-               trace=["router: inet filter forward: policy drop <here>"])
+    v = Traced(
+        name="traced",
+        kind="probe",
+        passed=False,
+        summary="timeout",
+        reasons=["timeout"],
+        trace=["router: inet filter forward: policy drop <here>"],
+    )
     html = render_html(RUN, [v], None, None)
     assert '<div class="trace">' in html and "Trace" in html
     assert "router: inet filter forward: policy drop &lt;here&gt;" in html
@@ -124,8 +136,10 @@ def test_trace_slot_shows_the_verdicts_trace() -> None:
 def test_summary_for_a_pull_request() -> None:
     text = summary_text(RUN, _verdicts())
     first, second = text.splitlines()
-    assert first == ("**netlab check `demo`** ✗ 1 passed, 1 failed in 1.23 s · kernel 6.1.0-test · netlab 0.1.0 · "
-                     "2026-12-04 18:00:00 UTC")
+    assert first == (
+        "**netlab check `demo`** ✗ 1 passed, 1 failed in 1.23 s · kernel 6.1.0-test · netlab 0.1.0 · "
+        "2026-12-04 18:00:00 UTC"
+    )
     assert second == f"- ✗ `{HOSTILE}`: expected connected, got timeout; dropped by <chain forward> policy"
     assert summary_text(RUN, _verdicts()[:1]).startswith("**netlab check `demo`** ✓ 1 passed, 0 failed")
 

@@ -62,8 +62,10 @@ def test_no_complaint_about_a_node_that_failed_validation() -> None:
 def test_a_top_level_typo_stops_the_cross_references() -> None:
     """`node:` for `nodes:` leaves nothing to refer to: only the typo is reported."""
     problems = _problems(BASE.replace("nodes:", "node:", 1) + "  - {name: x, probe: {from: zz, to: a, port: 80}}\n")
-    assert problems == ["lab.yaml:2: node: unknown key 'node'; did you mean 'nodes'? (allowed here: checks, cluster, "
-                        "description, name, nodes, requires, tables)"]
+    assert problems == [
+        "lab.yaml:2: node: unknown key 'node'; did you mean 'nodes'? (allowed here: checks, cluster, "
+        "description, name, nodes, requires, tables)"
+    ]
 
 
 def test_original_paths_skip_removed_entries() -> None:

@@ -18,20 +18,24 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_a_state_round_trips_with_its_source_and_hash(state_dir: Path) -> None:
-    st = LabState("t", "/labs/t.yaml", "f" * 16, "up", {"a": "t.a"}, source_hash="ab" * 32,
-                  spec={"name": "t", "description": "x"})
+    st = LabState(
+        "t", "/labs/t.yaml", "f" * 16, "up", {"a": "t.a"}, source_hash="ab" * 32, spec={"name": "t", "description": "x"}
+    )
     write_state(st)
     assert read_state("t") == st
     assert read_state("nope") is None
 
 
-@pytest.mark.parametrize(("content", "why"), [
-    (b"", "is empty"),
-    (b"  \n", "is empty"),
-    (b'{"lab": "t", "sou', "is not valid JSON"),
-    (b"[1, 2]", "is not a netlab state (missing: everything)"),
-    (b'{"lab": "t", "status": "up"}', "is not a netlab state (missing: fingerprint, nodes, source)"),
-])
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b"", "is empty"),
+        (b"  \n", "is empty"),
+        (b'{"lab": "t", "sou', "is not valid JSON"),
+        (b"[1, 2]", "is not a netlab state (missing: everything)"),
+        (b'{"lab": "t", "status": "up"}', "is not a netlab state (missing: fingerprint, nodes, source)"),
+    ],
+)
 def test_an_unreadable_state_is_named_with_what_to_do(state_dir: Path, content: bytes, why: str) -> None:
     (state_dir / "t.json").write_bytes(content)
     with pytest.raises(StateUnreadable) as info:
@@ -45,8 +49,12 @@ def test_an_unreadable_state_is_named_with_what_to_do(state_dir: Path, content: 
 
 
 def test_key_changes_cover_every_key() -> None:
-    old = {"name": "x", "description": "a", "nodes": {"n1": {"mtu": 1500}, "n2": {}},
-           "checks": [{"name": "c1"}, {"name": "c2"}]}
+    old = {
+        "name": "x",
+        "description": "a",
+        "nodes": {"n1": {"mtu": 1500}, "n2": {}},
+        "checks": [{"name": "c1"}, {"name": "c2"}],
+    }
     new = {"name": "x", "description": "b", "nodes": {"n1": {"mtu": 1400}, "n3": {}}, "checks": [{"name": "c1"}]}
     assert key_changes(old, new) == [
         '~ description: "a" → "b"',

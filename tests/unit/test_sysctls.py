@@ -40,6 +40,8 @@ def test_validate_without_root_warns_and_exits_0(tmp_path: Path, monkeypatch: py
     result = CliRunner().invoke(cli, ["validate", str(lab)], standalone_mode=False)
     assert result.exception is None, result.output
     assert result.return_value == 0
-    assert f'warning: {lab}:5: nodes.a.sysctls["net.ipv4.ip_fowrard"]: netlab\'s list of a 6.18 kernel\'s ' \
-           "sysctls has no net.ipv4.ip_fowrard; did you mean net.ipv4.ip_forward? (as root, validate asks this " \
-           "kernel)" in result.output
+    assert (
+        f"warning: {lab}:5: nodes.a.sysctls[\"net.ipv4.ip_fowrard\"]: netlab's list of a 6.18 kernel's "
+        "sysctls has no net.ipv4.ip_fowrard; did you mean net.ipv4.ip_forward? (as root, validate asks this "
+        "kernel)" in result.output
+    )

@@ -35,24 +35,54 @@ def ip_header(src: str, dst: str) -> bytes:
 
 def test_decode_a_rule_event_with_a_jump_and_headers() -> None:
     verdict = attr(1, struct.pack(">i", -3)) + attr(2, b"KUBE-SVC-X\0")
-    data = message(attr(1, b"nat\0"), attr(2, b"KUBE-SERVICES\0"), attr(3, struct.pack(">Q", 42)),
-                   attr(4, struct.pack(">I", 3)), attr(5 | 0x8000, verdict), attr(6, struct.pack(">I", 7)),
-                   attr(8, ip_header("10.0.0.2", "10.96.0.10")), attr(10, struct.pack(">I", 2)), family=2)
-    data += message(attr(1, b"nat\0"), attr(2, b"KUBE-SEP-Y\0"), attr(4, struct.pack(">I", 1)),
-                    attr(16, struct.pack(">I", 0)), attr(6, struct.pack(">I", 7)), family=2)
+    data = message(
+        attr(1, b"nat\0"),
+        attr(2, b"KUBE-SERVICES\0"),
+        attr(3, struct.pack(">Q", 42)),
+        attr(4, struct.pack(">I", 3)),
+        attr(5 | 0x8000, verdict),
+        attr(6, struct.pack(">I", 7)),
+        attr(8, ip_header("10.0.0.2", "10.96.0.10")),
+        attr(10, struct.pack(">I", 2)),
+        family=2,
+    )
+    data += message(
+        attr(1, b"nat\0"),
+        attr(2, b"KUBE-SEP-Y\0"),
+        attr(4, struct.pack(">I", 1)),
+        attr(16, struct.pack(">I", 0)),
+        attr(6, struct.pack(">I", 7)),
+        family=2,
+    )
     first, second = decode(data, "lab.node1", {2: "eth0"})
-    assert (first.family, first.table, first.chain, first.handle, first.type) == ("ip", "nat", "KUBE-SERVICES", 42,
-                                                                                    "rule")
+    assert (first.family, first.table, first.chain, first.handle, first.type) == (
+        "ip",
+        "nat",
+        "KUBE-SERVICES",
+        42,
+        "rule",
+    )
     assert (first.verdict, first.target, first.id, first.src, first.dst, first.iif, first.oif) == (
-        "jump", "KUBE-SVC-X", 7, "10.0.0.2", "10.96.0.10", "eth0", None)
+        "jump",
+        "KUBE-SVC-X",
+        7,
+        "10.0.0.2",
+        "10.96.0.10",
+        "eth0",
+        None,
+    )
     assert (second.type, second.verdict, second.handle, second.src) == ("policy", "drop", None, None)
     assert with_headers([first, second])[1].src == "10.0.0.2"  # the kernel sends headers once per hook
 
 
 def test_decode_skips_other_messages_and_names_unknown_interfaces() -> None:
-    other = struct.pack("=IHHII", 20, 0x0a10, 0, 0, 0) + b"\0" * 4
-    data = other + message(attr(1, b"t\0"), attr(2, b"c\0"), attr(12, struct.pack(">I", 9)),
-                           attr(5 | 0x8000, attr(1, struct.pack(">i", 1))))
+    other = struct.pack("=IHHII", 20, 0x0A10, 0, 0, 0) + b"\0" * 4
+    data = other + message(
+        attr(1, b"t\0"),
+        attr(2, b"c\0"),
+        attr(12, struct.pack(">I", 9)),
+        attr(5 | 0x8000, attr(1, struct.pack(">i", 1))),
+    )
     (event,) = decode(data, "ns")
     assert (event.oif, event.verdict, event.family, event.type) == ("if9", "accept", "inet", "?")
 
@@ -64,41 +94,78 @@ def test_the_temporary_table_marks_the_flow_both_ways_by_address_and_port() -> N
     assert "table inet netlab-trace-1-1 {" in text
     assert "type filter hook prerouting priority -600; policy accept;" in text
     assert "type filter hook output priority -600; policy accept;" in text
-    for rule in ("ip saddr { 10.0.0.2 } meta nftrace set 1", "ip daddr { 10.0.0.2 } meta nftrace set 1",
-                 "ip6 daddr { 2001:db8::2 } meta nftrace set 1", "meta l4proto tcp th dport { 41000 }"):
+    for rule in (
+        "ip saddr { 10.0.0.2 } meta nftrace set 1",
+        "ip daddr { 10.0.0.2 } meta nftrace set 1",
+        "ip6 daddr { 2001:db8::2 } meta nftrace set 1",
+        "meta l4proto tcp th dport { 41000 }",
+    ):
         assert rule in text, text
 
 
 def test_rule_handles_from_an_nft_listing() -> None:
-    listing = ("table ip filter { # handle 3\n\tchain FORWARD { # handle 2\n"
-               "\t\ttype filter hook forward priority filter; policy accept;\n"
-               "\t\tip daddr 10.1.0.2 counter packets 0 bytes 0 drop # handle 5\n\t}\n}\n")
+    listing = (
+        "table ip filter { # handle 3\n\tchain FORWARD { # handle 2\n"
+        "\t\ttype filter hook forward priority filter; policy accept;\n"
+        "\t\tip daddr 10.1.0.2 counter packets 0 bytes 0 drop # handle 5\n\t}\n}\n"
+    )
     assert parse_handles(listing) == {("FORWARD", 5): "ip daddr 10.1.0.2 counter packets 0 bytes 0 drop"}
 
 
-EV_DEFAULTS: dict[str, Any] = {"iif": None, "oif": None, "table": "netlab-trace-1-1", "type": "policy",
-                               "verdict": "accept", "handle": None, "rule": None, "seq": 0, "ttl": 64}
+EV_DEFAULTS: dict[str, Any] = {
+    "iif": None,
+    "oif": None,
+    "table": "netlab-trace-1-1",
+    "type": "policy",
+    "verdict": "accept",
+    "handle": None,
+    "rule": None,
+    "seq": 0,
+    "ttl": 64,
+}
 
 
 def ev(ns: str, id: int, chain: str, src: str, dst: str, **changes: Any) -> TraceEvent:
     """A trace event; `changes` (EV_DEFAULTS' keys) say what differs from a policy accept."""
     assert set(changes) <= set(EV_DEFAULTS), f"ev() has no field {set(changes) - set(EV_DEFAULTS)}"
     f = {**EV_DEFAULTS, **changes}
-    return TraceEvent(ns, id, f["type"], "inet", f["table"], chain, f["handle"], f["verdict"], None, src, dst,
-                      f["iif"], f["oif"], f["rule"], f["seq"], f["ttl"])
+    return TraceEvent(
+        ns,
+        id,
+        f["type"],
+        "inet",
+        f["table"],
+        chain,
+        f["handle"],
+        f["verdict"],
+        None,
+        src,
+        dst,
+        f["iif"],
+        f["oif"],
+        f["rule"],
+        f["seq"],
+        f["ttl"],
+    )
 
 
 def test_stitch_follows_the_packet_across_namespaces() -> None:
     """The server's queue comes before the router's, and both saw 10.0.0.2 → 10.1.0.2: the
     TTL (one less past the router) tells which came first."""
-    client = [ev("c", 1, "out", "10.0.0.2", "10.1.0.2", oif="eth0"), ev("c", 2, "pre", "10.1.0.2", "10.0.0.2",
-                                                                          iif="eth0")]
-    router = [ev("r", 3, "pre", "10.0.0.2", "10.1.0.2", iif="eth0"), ev("r", 3, "post", "10.0.0.2", "10.1.0.2",
-                                                                         iif="eth0", oif="eth1", ttl=63),
-              ev("r", 4, "pre", "10.1.0.2", "10.0.0.2", iif="eth1"), ev("r", 4, "post", "10.1.0.2", "10.0.0.2",
-                                                                         iif="eth1", oif="eth0", ttl=63)]
-    server = [ev("s", 5, "pre", "10.0.0.2", "10.1.0.2", iif="eth0", ttl=63), ev("s", 6, "out", "10.1.0.2",
-                                                                                  "10.0.0.2", oif="eth0")]
+    client = [
+        ev("c", 1, "out", "10.0.0.2", "10.1.0.2", oif="eth0"),
+        ev("c", 2, "pre", "10.1.0.2", "10.0.0.2", iif="eth0"),
+    ]
+    router = [
+        ev("r", 3, "pre", "10.0.0.2", "10.1.0.2", iif="eth0"),
+        ev("r", 3, "post", "10.0.0.2", "10.1.0.2", iif="eth0", oif="eth1", ttl=63),
+        ev("r", 4, "pre", "10.1.0.2", "10.0.0.2", iif="eth1"),
+        ev("r", 4, "post", "10.1.0.2", "10.0.0.2", iif="eth1", oif="eth0", ttl=63),
+    ]
+    server = [
+        ev("s", 5, "pre", "10.0.0.2", "10.1.0.2", iif="eth0", ttl=63),
+        ev("s", 6, "out", "10.1.0.2", "10.0.0.2", oif="eth0"),
+    ]
     client[1] = ev("c", 2, "pre", "10.1.0.2", "10.0.0.2", iif="eth0", ttl=63)
     order = [(e.ns, e.id) for e in stitch([client, server, router])]
     assert order == [("c", 1), ("r", 3), ("r", 3), ("s", 5), ("s", 6), ("r", 4), ("r", 4), ("c", 2)]
@@ -116,12 +183,46 @@ def test_the_walk_names_the_rule_that_dropped_it_and_the_nat() -> None:
     fake.namespaces[a].trace = [ev(a, 1, "out", "10.244.0.2", "10.96.0.10", oif="eth0", seq=0)]
     fake.namespaces[b].trace = [
         ev(b, 2, "pre", "10.244.0.2", "10.96.0.10", iif="veth0", seq=1),
-        ev(b, 2, "PREROUTING", "10.244.0.2", "10.96.0.10", table="nat", type="rule", verdict="jump", handle=4,
-           rule="jump KUBE-SERVICES", seq=2),
-        ev(b, 2, "KUBE-SEP-Y", "10.244.0.2", "10.244.2.2", table="nat", type="rule", verdict="accept", handle=9,
-           rule="dnat to 10.244.2.2:80", seq=3),
-        ev(b, 2, "FORWARD", "10.244.0.2", "10.244.2.2", table="filter", type="rule", verdict="drop", handle=12,
-           rule="ip daddr 10.244.2.2 drop", seq=4)]
+        ev(
+            b,
+            2,
+            "PREROUTING",
+            "10.244.0.2",
+            "10.96.0.10",
+            table="nat",
+            type="rule",
+            verdict="jump",
+            handle=4,
+            rule="jump KUBE-SERVICES",
+            seq=2,
+        ),
+        ev(
+            b,
+            2,
+            "KUBE-SEP-Y",
+            "10.244.0.2",
+            "10.244.2.2",
+            table="nat",
+            type="rule",
+            verdict="accept",
+            handle=9,
+            rule="dnat to 10.244.2.2:80",
+            seq=3,
+        ),
+        ev(
+            b,
+            2,
+            "FORWARD",
+            "10.244.0.2",
+            "10.244.2.2",
+            table="filter",
+            type="rule",
+            verdict="drop",
+            handle=12,
+            rule="ip daddr 10.244.2.2 drop",
+            seq=4,
+        ),
+    ]
     ctx = LabContext(lab, nodes, fake, Sender("timeout"))
     trace = run_trace(ctx, "web-a", "10.96.0.10", "tcp", 80)
     text = "\n".join(text_lines(trace))

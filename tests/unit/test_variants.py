@@ -118,12 +118,21 @@ def test_mappings_merge_key_by_key() -> None:
 
 
 def test_apply_variant_on_plain_data() -> None:
-    base: dict[str, Any] = {"name": "x", "nodes": {"a": {"sysctls": {"k": 1, "j": 2}, "exec": [["true"]]}},
-                            "checks": [1, 2]}
-    merged = apply_variant(base, "v", {"nodes": {"a": {"sysctls": {"k": None, "m": 3}, "exec": [["false"]]},
-                                                 "b": {"links": {}}}, "checks": []})
-    assert merged.data == {"name": "x-v", "nodes": {"a": {"sysctls": {"j": 2, "m": 3}, "exec": [["false"]]},
-                                                    "b": {"links": {}}}, "checks": []}
+    base: dict[str, Any] = {
+        "name": "x",
+        "nodes": {"a": {"sysctls": {"k": 1, "j": 2}, "exec": [["true"]]}},
+        "checks": [1, 2],
+    }
+    merged = apply_variant(
+        base,
+        "v",
+        {"nodes": {"a": {"sysctls": {"k": None, "m": 3}, "exec": [["false"]]}, "b": {"links": {}}}, "checks": []},
+    )
+    assert merged.data == {
+        "name": "x-v",
+        "nodes": {"a": {"sysctls": {"j": 2, "m": 3}, "exec": [["false"]]}, "b": {"links": {}}},
+        "checks": [],
+    }
     assert merged.origins == {
         ("nodes", "a", "sysctls", "m"): ("variants", "v", "nodes", "a", "sysctls", "m"),
         ("nodes", "a", "exec"): ("variants", "v", "nodes", "a", "exec"),
@@ -179,36 +188,42 @@ def test_a_variant_may_change_the_cluster() -> None:
 
 
 def test_a_problem_in_a_variant_is_at_its_line_and_written_path() -> None:
-    found = problems(with_variants("""\
+    found = problems(
+        with_variants("""\
         variants:
           broken:
             nodes:
               a:
                 sysctls: {kernel.panic: 1}
-    """))
+    """)
+    )
     assert [(p.line, p.path) for p in found] == [(27, 'variants.broken.nodes.a.sysctls["kernel.panic"]')]
     assert "not a network sysctl" in found[0].message
 
 
 def test_a_bad_key_in_a_variant_says_did_you_mean_at_the_variant() -> None:
-    found = problems(with_variants("""\
+    found = problems(
+        with_variants("""\
         variants:
           broken:
             nodes:
               a:
                 links:
                   eth0: {adresses: [10.0.1.9/24]}
-    """))
+    """)
+    )
     assert [(p.line, p.path) for p in found] == [(28, "variants.broken.nodes.a.links.eth0.adresses")]
     assert "did you mean 'addresses'?" in found[0].message
 
 
 def test_a_problem_the_variant_causes_in_the_base_names_the_variant() -> None:
-    found = problems(with_variants("""\
+    found = problems(
+        with_variants("""\
         variants:
           no-b:
             nodes: {b: null}
-    """))
+    """)
+    )
     assert found, found
     for p in found:
         assert p.message.startswith("in variant no-b: "), p
@@ -217,13 +232,15 @@ def test_a_problem_the_variant_causes_in_the_base_names_the_variant() -> None:
 
 
 def test_problems_of_several_variants_come_together() -> None:
-    found = problems(with_variants("""\
+    found = problems(
+        with_variants("""\
         variants:
           one:
             nodes: {a: {sysctls: {kernel.x: 1}}}
           two:
             requires: [warp-drive]
-    """))
+    """)
+    )
     assert {p.path.split(".")[1] for p in found} == {"one", "two"}
 
 
@@ -234,24 +251,28 @@ def test_base_problems_are_not_repeated_per_variant() -> None:
 
 
 def test_null_deleting_nothing_is_an_error_with_a_suggestion() -> None:
-    found = problems(with_variants("""\
+    found = problems(
+        with_variants("""\
         variants:
           typo:
             nodes:
               b: {route: null}
-    """))
+    """)
+    )
     assert [(p.line, p.path) for p in found] == [(26, "variants.typo.nodes.b.route")]
     assert "the lab has no nodes.b.route; did you mean 'routes'?" in found[0].message
 
 
 def test_keys_a_variant_cannot_have() -> None:
-    found = problems(with_variants("""\
+    found = problems(
+        with_variants("""\
         variants:
           v:
             name: other
             variants: {}
             node: {}
-    """))
+    """)
+    )
     by_path = {p.path: p.message for p in found}
     assert "cannot set `name:`" in by_path["variants.v.name"] and "tiny-v" in by_path["variants.v.name"]
     assert "do not nest" in by_path["variants.v.variants"]
@@ -259,11 +280,13 @@ def test_keys_a_variant_cannot_have() -> None:
 
 
 def test_variant_names() -> None:
-    found = problems(with_variants("""\
+    found = problems(
+        with_variants("""\
         variants:
           bad.name: {}
           a-much-too-long-variant-name-here: {}
-    """))
+    """)
+    )
     by_path = {p.path: p.message for p in found}
     assert "only letters, digits" in by_path['variants["bad.name"]']
     long = by_path["variants.a-much-too-long-variant-name-here"]
@@ -279,13 +302,15 @@ def test_the_variants_section_must_be_a_mapping(section: str) -> None:
 
 def test_a_variant_file_that_cannot_be_read_is_at_the_variant(tmp_path: Path) -> None:
     path = tmp_path / "lab.yaml"
-    path.write_text(with_variants("""\
+    path.write_text(
+        with_variants("""\
         variants:
           fw:
             nodes:
               r:
                 nftables: [{file: missing.nft}]
-    """))
+    """)
+    )
     with pytest.raises(LabError) as info:
         load_lab(path, "fw")
     [p] = info.value.problems
@@ -328,13 +353,15 @@ def test_a_variant_that_breaks_the_kept_base_is_refused_alone_and_named() -> Non
 def test_the_origin_of_a_variant_lab_translates_its_paths(tmp_path: Path) -> None:
     (tmp_path / "r.nft").write_text("table inet t {}\n")
     path = tmp_path / "lab.yaml"
-    path.write_text(with_variants("""\
+    path.write_text(
+        with_variants("""\
         variants:
           fw:
             nodes:
               r:
                 nftables: [{file: r.nft}]
-    """))
+    """)
+    )
     _, where = load_lab_located(path, "fw")
     assert where.written(("nodes", "r", "nftables", 0)) == ("variants", "fw", "nodes", "r", "nftables", 0)
     assert where.written(("nodes", "a", "links")) == ("nodes", "a", "links")
@@ -347,8 +374,9 @@ def test_the_origin_of_a_variant_lab_translates_its_paths(tmp_path: Path) -> Non
 def test_unknown_variant_lists_the_known_ones() -> None:
     with pytest.raises(UsageError) as info:
         text_lab(LAB, "no-retrun")
-    assert str(info.value) == ("lab tiny (t.yaml) has no variant 'no-retrun'; did you mean 'no-return'? "
-                               "(its variants: no-return, mtu)")
+    assert str(info.value) == (
+        "lab tiny (t.yaml) has no variant 'no-retrun'; did you mean 'no-return'? (its variants: no-return, mtu)"
+    )
 
 
 def test_variant_of_a_lab_without_variants() -> None:

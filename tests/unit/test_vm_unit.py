@@ -16,8 +16,13 @@ from netlab.errors import MissingFeature, UsageError
 
 
 def run(tmp_path: Path, **kw: object) -> vm.VmRun:
-    base: dict[str, object] = {"argv": ["pytest", "-k", "a b"], "results": tmp_path, "kernel": "/boot/vmlinuz-x",
-                               "kvm": False, "cwd": "/work/main"}
+    base: dict[str, object] = {
+        "argv": ["pytest", "-k", "a b"],
+        "results": tmp_path,
+        "kernel": "/boot/vmlinuz-x",
+        "kvm": False,
+        "cwd": "/work/main",
+    }
     return vm.VmRun(**{**base, **kw})  # type: ignore[arg-type]
 
 
@@ -48,15 +53,22 @@ def test_kvm_forced(monkeypatch: pytest.MonkeyPatch, value: str, expected: bool)
     assert vm.kvm_choice() == (expected, f"NETLAB_VM_KVM={value}")
 
 
-@pytest.mark.parametrize(("dev", "flags", "expected"), [
-    (FileNotFoundError, "", (False, "/dev/kvm missing")),
-    (PermissionError(13, "Permission denied"), "", (False, "/dev/kvm present but not usable: Permission denied")),
-    (None, "flags\t: fpu sse2 hypervisor",
-     (False, "/dev/kvm present but this CPU has no VMX/SVM (nested KVM would hang)")),
-    (None, "flags\t: fpu vmx sse2", (True, "/dev/kvm usable and the CPU has VMX/SVM")),
-])
-def test_why_kvm_or_emulation(monkeypatch: pytest.MonkeyPatch, dev: Any, flags: str,
-                              expected: tuple[bool, str]) -> None:
+@pytest.mark.parametrize(
+    ("dev", "flags", "expected"),
+    [
+        (FileNotFoundError, "", (False, "/dev/kvm missing")),
+        (PermissionError(13, "Permission denied"), "", (False, "/dev/kvm present but not usable: Permission denied")),
+        (
+            None,
+            "flags\t: fpu sse2 hypervisor",
+            (False, "/dev/kvm present but this CPU has no VMX/SVM (nested KVM would hang)"),
+        ),
+        (None, "flags\t: fpu vmx sse2", (True, "/dev/kvm usable and the CPU has VMX/SVM")),
+    ],
+)
+def test_why_kvm_or_emulation(
+    monkeypatch: pytest.MonkeyPatch, dev: Any, flags: str, expected: tuple[bool, str]
+) -> None:
     monkeypatch.delenv("NETLAB_VM_KVM", raising=False)
 
     real_open = os.open
@@ -73,8 +85,9 @@ def test_why_kvm_or_emulation(monkeypatch: pytest.MonkeyPatch, dev: Any, flags: 
 
 
 @pytest.mark.parametrize(("kvm", "slowness"), [(False, "10"), (True, "2")])
-def test_the_guest_gets_the_vms_slowness(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kvm: bool,
-                                         slowness: str) -> None:
+def test_the_guest_gets_the_vms_slowness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kvm: bool, slowness: str
+) -> None:
     monkeypatch.delenv("NETLAB_SLOWNESS", raising=False)
     lines = vm.guest_script(run(tmp_path, kvm=kvm)).splitlines()
     assert f"export NETLAB_SLOWNESS={slowness}" in lines

@@ -16,17 +16,20 @@ from netlab.vocabulary import (
 )
 
 
-@pytest.mark.parametrize(("address", "port", "no_port", "text"), [
-    ("10.0.0.1", 80, "zero", "10.0.0.1:80"),
-    ("2001:db8::1", 80, "zero", "[2001:db8::1]:80"),
-    ("10.0.0.1", 0, "zero", "10.0.0.1:0"),
-    ("2001:db8::1", None, "zero", "[2001:db8::1]:0"),
-    ("10.0.0.1", None, "address", "10.0.0.1"),
-    ("2001:db8::1", 0, "address", "2001:db8::1"),  # ipvsadm -t refuses [2001:db8::1] alone
-    ("2001:db8::1", 443, "address", "[2001:db8::1]:443"),
-    ("10.0.0.1", 0, "bracketed", "10.0.0.1"),
-    ("2001:db8::1", None, "bracketed", "[2001:db8::1]"),
-])
+@pytest.mark.parametrize(
+    ("address", "port", "no_port", "text"),
+    [
+        ("10.0.0.1", 80, "zero", "10.0.0.1:80"),
+        ("2001:db8::1", 80, "zero", "[2001:db8::1]:80"),
+        ("10.0.0.1", 0, "zero", "10.0.0.1:0"),
+        ("2001:db8::1", None, "zero", "[2001:db8::1]:0"),
+        ("10.0.0.1", None, "address", "10.0.0.1"),
+        ("2001:db8::1", 0, "address", "2001:db8::1"),  # ipvsadm -t refuses [2001:db8::1] alone
+        ("2001:db8::1", 443, "address", "[2001:db8::1]:443"),
+        ("10.0.0.1", 0, "bracketed", "10.0.0.1"),
+        ("2001:db8::1", None, "bracketed", "[2001:db8::1]"),
+    ],
+)
 def test_host_port(address: str, port: int | None, no_port: str, text: str) -> None:
     assert host_port(address, port, no_port=no_port) == text  # type: ignore[arg-type]
 
@@ -51,10 +54,13 @@ def test_tables() -> None:
     assert table_words(None) == "no table"
 
 
-@pytest.mark.parametrize(("text", "parsed"), [
-    ("0x1", (1, None)),
-    ("0x4000/0x4000", (0x4000, 0x4000)),
-    ("0x0/0xff", (0, 0xFF)),
-])
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("0x1", (1, None)),
+        ("0x4000/0x4000", (0x4000, 0x4000)),
+        ("0x0/0xff", (0, 0xFF)),
+    ],
+)
 def test_parse_fwmark(text: str, parsed: tuple[int, int | None]) -> None:
     assert parse_fwmark(text) == parsed

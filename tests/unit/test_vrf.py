@@ -103,16 +103,19 @@ def test_a_vrf_joins_its_interfaces_at_layer_3_only() -> None:
     assert not any({("r", "eth1"), ("r", "eth2")} <= s for s in segments)
 
 
-@pytest.mark.parametrize("link,words", [
-    ({"kind": "vrf", "table": "main"}, "table main is a built-in table (254)"),
-    ({"kind": "vrf", "table": 255}, "table 255 is the built-in table 'local'"),
-    ({"kind": "vrf", "table": 0}, "Invalid VRF table id"),
-    ({"kind": "vrf", "table": "nosuch"}, "table 'nosuch' is not declared"),
-    ({"kind": "vrf", "table": 10, "mtu": 1279}, "a vrf's MTU is at least 1280"),
-    ({"kind": "vrf", "table": 10, "master": "br0"}, "a vrf cannot have a master"),
-    ({"kind": "vrf"}, "required key 'table' is missing; a vrf needs `table:`"),
-    ({"kind": "vrf", "table": 10, "ports": ["eth1"]}, "'ports' is a setting of bridge links, and this is a vrf"),
-])
+@pytest.mark.parametrize(
+    "link,words",
+    [
+        ({"kind": "vrf", "table": "main"}, "table main is a built-in table (254)"),
+        ({"kind": "vrf", "table": 255}, "table 255 is the built-in table 'local'"),
+        ({"kind": "vrf", "table": 0}, "Invalid VRF table id"),
+        ({"kind": "vrf", "table": "nosuch"}, "table 'nosuch' is not declared"),
+        ({"kind": "vrf", "table": 10, "mtu": 1279}, "a vrf's MTU is at least 1280"),
+        ({"kind": "vrf", "table": 10, "master": "br0"}, "a vrf cannot have a master"),
+        ({"kind": "vrf"}, "required key 'table' is missing; a vrf needs `table:`"),
+        ({"kind": "vrf", "table": 10, "ports": ["eth1"]}, "'ports' is a setting of bridge links, and this is a vrf"),
+    ],
+)
 def test_vrf_mistakes(link: dict[str, Any], words: str) -> None:
     data = {"name": "v", "nodes": {"r": {"links": {"x": link, "br0": {"kind": "bridge"}}}}}
     import yaml
@@ -129,9 +132,11 @@ def test_two_vrfs_of_one_node_may_not_share_a_table_but_two_nodes_may() -> None:
           r: {links: {blue: {kind: vrf, table: blue}, red: {kind: vrf, table: 10}}}
           s: {links: {blue: {kind: vrf, table: blue}}}
     """)
-    assert found == ["nodes.r.links.red.table: vrf blue of this node already uses table 10; two "
-                     "VRFs sharing a table are one VRF (the kernel takes it only while net.vrf.strict_mode is 0): "
-                     "give each its own table"]
+    assert found == [
+        "nodes.r.links.red.table: vrf blue of this node already uses table 10; two "
+        "VRFs sharing a table are one VRF (the kernel takes it only while net.vrf.strict_mode is 0): "
+        "give each its own table"
+    ]
 
 
 def test_master_is_a_bridge_or_a_vrf() -> None:
@@ -147,31 +152,40 @@ def test_master_is_a_bridge_or_a_vrf() -> None:
               br1: {kind: bridge, master: br0}
           a: {}
     """)
-    assert any("master d0 in node r is a dummy, not a bridge or vrf (bridges and vrfs there: blue, br0, br1)" in p
-               for p in found), found
+    assert any(
+        "master d0 in node r is a dummy, not a bridge or vrf (bridges and vrfs there: blue, br0, br1)" in p
+        for p in found
+    ), found
     assert any("a bridge cannot be a port of another bridge" in p for p in found), found
 
 
 def test_gateway_of_a_vrf_subnet() -> None:
     lab()  # in the VRF's table, or with dev: fine
     found = problems(LAB.replace("{to: 10.7.0.0/24, via: 10.1.0.2, dev: eth1}", "{to: 10.7.0.0/24, via: 10.1.0.2}"))
-    assert found == ["nodes.r.routes[2].via: gateway 10.1.0.2 is on eth1's subnet, in VRF blue "
-                     "(table 10), but this route is in table main (254), where the kernel does not find it "
-                     "(\"Nexthop has invalid gateway\"): add `dev: eth1` (the l3mdev rule then looks it up in the "
-                     "VRF's table), or put the route in VRF blue's table"]
+    assert found == [
+        "nodes.r.routes[2].via: gateway 10.1.0.2 is on eth1's subnet, in VRF blue "
+        "(table 10), but this route is in table main (254), where the kernel does not find it "
+        '("Nexthop has invalid gateway"): add `dev: eth1` (the l3mdev rule then looks it up in the '
+        "VRF's table), or put the route in VRF blue's table"
+    ]
     # a subnet of the main table serves a route in a VRF's table (the kernel falls back to the rules)
     lab(LAB.replace("{to: 10.8.0.0/24, via: 10.1.0.2, table: blue}", "{to: 10.8.0.0/24, via: 10.3.0.2, table: blue}"))
 
 
 def test_route_check_vrf_key() -> None:
-    model = lab(LAB + """
+    model = lab(
+        LAB
+        + """
 checks:
   - name: in blue
     route: {on: r, get: 10.1.0.2, vrf: blue}
     expect: {rule: 1000, table: blue, dev: eth1}
-""")
+"""
+    )
     assert model.checks[0].route.vrf == "blue"  # type: ignore[union-attr]
-    found = problems(LAB + """
+    found = problems(
+        LAB
+        + """
 checks:
   - name: not a vrf
     route: {on: r, get: 10.1.0.2, vrf: br0}
@@ -179,7 +193,8 @@ checks:
   - name: with oif
     route: {on: r, get: 10.1.0.2, vrf: blue, oif: eth1}
     expect: {table: blue}
-""")
+"""
+    )
     assert any("vrf br0 of node r is a bridge, not a vrf (its vrfs: blue, red)" in p for p in found), found
     assert any("so it takes no `oif:`" in p for p in found), found
 
@@ -208,8 +223,14 @@ def test_vrfs_are_made_first_then_their_members() -> None:
     plan = build_plan(lab())
     links = [op for op in plan.ops if isinstance(op, CreateLink)]
     assert [(op.name, stage_of(op)) for op in links] == [
-        ("blue", "vrfs"), ("red", "vrfs"), ("br0", "bridges"), ("d0", "bridges"),
-        ("eth1", "veths"), ("p1", "veths"), ("eth3", "veths")]
+        ("blue", "vrfs"),
+        ("red", "vrfs"),
+        ("br0", "bridges"),
+        ("d0", "bridges"),
+        ("eth1", "veths"),
+        ("p1", "veths"),
+        ("eth3", "veths"),
+    ]
     stages = [s for s, _ in plan.by_stage()]
     assert stages.index("vrfs") < stages.index("bridges") < stages.index("veths")
     blue = links[0]
@@ -218,8 +239,10 @@ def test_vrfs_are_made_first_then_their_members() -> None:
 
 def test_render() -> None:
     text = build_plan(lab()).render()
-    assert "# vrfs\nip -n v.r link add blue up type vrf table 10\nip -n v.r link add red mtu 9000 up type vrf " \
-           "table 20\n# bridges\n" in text
+    assert (
+        "# vrfs\nip -n v.r link add blue up type vrf table 10\nip -n v.r link add red mtu 9000 up type vrf "
+        "table 20\n# bridges\n" in text
+    )
     assert "ip -n v.r link add br0 master red up type bridge stp_state 0" in text
     assert "ip -n v.r link add d0 master blue up type dummy" in text
     assert "ip -n v.r link add eth1 master blue up type veth peer name eth0 netns v.a" in text
@@ -284,8 +307,13 @@ def test_fake_driver_refuses_a_vrf_in_a_vrf() -> None:
 
 
 def test_a_refused_vrf_rolls_the_build_back() -> None:
-    driver = FakeDriver(fail=lambda op: "Invalid argument (EINVAL): Invalid VRF table id"
-                        if isinstance(op, CreateLink) and op.name == "red" else None)
+    driver = FakeDriver(
+        fail=lambda op: (
+            "Invalid argument (EINVAL): Invalid VRF table id"
+            if isinstance(op, CreateLink) and op.name == "red"
+            else None
+        )
+    )
     with pytest.raises(ApplyError) as info:
         apply_plan(build_plan(lab()), driver, None)
     assert "nodes.r.links.red (ip -n v.r link add red mtu 9000 up type vrf table 20)" in str(info.value)
@@ -299,11 +327,13 @@ def test_metallb_vrf_variants() -> None:
         router = model.nodes["router"].links
         assert (router["vrf1"].table, router["vrf2"].table) == ("vrf1", "vrf2")  # type: ignore[union-attr]
         plan: Plan = build_plan(model)
-        assert "ip -n metallb-policy-routing-" + variant + ".router link add vrf1 up type vrf table 101" \
-            in plan.render()
+        assert (
+            "ip -n metallb-policy-routing-" + variant + ".router link add vrf1 up type vrf table 101" in plan.render()
+        )
     base = load_lab("labs/metallb-policy-routing.yaml")
-    assert "vrf" not in base.requires and not any(isinstance(link, Vrf) for n in base.nodes.values()
-                                                  for link in n.links.values())
+    assert "vrf" not in base.requires and not any(
+        isinstance(link, Vrf) for n in base.nodes.values() for link in n.links.values()
+    )
 
 
 # --------------------------------------------------------------------------- the l3mdev rule in route checks
@@ -317,8 +347,12 @@ def view(priority: int, action: str = "lookup", table: int | None = 254, **sel: 
 
 
 # What the kernel's rules look like once a namespace has its first VRF.
-KERNEL_RULES = [(view(0, table=255), False), (view(1000, table=None, l3mdev=True), False),
-                (view(32766), False), (view(32767, table=253), False)]
+KERNEL_RULES = [
+    (view(0, table=255), False),
+    (view(1000, table=None, l3mdev=True), False),
+    (view(32766), False),
+    (view(32767, table=253), False),
+]
 VRFS = {"blue": ("blue", 10), "eth1": ("blue", 10), "eth2": ("blue", 10), "br0": ("red", 20), "red": ("red", 20)}
 
 
@@ -326,23 +360,29 @@ def answer(table: int) -> RouteAnswer:
     return RouteAnswer("unicast", table, "eth2", None, None, None, None, "")
 
 
-@pytest.mark.parametrize("q,table", [
-    (RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth1"), 10),  # arriving on a VRF member
-    (RouteQuery("10.2.0.2", vrf="blue"), 10),  # ip route get vrf blue
-    (RouteQuery("10.2.0.2", oif="eth2"), 10),  # leaving by a VRF member
-    (RouteQuery("10.5.0.3", src="10.5.0.2", iif="br0"), 20),  # a bridge in a VRF
-    (RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth1", oif="eth3"), 10),  # an input lookup has no oif
-])
+@pytest.mark.parametrize(
+    "q,table",
+    [
+        (RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth1"), 10),  # arriving on a VRF member
+        (RouteQuery("10.2.0.2", vrf="blue"), 10),  # ip route get vrf blue
+        (RouteQuery("10.2.0.2", oif="eth2"), 10),  # leaving by a VRF member
+        (RouteQuery("10.5.0.3", src="10.5.0.2", iif="br0"), 20),  # a bridge in a VRF
+        (RouteQuery("10.2.0.2", src="10.1.0.2", iif="eth1", oif="eth3"), 10),  # an input lookup has no oif
+    ],
+)
 def test_l3mdev_table(q: RouteQuery, table: int) -> None:
     assert fib_lookup.l3mdev_table(q, VRFS) == table
     assert fib_lookup.rule_matches(KERNEL_RULES[1][0], q, vrfs=VRFS) is True
 
 
-@pytest.mark.parametrize("q", [
-    RouteQuery("10.2.0.2"),  # sent locally, no device: no VRF
-    RouteQuery("10.2.0.2", src="10.3.0.2", iif="eth3"),  # a device in no VRF
-    RouteQuery("10.5.0.3", src="10.5.0.2", iif="p1"),  # a bridge port: the kernel sees the bridge's packet
-])
+@pytest.mark.parametrize(
+    "q",
+    [
+        RouteQuery("10.2.0.2"),  # sent locally, no device: no VRF
+        RouteQuery("10.2.0.2", src="10.3.0.2", iif="eth3"),  # a device in no VRF
+        RouteQuery("10.5.0.3", src="10.5.0.2", iif="p1"),  # a bridge port: the kernel sees the bridge's packet
+    ],
+)
 def test_l3mdev_rule_does_not_select(q: RouteQuery) -> None:
     assert fib_lookup.l3mdev_table(q, VRFS) is None
     assert fib_lookup.rule_matches(KERNEL_RULES[1][0], q, vrfs=VRFS) is False
@@ -389,8 +429,10 @@ def test_vrf_query() -> None:
     assert dict((k, v) for k, v, *_ in msg["attrs"]) == {"RTA_DST": "10.2.0.2", "RTA_OIF": 7}
     with pytest.raises(fib_query.QueryError, match="give it without oif and iif"):
         fib_query.check_query(RouteQuery("10.2.0.2", vrf="blue", oif="eth2"))
-    assert fib_text.route_text(RouteQuery("10.2.0.2", vrf="blue"), "unicast", 10, "eth2", None, "10.2.0.1") == \
-        "10.2.0.2 dev eth2 table 10 src 10.2.0.1 vrf blue"
+    assert (
+        fib_text.route_text(RouteQuery("10.2.0.2", vrf="blue"), "unicast", 10, "eth2", None, "10.2.0.1")
+        == "10.2.0.2 dev eth2 table 10 src 10.2.0.1 vrf blue"
+    )
 
 
 def link(index: int, name: str, kind: str | None = None, master: int | None = None, table: int | None = None) -> Any:
@@ -413,6 +455,12 @@ def link(index: int, name: str, kind: str | None = None, master: int | None = No
 
 
 def test_vrf_map_of_a_link_dump() -> None:
-    links = [link(1, "lo"), link(2, "blue", "vrf", table=10), link(3, "eth1", "veth", master=2),
-             link(4, "br0", "bridge", master=2), link(5, "p1", "veth", master=4), link(6, "eth3", "veth")]
+    links = [
+        link(1, "lo"),
+        link(2, "blue", "vrf", table=10),
+        link(3, "eth1", "veth", master=2),
+        link(4, "br0", "bridge", master=2),
+        link(5, "p1", "veth", master=4),
+        link(6, "eth3", "veth"),
+    ]
     assert routes.vrf_map(links) == {"blue": ("blue", 10), "eth1": ("blue", 10), "br0": ("blue", 10)}

@@ -52,5 +52,6 @@ _MISSING = pytest.StashKey[str]()
 
 @pytest.fixture
 def _fail_missing_feature(request: pytest.FixtureRequest) -> None:
-    pytest.fail(f"CI=true: a test that needs a kernel feature may not skip; {request.config.stash[_MISSING]}",
-                pytrace=False)
+    pytest.fail(
+        f"CI=true: a test that needs a kernel feature may not skip; {request.config.stash[_MISSING]}", pytrace=False
+    )

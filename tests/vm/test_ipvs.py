@@ -30,7 +30,8 @@ from netlab.pytest_plugin import LabFactory, LabHandle
 
 BOTH = {"rs1": "40%..60%", "rs2": "40%..60%"}
 
-LAB = parse_yaml("""
+LAB = parse_yaml(
+    """
 name: ipvs
 nodes:
   client:
@@ -151,7 +152,9 @@ checks:
     probe: {from: client, to: "192.0.2.100:53", proto: udp, count: 10}
     expect: {served_by: {rs1: 40%..60%, rs2: 40%..60%}, server_saw: client}
     ipvs: {on: director, expect: {real: ["rs1:5353", "rs2:5353"], state: UDP}}
-""", "test_ipvs.py")[0]  # netlab's YAML reader: `on:` is a key, not YAML 1.1's true
+""",
+    "test_ipvs.py",
+)[0]  # netlab's YAML reader: `on:` is a key, not YAML 1.1's true
 
 
 @pytest.fixture(scope="module")
@@ -255,33 +258,43 @@ def test_expectation_passes(lab: LabHandle) -> None:
 def test_expectation_wrong_real(lab: LabHandle) -> None:
     v = check(lab, "wrong real")  # two rr connections: one of them goes to rs2
     assert not v.passed
-    assert re.search(r"IPVS in director for tcp 192\.0\.2\.2:\d+ → 192\.0\.2\.100:80: expected real server rs1, "
-                     r"the connection went to 10\.1\.0\.12:8080 \(rs2\)", v.reasons[0]), v.reasons
-    assert any(line.startswith("ipvsadm -Lnc in director: TCP") and "10.1.0.12:8080" in line
-               for line in v.evidence), v.evidence
+    assert re.search(
+        r"IPVS in director for tcp 192\.0\.2\.2:\d+ → 192\.0\.2\.100:80: expected real server rs1, "
+        r"the connection went to 10\.1\.0\.12:8080 \(rs2\)",
+        v.reasons[0],
+    ), v.reasons
+    assert any(line.startswith("ipvsadm -Lnc in director: TCP") and "10.1.0.12:8080" in line for line in v.evidence), (
+        v.evidence
+    )
     assert "ipvsadm -Ln in director: TCP  192.0.2.100:80 rr" in v.evidence, v.evidence  # ipvsadm's own line
 
 
 def test_expectation_wrong_forward(lab: LabHandle) -> None:
     v = check(lab, "wrong forward")
     assert not v.passed
-    assert re.search(r"expected forward dr, the real server 10\.1\.0\.1[12]:8080 is masq \(Masq\)", v.reasons[0]), \
+    assert re.search(r"expected forward dr, the real server 10\.1\.0\.1[12]:8080 is masq \(Masq\)", v.reasons[0]), (
         v.reasons
+    )
 
 
 def test_expectation_wrong_absence(lab: LabHandle) -> None:
     v = check(lab, "wrong absence")
     assert not v.passed
-    assert re.search(r"expected no IPVS connection in director for tcp .* found one to 10\.1\.0\.1[12]:8080 "
-                     r"\(rs[12]\)", v.reasons[0]), v.reasons
+    assert re.search(
+        r"expected no IPVS connection in director for tcp .* found one to 10\.1\.0\.1[12]:8080 "
+        r"\(rs[12]\)",
+        v.reasons[0],
+    ), v.reasons
 
 
 def test_expectation_missing_connection(lab: LabHandle) -> None:
     v = check(lab, "missing connection")
     assert not v.passed
-    assert re.search(r"expected an IPVS connection in director for tcp .*192\.0\.2\.100:81, found none among "
-                     r"\d+ connections?; director has no virtual service TCP 192\.0\.2\.100:81", v.reasons[0]), \
-        v.reasons
+    assert re.search(
+        r"expected an IPVS connection in director for tcp .*192\.0\.2\.100:81, found none among "
+        r"\d+ connections?; director has no virtual service TCP 192\.0\.2\.100:81",
+        v.reasons[0],
+    ), v.reasons
     assert "ipvsadm -Ln in director: UDP  192.0.2.100:53 rr" in v.evidence, v.evidence
 
 
@@ -294,11 +307,12 @@ def test_reader_counts_connections(lab: LabHandle) -> None:
     svc = next(s for s in state.services if s.address == "192.0.2.100" and s.proto == "tcp")
     assert svc.scheduler == "rr" and svc.persistent is None and svc.netmask == 32, svc.lines()
     assert [(r.address, r.port, r.forward, r.weight) for r in svc.reals] == [
-        ("10.1.0.11", 8080, "masq", 1), ("10.1.0.12", 8080, "masq", 1)], svc.lines()
+        ("10.1.0.11", 8080, "masq", 1),
+        ("10.1.0.12", 8080, "masq", 1),
+    ], svc.lines()
     assert all(r.active + r.inactive >= 2 for r in svc.reals), svc.lines()  # TIME_WAIT: inactive
     conns = [c for c in state.connections if c.vaddr == "192.0.2.100" and c.vport == 80]
-    assert conns and all(c.client == "192.0.2.2" and c.daddr in ("10.1.0.11", "10.1.0.12") for c in conns), \
-        state.text
+    assert conns and all(c.client == "192.0.2.2" and c.daddr in ("10.1.0.11", "10.1.0.12") for c in conns), state.text
 
 
 def test_ipvs_sysctls_set(lab: LabHandle) -> None:
@@ -317,12 +331,18 @@ def replay_with_ipvsadm(lab: LabHandle, director: str, mirror: str) -> tuple[lis
             assert argv[:5] == ["ip", "netns", "exec", lab.ns(director), "ipvsadm"], op.render()
             rules.append(" ".join(argv[5:]))
     # `ipvsadm -R` reads the same options, a command per line: one process for all of them
-    subprocess.run(["ip", "netns", "exec", lab.ns(mirror), "ipvsadm", "-R"], input="\n".join(rules) + "\n",
-                   check=True, capture_output=True, text=True)
+    subprocess.run(
+        ["ip", "netns", "exec", lab.ns(mirror), "ipvsadm", "-R"],
+        input="\n".join(rules) + "\n",
+        check=True,
+        capture_output=True,
+        text=True,
+    )
 
     def table(node: str) -> list[str]:
-        out = subprocess.run(["ip", "netns", "exec", lab.ns(node), "ipvsadm", "-Ln"], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ip", "netns", "exec", lab.ns(node), "ipvsadm", "-Ln"], check=True, capture_output=True, text=True
+        ).stdout
         return [" ".join(line.split()[:4]) if line.startswith("  ->") else line.strip() for line in out.splitlines()]
 
     return table(mirror), table(director)
@@ -362,8 +382,9 @@ def test_kernel_refusals_name_the_op(lab: LabHandle) -> None:
         orphan = AddIpvsReal(ns, "x", address="192.0.2.100", port=9, real="10.1.0.11", real_port=8080)
         with pytest.raises(OpFailed) as info:
             driver.apply([orphan], lambda op: None)
-        assert info.value.reason == "No such process (ESRCH): no such service (was its `ipvsadm -A` refused?)", \
+        assert info.value.reason == "No such process (ESRCH): no such service (was its `ipvsadm -A` refused?)", (
             info.value.reason
+        )
     finally:
         driver.close()
     assert len(lab.ipvs("director").services) == 9  # nothing changed

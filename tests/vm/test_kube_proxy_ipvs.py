@@ -70,7 +70,8 @@ def test_ipvsadm_shows_a_service_per_vip_and_node_address(lab: LabHandle) -> Non
 def test_ipset_list_shows_kube_proxys_sets(lab: LabHandle) -> None:
     names = lab.exec("node1", "ipset", "list", "-n", check=True).stdout.split()
     assert len(names) == 17 and {"KUBE-CLUSTER-IP", "KUBE-LOOP-BACK", "KUBE-NODE-PORT-TCP", "KUBE-IPVS-IPS"} <= set(
-        names), names
+        names
+    ), names
     cluster_ip = lab.exec("node1", "ipset", "list", "KUBE-CLUSTER-IP", check=True).stdout
     assert "Type: hash:ip,port" in cluster_ip and "family inet hashsize 1024 maxelem 65536" in cluster_ip, cluster_ip
     assert set(cluster_ip.split("Members:\n")[1].split()) == {f"{VIP},tcp:80", f"{VIP_NP},tcp:80"}, cluster_ip
@@ -99,7 +100,7 @@ def test_iptables_rules_match_the_sets(lab: LabHandle) -> None:
         'purpose" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE',
         '-A KUBE-SERVICES ! -s 10.244.0.0/16 -m comment --comment "Kubernetes service cluster ip + port for '
         'masquerade purpose" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ',  # iptables-save's order
-        "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port for masquerade purpose\" "
+        '-A KUBE-NODE-PORT -p tcp -m comment --comment "Kubernetes nodeport TCP port for masquerade purpose" '
         "-m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ",
         "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT",
         "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
@@ -109,8 +110,13 @@ def test_iptables_rules_match_the_sets(lab: LabHandle) -> None:
 
 
 def test_kube_proxys_sysctls(lab: LabHandle) -> None:
-    for key in ("net.ipv4.vs.conntrack", "net.ipv4.vs.expire_nodest_conn", "net.ipv4.vs.expire_quiescent_template",
-                "net.ipv4.ip_forward", "net.bridge.bridge-nf-call-iptables"):
+    for key in (
+        "net.ipv4.vs.conntrack",
+        "net.ipv4.vs.expire_nodest_conn",
+        "net.ipv4.vs.expire_quiescent_template",
+        "net.ipv4.ip_forward",
+        "net.bridge.bridge-nf-call-iptables",
+    ):
         assert lab.exec("node1", "sysctl", "-n", key, check=True).stdout.strip() == "1", key
 
 
@@ -185,4 +191,3 @@ def test_ipvs_gives_each_real_its_turn(lab: LabHandle) -> None:
     results = [lab.probe("client", f"{VIP_NP}:80") for _ in range(6)]
     order = [r.served_by for r in results]
     assert all(order) and order[:3] == order[3:] and len(set(order[:3])) == 3, order
-

@@ -89,12 +89,10 @@ def test_works_as_the_article_shows(works: LabHandle) -> None:
     assert len(conn) == 1 and f"{VIP}:8410" in conn[0] and conn[0].rstrip().endswith(f"{RIP}:8080"), conn
 
     ds = conntrack_lines(works, "ds", s)
-    want_ds = (f"src={CIP} dst={VIP} sport={s} dport=8410 "
-               f"src={RIP} dst={DIP} sport=8080 dport={s} ")
+    want_ds = f"src={CIP} dst={VIP} sport={s} dport=8410 src={RIP} dst={DIP} sport=8080 dport={s} "
     assert len(ds) == 1 and want_ds in ds[0], ds
     client = conntrack_lines(works, "client", s)
-    want_client = (f"src={CIP} dst={VIP} sport={s} dport=8410 "
-                   f"src={VIP} dst={CIP} sport=8410 dport={s} ")
+    want_client = f"src={CIP} dst={VIP} sport={s} dport=8410 src={VIP} dst={CIP} sport=8410 dport={s} "
     assert len(client) == 1 and want_client in client[0], client
 
     [entry] = works.conntrack("ds", flow=r)
@@ -117,9 +115,9 @@ def test_dnat_only_the_client_resets_the_real_servers_answer(dnat_only: LabHandl
     assert s is not None
     text = "\n".join(wire)
     assert f"{CIP}.{s} > {VIP}.8410: Flags [S]" in text, text
-    assert f"{RIP}.8080 > {CIP}.{s}: Flags [S.]" in text, text     # straight from the real server
-    assert f"{CIP}.{s} > {RIP}.8080: Flags [R]" in text, text      # the client resets it
-    assert f"{VIP}.8410 > {CIP}.{s}" not in text, text             # nothing ever comes from the VIP
+    assert f"{RIP}.8080 > {CIP}.{s}: Flags [S.]" in text, text  # straight from the real server
+    assert f"{CIP}.{s} > {RIP}.8080: Flags [R]" in text, text  # the client resets it
+    assert f"{VIP}.8410 > {CIP}.{s}" not in text, text  # nothing ever comes from the VIP
     assert invalid_packets(dnat_only) > before
 
     client = conntrack_lines(dnat_only, "client", s)

@@ -52,8 +52,11 @@ def sysctl(lab: LabHandle, key: str) -> str:
 def tx_packets(lab: LabHandle) -> dict[str, int]:
     """The node's TX packet counters of eth1 (VRF1) and eth2 (VRF2), from `ip -s link`."""
     out = lab.exec("node", "ip", "-s", "-j", "link", "show", check=True).stdout
-    return {link["ifname"]: int(link["stats64"]["tx"]["packets"])
-            for link in json.loads(out) if link["ifname"] in ("eth1", "eth2")}
+    return {
+        link["ifname"]: int(link["stats64"]["tx"]["packets"])
+        for link in json.loads(out)
+        if link["ifname"] in ("eth1", "eth2")
+    }
 
 
 def ipvsadm(lab: LabHandle, *args: str) -> str:
@@ -71,10 +74,12 @@ def conntrack_lines(lab: LabHandle, sport: int) -> list[str]:
 
 
 def evidence(lab: LabHandle, before: dict[str, int]) -> str:
-    return (f"TX packets before {before}, after {tx_packets(lab)}\n"
-            f"snat_reroute={sysctl(lab, 'net.ipv4.vs.snat_reroute')} conntrack={sysctl(lab, 'net.ipv4.vs.conntrack')}\n"
-            f"ipvsadm -Ln:\n{ipvsadm(lab, '-Ln')}ipvsadm -Lnc:\n{ipvsadm(lab, '-Lnc')}"
-            f"conntrack -L:\n{lab.exec('node', 'conntrack', '-L', check=True).stdout}")
+    return (
+        f"TX packets before {before}, after {tx_packets(lab)}\n"
+        f"snat_reroute={sysctl(lab, 'net.ipv4.vs.snat_reroute')} conntrack={sysctl(lab, 'net.ipv4.vs.conntrack')}\n"
+        f"ipvsadm -Ln:\n{ipvsadm(lab, '-Ln')}ipvsadm -Lnc:\n{ipvsadm(lab, '-Lnc')}"
+        f"conntrack -L:\n{lab.exec('node', 'conntrack', '-L', check=True).stdout}"
+    )
 
 
 # ---------------------------------------------------------------- fix B works under IPVS
@@ -141,8 +146,10 @@ def test_nosr_the_reply_leaves_towards_vrf1_as_the_vip(nosr: LabHandle) -> None:
     pod's source); eth2 carries none of it; IPVS and conntrack stay in SYN_RECV."""
     assert sysctl(nosr, "net.ipv4.vs.snat_reroute") == "0"
     before = tx_packets(nosr)
-    with tcpdump(nosr, "node", "eth1", f"tcp and host {CLIENT}") as vrf1, \
-            tcpdump(nosr, "node", "eth2", f"tcp and src host {VIP}") as vrf2:
+    with (
+        tcpdump(nosr, "node", "eth1", f"tcp and host {CLIENT}") as vrf1,
+        tcpdump(nosr, "node", "eth2", f"tcp and src host {VIP}") as vrf2,
+    ):
         r = nosr.probe("client", VIP, port=22, timeout=1.5)
     why = evidence(nosr, before)
     assert r.outcome == "timeout", f"{r.detail}\n{why}"

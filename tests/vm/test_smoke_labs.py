@@ -58,10 +58,16 @@ def test_vrf_device_as_the_kernel_shows_it(vrf: LabHandle) -> None:
 
 
 def test_netem_delays_a_link(netlab_lab: LabFactory) -> None:
-    lab = netlab_lab({"name": "netem", "nodes": {
-        "a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.9.0.1/24"]}}},
-        "b": {"serve": ["tcp/80"], "links": {"eth0": {"addresses": ["10.9.0.2/24"]}}},
-    }}, unique=True)
+    lab = netlab_lab(
+        {
+            "name": "netem",
+            "nodes": {
+                "a": {"links": {"eth0": {"peer": "b:eth0", "addresses": ["10.9.0.1/24"]}}},
+                "b": {"serve": ["tcp/80"], "links": {"eth0": {"addresses": ["10.9.0.2/24"]}}},
+            },
+        },
+        unique=True,
+    )
     before = lab.probe("a", "b:80")
     lab.exec("a", "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", "100ms", check=True)
     after = lab.probe("a", "b:80")
@@ -70,11 +76,18 @@ def test_netem_delays_a_link(netlab_lab: LabFactory) -> None:
 
 
 def test_dummy_link_holds_a_local_address(netlab_lab: LabFactory) -> None:
-    lab = netlab_lab({"name": "dummy", "nodes": {
-        "node": {"links": {"kube-ipvs0": {"kind": "dummy", "addresses": ["10.96.0.10/32"]}}},
-    }}, unique=True)
-    kind = subprocess.run(["ip", "-n", lab.ns("node"), "-d", "link", "show", "kube-ipvs0"],
-                          capture_output=True, text=True, check=True).stdout
+    lab = netlab_lab(
+        {
+            "name": "dummy",
+            "nodes": {
+                "node": {"links": {"kube-ipvs0": {"kind": "dummy", "addresses": ["10.96.0.10/32"]}}},
+            },
+        },
+        unique=True,
+    )
+    kind = subprocess.run(
+        ["ip", "-n", lab.ns("node"), "-d", "link", "show", "kube-ipvs0"], capture_output=True, text=True, check=True
+    ).stdout
     assert "dummy" in kind, kind
     answer = lab.route_get("node", "10.96.0.10")
     # Table main, not local: until a namespace has an ip rule of its own, the kernel keeps

@@ -41,7 +41,8 @@ REPO = Path(__file__).resolve().parents[2]
 METALLB = "labs/metallb-policy-routing.yaml"
 GOLDEN = "tests/golden/good/vrf-devices.yaml"
 
-LAB: dict[str, Any] = parse_yaml("""
+LAB: dict[str, Any] = parse_yaml(
+    """
 name: vrf
 tables: {blue: 10}
 nodes:
@@ -132,7 +133,9 @@ checks:
     rule: {on: router, priority: 1000, l3mdev: true, family: 4}
   - name: for IPv6 too
     rule: {on: router, priority: 1000, l3mdev: true, family: 6}
-""", "test_vrf.py")[0]
+""",
+    "test_vrf.py",
+)[0]
 
 test_vrf_lab = lab_checks(LAB, unique=True)
 test_metallb_vrf_devs = lab_checks(METALLB, variant="vrf-devs", unique=True)
@@ -158,8 +161,7 @@ def netns_list() -> list[str]:
 def test_vrf_devices_as_the_kernel_shows_them(lab: LabHandle) -> None:
     assert "vrf table 10" in ip(lab, "router", "-d", "link", "show", "blue")
     assert "vrf table 20" in ip(lab, "router", "-d", "link", "show", "red")
-    for ifname, master, table in (("eth1", "blue", 10), ("eth2", "blue", 10), ("d0", "blue", 10),
-                                  ("br0", "red", 20)):
+    for ifname, master, table in (("eth1", "blue", 10), ("eth2", "blue", 10), ("d0", "blue", 10), ("br0", "red", 20)):
         detail = ip(lab, "router", "-d", "link", "show", ifname)
         assert f"master {master} " in detail and f"vrf_slave table {table}" in detail, detail
     for port in ("p1", "p2", "d1"):  # d1: a dummy in a bridge (made in one stage, joined after)
@@ -202,7 +204,9 @@ def test_the_l3mdev_rule(lab: LabHandle) -> None:
         assert "1000:\tfrom all lookup [l3mdev-table]" in rules, rules
     views = [r for r in lab.rules("router") if r.l3mdev]
     assert sorted((r.priority, r.family, r.table, r.action) for r in views) == [
-        (1000, 4, None, "lookup"), (1000, 6, None, "lookup")], [r.text for r in views]
+        (1000, 4, None, "lookup"),
+        (1000, 6, None, "lookup"),
+    ], [r.text for r in views]
     # a namespace without a VRF has none
     assert not [r for r in lab.rules("a") if r.l3mdev]
 
@@ -258,11 +262,18 @@ def _state(ns: str) -> dict[str, Any]:
     links = {}
     for link in j("-d", "link", "show"):
         info = link.get("linkinfo", {})
-        links[link["ifname"]] = (info.get("info_kind"), link.get("master"), info.get("info_data", {}).get("table"),
-                                 "UP" in link.get("flags", []))
-    routes = sorted(json.dumps({k: r.get(k) for k in ("type", "dst", "dev", "gateway", "table", "metric")},
-                               sort_keys=True) for fam in ("-4", "-6") for r in j(fam, "route", "show", "table", "all")
-                    if not str(r.get("dst", "")).startswith(("fe80:", "ff00:")))  # link-local: random MACs
+        links[link["ifname"]] = (
+            info.get("info_kind"),
+            link.get("master"),
+            info.get("info_data", {}).get("table"),
+            "UP" in link.get("flags", []),
+        )
+    routes = sorted(
+        json.dumps({k: r.get(k) for k in ("type", "dst", "dev", "gateway", "table", "metric")}, sort_keys=True)
+        for fam in ("-4", "-6")
+        for r in j(fam, "route", "show", "table", "all")
+        if not str(r.get("dst", "")).startswith(("fe80:", "ff00:"))
+    )  # link-local: random MACs
     rules = sorted(json.dumps(r, sort_keys=True) for fam in ("-4", "-6") for r in j(fam, "rule", "show"))
     return {"links": links, "routes": routes, "rules": rules}
 
@@ -297,9 +308,19 @@ def test_the_plans_ip_lines_build_the_same(netlab_lab: LabFactory) -> None:
 # --------------------------------------------------------------------------- bad input, refusals, rollback
 
 
-REFUSALS = {"name": "vrfno", "nodes": {"r": {"links": {
-    "blue": {"kind": "vrf", "table": 10}, "red": {"kind": "vrf", "table": 20},
-    "eth1": {"peer": "a:eth0", "master": "blue"}}}, "a": {}}}
+REFUSALS = {
+    "name": "vrfno",
+    "nodes": {
+        "r": {
+            "links": {
+                "blue": {"kind": "vrf", "table": 10},
+                "red": {"kind": "vrf", "table": 20},
+                "eth1": {"peer": "a:eth0", "master": "blue"},
+            }
+        },
+        "a": {},
+    },
+}
 
 
 def test_the_kernel_refuses_what_the_load_time_checks_refuse(netlab_lab: LabFactory) -> None:
@@ -338,11 +359,20 @@ def test_a_refused_route_rolls_the_vrf_lab_back(tmp_path: Path) -> None:
     """A route through a VRF member's gateway in the main table, as a command after the
     build (the load-time check refuses it as a route): the kernel refuses it, and `up`
     removes everything it made."""
-    data: dict[str, Any] = {"name": unique_name("vrfrb"), "tables": {"blue": 10}, "nodes": {
-        "r": {"links": {"blue": {"kind": "vrf", "table": "blue"},
-                        "eth1": {"peer": "a:eth0", "master": "blue", "addresses": ["10.1.0.1/24"]}},
-              "exec": [["ip", "route", "add", "10.9.0.0/24", "via", "10.1.0.2"]]},
-        "a": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}}}}}
+    data: dict[str, Any] = {
+        "name": unique_name("vrfrb"),
+        "tables": {"blue": 10},
+        "nodes": {
+            "r": {
+                "links": {
+                    "blue": {"kind": "vrf", "table": "blue"},
+                    "eth1": {"peer": "a:eth0", "master": "blue", "addresses": ["10.1.0.1/24"]},
+                },
+                "exec": [["ip", "route", "add", "10.9.0.0/24", "via", "10.1.0.2"]],
+            },
+            "a": {"links": {"eth0": {"addresses": ["10.1.0.2/24"]}}},
+        },
+    }
     path = tmp_path / "lab.yaml"
     path.write_text(yaml.safe_dump(data))
     before = netns_list()
@@ -369,8 +399,12 @@ def test_a_refused_route_rolls_the_vrf_lab_back(tmp_path: Path) -> None:
     driver = NetlinkDriver()
     try:
         lifecycle.up(path, driver)
-        shown = subprocess.run(["ip", "-n", f"{data['name']}.r", "route", "show", "10.9.0.0/24"],
-                               capture_output=True, text=True, check=True).stdout
+        shown = subprocess.run(
+            ["ip", "-n", f"{data['name']}.r", "route", "show", "10.9.0.0/24"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "10.9.0.0/24 via 10.1.0.2 dev eth1" in shown, shown
     finally:
         lifecycle.down(data["name"], driver)

@@ -17,9 +17,12 @@ def tcpdump(lab: LabHandle, node: str, ifname: str, expression: str, *, settle: 
     (`settle` seconds after the block, for the last packets on their way: slow under
     emulation). The process is this test's own, ended by its PID."""
     # --immediate-mode: under emulation, packets still buffered when tcpdump ends are never printed
-    proc = subprocess.Popen(["ip", "netns", "exec", lab.ns(node), "tcpdump", "-n", "-l", "--immediate-mode",
-                             "-i", ifname, expression],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", lab.ns(node), "tcpdump", "-n", "-l", "--immediate-mode", "-i", ifname, expression],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lines: list[str] = []
     try:
         assert proc.stderr is not None
