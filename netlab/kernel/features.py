@@ -39,9 +39,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from netlab.deadline import scaled
+from netlab.lab.values import Feature
 
 __all__ = [
     "FEATURES",
@@ -53,20 +54,8 @@ __all__ = [
     "probe_tools",
 ]
 
-FEATURES: tuple[str, ...] = (
-    "netns",
-    "veth",
-    "bridge",
-    "dummy",
-    "vxlan",
-    "vrf",
-    "ipvs",
-    "nftables",
-    "conntrack",
-    "ipset",
-    "br_netfilter",
-    "netem",
-)
+# The features a lab may `require:`, in the order doctor lists them: the lab model's own list.
+FEATURES: tuple[str, ...] = get_args(Feature)
 
 # Module / Kconfig spellings people naturally write in `requires:`.
 _ALIASES: dict[str, str] = {

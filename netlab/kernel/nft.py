@@ -312,27 +312,12 @@ def list_in(ns: str, what: str, *, as_json: bool = False) -> str | None:
     """`nft [-j] list WHAT` (e.g. "map inet network-policy dropped") in a lab namespace;
     None when it does not exist there. (JSON cannot print every statement — a map update
     makes libnftables warn on stderr — so list rules as text.)"""
-
-    def run() -> str | None:
-        fd = nsops.open_netns(ns)
-        try:
-            nsops.enter_here(fd)
-        finally:
-            os.close(fd)
-        with _nft() as nft:
-            nft.set_dry_run(False)
-            nft.set_json_output(as_json)
-            try:
-                rc, out, err = nft.cmd(f"list {what}")
-            finally:
-                nft.set_json_output(False)
-        if rc != 0:
-            if "No such file or directory" in err:
-                return None
-            raise FirewallError(parse_nft_errors(err, ""))
-        return str(out)
-
-    return nsops.in_thread(run)
+    rc, out, err = command_in(ns, f"list {what}", as_json=as_json)
+    if rc != 0:
+        if "No such file or directory" in err:
+            return None
+        raise FirewallError(parse_nft_errors(err, ""))
+    return out
 
 
 # ---------------------------------------------------------------- the preflight
@@ -398,10 +383,10 @@ def _add_standins(names: Sequence[str]) -> None:
         raise OSError(failures[0].errno, f"a stand-in for {names[failures[0].index]}: {failures[0].message}")
 
 
-def command_in(ns: str, command: str, *, handles: bool = False) -> tuple[int, str, str]:
+def command_in(ns: str, command: str, *, handles: bool = False, as_json: bool = False) -> tuple[int, str, str]:
     """One nft command (`add table …`, `delete table …`, `list table …`) in a lab namespace
     through libnftables: (rc, stdout, stderr), never raising for nft's own refusal;
-    handles: listings carry each rule's `# handle N`."""
+    handles: listings carry each rule's `# handle N`; as_json: nft -j."""
 
     def run() -> tuple[int, str, str]:
         fd = nsops.open_netns(ns)
@@ -412,10 +397,12 @@ def command_in(ns: str, command: str, *, handles: bool = False) -> tuple[int, st
         with _nft() as nft:
             nft.set_dry_run(False)
             nft.set_handle_output(handles)
+            nft.set_json_output(as_json)
             try:
                 rc, out, err = nft.cmd(command)
             finally:
                 nft.set_handle_output(False)
+                nft.set_json_output(False)
         return int(rc), str(out), str(err)
 
     return nsops.in_thread(run)
