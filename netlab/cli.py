@@ -80,6 +80,13 @@ _VARIANT_HELP = (
 )
 
 
+def _load_pipeline() -> None:
+    """Import the pipeline (pydantic models, pyroute2, libnftables) before the command
+    changes anything: a signal meanwhile ends it as one during start-up does."""
+    with interrupts.loading():
+        import netlab.lifecycle  # noqa: F401
+
+
 def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:
     return click.option("--variant", metavar="NAME", default=None, help=help)
 
@@ -303,6 +310,7 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
     With --variant NAME, the lab file's variant NAME is built instead, as lab LAB-NAME:
     it can be up next to the lab itself (`netlab check LAB-NAME`, `netlab down LAB-NAME`).
     """
+    _load_pipeline()
     from netlab import lifecycle
 
     if dry_run:
@@ -379,6 +387,7 @@ def down(target: str | None, all_: bool, yes: bool, variant: str | None) -> int:
     if target and _never_there(target, variant):
         out.print(f"lab {_lab_name(target, variant)} was not up; nothing to remove", markup=False)
         return 0
+    _load_pipeline()
     from netlab import lifecycle
 
     driver = _driver()
@@ -453,6 +462,7 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
     """
     from rich.table import Table
 
+    _load_pipeline()
     from netlab import lifecycle
 
     if variant and not lab:
@@ -589,6 +599,7 @@ def check(
     Exit codes: 0 every check passed, 1 a check failed, 2 bad input (bad lab file, lab
     not up, no such check), 3 not root or a kernel feature is missing.
     """
+    _load_pipeline()
     from netlab import lifecycle, report
 
     driver = _driver()
@@ -721,6 +732,7 @@ def capture(
     """
     from contextlib import nullcontext
 
+    _load_pipeline()
     from netlab import lifecycle
     from netlab.observations import CaptureError
     from netlab.pcap import FilterError, compile_filter
@@ -818,6 +830,7 @@ def trace(
     Exit codes: 0 the probe got its answer, 1 it did not, 2 bad input (lab not up, unknown
     node or target), 3 not root.
     """
+    _load_pipeline()
     from netlab import lifecycle
     from netlab.lab.targets import TargetError, is_address, node_addresses, split_target
     from netlab.probes.trace import run_trace, text_lines, to_json
@@ -866,6 +879,7 @@ def exec(lab: str, node: str, command: tuple[str, ...]) -> int:
     \b
     Example: netlab exec docker-bridge c1 -- ip route
     """
+    _load_pipeline()
     from netlab import lifecycle
     from netlab.naming import netns_name
     from netlab.state import read_state
@@ -987,6 +1001,7 @@ def doctor(as_json: bool) -> int:
     """
     from rich.table import Table
 
+    _load_pipeline()
     from netlab import lifecycle
     from netlab.kernel.features import probe_features, probe_tools
 

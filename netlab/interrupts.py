@@ -77,6 +77,20 @@ def started() -> None:
     _started = True
 
 
+@contextmanager
+def loading() -> Iterator[None]:
+    """A command importing what it needs, before it has changed anything: a signal here
+    ends the process at once with the start-up line. (Raised inside an import, it would
+    surface wrapped in whatever was being built — pydantic turns it into a SchemaError.)"""
+    global _started
+    was = _started
+    _started = False
+    try:
+        yield
+    finally:
+        _started = was
+
+
 def _ours() -> bool:
     """In the main thread, with netlab's handler installed (the CLI, or inside deferred())."""
     return threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _handler

@@ -4,6 +4,8 @@ of the block, and is then handed to whoever handles signals in this program."""
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +73,19 @@ def test_dumping_a_lab_runs_no_python_discriminator() -> None:
         sys.setprofile(None)
     assert called == []
     assert lab.checks and any(node.links for node in lab.nodes.values())
+
+
+def test_a_signal_while_a_command_loads_its_modules_ends_it_as_at_start_up() -> None:
+    """A command's lazy imports run after main() has started: a signal there must not be
+    raised into the import (pydantic wraps it into a SchemaError traceback)."""
+    code = (
+        "import os, signal, time\n"
+        "from netlab import interrupts\n"
+        "interrupts.handle_signals(); interrupts.started()\n"
+        "with interrupts.loading():\n"
+        "    os.kill(os.getpid(), signal.SIGINT); time.sleep(5)\n"
+        "print('not reached')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (130, ""), proc
+    assert proc.stderr == "netlab: interrupted by SIGINT while starting; nothing was changed\n", proc.stderr
