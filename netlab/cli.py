@@ -566,6 +566,14 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
     help="Keep what each failed probe check captured as DIR/CHECK-NAME.pcap: its `capture:` "
     "interface, else the client's interface towards the target.",
 )
+@click.option(
+    "--trace",
+    "trace_failed",
+    is_flag=True,
+    help="Send each failed probe check's probe once more, traced through every namespace "
+    "(as `netlab trace`), and show its walk with the verdict: the rules it met, the NAT, "
+    "where it died. Passing checks cost nothing more.",
+)
 @_variant_option(
     "Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with --up, build that lab."
 )
@@ -577,6 +585,7 @@ def check(
     junit: str | None,
     html: str | None,
     pcap_dir: str | None,
+    trace_failed: bool,
     variant: str | None,
 ) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
@@ -595,6 +604,7 @@ def check(
       sudo netlab check --up LAB.yaml --variant broken   # a variant's lab, LAB-broken
       sudo netlab check LAB-broken                       # the same, already up (`up --variant`)
       sudo netlab check flannel-vxlan --pcap /tmp/failed # failed checks' packets, for Wireshark
+      sudo netlab check LAB-broken --trace               # failed checks' walks, rule by rule
 
     Exit codes: 0 every check passed, 1 a check failed, 2 bad input (bad lab file, lab
     not up, no such check), 3 not root or a kernel feature is missing.
@@ -615,6 +625,7 @@ def check(
                 progress=tick if build else None,
                 on_done=None if build else tick,
                 keep_frames=pcap_dir is not None or html is not None,
+                trace=trace_failed,
             )
     finally:
         driver.close()
@@ -667,19 +678,21 @@ def _write_html(path: str, text: str) -> None:
 @click.pass_context
 def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[str, ...], variant: str | None) -> int:
     """Run the checks of lab TARGET and write the HTML report: the same as
-    `netlab check TARGET --html PATH` (the verdicts are printed too; same exit codes).
+    `netlab check TARGET --trace --html PATH` (the verdicts are printed too; same exit codes).
 
     One self-contained file, no network needed to view it: a summary to paste into a
     pull request (lab, passed/failed, time, kernel), the topology, every check with its
     verdict, reasons and evidence (failed ones open, with the packets their capture
-    saw), and each node's rulesets, folded.
+    saw and the walk of their traced probe), and each node's rulesets, folded.
 
     \b
     Examples:
       sudo netlab report docker-bridge --html report.html
       sudo netlab report --up labs/lvs-nat.yaml --variant dnat-only --html lvs.html
     """
-    result: int = ctx.invoke(check, target=target, build=build, only=only, html=html, variant=variant)
+    result: int = ctx.invoke(
+        check, target=target, build=build, only=only, html=html, trace_failed=True, variant=variant
+    )
     return result
 
 

@@ -521,12 +521,14 @@ def check(
     progress: Callable[[Op], None] | None = None,
     variant: str | None = None,
     keep_frames: bool = False,
+    trace: bool = False,
 ) -> CheckRun:
     """Run the checks of an up lab (with `variant`, of that variant's lab); with `build`,
     bring TARGET (a file) up first and take it down afterwards — unless it was already
     up, which is then left as it was. keep_frames: every probe check captures (see
-    LabContext.keep_frames) and the run carries the frames (`check --pcap`)."""
-    from netlab.probes.checks import run_checks
+    LabContext.keep_frames) and the run carries the frames (`check --pcap`); trace: each
+    failed probe check's probe is sent again, traced, and its verdict carries the walk."""
+    from netlab.probes.checks import run_checks, trace_failures
 
     started = time.monotonic()
     result: UpResult | None = None
@@ -544,7 +546,11 @@ def check(
         interrupts.raise_pending()
         ctx = lab_context(target, variant)
         ctx.keep_frames = keep_frames
-        verdicts = explain_dead_responders(ctx.lab, run_checks(ctx, select_checks(ctx.lab, only), on_done=on_done))
+        checks = select_checks(ctx.lab, only)
+        verdicts = run_checks(ctx, checks, on_done=on_done)
+        if trace:
+            verdicts = trace_failures(ctx, checks, verdicts)
+        verdicts = explain_dead_responders(ctx.lab, verdicts)
     except BaseException as err:
         signum = interrupts.signum_of(err)
         if signum is None:

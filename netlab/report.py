@@ -38,6 +38,8 @@ def print_text(console: Console, lab: str, verdicts: Sequence[Verdict], seconds:
             console.print(f"    {escape(reason)}")
         for line in v.evidence:
             console.print(f"    [dim]{escape(line)}[/]")
+        for line in v.walk():
+            console.print(f"    {escape(line)}", highlight=False)
     passed, nfailed = counts(verdicts)
     colour = "green" if not nfailed else "red"
     console.print(f"\n[{colour}]lab {escape(lab)}: {passed} passed, {nfailed} failed[/] in {seconds:.2f} s")
@@ -71,7 +73,7 @@ def to_junit(lab: str, verdicts: Sequence[Verdict], seconds: float) -> bytes:
         case = ET.SubElement(suite, "testcase", classname=f"netlab.{lab}", name=v.name, time=f"{v.seconds:.3f}")
         if not v.passed:
             failure = ET.SubElement(case, "failure", message="; ".join(v.reasons), type=v.kind)
-            failure.text = "\n".join([*v.reasons, *v.evidence])
+            failure.text = "\n".join([*v.reasons, *v.evidence, *v.walk()])
         out = ET.SubElement(case, "system-out")
         out.text = v.summary
     root = ET.Element("testsuites")

@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
-from typing import Any
 
 from netlab.lab.model import Lab, Node
 from netlab.probes.checks import Verdict
@@ -149,7 +148,7 @@ def _check(v: Verdict, packets: Sequence[str]) -> str:
             *([f"… {more} more (netlab check --pcap DIR keeps them all)"] if more > 0 else []),
         ]
         body += _pre(f"Captured packets ({len(packets)}: all the capture interface saw while the check ran)", shown)
-    trace = _trace_lines(v)
+    trace = v.walk()
     if trace:
         body += [f'<div class="trace">{"".join(_pre("Trace", trace))}</div>']
     if v.probes:
@@ -158,21 +157,6 @@ def _check(v: Verdict, packets: Sequence[str]) -> str:
             f"<pre>{escape(json.dumps(v.probes, indent=2, default=str))}</pre></details>"
         )
     return head + "".join(body) + "</details>"
-
-
-def _trace_lines(v: Verdict) -> list[str]:
-    """The packet's walk for a failed check, when the run traced it (`check --trace`):
-    text, lines of text, or steps with a `to_text()`/JSON form."""
-    trace: Any = getattr(v, "trace", None)
-    if not trace:
-        return []
-    if isinstance(trace, str):
-        return trace.splitlines()
-    if hasattr(trace, "to_text"):
-        return str(trace.to_text()).splitlines()
-    if isinstance(trace, (list, tuple)):
-        return [s if isinstance(s, str) else json.dumps(s, default=str) for s in trace]
-    return json.dumps(trace, indent=2, default=str).splitlines()
 
 
 def _pre(title: str, lines: Sequence[str]) -> list[str]:

@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 from netlab.lab.checks import ProbeCheck, RouteCheck, RouteQuerySpec, RuleCheck
@@ -42,6 +42,8 @@ from netlab.probes.judge import (
     judge_route,
     judge_rule,
 )
+from netlab.probes.trace import Trace, text_lines, trace_probe
+from netlab.probes.trace import to_json as trace_json
 from netlab.vocabulary import BUILTIN_TABLES, host_port, parse_fwmark
 
 if TYPE_CHECKING:
@@ -80,9 +82,14 @@ class Verdict:
     attempts: int = 1
     seconds: float = 0.0
     probes: list[dict[str, Any]] = field(default_factory=list)  # each probe's result, for --json
+    trace: Trace | None = None  # a failed probe check's probe sent again, traced (`check --trace`)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(replace(self, trace=None)), "trace": None if self.trace is None else trace_json(self.trace)}
+
+    def walk(self) -> list[str]:
+        """The traced probe's walk as `netlab trace` prints it, or nothing."""
+        return text_lines(self.trace) if self.trace is not None else []
 
 
 @dataclass
@@ -176,6 +183,21 @@ def run_checks(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def trace_failures(ctx: LabContext, checks: Sequence[Check], verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """Each failed probe check's probe sent once more with tracing on, its walk attached to
+    the verdict (`check --trace`). One at a time, after every check ran: a trace's listeners
+    hear every traced packet of their namespace, and the checks' own traffic is over."""
+    out = []
+    for check, v in zip(checks, verdicts, strict=True):
+        if not v.passed and isinstance(check, ProbeCheck):
+            try:
+                v = replace(v, trace=trace_probe(ctx, check.probe.from_, _requests(ctx, check)[0]))
+            except (ObserveError, OSError) as err:
+                v = replace(v, evidence=[*v.evidence, f"could not trace the probe: {err}"])
+        out.append(v)
+    return out
+
+
 def run_check(ctx: LabContext, check: Check) -> Verdict:
     start = time.monotonic()
     deadline = start + check.wait
@@ -186,7 +208,7 @@ def run_check(ctx: LabContext, check: Check) -> Verdict:
         if verdict.passed or time.monotonic() + RETRY_PAUSE > deadline:
             break
         time.sleep(RETRY_PAUSE)
-    return Verdict(**{**asdict(verdict), "attempts": attempts, "seconds": round(time.monotonic() - start, 4)})
+    return replace(verdict, attempts=attempts, seconds=round(time.monotonic() - start, 4))
 
 
 def _attempt(ctx: LabContext, check: Check) -> Verdict:

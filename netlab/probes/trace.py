@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from netlab.lab.targets import node_addresses
@@ -35,6 +35,7 @@ BLIND_SPOTS = (
     "nftables tracing does not see routing decisions, rp_filter, neighbour (ARP/NDP) "
     "resolution, bridge forwarding without br_netfilter or IPVS scheduling"
 )
+_L4 = {"http": "tcp"}  # what the trace table matches for a probe protocol
 _HOOKS = {"pre": "prerouting", "out": "output", "post": "postrouting", "in": "input"}
 
 
@@ -75,20 +76,29 @@ def run_trace(
     settle: float = 0.3,
 ) -> Trace:
     """Send `count` probes from node to dst(:port), traced in every namespace of the lab."""
-    ns = ctx.ns(node)
-    family = ipaddress.ip_address(dst).version
-    sports = tuple(random.sample(range(40000, 60000), count)) if proto in ("tcp", "udp") else ()
-    requests = [
-        ProbeRequest(ns, proto, dst, port, sport=sports[i] if sports else None, timeout=timeout) for i in range(count)
-    ]
-    addresses = (dst, *node_addresses(ctx.topo, node, family))
-    flow = TraceFlow(proto, tuple(dict.fromkeys(addresses)), sports)
-    namespaces = [ns, *(n for n in ctx.nodes.values() if n != ns)]
+    return trace_probe(ctx, node, ProbeRequest(ctx.ns(node), proto, dst, port, timeout=timeout), count, settle=settle)
+
+
+def trace_probe(ctx: LabContext, node: str, request: ProbeRequest, count: int = 1, *, settle: float = 0.3) -> Trace:
+    """Send `count` copies of request (from node) traced in every namespace of the lab;
+    each tcp/udp copy gets its own source port unless the request fixes one."""
+    family = ipaddress.ip_address(request.dst).version
+    if request.proto == "icmp":
+        sports: tuple[int, ...] = ()
+    elif request.sport is not None:
+        sports, count = (request.sport,), 1  # copies would collide on one port
+    else:
+        sports = tuple(random.sample(range(40000, 60000), count))
+    requests = [replace(request, sport=sports[i] if sports else None) for i in range(count)]
+    client = (request.src,) if request.src else tuple(node_addresses(ctx.topo, node, family))
+    flow = TraceFlow(_L4.get(request.proto, request.proto), tuple(dict.fromkeys((request.dst, *client))), sports)
+    namespaces = [request.ns, *(n for n in ctx.nodes.values() if n != request.ns)]
     probes, events = ctx.observer.trace(
         namespaces, flow, lambda: ctx.send_probes(requests, workers=count), settle=settle
     )
     nodes = {v: k for k, v in ctx.nodes.items()}
-    trace = Trace(node, proto, dst, port, tuple(probes), tuple(events), nodes)
+    port = request.port if request.proto != "icmp" else None
+    trace = Trace(node, request.proto, request.dst, port, tuple(probes), tuple(events), nodes)
     return _explained(ctx, trace, flow)
 
 

@@ -177,3 +177,31 @@ def test_without_a_drop_the_route_decision_of_the_last_namespace_is_given(netlab
     assert "routing decisions, rp_filter, neighbour" in why, why
     assert trace.route is not None and trace.route.errno is not None, why
     assert f"route decision there: {trace.route.text}" in why, why
+
+
+def test_check_trace_attaches_the_walk_to_failed_checks_only(
+    netlab_lab: LabFactory, netlab_cli: NetlabCli, tmp_path: Any
+) -> None:
+    """`check --trace`: the failed check's probe is re-sent traced and its walk is in the
+    text, the JSON and the JUnit report; the passing check carries no trace."""
+    lab = netlab_lab(
+        {
+            **spec(nftables=POLICY_DROP),
+            "checks": [
+                {"name": "blocked", "probe": {"from": "client", "to": "server", "port": 8080}},
+                {"name": "router answers", "probe": {"from": "client", "to": "10.0.0.1"}},
+            ],
+        },
+        unique=True,
+    )
+    junit = tmp_path / "junit.xml"
+    r = netlab_cli("check", lab.name, "--trace", "--junit", str(junit))
+    assert r.rc == 1, r
+    died = "died in router: inet filter forward: the policy of chain forward dropped it"
+    assert died in r.out and "trace tcp client → 10.1.0.2:8080" in r.out, r.out
+    assert died in junit.read_text(), junit.read_text()
+    doc = json.loads(netlab_cli("check", lab.name, "--trace", "--json").out)
+    traces = {c["name"]: c["trace"] for c in doc["checks"]}
+    assert traces["router answers"] is None, doc
+    assert (traces["blocked"]["died"]["node"], traces["blocked"]["died"]["type"]) == ("router", "policy"), doc
+    assert_no_trace_tables(lab)

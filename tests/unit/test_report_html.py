@@ -15,7 +15,10 @@ import pytest
 from netlab.graph import build_graph, render_svg
 from netlab.lab.model import Lab
 from netlab.load import load_lab_text
+from netlab.observations import TraceEvent
 from netlab.probes.checks import Verdict
+from netlab.probes.flow import ProbeResult
+from netlab.probes.trace import Trace
 from netlab.report import to_html
 from netlab.report_html import ReportRun, render_html, summary_text
 
@@ -114,22 +117,32 @@ def test_failed_check_is_open_with_reasons_and_evidence() -> None:
     assert html.index("check failed") < html.index("check passed")
 
 
-def test_trace_slot_shows_the_verdicts_trace() -> None:
-    @dataclass(frozen=True)
-    class Traced(Verdict):
-        trace: list[str] = field(default_factory=list)
-
-    v = Traced(
-        name="traced",
-        kind="probe",
-        passed=False,
-        summary="timeout",
-        reasons=["timeout"],
-        trace=["router: inet filter forward: policy drop <here>"],
+def test_a_failed_checks_trace_shows_its_walk() -> None:
+    drop = TraceEvent(
+        ns="demo.router",
+        id=1,
+        type="rule",
+        family="inet",
+        table="filter",
+        chain="forward",
+        handle=4,
+        verdict="drop",
+        target=None,
+        src="10.1.0.2",
+        dst="10.1.0.1",
+        iif="eth1",
+        oif=None,
+        rule='ip daddr 10.1.0.1 drop comment "<here>"',
     )
+    probe = ProbeResult("timeout", "tcp", "10.1.0.2", 40000, "10.1.0.1", 80, None, None, None, None, "no answer", None)
+    trace = Trace("client", "tcp", "10.1.0.1", 80, (probe,), (drop,), {"demo.router": "router"})
+    v = Verdict(name="traced", kind="probe", passed=False, summary="timeout", reasons=["timeout"], trace=trace)
     html = render_html(RUN, [v], None, None)
     assert '<div class="trace">' in html and "Trace" in html
-    assert "router: inet filter forward: policy drop &lt;here&gt;" in html
+    assert (
+        "inet filter forward: ip daddr 10.1.0.1 drop comment &quot;&lt;here&gt;&quot;  → drop   ✗ dropped here" in html
+    )
+    assert "died in router: inet filter forward" in html
     assert '<div class="trace">' not in render_html(RUN, _verdicts(), None, None)  # no trace, no section
 
 
