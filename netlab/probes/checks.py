@@ -27,7 +27,7 @@ from netlab.lab.parse import topology
 from netlab.lab.policy import POLICY_TABLE
 from netlab.lab.targets import names_to_addresses, probe_target
 from netlab.lab.topology import Topology
-from netlab.observations import Drop, IpvsConn, IpvsState, ObserveError, Packet, RouteQuery
+from netlab.observations import CtEntry, Drop, IpvsConn, IpvsState, ObserveError, Packet, RouteQuery
 from netlab.pcap import Frame
 from netlab.probes.drops import drop_rules, drops_summary
 from netlab.probes.flow import ProbeRequest, ProbeResult
@@ -110,6 +110,7 @@ class LabContext:
     _owner: dict[str, tuple[str, str]] = field(init=False)  # address → (node, interface)
     # nodes with `table inet network-policy` → its drop rules (netlab.probes.drops)
     policy_nodes: dict[str, dict[int, str]] = field(init=False)
+    nat_nodes: list[str] = field(init=False)  # nodes that may rewrite a flow (NAT)
 
     def __post_init__(self) -> None:
         self.topo = topology(self.lab)
@@ -121,6 +122,9 @@ class LabContext:
             for r in node.nftables
             if r.ruleset and marker in r.ruleset
         }
+        self.nat_nodes = [
+            name for name, node in self.lab.nodes.items() if node.nftables or node.iptables or node.ipvs or node.exec
+        ]
         self._owner = {}
         for (node, ifname), iface in self.topo.interfaces.items():
             for addr in iface.settings.addresses:
@@ -255,6 +259,8 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         ipvs = ctx.observer.ipvs(ctx.ns(check.ipvs.on)) if check.ipvs is not None else IpvsState((), ())
         services, conns = ipvs.services, ipvs.connections
         packets: list[Packet] = capture.packets() if capture is not None else []
+        # the rewrites NAT made on the way, to know the probe's packets after them
+        rewrites = _nat_entries(ctx) if check.capture is not None else []
         if capture is not None and ctx.keep_frames:
             ctx.frames[check.name] = capture.frames
         # which policy rule dropped the failed probes (a policy's drops record their flows)
@@ -274,11 +280,19 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         j.add(judge_ipvs(check.ipvs.on, check.ipvs.expect, results, conns, services, ctx.resolve, ctx.node_of))
         summary += _ipvs_summary(check.ipvs.on, results, conns, ctx)
     if check.capture is not None:
-        j.add(judge_capture(check.capture.on, check.capture.expect, results, packets, ctx.resolve, ctx.node_of))
+        j.add(
+            judge_capture(check.capture.on, check.capture.expect, results, packets, ctx.resolve, ctx.node_of, rewrites)
+        )
     if not j.passed:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
     return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results])
+
+
+def _nat_entries(ctx: LabContext) -> list[CtEntry]:
+    """The conntrack entries of every node that can NAT: one with a ruleset, IPVS or
+    `exec:` commands (which may load rules); its entries say how it rewrote a flow."""
+    return [e for node in ctx.nat_nodes for e in ctx.observer.conntrack(ctx.ns(node))]
 
 
 def _capture_point(ctx: LabContext, check: ProbeCheck, first: ProbeRequest) -> tuple[str, str]:

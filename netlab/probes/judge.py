@@ -35,6 +35,7 @@ from netlab.observations import (
 )
 from netlab.probes.drops import drop_of
 from netlab.probes.flow import ProbeResult
+from netlab.probes.follow import belongs, flow_forms
 from netlab.vocabulary import IP_PROTOS, host_port, parse_fwmark, table_number, table_words
 
 # Names in expectations → the addresses they stand for, and an address → its node (for
@@ -449,17 +450,23 @@ def _who_at(addr: str, port: int, node_of: NodeOf) -> str:
 # ---------------------------------------------------------------- capture
 
 
-def probe_packets(packets: Iterable[Packet], r: ProbeResult) -> list[Packet]:
+def probe_packets(packets: Iterable[Packet], r: ProbeResult, entries: Iterable[CtEntry] = ()) -> list[Packet]:
     """The captured packets that belong to one probe: same protocol, and the client's
-    port (or ICMP echo id) on one side of the innermost header."""
+    port (or ICMP echo id) on one side of the innermost header; or, after NAT, the flow
+    as the conntrack `entries` say it was rewritten (netlab.probes.follow)."""
     proto = "tcp" if r.proto == "http" else r.proto
+    forms = flow_forms(r, entries)
     out = []
     for p in packets:
         f = p.flow
         fproto = "icmp" if f.proto == "icmpv6" else f.proto
         if fproto != proto or r.sport is None:
             continue
-        if (proto == "icmp" and f.sport == r.sport) or (proto != "icmp" and r.sport in (f.sport, f.dport)):
+        if (
+            (proto == "icmp" and f.sport == r.sport)
+            or (proto != "icmp" and r.sport in (f.sport, f.dport))
+            or belongs(f, forms)
+        ):
             out.append(p)
     return out
 
@@ -471,9 +478,12 @@ def judge_capture(
     packets: Sequence[Packet],
     resolve: Resolve,
     node_of: NodeOf,
+    entries: Sequence[CtEntry] = (),
 ) -> Judgement:
+    """`entries`: the conntrack entries of the nodes that may NAT the flow, to recognise
+    its packets after their ports or ICMP ids were rewritten."""
     j = Judgement()
-    mine = [p for r in results for p in probe_packets(packets, r)]
+    mine = [p for r in results for p in probe_packets(packets, r, entries)]
     if not expect.seen:
         if mine:
             j.reasons.append(f"expected none of the probe's packets on {where}, saw {_count(len(mine), 'packet')}")
