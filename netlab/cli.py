@@ -884,32 +884,101 @@ def trace(
 
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("lab")
-@click.argument("node")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def exec(lab: str, node: str, command: tuple[str, ...]) -> int:
-    """Run COMMAND inside NODE's namespace of LAB; its exit code is passed through.
+@click.argument("node", required=False)
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option("--all", "all_nodes", is_flag=True, help="Run COMMAND on every node of LAB (NODE is then not given).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print each node\'s exit status and output as JSON: {"schema": "netlab/exec/v1", …} (docs/json.md).',
+)
+def exec(lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, as_json: bool) -> int:
+    """Run COMMAND inside NODE's namespace of LAB, or open a shell there; or run COMMAND
+    on several nodes (NODE a GLOB such as 'pod-*', or --all).
 
     \b
-    Example: netlab exec docker-bridge c1 -- ip route
+    Without COMMAND: your $SHELL inside the node, its prompt prefixed with [LAB.NODE]
+    (your rc files are read as usual; $NETLAB_LAB and $NETLAB_NODE are set). exit leaves it.
+    With COMMAND on one node: its output as it is, and its exit status. A command that
+    does not exist exits 127, one that cannot be executed 126, as in a shell.
+    On several nodes: the commands run side by side, each line of output prefixed with
+    its node; a last line (on stderr) sums up the exit statuses; the exit status is 0
+    when every node's was, else the highest of them.
+
+    \b
+    Examples:
+      sudo netlab exec docker-bridge c1                    # a shell in c1
+      sudo netlab exec docker-bridge c1 -- ip route
+      sudo netlab exec flannel-vxlan 'pod*' -- ip -br addr # every pod
+      sudo netlab exec flannel-vxlan --all --json -- ip -j route
+    Put COMMAND after `--`, so its options are not taken for netlab's.
     """
     _load_pipeline()
-    from netlab import lifecycle
-    from netlab.naming import netns_name
+    from netlab import lifecycle, nodeexec
     from netlab.state import read_state
 
+    if all_nodes and node is not None:  # `exec LAB --all -- CMD…`: what click took for NODE starts the command
+        command, node = (node, *command), None
+    argv = list(command[1:] if command and command[0] == "--" else command)
+    if not all_nodes and node is None:
+        raise UsageError("give a NODE (or a GLOB of nodes, or --all), e.g. `netlab exec LAB NODE -- CMD`")
     lifecycle.require_root("exec")
     lab = lifecycle.resolve_lab_name(lab)
     state = read_state(lab)
-    ns = netns_name(lab, node)
-    if state is not None and node not in state.nodes:
-        raise UsageError(f"lab {lab} has no node {node!r} (nodes: {', '.join(state.nodes)})")
-    if not os.path.exists(f"/run/netns/{ns}"):
-        raise UsageError(f"lab {lab} is not up (no namespace {ns}); run `netlab up` first")
-    argv = list(command[1:] if command and command[0] == "--" else command)
+    chosen = nodeexec.select_nodes(lab, nodeexec.lab_nodes(lab, state.nodes if state else None), node)
+    several = all_nodes or nodeexec.is_glob(str(node))
+    if not argv:
+        if several or as_json:
+            raise UsageError("give the COMMAND to run on each node, after `--`")
+        return _exec_shell(lab, str(node), chosen[str(node)])
+    nodeexec.check_runnable(argv[0])
+    if not several and not as_json:
+        _exec_replacing(chosen[str(node)], argv, {}, None)
+    return _exec_on_nodes(lab, chosen, argv, as_json)
+
+
+def _exec_shell(lab: str, node: str, ns: str) -> int:
+    from netlab import nodeexec
+
+    launch = nodeexec.shell_launch(nodeexec.user_shell(), lab, node)
+    if sys.stdin.isatty():
+        err.print(f"a shell in node {node} of lab {lab} ({ns}); exit leaves it", markup=False, style="dim")
+    _exec_replacing(ns, launch.argv, launch.env, launch.pass_fd)
+    return 0  # not reached
+
+
+def _exec_replacing(ns: str, argv: list[str], env: dict[str, str], keep_fd: int | None) -> NoReturn:
+    """This process becomes `ip netns exec NS ARGV…` (its exit status is the command's)."""
+    from netlab import nodeexec
+
+    sys.stdout.flush()
+    sys.stderr.flush()
     try:
-        os.execvp("ip", ["ip", "netns", "exec", ns, *argv])
+        os.execvpe("ip", nodeexec.ip_netns_exec(ns, argv), {**os.environ, **env})
     except OSError as e:
         raise NetlabError(f"cannot run ip netns exec: {e.strerror}") from None
+
+
+def _exec_on_nodes(lab: str, nodes: dict[str, str], argv: list[str], as_json: bool) -> int:
+    from netlab import nodeexec
+
+    width = max(map(len, nodes))
+
+    def line(node: str, stream: str, text: str) -> None:
+        where = sys.stdout if stream == "stdout" else sys.stderr
+        where.write(f"{node:<{width}} | {text}\n")
+        where.flush()
+
+    results = nodeexec.run_on_nodes(nodes, argv, None if as_json else line)
+    if as_json:
+        out.print(
+            json_output.dumps("exec", {"lab": lab, "command": argv, "nodes": [asdict(r) for r in results]}),
+            markup=False,
+        )
+    else:
+        err.print(nodeexec.summary(lab, results), markup=False)
+    return nodeexec.exit_status(results)
 
 
 @cli.group()

@@ -16,7 +16,15 @@ from typing import Any
 from netlab.errors import LabError, NetlabError
 
 VERSION = "v1"
-COMMANDS = ("check", "status", "doctor", "render", "graph", "trace")  # each has netlab/schemas/<command>.v1.json
+COMMANDS = (
+    "check",
+    "status",
+    "doctor",
+    "render",
+    "graph",
+    "trace",
+    "exec",
+)  # each has netlab/schemas/<command>.v1.json
 
 
 def schema_id(command: str) -> str:
