@@ -8,7 +8,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from netlab.lab.checks import ProbeCheck, RouteCheck, RuleCheck
+from netlab.lab.checks import ANSWERED_BY_ICMP, OTHER_NODES, ProbeCheck, RouteCheck, RuleCheck, result_admits
+from netlab.lab.expect import Expect
 from netlab.lab.model import Lab
 from netlab.lab.source import Complaint, Path
 from netlab.lab.targets import (
@@ -69,11 +70,11 @@ def _table(lab: Lab, table: int | str | None, path: Path) -> Iterator[Complaint]
         yield path, f"unknown table {table!r}; name one from top-level `tables:` ({', '.join(known)}) or give a number"
 
 
-def _names(topo: Topology, nodes: set[str], names: tuple[str, ...] | None, path: Path) -> Iterator[Complaint]:
+def _names(topo: Topology, nodes: set[str], names: Expect[str] | None, path: Path) -> Iterator[Complaint]:
     if names is None:
         return
     try:
-        names_to_addresses(topo, nodes, names)
+        names_to_addresses(topo, nodes, names.values)
     except TargetError as err:
         yield path, str(err)
 
@@ -115,11 +116,11 @@ def _expect_problems(
 ) -> Iterator[Complaint]:
     """The probe's `expect:`: consistent with itself and the probe, and naming nodes that serve."""
     expect = check.expect
-    if expect.result != "ok" and (expect.served_by or expect.server_saw):
+    if not expect.result.admits_value("ok") and (expect.served_by or expect.server_saw):
         yield (
             (*e, "result"),
             (
-                f"`result: {expect.result}` and served_by/server_saw contradict each other: a probe that fails "
+                f"`result: {expect.result.written()}` and served_by/server_saw contradict each other: a probe that fails "
                 "is served by nobody"
             ),
         )
@@ -135,9 +136,9 @@ def _expect_problems(
         )
         return
     if expect.served_by:
-        for node in expect.served_by:
+        for node in (n for n in expect.served_by if n != OTHER_NODES):
             yield from _node(nodes, node, (*e, "served_by"))
-            if node in nodes and not lab.nodes[node].serve:
+            if node in nodes and not lab.nodes[node].serve and expect.served_by[node][1] > 0:
                 yield (
                     (*e, "served_by"),
                     (
@@ -199,7 +200,7 @@ def _check_ipvs(topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, 
                     f"describe{'s' if len(given) == 1 else ''} one"
                 ),
             )
-    for item in ipvs.real or ():
+    for item in ipvs.real.values if ipvs.real else ():
         try:
             host, _port = split_target(item)
             names_to_addresses(topo, nodes, (host,))
@@ -212,13 +213,15 @@ def _check_icmp_expect(topo: Topology, nodes: set[str], check: ProbeCheck, e: Pa
     (`icmp:` or `icmp_from:`): a probe that succeeds got none, and one that timed out got
     no answer at all."""
     expect = check.expect
-    keys = [k for k in ("icmp", "icmp_from") if getattr(expect, k) is not None]
-    if keys and expect.result in ("ok", "timeout"):
+    # {not: …} expects no particular ICMP error, which a probe that got none satisfies
+    keys = [k for k in ("icmp", "icmp_from") if getattr(expect, k) is not None and not getattr(expect, k).negated]
+    result = expect.result
+    if keys and not any(result_admits(result, o) for o in ANSWERED_BY_ICMP):
         given = "result" in expect.model_fields_set
-        said = f"`result: {expect.result}`" + ("" if given else " (the default)")
+        said = f"`result: {result.written()}`" + ("" if given else " (the default)")
         why = (
             "a probe that succeeds gets no ICMP error"
-            if expect.result == "ok"
+            if result.admits_value("ok")
             else "a probe that times out got no answer at all, ICMP errors included"
         )
         yield (
@@ -274,4 +277,5 @@ def _check_route(lab: Lab, topo: Topology, nodes: set[str], check: RouteCheck, p
     versions = {ipaddress.ip_address(a).version for a in (q.get, q.from_) if a}
     if len(versions) > 1:
         yield (*p, "from"), f"get {q.get} and from {q.from_} are of different IP families"
-    yield from _table(lab, check.expect.table, (*path, "expect", "table"))
+    for table in check.expect.table.values if check.expect.table else ():
+        yield from _table(lab, table, (*path, "expect", "table"))

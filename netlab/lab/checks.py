@@ -20,11 +20,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
 
+from netlab.lab.expect import Expect
 from netlab.lab.ipvs import normalize_forward
 from netlab.lab.values import Base, IfName, IpAddress, Mark, NodeName, PortRange, Prefix, TableRef, UidRange
 
 ProbeProto = Literal["icmp", "tcp", "udp", "http"]
 Result = Literal["ok", "fail", "timeout", "refused", "unreachable"]
+ANSWERED_BY_ICMP = ("refused", "unreachable")  # the outcomes an ICMP error can bring
+
+
+def result_admits(result: Expect[Result], outcome: str) -> bool:
+    """Does a probe's outcome fit the expected result (`fail`: any failure)?"""
+    return result.admits(lambda want: outcome != "ok" if want == "fail" else outcome == want)
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 Seconds = Annotated[float, Field(gt=0, le=600)]
 
@@ -74,27 +83,32 @@ def _check_where(value: Any) -> str:
 Where = Annotated[str, AfterValidator(_check_where)]
 
 
-def _check_names(value: Any) -> tuple[str, ...]:
-    """A node name or an address, or a list of them (any one may match)."""
-    items = value if isinstance(value, list) else [value]
-    out = []
-    for item in items:
-        if isinstance(item, (dict, list)) or item is None or isinstance(item, bool):
-            raise ValueError(f"expected a node name or an address, or a list of them, got {item!r}")
-        out.append(str(item))
-    if not out:
-        raise ValueError("must not be empty: name a node or an address, or a list of them")
-    return tuple(out)
+def _check_name(value: Any) -> str:
+    """A node name or an address."""
+    if isinstance(value, (dict, list)) or value is None or isinstance(value, bool):
+        raise ValueError(f"expected a node name or an address, got {value!r}")
+    return str(value)
 
 
 # Node names and addresses are told apart (and checked) in check_refs.py, once the lab is known.
-NodesOrAddrs = Annotated[tuple[str, ...], BeforeValidator(_check_names)]
+# An expectation of them (Expect[NodeOrAddr]) is one, a list (any of them) or {not: …}.
+NodeOrAddr = Annotated[str, BeforeValidator(_check_name)]
+Names = Expect[NodeOrAddr]
+
+
+# In served_by's normal form: every node not listed may serve too (written `{not: …}`).
+OTHER_NODES = "*"
 
 
 def _check_served_by(value: Any) -> dict[str, tuple[float, float]]:
     """Normalised to node → (lowest, highest) share of the probes; only the nodes listed may
     serve. `pod4` = all of them; `[pod3, pod4]` = each one by one of these; a mapping
-    gives each node's share."""
+    gives each node's share; `{not: pod3}` / `{not: [pod3, pod4]}` = none by these."""
+    if isinstance(value, dict) and set(value) == {"not"}:
+        banned = value["not"] if isinstance(value["not"], list) else [value["not"]]
+        if not banned or not all(isinstance(node, str) for node in banned):
+            raise ValueError(f"`served_by: {{not: …}}` names a node or a list of nodes, got {value['not']!r}")
+        return {**{node: (0.0, 0.0) for node in banned}, OTHER_NODES: (0.0, 1.0)}
     if isinstance(value, dict):
         return {str(node): _check_share(share) for node, share in value.items()}
     if isinstance(value, list):
@@ -104,7 +118,8 @@ def _check_served_by(value: Any) -> dict[str, tuple[float, float]]:
     if isinstance(value, str):
         return {value: (1.0, 1.0)}
     raise ValueError(
-        f"expected a node name, a list of nodes, or a mapping node → share like {{pod3: 20%, pod4: 20%}}, got {value!r}"
+        "expected a node name, a list of nodes, a mapping node → share like {pod3: 20%, pod4: 20%}, or "
+        f"{{not: NODE}}, got {value!r}"
     )
 
 
@@ -147,33 +162,36 @@ class Probe(Base):
 
 
 class ProbeExpect(Base):
-    result: Result = "ok"
+    result: Expect[Result] = Expect(("ok",))  # every probe's outcome
     # One node, a set (each probe served by one of them), or a distribution:
     # {pod3: 20%, pod4: 20%} = only these serve, each at least 20 % of the probes.
     served_by: ServedBy | None = None
-    server_saw: NodesOrAddrs | None = None
-    icmp: str | None = None  # words the ICMP error must contain, e.g. "port unreachable"
-    icmp_from: NodesOrAddrs | None = None  # who sent that ICMP error (a router: which hop)
+    server_saw: Names | None = None
+    icmp: Expect[str] | None = None  # words the ICMP error must contain, e.g. "port unreachable"
+    icmp_from: Names | None = None  # who sent that ICMP error (a router: which hop)
     # The network policy rule that dropped the probes: a policy of `cluster.policies` (one of
     # its deny rules) or `default-deny` (an isolated pod that no rule allowed)
     dropped_by: Annotated[str, Field(min_length=1)] | None = None
 
 
+Ports = Expect[Port]
+
+
 class ConntrackExpect(Base):
     entry: bool = True  # false: the flow must have *no* entry in this node
-    orig_src: NodesOrAddrs | None = None
-    orig_dst: NodesOrAddrs | None = None
-    orig_sport: Port | None = None
-    orig_dport: Port | None = None
-    reply_src: NodesOrAddrs | None = None
-    reply_dst: NodesOrAddrs | None = None
-    reply_sport: Port | None = None
-    reply_dport: Port | None = None
+    orig_src: Names | None = None
+    orig_dst: Names | None = None
+    orig_sport: Ports | None = None
+    orig_dport: Ports | None = None
+    reply_src: Names | None = None
+    reply_dst: Names | None = None
+    reply_sport: Ports | None = None
+    reply_dport: Ports | None = None
     dnat: bool | None = None
     snat: bool | None = None
-    zone: Annotated[int, Field(ge=0, le=65535)] | None = None
-    mark: Mark | None = None
-    state: str | None = None  # TCP state, e.g. ESTABLISHED, TIME_WAIT
+    zone: Expect[Annotated[int, Field(ge=0, le=65535)]] | None = None
+    mark: Expect[Mark] | None = None
+    state: Expect[str] | None = None  # TCP state, e.g. ESTABLISHED, TIME_WAIT
 
 
 class ConntrackSpec(Base):
@@ -188,9 +206,9 @@ class IpvsExpect(Base):
     entry: bool = True  # false: the flow must have *no* IPVS connection in this node
     # The real server it was given: a node (any of its addresses), an address, NODE:PORT,
     # ADDR:PORT or [V6]:PORT; a list means any of them.
-    real: NodesOrAddrs | None = None
-    forward: Annotated[Literal["masq", "dr", "tun", "local"], BeforeValidator(normalize_forward)] | None = None
-    state: str | None = None  # ESTABLISHED, TIME_WAIT, SYN_RECV, CLOSE, … (UDP: UDP)
+    real: Names | None = None
+    forward: Expect[Annotated[Literal["masq", "dr", "tun", "local"], BeforeValidator(normalize_forward)]] | None = None
+    state: Expect[str] | None = None  # ESTABLISHED, TIME_WAIT, SYN_RECV, CLOSE, … (UDP: UDP)
 
 
 class IpvsSpec(Base):
@@ -201,14 +219,14 @@ class IpvsSpec(Base):
 class CaptureExpect(Base):
     seen: bool = True  # false: none of the probe's packets may cross this interface
     # The frame's own (outermost) IP header: what is on the wire.
-    outer_src: NodesOrAddrs | None = None
-    outer_dst: NodesOrAddrs | None = None
-    proto: Literal["tcp", "udp", "icmp", "icmpv6"] | None = None  # of the outer header
-    udp_dport: Port | None = None  # of the outer header
-    vxlan_vni: Annotated[int, Field(ge=0, le=16777215)] | None = None
+    outer_src: Names | None = None
+    outer_dst: Names | None = None
+    proto: Expect[Literal["tcp", "udp", "icmp", "icmpv6"]] | None = None  # of the outer header
+    udp_dport: Ports | None = None  # of the outer header
+    vxlan_vni: Expect[Annotated[int, Field(ge=0, le=16777215)]] | None = None
     # The innermost IP header (the probe's own flow, after any NAT on the way).
-    src: NodesOrAddrs | None = None
-    dst: NodesOrAddrs | None = None
+    src: Names | None = None
+    dst: Names | None = None
     direction: Literal["in", "out"] | None = None
 
 
@@ -254,12 +272,14 @@ class RouteQuerySpec(Base):
 
 
 class RouteExpect(Base):
-    type: RouteTypeSeen | None = None  # "none": no route at all
-    rule: Annotated[int, Field(ge=0, lt=2**32)] | None = None  # priority of the rule that decided
-    table: TableRef | None = None
-    dev: IfName | None = None
-    via: IpAddress | None = None
-    prefsrc: IpAddress | None = None
+    """Each key is one value, a list (any of them) or {not: …} (netlab.lab.expect)."""
+
+    type: Expect[RouteTypeSeen] | None = None  # "none": no route at all
+    rule: Expect[Annotated[int, Field(ge=0, lt=2**32)]] | None = None  # priority of the rule that decided
+    table: Expect[TableRef] | None = None
+    dev: Expect[IfName] | None = None
+    via: Expect[IpAddress] | None = None
+    prefsrc: Expect[IpAddress] | None = None
 
 
 class RouteCheck(_CheckCommon):

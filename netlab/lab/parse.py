@@ -26,6 +26,7 @@ from netlab.errors import LabError, Problem
 from netlab.lab.bounds import MAX_LAB_BYTES, MAX_SCHEMA_ERRORS, TooBig, read_bounded
 from netlab.lab.checks import CHECK_KINDS, CHECK_TAGS, ProbeCheck, RouteCheck, RuleCheck
 from netlab.lab.consistency import check_lab
+from netlab.lab.expect import FORM_TAG
 from netlab.lab.model import LINK_KINDS, LINK_TAGS, Lab, Link, _LinkCommon
 from netlab.lab.source import Complaint, Path, Source, parse_yaml
 from netlab.lab.topology import Topology, resolve
@@ -274,7 +275,14 @@ def _is_union_member(loc: tuple[Any, ...]) -> bool:
         return False
     if len(loc) >= 4 and loc[-3] == "sysctls" and loc[-4] not in ("sysctls",):
         return True
+    if len(loc) >= 3 and _is_form_tag(loc[-2]) and "table" in loc:  # a check's expected table
+        return True
     return len(loc) >= 5 and loc[-4] in ("routes", "rules") and loc[-2] == "table"
+
+
+def _is_form_tag(part: Any) -> bool:
+    """The form of an expected value (netlab.lab.expect) pydantic puts in a location."""
+    return isinstance(part, str) and part.startswith(FORM_TAG)
 
 
 def _clean_loc(loc: tuple[Any, ...]) -> Path:
@@ -289,7 +297,7 @@ def _clean_loc(loc: tuple[Any, ...]) -> Path:
             continue  # the link-kind tag pydantic inserts for the tagged union
         if i >= 2 and loc[i - 2] == "checks" and part in CHECK_TAGS and isinstance(loc[i - 1], int):
             continue  # the same for the check kind
-        if isinstance(part, str) and part.startswith(("function-", "list[", "dict[")):
+        if (isinstance(part, str) and part.startswith(("function-", "list[", "dict["))) or _is_form_tag(part):
             continue
         out.append(part)
     return tuple(out)
@@ -589,6 +597,15 @@ def _check_kind_text(e: _Error) -> str:
     )
 
 
+def _expect_form_text(e: _Error) -> str:
+    keys = [k for k in e.value if k != "not"] if isinstance(e.value, dict) else []
+    return (
+        "an expected value is a value, a list of values (any of them) or {not: VALUE} / {not: [VALUES]} "
+        f"(none of them), got {_show(e.value)}"
+        + (f"; unknown key {keys[0]!r}, the only key here is `not`" if keys else "")
+    )
+
+
 def _mapping_text(e: _Error) -> str:
     if e.value is None and e.path == ("nodes",):
         return "is empty; a lab needs at least one node, e.g. `nodes: {pod1: {}}`"
@@ -660,6 +677,7 @@ def _bound_text(e: _Error) -> str:
 _EXPLAINERS: list[tuple[tuple[str, ...], Callable[[_Error], str]]] = [
     (("missing",), _missing_text),
     (("check_kind",), _check_kind_text),
+    (("expect_form",), _expect_form_text),
     (("value_error",), lambda e: e.msg.removeprefix("Value error, ")),
     (("model_type", "model_attributes_type", "dict_type"), _mapping_text),
     (("list_type",), _list_text),

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from netlab.lab.checks import OTHER_NODES
 from netlab.lab.model import Lab
 
 _QUOTED_ON = re.compile(r"(?<=[{\s])'on':")
@@ -47,6 +48,9 @@ def _short_check(value: Any, key: str = "") -> Any:
 def _short_served_by(shares: dict[str, list[float]]) -> Any:
     """Undo expectations._check_served_by's normal form."""
     ranges = {node: tuple(share) for node, share in shares.items()}
+    if OTHER_NODES in ranges:
+        banned = [node for node in ranges if node != OTHER_NODES]
+        return {"not": banned[0] if len(banned) == 1 else banned}
     if len(ranges) == 1 and next(iter(ranges.values())) == (1.0, 1.0):
         return next(iter(ranges))
     if all(r == (0.0, 1.0) for r in ranges.values()):

@@ -12,15 +12,19 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from netlab.lab.checks import (
+    OTHER_NODES,
     CaptureExpect,
     ConntrackExpect,
     IpvsExpect,
     ProbeExpect,
     RouteExpect,
     RuleQuerySpec,
+    result_admits,
 )
+from netlab.lab.expect import Expect
 from netlab.lab.targets import split_target
 from netlab.observations import (
     FORWARD_WORDS,
@@ -42,6 +46,7 @@ from netlab.vocabulary import IP_PROTOS, host_port, parse_fwmark, table_number, 
 # words). A "where" is an address → "node3's cni0", for messages about routers.
 Resolve = Callable[[tuple[str, ...]], set[str]]
 NodeOf = Callable[[str], str | None]
+T = TypeVar("T")
 
 
 @dataclass
@@ -74,8 +79,37 @@ def _who(addr: str | None, node_of: NodeOf) -> str:
     return f"{addr} ({node})" if node else addr
 
 
-def _names(names: tuple[str, ...]) -> str:
-    return names[0] if len(names) == 1 else "one of " + ", ".join(names)
+def mismatch(
+    what: str,
+    expect: Expect[T] | None,
+    fits: Callable[[T], bool],
+    seen: str,
+    *,
+    show: Callable[[T], str] = str,
+    saw: str = "saw",
+) -> str | None:
+    """The one judgement of an expected value (one, alternatives or {not: …}) in words —
+    'expected table not 100, the kernel used 100' — or None when the observation fits or
+    nothing was expected. fits(value): does the observation match this expected value."""
+    if expect is None or expect.admits(fits):
+        return None
+    return f"expected {what} {expect.words(show)}, {saw} {seen}"
+
+
+def _is(got: object, norm: Callable[[T], object] = lambda value: value) -> Callable[[T], bool]:
+    """Is an expected value (normalised by norm) the observation?"""
+    return lambda value: norm(value) == got
+
+
+def _says(text: str) -> Callable[[str], bool]:
+    """Does the text (an ICMP error) contain the expected words?"""
+    return lambda words: words.lower() in text.lower()
+
+
+def _stands_for(resolve: Resolve, got: str | None) -> Callable[[str], bool]:
+    """Does a name in an expectation (a node: any of its addresses; an address) stand for got?"""
+    addr = _norm(got)
+    return lambda name: addr is not None and addr in resolve((name,))
 
 
 def _count(n: int, what: str) -> str:
@@ -85,10 +119,6 @@ def _count(n: int, what: str) -> str:
 
 
 # ---------------------------------------------------------------- probes
-
-
-def _outcome_matches(expected: str, outcome: str) -> bool:
-    return outcome != "ok" if expected == "fail" else outcome == expected
 
 
 def judge_probe(
@@ -101,30 +131,36 @@ def judge_probe(
     """where_of (address → "router's eth1") words the ICMP senders; node_of when not given."""
     j = Judgement()
     n = len(results)
-    wrong = [r for r in results if not _outcome_matches(expect.result, r.outcome)]
+    wrong = [r for r in results if not result_admits(expect.result, r.outcome)]
     if wrong:
         seen = Counter(r.outcome for r in results)
         tally = ", ".join(f"{k} {v}" for k, v in seen.most_common())
         first = wrong[0]
         j.reasons.append(
-            f"expected {expect.result}{' (any failure)' if expect.result == 'fail' else ''}, "
+            f"expected {expect.result.words(lambda want: 'fail (any failure)' if want == 'fail' else want)}, "
             f"saw {first.outcome}"
             + (f" in {len(wrong)} of {n} probes ({tally})" if n > 1 else "")
             + f": {first.detail}"
         )
-    if expect.icmp is not None:
-        icmp = [r.icmp or "" for r in results]
-        if not all(expect.icmp.lower() in text.lower() for text in icmp):
-            bad = next(t for t in icmp if expect.icmp.lower() not in t.lower())
-            j.reasons.append(f"expected an ICMP error saying {expect.icmp!r}, saw {bad or 'no ICMP error'}")
+    for text in dict.fromkeys(r.icmp or "" for r in results):
+        problem = mismatch(
+            "an ICMP error saying",
+            expect.icmp,
+            _says(text),
+            text or "no ICMP error",
+            show=repr,
+        )
+        if problem:
+            j.reasons.append(problem)
+            break
     if expect.icmp_from is not None:
         j.add(_judge_icmp_from(expect.icmp_from, results, resolve, where_of or node_of))
     served = [r for r in results if r.ok]
     if expect.served_by is not None and served:
         j.add(_judge_served_by(expect.served_by, results))
     if expect.server_saw is not None and served:
-        want = resolve(expect.server_saw)
-        off = [r for r in served if _norm(r.server_saw) not in want]
+        saw = expect.server_saw
+        off = [r for r in served if not saw.admits(_stands_for(resolve, r.server_saw))]
         if off:
             r = off[0]
             why = ""
@@ -133,7 +169,7 @@ def judge_probe(
             elif r.server_saw and r.src:
                 why = " — the client's own address: nothing NATed it"
             j.reasons.append(
-                f"expected the server to see {_names(expect.server_saw)}, it saw "
+                f"expected the server to see {saw.words()}, it saw "
                 f"{_who(r.server_saw, node_of)}"
                 + (f" in {len(off)} of {len(served)} connections" if len(served) > 1 else "")
                 + why
@@ -163,17 +199,16 @@ def judge_dropped_by(wanted: str, results: Sequence[ProbeResult], drops: Sequenc
 
 
 def _judge_icmp_from(
-    names: tuple[str, ...], results: Sequence[ProbeResult], resolve: Resolve, where_of: NodeOf
+    names: Expect[str], results: Sequence[ProbeResult], resolve: Resolve, where_of: NodeOf
 ) -> Judgement:
     """Which router (or host) sent the ICMP error: traceroute's hop, for a probe with a
     small ttl."""
     j = Judgement()
-    want = resolve(names)
-    off = [r for r in results if _norm(r.icmp_from) not in want]
+    off = [r for r in results if not names.admits(_stands_for(resolve, r.icmp_from))]
     if not off:
         return j
     n = len(results)
-    expected = f"expected the ICMP error from {_names(tuple(_who(x, where_of) for x in names))}"
+    expected = f"expected the ICMP error from {names.words(lambda x: _who(x, where_of))}"
     answered = [r for r in off if r.icmp_from]
     silent = len(off) - len(answered)
     if not answered:
@@ -203,15 +238,22 @@ def _judge_served_by(want: dict[str, tuple[float, float]], results: Sequence[Pro
     shown = ", ".join(f"{node} {count}" for node, count in tally.most_common())
     if failed:
         shown += f", failed {failed}"
-    strangers = [node for node in tally if node not in want]
+    strangers = [] if OTHER_NODES in want else [node for node in tally if node not in want]
     if strangers:
         j.reasons.append(
             f"expected only {', '.join(want)} to serve, but {', '.join(strangers)} did too "
             f"({shown} of {_count(n, 'probe')})"
         )
     for node, (low, high) in want.items():
+        if node == OTHER_NODES:
+            continue
         share = tally.get(node, 0) / n
-        if (low, high) == (1.0, 1.0):
+        if high == 0.0:  # {not: node}
+            if share > 0.0:
+                j.reasons.append(
+                    f"expected {node} to serve none of the probes, it served {tally.get(node, 0)} of {n} ({shown})"
+                )
+        elif (low, high) == (1.0, 1.0):
             if share < 1.0:
                 j.reasons.append(
                     f"expected {node} to serve every probe, it served {tally.get(node, 0)} of {n} ({shown})"
@@ -294,42 +336,50 @@ def judge_conntrack(
 
 
 def _entry_mismatches(expect: ConntrackExpect, e: CtEntry, resolve: Resolve, node_of: NodeOf) -> list[str]:
-    out = []
-    for key, value in (
-        ("orig_src", e.orig.src),
-        ("orig_dst", e.orig.dst),
-        ("reply_src", e.reply.src),
-        ("reply_dst", e.reply.dst),
-    ):
-        want = getattr(expect, key)
-        if want is not None and _norm(value) not in resolve(want):
-            out.append(f"expected {key} {_names(want)}, saw {_who(value, node_of)}")
-    for key, got in (
-        ("orig_sport", e.orig.sport),
-        ("orig_dport", e.orig.dport),
-        ("reply_sport", e.reply.sport),
-        ("reply_dport", e.reply.dport),
-    ):
-        want_port = getattr(expect, key)
-        if want_port is not None and want_port != got:
-            out.append(f"expected {key} {want_port}, saw {got}")
+    found = [
+        mismatch(key, getattr(expect, key), _stands_for(resolve, value), _who(value, node_of))
+        for key, value in (
+            ("orig_src", e.orig.src),
+            ("orig_dst", e.orig.dst),
+            ("reply_src", e.reply.src),
+            ("reply_dst", e.reply.dst),
+        )
+    ]
+    found += [
+        mismatch(key, getattr(expect, key), _is(got), str(got))
+        for key, got in (
+            ("orig_sport", e.orig.sport),
+            ("orig_dport", e.orig.dport),
+            ("reply_sport", e.reply.sport),
+            ("reply_dport", e.reply.dport),
+        )
+    ]
     for key, got_flag in (("dnat", e.dnat), ("snat", e.snat)):
         want_flag = getattr(expect, key)
         if want_flag is not None and want_flag != got_flag:
-            out.append(
+            found.append(
                 f"expected {key}: {str(want_flag).lower()}, the entry is "
                 f"{'' if got_flag else 'not '}{'DST_NAT' if key == 'dnat' else 'SRC_NAT'}"
             )
-    if expect.zone is not None and expect.zone != e.zone:
-        out.append(f"expected zone {expect.zone}, saw {e.zone}")
-    if expect.mark is not None:
-        mark, mask = parse_fwmark(expect.mark)
-        m = mask if mask is not None else 0xFFFFFFFF
-        if e.mark & m != mark & m:
-            out.append(f"expected mark {expect.mark}, saw {e.mark:#x}")
-    if expect.state is not None and (e.state or "").upper() != expect.state.upper():
-        out.append(f"expected state {expect.state.upper()}, saw {e.state or 'none'}")
-    return out
+    found.append(mismatch("zone", expect.zone, _is(e.zone), str(e.zone)))
+    found.append(mismatch("mark", expect.mark, lambda want: _mark_matches(want, e.mark), f"{e.mark:#x}"))
+    found.append(
+        mismatch(
+            "state",
+            expect.state,
+            lambda want: want.upper() == (e.state or "").upper(),
+            e.state or "none",
+            show=str.upper,
+        )
+    )
+    return [text for text in found if text]
+
+
+def _mark_matches(want: str, got: int) -> bool:
+    """A mark `VALUE[/MASK]` against a conntrack entry's mark."""
+    mark, mask = parse_fwmark(want)
+    m = mask if mask is not None else 0xFFFFFFFF
+    return got & m == mark & m
 
 
 # ---------------------------------------------------------------- IPVS
@@ -414,32 +464,46 @@ def judge_ipvs(
             j.evidence += [*table, *(f"ipvsadm -Lnc in {node}: {c.text}" for c in list(conns)[:5])]
             continue
         c = mine[0]
-        problems = []
-        if expect.real is not None and not any(_real_matches(item, c, resolve) for item in expect.real):
-            problems.append(
-                f"expected real server {_names(expect.real)}, the connection went to "
-                f"{_who_at(c.daddr, c.dport, node_of)}"
-            )
-        if expect.forward is not None:
-            forward = ipvs_forward(c, services)
-            if forward is None:
-                problems.append(
-                    f"expected forward {expect.forward}, but {host_port(c.daddr, c.dport)} is a real "
-                    f"server of no service of {node} any more"
-                )
-            elif forward != expect.forward:
-                problems.append(
-                    f"expected forward {expect.forward}, the real server {host_port(c.daddr, c.dport)} "
-                    f"is {forward} ({FORWARD_WORDS.get(forward, forward)})"
-                )
-        if expect.state is not None and c.state.upper() != expect.state.upper():
-            problems.append(f"expected state {expect.state.upper()}, saw {c.state}")
+        problems = _ipvs_mismatches(node, expect, c, services, resolve, node_of)
         if problems:
             j.reasons += [f"IPVS in {node} for {flow}: {p}" for p in problems]
             j.evidence += [f"ipvsadm -Lnc in {node}: {c.text}", *table]
         if j.reasons:
             break  # one failing flow says it; fifty would drown it
     return j
+
+
+def _ipvs_mismatches(
+    node: str, expect: IpvsExpect, c: IpvsConn, services: Sequence[IpvsServiceView], resolve: Resolve, node_of: NodeOf
+) -> list[str]:
+    real = host_port(c.daddr, c.dport)
+    found = [
+        mismatch(
+            "real server",
+            expect.real,
+            lambda item: _real_matches(item, c, resolve),
+            _who_at(c.daddr, c.dport, node_of),
+            saw="the connection went to",
+        ),
+    ]
+    if expect.forward is not None:
+        forward = ipvs_forward(c, services)
+        if forward is None:
+            found.append(
+                f"expected forward {expect.forward.words()}, but {real} is a real server of no service of {node} any more"
+            )
+        else:
+            found.append(
+                mismatch(
+                    "forward",
+                    expect.forward,
+                    _is(forward),
+                    f"{forward} ({FORWARD_WORDS.get(forward, forward)})",
+                    saw=f"the real server {real} is",
+                )
+            )
+    found.append(mismatch("state", expect.state, lambda want: want.upper() == c.state.upper(), c.state, show=str.upper))
+    return [text for text in found if text]
 
 
 def _who_at(addr: str, port: int, node_of: NodeOf) -> str:
@@ -505,22 +569,24 @@ def judge_capture(
 
 
 def _packet_mismatches(expect: CaptureExpect, p: Packet, resolve: Resolve, node_of: NodeOf) -> list[str]:
-    out = []
-    inner = p.flow
-    for key, got in (("outer_src", p.outer.src), ("outer_dst", p.outer.dst), ("src", inner.src), ("dst", inner.dst)):
-        want = getattr(expect, key)
-        if want is not None and _norm(got) not in resolve(want):
-            out.append(f"expected {key} {_names(want)}, saw {_who(got, node_of)}")
-    if expect.proto is not None and p.outer.proto != expect.proto:
-        out.append(f"expected outer protocol {expect.proto}, saw {p.outer.proto}")
-    if expect.udp_dport is not None and (p.outer.proto != "udp" or p.outer.dport != expect.udp_dport):
-        got = f"{p.outer.proto} port {p.outer.dport}" if p.outer.dport else p.outer.proto
-        out.append(f"expected UDP destination port {expect.udp_dport}, saw {got}")
-    if expect.vxlan_vni is not None and p.vni != expect.vxlan_vni:
-        out.append(f"expected VXLAN VNI {expect.vxlan_vni}, saw " + ("no VXLAN" if p.vni is None else f"VNI {p.vni}"))
+    inner, outer = p.flow, p.outer
+    found = [
+        mismatch(key, getattr(expect, key), _stands_for(resolve, got), _who(got, node_of))
+        for key, got in (("outer_src", outer.src), ("outer_dst", outer.dst), ("src", inner.src), ("dst", inner.dst))
+    ]
+    found.append(mismatch("outer protocol", expect.proto, _is(outer.proto), outer.proto))
+    found.append(
+        mismatch(
+            "UDP destination port",
+            expect.udp_dport,
+            lambda port: outer.proto == "udp" and outer.dport == port,
+            f"{outer.proto} port {outer.dport}" if outer.dport else outer.proto,
+        )
+    )
+    found.append(mismatch("VXLAN VNI", expect.vxlan_vni, _is(p.vni), "no VXLAN" if p.vni is None else f"VNI {p.vni}"))
     if expect.direction is not None and p.direction != expect.direction:
-        out.append(f"expected direction {expect.direction}, saw {p.direction}")
-    return out
+        found.append(f"expected direction {expect.direction}, saw {p.direction}")
+    return [text for text in found if text]
 
 
 # ---------------------------------------------------------------- routes and rules
@@ -528,33 +594,44 @@ def _packet_mismatches(expect: CaptureExpect, p: Packet, resolve: Resolve, node_
 
 def judge_route(expect: RouteExpect, answer: RouteAnswer, tables: dict[str, int]) -> Judgement:
     j = Judgement()
-    if expect.type is not None and answer.type != expect.type:
-        j.reasons.append(
-            f"expected a {expect.type} route, saw {answer.type}" + (f" ({answer.error})" if answer.error else "")
-        )
-    if expect.rule is not None:
-        if answer.rule is None:
-            j.reasons.append(
-                f"expected rule {expect.rule} to decide the lookup; which rule did cannot be told "
-                "(a rule before it has selectors a lookup cannot be matched against, e.g. tun_id)"
-                if answer.errno is None
-                else f"expected rule {expect.rule} to decide the lookup, but it failed: {answer.error}"
-            )
-        elif answer.rule.priority != expect.rule:
-            j.reasons.append(f"expected rule {expect.rule} to decide the lookup, rule `{answer.rule.text}` did")
-    if expect.table is not None:
-        want = table_number(expect.table, tables)
-        if answer.table != want:
-            j.reasons.append(
-                f"expected table {table_words(want, tables)}, the kernel used {table_words(answer.table, tables)}"
-            )
-    for key, got in (("dev", answer.dev), ("via", answer.via), ("prefsrc", answer.prefsrc)):
-        want_s = getattr(expect, key)
-        if want_s is not None and _norm(want_s) != _norm(got):
-            j.reasons.append(f"expected {key} {want_s}, saw {got or 'none'}")
+    error = f" ({answer.error})" if answer.error else ""
+    found = [
+        mismatch("route type", expect.type, _is(answer.type), answer.type + error),
+        _rule_mismatch(expect, answer),
+        mismatch(
+            "table",
+            expect.table,
+            lambda want: table_number(want, tables) == answer.table,
+            table_words(answer.table, tables),
+            show=lambda want: table_words(table_number(want, tables), tables),
+            saw="the kernel used",
+        ),
+    ]
+    found += [
+        mismatch(key, getattr(expect, key), _is(_norm(got), _norm), got or "none")
+        for key, got in (("dev", answer.dev), ("via", answer.via), ("prefsrc", answer.prefsrc))
+    ]
+    j.reasons += [text for text in found if text]
     if j.reasons or answer.errno:
         j.evidence.append(f"route get: {answer.text}")
     return j
+
+
+def _rule_mismatch(expect: RouteExpect, answer: RouteAnswer) -> str | None:
+    """The rule that decided the lookup (by priority), when netlab could tell which did."""
+    if expect.rule is None:
+        return None
+    if answer.rule is None:
+        if answer.errno is not None:
+            return f"expected rule {expect.rule.words()} to decide the lookup, but it failed: {answer.error}"
+        return (
+            f"expected rule {expect.rule.words()} to decide the lookup; which rule did cannot be told "
+            "(a rule before it has selectors a lookup cannot be matched against, e.g. tun_id)"
+        )
+    decided = answer.rule
+    return mismatch(
+        "the lookup decided by rule", expect.rule, _is(decided.priority), f"rule `{decided.text}`", saw="it was"
+    )
 
 
 def rule_fits(q: RuleQuerySpec, rule: RuleView, tables: dict[str, int]) -> bool:

@@ -24,6 +24,7 @@ from netlab.kernel.ipvs import (
     service_message,
 )
 from netlab.lab.checks import IpvsExpect, ProbeCheck
+from netlab.lab.expect import Expect
 from netlab.lab.ipvs import check_sysctl, needs_ipvs
 from netlab.lab.model import Lab
 from netlab.lab.render import render_yaml
@@ -482,4 +483,8 @@ def test_probe_check_model_takes_ipvs() -> None:
             "ipvs": {"on": "d", "expect": {"real": "rs1", "forward": "gatewaying"}},
         }
     )
-    assert check.ipvs is not None and check.ipvs.expect.real == ("rs1",) and check.ipvs.expect.forward == "dr"
+    assert (
+        check.ipvs is not None
+        and check.ipvs.expect.real == Expect(("rs1",))
+        and check.ipvs.expect.forward == Expect(("dr",))
+    )

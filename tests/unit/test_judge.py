@@ -150,7 +150,7 @@ def test_icmp_from_wrong_router_names_both_and_the_ttl() -> None:
         expect(result="unreachable", icmp_from=["10.0.0.3", "c1"]), [expired("203.0.113.1")], resolve, node_of, where_of
     )
     assert j.reasons == [
-        "expected the ICMP error from one of 10.0.0.3 (c3's eth0), c1, it came from 203.0.113.1 "
+        "expected the ICMP error from 10.0.0.3 (c3's eth0) or c1, it came from 203.0.113.1 "
         "— the probe's ttl 1 ran out there"
     ]
 
@@ -443,7 +443,10 @@ def test_route_table_named_in_words() -> None:
 def test_route_error_type() -> None:
     a = answer(type="unreachable", table=None, dev=None, via=None, prefsrc=None, errno=113, error="No route to host")
     j = judge_route(RouteExpect.model_validate({"type": "unicast", "dev": "eth0"}), a, TABLES)
-    assert j.reasons == ["expected a unicast route, saw unreachable (No route to host)", "expected dev eth0, saw none"]
+    assert j.reasons == [
+        "expected route type unicast, saw unreachable (No route to host)",
+        "expected dev eth0, saw none",
+    ]
 
 
 def rule(
