@@ -484,7 +484,8 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
             title_justify="left",
             show_edge=False,
         )
-        for col in ("node", "interface", "kind", "state", "mtu", "master", "addresses"):
+        impaired = any(link.netem for v in s.nodes.values() if v for link in v.links)
+        for col in ("node", "interface", "kind", "state", "mtu", "master", "addresses", *(["netem"] * impaired)):
             table.add_column(col)
         for node, view in s.nodes.items():
             if view is None:
@@ -505,6 +506,7 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
                     str(link.mtu),
                     link.master or "",
                     " ".join(a.address for a in link.addresses),
+                    *([link.netem or ""] * impaired),
                 )
         out.print(table)
         for h in s.responders:

@@ -66,8 +66,11 @@ def load_and_plan(path: str | Path, variant: str | None = None) -> tuple[Lab, Pl
 def check_requirements(lab: Lab) -> None:
     from netlab.kernel.features import probe_features  # forks a probe child: only when needed
 
-    kinds = {i.kind for i in topology(lab).interfaces.values()} & {"veth", "bridge", "dummy", "vxlan", "vrf"}
+    interfaces = topology(lab).interfaces.values()
+    kinds = {i.kind for i in interfaces} & {"veth", "bridge", "dummy", "vxlan", "vrf"}
     features = {"netns"} | kinds | set(lab.requires)
+    if any(i.settings.netem is not None for i in interfaces):
+        features.add("netem")  # a link end's `netem:` is a qdisc of sch_netem
     nodes = lab.nodes.values()
     if any(node.nftables or node.iptables for node in nodes):
         features.add("nftables")

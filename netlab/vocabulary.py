@@ -85,3 +85,24 @@ def parse_fwmark(text: str) -> tuple[int, int | None]:
     0xffffffff. Takes the model's normalised text (hex), and decimal too."""
     value, _, mask = text.partition("/")
     return int(value, 0), (int(mask, 0) if mask else None)
+
+
+# ---------------------------------------------------------------- tc's units
+
+
+def format_duration(us: int) -> str:
+    """A time in microseconds as tc writes it: the largest unit that keeps it short (100ms,
+    1.5s, 250us)."""
+    if us >= 1_000_000 and us % 10_000 == 0:
+        return f"{us / 1_000_000:g}s"
+    if us >= 1000 and us % 10 == 0:
+        return f"{us / 1000:g}ms"
+    return f"{us}us"
+
+
+def format_rate(bits: int) -> str:
+    """A rate in bits per second as tc writes it: 10mbit, 1gbit, 1500kbit, 800bit."""
+    for unit, size in (("gbit", 1000**3), ("mbit", 1000**2), ("kbit", 1000)):
+        if bits >= size and bits % size == 0:
+            return f"{bits // size}{unit}"
+    return f"{bits}bit"

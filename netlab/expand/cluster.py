@@ -249,12 +249,15 @@ def _node_links(placement: Placement, name: str) -> dict[str, object]:
     address, subnet = placement.addresses[name], placement.subnets[name]
     mtu = _pod_mtu(cluster)
     underlay_len = ipaddress.ip_network(cluster.underlay.subnet).prefixlen
+    eth0 = Veth(
+        peer=f"{cluster.underlay.switch}:{ifname_for('', name)}",
+        mtu=cluster.underlay.mtu,
+        addresses=[f"{address}/{underlay_len}"],
+    )
+    if cluster.underlay.netem is not None:  # set only when given: `netlab render` writes no `netem: null`
+        eth0 = eth0.model_copy(update={"netem": cluster.underlay.netem})
     links: dict[str, object] = {
-        "eth0": Veth(
-            peer=f"{cluster.underlay.switch}:{ifname_for('', name)}",
-            mtu=cluster.underlay.mtu,
-            addresses=[f"{address}/{underlay_len}"],
-        ),
+        "eth0": eth0,
         CNI_BRIDGE: Bridge(kind="bridge", mtu=mtu, addresses=[f"{subnet.network_address + 1}/{subnet.prefixlen}"]),
     }
     if cluster.backend == "vxlan":

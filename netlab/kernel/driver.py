@@ -41,6 +41,7 @@ class LinkView:
     alias: str | None
     addresses: tuple[AddressView, ...] = ()
     table: int | None = None  # a VRF's routing table
+    netem: str | None = None  # its root netem qdisc in tc's words (`delay 100ms loss 5%`), if it has one
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from netlab.kernel import tc
 from netlab.kernel.nlsock import Request
 from netlab.plan.ops import (
     AddAddress,
@@ -31,10 +32,12 @@ from netlab.plan.ops import (
     AddRule,
     BridgeType,
     CreateLink,
+    DeleteNetem,
     MarkNetns,
     Op,
     SetBridgePort,
     SetLink,
+    SetNetem,
     VethType,
     VrfType,
     VxlanType,
@@ -79,6 +82,10 @@ def request(op: Op, ifindex: Ifindex, netns_fd: NetnsFd) -> Request:
         return Request(route(op, ifindex), RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL)
     if isinstance(op, AddRule):
         return Request(rule(op), RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL)
+    if isinstance(op, SetNetem):
+        return Request(tc.set_netem(op, ifindex), tc.RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE)
+    if isinstance(op, DeleteNetem):
+        return Request(tc.delete_qdisc(op, ifindex), tc.RTM_DELQDISC)
     raise TypeError(f"no rtnetlink message for {type(op).__name__}")
 
 

@@ -17,8 +17,7 @@ calls ok is one they can use: links are made from plan ops by the same encoders 
 netlink socket as the driver's (encode.py, nlsock.py), the netns probe asks for a route
 and reads the rules with the route observer (routes.py), conntrack is read by the same
 reader as a check's (conntrack.py), IPVS is dumped as a check dumps it (ipvs.py), an
-ipset is made as `up` makes one (ipset.py). Only netem has no netlab op yet: its qdisc is
-a pyroute2 tcmsg sent on the same socket.
+ipset is made as `up` makes one (ipset.py), a netem qdisc as a link end's `netem:` is (tc.py).
 """
 
 from __future__ import annotations
@@ -86,7 +85,6 @@ DEFAULT_TIMEOUT = scaled(10.0)
 
 # Names of the objects the child creates (inside its private namespace only).
 PROBE_PREFIX = "nlprobe"
-RTM_NEWQDISC = 36
 
 _CLONE_NEWNET = 0x40000000
 
@@ -596,25 +594,13 @@ def _probe_br_netfilter() -> _Result:
 
 
 def _probe_netem() -> _Result:
-    from pyroute2.netlink import NLM_F_CREATE, NLM_F_EXCL
-    from pyroute2.netlink.rtnl.tcmsg import plugins, tcmsg
-
-    from netlab.kernel.nlsock import NetlinkSocket, Request
+    from netlab.plan.ops import SetNetem
 
     # lo exists in every fresh namespace, so netem does not depend on dummy/veth.
-    sock = NetlinkSocket()
-    try:
-        msg = tcmsg()
-        msg["index"] = sock.link_indexes()["lo"]
-        msg["handle"], msg["parent"] = 0x10000, 0xFFFFFFFF  # `root`, handle 1:
-        msg["attrs"] = [("TCA_KIND", "netem"), ("TCA_OPTIONS", plugins["netem"].get_parameters({"delay": 1000}))]
-        failures = sock.request([Request(msg, RTM_NEWQDISC, NLM_F_CREATE | NLM_F_EXCL)])
-    finally:
-        sock.close()
-    return _netlink_result(
-        "tc qdisc add dev lo root netem delay 1ms",
-        failures,
-        (errno.ENOENT, "qdisc kind 'netem' unknown to this kernel"),
+    return _apply_rtnl(
+        "tc qdisc replace dev lo root netem delay 1ms",
+        SetNetem(PROBE_NS, dev="lo", delay=1000),
+        (errno.ENOENT, "qdisc kind 'netem' unknown to this kernel (no sch_netem)"),
     )
 
 

@@ -15,12 +15,13 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
-from netlab.kernel import command, encode, nft, sysctl
+from netlab.kernel import command, encode, nft, sysctl, tc
 from netlab.kernel import ipvs as ipvs_ops
 from netlab.kernel import netns as nsops
 from netlab.kernel.driver import AddressView, LinkView, NamespaceView, OpFailed
@@ -338,6 +339,9 @@ class NetlinkDriver:
             fam = 4 if a["family"] == socket.AF_INET else 6
             by_index.setdefault(a["index"], []).append(AddressView(f"{ip}/{a['prefixlen']}", fam))
         names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in links}
+        netem = {
+            q["index"]: words for q in sock.dump(tc.NetemMsg(), tc.RTM_GETQDISC, _qdisc) if (words := tc.netem_words(q))
+        }
         views = []
         for m in links:
             info = m.get_attr("IFLA_LINKINFO")
@@ -357,6 +361,13 @@ class NetlinkDriver:
                     alias=m.get_attr("IFLA_IFALIAS"),
                     addresses=tuple(by_index.get(m["index"], [])),
                     table=data.get_attr("IFLA_VRF_TABLE") if data is not None else None,
+                    netem=netem.get(m["index"]),
                 )
             )
         return NamespaceView(name, tuple(views))
+
+
+def _qdisc(data: bytes) -> Any:
+    msg = tc.NetemMsg(data)
+    msg.decode()
+    return msg

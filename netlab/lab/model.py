@@ -16,6 +16,7 @@ from pydantic import BaseModel, BeforeValidator, Discriminator, Field, Serialize
 from netlab.lab.checks import Check, ServeSpec
 from netlab.lab.ipset import IpSet
 from netlab.lab.ipvs import IpvsService
+from netlab.lab.netem import Netem
 from netlab.lab.policy import DEFAULT_NAMESPACE, Labels, Namespace, NamespaceName, NetworkPolicy, PolicyName
 from netlab.lab.values import (
     IFNAMSIZ,
@@ -49,6 +50,7 @@ class _LinkCommon(Base):
     addresses: list[InterfaceAddress] = []
     master: IfName | None = None  # a bridge or a vrf in the same node
     hairpin: bool = False  # as a bridge port: frames may leave by the port they came in (CNI hairpinMode)
+    netem: Netem | None = None  # what its root qdisc does to what it sends: delay, loss, … (netlab.lab.netem)
 
 
 class Veth(_LinkCommon):
@@ -308,6 +310,7 @@ class Underlay(Base):
     subnet: Prefix = "192.168.49.0/24"  # minikube's
     mtu: Mtu = 1500
     switch: NodeName = "underlay"  # the switch namespace's node name
+    netem: Netem | None = None  # on every node's eth0: what each node sends onto the underlay
 
 
 def _upper(value: Any) -> Any:

@@ -13,6 +13,7 @@ from netlab.lab.consistency import route_family, rule_family
 from netlab.lab.ipset import entry_comment, entry_text, parse_element, range_text
 from netlab.lab.ipvs import real_port, service_family
 from netlab.lab.model import Bridge, Lab, Node, Vrf, Vxlan, _LinkCommon
+from netlab.lab.netem import Netem, duration_us, percent, rate_bytes
 from netlab.lab.source import format_path
 from netlab.lab.topology import Topology, resolve
 from netlab.naming import netns_name, ownership_mark
@@ -38,6 +39,7 @@ from netlab.plan.ops import (
     RunCommand,
     SetBridgePort,
     SetLink,
+    SetNetem,
     SetSysctl,
     VethType,
     VrfType,
@@ -232,7 +234,28 @@ def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
             ops.append(
                 SetBridgePort(ns[node_name], format_path((*iface.path, "hairpin")), name=iface.name, hairpin=True)
             )
+        if iface.settings.netem is not None:
+            ops.append(netem_op(ns[node_name], format_path((*iface.path, "netem")), iface.name, iface.settings.netem))
     return ops
+
+
+def netem_op(ns: str, what: str, dev: str, netem: Netem) -> SetNetem:
+    """A link end's `netem:` (or `netlab impair`'s options) as the qdisc that applies it."""
+    return SetNetem(
+        ns,
+        what,
+        dev=dev,
+        delay=duration_us(netem.delay) if netem.delay else 0,
+        jitter=duration_us(netem.jitter) if netem.jitter else 0,
+        correlation=percent(netem.correlation),
+        distribution=netem.distribution,
+        loss=percent(netem.loss),
+        duplicate=percent(netem.duplicate),
+        corrupt=percent(netem.corrupt),
+        reorder=percent(netem.reorder),
+        rate=rate_bytes(netem.rate) * 8 if netem.rate else None,
+        limit=netem.limit,
+    )
 
 
 def _address_ops(topo: Topology, ns: dict[str, str]) -> list[Op]:

@@ -14,7 +14,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from netlab.vocabulary import host_port, proto_name
+from netlab.vocabulary import format_duration, format_rate, host_port, proto_name
 
 
 def _q(argv: tuple[str, ...]) -> str:
@@ -217,6 +217,60 @@ class SetLink(Op):
             parts.append(f"master {self.master}")
         parts.append("up" if self.up else "down")
         return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class SetNetem(Op):
+    """`tc qdisc replace dev DEV root netem …`: the impairments of what DEV sends. Percentages
+    are percent (5.0 is 5 %), times microseconds, the rate bits per second; 0 and None are
+    netem's defaults (nothing)."""
+
+    dev: str = ""
+    delay: int = 0
+    jitter: int = 0
+    correlation: float = 0.0  # of the delay
+    distribution: str | None = None  # of the jitter: None (and "uniform") is netem's own
+    loss: float = 0.0
+    duplicate: float = 0.0
+    corrupt: float = 0.0
+    reorder: float = 0.0
+    rate: int | None = None
+    limit: int | None = None
+
+    def args(self) -> list[str]:
+        """What follows `netem` (also what `status` shows)."""
+        parts: list[str] = []
+        if self.delay:
+            parts.append(f"delay {format_duration(self.delay)}")
+            if self.jitter:
+                parts[-1] += f" {format_duration(self.jitter)}" + (
+                    f" {self.correlation:g}%" if self.correlation else ""
+                )
+            if self.distribution and self.distribution != "uniform":
+                parts.append(f"distribution {self.distribution}")
+        for word, pct in (("loss", self.loss), ("duplicate", self.duplicate), ("corrupt", self.corrupt)):
+            if pct:
+                parts.append(f"{word} {pct:g}%")
+        if self.reorder:
+            parts.append(f"reorder {self.reorder:g}%")
+        if self.rate is not None:
+            parts.append(f"rate {format_rate(self.rate)}")
+        if self.limit is not None:
+            parts.append(f"limit {self.limit}")
+        return parts
+
+    def render(self) -> str:
+        return " ".join([f"tc -n {self.ns} qdisc replace dev {self.dev} root netem", *self.args()])
+
+
+@dataclass(frozen=True)
+class DeleteNetem(Op):
+    """`tc qdisc del dev DEV root`: the device's own default qdisc again (`netlab impair --clear`)."""
+
+    dev: str = ""
+
+    def render(self) -> str:
+        return f"tc -n {self.ns} qdisc del dev {self.dev} root"
 
 
 @dataclass(frozen=True)
@@ -538,6 +592,7 @@ STAGES: tuple[str, ...] = (
     "tunnels",  # vxlan: may name a veth or dummy as underlay dev
     "link settings",  # far ends of veths, lo: masters, MTU, MAC, state
     "port settings",  # bridge ports' own flags (hairpin), once every port has its master
+    "qdiscs",  # netem on a link end: once the link exists
     "sysctls",  # after links, so per-interface keys exist
     "addresses",
     "neighbors",  # neighbour entries, then FDB entries (flanneld's order); before the routes that use them
@@ -558,6 +613,8 @@ def stage_of(op: Op) -> str:
         return "port settings"
     if isinstance(op, SetLink):
         return "link settings"
+    if isinstance(op, (SetNetem, DeleteNetem)):
+        return "qdiscs"
     if isinstance(op, SetSysctl):
         return "namespaces" if op.early else "sysctls"
     if isinstance(op, AddAddress):

@@ -27,7 +27,7 @@ from pyroute2.netlink.generic.ipvs import IPVS_CMD_NEW_DEST, ipvsmsg
 from pyroute2.netlink.nfnetlink.ipset import ipset_msg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
-from netlab.kernel import encode, ipset, ipvs
+from netlab.kernel import encode, ipset, ipvs, tc
 from netlab.plan.ops import (
     AddAddress,
     AddFdb,
@@ -39,11 +39,13 @@ from netlab.plan.ops import (
     BridgeType,
     CreateIpset,
     CreateLink,
+    DeleteNetem,
     DummyType,
     MarkNetns,
     Op,
     SetBridgePort,
     SetLink,
+    SetNetem,
     VethType,
     VrfType,
     VxlanType,
@@ -295,6 +297,44 @@ CASES: list[tuple[Op, str, bool]] = [
         "0a0000000000000800000000080006005a00000004000200",
         False,
     ),
+    # tc -n x.a qdisc replace dev u0 root netem delay 100ms loss 5%
+    (
+        SetNetem("x.a", dev="u0", delay=100_000, loss=5),
+        "000000000300000000000000ffffffff000000000a0001006e6574656d000000"
+        "1c00020084d71700e8030000cdcccc0c000000000000000000000000",
+        True,
+    ),
+    # tc -n x.a qdisc replace dev u0 root netem delay 100ms 10ms 25% loss 5% duplicate 1% corrupt 0.1% reorder 25%
+    #   rate 10mbit limit 2000
+    (
+        SetNetem(
+            "x.a",
+            dev="u0",
+            delay=100_000,
+            jitter=10_000,
+            correlation=25,
+            loss=5,
+            duplicate=1,
+            corrupt=0.1,
+            reorder=25,
+            rate=10_000_000,
+            limit=2000,
+        ),
+        "000000000300000000000000ffffffff000000000a0001006e6574656d000000"
+        "5800020084d71700d0070000cdcccc0c01000000295c8f025a62020010000100"
+        "0000004000000000000000000c00030000000040000000000c00040037894100"
+        "0000000014000600d0121300000000000000000000000000",
+        True,
+    ),
+    # tc -n x.a qdisc replace dev u0 root netem loss 1%
+    (
+        SetNetem("x.a", dev="u0", loss=1),
+        "000000000300000000000000ffffffff000000000a0001006e6574656d000000"
+        "1c00020000000000e8030000295c8f02000000000000000000000000",
+        True,
+    ),
+    # tc -n x.a qdisc del dev u0 root
+    (DeleteNetem("x.a", dev="u0"), "000000000300000000000000ffffffff00000000", True),
 ]
 
 # iproute2's message type and flags (besides NLM_F_REQUEST|NLM_F_ACK), by op
@@ -308,6 +348,8 @@ FLAGS = {
     "AddFdb": (28, 0xC00),
     "AddRoute": (24, 0x600),
     "AddRule": (32, 0x600),
+    "SetNetem": (36, 0x500),
+    "DeleteNetem": (37, 0),
 }
 
 
@@ -379,6 +421,21 @@ def test_every_rtnetlink_op_kind_is_covered() -> None:
     assert routes == set(encode.RTN_TYPES)
     actions = {op.action for op, _, _ in CASES if isinstance(op, AddRule)}
     assert actions == set(encode.FR_ACTIONS)
+
+
+def test_netem_distribution_is_tcs_table() -> None:
+    """`delay 20ms 5ms distribution normal`: tc sends iproute2's normal.dist, 4096 16-bit
+    values, after the options (captured: the head below, then 8192 bytes of table)."""
+    mtype, flags, body = ours(SetNetem("x.a", dev="u0", delay=20_000, jitter=5000, distribution="normal"))
+    head = bytes.fromhex(
+        "000000000300000000000000ffffffff000000000a0001006e6574656d000000"
+        "20200200b4c40400e80300000000000000000000000000002d31010004200200"
+    )
+    assert (mtype, flags) == (36, 0x500)
+    assert body[: len(head)] == head
+    table = tc.distribution_table("normal")
+    assert len(table) == 4096 and table[:4] == (-32768, -28307, -26871, -25967)
+    assert body[len(head) :] == struct.pack(f"={len(table)}h", *table)
 
 
 def test_kernel_view_tells_different_messages_apart() -> None:

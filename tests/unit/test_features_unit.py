@@ -12,7 +12,7 @@ import pytest
 from netlab.kernel import encode, features, ipset, nlsock
 from netlab.kernel.features import FEATURES, kernel_hint, normalize_feature, probe_features
 from netlab.kernel.nlsock import Failure
-from netlab.plan.ops import CreateIpset, CreateLink, VxlanType
+from netlab.plan.ops import CreateIpset, CreateLink, SetNetem, VxlanType
 
 
 def test_normalize_canonical_names() -> None:
@@ -151,11 +151,13 @@ def test_a_refused_link_says_the_kind_is_unknown(recording: type[RecordingSocket
 
 
 def test_the_netem_probe_is_a_root_netem_qdisc_on_lo(recording: type[RecordingSocket]) -> None:
+    """`doctor` vouches for what a link end's `netem:` sends: the encoder's SetNetem."""
     recording.failures = [Failure(0, errno.ENOENT, "No such file or directory (ENOENT): Unknown qdisc kind")]
     ok, detail, _ = features._probe_netem()
-    assert not ok and detail.endswith("(ENOENT) - qdisc kind 'netem' unknown to this kernel")
+    assert not ok and detail.endswith("(ENOENT) - qdisc kind 'netem' unknown to this kernel (no sch_netem)")
     [sent] = recording.sent
-    assert (sent.type, sent.msg["index"], sent.msg["parent"]) == (features.RTM_NEWQDISC, 1, 0xFFFFFFFF)
+    want = encode.request(SetNetem(features.PROBE_NS, dev="lo", delay=1000), {"lo": 1}.__getitem__, lambda _ns: -1)
+    assert (sent.type, sent.flags, sent.msg["index"], sent.msg["parent"]) == (want.type, want.flags, 1, 0xFFFFFFFF)
     assert sent.msg.get_attr("TCA_KIND") == "netem"
 
 

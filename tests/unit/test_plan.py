@@ -38,7 +38,7 @@ nodes:
     links:
       br0: {kind: bridge, addresses: [10.0.0.1/24]}
       d0: {kind: dummy, addresses: [192.168.9.1/24]}
-      veth1: {peer: "pod:eth0", master: br0, hairpin: true}
+      veth1: {peer: "pod:eth0", master: br0, hairpin: true, netem: {delay: 10ms}}
       vx0: {kind: vxlan, vni: 7, remote: 192.168.9.2, dev: d0}
       blue: {kind: vrf, table: 20}
       lo: {mtu: 9000}
@@ -97,6 +97,7 @@ def test_stage_order() -> None:
         "tunnels",
         "link settings",
         "port settings",
+        "qdiscs",
         "sysctls",
         "addresses",
         "neighbors",
