@@ -91,6 +91,10 @@ def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:
     return click.option("--variant", metavar="NAME", default=None, help=help)
 
 
+def _hosts_option(help: str) -> Callable[[_F], _F]:
+    return click.option("--hosts", metavar="FILE", envvar="NETLAB_HOSTS", default=None, help=help)
+
+
 def _driver() -> Any:
     from netlab.kernel.netlink import NetlinkDriver  # pyroute2 import only for commands that need it
 
@@ -300,7 +304,11 @@ def graph(target: str, fmt: str | None, output: str | None, variant: str | None)
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--dry-run", is_flag=True, help="Print the plan as ip(8)-like commands; change nothing (no root needed).")
 @_variant_option()
-def up(file: str, dry_run: bool, variant: str | None) -> int:
+@_hosts_option(
+    "Run the lab over the hosts of inventory FILE (Ansible's YAML form; default $NETLAB_HOSTS), "
+    "through ssh: see docs/multihost.md. With --dry-run: the placement and each host's plan."
+)
+def up(file: str, dry_run: bool, variant: str | None, hosts: str | None) -> int:
     """Build the lab in FILE: namespaces, links, addresses, routes, rules, sysctls, commands.
 
     If anything fails (or you press Ctrl-C), whatever was created is removed again and
@@ -313,6 +321,8 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
     _load_pipeline()
     from netlab import lifecycle
 
+    if hosts is not None:
+        return _up_on_hosts(file, dry_run, variant, hosts)
     if dry_run:
         _, plan = lifecycle.load_and_plan(file, variant)
         out.print(plan.render(), end="", markup=False)
@@ -344,6 +354,17 @@ def up(file: str, dry_run: bool, variant: str | None) -> int:
         )
     interrupts.success_reported(f"lab {result.lab} was up; it stays up (netlab down {result.lab} removes it)")
     return 0
+
+
+def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> int:
+    from netlab.multihost.lifecycle import load_split
+    from netlab.multihost.render import render_split
+
+    inventory, split = load_split(file, variant, hosts)
+    if dry_run:
+        out.print(render_split(split, inventory), end="", markup=False)
+        return 0
+    raise UsageError("up --hosts builds nothing yet: only --dry-run (see docs/multihost.md)")
 
 
 @contextmanager

@@ -54,12 +54,12 @@ MAX_SHOWN_PROBLEMS = 200  # a hostile file can have 100 000 mistakes; a user rea
 class LabError(NetlabError):
     exit_code = EXIT_BAD_INPUT
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], what: str = "the lab") -> None:
         self.problems = sorted(set(problems))
         # No "nothing was created" here: `validate`, which never creates anything, prints it
         # too; that exit 2 leaves nothing behind is in every command's --help.
         n = len(self.problems)
-        head = f"{plural(n, 'problem')} in the lab:"
+        head = f"{plural(n, 'problem')} in {what}:"
         shown = [f"  {p}" for p in self.problems[:MAX_SHOWN_PROBLEMS]]
         if n > MAX_SHOWN_PROBLEMS:
             shown.append(f"  … and {n - MAX_SHOWN_PROBLEMS} more (only the first {MAX_SHOWN_PROBLEMS} are shown)")

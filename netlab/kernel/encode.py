@@ -125,7 +125,14 @@ def create_link(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> Any:
         *_settings(op.mtu, op.mac, op.master, ifindex),
         ("IFLA_LINKINFO", {"attrs": info}),
     ]
+    if from_host(op):  # sent from the host's namespace, made in the node's (`ip link add … netns NS`)
+        msg["attrs"].append(("IFLA_NET_NS_FD", netns_fd(op.ns)))
     return msg
+
+
+def from_host(op: Op) -> bool:
+    """A link made from the host's own namespace: a multihost tunnel, whose socket stays there."""
+    return isinstance(op, CreateLink) and isinstance(op.type, VxlanType) and op.type.host_underlay
 
 
 def _link_data(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> list[tuple[str, Any]]:

@@ -66,6 +66,7 @@ class NetlinkDriver:
         self.workers = max(1, workers)
         self._handles: dict[str, _Handle] = {}
         self._lock = threading.Lock()
+        self._host: NetlinkSocket | None = None
         nsops.raise_fd_limit()  # two descriptors per namespace while building: a 1000-namespace lab needs 2000
 
     # ------------------------------------------------------------ lifecycle
@@ -74,6 +75,9 @@ class NetlinkDriver:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        if self._host is not None:
+            self._host.close()
+            self._host = None
 
     def _handle(self, name: str) -> _Handle:
         with self._lock:
@@ -276,15 +280,41 @@ class NetlinkDriver:
         def netns_fd(other: str) -> int:
             return self._handle(other).fd
 
+        # In order, each run of ops on its socket: ns's, or the host's for a multihost tunnel
+        # (made from the host's namespace, so its UDP socket stays there).
         for op in ops:
+            if sent and encode.from_host(op) != encode.from_host(sent[-1]):
+                failed += self._send_batch(encode.from_host(sent[-1]), ns, msgs, sent)
+                msgs, sent = [], []
             try:
                 msgs.append(encode.request(op, ifindex, netns_fd))
                 sent.append(op)
             except LookupError as err:
                 failed.append((op, str(err)))
-        for f in self._handle(ns).sock.request(msgs):
-            failed.append((sent[f.index], f.message))
+        if sent:
+            failed += self._send_batch(encode.from_host(sent[-1]), ns, msgs, sent)
         return failed
+
+    def _send_batch(self, host: bool, ns: str, msgs: list[Request], sent: list[Op]) -> list[tuple[Op, str]]:
+        sock = self._host_socket() if host else self._handle(ns).sock
+        return [(sent[f.index], f.message) for f in sock.request(msgs)]
+
+    def _host_socket(self) -> NetlinkSocket:
+        """An rtnetlink socket in the host's namespace: the main thread's, which never moves
+        (/proc/self is the thread group leader's), opened from a thread that may have."""
+        with self._lock:
+            if self._host is None:
+                fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+                def make() -> NetlinkSocket:
+                    nsops.enter_here(fd)
+                    return NetlinkSocket()
+
+                try:
+                    self._host = nsops.in_thread(make)
+                finally:
+                    os.close(fd)
+            return self._host
 
     # ------------------------------------------------------------ teardown and reading
 

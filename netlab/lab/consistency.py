@@ -485,6 +485,12 @@ def _check_vxlan(link: Vxlan, path: tuple[str | int, ...]) -> Iterator[Complaint
         )
     if link.group and not link.dev:
         yield (*path, "dev"), "a multicast vxlan needs `dev:` (the underlay interface)"
+    if link.underlay == "host" and (not link.remote or link.dev):
+        yield (
+            (*path, "underlay"),
+            "a vxlan with `underlay: host` is a point-to-point tunnel between machines: it needs `remote:` "
+            "and takes no `dev:` (the host routes it)",
+        )
 
 
 ZERO_MAC = "00:00:00:00:00:00"

@@ -11,7 +11,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Discriminator, Field, SerializeAsAny, Tag, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    field_validator,
+    model_validator,
+)
 
 from netlab.lab.checks import Check, ServeSpec
 from netlab.lab.ipset import IpSet
@@ -85,6 +94,9 @@ class Vxlan(_LinkCommon):
     dev: IfName | None = None
     learning: bool = True
     ttl: Annotated[int, Field(ge=0, le=255)] | None = None
+    # `host`: made from the host's own network namespace and placed in the node, so its UDP
+    # socket stays in the host's: the tunnel of a link between two machines (netlab.multihost)
+    underlay: Literal["host"] | None = None
 
 
 class Vrf(_LinkCommon):
@@ -266,6 +278,7 @@ def _short_dumps(value: Any) -> Any:
 
 class Node(Base):
     description: str = ""
+    host: Annotated[str, Field(min_length=1)] | None = None  # with --hosts: the machine it runs on (netlab.multihost)
     # SerializeAsAny: dumping calls no Python discriminator, whose exceptions (a Ctrl-C)
     # pydantic would swallow into a warning
     links: dict[IfName, SerializeAsAny[Link]] = {}
@@ -302,6 +315,15 @@ class ClusterPod(Node):
     namespace: NamespaceName = DEFAULT_NAMESPACE  # services and policies select pods of their own
     labels: Labels = {}
     replicas: Annotated[int, Field(ge=1, le=10000)] | None = None  # NAME-0 … NAME-(N-1), spread
+
+    @field_validator("host")
+    @classmethod
+    def _with_its_node(cls, host: str | None) -> str | None:
+        if host is not None:
+            raise ValueError(
+                "a pod runs on its node's host: give `host:` to the node (cluster.nodes.NODE); a pod's node is `node:`"
+            )
+        return host
 
 
 class Underlay(Base):

@@ -171,6 +171,7 @@ def _link_type(lab: Lab, s: _LinkCommon) -> LinkType:
             dev=s.dev,
             learning=s.learning,
             ttl=s.ttl,
+            host_underlay=s.underlay == "host",
         )
     return DummyType()
 

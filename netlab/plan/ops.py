@@ -128,6 +128,7 @@ class VxlanType:
     dev: str | None = None  # the underlay device
     learning: bool = True
     ttl: int | None = None
+    host_underlay: bool = False  # sent from the host's own namespace: its UDP socket stays there
 
     def args(self) -> list[str]:
         parts = [f"id {self.vni} dstport {self.port}"]
@@ -174,7 +175,8 @@ class CreateLink(Op):
         return self.type.kind
 
     def render(self) -> str:
-        parts = [f"ip -n {self.ns} link add {self.name}"]
+        from_host = isinstance(self.type, VxlanType) and self.type.host_underlay
+        parts = [f"ip link add {self.name} netns {self.ns}" if from_host else f"ip -n {self.ns} link add {self.name}"]
         if self.mtu:
             parts.append(f"mtu {self.mtu}")
         if self.mac:
