@@ -18,8 +18,8 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "netlab":
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -597,20 +597,32 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
     "(as `netlab trace`), and show its walk with the verdict: the rules it met, the NAT, "
     "where it died. Passing checks cost nothing more.",
 )
+@click.option("--failures-only", is_flag=True, help="List only the checks that failed (the counts still cover all).")
+@click.option("--fail-fast", is_flag=True, help="Start no more checks once one has failed; the rest count as not run.")
+@click.option(
+    "-v",
+    "--verbose",
+    is_flag=True,
+    help="Tell every failed check in full: without it, three or more that failed the same way "
+    "(differing only in addresses, ports, numbers) are told once, with their names.",
+)
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Run the checks again whenever the lab file changes (and every --interval seconds if given), "
+    "a one-line summary per run, until Ctrl-C. For a lab that is up (not with --up or --json).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.5),
+    default=None,
+    metavar="S",
+    help="With --watch: also run the checks every S seconds.",
+)
 @_variant_option(
     "Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with --up, build that lab."
 )
-def check(
-    target: str,
-    build: bool,
-    only: tuple[str, ...],
-    as_json: bool,
-    junit: str | None,
-    html: str | None,
-    pcap_dir: str | None,
-    trace_failed: bool,
-    variant: str | None,
-) -> int:
+def check(**options: Any) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
 
     Probes send real traffic between the lab's namespaces; route and rule checks ask
@@ -628,61 +640,162 @@ def check(
       sudo netlab check LAB-broken                       # the same, already up (`up --variant`)
       sudo netlab check flannel-vxlan --pcap /tmp/failed # failed checks' packets, for Wireshark
       sudo netlab check LAB-broken --trace               # failed checks' walks, rule by rule
+      sudo netlab check flannel-scale --failures-only --fail-fast
+      sudo netlab check LAB --watch                      # again on every save of the lab file
 
     Exit codes: 0 every check passed, 1 a check failed, 2 bad input (bad lab file, lab
     not up, no such check), 3 not root or a kernel feature is missing.
     """
+    o = _CheckOptions(**options)
     _load_pipeline()
-    from netlab import lifecycle, report
+    if o.watch and (o.build or o.as_json):
+        raise UsageError(
+            "--watch re-runs the checks of a lab that is up: not with --up or --json (`netlab up` it first)"
+        )
+    if o.interval is not None and not o.watch:
+        raise UsageError("--interval goes with --watch")
+    for option, path in (("--junit", o.junit), ("--html", o.html)):
+        _writable_or_refuse(option, path)
+    if o.watch:
+        from netlab.watch import lab_file_of
+
+        return _watch_checks(o, lab_file_of(o.target, o.variant))
+    return _report_run(o, _run_checks(o, progress=True))
+
+
+@dataclass(frozen=True)
+class _CheckOptions:
+    """`netlab check`'s options, by the names click passes them under."""
+
+    target: str
+    build: bool = False
+    only: tuple[str, ...] = ()
+    as_json: bool = False
+    junit: str | None = None
+    html: str | None = None
+    pcap_dir: str | None = None
+    trace_failed: bool = False
+    failures_only: bool = False
+    fail_fast: bool = False
+    verbose: bool = False
+    watch: bool = False
+    interval: float | None = None
+    variant: str | None = None
+
+
+def _run_checks(o: _CheckOptions, progress: bool) -> lifecycle.CheckRun:
+    from netlab import lifecycle
 
     driver = _driver()
     try:
         # One progress display at a time: the build's with --up, else the checks'.
-        with _progress("building" if build else "checking") as tick:
-            run = lifecycle.check(
-                target,
+        with _progress("building" if o.build else "checking") if progress else nullcontext() as tick:
+            return lifecycle.check(
+                o.target,
                 driver,
-                build=build,
-                only=only,
-                variant=variant,
-                progress=tick if build else None,
-                on_done=None if build else tick,
-                keep_frames=pcap_dir is not None or html is not None,
-                trace=trace_failed,
+                build=o.build,
+                only=o.only,
+                variant=o.variant,
+                progress=tick if o.build else None,
+                on_done=None if o.build else tick,
+                how=lifecycle.CheckSettings(
+                    keep_frames=o.pcap_dir is not None or o.html is not None,
+                    trace=o.trace_failed,
+                    fail_fast=o.fail_fast,
+                ),
             )
     finally:
         driver.close()
-    if as_json:
-        out.print(json_output.dumps("check", report.to_json(run.lab, run.verdicts, run.seconds)), markup=False)
-    elif not run.verdicts:
-        out.print(f"lab {run.lab} has no checks; add a `checks:` section (see docs/lab-file.md)", markup=False)
-    else:
-        report.print_text(out, run.lab, run.verdicts, run.seconds)
-    if junit:
-        with open(junit, "wb") as f:
-            f.write(report.to_junit(run.lab, run.verdicts, run.seconds))
-    if html:
-        _write_html(html, report.to_html(target, variant, run.lab, run.verdicts, run.seconds, run.frames))
-    if pcap_dir is not None:
+
+
+def _report_run(o: _CheckOptions, run: lifecycle.CheckRun) -> int:
+    """The reports go to their files first, so a file that cannot be written is the one
+    error the command reports (also as its one --json document)."""
+    from netlab import report
+
+    if o.junit:
+        _write_report("--junit", o.junit, report.to_junit(run.lab, run.verdicts, run.seconds, run.not_run))
+    if o.html:
+        html = report.to_html(o.target, o.variant, run.lab, run.verdicts, run.seconds, run.frames)
+        _write_report("--html", o.html, html.encode())
+    if o.pcap_dir is not None:
         from netlab.pcap import save_captures
 
         failed = {v.name: run.frames[v.name] for v in run.verdicts if not v.passed and v.name in run.frames}
         try:
-            saved = save_captures(pcap_dir, failed)
+            saved = save_captures(o.pcap_dir, failed)
         except OSError as e:  # the verdicts stand; only the files could not be written
-            raise NetlabError(f"--pcap {pcap_dir}: cannot write the captures: {e.strerror or e}") from None
+            raise NetlabError(f"--pcap {o.pcap_dir}: cannot write the captures: {e.strerror or e}") from None
         for path in saved:
             err.print(f"capture of a failed check: {path}", markup=False)
+    if o.as_json:
+        fields = report.to_json(run.lab, run.verdicts, run.seconds, run.not_run)
+        out.print(json_output.dumps("check", fields), markup=False)
+    elif not run.verdicts:
+        out.print(f"lab {run.lab} has no checks; add a `checks:` section (see docs/lab-file.md)", markup=False)
+    else:
+        report.print_text(
+            out,
+            run.lab,
+            run.verdicts,
+            run.seconds,
+            failures_only=o.failures_only,
+            verbose=o.verbose,
+            not_run=run.not_run,
+        )
     return 0 if all(v.passed for v in run.verdicts) else EXIT_FAILED
 
 
-def _write_html(path: str, text: str) -> None:
+def _writable_or_refuse(option: str, path: str | None) -> None:
+    """A report file that could not be written after the checks ran is refused before they run."""
+    if path is None:
+        return
+    where = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(where):
+        raise UsageError(f"{option} {path}: no directory {where} to write the report in")
+    if not os.access(path if os.path.exists(path) else where, os.W_OK):
+        raise UsageError(f"{option} {path}: not writable")
+
+
+def _write_report(option: str, path: str, data: bytes) -> None:
     try:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(path, "wb") as f:
+            f.write(data)
     except OSError as e:  # the verdicts stand; only the report could not be written
-        raise NetlabError(f"--html {path}: cannot write the report: {e.strerror or e}") from None
-    err.print(f"report: {path}", markup=False)
+        raise NetlabError(f"{option} {path}: cannot write the report: {e.strerror or e}") from None
+    if option == "--html":
+        err.print(f"report: {path}", markup=False)
+
+
+def _watch_checks(o: _CheckOptions, path: str) -> int:
+    """Run the checks, then again on every change of the lab file (or every `interval`),
+    one summary line per run, until Ctrl-C (exit 130, nothing changed)."""
+    from netlab import report
+    from netlab.watch import FileWatch, changes
+
+    last: lifecycle.CheckRun | None = None
+    runs = 0
+    err.print(f"watching {path}: the checks run again when it changes; Ctrl-C to stop", markup=False)
+    try:
+        for _ in changes(FileWatch(path), o.interval):
+            runs += 1
+            try:
+                run = _run_checks(o, progress=False)
+            except (LabError, UsageError) as e:  # a file being edited: say why, keep watching
+                err.print(f"{time.strftime('%H:%M:%S')} {e}", markup=False)
+                continue
+            if last is None:
+                _report_run(o, run)
+            else:
+                out.print(report.watch_line(run.lab, last.verdicts, run.verdicts, run.seconds), markup=False)
+            last = run
+    except interrupts.Signalled as s:
+        err.print(f"netlab: check --watch ended by {s.name} after {plural(runs, 'run')}", markup=False)
+        return 128 + s.signum
+    except Interrupted as e:
+        err.print(f"netlab: {e}", markup=False)
+        return e.exit_code
+    return 0  # pragma: no cover - changes() never ends
 
 
 @cli.command()
@@ -1179,7 +1292,9 @@ def _run(args: list[str] | None = None) -> int:
         return e.exit_code
     except click.ClickException as e:
         e.show()
-        return EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code
+        code = EXIT_BAD_INPUT if e.exit_code == 2 else e.exit_code
+        _report_click_error(e, code, sys.argv[1:] if args is None else args)
+        return code
     except click.exceptions.Abort:  # click's own prompt saw Ctrl-C or end of input
         err.print("netlab: interrupted by SIGINT; nothing was changed", markup=False)
         return 130
@@ -1197,6 +1312,18 @@ def _run(args: list[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
+def _report_click_error(e: click.ClickException, code: int, argv: list[str]) -> None:
+    """A usage error click found (a missing argument, a bad option value) is also the
+    command's --json error document, as any other error is."""
+    ctx = getattr(e, "ctx", None)
+    command = ctx.command.name if ctx is not None else argv[0] if argv else None
+    own = argv[: argv.index("--")] if "--" in argv else argv  # a command's own --json (exec … -- CMD --json) is not
+    if command in json_output.COMMANDS and "--json" in own:
+        error = UsageError(e.format_message()) if code == EXIT_BAD_INPUT else NetlabError(e.format_message())
+        error.exit_code = code
+        out.print(json_output.dumps(str(command), json_output.error_fields(error)), markup=False)
+
+
 def _report_error(e: NetlabError) -> None:
     """The error also as the command's --json document on stdout and as its --junit report."""
     options = e.options or {}
@@ -1204,7 +1331,7 @@ def _report_error(e: NetlabError) -> None:
         return
     if options.get("as_json"):
         out.print(json_output.dumps(e.command, json_output.error_fields(e)), markup=False)
-    if options.get("junit"):
+    if options.get("junit") and not str(e).startswith("--junit "):  # not again into the path refused
         from netlab.report import error_junit
 
         try:

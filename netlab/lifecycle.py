@@ -501,6 +501,7 @@ class CheckRun:
     seconds: float
     built: bool = False  # `--up`: this run built the lab (and took it down again)
     frames: dict[str, list[Frame]] = field(default_factory=dict)  # check → its capture, with keep_frames
+    not_run: list[str] = field(default_factory=list)  # the checks fail_fast left out after a failure
 
 
 def select_checks(lab: Lab, only: tuple[str, ...]) -> list[Check]:
@@ -514,6 +515,18 @@ def select_checks(lab: Lab, only: tuple[str, ...]) -> list[Check]:
     return chosen
 
 
+@dataclass(frozen=True)
+class CheckSettings:
+    """How the checks run. keep_frames: every probe check captures (see
+    LabContext.keep_frames) and the run carries the frames (`check --pcap`); trace: each
+    failed probe check's probe is sent again, traced, and its verdict carries the walk;
+    fail_fast: no check starts once one has failed (the run lists them as not run)."""
+
+    keep_frames: bool = False
+    trace: bool = False
+    fail_fast: bool = False
+
+
 def check(
     target: str,
     driver: KernelDriver,
@@ -523,14 +536,11 @@ def check(
     on_done: Callable[[Verdict], None] | None = None,
     progress: Callable[[Op], None] | None = None,
     variant: str | None = None,
-    keep_frames: bool = False,
-    trace: bool = False,
+    how: CheckSettings = CheckSettings(),
 ) -> CheckRun:
     """Run the checks of an up lab (with `variant`, of that variant's lab); with `build`,
     bring TARGET (a file) up first and take it down afterwards — unless it was already
-    up, which is then left as it was. keep_frames: every probe check captures (see
-    LabContext.keep_frames) and the run carries the frames (`check --pcap`); trace: each
-    failed probe check's probe is sent again, traced, and its verdict carries the walk."""
+    up, which is then left as it was. `how`: see CheckSettings."""
     from netlab.probes.checks import run_checks, trace_failures
 
     started = time.monotonic()
@@ -548,11 +558,13 @@ def check(
             interrupts.release()  # up() held signals from the moment it recorded the lab as up
         interrupts.raise_pending()
         ctx = lab_context(target, variant)
-        ctx.keep_frames = keep_frames
+        ctx.keep_frames = how.keep_frames
         checks = select_checks(ctx.lab, only)
-        verdicts = run_checks(ctx, checks, on_done=on_done)
-        if trace:
-            verdicts = trace_failures(ctx, checks, verdicts)
+        verdicts = run_checks(ctx, checks, on_done=on_done, fail_fast=how.fail_fast)
+        judged = {v.name for v in verdicts}
+        ran, not_run = [c for c in checks if c.name in judged], [c.name for c in checks if c.name not in judged]
+        if how.trace:
+            verdicts = trace_failures(ctx, ran, verdicts)
         verdicts = explain_dead_responders(ctx.lab, verdicts)
     except BaseException as err:
         signum = interrupts.signum_of(err)
@@ -569,4 +581,4 @@ def check(
         raise Interrupted(
             f"check of {what} interrupted by {interrupts.name_of(signum)} after its checks ran; {undone}", signum
         )
-    return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built, ctx.frames)
+    return CheckRun(ctx.lab.name, verdicts, time.monotonic() - started, built, ctx.frames, not_run)

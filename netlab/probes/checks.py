@@ -14,6 +14,7 @@ for things that settle (a route learned, a service that takes a moment).
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -168,21 +169,28 @@ def run_checks(
     *,
     workers: int = 16,
     on_done: Callable[[Verdict], None] | None = None,
+    fail_fast: bool = False,
 ) -> list[Verdict]:
-    """Every check (or those given), in lab-file order in the result."""
+    """Every check (or those given), in lab-file order in the result. fail_fast: once one
+    has failed, the checks not yet started are not run (and not in the result)."""
     todo = list(ctx.lab.checks if checks is None else checks)
     if not todo:
         return []
+    failed = threading.Event()
 
-    def one(check: Check) -> Verdict:
+    def one(check: Check) -> Verdict | None:
+        if fail_fast and failed.is_set():
+            return None
         verdict = run_check(ctx, check)
+        if not verdict.passed:
+            failed.set()
         if on_done is not None:
             on_done(verdict)
         return verdict
 
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="netlab-check")
     try:
-        return list(pool.map(one, todo))
+        return [v for v in pool.map(one, todo) if v is not None]
     finally:  # interrupted: the running checks end, the queued ones never start
         pool.shutdown(wait=True, cancel_futures=True)
 
