@@ -216,7 +216,7 @@ class NetlinkDriver:
             for op in groups[ns]:
                 try:
                     if isinstance(op, CreateNetns):
-                        nsops.create_here(ns)
+                        nsops.create_here(ns, points)
                         # made as soon as it exists: the rollback deletes it even if
                         # opening its socket below fails
                         on_done(op)
@@ -236,7 +236,11 @@ class NetlinkDriver:
                     return
                 on_done(op)
 
-        self._run_workers(self._chunks(list(groups)), work, stop)
+        points = nsops.MountPoints()
+        try:
+            self._run_workers(self._chunks(list(groups)), work, stop)
+        finally:
+            points.close()
         if failures:
             raise failures[0]
 
