@@ -343,6 +343,36 @@ def flow_text(f: Flow) -> str:
     return f"{f.src} > {f.dst} {f.proto}"
 
 
+# --------------------------------------------------------------------------- counters
+
+
+@dataclass(frozen=True)
+class CounterView:
+    """One counter of a namespace's firewall: a rule's `counter` (nftables, or an iptables
+    rule loaded by iptables-nft, which counts every rule) or a named nftables counter."""
+
+    family: str  # ip, ip6, inet, arp, bridge, netdev (iptables: ip or ip6)
+    table: str
+    chain: str | None  # None: a named counter
+    handle: int | None  # nftables' rule or object handle; None for an iptables rule
+    name: str | None  # a named counter's name
+    comment: str | None  # `comment "…"` (iptables: `-m comment --comment "…"`)
+    text: str  # the rule as `nft list` (or iptables-save) writes it, its counts left out
+    packets: int
+    bytes: int
+
+    @property
+    def key(self) -> tuple[str, str, str, str, int | str]:
+        """The same counter in two readings."""
+        return (self.family, self.table, self.chain or "", self.name or "", self.handle or self.text)
+
+    def where(self) -> str:
+        """'ip filter forward' / 'named counter ip filter web-hits'."""
+        if self.name is not None:
+            return f"named counter {self.family} {self.table} {self.name}"
+        return f"{self.family} {self.table} {self.chain}"
+
+
 # --------------------------------------------------------------------------- network-policy drops
 
 _POLICY = re.compile(r"^policy (\S+) ")

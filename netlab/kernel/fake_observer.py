@@ -27,6 +27,7 @@ from netlab.fib.query import check_query
 from netlab.fib.text import route_text, rule_text
 from netlab.observations import (
     CaptureError,
+    CounterView,
     CtEntry,
     Drop,
     IpvsState,
@@ -74,6 +75,7 @@ class FakeNamespace:
     conntrack: list[CtEntry] = field(default_factory=list)
     ipvs: IpvsState = field(default_factory=lambda: IpvsState((), ()))
     nft: dict[str, str] = field(default_factory=dict)  # `nft list WHAT` → its text
+    counters: list[CounterView] = field(default_factory=list)  # a test changes them in before_read
     packets: dict[str, list[Packet]] = field(default_factory=dict)  # interface → what a capture there sees
     drops: list[Drop] = field(default_factory=list)
     trace: list[TraceEvent] = field(default_factory=list)  # what a trace through ns reports
@@ -140,6 +142,9 @@ class FakeObserver:
 
     def nft_list(self, ns: str, what: str) -> str | None:
         return self._read("nft list", ns, what).nft.get(what)
+
+    def counters(self, ns: str, *, iptables: bool = False) -> list[CounterView]:
+        return list(self._read("counters", ns, "iptables" if iptables else "").counters)
 
     def capture(
         self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472), keep_frames: bool = False

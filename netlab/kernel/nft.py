@@ -247,6 +247,20 @@ def restore_iptables(op: RestoreIptables, *, test: bool = False, netns: str | No
         raise FirewallError(parse_iptables_errors(proc.stderr or proc.stdout, op.text))
 
 
+def save_iptables(netns: str, family: int) -> str:
+    """`iptables-nft-save -c` (ip6tables for family 6) of a lab namespace: its iptables-nft
+    tables with each rule's counts, or "" when it has none."""
+    tool = "ip6tables-nft-save" if family == 6 else "iptables-nft-save"
+    argv = ["ip", "netns", "exec", netns, tool, "-c"]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise FirewallError([Message(f"{tool}: {err}")]) from None
+    if proc.returncode != 0:
+        raise FirewallError([Message(f"{tool}: {proc.stderr.strip() or 'failed, without a message'}")])
+    return proc.stdout
+
+
 def create_ipset(op: CreateIpset) -> None:
     """Make the op's set and its members in the calling thread's namespace (netlab.kernel.ipset)."""
     _require_lab_netns()

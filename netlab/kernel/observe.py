@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
-from netlab.kernel import conntrack, drops, ipvs, nft, routes, trace
+from netlab.kernel import conntrack, counters, drops, ipvs, nft, routes, trace
 from netlab.kernel.capture import SNAPLEN, Capture
 from netlab.observations import (
+    CounterView,
     CtEntry,
     Drop,
     IpvsState,
@@ -48,6 +49,12 @@ class LiveObserver:
             return nft.list_in(ns, what)
         except nft.FirewallError as e:
             raise ObserveError(f"in {ns}: nft list {what}: {e}") from e
+
+    def counters(self, ns: str, *, iptables: bool = False) -> list[CounterView]:
+        try:
+            return counters.read_counters(ns, iptables=iptables)
+        except nft.FirewallError as e:
+            raise ObserveError(f"in {ns}: {e}") from e
 
     def capture(
         self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472), keep_frames: bool = False

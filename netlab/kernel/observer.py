@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from netlab.observations import (
+    CounterView,
     CtEntry,
     Drop,
     IpvsState,
@@ -71,6 +72,11 @@ class KernelObserver(Protocol):
 
     def nft_list(self, ns: str, what: str) -> str | None:
         """`nft list WHAT` in ns (a table, a chain, a set, a counter); None when it does not exist."""
+        ...
+
+    def counters(self, ns: str, *, iptables: bool = False) -> list[CounterView]:
+        """Every firewall counter of ns: nftables rules with a `counter` and named counters;
+        iptables: also read the tables iptables-nft manages as `iptables-save -c` does."""
         ...
 
     def capture(

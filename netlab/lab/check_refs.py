@@ -8,7 +8,16 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterator
 
-from netlab.lab.checks import ANSWERED_BY_ICMP, OTHER_NODES, ProbeCheck, RouteCheck, RuleCheck, result_admits
+from netlab.lab.checks import (
+    ANSWERED_BY_ICMP,
+    COUNTER_IDS,
+    OTHER_NODES,
+    CounterSpec,
+    ProbeCheck,
+    RouteCheck,
+    RuleCheck,
+    result_admits,
+)
 from netlab.lab.expect import Expect
 from netlab.lab.model import Lab
 from netlab.lab.source import Complaint, Path
@@ -109,6 +118,8 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
     if proto == "icmp" and (expect.served_by or expect.server_saw):
         return  # said above: nobody serves an echo, and the observers would repeat it
     yield from _observer_problems(topo, nodes, check, proto, path)
+    for k, spec in enumerate(check.counters):
+        yield from _check_counter(lab, spec, (*path, "counters", k))
 
 
 def _expect_problems(
@@ -206,6 +217,33 @@ def _check_ipvs(topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, 
             names_to_addresses(topo, nodes, (host,))
         except TargetError as err:
             yield (*c, "expect", "real"), f"{err} (a real server is NODE, ADDRESS, NODE:PORT, ADDR:PORT or [V6]:PORT)"
+
+
+def _check_counter(lab: Lab, spec: CounterSpec, c: Path) -> Iterator[Complaint]:
+    """A counter is named one way, on a node that has a firewall, and something is asked of it."""
+    if spec.on not in lab.nodes:
+        yield from _node(set(lab.nodes), spec.on, (*c, "on"))
+    else:
+        node = lab.nodes[spec.on]
+        if not (node.nftables or node.iptables or node.exec):
+            yield (
+                (*c, "on"),
+                f"node {spec.on} has no nftables ruleset, iptables dump or exec command, so nothing there counts",
+            )
+    given = [k for k in COUNTER_IDS if getattr(spec, k) is not None]
+    if len(given) != 1:
+        said = f"it has {' and '.join(given)}" if given else "it has none"
+        yield (
+            (*c, given[1]) if len(given) > 1 else c,
+            f"name the counter one way: comment, rule (words of its text), handle (with table) or name "
+            f"(a named counter); {said}",
+        )
+    if spec.handle is not None and spec.table is None:
+        yield (*c, "table"), "a rule handle is unique only within its table: give `table:` with `handle:`"
+    if spec.name is not None and spec.chain is not None:
+        yield (*c, "chain"), "a named counter belongs to a table, not a chain: drop `chain:`"
+    if spec.packets is None and spec.bytes is None:
+        yield c, "say what the probes must count: `packets:` and/or `bytes:` (N, or {min: N, max: M})"
 
 
 def _check_icmp_expect(topo: Topology, nodes: set[str], check: ProbeCheck, e: Path) -> Iterator[Complaint]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag
+from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 
 from netlab.lab.expect import Expect
 from netlab.lab.ipvs import normalize_forward
@@ -235,6 +235,77 @@ class CaptureSpec(Base):
     expect: CaptureExpect = CaptureExpect()
 
 
+def _check_amount(value: Any) -> Any:
+    """N (exactly N), or {min: N, max: M} (either may be left out)."""
+    if isinstance(value, bool):
+        raise ValueError(f"an amount is a number or {{min: N, max: M}}, got {value!r}")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"a counter counts 0 or more, got {value}")
+        return {"min": value, "max": value}
+    return value
+
+
+class Amount(Base):
+    """How much a counter must count: from min to max (no max: at least min)."""
+
+    min: Annotated[int, Field(ge=0)] = 0
+    max: Annotated[int, Field(ge=0)] | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Amount:
+        if self.max is not None and self.max < self.min:
+            raise ValueError(f"min {self.min} is more than max {self.max}")
+        return self
+
+    def admits(self, n: int) -> bool:
+        return self.min <= n and (self.max is None or n <= self.max)
+
+    def words(self) -> str:
+        """'exactly 4', 'at least 1', 'at most 10', '1 to 10'."""
+        if self.max is None:
+            return f"at least {self.min}"
+        if self.max == self.min:
+            return f"exactly {self.min}"
+        return f"at most {self.max}" if self.min == 0 else f"{self.min} to {self.max}"
+
+
+CounterAmount = Annotated[Amount, BeforeValidator(_check_amount)]
+NftFamily = Literal["ip", "ip6", "inet", "arp", "bridge", "netdev"]
+COUNTER_IDS = ("comment", "rule", "handle", "name")  # ways to name a counter: exactly one
+
+
+class CounterSpec(Base):
+    """A firewall counter of a node, and how much the probes must make it count: the
+    difference between a reading before the probes and one after them."""
+
+    on: NodeName
+    family: NftFamily | None = None  # iptables dumps: ip (iptables) or ip6 (ip6tables)
+    table: Annotated[str, Field(min_length=1)] | None = None
+    chain: Annotated[str, Field(min_length=1)] | None = None
+    comment: Annotated[str, Field(min_length=1)] | None = None  # nft `comment "…"`, iptables `-m comment`
+    rule: Annotated[str, Field(min_length=1)] | None = None  # words of the rule as nft list / iptables-save write it
+    handle: Annotated[int, Field(ge=1)] | None = None  # nftables' rule handle (`nft -a list`)
+    name: Annotated[str, Field(min_length=1)] | None = None  # a named counter (`counter NAME { }`)
+    packets: CounterAmount | None = None
+    bytes: CounterAmount | None = None
+
+    def what(self) -> str:
+        """'the rule with comment "svc web"', 'named counter web-hits', … (where: see where())."""
+        if self.name is not None:
+            return f"named counter {self.name}"
+        if self.comment is not None:
+            return f'the rule with comment "{self.comment}"'
+        if self.handle is not None:
+            return f"rule handle {self.handle}"
+        return f"the rule `{self.rule}`"
+
+    def where(self) -> str:
+        """'router (ip filter forward)': the node and the part of its ruleset asked about."""
+        scope = " ".join(x for x in (self.family, self.table, self.chain) if x)
+        return f"{self.on} ({scope})" if scope else self.on
+
+
 class _CheckCommon(Base):
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
@@ -247,6 +318,8 @@ class ProbeCheck(_CheckCommon):
     conntrack: ConntrackSpec | None = None
     ipvs: IpvsSpec | None = None
     capture: CaptureSpec | None = None
+    # firewall counters and what the probes must add to them; such checks run one at a time
+    counters: list[CounterSpec] = []
 
 
 # ---------------------------------------------------------------- route / rule checks

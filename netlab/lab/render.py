@@ -38,10 +38,14 @@ def lab_data(lab: Lab) -> dict[str, Any]:
 def _short_check(value: Any, key: str = "") -> Any:
     if key == "served_by" and isinstance(value, dict):
         return _short_served_by(value)
+    if key in ("packets", "bytes") and isinstance(value, dict) and "min" in value and value["min"] == value.get("max"):
+        return value["min"]  # a counter's amount: N, not {min: N, max: N}
     if isinstance(value, dict):
         return {k: _short_check(v, k) for k, v in value.items()}
     if isinstance(value, list) and len(value) == 1 and not isinstance(value[0], (dict, list)):
         return value[0]  # a node-or-address list of one (every list in a check accepts a scalar)
+    if isinstance(value, list):
+        return [_short_check(v) for v in value]  # e.g. a probe check's counters
     return value
 
 

@@ -22,21 +22,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from netlab.lab.checks import ProbeCheck, RouteCheck, RouteQuerySpec, RuleCheck
+from netlab.lab.checks import CounterSpec, ProbeCheck, RouteCheck, RouteQuerySpec, RuleCheck
 from netlab.lab.model import Check, Lab, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.policy import POLICY_TABLE
 from netlab.lab.targets import names_to_addresses, probe_target
 from netlab.lab.topology import Topology
-from netlab.observations import CtEntry, Drop, IpvsConn, IpvsState, ObserveError, Packet, RouteQuery
+from netlab.observations import CounterView, CtEntry, Drop, IpvsConn, IpvsState, ObserveError, Packet, RouteQuery
 from netlab.pcap import Frame
 from netlab.probes.drops import drop_rules, drops_summary
 from netlab.probes.flow import ProbeRequest, ProbeResult
 from netlab.probes.judge import (
     Judgement,
+    counted,
     ipvs_flow,
     judge_capture,
     judge_conntrack,
+    judge_counters,
     judge_dropped_by,
     judge_ipvs,
     judge_probe,
@@ -172,7 +174,9 @@ def run_checks(
     fail_fast: bool = False,
 ) -> list[Verdict]:
     """Every check (or those given), in lab-file order in the result. fail_fast: once one
-    has failed, the checks not yet started are not run (and not in the result)."""
+    has failed, the checks not yet started are not run (and not in the result). Checks with
+    counter expectations run one at a time after the others: a counter counts every flow,
+    and the traffic of checks running beside one would be counted as its own."""
     todo = list(ctx.lab.checks if checks is None else checks)
     if not todo:
         return []
@@ -188,11 +192,16 @@ def run_checks(
             on_done(verdict)
         return verdict
 
+    alone = {i for i, check in enumerate(todo) if isinstance(check, ProbeCheck) and check.counters}
+    together = [i for i in range(len(todo)) if i not in alone]
+    verdicts: dict[int, Verdict | None] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="netlab-check")
     try:
-        return [v for v in pool.map(one, todo) if v is not None]
+        verdicts.update(zip(together, pool.map(one, [todo[i] for i in together]), strict=True))
     finally:  # interrupted: the running checks end, the queued ones never start
         pool.shutdown(wait=True, cancel_futures=True)
+    verdicts.update((i, one(todo[i])) for i in sorted(alone))
+    return [v for v in (verdicts[i] for i in range(len(todo))) if v is not None]
 
 
 def trace_failures(ctx: LabContext, checks: Sequence[Check], verdicts: Sequence[Verdict]) -> list[Verdict]:
@@ -259,10 +268,12 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
             ctx.ns(node), ifname, vxlan_ports=sorted(ctx.vxlan_ports()), keep_frames=ctx.keep_frames
         )
     try:
+        counters_before = _counter_readings(ctx, check)
         # Several probes of one check run one after another when a fixed source port is
         # asked for (they would collide), else a few at a time.
         workers = 1 if check.probe.sport is not None else min(8, len(requests))
         results = ctx.send_probes(requests, workers=workers)
+        counters_after = _counter_readings(ctx, check)
         entries = ctx.observer.conntrack(ctx.ns(check.conntrack.on)) if check.conntrack is not None else []
         ipvs = ctx.observer.ipvs(ctx.ns(check.ipvs.on)) if check.ipvs is not None else IpvsState((), ())
         services, conns = ipvs.services, ipvs.connections
@@ -291,6 +302,9 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         j.add(
             judge_capture(check.capture.on, check.capture.expect, results, packets, ctx.resolve, ctx.node_of, rewrites)
         )
+    if check.counters:
+        j.add(judge_counters(check.counters, counters_before, counters_after))
+        summary += _counters_summary(check.counters, counters_before, counters_after)
     if not j.passed:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
@@ -301,6 +315,27 @@ def _nat_entries(ctx: LabContext) -> list[CtEntry]:
     """The conntrack entries of every node that can NAT: one with a ruleset, IPVS or
     `exec:` commands (which may load rules); its entries say how it rewrote a flow."""
     return [e for node in ctx.nat_nodes for e in ctx.observer.conntrack(ctx.ns(node))]
+
+
+def _counter_readings(ctx: LabContext, check: ProbeCheck) -> dict[str, list[CounterView]]:
+    """node → its firewall counters now, for each node a counter expectation names."""
+    out: dict[str, list[CounterView]] = {}
+    for node in dict.fromkeys(spec.on for spec in check.counters):
+        spec = ctx.lab.nodes[node]
+        out[node] = ctx.observer.counters(ctx.ns(node), iptables=bool(spec.iptables or spec.exec))
+    return out
+
+
+def _counters_summary(
+    specs: Sequence[CounterSpec], before: dict[str, list[CounterView]], after: dict[str, list[CounterView]]
+) -> str:
+    """'; counted: svc web +4 packets (336 bytes)'."""
+    parts = []
+    for spec in specs:
+        found, packets, octets = counted(spec, before.get(spec.on, []), after.get(spec.on, []))
+        label = spec.name or spec.comment or (f"handle {spec.handle}" if spec.handle else f"`{spec.rule}`")
+        parts.append(f"{label} +{packets} packets ({octets} bytes)" if found else f"{label}: no such counter")
+    return "; counted: " + ", ".join(parts)
 
 
 def _capture_point(ctx: LabContext, check: ProbeCheck, first: ProbeRequest) -> tuple[str, str]:

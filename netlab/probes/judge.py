@@ -18,6 +18,7 @@ from netlab.lab.checks import (
     OTHER_NODES,
     CaptureExpect,
     ConntrackExpect,
+    CounterSpec,
     IpvsExpect,
     ProbeExpect,
     RouteExpect,
@@ -28,6 +29,7 @@ from netlab.lab.expect import Expect
 from netlab.lab.targets import split_target
 from netlab.observations import (
     FORWARD_WORDS,
+    CounterView,
     CtEntry,
     Drop,
     IpvsConn,
@@ -587,6 +589,70 @@ def _packet_mismatches(expect: CaptureExpect, p: Packet, resolve: Resolve, node_
     if expect.direction is not None and p.direction != expect.direction:
         found.append(f"expected direction {expect.direction}, saw {p.direction}")
     return [text for text in found if text]
+
+
+# ---------------------------------------------------------------- counters
+
+
+def counter_fits(spec: CounterSpec, c: CounterView) -> bool:
+    """Is c (one of them) the counter spec names?"""
+    if (spec.family or c.family) != c.family or (spec.table or c.table) != c.table:
+        return False
+    if spec.name is not None or c.name is not None:
+        return c.name == spec.name
+    if (spec.chain or c.chain) != c.chain:
+        return False
+    if spec.comment is not None:
+        return c.comment == spec.comment
+    if spec.handle is not None:
+        return c.handle == spec.handle
+    return spec.rule is not None and " ".join(spec.rule.split()) in " ".join(c.text.split())
+
+
+def counted(spec: CounterSpec, before: Sequence[CounterView], after: Sequence[CounterView]) -> tuple[int, int, int]:
+    """(counters that fit, packets, bytes): what the counters spec names counted between the readings."""
+    then = {c.key: c for c in before}
+    now = [c for c in after if counter_fits(spec, c)]
+    packets = sum(c.packets - (then[c.key].packets if c.key in then else 0) for c in now)
+    octets = sum(c.bytes - (then[c.key].bytes if c.key in then else 0) for c in now)
+    return len(now), packets, octets
+
+
+def judge_counters(
+    specs: Sequence[CounterSpec], before: dict[str, list[CounterView]], after: dict[str, list[CounterView]]
+) -> Judgement:
+    """Each counter counted what its spec asks, between a reading before the probes and one after."""
+    j = Judgement()
+    for spec in specs:
+        found, packets, octets = counted(spec, before.get(spec.on, []), after.get(spec.on, []))
+        if not found:
+            j.reasons.append(f"expected {spec.what()} in {spec.where()} to count, but there is no such counter")
+            j.evidence += [f"counter in {spec.on}: {_counter_text(c)}" for c in after.get(spec.on, [])[:8]]
+            continue
+        together = f" ({found} counters together)" if found > 1 else ""
+        problems = [
+            f"expected {spec.what()} in {spec.where()} to count {amount.words()} {unit}, it counted {got}{together}"
+            for unit, amount, got in (("packets", spec.packets, packets), ("bytes", spec.bytes, octets))
+            if amount is not None and not amount.admits(got)
+        ]
+        if problems:
+            j.reasons += problems
+            then = {c.key: c for c in before.get(spec.on, [])}
+            j.evidence += [
+                f"counter in {spec.on}: {_counter_text(c, then.get(c.key))}"
+                for c in after.get(spec.on, [])
+                if counter_fits(spec, c)
+            ][:5]
+    return j
+
+
+def _counter_text(c: CounterView, then: CounterView | None = None) -> str:
+    """'ip filter forward: tcp dport 8080 counter accept — packets 3 → 7, bytes 180 → 420'."""
+    if then is None:
+        counts = f"packets {c.packets} bytes {c.bytes}"
+    else:
+        counts = f"packets {then.packets} → {c.packets}, bytes {then.bytes} → {c.bytes}"
+    return f"{c.where()}: {c.text} — {counts}"
 
 
 # ---------------------------------------------------------------- routes and rules
