@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from netlab import lifecycle
+    from netlab.impair import Changed
 
 # Start-up is part of every command's time (`netlab --version`, `down` of a lab that is not
 # up): only click loads here. The pipeline (pydantic models, pyroute2, libnftables: ~0.5 s)
@@ -1016,6 +1017,124 @@ def trace(
         for line in text_lines(result):
             out.print(line, markup=False, highlight=False)
     return 0 if result.ok else EXIT_FAILED
+
+
+_IMPAIR_EPILOG = """\b
+Examples:
+  sudo netlab impair flannel-vxlan node1:eth0 --delay 50ms --jitter 5ms --loss 2%
+  sudo netlab impair flannel-vxlan node1:eth0 --rate 1mbit --limit 50
+  sudo netlab check flannel-vxlan                  # the checks, under the impairment
+  sudo netlab impair flannel-vxlan node1:eth0 --clear
+"""
+
+
+@cli.command(epilog=_IMPAIR_EPILOG)
+@click.argument("lab")
+@click.argument("where", metavar="NODE:IF")
+@click.option("--delay", metavar="TIME", help="Added to every packet IF sends: 100ms, 1.5s, 250us.")
+@click.option("--jitter", metavar="TIME", help="The delay varies by up to this much either way (needs --delay).")
+@click.option(
+    "--correlation", metavar="PCT", help="Of each delay's jitter with the previous one: 25% (needs --jitter)."
+)
+@click.option(
+    "--distribution",
+    type=click.Choice(["uniform", "normal", "pareto", "paretonormal"]),
+    help="Of the jitter (needs --jitter; default uniform).",
+)
+@click.option("--loss", metavar="PCT", help="Share of packets dropped: 5%, 0.1%.")
+@click.option("--duplicate", metavar="PCT", help="Share of packets sent twice.")
+@click.option("--corrupt", metavar="PCT", help="Share of packets with one random bit flipped.")
+@click.option("--reorder", metavar="PCT", help="Share sent at once, ahead of the delayed ones (needs --delay).")
+@click.option("--rate", metavar="RATE", help="The link's speed: 10mbit, 500kbit, 1gbit (bps: bytes per second).")
+@click.option("--limit", type=click.IntRange(1, 2**32 - 1), metavar="N", help="Packets queued at most (1000).")
+@click.option("--clear", is_flag=True, help="Remove the impairment: IF's own default qdisc again.")
+@click.option("--json", "as_json", is_flag=True, help="Print the link end before and after as JSON.")
+@_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
+def impair(lab: str, where: str, clear: bool, as_json: bool, variant: str | None, **options: str | int | None) -> int:
+    """Impair what interface IF of NODE sends, in lab LAB that is up (a name or its file).
+
+    Sets IF's root qdisc to netem with these impairments (`tc qdisc replace dev IF root
+    netem …`), replacing any it had: give every impairment you want each time; --clear
+    removes it. Only what IF sends is impaired: for both directions, impair both ends (a
+    veth's other end is the NODE:IF of its peer). Values are written as a link's `netem:`
+    in the lab file takes them, and checked the same way. The change is the kernel's
+    only: `netlab status` shows it, the lab file is not changed, and rebuilding the lab
+    gives it the file's impairments again. Needs a kernel with sch_netem (else exit 3,
+    saying how to get one).
+
+    Exit codes: 0 done, 1 the kernel refused, 2 bad options (or lab not up, unknown
+    NODE:IF), 3 not root or no netem.
+    """
+    _load_pipeline()
+    from netlab import impair as impairing
+
+    if clear == any(v is not None for v in options.values()):
+        raise UsageError("give impairments (--delay, --loss, …) or --clear, not both and not neither")
+    netem = None if clear else impairing.netem_from_options(options)
+    driver = _driver()
+    try:
+        changed = impairing.impair(impairing.find_end(lab, where, driver, variant), netem, driver)
+    finally:
+        driver.close()
+    if as_json:
+        out.print(json_output.dumps("impair", _changed_json(changed, "netem")), markup=False)
+        return 0
+    now = f"netem {changed.after.netem}" if changed.after.netem else "no impairment"
+    was = f"netem {changed.before.netem}" if changed.before.netem else "none"
+    out.print(f"{changed.end}: {now} (before: {was})", markup=False)
+    return 0
+
+
+@cli.command("link")
+@click.argument("lab")
+@click.argument("where", metavar="NODE:IF")
+@click.argument("state", type=click.Choice(["down", "up"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the link end before and after as JSON.")
+@_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
+def link_state(lab: str, where: str, state: str, as_json: bool, variant: str | None) -> int:
+    """Set interface IF of NODE in lab LAB (a name or its file) down or up: flap a link.
+
+    `ip link set IF down|up` in the node's namespace. A veth's other end then has no
+    carrier (its state shows as lowerlayerdown): what a pulled cable or a dead peer
+    looks like to the routes and probes behind it. The change is the kernel's only;
+    `netlab status` shows it.
+
+    \b
+    Examples:
+      sudo netlab link flannel-vxlan node2:eth0 down    # node2 off the underlay
+      sudo netlab check flannel-vxlan                   # what breaks, and how
+      sudo netlab link flannel-vxlan node2:eth0 up
+
+    Exit codes: 0 done, 1 the kernel refused, 2 lab not up or unknown NODE:IF, 3 not root.
+    """
+    _load_pipeline()
+    from netlab import impair as impairing
+
+    driver = _driver()
+    try:
+        changed = impairing.set_link(impairing.find_end(lab, where, driver, variant), state == "up", driver)
+    finally:
+        driver.close()
+    if as_json:
+        out.print(json_output.dumps("link", _changed_json(changed, "up")), markup=False)
+        return 0
+    after = changed.after
+    carrier = f" (the kernel says {after.oper}: no carrier)" if after.up and after.oper not in ("up", "unknown") else ""
+    out.print(f"{changed.end}: {state}{carrier}", markup=False)
+    return 0
+
+
+def _changed_json(changed: Changed, key: str) -> dict[str, Any]:
+    """A link end before and after a change: the link's fields as `status --json` gives them."""
+    end = changed.end
+    return {
+        "lab": end.lab,
+        "node": end.node,
+        "interface": end.ifname,
+        "before": asdict(changed.before),
+        "after": asdict(changed.after),
+        "changed": getattr(changed.before, key) != getattr(changed.after, key),
+    }
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})

@@ -24,6 +24,8 @@ COMMANDS = (
     "graph",
     "trace",
     "exec",
+    "impair",
+    "link",
 )  # each has netlab/schemas/<command>.v1.json
 
 

@@ -136,6 +136,7 @@ def _expect_problems(
             ),
         )
     yield from _check_icmp_expect(topo, nodes, check, e)
+    yield from _check_round_trips(check, e)
     if proto == "icmp" and (expect.served_by or expect.server_saw):
         key = "served_by" if expect.served_by else "server_saw"
         yield (
@@ -244,6 +245,17 @@ def _check_counter(lab: Lab, spec: CounterSpec, c: Path) -> Iterator[Complaint]:
         yield (*c, "chain"), "a named counter belongs to a table, not a chain: drop `chain:`"
     if spec.packets is None and spec.bytes is None:
         yield c, "say what the probes must count: `packets:` and/or `bytes:` (N, or {min: N, max: M})"
+
+
+def _check_round_trips(check: ProbeCheck, e: Path) -> Iterator[Complaint]:
+    """`rtt_ms:` is measured on answered probes: a `result:` that admits no success leaves none."""
+    expect = check.expect
+    if expect.rtt_ms is not None and not result_admits(expect.result, "ok"):
+        yield (
+            (*e, "rtt_ms"),
+            f"`result: {expect.result.written()}` leaves no answered probe to time: `rtt_ms:` is the round trip "
+            "of the probes that got their answer",
+        )
 
 
 def _check_icmp_expect(topo: Topology, nodes: set[str], check: ProbeCheck, e: Path) -> Iterator[Complaint]:

@@ -161,6 +161,72 @@ class Probe(Base):
     ttl: ProbeTtl | None = None
 
 
+def _percent_number(value: Any) -> Any:
+    """5, 5.5, '5%' → 5.0 (percent); anything else is left for the type to refuse."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            return float(value.strip().rstrip("%"))
+        except ValueError:
+            return value
+    return value
+
+
+class _Range(Base):
+    """`{min: A, max: B}`: either bound may be left out."""
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Range:
+        low, high = self.min, self.max
+        if low is None and high is None:
+            raise ValueError("give `min:`, `max:` or both")
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min {low:g} is more than max {high:g}")
+        return self
+
+    def words(self, unit: str) -> str:
+        """'40..1000 ms', 'at least 40 ms', 'at most 5%'."""
+        low, high = self.min, self.max
+        if low is not None and high is not None:
+            return f"{low:g}..{high:g}{unit}"
+        return f"at least {low:g}{unit}" if low is not None else f"at most {high:g}{unit}"
+
+
+def _milliseconds(value: Any) -> Any:
+    """40, 40.5 or '40ms' → 40.0; another unit is refused with the unit the key has."""
+    if isinstance(value, str):
+        text = value.strip().removesuffix("ms").strip()
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a number of milliseconds (rtt_ms counts in ms: write e.g. 40)"
+            ) from None
+    return value
+
+
+Milliseconds = Annotated[float, BeforeValidator(_milliseconds), Field(ge=0, le=600_000)]
+
+
+class RttRange(_Range):
+    """Every answered probe's round trip, in milliseconds: the fastest at least `min`, the slowest at most `max`."""
+
+    min: Milliseconds | None = None
+    max: Milliseconds | None = None
+
+
+Percentage = Annotated[float, BeforeValidator(_percent_number), Field(ge=0, le=100)]
+
+
+class LossRange(_Range):
+    """The share of the probes that got no answer, in percent (5 or '5%')."""
+
+    min: Percentage | None = None
+    max: Percentage | None = None
+
+
 class ProbeExpect(Base):
     result: Expect[Result] = Expect(("ok",))  # every probe's outcome
     # One node, a set (each probe served by one of them), or a distribution:
@@ -172,6 +238,10 @@ class ProbeExpect(Base):
     # The network policy rule that dropped the probes: a policy of `cluster.policies` (one of
     # its deny rules) or `default-deny` (an isolated pod that no rule allowed)
     dropped_by: Annotated[str, Field(min_length=1)] | None = None
+    # Over `count` probes: every answered one's round trip (ms), and the share left unanswered
+    # (%). With `loss:`, the probes that timed out count as lost, not as a wrong `result:`.
+    rtt_ms: RttRange | None = None
+    loss: LossRange | None = None
 
 
 Ports = Expect[Port]

@@ -34,6 +34,7 @@ from netlab.probes.drops import drop_rules, drops_summary
 from netlab.probes.flow import ProbeRequest, ProbeResult
 from netlab.probes.judge import (
     Judgement,
+    RoundTrips,
     counted,
     ipvs_flow,
     judge_capture,
@@ -42,8 +43,10 @@ from netlab.probes.judge import (
     judge_dropped_by,
     judge_ipvs,
     judge_probe,
+    judge_round_trips,
     judge_route,
     judge_rule,
+    round_trips,
 )
 from netlab.probes.trace import Trace, text_lines, trace_probe
 from netlab.probes.trace import to_json as trace_json
@@ -85,10 +88,15 @@ class Verdict:
     attempts: int = 1
     seconds: float = 0.0
     probes: list[dict[str, Any]] = field(default_factory=list)  # each probe's result, for --json
+    round_trips: RoundTrips | None = None  # a probe check's: loss and rtt min/avg/max over its probes
     trace: Trace | None = None  # a failed probe check's probe sent again, traced (`check --trace`)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(replace(self, trace=None)), "trace": None if self.trace is None else trace_json(self.trace)}
+        return {
+            **asdict(replace(self, trace=None, round_trips=None)),
+            "round_trips": None if self.round_trips is None else self.round_trips.to_json(),
+            "trace": None if self.trace is None else trace_json(self.trace),
+        }
 
     def walk(self) -> list[str]:
         """The traced probe's walk as `netlab trace` prints it, or nothing."""
@@ -294,7 +302,12 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         j.add(judge_dropped_by(check.expect.dropped_by, results, drops))
     if check.conntrack is not None:
         j.add(judge_conntrack(check.conntrack.on, check.conntrack.expect, results, entries, ctx.resolve, ctx.node_of))
-    summary = _probe_summary(results, ctx.where) + drops_summary(results, drops)
+    rt = round_trips(results)
+    j.add(judge_round_trips(check.expect, rt))
+    summary = _probe_summary(results, ctx.where)
+    if len(results) > 1 or check.expect.rtt_ms is not None or check.expect.loss is not None:
+        summary += f"; {rt.words()}"  # as ping's last lines: over the count, or when expected
+    summary += drops_summary(results, drops)
     if check.ipvs is not None:
         j.add(judge_ipvs(check.ipvs.on, check.ipvs.expect, results, conns, services, ctx.resolve, ctx.node_of))
         summary += _ipvs_summary(check.ipvs.on, results, conns, ctx)
@@ -308,7 +321,7 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     if not j.passed:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
-    return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results])
+    return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results], round_trips=rt)
 
 
 def _nat_entries(ctx: LabContext) -> list[CtEntry]:

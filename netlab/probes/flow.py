@@ -84,6 +84,11 @@ class ProbeResult:
     def ok(self) -> bool:
         return self.outcome == "ok"
 
+    @property
+    def lost(self) -> bool:
+        """No answer at all (not even an ICMP error or a reset): what a probe's loss counts."""
+        return self.outcome == "timeout"
+
 
 @dataclass(frozen=True)
 class ProbeRequest:

@@ -12,7 +12,7 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from netlab.lab.checks import (
     OTHER_NODES,
@@ -133,7 +133,9 @@ def judge_probe(
     """where_of (address → "router's eth1") words the ICMP senders; node_of when not given."""
     j = Judgement()
     n = len(results)
-    wrong = [r for r in results if not result_admits(expect.result, r.outcome)]
+    # with `loss:`, a probe that got no answer is lost: the loss's business, not a wrong result
+    lost_ok = expect.loss is not None
+    wrong = [r for r in results if not result_admits(expect.result, r.outcome) and not (lost_ok and r.lost)]
     if wrong:
         seen = Counter(r.outcome for r in results)
         tally = ", ".join(f"{k} {v}" for k, v in seen.most_common())
@@ -177,6 +179,68 @@ def judge_probe(
                 + why
             )
     return j
+
+
+@dataclass(frozen=True)
+class RoundTrips:
+    """What `count` probes add up to, as ping's last lines say it: how many got no answer
+    (timed out), and the round trips of those that succeeded (ms)."""
+
+    sent: int
+    lost: int
+    rtt_min: float | None = None
+    rtt_avg: float | None = None
+    rtt_max: float | None = None
+
+    @property
+    def loss(self) -> float:
+        return round(100 * self.lost / self.sent, 2) if self.sent else 0.0
+
+    def rtt_words(self) -> str:
+        if self.rtt_min is None:
+            return "no round trip"
+        return f"rtt min/avg/max {self.rtt_min:g}/{self.rtt_avg:g}/{self.rtt_max:g} ms"
+
+    def words(self) -> str:
+        """'rtt min/avg/max 40.2/41/45.1 ms, loss 19% (19 of 100)'."""
+        lost = f" ({self.lost} of {self.sent})" if self.lost else ""
+        return f"{self.rtt_words()}, loss {self.loss:g}%{lost}"
+
+    def to_json(self) -> dict[str, Any]:
+        rtt = None if self.rtt_min is None else {"min": self.rtt_min, "avg": self.rtt_avg, "max": self.rtt_max}
+        return {"sent": self.sent, "lost": self.lost, "loss": self.loss, "rtt_ms": rtt}
+
+
+def round_trips(results: Sequence[ProbeResult]) -> RoundTrips:
+    rtts = [r.rtt_ms for r in results if r.ok and r.rtt_ms is not None]
+    lost = sum(1 for r in results if r.lost)
+    if not rtts:
+        return RoundTrips(len(results), lost)
+    return RoundTrips(len(results), lost, min(rtts), round(sum(rtts) / len(rtts), 3), max(rtts))
+
+
+def judge_round_trips(expect: ProbeExpect, rt: RoundTrips) -> Judgement:
+    """`rtt_ms:` bounds the fastest and the slowest answered probe; `loss:` the share unanswered."""
+    j = Judgement()
+    want = expect.rtt_ms
+    if want is not None:
+        expected = f"expected round trips of {want.words(' ms')}"
+        if rt.rtt_min is None:
+            j.reasons.append(f"{expected}, but no probe succeeded ({rt.lost} of {rt.sent} got no answer)")
+        elif want.min is not None and rt.rtt_min < want.min:
+            j.reasons.append(f"{expected}, the fastest took {rt.rtt_min:g} ms ({rt.rtt_words()})")
+        elif want.max is not None and rt.rtt_max is not None and rt.rtt_max > want.max:
+            j.reasons.append(f"{expected}, the slowest took {rt.rtt_max:g} ms ({rt.rtt_words()})")
+    if expect.loss is not None and not _within(expect.loss.min, rt.loss, expect.loss.max):
+        j.reasons.append(
+            f"expected a loss of {expect.loss.words('%')}, saw {rt.loss:g}% "
+            f"({rt.lost} of {_count(rt.sent, 'probe')} got no answer)"
+        )
+    return j
+
+
+def _within(low: float | None, value: float, high: float | None) -> bool:
+    return (low is None or value >= low - 1e-9) and (high is None or value <= high + 1e-9)
 
 
 def judge_dropped_by(wanted: str, results: Sequence[ProbeResult], drops: Sequence[Drop]) -> Judgement:
