@@ -6,6 +6,7 @@ itself is tested in tests/vm/test_netem.py)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from netlab.deadline import Deadline
 from netlab.json_output import schema
 from netlab.kernel.features import probe_features
 from tests.kernel.conftest import LabFactory
@@ -95,8 +97,11 @@ def test_a_flapped_link_loses_every_probe_and_comes_back(netlab_cli: Any, flap_l
         doc = json.loads(down.out)
         Draft202012Validator(schema("link")).validate(doc)
         assert (doc["before"]["up"], doc["after"]["up"], doc["changed"]) == (True, False, True)
-        a_end = _link(netlab_cli, flap_lab, "a", "eth0")
-        assert a_end["up"] and a_end["oper"] != "up"  # no carrier: its peer is down
+        # a's end loses its carrier (the kernel tells it a moment later: linkwatch)
+        deadline = Deadline(3, "a:eth0 to lose its carrier")
+        while (a_end := _link(netlab_cli, flap_lab, "a", "eth0"))["oper"] == "up" and not deadline.expired():
+            time.sleep(0.1)
+        assert a_end["up"] and a_end["oper"] != "up", deadline.message()
         rc, verdict = _check(netlab_cli, flap_lab)
         assert rc == 1
         assert verdict["round_trips"] == {"sent": 6, "lost": 6, "loss": 100.0, "rtt_ms": None}
