@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
-from netlab import __version__, json_output
+from netlab import __version__, completion, json_output
 from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, LabError, NetlabError, Problem, UsageError
 from netlab.wording import plural
 
@@ -89,7 +89,9 @@ def _load_pipeline() -> None:
 
 
 def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:
-    return click.option("--variant", metavar="NAME", default=None, help=help)
+    return click.option(
+        "--variant", metavar="NAME", default=None, shell_complete=completion.complete_variant, help=help
+    )
 
 
 def _hosts_option(help: str) -> Callable[[_F], _F]:
@@ -243,7 +245,7 @@ def render(file: str, as_json: bool, variant: str | None) -> int:
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("target", shell_complete=completion.complete_lab)
 @click.option(
     "--format",
     "fmt",
@@ -390,7 +392,7 @@ def _progress(what: str) -> Iterator[Any]:
 
 
 @cli.command()
-@click.argument("target", required=False)
+@click.argument("target", required=False, shell_complete=completion.complete_lab)
 @click.option("--all", "all_", is_flag=True, help="Take down every lab netlab finds (by state and by mark).")
 @click.option("--yes", "-y", is_flag=True, help="With --all: do not ask (needed when there is no terminal to ask on).")
 @_variant_option("With TARGET a file or a lab name: the lab of its variant NAME (LAB-NAME).")
@@ -471,7 +473,7 @@ def _never_there(target: str, variant: str | None) -> bool:
 
 
 @cli.command()
-@click.argument("lab", required=False)
+@click.argument("lab", required=False, shell_complete=completion.complete_lab)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_variant_option("With LAB: the lab of its variant NAME (LAB-NAME).")
 def status(lab: str | None, as_json: bool, variant: str | None) -> int:
@@ -554,7 +556,7 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("target", shell_complete=completion.complete_lab)
 @click.option(
     "--up",
     "build",
@@ -562,7 +564,11 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
     help="Build the lab from TARGET (a file) first and take it down afterwards (a lab that was already up is left up).",
 )
 @click.option(
-    "--only", multiple=True, metavar="WORDS", help="Run only the checks whose name contains WORDS (repeatable)."
+    "--only",
+    multiple=True,
+    metavar="WORDS",
+    shell_complete=completion.complete_check,
+    help="Run only the checks whose name contains WORDS (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
 @click.option(
@@ -810,7 +816,13 @@ def _watch_checks(o: _CheckOptions, path: str) -> int:
     help="Where to write the report.",
 )
 @click.option("--up", "build", is_flag=True, help="Build the lab from TARGET (a file) first, as `check --up`.")
-@click.option("--only", multiple=True, metavar="WORDS", help="Only the checks whose name contains WORDS.")
+@click.option(
+    "--only",
+    multiple=True,
+    metavar="WORDS",
+    shell_complete=completion.complete_check,
+    help="Only the checks whose name contains WORDS.",
+)
 @_variant_option("The lab of TARGET's variant NAME (LAB-NAME), as `check --variant`.")
 @click.pass_context
 def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[str, ...], variant: str | None) -> int:
@@ -834,8 +846,8 @@ def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[
 
 
 @cli.command()
-@click.argument("lab")
-@click.argument("where", metavar="NODE:IF")
+@click.argument("lab", shell_complete=completion.complete_lab)
+@click.argument("where", metavar="NODE:IF", shell_complete=completion.complete_node_if)
 @click.argument("expression", nargs=-1, metavar="[FILTER]...")
 @click.option(
     "-w",
@@ -931,13 +943,21 @@ def capture(
 
 
 @cli.command()
-@click.argument("lab")
-@click.option("--from", "node", required=True, metavar="NODE", help="The node that sends the probe.")
+@click.argument("lab", shell_complete=completion.complete_lab)
+@click.option(
+    "--from",
+    "node",
+    required=True,
+    metavar="NODE",
+    shell_complete=completion.complete_node,
+    help="The node that sends the probe.",
+)
 @click.option(
     "--to",
     "to",
     required=True,
     metavar="TARGET",
+    shell_complete=completion.complete_node,
     help="A node, an address, NODE:PORT or ADDRESS:PORT (as a check's `to:`).",
 )
 @click.option(
@@ -1138,8 +1158,8 @@ def _changed_json(changed: Changed, key: str) -> dict[str, Any]:
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
-@click.argument("lab")
-@click.argument("node", required=False)
+@click.argument("lab", shell_complete=completion.complete_lab)
+@click.argument("node", required=False, shell_complete=completion.complete_node)
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--all", "all_nodes", is_flag=True, help="Run COMMAND on every node of LAB (NODE is then not given).")
 @click.option(
@@ -1234,6 +1254,23 @@ def _exec_on_nodes(lab: str, nodes: dict[str, str], argv: list[str], as_json: bo
     else:
         err.print(nodeexec.summary(lab, results), markup=False)
     return nodeexec.exit_status(results)
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(completion.SHELLS))
+def completion_command(shell: str) -> int:
+    """Print the script that makes SHELL complete netlab's commands, options, lab names
+    (labs that are up, and lab files), node names after a lab, variant names and check
+    names (--only) from the lab file.
+
+    \b
+    bash:  eval "$(netlab completion bash)"   in ~/.bashrc
+    zsh:   eval "$(netlab completion zsh)"    in ~/.zshrc (after compinit)
+    fish:  netlab completion fish > ~/.config/fish/completions/netlab.fish
+    `sudo netlab <TAB>` completes too (bash-completion's sudo hands the line to netlab).
+    """
+    out.print(completion.script(cli, shell), markup=False, end="")
+    return 0
 
 
 @cli.group()
