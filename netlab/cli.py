@@ -16,10 +16,11 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "netlab":
     # load ends the command with one line instead of a KeyboardInterrupt traceback.
     interrupts.handle_signals()
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
@@ -96,6 +97,29 @@ def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:
 
 def _hosts_option(help: str) -> Callable[[_F], _F]:
     return click.option("--hosts", metavar="FILE", envvar="NETLAB_HOSTS", default=None, help=help)
+
+
+def _format_option(rows: str) -> Callable[[_F], _F]:
+    return click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(["text", "tsv", "json"]),
+        default=None,
+        help=f"text: the table (default); tsv: a header, then one tab-separated line per {rows}, "
+        "for scripts (cut -f); json: the same as --json.",
+    )
+
+
+def _output_format(as_json: bool, fmt: str | None) -> str:
+    if as_json and fmt not in (None, "json"):
+        raise UsageError(f"--json and --format {fmt} ask for two outputs; give one")
+    return "json" if as_json else fmt or "text"
+
+
+def _write_raw(text: str) -> None:
+    """Text for scripts, as it is: rich would turn a TSV's tabs into spaces."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _driver() -> Any:
@@ -475,20 +499,31 @@ def _never_there(target: str, variant: str | None) -> bool:
 @cli.command()
 @click.argument("lab", required=False, shell_complete=completion.complete_lab)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--brief",
+    is_flag=True,
+    help="One line per lab: its status, counts of nodes, interfaces and running responders, its file.",
+)
+@_format_option("interface (with --brief: per lab)")
 @_variant_option("With LAB: the lab of its variant NAME (LAB-NAME).")
-def status(lab: str | None, as_json: bool, variant: str | None) -> int:
+def status(lab: str | None, as_json: bool, brief: bool, fmt: str | None, variant: str | None) -> int:
     """Show labs that are up: nodes, interfaces, addresses, state.
 
     With LAB (a name or file), only that lab. Labs whose namespaces exist without a
     state file show as "orphaned" (take them down with `netlab down LAB`); a state file
     netlab cannot read shows as "state unreadable", with what to do. Each responder
     process shows as running or dead (with how it ended, when its log says).
-    """
-    from rich.table import Table
 
+    \b
+    Examples:
+      sudo netlab status --brief                 # a line per lab
+      sudo netlab status flannel-scale --format tsv | awk -F'\t' '$5 != "up"'
+    """
     _load_pipeline()
     from netlab import lifecycle
+    from netlab.rows import tsv
 
+    fmt = _output_format(as_json, fmt)
     if variant and not lab:
         raise UsageError("--variant needs LAB (a lab name or file)")
     driver = _driver()
@@ -496,48 +531,88 @@ def status(lab: str | None, as_json: bool, variant: str | None) -> int:
         labs = lifecycle.status(driver, lab, variant)
     finally:
         driver.close()
-    if as_json:
+    if fmt == "json":
         out.print(json_output.dumps("status", {"labs": [_status_json(s) for s in labs]}), markup=False)
-        return 0
-    if not labs:
+    elif fmt == "tsv":
+        columns, rows = _STATUS_BRIEF if brief else _STATUS_LINKS, _brief_rows if brief else _link_rows
+        _write_raw(tsv(columns, [row for s in labs for row in rows(s)]))
+    elif not labs:
         out.print("no labs are up", markup=False)
-        return 0
+    elif brief:
+        _print_rows(_STATUS_BRIEF, [row for s in labs for row in _brief_rows(s)])
+    else:
+        _print_status(labs)
+    return 0
+
+
+_STATUS_LINKS = ("lab", "node", "interface", "kind", "state", "mtu", "master", "addresses", "netem")
+_STATUS_BRIEF = ("lab", "status", "nodes", "interfaces", "responders", "source")
+
+
+def _link_rows(s: lifecycle.LabStatus) -> list[list[str]]:
+    """One row per interface of the lab (lo only when it has more than loopback addresses);
+    a node whose namespace is missing, one row saying so. Columns: _STATUS_LINKS."""
+    rows = []
+    for node, view in s.nodes.items():
+        if view is None:
+            rows.append([s.lab, node, "—", "", "namespace missing", "", "", "", ""])
+            continue
+        for link in view.links:
+            if link.name == "lo" and not [a for a in link.addresses if a.address not in ("127.0.0.1/8", "::1/128")]:
+                continue
+            state = "up" if link.up else "down"
+            if link.up and link.oper not in ("up", "unknown"):
+                state = f"up ({link.oper})"
+            kind = f"{link.kind} (table {link.table})" if link.table is not None else link.kind
+            addresses = " ".join(a.address for a in link.addresses)
+            rows.append(
+                [s.lab, node, link.name, kind, state, str(link.mtu), link.master or "", addresses, link.netem or ""]
+            )
+    return rows
+
+
+def _brief_rows(s: lifecycle.LabStatus) -> list[list[str]]:
+    present = [v for v in s.nodes.values() if v is not None]
+    nodes = f"{len(present)}/{len(s.nodes)}" if len(present) != len(s.nodes) else str(len(s.nodes))
+    interfaces = sum(len([link for link in v.links if link.name != "lo"]) for v in present)
+    running = sum(h.running for h in s.responders)
+    responders = f"{running}/{len(s.responders)} running" if s.responders else "none"
+    return [[s.lab, s.status, nodes, str(interfaces), responders, s.source or ""]]
+
+
+def _print_rows(columns: tuple[str, ...], rows: list[list[str]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(show_edge=False, box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*map(Text, row))
+    out.print(table)
+
+
+def _print_status(labs: list[lifecycle.LabStatus]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     for s in labs:
         table = Table(
             title=f"lab {s.lab} — {s.status}" + (f" — {s.source}" if s.source else ""),
             title_justify="left",
             show_edge=False,
         )
-        impaired = any(link.netem for v in s.nodes.values() if v for link in v.links)
-        for col in ("node", "interface", "kind", "state", "mtu", "master", "addresses", *(["netem"] * impaired)):
+        rows = [row[1:] for row in _link_rows(s)]
+        impaired = any(row[-1] for row in rows)
+        for col in _STATUS_LINKS[1 : None if impaired else -1]:
             table.add_column(col)
-        for node, view in s.nodes.items():
-            if view is None:
-                table.add_row(node, "—", "", "namespace missing", "", "", "")
-                continue
-            for link in view.links:
-                if link.name == "lo" and not [a for a in link.addresses if a.address not in ("127.0.0.1/8", "::1/128")]:
-                    continue
-                state = "up" if link.up else "down"
-                if link.up and link.oper not in ("up", "unknown"):
-                    state = f"up ({link.oper})"
-                kind = f"{link.kind} (table {link.table})" if link.table is not None else link.kind
-                table.add_row(
-                    node,
-                    link.name,
-                    kind,
-                    state,
-                    str(link.mtu),
-                    link.master or "",
-                    " ".join(a.address for a in link.addresses),
-                    *([link.netem or ""] * impaired),
-                )
+        for row in rows:
+            table.add_row(*map(Text, row if impaired else row[:-1]))
         out.print(table)
         for h in s.responders:
             out.print(f"  responders: {h}", markup=False)
         if s.problem:
             err.print(f"  lab {s.lab}: {s.problem}", markup=False)
-    return 0
 
 
 def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
@@ -571,6 +646,7 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
     help="Run only the checks whose name contains WORDS (repeatable).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
+@_format_option("check (result, check, observed, attempts, seconds)")
 @click.option(
     "--junit",
     "junit",
@@ -654,6 +730,8 @@ def check(**options: Any) -> int:
     not up, no such check), 3 not root or a kernel feature is missing.
     """
     o = _CheckOptions(**options)
+    if _output_format(o.as_json, o.fmt) == "json":
+        o = replace(o, as_json=True)
     _load_pipeline()
     if o.watch and (o.build or o.as_json):
         raise UsageError(
@@ -678,6 +756,7 @@ class _CheckOptions:
     build: bool = False
     only: tuple[str, ...] = ()
     as_json: bool = False
+    fmt: str | None = None
     junit: str | None = None
     html: str | None = None
     pcap_dir: str | None = None
@@ -719,6 +798,7 @@ def _report_run(o: _CheckOptions, run: lifecycle.CheckRun) -> int:
     """The reports go to their files first, so a file that cannot be written is the one
     error the command reports (also as its one --json document)."""
     from netlab import report
+    from netlab.rows import tsv
 
     if o.junit:
         _write_report("--junit", o.junit, report.to_junit(run.lab, run.verdicts, run.seconds, run.not_run))
@@ -738,6 +818,8 @@ def _report_run(o: _CheckOptions, run: lifecycle.CheckRun) -> int:
     if o.as_json:
         fields = report.to_json(run.lab, run.verdicts, run.seconds, run.not_run)
         out.print(json_output.dumps("check", fields), markup=False)
+    elif o.fmt == "tsv":
+        _write_raw(tsv(_CHECK_COLUMNS, report.rows(run.verdicts, failures_only=o.failures_only)))
     elif not run.verdicts:
         out.print(f"lab {run.lab} has no checks; add a `checks:` section (see docs/lab-file.md)", markup=False)
     else:
@@ -751,6 +833,9 @@ def _report_run(o: _CheckOptions, run: lifecycle.CheckRun) -> int:
             not_run=run.not_run,
         )
     return 0 if all(v.passed for v in run.verdicts) else EXIT_FAILED
+
+
+_CHECK_COLUMNS = ("result", "check", "observed", "attempts", "seconds")
 
 
 def _writable_or_refuse(option: str, path: str | None) -> None:
@@ -1367,7 +1452,8 @@ def vm_run(
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def doctor(as_json: bool) -> int:
+@_format_option("feature or tool (kind, name, ok, detail, hint)")
+def doctor(as_json: bool, fmt: str | None) -> int:
     """Check what this kernel and machine can do: netns, veth, bridge, dummy, vxlan, vrf,
     ipvs, nftables, conntrack, ipset, netem, and the tools labs use.
 
@@ -1379,9 +1465,16 @@ def doctor(as_json: bool) -> int:
     from netlab import lifecycle
     from netlab.kernel.features import probe_features, probe_tools
 
+    fmt = _output_format(as_json, fmt)
     lifecycle.require_root("doctor")
     features, tools = probe_features(), probe_tools()
-    if as_json:
+    if fmt == "tsv":
+        from netlab.rows import tsv
+
+        rows = [["feature", f.name, "yes" if f.ok else "no", f.detail, "" if f.ok else f.hint] for f in features]
+        rows += [["tool", t.name, "yes" if t.ok else "no", t.path, "" if t.ok else t.hint] for t in tools]
+        _write_raw(tsv(("kind", "name", "ok", "detail", "hint"), rows))
+    elif fmt == "json":
         out.print(
             json_output.dumps(
                 "doctor", {"features": [asdict(f) for f in features], "tools": [asdict(t) for t in tools]}
@@ -1474,7 +1567,12 @@ def _report_click_error(e: click.ClickException, code: int, argv: list[str]) -> 
     ctx = getattr(e, "ctx", None)
     command = ctx.command.name if ctx is not None else argv[0] if argv else None
     own = argv[: argv.index("--")] if "--" in argv else argv  # a command's own --json (exec … -- CMD --json) is not
-    if command in json_output.COMMANDS and "--json" in own:
+    wants_json = (
+        "--json" in own
+        or "--format=json" in own
+        or any(a == "--format" and b == "json" for a, b in itertools.pairwise(own))
+    )
+    if command in json_output.COMMANDS and wants_json:
         error = UsageError(e.format_message()) if code == EXIT_BAD_INPUT else NetlabError(e.format_message())
         error.exit_code = code
         out.print(json_output.dumps(str(command), json_output.error_fields(error)), markup=False)
@@ -1485,7 +1583,7 @@ def _report_error(e: NetlabError) -> None:
     options = e.options or {}
     if e.command is None:
         return
-    if options.get("as_json"):
+    if options.get("as_json") or options.get("fmt") == "json":
         out.print(json_output.dumps(e.command, json_output.error_fields(e)), markup=False)
     if options.get("junit") and not str(e).startswith("--junit "):  # not again into the path refused
         from netlab.report import error_junit

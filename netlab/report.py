@@ -108,6 +108,15 @@ def _print_group(console: Console, group: FailureGroup) -> None:
     console.print(f"    [dim]the {len(group.checks)}: {escape(', '.join(names))}{escape(tail)}[/]")
 
 
+def rows(verdicts: Sequence[Verdict], *, failures_only: bool = False) -> list[list[str]]:
+    """The checks as `check --format tsv` rows: result (pass|fail), check, observed, attempts, seconds."""
+    return [
+        ["pass" if v.passed else "fail", v.name, v.summary, str(v.attempts), f"{v.seconds:.3f}"]
+        for v in verdicts
+        if not (failures_only and v.passed)
+    ]
+
+
 def watch_line(lab: str, before: Sequence[Verdict], after: Sequence[Verdict], seconds: float) -> str:
     """One line per run of `check --watch`: the time, the counts, and which checks changed."""
     import time

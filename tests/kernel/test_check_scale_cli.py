@@ -82,6 +82,7 @@ def test_fail_fast_runs_no_check_after_the_first_failure(lab: LabFile, netlab_cl
 def test_watch_runs_again_when_the_lab_file_changes(lab: LabFile, netlab_cli: NetlabCli) -> None:
     proc = netlab_cli.popen("check", lab.name, "--watch", "--failures-only")
     assert proc.stdout is not None and proc.stderr is not None
+    original = lab.path.read_text()
     try:
         first = ""
         while f"lab {lab.name}: 4 passed, 4 failed" not in first:
@@ -99,8 +100,56 @@ def test_watch_runs_again_when_the_lab_file_changes(lab: LabFile, netlab_cli: Ne
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
+        lab.path.write_text(original)  # the other tests' checks
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
     assert proc.returncode == 130, err
     assert err.splitlines()[-1] == "netlab: check --watch ended by SIGINT after 2 runs", err
+
+
+def test_rows_for_scripts_as_tsv(lab: LabFile, netlab_cli: NetlabCli) -> None:
+    """status (per interface, or --brief per lab), check and doctor: a header, then one
+    tab-separated line per row, the same columns whatever the width."""
+    r = netlab_cli("status", lab.name, "--format", "tsv", env={"COLUMNS": "20"})
+    lines = [line.split("\t") for line in r.out.splitlines()]
+    assert r.rc == 0 and lines[0] == [
+        "lab",
+        "node",
+        "interface",
+        "kind",
+        "state",
+        "mtu",
+        "master",
+        "addresses",
+        "netem",
+    ]
+    assert [lab.name, "s3", "eth0", "veth", "up", "1500", "", "10.60.3.2/24", ""] in lines[1:], r.out
+    assert len(lines) == 1 + 2 * len(SERVERS)  # the client's v2..v5 and each server's eth0
+    brief = netlab_cli("status", lab.name, "--brief", "--format", "tsv").out.splitlines()
+    assert brief == [
+        "lab\tstatus\tnodes\tinterfaces\tresponders\tsource",
+        f"{lab.name}\tup\t5\t8\t1/1 running\t{lab.path}",
+    ]
+    text = netlab_cli("status", "--brief").out.splitlines()
+    assert text[0].split() == ["lab", "status", "nodes", "interfaces", "responders", "source"]
+    assert [line.split() for line in text if line.startswith(f"{lab.name} ")] == [
+        [lab.name, "up", "5", "8", "1/1", "running", str(lab.path)]
+    ]
+    check = netlab_cli("check", lab.name, "--format", "tsv", "--failures-only")
+    rows = [line.split("\t") for line in check.out.splitlines()]
+    assert check.rc == 1 and rows[0] == ["result", "check", "observed", "attempts", "seconds"]
+    assert sorted(row[1] for row in rows[1:]) == [f"client reaches s{i} on 81" for i in SERVERS]
+    assert all(row[0] == "fail" and row[2].endswith(": refused") for row in rows[1:])
+    doctor = netlab_cli("doctor", "--format", "tsv").out.splitlines()
+    assert doctor[0] == "kind\tname\tok\tdetail\thint"
+    assert any(line.startswith("feature\tnetns\tyes\t") for line in doctor), doctor
+
+
+def test_format_json_is_json_and_conflicts_are_refused(lab: LabFile, netlab_cli: NetlabCli) -> None:
+    doc = json.loads(netlab_cli("status", lab.name, "--format", "json").out)
+    assert doc["schema"] == "netlab/status/v1" and doc["labs"][0]["lab"] == lab.name
+    r = netlab_cli("check", lab.name, "--json", "--format", "tsv")
+    assert (
+        r.rc == 2 and json.loads(r.out)["error"]["message"] == "--json and --format tsv ask for two outputs; give one"
+    )

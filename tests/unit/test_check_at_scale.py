@@ -225,3 +225,12 @@ def test_an_unwritable_report_is_refused_before_the_checks_run(
     doc = json.loads(captured.out)  # one document: the error
     assert doc["error"]["message"] == f"--html {bad}: no directory {bad.parent} to write the report in"
     assert captured.err.count("netlab: ") == 1
+
+
+def test_tsv_keeps_each_row_on_one_line_with_its_columns() -> None:
+    from netlab.rows import tsv
+
+    text = tsv(("a", "b"), [["x\ty", "line 1\nline 2"], ["", "z"]])
+    assert text == "a\tb\nx y\tline 1 line 2\n\tz\n"
+    rows = report.rows(VERDICTS[:2], failures_only=True)
+    assert rows == [["fail", "node1-pod1 reaches node2-pod1", "tcp 10.244.2.5:8080: timeout", "1", "0.000"]]
