@@ -1200,9 +1200,10 @@ def link_state(lab: str, where: str, state: str, as_json: bool, variant: str | N
     """Set interface IF of NODE in lab LAB (a name or its file) down or up: flap a link.
 
     `ip link set IF down|up` in the node's namespace. A veth's other end then has no
-    carrier (its state shows as lowerlayerdown): what a pulled cable or a dead peer
-    looks like to the routes and probes behind it. The change is the kernel's only;
-    `netlab status` shows it.
+    carrier: what a pulled cable or a dead peer looks like to the routes and probes
+    behind it. Down, the kernel drops every route of the node through IF; up gives back
+    its addresses' own routes, and netlab puts the node's routes of the lab file back
+    too. The change is the kernel's only; `netlab status` shows it.
 
     \b
     Examples:
@@ -1225,7 +1226,8 @@ def link_state(lab: str, where: str, state: str, as_json: bool, variant: str | N
         return 0
     after = changed.after
     carrier = f" (the kernel says {after.oper}: no carrier)" if after.up and after.oper not in ("up", "unknown") else ""
-    out.print(f"{changed.end}: {state}{carrier}", markup=False)
+    routes = f"; {plural(changed.routes, 'route')} of the lab file put back" if changed.routes else ""
+    out.print(f"{changed.end}: {state}{carrier}{routes}", markup=False)
     return 0
 
 
@@ -1239,6 +1241,7 @@ def _changed_json(changed: Changed, key: str) -> dict[str, Any]:
         "before": asdict(changed.before),
         "after": asdict(changed.after),
         "changed": getattr(changed.before, key) != getattr(changed.after, key),
+        "routes": changed.routes,
     }
 
 

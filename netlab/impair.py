@@ -17,12 +17,13 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from netlab.errors import ApplyError, MissingFeature, UsageError
+from netlab.errors import ApplyError, LabError, MissingFeature, UsageError
 from netlab.kernel.driver import KernelDriver, LinkView, OpFailed
 from netlab.lab.netem import Netem
 from netlab.lifecycle import require_root, resolve_lab_name
-from netlab.plan.build import netem_op
-from netlab.plan.ops import DeleteNetem, Op, SetLink
+from netlab.load import load_named
+from netlab.plan.build import build_plan, netem_op
+from netlab.plan.ops import AddRoute, DeleteNetem, Op, SetLink
 from netlab.state import lab_lock, read_state
 
 
@@ -32,6 +33,7 @@ class LinkEnd:
     node: str
     ifname: str
     ns: str
+    source: str  # the lab file it was built from
 
     def __str__(self) -> str:
         return f"{self.node}:{self.ifname} of lab {self.lab}"
@@ -44,6 +46,7 @@ class Changed:
     end: LinkEnd
     before: LinkView
     after: LinkView
+    routes: int = 0  # the lab's routes of the node put back (`link … up`)
 
 
 def netem_from_options(options: Mapping[str, object]) -> Netem:
@@ -69,7 +72,7 @@ def find_end(target: str, where: str, driver: KernelDriver, variant: str | None 
         raise UsageError(f"lab {lab} is not up" + ("" if st is None else f" (status: {st.status})"))
     if node not in st.nodes:
         raise UsageError(f"lab {lab} has no node {node!r} (nodes: {', '.join(st.nodes)})")
-    end = LinkEnd(lab, node, ifname, st.nodes[node])
+    end = LinkEnd(lab, node, ifname, st.nodes[node], st.source)
     _link(driver, end)
     return end
 
@@ -94,12 +97,26 @@ def impair(end: LinkEnd, netem: Netem | None, driver: KernelDriver) -> Changed:
 
 
 def set_link(end: LinkEnd, up: bool, driver: KernelDriver) -> Changed:
-    """`ip link set IF up|down` in the node's namespace."""
+    """`ip link set IF up|down` in the node's namespace. The kernel drops every route
+    through IF when it goes down and gives back only its addresses' own when it comes up:
+    `up` also puts the node's routes of the lab file back (those still there stay)."""
     require_root("link")
-    return _change(end, SetLink(end.ns, f"netlab link {end.node}:{end.ifname}", name=end.ifname, up=up), driver)
+    op = SetLink(end.ns, f"netlab link {end.node}:{end.ifname}", name=end.ifname, up=up)
+    return _change(end, op, driver, _lab_routes(end) if up else [])
 
 
-def _change(end: LinkEnd, op: Op, driver: KernelDriver) -> Changed:
+def _lab_routes(end: LinkEnd) -> list[Op]:
+    """The node's routes as the lab file it was built from says (none if it is gone)."""
+    try:
+        found = load_named(end.source, end.lab)
+    except (OSError, LabError):
+        return []
+    if found is None:
+        return []
+    return [op for op in build_plan(found[0]).ops if op.ns == end.ns and isinstance(op, AddRoute)]
+
+
+def _change(end: LinkEnd, op: Op, driver: KernelDriver, then: list[Op] | None = None) -> Changed:
     with lab_lock(end.lab):
         before = _link(driver, end)
         try:
@@ -107,7 +124,13 @@ def _change(end: LinkEnd, op: Op, driver: KernelDriver) -> Changed:
         except OpFailed as err:
             if not (isinstance(op, DeleteNetem) and _no_qdisc(err.reason)):
                 raise ApplyError(f"{op.what} ({op.render()})", err.reason) from None
-        return Changed(end, before, _link(driver, end))
+        added: list[Op] = []
+        try:
+            driver.apply(then or [], added.append)
+        except OpFailed as err:  # every route was tried; one that is still there is no failure
+            if f"({errno.errorcode[errno.EEXIST]})" not in err.reason:
+                raise ApplyError(f"{err.op.what} ({err.op.render()})", err.reason) from None
+        return Changed(end, before, _link(driver, end), len(added))
 
 
 def _no_qdisc(reason: str) -> bool:

@@ -154,7 +154,7 @@ def netem_words(msg: Any) -> str | None:
         duplicate=_pct(opts["duplicate"]),
         corrupt=_pct(corrupt["prob_corrupt"]) if corrupt else 0.0,
         reorder=_pct(reorder["prob_reorder"]) if reorder else 0.0,
-        rate=rate["rate"] * 8 if rate else None,
+        rate=rate["rate"] * 8 if rate and rate["rate"] else None,  # the kernel dumps a rate of 0 too
         limit=opts["limit"] if opts["limit"] != NETEM_DEFAULT_LIMIT else None,
     )
     return " ".join(op.args())

@@ -6,6 +6,7 @@ itself is tested in tests/vm/test_netem.py)."""
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +55,8 @@ nodes:
   b:
     links:
       eth0: {addresses: [10.1.0.2/24]}
+    routes:
+      - {to: 10.9.0.0/24, via: 10.1.0.1}
 checks:
   - name: a pings b, none lost
     probe: {from: a, to: b, count: 6, timeout: 0.5}
@@ -111,7 +114,12 @@ def test_a_flapped_link_loses_every_probe_and_comes_back(netlab_cli: Any, flap_l
         ]
     finally:
         up = netlab_cli("link", flap_lab.name, "b:eth0", "up")
-    assert up.rc == 0 and up.out.strip() == f"b:eth0 of lab {flap_lab.name}: up", up.out + up.err
+    # the kernel dropped b's route via a when eth0 went down; `up` put it back
+    assert up.rc == 0 and up.out.strip() == f"b:eth0 of lab {flap_lab.name}: up; 1 route of the lab file put back", (
+        up.out + up.err
+    )
+    routes = subprocess.run(["ip", "-n", flap_lab.ns("b"), "route"], capture_output=True, text=True, check=True)
+    assert "10.9.0.0/24 via 10.1.0.1 dev eth0" in routes.stdout, routes.stdout
     rc, verdict = _check(netlab_cli, flap_lab)
     assert rc == 0 and verdict["round_trips"]["lost"] == 0, verdict
 
