@@ -3,8 +3,10 @@
 Each op renders as the `ip(8)` command that would do the same, and knows its undo.
 Everything a lab creates lives inside the lab's namespaces, so the undo of every
 in-namespace op is the deletion of its namespace: `undo()` returns None for those,
-and DeleteNetns for CreateNetns. (If live reconcile arrives, in-namespace undos get
-real inverse ops; the apply engine already runs whatever `undo()` returns, in reverse.)
+and DeleteNetns for CreateNetns. An op whose object can go while its namespace and link
+stay has its real inverse: SetNetem's is DeleteNetem (an impairment taken off a link);
+the apply engine runs whatever `undo()` returns, in reverse, and skips the undos of a
+namespace it deletes anyway.
 """
 
 from __future__ import annotations
@@ -263,6 +265,10 @@ class SetNetem(Op):
 
     def render(self) -> str:
         return " ".join([f"tc -n {self.ns} qdisc replace dev {self.dev} root netem", *self.args()])
+
+    def undo(self) -> Op:
+        # an impairment can be taken off a link that stays (a reconcile, `netlab impair --clear`)
+        return DeleteNetem(self.ns, self.what, dev=self.dev)
 
 
 @dataclass(frozen=True)

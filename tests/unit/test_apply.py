@@ -13,7 +13,7 @@ from netlab.interrupts import Signalled
 from netlab.kernel.fake import FakeDriver
 from netlab.load import load_lab_text
 from netlab.plan.build import build_plan
-from netlab.plan.ops import AddRoute, CreateLink, Op
+from netlab.plan.ops import AddRoute, CreateLink, DeleteNetem, Op, SetNetem
 from netlab.state import LabState, read_state, write_state
 from netlab.teardown import tear_down
 
@@ -128,3 +128,23 @@ def test_state_is_written_atomically_and_root_only(state_dir: Path) -> None:
     assert [p.name for p in state_dir.iterdir() if p.name.endswith(".tmp")] == []
     state = read_state("t")
     assert state is not None and state.namespaces == ["t.n"] and state.status == "up"
+
+
+def test_a_rollback_leaves_an_impairment_to_its_namespace() -> None:
+    """SetNetem has an undo (DeleteNetem, for a reconcile), but a rollback deleting the
+    namespace anyway sends none."""
+    plan = build_plan(
+        load_lab_text(
+            LAB.replace(
+                "links: {eth0: {addresses: [10.0.0.2/24]}}",
+                "links: {eth0: {addresses: [10.0.0.2/24], netem: {delay: 10ms}}}",
+            )
+        )
+    )
+    assert [op.render() for op in plan.ops if isinstance(op, SetNetem)] == [
+        "tc -n t.a qdisc replace dev eth0 root netem delay 10ms"
+    ]
+    driver = FakeDriver(fail=lambda op: "Nexthop has invalid gateway" if isinstance(op, AddRoute) else None)
+    with pytest.raises(ApplyError, match="invalid gateway"):
+        apply_plan(plan, driver)
+    assert driver.netns == {} and not any(isinstance(op, DeleteNetem) for op in driver.applied)

@@ -19,11 +19,13 @@ from netlab.plan.ops import (
     AddRule,
     CreateLink,
     CreateNetns,
+    DeleteNetem,
     DeleteNetns,
     MarkNetns,
     Op,
     RunCommand,
     SetLink,
+    SetNetem,
     SetSysctl,
     VethType,
     stage_of,
@@ -301,6 +303,9 @@ def test_undo() -> None:
         if isinstance(op, CreateNetns):
             assert op.undo() == DeleteNetns(op.ns)
             assert op.undo().render() == f"ip netns del {op.ns}"
+        elif isinstance(op, SetNetem):  # an impairment can be taken off a link that stays
+            assert op.undo() == DeleteNetem(op.ns, dev=op.dev)
+            assert op.undo().render() == f"tc -n {op.ns} qdisc del dev {op.dev} root"
         else:
             assert op.undo() is None, op
 
