@@ -1344,6 +1344,59 @@ def _exec_on_nodes(lab: str, nodes: dict[str, str], argv: list[str], as_json: bo
     return nodeexec.exit_status(results)
 
 
+@cli.command()
+@click.argument("lab", shell_complete=completion.complete_lab)
+@click.argument("which", required=False, metavar="[NODE|exec|responders]", shell_complete=completion.complete_node)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they are written, until Ctrl-C.")
+def logs(lab: str, which: str | None, follow: bool) -> int:
+    """Show what lab LAB's processes said: the output of its `exec:` commands (kept when
+    `up` ran them; `|` stdout, `!` stderr, then the exit status) and its responders' log
+    (a line per connection they answered, and how they ended).
+
+    \b
+    With NODE: only that node's exec output and the connections it served; with exec or
+    responders: only that log.
+
+    \b
+    Examples:
+      sudo netlab logs docker-bridge
+      sudo netlab logs docker-bridge c2 --follow      # connections to c2 as they come
+      sudo netlab logs flannel-vxlan exec
+    """
+    _load_pipeline()
+    from netlab import lifecycle
+    from netlab.logs import SOURCES, Tail, about, log_paths
+    from netlab.logs import follow as following
+    from netlab.state import read_state
+
+    lifecycle.require_root("logs", reads_only=True)
+    name = lifecycle.resolve_lab_name(lab)
+    state = read_state(name)
+    if state is None:
+        raise UsageError(f"lab {name} is not up (it has no state); its logs go with it at `netlab down`")
+    node = which if which is not None and which in state.nodes else None
+    if which is not None and node is None and which not in SOURCES:
+        raise UsageError(f"lab {name} has no node {which!r} (nodes: {', '.join(state.nodes)}; or: exec, responders)")
+    tail = Tail(log_paths(name, None if node else which))
+
+    def show(lines: list[tuple[str, str]]) -> None:
+        _write_raw("".join(f"{line}\n" for source, line in lines if node is None or about(line, source, node)))
+
+    if not follow:
+        shown = tail.read()
+        show(shown)
+        if not shown:
+            err.print(f"lab {name} has no {which or 'exec or responder'} output yet", markup=False)
+        return 0
+    try:
+        for lines in following(tail):
+            show(lines)
+    except interrupts.Signalled as s:
+        return 128 + s.signum
+    err.print(f"lab {name} was taken down", markup=False)
+    return 0
+
+
 @cli.command("completion")
 @click.argument("shell", type=click.Choice(completion.SHELLS))
 def completion_command(shell: str) -> int:

@@ -66,6 +66,11 @@ def responder_log_path(lab: str) -> str:
     return os.path.join(state_dir(), f"{lab}.responders.log")
 
 
+def exec_log_path(lab: str) -> str:
+    """Where the output of the lab's `exec:` commands is kept (removed with the state)."""
+    return os.path.join(state_dir(), f"{lab}.exec.log")
+
+
 def _ensure_dir() -> None:
     os.makedirs(state_dir(), mode=0o700, exist_ok=True)
 
@@ -111,7 +116,7 @@ def read_state(lab: str) -> LabState | None:
 
 
 def remove_state(lab: str) -> None:
-    for path in (state_path(lab), responder_log_path(lab)):
+    for path in (state_path(lab), responder_log_path(lab), exec_log_path(lab)):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
 

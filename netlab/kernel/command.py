@@ -1,18 +1,23 @@
 """A lab's `exec:` commands: `ip netns exec NS ARGV…`, one at a time, killed (never left
-running) if the caller is interrupted while it runs."""
+running) if the caller is interrupted while it runs. What each printed goes to the lab's
+exec log next to its state (`netlab logs LAB`)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from netlab.kernel.driver import OpFailed
+from netlab.naming import split_netns_name
 from netlab.plan.ops import RunCommand
+from netlab.state import exec_log_path, state_path
 
 TIMEOUT = 300  # seconds a command may take
 
@@ -36,9 +41,27 @@ def run(op: RunCommand) -> None:
         if isinstance(err, (OSError, subprocess.TimeoutExpired)):
             raise OpFailed(op, str(err)) from None
         raise
+    _record(op, proc.returncode, stdout, stderr)
     if proc.returncode != 0:
         tail = (stderr or stdout).strip().splitlines()[-3:]
         raise OpFailed(op, f"exit status {proc.returncode}" + (": " + " | ".join(tail) if tail else ""))
+
+
+def _record(op: RunCommand, code: int, stdout: str, stderr: str) -> None:
+    """The command and its output, appended to the lab's exec log (`netlab logs`): each
+    line stamped with the time and node, stderr's marked."""
+    names = split_netns_name(op.ns)
+    if names is None or not os.path.exists(state_path(names[0])):  # a lab netlab keeps no state of
+        return
+    lab, node = names
+    stamp = time.strftime("%H:%M:%S")
+    lines = [f"{stamp} {node} exec $ {shlex.join(op.argv)}"]
+    lines += [f"{stamp} {node} | {line}" for line in stdout.splitlines()]
+    lines += [f"{stamp} {node} ! {line}" for line in stderr.splitlines()]
+    lines.append(f"{stamp} {node} exec exit status {code}")
+    # the log is for people; the build does not depend on it
+    with contextlib.suppress(OSError), open(exec_log_path(lab), "a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
 
 
 @contextlib.contextmanager

@@ -67,8 +67,8 @@ def leftovers(lab: str) -> list[str]:
     from netlab.probes.responders import responders_of
 
     found = [f"namespace {n}" for n in namespaces_of(lab)]
-    log = Path(state_dir()) / f"{lab}.responders.log"
-    found += [f"state file {p}" for p in (state_file(lab), lock_file(lab), log) if p.exists()]
+    logs = [Path(state_dir()) / f"{lab}.{kind}.log" for kind in ("responders", "exec")]
+    found += [f"state file {p}" for p in (state_file(lab), lock_file(lab), *logs) if p.exists()]
     found += [f"responder process {pid}" for pid in responders_of(lab)]
     return found
 

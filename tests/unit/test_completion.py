@@ -50,7 +50,7 @@ def test_commands_complete() -> None:
     assert "completion" in _complete("")
 
 
-@pytest.mark.parametrize("command", ["status", "down", "check", "exec", "capture", "trace", "graph"])
+@pytest.mark.parametrize("command", ["status", "down", "check", "exec", "capture", "trace", "graph", "logs"])
 def test_lab_names_complete_from_the_namespaces(command: str) -> None:
     assert _complete(command, "") == ["<file>", "db", "web"]
     assert _complete(command, "w") == ["<file>", "web"]
