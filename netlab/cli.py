@@ -609,10 +609,31 @@ def _print_status(labs: list[lifecycle.LabStatus]) -> None:
         for row in rows:
             table.add_row(*map(Text, row if impaired else row[:-1]))
         out.print(table)
+        for line in _cluster_lines(s.cluster):
+            out.print(line, markup=False)
         for h in s.responders:
             out.print(f"  responders: {h}", markup=False)
         if s.problem:
             err.print(f"  lab {s.lab}: {s.problem}", markup=False)
+
+
+def _cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
+    """A cluster's services (cluster IP, each port → its endpoints) and pods (node, address)."""
+    from netlab.vocabulary import host_port
+
+    if not cluster:
+        return []
+    lines = [f"  services (kube-proxy {cluster['proxy_mode']} mode):" if cluster["services"] else "  services: none"]
+    for svc in cluster["services"]:
+        for p in svc["ports"]:
+            port = f"{p['name']} " * bool(p["name"]) + f"{p['port']}/{p['protocol']}"
+            node_port = f", node port {p['node_port']}" if p["node_port"] else ""
+            ends = ", ".join(f"{e['pod']} ({e['node']}) {host_port(e['address'], e['port'])}" for e in p["endpoints"])
+            lines.append(f"    {svc['name']}  {svc['cluster_ip']}  {port}{node_port} → {ends or 'no endpoints'}")
+    lines.append("  pods:")
+    for pod in cluster["pods"]:
+        lines.append(f"    {pod['namespace']}/{pod['pod']} on {pod['node']}  {pod['address'] or ''}".rstrip())
+    return lines
 
 
 def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
@@ -623,6 +644,7 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
         "created": s.created,
         "problem": s.problem,
         "responders": [asdict(h) for h in s.responders],
+        "cluster": s.cluster,
         "nodes": {
             node: (None if v is None else {"namespace": v.name, "links": [asdict(link) for link in v.links]})
             for node, v in s.nodes.items()

@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 from netlab import interrupts
 from netlab.apply import apply_plan
 from netlab.errors import AlreadyUp, ApplyError, Interrupted, MissingFeature, NotRoot, UsageError
+from netlab.expand.cluster import ClusterLayout, cluster_data
 from netlab.kernel.driver import KernelDriver, NamespaceView
 from netlab.lab.ipvs import needs_ipvs
 from netlab.lab.model import Check, Lab
 from netlab.lab.parse import topology
 from netlab.lab.render import lab_data
+from netlab.lab.targets import node_addresses
 from netlab.labdiff import key_changes, listed
 from netlab.load import load_lab, load_lab_located, load_named
 from netlab.naming import is_lab_file
@@ -162,6 +164,7 @@ def _up(
             plan=[op.render() for op in plan.ops],
             source_hash=file_hash(source),
             spec=spec,
+            cluster=_cluster_data(lab, where.cluster),
         )
         try:
             # Written before anything exists, so even `kill -9` leaves `down` a full list;
@@ -179,6 +182,14 @@ def _up(
         state.status = "up"
         write_state(state)
         return UpResult(lab.name, plan, done=done, services=len(lab_services(lab, nodes)), checks=len(lab.checks))
+
+
+def _cluster_data(lab: Lab, layout: ClusterLayout | None) -> dict[str, Any] | None:
+    if layout is None:
+        return None
+    topo = topology(lab)
+    pods = [pod for names in layout.pods.values() for pod in names]
+    return cluster_data(layout, {pod: (node_addresses(topo, pod) or [""])[0] for pod in pods})
 
 
 def _serve_or_tear_down(lab: Lab, nodes: dict[str, str], driver: KernelDriver) -> list[int]:
@@ -365,6 +376,7 @@ class LabStatus:
     nodes: dict[str, NamespaceView | None]  # node → what the kernel shows (None: namespace missing)
     responders: list[ResponderHealth] = field(default_factory=list)
     problem: str | None = None  # what is wrong and what to do (an unreadable state, a dead responder)
+    cluster: dict[str, Any] | None = None  # services, endpoints, pods (netlab.expand.cluster.cluster_data)
 
 
 def status(driver: KernelDriver, only: str | None = None, variant: str | None = None) -> list[LabStatus]:
@@ -410,7 +422,7 @@ def _lab_status(
             "nothing answers on the ports its nodes serve; `netlab down "
             f"{lab} && netlab up {st.source}` starts them again"
         )
-    return LabStatus(lab, kind, st.source, st.created, views, health, problem)
+    return LabStatus(lab, kind, st.source, st.created, views, health, problem, st.cluster)
 
 
 # ---------------------------------------------------------------- checks

@@ -35,6 +35,8 @@ class LabState:
     pids: list[int] = field(default_factory=list)  # processes the lab started (responders)
     source_hash: str = ""  # sha256 of the lab file's bytes when the lab was built
     spec: dict[str, Any] = field(default_factory=dict)  # the lab as built (lab.render.lab_data), to diff
+    # a lab with `cluster:`: its services, endpoints and pods (netlab.expand.cluster.cluster_data)
+    cluster: dict[str, Any] | None = None
 
     @property
     def namespaces(self) -> list[str]:

@@ -16,6 +16,7 @@ from netlab.expand.cluster import Expansion, check_networks, explicit_nodes, pla
 from netlab.expand.kube_proxy import kube_proxy, reserved_names
 from netlab.expand.policy import check_dropped_by, compile_policies
 from netlab.expand.services import resolve_services
+from netlab.expand.targets import resolve_targets, without_cluster
 from netlab.lab.model import Lab
 from netlab.lab.source import Complaint
 
@@ -25,7 +26,7 @@ def expand(lab: Lab) -> Expansion:
     complaints: list[Complaint] = list(check_dropped_by(lab))
     cluster = lab.cluster
     if cluster is None:
-        return Expansion(lab, complaints)
+        return Expansion(lab, complaints + list(without_cluster(lab)))
     # cluster: its networks first, since addresses cannot be handed out from wrong ones
     complaints += check_networks(cluster)
     if complaints:
@@ -38,6 +39,14 @@ def expand(lab: Lab) -> Expansion:
     complaints += reserved_names(cluster)
     services = (
         resolve_services(cluster, placement.service_pods(), placement.family, complaints) if cluster.services else []
+    )
+    # checks: Kubernetes names as probe targets (`service:`, `pod:`, `to: svc/…`) → addresses
+    checks = resolve_targets(
+        lab.checks,
+        services,
+        {p.name: p.spec.namespace for p in placement.pods},
+        {name: str(addr) for name, addr in placement.addresses.items()},
+        complaints,
     )
     if complaints:
         return Expansion(lab, complaints)
@@ -54,7 +63,7 @@ def expand(lab: Lab) -> Expansion:
     nodes, origins = explicit_nodes(lab, placement, proxies, policies)
     # the layout: who is where, which the plain nodes no longer say (netlab graph)
     layout = placement.layout(services)
-    return Expansion(lab.model_copy(update={"cluster": None, "nodes": nodes}), [], origins, layout)
+    return Expansion(lab.model_copy(update={"cluster": None, "nodes": nodes, "checks": checks}), [], origins, layout)
 
 
 __all__ = ["Expansion", "expand"]

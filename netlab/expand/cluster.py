@@ -91,6 +91,35 @@ class ClusterLayout:
     namespaces: dict[str, str] = field(default_factory=dict)  # pod → its Kubernetes namespace
 
 
+def cluster_data(layout: ClusterLayout, pod_addresses: Mapping[str, str]) -> dict[str, Any]:
+    """The cluster as `netlab status` shows it (and the state file keeps it): each Service
+    with its cluster IP and ports, each port's node port and endpoints; each pod's
+    namespace, node and address (pod_addresses: pod → its address)."""
+    services: dict[str, dict[str, Any]] = {}
+    for sp in layout.services:
+        svc = services.setdefault(
+            f"{sp.namespace}/{sp.service}",
+            {"name": f"{sp.namespace}/{sp.service}", "cluster_ip": sp.cluster_ip, "ports": []},
+        )
+        svc["ports"].append(
+            {
+                "name": sp.port_name,
+                "protocol": sp.protocol,
+                "port": sp.port,
+                "node_port": sp.node_port,
+                "endpoints": [
+                    {"pod": ep.pod, "node": ep.node, "address": ep.address, "port": ep.port} for ep in sp.endpoints
+                ],
+            }
+        )
+    pods = [
+        {"pod": pod, "namespace": layout.namespaces.get(pod, ""), "node": node, "address": pod_addresses.get(pod)}
+        for node, names in layout.pods.items()
+        for pod in names
+    ]
+    return {"proxy_mode": layout.proxy_mode, "services": list(services.values()), "pods": pods}
+
+
 @dataclass
 class PlacedPod:
     """A pod of the cluster section (a replica: `NAME-i`), on its node with its address."""

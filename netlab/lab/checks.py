@@ -146,11 +146,21 @@ def _check_ttl(value: int) -> int:
 ProbeTtl = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_check_ttl)]
 
 
+# A Service port's name (Kubernetes: an IANA service name, lower case, at most 15 characters).
+PortName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")]
+
+
 class Probe(Base):
+    """Where a probe goes is `to:` — or, in a lab with `cluster:`, a Kubernetes name that
+    the expansion (netlab.expand.targets) turns into `to:`: `service: NAMESPACE/NAME` (its
+    cluster IP; `port:` may name the Service's port) or `pod: NAMESPACE/NAME`."""
+
     from_: NodeName = Field(alias="from")
-    to: Target
+    to: Target | None = None
+    service: Annotated[str, Field(min_length=1)] | None = None
+    pod: Annotated[str, Field(min_length=1)] | None = None
     proto: ProbeProto | None = None  # default: tcp when a port is given, else icmp
-    port: Port | None = None
+    port: Annotated[Port | PortName, Field(union_mode="left_to_right")] | None = None
     count: Annotated[int, Field(ge=1, le=10000)] = 1
     timeout: Seconds = 1.0
     src: IpAddress | None = None

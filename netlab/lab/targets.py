@@ -63,6 +63,12 @@ def _port(text: str, port: str) -> int:
 
 def probe_target(topo: Topology, nodes: set[str], probe: Probe) -> tuple[str, int | None]:
     """The address and port a probe goes to."""
+    if probe.to is None:
+        raise TargetError(
+            "a probe needs `to:` (an address or a node), or in a lab with `cluster:` `service:` or `pod:`"
+        )
+    if isinstance(probe.port, str):
+        raise TargetError(f"`port: {probe.port}` names a Service's port: it goes with `service:` (or `to: svc/…`)")
     host, port = split_target(probe.to)
     if port is not None and probe.port is not None and port != probe.port:
         raise TargetError(f"`to: {probe.to}` and `port: {probe.port}` name different ports; give the port once")

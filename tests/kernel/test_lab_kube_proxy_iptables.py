@@ -1,12 +1,19 @@
 """labs/kube-proxy-iptables.yaml (scenario S4: a ClusterIP in kube-proxy's iptables mode,
 IPv6, the article's addresses) on the real kernel: the lab's own checks for the lab and
-its `no-hairpin` variant, and the rules and conntrack entries the article shows."""
+its `no-hairpin` variant, the rules and conntrack entries the article shows, and `netlab
+status` listing the cluster's services, endpoints and pods."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import subprocess
 
+import pytest
+from jsonschema import Draft202012Validator
+
+from netlab.json_output import schema
 from netlab.pytest_plugin import LabFactory, LabHandle, lab_checks
+from tests.kernel.conftest import cli_argv, cli_env
 
 LAB = "labs/kube-proxy-iptables.yaml"
 VIP = "fd00:14ba:9ea:8800::ffff:1d22"
@@ -60,3 +67,38 @@ def test_without_the_hairpin_masquerade_the_pod_sees_its_own_source(netlab_lab: 
     assert r.outcome == "timeout", r.detail
     entry = lab.conntrack("node2", r)
     assert entry and entry[0].dnat and not entry[0].snat, [e.text for e in entry]
+
+
+def test_status_shows_services_endpoints_and_pods(lab: LabHandle) -> None:
+    argv = ["status", lab.name]
+    shown = subprocess.run(cli_argv(*argv), capture_output=True, text=True, timeout=120, env=cli_env(), check=True)
+    assert (
+        f"    monkey-off-ds-2714/mooncake-provider  {VIP}  http-8080 8080/tcp → "
+        "mooncake-provider-0 (node2) [fd01:14ba:9ea:8800:b950:1075:b3ba:de17]:8080, "
+        "mooncake-provider-1 (node2) [fd01:14ba:9ea:8800:b3ec:e045:7b9a:e493]:8080"
+    ) in shown.stdout.splitlines(), shown.stdout
+    assert "    monkey-off-ds-2714/monkey on node1  fd01:14ba:9ea:8800:3c70:dc10:db2a:3340" in shown.stdout, (
+        shown.stdout
+    )
+    doc = json.loads(
+        subprocess.run(
+            cli_argv(*argv, "--json"), capture_output=True, text=True, timeout=120, env=cli_env(), check=True
+        ).stdout
+    )
+    Draft202012Validator(schema("status")).validate(doc)
+    [mine] = doc["labs"]
+    cluster = mine["cluster"]
+    assert cluster["proxy_mode"] == "iptables"
+    provider = next(s for s in cluster["services"] if s["name"] == "monkey-off-ds-2714/mooncake-provider")
+    assert provider["cluster_ip"] == VIP
+    [port] = provider["ports"]
+    assert (port["name"], port["protocol"], port["port"], port["node_port"]) == ("http-8080", "tcp", 8080, None)
+    assert {(e["pod"], e["node"], e["port"]) for e in port["endpoints"]} == {
+        ("mooncake-provider-0", "node2", 8080),
+        ("mooncake-provider-1", "node2", 8080),
+    }
+    assert {p["pod"]: (p["namespace"], p["node"]) for p in cluster["pods"]} == {
+        "monkey": ("monkey-off-ds-2714", "node1"),
+        "mooncake-provider-0": ("monkey-off-ds-2714", "node2"),
+        "mooncake-provider-1": ("monkey-off-ds-2714", "node2"),
+    }
