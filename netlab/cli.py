@@ -329,18 +329,29 @@ def graph(target: str, fmt: str | None, output: str | None, variant: str | None)
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("--dry-run", is_flag=True, help="Print the plan as ip(8)-like commands; change nothing (no root needed).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Print the plan as ip(8)-like commands; change nothing (no root needed). For a lab up "
+    "from an older version of FILE (as root): what reconciling it would make, change and take away.",
+)
+@click.option("--replace", is_flag=True, help="If the lab is up, take it down and build it again from FILE.")
 @_variant_option()
 @_hosts_option(
     "Run the lab over the hosts of inventory FILE (Ansible's YAML form; default $NETLAB_HOSTS), "
     "through ssh: see docs/multihost.md. With --dry-run: the placement and each host's plan."
 )
-def up(file: str, dry_run: bool, variant: str | None, hosts: str | None) -> int:
+def up(file: str, dry_run: bool, replace: bool, variant: str | None, hosts: str | None) -> int:
     """Build the lab in FILE: namespaces, links, addresses, routes, rules, sysctls, commands.
 
     If anything fails (or you press Ctrl-C), whatever was created is removed again and
     the failing lab object is named with the kernel's message. Running `up` again on a
     lab that is up from the same file changes nothing.
+
+    On a lab that is up from an older version of FILE, `up` reconciles: it changes the
+    running lab in place into what FILE now says (only what differs; what cannot change in
+    place, such as a link's kind, is rebuilt, and --dry-run says so). If a change fails
+    (or you press Ctrl-C), the lab is put back as it was. --replace rebuilds it whole.
 
     With --variant NAME, the lab file's variant NAME is built instead, as lab LAB-NAME:
     it can be up next to the lab itself (`netlab check LAB-NAME`, `netlab down LAB-NAME`).
@@ -351,19 +362,24 @@ def up(file: str, dry_run: bool, variant: str | None, hosts: str | None) -> int:
     if hosts is not None:
         return _up_on_hosts(file, dry_run, variant, hosts)
     if dry_run:
-        _, plan = lifecycle.load_and_plan(file, variant)
-        out.print(plan.render(), end="", markup=False)
+        if replace:
+            raise UsageError("--dry-run and --replace do not go together (--dry-run alone prints the build plan)")
+        out.print(lifecycle.dry_run(file, variant), end="", markup=False)
         return 0
     driver = _driver()
     started = time.monotonic()
     try:
         with _progress("building") as tick:
-            result = lifecycle.up(file, driver, progress=tick, variant=variant)
+            result = lifecycle.up(file, driver, progress=tick, variant=variant, replace=replace)
     finally:
         driver.close()
     took = time.monotonic() - started
     if result.already_up:
         out.print(f"lab {result.lab} is already up from this file; nothing changed", markup=False)
+        return 0
+    if result.reconciled is not None:
+        _print_reconciled(result.lab, result.reconciled, took)
+        interrupts.success_reported(f"lab {result.lab} was reconciled; it stays so")
         return 0
     serving = f", {plural(result.services, 'responder')}" if result.services else ""
     out.print(
@@ -392,6 +408,19 @@ def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> i
         out.print(render_split(split, inventory), end="", markup=False)
         return 0
     raise UsageError("up --hosts builds nothing yet: only --dry-run (see docs/multihost.md)")
+
+
+def _print_reconciled(lab: str, rec: Any, took: float) -> None:
+    if rec.empty:
+        out.print(f"lab {lab} is up; what changed in the file needs no change in the kernel", markup=False)
+        return
+    c = rec.counts()
+    out.print(
+        f"lab {lab} reconciled in place: {c['+']} made, {c['~']} changed, {c['-']} taken away in {took:.2f} s",
+        markup=False,
+    )
+    for what in rec.rebuilt:
+        out.print(f"  rebuilt {what}", markup=False)
 
 
 @contextmanager
@@ -611,6 +640,8 @@ def _print_status(labs: list[lifecycle.LabStatus]) -> None:
         out.print(table)
         for line in _cluster_lines(s.cluster):
             out.print(line, markup=False)
+        if s.version is not None:
+            out.print(f"  version: {s.version}", markup=False)
         for h in s.responders:
             out.print(f"  responders: {h}", markup=False)
         if s.problem:
@@ -643,6 +674,7 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
         "source": s.source,
         "created": s.created,
         "problem": s.problem,
+        "version": asdict(s.version) if s.version else None,
         "responders": [asdict(h) for h in s.responders],
         "cluster": s.cluster,
         "nodes": {

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,11 +29,14 @@ from netlab.load import load_lab, load_lab_located, load_named
 from netlab.naming import is_lab_file
 from netlab.pcap import Frame
 from netlab.plan.build import Plan, build_plan
-from netlab.plan.ops import Op
+from netlab.plan.ops import DeleteNetns, Op
+from netlab.plan.record import UnknownOp, ops_from_data, ops_to_data
 from netlab.preflight import check_firewall, check_sysctls, has_firewall
 from netlab.probes.responder_server import Service
 from netlab.probes.responders import ResponderError, ResponderHealth, start_responders
 from netlab.probes.responders import health as responder_health
+from netlab.reconcile.diff import Reconcile, reconcile
+from netlab.reconcile.run import apply_reconcile
 from netlab.state import (
     LabState,
     StateUnreadable,
@@ -44,7 +48,7 @@ from netlab.state import (
     state_labs,
     write_state,
 )
-from netlab.teardown import TeardownReport, labs_present, tear_down
+from netlab.teardown import TeardownReport, labs_present, stop_lab_processes, tear_down
 
 if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by `check`
     from netlab.probes.checks import LabContext, Verdict
@@ -63,6 +67,33 @@ def require_root(what: str, *, reads_only: bool = False) -> None:
 def load_and_plan(path: str | Path, variant: str | None = None) -> tuple[Lab, Plan]:
     lab = load_lab(path, variant)
     return lab, build_plan(lab)
+
+
+def dry_run(path: str | Path, variant: str | None = None) -> str:
+    """What `up` would do: the plan; for a lab up from an older version of this file (as
+    root, who can read its state), the reconcile that changes it in place."""
+    lab, plan = load_and_plan(path, variant)
+    source = str(Path(path).resolve())
+    try:
+        existing = read_state(lab.name) if os.geteuid() == 0 else None
+    except StateUnreadable:
+        existing = None
+    if existing is None or existing.source != source or existing.status != "up":
+        return plan.render()
+    if existing.fingerprint == plan.fingerprint:
+        return f"# lab {lab.name} is up from {source} as it is: `up` changes nothing\n"
+    try:
+        old = ops_from_data(existing.ops) if existing.ops else None
+    except UnknownOp:
+        old = None
+    if old is None:
+        return (
+            f"# lab {lab.name} is up, from a state netlab cannot reconcile: up --replace builds this\n" + plan.render()
+        )
+    from netlab.kernel.sysctl import fresh_value
+
+    head = f"# lab {lab.name} is up from {source} (sha256 {existing.source_hash[:12]}), which has changed since\n"
+    return head + reconcile(lab.name, old, plan.ops, lambda _ns, key: fresh_value(key)).render()
 
 
 def check_requirements(lab: Lab) -> None:
@@ -97,6 +128,8 @@ class UpResult:
     done: list[Op] = field(default_factory=list)
     services: int = 0  # responders started
     checks: int = 0  # checks in the lab file
+    reconciled: Reconcile | None = None  # the lab was up from an older file: what changed in place
+    replaced: bool = False  # `--replace`: the lab was up, and was taken down and built again
 
 
 def up(
@@ -104,15 +137,18 @@ def up(
     driver: KernelDriver,
     progress: Callable[[Op], None] | None = None,
     variant: str | None = None,
+    replace: bool = False,
 ) -> UpResult:
-    """Build the lab in `path` (with `variant`: that variant's lab, NAME-VARIANT).
+    """Build the lab in `path` (with `variant`: that variant's lab, NAME-VARIANT). If it is
+    up from an older version of the file, change it in place into what the file now says
+    (reconcile); with `replace`, take it down and build it again instead.
 
     Interrupted (SIGINT, SIGTERM) at any moment, it undoes what it did and raises
     Interrupted. Once the lab is recorded as up, a signal is only recorded
     (interrupts.pending()): the caller reports success first, then honours it."""
     building: list[str] = []  # the lab's name, once known
     try:
-        return _up(path, driver, progress, variant, building)
+        return _up(path, driver, progress, variant, building, replace)
     except BaseException as err:
         signum = interrupts.signum_of(err)
         if signum is None:
@@ -131,6 +167,7 @@ def _up(
     progress: Callable[[Op], None] | None,
     variant: str | None,
     building: list[str],
+    replace: bool = False,
 ) -> UpResult:
     lab, where = load_lab_located(path, variant)
     building.append(lab.name)
@@ -144,8 +181,14 @@ def _up(
     source = str(Path(path).resolve())
     spec = lab_data(lab)
     with lab_lock(lab.name):
-        existing = read_state(lab.name)
-        if existing is not None:
+        existing = None if replace else read_state(lab.name)
+        replaced = False
+        if replace:
+            replaced = _take_down_for_replace(lab.name, driver)
+        elif existing is not None:
+            if _reconcilable(existing, plan, source):
+                cluster = _cluster_data(lab, where.cluster)
+                return _reconcile(lab, plan, existing, driver, progress, source, variant, cluster)
             _refuse_or_accept_existing(existing, plan, spec, source, variant)
             return UpResult(lab.name, plan, already_up=True)
         strays = [n for n, mark in driver.namespaces().items() if mark and mark[0] == lab.name]
@@ -165,6 +208,8 @@ def _up(
             source_hash=file_hash(source),
             spec=spec,
             cluster=_cluster_data(lab, where.cluster),
+            ops=ops_to_data(plan.ops),
+            variant=variant,
         )
         try:
             # Written before anything exists, so even `kill -9` leaves `down` a full list;
@@ -181,7 +226,96 @@ def _up(
         interrupts.hold()
         state.status = "up"
         write_state(state)
-        return UpResult(lab.name, plan, done=done, services=len(lab_services(lab, nodes)), checks=len(lab.checks))
+        services = len(lab_services(lab, nodes))
+        return UpResult(
+            lab.name, plan, done=done, services=services, checks=len(lab.checks), replaced=replace and replaced
+        )
+
+
+def _take_down_for_replace(lab: str, driver: KernelDriver) -> bool:
+    """`up --replace`: whatever of the lab is up goes first (a signal waits for it); True if
+    anything was there."""
+    with interrupts.deferred():
+        report = tear_down(lab, driver)
+    interrupts.raise_pending()
+    return bool(report.deleted or report.had_state)
+
+
+def _reconcilable(existing: LabState, plan: Plan, source: str) -> bool:
+    """Up from this same file, fully built, recorded op by op, and the plan differs."""
+    return (
+        existing.status == "up"
+        and existing.source == source
+        and bool(existing.ops)
+        and existing.fingerprint != plan.fingerprint
+    )
+
+
+def _reconcile(
+    lab: Lab,
+    plan: Plan,
+    existing: LabState,
+    driver: KernelDriver,
+    progress: Callable[[Op], None] | None,
+    source: str,
+    variant: str | None,
+    cluster: dict[str, Any] | None,
+) -> UpResult:
+    """Change the running lab in place into `plan`; on failure it is put back as it was."""
+    from netlab.kernel.sysctl import fresh_value
+
+    try:
+        old = ops_from_data(existing.ops)
+    except UnknownOp as err:
+        raise AlreadyUp(
+            f"lab {lab.name} is up, but its state was written by another netlab version ({err}), so netlab "
+            f"cannot tell what to change; rebuild it: netlab up --replace {source}"
+        ) from None
+    rec = reconcile(lab.name, old, plan.ops, lambda _ns, key: fresh_value(key))
+    nodes = {node: ns for node, ns in zip(lab.nodes, plan.namespaces, strict=True)}
+    restart = _responders_change(existing, lab, nodes, rec)
+    if restart:
+        stop_lab_processes(lab.name, existing.pids)
+    before = replace(existing)
+    existing.status, existing.nodes = "reconciling", {**existing.nodes, **nodes}
+    try:
+        write_state(existing)  # `down` after a crash from here finds old and new namespaces
+        apply_reconcile(rec, old, driver, lambda _ns, key: fresh_value(key), progress)
+    except BaseException:
+        with interrupts.deferred():
+            if restart and before.pids:
+                before.pids = _start_responders(lab.name, _spec_services(before.spec, before.nodes))
+            write_state(before)
+        raise
+    state = replace(
+        before,
+        fingerprint=plan.fingerprint,
+        nodes=nodes,
+        plan=[op.render() for op in plan.ops],
+        source_hash=file_hash(source),
+        spec=lab_data(lab),
+        ops=ops_to_data(plan.ops),
+        variant=variant,
+        cluster=cluster,
+        updated=datetime.now(UTC).isoformat(timespec="seconds"),
+        reconciles=before.reconciles + 1,
+    )
+    if restart:
+        state.pids = _serve_or_tear_down(lab, nodes, driver)
+    interrupts.hold()
+    write_state(state)
+    return UpResult(lab.name, plan, services=len(lab_services(lab, nodes)), checks=len(lab.checks), reconciled=rec)
+
+
+def _responders_change(existing: LabState, lab: Lab, nodes: dict[str, str], rec: Reconcile) -> bool:
+    """The responder process must start again: what is served changed, or a namespace it
+    serves in is made anew (its sockets stay in the old one)."""
+    old = {(node, entry) for node, spec in existing.spec.get("nodes", {}).items() for entry in spec.get("serve", [])}
+    new = {(node, entry) for node, spec in lab.nodes.items() for entry in spec.serve}
+    if old != new:
+        return True
+    served = {existing.nodes.get(node) for node, _ in old}
+    return any(isinstance(s.op, DeleteNetns) and s.op.ns in served for s in rec.steps)
 
 
 def _cluster_data(lab: Lab, layout: ClusterLayout | None) -> dict[str, Any] | None:
@@ -217,9 +351,18 @@ def _serve_or_tear_down(lab: Lab, nodes: dict[str, str], driver: KernelDriver) -
 
 def lab_services(lab: Lab, nodes: dict[str, str]) -> list[Service]:
     """The responders the lab's nodes `serve:`, as (namespace, node, proto, port)."""
+    return _services({node: spec.serve for node, spec in lab.nodes.items()}, nodes)
+
+
+def _spec_services(spec: dict[str, Any], nodes: dict[str, str]) -> list[Service]:
+    """The responders of a lab as its state records it (lab_data)."""
+    return _services({node: n.get("serve", []) for node, n in spec.get("nodes", {}).items()}, nodes)
+
+
+def _services(serves: dict[str, list[str]], nodes: dict[str, str]) -> list[Service]:
     out = []
-    for node, spec in lab.nodes.items():
-        for entry in spec.serve:
+    for node, entries in serves.items():
+        for entry in entries:
             proto, _, port = entry.partition("/")
             out.append(Service(nodes[node], node, proto, int(port)))  # type: ignore[arg-type]
     return out
@@ -228,10 +371,13 @@ def lab_services(lab: Lab, nodes: dict[str, str]) -> list[Service]:
 def start_lab_responders(lab: Lab, nodes: dict[str, str]) -> list[int]:
     """One responder process for the whole lab (none if nothing is served); its log
     goes next to the state file."""
-    services = lab_services(lab, nodes)
+    return _start_responders(lab.name, lab_services(lab, nodes))
+
+
+def _start_responders(lab: str, services: list[Service]) -> list[int]:
     if not services:
         return []
-    return [start_responders(services, log_path=responder_log_path(lab.name), lab=lab.name)]
+    return [start_responders(services, log_path=responder_log_path(lab), lab=lab)]
 
 
 def file_hash(path: str) -> str:
@@ -252,7 +398,7 @@ def _refuse_or_accept_existing(
     if existing.status != "up":
         raise AlreadyUp(
             f"an earlier `netlab up` of lab {name} did not finish (status: {existing.status}); "
-            f"run `netlab down {name}` first"
+            f"run `netlab down {name}` first, or rebuild it: netlab up --replace {source}"
         )
     if existing.source == source and existing.fingerprint == plan.fingerprint:
         return
@@ -271,7 +417,10 @@ def _refuse_or_accept_existing(
         lines.append(f"Take it down first (netlab down {name}), or give this file's lab another name")
     else:
         again = f"{source} --variant {variant}" if variant else source
-        lines.append(f"To apply the change: netlab down {name} && netlab up {again}")
+        lines.append(
+            f"Its state predates reconcile (no ops recorded), so netlab cannot change it in place: "
+            f"netlab up --replace {again}"
+        )
     raise AlreadyUp("\n".join(lines))
 
 
@@ -377,6 +526,31 @@ class LabStatus:
     responders: list[ResponderHealth] = field(default_factory=list)
     problem: str | None = None  # what is wrong and what to do (an unreadable state, a dead responder)
     cluster: dict[str, Any] | None = None  # services, endpoints, pods (netlab.expand.cluster.cluster_data)
+    version: LabVersion | None = None  # which version of its file runs
+
+
+@dataclass(frozen=True)
+class LabVersion:
+    """Which version of the lab file a lab runs: the sha256 of the file's bytes when it was
+    last built or reconciled, and whether the file on disk still has them."""
+
+    source_hash: str
+    file_changed: bool | None  # None: the file is gone or unreadable
+    variant: str | None
+    reconciles: int
+    updated: str | None
+
+    def __str__(self) -> str:
+        words = [f"file sha256 {self.source_hash[:12] or '?'}"]
+        if self.variant:
+            words.append(f"variant {self.variant}")
+        if self.reconciles:
+            words.append(f"reconciled {self.reconciles}× (last {self.updated})")
+        if self.file_changed:
+            words.append("the file has changed since: `netlab up FILE` reconciles")
+        elif self.file_changed is None:
+            words.append("the file is gone")
+        return ", ".join(words)
 
 
 def status(driver: KernelDriver, only: str | None = None, variant: str | None = None) -> list[LabStatus]:
@@ -422,7 +596,11 @@ def _lab_status(
             "nothing answers on the ports its nodes serve; `netlab down "
             f"{lab} && netlab up {st.source}` starts them again"
         )
-    return LabStatus(lab, kind, st.source, st.created, views, health, problem, st.cluster)
+    now = file_hash(st.source)
+    version = LabVersion(
+        st.source_hash, None if not now else now != st.source_hash, st.variant, st.reconciles, st.updated or None
+    )
+    return LabStatus(lab, kind, st.source, st.created, views, health, problem, st.cluster, version)
 
 
 # ---------------------------------------------------------------- checks

@@ -37,6 +37,10 @@ class LabState:
     spec: dict[str, Any] = field(default_factory=dict)  # the lab as built (lab.render.lab_data), to diff
     # a lab with `cluster:`: its services, endpoints and pods (netlab.expand.cluster.cluster_data)
     cluster: dict[str, Any] | None = None
+    ops: list[dict[str, Any]] = field(default_factory=list)  # the plan as built (plan.record), to reconcile
+    variant: str | None = None  # the lab file's variant it was built as
+    updated: str = ""  # when the last reconcile changed it ("" if never)
+    reconciles: int = 0  # how many times it was reconciled since it was built
 
     @property
     def namespaces(self) -> list[str]:

@@ -15,7 +15,18 @@ from collections.abc import Callable
 from typing import Any
 
 from pyroute2.netlink import NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE
-from pyroute2.netlink.rtnl import RTM_NEWADDR, RTM_NEWLINK, RTM_NEWNEIGH, RTM_NEWROUTE, RTM_NEWRULE
+from pyroute2.netlink.rtnl import (
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_DELNEIGH,
+    RTM_DELROUTE,
+    RTM_DELRULE,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    RTM_NEWNEIGH,
+    RTM_NEWROUTE,
+    RTM_NEWRULE,
+)
 from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
@@ -42,6 +53,7 @@ from netlab.plan.ops import (
     VrfType,
     VxlanType,
 )
+from netlab.plan.removal import Remove
 from netlab.vocabulary import BUILTIN_TABLES
 
 IFF_UP = 0x1
@@ -86,7 +98,28 @@ def request(op: Op, ifindex: Ifindex, netns_fd: NetnsFd) -> Request:
         return Request(tc.set_netem(op, ifindex), tc.RTM_NEWQDISC, NLM_F_CREATE | NLM_F_REPLACE)
     if isinstance(op, DeleteNetem):
         return Request(tc.delete_qdisc(op, ifindex), tc.RTM_DELQDISC)
+    if isinstance(op, Remove):
+        return removal(op, ifindex)
     raise TypeError(f"no rtnetlink message for {type(op).__name__}")
+
+
+def removal(op: Remove, ifindex: Ifindex) -> Request:
+    """The delete of what op.op made: the same message as its add (the kernel finds the
+    object by those attributes), as RTM_DEL*; a link by its index alone."""
+    made = op.op
+    if isinstance(made, CreateLink):
+        return Request(_ifinfo(ifindex(made.name), None), RTM_DELLINK)
+    if isinstance(made, AddAddress):
+        return Request(address(made, ifindex), RTM_DELADDR)
+    if isinstance(made, AddNeighbor):
+        return Request(neighbor(made, ifindex), RTM_DELNEIGH)
+    if isinstance(made, AddFdb):
+        return Request(fdb(made, ifindex), RTM_DELNEIGH)
+    if isinstance(made, AddRoute):
+        return Request(route(made, ifindex), RTM_DELROUTE)
+    if isinstance(made, AddRule):
+        return Request(rule(made), RTM_DELRULE)
+    raise TypeError(f"no rtnetlink message removes a {type(made).__name__}")
 
 
 # --------------------------------------------------------------------------- links

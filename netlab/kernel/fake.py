@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from netlab.kernel.driver import LinkView, NamespaceView, OpFailed
 from netlab.naming import parse_mark
 from netlab.plan.ops import CreateLink, CreateNetns, MarkNetns, Op, SetLink, VethType, VrfType
+from netlab.plan.removal import Remove
 
 
 @dataclass
@@ -21,6 +22,7 @@ class FakeLink:
     kind: str
     master: str | None = None
     table: int | None = None  # a VRF's
+    peer: tuple[str, str] | None = None  # a veth's other end: (namespace, name)
 
 
 @dataclass
@@ -49,6 +51,8 @@ class FakeDriver:
                 self.netns[op.ns] = op.mark
             elif isinstance(op, (CreateLink, SetLink)):
                 self._link(op, before)
+            elif isinstance(op, Remove) and isinstance(op.op, CreateLink):
+                self._unlink(op.op)
             self.applied.append(op)
             on_done(op)
 
@@ -75,13 +79,27 @@ class FakeDriver:
             peer = self.links.setdefault(op.type.peer_ns, {})
             if op.type.peer_name in peer:
                 raise OpFailed(op, "File exists (EEXIST)")
-            peer[op.type.peer_name] = FakeLink("veth")
+            peer[op.type.peer_name] = FakeLink("veth", peer=(op.ns, op.name))
+            links[op.name].peer = (op.type.peer_ns, op.type.peer_name)
+
+    def _unlink(self, op: CreateLink) -> None:
+        """Delete a link (both ends of a veth); its ports lose their master, as in the kernel."""
+        links = self.links.get(op.ns, {})
+        links.pop(op.name, None)
+        if isinstance(op.type, VethType):
+            self.links.get(op.type.peer_ns, {}).pop(op.type.peer_name, None)
+        for link in links.values():
+            if link.master == op.name:
+                link.master = None
 
     def delete_namespaces(self, names: Iterable[str]) -> list[str]:
         gone = [n for n in names if n in self.netns]
         for name in gone:
             del self.netns[name]
             self.links.pop(name, None)
+        for links in self.links.values():  # a veth goes with its far end's namespace
+            for ifname in [n for n, link in links.items() if link.peer and link.peer[0] in gone]:
+                del links[ifname]
         self.deleted += gone
         return gone
 

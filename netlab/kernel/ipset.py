@@ -33,6 +33,7 @@ from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
 from pyroute2.netlink.nfnetlink.ipset import (
     IPSET_CMD_ADD,
     IPSET_CMD_CREATE,
+    IPSET_CMD_DESTROY,
     IPSET_CMD_TYPE,
     IPSET_FLAG_WITH_COMMENT,
     ipset_msg,
@@ -191,6 +192,19 @@ def _words(code: int, op: CreateIpset | None = None, add: bool = False) -> str:
         return _GENERIC[code]
     name = errnos.errorcode.get(code)
     return f"{os.strerror(code)} ({name})" if name else f"ipset error {code}"
+
+
+def destroy_here(name: str) -> str | None:
+    """`ipset destroy NAME` in the calling thread's namespace; why not, or None (also when
+    there is no such set: it is gone, as asked)."""
+    sock = NetlinkSocket(NETLINK_NETFILTER)
+    try:
+        msg = _msg([("IPSET_ATTR_SETNAME", name)])
+        failures = sock.request([Request(msg, _mtype(IPSET_CMD_DESTROY))])
+    finally:
+        sock.close()
+    bad = [f for f in failures if f.errno != errnos.ENOENT]
+    return f"ipset destroy {name}: {_words(bad[0].errno)}" if bad else None
 
 
 def apply_here(ops: Sequence[Op]) -> list[tuple[Op, str]]:

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from pyroute2.netlink.generic.ipvs import (
+    IPVS_CMD_DEL_DEST,
+    IPVS_CMD_DEL_SERVICE,
     IPVS_CMD_GET_DEST,
     IPVS_CMD_GET_SERVICE,
     IPVS_CMD_NEW_DEST,
@@ -43,6 +45,7 @@ from netlab.kernel.inside import in_namespace
 from netlab.kernel.nlsock import NetlinkSocket, Request
 from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsState
 from netlab.plan.ops import AddIpvsReal, AddIpvsService, Op
+from netlab.plan.removal import GONE_ALREADY, Remove
 from netlab.vocabulary import IP_PROTOS, proto_name
 
 NETLINK_GENERIC = 16
@@ -172,6 +175,11 @@ def request(op: Op, family: int) -> Request:
         return Request(service_message(op), family)
     if isinstance(op, AddIpvsReal):
         return Request(real_message(op), family)
+    if isinstance(op, Remove) and isinstance(op.op, (AddIpvsService, AddIpvsReal)):
+        # `ipvsadm -D` / `-d`: the add's message under the delete command (found by its key)
+        msg = service_message(op.op) if isinstance(op.op, AddIpvsService) else real_message(op.op)
+        msg["cmd"] = IPVS_CMD_DEL_SERVICE if isinstance(op.op, AddIpvsService) else IPVS_CMD_DEL_DEST
+        return Request(msg, family)
     raise TypeError(f"not an IPVS op: {type(op).__name__}")
 
 
@@ -207,6 +215,7 @@ def apply_here(ops: Sequence[Op]) -> list[tuple[Op, str]]:
         return [(op, reason) for op in ops]
     with genl:
         failures = genl.sock.request([request(op, genl.family) for op in ops])
+        failures = [f for f in failures if not (isinstance(ops[f.index], Remove) and f.errno in GONE_ALREADY)]
         return [(ops[f.index], _explain(ops[f.index], f.errno, f.message)) for f in failures]
 
 

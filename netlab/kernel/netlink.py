@@ -31,6 +31,7 @@ from netlab.plan.ops import (
     AddIpvsReal,
     AddIpvsService,
     CreateIpset,
+    CreateLink,
     CreateNetns,
     LoadNftables,
     MarkNetns,
@@ -39,8 +40,14 @@ from netlab.plan.ops import (
     RunCommand,
     SetSysctl,
 )
+from netlab.plan.removal import GONE_ALREADY, Remove
 
 IFF_UP = encode.IFF_UP
+
+
+def _subject(op: Op) -> Op:
+    """The op whose kind says which path takes it: a Remove goes where its op went."""
+    return op.op if isinstance(op, Remove) else op
 
 
 @dataclass
@@ -116,11 +123,11 @@ class NetlinkDriver:
                 assert isinstance(op, RunCommand)
                 command.run(op)
                 on_done(op)
-        elif all(isinstance(op, (CreateIpset, LoadNftables, RestoreIptables)) for op in ops):
+        elif all(isinstance(_subject(op), (CreateIpset, LoadNftables, RestoreIptables)) for op in ops):
             # nft.py: ipsets over netlink and libnftables in a thread inside the namespace,
             # iptables-nft-restore via ip netns exec
             self._per_namespace(ops, on_done, lambda ns, group: nft.apply_in(self._handle(ns).fd, ns, group))
-        elif all(isinstance(op, (AddIpvsService, AddIpvsReal)) for op in ops):
+        elif all(isinstance(_subject(op), (AddIpvsService, AddIpvsReal)) for op in ops):
             # a generic netlink socket, like any, belongs to the namespace it is opened in
             self._per_namespace(ops, on_done, self._inside(ipvs_ops.apply_here))
         else:
@@ -294,14 +301,23 @@ class NetlinkDriver:
                 msgs.append(encode.request(op, ifindex, netns_fd))
                 sent.append(op)
             except LookupError as err:
-                failed.append((op, str(err)))
+                if not isinstance(op, Remove):  # its device is gone: so is what lived on it
+                    failed.append((op, str(err)))
         if sent:
             failed += self._send_batch(encode.from_host(sent[-1]), ns, msgs, sent)
+        if any(isinstance(op, Remove) and isinstance(op.op, CreateLink) for op in ops):
+            with self._lock:  # a name may come back with another index (a veth's far end, elsewhere, too)
+                for handle in self._handles.values():
+                    handle.index = {}
         return failed
 
     def _send_batch(self, host: bool, ns: str, msgs: list[Request], sent: list[Op]) -> list[tuple[Op, str]]:
         sock = self._host_socket() if host else self._handle(ns).sock
-        return [(sent[f.index], f.message) for f in sock.request(msgs)]
+        return [
+            (sent[f.index], f.message)
+            for f in sock.request(msgs)
+            if not (isinstance(sent[f.index], Remove) and f.errno in GONE_ALREADY)  # gone with its link
+        ]
 
     def _host_socket(self) -> NetlinkSocket:
         """An rtnetlink socket in the host's namespace: the main thread's, which never moves

@@ -35,8 +35,10 @@ from typing import Any
 from netlab.kernel import netns as nsops
 from netlab.kernel.encode import request
 from netlab.kernel.ipset import apply_here as apply_ipsets_here
+from netlab.kernel.ipset import destroy_here as destroy_ipset_here
 from netlab.kernel.nlsock import NetlinkSocket
 from netlab.plan.ops import CreateIpset, CreateLink, LoadNftables, Op, RestoreIptables, VethType
+from netlab.plan.removal import Remove
 
 # libnftables keeps some state per process (its caches, the symbol tables it reads):
 # one context at a time.
@@ -280,7 +282,11 @@ def apply_in(fd: int, ns: str, ops: Sequence[Op]) -> list[tuple[Op, str]]:
         nsops.enter_here(fd)
         for i, op in enumerate(ops):
             try:
-                if isinstance(op, CreateIpset):
+                if isinstance(op, Remove) and isinstance(op.op, CreateIpset):
+                    why = destroy_ipset_here(op.op.name)
+                    if why:
+                        raise FirewallError([Message(why)])
+                elif isinstance(op, CreateIpset):
                     create_ipset(op)
                 elif isinstance(op, LoadNftables):
                     load_nftables(op)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from netlab.kernel import netns as nsops
+from netlab.lab.sysctls import interface_of
 from netlab.plan.ops import Op, SetSysctl
 
 
@@ -50,3 +52,19 @@ def reason(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
         return err.strerror if not err.filename else f"{err.strerror}: {err.filename}"
     return str(err)
+
+
+def fresh_value(key: str) -> str:
+    """The value a fresh network namespace has for `key` (for a per-interface key, what a
+    new interface gets: its `default`), read in a throwaway namespace. Needs root."""
+    iface = interface_of(key)
+    parts = key.split("/") if "/" in key else key.split(".")
+    if iface is not None:
+        parts[3] = "default"
+
+    def run() -> str:
+        nsops.unshare_here()
+        with open("/proc/sys/" + "/".join(parts)) as f:
+            return f.read().strip()
+
+    return nsops.in_thread(run)

@@ -38,6 +38,14 @@ def normalise(key: str) -> str:
     return ".".join(parts)
 
 
+def interface_of(key: str) -> str | None:
+    """The interface a per-interface key is about (`conf.IF.*`, `neigh.IF.*`; not `all`/`default`)."""
+    parts = key.split("/") if "/" in key else key.split(".")
+    if len(parts) == 5 and (parts[1], parts[2]) in _PER_INTERFACE and parts[3] not in ("all", "default"):
+        return parts[3]
+    return None
+
+
 def keys_of_tree(files: Iterable[str]) -> set[str]:
     """Normalised names of the files under /proc/sys (given relative to it: net/ipv4/…)."""
     return {normalise(f) for f in files}

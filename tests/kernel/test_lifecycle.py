@@ -449,22 +449,21 @@ def test_exec_passes_the_exit_code_and_runs_inside(full: FullLab, netlab_cli: An
 # ---------------------------------------------------------------- labs of their own
 
 
-def test_up_from_a_changed_file_refuses_and_says_what_differs(lab_file: Any, kn: Any, netlab_cli: Any) -> None:
+def test_up_from_a_changed_file_reconciles_it_in_place(lab_file: Any, kn: Any, netlab_cli: Any) -> None:
     lab = lab_file(small_spec())
     rc, _, err = netlab_cli("up", lab.path)
     assert rc == 0, err
-    before = kn.snapshot(lab.name)
     changed = small_spec()
     changed["nodes"]["a"]["routes"] = [{"to": "10.5.0.0/16", "via": "10.0.0.2"}]
     lab.path.write_text(yaml.safe_dump({"name": lab.name, **changed}))
+    rc, out, err = netlab_cli("up", "--dry-run", lab.path)
+    assert rc == 0 and f"+ ip -n {lab.ns('a')} route add 10.5.0.0/16 via 10.0.0.2  # nodes.a.routes[0]" in out, out
     rc, out, err = netlab_cli("up", lab.path)
-    assert rc == 1, out
-    assert f"lab {lab.name} is already up from {lab.path.resolve()}, and the file differs from what was built" in err
-    assert '  + nodes.a.routes: [{"to": "10.5.0.0/16", "via": "10.0.0.2"}]' in err
-    assert f"+ ip -n {lab.ns('a')} route add 10.5.0.0/16 via 10.0.0.2" in err
-    assert f"To apply the change: netlab down {lab.name} && netlab up {lab.path.resolve()}" in err
-    assert kn.snapshot(lab.name) == before  # nothing was changed
-    # The same lab name from another file with other content: also named.
+    assert rc == 0, err
+    assert out.startswith(f"lab {lab.name} reconciled in place: 1 made, 0 changed, 0 taken away in "), out
+    assert ("10.5.0.0/16", "10.0.0.2") in [(r["dst"], r.get("gateway")) for r in kn.routes(lab.ns("a"))]
+    before = kn.snapshot(lab.name)
+    # The same lab name from another file with other content: refused, and named.
     other = lab_file(small_spec(addr_b="10.0.0.3/24"), name=lab.name, filename="other.yaml")
     rc, _, err = netlab_cli("up", other.path)
     assert rc == 1
