@@ -407,7 +407,47 @@ def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> i
     if dry_run:
         out.print(render_split(split, inventory), end="", markup=False)
         return 0
-    raise UsageError("up --hosts builds nothing yet: only --dry-run (see docs/multihost.md)")
+    from netlab.multihost import engine
+
+    result = engine.up(split, inventory)
+    on = ", ".join(f"{h} ({plural(n, 'node')})" for h, n in result.hosts.items())
+    if len(result.already_up) == len(result.hosts):
+        out.print(f"lab {result.lab} is already up on {on} from this file; nothing changed", markup=False)
+    else:
+        links = plural(len(split.tunnels), "link")
+        out.print(f"lab {result.lab} is up on {on}, {links} between hosts, in {result.seconds:.2f} s", markup=False)
+    interrupts.success_reported(
+        f"lab {result.lab} was up; it stays up (netlab down {result.lab} --hosts {hosts} removes it)"
+    )
+    return 0
+
+
+def _down_on_hosts(target: str, variant: str | None, hosts: str) -> int:
+    from netlab.multihost import engine
+    from netlab.multihost.inventory import load_inventory
+    from netlab.naming import is_lab_file
+
+    inventory = load_inventory(hosts)
+    if is_lab_file(target):
+        _load_pipeline()
+        from netlab.lifecycle import resolve_lab_name
+
+        lab = resolve_lab_name(target, variant)
+    else:
+        lab = _lab_name(target, variant)
+    result = engine.down(lab, inventory)
+    for r in result.replies:
+        if r.code == 0:
+            out.print(f"{r.host}: {r.out.strip().splitlines()[-1] if r.out.strip() else 'done'}", markup=False)
+        else:
+            err.print(f"{r.host}: not taken down: {r.why()}", markup=False)
+    if result.unreachable:
+        names = ", ".join(r.host for r in result.unreachable)
+        raise engine.HostsFailed(
+            f"lab {lab} is down on every host but {names}; run `netlab down {lab} --hosts {hosts}` again "
+            "once it is back"
+        )
+    return 0
 
 
 def _print_reconciled(lab: str, rec: Any, took: float) -> None:
@@ -449,7 +489,11 @@ def _progress(what: str) -> Iterator[Any]:
 @click.option("--all", "all_", is_flag=True, help="Take down every lab netlab finds (by state and by mark).")
 @click.option("--yes", "-y", is_flag=True, help="With --all: do not ask (needed when there is no terminal to ask on).")
 @_variant_option("With TARGET a file or a lab name: the lab of its variant NAME (LAB-NAME).")
-def down(target: str | None, all_: bool, yes: bool, variant: str | None) -> int:
+@_hosts_option(
+    "Take the lab down on every host of inventory FILE (default $NETLAB_HOSTS); an unreachable "
+    "host is named and the others cleaned: run it again once the host is back."
+)
+def down(target: str | None, all_: bool, yes: bool, variant: str | None, hosts: str | None) -> int:
     """Remove lab TARGET (a lab name or its file) and everything in it.
 
     Works without a state file too (after a crash or `kill -9`): netlab finds the lab's
@@ -461,6 +505,10 @@ def down(target: str | None, all_: bool, yes: bool, variant: str | None) -> int:
         raise UsageError("give a lab name or file, or --all (not both)")
     if variant and all_:
         raise UsageError("--variant names one lab's variant; it does not go with --all")
+    if hosts is not None:
+        if all_:
+            raise UsageError("--hosts takes down one lab: give its name or file, not --all")
+        return _down_on_hosts(str(target), variant, hosts)
     if target and _never_there(target, variant):
         out.print(f"lab {_lab_name(target, variant)} was not up; nothing to remove", markup=False)
         return 0

@@ -1,0 +1,195 @@
+"""Build and remove a split lab on its hosts: each host runs its own netlab on its sub-lab.
+
+`up`: every host is asked first (reachable, root, netlab's version, whether the lab is
+already up there), then each host gets its sub-lab file and builds it, all in parallel.
+If one fails, or the coordinator is interrupted, every host this run built on is taken
+down again: a host's own `netlab up` undoes its part when it fails, and one still
+running is told to stop by its ssh session's stdin closing (UP_SCRIPT), which it does as
+on Ctrl-C. A host that had the lab up before this run is left as it was.
+
+`down`: every host of the inventory takes the lab down, in parallel; an unreachable one
+is named, the others are cleaned, and running `down` again finishes the job.
+
+Each host keeps its sub-lab's file in SUB_LAB_DIR and its state where netlab always
+does, so `netlab down LAB` on one host alone cleans that host.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from netlab import __version__, interrupts
+from netlab.errors import EXIT_FAILED, Interrupted, NetlabError
+from netlab.lab.render import render_yaml
+from netlab.multihost.inventory import Host, Inventory
+from netlab.multihost.split import Split
+from netlab.multihost.ssh import SSH_FAILED, Reply, Running, Ssh, as_root, on_each
+from netlab.naming import STATE_DIR
+from netlab.wording import plural
+
+SUB_LAB_DIR = f"{STATE_DIR}/multihost"
+# Run `netlab up` with the session's stdin watched: when it closes (the coordinator is
+# done, interrupted, or the connection is lost) before up is over, up gets SIGTERM and
+# undoes what it made. Background jobs read /dev/null unless told otherwise: fd 3.
+UP_SCRIPT = """exec 3<&0
+"$0" up "$1" </dev/null &
+pid=$!
+{ cat <&3 >/dev/null 2>&1; kill -TERM "$pid" 2>/dev/null; } >/dev/null 2>&1 &
+watch=$!
+wait "$pid"; rc=$?
+kill "$watch" 2>/dev/null
+exit $rc"""
+PROBE_SCRIPT = """"$0" --version || exit 127
+if [ -e "$1" ]; then echo "state: up"; else echo "state: none"; fi"""
+WRITE_SCRIPT = 'umask 077 && mkdir -p "$0" && cat > "$0/$1"'
+DOWN_SCRIPT = '"$0" down "$1"; rc=$?; [ $rc -ne 0 ] || rm -f "$2"; exit $rc'
+_VERSION = re.compile(r"netlab, version (\S+)")
+
+
+class HostsFailed(NetlabError):
+    """A command failed on one host or more; the message names each, and what was undone."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def sub_lab_path(lab: str) -> str:
+    return f"{SUB_LAB_DIR}/{lab}.yaml"
+
+
+@dataclass
+class HostsUp:
+    lab: str
+    hosts: dict[str, int]  # host → its nodes
+    already_up: list[str] = field(default_factory=list)  # hosts where the lab was up from the same sub-lab
+    seconds: float = 0.0
+
+
+def up(split: Split, inventory: Inventory) -> HostsUp:
+    """Build each host's sub-lab; on any failure or interruption, undo every host's."""
+    lab = split.lab.name
+    hosts = [inventory.host(h) for h in split.sub_labs]
+    started = time.monotonic()
+    with Ssh() as ssh:
+        was_up = _check_hosts(ssh, hosts, lab)
+        texts = {
+            h: render_yaml(sub, f"lab {lab}'s part on host {h}, from the coordinator")
+            for h, sub in split.sub_labs.items()
+        }
+        built: list[str] = []
+        try:
+            replies = _build(ssh, hosts, texts, lab, built)
+        except BaseException as err:
+            signum = interrupts.signum_of(err)
+            if signum is None:
+                raise
+            with interrupts.deferred():
+                undone = _roll_back(ssh, [h for h in hosts if h.name not in was_up], lab)
+            raise Interrupted(
+                f"up of lab {lab} interrupted by {interrupts.name_of(signum)}; {undone}", signum
+            ) from None
+        failed = [r for r in replies if r.code != 0]
+        if failed:
+            with interrupts.deferred():
+                undone = _roll_back(ssh, [h for h in hosts if h.name not in was_up], lab)
+            codes = [r.code for r in failed if not r.unreachable]  # a host's bad input (2) or kernel (3)
+            raise HostsFailed(_failure(lab, failed, undone), max(codes, default=EXIT_FAILED))
+    already = [r.host for r in replies if "already up" in r.out]
+    nodes = {h: len(split.sub_labs[h].nodes) for h in split.sub_labs}
+    return HostsUp(lab, nodes, already, time.monotonic() - started)
+
+
+def _check_hosts(ssh: Ssh, hosts: list[Host], lab: str) -> set[str]:
+    """Every host reachable, root, with this netlab; the hosts where `lab` is already up."""
+    replies = on_each(
+        hosts,
+        lambda h: ssh.run(h, as_root(["sh", "-c", PROBE_SCRIPT, h.netlab, f"{STATE_DIR}/{lab}.json"]), timeout=60),
+    )
+    problems = []
+    for host, reply in zip(hosts, replies, strict=True):
+        found = _VERSION.search(reply.out)
+        if reply.unreachable:
+            problems.append(f"host {host.name} ({host.ssh_host}) is not reachable: {reply.why()}")
+        elif "sudo" in reply.err and reply.code != 0:
+            problems.append(
+                f"host {host.name}: netlab runs as root there, and sudo -n refused ({reply.why()}): log in as root "
+                "(ansible_user: root) or allow the user passwordless sudo"
+            )
+        elif reply.code != 0 or found is None:
+            problems.append(
+                f"host {host.name}: cannot run {host.netlab} ({reply.why()}): install netlab there, or set netlab_command"
+            )
+        elif found.group(1) != __version__:
+            problems.append(
+                f"host {host.name} has netlab {found.group(1)}, this machine {__version__}: every host builds its part "
+                f"with its own netlab, so install {__version__} there (the same checkout, or pip install netlab=={__version__})"
+            )
+    if problems:
+        raise HostsFailed("nothing was built:\n  " + "\n  ".join(problems))
+    return {r.host for r in replies if "state: up" in r.out}
+
+
+def _build(ssh: Ssh, hosts: list[Host], texts: dict[str, str], lab: str, built: list[str]) -> list[Reply]:
+    """Write each host's sub-lab and run its `netlab up`, all at once; every reply."""
+    written = on_each(
+        hosts,
+        lambda h: ssh.run(h, as_root(["sh", "-c", WRITE_SCRIPT, SUB_LAB_DIR, f"{lab}.yaml"]), stdin=texts[h.name]),
+    )
+    if any(r.code != 0 for r in written):
+        return written
+    running: list[Running] = []
+    try:
+        for host in hosts:
+            running.append(ssh.start(host, as_root(["sh", "-c", UP_SCRIPT, host.netlab, sub_lab_path(lab)])))
+            built.append(host.name)
+        return [r.wait() for r in running]
+    except BaseException:
+        for r in running:  # the remote ups see their stdin close: each undoes its part
+            r.stop()
+        raise
+
+
+def _roll_back(ssh: Ssh, hosts: list[Host], lab: str) -> str:
+    """Take `lab` down on `hosts`; what was undone, in words."""
+    replies = on_each(hosts, lambda h: _down_one(ssh, h, lab))
+    done = [r.host for r in replies if r.code == 0]
+    lost = [r for r in replies if r.code != 0]
+    text = f"taken down again on {', '.join(done)}" if done else "nothing to take down"
+    if lost:
+        text += "; " + "; ".join(f"host {r.host} could not be cleaned ({r.why()})" for r in lost)
+        text += f": run `netlab down {lab} --hosts FILE` once {'it is' if len(lost) == 1 else 'they are'} back"
+    return text
+
+
+def _failure(lab: str, failed: list[Reply], undone: str) -> str:
+    lines = [f"up of lab {lab} failed on {plural(len(failed), 'host')}:"]
+    for r in failed:
+        lines.append(f"  {r.host}: " + ("the connection was lost: " if r.unreachable else "") + r.why())
+    lines.append(f"  {undone}")
+    return "\n".join(lines)
+
+
+def _down_one(ssh: Ssh, host: Host, lab: str) -> Reply:
+    return ssh.run(host, as_root(["sh", "-c", DOWN_SCRIPT, host.netlab, lab, sub_lab_path(lab)]), timeout=300)
+
+
+@dataclass
+class HostsDown:
+    lab: str
+    replies: list[Reply]
+
+    @property
+    def unreachable(self) -> list[Reply]:
+        return [r for r in self.replies if r.code != 0]
+
+
+def down(lab: str, inventory: Inventory) -> HostsDown:
+    """Take `lab` down on every host of the inventory; a signal waits until all are done."""
+    with Ssh() as ssh, interrupts.deferred():
+        return HostsDown(lab, on_each(inventory.hosts, lambda h: _down_one(ssh, h, lab)))
+
+
+__all__ = ["SSH_FAILED", "HostsDown", "HostsFailed", "HostsUp", "down", "up"]

@@ -1,0 +1,191 @@
+"""One lab over several hosts, for real: simulated hosts (netlab.multihost.simulate), each
+a network namespace on a shared underlay with its own PID and mount namespace running
+Debian's sshd; the coordinator runs `netlab … --hosts` in a namespace of its own and
+reaches them through real ssh. Nothing is made in the machine's own network namespace;
+the hosts' /run is their own, so the labs here never meet the machine's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from netlab.multihost.inventory import DEFAULT_TUNNEL_PORT
+from netlab.multihost.simulate import SimulatedHost, SimulatedHosts
+
+NETLAB = str(Path(sys.executable).with_name("netlab"))
+REPO = Path(__file__).resolve().parents[2]
+FLANNEL = str(REPO / "labs" / "flannel-vxlan.yaml")
+
+pytestmark = pytest.mark.skipif(not os.path.exists("/usr/sbin/sshd"), reason="needs Debian's openssh-server")
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[SimulatedHosts]:
+    with SimulatedHosts(3, netlab=NETLAB) as hosts:
+        yield hosts
+    left = [n for n in os.listdir("/run/netns") if n.startswith(hosts.prefix)]
+    assert not left, f"simulated hosts' namespaces left behind: {left}"
+
+
+def netlab(sim: SimulatedHosts, *args: str) -> subprocess.CompletedProcess[str]:
+    return sim.coordinator([NETLAB, *args], timeout=300)
+
+
+def lab_namespaces(sim: SimulatedHosts, host: SimulatedHost) -> list[str]:
+    return sorted(sim.inside(host, ["ls", "/run/netns"]).stdout.split())
+
+
+def tunnel_sockets(sim: SimulatedHosts, host: SimulatedHost) -> list[str]:
+    """UDP sockets on the tunnel port in the host's own namespace (the only footprint there)."""
+    return [
+        line for line in sim.inside(host, ["ss", "-Huan"]).stdout.splitlines() if f":{DEFAULT_TUNNEL_PORT} " in line
+    ]
+
+
+def host_links(sim: SimulatedHosts, host: SimulatedHost) -> list[str]:
+    return sorted(line.split()[0].split("@")[0] for line in sim.inside(host, ["ip", "-br", "link"]).stdout.splitlines())
+
+
+def tcp_reply(
+    sim: SimulatedHosts, host: SimulatedHost, lab: str, node: str, address: str, port: int
+) -> dict[str, object]:
+    """What a responder answers a TCP connection from `node` (on `host`) with."""
+    code = f"import socket;s=socket.create_connection(({address!r},{port}),timeout=5);print(s.makefile().readline())"
+    done = sim.ssh(host, [NETLAB, "exec", lab, node, "--", "python3", "-c", code])
+    assert done.returncode == 0, done.stderr
+    reply: dict[str, object] = json.loads(done.stdout)
+    return reply
+
+
+def test_flannel_over_three_hosts(sim: SimulatedHosts) -> None:
+    h1, h2, _ = sim.hosts
+    plan = netlab(sim, "up", "--dry-run", "--hosts", sim.inventory, FLANNEL)
+    assert (
+        "#   h1 (10.250.0.2): node1, pod1, pod2\n#   h2 (10.250.0.3): node2, pod3, pod4\n#   h3 (10.250.0.4): underlay"
+        in plan.stdout
+    )
+    before = {h.name: host_links(sim, h) for h in sim.hosts}
+    up = netlab(sim, "up", "--hosts", sim.inventory, FLANNEL)
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith("lab flannel-vxlan is up on h1 (3 nodes), h2 (3 nodes), h3 (1 node), 2 links")
+        assert lab_namespaces(sim, h2) == ["flannel-vxlan.node2", "flannel-vxlan.pod3", "flannel-vxlan.pod4"]
+        # pod1 (h1) → pod4 (h2): flannel's VXLAN inside node1's eth0, itself a tunnel to the switch on h3
+        reply = tcp_reply(sim, h1, "flannel-vxlan", "pod1", "10.244.1.3", 8080)
+        assert (reply["served_by"], reply["peer"]) == ("pod4", "10.244.0.2")
+        eth0 = sim.inside(h2, ["ip", "-n", "flannel-vxlan.node2", "-d", "link", "show", "eth0"]).stdout
+        assert (
+            "vxlan id" in eth0
+            and "remote 10.250.0.4 local 10.250.0.3" in eth0
+            and f"dstport {DEFAULT_TUNNEL_PORT}" in eth0
+        )
+        for host in sim.hosts:  # in the hosts' own namespaces: one UDP socket, nothing else
+            assert len(tunnel_sockets(sim, host)) == 1, host.name
+            assert host_links(sim, host) == before[host.name]
+        again = netlab(sim, "up", "--hosts", sim.inventory, FLANNEL)
+        assert again.returncode == 0 and "is already up on" in again.stdout, again.stderr
+    finally:
+        down = netlab(sim, "down", "--hosts", sim.inventory, "flannel-vxlan")
+    assert down.returncode == 0, down.stderr
+    assert "h3: lab flannel-vxlan is down: removed 1 namespace" in down.stdout
+    for host in sim.hosts:
+        assert lab_namespaces(sim, host) == [] and tunnel_sockets(sim, host) == []
+        assert sim.inside(host, ["ls", "/run/netlab/multihost"]).stdout == ""
+
+
+def pair_lab(tmp_path: Path, y_exec: str = "") -> str:
+    """x on h1, y on h2, a veth between them (then a tunnel); y may run a command."""
+    path = tmp_path / "pair.yaml"
+    path.write_text(
+        textwrap.dedent(
+            f"""
+            name: mh-pair
+            nodes:
+              x:
+                host: h1
+                links: {{eth0: {{peer: "y:eth0", addresses: [10.9.0.1/24]}}}}
+                serve: [tcp/80]
+              y:
+                host: h2
+                links: {{eth0: {{addresses: [10.9.0.2/24]}}}}
+                {y_exec}
+            """
+        )
+    )
+    return str(path)
+
+
+def test_a_host_that_fails_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:
+    h1, h2, _ = sim.hosts
+    up = netlab(sim, "up", "--hosts", sim.inventory, pair_lab(tmp_path, 'exec: [[sh, -c, "echo no >&2; exit 3"]]'))
+    assert up.returncode == 1, up.stderr
+    assert "up of lab mh-pair failed on 1 host:\n  h2: " in up.stderr and "exit" in up.stderr
+    assert "taken down again on h1, h2" in up.stderr
+    assert lab_namespaces(sim, h1) == [] == lab_namespaces(sim, h2)
+    assert tunnel_sockets(sim, h1) == []
+
+
+def test_sshd_killed_mid_up_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:
+    h1, h2, _ = sim.hosts
+    lab = pair_lab(tmp_path, "exec: [[sleep, '60']]")
+    coordinator = subprocess.Popen(
+        ["ip", "netns", "exec", sim.coordinator_ns, NETLAB, "up", "--hosts", sim.inventory, lab],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "mh-pair.y" not in lab_namespaces(sim, h2):  # h2 is building
+            assert coordinator.poll() is None and time.monotonic() < deadline, coordinator.communicate()
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the exec
+        sim.kill_sshd(h2)
+        _, err = coordinator.communicate(timeout=120)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
+    assert coordinator.returncode == 1, err
+    assert "h2: the connection was lost" in err
+    assert "taken down again on h1; host h2 could not be cleaned" in err and "once it is back" in err
+    assert lab_namespaces(sim, h1) == []
+    deadline = time.monotonic() + 30  # h2's own up saw its session end and undid its part
+    while lab_namespaces(sim, h2):
+        assert time.monotonic() < deadline, lab_namespaces(sim, h2)
+        time.sleep(0.1)
+    sim.restart_sshd(h2)
+    down = netlab(sim, "down", "--hosts", sim.inventory, "mh-pair")
+    assert down.returncode == 0, down.stderr
+
+
+def test_down_with_a_host_unreachable_then_again(sim: SimulatedHosts, tmp_path: Path) -> None:
+    h1, h2, _ = sim.hosts
+    lab = pair_lab(tmp_path)
+    up = netlab(sim, "up", "--hosts", sim.inventory, lab)
+    assert up.returncode == 0, up.stderr
+    assert tcp_reply(sim, h2, "mh-pair", "y", "10.9.0.1", 80)["served_by"] == "x"
+    sim.set_reachable(h2, False)
+    try:
+        down = netlab(sim, "down", "--hosts", sim.inventory, lab)
+    finally:
+        sim.set_reachable(h2, True)
+    assert down.returncode == 1
+    assert "h2: not taken down:" in down.stderr
+    assert "lab mh-pair is down on every host but h2; run `netlab down mh-pair --hosts" in down.stderr
+    assert "h1: lab mh-pair is down: removed 1 namespace" in down.stdout
+    assert "h3: lab mh-pair was not up" in down.stdout
+    assert lab_namespaces(sim, h1) == [] and lab_namespaces(sim, h2) == ["mh-pair.y"]
+    again = netlab(sim, "down", "--hosts", sim.inventory, "mh-pair")
+    assert again.returncode == 0, again.stderr
+    assert "h2: lab mh-pair is down: removed 1 namespace" in again.stdout
+    assert lab_namespaces(sim, h2) == [] and tunnel_sockets(sim, h2) == []
