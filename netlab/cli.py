@@ -99,6 +99,10 @@ def _hosts_option(help: str) -> Callable[[_F], _F]:
     return click.option("--hosts", metavar="FILE", envvar="NETLAB_HOSTS", default=None, help=help)
 
 
+def _only_option(help: str) -> Callable[[_F], _F]:
+    return click.option("--only", multiple=True, metavar="WORDS", shell_complete=completion.complete_check, help=help)
+
+
 def _format_option(rows: str) -> Callable[[_F], _F]:
     return click.option(
         "--format",
@@ -740,13 +744,7 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
     is_flag=True,
     help="Build the lab from TARGET (a file) first and take it down afterwards (a lab that was already up is left up).",
 )
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="WORDS",
-    shell_complete=completion.complete_check,
-    help="Run only the checks whose name contains WORDS (repeatable).",
-)
+@_only_option("Run only the checks whose name contains WORDS (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdicts as JSON (nothing else on stdout).")
 @_format_option("check (result, check, observed, attempts, seconds)")
 @click.option(
@@ -1003,13 +1001,7 @@ def _watch_checks(o: _CheckOptions, path: str) -> int:
     help="Where to write the report.",
 )
 @click.option("--up", "build", is_flag=True, help="Build the lab from TARGET (a file) first, as `check --up`.")
-@click.option(
-    "--only",
-    multiple=True,
-    metavar="WORDS",
-    shell_complete=completion.complete_check,
-    help="Only the checks whose name contains WORDS.",
-)
+@_only_option("Only the checks whose name contains WORDS.")
 @_variant_option("The lab of TARGET's variant NAME (LAB-NAME), as `check --variant`.")
 @click.pass_context
 def report(ctx: click.Context, target: str, html: str, build: bool, only: tuple[str, ...], variant: str | None) -> int:

@@ -93,6 +93,8 @@ def _print_failure(console: Console, v: Verdict) -> None:
         console.print(f"    {escape(reason)}")
     for line in v.evidence:
         console.print(f"    [dim]{escape(line)}[/]")
+    for line in v.walk():
+        console.print(f"    {escape(line)}", highlight=False)
 
 
 def _print_group(console: Console, group: FailureGroup) -> None:
@@ -102,6 +104,8 @@ def _print_group(console: Console, group: FailureGroup) -> None:
         console.print(f"    {escape(reason)}")
     for line in first.evidence:
         console.print(f"    [dim]{escape(line)}[/]")
+    for line in first.walk():
+        console.print(f"    {escape(line)}", highlight=False)
     names = [v.name for v in group.checks[:GROUP_NAMES_SHOWN]]
     more = len(group.checks) - len(names)
     tail = f", … and {more} more (--verbose tells each one)" if more else ""

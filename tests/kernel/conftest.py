@@ -236,6 +236,20 @@ class LabFactory:
             take_down(name)
 
 
+@contextlib.contextmanager
+def lab_up(registry: Registry, directory: Path, spec: dict[str, Any]) -> Iterator[LabFile]:
+    """A lab file for `spec`, brought up with `netlab up` (a module-scoped fixture's lab,
+    shared by its tests) and taken down afterwards, pass or fail."""
+    factory = LabFactory(registry, directory)
+    try:
+        made = factory(spec)
+        r = NetlabCli()("up", made)
+        assert r.rc == 0, r.err
+        yield made
+    finally:
+        factory.cleanup()
+
+
 @pytest.fixture
 def lab_file(registry: Registry, tmp_path: Path) -> Iterator[LabFactory]:
     """lab_file(spec) → LabFile(name, path): a lab file with a unique name in tmp_path.

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kernel.conftest import LabFactory, LabFile, NetlabCli
+from tests.kernel.conftest import LabFile, NetlabCli, Registry, lab_up
 
 SERVERS = range(2, 6)
 
@@ -35,15 +35,9 @@ def _spec() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, registry: Any, netlab_cli: NetlabCli) -> Iterator[LabFile]:
-    factory = LabFactory(registry, tmp_path_factory.mktemp("scale-cli"))
-    try:
-        made = factory(_spec())
-        r = netlab_cli("up", made)
-        assert r.rc == 0, r.err
+def lab(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterator[LabFile]:
+    with lab_up(registry, tmp_path_factory.mktemp("scale-cli"), _spec()) as made:
         yield made
-    finally:
-        factory.cleanup()
 
 
 def test_failures_the_same_way_are_one_group(lab: LabFile, netlab_cli: NetlabCli) -> None:

@@ -22,7 +22,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from netlab import json_output
-from tests.kernel.conftest import LabFactory, LabFile, NetlabCli, cli_argv, cli_env
+from tests.kernel.conftest import LabFile, NetlabCli, Registry, cli_argv, cli_env, lab_up
 
 SPEC: dict[str, Any] = {
     "nodes": {
@@ -34,15 +34,9 @@ SPEC: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory, registry: Any, netlab_cli: NetlabCli) -> Iterator[LabFile]:
-    factory = LabFactory(registry, tmp_path_factory.mktemp("exec"))
-    try:
-        made = factory(SPEC)
-        r = netlab_cli("up", made)
-        assert r.rc == 0, r.err
+def lab(tmp_path_factory: pytest.TempPathFactory, registry: Registry) -> Iterator[LabFile]:
+    with lab_up(registry, tmp_path_factory.mktemp("exec"), SPEC) as made:
         yield made
-    finally:
-        factory.cleanup()
 
 
 def test_a_command_runs_in_the_node_with_its_exit_status(lab: LabFile, netlab_cli: NetlabCli) -> None:
