@@ -19,6 +19,7 @@ from netlab.apply import apply_plan
 from netlab.errors import AlreadyUp, ApplyError, Interrupted, MissingFeature, NotRoot, UsageError
 from netlab.expand.cluster import ClusterLayout, cluster_data
 from netlab.kernel.driver import KernelDriver, NamespaceView
+from netlab.lab.consistency import rule_features
 from netlab.lab.ipvs import needs_ipvs
 from netlab.lab.model import Check, Lab
 from netlab.lab.parse import topology
@@ -111,6 +112,7 @@ def check_requirements(lab: Lab) -> None:
         features.add("ipset")
     if any(needs_ipvs(node.ipvs, node.sysctls) for node in nodes):
         features.add("ipvs")  # `ipvs:` objects and net.ipv4.vs.* sysctls need ip_vs, as a link kind its module
+    features |= {f for node in nodes for rule in node.rules for f in rule_features(rule)}
     if any(k.replace("/", ".").startswith("net.bridge.") for node in nodes for k in node.sysctls):
         features.add("br_netfilter")  # the net.bridge.* sysctls exist only once br_netfilter is loaded
     missing = [f for f in probe_features(sorted(features)) if not f.ok]

@@ -53,7 +53,8 @@ class RouteQuery:
     sport: int | None = None  # RTA_SPORT
     dport: int | None = None  # RTA_DPORT
     uid: int | None = None  # RTA_UID
-    tos: int | None = None  # rtm_tos (DSCP << 2)
+    tos: int | None = None  # rtm_tos: the DS field (DSCP << 2, ECN bits too)
+    flowlabel: int | None = None  # RTA_FLOWLABEL (IPv6, Linux 6.15+)
     vrf: str | None = None  # a VRF device: `ip route get vrf NAME` (RTA_OIF, the VRF's table)
 
 
@@ -96,6 +97,12 @@ class RuleView:
     tos: int | None = None
     l3mdev: bool = False
     goto: int | None = None  # action goto: the priority it goes on at
+    dscp: int | None = None  # FRA_DSCP (the full DSCP, Linux 6.13+)
+    dscp_mask: int | None = None
+    flowlabel: int | None = None
+    flowlabel_mask: int | None = None
+    sport_mask: int | None = None
+    dport_mask: int | None = None
     suppress_prefixlength: int | None = None
 
 

@@ -38,6 +38,8 @@ def host_port(address: str, port: int | None, *, no_port: NoPort = "zero") -> st
 # ---------------------------------------------------------------- IP protocols
 
 # /etc/protocols' numbers, by the names the lab file, `ip rule` and conntrack use.
+DSCP_MASK = 0x3F  # all six DSCP bits: the mask of a `dscp` selector without one
+FLOWLABEL_MASK = 0xFFFFF  # all 20 bits of IPv6's flow label: the mask of a `flowlabel` without one
 IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
 _PROTO_NAMES = {number: name for name, number in IP_PROTOS.items()}
 

@@ -11,7 +11,10 @@ import os
 from collections.abc import Sequence
 
 from netlab.observations import RouteAnswer, RouteQuery, RuleView, VrfMap
-from netlab.vocabulary import IP_PROTOS
+from netlab.vocabulary import DSCP_MASK, FLOWLABEL_MASK, IP_PROTOS
+
+LEGACY_TOS_MASK = 0x1C  # the DS field bits an IPv4 `tos` rule compares (INET_DSCP_LEGACY_TOS_MASK)
+ECN_MASK = 0x03
 
 # What RTM_GETROUTE's errno means: the kernel reports the route types that discard a
 # packet (fib_props[].error) and the end of the rule list with these.
@@ -106,13 +109,32 @@ def _packet_fields_match(rule: RuleView, q: RouteQuery) -> bool:
             return False
     if rule.ipproto is not None and rule.ipproto != (IP_PROTOS[q.ipproto] if q.ipproto else 0):
         return False
-    for span, port in ((rule.sport, q.sport), (rule.dport, q.dport)):
-        if span is not None and not span[0] <= (port or 0) <= span[1]:
+    for span, port_mask, port in ((rule.sport, rule.sport_mask, q.sport), (rule.dport, rule.dport_mask, q.dport)):
+        if span is not None and not _port_fits(span, port_mask, port or 0):
             return False
     # A lookup without RTA_UID is made as uid 0 (the querying socket's owner is not used).
     if rule.uidrange is not None and not rule.uidrange[0] <= (q.uid or 0) <= rule.uidrange[1]:
         return False
-    return not rule.tos or rule.tos == (q.tos or 0)
+    return _ds_and_flowlabel_match(rule, q)
+
+
+def _ds_and_flowlabel_match(rule: RuleView, q: RouteQuery) -> bool:
+    """The DS field (a TOS byte or FRA_DSCP, with its mask) and the IPv6 flow label."""
+    if rule.flowlabel is not None:
+        mask = FLOWLABEL_MASK if rule.flowlabel_mask is None else rule.flowlabel_mask
+        if ((q.flowlabel or 0) ^ rule.flowlabel) & mask:
+            return False
+    if rule.dscp is not None:
+        mask = DSCP_MASK if rule.dscp_mask is None else rule.dscp_mask
+        return not (((q.tos or 0) >> 2) ^ rule.dscp) & mask
+    # The TOS byte of a rule: IPv4 compares the old TOS bits of the packet's DSCP
+    # (fib_dscp_masked_match), IPv6 the whole DSCP; neither the ECN bits.
+    return not rule.tos or rule.tos == (q.tos or 0) & (LEGACY_TOS_MASK if rule.family == 4 else ~ECN_MASK & 0xFF)
+
+
+def _port_fits(span: tuple[int, int], mask: int | None, port: int) -> bool:
+    """A port selector: a range, or (with a mask, Linux 6.15+) the masked bits of one port."""
+    return not (port ^ span[0]) & mask if mask is not None else span[0] <= port <= span[1]
 
 
 def rule_selects(rule: RuleView, q: RouteQuery, exotic: bool = False, vrfs: VrfMap | None = None) -> bool | None:

@@ -13,6 +13,10 @@ def _query_words(q: RouteQuery) -> str:
         value = getattr(q, key)
         if value is not None:
             words += f" {key} {value}"
+    if q.tos is not None:
+        words += f" tos {q.tos:#04x}"
+    if q.flowlabel is not None:
+        words += f" flowlabel {q.flowlabel:#x}"
     return words
 
 

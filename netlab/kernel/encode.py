@@ -27,13 +27,13 @@ from pyroute2.netlink.rtnl import (
     RTM_NEWROUTE,
     RTM_NEWRULE,
 )
-from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.ndmsg import NTF_MASTER, NTF_SELF, NUD_NOARP, NUD_PERMANENT, NUD_REACHABLE, ndmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.kernel import tc
+from netlab.kernel.messages import RuleMsg
 from netlab.kernel.nlsock import Request
 from netlab.plan.ops import (
     AddAddress,
@@ -54,7 +54,7 @@ from netlab.plan.ops import (
     VxlanType,
 )
 from netlab.plan.removal import Remove
-from netlab.vocabulary import BUILTIN_TABLES
+from netlab.vocabulary import BUILTIN_TABLES, FLOWLABEL_MASK
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
@@ -317,7 +317,7 @@ def route(op: AddRoute, ifindex: Ifindex) -> Any:
 
 def rule(op: AddRule) -> Any:
     """`ip rule add [pref P] [not] from SRC [to DST] [iif I] [oif O] [fwmark M/K] …`."""
-    msg = fibmsg()
+    msg = RuleMsg()
     msg["family"] = socket.AF_INET if op.family == 4 else socket.AF_INET6
     msg["action"] = FR_ACTIONS[op.action]
     if op.invert:
@@ -355,10 +355,30 @@ def _rule_selectors(op: AddRule) -> list[tuple[str, Any]]:
             attrs.append((key, f"{span[0]}:{span[1]}"))  # pyroute2's fra_range takes "start:end"
     if op.uidrange is not None:
         attrs.append(("FRA_UID_RANGE", f"{op.uidrange[0]}:{op.uidrange[1]}"))
+    attrs += _newer_selectors(op)
     if op.l3mdev:
         attrs.append(("FRA_L3MDEV", 1))
     if op.goto is not None:
         attrs.append(("FRA_GOTO", op.goto))
     if op.suppress_prefixlength is not None:
         attrs.append(("FRA_SUPPRESS_PREFIXLEN", op.suppress_prefixlength))
+    return attrs
+
+
+def _newer_selectors(op: AddRule) -> list[tuple[str, Any]]:
+    """FRA_DSCP, the flow label and the masks (Linux 6.13-6.15), in the order iproute2
+    sends them. A flow label always goes with its mask: the kernel wants both."""
+    attrs: list[tuple[str, Any]] = []
+    if op.dscp is not None:
+        attrs.append(("FRA_DSCP", op.dscp))
+    if op.flowlabel is not None:
+        full = FLOWLABEL_MASK if op.flowlabel_mask is None else op.flowlabel_mask
+        attrs += [("FRA_FLOWLABEL", op.flowlabel), ("FRA_FLOWLABEL_MASK", full)]
+    for key, mask in (
+        ("FRA_SPORT_MASK", op.sport_mask),
+        ("FRA_DPORT_MASK", op.dport_mask),
+        ("FRA_DSCP_MASK", op.dscp_mask),
+    ):
+        if mask is not None:
+            attrs.append((key, mask))
     return attrs

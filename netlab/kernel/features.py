@@ -122,6 +122,14 @@ _NEEDS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "netem": (("CONFIG_NET_SCH_NETEM", "sch_netem"),),
 }
 
+# Rule selectors of newer kernels: no module or Kconfig symbol gives them, only a release.
+_SINCE = {
+    "rule_dscp": ("6.13", "FRA_DSCP: an IPv4 rule's full DSCP (dscp above 7)"),
+    "rule_flowlabel": ("6.14", "FRA_FLOWLABEL: an IPv6 rule's flow label"),
+    "rule_port_mask": ("6.15", "FRA_SPORT_MASK/FRA_DPORT_MASK: masked ports"),
+    "rule_dscp_mask": ("6.15", "FRA_DSCP_MASK: a masked DSCP"),
+}
+
 
 @dataclass(frozen=True)
 class FeatureStatus:
@@ -287,6 +295,12 @@ def kernel_hint(name: str, config: dict[str, str] | None, modules: frozenset[str
     `config` is the running kernel's Kconfig (None if unreadable); `modules` the module
     names installed for it (None if /lib/modules/<release> is absent).
     """
+    if name in _SINCE:
+        since, what = _SINCE[name]
+        return (
+            f"this kernel ({platform.release()}) has no {what}, which Linux {since} added; select the "
+            f"packets another way (nftables marks them, the rule selects `fwmark:`), or run under a newer kernel"
+        )
     needs = _NEEDS[name]
     mods = [m for _, m in needs if m]
     if name in _NOT_AUTOLOADED and any(
@@ -604,6 +618,21 @@ def _probe_netem() -> _Result:
     )
 
 
+def _rule_selector(what: str, field: str, **selectors: Any) -> _Result:
+    """Add a rule with the selector (as `up` would) and read it back: a kernel that does
+    not know the attribute ignores it and makes a rule that selects every packet."""
+    from netlab.kernel import routes
+    from netlab.plan.ops import AddRule
+
+    op = AddRule(PROBE_NS, priority=4242, table=4242, **selectors)
+    ok, detail, kind = _apply_rtnl(f"ip rule add {what}", op)
+    if not ok:
+        return ok, detail, kind
+    if not any(r.priority == 4242 and getattr(r, field) is not None for r in routes.rules_here()):
+        return False, f"ip rule add {what}: the kernel made the rule without it (an unknown attribute)", "kernel"
+    return True, f"ip rule add {what}", "kernel"
+
+
 _PROBES: dict[str, Callable[[], _Result]] = {
     "netns": _probe_netns,
     "veth": _probe_veth,
@@ -617,4 +646,10 @@ _PROBES: dict[str, Callable[[], _Result]] = {
     "ipset": _probe_ipset,
     "br_netfilter": _probe_br_netfilter,
     "netem": _probe_netem,
+    "rule_dscp": lambda: _rule_selector("dscp 46", "dscp", dscp=46),
+    "rule_dscp_mask": lambda: _rule_selector("dscp 8/0x38", "dscp_mask", dscp=8, dscp_mask=0x38),
+    "rule_flowlabel": lambda: _rule_selector("flowlabel 0x1/0xfffff", "flowlabel", family=6, flowlabel=1),
+    "rule_port_mask": lambda: _rule_selector(
+        "ipproto tcp sport 0x100/0xff00", "sport_mask", ipproto=6, sport=(0x100, 0x100), sport_mask=0xFF00
+    ),
 }

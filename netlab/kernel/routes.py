@@ -25,17 +25,16 @@ import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pyroute2.netlink.rtnl.fibmsg import fibmsg
 from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from netlab.fib.lookup import REJECT_ERRNOS, RULE_ERRNOS, deciding_rule, error_answer, rule_cause
 from netlab.fib.query import check_query
 from netlab.fib.text import route_text, rule_text
 from netlab.kernel.inside import in_namespace
+from netlab.kernel.messages import RouteMsg, RuleMsg, decode_rule
 from netlab.kernel.nlsock import Failure, NetlinkSocket
 from netlab.observations import ObserveError, RouteAnswer, RouteQuery, RuleView, VrfMap
-from netlab.vocabulary import IP_PROTOS, proto_name
+from netlab.vocabulary import DSCP_MASK, FLOWLABEL_MASK, IP_PROTOS, proto_name
 
 RTM_GETLINK = 18
 RTM_GETROUTE = 26
@@ -67,32 +66,11 @@ _EXOTIC_RULE_ATTRS = ("FRA_TUN_ID",)
 RULE_ACTIONS = {0: "unspec", 1: "lookup", 2: "goto", 3: "nop", 6: "blackhole", 7: "unreachable", 8: "prohibit"}
 
 
-class _rtmsg(rtmsg):  # type: ignore[misc]
-    """rtmsg with the flow attributes of a route query, which pyroute2 0.9 lacks
-    (RTA_PAD … RTA_NH_ID, numbers 24-30 in linux/rtnetlink.h)."""
-
-    __slots__ = ()
-    # pyroute2 compiles a class's attribute table once, on its first instance, and marks
-    # it compiled on the class: a subclass made after rtmsg was first used would inherit
-    # rtmsg's table (and mark) and silently drop the attributes below. Start uncompiled.
-    _nlmsg_base__compiled_nla = False
-    nla_map = (
-        *rtmsg.nla_map,
-        ("RTA_PAD", "hex"),
-        ("RTA_UID", "uint32"),
-        ("RTA_TTL_PROPAGATE", "uint8"),
-        ("RTA_IP_PROTO", "uint8"),
-        ("RTA_SPORT", "be16"),
-        ("RTA_DPORT", "be16"),
-        ("RTA_NH_ID", "uint32"),
-    )
-
-
 def build_route_request(q: RouteQuery, indexes: Mapping[str, int]) -> Any:
     """The RTM_GETROUTE message for q (interface names resolved with indexes)."""
     fam = check_query(q)
     bits = 32 if fam == 4 else 128
-    msg = _rtmsg()
+    msg = RouteMsg()
     msg["family"] = socket.AF_INET if fam == 4 else socket.AF_INET6
     msg["dst_len"] = bits
     msg["flags"] = RTM_F_LOOKUP_TABLE
@@ -117,6 +95,8 @@ def build_route_request(q: RouteQuery, indexes: Mapping[str, int]) -> Any:
         attrs.append(("RTA_DPORT", q.dport))
     if q.tos is not None:
         msg["tos"] = q.tos
+    if q.flowlabel is not None:
+        attrs.append(("RTA_FLOWLABEL", q.flowlabel))
     msg["attrs"] = attrs
     return msg
 
@@ -132,7 +112,7 @@ def _attr_dict(msg: Any) -> dict[str, Any]:
 
 def parse_route_answer(data: bytes, names: Mapping[int, str], q: RouteQuery) -> RouteAnswer:
     """The RouteAnswer in an RTM_NEWROUTE reply to q (names: ifindex → interface name)."""
-    msg = _rtmsg(data)
+    msg = RouteMsg(data)
     msg.decode()
     attrs = _attr_dict(msg)
     type_ = ROUTE_TYPES.get(msg["type"], str(msg["type"]))
@@ -279,7 +259,8 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
         if value is not None:
             lo, _, hi = str(value).partition(":")
             spans[word] = (int(lo), int(hi or lo))
-            extra += f" {word} {lo}" if lo == hi and word != "uidrange" else f" {word} {lo}-{hi}"
+            if f"FRA_{word.upper()}_MASK" not in attrs:  # a masked port is spelled VALUE/MASK below
+                extra += f" {word} {lo}" if lo == hi and word != "uidrange" else f" {word} {lo}-{hi}"
     proto = attrs.get("FRA_IP_PROTO")
     if proto:
         extra += f" ipproto {proto_name(proto)}"
@@ -288,6 +269,8 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
     suppress = attrs.get("FRA_SUPPRESS_PREFIXLEN")
     if suppress is not None and suppress != 0xFFFFFFFF:
         extra += f" suppress_prefixlength {suppress}"
+    masks, words = _masked_selectors(attrs, spans)
+    extra += words
     view = RuleView(
         priority=attrs.get("FRA_PRIORITY") or 0,
         family=family,
@@ -309,6 +292,7 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
         l3mdev=bool(attrs.get("FRA_L3MDEV")),
         goto=attrs.get("FRA_GOTO") if action == "goto" else None,
         suppress_prefixlength=suppress if suppress is not None and suppress != 0xFFFFFFFF else None,
+        **masks,
     )
     invert = view.invert
     text = rule_text(view, invert=invert, extra=extra, goto=attrs.get("FRA_GOTO"))
@@ -316,10 +300,37 @@ def _parse_rule(msg: Any) -> tuple[RuleView, bool] | None:
     return dataclasses.replace(view, text=text), exotic
 
 
+def _masked_selectors(attrs: dict[str, Any], spans: dict[str, tuple[int, int]]) -> tuple[dict[str, int], str]:
+    """FRA_DSCP, the flow label and the masks of a rule (Linux 6.13+): RuleView's fields
+    and `ip rule`'s words for them."""
+    found = {
+        key: attrs[attr]
+        for key, attr in (
+            ("dscp", "FRA_DSCP"),
+            ("dscp_mask", "FRA_DSCP_MASK"),
+            ("flowlabel", "FRA_FLOWLABEL"),
+            ("flowlabel_mask", "FRA_FLOWLABEL_MASK"),
+            ("sport_mask", "FRA_SPORT_MASK"),
+            ("dport_mask", "FRA_DPORT_MASK"),
+        )
+        if attrs.get(attr) is not None
+    }
+    words = ""
+    for word in ("sport", "dport"):
+        if f"{word}_mask" in found and word in spans:
+            words += f" {word} {spans[word][0]:#x}/{found[f'{word}_mask']:#x}"
+    if "dscp" in found:
+        mask = found.get("dscp_mask")
+        words += f" dscp {found['dscp']}" + (f"/{mask:#x}" if mask not in (None, DSCP_MASK) else "")
+    if "flowlabel" in found:
+        words += f" flowlabel {found['flowlabel']:#x}/{found.get('flowlabel_mask', FLOWLABEL_MASK):#x}"
+    return found, words
+
+
 def _rule_set(sock: NetlinkSocket) -> list[tuple[RuleView, bool]]:
-    msg = fibmsg()
+    msg = RuleMsg()
     msg["family"] = socket.AF_UNSPEC  # both families in one dump
-    return [parsed for m in sock.dump(msg, RTM_GETRULE) if (parsed := _parse_rule(m)) is not None]
+    return [parsed for m in sock.dump(msg, RTM_GETRULE, decode_rule) if (parsed := _parse_rule(m)) is not None]
 
 
 def vrf_map(links: Sequence[Any]) -> dict[str, tuple[str, int]]:

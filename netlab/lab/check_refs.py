@@ -327,5 +327,9 @@ def _check_route(lab: Lab, topo: Topology, nodes: set[str], check: RouteCheck, p
     versions = {ipaddress.ip_address(a).version for a in (q.get, q.from_) if a}
     if len(versions) > 1:
         yield (*p, "from"), f"get {q.get} and from {q.from_} are of different IP families"
+    if q.tos is not None and q.dscp is not None:
+        yield (*p, "dscp"), "give `tos:` (the whole DS field) or `dscp:` (its top six bits), not both"
+    if q.flowlabel is not None and ipaddress.ip_address(q.get).version == 4:
+        yield (*p, "flowlabel"), f"a flow label is IPv6's; get {q.get} is an IPv4 lookup"
     for table in check.expect.table.values if check.expect.table else ():
         yield from _table(lab, table, (*path, "expect", "table"))

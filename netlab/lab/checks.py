@@ -22,7 +22,21 @@ from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag,
 
 from netlab.lab.expect import Expect
 from netlab.lab.ipvs import normalize_forward
-from netlab.lab.values import Base, IfName, IpAddress, Mark, NodeName, PortRange, Prefix, TableRef, UidRange
+from netlab.lab.values import (
+    Base,
+    Dscp,
+    Dsfield,
+    FlowLabel,
+    IfName,
+    IpAddress,
+    Mark,
+    NodeName,
+    Number,
+    PortRange,
+    Prefix,
+    TableRef,
+    UidRange,
+)
 
 ProbeProto = Literal["icmp", "tcp", "udp", "http"]
 Result = Literal["ok", "fail", "timeout", "refused", "unreachable"]
@@ -420,7 +434,9 @@ class RouteQuerySpec(Base):
     ipproto: Literal["tcp", "udp", "icmp", "icmpv6"] | None = None
     sport: Port | None = None
     dport: Port | None = None
-    dscp: Annotated[int, Field(ge=0, le=63)] | None = None  # the packet's DSCP (TOS byte >> 2)
+    dscp: Annotated[Dscp, Number] | None = None  # the packet's DSCP (TOS byte >> 2)
+    tos: Annotated[Dsfield, Number] | None = None  # the whole DS field, ECN bits too (`ip route get … tos`)
+    flowlabel: Annotated[FlowLabel, Number] | None = None  # IPv6 (RTA_FLOWLABEL, Linux 6.15+)
     uid: Annotated[int, Field(ge=0, lt=2**32)] | None = None  # the sending socket's owner
 
 
@@ -454,7 +470,9 @@ class RuleQuerySpec(Base):
     ipproto: Literal["tcp", "udp", "icmp", "icmpv6", "sctp"] | Annotated[int, Field(ge=1, le=255)] | None = None
     sport: PortRange | None = None
     dport: PortRange | None = None
-    dscp: Annotated[int, Field(ge=0, le=63)] | None = None
+    dscp: Annotated[Dscp, Number] | None = None
+    tos: Annotated[Dsfield, Number] | None = None
+    flowlabel: Annotated[FlowLabel, Number] | None = None
     uidrange: UidRange | None = None
     l3mdev: bool | None = None
     goto: Annotated[int, Field(ge=1, lt=2**32)] | None = None

@@ -32,15 +32,40 @@ def route_family(route: Route) -> int:
 
 
 IPTOS_TOS_MASK = 0x1E  # what fib4_rule_configure() accepts in an IPv4 rule's tos
+INET_ECN_MASK = 0x03  # the DS field's ECN bits, which no rule may select
 
 
 def rule_family(rule: Rule) -> int:
     for value in (rule.from_, rule.to):
         if value and value != "default":
             return ipaddress.ip_network(value, strict=False).version
-    if rule.ipproto == "icmpv6":
+    if rule.ipproto == "icmpv6" or (rule.family is None and rule.flowlabel is not None):
         return 6
     return rule.family or 4
+
+
+def rule_ds_field(rule: Rule) -> tuple[int | None, int | None]:
+    """(tos, dscp) as the rule is sent: the TOS byte in the header where every kernel
+    takes it (`tos:`; a `dscp:` IPv6 rule; an IPv4 one up to 7), else FRA_DSCP."""
+    if rule.tos is not None or rule.dscp is None:
+        return rule.tos, None
+    if rule.dscp_mask is None and (rule_family(rule) == 6 or not (rule.dscp << 2) & ~IPTOS_TOS_MASK):
+        return rule.dscp << 2, None
+    return None, rule.dscp
+
+
+def rule_features(rule: Rule) -> set[str]:
+    """The kernel features (netlab.kernel.features) the rule's selectors need."""
+    needs = set()
+    if rule_ds_field(rule)[1] is not None:
+        needs.add("rule_dscp")
+    if rule.dscp_mask is not None:
+        needs.add("rule_dscp_mask")
+    if rule.flowlabel is not None:
+        needs.add("rule_flowlabel")
+    if rule.sport_mask is not None or rule.dport_mask is not None:
+        needs.add("rule_port_mask")
+    return needs
 
 
 def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
@@ -406,6 +431,74 @@ def _check_reachable(
         )
 
 
+def _ds_field_complaints(rule: Rule, family: int, path: tuple[str | int, ...]) -> Iterator[Complaint]:
+    """What the kernel refuses of a rule's `tos:`/`dscp:`, in its own words (fib_rules)."""
+    if rule.tos is not None and rule.dscp is not None:
+        yield (*path, "dscp"), "give `tos:` or `dscp:`, not both (the kernel: 'Cannot specify both TOS and DSCP')"
+    if rule.tos is not None and rule.tos & INET_ECN_MASK:
+        yield (
+            (*path, "tos"),
+            (
+                f"tos {rule.tos:#04x} has ECN bits set (the low two); the kernel refuses the rule: "
+                f"'Invalid dsfield (tos): ECN bits must be 0'; the DSCP part is {rule.tos & ~INET_ECN_MASK:#04x}"
+            ),
+        )
+    elif rule.tos is not None and family == 4 and rule.tos & ~IPTOS_TOS_MASK:
+        yield (
+            (*path, "tos"),
+            (
+                f"tos {rule.tos:#04x} does not fit an IPv4 rule, which takes the old TOS bits only "
+                f"(0x04-0x1c; the kernel: 'Invalid tos'); select `dscp: {rule.tos >> 2}` instead"
+            ),
+        )
+    if rule.dscp_mask is not None and rule.dscp is None:
+        yield (
+            (*path, "dscp"),
+            "a DSCP mask needs a value: `dscp: VALUE/MASK` (the kernel: 'Cannot specify DSCP mask without DSCP value')",
+        )
+    elif rule.dscp_mask is not None and rule.dscp is not None and rule.dscp & ~rule.dscp_mask:
+        yield (
+            (*path, "dscp"),
+            f"dscp {rule.dscp:#x} has bits outside its mask {rule.dscp_mask:#x} (the kernel: 'Invalid DSCP mask')",
+        )
+
+
+def _mask_complaints(rule: Rule, family: int, path: tuple[str | int, ...]) -> Iterator[Complaint]:
+    """Flow label and port masks, as fib_rules.c checks them."""
+    if rule.flowlabel is not None or rule.flowlabel_mask is not None:
+        value, mask = rule.flowlabel, rule.flowlabel_mask
+        if family == 4:
+            yield (
+                (*path, "flowlabel"),
+                "a flow label is IPv6's (the kernel: 'Flow label cannot be specified for IPv4 FIB rules')",
+            )
+        elif value is None:
+            yield (*path, "flowlabel"), "a flow label mask needs a value: `flowlabel: VALUE/MASK`"
+        elif mask is not None and value & ~mask:
+            yield (
+                (*path, "flowlabel"),
+                f"flow label {value:#x} has bits outside its mask {mask:#x} (the kernel: 'Flow label and mask do not match')",
+            )
+    for key, span, mask in (("sport", rule.sport, rule.sport_mask), ("dport", rule.dport, rule.dport_mask)):
+        if mask is None:
+            continue
+        if span is None:
+            yield (
+                (*path, key),
+                f"a port mask needs a port: `{key}: VALUE/MASK` (the kernel: 'Cannot specify port mask without port value')",
+            )
+        elif span[0] != span[1]:
+            yield (
+                (*path, key),
+                f"a port mask takes one port, not the range {span[0]}-{span[1]} (the kernel: 'Cannot specify port mask for port range')",
+            )
+        elif span[0] & ~mask:
+            yield (
+                (*path, key),
+                f"{key} {span[0]:#x} has bits outside its mask {mask:#x} (the kernel: 'Invalid port mask')",
+            )
+
+
 def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...], siblings: list[Rule]) -> Iterator[Complaint]:
     yield from _table_complaint(lab, rule.table, path)
     family = rule_family(rule)
@@ -419,15 +512,8 @@ def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...], siblings: lis
                 f"IPv{family}'s ICMP is {'icmp' if family == 4 else 'icmpv6'}"
             ),
         )
-    if rule.dscp is not None and family == 4 and (rule.dscp << 2) & ~IPTOS_TOS_MASK:
-        yield (
-            (*path, "dscp"),
-            (
-                f"dscp {rule.dscp} does not fit an IPv4 rule: the kernel matches IPv4 rules on the old TOS bits "
-                "only (dscp 1-7, TOS 0x04-0x1c; 'Invalid tos'); mark the packets (e.g. nftables `ip dscp "
-                f"{rule.dscp} meta mark set 0x1`) and select `fwmark:` instead"
-            ),
-        )
+    yield from _ds_field_complaints(rule, family, path)
+    yield from _mask_complaints(rule, family, path)
     if rule.action == "goto":
         if rule.goto is None:
             yield (*path, "goto"), "a goto rule needs `goto:` (the priority of the rule to go on at)"

@@ -30,20 +30,26 @@ from netlab.lab.policy import DEFAULT_NAMESPACE, Labels, Namespace, NamespaceNam
 from netlab.lab.values import (
     IFNAMSIZ,
     Base,
+    Dscp,
+    Dsfield,
     Feature,
+    FlowLabel,
     IfName,
     InterfaceAddress,
     IpAddress,
     LabName,
     MacAddress,
     Mark,
+    Mask16,
     Mtu,
     NodeName,
+    Number,
     PeerRef,
     PortRange,
     Prefix,
     TableRef,
     UidRange,
+    split_masked,
 )
 
 __all__ = ["IFNAMSIZ", "Base", "Check", "Feature", "NodeName"]
@@ -164,7 +170,15 @@ class Rule(Base):
     ipproto: Literal["tcp", "udp", "icmp", "icmpv6", "sctp"] | Annotated[int, Field(ge=1, le=255)] | None = None
     sport: PortRange | None = None  # 80, or "1024-65535"
     dport: PortRange | None = None
-    dscp: Annotated[int, Field(ge=0, le=63)] | None = None  # matched as the TOS byte dscp << 2
+    # The DS field: `tos:` raw, as `ip rule … tos` (old TOS semantics); `dscp:` 0-63, which an
+    # IPv4 rule above 7 or with a mask sends as FRA_DSCP (Linux 6.13+, the rule_dscp feature)
+    tos: Annotated[Dsfield, Number] | None = None
+    dscp: Annotated[Dscp, Number] | None = None
+    dscp_mask: Annotated[Dscp, Number] | None = None  # or `dscp: VALUE/MASK` (rule_dscp_mask)
+    flowlabel: Annotated[FlowLabel, Number] | None = None  # IPv6: `flowlabel: 0x12345[/0xfffff]`
+    flowlabel_mask: Annotated[FlowLabel, Number] | None = None
+    sport_mask: Annotated[Mask16, Number] | None = None  # or `sport: 0x0f00/0xff00` (rule_port_mask)
+    dport_mask: Annotated[Mask16, Number] | None = None
     uidrange: UidRange | None = None  # the socket owner's uid: 1000, or "1000-1999"
     l3mdev: bool = False  # look up the table of the VRF the packet's device is in
     table: TableRef | None = None
@@ -172,6 +186,11 @@ class Rule(Base):
     suppress_prefixlength: Annotated[int, Field(ge=0, le=128)] | None = None
     action: Literal["lookup", "blackhole", "unreachable", "prohibit", "goto", "nop"] = "lookup"
     family: Literal[4, 6] | None = None  # needed when neither from nor to gives it; default 4
+
+    @model_validator(mode="before")
+    @classmethod
+    def _masked(cls, data: Any) -> Any:
+        return split_masked(data, ("dscp", "flowlabel", "sport", "dport"))
 
 
 class Neighbor(Base):

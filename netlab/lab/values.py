@@ -24,6 +24,10 @@ Feature = Literal[
     "ipset",
     "br_netfilter",
     "netem",
+    "rule_dscp",
+    "rule_dscp_mask",
+    "rule_flowlabel",
+    "rule_port_mask",
 ]
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (16 bytes with the NUL)
@@ -226,3 +230,39 @@ UidRange = Annotated[
     BeforeValidator(_port_range),
     AfterValidator(_ordered),
 ]
+
+
+# The IP header's DS field (the old TOS byte): DSCP in the top six bits, ECN in the low two.
+Dsfield = Annotated[int, Field(ge=0, le=255)]
+Dscp = Annotated[int, Field(ge=0, le=63)]
+FlowLabel = Annotated[int, Field(ge=0, le=0xFFFFF)]  # IPv6's 20-bit flow label
+Mask16 = Annotated[int, Field(ge=0, le=0xFFFF)]
+
+
+def _number(value: Any) -> Any:
+    """`0x1f`, `31` (strings, as `ip` takes them) → 31; anything else is left for the type."""
+    if isinstance(value, str):
+        try:
+            return int(value.strip(), 0)
+        except ValueError:
+            return value
+    return value
+
+
+def split_masked(data: Any, keys: tuple[str, ...]) -> Any:
+    """`KEY: VALUE/MASK` (as `ip rule` writes `sport 0x0f00/0xff00`, `dscp 8/0x38`,
+    `flowlabel 0x12345/0xfffff`) → KEY: VALUE and KEY_mask: MASK. Left alone when it does
+    not parse: the field's own type then names what is wrong, at its key."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for key in keys:
+        value = out.get(key)
+        if isinstance(value, str) and "/" in value and f"{key}_mask" not in out:
+            number, mask = (_number(part) for part in value.split("/", 1))
+            if isinstance(number, int) and isinstance(mask, int):
+                out[key], out[f"{key}_mask"] = number, mask
+    return out
+
+
+Number = BeforeValidator(_number)

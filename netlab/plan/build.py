@@ -9,7 +9,7 @@ import ipaddress
 import json
 from dataclasses import dataclass
 
-from netlab.lab.consistency import route_family, rule_family
+from netlab.lab.consistency import route_family, rule_ds_field, rule_family
 from netlab.lab.ipset import entry_comment, entry_text, parse_element, range_text
 from netlab.lab.ipvs import real_port, service_family
 from netlab.lab.model import Bridge, Lab, Node, Vrf, Vxlan, _LinkCommon
@@ -320,6 +320,7 @@ def _route_ops(lab: Lab, ns: str, node_name: str, node: Node) -> list[Op]:
     for i, rule in enumerate(node.rules):
         table, table_name = _table_number(lab, rule.table)
         mark, mask = parse_fwmark(rule.fwmark) if rule.fwmark else (None, None)
+        tos, dscp = rule_ds_field(rule)
         ops.append(
             AddRule(
                 ns,
@@ -339,7 +340,13 @@ def _route_ops(lab: Lab, ns: str, node_name: str, node: Node) -> list[Op]:
                 ipproto=IP_PROTOS[rule.ipproto] if isinstance(rule.ipproto, str) else rule.ipproto,
                 sport=rule.sport,
                 dport=rule.dport,
-                tos=rule.dscp << 2 if rule.dscp is not None else None,
+                tos=tos,
+                dscp=dscp,
+                dscp_mask=rule.dscp_mask,
+                flowlabel=rule.flowlabel,
+                flowlabel_mask=rule.flowlabel_mask,
+                sport_mask=rule.sport_mask,
+                dport_mask=rule.dport_mask,
                 uidrange=rule.uidrange,
                 l3mdev=rule.l3mdev,
                 goto=rule.goto,

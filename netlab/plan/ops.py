@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from netlab.vocabulary import format_duration, format_rate, host_port, proto_name
+from netlab.vocabulary import FLOWLABEL_MASK, format_duration, format_rate, host_port, proto_name
 
 
 def _q(argv: tuple[str, ...]) -> str:
@@ -375,6 +375,12 @@ class AddRule(Op):
     sport: tuple[int, int] | None = None
     dport: tuple[int, int] | None = None
     tos: int | None = None
+    dscp: int | None = None  # FRA_DSCP (Linux 6.13+); netlab sends `tos` where that does the same
+    dscp_mask: int | None = None
+    flowlabel: int | None = None
+    flowlabel_mask: int | None = None
+    sport_mask: int | None = None
+    dport_mask: int | None = None
     uidrange: tuple[int, int] | None = None
     l3mdev: bool = False
     goto: int | None = None
@@ -400,16 +406,31 @@ class AddRule(Op):
             )
         if self.ipproto is not None:
             parts.append(f"ipproto {proto_name(self.ipproto)}")
-        for word, span in (("sport", self.sport), ("dport", self.dport), ("uidrange", self.uidrange)):
-            if span is not None:
-                parts.append(
-                    f"{word} {span[0]}" if span[0] == span[1] and word != "uidrange" else f"{word} {span[0]}-{span[1]}"
-                )
+        for word, span, mask in (
+            ("sport", self.sport, self.sport_mask),
+            ("dport", self.dport, self.dport_mask),
+            ("uidrange", self.uidrange, None),
+        ):
+            if span is None:
+                continue
+            if mask is not None:
+                parts.append(f"{word} {span[0]:#x}/{mask:#x}")
+            elif span[0] == span[1] and word != "uidrange":
+                parts.append(f"{word} {span[0]}")
+            else:
+                parts.append(f"{word} {span[0]}-{span[1]}")
         if self.tos is not None:
             parts.append(f"tos {self.tos:#04x}")
+        if self.dscp is not None:
+            parts.append(f"dscp {self.dscp}" + (f"/{self.dscp_mask:#x}" if self.dscp_mask is not None else ""))
+        if self.flowlabel is not None:
+            parts.append(f"flowlabel {self.flowlabel:#x}/{self._flowlabel_mask():#x}")
         if self.l3mdev:
             parts.append("l3mdev")
         return parts
+
+    def _flowlabel_mask(self) -> int:
+        return FLOWLABEL_MASK if self.flowlabel_mask is None else self.flowlabel_mask
 
     def _mask(self) -> int:
         # netlab sends a mark without a mask as mask 0xffffffff (the packet's whole mark); `ip

@@ -432,7 +432,8 @@ def route_query(q: RouteQuerySpec) -> RouteQuery:
         sport=q.sport,
         dport=q.dport,
         uid=q.uid,
-        tos=q.dscp << 2 if q.dscp is not None else None,
+        tos=q.dscp << 2 if q.dscp is not None else q.tos,
+        flowlabel=q.flowlabel,
     )
 
 

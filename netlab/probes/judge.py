@@ -798,13 +798,17 @@ def _mark_fits(q: RuleQuerySpec, rule: RuleView) -> bool:
 
 
 def _packet_keys_fit(q: RuleQuerySpec, rule: RuleView) -> bool:
-    """ipproto, ports, uid range, dscp."""
+    """ipproto, ports, uid range, tos/dscp (as the TOS byte or FRA_DSCP), flow label."""
     if q.ipproto is not None and rule.ipproto != (IP_PROTOS[q.ipproto] if isinstance(q.ipproto, str) else q.ipproto):
         return False
     for want_span, got_span in ((q.sport, rule.sport), (q.dport, rule.dport), (q.uidrange, rule.uidrange)):
         if want_span is not None and tuple(want_span) != got_span:
             return False
-    return q.dscp is None or rule.tos == q.dscp << 2
+    if q.tos is not None and rule.tos != q.tos:
+        return False
+    if q.flowlabel is not None and rule.flowlabel != q.flowlabel:
+        return False
+    return q.dscp is None or q.dscp in (rule.dscp, (rule.tos or 0) >> 2)
 
 
 def _net(value: str | None) -> str | None:

@@ -50,6 +50,16 @@ SELECTORS: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = {
         {"ipproto": "tcp", "dport": 8081},
     ),
     "dscp": ({"dscp": 4}, {"dscp": 4}, {"dscp": 5}),
+    # the raw DS field; a lookup's ECN bits are not compared
+    "tos": ({"tos": "0x10"}, {"tos": 0x13}, {"tos": 0x0C}),
+    # FRA_DSCP for IPv4 (Linux 6.13+), the TOS byte for IPv6
+    "dscp 46": ({"dscp": 46}, {"dscp": 46}, {"dscp": 47}),
+    "dscp/mask": ({"dscp": "0x28/0x38"}, {"dscp": 0x2D}, {"dscp": 0x18}),
+    "sport/mask": (
+        {"ipproto": "udp", "sport": "0x0f00/0xff00"},
+        {"ipproto": "udp", "sport": 0x0F42},
+        {"ipproto": "udp", "sport": 0x0E42},
+    ),
     "uidrange": ({"uidrange": "1000-1999"}, {"uid": 1500}, {"uid": 2000}),
     "not": ({"not": True, "to": "DST"}, {"dst": "OTHER"}, {}),
 }

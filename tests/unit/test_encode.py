@@ -977,3 +977,40 @@ def test_every_ipvs_shape_is_covered() -> None:
         ("AddIpvsReal", "fwmark", 6),
     }
     assert {op.forward for op in ops if isinstance(op, AddIpvsReal)} == set(ipvs.FORWARD_METHODS) - {"local", "bypass"}
+
+
+def test_newer_rule_selectors_encode_and_read_back() -> None:
+    """FRA_DSCP, the flow label (always with its mask: the kernel wants both) and the masks,
+    which pyroute2 0.9 lacks: encoded by netlab.kernel.messages.RuleMsg, decoded the same."""
+    from netlab.kernel.messages import decode_rule
+
+    op = AddRule(
+        "n",
+        family=6,
+        priority=5,
+        table=100,
+        dscp=8,
+        dscp_mask=0x38,
+        flowlabel=0x12345,
+        ipproto=17,
+        sport=(0xF00, 0xF00),
+        sport_mask=0xFF00,
+    )
+    msg = encode.request(op, lambda _n: 0, lambda _n: -1).msg
+    msg.encode()
+    back = decode_rule(msg.data)
+    got = {
+        k: back.get_attr(k)
+        for k in ("FRA_DSCP", "FRA_DSCP_MASK", "FRA_FLOWLABEL", "FRA_FLOWLABEL_MASK", "FRA_SPORT_MASK")
+    }
+    assert got == {
+        "FRA_DSCP": 8,
+        "FRA_DSCP_MASK": 0x38,
+        "FRA_FLOWLABEL": 0x12345,
+        "FRA_FLOWLABEL_MASK": 0xFFFFF,
+        "FRA_SPORT_MASK": 0xFF00,
+    }
+    assert back["tos"] == 0
+    assert op.render() == (
+        "ip -6 -n n rule add pref 5 from all ipproto udp sport 0xf00/0xff00 dscp 8/0x38 flowlabel 0x12345/0xfffff lookup 100"
+    )

@@ -21,6 +21,7 @@ from netlab.fib import query as fib_query
 from netlab.fib import text as fib_text
 from netlab.kernel import conntrack as ct
 from netlab.kernel import routes
+from netlab.kernel.messages import RouteMsg
 from netlab.kernel.nlsock import Failure, NetlinkSocket
 from netlab.observations import CtEntry, CtTuple, ObserveError, RouteAnswer, RouteQuery, RuleView
 from netlab.vocabulary import proto_name
@@ -32,7 +33,7 @@ def decoded_request(q: RouteQuery, indexes: dict[str, int] | None = None) -> Any
     msg = routes.build_route_request(q, indexes or {})
     msg["header"]["type"] = routes.RTM_GETROUTE
     msg.encode()
-    back = routes._rtmsg(msg.data)
+    back = RouteMsg(msg.data)
     back.decode()
     return back
 
@@ -121,7 +122,7 @@ def test_queries_the_kernel_could_never_answer(q: RouteQuery, words: str) -> Non
 
 
 def reply(type_: int, attrs: list[tuple[str, Any]], family: int = socket.AF_INET, table: int = 254) -> bytes:
-    msg = routes._rtmsg()
+    msg = RouteMsg()
     msg["family"] = family
     msg["dst_len"] = 32 if family == socket.AF_INET else 128
     msg["type"] = type_
