@@ -371,13 +371,13 @@ class _Diff:
                 return "its MTU goes back to the default"
             if o.master and not n.master:
                 return f"it leaves its master {o.master}"
-            return None
+            return _goes_down(o, n)
         if isinstance(o, SetLink) and isinstance(n, SetLink):
             if o.mtu and not n.mtu:
                 return "its MTU goes back to the default"
             if o.master and not n.master:
                 return f"it leaves its master {o.master}"
-            return None
+            return _goes_down(o, n)
         if isinstance(o, SetSysctl):
             return "netlab's IPv6 defaults for it change" if o.early else None
         if isinstance(o, (SetBridgePort, AddNeighbor)):
@@ -633,6 +633,11 @@ class _Diff:
             assert isinstance(o, (CreateLink, SetLink))
             set_master = SetLink(o.ns, o.what, name=o.name, up=o.up, master=m)
             self._step(Step("~", set_master, f"again: its master {m} is rebuilt", gone=(o,), made=(n,)), n)
+
+
+def _goes_down(o: CreateLink | SetLink, n: CreateLink | SetLink) -> str | None:
+    # A link that was up keeps the qdisc it got (noqueue); one made down has none (noop).
+    return "it goes down (made anew, it has no qdisc, as in a fresh build)" if o.up and not n.up else None
 
 
 def _kind_part(op: CreateLink) -> Any:

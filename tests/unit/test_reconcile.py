@@ -298,3 +298,22 @@ def test_a_signal_half_way_puts_the_lab_back() -> None:
     assert e.value.exit_code == 143
     assert _links(driver) == before
     assert not any(isinstance(op, CreateNetns) for op in driver.applied[len(old) :])
+
+
+def test_an_op_kind_with_an_undo_is_taken_away_by_it_and_made_again() -> None:
+    """netem (SetNetem, whose undo is DeleteNetem) needs nothing of its own in the diff."""
+    old = _edit(lambda d: d["nodes"]["a"]["links"]["eth0"].update(netem={"delay": "10ms"}))
+    new = _edit(lambda d: d["nodes"]["a"]["links"]["eth0"].update(netem={"delay": "20ms", "loss": "1%"}))
+    assert [s.render() for s in _diff(old, new).steps] == [
+        "- tc -n r.a qdisc del dev eth0 root  # nodes.a.links.eth0.netem",
+        "+ tc -n r.a qdisc replace dev eth0 root netem delay 20ms loss 1%  # nodes.a.links.eth0.netem",
+    ]
+    assert [s.render() for s in _diff(old, BASE).steps] == [
+        "- tc -n r.a qdisc del dev eth0 root  # nodes.a.links.eth0.netem"
+    ]
+
+    def rebuild_a(d: dict[str, Any]) -> None:
+        d["nodes"]["a"]["links"]["eth0"].update(netem={"delay": "10ms"}, mtu=1400)
+        d["nodes"]["host"]["links"]["v1"]["mtu"] = 1400
+
+    assert "qdisc" not in _diff(old, _edit(rebuild_a)).render()  # its link stays: the netem stays
