@@ -305,8 +305,8 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     rt = round_trips(results)
     j.add(judge_round_trips(check.expect, rt))
     summary = _probe_summary(results, ctx.where)
-    if len(results) > 1 or check.expect.rtt_ms is not None or check.expect.loss is not None:
-        summary += f"; {rt.words()}"  # as ping's last lines: over the count, or when expected
+    if _tells_round_trips(check, rt):
+        summary += f"; {rt.words()}"
     summary += drops_summary(results, drops)
     if check.ipvs is not None:
         j.add(judge_ipvs(check.ipvs.on, check.ipvs.expect, results, conns, services, ctx.resolve, ctx.node_of))
@@ -322,6 +322,14 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
     return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results], round_trips=rt)
+
+
+def _tells_round_trips(check: ProbeCheck, rt: RoundTrips) -> bool:
+    """As ping's last lines, over a count or when expected; but probes that were all
+    answered by errors (refused, ICMP) have neither a round trip nor a loss to tell."""
+    if check.expect.rtt_ms is not None or check.expect.loss is not None:
+        return True
+    return rt.sent > 1 and (rt.rtt_min is not None or rt.lost > 0)
 
 
 def _nat_entries(ctx: LabContext) -> list[CtEntry]:
