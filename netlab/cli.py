@@ -1063,6 +1063,14 @@ def capture(
     the port (the host end of the pod's veth, e.g. node1:vethpod2), not on cni0.
 
     \b
+    FILTER does not follow a flow through NAT: it is compiled to BPF and tests the
+    headers of each frame as it crosses IF, with no flow to follow. Beyond a node that
+    NATs, the same flow carries other addresses or ports (a masquerade, fully-random
+    ones, a DNAT to a backend), so write FILTER for what crosses IF (e.g. the backend's
+    address and port). A probe check's `capture:` does follow its probe through NAT,
+    by the flow's conntrack entries in the nodes that rewrote it.
+
+    \b
     Examples:
       sudo netlab capture flannel-vxlan node1:eth0 udp port 8472     # the VXLAN underlay
       sudo netlab capture flannel-vxlan pod1:eth0 -w pod1.pcap --count 20
