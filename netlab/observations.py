@@ -445,3 +445,12 @@ class TraceEvent:
     rule: str | None = None  # the rule's text, resolved from its handle
     seq: int = 0  # the event's place in the walk across every namespace of one trace
     ttl: int | None = None  # the TTL (hop limit) in the network header: one less per router
+    comment: str | None = None  # the rule's comment (nft `comment "…"`, iptables `-m comment`)
+    # The rule as iptables-save writes it, for a table of iptables-nft (an iptables dump,
+    # kube-proxy): the words the dump used, where nft's listing loses the comment.
+    iptables: str | None = None
+
+    @property
+    def rule_words(self) -> str | None:
+        """The rule as its author wrote it: iptables words for a dump's rule, else nft's."""
+        return self.iptables or self.rule

@@ -67,7 +67,6 @@ def parse_nft(listing: str) -> list[CounterView]:
             )
             named = None
         elif chain and (m := _RULE.match(line)) and (counts := _RULE_COUNTS.search(m[1])):
-            comment = _COMMENT.search(m[1])
             text = _RULE_COUNTS.sub("counter", m[1])
             out.append(
                 CounterView(
@@ -76,13 +75,19 @@ def parse_nft(listing: str) -> list[CounterView]:
                     chain,
                     int(m[2]),
                     None,
-                    comment[1] if comment else None,
+                    nft_comment(m[1]),
                     text,
                     int(counts[1]),
                     int(counts[2]),
                 )
             )
     return out
+
+
+def nft_comment(rule: str) -> str | None:
+    """The `comment "…"` of a rule as nft lists it."""
+    found = _COMMENT.search(rule)
+    return found[1] if found else None
 
 
 def parse_iptables_save(text: str, family: str) -> list[CounterView]:

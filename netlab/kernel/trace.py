@@ -10,7 +10,9 @@ probe is sent, events are read until the lab is quiet, and every table and socke
 away again — in a `finally` that a Ctrl-C cannot cut short.
 
 Events are decoded here with the standard library (`decode`); rule handles are resolved
-to their text with `nft -a list table` in the event's namespace.
+to their text with `nft -a list table` in the event's namespace, and a rule of an
+iptables-nft table (an iptables dump) also to its iptables-save words and comment, which
+nft's listing does not show.
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from netlab import interrupts
 from netlab.kernel import nft
+from netlab.kernel.counters import nft_comment, parse_iptables_save
 from netlab.kernel.inside import in_namespace
-from netlab.observations import TRACE_TABLE_PREFIX, ObserveError, TraceEvent, TraceFlow
+from netlab.observations import TRACE_TABLE_PREFIX, CounterView, ObserveError, TraceEvent, TraceFlow
 
 T = TypeVar("T")
 
@@ -252,7 +255,7 @@ def _collect(listeners: dict[socket.socket, str], settle: float, limit: float = 
 
 def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str]) -> list[TraceEvent]:
     names: dict[str, dict[int, str]] = {}
-    texts: dict[tuple[str, str, str], dict[tuple[str, int], str]] = {}
+    rules: dict[tuple[str, str, str], dict[tuple[str, int], RuleText]] = {}
     queues: dict[str, list[TraceEvent]] = {ns: [] for ns in namespaces}  # the client's first
     for ns, data in raw:
         if ns not in names:
@@ -262,11 +265,13 @@ def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str]) -> list[Tr
     for e in stitch([with_headers(q) for q in queues.values()]):
         key = (e.ns, e.family, e.table)
         if e.table.startswith(TRACE_TABLE_PREFIX):
-            texts[key] = {}
-        elif key not in texts:
-            texts[key] = rule_texts(e.ns, e.family, e.table)
-        rule = texts[key].get((e.chain, e.handle)) if e.handle is not None else None
-        events.append(replace(e, rule=rule, seq=len(events)))
+            rules[key] = {}
+        elif key not in rules:
+            rules[key] = table_rules(e.ns, e.family, e.table)
+        found = rules[key].get((e.chain, e.handle)) if e.handle is not None else None
+        if found is not None:
+            e = replace(e, rule=found.text, comment=found.comment, iptables=found.iptables)
+        events.append(replace(e, seq=len(events)))
     return events
 
 
@@ -331,17 +336,55 @@ def stitch(queues: Sequence[Sequence[TraceEvent]]) -> list[TraceEvent]:
     return out
 
 
+_COUNTER = "counter packets "
 _CHAIN = re.compile(r"^\s*chain (\S+) \{")
 _HANDLE = re.compile(r"^\s*(.*?)\s*# handle (\d+)$")
 
 
-def rule_texts(ns: str, family: str, table: str) -> dict[tuple[str, int], str]:
-    """(chain, handle) → rule text, from `nft -a list table FAMILY TABLE` in ns."""
+@dataclass(frozen=True)
+class RuleText:
+    """A rule of a table, as nft lists it, and as iptables-save does for iptables-nft's tables."""
+
+    text: str
+    comment: str | None = None
+    iptables: str | None = None
+
+
+def table_rules(ns: str, family: str, table: str) -> dict[tuple[str, int], RuleText]:
+    """(chain, handle) → the rule, from `nft -a list table FAMILY TABLE` in ns (and, for a
+    table iptables-nft may have written, `iptables-nft-save`)."""
     try:
         rc, out, _ = nft.command_in(ns, f"list table {family} {table}", handles=True)
     except (OSError, nft.FirewallError):
         return {}
-    return parse_handles(out) if rc == 0 else {}
+    texts = parse_handles(out) if rc == 0 else {}
+    saved: list[CounterView] = []
+    # iptables-nft gives every rule a counter: a table with a rule without one is nft's own
+    if family in ("ip", "ip6") and texts and all(_COUNTER in t for t in texts.values()):
+        with contextlib.suppress(nft.FirewallError):
+            saved = parse_iptables_save(nft.save_iptables(ns, 6 if family == "ip6" else 4), family)
+    return with_iptables_words(texts, [c for c in saved if c.table == table])
+
+
+def with_iptables_words(
+    texts: dict[tuple[str, int], str], saved: Sequence[CounterView]
+) -> dict[tuple[str, int], RuleText]:
+    """Each rule with its comment, and its iptables-save words when iptables-save listed the
+    table: the n-th rule of a chain there is the n-th of nft's listing (one ruleset, read
+    twice), so a chain whose rule counts differ is left in nft's words."""
+    listed: dict[str, list[CounterView]] = {}
+    for c in saved:
+        listed.setdefault(c.chain or "", []).append(c)
+    handles: dict[str, list[tuple[str, int]]] = {}
+    for key in texts:
+        handles.setdefault(key[0], []).append(key)
+    out = {key: RuleText(text, nft_comment(text)) for key, text in texts.items()}
+    for chain, keys in handles.items():
+        rules = listed.get(chain, [])
+        if len(rules) == len(keys):
+            for key, c in zip(keys, rules, strict=True):
+                out[key] = RuleText(texts[key], c.comment, c.text)
+    return out
 
 
 def parse_handles(listing: str) -> dict[tuple[str, int], str]:

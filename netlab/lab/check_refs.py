@@ -11,8 +11,11 @@ from collections.abc import Iterator
 from netlab.lab.checks import (
     ANSWERED_BY_ICMP,
     COUNTER_IDS,
+    DROPPED_BY_IDS,
     OTHER_NODES,
     CounterSpec,
+    DroppedBy,
+    FirewallRule,
     ProbeCheck,
     RouteCheck,
     RuleCheck,
@@ -137,6 +140,7 @@ def _expect_problems(
         )
     yield from _check_icmp_expect(topo, nodes, check, e)
     yield from _check_round_trips(check, e)
+    yield from _check_dropped_by(lab, check, e)
     if proto == "icmp" and (expect.served_by or expect.server_saw):
         key = "served_by" if expect.served_by else "server_saw"
         yield (
@@ -220,17 +224,20 @@ def _check_ipvs(topo: Topology, nodes: set[str], check: ProbeCheck, proto: str, 
             yield (*c, "expect", "real"), f"{err} (a real server is NODE, ADDRESS, NODE:PORT, ADDR:PORT or [V6]:PORT)"
 
 
+def _firewall_node(lab: Lab, name: str, path: Path, why: str) -> Iterator[Complaint]:
+    """The node exists and has a firewall: an nftables ruleset, an iptables dump or an exec
+    command (which may load one)."""
+    if name not in lab.nodes:
+        yield from _node(set(lab.nodes), name, path)
+        return
+    node = lab.nodes[name]
+    if not (node.nftables or node.iptables or node.exec):
+        yield path, f"node {name} has no nftables ruleset, iptables dump or exec command, so {why}"
+
+
 def _check_counter(lab: Lab, spec: CounterSpec, c: Path) -> Iterator[Complaint]:
     """A counter is named one way, on a node that has a firewall, and something is asked of it."""
-    if spec.on not in lab.nodes:
-        yield from _node(set(lab.nodes), spec.on, (*c, "on"))
-    else:
-        node = lab.nodes[spec.on]
-        if not (node.nftables or node.iptables or node.exec):
-            yield (
-                (*c, "on"),
-                f"node {spec.on} has no nftables ruleset, iptables dump or exec command, so nothing there counts",
-            )
+    yield from _firewall_node(lab, spec.on, (*c, "on"), "nothing there counts")
     given = [k for k in COUNTER_IDS if getattr(spec, k) is not None]
     if len(given) != 1:
         said = f"it has {' and '.join(given)}" if given else "it has none"
@@ -239,12 +246,45 @@ def _check_counter(lab: Lab, spec: CounterSpec, c: Path) -> Iterator[Complaint]:
             f"name the counter one way: comment, rule (words of its text), handle (with table) or name "
             f"(a named counter); {said}",
         )
-    if spec.handle is not None and spec.table is None:
-        yield (*c, "table"), "a rule handle is unique only within its table: give `table:` with `handle:`"
+    yield from _handle_in_table(spec, c)
     if spec.name is not None and spec.chain is not None:
         yield (*c, "chain"), "a named counter belongs to a table, not a chain: drop `chain:`"
     if spec.packets is None and spec.bytes is None:
         yield c, "say what the probes must count: `packets:` and/or `bytes:` (N, or {min: N, max: M})"
+
+
+def _handle_in_table(spec: FirewallRule, c: Path) -> Iterator[Complaint]:
+    if spec.handle is not None and spec.table is None:
+        yield (*c, "table"), "a rule handle is unique only within its table: give `table:` with `handle:`"
+
+
+def _check_dropped_by(lab: Lab, check: ProbeCheck, e: Path) -> Iterator[Complaint]:
+    """`dropped_by:` goes with a result a drop gives (a timeout); its rule form names one
+    rule or chain policy of a node that has a firewall."""
+    wanted = check.expect.dropped_by
+    if wanted is None:
+        return
+    if not result_admits(check.expect.result, "timeout"):
+        yield (
+            (*e, "dropped_by"),
+            f"`result: {check.expect.result.written()}` and dropped_by contradict each other: a dropped probe "
+            "gets no answer; say `result: timeout`",
+        )
+    if not isinstance(wanted, DroppedBy):
+        return  # a network policy's name: netlab.expand.policy.check_dropped_by
+    d = (*e, "dropped_by")
+    yield from _firewall_node(lab, wanted.node, (*d, "node"), "no rule there drops anything")
+    given = [k for k in DROPPED_BY_IDS if getattr(wanted, k) not in (None, False)]
+    if len(given) != 1:
+        said = f"it has {' and '.join(given)}" if given else "it has none"
+        yield (
+            (*d, given[1]) if len(given) > 1 else d,
+            "name what dropped the probes one way: comment, rule (words of its text), handle (with table) or "
+            f"`policy: true` (the chain's policy, with chain); {said}",
+        )
+    yield from _handle_in_table(wanted, d)
+    if wanted.policy and wanted.chain is None:
+        yield (*d, "chain"), "`policy: true` is the policy of a chain: give `chain:`"
 
 
 def _check_round_trips(check: ProbeCheck, e: Path) -> Iterator[Complaint]:

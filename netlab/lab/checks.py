@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 
-from netlab.lab.expect import Expect
+from netlab.lab.expect import FORM_TAG, Expect
 from netlab.lab.ipvs import normalize_forward
 from netlab.lab.values import (
     Base,
@@ -251,6 +251,72 @@ class LossRange(_Range):
     max: Percentage | None = None
 
 
+NftFamily = Literal["ip", "ip6", "inet", "arp", "bridge", "netdev"]
+
+
+class FirewallRule(Base):
+    """A rule of a node's firewall (an nftables ruleset or an iptables dump), named by its
+    comment, by words of its text or by its nftables handle, within the family, table and
+    chain given (each optional)."""
+
+    family: NftFamily | None = None  # iptables dumps: ip (iptables) or ip6 (ip6tables)
+    table: Annotated[str, Field(min_length=1)] | None = None
+    chain: Annotated[str, Field(min_length=1)] | None = None
+    comment: Annotated[str, Field(min_length=1)] | None = None  # nft `comment "…"`, iptables `-m comment`
+    rule: Annotated[str, Field(min_length=1)] | None = None  # words of the rule as nft list / iptables-save write it
+    handle: Annotated[int, Field(ge=1)] | None = None  # nftables' rule handle (`nft -a list`)
+
+    def what(self) -> str:
+        """'the rule with comment "svc web"', 'rule handle 4', 'the rule `tcp dport 80 drop`'."""
+        if self.comment is not None:
+            return f'the rule with comment "{self.comment}"'
+        if self.handle is not None:
+            return f"rule handle {self.handle}"
+        return f"the rule `{self.rule}`"
+
+    def scope(self) -> str:
+        """'ip filter forward': the part of the ruleset asked about ('' for all of it)."""
+        return " ".join(x for x in (self.family, self.table, self.chain) if x)
+
+
+DROPPED_BY_IDS = ("comment", "rule", "handle", "policy")  # ways to name what dropped: exactly one
+
+
+class DroppedBy(FirewallRule):
+    """The firewall rule or chain policy of a node that dropped the probes, as the probe's
+    nftables trace saw it (any ruleset: nftables, an iptables dump, kube-proxy's)."""
+
+    node: NodeName
+    policy: bool = False  # true: the policy of `chain:` dropped them, no rule of it
+
+    def what(self) -> str:
+        return f"the policy of chain {self.chain}" if self.policy else super().what()
+
+    def where(self) -> str:
+        return f"{self.node} ({self.scope()})" if self.scope() else self.node
+
+
+def _dropped_by_form(value: Any) -> str | None:
+    if isinstance(value, (dict, DroppedBy)):
+        return FORM_TAG + "rule"
+    return FORM_TAG + "name" if isinstance(value, str) else None
+
+
+# A network policy's name (or default-deny), or any ruleset's rule or chain policy.
+DroppedByAny = Annotated[
+    Annotated[Annotated[str, Field(min_length=1)], Tag(FORM_TAG + "name")]
+    | Annotated[DroppedBy, Tag(FORM_TAG + "rule")],
+    Discriminator(
+        _dropped_by_form,
+        custom_error_type="dropped_by_form",
+        custom_error_message=(
+            "dropped_by is a network policy's name (or default-deny), or a rule or chain policy: "
+            "{node, table, chain, rule | comment | handle | policy: true}"
+        ),
+    ),
+]
+
+
 class ProbeExpect(Base):
     result: Expect[Result] = Expect(("ok",))  # every probe's outcome
     # One node, a set (each probe served by one of them), or a distribution:
@@ -259,9 +325,10 @@ class ProbeExpect(Base):
     server_saw: Names | None = None
     icmp: Expect[str] | None = None  # words the ICMP error must contain, e.g. "port unreachable"
     icmp_from: Names | None = None  # who sent that ICMP error (a router: which hop)
-    # The network policy rule that dropped the probes: a policy of `cluster.policies` (one of
-    # its deny rules) or `default-deny` (an isolated pod that no rule allowed)
-    dropped_by: Annotated[str, Field(min_length=1)] | None = None
+    # What dropped the probes: a network policy of `cluster.policies` (one of its deny rules)
+    # or `default-deny` (an isolated pod that no rule allowed); or {node, table, chain, rule |
+    # comment | handle | policy: true}, a rule or chain policy of any node's ruleset
+    dropped_by: DroppedByAny | None = None
     # Over `count` probes: every answered one's round trip (ms), and the share left unanswered
     # (%). With `loss:`, the probes that timed out count as lost, not as a wrong `result:`.
     rtt_ms: RttRange | None = None
@@ -365,39 +432,25 @@ class Amount(Base):
 
 
 CounterAmount = Annotated[Amount, BeforeValidator(_check_amount)]
-NftFamily = Literal["ip", "ip6", "inet", "arp", "bridge", "netdev"]
 COUNTER_IDS = ("comment", "rule", "handle", "name")  # ways to name a counter: exactly one
 
 
-class CounterSpec(Base):
+class CounterSpec(FirewallRule):
     """A firewall counter of a node, and how much the probes must make it count: the
     difference between a reading before the probes and one after them."""
 
     on: NodeName
-    family: NftFamily | None = None  # iptables dumps: ip (iptables) or ip6 (ip6tables)
-    table: Annotated[str, Field(min_length=1)] | None = None
-    chain: Annotated[str, Field(min_length=1)] | None = None
-    comment: Annotated[str, Field(min_length=1)] | None = None  # nft `comment "…"`, iptables `-m comment`
-    rule: Annotated[str, Field(min_length=1)] | None = None  # words of the rule as nft list / iptables-save write it
-    handle: Annotated[int, Field(ge=1)] | None = None  # nftables' rule handle (`nft -a list`)
     name: Annotated[str, Field(min_length=1)] | None = None  # a named counter (`counter NAME { }`)
     packets: CounterAmount | None = None
     bytes: CounterAmount | None = None
 
     def what(self) -> str:
         """'the rule with comment "svc web"', 'named counter web-hits', … (where: see where())."""
-        if self.name is not None:
-            return f"named counter {self.name}"
-        if self.comment is not None:
-            return f'the rule with comment "{self.comment}"'
-        if self.handle is not None:
-            return f"rule handle {self.handle}"
-        return f"the rule `{self.rule}`"
+        return f"named counter {self.name}" if self.name is not None else super().what()
 
     def where(self) -> str:
         """'router (ip filter forward)': the node and the part of its ruleset asked about."""
-        scope = " ".join(x for x in (self.family, self.table, self.chain) if x)
-        return f"{self.on} ({scope})" if scope else self.on
+        return f"{self.on} ({self.scope()})" if self.scope() else self.on
 
 
 class _CheckCommon(Base):

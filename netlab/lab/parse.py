@@ -333,6 +333,8 @@ def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in loc:
         if part == "[key]":
             return None
+        if _is_form_tag(part):
+            continue  # the form of a value (netlab.lab.expect, dropped_by)
         if isinstance(part, str) and part in _CHECK_MODELS and _CHECK_MODELS[part] in current and len(current) > 1:
             current = [_CHECK_MODELS[part]]  # the check-kind step of the tagged union
             continue

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from netlab.lab.checks import CounterSpec, ProbeCheck, RouteCheck, RouteQuerySpec, RuleCheck
+from netlab.lab.checks import CounterSpec, DroppedBy, ProbeCheck, RouteCheck, RouteQuerySpec, RuleCheck
 from netlab.lab.model import Check, Lab, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.policy import POLICY_TABLE
@@ -41,6 +41,7 @@ from netlab.probes.judge import (
     judge_conntrack,
     judge_counters,
     judge_dropped_by,
+    judge_dropped_by_rule,
     judge_ipvs,
     judge_probe,
     judge_round_trips,
@@ -48,7 +49,7 @@ from netlab.probes.judge import (
     judge_rule,
     round_trips,
 )
-from netlab.probes.trace import Trace, text_lines, trace_probe
+from netlab.probes.trace import Trace, drop_words, text_lines, trace_probe, trace_requests
 from netlab.probes.trace import to_json as trace_json
 from netlab.vocabulary import BUILTIN_TABLES, host_port, parse_fwmark
 
@@ -162,6 +163,10 @@ class LabContext:
     def ns(self, node: str) -> str:
         return self.nodes[node]
 
+    def node_in(self, ns: str) -> str | None:
+        """The node whose namespace ns is."""
+        return next((node for node, name in self.nodes.items() if name == ns), None)
+
     def policy_drops(self) -> list[Drop]:
         """The drops recorded by the network policy of every node that has one."""
         return [d for node, rules in self.policy_nodes.items() for d in self.observer.drops(self.ns(node), node, rules)]
@@ -183,8 +188,9 @@ def run_checks(
 ) -> list[Verdict]:
     """Every check (or those given), in lab-file order in the result. fail_fast: once one
     has failed, the checks not yet started are not run (and not in the result). Checks with
-    counter expectations run one at a time after the others: a counter counts every flow,
-    and the traffic of checks running beside one would be counted as its own."""
+    counter expectations or a `dropped_by:` rule run one at a time after the others: a
+    counter counts every flow, a trace hears every traced packet, and the traffic of checks
+    running beside one would be taken for its own."""
     todo = list(ctx.lab.checks if checks is None else checks)
     if not todo:
         return []
@@ -200,7 +206,7 @@ def run_checks(
             on_done(verdict)
         return verdict
 
-    alone = {i for i, check in enumerate(todo) if isinstance(check, ProbeCheck) and check.counters}
+    alone = {i for i, check in enumerate(todo) if _alone(check)}
     together = [i for i in range(len(todo)) if i not in alone]
     verdicts: dict[int, Verdict | None] = {}
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))), thread_name_prefix="netlab-check")
@@ -212,13 +218,19 @@ def run_checks(
     return [v for v in (verdicts[i] for i in range(len(todo))) if v is not None]
 
 
+def _alone(check: Check) -> bool:
+    """Checks that must run with no other traffic: counters count every flow, and a trace's
+    listeners hear every traced packet of their namespace."""
+    return isinstance(check, ProbeCheck) and bool(check.counters or isinstance(check.expect.dropped_by, DroppedBy))
+
+
 def trace_failures(ctx: LabContext, checks: Sequence[Check], verdicts: Sequence[Verdict]) -> list[Verdict]:
     """Each failed probe check's probe sent once more with tracing on, its walk attached to
     the verdict (`check --trace`). One at a time, after every check ran: a trace's listeners
     hear every traced packet of their namespace, and the checks' own traffic is over."""
     out = []
     for check, v in zip(checks, verdicts, strict=True):
-        if not v.passed and isinstance(check, ProbeCheck):
+        if not v.passed and isinstance(check, ProbeCheck) and v.trace is None:
             try:
                 v = replace(v, trace=trace_probe(ctx, check.probe.from_, _requests(ctx, check)[0]))
             except (ObserveError, OSError) as err:
@@ -277,10 +289,7 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         )
     try:
         counters_before = _counter_readings(ctx, check)
-        # Several probes of one check run one after another when a fixed source port is
-        # asked for (they would collide), else a few at a time.
-        workers = 1 if check.probe.sport is not None else min(8, len(requests))
-        results = ctx.send_probes(requests, workers=workers)
+        results, trace = _send(ctx, check, requests)
         counters_after = _counter_readings(ctx, check)
         entries = ctx.observer.conntrack(ctx.ns(check.conntrack.on)) if check.conntrack is not None else []
         ipvs = ctx.observer.ipvs(ctx.ns(check.ipvs.on)) if check.ipvs is not None else IpvsState((), ())
@@ -298,8 +307,7 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         if capture is not None:
             capture.close()
     j = judge_probe(check.expect, results, ctx.resolve, ctx.node_of, ctx.where)
-    if check.expect.dropped_by is not None:
-        j.add(judge_dropped_by(check.expect.dropped_by, results, drops))
+    j.add(_judge_dropped_by(ctx, check, results, drops, trace))
     if check.conntrack is not None:
         j.add(judge_conntrack(check.conntrack.on, check.conntrack.expect, results, entries, ctx.resolve, ctx.node_of))
     rt = round_trips(results)
@@ -308,6 +316,8 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     if _tells_round_trips(check, rt):
         summary += f"; {rt.words()}"
     summary += drops_summary(results, drops)
+    if trace is not None and trace.death is not None:
+        summary += f"; dropped in {trace.nodes.get(trace.death.ns, trace.death.ns)} by {drop_words(trace.death)}"
     if check.ipvs is not None:
         j.add(judge_ipvs(check.ipvs.on, check.ipvs.expect, results, conns, services, ctx.resolve, ctx.node_of))
         summary += _ipvs_summary(check.ipvs.on, results, conns, ctx)
@@ -321,7 +331,30 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
     if not j.passed:
         said = "\n".join(j.reasons)  # a detail the reasons already quote is not repeated
         j.evidence = [f"probe: {r.detail}" for r in _distinct(results) if r.detail not in said] + j.evidence
-    return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results], round_trips=rt)
+    # a trace taken for `dropped_by:` is the walk of a failed check (check --trace reuses it)
+    trace = trace if not j.passed else None
+    return _verdict(check, "probe", j, summary, probes=[asdict(r) for r in results], round_trips=rt, trace=trace)
+
+
+def _send(ctx: LabContext, check: ProbeCheck, requests: list[ProbeRequest]) -> tuple[list[ProbeResult], Trace | None]:
+    """The check's probes, sent; traced when a `dropped_by:` rule is judged from the trace."""
+    # Several probes of one check run one after another when a fixed source port is
+    # asked for (they would collide), else a few at a time.
+    workers = 1 if check.probe.sport is not None else min(8, len(requests))
+    if isinstance(check.expect.dropped_by, DroppedBy):
+        trace = trace_requests(ctx, check.probe.from_, requests, workers=workers)
+        return list(trace.probes), trace
+    return ctx.send_probes(requests, workers=workers), None
+
+
+def _judge_dropped_by(
+    ctx: LabContext, check: ProbeCheck, results: list[ProbeResult], drops: list[Drop], trace: Trace | None
+) -> Judgement:
+    wanted = check.expect.dropped_by
+    if isinstance(wanted, DroppedBy):
+        events = trace.events if trace is not None else ()
+        return judge_dropped_by_rule(wanted, ctx.ns(wanted.node), results, events, ctx.node_in)
+    return judge_dropped_by(wanted, results, drops) if wanted is not None else Judgement()
 
 
 def _tells_round_trips(check: ProbeCheck, rt: RoundTrips) -> bool:

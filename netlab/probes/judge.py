@@ -19,6 +19,8 @@ from netlab.lab.checks import (
     CaptureExpect,
     ConntrackExpect,
     CounterSpec,
+    DroppedBy,
+    FirewallRule,
     IpvsExpect,
     ProbeExpect,
     RouteExpect,
@@ -37,11 +39,13 @@ from netlab.observations import (
     Packet,
     RouteAnswer,
     RuleView,
+    TraceEvent,
     table_text,
 )
 from netlab.probes.drops import drop_of
 from netlab.probes.flow import ProbeResult
 from netlab.probes.follow import belongs, flow_forms
+from netlab.probes.trace import drop_words
 from netlab.vocabulary import IP_PROTOS, host_port, parse_fwmark, table_number, table_words
 
 # Names in expectations → the addresses they stand for, and an address → its node (for
@@ -261,6 +265,36 @@ def judge_dropped_by(wanted: str, results: Sequence[ProbeResult], drops: Sequenc
             break
     if failed and drops:
         j.evidence += [f"recorded drops: {d.saddr} → {d.daddr} {d.proto}/{d.dport} {d.words()}" for d in drops][:5]
+    return j
+
+
+def dropped_by_fits(wanted: DroppedBy, ns: str, e: TraceEvent) -> bool:
+    """Is this drop event (of a trace) the rule or chain policy `wanted` names (in namespace ns)?"""
+    if e.ns != ns or e.verdict != "drop":
+        return False
+    if wanted.policy:
+        return e.type == "policy" and _in_scope(wanted, e.family, e.table, e.chain)
+    return e.type == "rule" and firewall_rule_fits(
+        wanted, e.family, e.table, e.chain, e.handle, e.comment, (e.rule, e.iptables)
+    )
+
+
+def judge_dropped_by_rule(
+    wanted: DroppedBy, ns: str, results: Sequence[ProbeResult], events: Sequence[TraceEvent], node_of_ns: NodeOf
+) -> Judgement:
+    """The failed probes were dropped by the rule or chain policy `wanted` names: judged
+    from their nftables trace — every drop it saw is that one, and there is one."""
+    j = Judgement()
+    if all(r.ok for r in results):
+        return j  # nothing was dropped: the `result:` expectation says what is wrong
+    expected = f"expected the probe to be dropped by {wanted.what()} in {wanted.where()}"
+    drops = [e for e in events if e.verdict == "drop" and e.type in ("rule", "policy")]
+    if not drops:
+        j.reasons.append(f"{expected}, but no rule or chain policy dropped it (its trace saw no drop)")
+        return j
+    other = next((e for e in reversed(drops) if not dropped_by_fits(wanted, ns, e)), None)
+    if other is not None:
+        j.reasons.append(f"{expected}, it was dropped in {node_of_ns(other.ns) or other.ns} by {drop_words(other)}")
     return j
 
 
@@ -658,19 +692,36 @@ def _packet_mismatches(expect: CaptureExpect, p: Packet, resolve: Resolve, node_
 # ---------------------------------------------------------------- counters
 
 
+def _in_scope(ref: FirewallRule, family: str, table: str, chain: str | None) -> bool:
+    return all((want or got) == got for want, got in ((ref.family, family), (ref.table, table), (ref.chain, chain)))
+
+
+def firewall_rule_fits(
+    ref: FirewallRule,
+    family: str,
+    table: str,
+    chain: str | None,
+    handle: int | None,
+    comment: str | None,
+    texts: Sequence[str | None],
+) -> bool:
+    """Is this rule (in family/table/chain, with its handle, comment and texts) the one ref
+    names — by comment, by handle or by words of any of its texts?"""
+    if not _in_scope(ref, family, table, chain):
+        return False
+    if ref.comment is not None:
+        return comment == ref.comment
+    if ref.handle is not None:
+        return handle == ref.handle
+    words = " ".join(ref.rule.split()) if ref.rule is not None else None
+    return words is not None and any(words in " ".join(t.split()) for t in texts if t)
+
+
 def counter_fits(spec: CounterSpec, c: CounterView) -> bool:
     """Is c (one of them) the counter spec names?"""
-    if (spec.family or c.family) != c.family or (spec.table or c.table) != c.table:
-        return False
     if spec.name is not None or c.name is not None:
-        return c.name == spec.name
-    if (spec.chain or c.chain) != c.chain:
-        return False
-    if spec.comment is not None:
-        return c.comment == spec.comment
-    if spec.handle is not None:
-        return c.handle == spec.handle
-    return spec.rule is not None and " ".join(spec.rule.split()) in " ".join(c.text.split())
+        return c.name == spec.name and _in_scope(spec, c.family, c.table, c.chain)
+    return firewall_rule_fits(spec, c.family, c.table, c.chain, c.handle, c.comment, (c.text,))
 
 
 def counted(spec: CounterSpec, before: Sequence[CounterView], after: Sequence[CounterView]) -> tuple[int, int, int]:

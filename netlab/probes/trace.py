@@ -82,7 +82,6 @@ def run_trace(
 def trace_probe(ctx: LabContext, node: str, request: ProbeRequest, count: int = 1, *, settle: float = 0.3) -> Trace:
     """Send `count` copies of request (from node) traced in every namespace of the lab;
     each tcp/udp copy gets its own source port unless the request fixes one."""
-    family = ipaddress.ip_address(request.dst).version
     if request.proto == "icmp":
         sports: tuple[int, ...] = ()
     elif request.sport is not None:
@@ -90,11 +89,23 @@ def trace_probe(ctx: LabContext, node: str, request: ProbeRequest, count: int = 
     else:
         sports = tuple(random.sample(range(40000, 60000), count))
     requests = [replace(request, sport=sports[i] if sports else None) for i in range(count)]
+    return trace_requests(ctx, node, requests, workers=count, settle=settle)
+
+
+def trace_requests(
+    ctx: LabContext, node: str, requests: Sequence[ProbeRequest], *, workers: int, settle: float = 0.3
+) -> Trace:
+    """Send the requests (one flow: from node to one target) traced in every namespace of
+    the lab. The trace marks the flow by its addresses, and by the requests' source ports
+    when they fix them: without, any traffic between the client and the target is traced."""
+    request = requests[0]
+    family = ipaddress.ip_address(request.dst).version
+    sports = tuple(sorted({r.sport for r in requests if r.sport is not None}))
     client = (request.src,) if request.src else tuple(node_addresses(ctx.topo, node, family))
     flow = TraceFlow(_L4.get(request.proto, request.proto), tuple(dict.fromkeys((request.dst, *client))), sports)
     namespaces = [request.ns, *(n for n in ctx.nodes.values() if n != request.ns)]
     probes, events = ctx.observer.trace(
-        namespaces, flow, lambda: ctx.send_probes(requests, workers=count), settle=settle
+        namespaces, flow, lambda: ctx.send_probes(requests, workers=workers), settle=settle
     )
     nodes = {v: k for k, v in ctx.nodes.items()}
     port = request.port if request.proto != "icmp" else None
@@ -162,7 +173,7 @@ def _event_line(e: TraceEvent, depth: int, death: TraceEvent | None) -> str:
     elif e.type == "return":
         what = "end of chain, return"
     else:
-        what = e.rule or f"rule handle {e.handle}"
+        what = e.rule_words or f"rule handle {e.handle}"
     mark = "   ✗ dropped here" if e is death else ""
     return f"    {'  ' * depth}{where}: {what}  → {_verdict(e)}{mark}"
 
@@ -199,6 +210,12 @@ def walk_lines(trace: Trace) -> list[str]:
     return lines
 
 
+def drop_words(e: TraceEvent) -> str:
+    """'inet filter forward: the policy of chain forward', 'ip filter FORWARD: rule `…`'."""
+    what = f"the policy of chain {e.chain}" if e.type == "policy" else f"rule `{e.rule_words or e.handle}`"
+    return f"{e.family} {e.table} {e.chain}: {what}"
+
+
 def summary_lines(trace: Trace) -> list[str]:
     """Where it died (or that it arrived), the NAT conntrack recorded, the blind spots."""
     out = []
@@ -206,7 +223,9 @@ def summary_lines(trace: Trace) -> list[str]:
     if death is not None:
         node = trace.nodes.get(death.ns, death.ns)
         what = (
-            f"the policy of chain {death.chain}" if death.type == "policy" else f"rule `{death.rule or death.handle}`"
+            f"the policy of chain {death.chain}"
+            if death.type == "policy"
+            else f"rule `{death.rule_words or death.handle}`"
         )
         out.append(f"died in {node}: {death.family} {death.table} {death.chain}: {what} dropped it")
     elif not trace.ok:

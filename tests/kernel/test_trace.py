@@ -205,3 +205,91 @@ def test_check_trace_attaches_the_walk_to_failed_checks_only(
     assert traces["router answers"] is None, doc
     assert (traces["blocked"]["died"]["node"], traces["blocked"]["died"]["type"]) == ("router", "policy"), doc
     assert_no_trace_tables(lab)
+
+
+IPTABLES_COMMENTED_DROP = """\
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A FORWARD -s 10.1.0.2/32 -j ACCEPT
+-A FORWARD -d 10.1.0.2/32 -p tcp -m comment --comment "block the server" -j DROP
+COMMIT
+"""
+
+
+def _dropped_by_checks(*wanted: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": f"dropped {i}",
+            "probe": {"from": "client", "to": "server", "port": 8080, "timeout": 0.5},
+            "expect": {"result": "timeout", "dropped_by": w},
+        }
+        for i, w in enumerate(wanted)
+    ]
+
+
+def test_dropped_by_a_chain_policy_is_judged_from_the_trace(netlab_lab: LabFactory) -> None:
+    """dropped_by names an nft chain's `policy drop`: the right one passes; a rule of that
+    chain, or another table's chain, fails saying what did drop it, with the walk attached."""
+    checks = _dropped_by_checks(
+        {"node": "router", "table": "filter", "chain": "forward", "policy": True},
+        {"node": "router", "family": "inet", "chain": "forward", "rule": "udp dport 9 accept"},
+        {"node": "router", "table": "nat", "chain": "forward", "policy": True},
+    )
+    lab = netlab_lab({**spec(nftables=POLICY_DROP), "checks": checks}, unique=True)
+    right, rule, elsewhere = lab.run_checks()
+    assert right.passed, right
+    assert "dropped in router by inet filter forward: the policy of chain forward" in right.summary, right
+    assert right.trace is None, "a passing check carries no walk"
+    died = "it was dropped in router by inet filter forward: the policy of chain forward"
+    assert not rule.passed and rule.reasons == [
+        f"expected the probe to be dropped by the rule `udp dport 9 accept` in router (inet forward), {died}"
+    ], rule
+    assert rule.trace is not None and rule.trace.death is not None, rule
+    assert not elsewhere.passed and died in elsewhere.reasons[0], elsewhere
+    assert_no_trace_tables(lab)
+
+
+def test_dropped_by_an_iptables_dump_rule_by_comment_or_words(netlab_lab: LabFactory) -> None:
+    """dropped_by names a rule of an iptables-save dump by its `-m comment` (which nft's
+    listing does not show) or by the dump's own words; the walk prints the dump's words."""
+    checks = _dropped_by_checks(
+        {"node": "router", "table": "filter", "chain": "FORWARD", "comment": "block the server"},
+        {"node": "router", "rule": "-d 10.1.0.2/32 -p tcp"},
+        {"node": "router", "comment": "another comment"},
+    )
+    lab = netlab_lab({**spec(iptables=IPTABLES_COMMENTED_DROP), "checks": checks}, unique=True)
+    by_comment, by_words, wrong = lab.run_checks()
+    assert by_comment.passed and by_words.passed, (by_comment, by_words)
+    saved = '-A FORWARD -d 10.1.0.2/32 -p tcp -m comment --comment "block the server" -j DROP'
+    assert f"dropped in router by ip filter FORWARD: rule `{saved}`" in by_comment.summary, by_comment
+    assert not wrong.passed, wrong
+    assert wrong.reasons == [
+        'expected the probe to be dropped by the rule with comment "another comment" in router, '
+        f"it was dropped in router by ip filter FORWARD: rule `{saved}`"
+    ], wrong
+    walk = "\n".join(wrong.walk())
+    assert f"ip filter FORWARD: {saved}  → drop   ✗ dropped here" in walk, walk
+    death = wrong.trace.death if wrong.trace else None
+    assert death is not None and death.comment == "block the server" and death.rule and "ip daddr" in death.rule
+    assert_no_trace_tables(lab)
+
+
+def test_dropped_by_a_rule_when_the_kernel_dropped_it_says_no_rule_did(netlab_lab: LabFactory) -> None:
+    """No route on the router: no rule dropped the probe, and the judgement says so."""
+    checks = [
+        {
+            "name": "no route",
+            "probe": {"from": "client", "to": "10.9.9.9", "port": 80, "timeout": 0.5},
+            "expect": {"result": "fail", "dropped_by": {"node": "router", "chain": "forward", "policy": True}},
+        }
+    ]
+    lab = netlab_lab({**spec(nftables=POLICY_DROP), "checks": checks}, unique=True)
+    (v,) = lab.run_checks()
+    assert not v.passed, v
+    assert v.reasons == [
+        "expected the probe to be dropped by the policy of chain forward in router (forward), but no rule or "
+        "chain policy dropped it (its trace saw no drop)"
+    ], v
+    assert_no_trace_tables(lab)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from netlab.kernel.fake_observer import FakeNamespace, FakeObserver
@@ -262,3 +263,64 @@ def test_each_probe_gets_its_own_source_port() -> None:
     ports = {r.sport for r in requests_of(sender)}
     assert len(ports) == 3 and all(p is not None and 40000 <= p < 60000 for p in ports), ports
     assert all(isinstance(p, ProbeResult) for p in trace.probes) and trace.ok
+
+
+def test_iptables_words_are_matched_to_nft_handles_by_their_place_in_the_chain() -> None:
+    """nft's listing of an iptables-nft table loses `-m comment`: the n-th rule of a chain
+    in iptables-save is the n-th in nft's listing; a chain whose counts differ keeps nft's words."""
+    from netlab.kernel.counters import parse_iptables_save
+    from netlab.kernel.trace import RuleText, with_iptables_words
+
+    texts = {
+        ("FORWARD", 4): "ip saddr 10.1.0.2 counter packets 0 bytes 0 accept",
+        ("FORWARD", 5): "meta l4proto tcp ip daddr 10.1.0.2  counter packets 0 bytes 0 drop",
+        ("OUTPUT", 6): 'ip daddr 10.9.9.9 counter packets 0 bytes 0 drop comment "nft own"',
+    }
+    saved = parse_iptables_save(
+        "*filter\n:FORWARD ACCEPT [0:0]\n"
+        "[0:0] -A FORWARD -s 10.1.0.2/32 -j ACCEPT\n"
+        '[0:0] -A FORWARD -d 10.1.0.2/32 -p tcp -m comment --comment "block it" -j DROP\nCOMMIT\n',
+        "ip",
+    )
+    rules = with_iptables_words(texts, saved)
+    assert rules[("FORWARD", 5)] == RuleText(
+        texts[("FORWARD", 5)], "block it", '-A FORWARD -d 10.1.0.2/32 -p tcp -m comment --comment "block it" -j DROP'
+    )
+    assert rules[("FORWARD", 4)].iptables == "-A FORWARD -s 10.1.0.2/32 -j ACCEPT"
+    assert rules[("OUTPUT", 6)] == RuleText(texts[("OUTPUT", 6)], "nft own", None)
+
+
+def test_dropped_by_a_rule_is_judged_from_the_drops_in_the_trace() -> None:
+    from netlab.lab.checks import DroppedBy
+    from netlab.probes.judge import judge_dropped_by_rule
+
+    policy = ev("lab.r", 1, "forward", "10.0.0.2", "10.1.0.2", type="policy", verdict="drop", table="filter")
+    rule = ev("lab.r", 1, "forward", "10.0.0.2", "10.1.0.2", type="rule", verdict="drop", table="filter", handle=4)
+    rule = replace(rule, rule="tcp dport 8080 drop", comment="no web")
+    lost = [
+        ProbeResult("timeout", "tcp", "10.0.0.2", 4000, "10.1.0.2", 8080, None, None, None, None, "no answer", None)
+    ]
+    names = {"lab.r": "r"}.get
+
+    def judge(events: Sequence[TraceEvent], **wanted: Any) -> list[str]:
+        return judge_dropped_by_rule(DroppedBy(**wanted), "lab.r", lost, events, names).reasons
+
+    assert judge([policy], node="r", chain="forward", policy=True) == []
+    assert judge([rule], node="r", comment="no web") == []
+    assert judge([rule], node="r", family="inet", table="filter", rule="dport  8080") == []
+    assert judge([rule], node="r", chain="forward", policy=True) == [
+        "expected the probe to be dropped by the policy of chain forward in r (forward), it was dropped in r by "
+        "inet filter forward: rule `tcp dport 8080 drop`"
+    ]
+    assert judge([policy], node="r", comment="no web") == [
+        'expected the probe to be dropped by the rule with comment "no web" in r, it was dropped in r by '
+        "inet filter forward: the policy of chain forward"
+    ]
+    in_x = judge_dropped_by_rule(DroppedBy(node="x", comment="no web"), "lab.x", lost, [rule], names).reasons
+    assert in_x[0].endswith("it was dropped in r by inet filter forward: rule `tcp dport 8080 drop`")
+    assert judge([], node="r", comment="no web") == [
+        'expected the probe to be dropped by the rule with comment "no web" in r, but no rule or chain policy '
+        "dropped it (its trace saw no drop)"
+    ]
+    answered = [replace(lost[0], outcome="ok", detail="connected")]
+    assert judge_dropped_by_rule(DroppedBy(node="r", comment="x"), "lab.r", answered, [], names).passed
