@@ -193,7 +193,10 @@ def _up(
                 return _reconcile(lab, plan, existing, driver, progress, source, variant, cluster)
             _refuse_or_accept_existing(existing, plan, spec, source, variant)
             return UpResult(lab.name, plan, already_up=True)
-        strays = [n for n, mark in driver.namespaces().items() if mark and mark[0] == lab.name]
+        # Only names of the lab's own form (LAB.NODE) can be its: reading the mark of every
+        # namespace on the machine costs a netlink round trip each.
+        ours = driver.namespaces(lambda name: name.startswith(f"{lab.name}."))
+        strays = [n for n, mark in ours.items() if mark and mark[0] == lab.name]
         if strays:
             raise AlreadyUp(
                 f"lab {lab.name} has namespaces but no state ({', '.join(strays[:5])}"

@@ -366,11 +366,9 @@ class NetlinkDriver:
                     nsops.enter_here(fd)
                     sock = NetlinkSocket()
                     try:
-                        links = sock.dump(ifinfmsg(), RTM_GETLINK)
+                        out[name] = parse_mark(sock.link_alias(1))  # the mark is lo's alias
                     finally:
                         sock.close()
-                    lo = [m for m in links if m["index"] == 1]
-                    out[name] = parse_mark(lo[0].get_attr("IFLA_IFALIAS")) if lo else None
                 except OSError:
                     out[name] = None  # e.g. a stale file that is no longer a namespace mount
                 finally:

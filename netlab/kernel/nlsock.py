@@ -40,6 +40,7 @@ NLM_F_ACK_TLVS = 0x200
 NLMSGERR_ATTR_MSG = 1
 RTM_GETLINK = 18
 IFLA_IFNAME = 3
+IFLA_IFALIAS = 20
 
 _HDR = struct.Struct("=IHHII")
 BATCH = 200  # messages per send(): keeps the ACKs well inside the receive buffer
@@ -144,16 +145,24 @@ class NetlinkSocket:
         out: dict[str, int] = {}
         for data, offset, length in replies(self.sock, seq):
             (index,) = struct.unpack_from("=i", data, offset + 20)
-            pos, end = offset + 32, offset + length
-            while pos + 4 <= end:
-                alen, atype = struct.unpack_from("=HH", data, pos)
-                if alen < 4:
-                    break
+            for atype, value in _attrs(data, offset + 32, offset + length):
                 if atype == IFLA_IFNAME:
-                    out[data[pos + 4 : pos + alen].split(b"\0", 1)[0].decode()] = index
+                    out[value.split(b"\0", 1)[0].decode()] = index
                     break
-                pos += (alen + 3) & ~3
         return out
+
+    def link_alias(self, index: int) -> str | None:
+        """The alias of link `index` (None without one), asking for that link alone and
+        parsing only its IFLA_IFALIAS: a decoded dump of every link costs ~1 ms per
+        namespace, which adds up over the machine's namespaces. OSError if there is none."""
+        seq = self._next_seq()
+        ifinfomsg = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, 0, 0)
+        self.sock.sendall(_HDR.pack(_HDR.size + len(ifinfomsg), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + ifinfomsg)
+        for data, offset, length in replies(self.sock, seq, dump=False):
+            for atype, value in _attrs(data, offset + 32, offset + length):
+                if atype == IFLA_IFALIAS:
+                    return value.split(b"\0", 1)[0].decode(errors="replace")
+        return None
 
     def dump(
         self, msg: Any, mtype: int, parse: Callable[[bytes], Any] = decode_rtnl, *, bufsize: int = 1 << 20
@@ -247,6 +256,16 @@ def _frames(data: bytes) -> Iterator[tuple[int, int, int, int, int]]:
         offset += (length + 3) & ~3
 
 
+def _attrs(data: bytes, pos: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """(type, payload) of each netlink attribute in data[pos:end]."""
+    while pos + 4 <= end:
+        alen, atype = struct.unpack_from("=HH", data, pos)
+        if alen < 4:
+            return  # malformed: never loop on it
+        yield atype, data[pos + 4 : pos + alen]
+        pos += (alen + 3) & ~3
+
+
 def _error_text(code: int, data: bytes, offset: int, length: int, flags: int) -> str:
     text = os.strerror(code)
     name = errno.errorcode.get(code)
@@ -254,15 +273,9 @@ def _error_text(code: int, data: bytes, offset: int, length: int, flags: int) ->
         text += f" ({name})"
     if flags & NLM_F_ACK_TLVS:
         # With NETLINK_CAP_ACK the original request is not echoed: TLVs follow its header.
-        pos = offset + 16 + 4 + 16
-        end = offset + length
-        while pos + 4 <= end:
-            alen, atype = struct.unpack_from("=HH", data, pos)
-            if alen < 4:
-                break
+        for atype, value in _attrs(data, offset + 16 + 4 + 16, offset + length):
             if atype == NLMSGERR_ATTR_MSG:
-                kernel_says = data[pos + 4 : pos + alen].split(b"\0", 1)[0].decode(errors="replace")
+                kernel_says = value.split(b"\0", 1)[0].decode(errors="replace")
                 if kernel_says:
                     text += f": {kernel_says}"
-            pos += (alen + 3) & ~3
     return text
