@@ -26,7 +26,17 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 import click
 
 from netlab import __version__, completion, json_output
-from netlab.errors import EXIT_BAD_INPUT, EXIT_FAILED, Interrupted, LabError, NetlabError, Problem, UsageError
+from netlab.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    Interrupted,
+    LabError,
+    NetlabError,
+    Problem,
+    UsageError,
+    require_root,
+)
+from netlab.naming import is_lab_file
 from netlab.wording import plural
 
 if TYPE_CHECKING:
@@ -429,12 +439,11 @@ def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> i
 def _down_on_hosts(target: str, variant: str | None, hosts: str) -> int:
     from netlab.multihost import engine
     from netlab.multihost.inventory import load_inventory
-    from netlab.naming import is_lab_file
 
     inventory = load_inventory(hosts)
     if is_lab_file(target):
         _load_pipeline()
-        from netlab.lifecycle import resolve_lab_name
+        from netlab.teardown import resolve_lab_name
 
         lab = resolve_lab_name(target, variant)
     else:
@@ -516,15 +525,16 @@ def down(target: str | None, all_: bool, yes: bool, variant: str | None, hosts: 
     if target and _never_there(target, variant):
         out.print(f"lab {_lab_name(target, variant)} was not up; nothing to remove", markup=False)
         return 0
-    _load_pipeline()
-    from netlab import lifecycle
+    if target and is_lab_file(target):
+        _load_pipeline()  # to read the file; `down NAME` needs neither pydantic nor the lab schema
+    from netlab import teardown
 
     driver = _driver()
     try:
         reports = (
-            lifecycle.down_all(driver, None if yes else _confirm_down_all)
+            teardown.down_all(driver, None if yes else _confirm_down_all)
             if all_
-            else [lifecycle.down(str(target), driver, variant)]
+            else [teardown.down(str(target), driver, variant)]
         )
     finally:
         driver.close()
@@ -571,7 +581,6 @@ def _lab_name(target: str, variant: str | None) -> str:
 def _never_there(target: str, variant: str | None) -> bool:
     """A lab name (not a file) of which nothing exists, asked as root: answered without
     the pipeline's imports, so `down` of a lab that is not up takes no time."""
-    from netlab.naming import is_lab_file
     from netlab.teardown import nothing_of
 
     return os.geteuid() == 0 and not is_lab_file(target) and nothing_of(_lab_name(target, variant))
@@ -1090,7 +1099,7 @@ def capture(
     node, sep, ifname = where.partition(":")
     if not sep or not node or not ifname:
         raise UsageError(f"{where!r} is not NODE:IF (e.g. node1:eth0)")
-    lifecycle.require_root("capture")
+    require_root("capture")
     ctx = lifecycle.lab_context(lab, variant)
     if node not in ctx.nodes:
         raise UsageError(f"lab {ctx.lab.name} has no node {node!r} (nodes: {', '.join(ctx.nodes)})")
@@ -1192,7 +1201,7 @@ def trace(
     from netlab.lab.targets import TargetError, is_address, node_addresses, split_target
     from netlab.probes.trace import run_trace, text_lines, to_json
 
-    lifecycle.require_root("trace")
+    require_root("trace")
     ctx = lifecycle.lab_context(lab, variant)
     if node not in ctx.nodes:
         raise UsageError(f"lab {ctx.lab.name} has no node {node!r} (nodes: {', '.join(ctx.nodes)})")
@@ -1380,7 +1389,7 @@ def exec(lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, 
     Put COMMAND after `--`, so its options are not taken for netlab's.
     """
     _load_pipeline()
-    from netlab import lifecycle, nodeexec
+    from netlab import nodeexec
     from netlab.state import read_state
 
     if all_nodes and node is not None:  # `exec LAB --all -- CMD…`: what click took for NODE starts the command
@@ -1388,8 +1397,10 @@ def exec(lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, 
     argv = list(command[1:] if command and command[0] == "--" else command)
     if not all_nodes and node is None:
         raise UsageError("give a NODE (or a GLOB of nodes, or --all), e.g. `netlab exec LAB NODE -- CMD`")
-    lifecycle.require_root("exec")
-    lab = lifecycle.resolve_lab_name(lab)
+    require_root("exec")
+    from netlab.teardown import resolve_lab_name
+
+    lab = resolve_lab_name(lab)
     state = read_state(lab)
     chosen = nodeexec.select_nodes(lab, nodeexec.lab_nodes(lab, state.nodes if state else None), node)
     several = all_nodes or nodeexec.is_glob(str(node))
@@ -1466,13 +1477,14 @@ def logs(lab: str, which: str | None, follow: bool) -> int:
       sudo netlab logs flannel-vxlan exec
     """
     _load_pipeline()
-    from netlab import lifecycle
     from netlab.logs import SOURCES, Tail, about, log_paths
     from netlab.logs import follow as following
     from netlab.state import read_state
 
-    lifecycle.require_root("logs", reads_only=True)
-    name = lifecycle.resolve_lab_name(lab)
+    require_root("logs", reads_only=True)
+    from netlab.teardown import resolve_lab_name
+
+    name = resolve_lab_name(lab)
     state = read_state(name)
     if state is None:
         raise UsageError(f"lab {name} is not up (it has no state); its logs go with it at `netlab down`")
@@ -1620,11 +1632,10 @@ def doctor(as_json: bool, fmt: str | None) -> int:
     from rich.table import Table
 
     _load_pipeline()
-    from netlab import lifecycle
     from netlab.kernel.features import probe_features, probe_tools
 
     fmt = _output_format(as_json, fmt)
-    lifecycle.require_root("doctor")
+    require_root("doctor")
     features, tools = probe_features(), probe_tools()
     if fmt == "tsv":
         from netlab.rows import tsv

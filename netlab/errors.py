@@ -14,6 +14,7 @@ The CLI catches NetlabError, prints `str(err)` and exits with `err.exit_code`.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,3 +103,13 @@ class NotRoot(NetlabError):
 
 class MissingFeature(NetlabError):
     exit_code = EXIT_ENVIRONMENT
+
+
+def require_root(what: str, *, reads_only: bool = False) -> None:
+    if os.geteuid() != 0:
+        why = (
+            "needs root to read the lab's network namespaces"
+            if reads_only
+            else "changes network namespaces and needs root"
+        )
+        raise NotRoot(f"`netlab {what}` {why}; run it with sudo")

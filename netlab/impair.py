@@ -17,14 +17,14 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from netlab.errors import ApplyError, LabError, MissingFeature, UsageError
+from netlab.errors import ApplyError, LabError, MissingFeature, UsageError, require_root
 from netlab.kernel.driver import KernelDriver, LinkView, OpFailed
 from netlab.lab.netem import Netem
-from netlab.lifecycle import require_root, resolve_lab_name
 from netlab.load import load_named
 from netlab.plan.build import build_plan, netem_op
 from netlab.plan.ops import AddRoute, DeleteNetem, Op, SetLink
 from netlab.state import lab_lock, read_state
+from netlab.teardown import resolve_lab_name
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from netlab import interrupts
 from netlab.apply import apply_plan
-from netlab.errors import AlreadyUp, ApplyError, Interrupted, MissingFeature, NotRoot, UsageError
+from netlab.errors import AlreadyUp, ApplyError, Interrupted, MissingFeature, UsageError, require_root
 from netlab.expand.cluster import ClusterLayout, cluster_data
 from netlab.kernel.driver import KernelDriver, NamespaceView
 from netlab.lab.consistency import rule_features
@@ -46,23 +46,18 @@ from netlab.state import (
     read_state,
     remove_state,
     responder_log_path,
-    state_labs,
     write_state,
 )
-from netlab.teardown import TeardownReport, labs_present, stop_lab_processes, tear_down
+from netlab.teardown import (
+    labs_present,
+    resolve_lab_name,
+    stop_lab_processes,
+    take_down,
+    tear_down,
+)
 
 if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by `check`
     from netlab.probes.checks import LabContext, Verdict
-
-
-def require_root(what: str, *, reads_only: bool = False) -> None:
-    if os.geteuid() != 0:
-        why = (
-            "needs root to read the lab's network namespaces"
-            if reads_only
-            else "changes network namespaces and needs root"
-        )
-        raise NotRoot(f"`netlab {what}` {why}; run it with sudo")
 
 
 def load_and_plan(path: str | Path, variant: str | None = None) -> tuple[Lab, Plan]:
@@ -438,89 +433,6 @@ def _plan_changes(existing: LabState, plan: Plan) -> list[str]:
     ]
 
 
-def resolve_lab_name(target: str, variant: str | None = None) -> str:
-    """`down`/`status` take a lab name or the lab file that defines it (with `variant`:
-    the name of that variant's lab, NAME-VARIANT)."""
-    if is_lab_file(target):
-        if not os.path.exists(target):
-            raise UsageError(f"no such lab file: {target}")
-        return load_lab(target, variant).name
-    return f"{target}-{variant}" if variant else target
-
-
-def down(target: str, driver: KernelDriver, variant: str | None = None) -> TeardownReport:
-    """Take the lab down. A signal before the teardown starts leaves the lab as it was; one
-    during it is honoured once the teardown is finished (half a lab helps nobody)."""
-    require_root("down")
-    lab = target
-    reports: list[TeardownReport] = []
-    signum: int | None = None
-    try:
-        lab = resolve_lab_name(target, variant)
-        _take_down(lab, driver, reports=reports, keep_held=True)  # the command is over once it is down
-    except BaseException as err:
-        signum = interrupts.signum_of(err)
-        if signum is None:
-            raise
-        if not reports:
-            raise Interrupted(
-                f"down of {lab} interrupted by {interrupts.name_of(signum)} before anything was "
-                "removed; it is as it was",
-                signum,
-            ) from None
-    signum = interrupts.take_pending() or signum  # recorded during the teardown, or raised just after it
-    if signum is not None:
-        raise Interrupted(
-            f"down of lab {lab} interrupted by {interrupts.name_of(signum)}; the teardown was "
-            f"finished first: removed {len(reports[0].deleted)} namespaces",
-            signum,
-        )
-    return reports[0]
-
-
-def _take_down(
-    lab: str,
-    driver: KernelDriver,
-    marks: dict[str, tuple[str, str] | None] | None = None,
-    reports: list[TeardownReport] | None = None,
-    keep_held: bool = False,
-) -> TeardownReport:
-    """tear_down under the lab's lock; a signal waits until the teardown is finished
-    (and, with `keep_held`, until the caller releases it: `down` is then over).
-    `reports` receives the report as soon as it exists."""
-    with lab_lock(lab):
-        interrupts.hold()
-        try:
-            report = tear_down(lab, driver, marks)
-            if reports is not None:
-                reports.append(report)
-            return report
-        finally:
-            if not keep_held:
-                interrupts.release()
-
-
-def down_all(driver: KernelDriver, confirm: Callable[[list[str]], None] | None = None) -> list[TeardownReport]:
-    """Take down every lab found; `confirm` sees their names first and raises to remove none."""
-    require_root("down")
-    marks = driver.namespaces()
-    labs = sorted(set(state_labs()) | labs_present(marks))
-    if confirm is not None and labs:
-        confirm(labs)
-    reports = []
-    for lab in labs:
-        reports.append(_take_down(lab, driver, marks))
-        signum = interrupts.take_pending()
-        if signum is not None:
-            gone = ", ".join(r.lab for r in reports)
-            raise Interrupted(
-                f"down --all interrupted by {interrupts.name_of(signum)}; taken down: {gone}; "
-                f"still up: {', '.join(labs[len(reports) :]) or 'none'}",
-                signum,
-            )
-    return reports
-
-
 @dataclass
 class LabStatus:
     lab: str
@@ -770,7 +682,7 @@ def check(
         ) from None
     finally:
         if result is not None and built:
-            _take_down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
+            take_down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
     signum = interrupts.take_pending()
     if signum is not None:
         raise Interrupted(

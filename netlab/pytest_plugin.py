@@ -423,12 +423,12 @@ def _up(prepared: _Prepared) -> LabHandle:
 
 
 def _down(name: str) -> None:
-    from netlab import lifecycle
+    from netlab import teardown
     from netlab.kernel.netlink import NetlinkDriver
 
     driver = NetlinkDriver()
     try:
-        lifecycle.down(name, driver)
+        teardown.down(name, driver)
     finally:
         driver.close()
 

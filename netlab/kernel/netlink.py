@@ -6,6 +6,10 @@ nlsock.py's.
 
 Each stage's ops are grouped per namespace; a few worker threads take namespaces
 in turn, so one thread encodes messages while another waits in the kernel.
+
+Those modules (pyroute2's message classes, libnftables: ~0.3 s) are imported by the
+methods that send what they build: `down`, which only reads marks and deletes
+namespaces, starts without them.
 """
 
 from __future__ import annotations
@@ -17,12 +21,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK
-from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
-from netlab.kernel import command, encode, nft, sysctl, tc
-from netlab.kernel import ipvs as ipvs_ops
 from netlab.kernel import netns as nsops
 from netlab.kernel.driver import AddressView, LinkView, NamespaceView, OpFailed
 from netlab.kernel.nlsock import NetlinkSocket, Request
@@ -41,8 +39,6 @@ from netlab.plan.ops import (
     SetSysctl,
 )
 from netlab.plan.removal import GONE_ALREADY, Remove
-
-IFF_UP = encode.IFF_UP
 
 
 def _subject(op: Op) -> Op:
@@ -114,6 +110,9 @@ class NetlinkDriver:
     def apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
         if not ops:
             return
+        from netlab.kernel import command, nft, sysctl
+        from netlab.kernel import ipvs as ipvs_ops
+
         if any(isinstance(op, CreateNetns) for op in ops):
             self._create_namespaces(ops, on_done)
         elif all(isinstance(op, SetSysctl) for op in ops):
@@ -210,6 +209,8 @@ class NetlinkDriver:
     # ------------------------------------------------------------ namespaces
 
     def _create_namespaces(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
+        from netlab.kernel import sysctl
+
         nsops.prepare_netns_dir()
         groups: dict[str, list[Op]] = {}
         for op in ops:
@@ -281,6 +282,8 @@ class NetlinkDriver:
     def _netlink(self, ns: str, ops: list[Op]) -> list[tuple[Op, str]]:
         """Encode every op (resolving the names it uses), send them in batches on ns's
         socket; (op, reason) of those that did not resolve or were refused."""
+        from netlab.kernel import encode
+
         msgs: list[Request] = []
         sent: list[Op] = []
         failed: list[tuple[Op, str]] = []
@@ -378,6 +381,13 @@ class NetlinkDriver:
         return nsops.in_thread(read)
 
     def observe(self, name: str) -> NamespaceView:
+        from pyroute2.netlink.rtnl import RTM_GETADDR, RTM_GETLINK
+        from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+        from netlab.kernel import tc
+        from netlab.kernel.encode import IFF_UP
+
         sock = self._handle(name).sock
         links = sock.dump(ifinfmsg(), RTM_GETLINK)
         addrs = sock.dump(ifaddrmsg(), RTM_GETADDR)
@@ -416,6 +426,8 @@ class NetlinkDriver:
 
 
 def _qdisc(data: bytes) -> Any:
+    from netlab.kernel import tc
+
     msg = tc.NetemMsg(data)
     msg.decode()
     return msg

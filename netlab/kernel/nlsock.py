@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from pyroute2.netlink import CTRL_CMD_GETFAMILY, GENL_ID_CTRL, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, ctrlmsg
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
-
 from netlab.kernel.netns import high_fd
 
+NLM_F_REQUEST = 1
+NLM_F_ACK = 4
+NLM_F_DUMP = 0x300
+GENL_ID_CTRL = 0x10
+CTRL_CMD_GETFAMILY = 3
 SOL_NETLINK = 270
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
@@ -70,6 +72,8 @@ class Failure:
 
 def decode_rtnl(data: bytes) -> Any:
     """One rtnetlink message's bytes → its decoded pyroute2 message (ifinfmsg, rtmsg, …)."""
+    from pyroute2.netlink.rtnl.marshal import MarshalRtnl  # only readers decode: `down` starts without pyroute2
+
     return next(iter(MarshalRtnl().parse(data)))
 
 
@@ -212,6 +216,8 @@ class NetlinkSocket:
         """The message type of generic netlink family `name` (e.g. "IPVS"; asking also
         makes the kernel load its module) on a NETLINK_GENERIC socket. OSError with the
         kernel's errno (ENOENT: no such family) if it has none."""
+        from pyroute2.netlink import ctrlmsg
+
         msg = ctrlmsg()
         msg["cmd"] = CTRL_CMD_GETFAMILY
         msg["version"] = 1

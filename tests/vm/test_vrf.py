@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
-from netlab import lifecycle
+from netlab import lifecycle, teardown
 from netlab.errors import ApplyError, LabError
 from netlab.kernel.driver import OpFailed
 from netlab.kernel.netlink import NetlinkDriver
@@ -407,7 +407,7 @@ def test_a_refused_route_rolls_the_vrf_lab_back(tmp_path: Path) -> None:
         ).stdout
         assert "10.9.0.0/24 via 10.1.0.2 dev eth1" in shown, shown
     finally:
-        lifecycle.down(data["name"], driver)
+        teardown.down(data["name"], driver)
         driver.close()
     assert netns_list() == before
 
