@@ -3,19 +3,14 @@ undo what was done, in reverse, before reporting."""
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
-import time
 from collections.abc import Callable
 
-from netlab import interrupts
+from netlab import interrupts, timing
 from netlab.errors import ApplyError, Interrupted
 from netlab.kernel.driver import KernelDriver, OpFailed
 from netlab.plan.build import Plan
 from netlab.plan.ops import DeleteNetns, Op
-
-_TIMING = bool(os.environ.get("NETLAB_TIMING"))  # per-stage times on stderr, for profiling
 
 
 def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] | None = None) -> list[Op]:
@@ -33,10 +28,8 @@ def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] 
     try:
         for stage, ops in plan.by_stage():
             current = stage  # named in the message if Ctrl-C lands during this stage
-            started = time.perf_counter()
-            driver.apply(ops, on_done)
-            if _TIMING:
-                print(f"netlab: {stage}: {len(ops)} ops in {time.perf_counter() - started:.3f} s", file=sys.stderr)
+            with timing.phase(f"{stage}: {len(ops)} ops"):
+                driver.apply(ops, on_done)
     except OpFailed as err:
         rollback(done, driver)
         what = err.op.what or err.op.ns

@@ -64,6 +64,28 @@ class _LazyConsole:
         self._options = options
         self._console: Console | None = None
 
+    @property
+    def is_terminal(self) -> bool:
+        if self._console is None and not self._forced():
+            return bool(self._stream().isatty())  # as rich decides, without importing it (0.03 s)
+        return bool(self.__getattr__("is_terminal"))
+
+    def print(self, *objects: Any, markup: bool | None = None, end: str = "\n", **options: Any) -> None:
+        """A plain line into a pipe or file is written as it is: a command's start-up
+        then loads no rich (a reconcile's output is one line)."""
+        plain = markup is False and not options and all(isinstance(o, str) for o in objects)
+        if self._console is None and plain and not self._forced() and not self._stream().isatty():
+            self._stream().write(" ".join(objects) + end)
+            return
+        self.__getattr__("print")(*objects, markup=markup, end=end, **options)
+
+    def _stream(self) -> Any:
+        return sys.stderr if self._options.get("stderr") else sys.stdout
+
+    @staticmethod
+    def _forced() -> bool:
+        return any(os.environ.get(v) for v in ("FORCE_TERMINAL", "TTY_COMPATIBLE", "FORCE_COLOR"))
+
     def __getattr__(self, name: str) -> Any:
         if self._console is None:
             from rich.console import Console
@@ -95,7 +117,9 @@ _VARIANT_HELP = (
 def _load_pipeline() -> None:
     """Import the pipeline (pydantic models, pyroute2, libnftables) before the command
     changes anything: a signal meanwhile ends it as one during start-up does."""
-    with interrupts.loading():
+    from netlab import timing
+
+    with interrupts.loading(), timing.phase("import the pipeline"):
         import netlab.lifecycle  # noqa: F401
 
 

@@ -41,6 +41,7 @@ class LabState:
     variant: str | None = None  # the lab file's variant it was built as
     updated: str = ""  # when the last reconcile changed it ("" if never)
     reconciles: int = 0  # how many times it was reconciled since it was built
+    features: list[str] = field(default_factory=list)  # kernel features probed for it (netlab.kernel.features)
 
     @property
     def namespaces(self) -> list[str]:

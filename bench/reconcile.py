@@ -1,0 +1,125 @@
+"""Benchmark reconcile: how long `netlab up FILE` takes, as a whole command, to change a
+running 500-pod lab after a one-line edit of its file.
+
+    bench/reconcile [--pods 500] [--nodes 2] [--rounds 5] [--serve]
+
+The lab: a `cluster:` (host-gw backend, `--nodes` nodes) whose `web` deployment has
+`--pods` replicas (serving tcp/8080 with `--serve`), and a plain node pair `gw`/`ext`
+with a route on `ext`. Once it is up, each round makes, interleaved:
+
+  add-pod       web's replicas + 1 (one namespace, its veth, address and routes; the
+                node's route to it), then back (not timed)
+  change-route  ext's route to another destination (route del + route add), then back
+  nothing       `up` of the unchanged file (the floor: start-up, load, plan, state)
+
+and prints each edit's median wall time (and the spread) over the rounds, with the load
+average. NETLAB_TIMING=1 in the environment makes netlab print its own stage times.
+
+Safety: the lab lives in namespaces named `benchrc-<run>.*`, created and removed by
+netlab itself; `netlab down` runs in a finally (also on Ctrl-C).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+from labrun import NETLAB, timed
+
+Edit = Callable[[dict[str, Any]], None]
+
+
+def lab(name: str, pods: int, nodes: int, serve: bool) -> dict[str, Any]:
+    web: dict[str, Any] = {"replicas": pods, "labels": {"app": "web"}}
+    if serve:
+        web["serve"] = ["tcp/8080"]
+    return {
+        "name": name,
+        "cluster": {
+            "backend": "host-gw",
+            "pod_cidr": "10.244.0.0/16",
+            "subnet_len": 22,
+            "nodes": {f"node{i + 1}": {} for i in range(nodes)},
+            "pods": {"web": web},
+        },
+        "nodes": {
+            "gw": {"links": {"eth0": {"peer": "ext:eth0", "addresses": ["10.50.0.1/24"]}}},
+            "ext": {
+                "links": {"eth0": {"addresses": ["10.50.0.2/24"]}},
+                "routes": [{"to": "10.60.0.0/24", "via": "10.50.0.1"}],
+            },
+        },
+    }
+
+
+def add_pod(d: dict[str, Any]) -> None:
+    d["cluster"]["pods"]["web"]["replicas"] += 1
+
+
+def change_route(d: dict[str, Any]) -> None:
+    d["nodes"]["ext"]["routes"] = [{"to": "10.61.0.0/24", "via": "10.50.0.1"}]
+
+
+def nothing(d: dict[str, Any]) -> None:
+    pass
+
+
+EDITS: dict[str, Edit] = {"add-pod": add_pod, "change-route": change_route, "nothing": nothing}
+
+
+def _up(path: Path, data: dict[str, Any], expect: str) -> float:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    seconds, p = timed([*NETLAB, "up", str(path)])
+    if p.returncode or expect not in p.stdout:
+        raise SystemExit(f"netlab up: exit {p.returncode}, expected {expect!r}\n{p.stdout}{p.stderr}")
+    if os.environ.get("NETLAB_TIMING") and p.stderr:
+        print(p.stderr, end="", file=sys.stderr)
+    return seconds
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pods", type=int, default=500)
+    ap.add_argument("--nodes", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--serve", action="store_true", help="web's pods serve tcp/8080 (a responder each)")
+    args = ap.parse_args()
+    name = f"benchrc-{secrets.token_hex(2)}"
+    base = lab(name, args.pods, args.nodes, args.serve)
+    times: dict[str, list[float]] = {edit: [] for edit in EDITS}
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "lab.yaml"
+        try:
+            t_up = _up(path, base, "is up")
+            print(f"up of {args.pods} pods: {t_up:.2f} s", file=sys.stderr)
+            for i in range(args.rounds):
+                for edit_name, edit in EDITS.items():
+                    data = copy.deepcopy(base)
+                    edit(data)
+                    expect = "changes nothing" if edit is nothing else "reconciled in place"
+                    times[edit_name].append(_up(path, data, "" if edit is nothing else expect))
+                    if edit is not nothing:
+                        _up(path, base, "reconciled in place")
+                print(f"round {i + 1}: " + " ".join(f"{e}={t[-1]:.3f}" for e, t in times.items()), file=sys.stderr)
+        finally:
+            timed([*NETLAB, "down", name])
+    parts = [f"{e}_s={statistics.median(t):.3f} ({min(t):.3f}–{max(t):.3f})" for e, t in times.items()]
+    print(
+        f"pods={args.pods} nodes={args.nodes} serve={args.serve} rounds={args.rounds} load={load:.2f} "
+        + " ".join(parts)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
