@@ -438,16 +438,14 @@ def up(file: str, dry_run: bool, replace: bool, variant: str | None, hosts: str 
 
 
 def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> int:
-    from netlab.multihost.lifecycle import load_split
+    from netlab.multihost import lifecycle as multihost
     from netlab.multihost.render import render_split
 
-    inventory, split = load_split(file, variant, hosts)
+    inventory, split = multihost.load_split(file, variant, hosts)
     if dry_run:
         out.print(render_split(split, inventory), end="", markup=False)
         return 0
-    from netlab.multihost import engine
-
-    result = engine.up(split, inventory)
+    result = multihost.up(file, variant, inventory, split)
     on = ", ".join(f"{h} ({plural(n, 'node')})" for h, n in result.hosts.items())
     if len(result.already_up) == len(result.hosts):
         out.print(f"lab {result.lab} is already up on {on} from this file; nothing changed", markup=False)
@@ -462,6 +460,7 @@ def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> i
 
 def _down_on_hosts(target: str, variant: str | None, hosts: str) -> int:
     from netlab.multihost import engine
+    from netlab.multihost import lifecycle as multihost
     from netlab.multihost.inventory import load_inventory
 
     inventory = load_inventory(hosts)
@@ -472,7 +471,7 @@ def _down_on_hosts(target: str, variant: str | None, hosts: str) -> int:
         lab = resolve_lab_name(target, variant)
     else:
         lab = _lab_name(target, variant)
-    result = engine.down(lab, inventory)
+    result = multihost.down(lab, inventory)
     for r in result.replies:
         if r.code == 0:
             out.print(f"{r.host}: {r.out.strip().splitlines()[-1] if r.out.strip() else 'done'}", markup=False)
@@ -542,6 +541,8 @@ def down(target: str | None, all_: bool, yes: bool, variant: str | None, hosts: 
         raise UsageError("give a lab name or file, or --all (not both)")
     if variant and all_:
         raise UsageError("--variant names one lab's variant; it does not go with --all")
+    if hosts is None and target and not all_:
+        hosts = _recorded_inventory(target, variant)
     if hosts is not None:
         if all_:
             raise UsageError("--hosts takes down one lab: give its name or file, not --all")
@@ -600,6 +601,19 @@ def _confirm_down_all(labs: list[str]) -> None:
 
 def _lab_name(target: str, variant: str | None) -> str:
     return f"{target}-{variant}" if variant else target
+
+
+def _recorded_inventory(target: str, variant: str | None) -> str | None:
+    """The inventory lab TARGET (a name) was built over, when this machine built it over
+    hosts and it is not up here: then `check LAB`, `status LAB`, `down LAB` mean it."""
+    from netlab.multihost.record import read_record
+    from netlab.naming import is_lab_file
+    from netlab.state import state_path
+
+    if is_lab_file(target) or os.path.exists(state_path(_lab_name(target, variant))):
+        return None
+    record = read_record(_lab_name(target, variant))
+    return record.inventory if record is not None else None
 
 
 def _never_there(target: str, variant: str | None) -> bool:
@@ -838,6 +852,11 @@ def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
 @_variant_option(
     "Check the lab of TARGET's variant NAME (LAB-NAME), with the variant's checks; with --up, build that lab."
 )
+@_hosts_option(
+    "The lab is up over the hosts of inventory FILE (default $NETLAB_HOSTS, else the one `up --hosts` "
+    "recorded for lab TARGET): each probe is sent from its client's host, each observation read on its "
+    "node's host (docs/multihost.md)."
+)
 def check(**options: Any) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
 
@@ -874,6 +893,9 @@ def check(**options: Any) -> int:
         raise UsageError("--interval goes with --watch")
     for option, path in (("--junit", o.junit), ("--html", o.html)):
         _writable_or_refuse(option, path)
+    hosts = o.hosts if o.hosts is not None else _recorded_inventory(o.target, o.variant)
+    if hosts is not None:
+        return _check_on_hosts(o, hosts)
     if o.watch:
         from netlab.watch import lab_file_of
 
@@ -900,6 +922,21 @@ class _CheckOptions:
     watch: bool = False
     interval: float | None = None
     variant: str | None = None
+    hosts: str | None = None
+
+
+def _check_on_hosts(o: _CheckOptions, hosts: str) -> int:
+    from netlab.lifecycle import CheckSettings
+    from netlab.multihost import checks as multihost
+
+    refused = [name for name, on in (("--up", o.build), ("--trace", o.trace_failed), ("--watch", o.watch)) if on]
+    if refused:
+        raise UsageError(f"{', '.join(refused)} with --hosts: not built yet (docs/multihost.md)")
+    where = multihost.over_hosts(o.target, o.variant, hosts, "check")
+    how = CheckSettings(keep_frames=o.pcap_dir is not None or o.html is not None, fail_fast=o.fail_fast)
+    with _progress("checking") as tick:
+        run = multihost.check(where, o.only, how, on_done=tick)
+    return _report_run(replace(o, target=where.source, variant=where.variant), run)
 
 
 def _run_checks(o: _CheckOptions, progress: bool) -> lifecycle.CheckRun:
@@ -1532,6 +1569,20 @@ def logs(lab: str, which: str | None, follow: bool) -> int:
     except interrupts.Signalled as s:
         return 128 + s.signum
     err.print(f"lab {name} was taken down", markup=False)
+    return 0
+
+
+@cli.command("host-agent", hidden=True)
+def host_agent() -> int:
+    """A check across hosts, this host's side: answer the coordinator's calls (one JSON
+    document a line, netlab.multihost.calls) on stdin until it closes. Run by the
+    coordinator over ssh, as root; not for people."""
+    _load_pipeline()
+    from netlab.lifecycle import require_root
+    from netlab.multihost.agent import serve
+
+    require_root("host-agent", reads_only=True)
+    serve(sys.stdin, sys.stdout)
     return 0
 
 

@@ -172,8 +172,16 @@ class SimulatedHosts:
     def coordinator(self, argv: list[str], timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
         """Run argv on the coordinator (its own network namespace on the underlay)."""
         return subprocess.run(
-            ["ip", "netns", "exec", self.coordinator_ns, *argv], capture_output=True, text=True, timeout=timeout
+            self.coordinator_argv(argv), capture_output=True, text=True, timeout=timeout, env=self.env
         )
+
+    def coordinator_argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.coordinator_ns, *argv]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The coordinator's environment: its record of labs over hosts kept with the simulation."""
+        return {**os.environ, "XDG_STATE_HOME": str(self.dir / "state")}
 
     def ssh(self, host: SimulatedHost, argv: list[str], timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
         """argv on the host, as root, through ssh from the coordinator."""

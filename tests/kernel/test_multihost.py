@@ -91,6 +91,7 @@ def test_flannel_over_three_hosts(sim: SimulatedHosts) -> None:
         for host in sim.hosts:  # in the hosts' own namespaces: one UDP socket, nothing else
             assert len(tunnel_sockets(sim, host)) == 1, host.name
             assert host_links(sim, host) == before[host.name]
+        check_all_pass(sim)
         again = netlab(sim, "up", "--hosts", sim.inventory, FLANNEL)
         assert again.returncode == 0 and "is already up on" in again.stdout, again.stderr
     finally:
@@ -102,7 +103,39 @@ def test_flannel_over_three_hosts(sim: SimulatedHosts) -> None:
         assert sim.inside(host, ["ls", "/run/netlab/multihost"]).stdout == ""
 
 
-def pair_lab(tmp_path: Path, y_exec: str = "") -> str:
+def check_all_pass(sim: SimulatedHosts) -> None:
+    """flannel-vxlan's checks over the hosts (probes from h1, captures on h1, routes on
+    h1 and h2), by the lab's name alone: the coordinator's record has the file and inventory."""
+    junit = sim.dir / "report.xml"
+    done = netlab(sim, "check", "flannel-vxlan", "--json", "--junit", str(junit))
+    assert done.stdout, done.stderr
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, [(c["name"], c["reasons"]) for c in report["checks"] if not c["passed"]]
+    assert report["passed"] == 8 and report["failed"] == 0
+    underlay = next(c for c in report["checks"] if c["name"].startswith("on node1's underlay"))
+    assert "192.168.49.2" in underlay["summary"] or underlay["passed"]
+    assert 'tests="8"' in junit.read_text() and 'failures="0"' in junit.read_text()
+    text = netlab(sim, "check", "--hosts", sim.inventory, FLANNEL, "--only", "UDP crosses")
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "UDP crosses the overlay too" in text.stdout and "lab flannel-vxlan: 1 passed, 0 failed" in text.stdout
+
+
+PAIR_CHECKS = """
+checks:
+  - name: y reaches x, seen arriving on x's end of the tunnel
+    probe: {from: y, to: x, port: 80}
+    expect: {served_by: x, server_saw: y}
+    capture: {on: "x:eth0", expect: {src: y, dst: x, proto: tcp, direction: in}}
+  - name: a wrong expectation fails with its reason
+    probe: {from: x, to: y, port: 81}
+    expect: {result: ok}
+  - name: x routes y's address onto the tunnel
+    route: {on: x, get: 10.9.0.2}
+    expect: {dev: eth0}
+"""
+
+
+def pair_lab(tmp_path: Path, y_exec: str = "", checks: str = "") -> str:
     """x on h1, y on h2, a veth between them (then a tunnel); y may run a command."""
     path = tmp_path / "pair.yaml"
     path.write_text(
@@ -120,8 +153,39 @@ def pair_lab(tmp_path: Path, y_exec: str = "") -> str:
                 {y_exec}
             """
         )
+        + checks
     )
     return str(path)
+
+
+def test_check_across_hosts_captures_on_the_far_host_and_reports_failures(sim: SimulatedHosts, tmp_path: Path) -> None:
+    lab = pair_lab(tmp_path, checks=PAIR_CHECKS)
+    before = netlab(sim, "check", "--hosts", sim.inventory, lab)
+    assert before.returncode == 1, before.stderr
+    assert "cannot check lab mh-pair:\n  host h1 (10.250.0.2): lab mh-pair is not up there" in before.stderr
+    assert f"`netlab up --hosts {sim.inventory} {lab}` builds or updates it" in before.stderr
+    up = netlab(sim, "up", "--hosts", sim.inventory, lab)
+    try:
+        assert up.returncode == 0, up.stderr
+        done = netlab(sim, "check", "mh-pair", "--json")
+        verdicts = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+        assert done.returncode == 1, done.stderr
+        far = verdicts["y reaches x, seen arriving on x's end of the tunnel"]
+        assert far["passed"], far["reasons"]
+        wrong = verdicts["a wrong expectation fails with its reason"]
+        assert not wrong["passed"] and wrong["summary"] == "tcp 10.9.0.2:81: refused"
+        assert wrong["reasons"] == ["expected ok, saw refused: connection refused by 10.9.0.2:81"], wrong["reasons"]
+        assert verdicts["x routes y's address onto the tunnel"]["passed"]
+        (tmp_path / "pair.yaml").write_text(Path(lab).read_text().replace("10.9.0.2/24", "10.9.0.3/24"))
+        changed = netlab(sim, "check", "mh-pair")
+        assert changed.returncode == 1
+        assert "host h2 (10.250.0.3): its part of lab mh-pair was built from another version of" in changed.stderr
+    finally:
+        down = netlab(sim, "down", "mh-pair")  # by name: the record has the inventory
+    assert down.returncode == 0, down.stderr
+    assert "h2: lab mh-pair is down" in down.stdout
+    gone = netlab(sim, "check", "--hosts", sim.inventory, "mh-pair")
+    assert gone.returncode == 2 and "lab mh-pair was not built over hosts from this machine" in gone.stderr
 
 
 def test_a_host_that_fails_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:

@@ -1,0 +1,123 @@
+"""The host's side of a check across hosts: `netlab host-agent`, run over ssh by the
+coordinator, answers calls (netlab.multihost.calls) on this host's kernel until its stdin
+closes.
+
+One agent per host for a whole `check`, not one ssh command per probe: netlab's start-up
+(pydantic, pyroute2) costs a few tenths of a second, a hundred checks would pay it a
+hundred times. Calls are answered side by side (a probe waits for its timeout while
+others go on), each reply as soon as it is ready, tagged with its request's id. When
+stdin closes — the coordinator is done, interrupted or gone — the calls still running
+finish and every capture still open is closed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, Any
+
+from netlab.kernel.observe import LiveObserver
+from netlab.kernel.observer import OpenCapture
+from netlab.multihost.calls import CALLS, CaptureRead, HostLab, decode_args, encode
+from netlab.observations import ObserveError
+from netlab.probes.flow import probe_many
+from netlab.state import read_state
+
+WORKERS = 64  # calls at once: the checks a coordinator runs side by side, and their captures
+
+
+class Agent:
+    def __init__(self) -> None:
+        self.observer = LiveObserver()
+        self.captures: dict[int, OpenCapture] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self.handlers: dict[str, Callable[..., Any]] = {
+            "lab": self.lab,
+            "route_get": self.observer.route_get,
+            "rules": self.observer.rules,
+            "conntrack": self.observer.conntrack,
+            "ipvs": self.observer.ipvs,
+            "nft_list": self.observer.nft_list,
+            "counters": self.observer.counters,
+            "drops": self.observer.drops,
+            "capture": self.capture,
+            "capture_read": self.capture_read,
+            "capture_close": self.capture_close,
+            "probe": lambda requests, workers: probe_many(requests, workers=workers),
+        }
+        assert set(self.handlers) == set(CALLS)
+
+    def lab(self, lab: str) -> HostLab | None:
+        st = read_state(lab)
+        return None if st is None else HostLab(st.status, st.fingerprint)
+
+    def capture(self, **args: Any) -> int:
+        opened = self.observer.capture(**args)
+        with self._lock:
+            key = next(self._ids)
+            self.captures[key] = opened
+        return key
+
+    def capture_read(self, capture: int) -> CaptureRead:
+        opened = self._capture(capture)
+        kept = len(opened.frames)
+        packets = opened.packets()
+        return CaptureRead(packets, opened.frames[kept:])
+
+    def capture_close(self, capture: int) -> None:
+        with self._lock:
+            opened = self.captures.pop(capture, None)
+        if opened is not None:
+            opened.close()
+
+    def _capture(self, key: int) -> OpenCapture:
+        with self._lock:
+            opened = self.captures.get(key)
+        if opened is None:
+            raise ObserveError(f"no capture {key} is open on this host")
+        return opened
+
+    def answer(self, line: str) -> dict[str, Any]:
+        """The reply to one request line."""
+        try:
+            request = json.loads(line)
+            ident, call = request["id"], request["call"]
+        except (ValueError, KeyError, TypeError) as e:
+            return {"id": None, "error": f"not a request: {e}"}
+        try:
+            if call not in CALLS:
+                raise ValueError(f"no call {call!r}")
+            value = self.handlers[call](**decode_args(call, request.get("args", {})))
+            return {"id": ident, "value": encode(CALLS[call].result, value)}
+        except (ObserveError, OSError, ValueError) as e:
+            return {"id": ident, "error": str(e)}
+        except Exception as e:  # any other failure is said to the coordinator, which names the host
+            return {"id": ident, "error": f"{type(e).__name__}: {e}"}
+
+    def close(self) -> None:
+        for key in list(self.captures):
+            self.capture_close(key)
+
+
+def serve(requests: IO[str], replies: IO[str]) -> None:
+    """Answer each request line of `requests` on `replies` until `requests` ends."""
+    agent = Agent()
+    written = threading.Lock()
+
+    def one(line: str) -> None:
+        reply = json.dumps(agent.answer(line))
+        with written:
+            replies.write(reply + "\n")
+            replies.flush()
+
+    try:
+        with ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="netlab-agent") as pool:
+            for line in requests:
+                if line.strip():
+                    pool.submit(one, line)
+    finally:
+        agent.close()

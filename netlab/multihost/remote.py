@@ -1,0 +1,239 @@
+"""The coordinator's side of a check across hosts: a KernelObserver and a probe sender
+that run each read and each probe on the host of the namespace it names, through that
+host's agent (netlab.multihost.agent, one ssh session per host for the whole check).
+
+The check runner (netlab.probes.checks) is the local one, unchanged: it keeps the lab,
+the schedule and the judges, and sees the hosts' kernels through this observer. A
+capture on a far host is open when its `capture` call answers, before the probe goes:
+the handshake a local capture makes by returning from open().
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+from netlab.multihost.calls import CALLS, CaptureRead, decode, encode_args
+from netlab.multihost.inventory import Host
+from netlab.multihost.ssh import Ssh, as_root, on_each
+from netlab.observations import (
+    CounterView,
+    CtEntry,
+    Drop,
+    IpvsState,
+    ObserveError,
+    Packet,
+    RouteAnswer,
+    RouteQuery,
+    RuleView,
+    TraceEvent,
+    TraceFlow,
+)
+from netlab.pcap import Frame
+from netlab.probes.flow import ProbeRequest, ProbeResult
+
+T = TypeVar("T")
+AGENT_COMMAND = "host-agent"
+
+
+class HostAgent:
+    """`netlab host-agent` on one host, over ssh: calls in, replies out, matched by id."""
+
+    def __init__(self, ssh: Ssh, host: Host) -> None:
+        self.host = host.name
+        self._ids = itertools.count(1)
+        self._pending: dict[int, Future[Any]] = {}
+        self._lock = threading.Lock()
+        self._ended = ""  # why the agent is gone, once it is
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+        self._process = subprocess.Popen(
+            ssh.argv(host, as_root([host.netlab, AGENT_COMMAND])),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            text=True,
+            start_new_session=True,  # a Ctrl-C is the coordinator's to handle
+        )
+        self._reader = threading.Thread(target=self._read, name=f"netlab-agent-{host.name}", daemon=True)
+        self._reader.start()
+
+    def call(self, name: str, **args: Any) -> Any:
+        """The call's result; ObserveError (naming the host) if it failed there or the agent is gone."""
+        encoded = encode_args(name, args)
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._ended:
+                raise ObserveError(f"host {self.host}: {self._ended}")
+            ident = next(self._ids)
+            self._pending[ident] = future
+            try:
+                assert self._process.stdin is not None
+                self._process.stdin.write(json.dumps({"id": ident, "call": name, "args": encoded}) + "\n")
+                self._process.stdin.flush()
+            except OSError:
+                pass  # the reader sees the agent end and fails every pending call
+        reply = future.result()
+        if "error" in reply:
+            raise ObserveError(f"host {self.host}: {reply['error']}")
+        try:
+            return decode(CALLS[name].result, reply.get("value"))
+        except ValueError as e:
+            raise ObserveError(f"host {self.host}: a reply to {name} that is not one: {e}") from None
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            try:
+                reply = json.loads(line)
+                with self._lock:
+                    future = self._pending.pop(reply["id"], None)
+            except (ValueError, KeyError, TypeError):
+                continue  # not a reply (a line a login script printed): ignored
+            if future is not None:
+                future.set_result(reply)
+        code = self._process.wait()
+        with self._lock:
+            self._ended = f"the connection ended ({self._last_words(code)})"
+            pending, self._pending = self._pending, {}
+        for future in pending.values():
+            future.set_result({"error": self._ended})
+
+    def _last_words(self, code: int) -> str:
+        self._stderr.seek(0)
+        lines = [x for x in self._stderr.read().decode(errors="replace").splitlines() if x.strip()]
+        return lines[-1].removeprefix("netlab: ") if lines else f"exit code {code}"
+
+    def close(self) -> None:
+        """Close its stdin: the agent closes its captures and ends."""
+        try:
+            if self._process.stdin is not None:
+                self._process.stdin.close()
+        except OSError:
+            pass
+        try:
+            self._process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        self._reader.join(timeout=10)
+        self._stderr.close()
+
+
+class HostAgents:
+    """One agent per host, started together; closed together (also on failure)."""
+
+    def __init__(self, ssh: Ssh, hosts: Sequence[Host]) -> None:
+        self.agents: dict[str, HostAgent] = {}
+        try:
+            for host in hosts:
+                self.agents[host.name] = HostAgent(ssh, host)
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> HostAgents:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def on(self, host: str) -> HostAgent:
+        return self.agents[host]
+
+    def close(self) -> None:
+        on_each(self.agents.values(), HostAgent.close)
+
+
+class RemoteCapture:
+    """A capture open on a host's agent."""
+
+    def __init__(self, agent: HostAgent, key: int) -> None:
+        self.agent, self.key = agent, key
+        self.frames: list[Frame] = []
+
+    def packets(self) -> list[Packet]:
+        read: CaptureRead = self.agent.call("capture_read", capture=self.key)
+        self.frames.extend(read.frames)
+        return read.packets
+
+    def close(self) -> None:
+        with contextlib.suppress(ObserveError):  # the agent is gone, and its captures with it
+            self.agent.call("capture_close", capture=self.key)
+
+
+class RemoteObserver:
+    """KernelObserver over the hosts: each namespace's reads on its host's agent."""
+
+    def __init__(self, agents: HostAgents, host_of: Mapping[str, str]) -> None:
+        self.agents = agents
+        self.host_of = host_of  # namespace → host
+
+    def _on(self, ns: str) -> HostAgent:
+        host = self.host_of.get(ns)
+        if host is None:
+            raise ObserveError(f"namespace {ns} is on none of the lab's hosts")
+        return self.agents.on(host)
+
+    def route_get(self, ns: str, queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
+        answers: list[RouteAnswer] = self._on(ns).call("route_get", ns=ns, queries=queries)
+        return answers
+
+    def rules(self, ns: str) -> list[RuleView]:
+        found: list[RuleView] = self._on(ns).call("rules", ns=ns)
+        return found
+
+    def conntrack(self, ns: str) -> list[CtEntry]:
+        entries: list[CtEntry] = self._on(ns).call("conntrack", ns=ns)
+        return entries
+
+    def ipvs(self, ns: str) -> IpvsState:
+        state: IpvsState = self._on(ns).call("ipvs", ns=ns)
+        return state
+
+    def nft_list(self, ns: str, what: str) -> str | None:
+        text: str | None = self._on(ns).call("nft_list", ns=ns, what=what)
+        return text
+
+    def counters(self, ns: str, *, iptables: bool = False) -> list[CounterView]:
+        found: list[CounterView] = self._on(ns).call("counters", ns=ns, iptables=iptables)
+        return found
+
+    def capture(
+        self, ns: str, ifname: str, *, vxlan_ports: Collection[int] = (4789, 8472), keep_frames: bool = False
+    ) -> RemoteCapture:
+        agent = self._on(ns)
+        key = agent.call("capture", ns=ns, ifname=ifname, vxlan_ports=vxlan_ports, keep_frames=keep_frames)
+        return RemoteCapture(agent, key)
+
+    def drops(self, ns: str, node: str, rules: Mapping[int, str]) -> list[Drop]:
+        found: list[Drop] = self._on(ns).call("drops", ns=ns, node=node, rules=rules)
+        return found
+
+    def trace(
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+    ) -> tuple[T, list[TraceEvent]]:
+        raise ObserveError("tracing a probe across hosts is not built yet (docs/multihost.md)")
+
+    def send_probes(self, requests: Sequence[ProbeRequest], *, workers: int) -> list[ProbeResult]:
+        """Each probe sent by its client's host (SendProbes); results in request order."""
+        by_host: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            by_host.setdefault(self.host_of.get(r.ns, ""), []).append(i)
+        if "" in by_host:
+            raise ObserveError(f"namespace {requests[by_host[''][0]].ns} is on none of the lab's hosts")
+        hosts = list(by_host)
+        answers = on_each(
+            hosts,
+            lambda h: self.agents.on(h).call("probe", requests=[requests[i] for i in by_host[h]], workers=workers),
+        )
+        results: dict[int, ProbeResult] = {}
+        for host, found in zip(hosts, answers, strict=True):
+            results.update(zip(by_host[host], found, strict=True))
+        return [results[i] for i in range(len(requests))]

@@ -1,0 +1,107 @@
+"""The coordinator ↔ host-agent wire of `check --hosts` (rootless): every call's values go
+through JSON and come back equal, the agent answers a bad request with the reason, and
+the coordinator's record of a lab over hosts is what `check LAB` finds (or why not)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from netlab.errors import UsageError
+from netlab.multihost.agent import Agent, serve
+from netlab.multihost.calls import CALLS, CaptureRead, HostLab, decode, decode_args, encode, encode_args
+from netlab.multihost.checks import over_hosts
+from netlab.multihost.record import Record, read_record, record_path, remove_record, write_record
+from netlab.observations import (
+    CtEntry,
+    CtTuple,
+    Flow,
+    IpvsRealView,
+    IpvsServiceView,
+    IpvsState,
+    Packet,
+    RouteAnswer,
+    RouteQuery,
+    RuleView,
+)
+from netlab.pcap import Frame
+from netlab.probes.flow import ProbeRequest, ProbeResult
+
+RULE = RuleView(
+    100, 4, "10.0.0.0/8", None, None, None, 0x10, 0xFF, 7, "lookup", "100: from 10.0.0.0/8 lookup 7", sport=(1, 2)
+)
+TUPLE = CtTuple("10.0.0.1", "10.0.0.2", "tcp", 40000, 80)
+FLOW = Flow("10.0.0.1", "10.0.0.2", "udp", 1, 8472)
+SAMPLES = {
+    "lab": HostLab("up", "0123456789abcdef"),
+    "route_get": [RouteAnswer("unicast", 254, "eth0", None, "10.0.0.1", None, None, "10.0.0.2 dev eth0", RULE)],
+    "rules": [RULE],
+    "conntrack": [CtEntry(TUPLE, TUPLE, frozenset({"ASSURED", "DST_NAT"}), 0, 0, "ESTABLISHED", 10, 4, "tcp …")],
+    "ipvs": IpvsState(
+        (
+            IpvsServiceView(
+                "tcp", 4, "10.96.0.1", 80, None, "rr", None, 32, (IpvsRealView("10.244.0.2", 8080, "masq", 1, 0, 0),)
+            ),
+        ),
+        (),
+    ),
+    "nft_list": None,
+    "capture_read": CaptureRead(
+        [Packet("eth0", "in", FLOW, 1, Flow("10.244.0.2", "10.244.1.3", "tcp", 40000, 8080), 110, "…")],
+        [Frame(1.5, bytes(range(256)), 300, "in")],
+    ),
+    "probe": [ProbeResult("ok", "tcp", "10.0.0.1", 40000, "10.0.0.2", 80, "x", "10.0.0.1", 40000, None, "", 0.2)],
+}
+
+
+@pytest.mark.parametrize("call", sorted(SAMPLES))
+def test_a_result_travels_as_json_and_comes_back_equal(call: str) -> None:
+    kind = CALLS[call].result
+    assert decode(kind, json.loads(json.dumps(encode(kind, SAMPLES[call])))) == SAMPLES[call]
+
+
+def test_arguments_travel_too_and_a_wrong_set_is_refused() -> None:
+    args = {"requests": [ProbeRequest("lab.x", "udp", "10.0.0.2", 53, payload=b"\x00\xff")], "workers": 4}
+    assert decode_args("probe", json.loads(json.dumps(encode_args("probe", args)))) == args
+    query = {"ns": "lab.x", "queries": [RouteQuery("10.0.0.2", fwmark=7, tos=0x10)]}
+    assert decode_args("route_get", encode_args("route_get", query)) == query
+    with pytest.raises(ValueError, match="call rules takes ns, got ns, what"):
+        decode_args("rules", {"ns": "lab.x", "what": "x"})
+
+
+def test_the_agent_answers_each_line_with_its_id_or_the_reason() -> None:
+    agent = Agent()
+    assert agent.answer("{")["error"].startswith("not a request:")
+    assert agent.answer(json.dumps({"id": 3, "call": "format_disk", "args": {}})) == {
+        "id": 3,
+        "error": "no call 'format_disk'",
+    }
+    assert agent.answer(json.dumps({"id": 4, "call": "capture_read", "args": {"capture": 9}})) == {
+        "id": 4,
+        "error": "no capture 9 is open on this host",
+    }
+    replies = io.StringIO()
+    serve(io.StringIO(json.dumps({"id": 5, "call": "capture_close", "args": {"capture": 1}}) + "\n\n"), replies)
+    assert json.loads(replies.getvalue()) == {"id": 5, "value": None}
+
+
+def test_the_record_names_the_file_and_inventory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    record = Record("l", "/labs/l.yaml", "v", "/inv/hosts.yaml", {"a": ["x", "y"], "b": ["z"]})
+    write_record(record)
+    assert record_path("l") == tmp_path / "netlab" / "hosts" / "l.json"
+    assert read_record("l") == record and record.host_of() == {"x": "a", "y": "a", "z": "b"}
+    where = over_hosts("l", None, None, "check")
+    assert (where.source, where.variant, where.inventory) == ("/labs/l.yaml", "v", "/inv/hosts.yaml")
+    assert over_hosts("l", None, "other.yaml", "check").inventory == "other.yaml"  # --hosts wins
+    record_path("l").write_text("{")
+    with pytest.raises(UsageError, match=r"the record of lab l over hosts \(.*l.json\) cannot be read"):
+        read_record("l")
+    remove_record("l")
+    with pytest.raises(UsageError, match="lab l was not built over hosts from this machine"):
+        over_hosts("l", None, "hosts.yaml", "check")
+    with pytest.raises(UsageError, match=r"check --hosts needs the inventory"):
+        over_hosts("labs/x.yaml", None, None, "check")
