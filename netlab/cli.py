@@ -634,7 +634,11 @@ def _never_there(target: str, variant: str | None) -> bool:
 )
 @_format_option("interface (with --brief: per lab)")
 @_variant_option("With LAB: the lab of its variant NAME (LAB-NAME).")
-def status(lab: str | None, as_json: bool, brief: bool, fmt: str | None, variant: str | None) -> int:
+@_hosts_option(
+    "LAB is up over the hosts of inventory FILE (default $NETLAB_HOSTS, else the one `up --hosts` "
+    "recorded for LAB): each host's part, merged, with the host of each node."
+)
+def status(lab: str | None, as_json: bool, brief: bool, fmt: str | None, variant: str | None, hosts: str | None) -> int:
     """Show labs that are up: nodes, interfaces, addresses, state.
 
     With LAB (a name or file), only that lab. Labs whose namespaces exist without a
@@ -654,6 +658,10 @@ def status(lab: str | None, as_json: bool, brief: bool, fmt: str | None, variant
     fmt = _output_format(as_json, fmt)
     if variant and not lab:
         raise UsageError("--variant needs LAB (a lab name or file)")
+    if lab is not None and (hosts := hosts if hosts is not None else _recorded_inventory(lab, variant)):
+        return _status_on_hosts(lab, variant, hosts, fmt, brief)
+    if hosts is not None:
+        raise UsageError("status --hosts shows one lab: give its name or file")
     driver = _driver()
     try:
         labs = lifecycle.status(driver, lab, variant)
@@ -745,6 +753,41 @@ def _print_status(labs: list[lifecycle.LabStatus]) -> None:
             out.print(f"  responders: {h}", markup=False)
         if s.problem:
             err.print(f"  lab {s.lab}: {s.problem}", markup=False)
+
+
+def _status_on_hosts(target: str, variant: str | None, hosts: str, fmt: str, brief: bool) -> int:
+    from netlab.multihost import checks, status
+    from netlab.naming import netns_name
+    from netlab.rows import tsv
+
+    seen = status.status(checks.over_hosts(target, variant, hosts, "status"))
+    s = seen.lab
+    if fmt == "json":
+        lab = _status_json(s)
+        for node, view in lab["nodes"].items():
+            missing = {"namespace": netns_name(s.lab, node), "links": []}  # its host's problem says why
+            lab["nodes"][node] = {**(view or missing), "host": seen.host_of[node]}
+        lab["hosts"] = {h: {"problem": seen.problems.get(h)} for h in dict.fromkeys(seen.host_of.values())}
+        out.print(json_output.dumps("status", {"labs": [lab]}), markup=False)
+        return EXIT_FAILED if seen.problems else 0
+    columns = ("host", *(_STATUS_BRIEF if brief else _STATUS_LINKS))
+    if brief:
+        rows = [[", ".join(dict.fromkeys(seen.host_of.values())), *row] for row in _brief_rows(s)]
+    else:
+        rows = [[seen.host_of[row[1]], *row] for row in _link_rows(s)]
+    if fmt == "tsv":
+        _write_raw(tsv(columns, rows))
+    elif brief:
+        _print_rows(columns, rows)
+    else:  # one lab: its name goes in the title, not in a column
+        out.print(f"lab {s.lab} — {s.status} — {s.source}", markup=False)
+        _print_rows((columns[0], *columns[2:]), [[row[0], *row[2:]] for row in rows])
+        for host, found in seen.responders.items():
+            for h in found:
+                out.print(f"  responders on {host}: {h}", markup=False)
+    for host, why in seen.problems.items():
+        err.print(f"  host {host}: {why}", markup=False)
+    return EXIT_FAILED if seen.problems else 0
 
 
 def _cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
@@ -1428,7 +1471,13 @@ def _changed_json(changed: Changed, key: str) -> dict[str, Any]:
     is_flag=True,
     help='Print each node\'s exit status and output as JSON: {"schema": "netlab/exec/v1", …} (docs/json.md).',
 )
-def exec(lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, as_json: bool) -> int:
+@_hosts_option(
+    "LAB is up over the hosts of inventory FILE (default $NETLAB_HOSTS, else the one `up --hosts` "
+    "recorded for LAB): COMMAND (or the shell) runs on NODE's host, through `ssh -t` on a terminal."
+)
+def exec(
+    lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, as_json: bool, hosts: str | None
+) -> int:
     """Run COMMAND inside NODE's namespace of LAB, or open a shell there; or run COMMAND
     on several nodes (NODE a GLOB such as 'pod-*', or --all).
 
@@ -1458,6 +1507,11 @@ def exec(lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, 
     argv = list(command[1:] if command and command[0] == "--" else command)
     if not all_nodes and node is None:
         raise UsageError("give a NODE (or a GLOB of nodes, or --all), e.g. `netlab exec LAB NODE -- CMD`")
+    hosts = hosts if hosts is not None else _recorded_inventory(lab, None)
+    if hosts is not None:
+        if all_nodes or as_json or nodeexec.is_glob(str(node)):
+            raise UsageError("exec --hosts runs on one NODE (not a GLOB, --all or --json: not built yet)")
+        return _exec_on_host(lab, str(node), argv, hosts)
     require_root("exec")
     from netlab.teardown import resolve_lab_name
 
@@ -1473,6 +1527,28 @@ def exec(lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, 
     if not several and not as_json:
         _exec_replacing(chosen[str(node)], argv, {}, None)
     return _exec_on_nodes(lab, chosen, argv, as_json)
+
+
+def _exec_on_host(target: str, node: str, argv: list[str], hosts: str) -> NoReturn:
+    """This process becomes the ssh that runs `netlab exec LAB NODE -- ARGV` on NODE's host
+    (a terminal when this has one: the shell, or a command that wants one, works there)."""
+    from netlab.multihost.checks import over_hosts
+    from netlab.multihost.lifecycle import load_split
+    from netlab.multihost.ssh import as_root, ssh_argv
+
+    where = over_hosts(target, None, hosts, "exec")
+    inventory, split = load_split(where.source, where.variant, where.inventory)
+    if node not in split.lab.nodes:
+        raise UsageError(f"lab {split.lab.name} has no node {node!r}; its nodes: {', '.join(split.lab.nodes)}")
+    host = inventory.host(split.placement.of_node[node])
+    remote = as_root([host.netlab, "exec", split.lab.name, node, *(["--", *argv] if argv else [])])
+    tty = ["-t"] if sys.stdin.isatty() or not argv else ["-T"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execvp("ssh", ssh_argv(host, remote, tty))
+    except OSError as e:
+        raise NetlabError(f"cannot run ssh: {e.strerror}") from None
 
 
 def _exec_shell(lab: str, node: str, ns: str) -> int:

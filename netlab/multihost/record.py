@@ -51,11 +51,12 @@ def write_record(record: Record) -> None:
 def read_record(lab: str) -> Record | None:
     path = record_path(lab)
     try:
-        data = json.loads(path.read_text())
-        return Record(**data)
-    except FileNotFoundError:
+        text = path.read_text()
+    except OSError:  # none, or not this user's to read (sudo keeps HOME): no record of this user's
         return None
-    except (OSError, ValueError, TypeError) as e:
+    try:
+        return Record(**json.loads(text))
+    except (ValueError, TypeError) as e:
         raise UsageError(
             f"the record of lab {lab} over hosts ({path}) cannot be read ({e}); give the lab file and "
             f"--hosts FILE instead of its name, or remove {path}"

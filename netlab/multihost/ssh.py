@@ -45,6 +45,19 @@ class Reply:
         return lines[-1].removeprefix("netlab: ") if lines else f"exit code {self.code}"
 
 
+def ssh_argv(host: Host, remote: str, options: list[str] | None = None) -> list[str]:
+    """The ssh command line that runs `remote` on host: BatchMode (nothing is ever asked),
+    the inventory's user, port, key and arguments, then `options`."""
+    argv = ["ssh", "-o", "BatchMode=yes", *(options or [])]
+    if host.user:
+        argv += ["-l", host.user]
+    if host.port:
+        argv += ["-p", str(host.port)]
+    if host.key_file:
+        argv += ["-i", host.key_file]
+    return [*argv, *host.ssh_args, host.ssh_host, "--", remote]
+
+
 def as_root(argv: list[str]) -> str:
     """The remote command line that runs argv as root (sudo -n unless logged in as root)."""
     return shlex.join(["sh", "-c", _AS_ROOT, "sh", *argv])
@@ -65,15 +78,8 @@ class Ssh:
 
     def argv(self, host: Host, remote: str) -> list[str]:
         self._used[host.name] = host
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ControlMaster=auto", "-o", f"ControlPath={self._dir}/%C"]
-        argv += ["-o", "ControlPersist=60"]
-        if host.user:
-            argv += ["-l", host.user]
-        if host.port:
-            argv += ["-p", str(host.port)]
-        if host.key_file:
-            argv += ["-i", host.key_file]
-        return [*argv, *host.ssh_args, host.ssh_host, "--", remote]
+        shared = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._dir}/%C", "-o", "ControlPersist=60"]
+        return ssh_argv(host, remote, shared)
 
     def run(self, host: Host, remote: str, stdin: str | None = None, timeout: float = 600.0) -> Reply:
         try:

@@ -253,3 +253,39 @@ def test_down_with_a_host_unreachable_then_again(sim: SimulatedHosts, tmp_path: 
     assert again.returncode == 0, again.stderr
     assert "h2: lab mh-pair is down: removed 1 namespace" in again.stdout
     assert lab_namespaces(sim, h2) == [] and tunnel_sockets(sim, h2) == []
+
+
+def test_status_and_exec_over_hosts(sim: SimulatedHosts, tmp_path: Path) -> None:
+    lab = pair_lab(tmp_path)
+    up = netlab(sim, "up", "--hosts", sim.inventory, lab)
+    try:
+        assert up.returncode == 0, up.stderr
+        shown = netlab(sim, "status", "mh-pair", "--format", "tsv")  # by name: the record has the inventory
+        assert shown.returncode == 0, shown.stderr
+        rows = [line.split("\t") for line in shown.stdout.splitlines()]
+        assert rows[0][:4] == ["host", "lab", "node", "interface"]
+        assert [r[0:5] for r in rows[1:]] == [
+            ["h1", "mh-pair", "x", "eth0", "vxlan"],
+            ["h2", "mh-pair", "y", "eth0", "vxlan"],
+        ]
+        doc = json.loads(netlab(sim, "status", "mh-pair", "--json").stdout)["labs"][0]
+        assert (doc["status"], doc["nodes"]["y"]["host"], doc["nodes"]["y"]["namespace"]) == ("up", "h2", "mh-pair.y")
+        assert [link["addresses"] for link in doc["nodes"]["y"]["links"] if link["name"] == "eth0"] == [
+            [{"address": "10.9.0.2/24", "family": 4}]
+        ]
+        text = netlab(sim, "status", "mh-pair")
+        assert "lab mh-pair — up — " in text.stdout and "responders on h1: PID" in text.stdout
+        ran = netlab(sim, "exec", "mh-pair", "y", "--", "sh", "-c", "ip -br -4 addr show eth0; exit 7")
+        assert ran.returncode == 7, ran.stderr
+        assert "10.9.0.2/24" in ran.stdout
+        sim.set_reachable(sim.host("h2"), False)
+        try:
+            partial = netlab(sim, "status", "mh-pair", "--format", "tsv")
+        finally:
+            sim.set_reachable(sim.host("h2"), True)
+        assert partial.returncode == 1
+        assert "host h2: not reachable:" in partial.stderr
+        assert "h2\tmh-pair\ty\t—\t\tnamespace missing" in partial.stdout
+    finally:
+        down = netlab(sim, "down", "mh-pair")
+    assert down.returncode == 0, down.stderr
