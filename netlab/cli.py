@@ -1654,7 +1654,6 @@ def host_agent() -> int:
     document a line, netlab.multihost.calls) on stdin until it closes. Run by the
     coordinator over ssh, as root; not for people."""
     _load_pipeline()
-    from netlab.lifecycle import require_root
     from netlab.multihost.agent import serve
 
     require_root("host-agent", reads_only=True)
