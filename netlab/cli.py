@@ -1275,10 +1275,19 @@ def capture(
     metavar="N",
     help="Probes to send (each its own source port).",
 )
+@click.option("--src", default=None, metavar="ADDR", help="Send from this address of the node (as a check's `src:`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON (nothing else on stdout).")
 @_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
 def trace(
-    lab: str, node: str, to: str, proto: str | None, port: int | None, count: int, as_json: bool, variant: str | None
+    lab: str,
+    node: str,
+    to: str,
+    proto: str | None,
+    port: int | None,
+    count: int,
+    src: str | None,
+    as_json: bool,
+    variant: str | None,
 ) -> int:
     """Follow one probe through every namespace of lab LAB with nftables tracing.
 
@@ -1286,10 +1295,12 @@ def trace(
     packets, both directions, and a listener for the kernel's trace events; the probe is
     sent, and the walk is printed namespace by namespace: every rule the packet met with
     its verdict (iptables-nft rules too, as their chains), the NAT it went through, and
-    where it died — a rule's drop or a chain's policy. When no rule dropped it, the walk
-    says what tracing cannot see (routing, rp_filter, neighbours) and shows the route
-    decision of the last namespace that saw it. The tables are removed afterwards, also
-    on Ctrl-C.
+    where it died — a rule's drop or a chain's policy. When no rule dropped it, the
+    kernel's own drop reason (rp_filter, no route, …, from its skb:kfree_skb tracepoint
+    read through a private tracefs) names the namespace and interface where it died;
+    without that tracepoint, the walk says what tracing cannot see (routing, rp_filter,
+    neighbours). Either way it shows the route decision of the last namespace that saw
+    it. The tables (and the tracing instance) are removed afterwards, also on Ctrl-C.
 
     \b
     Examples:
@@ -1330,7 +1341,9 @@ def trace(
     proto = proto or ("tcp" if port is not None else "icmp")
     if proto != "icmp" and port is None:
         raise UsageError(f"a {proto} trace needs a port: --port N or --to {to}:PORT")
-    result = run_trace(ctx, node, dst, proto, port if proto != "icmp" else None, count=count)
+    if src is not None and src not in node_addresses(ctx.topo, node):
+        raise UsageError(f"--src {src} is not an address of {node} ({', '.join(node_addresses(ctx.topo, node))})")
+    result = run_trace(ctx, node, dst, proto, port if proto != "icmp" else None, count=count, src=src)
     if as_json:
         out.print(json_output.dumps("trace", to_json(result)), markup=False)
     else:

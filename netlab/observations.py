@@ -454,3 +454,42 @@ class TraceEvent:
     def rule_words(self) -> str | None:
         """The rule as its author wrote it: iptables words for a dump's rule, else nft's."""
         return self.iptables or self.rule
+
+
+# --------------------------------------------------------------------------- the kernel's own drops
+
+
+@dataclass(frozen=True)
+class KernelDrop:
+    """A packet the kernel freed for a reason (tracepoint skb:kfree_skb), with the
+    interface it had come in on (net:netif_receive_skb of the same packet), if it had."""
+
+    reason: str  # the kernel's name: IP_RPFILTER, IP_INNOROUTES, NEIGH_FAILED, NO_SOCKET, …
+    location: str  # the kernel function that freed it, e.g. ip_rcv_finish_core+0x3b1/0x4f0
+    dev: str | None  # the interface it arrived on
+    protocol: int  # its ethertype: 2048 IPv4, 34525 IPv6
+
+
+@dataclass(frozen=True)
+class FibLookup:
+    """One FIB table lookup (fib:fib_table_lookup, fib6:fib6_table_lookup)."""
+
+    table: int
+    src: str
+    dst: str
+    iif: int  # ifindexes in the namespace that looked up (0: none)
+    oif: int
+    dev: str | None  # the route's device, None when none was found
+    gw: str | None
+    err: int  # 0, or the negated errno: -101 ENETUNREACH, -113 EHOSTUNREACH, …
+
+
+@dataclass(frozen=True)
+class KernelSeen:
+    """What the kernel's drop and FIB tracepoints told while a trace's probes were out
+    (only the events of netlab's own threads: the packets they sent, as far as the kernel
+    handled them in their context), or why they could not be read."""
+
+    drops: tuple[KernelDrop, ...] = ()
+    lookups: tuple[FibLookup, ...] = ()
+    unavailable: str | None = None  # why there is nothing to tell: no tracefs, no such tracepoint, …

@@ -31,6 +31,7 @@ from netlab.observations import (
     CtEntry,
     Drop,
     IpvsState,
+    KernelSeen,
     ObserveError,
     Packet,
     RouteAnswer,
@@ -112,6 +113,8 @@ class FakeObserver:
     before_read: Callable[[FakeObserver, str, str], None] | None = None  # (what, ns), before each read
     calls: list[tuple[str, str, str]] = field(default_factory=list)  # (what, ns, detail), in order
     queries: list[RouteQuery] = field(default_factory=list)
+    # what the kernel's drop tracepoints tell during a trace
+    kernel_seen: KernelSeen = field(default_factory=lambda: KernelSeen(unavailable="the fake reads no tracepoints"))
 
     def _read(self, what: str, ns: str, detail: str = "") -> FakeNamespace:
         self.calls.append((what, ns, detail))
@@ -167,6 +170,9 @@ class FakeObserver:
         spaces = [self._read("trace", ns, flow.proto) for ns in namespaces]
         result = send()
         return result, sorted((e for space in spaces for e in space.trace), key=lambda e: e.seq)
+
+    def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
+        return send(), self.kernel_seen
 
 
 def _lookup(space: FakeNamespace, q: RouteQuery) -> RouteAnswer:

@@ -295,6 +295,11 @@ def kernel_hint(name: str, config: dict[str, str] | None, modules: frozenset[str
     `config` is the running kernel's Kconfig (None if unreadable); `modules` the module
     names installed for it (None if /lib/modules/<release> is absent).
     """
+    if name == "drop_reasons":
+        return (
+            "netlab trace then names no kernel drop reason and gives each hop's route decision instead; the "
+            "reasons need tracefs (CONFIG_TRACING) and skb:kfree_skb with its reason (Linux 5.17+)"
+        )
     if name in _SINCE:
         since, what = _SINCE[name]
         return (
@@ -633,6 +638,23 @@ def _rule_selector(what: str, field: str, **selectors: Any) -> _Result:
     return True, f"ip rule add {what}", "kernel"
 
 
+def _probe_drop_reasons() -> _Result:
+    """Mount tracefs privately, as `netlab trace` does, and look for its tracepoints."""
+    from netlab.kernel import tracefs
+
+    try:
+        root = tracefs.private_tracefs()
+    except OSError as e:
+        return False, f"private tracefs mount: {e.strerror or e}", "kernel"
+    try:
+        missing = tracefs.missing_events(root)
+    finally:
+        os.close(root)
+    if missing:
+        return False, f"tracepoints missing: {', '.join(missing)}", "kernel"
+    return True, "private tracefs: " + ", ".join(tracefs.EVENTS), "kernel"
+
+
 _PROBES: dict[str, Callable[[], _Result]] = {
     "netns": _probe_netns,
     "veth": _probe_veth,
@@ -652,4 +674,5 @@ _PROBES: dict[str, Callable[[], _Result]] = {
     "rule_port_mask": lambda: _rule_selector(
         "ipproto tcp sport 0x100/0xff00", "sport_mask", ipproto=6, sport=(0x100, 0x100), sport_mask=0xFF00
     ),
+    "drop_reasons": _probe_drop_reasons,
 }

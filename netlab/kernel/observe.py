@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
-from netlab.kernel import conntrack, counters, drops, ipvs, nft, routes, trace
+from netlab.kernel import conntrack, counters, drops, ipvs, nft, routes, trace, tracefs
 from netlab.kernel.capture import SNAPLEN, Capture
 from netlab.observations import (
     CounterView,
     CtEntry,
     Drop,
     IpvsState,
+    KernelSeen,
     ObserveError,
     RouteAnswer,
     RouteQuery,
@@ -76,3 +77,6 @@ class LiveObserver:
             return trace.trace(namespaces, flow, send, settle=settle)
         except nft.FirewallError as e:
             raise ObserveError(f"nft trace: {e}") from e
+
+    def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
+        return tracefs.watch_drops(send)

@@ -25,6 +25,7 @@ from netlab.observations import (
     CtEntry,
     Drop,
     IpvsState,
+    KernelSeen,
     Packet,
     RouteAnswer,
     RouteQuery,
@@ -96,4 +97,9 @@ class KernelObserver(Protocol):
         """send() with the flow traced by nftables in each namespace (a temporary table and a
         listener in each, all removed again, also on Ctrl-C): its result and the trace
         events in arrival order, rule handles resolved to their text."""
+        ...
+
+    def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
+        """send() with the kernel's drop and FIB tracepoints recorded for netlab's own
+        threads: its result and what they told (or why they could not be read)."""
         ...

@@ -28,6 +28,7 @@ Feature = Literal[
     "rule_dscp_mask",
     "rule_flowlabel",
     "rule_port_mask",
+    "drop_reasons",  # the kernel's drop tracepoint with its reason, through a private tracefs (netlab trace)
 ]
 
 IFNAMSIZ = 15  # the kernel's limit on interface names (16 bytes with the NUL)

@@ -20,6 +20,9 @@ from netlab.lab.targets import node_addresses
 from netlab.observations import (
     TRACE_TABLE_PREFIX,
     CtEntry,
+    FibLookup,
+    KernelDrop,
+    KernelSeen,
     ObserveError,
     RouteAnswer,
     RouteQuery,
@@ -27,6 +30,7 @@ from netlab.observations import (
     TraceFlow,
 )
 from netlab.probes.flow import ProbeRequest, ProbeResult
+from netlab.vocabulary import table_words
 
 if TYPE_CHECKING:
     from netlab.probes.checks import LabContext
@@ -52,6 +56,7 @@ class Trace:
     nodes: dict[str, str]  # namespace → node
     conntrack: tuple[CtEntry, ...] = ()  # the flow's entries, in the namespaces that NATed it
     route: RouteAnswer | None = None  # the last namespace's decision, when no event says why it died
+    kernel: KernelSeen | None = None  # the kernel's own drop reasons and FIB lookups meanwhile
 
     @property
     def ok(self) -> bool:
@@ -74,9 +79,12 @@ def run_trace(
     count: int = 1,
     timeout: float = 1.0,
     settle: float = 0.3,
+    src: str | None = None,
 ) -> Trace:
-    """Send `count` probes from node to dst(:port), traced in every namespace of the lab."""
-    return trace_probe(ctx, node, ProbeRequest(ctx.ns(node), proto, dst, port, timeout=timeout), count, settle=settle)
+    """Send `count` probes from node (from its address src) to dst(:port), traced in every
+    namespace of the lab."""
+    request = ProbeRequest(ctx.ns(node), proto, dst, port, src=src, timeout=timeout)
+    return trace_probe(ctx, node, request, count, settle=settle)
 
 
 def trace_probe(ctx: LabContext, node: str, request: ProbeRequest, count: int = 1, *, settle: float = 0.3) -> Trace:
@@ -104,12 +112,15 @@ def trace_requests(
     client = (request.src,) if request.src else tuple(node_addresses(ctx.topo, node, family))
     flow = TraceFlow(_L4.get(request.proto, request.proto), tuple(dict.fromkeys((request.dst, *client))), sports)
     namespaces = [request.ns, *(n for n in ctx.nodes.values() if n != request.ns)]
-    probes, events = ctx.observer.trace(
-        namespaces, flow, lambda: ctx.send_probes(requests, workers=workers), settle=settle
+    (probes, kernel), events = ctx.observer.trace(
+        namespaces,
+        flow,
+        lambda: ctx.observer.watch_drops(lambda: ctx.send_probes(requests, workers=workers)),
+        settle=settle,
     )
     nodes = {v: k for k, v in ctx.nodes.items()}
     port = request.port if request.proto != "icmp" else None
-    trace = Trace(node, request.proto, request.dst, port, tuple(probes), tuple(events), nodes)
+    trace = Trace(node, request.proto, request.dst, port, tuple(probes), tuple(events), nodes, kernel=kernel)
     return _explained(ctx, trace, flow)
 
 
@@ -221,23 +232,98 @@ def summary_lines(trace: Trace) -> list[str]:
     out = []
     death = trace.death
     if death is not None:
-        node = trace.nodes.get(death.ns, death.ns)
-        what = (
-            f"the policy of chain {death.chain}"
-            if death.type == "policy"
-            else f"rule `{death.rule_words or death.handle}`"
-        )
-        out.append(f"died in {node}: {death.family} {death.table} {death.chain}: {what} dropped it")
+        out.append(f"died in {trace.nodes.get(death.ns, death.ns)}: {drop_words(death)} dropped it")
     elif not trace.ok:
         last = _last_outbound(trace)
         where = f"{trace.nodes.get(last.ns, last.ns)} ({_packet(last)})" if last else "no namespace"
         out.append(f"no rule dropped it; the last namespace that saw it: {where}")
-        out.append(f"  {BLIND_SPOTS}")
+        out += _kernel_lines(trace, last)
         if trace.route is not None:
             out.append(f"  route decision there: {trace.route.text}")
     for c in trace.conntrack:
         kinds = " ".join(k for k, on in (("dnat", c.dnat), ("snat", c.snat)) if on)
         out.append(f"conntrack ({kinds}): {c.text}")
+    return out
+
+
+# The kernel's drop reasons (include/net/dropreason-core.h) a lab runs into, in words.
+REASON_WORDS = {
+    "IP_RPFILTER": "reverse path filter (rp_filter): the route back to its source does not leave by the interface it came in on",
+    "IP_INNOROUTES": "no route to forward it by",
+    "IP_OUTNOROUTES": "no route to send it by",
+    "IP_INADDRERRORS": "its destination is not an address this host accepts or forwards",
+    "IP_INVALID_SOURCE": "its source is not a valid one here (martian)",
+    "IP_LOCAL_SOURCE": "its source is one of this host's own addresses",
+    "IP_LOCALNET": "its source or destination is in 127.0.0.0/8 and route_localnet is off",
+    "IP_INVALID_DEST": "its destination is invalid here",
+    "NEIGH_FAILED": "the neighbour (ARP/NDP) of its next hop did not answer",
+    "NEIGH_CREATEFAIL": "no neighbour entry could be made for its next hop",
+    "NEIGH_QUEUEFULL": "too many packets were waiting for the next hop's ARP/NDP answer",
+    "NEIGH_DEAD": "the next hop's neighbour entry was gone",
+    "NO_SOCKET": "no socket listens there",
+    "OTHERHOST": "the frame was not addressed to this host",
+    "PKT_TOO_BIG": "larger than the route's MTU, and it may not be fragmented",
+    "IP_NOPROTO": "no handler for its IP protocol",
+    "IPV6DISABLED": "IPv6 is off on the interface",
+    "UNICAST_IN_L2_MULTICAST": "a unicast packet in a link-layer multicast or broadcast frame",
+    "XFRM_POLICY": "an IPsec policy",
+    "TC_INGRESS": "a tc ingress filter",
+    "TC_EGRESS": "a tc egress filter",
+    "QDISC_DROP": "the qdisc (a full queue, or netem's loss)",
+    "VXLAN_VNI_NOT_FOUND": "no VXLAN device here has its VNI",
+    "VXLAN_INVALID_HDR": "a malformed VXLAN header",
+    "MAC_INVALID_SOURCE": "an invalid source MAC address",
+    "BRIDGE_INGRESS_STP_STATE": "the bridge port is not forwarding (STP)",
+}
+_IP_ETHERTYPES = (0x0800, 0x86DD)
+NO_ROUTE = ("IP_INNOROUTES", "IP_OUTNOROUTES")
+
+
+def kernel_drop(trace: Trace) -> tuple[KernelDrop, str | None] | None:
+    """The first drop of the probe's packets the kernel gave a reason for, besides a
+    netfilter verdict (the walk names the rule): the drop, and the namespace it happened in
+    (the last one the walk saw the packet arrive in by that interface), if known."""
+    drops = [
+        d
+        for d in (trace.kernel.drops if trace.kernel else ())
+        if d.reason != "NETFILTER_DROP" and d.protocol in _IP_ETHERTYPES
+    ]
+    if not drops:
+        return None
+    drop = drops[0]
+    last = _last_outbound(trace)
+    if last is not None and (drop.dev is None or last.iif == drop.dev):
+        return drop, last.ns
+    seen = [e for e in trace.events if drop.dev is not None and e.iif == drop.dev]
+    return drop, (seen[-1].ns if seen else None)
+
+
+def failed_lookups(trace: Trace, dst: str | None) -> list[FibLookup]:
+    """The FIB lookups of the probe's destination that found no route, each table once."""
+    found = [f for f in (trace.kernel.lookups if trace.kernel else ()) if f.err != 0 and f.dst == dst]
+    return list({f.table: f for f in found}.values())
+
+
+def _kernel_lines(trace: Trace, last: TraceEvent | None) -> list[str]:
+    if trace.kernel is None:
+        return []
+    if trace.kernel.unavailable is not None:
+        return [f"  the kernel's drop reasons could not be read ({trace.kernel.unavailable})", f"  {BLIND_SPOTS}"]
+    out = []
+    found = kernel_drop(trace)
+    if found is not None:
+        drop, ns = found
+        where = f"{trace.nodes.get(ns, ns)} ({ns})" if ns else "a namespace"
+        dev = f", in on {drop.dev}" if drop.dev else ""
+        words = REASON_WORDS.get(drop.reason, drop.reason.lower().replace("_", " "))
+        out.append(f"  the kernel dropped it in {where}{dev}: {drop.reason} — {words} ({drop.location})")
+    dst = last.dst if last else trace.dst
+    if found is None or found[0].reason in NO_ROUTE:
+        tables = ", ".join(table_words(f.table) for f in failed_lookups(trace, dst))
+        if tables:
+            out.append(f"  FIB lookups of {dst} that found no route: {tables}")
+    if not out:
+        out.append(f"  {BLIND_SPOTS}; the kernel gave no drop reason for it")
     return out
 
 
@@ -264,8 +350,18 @@ def to_json(trace: Trace) -> dict[str, Any]:
         "died": None if death is None else {**asdict(death), "node": trace.nodes.get(death.ns, death.ns)},
         "conntrack": [c.text for c in trace.conntrack],
         "route": None if trace.route is None else trace.route.text,
+        "kernel": None if trace.kernel is None else asdict(trace.kernel),
+        "kernel_drop": _kernel_drop_json(trace),
         "summary": summary_lines(trace),
     }
+
+
+def _kernel_drop_json(trace: Trace) -> dict[str, Any] | None:
+    found = kernel_drop(trace) if trace.death is None and not trace.ok else None
+    if found is None:
+        return None
+    drop, ns = found
+    return {**asdict(drop), "ns": ns, "node": trace.nodes.get(ns, ns) if ns else None}
 
 
 def flows_of(events: Sequence[TraceEvent]) -> list[str]:

@@ -23,7 +23,7 @@ if os.geteuid() != 0:
 ALWAYS = {"netns", "veth", "bridge", "vxlan", "nftables", "conntrack", "ipset"}
 # Kernel-dependent: the VM / Debian stock kernels have them, this test kernel does not
 # (it is built without CONFIG_IP_VS, CONFIG_NET_VRF, CONFIG_NET_SCH_NETEM, CONFIG_DUMMY).
-VARIABLE = {"ipvs": "IPVS", "vrf": "vrf", "netem": "netem", "dummy": "dummy"}
+VARIABLE = {"ipvs": "IPVS", "vrf": "vrf", "netem": "netem", "dummy": "dummy", "drop_reasons": "trac"}
 
 
 def _netns_list() -> str:
@@ -63,6 +63,8 @@ def test_leaves_nothing_in_root_namespace() -> None:
     assert _netns_list() == netns_before
     assert _root_links() == links_before
     assert not any(n.startswith(features.PROBE_PREFIX) for n in _root_links())
+    with open("/proc/self/mounts") as mounts:
+        assert " tracefs " not in mounts.read(), "drop_reasons' tracefs is mounted only in a private mount namespace"
 
 
 def test_subset_aliases_and_order() -> None:

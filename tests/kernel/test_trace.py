@@ -6,19 +6,26 @@ leaves no temporary `netlab-trace` table behind — also when it is interrupted.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import pytest
 
 from netlab import interrupts
 from netlab.kernel.nft import list_ruleset
 from netlab.kernel.observe import LiveObserver
-from netlab.observations import TRACE_TABLE_PREFIX, TraceFlow
-from netlab.probes.trace import Trace, run_trace, text_lines
+from netlab.kernel.tracefs import private_tracefs
+from netlab.observations import TRACE_TABLE_PREFIX, KernelSeen, TraceFlow
+from netlab.probes.flow import ProbeRequest
+from netlab.probes.trace import Trace, run_trace, text_lines, to_json, trace_probe
 from netlab.pytest_plugin import LabFactory, LabHandle
 from tests.kernel.conftest import NetlabCli
+
+T = TypeVar("T")
 
 POLICY_DROP = """\
 table inet filter {
@@ -167,13 +174,24 @@ def test_cli_trace_names_the_drop_and_sigint_cleans_up(netlab_lab: LabFactory, n
     assert_no_trace_tables(lab)
 
 
+class _NoTracepoints(LiveObserver):
+    """A kernel without the drop tracepoints (or without tracefs)."""
+
+    def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
+        return send(), KernelSeen(unavailable="this kernel has no tracepoint skb/kfree_skb")
+
+
 def test_without_a_drop_the_route_decision_of_the_last_namespace_is_given(netlab_lab: LabFactory) -> None:
-    """The router has no route to 10.9.9.9 (routing: a blind spot of tracing): no rule
-    dropped the echo, and the router's own route decision says why."""
+    """The router has no route to 10.9.9.9 (routing: a blind spot of tracing) and the
+    kernel's drop reasons cannot be read: no rule dropped the echo, the trace says what it
+    cannot see, and the router's own route decision says why."""
     lab = netlab_lab(spec(nftables=DNAT), unique=True)
-    trace, why = traced(lab, "10.9.9.9", None, proto="icmp")
+    ctx = replace(lab.context, observer=_NoTracepoints())
+    trace = run_trace(ctx, "client", "10.9.9.9", "icmp", None)
+    why = "\n".join(text_lines(trace))
     assert not trace.ok and trace.death is None, why
     assert "no rule dropped it; the last namespace that saw it: router (10.0.0.2 → 10.9.9.9)" in why, why
+    assert "the kernel's drop reasons could not be read (this kernel has no tracepoint skb/kfree_skb)" in why, why
     assert "routing decisions, rp_filter, neighbour" in why, why
     assert trace.route is not None and trace.route.errno is not None, why
     assert f"route decision there: {trace.route.text}" in why, why
@@ -293,3 +311,65 @@ def test_dropped_by_a_rule_when_the_kernel_dropped_it_says_no_rule_did(netlab_la
         "chain policy dropped it (its trace saw no drop)"
     ], v
     assert_no_trace_tables(lab)
+
+
+def test_a_missing_route_is_named_by_the_kernels_drop_reason(netlab_lab: LabFactory) -> None:
+    """The router has no route to 10.9.9.9: no rule dropped the probe; the kernel's drop
+    tracepoint (read through a private tracefs) names the reason, the namespace and the
+    interface, and the failed FIB lookup is shown."""
+    lab = netlab_lab(spec(nftables=DNAT), unique=True)
+    trace, why = traced(lab, "10.9.9.9", 80)
+    assert not trace.ok and trace.death is None, why
+    assert trace.kernel is not None and trace.kernel.unavailable is None, why
+    router = lab.ns("router")
+    assert (
+        f"the kernel dropped it in router ({router}), in on eth0: IP_INNOROUTES — no route to forward it by (ip_error"
+        in why
+    ), why
+    assert "FIB lookups of 10.9.9.9 that found no route: main (254)" in why, why
+    assert "route decision there: error: Network is unreachable" in why, why
+    assert to_json(trace)["kernel_drop"] | {"location": None} == {
+        "reason": "IP_INNOROUTES",
+        "location": None,
+        "dev": "eth0",
+        "protocol": 0x0800,
+        "ns": router,
+        "node": "router",
+    }, why
+    assert_no_trace_tables(lab)
+    assert_no_tracing_instance()
+
+
+def test_rp_filter_is_named_by_the_kernels_drop_reason(netlab_lab: LabFactory) -> None:
+    """The client sends from 10.5.0.2, which the router routes back through eth1: strict
+    rp_filter on the router's eth0 drops it, and the trace says so."""
+    s = spec(
+        sysctls={"net.ipv4.ip_forward": 1, "net.ipv4.conf.all.rp_filter": 1},
+        routes=[{"to": "10.5.0.0/24", "via": "10.1.0.2"}],
+    )
+    client = s["nodes"]["client"]
+    client["links"]["eth0"]["addresses"].append("10.5.0.2/32")
+    client["sysctls"] = {"net.ipv4.conf.all.arp_announce": 2}  # ARP from 10.0.0.2, which rp_filter lets by
+    lab = netlab_lab(s, unique=True)
+    trace = trace_probe(lab.context, "client", ProbeRequest(lab.ns("client"), "tcp", "10.1.0.2", 8080, src="10.5.0.2"))
+    why = "\n".join(text_lines(trace))
+    assert not trace.ok and trace.death is None, why
+    assert (
+        f"the kernel dropped it in router ({lab.ns('router')}), in on eth0: IP_RPFILTER — reverse path filter "
+        "(rp_filter): the route back to its source does not leave by the interface it came in on" in why
+    ), why
+    assert "FIB lookups" not in why, why
+    assert_no_trace_tables(lab)
+    assert_no_tracing_instance()
+
+
+def assert_no_tracing_instance() -> None:
+    """The trace's tracefs instance is gone, and no tracefs is mounted in this mount namespace."""
+    root = private_tracefs()
+    try:
+        left = [n for n in os.listdir(os.path.join(f"/proc/self/fd/{root}", "instances")) if n.startswith("netlab-")]
+    finally:
+        os.close(root)
+    assert not left, f"tracing instances left: {left}"
+    with open("/proc/self/mounts") as mounts:
+        assert " tracefs " not in mounts.read()

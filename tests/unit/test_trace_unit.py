@@ -324,3 +324,30 @@ def test_dropped_by_a_rule_is_judged_from_the_drops_in_the_trace() -> None:
     ]
     answered = [replace(lost[0], outcome="ok", detail="connected")]
     assert judge_dropped_by_rule(DroppedBy(node="r", comment="x"), "lab.r", answered, [], names).passed
+
+
+TRACE_TEXT = """\
+# tracer: nop
+#
+#           TASK-PID     CPU#  |||||  TIMESTAMP  FUNCTION
+#              | |         |   |||||     |         |
+  netlab-probe_0-4242    [001] b..2.  1512.000100: fib_table_lookup: table 254 oif 0 iif 1 proto 6 10.0.0.2/40001 -> 10.9.9.9/80 tos 0 scope 0 flags 0 ==> dev eth0 gw 10.0.0.1/:: err 0
+  netlab-probe_0-4242    [001] b..2.  1512.000200: netif_receive_skb: dev=eth0 skbaddr=00000000deadbeef len=60
+  netlab-probe_0-4242    [001] b..2.  1512.000300: fib_table_lookup: table 255 oif 0 iif 2 proto 6 10.0.0.2/40001 -> 10.9.9.9/80 tos 0 scope 0 flags 0 ==> dev - gw 0.0.0.0/:: err -11
+  netlab-probe_0-4242    [001] b..2.  1512.000400: fib_table_lookup: table 254 oif 0 iif 2 proto 6 10.0.0.2/40001 -> 10.9.9.9/80 tos 0 scope 0 flags 0 ==> dev - gw 0.0.0.0/:: err -11
+  netlab-probe_0-4242    [001] b..2.  1512.000500: kfree_skb: skbaddr=00000000deadbeef rx_sk=0000000000000000 protocol=2048 location=ip_error+0x94/0x220 reason: IP_INNOROUTES
+  netlab-probe_0-4242    [001] b..2.  1512.000600: kfree_skb: skbaddr=0000000012345678 rx_sk=0000000000000000 protocol=2048 location=nft_do_chain+0x1/0x2 reason: NETFILTER_DROP
+"""
+
+
+def test_the_tracefs_text_gives_drops_with_their_interface_and_lookups() -> None:
+    from netlab.kernel.tracefs import parse
+    from netlab.observations import FibLookup, KernelDrop
+
+    seen = parse(TRACE_TEXT)
+    assert seen.drops == (
+        KernelDrop("IP_INNOROUTES", "ip_error+0x94/0x220", "eth0", 2048),
+        KernelDrop("NETFILTER_DROP", "nft_do_chain+0x1/0x2", None, 2048),
+    )
+    assert seen.lookups[0] == FibLookup(254, "10.0.0.2", "10.9.9.9", 1, 0, "eth0", "10.0.0.1", 0)
+    assert [(f.table, f.dev, f.gw, f.err) for f in seen.lookups[1:]] == [(255, None, None, -11), (254, None, None, -11)]

@@ -1,0 +1,232 @@
+"""The kernel's own drop reasons and FIB lookups while a trace's probes are out: the
+tracepoints skb:kfree_skb (with its `reason`), net:netif_receive_skb (which interface a
+packet came in on) and fib:fib_table_lookup / fib6:fib6_table_lookup, read through a
+tracefs instance of our own (the live half of KernelObserver.watch_drops).
+
+The machine's root mount namespace is never touched: tracefs is mounted by a short-lived
+thread that first moved into a private mount namespace of its own (unshare(CLONE_NEWNS),
+every mount made private), which opens the mount point and detaches it at once. What
+stays is one directory descriptor; the mount, unreachable by any path, goes when that is
+closed. The tracing instance (`instances/netlab-PID-N`: its own buffer and event switches,
+so the machine's tracing and other tools' instances are left as they are) is removed in a
+`finally` that a Ctrl-C cannot cut short.
+
+Tracepoints are global, not per network namespace: the instance records only the events
+of netlab's own threads (set_event_pid, with event-fork for the probe threads started
+later). A packet's way through veths and routers is handled in the context of the thread
+that sent it (softirq at the end of the send), so its drop is among those events; a drop
+in a timer (a neighbour that never answered, a retransmission) or another process is not.
+Events are read back as the instance's `trace` text (`parse`, pure).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ipaddress
+import itertools
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from typing import TypeVar
+
+from netlab import interrupts
+from netlab.observations import FibLookup, KernelDrop, KernelSeen
+
+T = TypeVar("T")
+
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE, MNT_DETACH = 0x4000, 1 << 18, 2
+NOT_SPECIFIED = 2  # skb_drop_reason: a free that says nothing (most of them)
+EVENTS = (
+    "skb/kfree_skb",
+    "net/netif_receive_skb",
+    "fib/fib_table_lookup",
+    "fib6/fib6_table_lookup",
+)
+BUFFER_KB = 512  # per CPU: a probe's few hops leave a few dozen events
+
+_ids = itertools.count(1)
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class TracefsError(OSError):
+    """The kernel's tracepoints cannot be read here (no tracefs, no such event, not allowed)."""
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise TracefsError(err, f"{what}: {os.strerror(err)}")
+
+
+def private_tracefs() -> int:
+    """A directory descriptor of a tracefs mounted in a private mount namespace, already
+    detached (see the module's docstring)."""
+    found: dict[str, int | BaseException] = {}
+
+    def mount() -> None:
+        try:
+            _check(_libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
+            _check(_libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "mount --make-rprivate /")
+            where = tempfile.mkdtemp(prefix="netlab-tracefs-")
+            try:
+                _check(_libc.mount(b"tracefs", where.encode(), b"tracefs", 0, None), "mount -t tracefs")
+                try:
+                    found["fd"] = os.open(where, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                finally:
+                    _libc.umount2(where.encode(), MNT_DETACH)
+            finally:
+                os.rmdir(where)
+        except BaseException as e:  # handed to the caller's thread
+            found["error"] = e
+
+    thread = threading.Thread(target=mount, name="netlab-tracefs")
+    thread.start()
+    thread.join()
+    error = found.get("error")
+    if isinstance(error, BaseException):
+        raise error
+    fd = found["fd"]
+    assert isinstance(fd, int)
+    return fd
+
+
+def missing_events(root: int) -> list[str]:
+    """The events of EVENTS this kernel lacks (a kfree_skb without `reason` counts as lacking)."""
+    out = []
+    for event in EVENTS:
+        try:
+            fmt = _read(root, f"events/{event}/format")
+        except FileNotFoundError:
+            out.append(event)
+            continue
+        if event == "skb/kfree_skb" and "reason" not in fmt:
+            out.append(f"{event} (without a drop reason)")
+    return out
+
+
+def _read(root: int, path: str) -> str:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=root)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def _write(root: int, path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC, dir_fd=root)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _instance(root: int) -> Iterator[str]:
+    """A tracing instance of our own, removed afterwards (its events switched off first)."""
+    name = f"instances/netlab-{os.getpid()}-{next(_ids)}"
+    with interrupts.deferred():
+        os.mkdir(name, dir_fd=root)
+    try:
+        yield name
+    finally:
+        with interrupts.deferred():
+            with contextlib.suppress(OSError):
+                _write(root, f"{name}/tracing_on", "0")
+            for event in EVENTS:
+                with contextlib.suppress(OSError):
+                    _write(root, f"{name}/events/{event}/enable", "0")
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=root)
+
+
+def _start(root: int, name: str) -> None:
+    _write(root, f"{name}/buffer_size_kb", str(BUFFER_KB))
+    _write(root, f"{name}/options/event-fork", "1")
+    _write(root, f"{name}/set_event_pid", " ".join(os.listdir("/proc/self/task")))
+    _write(root, f"{name}/events/skb/kfree_skb/filter", f"reason != {NOT_SPECIFIED}")
+    for event in EVENTS:
+        _write(root, f"{name}/events/{event}/enable", "1")
+    _write(root, f"{name}/tracing_on", "1")
+
+
+def watch_drops(send: Callable[[], T]) -> tuple[T, KernelSeen]:
+    """send() with the kernel's drop and FIB tracepoints recorded for netlab's own threads:
+    its result and what they told (or why they could not be read: then the send still runs)."""
+    try:
+        root = private_tracefs()
+    except OSError as e:
+        return send(), KernelSeen(unavailable=f"tracefs: {e.strerror or e}")
+    try:
+        missing = missing_events(root)
+        if missing:
+            return send(), KernelSeen(unavailable=f"this kernel has no tracepoint {', '.join(missing)}")
+        with _instance(root) as name:
+            try:
+                _start(root, name)
+            except OSError as e:
+                return send(), KernelSeen(unavailable=f"tracefs: {e.strerror or e}")
+            result = send()
+            _write(root, f"{name}/tracing_on", "0")
+            return result, parse(_read(root, f"{name}/trace"))
+    finally:
+        os.close(root)
+
+
+# ---------------------------------------------------------------- the trace text
+
+_LINE = re.compile(r"^\s*.+?-\d+\s+(?:\(.*?\)\s+)?\[\d+\]\s+\S+\s+[\d.]+:\s+(\w+):\s+(.*)$")
+_FIELD = re.compile(r"(\w+)=(\S+)")
+_REASON = re.compile(r"reason:\s*(\w+)")
+_LOOKUP = re.compile(
+    r"table\s+(\d+)\s+oif\s+(-?\d+)\s+iif\s+(-?\d+)\s+proto\s+\d+\s+(\S+?)/\d+\s+->\s+(\S+?)/\d+"
+    r".*?==>\s+dev\s+(\S+)\s+gw\s+(\S+)\s+err\s+(-?\d+)"
+)
+
+
+def parse(text: str) -> KernelSeen:
+    """The drops and FIB lookups in an instance's `trace` text, in order; a drop is named
+    with the interface its packet (skbaddr) last came in on."""
+    drops: list[KernelDrop] = []
+    lookups: list[FibLookup] = []
+    arrived: dict[str, str] = {}  # skbaddr → the interface it came in on
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if m is None:
+            continue
+        event, body = m.groups()
+        fields = dict(_FIELD.findall(body))
+        if event == "netif_receive_skb" and "skbaddr" in fields and "dev" in fields:
+            arrived[fields["skbaddr"]] = fields["dev"]
+        elif event == "kfree_skb" and (reason := _REASON.search(body)) and reason[1] != "NOT_SPECIFIED":
+            drops.append(
+                KernelDrop(
+                    reason[1],
+                    fields.get("location", "?"),
+                    arrived.get(fields.get("skbaddr", "")),
+                    int(fields.get("protocol", "0")),
+                )
+            )
+        elif event in ("fib_table_lookup", "fib6_table_lookup") and (found := _lookup(body)) is not None:
+            lookups.append(found)
+    return KernelSeen(tuple(drops), tuple(lookups))
+
+
+def _lookup(body: str) -> FibLookup | None:
+    m = _LOOKUP.search(body)
+    if m is None:
+        return None
+    table, oif, iif, src, dst, dev, gw, err = m.groups()
+    gateway = gw.split("/")[0]
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(gateway).is_unspecified:
+            gateway = ""
+    return FibLookup(
+        int(table), src, dst, int(iif), int(oif), None if dev in ("-", "") else dev, gateway or None, int(err)
+    )
