@@ -28,6 +28,7 @@ from netlab.observations import (
     CtEntry,
     Drop,
     IpvsState,
+    KernelSeen,
     ObserveError,
     Packet,
     RouteAnswer,
@@ -220,6 +221,9 @@ class RemoteObserver:
         self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
     ) -> tuple[T, list[TraceEvent]]:
         raise ObserveError("tracing a probe across hosts is not built yet (docs/multihost.md)")
+
+    def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
+        return send(), KernelSeen(unavailable="the kernel's drop reasons are not read across hosts")
 
     def send_probes(self, requests: Sequence[ProbeRequest], *, workers: int) -> list[ProbeResult]:
         """Each probe sent by its client's host (SendProbes); results in request order."""
