@@ -81,11 +81,8 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints += check_checks(lab, topo)
     complaints += _check_addresses(lab, topo)
     complaints += _check_bridge_ports(topo)
-    by_node: dict[str, list[Interface]] = {}  # one pass: of_node() per node is quadratic
-    for iface in topo.interfaces.values():
-        by_node.setdefault(iface.node, []).append(iface)
     for node_name, node in lab.nodes.items():
-        ifaces = by_node.get(node_name, [])
+        ifaces = topo.of_node(node_name)
         names = {i.name for i in ifaces} | {"lo"}
         base = ("nodes", node_name)
         local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
