@@ -110,14 +110,15 @@ class NetlinkDriver:
     def apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
         if not ops:
             return
-        from netlab.kernel import command, nft, sysctl
-        from netlab.kernel import ipvs as ipvs_ops
-
         if any(isinstance(op, CreateNetns) for op in ops):
             self._create_namespaces(ops, on_done)
         elif all(isinstance(op, SetSysctl) for op in ops):
+            from netlab.kernel import sysctl
+
             self._per_namespace(ops, on_done, self._inside(sysctl.apply_here))
         elif all(isinstance(op, RunCommand) for op in ops):
+            from netlab.kernel import command
+
             for op in ops:
                 assert isinstance(op, RunCommand)
                 command.run(op)
@@ -125,9 +126,13 @@ class NetlinkDriver:
         elif all(isinstance(_subject(op), (CreateIpset, LoadNftables, RestoreIptables)) for op in ops):
             # nft.py: ipsets over netlink and libnftables in a thread inside the namespace,
             # iptables-nft-restore via ip netns exec
+            from netlab.kernel import nft
+
             self._per_namespace(ops, on_done, lambda ns, group: nft.apply_in(self._handle(ns).fd, ns, group))
         elif all(isinstance(_subject(op), (AddIpvsService, AddIpvsReal)) for op in ops):
             # a generic netlink socket, like any, belongs to the namespace it is opened in
+            from netlab.kernel import ipvs as ipvs_ops
+
             self._per_namespace(ops, on_done, self._inside(ipvs_ops.apply_here))
         else:
             self._per_namespace(ops, on_done, self._netlink)

@@ -34,8 +34,6 @@ from typing import Any
 
 from netlab.kernel import netns as nsops
 from netlab.kernel.encode import request
-from netlab.kernel.ipset import apply_here as apply_ipsets_here
-from netlab.kernel.ipset import destroy_here as destroy_ipset_here
 from netlab.kernel.nlsock import NetlinkSocket
 from netlab.plan.ops import CreateIpset, CreateLink, LoadNftables, Op, RestoreIptables, VethType
 from netlab.plan.removal import Remove
@@ -265,8 +263,10 @@ def save_iptables(netns: str, family: int) -> str:
 
 def create_ipset(op: CreateIpset) -> None:
     """Make the op's set and its members in the calling thread's namespace (netlab.kernel.ipset)."""
+    from netlab.kernel.ipset import apply_here  # pyroute2's ipset messages: for a lab with sets
+
     _require_lab_netns()
-    for _op, why in apply_ipsets_here([op]):
+    for _op, why in apply_here([op]):
         raise FirewallError([Message(why)])
 
 
@@ -283,7 +283,9 @@ def apply_in(fd: int, ns: str, ops: Sequence[Op]) -> list[tuple[Op, str]]:
         for i, op in enumerate(ops):
             try:
                 if isinstance(op, Remove) and isinstance(op.op, CreateIpset):
-                    why = destroy_ipset_here(op.op.name)
+                    from netlab.kernel.ipset import destroy_here
+
+                    why = destroy_here(op.op.name)
                     if why:
                         raise FirewallError([Message(why)])
                 elif isinstance(op, CreateIpset):

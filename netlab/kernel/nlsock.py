@@ -52,8 +52,9 @@ QUERY_BATCH = 32
 
 
 class Request(NamedTuple):
-    """One message to send: a pyroute2 message object (header left to the socket), its
-    netlink message type and its flags (NLM_F_REQUEST and NLM_F_ACK are added)."""
+    """One message to send: its body after the nlmsghdr as bytes, or a pyroute2 message
+    object (header left to the socket); its netlink message type and its flags
+    (NLM_F_REQUEST and NLM_F_ACK are added)."""
 
     msg: Any
     type: int
@@ -103,15 +104,9 @@ class NetlinkSocket:
         return self.seq
 
     def _frame(self, msg: Any, mtype: int, flags: int) -> tuple[int, bytes]:
-        """Set msg's header (a fresh sequence number) and encode it: (seq, bytes)."""
+        """msg framed with a fresh sequence number: (seq, bytes)."""
         seq = self._next_seq()
-        msg["header"]["type"] = mtype
-        msg["header"]["flags"] = flags
-        msg["header"]["sequence_number"] = seq
-        msg["header"]["pid"] = 0
-        msg.reset()
-        msg.encode()
-        return seq, bytes(msg.data)
+        return seq, frame(msg, mtype, flags, seq)
 
     def request(self, msgs: Sequence[Request | tuple[Any, int, int]]) -> list[Failure]:
         """Send (message, type, flags) requests with ACKs; return the ones that failed."""
@@ -228,6 +223,20 @@ class NetlinkSocket:
         reply = ctrlmsg(answer)
         reply.decode()
         return int(reply.get_attr("CTRL_ATTR_FAMILY_ID"))
+
+
+def frame(msg: Any, mtype: int, flags: int, seq: int) -> bytes:
+    """One netlink message: the header, then msg — the body as bytes, or a pyroute2
+    message object (encoded here, its header set)."""
+    if isinstance(msg, bytes):
+        return _HDR.pack(_HDR.size + len(msg), mtype, flags, seq, 0) + msg
+    msg["header"]["type"] = mtype
+    msg["header"]["flags"] = flags
+    msg["header"]["sequence_number"] = seq
+    msg["header"]["pid"] = 0
+    msg.reset()
+    msg.encode()
+    return bytes(msg.data)
 
 
 def replies(

@@ -28,6 +28,7 @@ from pyroute2.netlink.nfnetlink.ipset import ipset_msg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from netlab.kernel import encode, ipset, ipvs, tc
+from netlab.kernel.nlsock import frame
 from netlab.plan.ops import (
     AddAddress,
     AddFdb,
@@ -355,10 +356,7 @@ FLAGS = {
 
 def ours(op: Op) -> tuple[int, int, bytes]:
     req = encode.request(op, lambda name: IFINDEX[op.ns][name], lambda ns: NETNS_FD)
-    req.msg["header"]["type"], req.msg["header"]["flags"] = req.type, req.flags
-    req.msg.reset()
-    req.msg.encode()
-    return req.type, req.flags, bytes(req.msg.data[16:])
+    return req.type, req.flags, frame(req.msg, req.type, req.flags, 0)[16:]
 
 
 def decoded(mtype: int, body: bytes) -> dict[str, Any]:

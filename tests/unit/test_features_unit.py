@@ -138,7 +138,7 @@ def test_a_link_probe_sends_the_drivers_message(recording: type[RecordingSocket]
     op = CreateLink(features.PROBE_NS, name="nlprobe-vxlan", type=VxlanType(vni=42, port=4789), up=False)
     want = encode.request(op, {"lo": 1}.__getitem__, lambda _ns: -1)
     assert (sent.type, sent.flags) == (want.type, want.flags)
-    assert sent.msg["attrs"] == want.msg["attrs"]
+    assert sent.msg == want.msg
 
 
 def test_a_refused_link_says_the_kind_is_unknown(recording: type[RecordingSocket]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from netlab.cli import cli
 from netlab.errors import LabError, NetlabError, UsageError
 from netlab.kernel import encode
+from netlab.kernel.nlsock import decode_rtnl, frame
 from netlab.lab.model import Vxlan
 from netlab.lab.render import render_yaml
 from netlab.load import load_lab, load_lab_located, load_lab_text
@@ -237,8 +239,10 @@ def test_host_underlay_vxlan_is_sent_with_the_node_namespace_fd() -> None:
         vx = VxlanType(vni=7, port=4792, local="192.0.2.1", remote="192.0.2.2", learning=False, host_underlay=host)
         return CreateLink("t.x", name="eth0", type=vx, mtu=1450)
 
-    fds = {"t.x": 9}
-    made = encode.create_link(op(True), lambda name: 1, fds.__getitem__)
-    assert made.get_attr("IFLA_NET_NS_FD") == 9 and encode.from_host(op(True))
-    assert encode.create_link(op(False), lambda name: 1, fds.__getitem__).get_attr("IFLA_NET_NS_FD") is None
+    def made(host: bool) -> Any:
+        body = encode.create_link(op(host), lambda name: 1, {"t.x": 9}.__getitem__)
+        return decode_rtnl(frame(body, encode.RTM_NEWLINK, 0, 0))
+
+    assert made(True).get_attr("IFLA_NET_NS_FD") == 9 and encode.from_host(op(True))
+    assert made(False).get_attr("IFLA_NET_NS_FD") is None
     assert not encode.from_host(op(False))
