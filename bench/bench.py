@@ -37,6 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from labrun import compile_bytecode
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 IP = shutil.which("ip") or "/usr/sbin/ip"
@@ -615,6 +617,7 @@ def netlab_available() -> tuple[bool, str]:
     if r.returncode != 0:
         lines = (r.stderr or r.stdout).strip().splitlines()
         return False, f"`netlab up --help` rc={r.returncode}: {lines[-1] if lines else ''}"[:300]
+    compile_bytecode(str(VENV_PY if VENV_PY.exists() else sys.executable))
     return True, ""
 
 
