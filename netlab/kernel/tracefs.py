@@ -9,7 +9,7 @@ every mount made private), which opens the mount point and detaches it at once. 
 stays is one directory descriptor; the mount, unreachable by any path, goes when that is
 closed. The tracing instance (`instances/netlab-PID-N`: its own buffer and event switches,
 so the machine's tracing and other tools' instances are left as they are) is removed in a
-`finally` that a Ctrl-C cannot cut short.
+`finally` that a Ctrl-C cannot cut short, by a thread the interpreter waits for at exit.
 
 Tracepoints are global, not per network namespace: the instance records only the events
 of netlab's own threads (set_event_pid, with event-fork for the probe threads started
@@ -29,7 +29,7 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TypeVar
 
 from netlab import interrupts
@@ -46,7 +46,6 @@ EVENTS = (
     "fib/fib_table_lookup",
     "fib6/fib6_table_lookup",
 )
-BUFFER_KB = 512  # per CPU: a probe's few hops leave a few dozen events
 
 _ids = itertools.count(1)
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -127,33 +126,48 @@ def _write(root: int, path: str, text: str) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def _instance(root: int) -> Iterator[str]:
-    """A tracing instance of our own, removed afterwards (its events switched off first)."""
-    name = f"instances/netlab-{os.getpid()}-{next(_ids)}"
-    with interrupts.deferred():
-        os.mkdir(name, dir_fd=root)
-    try:
-        yield name
-    finally:
-        with interrupts.deferred():
-            with contextlib.suppress(OSError):
-                _write(root, f"{name}/tracing_on", "0")
-            for event in EVENTS:
-                with contextlib.suppress(OSError):
-                    _write(root, f"{name}/events/{event}/enable", "0")
-            with contextlib.suppress(OSError):
-                os.rmdir(name, dir_fd=root)
-
-
 def _start(root: int, name: str) -> None:
-    _write(root, f"{name}/buffer_size_kb", str(BUFFER_KB))
     _write(root, f"{name}/options/event-fork", "1")
     _write(root, f"{name}/set_event_pid", " ".join(os.listdir("/proc/self/task")))
     _write(root, f"{name}/events/skb/kfree_skb/filter", f"reason != {NOT_SPECIFIED}")
     for event in EVENTS:
         _write(root, f"{name}/events/{event}/enable", "1")
     _write(root, f"{name}/tracing_on", "1")
+
+
+_removals: list[threading.Thread] = []
+_removals_lock = threading.Lock()
+
+
+def _remove(root: int, name: str | None) -> None:
+    """Switch the instance's events off, remove it and close the tracefs."""
+    try:
+        if name is not None:
+            with contextlib.suppress(OSError):
+                _write(root, f"{name}/events/enable", "0")
+            with contextlib.suppress(OSError):
+                os.rmdir(name, dir_fd=root)
+    finally:
+        os.close(root)
+
+
+def _remove_later(root: int, name: str | None) -> None:
+    """Remove the instance in a thread of its own: the kernel takes 50-150 ms to free it
+    (an RCU grace period), which the trace spends waiting for its last events anyway. Not
+    a daemon: the interpreter waits for it before it exits, also after Ctrl-C."""
+    thread = threading.Thread(target=_remove, args=(root, name), name="netlab-tracefs-remove")
+    with _removals_lock:
+        _removals[:] = [t for t in _removals if t.is_alive()]
+        _removals.append(thread)
+    thread.start()
+
+
+def wait_removed() -> None:
+    """Until every instance this process made is removed."""
+    with _removals_lock:
+        pending = list(_removals)
+    for thread in pending:
+        thread.join()
 
 
 def watch_drops(send: Callable[[], T]) -> tuple[T, KernelSeen]:
@@ -163,20 +177,26 @@ def watch_drops(send: Callable[[], T]) -> tuple[T, KernelSeen]:
         root = private_tracefs()
     except OSError as e:
         return send(), KernelSeen(unavailable=f"tracefs: {e.strerror or e}")
+    name: str | None = None
     try:
         missing = missing_events(root)
         if missing:
             return send(), KernelSeen(unavailable=f"this kernel has no tracepoint {', '.join(missing)}")
-        with _instance(root) as name:
-            try:
-                _start(root, name)
-            except OSError as e:
-                return send(), KernelSeen(unavailable=f"tracefs: {e.strerror or e}")
-            result = send()
-            _write(root, f"{name}/tracing_on", "0")
-            return result, parse(_read(root, f"{name}/trace"))
+        with interrupts.deferred():  # made and known to the finally, or not made
+            name = f"instances/netlab-{os.getpid()}-{next(_ids)}"
+            os.mkdir(name, dir_fd=root)
+        try:
+            _start(root, name)
+        except OSError as e:
+            return send(), KernelSeen(unavailable=f"tracefs: {e.strerror or e}")
+        result = send()
+        _write(root, f"{name}/tracing_on", "0")
+        return result, parse(_read(root, f"{name}/trace"))
+    except OSError as e:
+        raise TracefsError(e.errno or 0, f"tracefs: {e.strerror or e}") from e
     finally:
-        os.close(root)
+        with interrupts.deferred():
+            _remove_later(root, name)
 
 
 # ---------------------------------------------------------------- the trace text

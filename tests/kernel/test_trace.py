@@ -18,7 +18,7 @@ import pytest
 from netlab import interrupts
 from netlab.kernel.nft import list_ruleset
 from netlab.kernel.observe import LiveObserver
-from netlab.kernel.tracefs import private_tracefs
+from netlab.kernel.tracefs import private_tracefs, wait_removed
 from netlab.observations import TRACE_TABLE_PREFIX, KernelSeen, TraceFlow
 from netlab.probes.flow import ProbeRequest
 from netlab.probes.trace import Trace, run_trace, text_lines, to_json, trace_probe
@@ -364,7 +364,9 @@ def test_rp_filter_is_named_by_the_kernels_drop_reason(netlab_lab: LabFactory) -
 
 
 def assert_no_tracing_instance() -> None:
-    """The trace's tracefs instance is gone, and no tracefs is mounted in this mount namespace."""
+    """The trace's tracefs instance is gone (its removal, done beside the trace's last wait,
+    has ended), and no tracefs is mounted in this mount namespace."""
+    wait_removed()
     root = private_tracefs()
     try:
         left = [n for n in os.listdir(os.path.join(f"/proc/self/fd/{root}", "instances")) if n.startswith("netlab-")]
