@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import errno
 import re
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pydantic import ValidationError
 
+from netlab.deadline import Deadline
 from netlab.errors import ApplyError, LabError, MissingFeature, UsageError, require_root
 from netlab.kernel.driver import KernelDriver, LinkView, OpFailed
 from netlab.lab.netem import Netem
@@ -102,7 +104,19 @@ def set_link(end: LinkEnd, up: bool, driver: KernelDriver) -> Changed:
     `up` also puts the node's routes of the lab file back (those still there stay)."""
     require_root("link")
     op = SetLink(end.ns, f"netlab link {end.node}:{end.ifname}", name=end.ifname, up=up)
-    return _change(end, op, driver, _lab_routes(end) if up else [])
+    changed = _change(end, op, driver, _lab_routes(end) if up else [])
+    return replace(changed, after=_settled(driver, end, changed.after)) if up else changed
+
+
+def _settled(driver: KernelDriver, end: LinkEnd, after: LinkView) -> LinkView:
+    """The link once the kernel has told its carrier: the operational state follows the
+    carrier through linkwatch, up to a second later (more on a loaded machine), so a
+    link just set up reads 'down' for a moment even when its peer is up."""
+    deadline = Deadline(1.5, f"{end} to report its carrier")
+    while after.oper not in ("up", "unknown") and not deadline.expired():
+        time.sleep(0.05)
+        after = _link(driver, end)
+    return after
 
 
 def _lab_routes(end: LinkEnd) -> list[Op]:

@@ -91,6 +91,17 @@ def loading() -> Iterator[None]:
         _started = was
 
 
+def fork() -> int:
+    """os.fork() with SIGINT/SIGTERM held in the kernel until it returns, in parent and
+    child: a handler raising inside fork's at-fork hooks (logging releases its lock there)
+    has its exception printed as 'Exception ignored' and dropped, so the signal was lost."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        return os.fork()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def _ours() -> bool:
     """In the main thread, with netlab's handler installed (the CLI, or inside deferred())."""
     return threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is _handler

@@ -40,6 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, get_args
 
+from netlab import interrupts
 from netlab.deadline import scaled
 from netlab.lab.values import Feature
 
@@ -211,7 +212,7 @@ def _run_child(wanted: list[str], timeout: float) -> dict[str, dict[str, Any]]:
     """Fork the probing child, collect its JSON lines, never wait past `timeout`."""
     host_ns = _netns_inode()
     rfd, wfd = os.pipe()
-    pid = os.fork()
+    pid = interrupts.fork()
     if pid == 0:  # child: never return into the caller's stack
         code = 1
         try:

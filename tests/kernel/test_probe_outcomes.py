@@ -127,7 +127,7 @@ def test_each_outcome_as_documented(lab: CheckLab, family: int) -> None:
         checks.append(
             {
                 "name": "unreachable: a router's unreachable route (IPv4)",
-                "probe": {"from": "client", "to": "203.0.113.9", "port": 80, "timeout": 0.5},
+                "probe": {"from": "client", "to": "203.0.113.9", "port": 80, "timeout": 2},
                 "expect": {"result": "unreachable", "icmp": "host unreachable", "icmp_from": "router"},
             }
         )
