@@ -18,7 +18,7 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "netlab":
 
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from netlab import lifecycle
+    from netlab import status as lab_status
     from netlab.impair import Changed
 
 # Start-up is part of every command's time (`netlab --version`, `down` of a lab that is not
@@ -630,9 +631,10 @@ def _never_there(target: str, variant: str | None) -> bool:
 @click.option(
     "--brief",
     is_flag=True,
-    help="One line per lab: its status, counts of nodes, interfaces and running responders, its file.",
+    help="One line per lab: its status, counts of nodes, interfaces and running responders, its file. "
+    "With LAB, one line per node: its state, counts of interfaces, addresses, routes and the ports it serves.",
 )
-@_format_option("interface (with --brief: per lab)")
+@_format_option("interface (with --brief: per lab, or per node with LAB)")
 @_variant_option("With LAB: the lab of its variant NAME (LAB-NAME).")
 @_hosts_option(
     "LAB is up over the hosts of inventory FILE (default $NETLAB_HOSTS, else the one `up --hosts` "
@@ -649,10 +651,11 @@ def status(lab: str | None, as_json: bool, brief: bool, fmt: str | None, variant
     \b
     Examples:
       sudo netlab status --brief                 # a line per lab
+      sudo netlab status flannel-scale --brief   # a line per node: interfaces, addresses, routes, responders
       sudo netlab status flannel-scale --format tsv | awk -F'\t' '$5 != "up"'
+      sudo netlab status flannel-scale --json | jq '.labs[0].nodes | keys'
     """
-    _load_pipeline()
-    from netlab import lifecycle
+    from netlab import status as lab_status
     from netlab.rows import tsv
 
     fmt = _output_format(as_json, fmt)
@@ -662,90 +665,78 @@ def status(lab: str | None, as_json: bool, brief: bool, fmt: str | None, variant
         return _status_on_hosts(lab, variant, hosts, fmt, brief)
     if hosts is not None:
         raise UsageError("status --hosts shows one lab: give its name or file")
-    driver = _driver()
-    try:
-        labs = lifecycle.status(driver, lab, variant)
-    finally:
-        driver.close()
+    per_node = brief and lab is not None
+    # Routes are counted where they are shown: a line per node, and the JSON.
+    labs = lab_status.status(lab, variant, routes=per_node or fmt == "json")
+    columns, rows = (
+        (lab_status.NODE_COLUMNS, lab_status.node_rows)
+        if per_node
+        else (lab_status.LAB_COLUMNS, lab_status.lab_rows)
+        if brief
+        else (lab_status.LINK_COLUMNS, lab_status.link_rows)
+    )
     if fmt == "json":
-        out.print(json_output.dumps("status", {"labs": [_status_json(s) for s in labs]}), markup=False)
+        _write_raw(json_output.dumps("status", {"labs": [lab_status.to_json(s) for s in labs]}) + "\n")
     elif fmt == "tsv":
-        columns, rows = _STATUS_BRIEF if brief else _STATUS_LINKS, _brief_rows if brief else _link_rows
         _write_raw(tsv(columns, [row for s in labs for row in rows(s)]))
     elif not labs:
         out.print("no labs are up", markup=False)
     elif brief:
-        _print_rows(_STATUS_BRIEF, [row for s in labs for row in _brief_rows(s)])
+        _print_rows(columns, [row for s in labs for row in rows(s)])
     else:
         _print_status(labs)
     return 0
-
-
-_STATUS_LINKS = ("lab", "node", "interface", "kind", "state", "mtu", "master", "addresses", "netem")
-_STATUS_BRIEF = ("lab", "status", "nodes", "interfaces", "responders", "source")
-
-
-def _link_rows(s: lifecycle.LabStatus) -> list[list[str]]:
-    """One row per interface of the lab (lo only when it has more than loopback addresses);
-    a node whose namespace is missing, one row saying so. Columns: _STATUS_LINKS."""
-    rows = []
-    for node, view in s.nodes.items():
-        if view is None:
-            rows.append([s.lab, node, "—", "", "namespace missing", "", "", "", ""])
-            continue
-        for link in view.links:
-            if link.name == "lo" and not [a for a in link.addresses if a.address not in ("127.0.0.1/8", "::1/128")]:
-                continue
-            state = "up" if link.up else "down"
-            if link.up and link.oper not in ("up", "unknown"):
-                state = f"up ({link.oper})"
-            kind = f"{link.kind} (table {link.table})" if link.table is not None else link.kind
-            addresses = " ".join(a.address for a in link.addresses)
-            rows.append(
-                [s.lab, node, link.name, kind, state, str(link.mtu), link.master or "", addresses, link.netem or ""]
-            )
-    return rows
-
-
-def _brief_rows(s: lifecycle.LabStatus) -> list[list[str]]:
-    present = [v for v in s.nodes.values() if v is not None]
-    nodes = f"{len(present)}/{len(s.nodes)}" if len(present) != len(s.nodes) else str(len(s.nodes))
-    interfaces = sum(len([link for link in v.links if link.name != "lo"]) for v in present)
-    running = sum(h.running for h in s.responders)
-    responders = f"{running}/{len(s.responders)} running" if s.responders else "none"
-    return [[s.lab, s.status, nodes, str(interfaces), responders, s.source or ""]]
 
 
 def _print_rows(columns: tuple[str, ...], rows: list[list[str]]) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    if _print_fast(columns, rows, ruled=False):
+        return
     table = Table(show_edge=False, box=None, header_style="bold", pad_edge=False)
     for col in columns:
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*map(Text, row))
     out.print(table)
 
 
-def _print_status(labs: list[lifecycle.LabStatus]) -> None:
+def _print_fast(columns: Sequence[str], rows: list[list[str]], *, ruled: bool, title: str | None = None) -> bool:
+    """The table drawn as rich would, fast (see rows.table), unless it is too wide for the
+    terminal: then False, and rich's table wraps its cells to fit."""
+    from netlab.rows import table
+
+    text, width = table(
+        columns, rows, ruled=ruled, title=title, styled=out.is_terminal and out.color_system is not None
+    )
+    if out.is_terminal and width > out.width:
+        return False
+    out.file.write(text)
+    out.file.flush()
+    return True
+
+
+def _print_status(labs: list[lab_status.LabStatus]) -> None:
     from rich.table import Table
     from rich.text import Text
 
+    from netlab.status import LINK_COLUMNS, cluster_lines, link_rows
+
     for s in labs:
-        table = Table(
-            title=f"lab {s.lab} — {s.status}" + (f" — {s.source}" if s.source else ""),
-            title_justify="left",
-            show_edge=False,
-        )
-        rows = [row[1:] for row in _link_rows(s)]
+        title = f"lab {s.lab} — {s.status}" + (f" — {s.source}" if s.source else "")
+        rows = [row[1:] for row in link_rows(s)]
         impaired = any(row[-1] for row in rows)
-        for col in _STATUS_LINKS[1 : None if impaired else -1]:
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*map(Text, row if impaired else row[:-1]))
-        out.print(table)
-        for line in _cluster_lines(s.cluster):
+        columns = LINK_COLUMNS[1 : None if impaired else -1]
+        rows = [row if impaired else row[:-1] for row in rows]
+        if not _print_fast(columns, rows, ruled=True, title=title):
+            table = Table(title=title, title_justify="left", show_edge=False)
+            for col in columns:
+                table.add_column(col, overflow="fold")  # wrapped, never cut: an address stays whole
+            for row in rows:
+                table.add_row(*map(Text, row))
+            out.print(table)
+        for line in cluster_lines(s.cluster):
             out.print(line, markup=False)
         if s.version is not None:
             out.print(f"  version: {s.version}", markup=False)
@@ -756,6 +747,7 @@ def _print_status(labs: list[lifecycle.LabStatus]) -> None:
 
 
 def _status_on_hosts(target: str, variant: str | None, hosts: str, fmt: str, brief: bool) -> int:
+    from netlab import status as lab_status
     from netlab.multihost import checks, status
     from netlab.naming import netns_name
     from netlab.rows import tsv
@@ -763,18 +755,17 @@ def _status_on_hosts(target: str, variant: str | None, hosts: str, fmt: str, bri
     seen = status.status(checks.over_hosts(target, variant, hosts, "status"))
     s = seen.lab
     if fmt == "json":
-        lab = _status_json(s)
+        lab = lab_status.to_json(s)
         for node, view in lab["nodes"].items():
-            missing = {"namespace": netns_name(s.lab, node), "links": []}  # its host's problem says why
+            # its host's problem says why it has no links
+            missing: dict[str, Any] = {"namespace": netns_name(s.lab, node), "links": [], "routes": None, "serves": []}
             lab["nodes"][node] = {**(view or missing), "host": seen.host_of[node]}
         lab["hosts"] = {h: {"problem": seen.problems.get(h)} for h in dict.fromkeys(seen.host_of.values())}
-        out.print(json_output.dumps("status", {"labs": [lab]}), markup=False)
+        _write_raw(json_output.dumps("status", {"labs": [lab]}) + "\n")
         return EXIT_FAILED if seen.problems else 0
-    columns = ("host", *(_STATUS_BRIEF if brief else _STATUS_LINKS))
-    if brief:
-        rows = [[", ".join(dict.fromkeys(seen.host_of.values())), *row] for row in _brief_rows(s)]
-    else:
-        rows = [[seen.host_of[row[1]], *row] for row in _link_rows(s)]
+    # one lab: --brief is a line per node, as on one machine
+    columns = ("host", *(lab_status.NODE_COLUMNS if brief else lab_status.LINK_COLUMNS))
+    rows = [[seen.host_of[row[1]], *row] for row in (lab_status.node_rows if brief else lab_status.link_rows)(s)]
     if fmt == "tsv":
         _write_raw(tsv(columns, rows))
     elif brief:
@@ -788,42 +779,6 @@ def _status_on_hosts(target: str, variant: str | None, hosts: str, fmt: str, bri
     for host, why in seen.problems.items():
         err.print(f"  host {host}: {why}", markup=False)
     return EXIT_FAILED if seen.problems else 0
-
-
-def _cluster_lines(cluster: dict[str, Any] | None) -> list[str]:
-    """A cluster's services (cluster IP, each port → its endpoints) and pods (node, address)."""
-    from netlab.vocabulary import host_port
-
-    if not cluster:
-        return []
-    lines = [f"  services (kube-proxy {cluster['proxy_mode']} mode):" if cluster["services"] else "  services: none"]
-    for svc in cluster["services"]:
-        for p in svc["ports"]:
-            port = f"{p['name']} " * bool(p["name"]) + f"{p['port']}/{p['protocol']}"
-            node_port = f", node port {p['node_port']}" if p["node_port"] else ""
-            ends = ", ".join(f"{e['pod']} ({e['node']}) {host_port(e['address'], e['port'])}" for e in p["endpoints"])
-            lines.append(f"    {svc['name']}  {svc['cluster_ip']}  {port}{node_port} → {ends or 'no endpoints'}")
-    lines.append("  pods:")
-    for pod in cluster["pods"]:
-        lines.append(f"    {pod['namespace']}/{pod['pod']} on {pod['node']}  {pod['address'] or ''}".rstrip())
-    return lines
-
-
-def _status_json(s: lifecycle.LabStatus) -> dict[str, Any]:
-    return {
-        "lab": s.lab,
-        "status": s.status,
-        "source": s.source,
-        "created": s.created,
-        "problem": s.problem,
-        "version": asdict(s.version) if s.version else None,
-        "responders": [asdict(h) for h in s.responders],
-        "cluster": s.cluster,
-        "nodes": {
-            node: (None if v is None else {"namespace": v.name, "links": [asdict(link) for link in v.links]})
-            for node, v in s.nodes.items()
-        },
-    }
 
 
 @cli.command()

@@ -5,7 +5,6 @@ load → expand → plan → (check kernel) → apply → state.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from netlab import interrupts, timing
 from netlab.apply import apply_plan
 from netlab.errors import AlreadyUp, ApplyError, Interrupted, MissingFeature, UsageError, require_root
 from netlab.expand.cluster import ClusterLayout, cluster_data
-from netlab.kernel.driver import KernelDriver, NamespaceView
+from netlab.kernel.driver import KernelDriver
 from netlab.lab.consistency import rule_features
 from netlab.lab.ipvs import needs_ipvs
 from netlab.lab.model import Check, Lab
@@ -33,14 +32,14 @@ from netlab.plan.ops import DeleteNetns, Op
 from netlab.plan.record import UnknownOp, ops_from_data, ops_to_data
 from netlab.preflight import check_firewall, check_sysctls, has_firewall
 from netlab.probes.responder_server import Service
-from netlab.probes.responders import ResponderError, ResponderHealth, start_responders
+from netlab.probes.responders import ResponderError, start_responders
 from netlab.probes.responders import health as responder_health
 from netlab.reconcile.diff import Reconcile, reconcile
 from netlab.reconcile.run import apply_reconcile
 from netlab.state import (
     LabState,
     StateUnreadable,
-    all_states,
+    file_hash,
     lab_lock,
     read_state,
     remove_state,
@@ -48,7 +47,6 @@ from netlab.state import (
     write_state,
 )
 from netlab.teardown import (
-    labs_present,
     resolve_lab_name,
     stop_lab_processes,
     take_down,
@@ -410,14 +408,6 @@ def _start_responders(lab: str, services: list[Service]) -> list[int]:
     return [start_responders(services, log_path=responder_log_path(lab), lab=lab)]
 
 
-def file_hash(path: str) -> str:
-    """sha256 of the lab file's bytes ("" if it cannot be read): which content was built."""
-    try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        return ""
-
-
 def _refuse_or_accept_existing(
     existing: LabState, plan: Plan, spec: dict[str, Any], source: str, variant: str | None = None
 ) -> None:
@@ -461,93 +451,6 @@ def _plan_changes(existing: LabState, plan: Plan) -> list[str]:
     return [f"- {line}".replace("\n", "\n  ") for line in existing.plan if line not in new] + [
         f"+ {op.render()}".replace("\n", "\n  ") for op in plan.ops if op.render() not in old
     ]
-
-
-@dataclass
-class LabStatus:
-    lab: str
-    status: str  # up | building | partial | orphaned (namespaces without state) | state unreadable
-    source: str | None
-    created: str | None
-    nodes: dict[str, NamespaceView | None]  # node → what the kernel shows (None: namespace missing)
-    responders: list[ResponderHealth] = field(default_factory=list)
-    problem: str | None = None  # what is wrong and what to do (an unreadable state, a dead responder)
-    cluster: dict[str, Any] | None = None  # services, endpoints, pods (netlab.expand.cluster.cluster_data)
-    version: LabVersion | None = None  # which version of its file runs
-
-
-@dataclass(frozen=True)
-class LabVersion:
-    """Which version of the lab file a lab runs: the sha256 of the file's bytes when it was
-    last built or reconciled, and whether the file on disk still has them."""
-
-    source_hash: str
-    file_changed: bool | None  # None: the file is gone or unreadable
-    variant: str | None
-    reconciles: int
-    updated: str | None
-
-    def __str__(self) -> str:
-        words = [f"file sha256 {self.source_hash[:12] or '?'}"]
-        if self.variant:
-            words.append(f"variant {self.variant}")
-        if self.reconciles:
-            words.append(f"reconciled {self.reconciles}× (last {self.updated})")
-        if self.file_changed:
-            words.append("the file has changed since: `netlab up FILE` reconciles")
-        elif self.file_changed is None:
-            words.append("the file is gone")
-        return ", ".join(words)
-
-
-def status(driver: KernelDriver, only: str | None = None, variant: str | None = None) -> list[LabStatus]:
-    require_root("status", reads_only=True)
-    marks = driver.namespaces()
-    found, broken = all_states()
-    states = {s.lab: s for s in found}
-    unreadable = {e.lab: e for e in broken}
-    labs = sorted(set(states) | set(unreadable) | labs_present(marks))
-    if only is not None:
-        only = resolve_lab_name(only, variant)
-        if only not in labs:
-            raise UsageError(f"lab {only} is not up (labs up: {', '.join(labs) or 'none'})")
-        labs = [only]
-    return [_lab_status(lab, states.get(lab), unreadable.get(lab), marks, driver) for lab in labs]
-
-
-def _lab_status(
-    lab: str,
-    st: LabState | None,
-    unreadable: StateUnreadable | None,
-    marks: dict[str, tuple[str, str] | None],
-    driver: KernelDriver,
-) -> LabStatus:
-    present = {mark[1]: name for name, mark in marks.items() if mark and mark[0] == lab}
-    nodes_ns = dict(st.nodes) if st else dict(present)
-    views: dict[str, NamespaceView | None] = {}
-    for node, ns in nodes_ns.items():
-        views[node] = driver.observe(ns) if ns in marks else None
-    if unreadable is not None:
-        return LabStatus(lab, "state unreadable", None, None, views, problem=str(unreadable))
-    if st is None:
-        return LabStatus(lab, "orphaned", None, None, views)
-    kind = st.status
-    if kind == "up" and any(v is None for v in views.values()):
-        kind = "partial"
-    health = responder_health(st.pids, responder_log_path(lab))
-    dead = [h for h in health if not h.running]
-    problem = None
-    if dead:
-        problem = (
-            f"{len(dead)} of its {len(health)} responder processes {'is' if len(dead) == 1 else 'are'} dead: "
-            "nothing answers on the ports its nodes serve; `netlab down "
-            f"{lab} && netlab up {st.source}` starts them again"
-        )
-    now = file_hash(st.source)
-    version = LabVersion(
-        st.source_hash, None if not now else now != st.source_hash, st.variant, st.reconciles, st.updated or None
-    )
-    return LabStatus(lab, kind, st.source, st.created, views, health, problem, st.cluster, version)
 
 
 # ---------------------------------------------------------------- checks

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -58,6 +59,15 @@ class StateUnreadable(NetlabError):
             f"has; run `netlab down {lab}` (it finds the lab's namespaces by their netlab mark and "
             "removes the file), then `netlab up` again"
         )
+
+
+def file_hash(path: str) -> str:
+    """sha256 of the lab file's bytes ("" if it cannot be read): which content was built."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        return ""
 
 
 def state_dir() -> str:

@@ -8,17 +8,17 @@ nodes show as missing. The lab is `up` when every host's part is, else `partial`
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
 from netlab.kernel.driver import NamespaceView
-from netlab.lifecycle import LabStatus
 from netlab.multihost.checks import OverHosts
 from netlab.multihost.lifecycle import load_split
 from netlab.multihost.ssh import Reply, Ssh, as_root, on_each
 from netlab.probes.responders import ResponderHealth
+from netlab.status import LabStatus
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,8 @@ def status(where: OverHosts) -> LabOverHosts:
     host_of = dict(split.placement.of_node)
     nodes: dict[str, NamespaceView | None] = dict.fromkeys(split.lab.nodes)
     responders: dict[str, list[ResponderHealth]] = {}
+    routes: dict[str, int] = {}  # node → its routes, as its host counted them
+    served: dict[str, list[str]] = {}
     problems: dict[str, str] = {}
     created: list[str] = []
     for reply in replies:
@@ -46,6 +48,8 @@ def status(where: OverHosts) -> LabOverHosts:
             problems[reply.host] = why
             continue
         nodes.update((n, v) for n, v in part.nodes.items() if n in nodes)
+        routes.update((n, count) for n, count in part.routes.items() if n in nodes)
+        served.update((n, ports) for n, ports in part.served.items() if n in nodes)
         responders[reply.host] = part.responders
         created += [part.created] if part.created else []
         if part.status != "up" or part.problem:
@@ -58,6 +62,8 @@ def status(where: OverHosts) -> LabOverHosts:
         nodes,
         [r for rs in responders.values() for r in rs],
         "; ".join(f"host {h}: {why}" for h, why in problems.items()) or None,
+        routes=routes,
+        served=served,
     )
     return LabOverHosts(lab, host_of, problems, responders)
 
@@ -86,4 +92,8 @@ def _part(reply: Reply) -> tuple[LabStatus | None, str]:
         responders = _HEALTH.validate_python(data.get("responders", []))
     except (KeyError, TypeError, ValidationError) as e:
         return None, f"its netlab status --json says what this netlab cannot read ({e})"
-    return LabStatus(data["lab"], data["status"], data.get("source"), data.get("created"), nodes, responders), ""
+    parts = {node: v for node, v in data["nodes"].items() if isinstance(v, dict)}
+    routes = {node: v["routes"] for node, v in parts.items() if isinstance(v.get("routes"), int)}
+    served = {node: [str(s) for s in v.get("serves") or []] for node, v in parts.items()}
+    found_lab = LabStatus(data["lab"], data["status"], data.get("source"), data.get("created"), nodes, responders)
+    return replace(found_lab, routes=routes, served=served), ""

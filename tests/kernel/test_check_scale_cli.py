@@ -103,7 +103,7 @@ def test_watch_runs_again_when_the_lab_file_changes(lab: LabFile, netlab_cli: Ne
 
 
 def test_rows_for_scripts_as_tsv(lab: LabFile, netlab_cli: NetlabCli) -> None:
-    """status (per interface, or --brief per lab), check and doctor: a header, then one
+    """status (per interface, --brief per lab, or with LAB per node), check and doctor: a header, then one
     tab-separated line per row, the same columns whatever the width."""
     r = netlab_cli("status", lab.name, "--format", "tsv", env={"COLUMNS": "20"})
     lines = [line.split("\t") for line in r.out.splitlines()]
@@ -120,11 +120,12 @@ def test_rows_for_scripts_as_tsv(lab: LabFile, netlab_cli: NetlabCli) -> None:
     ]
     assert [lab.name, "s3", "eth0", "veth", "up", "1500", "", "10.60.3.2/24", ""] in lines[1:], r.out
     assert len(lines) == 1 + 2 * len(SERVERS)  # the client's v2..v5 and each server's eth0
-    brief = netlab_cli("status", lab.name, "--brief", "--format", "tsv").out.splitlines()
-    assert brief == [
-        "lab\tstatus\tnodes\tinterfaces\tresponders\tsource",
-        f"{lab.name}\tup\t5\t8\t1/1 running\t{lab.path}",
-    ]
+    brief = netlab_cli("status", "--brief", "--format", "tsv").out.splitlines()
+    assert brief[0] == "lab\tstatus\tnodes\tinterfaces\tresponders\tsource"
+    assert f"{lab.name}\tup\t5\t8\t1/1 running\t{lab.path}" in brief[1:]
+    nodes = netlab_cli("status", lab.name, "--brief", "--format", "tsv").out.splitlines()  # a line per node
+    assert nodes[0] == "lab\tnode\tstate\tinterfaces\taddresses\troutes\tresponders"
+    assert f"{lab.name}\tclient\tok\t4\t4\t4\t0" in nodes and f"{lab.name}\ts3\tok\t1\t1\t1\t1" in nodes
     text = netlab_cli("status", "--brief").out.splitlines()
     assert text[0].split() == ["lab", "status", "nodes", "interfaces", "responders", "source"]
     assert [line.split() for line in text if line.startswith(f"{lab.name} ")] == [

@@ -122,3 +122,41 @@ def _table(text: str) -> list[str]:
     soft-wrapped: the terminal folds them)."""
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     return plain.split("\n\n")[0].splitlines()
+
+
+ROWS = [
+    ["host", "docker0", "bridge", "172.17.0.1/16 fd00::1/64"],
+    ["c1", "eth0", "", ""],
+    ["pod-10", "vethwëird", "veth", "—"],  # wider than ASCII, and a dash status prints
+    ["x\x07", "y\r", "z", "w"],  # a bell and a carriage return are dropped, as rich drops them
+]
+
+
+@pytest.mark.parametrize("rows", [ROWS, []])
+@pytest.mark.parametrize("title", [None, "lab x — up — /tmp/x.yaml"])
+@pytest.mark.parametrize("ruled", [True, False])
+def test_a_table_is_drawn_as_rich_draws_it(rows: list[list[str]], title: str | None, ruled: bool) -> None:
+    """rows.table (status's tables, fast) is rich's Table, character for character."""
+    import io
+
+    from rich.cells import cell_len
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from netlab.rows import table
+
+    columns = ["node", "interface", "kind", "addresses"]
+    drawn = io.StringIO()
+    box = {} if ruled else {"box": None, "pad_edge": False, "header_style": "bold"}
+    rich_table = Table(title=title, title_justify="left", show_edge=False, **box)  # type: ignore[arg-type]
+    for column in columns:
+        rich_table.add_column(column)
+    for row in rows:
+        rich_table.add_row(*map(Text, row))
+    Console(file=drawn, width=1000, no_color=True, highlight=False, soft_wrap=True).print(rich_table)
+    text, width = table(columns, rows, ruled=ruled, title=title, styled=False)
+    assert text == drawn.getvalue()
+    assert width == max(cell_len(line) for line in text.splitlines()[1 if title else 0 :])
+    styled, _ = table(columns, rows, ruled=ruled, title=title, styled=True)
+    assert "\x1b[1m" in styled and re.sub(r"\x1b\[[0-9;]*m", "", styled) == text
