@@ -206,6 +206,12 @@ def validate(files: tuple[str, ...]) -> int:
     in a fresh namespace's /proc/sys; without root the rulesets are not tried, and sysctl
     names missing from netlab's list of known ones are warnings. Exits 2 if any file has a
     problem.
+
+    \b
+    Examples:
+      netlab validate labs/docker-bridge.yaml
+      netlab validate labs/*.yaml                 # every lab in a directory, e.g. in CI
+      sudo netlab validate my-lab.yaml            # rulesets tried in throwaway namespaces too
     """
     from netlab.lab.variants import new_problems
     from netlab.load import load_variants
@@ -281,8 +287,10 @@ def render(file: str, as_json: bool, variant: str | None) -> int:
     variant's lab, spelled out.
 
     \b
+    Examples:
       netlab render labs/flannel-vxlan.yaml > /tmp/explicit.yaml
       netlab up --dry-run /tmp/explicit.yaml     # the same plan as the original
+      netlab render labs/lvs-nat.yaml --variant dnat-only --json | jq '.lab.nodes | keys'
     """
     from netlab.lab.render import lab_data, render_yaml
     from netlab.lab.variants import variant_diff
@@ -394,6 +402,14 @@ def up(file: str, dry_run: bool, replace: bool, variant: str | None, hosts: str 
 
     With --variant NAME, the lab file's variant NAME is built instead, as lab LAB-NAME:
     it can be up next to the lab itself (`netlab check LAB-NAME`, `netlab down LAB-NAME`).
+
+    \b
+    Examples:
+      netlab up --dry-run labs/docker-bridge.yaml    # the plan as ip(8) commands, no root
+      sudo netlab up labs/docker-bridge.yaml
+      sudo netlab up labs/lvs-nat.yaml --variant dnat-only   # lab lvs-nat-dnat-only
+      sudo netlab up labs/docker-bridge.yaml         # again after editing it: changed in place
+      sudo netlab up --replace labs/docker-bridge.yaml
     """
     _load_pipeline()
     from netlab import lifecycle
@@ -537,6 +553,13 @@ def down(target: str | None, all_: bool, yes: bool, variant: str | None, hosts: 
     namespaces by the mark it puts on them, and never removes unmarked ones.
     Taking down a lab that is not up is not an error. `--all` lists the labs it would
     remove and asks first on a terminal; without one, it needs --yes.
+
+    \b
+    Examples:
+      sudo netlab down docker-bridge
+      sudo netlab down labs/lvs-nat.yaml --variant dnat-only
+      sudo netlab down --all            # lists the labs and asks
+      sudo netlab down --all --yes      # in a script
     """
     if bool(target) == all_:
         raise UsageError("give a lab name or file, or --all (not both)")
@@ -1059,7 +1082,7 @@ def _watch_checks(o: _CheckOptions, path: str) -> int:
 
 
 @cli.command()
-@click.argument("target")
+@click.argument("target", shell_complete=completion.complete_lab)
 @click.option(
     "--html",
     "html",
@@ -1317,8 +1340,8 @@ Examples:
 
 
 @cli.command(epilog=_IMPAIR_EPILOG)
-@click.argument("lab")
-@click.argument("where", metavar="NODE:IF")
+@click.argument("lab", shell_complete=completion.complete_lab)
+@click.argument("where", metavar="NODE:IF", shell_complete=completion.complete_node_if)
 @click.option("--delay", metavar="TIME", help="Added to every packet IF sends: 100ms, 1.5s, 250us.")
 @click.option("--jitter", metavar="TIME", help="The delay varies by up to this much either way (needs --delay).")
 @click.option(
@@ -1374,8 +1397,8 @@ def impair(lab: str, where: str, clear: bool, as_json: bool, variant: str | None
 
 
 @cli.command("link")
-@click.argument("lab")
-@click.argument("where", metavar="NODE:IF")
+@click.argument("lab", shell_complete=completion.complete_lab)
+@click.argument("where", metavar="NODE:IF", shell_complete=completion.complete_node_if)
 @click.argument("state", type=click.Choice(["down", "up"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the link end before and after as JSON.")
 @_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
@@ -1564,7 +1587,9 @@ def _exec_on_nodes(lab: str, nodes: dict[str, str], argv: list[str], as_json: bo
 
 @cli.command()
 @click.argument("lab", shell_complete=completion.complete_lab)
-@click.argument("which", required=False, metavar="[NODE|exec|responders]", shell_complete=completion.complete_node)
+@click.argument(
+    "which", required=False, metavar="[NODE|exec|responders]", shell_complete=completion.complete_log_source
+)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing lines as they are written, until Ctrl-C.")
 def logs(lab: str, which: str | None, follow: bool) -> int:
     """Show what lab LAB's processes said: the output of its `exec:` commands (kept when
@@ -1637,9 +1662,10 @@ def completion_command(shell: str) -> int:
     names (--only) from the lab file.
 
     \b
-    bash:  eval "$(netlab completion bash)"   in ~/.bashrc
-    zsh:   eval "$(netlab completion zsh)"    in ~/.zshrc (after compinit)
-    fish:  netlab completion fish > ~/.config/fish/completions/netlab.fish
+    Examples:
+      bash:  eval "$(netlab completion bash)"   in ~/.bashrc
+      zsh:   eval "$(netlab completion zsh)"    in ~/.zshrc (after compinit)
+      fish:  netlab completion fish > ~/.config/fish/completions/netlab.fish
     `sudo netlab <TAB>` completes too (bash-completion's sudo hands the line to netlab).
     """
     out.print(completion.script(cli, shell), markup=False, end="")
@@ -1653,6 +1679,11 @@ def vm() -> None:
     Boots Debian's stock kernel (linux-image-amd64) with virtme-ng over this machine's
     own filesystem, so the same checkout and venv run inside. For kernels that lack
     those modules (WSL, cloud and microVM kernels). `scripts/setup` installs what it needs.
+
+    \b
+    Examples:
+      sudo netlab vm run -- netlab check --up labs/ipvs-smoke.yaml
+      sudo netlab vm run --results out -- .venv/bin/pytest tests/vm --junitxml out/vm.xml
     """
 
 
@@ -1746,6 +1777,12 @@ def doctor(as_json: bool, fmt: str | None) -> int:
     ipvs, nftables, conntrack, ipset, netem, and the tools labs use.
 
     Each missing piece comes with how to get it. Exits 3 if a kernel feature is missing.
+
+    \b
+    Examples:
+      sudo netlab doctor
+      sudo netlab doctor --format tsv | awk -F'\t' '$3 == "no" {print $2}'   # what is missing
+      sudo netlab vm run -- netlab doctor     # the same under a kernel with everything
     """
     from rich.table import Table
 

@@ -118,6 +118,13 @@ def complete_node(ctx: click.Context, _param: click.Parameter, incomplete: str) 
     return [CompletionItem(n) for n in _node_names(lab) if n.startswith(incomplete)] if lab else []
 
 
+def complete_log_source(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """`netlab logs LAB` narrows to a node, or to one log (netlab.logs.SOURCES)."""
+    from netlab.logs import SOURCES
+
+    return [*complete_node(ctx, param, incomplete), *(CompletionItem(s) for s in SOURCES if s.startswith(incomplete))]
+
+
 def complete_node_if(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
     """NODE: (the interfaces need root to be read: the node is what completes)."""
     if ":" in incomplete:

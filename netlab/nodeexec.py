@@ -248,13 +248,16 @@ def _finished(run: _Running) -> NodeRun:
 
 
 def summary(lab: str, results: Sequence[NodeRun]) -> str:
-    """One line: how many nodes ran it, and which did not exit 0."""
-    failed = [r for r in results if r.exit != 0]
-    head = f"exec on {plural(len(results), 'node')} of lab {lab}: {len(results) - len(failed)} exited 0"
+    """One line: how many nodes ran it, how many exited 0 (unless none did), and which did not."""
+    ok = sum(r.exit == 0 for r in results)
     by_code: dict[int, list[str]] = {}
-    for r in failed:
-        by_code.setdefault(r.exit, []).append(r.node)
-    return head + "".join(f", {len(ns)} exited {code} ({', '.join(ns)})" for code, ns in sorted(by_code.items()))
+    for r in results:
+        if r.exit != 0:
+            by_code.setdefault(r.exit, []).append(r.node)
+    parts = [f"{ok} exited 0"] * bool(ok) + [
+        f"{len(ns)} exited {code} ({', '.join(ns)})" for code, ns in sorted(by_code.items())
+    ]
+    return f"exec on {plural(len(results), 'node')} of lab {lab}: {', '.join(parts)}"
 
 
 def exit_status(results: Sequence[NodeRun]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -99,3 +100,23 @@ def test_down_all_asks_on_a_terminal(
             _confirm_down_all(["lab1"])
     asked = capsys.readouterr().err
     assert "1 lab would be taken down: lab1" in asked and "take them all down? [y/N]" in asked
+
+
+def _all_commands() -> list[tuple[str, click.Command]]:
+    found: list[tuple[str, click.Command]] = []
+    for name, command in cli.commands.items():
+        found.append((name, command))
+        if isinstance(command, click.Group):
+            found += [(f"{name} {sub}", c) for sub, c in command.commands.items()]
+    return found
+
+
+@pytest.mark.parametrize(("name", "command"), _all_commands(), ids=[n for n, _ in _all_commands()])
+def test_every_commands_help_teaches_by_examples(name: str, command: click.Command) -> None:
+    """--help of every command (and subcommand) ends its text with examples to copy."""
+    result = CliRunner().invoke(cli, [*name.split(), "--help"])
+    assert result.exit_code == 0, result.output
+    examples = result.output.split("Examples:", 1)
+    assert len(examples) == 2, f"netlab {name} --help has no Examples:"
+    lines = [line.strip() for line in examples[1].splitlines() if line.strip()]
+    assert any(line.startswith(("netlab ", "sudo netlab ")) or "netlab " in line for line in lines[:3]), lines

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.shell_completion import BashComplete
 
@@ -50,6 +51,26 @@ def test_commands_complete() -> None:
     assert "completion" in _complete("")
 
 
+def _commands_with_a_lab() -> list[str]:
+    """Every command whose first argument is a lab (LAB, or TARGET: a lab or its file)."""
+    return [
+        name
+        for name, command in cli.commands.items()
+        if command.params
+        and isinstance(
+            first := next((p for p in command.params if isinstance(p, click.Argument)), None), click.Argument
+        )
+        and first.name in ("lab", "target")
+    ]
+
+
+def test_every_command_that_takes_a_lab_completes_it() -> None:
+    commands = _commands_with_a_lab()
+    assert {"status", "check", "impair", "link", "report", "exec", "logs"} <= set(commands)
+    for command in commands:
+        assert _complete(command, "w") == ["<file>", "web"], command
+
+
 @pytest.mark.parametrize("command", ["status", "down", "check", "exec", "capture", "trace", "graph", "logs"])
 def test_lab_names_complete_from_the_namespaces(command: str) -> None:
     assert _complete(command, "") == ["<file>", "db", "web"]
@@ -66,6 +87,9 @@ def test_nodes_complete_after_the_lab() -> None:
     assert _complete("capture", "web", "c") == ["client:"]
     assert _complete("trace", "db", "--from", "") == ["primary"]
     assert _complete("exec", "nope", "") == []
+    assert _complete("impair", "web", "s") == ["server:"] and _complete("link", "db", "") == ["primary:"]
+    assert _complete("logs", "web", "") == ["client", "server", "exec", "responders"]
+    assert _complete("logs", "web", "r") == ["responders"]
 
 
 def test_variants_and_checks_complete_from_the_lab_file() -> None:

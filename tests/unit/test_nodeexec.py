@@ -67,6 +67,7 @@ def test_the_summary_names_the_nodes_that_did_not_exit_0() -> None:
     assert nodeexec.summary("x", runs) == "exec on 4 nodes of lab x: 1 exited 0, 2 exited 1 (b, d), 1 exited 127 (c)"
     assert nodeexec.exit_status(runs) == 127
     assert nodeexec.summary("x", [NodeRun("a", 0)]) == "exec on 1 node of lab x: 1 exited 0"
+    assert nodeexec.summary("x", [NodeRun("a", 3), NodeRun("b", 3)]) == "exec on 2 nodes of lab x: 2 exited 3 (a, b)"
     assert nodeexec.exit_status([NodeRun("a", 0)]) == 0
 
 
