@@ -6,6 +6,7 @@ load → expand → plan → (check kernel) → apply → state.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -104,6 +105,12 @@ def check_requirements(lab: Lab, verified: frozenset[str] = frozenset()) -> list
     return sorted(features)
 
 
+def _in_a_vm(path: str | Path, variant: str | None) -> str:
+    """The command that runs this lab (file `path`, as `variant`) under a kernel with everything."""
+    again = shlex.join(["netlab", "vm", "run", "--", "netlab", "check", "--up", str(path)])
+    return f"  → this lab under such a kernel: sudo {again}" + (f" --variant {shlex.quote(variant)}" if variant else "")
+
+
 def required_features(lab: Lab) -> set[str]:
     interfaces = topology(lab).interfaces.values()
     kinds = {i.kind for i in interfaces} & {"veth", "bridge", "dummy", "vxlan", "vrf"}
@@ -179,7 +186,10 @@ def _up(
         plan = build_plan(lab)
     require_root("up")
     with timing.phase("preflight"):
-        features = check_requirements(lab, frozenset() if replace else _verified_features(lab.name))
+        try:
+            features = check_requirements(lab, frozenset() if replace else _verified_features(lab.name))
+        except MissingFeature as e:
+            raise MissingFeature(f"{e}\n{_in_a_vm(path, variant)}") from None
         check_sysctls(lab, where)  # a name this kernel lacks is bad input (exit 2), before anything exists
         if has_firewall(lab):
             # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.

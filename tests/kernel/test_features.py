@@ -123,6 +123,9 @@ def test_lab_requiring_ipvs_stops_before_building(netlab_cli: Any, lab_file: Any
     assert r.rc == 3, r.out + r.err
     assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err
     assert "netlab vm run -- netlab check --up FILE [--variant V]" in r.err and "vagrant/README.md" in r.err
+    assert r.err.rstrip().endswith(
+        f"  → this lab under such a kernel: sudo netlab vm run -- netlab check --up {lab.path}"
+    ), r.err
     assert not Path("/run/netns", lab.ns("client")).exists() and not list(Path("/run/netns").glob(f"{lab.name}.*"))
 
 

@@ -8,11 +8,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from jsonschema import Draft202012Validator
 
 from netlab import json_output
-from netlab.cli import _run
+from netlab.cli import _run, cli
 
 REPO = Path(__file__).resolve().parents[2]
 BAD_LAB = "tests/golden/bad/07-missing-nodes.yaml"
@@ -86,3 +87,31 @@ def test_junit_of_an_error_is_one_error_case(capsys: pytest.CaptureFixture[str],
     (case,) = suite.iter("testcase")
     error = case.find("error")
     assert error is not None and error.get("type") == "NotRoot" and "root" in (error.get("message") or "")
+
+
+def _json_options(command: click.Command) -> bool:
+    """Whether `command` can print JSON: a --json flag, or --format with json among its choices."""
+    for p in command.params:
+        if isinstance(p, click.Option) and "--json" in p.opts:
+            return True
+        choices = p.type.choices if isinstance(p.type, click.Choice) else ()
+        if isinstance(p, click.Option) and "--format" in p.opts and "json" in choices:
+            return True
+    return False
+
+
+def test_every_command_that_prints_json_has_a_shipped_schema() -> None:
+    """The contract covers every command with JSON output, and only those."""
+    printing = sorted(name for name, command in cli.commands.items() if _json_options(command))
+    assert printing == sorted(json_output.COMMANDS)
+
+
+@pytest.mark.parametrize("command", json_output.COMMANDS)
+def test_a_usage_error_is_the_commands_error_document(capsys: pytest.CaptureFixture[str], command: str) -> None:
+    """A mistake click finds on the command line (an unknown option) is exit 2 and, asked
+    for JSON, the command's error document, as every other error is."""
+    as_json = ["--format", "json"] if command == "graph" else ["--json"]
+    code, doc = _json_of(capsys, command, *as_json, "--no-such-option")
+    # (exec takes options it does not know as its command's: there, LAB is what is missing)
+    said = "give a NODE" if command == "exec" else "--no-such-option"
+    assert code == doc["error"]["code"] == 2 and said in doc["error"]["message"]

@@ -213,6 +213,9 @@ def test_a_vrf_link_needs_the_vrf_feature(monkeypatch: pytest.MonkeyPatch) -> No
     with pytest.raises(MissingFeature) as info:
         lifecycle.check_requirements(lab())
     assert "vrf" in asked and "  vrf: absent" in str(info.value)
+    # what `up` adds: the command that runs this very lab under a kernel with VRF, quoted for the shell
+    said = "  → this lab under such a kernel: sudo netlab vm run -- netlab check --up 'my lab.yaml' --variant v1"
+    assert lifecycle._in_a_vm("my lab.yaml", "v1") == said
     assert not lab().requires
 
 
