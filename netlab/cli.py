@@ -193,7 +193,14 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def validate(files: tuple[str, ...]) -> int:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='One document for all FILES: {"schema": "netlab/validate/v1", "files": […]}; if any has a problem, '
+    "the error document listing every file's problems (docs/json.md).",
+)
+def validate(files: tuple[str, ...], as_json: bool) -> int:
     """Check lab FILES (no root needed).
 
     Every problem is listed with file:line, the key path and what would be right.
@@ -212,49 +219,81 @@ def validate(files: tuple[str, ...]) -> int:
       netlab validate labs/docker-bridge.yaml
       netlab validate labs/*.yaml                 # every lab in a directory, e.g. in CI
       sudo netlab validate my-lab.yaml            # rulesets tried in throwaway namespaces too
+      netlab validate --json labs/*.yaml | jq '.files[] | {file, lab, nodes}'
     """
+    bad: list[LabError] = []
+    valid: list[dict[str, Any]] = []
+    for file in files:
+        try:
+            labs, warnings, notes = _validate_file(file)
+        except LabError as e:
+            bad.append(e)
+            if not as_json:  # with --json, every file's problems are the one error at the end
+                err.print(str(e), markup=False)
+            continue
+        lab = labs.base[0]
+        if as_json:
+            valid.append(_validated_json(file, lab, list(labs.variants), warnings, notes))
+            continue
+        if labs.variants:
+            notes.append(f"{plural(len(labs.variants), 'variant')}: {', '.join(labs.variants)}")
+        note = "".join(f" ({n})" for n in notes)
+        out.print(f"✓ {file}: lab {lab.name} — {_size(lab)}{note}", markup=False)
+    if as_json and bad:
+        raise LabError([p for e in bad for p in e.problems], f"{plural(len(bad), 'lab file')} of {len(files)}")
+    if as_json:
+        _write_raw(json_output.dumps("validate", {"files": valid}) + "\n")
+    return EXIT_BAD_INPUT if bad else 0
+
+
+def _validate_file(file: str) -> tuple[Any, list[Problem], list[str]]:
+    """The file's lab and variants, its warnings (printed) and notes on what was not
+    checked; LabError with every problem of the lab and its variants."""
     from netlab.lab.variants import new_problems
     from netlab.load import load_variants
     from netlab.preflight import check_firewall, check_sysctls, has_firewall, not_checked_note, sysctl_warnings
 
-    bad = 0
-    for file in files:
-        notes: list[str] = []
-        try:
-            labs = load_variants(file)
-            firewall: list[str] = []
-            problems: list[Problem] = []
-            warnings: list[Problem] = []
-            for lab, where in labs.all():
-                if os.geteuid() == 0:  # against a fresh namespace's /proc/sys, as `up` does
-                    try:
-                        check_sysctls(lab, where)
-                    except LabError as e:
-                        problems += new_problems(e.problems, problems)
-                else:  # against a list of names: the kernel that runs the lab may have more
-                    warnings += new_problems(sysctl_warnings(lab, where), warnings)
-                if has_firewall(lab) and os.geteuid() == 0:
-                    try:
-                        check_firewall(lab, where)  # in throwaway namespaces: `up` would refuse the same
-                    except LabError as e:
-                        problems += new_problems(e.problems, problems)
-                elif has_firewall(lab) and not firewall:
-                    firewall.append(not_checked_note(lab))
-            for warning in warnings:
-                err.print(f"warning: {warning}", markup=False)
-            if problems:
-                raise LabError(problems)
-        except LabError as e:
-            bad += 1
-            err.print(str(e), markup=False)
-            continue
-        notes += firewall
-        if labs.variants:
-            notes.append(f"{plural(len(labs.variants), 'variant')}: {', '.join(labs.variants)}")
-        lab = labs.base[0]
-        note = "".join(f" ({n})" for n in notes)
-        out.print(f"✓ {file}: lab {lab.name} — {_size(lab)}{note}", markup=False)
-    return EXIT_BAD_INPUT if bad else 0
+    labs = load_variants(file)
+    notes: list[str] = []
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    for lab, where in labs.all():
+        if os.geteuid() == 0:  # against a fresh namespace's /proc/sys, as `up` does
+            try:
+                check_sysctls(lab, where)
+            except LabError as e:
+                problems += new_problems(e.problems, problems)
+        else:  # against a list of names: the kernel that runs the lab may have more
+            warnings += new_problems(sysctl_warnings(lab, where), warnings)
+        if has_firewall(lab) and os.geteuid() == 0:
+            try:
+                check_firewall(lab, where)  # in throwaway namespaces: `up` would refuse the same
+            except LabError as e:
+                problems += new_problems(e.problems, problems)
+        elif has_firewall(lab) and not notes:
+            notes.append(not_checked_note(lab))
+    for warning in warnings:
+        err.print(f"warning: {warning}", markup=False)
+    if problems:
+        raise LabError(problems)
+    return labs, warnings, notes
+
+
+def _validated_json(
+    file: str, lab: Any, variants: list[str], warnings: list[Problem], notes: list[str]
+) -> dict[str, Any]:
+    """One valid file of `validate --json` (netlab/schemas/validate.v1.json)."""
+    from netlab.lab.parse import topology
+
+    return {
+        "file": file,
+        "lab": lab.name,
+        "nodes": len(lab.nodes),
+        "interfaces": len(topology(lab).interfaces),
+        "variants": variants,
+        "warnings": [json_output.problem_json(w) for w in warnings],
+        "notes": notes,
+    }
 
 
 def _size(lab: Any) -> str:

@@ -13,7 +13,7 @@ import json
 from importlib import resources
 from typing import Any
 
-from netlab.errors import LabError, NetlabError
+from netlab.errors import LabError, NetlabError, Problem
 
 VERSION = "v1"
 COMMANDS = (
@@ -26,6 +26,7 @@ COMMANDS = (
     "exec",
     "impair",
     "link",
+    "validate",
 )  # each has netlab/schemas/<command>.v1.json
 
 
@@ -49,9 +50,14 @@ def error_fields(error: NetlabError) -> dict[str, Any]:
         "error": {
             "code": error.exit_code,
             "message": message,
-            "problems": [{"file": p.file, "line": p.line, "key": p.path, "message": p.message} for p in problems],
+            "problems": [problem_json(p) for p in problems],
         }
     }
+
+
+def problem_json(p: Problem) -> dict[str, Any]:
+    """A lab file's problem (or warning) as every document gives it."""
+    return {"file": p.file, "line": p.line, "key": p.path, "message": p.message}
 
 
 def schema(command: str) -> dict[str, Any]:

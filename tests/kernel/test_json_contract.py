@@ -16,7 +16,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from netlab import json_output
-from tests.kernel.conftest import LabFile, NetlabCli, Registry, lab_up
+from tests.kernel.conftest import REPO, LabFile, NetlabCli, Registry, lab_up
 
 SPEC: dict[str, Any] = {
     "nodes": {
@@ -46,7 +46,7 @@ def _valid(netlab_cli: NetlabCli, command: str, *args: Any, nobody: bool = False
 
 
 def test_every_command_that_prints_json_is_covered_here() -> None:
-    covered = {"status", "check", "doctor", "render", "graph", "trace", "exec", "impair", "link"}
+    covered = {"status", "check", "doctor", "render", "graph", "trace", "exec", "impair", "link", "validate"}
     assert covered == set(json_output.COMMANDS)
 
 
@@ -61,7 +61,11 @@ def test_status_and_check(lab: LabFile, netlab_cli: NetlabCli) -> None:
     assert code == 2 and "no such check" in doc["error"]["message"]
 
 
-def test_render_graph_and_doctor(lab: LabFile, netlab_cli: NetlabCli) -> None:
+def test_validate_render_graph_and_doctor(lab: LabFile, netlab_cli: NetlabCli) -> None:
+    code, doc = _valid(netlab_cli, "validate", "--json", lab.path)  # as root: rulesets and sysctls tried too
+    assert code == 0 and doc["files"][0]["lab"] == lab.name and doc["files"][0]["notes"] == []
+    code, doc = _valid(netlab_cli, "validate", "--json", lab.path, REPO / "tests/golden/bad/07-missing-nodes.yaml")
+    assert code == 2 and doc["error"]["message"] == "1 problem in 1 lab file of 2"
     assert _valid(netlab_cli, "render", lab.path, "--json")[0] == 0
     code, doc = _valid(netlab_cli, "graph", lab.name, "--format", "json")  # a lab that is up
     assert code == 0 and doc["lab"] == lab.name

@@ -115,3 +115,24 @@ def test_a_usage_error_is_the_commands_error_document(capsys: pytest.CaptureFixt
     # (exec takes options it does not know as its command's: there, LAB is what is missing)
     said = "give a NODE" if command == "exec" else "--no-such-option"
     assert code == doc["error"]["code"] == 2 and said in doc["error"]["message"]
+
+
+def test_validate_json_lists_every_file(capsys: pytest.CaptureFixture[str]) -> None:
+    code, doc = _json_of(capsys, "validate", "--json", "labs/docker-bridge.yaml", "labs/lvs-nat.yaml")
+    assert code == 0
+    assert [(f["file"], f["lab"], f["nodes"], f["interfaces"]) for f in doc["files"]] == [
+        ("labs/docker-bridge.yaml", "docker-bridge", 6, 11),
+        ("labs/lvs-nat.yaml", "lvs-nat", 4, 8),
+    ]
+    assert doc["files"][1]["variants"] == ["dnat-only", "snat-without-conntrack"]
+    assert doc["files"][0]["notes"] == ["1 nftables/iptables ruleset not tried: that needs root (sudo netlab validate)"]
+
+
+def test_validate_json_of_bad_files_is_one_error_with_every_files_problems(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    empty = "tests/golden/bad/04-empty-file.yaml"
+    code, doc = _json_of(capsys, "validate", "--json", "labs/host-gw.yaml", BAD_LAB, empty)
+    assert code == doc["error"]["code"] == 2
+    assert doc["error"]["message"] == "2 problems in 2 lab files of 3"
+    assert [(p["file"], p["key"]) for p in doc["error"]["problems"]] == [(empty, ""), (BAD_LAB, "nodes")]
