@@ -1848,9 +1848,10 @@ def doctor(as_json: bool, fmt: str | None) -> int:
         table = Table(show_edge=False, title="kernel features", title_justify="left")
         for col in ("feature", "", "detail / how to get it"):
             table.add_column(col)
+        hint = "\n→ " if out.is_terminal else " → "  # into a pipe, one line per feature
         for f in features:
             mark = "[green]✓[/]" if f.ok else "[red]✗[/]"
-            table.add_row(f.name, mark, f.detail if f.ok else f"{f.detail}\n→ {f.hint}")
+            table.add_row(f.name, mark, f.detail if f.ok else f"{f.detail}{hint}{f.hint}")
         out.print(table)
         tt = Table(show_edge=False, title="tools", title_justify="left")
         for col in ("tool", "", "path / how to get it"):

@@ -150,3 +150,16 @@ nodes:
     assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err and "  vrf: " in r.err, r.err
     assert "netlab vm run" in r.err, r.err
     assert not list(Path("/run/netns").glob(f"{lab.name}.*"))
+
+
+def test_doctor_into_a_pipe_is_a_line_per_feature(netlab_cli: Any) -> None:
+    """Piped, a missing feature's hint follows its detail on its line (on a terminal it
+    goes below): `netlab doctor | grep ipvs` shows what is missing and how to get it."""
+    r = netlab_cli("doctor")
+    rows = {line.split()[0]: line for line in r.out.splitlines() if "│" in line}
+    assert set(FEATURES) <= set(rows), r.out
+    for status in probe_features():
+        mark = "✓" if status.ok else "✗"
+        assert f" {mark} │ {status.detail}" in rows[status.name], rows[status.name]
+        assert status.ok or rows[status.name].rstrip().endswith(f"{status.detail} → {status.hint}")
+    assert not any(line.lstrip().startswith("│") for line in r.out.splitlines()), r.out  # no continued rows
