@@ -160,3 +160,70 @@ def test_a_table_is_drawn_as_rich_draws_it(rows: list[list[str]], title: str | N
     assert width == max(cell_len(line) for line in text.splitlines()[1 if title else 0 :])
     styled, _ = table(columns, rows, ruled=ruled, title=title, styled=True)
     assert "\x1b[1m" in styled and re.sub(r"\x1b\[[0-9;]*m", "", styled) == text
+
+
+# `netlab status`'s table, from a lab status made up here (no lab needed): 30 pods, one
+# with a long list of addresses.
+PRINT_STATUS = """
+from netlab import cli
+from netlab.kernel.driver import AddressView, LinkView, NamespaceView
+from netlab.status import LabStatus
+
+def link(name, *addresses):
+    return LinkView(name, 2, "veth", True, "up", 1500, "", None, None, tuple(AddressView(a, 4) for a in addresses))
+
+nodes = {f"pod{i}": NamespaceView(f"lab1.pod{i}", (link("eth0", f"10.0.0.{i}/24"),)) for i in range(30)}
+nodes["router"] = NamespaceView("lab1.router", (link("eth1", *[f"192.168.{i}.1/24" for i in range(12)]),))
+cli._print_status([LabStatus("lab1", "up", "/tmp/lab1.yaml", None, nodes)])
+"""
+ROUTER = " ".join(f"192.168.{i}.1/24" for i in range(12))
+
+
+def _status(columns: int, **env: str) -> str:
+    main, tty = _pty(columns)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", PRINT_STATUS], stdin=tty, stdout=tty, stderr=tty, env=_env(**env)
+        )
+        os.close(tty)
+        text = _drain(main)
+        assert proc.wait(timeout=60) == 0, text
+    finally:
+        os.close(main)
+    return text.replace("\r\n", "\n")
+
+
+def test_status_on_a_wide_terminal_is_one_line_a_row() -> None:
+    text = _status(400)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    assert "\x1b[1m" in text and "\x1b[3mlab lab1 — up — /tmp/lab1.yaml" in text  # bold header, italic title
+    assert any(line.startswith(" router │ eth1 ") and ROUTER in line for line in plain.splitlines()), plain
+
+
+@pytest.mark.parametrize("env", [{"COLUMNS": "60"}, {"COLUMNS": "60", "NO_COLOR": "1"}])
+def test_status_too_wide_for_the_terminal_folds_its_cells(env: dict[str, str]) -> None:
+    """At $COLUMNS (narrower than the terminal) the addresses fold inside their column:
+    every line fits, none is cut, and they read whole down the column."""
+    text = _status(200, **env)
+    assert not re.search(r"\x1b\[[0-9;]*3[0-7]m", text)  # status has no colours, only bold and italics
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    table = [line for line in plain.splitlines() if "│" in line or "┃" in line]
+    assert max(len(line.rstrip()) for line in table) <= 60 and "…" not in plain, plain
+    column = "".join(line.split("│")[-1].strip() for line in table if "│" in line)
+    assert ROUTER.replace(" ", "") in column.replace(" ", ""), plain
+
+
+@pytest.mark.parametrize("columns", [None, "20"])
+def test_status_into_a_pipe_is_whole_lines_without_colour(columns: str | None) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", PRINT_STATUS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env=_env(**({"COLUMNS": columns} if columns else {})),
+    )
+    assert ANSI not in done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[0] == "lab lab1 — up — /tmp/lab1.yaml" and len(lines) == 3 + 31
+    assert any(line.startswith(" router │ eth1 ") and ROUTER in line for line in lines), done.stdout
