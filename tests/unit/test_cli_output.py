@@ -87,10 +87,11 @@ def test_piped_check_lines_are_whole_at_any_width(columns: str | None) -> None:
     assert ANSI not in proc.stdout
 
 
-def _on_terminal(columns: int, **env: str) -> str:
+def _on_terminal(columns: int, script: str = PRINT_TABLE, **env: str) -> str:
+    """What `script` prints on a pseudo-terminal `columns` wide (its stdin, stdout and stderr)."""
     main, tty = _pty(columns)
     try:
-        proc = subprocess.Popen([sys.executable, "-c", PRINT_TABLE], stdin=tty, stdout=tty, stderr=tty, env=_env(**env))
+        proc = subprocess.Popen([sys.executable, "-c", script], stdin=tty, stdout=tty, stderr=tty, env=_env(**env))
         os.close(tty)
         text = _drain(main)
         assert proc.wait(timeout=60) == 0, text
@@ -179,22 +180,8 @@ cli._print_status([LabStatus("lab1", "up", "/tmp/lab1.yaml", None, nodes)])
 ROUTER = " ".join(f"192.168.{i}.1/24" for i in range(12))
 
 
-def _status(columns: int, **env: str) -> str:
-    main, tty = _pty(columns)
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", PRINT_STATUS], stdin=tty, stdout=tty, stderr=tty, env=_env(**env)
-        )
-        os.close(tty)
-        text = _drain(main)
-        assert proc.wait(timeout=60) == 0, text
-    finally:
-        os.close(main)
-    return text.replace("\r\n", "\n")
-
-
 def test_status_on_a_wide_terminal_is_one_line_a_row() -> None:
-    text = _status(400)
+    text = _on_terminal(400, PRINT_STATUS)
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     assert "\x1b[1m" in text and "\x1b[3mlab lab1 — up — /tmp/lab1.yaml" in text  # bold header, italic title
     assert any(line.startswith(" router │ eth1 ") and ROUTER in line for line in plain.splitlines()), plain
@@ -204,7 +191,7 @@ def test_status_on_a_wide_terminal_is_one_line_a_row() -> None:
 def test_status_too_wide_for_the_terminal_folds_its_cells(env: dict[str, str]) -> None:
     """At $COLUMNS (narrower than the terminal) the addresses fold inside their column:
     every line fits, none is cut, and they read whole down the column."""
-    text = _status(200, **env)
+    text = _on_terminal(200, PRINT_STATUS, **env)
     assert not re.search(r"\x1b\[[0-9;]*3[0-7]m", text)  # status has no colours, only bold and italics
     plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
     table = [line for line in plain.splitlines() if "│" in line or "┃" in line]
