@@ -751,11 +751,11 @@ def status(lab: str | None, as_json: bool, brief: bool, fmt: str | None, variant
 
 
 def _print_rows(columns: tuple[str, ...], rows: list[list[str]]) -> None:
+    if _print_fast(columns, rows, ruled=False):
+        return
     from rich.table import Table
     from rich.text import Text
 
-    if _print_fast(columns, rows, ruled=False):
-        return
     table = Table(show_edge=False, box=None, header_style="bold", pad_edge=False)
     for col in columns:
         table.add_column(col, overflow="fold")
@@ -780,9 +780,6 @@ def _print_fast(columns: Sequence[str], rows: list[list[str]], *, ruled: bool, t
 
 
 def _print_status(labs: list[lab_status.LabStatus]) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
     from netlab.status import LINK_COLUMNS, cluster_lines, link_rows
 
     for s in labs:
@@ -792,6 +789,9 @@ def _print_status(labs: list[lab_status.LabStatus]) -> None:
         columns = LINK_COLUMNS[1 : None if impaired else -1]
         rows = [row if impaired else row[:-1] for row in rows]
         if not _print_fast(columns, rows, ruled=True, title=title):
+            from rich.table import Table
+            from rich.text import Text
+
             table = Table(title=title, title_justify="left", show_edge=False)
             for col in columns:
                 table.add_column(col, overflow="fold")  # wrapped, never cut: an address stays whole

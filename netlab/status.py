@@ -18,7 +18,7 @@ from netlab.kernel.survey import Surveyed, survey
 from netlab.naming import split_netns_name
 from netlab.probes.responders import ResponderHealth
 from netlab.probes.responders import health as responder_health
-from netlab.state import LabState, StateUnreadable, all_states, file_hash, responder_log_path
+from netlab.state import LabState, StateUnreadable, all_states, file_hash, read_state, responder_log_path
 
 
 @dataclass(frozen=True)
@@ -64,22 +64,31 @@ def status(only: str | None = None, variant: str | None = None, *, routes: bool 
     """Every lab that is up (by its state or by the marks on its namespaces), or only
     lab `only` (a name or its file); with `routes`, each node's routes are counted too."""
     require_root("status", reads_only=True)
+    if only is not None:
+        return [_one_lab(_lab_name(only, variant), routes)]
     found, broken = all_states()
     states = {s.lab: s for s in found}
     unreadable = {e.lab: e for e in broken}
-    names = list_netns()
-    if only is not None:
-        lab = _lab_name(only, variant)
-        st = states.get(lab)
-        mine = [n for n in names if (split_netns_name(n) or ("",))[0] == lab]
-        read = survey(sorted({*mine, *(ns for ns in (st.nodes.values() if st else ()) if ns in names)}), routes=routes)
-        if lab not in states and lab not in unreadable and lab not in _marked(read):
-            up = sorted(set(states) | set(unreadable) | _marked(survey(names)))
-            raise UsageError(f"lab {lab} is not up (labs up: {', '.join(up) or 'none'})")
-        return [_lab_status(lab, st, unreadable.get(lab), read)]
-    read = survey(names, routes=routes)
+    read = survey(list_netns(), routes=routes)
     labs = sorted(set(states) | set(unreadable) | _marked(read))
     return [_lab_status(lab, states.get(lab), unreadable.get(lab), read) for lab in labs]
+
+
+def _one_lab(lab: str, routes: bool) -> LabStatus:
+    """Lab `lab` alone: its own state file and namespaces are all that is read."""
+    try:
+        st, unreadable = read_state(lab), None
+    except StateUnreadable as e:
+        st, unreadable = None, e
+    names = list_netns()
+    there = set(names)
+    mine = {n for n in names if (split_netns_name(n) or ("",))[0] == lab}
+    read = survey(sorted(mine | {ns for ns in (st.nodes.values() if st else ()) if ns in there}), routes=routes)
+    if st is None and unreadable is None and lab not in _marked(read):
+        found, broken = all_states()
+        up = sorted({s.lab for s in found} | {e.lab for e in broken} | _marked(survey(names)))
+        raise UsageError(f"lab {lab} is not up (labs up: {', '.join(up) or 'none'})")
+    return _lab_status(lab, st, unreadable, read)
 
 
 def _lab_name(target: str, variant: str | None) -> str:

@@ -3,7 +3,7 @@ links with their addresses (and netem, when a link has one) and how many routes 
 
 `netlab status` of a lab of 500 pods reads 501 namespaces. Through the driver (a thread
 per namespace, every message decoded by pyroute2, the marks read in a pass of their own)
-that took 2-4 s; here one worker thread per core steps from namespace to namespace
+that took 2-4 s; here a few worker threads step from namespace to namespace
 (setns), dumps links, addresses and qdiscs (and routes when asked) over one netlink
 socket, and reads only the fields status shows, straight from the bytes. pyroute2 is
 not imported (its import alone is 0.1 s) unless a link has a netem qdisc to describe.
@@ -60,10 +60,12 @@ class Surveyed:
 
 def survey(names: Sequence[str], *, routes: bool = False, workers: int | None = None) -> dict[str, Surveyed]:
     """Read the namespaces `names` (files under /run/netns), split over `workers` threads
-    (default: one per CPU, at most 4); with `routes`, also count each one's routes."""
+    (default 4: most of the time is spent in system calls, so even on 2 cores 4 threads
+    read 500 namespaces in 0.10 s where 2 take 0.13 s and 1 0.14 s); with `routes`, also
+    count each one's routes."""
     if not names:
         return {}
-    count = max(1, min(workers or min(os.cpu_count() or 1, 4), len(names)))
+    count = max(1, min(workers or 4, len(names)))
     parts = [names[i::count] for i in range(count)]
     found: dict[str, Surveyed] = {}
     errors: list[BaseException] = []
