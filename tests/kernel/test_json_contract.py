@@ -70,7 +70,7 @@ def test_validate_render_graph_and_doctor(lab: LabFile, netlab_cli: NetlabCli) -
     code, doc = _valid(netlab_cli, "graph", lab.name, "--format", "json")  # a lab that is up
     assert code == 0 and doc["lab"] == lab.name
     code, doc = _valid(netlab_cli, "graph", f"{lab.name}-nope", "--format", "json")
-    assert code == 2 and "is not up" in doc["error"]["message"]
+    assert code == 2 and f"no lab '{lab.name}-nope' up" in doc["error"]["message"]
     code, doc = _valid(netlab_cli, "doctor", "--json")  # 3 is its answer when a feature is missing
     assert code in (0, 3) and "error" not in doc and doc["features"]
     code, doc = _valid(netlab_cli, "doctor", "--json", nobody=True)
