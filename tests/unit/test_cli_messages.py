@@ -103,8 +103,11 @@ def test_down_all_asks_on_a_terminal(
 
 
 def _all_commands() -> list[tuple[str, click.Command]]:
+    """Every command people run (not the hidden ones netlab runs itself, e.g. over ssh)."""
     found: list[tuple[str, click.Command]] = []
     for name, command in cli.commands.items():
+        if command.hidden:
+            continue
         found.append((name, command))
         if isinstance(command, click.Group):
             found += [(f"{name} {sub}", c) for sub, c in command.commands.items()]
