@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,10 +119,12 @@ def test_completion_prints_the_shells_script(capsys: pytest.CaptureFixture[str],
     assert marker in script and "_NETLAB_COMPLETE" in script
 
 
-def test_the_bash_script_completes_through_comp_words(tmp_path: Path, _labs_up: Path) -> None:
-    """bash sources the script and calls its function as it would on <TAB>, with a
-    `netlab` that is this checkout: COMPREPLY holds the nodes of lab web."""
-    netlab = tmp_path / "netlab"
+@pytest.fixture
+def netlab_here(tmp_path: Path, _labs_up: Path) -> Path:
+    """An executable `netlab` (this checkout's) that sees the labs of _labs_up, in a directory of its own."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    netlab = bin_dir / "netlab"
     netlab.write_text(
         f"#!{sys.executable}\n"
         "from netlab import naming\n"
@@ -130,13 +133,24 @@ def test_the_bash_script_completes_through_comp_words(tmp_path: Path, _labs_up: 
         "main()\n"
     )
     netlab.chmod(0o755)
-    script = subprocess.run(
-        [sys.executable, "-m", "netlab.cli", "completion", "bash"],
+    return netlab
+
+
+def _script(shell: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "netlab.cli", "completion", shell],
         capture_output=True,
         text=True,
         check=True,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     ).stdout
+
+
+def test_the_bash_script_completes_through_comp_words(netlab_here: Path) -> None:
+    """bash sources the script and calls its function as it would on <TAB>, with a
+    `netlab` that is this checkout: COMPREPLY holds the nodes of lab web."""
+    netlab = netlab_here
+    script = _script("bash")
     driver = (
         f"{script}\n"
         f"COMP_WORDS=(netlab exec web ''); COMP_CWORD=3\n"
@@ -151,3 +165,31 @@ def test_the_bash_script_completes_through_comp_words(tmp_path: Path, _labs_up: 
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert done.stdout.split() == ["client", "server"], done.stderr
+
+
+def test_the_fish_script_completes_with_fishs_own_completer(netlab_here: Path, tmp_path: Path) -> None:
+    """fish sources the script and asks its completer what `netlab …<TAB>` offers
+    (`complete -C`): commands, labs, the nodes of a lab, a lab's node for NODE:IF."""
+    if shutil.which("fish") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("fish is missing: scripts/setup installs it")
+        pytest.skip("fish is not installed (scripts/setup installs it)")
+    script = tmp_path / "netlab.fish"
+    script.write_text(_script("fish"))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PATH": f"{netlab_here.parent}:{os.environ['PATH']}"}
+
+    def offered(line: str) -> list[str]:
+        done = subprocess.run(
+            ["fish", "--no-config", "-c", f"source {script}; complete -C {shlex.quote(line)}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        return [entry.split("\t")[0] for entry in done.stdout.splitlines()]
+
+    assert offered("netlab ex") == ["exec"]
+    assert offered("netlab exec w") == ["web"]
+    assert offered("netlab exec web ") == ["client", "server"]
+    assert offered("netlab impair db ") == ["primary:"]
