@@ -476,8 +476,9 @@ def up(file: str, dry_run: bool, replace: bool, variant: str | None, hosts: str 
         interrupts.success_reported(f"lab {result.lab} was reconciled; it stays so")
         return 0
     serving = f", {plural(result.services, 'responder')}" if result.services else ""
+    rebuilt = " (it was up: taken down and built again)" if result.replaced else ""
     out.print(
-        f"lab {result.lab} is up: {plural(len(result.plan.namespaces), 'node')}, "
+        f"lab {result.lab} is up{rebuilt}: {plural(len(result.plan.namespaces), 'node')}, "
         f"{plural(len(result.done), 'operation')}{serving} in {took:.2f} s",
         markup=False,
     )

@@ -77,6 +77,9 @@ class Step:
     gone: tuple[Op, ...] = ()
     made: tuple[Op, ...] = ()
     away: bool = False  # runs in the first phase, where objects are taken away (in reverse stage order)
+    # the stage it runs in when not its op's: a link's changed settings go with its kind's
+    # stage (before the tunnels over it are made, say), as a fresh build sets them at creation
+    stage: str = ""
 
     def render(self) -> str:
         first, *rest = self.op.render().splitlines() or [""]
@@ -101,7 +104,7 @@ class Reconcile:
         """Consecutive steps of one stage: a driver runs each group as one stage."""
         groups: list[tuple[str, list[Step]]] = []
         for step in self.steps:
-            label = f"take away: {_stage(step.op)}" if step.away else _stage(step.op)
+            label = f"take away: {_stage_of(step)}" if step.away else _stage_of(step)
             if groups and groups[-1][0] == label:
                 groups[-1][1].append(step)
             else:
@@ -208,6 +211,10 @@ def _stage(op: Op) -> str:
     if isinstance(op, DeleteNetns):
         return "namespaces"
     return stage_of(op.op if isinstance(op, Remove) else op)
+
+
+def _stage_of(step: Step) -> str:
+    return step.stage or _stage(step.op)
 
 
 def _takes_away(op: Op) -> bool:
@@ -344,6 +351,9 @@ class _Diff:
                     self._rebuild_node(o.ns, why)
                 else:
                     self._rebuild_host(o, f"{_where(n)}: {why}")
+        for o, n in self.changed:  # after the links' own reasons, which name them better
+            self._tunnels_follow_mtu(o, n)
+        self._emptied_bridges()
         doomed = {id(op) for op in self.closure(self._vanishing())}
         for o in self.removed:
             if id(o) in doomed:
@@ -360,9 +370,38 @@ class _Diff:
             ):
                 self._rebuild_host(o, f"{_where(o)} is gone from the file, and a {type(o).__name__} cannot be undone")
 
+    def _tunnels_follow_mtu(self, o: Op, n: Op) -> None:
+        """A VXLAN without an MTU of its own took its dev's MTU (less its headers) when it
+        was made, and keeps it when the dev's changes: made anew, as in a fresh build."""
+        if not (isinstance(o, (CreateLink, SetLink)) and isinstance(n, (CreateLink, SetLink)) and o.mtu != n.mtu):
+            return
+        for v in self.new:
+            if (
+                isinstance(v, CreateLink)
+                and isinstance(v.type, VxlanType)
+                and (v.ns, v.type.dev, v.mtu) == (n.ns, n.name, None)
+                and ("link", v.ns, v.name) in self.maker
+            ):
+                why = f"{_where(n)}: its MTU changes, and a VXLAN over it takes its MTU from it when made"
+                self._rebuild_link(v.ns, v.name, why)
+
+    def _emptied_bridges(self) -> None:
+        """A bridge that loses its last port is not what a fresh one without ports is: it
+        keeps the ports' offload sizes (tso_max_size) and has no carrier (its routes are
+        `linkdown`). Made anew, as a fresh build makes it."""
+        new_ports = {(op.ns, op.master) for op in self.new if isinstance(op, (CreateLink, SetLink)) and op.master}
+        for o in self.old:
+            if not (isinstance(o, CreateLink) and o.kind == "bridge"):
+                continue
+            key = (o.ns, o.name)
+            if self.ports.get(key) and key not in new_ports and id(o) in self.counterpart:
+                self._rebuild_link(o.ns, o.name, f"{_where(o)}: its last port goes (an emptied bridge has no carrier)")
+
     def _unchangeable(self, o: Op, n: Op) -> str | None:
         """Why the change from o to n cannot be made in place, or None."""
         if isinstance(o, CreateLink) and isinstance(n, CreateLink):
+            if o.type.kind != n.type.kind:
+                return f"its kind {o.type.kind} → {n.type.kind} (not changeable in place)"
             if _kind_part(o) != _kind_part(n):
                 return f"{changes(o.type, n.type) or 'its kind changes'} (not changeable in place)"
             ot, nt = o.type, n.type
@@ -426,7 +465,7 @@ class _Diff:
     def _step(self, step: Step, order_op: Op) -> None:
         if _takes_away(step.op):
             step = replace(step, away=True)
-        stage = STAGES.index(_stage(step.op))
+        stage = STAGES.index(_stage_of(step))
         if step.away:
             sub = 0 if isinstance(step.op, FlushFirewall) else 1
             if isinstance(step.op, Remove) and isinstance(step.op.op, AddIpvsReal):
@@ -542,7 +581,8 @@ class _Diff:
             mac=n.mac if n.mac != o.mac else None,
         )
         lost = self._link_state_change(o, n, n.name)
-        self._step(Step("~", near, f"{_where(n)}: {changes(o, n)}", gone=(o, *lost), made=(n,)), n)
+        why = f"{_where(n)}: {changes(o, n)}"
+        self._step(Step("~", near, why, gone=(o, *lost), made=(n,), stage=stage_of(n)), n)
         ot, nt = o.type, n.type
         if (
             isinstance(ot, VethType)

@@ -3,20 +3,22 @@ a NodePort service in kube-proxy's iptables mode, a gateway with an ipset and an
 ruleset) is changed edit after edit with `netlab up FILE`, and after every edit what the
 kernel shows — `ip -d -j` links, addresses, routes, rules, permanent neighbours, static
 FDB entries, `nft list ruleset`, `ipset save` — is what a fresh build of the same file
-shows (ifindexes, MACs, timers, counters and the lab's name left out). A reconcile that
-fails half-way (an `exec:` command that fails, after every other change was made) leaves
-the lab as it was before it."""
+shows (tests/kernel/kernel_view.py). A reconcile that fails half-way (an `exec:` command
+that fails, after every other change was made) leaves the lab as it was before it. `up
+--dry-run` on the running lab prints the reconcile with its reasons and what it rebuilds
+(a link's kind, a VXLAN's VNI); `up --replace` builds the lab anew."""
 
 from __future__ import annotations
 
 import copy
 import json
-import re
-import subprocess
+import os
 from collections.abc import Callable
 from typing import Any
 
 import yaml
+
+from tests.kernel.kernel_view import differences, view
 
 RULESET = "table inet gw {\n  chain filt { type filter hook forward priority 0; policy accept; counter; }\n}\n"
 BASE: dict[str, Any] = {
@@ -95,90 +97,6 @@ EDITS: list[Callable[[dict[str, Any]], None]] = [
 ]
 
 
-# ---------------------------------------------------------------- what the kernel shows
-
-_VARYING = {"ifindex", "link_index", "link_netnsid", "address", "broadcast", "operstate", "valid_life_time"}
-_VARYING |= {"preferred_life_time", "id", "no", "root_id", "bridge_id", "designated_root", "designated_bridge"}
-_VARYING |= {"designated_port", "designated_cost", "root_port", "port_id", "port_no"}
-
-
-def _steady(value: Any, lab: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _steady(v, lab) for k, v in value.items() if k not in _VARYING and "timer" not in k}
-    if isinstance(value, list):
-        return [_steady(v, lab) for v in value]
-    if isinstance(value, str):
-        return value.replace(lab, "LAB")
-    return value
-
-
-def _ip(ns: str, *args: str) -> Any:
-    out = subprocess.run(["ip", "-j", "-n", ns, *args], capture_output=True, text=True, check=True).stdout
-    return json.loads(out) if out.strip() else []
-
-
-def _inside(ns: str, *argv: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", ns, *argv], capture_output=True, text=True, check=True).stdout
-
-
-def _sorted(entries: list[Any]) -> list[Any]:
-    return sorted(entries, key=lambda e: json.dumps(e, sort_keys=True))
-
-
-def _node_view(ns: str, lab: str) -> dict[str, Any]:
-    links = sorted(_ip(ns, "-d", "link"), key=lambda link: link["ifname"])
-    addrs = {
-        a["ifname"]: [i for i in a.get("addr_info", []) if not str(i.get("local", "")).startswith("fe80")]
-        for a in _ip(ns, "addr")
-    }
-    fdb = [e for e in json.loads(_bridge_fdb(ns)) if e.get("state") == "static" or "dst" in e]
-    view: dict[str, Any] = _steady(
-        {
-            "links": links,
-            "addresses": addrs,
-            "routes": _sorted(
-                _ip(ns, "-d", "route", "show", "table", "all") + _ip(ns, "-6", "-d", "route", "show", "table", "all")
-            ),
-            "rules": _ip(ns, "rule") + _ip(ns, "-6", "rule"),
-            "neighbours": _sorted(_ip(ns, "neigh", "show", "nud", "permanent")),
-            "fdb": _sorted(fdb),
-            "nft": re.sub(r"counter packets \d+ bytes \d+", "counter", _inside(ns, "nft", "list", "ruleset")),
-            "ipsets": sorted(
-                re.sub(r" initval 0x[0-9a-f]+", "", line) for line in _inside(ns, "ipset", "save").splitlines()
-            ),
-        },
-        lab,
-    )
-    return view
-
-
-def _bridge_fdb(ns: str) -> str:
-    out = subprocess.run(["bridge", "-j", "-n", ns, "fdb", "show"], capture_output=True, text=True, check=True).stdout
-    return out if out.strip() else "[]"
-
-
-def _view(lab: str) -> dict[str, Any]:
-    prefix = f"{lab}."
-    names = sorted(n for n in _netns() if n.startswith(prefix))
-    return {n[len(prefix) :]: _node_view(n, lab) for n in names}
-
-
-def _netns() -> list[str]:
-    out = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return [e["name"] for e in json.loads(out or "[]")]
-
-
-def _differences(a: Any, b: Any, path: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        out = []
-        for k in sorted(set(a) | set(b)):
-            out += _differences(a.get(k), b.get(k), f"{path}.{k}")
-        return out
-    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _differences(x, y, f"{path}[{i}]")]
-    return [] if a == b else [f"{path}: reconciled {json.dumps(a)[:300]} | fresh {json.dumps(b)[:300]}"]
-
-
 # ---------------------------------------------------------------- the tests
 
 
@@ -204,10 +122,10 @@ def test_a_sequence_of_edits_reconciles_to_what_a_fresh_build_makes(lab_file: An
         built = netlab_cli("up", fresh.path, "--variant", "v")
         assert built.rc == 0, (edit.__name__, built)
         try:
-            differences = _differences(_view(f"{lab.name}-v"), _view(f"{fresh.name}-v"))
+            found = differences(view(f"{lab.name}-v"), view(f"{fresh.name}-v"))
         finally:
             assert netlab_cli("down", fresh.path, "--variant", "v").rc == 0
-        assert differences == [], (edit.__name__, done.out, differences[:10])
+        assert found == [], (edit.__name__, done.out, found[:10])
     status = netlab_cli("status", f"{lab.name}-v")
     assert f"reconciled {len(EDITS)}×" in status.out, status
 
@@ -217,7 +135,7 @@ def test_a_failed_reconcile_leaves_the_lab_as_it_was(lab_file: Any, netlab_cli: 
     del data["variants"]
     lab = lab_file(data)
     assert netlab_cli("up", lab.path).rc == 0
-    before = _view(lab.name)
+    before = view(lab.name)
     for edit in (_add_pod, _move_address, _change_route, _swap_ruleset, _scale):
         edit(data)
     data["nodes"]["ext"]["exec"] = [["sh", "-c", "echo refused >&2; exit 3"]]
@@ -228,6 +146,94 @@ def test_a_failed_reconcile_leaves_the_lab_as_it_was(lab_file: Any, netlab_cli: 
         f"netlab: failed: nodes.ext.exec[0] (ip netns exec {lab.ns('ext')} sh -c 'echo refused >&2; exit 3'): "
         f"exit status 3: refused; lab {lab.name} was put back as it was"
     ), failed.err
-    assert _differences(_view(lab.name), before) == []
+    assert differences(view(lab.name), before) == []
     state = json.loads((kn.state_file(lab.name)).read_text())
     assert state["status"] == "up" and state["reconciles"] == 0
+
+
+# ---------------------------------------------------------------- the plan, rebuilds, --replace, versions
+
+KINDS: dict[str, Any] = {
+    "nodes": {
+        "a": {
+            "links": {
+                "eth0": {"peer": "b:eth0", "addresses": ["10.9.0.1/24"]},
+                "vx0": {"kind": "vxlan", "vni": 10, "local": "10.9.0.1", "dev": "eth0", "port": 4789},
+                "x0": {"kind": "bridge", "addresses": ["10.11.0.1/24"]},
+            },
+            "routes": [{"to": "10.20.0.0/16", "via": "10.9.0.2"}],
+        },
+        "b": {"links": {"eth0": {"addresses": ["10.9.0.2/24"]}}},
+    }
+}
+
+
+def _kinds_changed() -> dict[str, Any]:
+    d = copy.deepcopy(KINDS)
+    links = d["nodes"]["a"]["links"]
+    links["eth0"]["mtu"] = 1400
+    links["vx0"]["vni"] = 20  # a VXLAN's VNI cannot change in place
+    links["vx0"]["addresses"] = ["10.10.0.1/24"]
+    links["x0"] = {"kind": "vxlan", "vni": 30, "local": "10.9.0.1", "dev": "eth0", "port": 4790}  # nor a kind
+    links["x0"]["addresses"] = ["10.11.0.1/24"]
+    d["nodes"]["a"]["routes"] = [{"to": "10.21.0.0/16", "via": "10.9.0.2"}]
+    return d
+
+
+def _netns_inode(ns: str) -> int:
+    return os.stat(f"/run/netns/{ns}").st_ino  # the namespace's own inode (nsfs), new when it is made anew
+
+
+def test_dry_run_on_a_running_lab_prints_the_reconcile_and_what_is_rebuilt(
+    lab_file: Any, netlab_cli: Any, kn: Any
+) -> None:
+    lab = lab_file(KINDS)
+    assert netlab_cli("up", lab.path).rc == 0
+    _write(lab, _kinds_changed())
+    before = view(lab.name)
+    dry = netlab_cli("up", "--dry-run", lab.path)
+    assert dry.rc == 0, dry
+    a = lab.ns("a")
+    for line in (
+        f"# lab {lab.name} is up from {lab.path.resolve()} (sha256 ",
+        f"# reconcile lab {lab.name}: 5 to make, 1 to change, 3 to take away",
+        f"# rebuilt: {a} link x0 (nodes.a.links.x0: its kind bridge → vxlan (not changeable in place))",
+        f"# rebuilt: {a} link vx0 (nodes.a.links.vx0: vni 10 → 20 (not changeable in place))",
+        f"- ip -n {a} route del 10.20.0.0/16 via 10.9.0.2  # nodes.a.routes[0]",
+        f"- ip -n {a} link del vx0  # rebuilt: nodes.a.links.vx0: vni 10 → 20 (not changeable in place)",
+        f"- ip -n {a} link del x0  # rebuilt: nodes.a.links.x0: its kind bridge → vxlan (not changeable in place)",
+        f"+ ip -n {a} link add vx0 up type vxlan id 20 dstport 4789 local 10.9.0.1 dev eth0  # again: rebuilt: "
+        "nodes.a.links.vx0: vni 10 → 20 (not changeable in place)",
+        f"~ ip -n {a} link set eth0 mtu 1400 up  # nodes.a.links.eth0: mtu None → 1400",
+        f"+ ip -n {a} addr add 10.11.0.1/24 dev x0  # again: {a} link x0 is made anew",
+        f"+ ip -n {a} route add 10.21.0.0/16 via 10.9.0.2  # nodes.a.routes[0]",
+    ):
+        assert any(got.startswith(line) for got in dry.out.splitlines()), (line, dry.out)
+    assert differences(view(lab.name), before) == []  # a dry run changes nothing
+    done = netlab_cli("up", lab.path)
+    assert done.rc == 0, done
+    assert done.out.splitlines()[1:] == [
+        f"  rebuilt {a} link x0 (nodes.a.links.x0: its kind bridge → vxlan (not changeable in place))",
+        f"  rebuilt {a} link vx0 (nodes.a.links.vx0: vni 10 → 20 (not changeable in place))",
+    ], done.out
+    fresh = lab_file(_kinds_changed(), filename="fresh.yaml")
+    assert netlab_cli("up", fresh.path).rc == 0
+    try:
+        assert differences(view(lab.name), view(fresh.name)) == []
+    finally:
+        assert netlab_cli("down", fresh.name).rc == 0
+
+
+def test_up_replace_rebuilds_the_whole_lab(lab_file: Any, netlab_cli: Any, kn: Any) -> None:
+    lab = lab_file(KINDS)
+    assert netlab_cli("up", lab.path).rc == 0
+    _write(lab, _kinds_changed())
+    assert netlab_cli("up", lab.path).rc == 0  # reconciled once
+    reconciled, inode = view(lab.name), _netns_inode(lab.ns("b"))
+    again = netlab_cli("up", "--replace", lab.path)
+    assert again.rc == 0, again
+    assert again.out.startswith(f"lab {lab.name} is up (it was up: taken down and built again): 2 nodes, "), again
+    assert _netns_inode(lab.ns("b")) != inode  # b had nothing to change: made anew all the same
+    assert differences(view(lab.name), reconciled) == []
+    state = json.loads(kn.state_file(lab.name).read_text())
+    assert state["reconciles"] == 0 and state["status"] == "up"

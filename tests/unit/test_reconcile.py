@@ -162,6 +162,51 @@ def test_a_new_vni_rebuilds_the_vxlan_and_what_lives_on_it() -> None:
     assert isinstance(rec.steps[0].op, Remove) and rec.steps[0].op.render() == "ip -n r.host link del vx0"
 
 
+def test_a_new_kind_rebuilds_the_link_and_says_so() -> None:
+    bridge = _edit(lambda d: d["nodes"]["host"]["links"].update(x0={"kind": "bridge"}))
+    rec = _diff(bridge, _edit(lambda d: d["nodes"]["host"]["links"].update(x0={"kind": "vxlan", "vni": 7})))
+    assert rec.rebuilt == ("r.host link x0 (nodes.host.links.x0: its kind bridge → vxlan (not changeable in place))",)
+
+
+def _underlay_mtu(d: dict[str, Any]) -> None:
+    d["nodes"]["host"]["links"]["up0"]["mtu"] = 1400
+
+
+def test_a_vxlan_is_rebuilt_when_its_devs_mtu_changes_and_after_it() -> None:
+    """The kernel gives a VXLAN without an MTU its dev's (less the headers) when it is made:
+    the dev's new MTU is set in its own stage (veths), before the tunnel is made again."""
+    rec = _diff(BASE, _edit(_underlay_mtu))
+    why = "nodes.host.links.up0: its MTU changes, and a VXLAN over it takes its MTU from it when made"
+    assert rec.rebuilt == (f"r.host link vx0 ({why})",)
+    labels = [label for label, _ in rec.stages()]
+    assert labels.index("veths") < labels.index("tunnels"), labels
+    (veths,) = [steps for label, steps in rec.stages() if label == "veths"]
+    assert [s.render() for s in veths] == [
+        "~ ip -n r.host link set up0 mtu 1400 up  # nodes.host.links.up0: mtu None → 1400"
+    ]
+    explicit = _edit(_underlay_mtu)
+    explicit["nodes"]["host"]["links"]["vx0"]["mtu"] = 1300
+    assert _diff(_edit(lambda d: d["nodes"]["host"]["links"]["vx0"].update(mtu=1300)), explicit).rebuilt == ()
+
+
+EDITS.append(_underlay_mtu)
+
+
+def test_a_bridge_that_loses_its_last_port_is_made_anew() -> None:
+    """Found in the VM: an emptied bridge keeps no carrier and its old ports' tso_max_size."""
+
+    def no_ports(d: dict[str, Any]) -> None:
+        for node in ("a", "b"):
+            del d["nodes"][node]
+        for port in ("v1", "v2"):
+            del d["nodes"]["host"]["links"][port]
+
+    rec = _diff(BASE, _edit(no_ports))
+    why = "nodes.host.links.br0: its last port goes (an emptied bridge has no carrier)"
+    assert rec.rebuilt == (f"r.host link br0 ({why})",)
+    assert _diff(BASE, _edit(_drop_pod)).rebuilt == ()  # one port left: it stays
+
+
 def test_a_bridge_rebuilt_takes_its_address_and_its_ports_masters_and_hairpin() -> None:
     rec = _diff(BASE, _edit(_bridge_stp))
     text = rec.render()
