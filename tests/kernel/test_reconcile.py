@@ -6,18 +6,22 @@ FDB entries, `nft list ruleset`, `ipset save` — is what a fresh build of the s
 shows (tests/kernel/kernel_view.py). A reconcile that fails half-way (an `exec:` command
 that fails, after every other change was made) leaves the lab as it was before it. `up
 --dry-run` on the running lab prints the reconcile with its reasons and what it rebuilds
-(a link's kind, a VXLAN's VNI); `up --replace` builds the lab anew."""
+(a link's kind, a VXLAN's VNI); `up --replace` builds the lab anew,
+and `status` says which version of the file runs."""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 from collections.abc import Callable
 from typing import Any
 
 import yaml
+from jsonschema import Draft202012Validator
 
+from netlab.json_output import schema
 from tests.kernel.kernel_view import differences, view
 
 RULESET = "table inet gw {\n  chain filt { type filter hook forward priority 0; policy accept; counter; }\n}\n"
@@ -237,3 +241,35 @@ def test_up_replace_rebuilds_the_whole_lab(lab_file: Any, netlab_cli: Any, kn: A
     assert differences(view(lab.name), reconciled) == []
     state = json.loads(kn.state_file(lab.name).read_text())
     assert state["reconciles"] == 0 and state["status"] == "up"
+
+
+def test_status_says_which_version_of_the_file_runs(lab_file: Any, netlab_cli: Any, kn: Any) -> None:
+    lab = lab_file(KINDS)
+    assert netlab_cli("up", lab.path).rc == 0
+
+    def version() -> dict[str, Any]:
+        r = netlab_cli("status", lab.name, "--json")
+        assert r.rc == 0, r
+        doc = json.loads(r.out)
+        Draft202012Validator(schema("status")).validate(doc)
+        (only,) = doc["labs"]
+        return dict(only["version"])
+
+    built = hashlib.sha256(lab.path.read_bytes()).hexdigest()
+    assert version() == {
+        "source_hash": built,
+        "file_changed": False,
+        "variant": None,
+        "reconciles": 0,
+        "updated": None,
+    }
+    _write(lab, _kinds_changed())
+    assert version()["file_changed"] is True
+    text = netlab_cli("status", lab.name)
+    assert f"version: file sha256 {built[:12]}, the file has changed since: `netlab up FILE` reconciles" in text.out
+    assert netlab_cli("up", lab.path).rc == 0
+    now = version()
+    assert now["source_hash"] == hashlib.sha256(lab.path.read_bytes()).hexdigest() != built
+    assert (now["file_changed"], now["reconciles"]) == (False, 1) and now["updated"], now
+    text = netlab_cli("status", lab.name)
+    assert f"version: file sha256 {now['source_hash'][:12]}, reconciled 1× (last {now['updated']})" in text.out
