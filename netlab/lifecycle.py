@@ -36,7 +36,7 @@ from netlab.probes.responder_server import Service
 from netlab.probes.responders import ResponderError, start_responders
 from netlab.probes.responders import health as responder_health
 from netlab.reconcile.diff import Reconcile, reconcile
-from netlab.reconcile.run import apply_reconcile
+from netlab.reconcile.run import ReconcileFailed, apply_reconcile, put_back
 from netlab.state import (
     LabState,
     StateUnreadable,
@@ -313,16 +313,26 @@ def _reconcile(
         stop_lab_processes(lab.name, existing.pids)
     before = replace(existing)
     existing.status, existing.nodes = "reconciling", {**existing.nodes, **nodes}
+    applied = False
     try:
         with timing.phase("reconcile: state"):
             write_state(existing)  # `down` after a crash from here finds old and new namespaces
         with timing.phase("reconcile: apply"):
             apply_reconcile(rec, old, driver, lambda _ns, key: fresh_value(key), progress)
-    except BaseException:
+        applied = True
+        pids = start_lab_responders(lab, nodes) if restart else before.pids
+    except BaseException as err:
         with interrupts.deferred():
+            # Every change was made but the responders could not start (or a signal came):
+            # the kernel goes back too, not just the processes.
+            undo_error = (
+                put_back(lab.name, plan.ops, old, driver, lambda _ns, key: fresh_value(key)) if applied else None
+            )
             if restart and before.pids:
                 before.pids = _start_responders(lab.name, _spec_services(before.spec, before.nodes))
             write_state(before)
+        if applied:
+            raise _responders_refused(lab.name, err, undo_error) from None
         raise
     state = replace(
         before,
@@ -336,13 +346,28 @@ def _reconcile(
         cluster=cluster,
         updated=datetime.now(UTC).isoformat(timespec="seconds"),
         reconciles=before.reconciles + 1,
+        pids=pids,
     )
-    if restart:
-        state.pids = _serve_or_tear_down(lab, nodes, driver)
     interrupts.hold()
     with timing.phase("reconcile: state"):
         write_state(state)
     return UpResult(lab.name, plan, services=len(lab_services(lab, nodes)), checks=len(lab.checks), reconciled=rec)
+
+
+def _responders_refused(lab: str, err: BaseException, undo_error: str | None) -> BaseException:
+    """The error of a reconcile whose responders could not start (or a signal came then):
+    it was put back as it was, unless `undo_error` says why not."""
+    signum = interrupts.signum_of(err)
+    if signum is not None:
+        back = "it was put back as it was" if undo_error is None else f"putting it back failed: {undo_error}"
+        return Interrupted(
+            f"reconcile of lab {lab} interrupted by {interrupts.name_of(signum)} while starting its responders; {back}",
+            signum,
+        )
+    if isinstance(err, ResponderError):
+        where = f" ({err.service.proto}/{err.service.port} on {err.service.node})" if err.service else ""
+        return ReconcileFailed(lab, f"responders of lab {lab}{where}", str(err), undo_error)
+    return err
 
 
 def _responders_change(existing: LabState, lab: Lab, nodes: dict[str, str], rec: Reconcile) -> bool:

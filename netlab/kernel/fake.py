@@ -33,6 +33,9 @@ class FakeDriver:
     netns: dict[str, str | None] = field(default_factory=dict)  # name → lo alias
     links: dict[str, dict[str, FakeLink]] = field(default_factory=dict)  # namespace → name → link
     closed: bool = False
+    # as the kernel does, a deleted namespace's veths keep their far ends in other namespaces
+    # for a while (its devices go in cleanup_net, later): they stay here
+    lingering_veths: bool = False
 
     def apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
         before = {ns: set(links) for ns, links in self.links.items()}  # what a stage's messages can name
@@ -99,7 +102,8 @@ class FakeDriver:
             self.links.pop(name, None)
         for links in self.links.values():  # a veth goes with its far end's namespace
             for ifname in [n for n, link in links.items() if link.peer and link.peer[0] in gone]:
-                del links[ifname]
+                if not self.lingering_veths:
+                    del links[ifname]
         self.deleted += gone
         return gone
 

@@ -11,7 +11,8 @@ from collections.abc import Callable, Sequence
 from netlab import interrupts, processes
 from netlab.errors import ApplyError, Interrupted
 from netlab.kernel.driver import KernelDriver, OpFailed
-from netlab.plan.ops import DeleteNetns, Op
+from netlab.plan.ops import CreateLink, DeleteNetns, Op, VethType
+from netlab.plan.removal import Remove
 from netlab.reconcile.diff import Reconcile, Step, SysctlDefault, identity, reconcile
 
 
@@ -76,11 +77,26 @@ def _run_stage(
     if doomed:
         # a process inside (an `exec` command, a shell) would keep the namespace alive
         processes.end([pid for pids in driver.processes(doomed).values() for pid in pids], grace=2.0)
+        # The kernel removes a deleted namespace's devices later (cleanup_net, on its own
+        # worker): a veth's end in a namespace that stays would linger, and making it again
+        # (a node rebuilt) fail with EEXIST. Deleting the pair first is synchronous.
+        crossing = [Remove(op.ns, op.what, op=op) for s in steps for op in s.gone if _crosses(op, set(doomed))]
+        if crossing:
+            driver.apply(crossing, lambda _op: None)
         driver.delete_namespaces(doomed)
         for s in steps:
             on_done(s.op)
         return
     driver.apply([s.op for s in steps], on_done)
+
+
+def _crosses(op: Op, doomed: set[str]) -> bool:
+    """A veth with one end in a namespace about to be deleted and the other in one that stays."""
+    return (
+        isinstance(op, CreateLink)
+        and isinstance(op.type, VethType)
+        and (op.ns in doomed) != (op.type.peer_ns in doomed)
+    )
 
 
 def present_after(old: Sequence[Op], done: Sequence[Step]) -> list[Op]:
@@ -103,8 +119,16 @@ def _restore(
     """Reconcile what is there now back into `old`; None if that worked, else why not."""
     if not done:
         return None
+    return put_back(lab, present_after(old, done), old, driver, sysctl_default)
+
+
+def put_back(
+    lab: str, present: Sequence[Op], old: Sequence[Op], driver: KernelDriver, sysctl_default: SysctlDefault
+) -> str | None:
+    """Reconcile a lab whose kernel objects are `present` back into `old`, signals
+    deferred; None if that worked, else why not."""
     with interrupts.deferred():  # a second Ctrl-C must not cut the restore short
-        back = reconcile(lab, present_after(old, done), old, sysctl_default)
+        back = reconcile(lab, present, old, sysctl_default)
         try:
             for _label, steps in back.stages():
                 _run_stage(steps, driver, [], None)

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,6 +79,26 @@ def interrupt(argv: list[str], sig: signal.Signals, delay: float, env: dict[str,
         if proc.poll() is None:
             proc.send_signal(sig)
         out, err = proc.communicate(timeout=120)  # an undo that hangs fails here
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return proc.returncode, out, err
+
+
+def interrupt_when(
+    argv: list[str], sig: signal.Signals, ready: Callable[[], bool], env: dict[str, str], wait: float = 120
+) -> tuple[int, str, str]:
+    """Run argv, send `sig` once `ready()` says the moment has come (within `wait` seconds,
+    else AssertionError), and return its exit code and output."""
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
+    try:
+        deadline = time.monotonic() + wait
+        while not ready() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ready(), f"the moment to send {sig.name} never came"
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=wait)
     finally:
         if proc.poll() is None:
             proc.kill()

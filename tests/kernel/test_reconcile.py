@@ -7,7 +7,8 @@ shows (tests/kernel/kernel_view.py). A reconcile that fails half-way (an `exec:`
 that fails, after every other change was made) leaves the lab as it was before it. `up
 --dry-run` on the running lab prints the reconcile with its reasons and what it rebuilds
 (a link's kind, a VXLAN's VNI); `up --replace` builds the lab anew,
-and `status` says which version of the file runs."""
+and `status` says which version of the file runs. SIGINT or SIGTERM at any moment of a
+reconcile leaves the lab as it was (or reconciled, after `up` said so)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,19 @@ import copy
 import hashlib
 import json
 import os
+import random
+import signal
+import subprocess
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
 from netlab.json_output import schema
+from tests.kernel.conftest import cli_env
+from tests.kernel.interrupting import Outcome, interrupt, interrupt_when
 from tests.kernel.kernel_view import differences, view
 
 RULESET = "table inet gw {\n  chain filt { type filter hook forward priority 0; policy accept; counter; }\n}\n"
@@ -273,3 +280,90 @@ def test_status_says_which_version_of_the_file_runs(lab_file: Any, netlab_cli: A
     assert (now["file_changed"], now["reconciles"]) == (False, 1) and now["updated"], now
     text = netlab_cli("status", lab.name)
     assert f"version: file sha256 {now['source_hash'][:12]}, reconciled 1× (last {now['updated']})" in text.out
+
+
+# ---------------------------------------------------------------- Ctrl-C, SIGTERM
+
+SLOW = 1.0  # the edited file's last step, `exec: sleep`, keeps the reconcile going this long
+
+
+def _edited_with_a_slow_step() -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    del data["variants"]
+    for edit in (_add_pod, _move_address, _change_route, _swap_ruleset, _scale):
+        edit(data)
+    data["nodes"]["ext"]["exec"] = [["sleep", str(SLOW)]]
+    return data
+
+
+def _lab_as_it_was(name: str, state_before: dict[str, Any], kn: Any) -> list[str]:
+    state = json.loads(kn.state_file(name).read_text())
+    keys = ("status", "fingerprint", "reconciles", "source_hash", "ops")
+    return [f"state {k} changed" for k in keys if state.get(k) != state_before.get(k)]
+
+
+@pytest.mark.parametrize(
+    ("sig", "delay"),
+    [
+        pytest.param(sig, random.Random(f"reconcile/{sig.name}/{i}").uniform(0.0, 1.2 + SLOW), id=f"{sig.name}-{i}")
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        for i in range(4)
+    ],
+)
+def test_a_signal_at_any_moment_of_a_reconcile_leaves_the_lab_as_it_was_or_reconciled(
+    sig: signal.Signals, delay: float, lab_file: Any, netlab_cli: Any, kn: Any
+) -> None:
+    """Interrupted while it loads, changes the kernel or waits for its last step, `up`
+    ends with one line and exit 128 + signal, and the lab is exactly as before; a signal
+    after it reported success leaves it reconciled (exit 0)."""
+    data = copy.deepcopy(BASE)
+    del data["variants"]
+    lab = lab_file(data)
+    assert netlab_cli("up", lab.path).rc == 0
+    before, state_before = view(lab.name), json.loads(kn.state_file(lab.name).read_text())
+    _write(lab, _edited_with_a_slow_step())
+    rc, out, err = interrupt(kn.cli_argv("up", lab.path), sig, delay, cli_env())
+    outcome = Outcome("up", sig, delay, rc, out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    if rc == 128 + sig:
+        assert len(lines) == 1 and lines[0].startswith("netlab: ") and f"by {sig.name}" in lines[0], str(outcome)
+        assert "was put back as it was" in lines[0] or "nothing was changed" in lines[0], str(outcome)
+        assert differences(view(lab.name), before) == [], str(outcome)
+        assert _lab_as_it_was(lab.name, state_before, kn) == [], str(outcome)
+        assert not [p for p in _pids(lab.ns("ext"))], "the interrupted exec command still runs"
+    else:
+        assert rc == 0 and "reconciled in place" in out, str(outcome)
+        assert json.loads(kn.state_file(lab.name).read_text())["reconciles"] == 1
+
+
+def test_ctrl_c_while_the_reconcile_changes_the_kernel_puts_the_lab_back(
+    lab_file: Any, netlab_cli: Any, kn: Any
+) -> None:
+    """SIGINT once every change but the last step was made (the slow `exec:` runs)."""
+    data = copy.deepcopy(BASE)
+    del data["variants"]
+    lab = lab_file(data)
+    assert netlab_cli("up", lab.path).rc == 0
+    before, state_before = view(lab.name), json.loads(kn.state_file(lab.name).read_text())
+    edited = _edited_with_a_slow_step()
+    edited["nodes"]["ext"]["exec"] = [["sleep", "30"]]
+    _write(lab, edited)
+    rc, out, err = interrupt_when(
+        kn.cli_argv("up", lab.path), signal.SIGINT, lambda: bool(_pids(lab.ns("ext"))), cli_env()
+    )
+    assert rc == 130, (out, err)
+    assert err.strip() == (
+        f"netlab: reconcile of lab {lab.name} interrupted by SIGINT at commands; it was put back as it was"
+    ), err
+    assert differences(view(lab.name), before) == []
+    assert _lab_as_it_was(lab.name, state_before, kn) == []
+    assert _pids(lab.ns("ext")) == []
+    del edited["nodes"]["ext"]["exec"]
+    _write(lab, edited)
+    assert netlab_cli("up", lab.path).rc == 0  # and it reconciles afterwards
+
+
+def _pids(ns: str) -> list[str]:
+    """Processes in the namespace (`exec:` commands; the lab's responders serve elsewhere)."""
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=True).stdout
+    return out.split()

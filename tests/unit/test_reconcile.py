@@ -297,6 +297,24 @@ def test_reconciled_on_the_fake_kernel_it_is_what_a_fresh_build_makes(edit: Call
     assert set(driver.netns) == set(fresh.netns)
 
 
+def test_a_rebuilt_node_takes_its_veths_far_ends_with_it_at_once() -> None:
+    """The kernel removes a deleted namespace's devices later: the far end of a pod's veth
+    would still be in the host when the pod's veth is made again (EEXIST). The reconcile
+    deletes such pairs itself first."""
+    driver, old = _built(BASE)
+    driver.lingering_veths = True
+    rebuilt = _edit(lambda d: d["nodes"]["a"].update(exec=[["true"]]))
+    rebuilt["nodes"]["a"]["exec"] = [["true"]]
+    changed = _edit(lambda d: d["nodes"]["a"].update(exec=[["false"]]))
+    first = _ops(rebuilt)
+    apply_reconcile(reconcile("r", old, first, lambda _ns, key: "0"), old, driver, lambda _ns, key: "0")
+    rec = reconcile("r", first, _ops(changed), lambda _ns, key: "0")
+    assert rec.rebuilt == ("r.a (its exec commands changed (they run once; they cannot be undone))",)
+    apply_reconcile(rec, first, driver, lambda _ns, key: "0")
+    fresh, _ = _built(changed)
+    assert _links(driver) == _links(fresh)
+
+
 def test_a_refused_step_puts_the_lab_back_and_says_what_failed() -> None:
     driver, old = _built(BASE)
 
@@ -362,3 +380,48 @@ def test_an_op_kind_with_an_undo_is_taken_away_by_it_and_made_again() -> None:
         d["nodes"]["host"]["links"]["v1"]["mtu"] = 1400
 
     assert "qdisc" not in _diff(old, _edit(rebuild_a)).render()  # its link stays: the netem stays
+
+
+def test_responders_that_cannot_start_after_a_reconcile_put_the_lab_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every change was made, then the responders could not start: the kernel goes back
+    too (not the whole lab down, as before), the old responders start again, the old
+    state is written."""
+    from netlab import lifecycle
+    from netlab.lab.render import lab_data
+    from netlab.plan.record import ops_to_data
+    from netlab.probes.responders import ResponderError
+    from netlab.state import LabState, read_state
+
+    monkeypatch.setenv("NETLAB_STATE_DIR", str(tmp_path))
+    serving = _edit(lambda d: d["nodes"]["a"].update(serve=["tcp/80"]))
+    driver, old = _built(serving)
+    built = build_plan(_lab(serving))
+    nodes = dict(zip(_lab(serving).nodes, built.namespaces, strict=True))
+    existing = LabState("r", str(tmp_path / "r.yaml"), built.fingerprint, "up", nodes, pids=[4242])
+    existing.spec, existing.ops = lab_data(_lab(serving)), ops_to_data(old)
+    started: list[int] = []
+
+    def refuse(lab: Any, nodes: Any) -> list[int]:
+        raise ResponderError("Address already in use")
+
+    monkeypatch.setattr(lifecycle, "start_lab_responders", refuse)
+    monkeypatch.setattr(lifecycle, "stop_lab_processes", lambda lab, pids: pids)
+
+    def start_again(lab: str, services: list[Any]) -> list[int]:
+        started.append(len(services))
+        return [4343]
+
+    monkeypatch.setattr(lifecycle, "_start_responders", start_again)
+    new = _edit(_add_pod)
+    new["nodes"]["a"]["serve"] = ["tcp/80", "tcp/81"]
+    lab = _lab(new)
+    with pytest.raises(ReconcileFailed) as caught:
+        lifecycle._reconcile(lab, build_plan(lab), existing, driver, None, existing.source, None, None)
+    assert str(caught.value) == "failed: responders of lab r: Address already in use; lab r was put back as it was"
+    fresh, _ = _built(serving)
+    assert _links(driver) == _links(fresh) and set(driver.netns) == set(fresh.netns)
+    assert started == [1]
+    state = read_state("r")
+    assert state is not None and (state.status, state.fingerprint, state.pids) == ("up", built.fingerprint, [4343])
