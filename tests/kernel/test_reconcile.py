@@ -1,14 +1,14 @@
 """Reconcile on the real kernel: a running lab (a variant of a file with a host-gw cluster,
 a NodePort service in kube-proxy's iptables mode, a gateway with an ipset and an nftables
-ruleset) is changed edit after edit with `netlab up FILE`, and after every edit what the
-kernel shows — `ip -d -j` links, addresses, routes, rules, permanent neighbours, static
-FDB entries, `nft list ruleset`, `ipset save` — is what a fresh build of the same file
-shows (tests/kernel/kernel_view.py). A reconcile that fails half-way (an `exec:` command
-that fails, after every other change was made) leaves the lab as it was before it. `up
---dry-run` on the running lab prints the reconcile with its reasons and what it rebuilds
-(a link's kind, a VXLAN's VNI); `up --replace` builds the lab anew,
-and `status` says which version of the file runs. SIGINT or SIGTERM at any moment of a
-reconcile leaves the lab as it was (or reconciled, after `up` said so)."""
+ruleset) is changed edit after edit with `netlab up FILE` (pods added and removed, an
+address moved, a route changed, a ruleset swapped, replicas scaled, network policies added
+and changed, kube-proxy switched to nftables mode and its Endpoints changed, the variant
+switched), and after every edit what the kernel shows (tests/kernel/kernel_view.py) is what
+a fresh build of the same file shows. A reconcile that fails half-way (an `exec:` command
+that fails, after every other change was made) leaves the lab as it was before it; so does
+SIGINT or SIGTERM at any moment of it. `up --dry-run` on the running lab prints the
+reconcile with its reasons and what it rebuilds (a link's kind, a VXLAN's VNI), `up
+--replace` builds the lab anew, and `status` says which version of the file runs."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ BASE: dict[str, Any] = {
 
 
 def _add_pod(d: dict[str, Any]) -> None:
-    d["cluster"]["pods"]["extra"] = {"node": "node2"}
+    d["cluster"]["pods"]["extra"] = {"node": "node2", "labels": {"app": "extra"}}
 
 
 def _remove_pod(d: dict[str, Any]) -> None:
@@ -93,6 +93,29 @@ def _scale(d: dict[str, Any]) -> None:
     d["cluster"]["pods"]["web"]["replicas"] = 3
 
 
+def _add_policy(d: dict[str, Any]) -> None:
+    d["cluster"]["policies"] = {
+        "web-from-extra": {"pod_selector": {"app": "web"}, "ingress": [{"from": [{"pod_selector": {"app": "extra"}}]}]}
+    }
+
+
+def _change_policy(d: dict[str, Any]) -> None:
+    d["cluster"]["policies"]["web-from-extra"]["ingress"][0]["ports"] = [{"port": 8080}]
+    d["cluster"]["policies"]["extra-egress"] = {
+        "pod_selector": {"app": "extra"},
+        "policy_types": ["egress"],
+        "egress": [{"to": [{"pod_selector": {"app": "web"}}]}],
+    }
+
+
+def _nftables_mode(d: dict[str, Any]) -> None:
+    d["cluster"]["proxy_mode"] = "nftables"  # kube-proxy's rules written anew, in the other mode
+
+
+def _scale_down(d: dict[str, Any]) -> None:
+    d["cluster"]["pods"]["web"]["replicas"] = 2  # an Endpoints change in nftables mode
+
+
 def _switch_variant(d: dict[str, Any]) -> None:
     d["variants"]["v"] = {"nodes": {"gw": {"links": {"dum0": {"mtu": 1300, "up": False}}}}}
 
@@ -104,6 +127,10 @@ EDITS: list[Callable[[dict[str, Any]], None]] = [
     _change_route,
     _swap_ruleset,
     _scale,
+    _add_policy,
+    _change_policy,
+    _nftables_mode,
+    _scale_down,
     _switch_variant,
 ]
 
