@@ -147,22 +147,20 @@ class LabHandle:
     def probe(self, frm: str, to: str, *, count: int = 1, **options: Any) -> ProbeResult | list[ProbeResult]:
         """Real traffic from node `frm` to `to` (an address, a node, NODE:PORT or
         [v6]:PORT), resolved exactly as a lab-file probe check resolves it; `options` are
-        the probe check's keys (proto, port, timeout, src, sport, family, ttl). The protocol
-        defaults to tcp when there is a port, else icmp. count > 1 returns a list. `ttl`
-        sets the TTL / hop limit (traceroute-style: the ICMP sender is in `icmp_from`)."""
+        the probe check's keys (proto, port, timeout, src, sport, family, ttl, tos, dscp,
+        mark, payload). The protocol defaults to tcp when there is a port, else icmp.
+        count > 1 returns a list. `ttl` sets the TTL / hop limit (traceroute-style: the
+        ICMP sender is in `icmp_from`); with `payload`, `.intact` and `.delivery` say
+        whether it arrived as sent."""
         from netlab.lab.checks import Probe
         from netlab.lab.targets import probe_target
-        from netlab.probes.flow import ProbeRequest, probe_many
+        from netlab.probes.checks import probe_requests
+        from netlab.probes.flow import probe_many
 
         fields = {"from": frm, "to": to, "count": count, **options}
         p = Probe.model_validate({k: v for k, v in fields.items() if v is not None})
-        ns = self.ns(p.from_)
         dst, dport = probe_target(self._topo, set(self._nodes), p)
-        kind = p.proto or ("tcp" if dport is not None else "icmp")
-        requests = [
-            ProbeRequest(ns, kind, dst, dport, src=p.src, sport=p.sport, timeout=p.timeout, ttl=p.ttl)
-            for _ in range(p.count)
-        ]
+        requests = probe_requests(p, self.ns(p.from_), dst, dport)
         # As the check runner does: a pinned source port means one after another.
         results = probe_many(requests, workers=1 if p.sport is not None else min(8, len(requests)))
         return results[0] if count == 1 else results

@@ -35,10 +35,15 @@ def host_port(address: str, port: int | None, *, no_port: NoPort = "zero") -> st
     return address
 
 
+# The most a probe's payload may be: one UDP datagram or echo request, IPv4 or IPv6.
+MAX_PAYLOAD = 65000
+
+
 # ---------------------------------------------------------------- IP protocols
 
 # /etc/protocols' numbers, by the names the lab file, `ip rule` and conntrack use.
 DSCP_MASK = 0x3F  # all six DSCP bits: the mask of a `dscp` selector without one
+ECN_MASK = 0x03  # the DS field's low two bits: ECN, which no rule may select and TCP sets itself
 FLOWLABEL_MASK = 0xFFFFF  # all 20 bits of IPv6's flow label: the mask of a `flowlabel` without one
 IP_PROTOS = {"icmp": 1, "tcp": 6, "udp": 17, "icmpv6": 58, "sctp": 132}
 _PROTO_NAMES = {number: name for name, number in IP_PROTOS.items()}

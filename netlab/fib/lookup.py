@@ -11,10 +11,9 @@ import os
 from collections.abc import Sequence
 
 from netlab.observations import RouteAnswer, RouteQuery, RuleView, VrfMap
-from netlab.vocabulary import DSCP_MASK, FLOWLABEL_MASK, IP_PROTOS
+from netlab.vocabulary import DSCP_MASK, ECN_MASK, FLOWLABEL_MASK, IP_PROTOS
 
 LEGACY_TOS_MASK = 0x1C  # the DS field bits an IPv4 `tos` rule compares (INET_DSCP_LEGACY_TOS_MASK)
-ECN_MASK = 0x03
 
 # What RTM_GETROUTE's errno means: the kernel reports the route types that discard a
 # packet (fib_props[].error) and the end of the rule list with these.

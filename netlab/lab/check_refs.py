@@ -33,7 +33,7 @@ from netlab.lab.targets import (
     split_target,
 )
 from netlab.lab.topology import Topology
-from netlab.vocabulary import BUILTIN_TABLES
+from netlab.vocabulary import BUILTIN_TABLES, ECN_MASK
 
 
 def check_checks(lab: Lab, topo: Topology) -> list[Complaint]:
@@ -109,6 +109,7 @@ def _check_probe(lab: Lab, topo: Topology, nodes: set[str], check: ProbeCheck, p
         yield (*p, "port"), f"a {proto} probe needs a port: `port: 8080` or `to: NODE:8080`"
     if probe.sport is not None and proto == "icmp":
         yield (*p, "sport"), "an icmp probe has no source port"
+    yield from _check_ds_field(probe.tos, probe.dscp, proto, p)
     if probe.src and probe.src not in node_addresses(topo, probe.from_):
         yield (
             (*p, "src"),
@@ -287,6 +288,23 @@ def _check_dropped_by(lab: Lab, check: ProbeCheck, e: Path) -> Iterator[Complain
         yield (*d, "chain"), "`policy: true` is the policy of a chain: give `chain:`"
 
 
+def _check_ds_field(tos: int | None, dscp: int | None, proto: str, p: Path) -> Iterator[Complaint]:
+    """A probe's `tos:`/`dscp:`: one of them, and no ECN bits where TCP owns them."""
+    if tos is not None and dscp is not None:
+        yield (*p, "dscp"), TOS_OR_DSCP
+    elif tos is not None and tos & ECN_MASK and proto in ("tcp", "http"):
+        yield (
+            (*p, "tos"),
+            (
+                f"tos {tos:#04x} has ECN bits set (the low two), which TCP sets itself: the kernel clears them from "
+                f"a TCP socket's TOS, so the probe would send {tos & ~ECN_MASK:#04x}; ECN bits go with udp or icmp"
+            ),
+        )
+
+
+TOS_OR_DSCP = "give `tos:` (the whole DS field) or `dscp:` (its top six bits), not both"
+
+
 def _check_round_trips(check: ProbeCheck, e: Path) -> Iterator[Complaint]:
     """`rtt_ms:` is measured on answered probes: a `result:` that admits no success leaves none."""
     expect = check.expect
@@ -368,7 +386,7 @@ def _check_route(lab: Lab, topo: Topology, nodes: set[str], check: RouteCheck, p
     if len(versions) > 1:
         yield (*p, "from"), f"get {q.get} and from {q.from_} are of different IP families"
     if q.tos is not None and q.dscp is not None:
-        yield (*p, "dscp"), "give `tos:` (the whole DS field) or `dscp:` (its top six bits), not both"
+        yield (*p, "dscp"), TOS_OR_DSCP
     if q.flowlabel is not None and ipaddress.ip_address(q.get).version == 4:
         yield (*p, "flowlabel"), f"a flow label is IPv6's; get {q.get} is an IPv4 lookup"
     for table in check.expect.table.values if check.expect.table else ():

@@ -37,6 +37,7 @@ from netlab.lab.values import (
     TableRef,
     UidRange,
 )
+from netlab.vocabulary import MAX_PAYLOAD
 
 ProbeProto = Literal["icmp", "tcp", "udp", "http"]
 Result = Literal["ok", "fail", "timeout", "refused", "unreachable"]
@@ -160,6 +161,63 @@ def _check_ttl(value: int) -> int:
 ProbeTtl = Annotated[int, BeforeValidator(_no_bool), AfterValidator(_check_ttl)]
 
 
+def _check_probe_mark(value: Any) -> int:
+    """SO_MARK: one 32-bit number, decimal or 0x-hex (a probe sets a mark, it matches none)."""
+    text = str(value).strip()
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"a probe's mark is a number (SO_MARK), e.g. 0x7, got {value!r}")
+    if "/" in text:
+        raise ValueError(f"a probe sets one mark (SO_MARK), not VALUE/MASK: write {text.split('/')[0]}")
+    try:
+        mark = value if isinstance(value, int) else int(text, 0)
+    except ValueError:
+        raise ValueError(f"a probe's mark is a number (SO_MARK), decimal or 0x-hex, got {text!r}") from None
+    if not 0 <= mark < 2**32:
+        raise ValueError(f"a probe's mark is 32 bits (0 to 0xffffffff), got {text}")
+    return mark
+
+
+ProbeMark = Annotated[int, BeforeValidator(_check_probe_mark)]
+
+
+def _check_payload(value: Any) -> int | str:
+    """Text, hex bytes written `0x…`, or a size in bytes (netlab makes up the bytes)."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"a payload is text, hex bytes (0x…) or a size in bytes, got {value!r}")
+    if isinstance(value, int):
+        if not 1 <= value <= MAX_PAYLOAD:
+            raise ValueError(f"a payload size is 1 to {MAX_PAYLOAD} bytes (one datagram), got {value}")
+        return value
+    data = payload_bytes(value)
+    if not data:
+        raise ValueError("an empty payload sends nothing; leave `payload:` out for netlab's own")
+    if len(data) > MAX_PAYLOAD:
+        raise ValueError(f"a payload is at most {MAX_PAYLOAD} bytes (one datagram), got {len(data)}")
+    return value
+
+
+def payload_bytes(value: int | str | None) -> bytes | None:
+    """The bytes a probe's `payload:` sends: a size is that many bytes of a pattern that
+    does not repeat within 251 bytes (so a shifted or lost block shows)."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return (bytes(range(251)) * (value // 251 + 1))[:value]
+    if value[:2].lower() != "0x":
+        return value.encode()
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError:
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        raise ValueError(
+            f"payload {shown!r} is not hex bytes: after 0x, two hex digits per byte (0x48656c6c6f); "
+            "text that starts with 0x cannot be sent as text"
+        ) from None
+
+
+ProbePayload = Annotated[int | str, BeforeValidator(_check_payload)]
+
+
 # A Service port's name (Kubernetes: an IANA service name, lower case, at most 15 characters).
 PortName = Annotated[str, Field(pattern=r"^[a-z0-9]([a-z0-9-]{0,13}[a-z0-9])?$")]
 
@@ -183,6 +241,16 @@ class Probe(Base):
     # IPv4 TTL / IPv6 hop limit of the probe's packets: 1 dies at the first router, which
     # answers ICMP time exceeded (traceroute's first hop).
     ttl: ProbeTtl | None = None
+    # The DS field of its packets (IP_TOS / IPV6_TCLASS): raw, or the DSCP (its top six bits).
+    tos: Annotated[Dsfield, Number] | None = None
+    dscp: Annotated[Dscp, Number] | None = None
+    mark: ProbeMark | None = None  # SO_MARK: what its own node's firewall and `fwmark` rules see
+    payload: ProbePayload | None = None  # sent, and proved to arrive intact
+
+    @property
+    def ds_field(self) -> int | None:
+        """The DS field the probe sets (tos, or dscp shifted into place)."""
+        return self.dscp << 2 if self.dscp is not None else self.tos
 
 
 def _percent_number(value: Any) -> Any:

@@ -18,7 +18,7 @@ from netlab.lab.ipvs import check_sysctl as check_ipvs_sysctl
 from netlab.lab.model import Lab, Node, Route, Rule, Vrf, Vxlan
 from netlab.lab.source import Complaint
 from netlab.lab.topology import Interface, Topology
-from netlab.vocabulary import BUILTIN_TABLES, table_number, table_words
+from netlab.vocabulary import BUILTIN_TABLES, ECN_MASK, table_number, table_words
 
 _SYSCTL_RE = re.compile(r"^net[./][A-Za-z0-9_.\-/]+$")  # dots, or slashes (sysctl(8): net/ipv4/conf/flannel.1/…)
 
@@ -32,7 +32,6 @@ def route_family(route: Route) -> int:
 
 
 IPTOS_TOS_MASK = 0x1E  # what fib4_rule_configure() accepts in an IPv4 rule's tos
-INET_ECN_MASK = 0x03  # the DS field's ECN bits, which no rule may select
 
 
 def rule_family(rule: Rule) -> int:
@@ -432,12 +431,12 @@ def _ds_field_complaints(rule: Rule, family: int, path: tuple[str | int, ...]) -
     """What the kernel refuses of a rule's `tos:`/`dscp:`, in its own words (fib_rules)."""
     if rule.tos is not None and rule.dscp is not None:
         yield (*path, "dscp"), "give `tos:` or `dscp:`, not both (the kernel: 'Cannot specify both TOS and DSCP')"
-    if rule.tos is not None and rule.tos & INET_ECN_MASK:
+    if rule.tos is not None and rule.tos & ECN_MASK:
         yield (
             (*path, "tos"),
             (
                 f"tos {rule.tos:#04x} has ECN bits set (the low two); the kernel refuses the rule: "
-                f"'Invalid dsfield (tos): ECN bits must be 0'; the DSCP part is {rule.tos & ~INET_ECN_MASK:#04x}"
+                f"'Invalid dsfield (tos): ECN bits must be 0'; the DSCP part is {rule.tos & ~ECN_MASK:#04x}"
             ),
         )
     elif rule.tos is not None and family == 4 and rule.tos & ~IPTOS_TOS_MASK:

@@ -138,6 +138,8 @@ class _Builder:
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.ScalarNode) and node.style == "|":
             self.source.blocks[path] = node.start_mark.line + 2  # the text starts below the '|'
+        if path[-2:] == ("probe", "payload") and node.tag == _INT and str(node.value).lower().startswith("0x"):
+            return node.value  # hex bytes as written: YAML 1.1 would read `0x4142` as the size 16706
         return self._scalar(node)
 
     def _scalar(self, node: yaml.Node) -> Any:
@@ -152,6 +154,7 @@ class _Builder:
 
 
 _STR = "tag:yaml.org,2002:str"
+_INT = "tag:yaml.org,2002:int"
 
 
 def parse_yaml(text: str, file: str) -> tuple[Any, Source, list[Problem]]:

@@ -22,7 +22,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
-from netlab.lab.checks import CounterSpec, DroppedBy, ProbeCheck, RouteCheck, RouteQuerySpec, RuleCheck
+from netlab.lab.checks import (
+    CounterSpec,
+    DroppedBy,
+    Probe,
+    ProbeCheck,
+    RouteCheck,
+    RouteQuerySpec,
+    RuleCheck,
+    payload_bytes,
+)
 from netlab.lab.model import Check, Lab, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.policy import POLICY_TABLE
@@ -270,13 +279,26 @@ def _attempt(ctx: LabContext, check: Check) -> Verdict:
 
 
 def _requests(ctx: LabContext, check: ProbeCheck) -> list[ProbeRequest]:
-    p = check.probe
-    dst, port = probe_target(ctx.topo, set(ctx.lab.nodes), p)
-    proto = p.proto or ("tcp" if port is not None else "icmp")
-    return [
-        ProbeRequest(ctx.ns(p.from_), proto, dst, port, src=p.src, sport=p.sport, timeout=p.timeout, ttl=p.ttl)
-        for _ in range(p.count)
-    ]
+    dst, port = probe_target(ctx.topo, set(ctx.lab.nodes), check.probe)
+    return probe_requests(check.probe, ctx.ns(check.probe.from_), dst, port)
+
+
+def probe_requests(p: Probe, ns: str, dst: str, port: int | None) -> list[ProbeRequest]:
+    """A lab file's probe (sent from namespace ns to dst, port) as the requests it sends."""
+    request = ProbeRequest(
+        ns,
+        p.proto or ("tcp" if port is not None else "icmp"),
+        dst,
+        port,
+        src=p.src,
+        sport=p.sport,
+        timeout=p.timeout,
+        payload=payload_bytes(p.payload),
+        ttl=p.ttl,
+        tos=p.ds_field,
+        mark=p.mark,
+    )
+    return [request] * p.count
 
 
 def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
@@ -312,7 +334,7 @@ def _probe_check(ctx: LabContext, check: ProbeCheck) -> Verdict:
         j.add(judge_conntrack(check.conntrack.on, check.conntrack.expect, results, entries, ctx.resolve, ctx.node_of))
     rt = round_trips(results)
     j.add(judge_round_trips(check.expect, rt))
-    summary = _probe_summary(results, ctx.where)
+    summary = _probe_summary(results, ctx.where) + _delivery_summary(results)
     if _tells_round_trips(check, rt):
         summary += f"; {rt.words()}"
     summary += drops_summary(results, drops)
@@ -431,8 +453,7 @@ def _probe_summary(results: Sequence[ProbeResult], where: Callable[[str], str | 
     outcomes = Counter(r.outcome for r in results)
     first = results[0]
     target = f"{first.proto} " + host_port(first.dst, first.dport, no_port="address")
-    if first.ttl is not None:
-        target += f" (ttl {first.ttl})"
+    target += _set_fields(first)
     text = f"{target}: " + ", ".join(f"{o} {c}/{n}" if n > 1 else o for o, c in outcomes.most_common())
     served = Counter(r.served_by for r in results if r.served_by)
     if served:
@@ -449,6 +470,30 @@ def _probe_summary(results: Sequence[ProbeResult], where: Callable[[str], str | 
         if senders:
             text += "; ICMP errors from " + ", ".join(f"{k} ({v})" for k, v in senders.most_common(3))
     return text
+
+
+def _set_fields(first: ProbeResult) -> str:
+    """' (ttl 2, tos 0xb8, mark 0x7, 1400-byte payload)': what the probe set on its packets."""
+    parts = [
+        f"{name} {value if name == 'ttl' else hex(value)}"
+        for name, value in (("ttl", first.ttl), ("tos", first.tos), ("mark", first.mark))
+        if value is not None
+    ]
+    if first.sent is not None:
+        parts.append(f"{first.sent}-byte payload")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
+def _delivery_summary(results: Sequence[ProbeResult]) -> str:
+    """'; payload intact' when every answered probe's payload arrived as sent, else what
+    became of the first that did not."""
+    answered = [r for r in results if r.ok and r.sent is not None]
+    if not answered:
+        return ""
+    spoiled = [r for r in answered if r.intact is not True]
+    if not spoiled:
+        return "; payload intact"
+    return f"; {spoiled[0].delivery}" + (f" ({len(spoiled)} of {len(answered)})" if len(answered) > 1 else "")
 
 
 def _at(addr: str, where: Callable[[str], str | None]) -> str:

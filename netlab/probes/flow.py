@@ -18,14 +18,23 @@ router on the way, which answers ICMP time exceeded: the probe is then `unreacha
 (it never got there; TCP and UDP see EHOSTUNREACH), its ICMP words say "time exceeded",
 and `icmp_from` names that router's address — traceroute's hop, one probe at a time.
 
+A probe may also set its packets' DS field (`tos`; IP_TOS, IPv6 IPV6_TCLASS), a mark
+(SO_MARK: the firewall and `ip rule fwmark` of its own node see it) and its payload.
+A probe given a payload proves it arrived intact: the echo reply carries it back, and a
+responder answers a UDP datagram, an HTTP POST body or a TCP stream with a receipt (its
+length, SHA-256 and block CRCs, see responder_server.receipt), which the probe compares
+with what it sent and tells in words: "server1 received 1400 bytes that differ from what
+was sent in bytes 507-528".
+
 `timeout` bounds each wait: for the connection (or the echo/datagram answer), then for the
-responder's greeting or HTTP response.
+responder's greeting or HTTP response, then for a TCP responder's receipt.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import ipaddress
 import itertools
 import json
@@ -43,8 +52,8 @@ from typing import Any, Literal
 
 from netlab.kernel import netns
 from netlab.observations import icmp_words
-from netlab.probes.responder_server import normalise_addr
-from netlab.vocabulary import host_port
+from netlab.probes.responder_server import block_crcs, normalise_addr
+from netlab.vocabulary import MAX_PAYLOAD, host_port
 
 Outcome = Literal["ok", "timeout", "refused", "unreachable", "error"]
 PROBE_PROTOS = ("icmp", "tcp", "udp", "http")
@@ -59,6 +68,7 @@ ICMP_FILTER = 1
 ICMP6_FILTER = 1
 
 MAX_REPLY = 64 * 1024
+DEFAULT_PAYLOAD = b"netlab"  # what a probe sends when it was given no payload
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,11 @@ class ProbeResult:
     http_status: int | None = None
     icmp_from: str | None = None  # the address that sent the ICMP error (a router, the server, this node)
     ttl: int | None = None  # the TTL / hop limit the probe set (None: the kernel's default)
+    tos: int | None = None  # the DS field the probe set (IP_TOS / IPV6_TCLASS)
+    mark: int | None = None  # the SO_MARK the probe set
+    sent: int | None = None  # the bytes of the payload it was given (None: none given)
+    intact: bool | None = None  # did the payload arrive as sent (None: nothing said)
+    delivery: str | None = None  # what became of the payload, in words
 
     @property
     def ok(self) -> bool:
@@ -99,8 +114,70 @@ class ProbeRequest:
     src: str | None = None
     sport: int | None = None
     timeout: float = 1.0
-    payload: bytes = b"netlab"
+    payload: bytes | None = None  # None: DEFAULT_PAYLOAD, and no proof asked for
     ttl: int | None = None  # IP_TTL / IPV6_UNICAST_HOPS of the probe's socket
+    tos: int | None = None  # IP_TOS / IPV6_TCLASS: the DS field (DSCP << 2 | ECN)
+    mark: int | None = None  # SO_MARK
+
+    @property
+    def data(self) -> bytes:
+        return DEFAULT_PAYLOAD if self.payload is None else self.payload
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of a payload: intact (True, False; None when nothing said) and words."""
+
+    intact: bool | None
+    words: str
+
+
+def first_difference(sent: bytes, got: bytes) -> int | None:
+    """The 1-based position of the first byte where got differs from sent (None: equal)."""
+    if sent == got:
+        return None
+    return next(
+        (i + 1 for i, (a, b) in enumerate(zip(sent, got, strict=False)) if a != b), min(len(sent), len(got)) + 1
+    )
+
+
+def compare_echo(sent: bytes, got: bytes, who: str) -> Delivery:
+    """Bytes that came back (an echo reply's) against the ones sent."""
+    at = first_difference(sent, got)
+    if at is None:
+        return Delivery(True, f"{who} carried the {len(sent)} bytes as sent")
+    if len(got) != len(sent):
+        return Delivery(False, f"{who} carried {len(got)} bytes, not the {len(sent)} sent")
+    return Delivery(False, f"{who} carried {len(got)} bytes that differ from what was sent at byte {at}")
+
+
+def compare_receipt(sent: bytes, receipt: dict[str, Any] | None, who: str) -> Delivery:
+    """A responder's receipt (responder_server.receipt) against the bytes sent."""
+    if receipt is None or not isinstance(receipt.get("received"), int):
+        return Delivery(
+            None, f"{who} did not say what it received (not a netlab responder, or one started before receipts)"
+        )
+    received = receipt["received"]
+    if received != len(sent):
+        return Delivery(False, f"{who} received {received} bytes, not the {len(sent)} sent")
+    if receipt.get("sha256") == hashlib.sha256(sent).hexdigest():
+        return Delivery(True, f"{who} received the {len(sent)} bytes as sent")
+    return Delivery(
+        False, f"{who} received {received} bytes that differ from what was sent {_where_differs(sent, receipt)}"
+    )
+
+
+def _where_differs(sent: bytes, receipt: dict[str, Any]) -> str:
+    """'at byte 13' or 'in bytes 507-528': the first block whose CRC differs."""
+    size, crcs = receipt.get("block"), receipt.get("crc32")
+    if not isinstance(size, int) or size < 1 or not isinstance(crcs, str):
+        return "(the receipt does not say where)"
+    theirs = [crcs[i : i + 8] for i in range(0, len(crcs), 8)]
+    for n, crc in enumerate(block_crcs(sent, size)):
+        if n >= len(theirs) or theirs[n] != crc:
+            first, last = n * size + 1, min(len(sent), (n + 1) * size)
+            return f"at byte {first}" if first == last else f"in bytes {first}-{last}"
+    return "(though every block's CRC matches)"
 
 
 # --------------------------------------------------------------------------- words
@@ -295,6 +372,12 @@ def match_icmp(v6: bool, packet: bytes, ident: int, seq: int) -> tuple[str, int,
     return None
 
 
+def echo_data(v6: bool, packet: bytes) -> bytes:
+    """The data of an echo reply as a raw socket delivers it (IPv4: after the IP header)."""
+    start = 0 if v6 else (packet[0] & 0x0F) * 4
+    return packet[start + 8 :]
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -325,6 +408,7 @@ class _Flow:
         icmp_from: str | None = None,
         rtt: float | None = None,
         http_status: int | None = None,
+        delivery: Delivery | None = None,
     ) -> ProbeResult:
         saw_port = reply.get("peer_port") if reply else None
         if isinstance(icmp, IcmpError):
@@ -345,6 +429,11 @@ class _Flow:
             http_status=http_status,
             icmp_from=_unscoped(icmp_from) if icmp is not None else None,
             ttl=self.r.ttl,
+            tos=self.r.tos,
+            mark=self.r.mark,
+            sent=None if self.r.payload is None else len(self.r.payload),
+            intact=delivery.intact if delivery else None,
+            delivery=delivery.words if delivery else None,
         )
 
     def failed(self, err: int, sock: socket.socket | None, what: str, rtt: float | None = None) -> ProbeResult:
@@ -413,15 +502,21 @@ def _set_recverr(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
 
 
-def _set_ttl(sock: socket.socket, ttl: int | None) -> None:
-    # IP_TTL / IPV6_UNICAST_HOPS apply to every unicast packet the socket sends: the
-    # echo request, the SYN, the datagram.
-    if ttl is None:
-        return
-    if sock.family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, ttl)
-    else:
-        sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, ttl)
+def _set_options(sock: socket.socket, r: ProbeRequest) -> None:
+    """The probe's TTL, DS field and mark, on every packet the socket sends (the echo
+    request, the SYN, the datagram), set before connect() so its route lookup (and
+    `ip rule` tos/dscp/fwmark selectors) sees them too."""
+    v6 = sock.family == socket.AF_INET6
+    if r.ttl is not None:
+        sock.setsockopt(
+            *((socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS) if v6 else (socket.IPPROTO_IP, socket.IP_TTL)), r.ttl
+        )
+    if r.tos is not None:
+        sock.setsockopt(
+            *((socket.IPPROTO_IPV6, socket.IPV6_TCLASS) if v6 else (socket.IPPROTO_IP, socket.IP_TOS)), r.tos
+        )
+    if r.mark is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, r.mark)
 
 
 def _bind(sock: socket.socket, flow: _Flow) -> ProbeResult | None:
@@ -490,7 +585,7 @@ def _connect(sock: socket.socket, flow: _Flow, timeout: float) -> tuple[ProbeRes
 def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
     with socket.socket(_family(flow.dst), socket.SOCK_STREAM) as sock:
         _set_recverr(sock)
-        _set_ttl(sock, r.ttl)
+        _set_options(sock, r)
         failed = _bind(sock, flow)
         if failed:
             return failed
@@ -502,22 +597,21 @@ def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
                 return _http_exchange(sock, r, flow)
             data, _how = _recv_until(sock, r.timeout, lambda b: b"\n" in b)
             reply = parse_reply(data)
-            with contextlib.suppress(OSError):
-                sock.setblocking(True)
-                sock.settimeout(r.timeout)
-                sock.sendall(r.payload)
+            receipt = _send_payload(sock, r, greeted=reply is not None)
             where = host_port(flow.dst, r.port)
             if reply is None:
                 return flow.result(
                     "ok",
                     f"connected to {where} in {rtt * 1000:.1f} ms; no responder greeting within {r.timeout:g} s",
                     rtt=rtt,
+                    delivery=_delivery(r, None, "the server"),
                 )
             return flow.result(
                 "ok",
                 f"connected to {where} in {rtt * 1000:.1f} ms; served by {reply['served_by']}, which saw {_saw(reply)}",
                 reply=reply,
                 rtt=rtt,
+                delivery=_delivery(r, receipt, reply["served_by"]),
             )
         finally:
             if r.sport:
@@ -526,16 +620,53 @@ def _probe_tcp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
 
+def _send_payload(sock: socket.socket, r: ProbeRequest, greeted: bool) -> dict[str, Any] | None:
+    """Send the payload over an open TCP connection; a responder (it greeted) then gets
+    the end of the stream and answers with its receipt, which this returns. Another
+    server is left at once, as before."""
+    with contextlib.suppress(OSError):
+        sock.setblocking(True)
+        sock.settimeout(r.timeout)
+        sock.sendall(r.data)
+        if not greeted:
+            return None
+        sock.shutdown(socket.SHUT_WR)
+        data, _how = _recv_until(sock, r.timeout, lambda _b: False)
+        return parse_receipt(data)
+    return None
+
+
+def parse_receipt(data: bytes) -> dict[str, Any] | None:
+    """A responder's receipt line (responder_server.receipt), or None."""
+    try:
+        obj = json.loads(data.split(b"\n", 1)[0])
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and "received" in obj else None
+
+
+def _delivery(r: ProbeRequest, receipt: dict[str, Any] | None, who: str) -> Delivery | None:
+    """What became of the payload the probe was given (None: it was given none)."""
+    return None if r.payload is None else compare_receipt(r.payload, receipt, who)
+
+
 def _saw(reply: dict[str, Any]) -> str:
     peer, port = reply.get("peer"), reply.get("peer_port")
     return host_port(str(peer), port)
 
 
+def http_request(host: str, payload: bytes | None) -> bytes:
+    """GET /, or with a payload a POST of it (the responder answers with its receipt)."""
+    method, body = ("GET", b"") if payload is None else ("POST", payload)
+    length = "" if payload is None else f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+    return (
+        f"{method} / HTTP/1.0\r\nHost: {host}\r\nUser-Agent: netlab-probe\r\n"
+        f"Accept: application/json\r\n{length}Connection: close\r\n\r\n"
+    ).encode() + body
+
+
 def _http_exchange(sock: socket.socket, r: ProbeRequest, flow: _Flow) -> ProbeResult:
-    request = (
-        f"GET / HTTP/1.0\r\nHost: {host_port(flow.dst, r.port)}\r\nUser-Agent: netlab-probe\r\n"
-        f"Accept: application/json\r\nConnection: close\r\n\r\n"
-    ).encode()
+    request = http_request(host_port(flow.dst, r.port), r.payload)
     t0 = time.monotonic()
     try:
         sock.sendall(request)
@@ -555,14 +686,19 @@ def _http_exchange(sock: socket.socket, r: ProbeRequest, flow: _Flow) -> ProbeRe
     reply = parse_reply(body)
     who = f"; served by {reply['served_by']}, which saw {_saw(reply)}" if reply else ""
     return flow.result(
-        "ok", f"HTTP {status} from {where} in {rtt * 1000:.1f} ms{who}", reply=reply, rtt=rtt, http_status=status
+        "ok",
+        f"HTTP {status} from {where} in {rtt * 1000:.1f} ms{who}",
+        reply=reply,
+        rtt=rtt,
+        http_status=status,
+        delivery=_delivery(r, reply, reply["served_by"] if reply else "the server"),
     )
 
 
 def _probe_udp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
     with socket.socket(_family(flow.dst), socket.SOCK_DGRAM) as sock:
         _set_recverr(sock)
-        _set_ttl(sock, r.ttl)
+        _set_options(sock, r)
         failed = _bind(sock, flow)
         if failed:
             return failed
@@ -575,7 +711,7 @@ def _probe_udp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
         sock.setblocking(False)
         t0 = time.monotonic()
         try:
-            sock.send(r.payload)
+            sock.send(r.data)
         except OSError as e:
             return flow.failed(e.errno or 0, sock, "the datagram")
         if not _wait(sock, select.POLLIN, r.timeout):
@@ -589,13 +725,17 @@ def _probe_udp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
         where = f"{flow.dst}:{r.port}/udp"
         if reply is None:
             return flow.result(
-                "ok", f"{len(data)} bytes back from {where} in {rtt * 1000:.1f} ms (not a responder)", rtt=rtt
+                "ok",
+                f"{len(data)} bytes back from {where} in {rtt * 1000:.1f} ms (not a responder)",
+                rtt=rtt,
+                delivery=_delivery(r, None, "the server"),
             )
         return flow.result(
             "ok",
             f"answer from {where} in {rtt * 1000:.1f} ms; served by {reply['served_by']}, which saw {_saw(reply)}",
             reply=reply,
             rtt=rtt,
+            delivery=_delivery(r, reply, reply["served_by"]),
         )
 
 
@@ -640,7 +780,7 @@ def _probe_icmp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
     flow.sport = ident
     with socket.socket(fam, socket.SOCK_RAW, socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP) as sock:
         _icmp_filter(sock, v6)
-        _set_ttl(sock, r.ttl)
+        _set_options(sock, r)
         failed = _bind(sock, flow)
         if failed:
             return failed
@@ -649,7 +789,7 @@ def _probe_icmp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
         sock.setblocking(False)
         t0 = time.monotonic()
         try:
-            sock.sendto(build_echo(v6, ident, seq, r.payload), (flow.dst, 0))
+            sock.sendto(build_echo(v6, ident, seq, r.data), (flow.dst, 0))
         except OSError as e:
             return flow.failed(e.errno or 0, None, "the echo request")
         deadline = t0 + r.timeout
@@ -666,7 +806,8 @@ def _probe_icmp(r: ProbeRequest, flow: _Flow) -> ProbeResult:
             rtt = time.monotonic() - t0
             sender = normalise_addr(addr[0])
             if got[0] == "reply":
-                return flow.result("ok", f"echo reply from {sender} in {rtt * 1000:.1f} ms", rtt=rtt)
+                back = None if r.payload is None else compare_echo(r.payload, echo_data(v6, packet), "the echo reply")
+                return flow.result("ok", f"echo reply from {sender} in {rtt * 1000:.1f} ms", rtt=rtt, delivery=back)
             words = icmp_error_words(v6, got[1], got[2])
             if sender == flow.src:
                 detail = flow.no_neighbour(words)
@@ -700,16 +841,24 @@ def check_request(r: ProbeRequest) -> None:
             raise ValueError(f"src must be an IP address, not {r.src!r}") from None
         if src.version != dst.version:
             raise ValueError(f"src {r.src} and dst {r.dst} are different address families")
-    if r.sport is not None and not (isinstance(r.sport, int) and 1 <= r.sport <= 65535):
-        raise ValueError(f"sport must be 1..65535, not {r.sport!r}")
-    if not r.timeout > 0:
-        raise ValueError("timeout must be positive")
-    if r.ttl is not None and not (isinstance(r.ttl, int) and not isinstance(r.ttl, bool) and 1 <= r.ttl <= 255):
-        raise ValueError(f"ttl must be 1..255, not {r.ttl!r}")
-    if not isinstance(r.payload, bytes):
-        raise ValueError("payload must be bytes")
+    _check_options(r)
     if not r.ns or "/" in r.ns or r.ns in (".", ".."):
         raise ValueError(f"bad namespace name {r.ns!r}")
+
+
+def _check_options(r: ProbeRequest) -> None:
+    if not r.timeout > 0:
+        raise ValueError("timeout must be positive")
+    if r.payload is not None and not (isinstance(r.payload, bytes) and 1 <= len(r.payload) <= MAX_PAYLOAD):
+        raise ValueError(f"payload must be 1..{MAX_PAYLOAD} bytes")
+    for name, value, low, high in (
+        ("sport", r.sport, 1, 65535),
+        ("ttl", r.ttl, 1, 255),
+        ("tos", r.tos, 0, 255),
+        ("mark", r.mark, 0, 2**32 - 1),
+    ):
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise ValueError(f"{name} must be {low}..{high}, not {value!r}")
 
 
 @contextlib.contextmanager
@@ -743,20 +892,10 @@ def _run(r: ProbeRequest) -> ProbeResult:
         )
 
 
-def probe(
-    ns: str,
-    proto: str,
-    dst: str,
-    port: int | None = None,
-    *,
-    src: str | None = None,
-    sport: int | None = None,
-    timeout: float = 1.0,
-    payload: bytes = b"netlab",
-    ttl: int | None = None,
-) -> ProbeResult:
-    """Send one flow from namespace ns to dst(:port) and report what happened."""
-    r = ProbeRequest(ns, proto, dst, port, src, sport, timeout, payload, ttl)
+def probe(ns: str, proto: str, dst: str, port: int | None = None, **options: Any) -> ProbeResult:
+    """Send one flow from namespace ns to dst(:port) and report what happened; options
+    are ProbeRequest's other fields (src, sport, timeout, payload, ttl, tos, mark)."""
+    r = ProbeRequest(ns, proto, dst, port, **options)
     check_request(r)
     return netns.in_thread(lambda: _run(r))
 

@@ -164,6 +164,7 @@ def judge_probe(
     if expect.icmp_from is not None:
         j.add(_judge_icmp_from(expect.icmp_from, results, resolve, where_of or node_of))
     served = [r for r in results if r.ok]
+    j.add(_judge_delivery(served))
     if expect.served_by is not None and served:
         j.add(_judge_served_by(expect.served_by, results))
     if expect.server_saw is not None and served:
@@ -182,6 +183,19 @@ def judge_probe(
                 + (f" in {len(off)} of {len(served)} connections" if len(served) > 1 else "")
                 + why
             )
+    return j
+
+
+def _judge_delivery(answered: Sequence[ProbeResult]) -> Judgement:
+    """A probe given a payload passes only if its answer proves the payload arrived as sent."""
+    j = Judgement()
+    sent = [r for r in answered if r.sent is not None]
+    spoiled = [r for r in sent if r.intact is not True]
+    if spoiled:
+        j.reasons.append(
+            f"expected the payload to arrive as sent; {spoiled[0].delivery}"
+            + (f" (in {len(spoiled)} of {len(sent)} probes)" if len(sent) > 1 else "")
+        )
     return j
 
 

@@ -8,6 +8,17 @@ and *what source* arrived (whether something NATed it on the way):
     {"served_by": "c1", "peer": "10.0.0.5", "peer_port": 40312,
      "local": "10.0.0.2", "local_port": 80, "proto": "tcp"}
 
+and it says what the client sent, so a probe proves its payload arrived intact: a UDP
+answer and an HTTP POST's carry a receipt of the datagram or body, and a TCP responder
+sends one more line, the receipt, once the client has sent its bytes and shut down its
+side of the connection:
+
+    {"received": 1400, "sha256": "…", "block": 22, "crc32": "…"}
+
+The SHA-256 says whether the bytes are the ones sent; a CRC-32 per block (at most 64
+blocks, so the receipt stays small: a UDP answer must not outgrow the datagram it
+answers) says where they first differ.
+
 All services of a lab run in ONE process (`python -m netlab.probes.responder_server`): it
 reads the spec (a JSON list of services) on stdin, opens every listening socket inside
 its namespace from a helper thread (a socket stays in the namespace it was created in,
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import ipaddress
 import json
 import os
@@ -31,6 +43,7 @@ import socket
 import struct
 import sys
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -41,7 +54,9 @@ MODULE = "netlab.probes.responder_server"
 
 EXIT_WORDS = "exit status"  # the log line the process leaves when it ends: "exit status N: why"
 TCP_IDLE = 5.0  # a TCP client that neither talks nor closes for this long is dropped
-HTTP_MAX_REQUEST = 16 * 1024
+HTTP_MAX_REQUEST = 16 * 1024  # an HTTP request's head
+MAX_KEPT = 64 * 1024  # of a client's bytes (a TCP stream, an HTTP body), what a receipt covers
+RECEIPT_BLOCKS = 64
 LISTEN_BACKLOG = 1024
 
 # Not exported by Python 3.11's socket module (values from linux/in.h, linux/in6.h).
@@ -74,8 +89,11 @@ def normalise_addr(addr: str) -> str:
     return addr
 
 
-def reply_obj(node: str, proto: str, peer: tuple[str, int], local: tuple[str, int]) -> dict[str, Any]:
-    return {
+def reply_obj(
+    node: str, proto: str, peer: tuple[str, int], local: tuple[str, int], received: bytes | None = None
+) -> dict[str, Any]:
+    """The answer; with `received` (a datagram, a body), also its receipt."""
+    obj = {
         "served_by": node,
         "peer": normalise_addr(peer[0]),
         "peer_port": peer[1],
@@ -83,10 +101,34 @@ def reply_obj(node: str, proto: str, peer: tuple[str, int], local: tuple[str, in
         "local_port": local[1],
         "proto": proto,
     }
+    return obj if received is None else obj | receipt(received)
 
 
-def reply_json(node: str, proto: str, peer: tuple[str, int], local: tuple[str, int]) -> bytes:
-    return json.dumps(reply_obj(node, proto, peer, local)).encode()
+def reply_json(
+    node: str, proto: str, peer: tuple[str, int], local: tuple[str, int], received: bytes | None = None
+) -> bytes:
+    return json.dumps(reply_obj(node, proto, peer, local, received)).encode()
+
+
+def block_size(length: int) -> int:
+    """The bytes one CRC of a receipt covers: 1 up to 64 bytes, then length/64."""
+    return max(1, -(-length // RECEIPT_BLOCKS))
+
+
+def block_crcs(data: bytes, size: int) -> list[str]:
+    return [f"{zlib.crc32(data[i : i + size]):08x}" for i in range(0, len(data), size)]
+
+
+def receipt(data: bytes, total: int | None = None) -> dict[str, Any]:
+    """What a responder received (of `total` bytes, when it kept only the first ones):
+    enough for the sender to tell whether, and where, it differs from what was sent."""
+    size = block_size(len(data))
+    return {
+        "received": len(data) if total is None else total,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "block": size,
+        "crc32": "".join(block_crcs(data, size)),
+    }
 
 
 class BadRequest(ValueError):
@@ -118,19 +160,54 @@ def http_response(status: int, reason: str, body: bytes, content_type: str = "ap
     return head.encode("latin-1") + body
 
 
-def http_answer(head: bytes, body: bytes) -> bytes:
-    """What the HTTP responder sends for a request head: the JSON for GET (headers only
-    for HEAD), 405 for other methods, 400 for garbage."""
+def content_length(head: bytes) -> int:
+    """The Content-Length of a request head (0 without one)."""
+    for line in head.decode("latin-1").replace("\r\n", "\n").split("\n")[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            if not value.strip().isdigit():
+                raise BadRequest(f"bad Content-Length: {value.strip()[:20]!r}")
+            return int(value)
+    return 0
+
+
+def http_answer(head: bytes, reply: dict[str, Any], content: bytes = b"") -> bytes:
+    """What the HTTP responder sends for a request (its head and body): the JSON reply
+    for GET (headers only for HEAD), with the body's receipt for POST; 405 for other
+    methods, 400 for garbage."""
     try:
         method, _target = parse_http_request(head)
+        length = content_length(head)
     except BadRequest as e:
         return http_response(400, "Bad Request", (str(e) + "\n").encode(), "text/plain")
+    if length > MAX_KEPT:
+        return http_response(413, "Content Too Large", f"at most {MAX_KEPT} bytes\n".encode(), "text/plain")
+    if method == "POST":
+        return http_response(200, "OK", json.dumps(reply | receipt(content)).encode())
+    body = json.dumps(reply).encode()
     if method == "GET":
         return http_response(200, "OK", body)
     if method == "HEAD":
         full = http_response(200, "OK", body)
         return full[: len(full) - len(body)]
-    return http_response(405, "Method Not Allowed", b"GET only\n", "text/plain")
+    return http_response(405, "Method Not Allowed", b"GET, HEAD or POST only\n", "text/plain")
+
+
+def http_request(buf: bytes | bytearray) -> tuple[bytes, bytes] | None:
+    """(head, body) once the whole request is in buf, else None. A head that does not
+    end within HTTP_MAX_REQUEST, or a bad or too large Content-Length, is complete as it
+    is: http_answer refuses it."""
+    end = _find_head_end(buf)
+    if end < 0:
+        return (bytes(buf), b"") if len(buf) >= HTTP_MAX_REQUEST else None
+    head = bytes(buf[:end])
+    try:
+        length = content_length(head)
+    except BadRequest:
+        return head, b""
+    if length > MAX_KEPT:
+        return head, b""
+    return (head, bytes(buf[end : end + length])) if len(buf) >= end + length else None
 
 
 def _find_head_end(buf: bytes | bytearray) -> int:
@@ -277,6 +354,7 @@ class _Conn:
     deadline: float
     out: bytes = b""
     inbuf: bytearray = field(default_factory=bytearray)
+    received: int = 0  # bytes the client sent (inbuf keeps the first MAX_KEPT)
     closing: bool = False  # close once `out` is sent
 
 
@@ -359,18 +437,31 @@ class _Server:
             self._close(c)
             return
         if not data:
-            self._close(c)
+            self._end_of_stream(c)
             return
         c.deadline = time.monotonic() + TCP_IDLE
-        if c.service.proto != "http" or c.closing:
-            return  # tcp: the client's payload is read and dropped
-        c.inbuf += data
-        end = _find_head_end(c.inbuf)
-        if end < 0 and len(c.inbuf) < HTTP_MAX_REQUEST:
+        if c.closing:
             return
-        head = bytes(c.inbuf[:end]) if end >= 0 else bytes(c.inbuf)
-        body = reply_json(c.service.node, "http", c.peer, c.sock.getsockname()[:2])
-        c.out, c.closing = http_answer(head, body), True
+        c.received += len(data)
+        c.inbuf += data[: max(0, MAX_KEPT + HTTP_MAX_REQUEST - len(c.inbuf))]
+        if c.service.proto != "http":
+            return  # tcp: the receipt goes when the client has sent everything
+        request = http_request(c.inbuf)
+        if request is None:
+            return
+        head, content = request
+        reply = reply_obj(c.service.node, "http", c.peer, c.sock.getsockname()[:2])
+        c.out, c.closing = http_answer(head, reply, content), True
+        self._flush(c)
+
+    def _end_of_stream(self, c: _Conn) -> None:
+        """The client shut down its side. A TCP client that sent bytes gets their receipt
+        (then the connection closes); anything else just closes."""
+        if c.service.proto != "tcp" or c.closing or not c.received:
+            self._close(c)
+            return
+        c.out += json.dumps(receipt(bytes(c.inbuf[:MAX_KEPT]), c.received)).encode() + b"\n"
+        c.closing = True
         self._flush(c)
 
     def _flush(self, c: _Conn) -> None:
@@ -401,7 +492,7 @@ class _Server:
         v6 = self.v6[id(sock)]
         for _ in range(64):  # a burst, then let other sockets have a turn
             try:
-                _data, anc, _flags, peer = sock.recvmsg(65535, 256)
+                data, anc, _flags, peer = sock.recvmsg(65535, 256)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # e.g. an ICMP error for an earlier reply: not fatal
@@ -409,7 +500,7 @@ class _Server:
                 continue
             local_ip, cmsg = _pktinfo(anc, v6)
             local = (local_ip or sock.getsockname()[0], s.port)
-            reply = reply_json(s.node, "udp", peer[:2], local)
+            reply = reply_json(s.node, "udp", peer[:2], local, received=data)
             try:
                 sock.sendmsg([reply], cmsg, 0, peer)
             except OSError:

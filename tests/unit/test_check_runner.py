@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -405,3 +406,38 @@ def test_the_judges_the_fib_and_the_fake_import_no_netlink_layer() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+PAYLOAD_CHECK = """\
+  - name: EF traffic with a payload
+    probe: {from: web-a, to: "web-c:8080", dscp: 46, mark: 0x7, payload: 1400, count: 2}
+  - name: hex bytes as written
+    probe: {from: web-a, to: "web-c:8080", tos: "0x10", payload: 0x4142}
+"""
+
+
+def test_a_probe_s_ds_field_mark_and_payload_reach_its_requests_and_its_verdict() -> None:
+    """What the lab file sets is what the requests carry (the payload as bytes: a size is a
+    pattern, unquoted 0x… is hex bytes, not YAML's number); a payload that arrived changed
+    fails the check with the responder's account of it, and the summary says what was set."""
+    lab = lab_with(PAYLOAD_CHECK)
+    send = Sender()
+    spoilt = "web-c received 1400 bytes that differ from what was sent in bytes 507-528"
+
+    def changed(requests: Sequence[ProbeRequest], *, workers: int) -> list[ProbeResult]:
+        return [
+            replace(r, tos=q.tos, mark=q.mark, sent=len(q.payload or b""), intact=i == 0, delivery=spoilt)
+            for i, (q, r) in enumerate(zip(requests, send(requests, workers=workers), strict=True))
+        ]
+
+    ef, hexed = run_checks(
+        LabContext(lab, {node: f"hg.{node}" for node in lab.nodes}, FakeObserver(spaces(lab)), changed)
+    )
+    first, second = send.sent[0], send.sent[2]
+    assert (first.tos, first.mark, first.payload) == (46 << 2, 7, (bytes(range(251)) * 6)[:1400])
+    assert (second.tos, second.mark, second.payload) == (0x10, None, b"AB")
+    assert not ef.passed
+    assert ef.reasons == [f"expected the payload to arrive as sent; {spoilt} (in 1 of 2 probes)"]
+    assert ef.summary.startswith("tcp 10.244.2.2:8080 (tos 0xb8, mark 0x7, 1400-byte payload): ok 2/2")
+    assert f"; server saw 10.244.0.2; {spoilt} (1 of 2); rtt" in ef.summary
+    assert hexed.passed and "; payload intact" in hexed.summary, hexed.summary

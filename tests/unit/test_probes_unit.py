@@ -78,18 +78,90 @@ def test_parse_http_request_rejects(head: bytes) -> None:
 
 
 def test_http_answers() -> None:
-    body = b'{"served_by": "c1"}'
-    ok = R.http_answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", body)
+    reply = {"served_by": "c1"}
+    body = json.dumps(reply).encode()
+    ok = R.http_answer(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", reply)
     status, headers, got = flow.parse_http_response(ok)  # type: ignore[misc]
     assert status == 200 and got == body
     assert headers["content-type"] == "application/json"
     assert headers["content-length"] == str(len(body))
     assert ok.startswith(b"HTTP/1.0 200 OK\r\n")
 
-    head = R.http_answer(b"HEAD / HTTP/1.1\r\n\r\n", body)
+    head = R.http_answer(b"HEAD / HTTP/1.1\r\n\r\n", reply)
     assert head.startswith(b"HTTP/1.0 200 OK\r\n") and head.endswith(b"\r\n\r\n")
-    assert R.http_answer(b"POST / HTTP/1.1\r\n\r\n", body).startswith(b"HTTP/1.0 405 ")
-    assert R.http_answer(b"garbage\r\n\r\n", body).startswith(b"HTTP/1.0 400 ")
+    assert R.http_answer(b"PUT / HTTP/1.1\r\n\r\n", reply).startswith(b"HTTP/1.0 405 ")
+    assert R.http_answer(b"garbage\r\n\r\n", reply).startswith(b"HTTP/1.0 400 ")
+    assert R.http_answer(b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n", reply).startswith(b"HTTP/1.0 400 ")
+    too_big = b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n" % (R.MAX_KEPT + 1)
+    assert R.http_answer(too_big, reply).startswith(b"HTTP/1.0 413 ")
+
+
+def test_http_post_answers_with_the_body_s_receipt() -> None:
+    """A POST's answer is the reply plus the receipt of its body, once the whole body is in."""
+    request = flow.http_request("10.0.0.2:80", b"x" * 100)
+    assert request.startswith(b"POST / HTTP/1.0\r\n") and b"Content-Length: 100\r\n" in request
+    assert R.http_request(request[:-1]) is None  # one byte of the body still to come
+    head, content = R.http_request(request)  # type: ignore[misc]
+    assert content == b"x" * 100
+    _status, _headers, body = flow.parse_http_response(R.http_answer(head, {"served_by": "c1"}, content))  # type: ignore[misc]
+    answer = json.loads(body)
+    assert answer["served_by"] == "c1" and answer["received"] == 100
+    assert flow.compare_receipt(b"x" * 100, answer, "c1") == flow.Delivery(True, "c1 received the 100 bytes as sent")
+    assert flow.http_request("h", None).startswith(b"GET / HTTP/1.0\r\n")
+    assert R.http_request(b"GET / HTTP/1.0\r\n\r\n") == (b"GET / HTTP/1.0\r\n\r\n", b"")
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+def _pattern(n: int) -> bytes:
+    return bytes(i % 251 for i in range(n))
+
+
+@pytest.mark.parametrize(
+    "sent,received,words",
+    [
+        (_pattern(1400), _pattern(1400), "s received the 1400 bytes as sent"),
+        # 1400 bytes in 64 blocks of 22: byte 513 is in the 24th, bytes 507-528
+        (
+            _pattern(1400),
+            _pattern(512) + b"\xff" + _pattern(1400)[513:],
+            "s received 1400 bytes that differ from what was sent in bytes 507-528",
+        ),
+        # up to 64 bytes a block is one byte: the very byte
+        (b"hello world", b"hello_world", "s received 11 bytes that differ from what was sent at byte 6"),
+        (_pattern(1400), _pattern(1372), "s received 1372 bytes, not the 1400 sent"),
+        (
+            _pattern(65000),
+            _pattern(64999) + b"\0",
+            "s received 65000 bytes that differ from what was sent in bytes 64009-65000",
+        ),
+    ],
+)
+def test_receipt_words(sent: bytes, received: bytes, words: str) -> None:
+    receipt = json.loads(json.dumps(R.receipt(received)))  # as it travels
+    got = flow.compare_receipt(sent, receipt, "s")
+    assert got == flow.Delivery(sent == received, words)
+
+
+def test_receipt_stays_small() -> None:
+    """A UDP answer must not outgrow the datagram it answers by much: 64 CRCs at most."""
+    assert len(R.reply_json("c1", "udp", ("10.0.0.5", 1), ("10.0.0.2", 2), received=_pattern(65000))) < 800
+    assert R.receipt(b"")["received"] == 0 and R.block_size(64) == 1 and R.block_size(65) == 2
+
+
+def test_no_receipt_and_echo_words() -> None:
+    nothing = flow.compare_receipt(b"abc", None, "the server")
+    assert nothing.intact is None and nothing.words.startswith("the server did not say what it received")
+    assert flow.compare_echo(b"abcd", b"abcd", "the echo reply") == flow.Delivery(
+        True, "the echo reply carried the 4 bytes as sent"
+    )
+    assert (
+        flow.compare_echo(b"abcd", b"abXd", "e").words == "e carried 4 bytes that differ from what was sent at byte 3"
+    )
+    assert flow.compare_echo(b"abcd", b"ab", "e").words == "e carried 2 bytes, not the 4 sent"
+    packet = bytes([0x45]) + bytes(19) + bytes(8) + b"data"
+    assert flow.echo_data(False, packet) == b"data" and flow.echo_data(True, bytes(8) + b"v6") == b"v6"
 
 
 def test_find_head_end() -> None:
