@@ -55,6 +55,7 @@ from netlab.teardown import (
 )
 
 if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by `check`
+    from netlab.kernel.features import Probe
     from netlab.pcap import Frame
     from netlab.probes.checks import LabContext, Verdict
 
@@ -91,13 +92,14 @@ def dry_run(path: str | Path, variant: str | None = None) -> str:
     return head + reconcile(lab.name, old, plan.ops, lambda _ns, key: fresh_value(key)).render()
 
 
-def check_requirements(lab: Lab, verified: frozenset[str] = frozenset()) -> list[str]:
+def check_requirements(lab: Lab, verified: frozenset[str] = frozenset(), probe: Probe | None = None) -> list[str]:
     """Probe the kernel features the lab needs (but those in `verified`: probed for the
-    running lab it changes); MissingFeature names what is missing. Returns them all."""
+    running lab it changes) with `probe` (probe_features' child, or one forked ahead);
+    MissingFeature names what is missing. Returns them all."""
     from netlab.kernel.features import probe_features  # forks a probe child: only when needed
 
     features = required_features(lab)
-    missing = [f for f in probe_features(sorted(features - verified)) if not f.ok]
+    missing = [f for f in (probe or probe_features)(sorted(features - verified)) if not f.ok]
     if missing:
         lines = [f"lab {lab.name} needs kernel features this kernel lacks:"]
         lines += [f"  {f.name}: {f.detail}\n    → {f.hint}" for f in missing]
@@ -179,21 +181,24 @@ def _up(
     building: list[str],
     replace: bool = False,
 ) -> UpResult:
-    with timing.phase("load"):
-        lab, where = load_lab_located(path, variant)
-    building.append(lab.name)
-    with timing.phase("plan"):
-        plan = build_plan(lab)
-    require_root("up")
-    with timing.phase("preflight"):
-        try:
-            features = check_requirements(lab, frozenset() if replace else _verified_features(lab.name))
-        except MissingFeature as e:
-            raise MissingFeature(f"{e}\n{_in_a_vm(path, variant)}") from None
-        check_sysctls(lab, where)  # a name this kernel lacks is bad input (exit 2), before anything exists
-        if has_firewall(lab):
-            # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
-            check_firewall(lab, where)
+    from netlab.kernel.features import probing_ahead
+
+    with probing_ahead() as probe:  # its child imports what it probes with while the lab loads
+        with timing.phase("load"):
+            lab, where = load_lab_located(path, variant)
+        building.append(lab.name)
+        with timing.phase("plan"):
+            plan = build_plan(lab)
+        require_root("up")
+        with timing.phase("preflight"):
+            try:
+                features = check_requirements(lab, frozenset() if replace else _verified_features(lab.name), probe)
+            except MissingFeature as e:
+                raise MissingFeature(f"{e}\n{_in_a_vm(path, variant)}") from None
+            check_sysctls(lab, where)  # a name this kernel lacks is bad input (exit 2), before anything exists
+            if has_firewall(lab):
+                # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
+                check_firewall(lab, where)
     source = str(Path(path).resolve())
     spec = lab_data(lab)
     with lab_lock(lab.name):

@@ -34,7 +34,7 @@ import shutil
 import signal
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -174,17 +174,38 @@ def probe_features(names: Iterable[str] | None = None, *, timeout: float = DEFAU
 
     Raises ValueError for a name that is neither a feature nor an alias.
     """
-    wanted = _resolve(names)
-    if not wanted:
-        return []
-    if os.geteuid() != 0:
-        # unshare(CLONE_NEWNET) and link creation need CAP_SYS_ADMIN/CAP_NET_ADMIN.
-        return [
-            FeatureStatus(name, False, "needs root (not probed)", "run as root, e.g. sudo netlab doctor")
-            for name in wanted
-        ]
-    raw = _run_child(wanted, timeout)
-    return [_to_status(name, raw[name]) for name in wanted]
+    with probing_ahead(preload=False) as probe:
+        return probe(names, timeout=timeout)
+
+
+Probe = Callable[..., list[FeatureStatus]]  # probe_features' signature
+
+
+@contextlib.contextmanager
+def probing_ahead(preload: bool = True) -> Iterator[Probe]:
+    """probe_features with its child forked now, not when it is called: the child imports
+    what its probes use (`preload`: the route reader, ~0.1 s) while the caller loads and
+    plans the lab, then waits for the names. Leaving the block ends a child never asked."""
+    ahead = _Ahead(preload) if os.geteuid() == 0 else None
+
+    def probe(names: Iterable[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> list[FeatureStatus]:
+        wanted = _resolve(names)
+        if not wanted:
+            return []
+        if ahead is None:
+            # unshare(CLONE_NEWNET) and link creation need CAP_SYS_ADMIN/CAP_NET_ADMIN.
+            return [
+                FeatureStatus(name, False, "needs root (not probed)", "run as root, e.g. sudo netlab doctor")
+                for name in wanted
+            ]
+        raw = ahead.collect(wanted, timeout)
+        return [_to_status(name, raw[name]) for name in wanted]
+
+    try:
+        yield probe
+    finally:
+        if ahead is not None:
+            ahead.close()
 
 
 def _resolve(names: Iterable[str] | None) -> list[str]:
@@ -208,59 +229,99 @@ def _resolve(names: Iterable[str] | None) -> list[str]:
 # --------------------------------------------------------------------------- parent side
 
 
-def _run_child(wanted: list[str], timeout: float) -> dict[str, dict[str, Any]]:
-    """Fork the probing child, collect its JSON lines, never wait past `timeout`."""
-    host_ns = _netns_inode()
-    rfd, wfd = os.pipe()
-    pid = interrupts.fork()
-    if pid == 0:  # child: never return into the caller's stack
-        code = 1
+class _Ahead:
+    """The probing child: forked at once, told later which features to probe (one line of
+    names on a pipe; none, or the pipe closed, and it exits)."""
+
+    def __init__(self, preload: bool) -> None:
+        host_ns = _netns_inode()
+        names_r, self.names_w = os.pipe()
+        self.rfd, wfd = os.pipe()
+        pid = interrupts.fork()
+        if pid == 0:  # child: never return into the caller's stack
+            code = 1
+            try:
+                os.close(self.names_w)
+                os.close(self.rfd)
+                _child_ahead(names_r, wfd, host_ns, preload)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(names_r)
+        os.close(wfd)
+        self.pid: int | None = pid
+
+    def collect(self, wanted: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+        """Send the names, collect the child's JSON lines, never wait past `timeout`."""
+        assert self.pid is not None, "one probe per child"
+        pid, rfd, self.pid = self.pid, self.rfd, None
+        with contextlib.suppress(OSError):  # a child that died early: told below
+            os.write(self.names_w, (" ".join(wanted) + "\n").encode())
+        os.close(self.names_w)
+        results: dict[str, dict[str, Any]] = {}
+        buf = b""
+        eof = False
+        deadline = time.monotonic() + timeout
         try:
-            os.close(rfd)
-            _child_main(wanted, wfd, host_ns)
-            code = 0
+            while not eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                ready, _, _ = select.select([rfd], [], [], left)
+                if not ready:
+                    break
+                chunk = os.read(rfd, 65536)
+                if not chunk:
+                    eof = True
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for line in lines:
+                    with contextlib.suppress(ValueError):
+                        item = json.loads(line)
+                        if item.get("name") in wanted:
+                            results[item["name"]] = item
         finally:
-            os._exit(code)
+            os.close(rfd)
+            if not eof:
+                # Hung (or interrupted): kill only our own child, then reap it.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
 
-    os.close(wfd)
-    results: dict[str, dict[str, Any]] = {}
-    buf = b""
-    eof = False
-    deadline = time.monotonic() + timeout
-    try:
-        while not eof:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            ready, _, _ = select.select([rfd], [], [], left)
-            if not ready:
-                break
-            chunk = os.read(rfd, 65536)
-            if not chunk:
-                eof = True
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                with contextlib.suppress(ValueError):
-                    item = json.loads(line)
-                    if item.get("name") in wanted:
-                        results[item["name"]] = item
-    finally:
-        os.close(rfd)
-        if not eof:
-            # Hung (or interrupted): kill only our own child, then reap it.
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        _, status = os.waitpid(pid, 0)
+        if len(results) < len(wanted):
+            if not eof:
+                why = f"no answer from the probe child within {timeout:g} s (it hung before/in this one)"
+            else:
+                why = f"probe child exited ({_describe_status(status)}) before reporting this probe"
+            for name in wanted:
+                results.setdefault(name, {"name": name, "ok": False, "detail": why, "kind": "error"})
+        return results
 
-    if len(results) < len(wanted):
-        if not eof:
-            why = f"no answer from the probe child within {timeout:g} s (it hung before/in this one)"
-        else:
-            why = f"probe child exited ({_describe_status(status)}) before reporting this probe"
-        for name in wanted:
-            results.setdefault(name, {"name": name, "ok": False, "detail": why, "kind": "error"})
-    return results
+    def close(self) -> None:
+        """End a child that was never asked: no names, and it exits."""
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        os.close(self.names_w)
+        os.close(self.rfd)
+        os.waitpid(pid, 0)
+
+
+def _child_ahead(names_r: int, wfd: int, host_ns: int, preload: bool) -> None:
+    """The child: import what the probes use while the parent still loads the lab, then
+    probe the names the parent sends."""
+    if preload:
+        with contextlib.suppress(Exception):  # a probe that needs it reports its own failure
+            import netlab.kernel.routes  # noqa: F401
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = os.read(names_r, 65536)
+        if not chunk:
+            return  # the parent closed the pipe without asking
+        data += chunk
+    wanted = data.decode().split()
+    if wanted:
+        _child_main(wanted, wfd, host_ns)
 
 
 def _describe_status(status: int) -> str:
