@@ -46,6 +46,13 @@ def test_lan_reaches_nginx_through_the_published_port(lab: LabHandle) -> None:
     assert (entry.reply.src, entry.reply.sport) == (lab.address("c2"), 80), entry.text
 
 
+def test_a_marked_post_crosses_the_published_port_intact(lab: LabHandle) -> None:
+    # 1400 bytes as an HTTP POST body, EF-marked: nginx's stand-in says what it received
+    r = lab.probe("lan", "192.168.1.10:8080", proto="http", dscp=46, payload=1400)
+    assert r.ok and r.intact, r.delivery
+    assert (r.sent, r.tos) == (1400, 0xB8)
+
+
 def test_containers_reach_the_lan_masqueraded(lab: LabHandle) -> None:
     # POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE: the LAN sees the host
     r = lab.probe("c1", "lan:80", proto="http")
