@@ -165,7 +165,10 @@ def trace_table(name: str, flow: TraceFlow) -> str:
     if flow.ports and flow.proto in ("tcp", "udp"):
         group = "{ " + ", ".join(str(p) for p in sorted(flow.ports)) + " }"
         marks += [f"meta l4proto {flow.proto} th sport {group}", f"meta l4proto {flow.proto} th dport {group}"]
-    rules = "".join(f"    {m} meta nftrace set 1\n" for m in marks)
+    # Neighbour discovery and MLD share the client's address but are not the flow: their
+    # walks (to ff02::…) would bury the probe's.
+    rules = "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } return\n"
+    rules += "".join(f"    {m} meta nftrace set 1\n" for m in marks)
     chains = "".join(
         f"  chain {chain} {{\n    type filter hook {hook} priority {PRIORITY}; policy accept;\n{rules}  }}\n"
         for chain, hook in (("pre", "prerouting"), ("out", "output"))

@@ -132,7 +132,7 @@ def _explained(ctx: LabContext, trace: Trace, flow: TraceFlow) -> Trace:
         except ObserveError:
             continue
     route = None
-    last = _last_outbound(trace)
+    last = _stopped(trace)
     if not trace.ok and trace.death is None and last is not None and last.dst is not None:
         inbound = last.iif is not None and last.iif != "lo" and last.src is not None
         query = RouteQuery(last.dst, src=last.src if inbound else None, iif=last.iif if inbound else None)
@@ -141,6 +141,35 @@ def _explained(ctx: LabContext, trace: Trace, flow: TraceFlow) -> Trace:
         except ObserveError:
             route = None
     return Trace(**{**trace.__dict__, "conntrack": tuple(conntrack), "route": route})
+
+
+def _dead_end(trace: Trace, dev: str | None = None) -> TraceEvent | None:
+    """The first event of the last visit that took a packet in from a wire (by `dev`, when
+    given) and sent it nowhere: not delivered, not forwarded, not dropped by a rule (the
+    temporary table's input and postrouting chains saw nothing of it). Where a packet the
+    kernel dropped by itself was last seen."""
+    visits: list[list[TraceEvent]] = []
+    for e in trace.events:
+        if visits and (visits[-1][0].ns, visits[-1][0].id) == (e.ns, e.id):
+            visits[-1].append(e)
+        else:
+            visits.append([e])
+    for visit in reversed(visits):
+        first = visit[0]
+        if first.iif in (None, "lo") or (dev is not None and first.iif != dev):
+            continue
+        onward = any(
+            (e.table.startswith(TRACE_TABLE_PREFIX) and e.chain in ("post", "in")) or e.verdict == "drop" for e in visit
+        )
+        if not onward:
+            return first
+    return None
+
+
+def _stopped(trace: Trace) -> TraceEvent | None:
+    """Where the probe's packets were last seen: a dead end, else the last event of the probe
+    on its way out."""
+    return _dead_end(trace) or _last_outbound(trace)
 
 
 def _last_outbound(trace: Trace) -> TraceEvent | None:
@@ -190,34 +219,38 @@ def _event_line(e: TraceEvent, depth: int, death: TraceEvent | None) -> str:
 
 
 def walk_lines(trace: Trace) -> list[str]:
-    """The walk, one block per packet per namespace, in the order the events arrived."""
+    """The walk, one block per packet per namespace, in the order the events arrived; a
+    rule is indented under the jumps that led to its chain (the chains the packet is in, by
+    the events' own chains: a chain that ends without a verdict sends no event of its end)."""
     lines: list[str] = []
     death = trace.death
     key: tuple[str, int] | None = None
-    depth = 0
+    stack: list[tuple[str, str]] = []  # (table, chain) of the jumps the packet is in
+    jumped: tuple[str, str | None] | None = None  # where the last rule jumped to
     addresses: tuple[str | None, str | None] = (None, None)
     for e in trace.events:
         if (e.ns, e.id) != key:
-            key, depth, addresses = (e.ns, e.id), 0, (e.src, e.dst)
+            key, stack, jumped, addresses = (e.ns, e.id), [], None, (e.src, e.dst)
             node = trace.nodes.get(e.ns, e.ns)
             lines.append(f"  {node} ({e.ns})  {_packet(e)}  [{_seen(e)}]")
         elif (e.src, e.dst) != addresses and e.src:
-            lines.append(f"    {'  ' * depth}NAT: {addresses[0]} → {addresses[1]} is now {_packet(e)}")
+            lines.append(f"    {'  ' * max(0, len(stack) - 1)}NAT: {addresses[0]} → {addresses[1]} is now {_packet(e)}")
             addresses = (e.src, e.dst)
         if e.table.startswith(TRACE_TABLE_PREFIX):
             if e.chain in ("post", "in") and e.type == "policy":
                 lines.append(f"    ↳ {'delivered (input)' if e.chain == 'in' else _seen(e)}")
             continue
-        if e.type == "rule" and e.handle is None:
-            continue  # the end of a chain's rules, before its policy
-        if e.type == "return" or (e.type == "rule" and e.verdict == "return"):
-            depth = max(0, depth - 1)
-            continue
-        lines.append(_event_line(e, depth, death))
-        if e.verdict == "jump":
-            depth += 1
-        elif e.verdict in ("accept", "drop") or e.type == "policy":
-            depth = 0
+        if (e.type == "rule" and e.handle is None) or e.type == "return" or e.verdict == "return":
+            continue  # the end of a chain's rules, or a return: the next event's chain says where
+        here = (e.table, e.chain)
+        if here in stack:
+            del stack[stack.index(here) + 1 :]
+        elif stack and jumped == here:
+            stack.append(here)
+        else:
+            stack = [here]  # another base chain (hook)
+        lines.append(_event_line(e, len(stack) - 1, death))
+        jumped = (e.table, e.target) if e.verdict in ("jump", "goto") else None
     return lines
 
 
@@ -234,7 +267,7 @@ def summary_lines(trace: Trace) -> list[str]:
     if death is not None:
         out.append(f"died in {trace.nodes.get(death.ns, death.ns)}: {drop_words(death)} dropped it")
     elif not trace.ok:
-        last = _last_outbound(trace)
+        last = _stopped(trace)
         where = f"{trace.nodes.get(last.ns, last.ns)} ({_packet(last)})" if last else "no namespace"
         out.append(f"no rule dropped it; the last namespace that saw it: {where}")
         out += _kernel_lines(trace, last)
@@ -260,7 +293,7 @@ REASON_WORDS = {
     "NEIGH_CREATEFAIL": "no neighbour entry could be made for its next hop",
     "NEIGH_QUEUEFULL": "too many packets were waiting for the next hop's ARP/NDP answer",
     "NEIGH_DEAD": "the next hop's neighbour entry was gone",
-    "NO_SOCKET": "no socket listens there",
+    "NO_SOCKET": "no socket takes it: no listener on its port, nor a connection it belongs to",
     "OTHERHOST": "the frame was not addressed to this host",
     "PKT_TOO_BIG": "larger than the route's MTU, and it may not be fragmented",
     "IP_NOPROTO": "no handler for its IP protocol",
@@ -291,6 +324,8 @@ def kernel_drop(trace: Trace) -> tuple[KernelDrop, str | None] | None:
     if not drops:
         return None
     drop = drops[0]
+    if (end := _dead_end(trace, drop.dev)) is not None:
+        return drop, end.ns
     last = _last_outbound(trace)
     if last is not None and (drop.dev is None or last.iif == drop.dev):
         return drop, last.ns
