@@ -351,3 +351,29 @@ def test_the_tracefs_text_gives_drops_with_their_interface_and_lookups() -> None
     )
     assert seen.lookups[0] == FibLookup(254, "10.0.0.2", "10.9.9.9", 1, 0, "eth0", "10.0.0.1", 0)
     assert [(f.table, f.dev, f.gw, f.err) for f in seen.lookups[1:]] == [(255, None, None, -11), (254, None, None, -11)]
+
+
+def test_rules_after_a_jump_into_an_empty_chain_are_not_indented_and_a_dead_end_is_where_it_stopped() -> None:
+    from netlab.kernel.tracefs import parse
+    from netlab.probes.trace import Trace, walk_lines
+
+    def rule(chain: str, handle: int, verdict: str, target: str | None = None) -> TraceEvent:
+        e = ev("lab.r", 7, chain, "10.0.0.2", "10.1.0.2", type="rule", verdict=verdict, table="filter", handle=handle)
+        return replace(e, target=target, rule=f"rule {handle}", iif="eth0")
+
+    events = (
+        ev("lab.r", 7, "pre", "10.0.0.2", "10.1.0.2", iif="eth0"),
+        rule("FORWARD", 1, "jump", "EMPTY"),
+        rule("FORWARD", 2, "jump", "SEP"),
+        rule("SEP", 3, "accept"),
+        ev("lab.s", 9, "pre", "10.0.0.2", "10.1.0.2", iif="eth0"),  # arrived, went no further
+    )
+    lost = ProbeResult("timeout", "tcp", "10.0.0.2", 4000, "10.1.0.2", 80, None, None, None, None, "no answer", None)
+    nodes = {"lab.r": "r", "lab.s": "s"}
+    seen = parse(TRACE_TEXT)
+    trace = Trace("c", "tcp", "10.1.0.2", 80, (lost,), events, nodes, kernel=seen)
+    lines = [line for line in walk_lines(trace) if "rule" in line]
+    assert [len(line) - len(line.lstrip()) for line in lines] == [4, 4, 6], lines
+    text = "\n".join(text_lines(trace))
+    assert "the last namespace that saw it: s (10.0.0.2 → 10.1.0.2)" in text, text
+    assert "the kernel dropped it in s (lab.s), in on eth0: IP_INNOROUTES" in text, text
