@@ -28,6 +28,7 @@ import click
 from netlab import __version__, completion, json_output
 from netlab.errors import (
     EXIT_BAD_INPUT,
+    EXIT_ENVIRONMENT,
     EXIT_FAILED,
     Interrupted,
     LabError,
@@ -1812,21 +1813,35 @@ def vm_run(
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_format_option("feature or tool (kind, name, ok, detail, hint)")
-def doctor(as_json: bool, fmt: str | None) -> int:
+@click.option(
+    "--hosts",
+    metavar="FILE",
+    default=None,
+    help="Check every host of inventory FILE instead: reachable, root, netlab's version, kernel "
+    "features, and the tunnels' UDP port between each pair (a ping through a throwaway VXLAN pair).",
+)
+def doctor(as_json: bool, fmt: str | None, hosts: str | None) -> int:
     """Check what this kernel and machine can do: netns, veth, bridge, dummy, vxlan, vrf,
     ipvs, nftables, conntrack, ipset, netem, and the tools labs use.
 
     Each missing piece comes with how to get it. Exits 3 if a kernel feature is missing.
+    With --hosts: exits 1 if a host cannot take part in a lab, or a pair of hosts cannot
+    reach each other on the tunnels' port; else 3 if a host's kernel lacks a feature.
 
     \b
     Examples:
       sudo netlab doctor
       sudo netlab doctor --format tsv | awk -F'\t' '$3 == "no" {print $2}'   # what is missing
       sudo netlab vm run -- netlab doctor     # the same under a kernel with everything
+      netlab doctor --hosts hosts.yaml        # every host of an inventory, and the tunnels between them
     """
     from rich.table import Table
 
     _load_pipeline()
+    if hosts is not None:
+        if as_json or fmt not in (None, "text"):
+            raise UsageError("doctor --hosts prints a table (--json and --format: not built yet)")
+        return _doctor_hosts(hosts)
     from netlab.kernel.features import probe_features, probe_tools
 
     fmt = _output_format(as_json, fmt)
@@ -1861,6 +1876,19 @@ def doctor(as_json: bool, fmt: str | None) -> int:
             tt.add_row(t.name, "[green]✓[/]" if t.ok else "[red]✗[/]", t.path if t.ok else t.hint)
         out.print(tt)
     return 3 if any(not f.ok for f in features) else 0
+
+
+def _doctor_hosts(hosts: str) -> int:
+    from netlab.multihost.doctor import doctor
+
+    findings = doctor(hosts)
+    _print_rows(
+        ("host", "check", "", "detail"),
+        [[f.where, f.what, "✓" if f.ok else "✗", f.detail] for f in findings],
+    )
+    if any(not f.ok and f.what != "kernel" for f in findings):
+        return EXIT_FAILED
+    return EXIT_ENVIRONMENT if any(not f.ok for f in findings) else 0
 
 
 def _held_at_the_end(group: click.Group) -> None:

@@ -108,28 +108,33 @@ def _check_hosts(ssh: Ssh, hosts: list[Host], lab: str) -> set[str]:
         hosts,
         lambda h: ssh.run(h, as_root(["sh", "-c", PROBE_SCRIPT, h.netlab, f"{STATE_DIR}/{lab}.json"]), timeout=60),
     )
-    problems = []
-    for host, reply in zip(hosts, replies, strict=True):
-        found = _VERSION.search(reply.out)
-        if reply.unreachable:
-            problems.append(f"host {host.name} ({host.ssh_host}) is not reachable: {reply.why()}")
-        elif "sudo" in reply.err and reply.code != 0:
-            problems.append(
-                f"host {host.name}: netlab runs as root there, and sudo -n refused ({reply.why()}): log in as root "
-                "(ansible_user: root) or allow the user passwordless sudo"
-            )
-        elif reply.code != 0 or found is None:
-            problems.append(
-                f"host {host.name}: cannot run {host.netlab} ({reply.why()}): install netlab there, or set netlab_command"
-            )
-        elif found.group(1) != __version__:
-            problems.append(
-                f"host {host.name} has netlab {found.group(1)}, this machine {__version__}: every host builds its part "
-                f"with its own netlab, so install {__version__} there (the same checkout, or pip install netlab=={__version__})"
-            )
+    problems = [p for host, reply in zip(hosts, replies, strict=True) if (p := host_problem(host, reply))]
     if problems:
         raise HostsFailed("nothing was built:\n  " + "\n  ".join(problems))
     return {r.host for r in replies if "state: up" in r.out}
+
+
+def host_problem(host: Host, reply: Reply) -> str:
+    """What keeps `host` from running this netlab as root, from its reply to a command that
+    printed `netlab --version` first; "" when nothing does."""
+    found = _VERSION.search(reply.out)
+    if reply.unreachable:
+        return f"host {host.name} ({host.ssh_host}) is not reachable: {reply.why()}"
+    if "sudo" in reply.err and reply.code != 0:
+        return (
+            f"host {host.name}: netlab runs as root there, and sudo -n refused ({reply.why()}): log in as root "
+            "(ansible_user: root) or allow the user passwordless sudo"
+        )
+    if found is None:
+        return (
+            f"host {host.name}: cannot run {host.netlab} ({reply.why()}): install netlab there, or set netlab_command"
+        )
+    if found.group(1) != __version__:
+        return (
+            f"host {host.name} has netlab {found.group(1)}, this machine {__version__}: every host builds its part "
+            f"with its own netlab, so install {__version__} there (the same checkout, or pip install netlab=={__version__})"
+        )
+    return ""
 
 
 def _build(ssh: Ssh, hosts: list[Host], texts: dict[str, str], lab: str, built: list[str]) -> list[Reply]:

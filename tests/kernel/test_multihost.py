@@ -51,6 +51,17 @@ def tunnel_sockets(sim: SimulatedHosts, host: SimulatedHost) -> list[str]:
     ]
 
 
+def no_tunnel_sockets(sim: SimulatedHosts, host: SimulatedHost, within: float = 10.0) -> bool:
+    """The tunnels' sockets go with the namespaces, which the kernel cleans up after `down`
+    returns (netns cleanup runs in a workqueue): wait for it."""
+    deadline = time.monotonic() + within
+    while tunnel_sockets(sim, host):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def host_links(sim: SimulatedHosts, host: SimulatedHost) -> list[str]:
     return sorted(line.split()[0].split("@")[0] for line in sim.inside(host, ["ip", "-br", "link"]).stdout.splitlines())
 
@@ -99,7 +110,7 @@ def test_flannel_over_three_hosts(sim: SimulatedHosts) -> None:
     assert down.returncode == 0, down.stderr
     assert "h3: lab flannel-vxlan is down: removed 1 namespace" in down.stdout
     for host in sim.hosts:
-        assert lab_namespaces(sim, host) == [] and tunnel_sockets(sim, host) == []
+        assert lab_namespaces(sim, host) == [] and no_tunnel_sockets(sim, host)
         assert sim.inside(host, ["ls", "/run/netlab/multihost"]).stdout == ""
 
 
@@ -195,7 +206,7 @@ def test_a_host_that_fails_rolls_back_every_host(sim: SimulatedHosts, tmp_path: 
     assert "up of lab mh-pair failed on 1 host:\n  h2: " in up.stderr and "exit" in up.stderr
     assert "taken down again on h1, h2" in up.stderr
     assert lab_namespaces(sim, h1) == [] == lab_namespaces(sim, h2)
-    assert tunnel_sockets(sim, h1) == []
+    assert no_tunnel_sockets(sim, h1)
 
 
 def test_sshd_killed_mid_up_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:
@@ -252,7 +263,7 @@ def test_down_with_a_host_unreachable_then_again(sim: SimulatedHosts, tmp_path: 
     again = netlab(sim, "down", "--hosts", sim.inventory, "mh-pair")
     assert again.returncode == 0, again.stderr
     assert "h2: lab mh-pair is down: removed 1 namespace" in again.stdout
-    assert lab_namespaces(sim, h2) == [] and tunnel_sockets(sim, h2) == []
+    assert lab_namespaces(sim, h2) == [] and no_tunnel_sockets(sim, h2)
 
 
 def test_status_and_exec_over_hosts(sim: SimulatedHosts, tmp_path: Path) -> None:
@@ -289,3 +300,94 @@ def test_status_and_exec_over_hosts(sim: SimulatedHosts, tmp_path: Path) -> None
     finally:
         down = netlab(sim, "down", "mh-pair")
     assert down.returncode == 0, down.stderr
+
+
+def two_hosts(sim: SimulatedHosts) -> str:
+    """The simulation's inventory without h3: automatic placement then has h1 and h2 only."""
+    path = sim.dir / "two-hosts.yaml"
+    lines = Path(sim.inventory).read_text().splitlines(keepends=True)
+    path.write_text("".join(line for line in lines if not line.strip().startswith("h3:")))
+    return str(path)
+
+
+def pinned(tmp_path: Path, lab: Path, pins: dict[str, str]) -> str:
+    """A copy of `lab` with `host:` on the given nodes (top-level or cluster nodes)."""
+    text = lab.read_text()
+    for node, host in pins.items():
+        for indent in ("  ", "    "):
+            text = text.replace(f"\n{indent}{node}:\n", f"\n{indent}{node}:\n{indent}  host: {host}\n", 1)
+            text = text.replace(f"\n{indent}{node}: {{}}\n", f"\n{indent}{node}: {{host: {host}}}\n", 1)
+    path = tmp_path / lab.name
+    path.write_text(text)
+    return str(path)
+
+
+def up_check_down(sim: SimulatedHosts, inventory: str, lab: str, name: str) -> dict[str, object]:
+    """up over the hosts, check (JSON), down; the report."""
+    up = netlab(sim, "up", "--hosts", inventory, lab)
+    try:
+        assert up.returncode == 0, up.stderr
+        done = netlab(sim, "check", name, "--json")
+        assert done.stdout, done.stderr
+        report: dict[str, object] = json.loads(done.stdout)
+        failed = [(c["name"], c["reasons"]) for c in report["checks"] if not c["passed"]]  # type: ignore[attr-defined]
+        assert done.returncode == 0 and not failed, failed
+    finally:
+        down = netlab(sim, "down", name)
+    assert down.returncode == 0, down.stderr
+    for host in sim.hosts:
+        assert lab_namespaces(sim, host) == [] and no_tunnel_sockets(sim, host)
+    return report
+
+
+def test_kube_proxy_iptables_over_two_hosts(sim: SimulatedHosts, tmp_path: Path) -> None:
+    """An IPv6 cluster with iptables-mode services, node1 on h1 and node2 on h2: the
+    ClusterIP's DNAT, the pod-to-pod VXLAN, over IPv4 tunnels between the hosts."""
+    lab = pinned(tmp_path, REPO / "labs" / "kube-proxy-iptables.yaml", {"node1": "h1", "node2": "h2"})
+    inventory = two_hosts(sim)
+    plan = netlab(sim, "up", "--dry-run", "--hosts", inventory, lab)
+    assert plan.returncode == 0, plan.stderr
+    assert (
+        "#   h1 (10.250.0.2): underlay, node1*, monkey*\n#   h2 (10.250.0.3): node2*, mooncake-provider-0*"
+        in plan.stdout
+    )
+    report = up_check_down(sim, inventory, lab, "kube-proxy-iptables")
+    assert report["passed"] == len(report["checks"]) > 3  # type: ignore[arg-type]
+
+
+def test_docker_bridge_with_the_outside_machine_on_another_host(sim: SimulatedHosts, tmp_path: Path) -> None:
+    """The docker host and its containers on h1, the machine outside on h2: published
+    ports, masquerade and the outside's route to the containers cross the tunnel."""
+    pins = {node: "h1" for node in ("host", "c1", "c2", "c3", "lan")} | {"outside": "h2"}
+    lab = pinned(tmp_path, REPO / "labs" / "docker-bridge.yaml", pins)
+    inventory = two_hosts(sim)
+    plan = netlab(sim, "up", "--dry-run", "--hosts", inventory, lab)
+    assert plan.returncode == 0, plan.stderr
+    assert "#   h2 (10.250.0.3): outside*" in plan.stdout
+    report = up_check_down(sim, inventory, lab, "docker-bridge")
+    assert report["passed"] == len(report["checks"]) > 5  # type: ignore[arg-type]
+
+
+def test_doctor_over_hosts(sim: SimulatedHosts) -> None:
+    """Every host reachable as root with this netlab; this kernel lacks IPVS, VRF, netem and
+    dummy (exit 3); the tunnels' port is open between each pair — until h2 drops it."""
+    done = netlab(sim, "doctor", "--hosts", sim.inventory)
+    lines = done.stdout.splitlines()
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    for name in ("h1", "h2", "h3"):
+        assert any(line.split()[:3] == [name, "netlab", "✓"] and "reachable as root, netlab" in line for line in lines)
+    for pair in ("h1 ↔ h2", "h1 ↔ h3", "h2 ↔ h3"):
+        assert any(line.split()[:5] == [*pair.split(), "tunnel", "✓"] for line in lines), done.stdout
+    h2 = sim.host("h2")
+    drop = "table inet doctortest { chain in { type filter hook input priority 0; udp dport 4792 drop; } }"
+    assert sim.inside(h2, ["nft", drop]).returncode == 0
+    try:
+        blocked = netlab(sim, "doctor", "--hosts", sim.inventory)
+    finally:
+        sim.inside(h2, ["nft", "delete table inet doctortest"])
+    assert blocked.returncode == 1, blocked.stdout + blocked.stderr
+    rows = {line.split("  ")[0].strip(): line for line in blocked.stdout.splitlines() if "↔" in line}
+    assert "✓" in rows["h1 ↔ h3"] and "✗" in rows["h1 ↔ h2"] and "✗" in rows["h2 ↔ h3"], blocked.stdout
+    assert "UDP 4792 is not open between them" in rows["h1 ↔ h2"]
+    for host in sim.hosts:
+        assert lab_namespaces(sim, host) == [] and no_tunnel_sockets(sim, host)

@@ -1,0 +1,133 @@
+"""Benchmark one lab over several hosts, on simulated hosts (netlab.multihost.simulate:
+real sshd, real ssh, each host a namespace with its own /run), as whole CLI commands.
+
+    bench/multihost [--pods 200] [--repeat 3] [--probes 100]
+
+up: a flannel cluster of 3 nodes × PODS pods, one node per host (3 hosts), against 1 node
+× PODS pods on one host through the same path (`up --hosts` with a one-host inventory);
+the runs are interleaved, and each is taken down before the next. check: PROBES TCP
+probes from pods on node1 (h1) to pods on node2 (h2), every one crossing the hosts'
+tunnel, timed as `netlab check` (ssh, the agents' start-up and the probes) and as the
+run the report states. The issue's targets: 3 hosts ≤ 1.5× one host; the check ≤ 2 s.
+
+Safety: every namespace is the simulation's or a lab's inside a simulated host; close()
+removes them, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from netlab.multihost.simulate import SimulatedHosts
+
+NETLAB = str(Path(sys.executable).with_name("netlab"))
+
+
+def cluster(name: str, nodes: int, per_node: int, probes: int = 0) -> dict[str, Any]:
+    """nodes × per_node pods (web-k on node (k mod nodes) + 1), node i pinned to host hi;
+    `probes` TCP checks from node1's pods to node2's."""
+    checks = [
+        {
+            "name": f"web-{nodes * (i % per_node)} → web-{1 + nodes * ((i * 7) % per_node)}",
+            "probe": {"from": f"web-{nodes * (i % per_node)}", "to": f"web-{1 + nodes * ((i * 7) % per_node)}"}
+            | {"port": 8080},
+            "expect": {"served_by": f"web-{1 + nodes * ((i * 7) % per_node)}"},
+        }
+        for i in range(probes)
+    ]
+    return {
+        "name": name,
+        "cluster": {
+            "backend": "vxlan",
+            "pod_cidr": "10.244.0.0/16",
+            "nodes": {f"node{i + 1}": {"host": f"h{i + 1}"} for i in range(nodes)},
+            "pods": {"web": {"replicas": nodes * per_node, "serve": ["tcp/8080"]}},
+        },
+        "checks": checks,
+    }
+
+
+def run(sim: SimulatedHosts, *args: str) -> tuple[float, str]:
+    started = time.monotonic()
+    done = sim.coordinator([NETLAB, *args], timeout=1800)
+    took = time.monotonic() - started
+    if done.returncode != 0:
+        raise SystemExit(f"netlab {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return took, done.stdout
+
+
+def inventory(sim: SimulatedHosts, hosts: int, where: Path) -> str:
+    """The simulation's inventory with its first `hosts` hosts only."""
+    keep = {f"h{i + 1}:" for i in range(hosts)}
+    lines = Path(sim.inventory).read_text().splitlines(keepends=True)
+    text = "".join(line for line in lines if not line.strip().startswith("h") or line.strip().split()[0] in keep)
+    path = where / f"hosts-{hosts}.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pods", type=int, default=200, help="pods per node (per host)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--probes", type=int, default=100, help="cross-host probe checks")
+    o = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="netlab-bench-mh-"))
+    labs = {
+        "1 host": (work / "one.yaml", cluster("benchmh-one", 1, o.pods), 1),
+        "3 hosts": (work / "three.yaml", cluster("benchmh-three", 3, o.pods), 3),
+    }
+    times: dict[str, list[float]] = {k: [] for k in labs}
+    with SimulatedHosts(3, netlab=NETLAB) as sim:
+        invs = {k: inventory(sim, n, work) for k, (_, _, n) in labs.items()}
+        for path, data, _ in labs.values():
+            path.write_text(yaml.safe_dump(data, sort_keys=False))
+        for r in range(o.repeat):
+            for key, (path, data, _) in labs.items():
+                print(f"run {r + 1}: up {key} ({len(data['cluster']['nodes'])} × {o.pods} pods), load {load()}")
+                took, _ = run(sim, "up", "--hosts", invs[key], str(path))
+                times[key].append(took)
+                run(sim, "down", data["name"])
+        checks = work / "checks.yaml"
+        checks.write_text(yaml.safe_dump(cluster("benchmh-check", 2, 20, o.probes), sort_keys=False))
+        run(sim, "up", "--hosts", invs["3 hosts"], str(checks))
+        try:
+            walls, stated = [], []
+            for _ in range(o.repeat):
+                took, out = run(sim, "check", "benchmh-check", "--json")
+                report = json.loads(out)
+                assert report["passed"] == o.probes, report["failed"]
+                walls.append(took)
+                stated.append(report["seconds"])
+        finally:
+            run(sim, "down", "benchmh-check")
+    print(f"\nload average at the end: {load()} (2 cores, shared)")
+    for key, values in times.items():
+        print(f"up {key:8} × {o.pods} pods each: " + ", ".join(f"{v:.2f}" for v in values) + " s")
+    one, three = statistics.median(times["1 host"]), statistics.median(times["3 hosts"])
+    print(f"ratio 3 hosts / 1 host (medians): {three / one:.2f} (target ≤ 1.5)")
+    print(
+        f"check of {o.probes} cross-host probes: wall "
+        + ", ".join(f"{v:.2f}" for v in walls)
+        + " s; as reported "
+        + ", ".join(f"{v:.2f}" for v in stated)
+        + " s (target ≤ 2 s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
