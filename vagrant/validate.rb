@@ -137,8 +137,32 @@ class VmRecorder < Recorder
     block&.call(Recorder.new("provisioner #{name}", %w[inline path args privileged name]))
   end
 
-  def define(*)
-    raise StubError, "config.vm.define: the box is a single machine; update vagrant/validate.rb if that changed"
+  # Multi-machine mode (NETLAB_BOXES >= 2): each machine's own settings.
+  def machines
+    @machines ||= {}
+  end
+
+  def define(name, **_options, &block)
+    box = MachineRecorder.new(name.to_s)
+    block&.call(box)
+    machines[name.to_s] = box
+  end
+end
+
+# A machine of config.vm.define: its own config.vm (hostname, networks).
+class MachineRecorder
+  attr_reader :vm
+
+  def initialize(name)
+    @vm = Recorder.new("config.vm.define #{name}", VM_ATTRIBUTES, %w[network])
+  end
+
+  def method_missing(name, *)
+    raise StubError, "a machine's config.#{name}: the stub knows only vm there (a typo?)"
+  end
+
+  def respond_to_missing?(_name, _include_private = false)
+    true
   end
 end
 
@@ -250,6 +274,29 @@ def evaluate(source, path)
   facts
 end
 
+# NETLAB_BOXES=N: N machines netlab1…N, each with its own address on one private network
+# (the common settings, checked by evaluate, apply to each).
+def check_boxes(source, path, count)
+  old = ENV.fetch("NETLAB_BOXES", nil)
+  ENV["NETLAB_BOXES"] = count.to_s
+  evaluate(source, path)
+  machines = Vagrant.configs.first.vm.machines
+  facts = []
+  names = (1..count).map { |i| "netlab#{i}" }
+  check(facts, machines.keys == names, "NETLAB_BOXES=#{count}: machines #{names.join(', ')} (saw #{machines.keys.inspect})")
+  ips = machines.map do |name, box|
+    nets = box.vm.calls.select { |c, args, _| c == "network" && args.first.to_s == "private_network" }
+    check(facts, nets.size == 1, "#{name}: one private network (saw #{nets.size})")
+    check(facts, box.vm.values["hostname"] == name, "#{name}: hostname #{name}")
+    nets.first[2][:ip].to_s
+  end
+  check(facts, ips.uniq.size == count && ips.map { |ip| ip.split(".")[0, 3] }.uniq.size == 1,
+        "NETLAB_BOXES=#{count}: distinct addresses on one /24 (#{ips.join(', ')})")
+  facts
+ensure
+  old.nil? ? ENV.delete("NETLAB_BOXES") : ENV["NETLAB_BOXES"] = old
+end
+
 def which(cmd)
   ENV.fetch("PATH", "").split(File::PATH_SEPARATOR).map { |d| File.join(d, cmd) }.find { |f| File.executable?(f) }
 end
@@ -317,6 +364,7 @@ if $PROGRAM_NAME == __FILE__
   source = File.read(path)
   begin
     evaluate(source, path).each { |f| puts "  ok  #{f}" }
+    check_boxes(source, path, 2).each { |f| puts "  ok  #{f}" }
     self_test(source, path).each { |f| puts "  ok  #{f}" } if self_testing
   rescue StubError, NoMethodError, NameError, ArgumentError => e
     warn "check-vagrantfile: #{File.basename(path)}: #{e.message}"
