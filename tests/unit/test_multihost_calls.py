@@ -105,3 +105,42 @@ def test_the_record_names_the_file_and_inventory(tmp_path: Path, monkeypatch: py
         over_hosts("l", None, "hosts.yaml", "check")
     with pytest.raises(UsageError, match=r"check --hosts needs the inventory"):
         over_hosts("labs/x.yaml", None, None, "check")
+
+
+def test_doctor_pings_every_pair_of_hosts_in_one_throwaway_lab() -> None:
+    from netlab.load import load_lab_text
+    from netlab.multihost.doctor import _mesh
+    from netlab.multihost.inventory import Host
+
+    hosts = [Host(f"h{i}", f"h{i}", f"192.0.2.{i}") for i in (1, 2, 3)]
+    data = _mesh("netlab-doctor-1", hosts, [(0, 1), (0, 2), (1, 2)])
+    lab = load_lab_text(json.dumps(data), "doctor.yaml")  # a lab netlab accepts
+    assert [c.name for c in lab.checks] == ["h1 ↔ h2", "h1 ↔ h3", "h2 ↔ h3"]
+    assert data["nodes"]["n0"] == {
+        "host": "h1",
+        "links": {
+            "t0": {"peer": "n1:t0", "addresses": ["10.254.0.1/30"]},
+            "t1": {"peer": "n2:t1", "addresses": ["10.254.0.5/30"]},
+        },
+    }
+    assert data["checks"][2]["probe"] == {"from": "n1", "to": "10.254.0.10", "count": 2}
+
+
+def test_doctor_reads_each_hosts_own_doctor() -> None:
+    from netlab.multihost.doctor import _kernel
+    from netlab.multihost.engine import host_problem
+    from netlab.multihost.inventory import Host
+    from netlab.multihost.ssh import Reply
+
+    host = Host("h1", "10.0.0.1", "10.0.0.1")
+    features = [{"name": "netns", "ok": True, "hint": ""}, {"name": "ipvs", "ok": False, "hint": "modprobe ip_vs"}]
+    reply = Reply("h1", 3, "netlab, version 0.1.0\n" + json.dumps({"features": features}), "")
+    assert host_problem(host, reply) == ""
+    found = _kernel(host, reply)
+    assert not found.ok and found.detail == "lacks ipvs (labs that need them stop there): ipvs: modprobe ip_vs"
+    old = Reply("h1", 0, "netlab, version 0.0.1\n", "")
+    assert "host h1 has netlab 0.0.1, this machine" in host_problem(host, old)
+    gone = Reply("h1", 255, "", "ssh: connect to host 10.0.0.1 port 22: No route to host")
+    assert host_problem(host, gone) == (
+        "host h1 (10.0.0.1) is not reachable: ssh: connect to host 10.0.0.1 port 22: No route to host"
+    )
