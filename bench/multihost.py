@@ -68,9 +68,9 @@ def run(sim: SimulatedHosts, *args: str) -> tuple[float, str]:
 
 def inventory(sim: SimulatedHosts, hosts: int, where: Path) -> str:
     """The simulation's inventory with its first `hosts` hosts only."""
-    keep = {f"h{i + 1}:" for i in range(hosts)}
+    drop = {f"h{i + 1}:" for i in range(hosts, len(sim.hosts))}
     lines = Path(sim.inventory).read_text().splitlines(keepends=True)
-    text = "".join(line for line in lines if not line.strip().startswith("h") or line.strip().split()[0] in keep)
+    text = "".join(line for line in lines if not line.split() or line.split()[0] not in drop)
     path = where / f"hosts-{hosts}.yaml"
     path.write_text(text)
     return str(path)

@@ -379,7 +379,7 @@ def test_doctor_over_hosts(sim: SimulatedHosts) -> None:
     for pair in ("h1 ↔ h2", "h1 ↔ h3", "h2 ↔ h3"):
         assert any(line.split()[:5] == [*pair.split(), "tunnel", "✓"] for line in lines), done.stdout
     h2 = sim.host("h2")
-    drop = "table inet doctortest { chain in { type filter hook input priority 0; udp dport 4792 drop; } }"
+    drop = "add table inet doctortest { chain input { type filter hook input priority 0; udp dport 4792 drop; }; }"
     assert sim.inside(h2, ["nft", drop]).returncode == 0
     try:
         blocked = netlab(sim, "doctor", "--hosts", sim.inventory)
