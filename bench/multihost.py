@@ -38,7 +38,7 @@ def cluster(name: str, nodes: int, per_node: int, probes: int = 0) -> dict[str, 
     `probes` TCP checks from node1's pods to node2's."""
     checks = [
         {
-            "name": f"web-{nodes * (i % per_node)} → web-{1 + nodes * ((i * 7) % per_node)}",
+            "name": f"probe {i + 1}: web-{nodes * (i % per_node)} → web-{1 + nodes * ((i * 7) % per_node)}",
             "probe": {"from": f"web-{nodes * (i % per_node)}", "to": f"web-{1 + nodes * ((i * 7) % per_node)}"}
             | {"port": 8080},
             "expect": {"served_by": f"web-{1 + nodes * ((i * 7) % per_node)}"},
