@@ -355,6 +355,11 @@ _KIND_STYLE = {  # interface node attributes by kind
     "vxlan": 'shape=hexagon style=filled fillcolor="#fce5cd"',
     "vrf": 'shape=box style="filled,dashed" fillcolor="#ead1dc"',
     "dummy": 'shape=box style="rounded,dashed"',
+    **{
+        kind: 'shape=hexagon style=filled fillcolor="#fce5cd"'
+        for kind in ("ipip", "gre", "gretap", "ip6tnl", "ip6gre", "geneve")
+    },
+    "vlan": 'shape=box style="rounded,filled" fillcolor="#d9ead3"',
 }
 
 

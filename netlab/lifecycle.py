@@ -21,7 +21,7 @@ from netlab.expand.cluster import ClusterLayout, cluster_data
 from netlab.kernel.driver import KernelDriver
 from netlab.lab.consistency import rule_features
 from netlab.lab.ipvs import needs_ipvs
-from netlab.lab.model import Check, Lab
+from netlab.lab.model import LINK_KINDS, Check, Lab
 from netlab.lab.parse import topology
 from netlab.lab.render import lab_data
 from netlab.lab.targets import node_addresses
@@ -115,7 +115,7 @@ def _in_a_vm(path: str | Path, variant: str | None) -> str:
 
 def required_features(lab: Lab) -> set[str]:
     interfaces = topology(lab).interfaces.values()
-    kinds = {i.kind for i in interfaces} & {"veth", "bridge", "dummy", "vxlan", "vrf"}
+    kinds = {i.kind for i in interfaces} & set(LINK_KINDS)  # a fallback device needs its module too
     features = {"netns"} | kinds | set(lab.requires)
     if any(i.settings.netem is not None for i in interfaces):
         features.add("netem")  # a link end's `netem:` is a qdisc of sch_netem

@@ -30,12 +30,15 @@ from netlab.plan.ops import (
     BridgeType,
     CreateLink,
     DeleteNetem,
+    GeneveType,
     MarkNetns,
     Op,
     SetBridgePort,
     SetLink,
     SetNetem,
+    TunnelType,
     VethType,
+    VlanType,
     VrfType,
     VxlanType,
 )
@@ -47,12 +50,25 @@ NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x8
 RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE = 24, 25, 28, 29, 32, 33
 # linux/if_link.h: link attributes, and those nested in IFLA_LINKINFO / IFLA_INFO_DATA
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS, IFLA_NET_NS_FD = 1, 3, 4, 10, 18, 20, 28
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS = 1, 3, 4, 5, 10, 18, 20
+IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
 IFLA_BR_STP_STATE = 5
 IFLA_BRPORT_MODE = 4
 IFLA_VRF_TABLE = 1
+IFLA_VLAN_ID, IFLA_VLAN_PROTOCOL = 1, 5
+ETH_P_8021AD = 0x88A8
+# linux/if_tunnel.h: ipip and ip6tnl (IFLA_IPTUN_*), gre, gretap and ip6gre (IFLA_GRE_*), geneve
+IPTUN = {"LINK": 1, "LOCAL": 2, "REMOTE": 3, "TTL": 4, "TOS": 5, "ENCAP_LIMIT": 6, "FLOWINFO": 7, "FLAGS": 8}
+IPTUN |= {"PROTO": 9, "PMTUDISC": 10, "ENCAP_TYPE": 15, "ENCAP_FLAGS": 16, "ENCAP_SPORT": 17, "ENCAP_DPORT": 18}
+IPTUN |= {"COLLECT_METADATA": 19, "FWMARK": 20}
+GRE = {"LINK": 1, "IFLAGS": 2, "OFLAGS": 3, "IKEY": 4, "OKEY": 5, "LOCAL": 6, "REMOTE": 7, "TTL": 8, "TOS": 9}
+GRE |= {"PMTUDISC": 10, "ENCAP_LIMIT": 11, "FLOWINFO": 12, "FLAGS": 13, "ENCAP_TYPE": 14, "ENCAP_FLAGS": 15}
+GRE |= {"ENCAP_SPORT": 16, "ENCAP_DPORT": 17, "COLLECT_METADATA": 18, "FWMARK": 20, "ERSPAN_VER": 22}
+GRE_KEY = 0x2000  # in IFLA_GRE_[IO]FLAGS: the packets carry a key
+IFLA_GENEVE_ID, IFLA_GENEVE_REMOTE, IFLA_GENEVE_TTL, IFLA_GENEVE_TOS, IFLA_GENEVE_PORT = 1, 2, 3, 4, 5
+IFLA_GENEVE_COLLECT_METADATA, IFLA_GENEVE_REMOTE6, IFLA_GENEVE_LABEL = 6, 7, 11
 IFLA_VXLAN_ID, IFLA_VXLAN_GROUP, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL, IFLA_VXLAN_TTL = 1, 2, 3, 4, 5
 IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT, IFLA_VXLAN_GROUP6, IFLA_VXLAN_LOCAL6 = 7, 15, 16, 17
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8  # linux/if_addr.h
@@ -186,7 +202,8 @@ def create_link(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> bytes:
     data = _link_data(op, ifindex, netns_fd)
     if data:
         info += _attr(IFLA_INFO_DATA, data)
-    msg = _ifinfo(0, op.up) + _text(IFLA_IFNAME, op.name) + _settings(op.mtu, op.mac, op.master, ifindex)
+    parent = _u32(IFLA_LINK, ifindex(op.type.dev)) if isinstance(op.type, VlanType) else b""  # iproute2's first
+    msg = _ifinfo(0, op.up) + parent + _text(IFLA_IFNAME, op.name) + _settings(op.mtu, op.mac, op.master, ifindex)
     msg += _attr(IFLA_LINKINFO, info)
     if from_host(op):  # sent from the host's namespace, made in the node's (`ip link add … netns NS`)
         msg += _u32(IFLA_NET_NS_FD, netns_fd(op.ns))
@@ -211,7 +228,79 @@ def _link_data(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> bytes:
         return _u32(IFLA_VRF_TABLE, t.table)
     if isinstance(t, VxlanType):
         return _vxlan_data(t, ifindex)
+    if isinstance(t, TunnelType):
+        return _gre_data(t, ifindex) if t.kind in ("gre", "gretap", "ip6gre") else _iptnl_data(t, ifindex)
+    if isinstance(t, GeneveType):
+        return _geneve_data(t)
+    if isinstance(t, VlanType):
+        proto = _attr(IFLA_VLAN_PROTOCOL, struct.pack("!H", ETH_P_8021AD)) if t.protocol == "802.1ad" else b""
+        return _attr(IFLA_VLAN_ID, struct.pack("=H", t.id)) + proto
     return b""  # dummy
+
+
+# The tunnels' attributes are iproute2 6.1's, in its order, its defaults included (path MTU
+# discovery on, no TOS, fwmark or FOU encapsulation; IPv6: hop limit 64, encapsulation
+# limit 4, and the checksum flag of its encapsulation options), so a tunnel netlab makes is
+# the one `ip link add` makes from the rendered line.
+_IP6_ENCAP_CSUM6 = 2  # TUNNEL_ENCAP_FLAG_CSUM6
+
+
+def _encap(table: dict[str, int], flags: int) -> bytes:
+    """No FOU/GUE encapsulation: its type, flags and ports."""
+    return (
+        _attr(table["ENCAP_TYPE"], struct.pack("=H", 0))
+        + _attr(table["ENCAP_FLAGS"], struct.pack("=H", flags))
+        + _attr(table["ENCAP_SPORT"], struct.pack("!H", 0))
+        + _attr(table["ENCAP_DPORT"], struct.pack("!H", 0))
+    )
+
+
+def _ends(table: dict[str, int], t: TunnelType) -> bytes:
+    return b"".join(
+        _ip(table[key.upper()], value) for key, value in (("local", t.local), ("remote", t.remote)) if value
+    )
+
+
+def _iptnl_data(t: TunnelType, ifindex: Ifindex) -> bytes:
+    """ipip and ip6tnl (IFLA_IPTUN_*; ip6tnl in mode any, protocol 0)."""
+    data = _u8(IPTUN["PROTO"], 0)
+    if t.external:
+        return data + _attr(IPTUN["COLLECT_METADATA"], b"")
+    data += _ends(IPTUN, t)
+    link = _u32(IPTUN["LINK"], ifindex(t.dev) if t.dev else 0)
+    if t.kind == "ipip":
+        data += _u8(IPTUN["PMTUDISC"], 1) + _u8(IPTUN["TOS"], 0) + _u8(IPTUN["TTL"], t.ttl or 0) + link
+        return data + _u32(IPTUN["FWMARK"], 0) + _encap(IPTUN, 0)
+    data += _u8(IPTUN["TTL"], 64 if t.ttl is None else t.ttl) + _u8(IPTUN["ENCAP_LIMIT"], 4)
+    data += _attr(IPTUN["FLOWINFO"], struct.pack("!I", 0)) + _u32(IPTUN["FLAGS"], 0) + link
+    return data + _u32(IPTUN["FWMARK"], 0) + _encap(IPTUN, _IP6_ENCAP_CSUM6)
+
+
+def _gre_data(t: TunnelType, ifindex: Ifindex) -> bytes:
+    """gre, gretap (IFLA_GRE_*) and ip6gre (the same numbers, IPv6 endpoints)."""
+    if t.external:
+        return _attr(GRE["COLLECT_METADATA"], b"")
+    flags = struct.pack("!H", GRE_KEY if t.key is not None else 0)
+    key = struct.pack("!I", t.key or 0)
+    data = _attr(GRE["IKEY"], key) + _attr(GRE["OKEY"], key) + _attr(GRE["IFLAGS"], flags) + _attr(GRE["OFLAGS"], flags)
+    data += _ends(GRE, t)
+    link = _u32(GRE["LINK"], ifindex(t.dev)) if t.dev else b""
+    if t.kind == "ip6gre":
+        data += link + _u8(GRE["TTL"], 64 if t.ttl is None else t.ttl) + _u8(GRE["ENCAP_LIMIT"], 4)
+        data += _attr(GRE["FLOWINFO"], struct.pack("!I", 0)) + _u32(GRE["FLAGS"], 0) + _u32(GRE["FWMARK"], 0)
+        return data + _u8(GRE["ERSPAN_VER"], 1) + _encap(GRE, _IP6_ENCAP_CSUM6)
+    data += _u8(GRE["PMTUDISC"], 1) + _u8(GRE["TOS"], 0) + link + _u8(GRE["TTL"], t.ttl or 0)
+    return data + _u32(GRE["FWMARK"], 0) + _encap(GRE, 0)
+
+
+def _geneve_data(t: GeneveType) -> bytes:
+    data = _u32(IFLA_GENEVE_ID, t.vni or 0)
+    if t.remote is not None:
+        six = ipaddress.ip_address(t.remote).version == 6
+        data += _ip(IFLA_GENEVE_REMOTE6 if six else IFLA_GENEVE_REMOTE, t.remote)
+    data += _attr(IFLA_GENEVE_LABEL, struct.pack("!I", 0)) + _u8(IFLA_GENEVE_TTL, t.ttl or 0) + _u8(IFLA_GENEVE_TOS, 0)
+    data += _attr(IFLA_GENEVE_PORT, struct.pack("!H", t.port))
+    return data + (_attr(IFLA_GENEVE_COLLECT_METADATA, b"") if t.external else b"")
 
 
 def _vxlan_data(t: VxlanType, ifindex: Ifindex) -> bytes:

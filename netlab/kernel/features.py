@@ -121,6 +121,13 @@ _NEEDS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "ipset": (("CONFIG_IP_SET", "ip_set"), ("CONFIG_IP_SET_HASH_IP", "ip_set_hash_ip")),
     "br_netfilter": (("CONFIG_BRIDGE_NETFILTER", "br_netfilter"),),
     "netem": (("CONFIG_NET_SCH_NETEM", "sch_netem"),),
+    "ipip": (("CONFIG_NET_IPIP", "ipip"),),
+    "gre": (("CONFIG_NET_IPGRE", "ip_gre"),),
+    "gretap": (("CONFIG_NET_IPGRE", "ip_gre"),),
+    "ip6tnl": (("CONFIG_IPV6_TUNNEL", "ip6_tunnel"),),
+    "ip6gre": (("CONFIG_IPV6_GRE", "ip6_gre"),),
+    "geneve": (("CONFIG_GENEVE", "geneve"),),
+    "vlan": (("CONFIG_VLAN_8021Q", "8021q"),),
 }
 
 # Rule selectors of newer kernels: no module or Kconfig symbol gives them, only a release.
@@ -685,6 +692,29 @@ def _probe_netem() -> _Result:
     )
 
 
+def _probe_tunnel(kind: str, remote: str) -> _Result:
+    from netlab.plan.ops import TunnelType
+
+    return _link(TunnelType(kind, remote=remote))
+
+
+def _probe_geneve() -> _Result:
+    from netlab.plan.ops import GeneveType
+
+    return _link(GeneveType(vni=42, remote="192.0.2.1"))
+
+
+def _probe_vlan() -> _Result:
+    from netlab.plan.ops import BridgeType, CreateLink, VlanType
+
+    # on a bridge: lo refuses VLANs (NETIF_F_VLAN_CHALLENGED) with the errno of an unknown kind
+    parent = f"{PROBE_PREFIX}-vbr"
+    ok, detail, kind = _apply_rtnl("ip link add type bridge", CreateLink(PROBE_NS, name=parent, type=BridgeType()))
+    if not ok:
+        return False, f"not probed: {detail}", kind
+    return _link(VlanType(dev=parent, id=42))
+
+
 def _rule_selector(what: str, field: str, **selectors: Any) -> _Result:
     """Add a rule with the selector (as `up` would) and read it back: a kernel that does
     not know the attribute ignores it and makes a rule that selects every packet."""
@@ -730,6 +760,13 @@ _PROBES: dict[str, Callable[[], _Result]] = {
     "ipset": _probe_ipset,
     "br_netfilter": _probe_br_netfilter,
     "netem": _probe_netem,
+    "ipip": lambda: _probe_tunnel("ipip", "192.0.2.1"),
+    "gre": lambda: _probe_tunnel("gre", "192.0.2.1"),
+    "gretap": lambda: _probe_tunnel("gretap", "192.0.2.1"),
+    "ip6tnl": lambda: _probe_tunnel("ip6tnl", "2001:db8::1"),
+    "ip6gre": lambda: _probe_tunnel("ip6gre", "2001:db8::1"),
+    "geneve": _probe_geneve,
+    "vlan": _probe_vlan,
     "rule_dscp": lambda: _rule_selector("dscp 46", "dscp", dscp=46),
     "rule_dscp_mask": lambda: _rule_selector("dscp 8/0x38", "dscp_mask", dscp=8, dscp_mask=0x38),
     "rule_flowlabel": lambda: _rule_selector("flowlabel 0x1/0xfffff", "flowlabel", family=6, flowlabel=1),

@@ -17,7 +17,8 @@ from netlab.lab.ipvs import check_node_ipvs
 from netlab.lab.ipvs import check_sysctl as check_ipvs_sysctl
 from netlab.lab.model import Lab, Node, Route, Rule, Vrf, Vxlan
 from netlab.lab.source import Complaint
-from netlab.lab.topology import Interface, Topology
+from netlab.lab.topology import Interface, Topology, fallback_devices
+from netlab.lab.tunnels import check_node_tunnels
 from netlab.vocabulary import BUILTIN_TABLES, ECN_MASK, table_number, table_words
 
 _SYSCTL_RE = re.compile(r"^net[./][A-Za-z0-9_.\-/]+$")  # dots, or slashes (sysctl(8): net/ipv4/conf/flannel.1/…)
@@ -80,9 +81,10 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
     complaints += check_checks(lab, topo)
     complaints += _check_addresses(lab, topo)
     complaints += _check_bridge_ports(topo)
+    fallbacks = set(fallback_devices(lab))  # tunl0, gre0, …: every namespace has them
     for node_name, node in lab.nodes.items():
         ifaces = topo.of_node(node_name)
-        names = {i.name for i in ifaces} | {"lo"}
+        names = {i.name for i in ifaces} | {"lo"} | fallbacks
         base = ("nodes", node_name)
         local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
         complaints += _node_routes_problems(lab, node, ifaces, base)
@@ -96,6 +98,7 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
         for ifname, link in node.links.items():
             if isinstance(link, Vxlan):
                 complaints += _check_vxlan(link, (*base, "links", ifname))
+        complaints += check_node_tunnels(ifaces, base)
         complaints += _check_vrfs(lab, node, base)
     return complaints
 

@@ -105,6 +105,70 @@ class Vxlan(_LinkCommon):
     underlay: Literal["host"] | None = None
 
 
+class _IpTunnel(_LinkCommon):
+    """An IP tunnel (`ip link add NAME type ipip|gre|gretap|ip6tnl|ip6gre`): packets sent
+    through it go out wrapped in an outer IP header from `local` to `remote` (or, with
+    neither, to the gateway of the route that chose the tunnel: the fallback devices'
+    way, as Calico's tunl0). `external`: a flow-based device (collect_metadata) whose
+    endpoints come with each packet (eBPF, OVS), and which takes none of its own."""
+
+    kind: str
+    local: IpAddress | None = None
+    remote: IpAddress | None = None
+    dev: IfName | None = None  # the underlay device the tunnel is bound to
+    ttl: Annotated[int, Field(ge=0, le=255)] | None = None  # None: the kernel's (0: inherit; IPv6: 64)
+    external: bool = False
+
+
+class Ipip(_IpTunnel):
+    kind: Literal["ipip"]
+
+
+class Gre(_IpTunnel):
+    kind: Literal["gre"]
+    key: Annotated[int, Field(ge=0, lt=2**32)] | None = None  # the GRE key, both ways (`key N`)
+
+
+class Gretap(_IpTunnel):
+    """GRE carrying Ethernet frames: a device that can be a bridge port."""
+
+    kind: Literal["gretap"]
+    key: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+
+
+class Ip6tnl(_IpTunnel):
+    """IPv4 or IPv6 over IPv6 (mode `any`)."""
+
+    kind: Literal["ip6tnl"]
+
+
+class Ip6gre(_IpTunnel):
+    kind: Literal["ip6gre"]
+    key: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+
+
+class Geneve(_LinkCommon):
+    """A Geneve device (`ip link add NAME type geneve id VNI remote ADDR`), as OVN and
+    Antrea use: Ethernet over UDP, like a vxlan, but to one far end (or `external`)."""
+
+    kind: Literal["geneve"]
+    vni: Annotated[int, Field(ge=0, le=16777215)] | None = None
+    remote: IpAddress | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 6081  # IANA's, the kernel's default
+    ttl: Annotated[int, Field(ge=0, le=255)] | None = None
+    external: bool = False
+
+
+class Vlan(_LinkCommon):
+    """An 802.1Q (or 802.1ad) VLAN on another link of the node (`ip link add link DEV
+    NAME type vlan id N`): what it sends leaves `dev` tagged with `id`."""
+
+    kind: Literal["vlan"]
+    dev: IfName  # the link it is on, as a vxlan's `dev:` is its underlay
+    id: Annotated[int, Field(ge=1, le=4094)]
+    protocol: Literal["802.1Q", "802.1ad"] = "802.1Q"
+
+
 class Vrf(_LinkCommon):
     """A kernel VRF device (`ip link add NAME type vrf table N`): the interfaces whose
     `master:` it is route in its table (their connected and local routes move there), and
@@ -114,7 +178,18 @@ class Vrf(_LinkCommon):
     table: TableRef  # a name from `tables:` or a number
 
 
-LINK_KINDS = ("veth", "bridge", "dummy", "vxlan", "vrf")
+LINK_KINDS = ("veth", "bridge", "dummy", "vxlan", "vrf", "ipip", "gre", "gretap", "ip6tnl", "ip6gre", "geneve", "vlan")
+TUNNEL_KINDS = ("ipip", "gre", "gretap", "ip6tnl", "ip6gre")  # _IpTunnel's
+# The devices a tunnel kind's module makes in every namespace once it is loaded (the
+# "fallback" devices that receive what no other tunnel of theirs claims), name → its kind.
+# A lab that uses the kind anywhere may configure them by name in any node.
+FALLBACK_DEVICES: dict[str, dict[str, str]] = {
+    "ipip": {"tunl0": "ipip"},
+    "gre": {"gre0": "gre", "gretap0": "gretap", "erspan0": "erspan"},  # ip_gre makes all three
+    "gretap": {"gre0": "gre", "gretap0": "gretap", "erspan0": "erspan"},
+    "ip6tnl": {"ip6tnl0": "ip6tnl"},
+    "ip6gre": {"ip6gre0": "ip6gre"},
+}
 
 
 def _link_tag(value: Any) -> str:
@@ -133,10 +208,17 @@ Link = Annotated[
     | Annotated[Dummy, Tag("dummy")]
     | Annotated[Vxlan, Tag("vxlan")]
     | Annotated[Vrf, Tag("vrf")]
+    | Annotated[Ipip, Tag("ipip")]
+    | Annotated[Gre, Tag("gre")]
+    | Annotated[Gretap, Tag("gretap")]
+    | Annotated[Ip6tnl, Tag("ip6tnl")]
+    | Annotated[Ip6gre, Tag("ip6gre")]
+    | Annotated[Geneve, Tag("geneve")]
+    | Annotated[Vlan, Tag("vlan")]
     | Annotated[PeerEnd, Tag("end")],
     Discriminator(_link_tag),
 ]
-LINK_TAGS = frozenset({"veth", "bridge", "dummy", "vxlan", "vrf", "end"})
+LINK_TAGS = frozenset({*LINK_KINDS, "end"})
 
 
 # ---------------------------------------------------------------- routing

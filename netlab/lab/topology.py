@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from netlab.lab.model import Bridge, Lab, PeerEnd, Veth, Vxlan, _LinkCommon
+from netlab.lab.model import FALLBACK_DEVICES, Bridge, Lab, PeerEnd, Veth, Vlan, Vxlan, _IpTunnel, _LinkCommon
 from netlab.lab.source import Complaint, Path
 
 IfKey = tuple[str, str]  # (node, ifname)
@@ -18,11 +18,24 @@ IfKey = tuple[str, str]  # (node, ifname)
 class Interface:
     node: str
     name: str
-    kind: str  # veth | bridge | dummy | vxlan | vrf | lo
+    kind: str  # veth | bridge | dummy | vxlan | vrf | ipip | … | lo
     settings: _LinkCommon
     path: Path  # where the lab declares it (for an implicit veth end: where its peer is declared)
     peer: IfKey | None = None
     master: str | None = None
+    fallback: bool = False  # a tunnel module's own device (tunl0, gre0, …): configured, never created
+
+
+def fallback_devices(lab: Lab) -> dict[str, str]:
+    """The fallback devices every namespace of the lab has, by name → kind: those of the
+    tunnel kinds the lab uses (netlab.lab.model.FALLBACK_DEVICES)."""
+    kinds = {str(getattr(link, "kind", "")) for node in lab.nodes.values() for link in node.links.values()}
+    return {name: kind for k in sorted(kinds & set(FALLBACK_DEVICES)) for name, kind in FALLBACK_DEVICES[k].items()}
+
+
+def lower_dev(link: _LinkCommon) -> str | None:
+    """The device a link sits on: a vxlan's or tunnel's underlay, a vlan's parent."""
+    return link.dev if isinstance(link, (Vxlan, _IpTunnel, Vlan)) else None
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,7 @@ def _bridge_ports(lab: Lab, complaints: list[Complaint]) -> PortOf:
 
 def _declare_links(lab: Lab, port_of: PortOf, topo: Topology, complaints: list[Complaint]) -> None:
     """An Interface per declared link; its master from `master:` or a bridge's `ports:`."""
+    fallbacks = fallback_devices(lab)
     for node_name, node in lab.nodes.items():
         for ifname, link in node.links.items():
             path: Path = ("nodes", node_name, "links", ifname)
@@ -144,12 +158,17 @@ def _declare_links(lab: Lab, port_of: PortOf, topo: Topology, complaints: list[C
                     )
                 master = master or via_ports[0]
             kind = "lo" if ifname == "lo" and isinstance(link, PeerEnd) else _kind(link)
+            # a plain end, or a link of its own kind, named as a fallback device the lab has
+            made_by = fallbacks.get(ifname)
+            fallback = made_by is not None and kind in ("end", made_by)
+            if made_by is not None and fallback:
+                kind = made_by
             peer = None
             if isinstance(link, Veth):
                 pnode, _, pif = link.peer.partition(":")
                 peer = (pnode, pif)
             topo.interfaces[(node_name, ifname)] = Interface(
-                node_name, ifname, kind, link, path, peer=peer, master=master
+                node_name, ifname, kind, link, path, peer=peer, master=master, fallback=fallback
             )
 
 
@@ -357,14 +376,13 @@ def _setting_problems(topo: Topology, key: IfKey, iface: Interface) -> list[Comp
                 ),
             )
         )
-    underlay = iface.settings.dev if isinstance(iface.settings, Vxlan) else None
-    if underlay is not None and (key[0], underlay) not in topo.interfaces:
+    underlay = lower_dev(iface.settings)
+    if underlay == key[1]:
+        complaints.append(((*iface.path, "dev"), f"{key[1]} cannot be on itself; name another link of {key[0]}"))
+    elif underlay is not None and (key[0], underlay) not in topo.interfaces:
         known = ", ".join(sorted(i.name for i in topo.of_node(key[0]) if i.name != key[1]))
+        what = f"{underlay}, the link {key[1]} is on," if iface.kind == "vlan" else f"underlay device {underlay}"
         complaints.append(
-            (
-                (*iface.path, "dev"),
-                f"underlay device {underlay} is not an interface of {key[0]}"
-                + (f" (it has: {known})" if known else ""),
-            )
+            ((*iface.path, "dev"), f"{what} is not an interface of {key[0]}" + (f" (it has: {known})" if known else ""))
         )
     return complaints

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from netlab.lab.consistency import route_family, rule_ds_field, rule_family
 from netlab.lab.ipset import entry_comment, entry_text, parse_element, range_text
 from netlab.lab.ipvs import real_port, service_family
-from netlab.lab.model import Bridge, Lab, Node, Vrf, Vxlan, _LinkCommon
+from netlab.lab.model import Bridge, Geneve, Lab, Node, Vlan, Vrf, Vxlan, _IpTunnel, _LinkCommon
 from netlab.lab.netem import Netem, duration_us, percent, rate_bytes
 from netlab.lab.source import format_path
-from netlab.lab.topology import Topology, resolve
+from netlab.lab.topology import Interface, Topology, lower_dev, resolve
 from netlab.naming import netns_name, ownership_mark
 from netlab.plan.ops import (
     STAGES,
@@ -31,6 +31,7 @@ from netlab.plan.ops import (
     CreateLink,
     CreateNetns,
     DummyType,
+    GeneveType,
     LinkType,
     LoadNftables,
     MarkNetns,
@@ -41,7 +42,9 @@ from netlab.plan.ops import (
     SetLink,
     SetNetem,
     SetSysctl,
+    TunnelType,
     VethType,
+    VlanType,
     VrfType,
     VxlanType,
     stage_of,
@@ -85,6 +88,10 @@ def _uses_ipv6(node: Node) -> bool:
             return True
         if isinstance(link, Vxlan) and any(v and ":" in v for v in (link.local, link.remote, link.group)):
             return True
+        if isinstance(link, (_IpTunnel, Geneve)) and (
+            link.kind in ("ip6tnl", "ip6gre") or (link.remote is not None and ":" in link.remote)
+        ):
+            return True  # an IPv6 underlay: the kernel refuses its sockets and routes with IPv6 off
     if any(":" in n.to for n in node.neighbors) or any(f.dst and ":" in f.dst for f in node.fdb):
         return True  # the kernel refuses an NDP entry on a device with IPv6 disabled
     if any(service_family(s) == 6 or any(":" in r.address for r in s.reals) for s in node.ipvs):
@@ -173,7 +180,35 @@ def _link_type(lab: Lab, s: _LinkCommon) -> LinkType:
             ttl=s.ttl,
             host_underlay=s.underlay == "host",
         )
+    if isinstance(s, _IpTunnel):
+        return TunnelType(
+            kind=s.kind,
+            local=s.local,
+            remote=s.remote,
+            dev=s.dev,
+            ttl=s.ttl,
+            key=getattr(s, "key", None),
+            external=s.external,
+        )
+    if isinstance(s, Geneve):
+        return GeneveType(vni=s.vni, remote=s.remote, port=s.port, ttl=s.ttl, external=s.external)
+    if isinstance(s, Vlan):
+        return VlanType(dev=s.dev, id=s.id, protocol=s.protocol)
     return DummyType()
+
+
+def _made_before(topo: Topology, ifaces: list[Interface]) -> list[Interface]:
+    """A node's interfaces, each after the one it sits on (a vlan on a vlan, a tunnel over
+    a vlan): links of one stage are sent in this order."""
+
+    def depth(iface: Interface) -> int:
+        n, dev = 0, lower_dev(iface.settings)
+        while dev is not None and n < len(ifaces):
+            lower = topo.interfaces.get((iface.node, dev))
+            n, dev = n + 1, lower_dev(lower.settings) if lower is not None else None
+        return n
+
+    return sorted(ifaces, key=depth)
 
 
 def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
@@ -181,10 +216,14 @@ def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
     of bridge ports."""
     ops: list[Op] = []
     for node_name in lab.nodes:
-        for iface in topo.of_node(node_name):
+        for iface in _made_before(topo, topo.of_node(node_name)):
             s = iface.settings
             what = format_path(iface.path)
-            if iface.kind in ("bridge", "dummy", "vxlan", "vrf"):
+            if iface.fallback:  # made by the kernel in every namespace: only its settings
+                ops.append(
+                    SetLink(ns[node_name], what, name=iface.name, up=s.up, master=iface.master, mtu=s.mtu, mac=s.mac)
+                )
+            elif iface.kind not in ("veth", "end", "lo"):
                 # A dummy is made in the bridges' stage, so a bridge it is a port of may not be
                 # there yet: it joins the bridge with the link settings (a VRF is made before both).
                 late = iface.kind == "dummy" and topo.bridge_of(iface) is not None

@@ -157,7 +157,72 @@ class VrfType:
         return [f"table {self.table}"]
 
 
-LinkType = VethType | BridgeType | DummyType | VxlanType | VrfType
+@dataclass(frozen=True)
+class TunnelType:
+    """An IP tunnel: ipip, gre, gretap (IPv4 endpoints), ip6tnl, ip6gre (IPv6). `external`
+    (collect_metadata) takes none of the others."""
+
+    kind: str
+    local: str | None = None
+    remote: str | None = None
+    dev: str | None = None  # the underlay device
+    ttl: int | None = None
+    key: int | None = None  # gre, gretap, ip6gre: `key` sets the key both ways
+    external: bool = False
+
+    def args(self) -> list[str]:
+        if self.external:
+            return ["external"]
+        return [
+            f"{word} {value}"
+            for word, value in (
+                ("local", self.local),
+                ("remote", self.remote),
+                ("dev", self.dev),
+                ("ttl", self.ttl),
+                ("key", self.key),
+            )
+            if value is not None
+        ]
+
+
+@dataclass(frozen=True)
+class GeneveType:
+    kind: ClassVar[str] = "geneve"
+    vni: int | None = None
+    remote: str | None = None
+    port: int = 6081
+    ttl: int | None = None
+    external: bool = False
+
+    def args(self) -> list[str]:
+        if self.external:
+            return ["external", f"dstport {self.port}"]
+        parts = [f"id {self.vni}", f"remote {self.remote}"]
+        if self.ttl is not None:
+            parts.append(f"ttl {self.ttl}")
+        return [*parts, f"dstport {self.port}"]
+
+
+@dataclass(frozen=True)
+class VlanType:
+    """A VLAN on `dev` (rendered as `link DEV` after the name)."""
+
+    kind: ClassVar[str] = "vlan"
+    dev: str
+    id: int
+    protocol: str = "802.1Q"
+
+    def args(self) -> list[str]:
+        return [f"id {self.id}"] + ([f"protocol {self.protocol}"] if self.protocol != "802.1Q" else [])
+
+
+LinkType = VethType | BridgeType | DummyType | VxlanType | VrfType | TunnelType | GeneveType | VlanType
+
+
+def lower_dev(t: LinkType) -> str | None:
+    """The device a new link sits on (an underlay, a vlan's parent): it must exist first."""
+    return t.dev if isinstance(t, (VxlanType, TunnelType, VlanType)) else None
 
 
 @dataclass(frozen=True)
@@ -179,6 +244,8 @@ class CreateLink(Op):
     def render(self) -> str:
         from_host = isinstance(self.type, VxlanType) and self.type.host_underlay
         parts = [f"ip link add {self.name} netns {self.ns}" if from_host else f"ip -n {self.ns} link add {self.name}"]
+        if isinstance(self.type, VlanType):
+            parts.append(f"link {self.type.dev}")
         if self.mtu:
             parts.append(f"mtu {self.mtu}")
         if self.mac:
@@ -618,7 +685,7 @@ STAGES: tuple[str, ...] = (
     "vrfs",  # VRF devices first: any link may be enslaved to one, a bridge too
     "bridges",  # bridges and dummies: nothing they depend on but a VRF
     "veths",  # may name a bridge master
-    "tunnels",  # vxlan: may name a veth or dummy as underlay dev
+    "tunnels",  # vxlan, ip tunnels, geneve, vlan: may name a veth, dummy (or one made before) as dev
     "link settings",  # far ends of veths, lo: masters, MTU, MAC, state
     "port settings",  # bridge ports' own flags (hairpin), once every port has its master
     "qdiscs",  # netem on a link end: once the link exists
@@ -637,7 +704,7 @@ def stage_of(op: Op) -> str:
     if isinstance(op, (CreateNetns, MarkNetns)):
         return "namespaces"
     if isinstance(op, CreateLink):
-        return {"veth": "veths", "vxlan": "tunnels", "vrf": "vrfs"}.get(op.kind, "bridges")
+        return {"veth": "veths", "bridge": "bridges", "dummy": "bridges", "vrf": "vrfs"}.get(op.kind, "tunnels")
     if isinstance(op, SetBridgePort):
         return "port settings"
     if isinstance(op, SetLink):

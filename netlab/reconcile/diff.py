@@ -56,7 +56,7 @@ from netlab.plan.ops import (
     SetLink,
     SetSysctl,
     VethType,
-    VxlanType,
+    lower_dev,
     stage_of,
 )
 from netlab.plan.removal import FlushFirewall, Remove, removable
@@ -186,8 +186,8 @@ def needs(op: Op, via_devs: Callable[[str, str], list[str]]) -> list[Resource]:
     if isinstance(op, CreateLink):
         if isinstance(op.type, VethType):
             out.append(("ns", op.type.peer_ns))
-        if isinstance(op.type, VxlanType) and op.type.dev:
-            out.append(("link", op.ns, op.type.dev))
+        if (dev := lower_dev(op.type)) is not None:
+            out.append(("link", op.ns, dev))
         return out
     if isinstance(op, (SetLink, SetBridgePort)):
         out.append(("link", op.ns, op.name))
@@ -371,18 +371,18 @@ class _Diff:
                 self._rebuild_host(o, f"{_where(o)} is gone from the file, and a {type(o).__name__} cannot be undone")
 
     def _tunnels_follow_mtu(self, o: Op, n: Op) -> None:
-        """A VXLAN without an MTU of its own took its dev's MTU (less its headers) when it
-        was made, and keeps it when the dev's changes: made anew, as in a fresh build."""
+        """A VXLAN (an IP tunnel, a vlan) without an MTU of its own took its dev's MTU (less
+        its headers) when it was made, and keeps it when the dev's changes: made anew, as in
+        a fresh build."""
         if not (isinstance(o, (CreateLink, SetLink)) and isinstance(n, (CreateLink, SetLink)) and o.mtu != n.mtu):
             return
         for v in self.new:
             if (
                 isinstance(v, CreateLink)
-                and isinstance(v.type, VxlanType)
-                and (v.ns, v.type.dev, v.mtu) == (n.ns, n.name, None)
+                and (v.ns, lower_dev(v.type), v.mtu) == (n.ns, n.name, None)
                 and ("link", v.ns, v.name) in self.maker
             ):
-                why = f"{_where(n)}: its MTU changes, and a VXLAN over it takes its MTU from it when made"
+                why = f"{_where(n)}: its MTU changes, and a {'VXLAN' if v.kind == 'vxlan' else v.kind} over it takes its MTU from it when made"
                 self._rebuild_link(v.ns, v.name, why)
 
     def _emptied_bridges(self) -> None:
