@@ -1822,7 +1822,8 @@ def vm_run(
 )
 def doctor(as_json: bool, fmt: str | None, hosts: str | None) -> int:
     """Check what this kernel and machine can do: netns, veth, bridge, dummy, vxlan, vrf,
-    ipvs, nftables, conntrack, ipset, netem, and the tools labs use.
+    ipvs, nftables, conntrack, ipset, netem, the tunnels (ipip, gre, gretap, ip6tnl, ip6gre,
+    geneve), vlan, bridge VLAN filtering, newer rule selectors, and the tools labs use.
 
     Each missing piece comes with how to get it. Exits 3 if a kernel feature is missing.
     With --hosts: exits 1 if a host cannot take part in a lab, or a pair of hosts cannot

@@ -119,6 +119,8 @@ def required_features(lab: Lab) -> set[str]:
     features = {"netns"} | kinds | set(lab.requires)
     if any(i.settings.netem is not None for i in interfaces):
         features.add("netem")  # a link end's `netem:` is a qdisc of sch_netem
+    if any(i.settings.vlans is not None or getattr(i.settings, "vlan_filtering", False) for i in interfaces):
+        features.add("bridge_vlan")  # CONFIG_BRIDGE_VLAN_FILTERING
     nodes = lab.nodes.values()
     if any(node.nftables or node.iptables for node in nodes):
         features.add("nftables")

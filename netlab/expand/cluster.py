@@ -15,6 +15,12 @@ the CNI bridge and host-local plugins):
   in order, neighbour `10.244.Y.0 lladdr VtepMAC`, FDB `VtepMAC dst nodeIP`, route
   `10.244.Y.0/24 via 10.244.Y.0 dev flannel.1 onlink`. Pods' MTU is the vxlan's.
 - backend **host-gw**: per remote node, `10.244.Y.0/24 via nodeIP dev eth0`.
+- backend **ipip** (Calico's IPIP mode, projectcalico/calico felix's and confd's): the ipip
+  module's fallback device `tunl0`, up, MTU = underlay − 20 (the outer IPv4 header),
+  address = the lease's network address as /32 (Calico's tunnel address, from the node's
+  block); per remote node `10.244.Y.0/24 via nodeIP dev tunl0 onlink` (BIRD's route: the
+  gateway is the outer destination). Pods' MTU is tunl0's. The pods stay on cni0, as
+  with flannel (Calico's own veths without a bridge are not modelled).
 
 flanneld lets the kernel pick flannel.1's MAC and publishes it in the node's annotation;
 netlab derives it from the node IP (0e:fa:<IP bytes>) so the same lab always builds the
@@ -42,6 +48,7 @@ from netlab.lab.model import (
     ClusterNode,
     ClusterPod,
     Fdb,
+    Ipip,
     Lab,
     Neighbor,
     NftRuleset,
@@ -57,6 +64,8 @@ VXLAN_DEV = "flannel.1"
 VXLAN_DEV_V6 = "flannel-v6.1"  # flannel's device for the IPv6 pod network (EnableIPv6)
 CNI_BRIDGE = "cni0"
 SWITCH_BRIDGE = "br0"
+IPIP_DEV = "tunl0"  # the ipip module's fallback device, which Calico uses
+IPIP_OVERHEAD = 20  # the outer IPv4 header: Calico's MTU − 20
 VXLAN_OVERHEAD = 50  # outer Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8: flannel's MTU − 50
 VXLAN_OVERHEAD_V6 = 70  # the same over an IPv6 underlay (outer header 40): flannel's MTU − 70
 MIN_MTU = {4: 68, 6: 1280}  # what each family's pods need at least (RFC 791, RFC 8200)
@@ -229,7 +238,8 @@ def explicit_nodes(
 
 
 def _pod_mtu(cluster: Cluster) -> int:
-    return cluster.underlay.mtu - (vxlan_overhead(cluster) if cluster.backend == "vxlan" else 0)
+    overhead = {"vxlan": vxlan_overhead(cluster), "ipip": IPIP_OVERHEAD}.get(cluster.backend, 0)
+    return cluster.underlay.mtu - overhead
 
 
 def _switch_node(lab: Lab, cluster: Cluster) -> Node:
@@ -289,6 +299,8 @@ def _node_links(placement: Placement, name: str) -> dict[str, object]:
         "eth0": eth0,
         CNI_BRIDGE: Bridge(kind="bridge", mtu=mtu, addresses=[f"{subnet.network_address + 1}/{subnet.prefixlen}"]),
     }
+    if cluster.backend == "ipip":  # made by the kernel in every namespace: netlab sets it up
+        links[IPIP_DEV] = Ipip(kind="ipip", mtu=mtu, addresses=[f"{subnet.network_address}/{subnet.max_prefixlen}"])
     if cluster.backend == "vxlan":
         links[vxlan_dev(cluster)] = Vxlan(
             kind="vxlan",
@@ -311,7 +323,8 @@ def _node_links(placement: Placement, name: str) -> dict[str, object]:
 
 def _routes_to_other_nodes(placement: Placement, name: str) -> tuple[list[Route], list[Neighbor], list[Fdb]]:
     """What flanneld writes for every other node: with vxlan a neighbour, an FDB entry and
-    a route into the tunnel; with host-gw a route via the node."""
+    a route into the tunnel; with host-gw a route via the node; with ipip (Calico's BIRD) a
+    route via the node into tunl0."""
     cluster = placement.cluster
     vxlan = vxlan_dev(cluster)
     routes: list[Route] = []
@@ -326,6 +339,8 @@ def _routes_to_other_nodes(placement: Placement, name: str) -> tuple[list[Route]
             neighbors.append(Neighbor(to=vtep, lladdr=vtep_mac(far), dev=vxlan))
             fdb.append(Fdb(lladdr=vtep_mac(far), dev=vxlan, dst=str(far)))
             routes.append(Route(to=str(far_subnet), via=vtep, dev=vxlan, onlink=True))
+        elif cluster.backend == "ipip":
+            routes.append(Route(to=str(far_subnet), via=str(far), dev=IPIP_DEV, onlink=True))
         else:
             routes.append(Route(to=str(far_subnet), via=str(far), dev="eth0"))
     return routes, neighbors, fdb
@@ -413,6 +428,20 @@ def check_networks(cluster: Cluster) -> Iterator[Complaint]:
                 f"pod_cidr {pod_cidr} overlaps the underlay subnet {underlay}; the nodes could not tell "
                 "pods from nodes: pick disjoint networks (e.g. 10.244.0.0/16 and 192.168.49.0/24)"
             ),
+        )
+    if cluster.backend == "ipip" and 6 in (family, underlay.version):
+        yield (
+            ("cluster", "backend"),
+            (
+                f"ipip carries IPv4 in IPv4 (Calico's IPIP mode); this cluster's pods are IPv{family} over an "
+                f"IPv{underlay.version} underlay: use backend vxlan (or host-gw on one family)"
+            ),
+        )
+    if cluster.backend == "ipip" and cluster.underlay.mtu - IPIP_OVERHEAD < MIN_MTU[family]:
+        yield (
+            ("cluster", "underlay", "mtu"),
+            f"with ipip the pods' MTU is the underlay's minus {IPIP_OVERHEAD}; {cluster.underlay.mtu} leaves "
+            f"{cluster.underlay.mtu - IPIP_OVERHEAD}, below IPv4's {MIN_MTU[4]}",
         )
     if cluster.backend == "host-gw" and underlay.version != family:
         yield (
@@ -624,7 +653,7 @@ def _pod_addresses(subnets: dict[str, Net], pods: list[PlacedPod], complaints: l
             complaints.append((path, f"address {addr} is not in node {pod.node}'s pod subnet {subnet}"))
         elif addr in (subnet.network_address, subnet.network_address + 1, subnet.broadcast_address):
             what = {
-                subnet.network_address: "the subnet's network address (the vxlan device's)",
+                subnet.network_address: "the subnet's network address (the vxlan device's, or tunl0's)",
                 subnet.network_address + 1: "cni0's (the pods' gateway)",
                 subnet.broadcast_address: "the broadcast address",
             }[addr]
@@ -666,6 +695,8 @@ def _check_user_links(cluster: Cluster, pods: list[PlacedPod]) -> Iterator[Compl
         VXLAN_DEV: "flannel's vxlan",
         VXLAN_DEV_V6: "flannel's IPv6 vxlan",
     }
+    if cluster.backend == "ipip":
+        generated[IPIP_DEV] = "the ipip module's fallback device, Calico's tunnel"
     veths = {_host_veth(p.name): p.name for p in pods}
     for name, node in cluster.nodes.items():
         for ifname in node.links:

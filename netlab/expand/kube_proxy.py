@@ -45,11 +45,11 @@ def kube_proxy(
 
 def _node_ips(cluster: Cluster, node: str, services: list[ServicePortView], address: Addr, subnet: Net) -> list[str]:
     """The node's addresses of the services' family: eth0's, cni0's, flannel's vxlan
-    device's and the user's own links', without loopback and IPv6 link-local ones."""
+    device's (or tunl0's) and the user's own links', without loopback and IPv6 link-local ones."""
     version = services[0].family
     own = [address, subnet.network_address + 1]  # eth0, cni0
-    if cluster.backend == "vxlan":
-        own.append(subnet.network_address)  # flannel's vxlan device
+    if cluster.backend in ("vxlan", "ipip"):
+        own.append(subnet.network_address)  # flannel's vxlan device, or tunl0
     own += [ipaddress.ip_interface(a).ip for link in cluster.nodes[node].links.values() for a in link.addresses]
     return list(
         dict.fromkeys(

@@ -11,7 +11,8 @@ netlab.kernel.observe; the Flow and Packet values are netlab.observations'.)
 parse_frame() decodes only what checks need, and never raises on a malformed or truncated
 frame: Ethernet (802.1Q/802.1ad tags optional) → IPv4 (options too) or IPv6 (past the
 usual extension headers) → TCP/UDP/SCTP ports or the ICMP type, code and echo id; and,
-for UDP to a VXLAN port, the VNI and the flow of the encapsulated frame.
+for UDP to a VXLAN port, the VNI and the flow of the encapsulated frame; for IP in IP
+(protocol 4: ipip, Calico's tunl0; 41: IPv6 inside, ip6tnl), the flow of the inner packet.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ VXLAN_FLAG_I = 0x08  # "the VNI field is valid" (RFC 7348)
 SNAPLEN = 1024
 MAX_DRAIN = 1.0  # packets() stops after this long on a link that never goes quiet
 
+IP_IN_IP = {4: ETH_P_IP, 41: ETH_P_IPV6}  # an IP header's protocol → the inner packet's family
 _PORT_PROTOS = frozenset({6, 17, 33, 132, 136})  # tcp, udp, dccp, sctp, udplite: ports first
 _ECHO = {1: (8, 0), 58: (128, 129)}  # ICMP(v6) echo request/reply types, whose id we report
 # IPv6 extension headers parse_frame steps over: hop-by-hop, routing, destination options
@@ -129,7 +131,7 @@ def _ip(data: bytes, etype: int, off: int) -> tuple[str, str, int, int | None, i
 def _flow(data: bytes, ip: tuple[str, str, int, int | None, int]) -> tuple[Flow, int | None, int]:
     """The Flow of a parsed IP header; also the L4 offset and the packet's end."""
     src, dst, num, l4, end = ip
-    proto = proto_name(num)
+    proto = "ipip" if num in IP_IN_IP else proto_name(num)  # tcpdump's word for both
     sport = dport = icmp_type = icmp_code = None
     if l4 is not None:
         if num in _PORT_PROTOS and l4 + 4 <= end:
@@ -162,6 +164,11 @@ def parse_frame(
     vni = None
     inner = None
     text = f"{direction} {flow_text(outer)}"
+    if ip[2] in IP_IN_IP and l4 is not None:
+        inner_ip = _ip(data[:end], IP_IN_IP[ip[2]], l4)
+        inner = _flow(data, inner_ip)[0] if inner_ip is not None else None
+        what = flow_text(inner) if inner is not None else "truncated packet"
+        text = f"{direction} {outer.src} > {outer.dst}: IPIP: {what}"
     if outer.proto == "udp" and outer.dport in vxlan_ports and l4 is not None and l4 + 16 <= end:
         vx = l4 + 8
         if data[vx] & VXLAN_FLAG_I:

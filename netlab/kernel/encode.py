@@ -23,6 +23,7 @@ from typing import Any
 from netlab.kernel.nlsock import Request
 from netlab.plan.ops import (
     AddAddress,
+    AddBridgeVlan,
     AddFdb,
     AddNeighbor,
     AddRoute,
@@ -47,14 +48,14 @@ from netlab.vocabulary import BUILTIN_TABLES, FLOWLABEL_MASK
 
 # linux/netlink.h, linux/rtnetlink.h
 NLM_F_REPLACE, NLM_F_EXCL, NLM_F_CREATE, NLM_F_APPEND = 0x100, 0x200, 0x400, 0x800
-RTM_NEWLINK, RTM_DELLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 20, 21
+RTM_NEWLINK, RTM_DELLINK, RTM_SETLINK, RTM_NEWADDR, RTM_DELADDR = 16, 17, 19, 20, 21
 RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH, RTM_NEWRULE, RTM_DELRULE = 24, 25, 28, 29, 32, 33
 # linux/if_link.h: link attributes, and those nested in IFLA_LINKINFO / IFLA_INFO_DATA
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_IFALIAS = 1, 3, 4, 5, 10, 18, 20
 IFLA_NET_NS_FD = 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_KIND, IFLA_INFO_SLAVE_DATA = 1, 2, 4, 5
 VETH_INFO_PEER = 1
-IFLA_BR_STP_STATE = 5
+IFLA_BR_STP_STATE, IFLA_BR_VLAN_FILTERING, IFLA_BR_VLAN_DEFAULT_PVID = 5, 7, 39
 IFLA_BRPORT_MODE = 4
 IFLA_VRF_TABLE = 1
 IFLA_VLAN_ID, IFLA_VLAN_PROTOCOL = 1, 5
@@ -105,6 +106,8 @@ def request(op: Op, ifindex: Ifindex, netns_fd: NetnsFd) -> Request:
         return Request(bridge_port(op, ifindex), RTM_NEWLINK)
     if isinstance(op, MarkNetns):
         return Request(mark_lo(op), RTM_NEWLINK)
+    if isinstance(op, AddBridgeVlan):
+        return Request(bridge_vlan(op, ifindex), RTM_SETLINK)
     if isinstance(op, AddAddress):
         return Request(address(op, ifindex), RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL)
     if isinstance(op, AddNeighbor):
@@ -144,6 +147,8 @@ def removal(op: Remove, ifindex: Ifindex) -> Request:
         return Request(route(made, ifindex), RTM_DELROUTE)
     if isinstance(made, AddRule):
         return Request(rule(made), RTM_DELRULE)
+    if isinstance(made, AddBridgeVlan):
+        return Request(bridge_vlan(made, ifindex), RTM_DELLINK)
     raise TypeError(f"no rtnetlink message removes a {type(made).__name__}")
 
 
@@ -223,7 +228,12 @@ def _link_data(op: CreateLink, ifindex: Ifindex, netns_fd: NetnsFd) -> bytes:
         peer = _ifinfo(0, None) + _text(IFLA_IFNAME, t.peer_name) + _u32(IFLA_NET_NS_FD, netns_fd(t.peer_ns))
         return _attr(VETH_INFO_PEER, peer + _settings(t.peer_mtu, t.peer_mac, None, ifindex))
     if isinstance(t, BridgeType):
-        return _u32(IFLA_BR_STP_STATE, int(t.stp))
+        data = _u32(IFLA_BR_STP_STATE, int(t.stp))
+        if t.vlan_filtering:
+            data += _u8(IFLA_BR_VLAN_FILTERING, 1)
+        if t.default_pvid is not None:
+            data += _attr(IFLA_BR_VLAN_DEFAULT_PVID, struct.pack("=H", t.default_pvid))
+        return data
     if isinstance(t, VrfType):
         return _u32(IFLA_VRF_TABLE, t.table)
     if isinstance(t, VxlanType):
@@ -328,6 +338,20 @@ def bridge_port(op: SetBridgePort, ifindex: Ifindex) -> bytes:
     """`ip link set NAME type bridge_slave hairpin on|off`."""
     slave = _text(IFLA_INFO_SLAVE_KIND, "bridge") + _attr(IFLA_INFO_SLAVE_DATA, _u8(IFLA_BRPORT_MODE, int(op.hairpin)))
     return _ifinfo(ifindex(op.name), None) + _attr(IFLA_LINKINFO, slave)
+
+
+BRIDGE_FLAGS_SELF = 2  # linux/if_bridge.h: the bridge device's own entry, not a port's
+BRIDGE_VLAN_INFO_PVID, BRIDGE_VLAN_INFO_UNTAGGED = 0x2, 0x4
+IFLA_AF_SPEC, IFLA_BRIDGE_FLAGS, IFLA_BRIDGE_VLAN_INFO = 26, 0, 2
+
+
+def bridge_vlan(op: AddBridgeVlan, ifindex: Ifindex) -> bytes:
+    """`bridge vlan add dev DEV vid N [pvid] [untagged] [self]` (RTM_DELLINK: `vlan del`)."""
+    head = struct.pack("=BxHiII", AF_BRIDGE, 0, ifindex(op.dev), 0, 0)
+    flags = (BRIDGE_VLAN_INFO_PVID if op.pvid else 0) | (BRIDGE_VLAN_INFO_UNTAGGED if op.untagged else 0)
+    spec = _attr(IFLA_BRIDGE_FLAGS, struct.pack("=H", BRIDGE_FLAGS_SELF)) if op.self_ else b""
+    spec += _attr(IFLA_BRIDGE_VLAN_INFO, struct.pack("=HH", flags, op.vid))
+    return head + _attr(IFLA_AF_SPEC, spec)
 
 
 def mark_lo(op: MarkNetns) -> bytes:

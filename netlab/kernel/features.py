@@ -128,6 +128,7 @@ _NEEDS: dict[str, tuple[tuple[str, str | None], ...]] = {
     "ip6gre": (("CONFIG_IPV6_GRE", "ip6_gre"),),
     "geneve": (("CONFIG_GENEVE", "geneve"),),
     "vlan": (("CONFIG_VLAN_8021Q", "8021q"),),
+    "bridge_vlan": (("CONFIG_BRIDGE_VLAN_FILTERING", None),),
 }
 
 # Rule selectors of newer kernels: no module or Kconfig symbol gives them, only a release.
@@ -715,6 +716,15 @@ def _probe_vlan() -> _Result:
     return _link(VlanType(dev=parent, id=42))
 
 
+def _probe_bridge_vlan() -> _Result:
+    from netlab.plan.ops import BridgeType, CreateLink
+
+    op = CreateLink(PROBE_NS, name=f"{PROBE_PREFIX}-vf", type=BridgeType(vlan_filtering=True), up=False)
+    return _apply_rtnl(
+        "ip link add type bridge vlan_filtering 1", op, (errno.EOPNOTSUPP, "this kernel's bridges filter no VLANs")
+    )
+
+
 def _rule_selector(what: str, field: str, **selectors: Any) -> _Result:
     """Add a rule with the selector (as `up` would) and read it back: a kernel that does
     not know the attribute ignores it and makes a rule that selects every packet."""
@@ -767,6 +777,7 @@ _PROBES: dict[str, Callable[[], _Result]] = {
     "ip6gre": lambda: _probe_tunnel("ip6gre", "2001:db8::1"),
     "geneve": _probe_geneve,
     "vlan": _probe_vlan,
+    "bridge_vlan": _probe_bridge_vlan,
     "rule_dscp": lambda: _rule_selector("dscp 46", "dscp", dscp=46),
     "rule_dscp_mask": lambda: _rule_selector("dscp 8/0x38", "dscp_mask", dscp=8, dscp_mask=0x38),
     "rule_flowlabel": lambda: _rule_selector("flowlabel 0x1/0xfffff", "flowlabel", family=6, flowlabel=1),

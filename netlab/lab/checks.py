@@ -450,7 +450,8 @@ class CaptureExpect(Base):
     # The frame's own (outermost) IP header: what is on the wire.
     outer_src: Names | None = None
     outer_dst: Names | None = None
-    proto: Expect[Literal["tcp", "udp", "icmp", "icmpv6"]] | None = None  # of the outer header
+    # of the outer header; ipip: IPv4 or IPv6 inside an IP header (protocol 4 or 41)
+    proto: Expect[Literal["tcp", "udp", "icmp", "icmpv6", "ipip"]] | None = None
     udp_dport: Ports | None = None  # of the outer header
     vxlan_vni: Expect[Annotated[int, Field(ge=0, le=16777215)]] | None = None
     # The innermost IP header (the probe's own flow, after any NAT on the way).

@@ -58,6 +58,29 @@ __all__ = ["IFNAMSIZ", "Base", "Check", "Feature", "NodeName"]
 # ---------------------------------------------------------------- links
 
 
+Vid = Annotated[int, Field(ge=1, le=4094)]
+
+
+class BridgeVlans(Base):
+    """A bridge port's VLANs, with the bridge's `vlan_filtering: true` (`bridge vlan add dev
+    PORT vid N [pvid] [untagged]`): on top of the bridge's default_pvid (1, unless the bridge
+    says `default_pvid: 0`)."""
+
+    pvid: Vid | None = None  # untagged frames coming in belong to it, and it leaves untagged: an access port
+    untagged: list[Vid] = []  # more VLANs that leave untagged
+    tagged: list[Vid] = []  # VLANs that come and leave tagged: a trunk
+
+    @model_validator(mode="after")
+    def _each_once(self) -> BridgeVlans:
+        listed = [*([self.pvid] if self.pvid is not None else []), *self.untagged, *self.tagged]
+        twice = sorted({v for v in listed if listed.count(v) > 1})
+        if twice:
+            raise ValueError(f"VLAN {twice[0]} is listed twice; a VLAN is the pvid, untagged or tagged, once")
+        if not listed:
+            raise ValueError("lists no VLAN: give `pvid:`, `untagged:` or `tagged:` (or leave `vlans:` out)")
+        return self
+
+
 class _LinkCommon(Base):
     mtu: Mtu | None = None
     mac: MacAddress | None = None
@@ -66,6 +89,7 @@ class _LinkCommon(Base):
     master: IfName | None = None  # a bridge or a vrf in the same node
     hairpin: bool = False  # as a bridge port: frames may leave by the port they came in (CNI hairpinMode)
     netem: Netem | None = None  # what its root qdisc does to what it sends: delay, loss, … (netlab.lab.netem)
+    vlans: BridgeVlans | None = None  # as a port of a vlan_filtering bridge (or that bridge itself)
 
 
 class Veth(_LinkCommon):
@@ -84,6 +108,8 @@ class Bridge(_LinkCommon):
     kind: Literal["bridge"]
     ports: list[IfName] = []
     stp: bool = False
+    vlan_filtering: bool = False  # the ports' `vlans:` decide which frames pass (802.1Q bridge)
+    default_pvid: Annotated[int, Field(ge=0, le=4094)] | None = None  # each port's VLAN until told (1; 0: none)
 
 
 class Dummy(_LinkCommon):
@@ -463,7 +489,7 @@ class Service(Base):
 
 
 class Cluster(Base):
-    backend: Literal["vxlan", "host-gw"] = "vxlan"
+    backend: Literal["vxlan", "host-gw", "ipip"] = "vxlan"  # ipip: Calico's IPIP mode (tunl0)
     pod_cidr: Prefix = "10.244.0.0/16"  # flannel's Network
     subnet_len: Annotated[int, Field(ge=8, le=126)] | None = None  # flannel's SubnetLen: 24, IPv6 64
     vni: Annotated[int, Field(ge=0, le=16777215)] = 1

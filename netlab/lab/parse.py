@@ -387,6 +387,8 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "id": ("vni",),
     "vxlan_id": ("vni",),
     "vid": ("id",),
+    "vlan_filter": ("vlan_filtering",),
+    "vlan_aware": ("vlan_filtering",),
     "vlan": ("id",),
     "vlan_id": ("id",),
     "link": ("dev",),
@@ -455,6 +457,8 @@ _RANGES = {
     "ttl": ("a TTL", 0, 255),
     "key": ("a GRE key", 0, 4294967295),
     "id": ("a VLAN id", 1, 4094),
+    "pvid": ("a VLAN id", 1, 4094),
+    "default_pvid": ("a default PVID (0: none)", 0, 4094),
     "metric": ("a metric", 0, 4294967295),
     "priority": ("a rule priority", 0, 4294967295),
 }

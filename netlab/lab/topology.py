@@ -376,6 +376,7 @@ def _setting_problems(topo: Topology, key: IfKey, iface: Interface) -> list[Comp
                 ),
             )
         )
+    complaints += _vlan_problems(topo, iface)
     underlay = lower_dev(iface.settings)
     if underlay == key[1]:
         complaints.append(((*iface.path, "dev"), f"{key[1]} cannot be on itself; name another link of {key[0]}"))
@@ -386,3 +387,28 @@ def _setting_problems(topo: Topology, key: IfKey, iface: Interface) -> list[Comp
             ((*iface.path, "dev"), f"{what} is not an interface of {key[0]}" + (f" (it has: {known})" if known else ""))
         )
     return complaints
+
+
+def _vlan_problems(topo: Topology, iface: Interface) -> list[Complaint]:
+    """A port's `vlans:` need a bridge that filters by VLAN: its own, or (on the bridge) itself."""
+    if iface.settings.vlans is None:
+        return []
+    bridge_name = iface.name if iface.kind == "bridge" else topo.bridge_of(iface)
+    if bridge_name is None:
+        return [
+            (
+                (*iface.path, "vlans"),
+                "vlans are a bridge port's (or a bridge's own); give this link `master: BRIDGE` "
+                "(a bridge with `vlan_filtering: true`)",
+            )
+        ]
+    bridge = topo.interfaces[(iface.node, bridge_name)].settings
+    if not (isinstance(bridge, Bridge) and bridge.vlan_filtering):
+        return [
+            (
+                (*iface.path, "vlans"),
+                f"bridge {bridge_name} does not filter by VLAN, so the kernel ignores a port's VLANs: "
+                f"give {bridge_name} `vlan_filtering: true`",
+            )
+        ]
+    return []

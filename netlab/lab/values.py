@@ -31,6 +31,7 @@ Feature = Literal[
     "ip6gre",
     "geneve",
     "vlan",
+    "bridge_vlan",
     "rule_dscp",
     "rule_dscp_mask",
     "rule_flowlabel",

@@ -20,6 +20,7 @@ from netlab.naming import netns_name, ownership_mark
 from netlab.plan.ops import (
     STAGES,
     AddAddress,
+    AddBridgeVlan,
     AddFdb,
     AddIpvsReal,
     AddIpvsService,
@@ -165,7 +166,7 @@ def _namespace_ops(ns: str, where: str, lab: str, node_name: str, node: Node) ->
 def _link_type(lab: Lab, s: _LinkCommon) -> LinkType:
     """The kind-specific part of a device's CreateLink, from its lab settings."""
     if isinstance(s, Bridge):
-        return BridgeType(stp=s.stp)
+        return BridgeType(stp=s.stp, vlan_filtering=s.vlan_filtering, default_pvid=s.default_pvid)
     if isinstance(s, Vrf):
         return VrfType(table=table_number(s.table, lab.tables))
     if isinstance(s, Vxlan):
@@ -212,35 +213,16 @@ def _made_before(topo: Topology, ifaces: list[Interface]) -> list[Interface]:
 
 
 def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
-    """Devices (bridges, dummies, vxlans, VRFs), then veth pairs, then settings of lo and
-    of bridge ports."""
+    """Devices (bridges, dummies, tunnels, vlans, VRFs; settings of fallback devices), then
+    veth pairs, then settings of lo and of bridge ports."""
     ops: list[Op] = []
+    after_far_ends: list[Op] = []  # vlans on a veth's far end: up once their link is
+    far_ends = {pair.far for pair in topo.pairs}
     for node_name in lab.nodes:
         for iface in _made_before(topo, topo.of_node(node_name)):
-            s = iface.settings
-            what = format_path(iface.path)
-            if iface.fallback:  # made by the kernel in every namespace: only its settings
-                ops.append(
-                    SetLink(ns[node_name], what, name=iface.name, up=s.up, master=iface.master, mtu=s.mtu, mac=s.mac)
-                )
-            elif iface.kind not in ("veth", "end", "lo"):
-                # A dummy is made in the bridges' stage, so a bridge it is a port of may not be
-                # there yet: it joins the bridge with the link settings (a VRF is made before both).
-                late = iface.kind == "dummy" and topo.bridge_of(iface) is not None
-                ops.append(
-                    CreateLink(
-                        ns[node_name],
-                        what,
-                        name=iface.name,
-                        type=_link_type(lab, s),
-                        up=s.up,
-                        master=None if late else iface.master,
-                        mtu=s.mtu,
-                        mac=s.mac,
-                    )
-                )
-                if late:
-                    ops.append(SetLink(ns[node_name], what, name=iface.name, up=s.up, master=iface.master))
+            now, later = _device_ops(lab, topo, ns[node_name], iface, far_ends)
+            ops += now
+            after_far_ends += later
     for pair in topo.pairs:
         near, far = topo.interfaces[pair.near], topo.interfaces[pair.far]
         peer = VethType(peer_ns=ns[far.node], peer_name=far.name, peer_mtu=far.settings.mtu, peer_mac=far.settings.mac)
@@ -257,6 +239,7 @@ def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
             )
         )
         ops.append(SetLink(ns[far.node], format_path(far.path), name=far.name, up=far.settings.up, master=far.master))
+    ops += after_far_ends
     for (node_name, _), iface in topo.interfaces.items():
         if iface.kind == "lo" and (iface.settings.mtu or iface.settings.mac or not iface.settings.up):
             # mac too: it is what made this op needed, and was dropped before
@@ -274,9 +257,66 @@ def _link_ops(lab: Lab, topo: Topology, ns: dict[str, str]) -> list[Op]:
             ops.append(
                 SetBridgePort(ns[node_name], format_path((*iface.path, "hairpin")), name=iface.name, hairpin=True)
             )
+        if iface.settings.vlans is not None:
+            ops += _bridge_vlan_ops(ns[node_name], iface)
         if iface.settings.netem is not None:
             ops.append(netem_op(ns[node_name], format_path((*iface.path, "netem")), iface.name, iface.settings.netem))
     return ops
+
+
+def _bridge_vlan_ops(ns: str, iface: Interface) -> list[Op]:
+    """A port's `vlans:` (the bridge's own, with `self`): the pvid, then untagged, then tagged."""
+    vlans = iface.settings.vlans
+    assert vlans is not None
+    what = format_path((*iface.path, "vlans"))
+    own = iface.kind == "bridge"
+    entries = [(vlans.pvid, True, True)] if vlans.pvid is not None else []
+    entries += [(vid, False, True) for vid in vlans.untagged] + [(vid, False, False) for vid in vlans.tagged]
+    return [
+        AddBridgeVlan(ns, what, dev=iface.name, vid=vid, pvid=pvid, untagged=untagged, self_=own)
+        for vid, pvid, untagged in entries
+    ]
+
+
+def _device_ops(
+    lab: Lab, topo: Topology, ns: str, iface: Interface, far_ends: set[tuple[str, str]]
+) -> tuple[list[Op], list[Op]]:
+    """A device's ops: those of its stage, and those once the veths' far ends are up."""
+    s, what = iface.settings, format_path(iface.path)
+    if iface.fallback:  # made by the kernel in every namespace: only its settings
+        return [SetLink(ns, what, name=iface.name, up=s.up, master=iface.master, mtu=s.mtu, mac=s.mac)], []
+    if iface.kind in ("veth", "end", "lo"):
+        return [], []
+    # A dummy is made in the bridges' stage, so a bridge it is a port of may not be there
+    # yet: it joins the bridge with the link settings (a VRF is made before both). A vlan
+    # cannot be up before its link (ENETDOWN): on a veth's far end, it comes up after it.
+    late = iface.kind == "dummy" and topo.bridge_of(iface) is not None
+    on_far_end = s.up and _on_far_end(topo, iface, far_ends)
+    create = CreateLink(
+        ns,
+        what,
+        name=iface.name,
+        type=_link_type(lab, s),
+        up=s.up and not on_far_end,
+        master=None if late else iface.master,
+        mtu=s.mtu,
+        mac=s.mac,
+    )
+    if late:
+        return [create, SetLink(ns, what, name=iface.name, up=s.up, master=iface.master)], []
+    return [create], [SetLink(ns, what, name=iface.name, up=True)] if on_far_end else []
+
+
+def _on_far_end(topo: Topology, iface: Interface, far_ends: set[tuple[str, str]]) -> bool:
+    """Is this a vlan on a veth's far end (or on a vlan that is), down when the vlan is made?"""
+    while iface.kind == "vlan" and (dev := lower_dev(iface.settings)) is not None:
+        key = (iface.node, dev)
+        if key in far_ends:
+            return True
+        if key not in topo.interfaces:
+            return False
+        iface = topo.interfaces[key]
+    return False
 
 
 def netem_op(ns: str, what: str, dev: str, netem: Netem) -> SetNetem:

@@ -106,9 +106,16 @@ class VethType:
 class BridgeType:
     kind: ClassVar[str] = "bridge"
     stp: bool = False
+    vlan_filtering: bool = False
+    default_pvid: int | None = None
 
     def args(self) -> list[str]:
-        return [f"stp_state {int(self.stp)}"]
+        parts = [f"stp_state {int(self.stp)}"]
+        if self.vlan_filtering:
+            parts.append("vlan_filtering 1")
+        if self.default_pvid is not None:
+            parts.append(f"vlan_default_pvid {self.default_pvid}")
+        return parts
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,22 @@ class SetBridgePort(Op):
 
     def render(self) -> str:
         return f"ip -n {self.ns} link set {self.name} type bridge_slave hairpin {'on' if self.hairpin else 'off'}"
+
+
+@dataclass(frozen=True)
+class AddBridgeVlan(Op):
+    """`bridge vlan add dev DEV vid N [pvid] [untagged] [self]`: a VLAN of a bridge port
+    (or, `self`, of the bridge's own port, which its addresses are on)."""
+
+    dev: str = ""
+    vid: int = 0
+    pvid: bool = False
+    untagged: bool = False
+    self_: bool = False  # on the bridge device itself
+
+    def render(self) -> str:
+        flags = [w for w, on in (("pvid", self.pvid), ("untagged", self.untagged), ("self", self.self_)) if on]
+        return " ".join([f"bridge -n {self.ns} vlan add dev {self.dev} vid {self.vid}", *flags])
 
 
 @dataclass(frozen=True)
@@ -687,7 +710,7 @@ STAGES: tuple[str, ...] = (
     "veths",  # may name a bridge master
     "tunnels",  # vxlan, ip tunnels, geneve, vlan: may name a veth, dummy (or one made before) as dev
     "link settings",  # far ends of veths, lo: masters, MTU, MAC, state
-    "port settings",  # bridge ports' own flags (hairpin), once every port has its master
+    "port settings",  # bridge ports' own flags (hairpin) and VLANs, once every port has its master
     "qdiscs",  # netem on a link end: once the link exists
     "sysctls",  # after links, so per-interface keys exist
     "addresses",
@@ -705,7 +728,7 @@ def stage_of(op: Op) -> str:
         return "namespaces"
     if isinstance(op, CreateLink):
         return {"veth": "veths", "bridge": "bridges", "dummy": "bridges", "vrf": "vrfs"}.get(op.kind, "tunnels")
-    if isinstance(op, SetBridgePort):
+    if isinstance(op, (SetBridgePort, AddBridgeVlan)):
         return "port settings"
     if isinstance(op, SetLink):
         return "link settings"

@@ -1,6 +1,7 @@
-"""Tunnels and VLANs on this host's kernel, which has none of their modules: a lab that
-uses one (or only names a fallback device of one) is refused before anything exists,
-with the VM hint. The devices themselves are tested in tests/vm/test_tunnels.py."""
+"""Tunnels, VLANs and VLAN-filtering bridges on this host's kernel, which has none of them
+(no modules; a bridge without CONFIG_BRIDGE_VLAN_FILTERING): a lab that uses one (or only
+names a fallback device of one) is refused before anything exists, with the VM hint. The
+devices themselves are tested in tests/vm/test_tunnels.py."""
 
 from __future__ import annotations
 
@@ -34,6 +35,17 @@ nodes:
     links:
       eth0: {addresses: [10.1.0.2/24]}
 """,
+    "bridge_vlan": """\
+name: @LAB@
+nodes:
+  a:
+    links:
+      br0: {kind: bridge, vlan_filtering: true}
+      eth0: {peer: "b:eth0", master: br0, vlans: {pvid: 10}}
+  b:
+    links:
+      eth0: {addresses: [10.1.0.2/24]}
+""",
     "gre": """\
 name: @LAB@
 nodes:
@@ -54,6 +66,7 @@ def test_a_lab_with_a_tunnel_needs_its_module(kind: str, netlab_cli: Any, lab_fi
     r = netlab_cli("up", lab)
     assert r.rc == 3, r.out + r.err
     assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err and f"  {kind}: " in r.err, r.err
-    assert f"link kind '{kind}' unknown to this kernel" in r.err
+    why = "this kernel's bridges filter no VLANs" if kind == "bridge_vlan" else f"link kind '{kind}' unknown"
+    assert why in r.err, r.err
     assert "netlab vm run" in r.err, r.err
     assert not list(Path("/run/netns").glob(f"{lab.name}.*"))

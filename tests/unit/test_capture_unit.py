@@ -358,3 +358,29 @@ def test_missing_namespace() -> None:
     with pytest.raises(CaptureError) as info, Capture("netlab-no-such-namespace.x", "eth0"):
         pass
     assert info.value.reason == "namespace netlab-no-such-namespace.x does not exist"
+
+
+# --------------------------------------------------------------------------- IP in IP
+
+
+def test_ipip_inner_flow_and_text() -> None:
+    """Calico's tunl0 on the wire: protocol 4, the pod's packet right after the outer header."""
+    frame = eth(0x0800, ipv4("192.168.49.2", "192.168.49.3", 4, ipv4("10.244.0.2", "10.244.1.2", 6, tcp(40000, 8080))))
+    pkt = parse_frame(frame, "eth0", "out")
+    assert pkt is not None
+    assert pkt.outer == Flow("192.168.49.2", "192.168.49.3", "ipip", None, None)
+    assert pkt.inner == Flow("10.244.0.2", "10.244.1.2", "tcp", 40000, 8080)
+    assert pkt.flow == pkt.inner and pkt.vni is None
+    assert pkt.text == "out 192.168.49.2 > 192.168.49.3: IPIP: 10.244.0.2.40000 > 10.244.1.2.8080 tcp"
+
+
+def test_ipv6_inside_ipv6_is_ipip_too() -> None:
+    inner = ipv6("fd00::1", "fd00::2", 58, icmp(128, 0, ident=9))
+    pkt = parse_frame(eth(0x86DD, ipv6("2001:db8::1", "2001:db8::2", 41, inner)))
+    assert pkt is not None and pkt.outer.proto == "ipip"
+    assert pkt.inner is not None and (pkt.inner.src, pkt.inner.proto, pkt.inner.sport) == ("fd00::1", "icmpv6", 9)
+
+
+def test_ipip_truncated_inside_has_no_inner_flow() -> None:
+    pkt = parse_frame(eth(0x0800, ipv4("192.168.49.2", "192.168.49.3", 4, b"\x45\x00")))
+    assert pkt is not None and pkt.inner is None and pkt.text.endswith("IPIP: truncated packet")

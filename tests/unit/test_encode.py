@@ -31,6 +31,7 @@ from netlab.kernel import encode, ipset, ipvs, tc
 from netlab.kernel.nlsock import frame
 from netlab.plan.ops import (
     AddAddress,
+    AddBridgeVlan,
     AddFdb,
     AddIpvsReal,
     AddIpvsService,
@@ -58,7 +59,12 @@ from netlab.plan.ops import (
 IFINDEX = {
     "x.a": {"lo": 1, "up0": 2, "u0": 3, "br0": 4, "br1": 5, "veth1": 6, "veth2": 7, "vx0": 8, "vx1": 9},
     "x.b": {"lo": 1, "eth0": 2, "eth1": 3},
-    "x.t": {"lo": 1, "u0": 2},  # the tunnels' and vlans' captures (iproute2 6.1 on this kernel, which refused them)
+    "x.t": {"lo": 1, "u0": 2},
+    "x.v": {
+        "lo": 1,
+        "br0": 2,
+        "v1": 3,
+    },  # bridge VLANs (captured here; this kernel has no VLAN filtering)  # the tunnels' and vlans' captures (iproute2 6.1 on this kernel, which refused them)
 }
 NETNS_FD = 4
 
@@ -340,6 +346,28 @@ CASES: list[tuple[Op, str, bool]] = [
     ),
     # tc -n x.a qdisc del dev u0 root
     (DeleteNetem("x.a", dev="u0"), "000000000300000000000000ffffffff00000000", True),
+    # ip -n x.v link add br1 up type bridge stp_state 0 vlan_filtering 1 vlan_default_pvid 0
+    (
+        CreateLink("x.v", name="br1", type=BridgeType(vlan_filtering=True, default_pvid=0)),
+        "0000000000000000010000000100000008000300627231002c0012000a000100"
+        "62726964676500001c0002000800050000000000050007000100000006002700"
+        "00000000",
+        False,
+    ),
+    # bridge -n x.v vlan add dev v1 vid 10 pvid untagged
+    (
+        AddBridgeVlan("x.v", dev="v1", vid=10, pvid=True, untagged=True),
+        "070000000300000000000000000000000c001a000800020006000a00",
+        True,
+    ),
+    # bridge -n x.v vlan add dev v1 vid 20
+    (AddBridgeVlan("x.v", dev="v1", vid=20), "070000000300000000000000000000000c001a000800020000001400", True),
+    # bridge -n x.v vlan add dev br0 vid 10 pvid untagged self
+    (
+        AddBridgeVlan("x.v", dev="br0", vid=10, pvid=True, untagged=True, self_=True),
+        "0700000002000000000000000000000014001a0006000000020000000800020006000a00",
+        True,
+    ),
     # Tunnels and VLANs: iproute2 ends IFLA_INFO_KIND without the NUL pyroute2 adds (the kernel reads
     # both alike); every other attribute is iproute2's, in its order, its defaults too.
     (
@@ -462,6 +490,7 @@ FLAGS = {
     "CreateLink": (16, 0x600),
     "SetLink": (16, 0),
     "SetBridgePort": (16, 0),
+    "AddBridgeVlan": (19, 0),
     "MarkNetns": (16, 0),
     "AddAddress": (20, 0x600),
     "AddNeighbor": (28, 0x500),

@@ -1,5 +1,5 @@
 """Tests that need kernel features these build machines' kernel lacks (IPVS, VRF, netem,
-dummy). `scripts/test` runs them inside the VM (`netlab vm run`), or directly where the
+dummy, the tunnels, VLANs, bridge VLAN filtering). `scripts/test` runs them inside the VM (`netlab vm run`), or directly where the
 kernel has everything (the Vagrant box).
 
 Run here on a kernel without them, they skip with the reason — except under CI=true,
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 VM_TESTS = Path(__file__).resolve().parent
-NEEDED = ("ipvs", "vrf", "netem", "dummy")
+NEEDED = ("ipvs", "vrf", "netem", "dummy", "ipip", "gre", "gretap", "ip6tnl", "ip6gre", "geneve", "vlan", "bridge_vlan")
 HOW = "run them in the VM: `netlab vm run -- .venv/bin/pytest tests/vm` (scripts/test does this)"
 
 

@@ -1,7 +1,9 @@
 """Tunnels and VLANs under a kernel that has their modules (the VM): every kind of
 tests/golden/good/tunnels.yaml built by netlab is the device `ip link add` makes from the
 plan's own lines (as `ip -d -j link` reads both back), the fallback device tunl0 is set
-up by name, and traffic crosses each tunnel."""
+up by name, and traffic crosses each tunnel; a VLAN-filtering bridge's port VLANs are
+what `bridge vlan add` makes, and its lab's checks pass (VLANs kept apart, routed on a
+stick); labs/calico-ipip.yaml passes its checks (the outer IPIP header captured)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 GOLDEN = "tests/golden/good/tunnels.yaml"
 MADE = ("eth0.100", "qinq", "ipip1", "gre1", "gretap1", "ip6tnl1", "ip6gre1", "gnv1", "gnv-ext", "gre-ext", "tunl0")
 
+VLANS = "tests/golden/good/bridge-vlans.yaml"
+
 test_calico_ipip = lab_checks("labs/calico-ipip.yaml", unique=True)
+test_bridge_vlans = lab_checks(VLANS, unique=True)
 
 
 def _links(ns: str) -> dict[str, Any]:
@@ -81,3 +86,27 @@ def test_traffic_crosses_each_tunnel(netlab_lab: LabFactory) -> None:
     for to in ("10.100.0.2", "10.1.0.2", "10.2.0.2", "10.6.0.2"):  # vlan, ipip, gre, geneve
         result = lab.probe("a", to)
         assert result.ok, (to, result.detail)
+
+
+def _port_vlans(ns: str) -> Any:
+    shown = subprocess.run(["bridge", "-n", ns, "-j", "vlan", "show"], capture_output=True, text=True, check=True)
+    return sorted(json.loads(shown.stdout), key=lambda port: port["ifname"])
+
+
+def test_port_vlans_are_what_bridge_vlan_add_makes(netlab_lab: LabFactory) -> None:
+    built = netlab_lab(VLANS, unique=True)
+    data = parse_yaml((REPO / VLANS).read_text(), VLANS)[0]
+    data["name"] = unique_name("vlans-ip")
+    plan = build_plan(load_lab_data(data))
+    try:
+        done = subprocess.run(["bash", "-c", "set -e\n" + plan.render()], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        ours = _port_vlans(built.ns("switch"))
+        assert ours == _port_vlans(f"{data['name']}.switch")
+        by_port = {port["ifname"]: port["vlans"] for port in ours}
+        [p1] = by_port["p1"]  # default_pvid 0: only the VLAN it lists
+        assert p1["vlan"] == 10 and {"PVID", "Egress Untagged"} <= set(p1["flags"]), by_port
+        assert [v["vlan"] for v in by_port["trunk"]] == [10, 20] and not any(v.get("flags") for v in by_port["trunk"])
+    finally:
+        for ns in plan.namespaces:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
