@@ -201,9 +201,19 @@ def icmp_error_words(v6: bool, type_: int, code: int) -> str:
 
 # errno from connect()/send() → outcome. The routing errors are what the kernel returns
 # for the route types: no route → ENETUNREACH, `unreachable` → EHOSTUNREACH, `prohibit`
-# → EACCES, `blackhole` → EINVAL; a firewall DROP of a local packet → EPERM.
+# → EACCES, `blackhole` → EINVAL; a firewall DROP of a local packet → EPERM; a router's
+# ICMP fragmentation needed (IPv6: packet too big) for a datagram over its MTU → EMSGSIZE.
 _UNREACHABLE_ERRNOS = frozenset(
-    {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EACCES, errno.EINVAL, errno.EPERM, errno.EHOSTDOWN, errno.ENETDOWN}
+    {
+        errno.ENETUNREACH,
+        errno.EHOSTUNREACH,
+        errno.EACCES,
+        errno.EINVAL,
+        errno.EPERM,
+        errno.EHOSTDOWN,
+        errno.ENETDOWN,
+        errno.EMSGSIZE,
+    }
 )
 
 

@@ -54,7 +54,7 @@ def outcomes_lab() -> dict[str, Any]:
                 "sysctls": {"net.ipv4.ip_forward": 1, "net.ipv6.conf.all.forwarding": 1, **ICMP_LIMITS},
                 "links": {
                     "eth1": {"addresses": ["10.5.0.1/24", "fd05::1/64"]},
-                    "eth2": {"peer": "server:eth0", "addresses": ["10.6.0.1/24", "fd06::1/64"]},
+                    "eth2": {"peer": "server:eth0", "addresses": ["10.6.0.1/24", "fd06::1/64"], "mtu": 1280},
                 },
                 "routes": [{"to": "203.0.113.0/24", "type": "unreachable"}],
                 "nftables": ROUTER_NFT,
@@ -62,7 +62,7 @@ def outcomes_lab() -> dict[str, Any]:
             "server": {
                 "serve": ["tcp/80", "udp/53"],
                 "sysctls": ICMP_LIMITS,
-                "links": {"eth0": {"addresses": ["10.6.0.2/24", "fd06::2/64"]}},
+                "links": {"eth0": {"addresses": ["10.6.0.2/24", "fd06::2/64"], "mtu": 1280}},
                 "routes": [{"to": "default", "via": "10.6.0.1"}, {"to": "default", "via": "fd06::1"}],
                 "nftables": SERVER_NFT,
             },
@@ -120,6 +120,17 @@ def test_each_outcome_as_documented(lab: CheckLab, family: int) -> None:
             family,
         ),
         _check("unreachable: admin prohibited", 82, {"result": "unreachable", "icmp": "admin prohibited"}, family),
+        # the router's link to the server has MTU 1280: a bigger datagram is answered by
+        # ICMP fragmentation needed (packet too big), and a TCP stream adapts to it
+        _check(
+            "unreachable: too big for the next link",
+            53,
+            {"result": "unreachable", "icmp": "fragmentation needed" if family == 4 else "packet too big"},
+            family,
+            proto="udp",
+            payload=1400,
+        ),
+        _check("ok: a TCP stream fits itself", 80, {"result": "ok", "served_by": "server"}, family, payload=1400),
         _check("timeout: dropped", 86, {"result": "timeout"}, family),
         _check("fail: any failure", 86, {"result": "fail"}, family),
     ]

@@ -206,9 +206,9 @@ def test_parse_http_response(data: bytes, want: object) -> None:
         (errno.EACCES, "unreachable"),  # `prohibit` route, ICMP admin prohibited
         (errno.EINVAL, "unreachable"),  # `blackhole` route in the sending node
         (errno.EPERM, "unreachable"),  # a local firewall DROP
+        (errno.EMSGSIZE, "unreachable"),  # a router's ICMP fragmentation needed
         (errno.ENETDOWN, "unreachable"),
         (errno.EADDRNOTAVAIL, "error"),
-        (errno.EMSGSIZE, "error"),
     ],
 )
 def test_classify_errno(err: int, outcome: str) -> None:
