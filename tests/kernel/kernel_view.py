@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from typing import Any
 
 _VARYING = {"ifindex", "link_index", "link_netnsid", "address", "broadcast", "operstate", "valid_life_time"}
@@ -73,9 +74,24 @@ def _bridge_fdb(ns: str) -> str:
 
 
 def view(lab: str) -> dict[str, Any]:
+    """The lab as the kernel shows it once every link's state is told: NO-CARRIER (and a
+    route's linkdown) follow the operational state, which linkwatch updates up to a second
+    after the carrier changed (LOWER_UP is the carrier itself), so a link just made may
+    read LOWER_UP and NO-CARRIER at once for a moment."""
     prefix = f"{lab}."
     names = sorted(n for n in _netns() if n.startswith(prefix))
-    return {n[len(prefix) :]: _node_view(n, lab) for n in names}
+    deadline = time.monotonic() + 5
+    while True:
+        seen = {n[len(prefix) :]: _node_view(n, lab) for n in names}
+        if all(_told(link) for node in seen.values() for link in node["links"]) or time.monotonic() > deadline:
+            return seen
+        time.sleep(0.1)
+
+
+def _told(link: dict[str, Any]) -> bool:
+    """An up link's operational state agrees with its carrier."""
+    flags = link.get("flags", [])
+    return "UP" not in flags or ("LOWER_UP" in flags) != ("NO-CARRIER" in flags)
 
 
 def _netns() -> list[str]:
