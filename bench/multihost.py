@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -81,12 +82,19 @@ def load() -> str:
 
 
 def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="netlab-bench-mh-"))
+    try:
+        bench(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def bench(work: Path) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pods", type=int, default=200, help="pods per node (per host)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--probes", type=int, default=100, help="cross-host probe checks")
     o = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="netlab-bench-mh-"))
     labs = {
         "1 host": (work / "one.yaml", cluster("benchmh-one", 1, o.pods), 1),
         "3 hosts": (work / "three.yaml", cluster("benchmh-three", 3, o.pods), 3),
