@@ -84,6 +84,10 @@ def _check(netlab_cli: Any, lab: Any) -> tuple[int, dict[str, Any]]:
     return r.rc, doc["checks"][0]
 
 
+def _neigh(lab: Any, node: str) -> str:
+    return subprocess.run(["ip", "-n", lab.ns(node), "neigh"], capture_output=True, text=True, check=True).stdout
+
+
 def test_a_flapped_link_loses_every_probe_and_comes_back(netlab_cli: Any, flap_lab: Any) -> None:
     """`link b:eth0 down`: a's probes get no answer (loss 100 %, no round trip; a's end has
     no carrier); `link … up`: none lost again, each round trip timed."""
@@ -120,6 +124,13 @@ def test_a_flapped_link_loses_every_probe_and_comes_back(netlab_cli: Any, flap_l
     )
     routes = subprocess.run(["ip", "-n", flap_lab.ns("b"), "route"], capture_output=True, text=True, check=True)
     assert "10.9.0.0/24 via 10.1.0.1 dev eth0" in routes.stdout, routes.stdout
+    # a's probes while b was down left its ARP entry INCOMPLETE: packets queue for its next
+    # retransmit (each second), and when its last one goes unanswered they get a host
+    # unreachable. Once the kernel has given up on it, a new packet asks at once.
+    deadline = Deadline(5, "a's ARP entry for b to stop being INCOMPLETE")
+    while "INCOMPLETE" in (neigh := _neigh(flap_lab, "a")) and not deadline.expired():
+        time.sleep(0.1)
+    assert "INCOMPLETE" not in neigh, deadline.message()
     rc, verdict = _check(netlab_cli, flap_lab)
     assert rc == 0 and verdict["round_trips"]["lost"] == 0, verdict
 
