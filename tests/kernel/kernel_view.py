@@ -15,6 +15,8 @@ from typing import Any
 _VARYING = {"ifindex", "link_index", "link_netnsid", "address", "broadcast", "operstate", "valid_life_time"}
 _VARYING |= {"preferred_life_time", "id", "no", "root_id", "bridge_id", "designated_root", "designated_bridge"}
 _VARYING |= {"designated_port", "designated_cost", "root_port", "port_id", "port_no"}
+# the fallback tunnels (gre0, ip6tnl0, …) a loaded module makes in each namespace get a random permaddr
+_VARYING |= {"permaddr"}
 
 
 def _steady(value: Any, lab: str) -> Any:
