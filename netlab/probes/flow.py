@@ -104,6 +104,10 @@ class ProbeResult:
         """No answer at all (not even an ICMP error or a reset): what a probe's loss counts."""
         return self.outcome == "timeout"
 
+    def to_json(self) -> dict[str, Any]:
+        """asdict's dict (its fields in order), without asdict's deep copy: they are plain values."""
+        return dict(self.__dict__)
+
 
 @dataclass(frozen=True)
 class ProbeRequest:
@@ -918,6 +922,10 @@ def probe_many(requests: Sequence[ProbeRequest], *, workers: int = 16) -> list[P
         check_request(r)
     if not reqs:
         return []
+    if len(reqs) == 1 and threading.current_thread() is not threading.main_thread():
+        # A worker thread already (a check's): it may enter the namespace itself and come
+        # back, without a pool and a thread of its own for one probe.
+        return [_run(reqs[0])]
     pool = ThreadPoolExecutor(max_workers=max(1, min(workers, len(reqs))), thread_name_prefix="netlab-probe")
     try:
         return list(pool.map(_run, reqs))

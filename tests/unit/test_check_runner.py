@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -441,3 +441,19 @@ def test_a_probe_s_ds_field_mark_and_payload_reach_its_requests_and_its_verdict(
     assert ef.summary.startswith("tcp 10.244.2.2:8080 (tos 0xb8, mark 0x7, 1400-byte payload): ok 2/2")
     assert f"; server saw 10.244.0.2; {spoilt} (1 of 2); rtt" in ef.summary
     assert hexed.passed and "; payload intact" in hexed.summary, hexed.summary
+
+
+def test_a_verdict_s_json_is_asdict_s_in_its_key_order() -> None:
+    """Verdict.to_json and ProbeResult.to_json skip asdict's deep copy (a thousand checks'
+    worth of it); what they give is still asdict's, key for key, in the same order."""
+    lab = lab_with(CONNTRACK_CHECK)
+    fake = FakeObserver(spaces(lab))
+    fake.namespaces["hg.node1"].conntrack = [entry(40001)]
+    [v] = run_checks(context(lab, fake, Sender()))
+    v = replace(v, reasons=["why"], evidence=["seen"])
+    assert v.round_trips is not None
+    expected = {**asdict(replace(v, trace=None, round_trips=None)), "round_trips": v.round_trips.to_json()}
+    got = v.to_json()
+    assert list(got) == [f.name for f in fields(Verdict)] and got == {**expected, "trace": None}
+    result = Sender()([ProbeRequest("hg.web-a", "tcp", "10.244.2.2", 8080)], workers=1)[0]
+    assert list(result.to_json().items()) == list(asdict(result).items())
