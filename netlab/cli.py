@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from netlab import lifecycle
     from netlab import status as lab_status
     from netlab.impair import Changed
+    from netlab.probes.checks import LabContext
 
 # Start-up is part of every command's time (`netlab --version`, `down` of a lab that is not
 # up): only click loads here. The pipeline (pydantic models, pyroute2, libnftables: ~0.5 s)
@@ -916,8 +917,8 @@ def _status_on_hosts(target: str, variant: str | None, hosts: str, fmt: str, bri
 )
 @_hosts_option(
     "The lab is up over the hosts of inventory FILE (default $NETLAB_HOSTS, else the one `up --hosts` "
-    "recorded for lab TARGET): each probe is sent from its client's host, each observation read on its "
-    "node's host (docs/multihost.md)."
+    "recorded for lab TARGET; with --up, built over them): each probe is sent from its client's host, "
+    "each observation read and each --trace taken on its node's host (docs/multihost.md)."
 )
 def check(**options: Any) -> int:
     """Run the checks of lab TARGET (a lab name or its file) against the real kernel.
@@ -957,11 +958,11 @@ def check(**options: Any) -> int:
         _writable_or_refuse(option, path)
     hosts = o.hosts if o.hosts is not None else _recorded_inventory(o.target, o.variant)
     if hosts is not None:
-        return _check_on_hosts(o, hosts)
+        o = _over_hosts(o, hosts)
     if o.watch:
         from netlab.watch import lab_file_of
 
-        return _watch_checks(o, lab_file_of(o.target, o.variant))
+        return _watch_checks(o, o.target if o.hosts is not None else lab_file_of(o.target, o.variant))
     return _report_run(o, _run_checks(o, progress=True))
 
 
@@ -987,23 +988,25 @@ class _CheckOptions:
     hosts: str | None = None
 
 
-def _check_on_hosts(o: _CheckOptions, hosts: str) -> int:
-    from netlab.lifecycle import CheckSettings
-    from netlab.multihost import checks as multihost
+def _over_hosts(o: _CheckOptions, hosts: str) -> _CheckOptions:
+    """The options of a check over hosts: TARGET becomes the lab's file (a name: the
+    recorded one) and `hosts` the inventory."""
+    from netlab.multihost.checks import over_hosts
 
-    refused = [name for name, on in (("--up", o.build), ("--trace", o.trace_failed), ("--watch", o.watch)) if on]
-    if refused:
-        raise UsageError(f"{', '.join(refused)} with --hosts: not built yet (docs/multihost.md)")
-    where = multihost.over_hosts(o.target, o.variant, hosts, "check")
-    how = CheckSettings(keep_frames=o.pcap_dir is not None or o.html is not None, fail_fast=o.fail_fast)
-    with _progress("checking") as tick:
-        run = multihost.check(where, o.only, how, on_done=tick)
-    return _report_run(replace(o, target=where.source, variant=where.variant), run)
+    if o.build and not is_lab_file(o.target):
+        raise UsageError(f"`--up` needs a lab file, got {o.target!r}")
+    where = over_hosts(o.target, o.variant, hosts, "check")
+    return replace(o, target=where.source, variant=where.variant, hosts=where.inventory)
 
 
 def _run_checks(o: _CheckOptions, progress: bool) -> lifecycle.CheckRun:
     from netlab import lifecycle
 
+    how = lifecycle.CheckSettings(
+        keep_frames=o.pcap_dir is not None or o.html is not None, trace=o.trace_failed, fail_fast=o.fail_fast
+    )
+    if o.hosts is not None:
+        return _run_checks_on_hosts(o, how, progress)
     driver = _driver()
     try:
         # One progress display at a time: the build's with --up, else the checks'.
@@ -1016,14 +1019,19 @@ def _run_checks(o: _CheckOptions, progress: bool) -> lifecycle.CheckRun:
                 variant=o.variant,
                 progress=tick if o.build else None,
                 on_done=None if o.build else tick,
-                how=lifecycle.CheckSettings(
-                    keep_frames=o.pcap_dir is not None or o.html is not None,
-                    trace=o.trace_failed,
-                    fail_fast=o.fail_fast,
-                ),
+                how=how,
             )
     finally:
         driver.close()
+
+
+def _run_checks_on_hosts(o: _CheckOptions, how: lifecycle.CheckSettings, progress: bool) -> lifecycle.CheckRun:
+    from netlab.multihost import checks as multihost
+
+    assert o.hosts is not None
+    where = multihost.OverHosts(o.target, o.variant, o.hosts)
+    with _progress("checking") if progress else nullcontext() as tick:
+        return multihost.check(where, o.only, how, on_done=tick, build=o.build)
 
 
 def _report_run(o: _CheckOptions, run: lifecycle.CheckRun) -> int:
@@ -1095,6 +1103,7 @@ def _watch_checks(o: _CheckOptions, path: str) -> int:
     """Run the checks, then again on every change of the lab file (or every `interval`),
     one summary line per run, until Ctrl-C (exit 130, nothing changed)."""
     from netlab import report
+    from netlab.multihost.engine import HostsFailed
     from netlab.watch import FileWatch, changes
 
     last: lifecycle.CheckRun | None = None
@@ -1105,7 +1114,7 @@ def _watch_checks(o: _CheckOptions, path: str) -> int:
             runs += 1
             try:
                 run = _run_checks(o, progress=False)
-            except (LabError, UsageError) as e:  # a file being edited: say why, keep watching
+            except (LabError, UsageError, HostsFailed) as e:  # a file being edited: say why, keep watching
                 err.print(f"{time.strftime('%H:%M:%S')} {e}", markup=False)
                 continue
             if last is None:
@@ -1297,17 +1306,12 @@ def capture(
 @click.option("--src", default=None, metavar="ADDR", help="Send from this address of the node (as a check's `src:`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the trace as JSON (nothing else on stdout).")
 @_variant_option("With LAB a file or a lab name: the lab of its variant NAME (LAB-NAME).")
-def trace(
-    lab: str,
-    node: str,
-    to: str,
-    proto: str | None,
-    port: int | None,
-    count: int,
-    src: str | None,
-    as_json: bool,
-    variant: str | None,
-) -> int:
+@_hosts_option(
+    "LAB is up over the hosts of inventory FILE (default $NETLAB_HOSTS, else the one `up --hosts` "
+    "recorded for LAB): each namespace is traced on its host, the probe sent from NODE's, and the "
+    "walk follows it over the tunnels between them (docs/multihost.md)."
+)
+def trace(**options: Any) -> int:
     """Follow one probe through every namespace of lab LAB with nftables tracing.
 
     Each namespace gets a temporary table (`inet netlab-trace-…`) that marks the flow's
@@ -1332,11 +1336,42 @@ def trace(
     """
     _load_pipeline()
     from netlab import lifecycle
+
+    o = _TraceOptions(**options)
+    hosts = o.hosts if o.hosts is not None else _recorded_inventory(o.lab, o.variant)
+    if hosts is None:
+        require_root("trace")
+        return _trace(lifecycle.lab_context(o.lab, o.variant), o)
+    from netlab.multihost.checks import lab_over_hosts, over_hosts
+    from netlab.multihost.lifecycle import load_split
+
+    where = over_hosts(o.lab, o.variant, hosts, "trace")
+    with lab_over_hosts(where, *load_split(where.source, where.variant, where.inventory)) as ctx:
+        return _trace(ctx, o)
+
+
+@dataclass(frozen=True)
+class _TraceOptions:
+    """`netlab trace`'s options, by the names click passes them under."""
+
+    lab: str
+    node: str
+    to: str
+    proto: str | None = None
+    port: int | None = None
+    count: int = 1
+    src: str | None = None
+    as_json: bool = False
+    variant: str | None = None
+    hosts: str | None = None
+
+
+def _trace(ctx: LabContext, o: _TraceOptions) -> int:
+    """`netlab trace` in the lab of ctx (on this machine or over hosts)."""
     from netlab.lab.targets import TargetError, is_address, node_addresses, split_target
     from netlab.probes.trace import run_trace, text_lines, to_json
 
-    require_root("trace")
-    ctx = lifecycle.lab_context(lab, variant)
+    node, to, proto, port, src = o.node, o.to, o.proto, o.port, o.src
     if node not in ctx.nodes:
         raise UsageError(f"lab {ctx.lab.name} has no node {node!r} (nodes: {', '.join(ctx.nodes)})")
     try:
@@ -1362,8 +1397,8 @@ def trace(
         raise UsageError(f"a {proto} trace needs a port: --port N or --to {to}:PORT")
     if src is not None and src not in node_addresses(ctx.topo, node):
         raise UsageError(f"--src {src} is not an address of {node} ({', '.join(node_addresses(ctx.topo, node))})")
-    result = run_trace(ctx, node, dst, proto, port if proto != "icmp" else None, count=count, src=src)
-    if as_json:
+    result = run_trace(ctx, node, dst, proto, port if proto != "icmp" else None, count=o.count, src=src)
+    if o.as_json:
         out.print(json_output.dumps("trace", to_json(result)), markup=False)
     else:
         for line in text_lines(result):

@@ -209,34 +209,68 @@ def _listener() -> socket.socket:
 # ---------------------------------------------------------------- one trace
 
 
+class TraceSession:
+    """One trace's temporary tables and listeners in some namespaces of this machine, from
+    open() to close(): what a trace across hosts holds open on each host while the probe
+    is sent from another (netlab.multihost.agent)."""
+
+    def __init__(self, namespaces: Sequence[str], flow: TraceFlow) -> None:
+        self.namespaces = list(namespaces)
+        self.flow = flow
+        self.name = f"{TRACE_TABLE_PREFIX}{os.getpid()}-{next(_ids)}"
+        self.listeners: dict[socket.socket, str] = {}
+        self.touched: list[str] = []
+        self.raw: list[tuple[str, bytes]] = []
+
+    def open(self) -> None:
+        """Every namespace's listener and table. Short, and not to be cut halfway (a worker
+        thread could add a table after the cleanup ran): a signal waits until every table is
+        in; close() removes what was made, also when this failed partway."""
+        with interrupts.deferred():
+            for ns in self.namespaces:
+                self.listeners[in_namespace(ns, _listener)] = ns
+                self.touched.append(ns)
+                _install(ns, self.name, self.flow)
+
+    def collect(self, settle: float) -> None:
+        """The events until none came for `settle` seconds."""
+        self.raw += _collect(self.listeners, settle)
+
+    def close(self) -> None:
+        with interrupts.deferred():
+            for ns in self.touched:
+                _remove(ns, self.name)
+            for sock in self.listeners:
+                sock.close()
+            self.touched, self.listeners = [], {}
+
+    def queues(self) -> list[list[TraceEvent]]:
+        """Each namespace's events (in `namespaces` order), in the order its listener got
+        them, with their headers filled in and their rules' texts: ready for `walk`."""
+        return _resolve(self.raw, self.namespaces)
+
+
 def trace(
     namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
 ) -> tuple[T, list[TraceEvent]]:
     """send() with the flow traced in every namespace (the client's first); its result and
-    the events stitched into one walk (`stitch`), rule texts resolved (the temporary tables' own events stay: they
-    say where the packet was seen)."""
-    name = f"{TRACE_TABLE_PREFIX}{os.getpid()}-{next(_ids)}"
-    listeners: dict[socket.socket, str] = {}
-    touched: list[str] = []
-    raw: list[tuple[str, bytes]] = []
+    the events stitched into one walk (`walk`), rule texts resolved (the temporary tables'
+    own events stay: they say where the packet was seen)."""
+    session = TraceSession(namespaces, flow)
     try:
-        # Installing is short and must not be cut halfway (a worker thread could add a table
-        # after the cleanup ran): a signal waits until every table is in, then unwinds.
-        with interrupts.deferred():
-            for ns in namespaces:
-                listeners[in_namespace(ns, _listener)] = ns
-                touched.append(ns)
-                _install(ns, name, flow)
+        session.open()
         interrupts.raise_pending()
         result = send()
-        raw = _collect(listeners, settle)
+        session.collect(settle)
     finally:
-        with interrupts.deferred():
-            for ns in touched:
-                _remove(ns, name)
-            for sock in listeners:
-                sock.close()
-    return result, _resolve(raw, namespaces)
+        session.close()
+    return result, walk(session.queues())
+
+
+def walk(queues: Sequence[Sequence[TraceEvent]]) -> list[TraceEvent]:
+    """Namespaces' queues (the client's first) stitched into one walk, numbered. The queues
+    may come from several hosts: stitching needs no common clock."""
+    return [replace(e, seq=i) for i, e in enumerate(stitch(queues))]
 
 
 def _collect(listeners: dict[socket.socket, str], settle: float, limit: float = 5.0) -> list[tuple[str, bytes]]:
@@ -256,7 +290,7 @@ def _collect(listeners: dict[socket.socket, str], settle: float, limit: float = 
     return out
 
 
-def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str]) -> list[TraceEvent]:
+def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str]) -> list[list[TraceEvent]]:
     names: dict[str, dict[int, str]] = {}
     rules: dict[tuple[str, str, str], dict[tuple[str, int], RuleText]] = {}
     queues: dict[str, list[TraceEvent]] = {ns: [] for ns in namespaces}  # the client's first
@@ -264,18 +298,19 @@ def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str]) -> list[Tr
         if ns not in names:
             names[ns] = in_namespace(ns, lambda: {i: n for i, n in socket.if_nameindex()})
         queues.setdefault(ns, []).extend(decode(data, ns, names[ns]))
-    events: list[TraceEvent] = []
-    for e in stitch([with_headers(q) for q in queues.values()]):
-        key = (e.ns, e.family, e.table)
-        if e.table.startswith(TRACE_TABLE_PREFIX):
-            rules[key] = {}
-        elif key not in rules:
-            rules[key] = table_rules(e.ns, e.family, e.table)
-        found = rules[key].get((e.chain, e.handle)) if e.handle is not None else None
-        if found is not None:
-            e = replace(e, rule=found.text, comment=found.comment, iptables=found.iptables)
-        events.append(replace(e, seq=len(events)))
-    return events
+    out: list[list[TraceEvent]] = []
+    for queue in queues.values():
+        resolved: list[TraceEvent] = []
+        for e in with_headers(queue):
+            key = (e.ns, e.family, e.table)
+            if e.table.startswith(TRACE_TABLE_PREFIX):
+                rules[key] = {}
+            elif key not in rules:
+                rules[key] = table_rules(e.ns, e.family, e.table)
+            found = rules[key].get((e.chain, e.handle)) if e.handle is not None else None
+            resolved.append(replace(e, rule=found.text, comment=found.comment, iptables=found.iptables) if found else e)
+        out.append(resolved)
+    return out
 
 
 def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:
@@ -291,14 +326,31 @@ def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:
 
 
 def _visits(queue: Sequence[TraceEvent]) -> list[list[TraceEvent]]:
-    """A namespace's events cut into visits: consecutive events of one packet (trace id)."""
+    """A namespace's events cut into visits: consecutive events of one packet (trace id),
+    or of one packet forwarded under a new id (`_forwarded`)."""
     out: list[list[TraceEvent]] = []
     for e in queue:
-        if out and out[-1][-1].id == e.id:
+        if out and (out[-1][-1].id == e.id or _forwarded(out[-1], e)):
             out[-1].append(e)
         else:
             out.append([e])
     return out
+
+
+def _forwarded(visit: Sequence[TraceEvent], e: TraceEvent) -> bool:
+    """e is the way out of the packet `visit` took in, though its trace id differs: the
+    kernel derives the id from the skb's address and hash, and a packet routed from a
+    bridge into a vxlan (flannel's node) leaves as another skb. Same way in, a way out
+    the visit has not had yet, the TTL one less."""
+    first, last = visit[0], visit[-1]
+    return (
+        _received(visit)
+        and e.iif == first.iif
+        and e.oif not in (None, "lo")
+        and all(v.oif is None for v in visit)
+        and last.ttl is not None
+        and e.ttl == last.ttl - 1
+    )
 
 
 def _received(visit: Sequence[TraceEvent]) -> bool:

@@ -19,10 +19,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
+from netlab.kernel import nft
 from netlab.kernel.observe import LiveObserver
 from netlab.kernel.observer import OpenCapture
+from netlab.kernel.trace import TraceSession
 from netlab.multihost.calls import CALLS, CaptureRead, HostLab, decode_args, encode
-from netlab.observations import ObserveError
+from netlab.observations import ObserveError, TraceEvent, TraceFlow
 from netlab.probes.flow import probe_many
 from netlab.state import read_state
 
@@ -33,6 +35,7 @@ class Agent:
     def __init__(self) -> None:
         self.observer = LiveObserver()
         self.captures: dict[int, OpenCapture] = {}
+        self.traces: dict[int, TraceSession] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.handlers: dict[str, Callable[..., Any]] = {
@@ -47,6 +50,8 @@ class Agent:
             "capture": self.capture,
             "capture_read": self.capture_read,
             "capture_close": self.capture_close,
+            "trace_open": self.trace_open,
+            "trace_close": self.trace_close,
             "probe": lambda requests, workers: probe_many(requests, workers=workers),
         }
         assert set(self.handlers) == set(CALLS)
@@ -73,6 +78,32 @@ class Agent:
             opened = self.captures.pop(capture, None)
         if opened is not None:
             opened.close()
+
+    def trace_open(self, namespaces: list[str], flow: TraceFlow) -> int:
+        session = TraceSession(namespaces, flow)
+        try:
+            session.open()
+        except nft.FirewallError as e:
+            session.close()
+            raise ObserveError(f"nft trace: {e}") from e
+        except BaseException:
+            session.close()
+            raise
+        with self._lock:
+            key = next(self._ids)
+            self.traces[key] = session
+        return key
+
+    def trace_close(self, trace: int, settle: float) -> list[list[TraceEvent]]:
+        with self._lock:
+            session = self.traces.pop(trace, None)
+        if session is None:
+            raise ObserveError(f"no trace {trace} is open on this host")
+        try:
+            session.collect(settle)
+        finally:
+            session.close()
+        return session.queues()
 
     def _capture(self, key: int) -> OpenCapture:
         with self._lock:
@@ -101,6 +132,10 @@ class Agent:
     def close(self) -> None:
         for key in list(self.captures):
             self.capture_close(key)
+        with self._lock:
+            traces, self.traces = list(self.traces.values()), {}
+        for session in traces:
+            session.close()
 
 
 def serve(requests: IO[str], replies: IO[str]) -> None:

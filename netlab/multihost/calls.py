@@ -17,7 +17,18 @@ from typing import Any
 
 from pydantic import ConfigDict, TypeAdapter
 
-from netlab.observations import CounterView, CtEntry, Drop, IpvsState, Packet, RouteAnswer, RouteQuery, RuleView
+from netlab.observations import (
+    CounterView,
+    CtEntry,
+    Drop,
+    IpvsState,
+    Packet,
+    RouteAnswer,
+    RouteQuery,
+    RuleView,
+    TraceEvent,
+    TraceFlow,
+)
 from netlab.pcap import Frame
 from netlab.probes.flow import ProbeRequest, ProbeResult
 
@@ -57,6 +68,11 @@ CALLS: dict[str, Call] = {
     "capture": Call({"ns": str, "ifname": str, "vxlan_ports": Sequence[int], "keep_frames": bool}, int),
     "capture_read": Call({"capture": int}, CaptureRead),
     "capture_close": Call({"capture": int}, None),
+    # a trace's tables and listeners are in when `trace_open` answers: the probe may go;
+    # `trace_close` reads until the host's namespaces are quiet, removes them, and answers
+    # each namespace's events (in the order given) for the coordinator to stitch
+    "trace_open": Call({"namespaces": Sequence[str], "flow": TraceFlow}, int),
+    "trace_close": Call({"trace": int, "settle": float}, list[list[TraceEvent]]),
     "probe": Call({"requests": Sequence[ProbeRequest], "workers": int}, list[ProbeResult]),
 }
 

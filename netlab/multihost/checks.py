@@ -10,13 +10,15 @@ checks would judge a different lab.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from netlab import interrupts
 from netlab.errors import Interrupted, UsageError
 from netlab.lifecycle import CheckRun, CheckSettings, select_checks
+from netlab.multihost import lifecycle
 from netlab.multihost.engine import HostsFailed
 from netlab.multihost.inventory import Inventory
 from netlab.multihost.lifecycle import load_split
@@ -27,7 +29,7 @@ from netlab.multihost.ssh import Ssh, on_each
 from netlab.naming import is_lab_file, netns_name
 from netlab.observations import ObserveError
 from netlab.plan.build import build_plan
-from netlab.probes.checks import LabContext, Verdict, run_checks
+from netlab.probes.checks import LabContext, Verdict, run_checks, trace_failures
 
 
 @dataclass(frozen=True)
@@ -56,48 +58,79 @@ def over_hosts(target: str, variant: str | None, hosts: str | None, command: str
     return OverHosts(record.source, record.variant, hosts or record.inventory)
 
 
+@contextlib.contextmanager
+def lab_over_hosts(where: OverHosts, inventory: Inventory, split: Split) -> Iterator[LabContext]:
+    """A LabContext of the split lab whose observer and probe sender are its hosts' agents
+    (one ssh session per host, closed on leaving); every host is asked first whether its
+    part is up and built from this file (HostsFailed naming each that is not)."""
+    lab = split.lab.name
+    with Ssh() as ssh, HostAgents(ssh, [inventory.host(h) for h in split.sub_labs]) as agents:
+        _same_lab_everywhere(agents, split, inventory, where)
+        host_of = {netns_name(lab, node): host for node, host in split.placement.of_node.items()}
+        observer = RemoteObserver(agents, host_of)
+        yield LabContext(
+            split.lab,
+            {node: netns_name(lab, node) for node in split.lab.nodes},
+            observer=observer,
+            send_probes=observer.send_probes,
+        )
+
+
 def check(
     where: OverHosts,
     only: tuple[str, ...] = (),
     how: CheckSettings | None = None,
     on_done: Callable[[Verdict], None] | None = None,
+    *,
+    build: bool = False,
 ) -> CheckRun:
-    """Run the checks of a lab that is up over hosts."""
+    """Run the checks of a lab that is up over hosts; with `build`, bring it up on its
+    hosts first (where.source is a file) and take it down afterwards — unless it was
+    already up on every host, which is then left as it was."""
     how = how or CheckSettings()
     started = time.monotonic()
     inventory, split = load_split(where.source, where.variant, where.inventory)
-    checks = select_checks(split.lab, only)
-    lab = split.lab.name
+    built = _build(where, inventory, split, only) if build else None
+    undone = "the lab built for them was taken down on every host" if built else "nothing was changed"
     try:
-        with Ssh() as ssh, HostAgents(ssh, [inventory.host(h) for h in split.sub_labs]) as agents:
-            _same_lab_everywhere(agents, split, inventory, where)
-            host_of = {netns_name(lab, node): host for node, host in split.placement.of_node.items()}
-            observer = RemoteObserver(agents, host_of)
-            ctx = LabContext(
-                split.lab,
-                {node: netns_name(lab, node) for node in split.lab.nodes},
-                observer=observer,
-                send_probes=observer.send_probes,
-            )
+        with lab_over_hosts(where, inventory, split) as ctx:
             ctx.keep_frames = how.keep_frames
-            verdicts: list[Verdict] = run_checks(
-                ctx,
-                checks,
-                on_done=on_done,
-                fail_fast=how.fail_fast,
-            )
+            checks = select_checks(split.lab, only)
+            verdicts: list[Verdict] = run_checks(ctx, checks, on_done=on_done, fail_fast=how.fail_fast)
+            judged = {v.name for v in verdicts}
+            if how.trace:
+                verdicts = trace_failures(ctx, [c for c in checks if c.name in judged], verdicts)
     except BaseException as err:
         signum = interrupts.signum_of(err)
         if signum is None:
             raise
         raise Interrupted(
-            f"check of lab {lab} interrupted by {interrupts.name_of(signum)} while running its checks; "
-            "nothing was changed",
+            f"check of lab {split.lab.name} interrupted by {interrupts.name_of(signum)} "
+            f"while running its checks; {undone}",
             signum,
         ) from None
-    judged = {v.name for v in verdicts}
+    finally:
+        if built:
+            _take_down(built, inventory, where)
     not_run = [c.name for c in checks if c.name not in judged]
-    return CheckRun(lab, verdicts, time.monotonic() - started, False, ctx.frames, not_run)
+    return CheckRun(split.lab.name, verdicts, time.monotonic() - started, built is not None, ctx.frames, not_run)
+
+
+def _build(where: OverHosts, inventory: Inventory, split: Split, only: tuple[str, ...]) -> str | None:
+    """`check --up` over hosts: the lab up on its hosts; its name if this run built it."""
+    select_checks(split.lab, only)  # a wrong --only fails before building
+    result = lifecycle.up(where.source, where.variant, inventory, split)
+    return None if len(result.already_up) == len(result.hosts) else result.lab
+
+
+def _take_down(lab: str, inventory: Inventory, where: OverHosts) -> None:
+    done = lifecycle.down(lab, inventory)
+    if done.unreachable:
+        names = ", ".join(r.host for r in done.unreachable)
+        raise HostsFailed(
+            f"lab {lab} was checked but could not be taken down on {names}: "
+            f"run `netlab down {lab} --hosts {where.inventory}` once it is back"
+        )
 
 
 def _same_lab_everywhere(agents: HostAgents, split: Split, inventory: Inventory, where: OverHosts) -> None:

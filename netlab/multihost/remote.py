@@ -20,6 +20,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from netlab.kernel.trace import walk
 from netlab.multihost.calls import CALLS, CaptureRead, decode, encode_args
 from netlab.multihost.inventory import Host
 from netlab.multihost.ssh import Ssh, as_root, on_each
@@ -176,11 +177,14 @@ class RemoteObserver:
         self.agents = agents
         self.host_of = host_of  # namespace → host
 
-    def _on(self, ns: str) -> HostAgent:
+    def _host(self, ns: str) -> str:
         host = self.host_of.get(ns)
         if host is None:
             raise ObserveError(f"namespace {ns} is on none of the lab's hosts")
-        return self.agents.on(host)
+        return host
+
+    def _on(self, ns: str) -> HostAgent:
+        return self.agents.on(self._host(ns))
 
     def route_get(self, ns: str, queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
         answers: list[RouteAnswer] = self._on(ns).call("route_get", ns=ns, queries=queries)
@@ -220,7 +224,33 @@ class RemoteObserver:
     def trace(
         self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
     ) -> tuple[T, list[TraceEvent]]:
-        raise ObserveError("tracing a probe across hosts is not built yet (docs/multihost.md)")
+        """send() with the flow traced in every namespace, each on its host: every host's
+        tables and listeners are in before the probe goes; each host then reads until its
+        namespaces are quiet, and the queues are stitched here (by the headers each hop
+        left and arrived with, as on one machine: no clock is shared between hosts)."""
+        by_host: dict[str, list[str]] = {}
+        for ns in namespaces:  # the client's host first, its namespaces in the order given
+            by_host.setdefault(self._host(ns), []).append(ns)
+        hosts = list(by_host)
+        opened: dict[str, int] = {}
+
+        def open_on(host: str) -> None:
+            opened[host] = self.agents.on(host).call("trace_open", namespaces=by_host[host], flow=flow)
+
+        try:
+            on_each(hosts, open_on)  # every host's call ends before a failure is raised
+            result = send()
+            queues = dict(zip(hosts, on_each(hosts, lambda h: self._close(h, opened.pop(h), settle)), strict=True))
+        finally:
+            for host, key in opened.items():  # opened, not read: the probe or another host failed
+                with contextlib.suppress(ObserveError):
+                    self.agents.on(host).call("trace_close", trace=key, settle=0.0)
+        ordered = {ns: q for host in hosts for ns, q in zip(by_host[host], queues[host], strict=True)}
+        return result, walk([ordered[ns] for ns in namespaces])
+
+    def _close(self, host: str, key: int, settle: float) -> list[list[TraceEvent]]:
+        found: list[list[TraceEvent]] = self.agents.on(host).call("trace_close", trace=key, settle=settle)
+        return found
 
     def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
         return send(), KernelSeen(unavailable="the kernel's drop reasons are not read across hosts")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +106,7 @@ def test_flannel_over_three_hosts(sim: SimulatedHosts) -> None:
             assert len(tunnel_sockets(sim, host)) == 1, host.name
             assert host_links(sim, host) == before[host.name]
         check_all_pass(sim)
+        trace_over_the_tunnels(sim)
         again = netlab(sim, "up", "--hosts", sim.inventory, FLANNEL)
         assert again.returncode == 0 and "is already up on" in again.stdout, again.stderr
     finally:
@@ -129,6 +133,31 @@ def check_all_pass(sim: SimulatedHosts) -> None:
     text = netlab(sim, "check", "--hosts", sim.inventory, FLANNEL, "--only", "UDP crosses")
     assert text.returncode == 0, text.stdout + text.stderr
     assert "UDP crosses the overlay too" in text.stdout and "lab flannel-vxlan: 1 passed, 0 failed" in text.stdout
+
+
+def trace_over_the_tunnels(sim: SimulatedHosts) -> None:
+    """`netlab trace` by the lab's name: pod1 and node1 traced on h1, node2 and pod4 on h2,
+    one walk in the packets' order, there and back, over the hosts' tunnels."""
+    done = netlab(sim, "trace", "flannel-vxlan", "--from", "pod1", "--to", "pod4:8080", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    walk = json.loads(done.stdout)
+    assert walk["ok"] and walk["died"] is None
+    visits = [e["node"] for e in walk["events"]]
+    order = [n for i, n in enumerate(visits) if i == 0 or visits[i - 1] != n]
+    # the SYN to pod4 (h2) and the SYN-ACK back to pod1 (h1), each crossing the hosts' tunnels
+    assert order[:7] == ["pod1", "node1", "node2", "pod4", "node2", "node1", "pod1"], "\n".join(
+        str((e["node"], e["chain"], e["src"], e["dst"], e["iif"], e["oif"], e["ttl"])) for e in walk["events"]
+    )
+    assert [e["seq"] for e in walk["events"]] == list(range(len(visits)))
+    into_pod4 = next(e for e in walk["events"] if e["node"] == "pod4")
+    assert (into_pod4["src"], into_pod4["dst"], into_pod4["iif"]) == ("10.244.0.2", "10.244.1.3", "eth0")
+    text = netlab(sim, "trace", "flannel-vxlan", "--from", "pod1", "--to", "10.244.1.3", "--proto", "icmp")
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "node2" in text.stdout and "pod4" in text.stdout
+    for host in sim.hosts:  # every temporary trace table is gone again
+        for ns in lab_namespaces(sim, host):
+            tables = sim.inside(host, ["ip", "netns", "exec", ns, "nft", "list", "tables"]).stdout
+            assert "netlab-trace-" not in tables, (host.name, ns, tables)
 
 
 PAIR_CHECKS = """
@@ -197,6 +226,56 @@ def test_check_across_hosts_captures_on_the_far_host_and_reports_failures(sim: S
     assert "h2: lab mh-pair is down" in down.stdout
     gone = netlab(sim, "check", "--hosts", sim.inventory, "mh-pair")
     assert gone.returncode == 2 and "lab mh-pair was not built over hosts from this machine" in gone.stderr
+
+
+def test_check_up_trace_and_watch_over_hosts(sim: SimulatedHosts, tmp_path: Path) -> None:
+    """`check --up --trace` builds the lab on its hosts, traces the failed check's probe
+    from x (h1) to y (h2) and back, and takes the lab down; `check --watch` runs the
+    checks of a lab up over hosts again and again until Ctrl-C."""
+    lab = pair_lab(tmp_path, checks=PAIR_CHECKS)
+    done = netlab(sim, "check", "--up", "--hosts", sim.inventory, lab, "--trace", "--json")
+    assert done.stdout, done.stderr
+    verdicts = {c["name"]: c for c in json.loads(done.stdout)["checks"]}
+    assert done.returncode == 1, done.stderr
+    wrong = verdicts["a wrong expectation fails with its reason"]
+    assert not wrong["passed"] and wrong["trace"] is not None, wrong
+    visits = [e["node"] for e in wrong["trace"]["events"]]
+    assert [n for i, n in enumerate(visits) if i == 0 or visits[i - 1] != n] == ["x", "y", "x"], visits
+    assert verdicts["y reaches x, seen arriving on x's end of the tunnel"]["trace"] is None  # passed: not traced
+    for host in sim.hosts:
+        assert lab_namespaces(sim, host) == [] and no_tunnel_sockets(sim, host)
+    assert not (sim.dir / "state" / "netlab" / "hosts" / "mh-pair.json").exists()  # down removed the record
+
+    up = netlab(sim, "up", "--hosts", sim.inventory, lab)
+    assert up.returncode == 0, up.stderr
+    watch = subprocess.Popen(
+        sim.coordinator_argv([NETLAB, "check", "mh-pair", "--watch", "--interval", "0.5"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=sim.env,
+    )
+    again = re.compile(r"\d\d:\d\d:\d\d lab mh-pair: 2 passed, 1 failed in")
+    seen: list[str] = []
+    stop = threading.Timer(120, watch.kill)  # a watch that never runs again fails, not hangs
+    stop.start()
+    try:
+        assert watch.stdout is not None
+        while not (seen and again.match(seen[-1])) and (line := watch.stdout.readline()):
+            seen.append(line)
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    finally:
+        stop.cancel()
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+        down = netlab(sim, "down", "mh-pair")
+    assert down.returncode == 0, down.stderr
+    assert watch.returncode == 130, err
+    assert "lab mh-pair: 2 passed, 1 failed in" in "".join(seen)  # the first run's report
+    assert again.match(seen[-1]), seen  # and a line for the run after it
+    assert "check --watch ended by SIGINT after" in err
 
 
 def test_a_host_that_fails_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:

@@ -172,6 +172,28 @@ def test_stitch_follows_the_packet_across_namespaces() -> None:
     assert order == [("c", 1), ("r", 3), ("r", 3), ("s", 5), ("s", 6), ("r", 4), ("r", 4), ("c", 2)]
 
 
+def test_a_packet_forwarded_under_a_new_trace_id_is_one_visit() -> None:
+    """flannel's node routes a pod's packet from its bridge into its vxlan: the kernel
+    gives the packet another trace id on the way out, and the walk still goes client,
+    router, server (not back to the client's next packet in between)."""
+    client = [
+        ev("c", 1, "out", "10.0.0.2", "10.1.0.2", oif="eth0"),
+        ev("c", 2, "pre", "10.1.0.2", "10.0.0.2", iif="eth0", ttl=63),
+    ]
+    router = [
+        ev("r", 3, "pre", "10.0.0.2", "10.1.0.2", iif="cni0"),
+        ev("r", 9, "post", "10.0.0.2", "10.1.0.2", iif="cni0", oif="flannel.1", ttl=63),
+        ev("r", 4, "pre", "10.1.0.2", "10.0.0.2", iif="flannel.1"),
+        ev("r", 8, "post", "10.1.0.2", "10.0.0.2", iif="flannel.1", oif="cni0", ttl=63),
+    ]
+    server = [
+        ev("s", 5, "pre", "10.0.0.2", "10.1.0.2", iif="eth0", ttl=63),
+        ev("s", 6, "out", "10.1.0.2", "10.0.0.2", oif="eth0"),
+    ]
+    order = [(e.ns, e.id) for e in stitch([client, server, router])]
+    assert order == [("c", 1), ("r", 3), ("r", 9), ("s", 5), ("s", 6), ("r", 4), ("r", 8), ("c", 2)]
+
+
 def fake_lab() -> tuple[Lab, dict[str, str]]:
     lab = lab_with("  - name: x\n    probe: {from: web-a, to: web-c}\n")
     return lab, {node: f"hg.{node}" for node in lab.nodes}
