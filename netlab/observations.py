@@ -449,6 +449,11 @@ class TraceEvent:
     # The rule as iptables-save writes it, for a table of iptables-nft (an iptables dump,
     # kube-proxy): the words the dump used, where nft's listing loses the comment.
     iptables: str | None = None
+    # From the transport header: tcp | udp | icmp | icmpv6 | sctp | a number, and the ports
+    # (an ICMP echo's id as sport, as conntrack keys it).
+    proto: str | None = None
+    sport: int | None = None
+    dport: int | None = None
 
     @property
     def rule_words(self) -> str | None:

@@ -45,11 +45,12 @@ NFNLGRP_NFTRACE = 9
 NFT_MSG_TRACE = (10 << 8) | 17  # NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
 
 PRIORITY = -600  # before raw (-300) and conntrack (-200)
+CT = -199  # after conntrack, before DNAT (-100)
 LAST = 500  # after srcnat (100)
 
 # NFTA_TRACE_* (include/uapi/linux/netfilter/nf_tables.h)
 A_TABLE, A_CHAIN, A_HANDLE, A_TYPE, A_VERDICT, A_ID = 1, 2, 3, 4, 5, 6
-A_NETWORK, A_IIF, A_OIF, A_POLICY = 8, 10, 12, 16
+A_NETWORK, A_TRANSPORT, A_IIF, A_OIF, A_POLICY = 8, 9, 10, 12, 16
 TYPES = {1: "policy", 2: "return", 3: "rule"}
 VERDICTS = {
     0: "drop",
@@ -94,13 +95,31 @@ def _verdict(data: bytes) -> tuple[str | None, str | None]:
     return VERDICTS.get(code if code < 0 else code & 0xFF, str(code)), target
 
 
-def _addresses(header: bytes) -> tuple[str | None, str | None, int | None]:
-    """Source, destination and TTL (hop limit) of an IPv4 or IPv6 header."""
+def _addresses(header: bytes) -> tuple[str | None, str | None, int | None, int | None]:
+    """Source, destination, TTL (hop limit) and IP protocol (next header) of an IPv4 or
+    IPv6 header."""
     if len(header) >= 20 and header[0] >> 4 == 4:
-        return str(ipaddress.IPv4Address(header[12:16])), str(ipaddress.IPv4Address(header[16:20])), header[8]
+        src, dst = ipaddress.IPv4Address(header[12:16]), ipaddress.IPv4Address(header[16:20])
+        return str(src), str(dst), header[8], header[9]
     if len(header) >= 40 and header[0] >> 4 == 6:
-        return str(ipaddress.IPv6Address(header[8:24])), str(ipaddress.IPv6Address(header[24:40])), header[7]
-    return None, None, None
+        src6, dst6 = ipaddress.IPv6Address(header[8:24]), ipaddress.IPv6Address(header[24:40])
+        return str(src6), str(dst6), header[7], header[6]
+    return None, None, None, None
+
+
+_PROTOCOLS = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6", 132: "sctp"}
+_ECHO = {1: (8, 0), 58: (128, 129)}  # echo request and reply: their id is conntrack's "port"
+
+
+def _ports(protocol: int | None, header: bytes) -> tuple[int | None, int | None]:
+    """Source and destination port of a TCP/UDP/SCTP header; an ICMP echo's id as its
+    source port (as conntrack keys it)."""
+    if protocol in (6, 17, 132) and len(header) >= 4:
+        sport, dport = struct.unpack_from(">HH", header)
+        return sport, dport
+    if protocol in _ECHO and len(header) >= 6 and header[0] in _ECHO[protocol]:
+        return struct.unpack_from(">H", header, 4)[0], None
+    return None, None
 
 
 def decode(data: bytes, ns: str, ifnames: dict[int, str] | None = None) -> list[TraceEvent]:
@@ -132,7 +151,8 @@ def _event(body: bytes, ns: str, ifnames: dict[int, str]) -> TraceEvent:
     verdict, target = _verdict(fields[A_VERDICT]) if A_VERDICT in fields else (None, None)
     if A_POLICY in fields:
         verdict = VERDICTS.get(struct.unpack(">i", fields[A_POLICY][:4])[0], verdict)
-    src, dst, ttl = _addresses(fields.get(A_NETWORK, b""))
+    src, dst, ttl, protocol = _addresses(fields.get(A_NETWORK, b""))
+    sport, dport = _ports(protocol, fields.get(A_TRANSPORT, b""))
     return TraceEvent(
         ns=ns,
         id=struct.unpack(">I", fields[A_ID][:4])[0] if A_ID in fields else 0,
@@ -148,14 +168,17 @@ def _event(body: bytes, ns: str, ifnames: dict[int, str]) -> TraceEvent:
         iif=index(A_IIF),
         oif=index(A_OIF),
         ttl=ttl,
+        proto=None if protocol is None else _PROTOCOLS.get(protocol, str(protocol)),
+        sport=sport,
+        dport=dport,
     )
 
 
 # ---------------------------------------------------------------- the temporary tables
 
 
-def trace_table(name: str, flow: TraceFlow) -> str:
-    """The temporary table that marks the flow's packets for tracing, both directions."""
+def _marks(flow: TraceFlow) -> list[str]:
+    """The selectors of the flow's packets, both directions: its addresses, its ports."""
     marks = []
     for version, selector in ((4, "ip"), (6, "ip6")):
         addrs = sorted(a for a in flow.addresses if ipaddress.ip_address(a).version == version)
@@ -165,21 +188,44 @@ def trace_table(name: str, flow: TraceFlow) -> str:
     if flow.ports and flow.proto in ("tcp", "udp"):
         group = "{ " + ", ".join(str(p) for p in sorted(flow.ports)) + " }"
         marks += [f"meta l4proto {flow.proto} th sport {group}", f"meta l4proto {flow.proto} th dport {group}"]
-    # Neighbour discovery and MLD share the client's address but are not the flow: their
-    # walks (to ff02::…) would bury the probe's.
-    rules = "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } return\n"
-    rules += "".join(f"    {m} meta nftrace set 1\n" for m in marks)
-    chains = "".join(
-        f"  chain {chain} {{\n    type filter hook {hook} priority {PRIORITY}; policy accept;\n{rules}  }}\n"
-        for chain, hook in (("pre", "prerouting"), ("out", "output"))
-    )
+    return marks
+
+
+# Neighbour discovery and MLD share the client's address but are not the flow: their walks
+# (to ff02::…) would bury the probe's.
+_NOT_ND = "    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-solicit, mld-listener-report, mld2-listener-report } return\n"
+_L4PROTO = {"icmp": "{ icmp, ipv6-icmp }"}
+
+
+def _chain(name: str, hook: str, priority: int, rules: str = "") -> str:
+    return f"  chain {name} {{\n    type filter hook {hook} priority {priority}; policy accept;\n{rules}  }}\n"
+
+
+def trace_table(name: str, flow: TraceFlow) -> str:
+    """The temporary table that marks the flow's packets for tracing, both directions.
+
+    Before conntrack (-600), by the flow's addresses and ports. After conntrack (CT, before
+    any DNAT), by its conntrack entry: the entry of a marked packet, or of a new connection
+    of the flow's protocol coming in from a wire, goes into the set `conns`, and every
+    packet of an entry in it is traced — so the flow is followed through a NAT that
+    rewrote both its addresses and its ports (kube-proxy's DNAT with a fully-random
+    masquerade): the reply in the NATing namespace by its entry, the next namespace's
+    copy as a new connection. A new connection that is not the flow is traced too, and
+    left out of the walk by probes.trace, which knows the flow's NATed tuples from the
+    conntrack entries."""
+    marks = _marks(flow)
+    traced = _NOT_ND + "".join(f"    {m} meta nftrace set 1\n" for m in marks)
+    learn = _NOT_ND + "".join(f"    {m} add @conns {{ ct id }}\n" for m in marks)
+    arrived = f'    meta iifname != "lo" meta l4proto {_L4PROTO.get(flow.proto, flow.proto)} ct state new add @conns {{ ct id }}\n'
+    by_entry = "    ct id @conns meta nftrace set 1\n"
+    chains = "  set conns {\n    typeof ct id; size 4096; flags dynamic;\n  }\n"
+    chains += _chain("pre", "prerouting", PRIORITY, traced) + _chain("out", "output", PRIORITY, traced)
+    chains += _chain("ctpre", "prerouting", CT, learn + arrived + by_entry)
+    chains += _chain("ctout", "output", CT, learn + by_entry)
     # Empty chains after every NAT: a traced packet's pass through them is an event with its
     # headers as they leave (or are delivered) — where a SNAT or DNAT shows, and how the
     # walk knows which namespace a packet went to next.
-    chains += "".join(
-        f"  chain {chain} {{\n    type filter hook {hook} priority {LAST}; policy accept;\n  }}\n"
-        for chain, hook in (("post", "postrouting"), ("in", "input"))
-    )
+    chains += _chain("post", "postrouting", LAST) + _chain("in", "input", LAST)
     return f"table inet {name} {{\n{chains}}}\n"
 
 
@@ -320,7 +366,17 @@ def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:
     for e in queue:
         prev = out[-1] if out else None
         if e.src is None and prev is not None and prev.id == e.id:
-            e = replace(e, src=prev.src, dst=prev.dst, ttl=prev.ttl, iif=e.iif or prev.iif, oif=e.oif or prev.oif)
+            e = replace(
+                e,
+                src=prev.src,
+                dst=prev.dst,
+                ttl=prev.ttl,
+                proto=prev.proto,
+                sport=prev.sport,
+                dport=prev.dport,
+                iif=e.iif or prev.iif,
+                oif=e.oif or prev.oif,
+            )
         out.append(e)
     return out
 

@@ -20,6 +20,7 @@ from netlab.lab.targets import node_addresses
 from netlab.observations import (
     TRACE_TABLE_PREFIX,
     CtEntry,
+    CtTuple,
     FibLookup,
     KernelDrop,
     KernelSeen,
@@ -40,7 +41,52 @@ BLIND_SPOTS = (
     "resolution, bridge forwarding without br_netfilter or IPVS scheduling"
 )
 _L4 = {"http": "tcp"}  # what the trace table matches for a probe protocol
-_HOOKS = {"pre": "prerouting", "out": "output", "post": "postrouting", "in": "input"}
+_HOOKS = {
+    "pre": "prerouting",
+    "out": "output",
+    "ctpre": "prerouting",
+    "ctout": "output",
+    "post": "postrouting",
+    "in": "input",
+}
+Key = tuple[str | None, str | None, int | None, str | None, int | None]  # proto, src, sport, dst, dport
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """A packet's addresses and ports (an ICMP echo's id as sport), as one event saw them."""
+
+    src: str | None
+    sport: int | None
+    dst: str | None
+    dport: int | None
+
+    @property
+    def text(self) -> str:
+        return f"{_at(self.src, self.sport)} → {_at(self.dst, self.dport)}"
+
+
+@dataclass(frozen=True)
+class NatStep:
+    """A translation, where the walk first shows it: the event `seq` of namespace `ns`
+    carries the new headers. `kind` is the rule's (dnat, snat, or both); a reply's
+    translation back (direction reply) undoes it. `conntrack`: the entry that holds it."""
+
+    ns: str
+    seq: int
+    kind: str  # dnat | snat | dnat+snat
+    direction: str  # original | reply
+    hooks: tuple[
+        str, ...
+    ]  # where the kernel translated it: prerouting/output (a destination), postrouting/input (a source)
+    before: Endpoints
+    after: Endpoints
+    conntrack: CtEntry | None
+
+    @property
+    def text(self) -> str:
+        what = self.kind.upper() if self.direction == "original" else f"reply, {self.kind.upper()} undone"
+        return f"NAT ({what}, at {' and '.join(self.hooks)}): {self.before.text} is now {self.after.text}"
 
 
 @dataclass(frozen=True)
@@ -55,6 +101,7 @@ class Trace:
     events: tuple[TraceEvent, ...]
     nodes: dict[str, str]  # namespace → node
     conntrack: tuple[CtEntry, ...] = ()  # the flow's entries, in the namespaces that NATed it
+    nat: tuple[NatStep, ...] = ()  # each translation, where the walk shows it
     route: RouteAnswer | None = None  # the last namespace's decision, when no event says why it died
     kernel: KernelSeen | None = None  # the kernel's own drop reasons and FIB lookups meanwhile
 
@@ -120,17 +167,36 @@ def trace_requests(
     )
     nodes = {v: k for k, v in ctx.nodes.items()}
     port = request.port if request.proto != "icmp" else None
-    trace = Trace(node, request.proto, request.dst, port, tuple(probes), tuple(events), nodes, kernel=kernel)
-    return _explained(ctx, trace, flow)
+    entries = _entries(ctx, list(dict.fromkeys(e.ns for e in events)))
+    known = flow_keys(flow, [c for _, c in entries])
+    events = [replace(e, seq=i) for i, e in enumerate(of_flow(events, flow, known))]
+    nat = tuple((ns, c) for ns, c in entries if (c.dnat or c.snat) and _key(c.orig) in known)
+    trace = Trace(
+        node,
+        request.proto,
+        request.dst,
+        port,
+        tuple(probes),
+        tuple(events),
+        nodes,
+        conntrack=tuple(c for _, c in nat),
+        nat=tuple(nat_steps(events, nat)),
+        kernel=kernel,
+    )
+    return _explained(ctx, trace)
 
 
-def _explained(ctx: LabContext, trace: Trace, flow: TraceFlow) -> Trace:
-    conntrack: list[CtEntry] = []
-    for ns in dict.fromkeys(e.ns for e in trace.events):
+def _entries(ctx: LabContext, namespaces: Sequence[str]) -> list[tuple[str, CtEntry]]:
+    out: list[tuple[str, CtEntry]] = []
+    for ns in namespaces:
         try:
-            conntrack += [c for c in ctx.observer.conntrack(ns) if (c.dnat or c.snat) and _of_flow(c, flow)]
+            out += [(ns, c) for c in ctx.observer.conntrack(ns)]
         except ObserveError:
             continue
+    return out
+
+
+def _explained(ctx: LabContext, trace: Trace) -> Trace:
     route = None
     last = _stopped(trace)
     if not trace.ok and trace.death is None and last is not None and last.dst is not None:
@@ -140,7 +206,141 @@ def _explained(ctx: LabContext, trace: Trace, flow: TraceFlow) -> Trace:
             route = ctx.observer.route_get(last.ns, [query])[0]
         except ObserveError:
             route = None
-    return Trace(**{**trace.__dict__, "conntrack": tuple(conntrack), "route": route})
+    return replace(trace, route=route)
+
+
+# ---------------------------------------------------------------- the flow through NAT
+
+
+def _at(address: str | None, port: int | None) -> str:
+    if address is None:
+        return "?"
+    if port is None:
+        return address
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _key(t: CtTuple) -> Key:
+    return (t.proto, t.src, t.sport, t.dst, t.dport)
+
+
+def _reverse(k: Key) -> Key:
+    proto, src, sport, dst, dport = k
+    if proto in ("icmp", "icmpv6"):
+        return k[0], dst, sport, src, dport  # an echo reply keeps the request's id
+    return proto, dst, dport, src, sport
+
+
+def _event_key(e: TraceEvent) -> Key:
+    return (e.proto, e.src, e.sport, e.dst, e.dport)
+
+
+def _strict(c: CtEntry, flow: TraceFlow) -> bool:
+    """An entry the trace table's own marks select (by the flow's ports, else addresses)."""
+    if flow.ports:
+        return c.orig.sport in flow.ports
+    return c.orig.src in flow.addresses or c.orig.dst in flow.addresses
+
+
+def flow_keys(flow: TraceFlow, entries: Sequence[CtEntry]) -> set[Key]:
+    """The flow's packets through every NAT, as keys both ways: the entries the flow's
+    marks select, then, again and again, the entries of any namespace whose original
+    tuple is a packet already known (what a NAT elsewhere sent on)."""
+    known: set[Key] = set()
+    left = list(entries)
+    taken = [c for c in left if _strict(c, flow)]
+    while taken:
+        for c in taken:
+            left.remove(c)
+            for k in (_key(c.orig), _key(c.reply)):
+                known |= {k, _reverse(k)}
+        taken = [c for c in left if _key(c.orig) in known]
+    return known
+
+
+def _marked(e: TraceEvent, flow: TraceFlow) -> bool:
+    """Whether the trace table's marks select the packet (trace_table)."""
+    if e.src in flow.addresses or e.dst in flow.addresses:
+        return True
+    return bool(flow.ports) and e.proto == flow.proto and (e.sport in flow.ports or e.dport in flow.ports)
+
+
+def of_flow(events: Sequence[TraceEvent], flow: TraceFlow, known: set[Key]) -> list[TraceEvent]:
+    """The events of the flow's packets: each visit (a packet in a namespace) the marks
+    select or the flow's conntrack entries account for. The trace table also traces new
+    connections that turn out not to be the flow (it cannot tell a NATed copy of the flow
+    from them before the conntrack entries are read)."""
+    out: list[TraceEvent] = []
+    visit: list[TraceEvent] = []
+    for e in [*events, None]:
+        if e is not None and visit and (visit[0].ns, visit[0].id) == (e.ns, e.id):
+            visit.append(e)
+            continue
+        if visit and any(_marked(v, flow) or _event_key(v) in known for v in visit if v.src is not None):
+            out += visit
+        visit = [e] if e is not None else []
+    return out
+
+
+def nat_steps(events: Sequence[TraceEvent], entries: Sequence[tuple[str, CtEntry]]) -> list[NatStep]:
+    """Every change of a packet's addresses or ports within a namespace (the event after
+    the translation carries the new headers), with the entry that holds it."""
+    steps: list[NatStep] = []
+    prev: TraceEvent | None = None
+    first: TraceEvent | None = None
+    for e in events:
+        if prev is None or (prev.ns, prev.id) != (e.ns, e.id):
+            prev = first = e
+            continue
+        if e.src is not None and _event_key(e) != _event_key(prev) and first is not None:
+            steps.append(_step(first, prev, e, entries))
+        prev = e
+    return steps
+
+
+def _between(k: Key, start: Key, end: Key) -> bool:
+    """k is a packet on its way from headers `start` to `end`: each side is one or the other's."""
+    src, dst = (k[1], k[2]), (k[3], k[4])
+    return k[0] == start[0] and src in (start[1:3], end[1:3]) and dst in (start[3:5], end[3:5])
+
+
+def _holder(ns: str, old: Key, entries: Sequence[tuple[str, CtEntry]]) -> tuple[CtEntry | None, str]:
+    """The entry of ns that holds a translation of a packet with headers `old`, and the
+    packet's direction: an original packet goes from the entry's original tuple to its
+    reply reversed, a reply from the reply tuple to the original reversed."""
+    for where, c in entries:
+        orig, reply = _key(c.orig), _key(c.reply)
+        if where == ns and _between(old, orig, _reverse(reply)):
+            return c, "original"
+        if where == ns and _between(old, reply, _reverse(orig)):
+            return c, "reply"
+    return None, "original"
+
+
+def _step(first: TraceEvent, before: TraceEvent, after: TraceEvent, entries: Sequence[tuple[str, CtEntry]]) -> NatStep:
+    old, new = _event_key(before), _event_key(after)
+    entry, direction = _holder(after.ns, old, entries)
+    dst_moved = (old[3], old[4]) != (new[3], new[4])
+    src_moved = (old[1], old[2]) != (new[1], new[2])
+    # A reply's destination is put back where the original's source was translated, and
+    # the other way round: name the rule's kind, not the field.
+    dnat, snat = (dst_moved, src_moved) if direction == "original" else (src_moved, dst_moved)
+    kind = "+".join(k for k, on in (("dnat", dnat), ("snat", snat)) if on) or "nat"
+    hooks = []
+    if dst_moved:  # the kernel rewrites destinations before routing, sources after it
+        hooks.append("prerouting" if first.iif is not None else "output")
+    if src_moved:
+        hooks.append("input" if after.chain == "in" and after.table.startswith(TRACE_TABLE_PREFIX) else "postrouting")
+    return NatStep(
+        after.ns,
+        after.seq,
+        kind,
+        direction,
+        tuple(hooks),
+        Endpoints(before.src, before.sport, before.dst, before.dport),
+        Endpoints(after.src, after.sport, after.dst, after.dport),
+        entry,
+    )
 
 
 def _dead_end(trace: Trace, dev: str | None = None) -> TraceEvent | None:
@@ -179,12 +379,6 @@ def _last_outbound(trace: Trace) -> TraceEvent | None:
         return None
     out = [e for e in trace.events if e.src == trace.events[0].src]
     return out[-1] if out else trace.events[-1]
-
-
-def _of_flow(c: CtEntry, flow: TraceFlow) -> bool:
-    if flow.ports:
-        return c.orig.sport in flow.ports
-    return c.orig.src in flow.addresses or c.orig.dst in flow.addresses
 
 
 # ---------------------------------------------------------------- the walk
@@ -227,15 +421,19 @@ def walk_lines(trace: Trace) -> list[str]:
     key: tuple[str, int] | None = None
     stack: list[tuple[str, str]] = []  # (table, chain) of the jumps the packet is in
     jumped: tuple[str, str | None] | None = None  # where the last rule jumped to
-    addresses: tuple[str | None, str | None] = (None, None)
+    steps = {n.seq: n for n in trace.nat}
+    told: list[CtEntry] = []
     for e in trace.events:
         if (e.ns, e.id) != key:
-            key, stack, jumped, addresses = (e.ns, e.id), [], None, (e.src, e.dst)
+            key, stack, jumped = (e.ns, e.id), [], None
             node = trace.nodes.get(e.ns, e.ns)
             lines.append(f"  {node} ({e.ns})  {_packet(e)}  [{_seen(e)}]")
-        elif (e.src, e.dst) != addresses and e.src:
-            lines.append(f"    {'  ' * max(0, len(stack) - 1)}NAT: {addresses[0]} → {addresses[1]} is now {_packet(e)}")
-            addresses = (e.src, e.dst)
+        elif (step := steps.get(e.seq)) is not None:
+            indent = "    " + "  " * max(0, len(stack) - 1)
+            lines.append(f"{indent}{step.text}")
+            if step.conntrack is not None and step.conntrack not in told:  # once: later packets repeat it
+                told.append(step.conntrack)
+                lines.append(f"{indent}  conntrack: {_entry_words(step.conntrack)}")
         if e.table.startswith(TRACE_TABLE_PREFIX):
             if e.chain in ("post", "in") and e.type == "policy":
                 lines.append(f"    ↳ {'delivered (input)' if e.chain == 'in' else _seen(e)}")
@@ -252,6 +450,15 @@ def walk_lines(trace: Trace) -> list[str]:
         lines.append(_event_line(e, len(stack) - 1, death))
         jumped = (e.table, e.target) if e.verdict in ("jump", "goto") else None
     return lines
+
+
+def _tuple_words(t: CtTuple) -> str:
+    return f"{_at(t.src, t.sport)} → {_at(t.dst, t.dport)}"
+
+
+def _entry_words(c: CtEntry) -> str:
+    """'tcp original 10.0.0.2:41234 → 203.0.113.10:80, reply 10.1.0.2:8080 → 10.0.0.2:41234'."""
+    return f"{c.orig.proto} original {_tuple_words(c.orig)}, reply {_tuple_words(c.reply)}"
 
 
 def drop_words(e: TraceEvent) -> str:
@@ -384,10 +591,20 @@ def to_json(trace: Trace) -> dict[str, Any]:
         "events": [{**asdict(e), "node": trace.nodes.get(e.ns, e.ns)} for e in trace.events],
         "died": None if death is None else {**asdict(death), "node": trace.nodes.get(death.ns, death.ns)},
         "conntrack": [c.text for c in trace.conntrack],
+        "nat": [_nat_json(n, trace) for n in trace.nat],
         "route": None if trace.route is None else trace.route.text,
         "kernel": None if trace.kernel is None else asdict(trace.kernel),
         "kernel_drop": _kernel_drop_json(trace),
         "summary": summary_lines(trace),
+    }
+
+
+def _nat_json(step: NatStep, trace: Trace) -> dict[str, Any]:
+    ct = step.conntrack
+    return {
+        **asdict(replace(step, conntrack=None)),
+        "node": trace.nodes.get(step.ns, step.ns),
+        "conntrack": None if ct is None else {"original": asdict(ct.orig), "reply": asdict(ct.reply), "text": ct.text},
     }
 
 

@@ -114,12 +114,77 @@ def test_a_dnat_across_three_namespaces_shows_the_translation(netlab_lab: LabFac
     lab = netlab_lab(spec(nftables=DNAT), unique=True)
     trace, why = traced(lab, "203.0.113.10", 80)
     assert trace.ok, why
-    assert "NAT: 10.0.0.2 → 203.0.113.10 is now 10.0.0.2 → 10.1.0.2" in why, why
+    assert "NAT (DNAT, at prerouting): 10.0.0.2:" in why and " → 203.0.113.10:80 is now 10.0.0.2:" in why, why
+    sport = trace.probes[0].sport
+    assert f"conntrack: tcp original 10.0.0.2:{sport} → 203.0.113.10:80, reply 10.1.0.2:8080 → 10.0.0.2:{sport}" in why
     assert "ip nat prerouting: ip daddr 203.0.113.10 tcp dport 80 dnat to 10.1.0.2:8080  → accept" in why, why
     nodes = [trace.nodes[e.ns] for e in trace.events]
     first = {n: nodes.index(n) for n in ("client", "router", "server")}
     assert first["client"] < first["router"] < first["server"], why
     assert any(c.dnat and c.reply.src == "10.1.0.2" for c in trace.conntrack), why
+    assert_no_trace_tables(lab)
+
+
+DNAT_AND_MASQUERADE = """\
+table ip nat {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 203.0.113.10 tcp dport 80 dnat to 10.1.0.2:8080
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "eth1" masquerade fully-random
+  }
+}
+"""
+
+
+def test_a_flow_dnated_and_masqueraded_fully_random_is_followed_end_to_end(netlab_lab: LabFactory) -> None:
+    """kube-proxy's hairpin / masquerade-all shape: the router rewrites both addresses and
+    the source port, so the server sees nothing of the probe's own tuple. The walk still
+    goes client → router → server and back, each translation shown where it happens with
+    its conntrack entry."""
+    lab = netlab_lab(spec(nftables=DNAT_AND_MASQUERADE), unique=True)
+    trace, why = traced(lab, "203.0.113.10", 80)
+    assert trace.ok, why
+    sport = trace.probes[0].sport
+    (entry,) = trace.conntrack
+    masq = entry.reply.dport
+    assert (entry.orig.sport, entry.reply.dst, entry.reply.src) == (sport, "10.1.0.1", "10.1.0.2"), why
+    visits = [(trace.nodes[e.ns], e.src, e.dst) for e in trace.events]
+    for seen in (
+        ("server", "10.1.0.1", "10.1.0.2"),
+        ("server", "10.1.0.2", "10.1.0.1"),
+        ("router", "10.1.0.2", "10.1.0.1"),
+    ):
+        assert seen in visits, f"{seen} not in the walk: {why}"
+    nodes = [n for n, _, _ in visits]
+    assert nodes.index("client") < nodes.index("router") < nodes.index("server"), why
+    ct = f"conntrack: tcp original 10.0.0.2:{sport} → 203.0.113.10:80, reply 10.1.0.2:8080 → 10.1.0.1:{masq}"
+    first = f"NAT (DNAT, at prerouting): 10.0.0.2:{sport} → 203.0.113.10:80 is now 10.0.0.2:{sport} → 10.1.0.2:8080"
+    for line in (
+        first,
+        f"NAT (SNAT, at postrouting): 10.0.0.2:{sport} → 10.1.0.2:8080 is now 10.1.0.1:{masq} → 10.1.0.2:8080",
+        # the reply meets no rule between the two: both are undone in one step
+        f"NAT (reply, DNAT+SNAT undone, at prerouting and postrouting): 10.1.0.2:8080 → 10.1.0.1:{masq} is now "
+        f"203.0.113.10:80 → 10.0.0.2:{sport}",
+    ):
+        assert line in why, f"{line!r} not in {why}"
+    assert why.count(ct) == 1 and f"{first}\n      {ct}" in why, why  # with the first step of its entry
+    doc = to_json(trace)
+    kinds = [(n["node"], n["kind"], n["direction"], list(n["hooks"])) for n in doc["nat"]]
+    assert kinds[:3] == [
+        ("router", "dnat", "original", ["prerouting"]),
+        ("router", "snat", "original", ["postrouting"]),
+        ("router", "dnat+snat", "reply", ["prerouting", "postrouting"]),
+    ], doc["nat"]
+    assert doc["nat"][0]["conntrack"]["reply"] == {
+        "src": "10.1.0.2",
+        "dst": "10.1.0.1",
+        "proto": "tcp",
+        "sport": 8080,
+        "dport": masq,
+    }
     assert_no_trace_tables(lab)
 
 

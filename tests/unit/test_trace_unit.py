@@ -13,10 +13,10 @@ from typing import Any
 from netlab.kernel.fake_observer import FakeNamespace, FakeObserver
 from netlab.kernel.trace import NFT_MSG_TRACE, decode, parse_handles, stitch, trace_table, with_headers
 from netlab.lab.model import Lab
-from netlab.observations import TraceEvent
+from netlab.observations import CtEntry, CtTuple, TraceEvent, TraceFlow
 from netlab.probes.checks import LabContext
 from netlab.probes.flow import ProbeRequest, ProbeResult
-from netlab.probes.trace import run_trace, text_lines, to_json
+from netlab.probes.trace import flow_keys, nat_steps, of_flow, run_trace, text_lines, to_json
 from tests.unit.test_check_runner import Sender, lab_with
 
 
@@ -102,6 +102,69 @@ def test_the_temporary_table_marks_the_flow_both_ways_by_address_and_port() -> N
         "meta l4proto tcp th dport { 41000 }",
     ):
         assert rule in text, text
+    # after conntrack: the flow's entries, and new connections coming in from a wire
+    assert "type filter hook prerouting priority -199; policy accept;" in text
+    assert "ip saddr { 10.0.0.2 } add @conns { ct id }" in text
+    assert 'meta iifname != "lo" meta l4proto tcp ct state new add @conns { ct id }' in text
+    assert text.count("ct id @conns meta nftrace set 1") == 2, text
+
+
+def test_decode_reads_the_ports_from_the_transport_header() -> None:
+    header = ip_header("10.0.0.2", "10.1.0.2")
+    tcp = bytes([0x45, 0]) + b"\0" * 7 + bytes([6]) + header[10:]
+    icmp = bytes([0x45, 0]) + b"\0" * 7 + bytes([1]) + header[10:]
+    data = message(attr(6, struct.pack(">I", 1)), attr(8, tcp), attr(9, struct.pack(">HH", 41000, 8080)))
+    data += message(
+        attr(6, struct.pack(">I", 2)), attr(8, icmp), attr(9, bytes([8, 0, 0, 0]) + struct.pack(">HH", 77, 1))
+    )
+    first, second = decode(data, "ns")
+    assert (first.proto, first.sport, first.dport) == ("tcp", 41000, 8080)
+    assert (second.proto, second.sport, second.dport) == ("icmp", 77, None)  # an echo's id, as conntrack keys it
+
+
+def _ct(orig: tuple[str, int, str, int], reply: tuple[str, int, str, int], *status: str) -> CtEntry:
+    def t(x: tuple[str, int, str, int]) -> CtTuple:
+        return CtTuple(x[0], x[2], "tcp", x[1], x[3])
+
+    return CtEntry(t(orig), t(reply), frozenset(status), 0, 0, None, None, 4, "")
+
+
+def test_the_flow_is_kept_through_a_dnat_and_a_fully_random_snat() -> None:
+    """The router's entry ties the probe (10.0.0.2:41000 → 203.0.113.10:80) to what the
+    server saw (10.1.0.1:5555 → 10.1.0.2:8080); a new connection the trace table also
+    traced there (10.1.0.9:7 → 10.1.0.2:8080) is left out."""
+    flow = TraceFlow("tcp", ("203.0.113.10", "10.0.0.2"), (41000,))
+    router = _ct(("10.0.0.2", 41000, "203.0.113.10", 80), ("10.1.0.2", 8080, "10.1.0.1", 5555), "SRC_NAT", "DST_NAT")
+    server = _ct(("10.1.0.1", 5555, "10.1.0.2", 8080), ("10.1.0.2", 8080, "10.1.0.1", 5555))
+    other = _ct(("10.1.0.9", 7, "10.1.0.2", 8080), ("10.1.0.2", 8080, "10.1.0.9", 7))
+    known = flow_keys(flow, [other, server, router])
+    assert ("tcp", "10.1.0.1", 5555, "10.1.0.2", 8080) in known and (
+        "tcp",
+        "10.1.0.9",
+        7,
+        "10.1.0.2",
+        8080,
+    ) not in known
+
+    def tcp(ns: str, id: int, src: str, sport: int, dst: str, dport: int) -> TraceEvent:
+        return replace(ev(ns, id, "ctpre", src, dst, iif="eth0"), proto="tcp", sport=sport, dport=dport)
+
+    events = [
+        tcp("r", 1, "10.0.0.2", 41000, "203.0.113.10", 80),
+        replace(tcp("r", 1, "10.1.0.1", 5555, "10.1.0.2", 8080), chain="post", seq=1),
+        tcp("s", 2, "10.1.0.1", 5555, "10.1.0.2", 8080),
+        tcp("s", 3, "10.1.0.9", 7, "10.1.0.2", 8080),
+        tcp("r", 4, "10.1.0.2", 8080, "10.1.0.1", 5555),
+    ]
+    kept = of_flow(events, flow, known)
+    assert [(e.ns, e.id) for e in kept] == [("r", 1), ("r", 1), ("s", 2), ("r", 4)]
+    (step,) = nat_steps(kept, [("r", router)])
+    assert (step.kind, step.direction, step.hooks, step.conntrack) == (
+        "dnat+snat",
+        "original",
+        ("prerouting", "postrouting"),
+        router,
+    )
 
 
 def test_rule_handles_from_an_nft_listing() -> None:
@@ -224,7 +287,7 @@ def test_the_walk_names_the_rule_that_dropped_it_and_the_nat() -> None:
             2,
             "KUBE-SEP-Y",
             "10.244.0.2",
-            "10.244.2.2",
+            "10.96.0.10",  # the DNAT shows in the next hook's headers
             table="nat",
             type="rule",
             verdict="accept",
@@ -251,7 +314,14 @@ def test_the_walk_names_the_rule_that_dropped_it_and_the_nat() -> None:
     text = "\n".join(text_lines(trace))
     assert "  web-a (hg.web-a)  10.244.0.2 → 10.96.0.10  [output, out eth0]" in text, text
     assert "    inet nat PREROUTING: jump KUBE-SERVICES  → jump" in text, text
-    assert "NAT: 10.244.0.2 → 10.96.0.10 is now 10.244.0.2 → 10.244.2.2" in text, text
+    assert "NAT (DNAT, at prerouting): 10.244.0.2 → 10.96.0.10 is now 10.244.0.2 → 10.244.2.2" in text, text
+    (step,) = to_json(trace)["nat"]
+    assert (step["node"], step["kind"], step["direction"], step["hooks"]) == (
+        "node1",
+        "dnat",
+        "original",
+        ("prerouting",),
+    )
     assert "inet filter FORWARD: ip daddr 10.244.2.2 drop  → drop   ✗ dropped here" in text, text
     assert "died in node1: inet filter FORWARD: rule `ip daddr 10.244.2.2 drop` dropped it" in text, text
     assert to_json(trace)["died"]["node"] == "node1"
