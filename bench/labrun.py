@@ -25,9 +25,9 @@ def compile_bytecode(python: str) -> None:
     subprocess.run([python, "-c", code], capture_output=True, check=False)
 
 
-def timed(argv: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
     t0 = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     return time.perf_counter() - t0, proc
 
 

@@ -1,7 +1,7 @@
 """Benchmark reconcile: how long `netlab up FILE` takes, as a whole command, to change a
 running 500-pod lab after a one-line edit of its file.
 
-    bench/reconcile [--pods 500] [--nodes 2] [--rounds 5] [--serve]
+    bench/reconcile [--pods 500] [--nodes 2] [--rounds 5] [--serve] [--baseline DIR]
 
 The lab: a `cluster:` (host-gw backend, `--nodes` nodes) whose `web` deployment has
 `--pods` replicas (serving tcp/8080 with `--serve`), and a plain node pair `gw`/`ext`
@@ -14,6 +14,12 @@ with a route on `ext`. Once it is up, each round makes, interleaved:
 
 and prints each edit's median wall time (and the spread) over the rounds, with the load
 average. NETLAB_TIMING=1 in the environment makes netlab print its own stage times.
+
+With `--baseline DIR` (another netlab source tree, e.g. `git archive main | tar -x -C DIR`),
+every timed `up` is run twice in a row, by DIR's netlab (`PYTHONPATH=DIR`) and by this
+checkout's, their order alternating round by round, on the same running lab: a
+before/after comparison in one run, under the same load. Both must read each other's
+state (the same state format).
 
 Safety: the lab lives in namespaces named `benchrc-<run>.*`, created and removed by
 netlab itself; `netlab down` runs in a finally (also on Ctrl-C).
@@ -33,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from labrun import NETLAB, timed
+from labrun import NETLAB, compile_bytecode, timed
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -76,14 +82,26 @@ def nothing(d: dict[str, Any]) -> None:
 EDITS: dict[str, Edit] = {"add-pod": add_pod, "change-route": change_route, "nothing": nothing}
 
 
-def _up(path: Path, data: dict[str, Any], expect: str) -> float:
+def _up(path: Path, data: dict[str, Any], expect: str, baseline: str | None = None) -> float:
+    """Write the lab file and time `netlab up` of it (the baseline tree's netlab if given)."""
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    seconds, p = timed([*NETLAB, "up", str(path)])
+    env = {**os.environ, "PYTHONPATH": baseline} if baseline else None
+    seconds, p = timed([*NETLAB, "up", str(path)], env)
     if p.returncode or expect not in p.stdout:
         raise SystemExit(f"netlab up: exit {p.returncode}, expected {expect!r}\n{p.stdout}{p.stderr}")
     if os.environ.get("NETLAB_TIMING") and p.stderr:
         print(p.stderr, end="", file=sys.stderr)
     return seconds
+
+
+def _compile(tree: str) -> None:
+    """Bytecode of the baseline tree, as compile_bytecode writes this checkout's."""
+    code = f"import compileall; compileall.compile_dir({str(Path(tree) / 'netlab')!r}, quiet=1)"
+    timed([NETLAB[0], "-c", code])
+
+
+def _summary(times: dict[str, list[float]]) -> str:
+    return " ".join(f"{e}_s={statistics.median(t):.3f} ({min(t):.3f}–{max(t):.3f})" for e, t in times.items())
 
 
 def main() -> int:
@@ -92,10 +110,16 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--serve", action="store_true", help="web's pods serve tcp/8080 (a responder each)")
+    ap.add_argument("--baseline", metavar="DIR", help="also time DIR's netlab, interleaved (a source tree)")
     args = ap.parse_args()
     name = f"benchrc-{secrets.token_hex(2)}"
     base = lab(name, args.pods, args.nodes, args.serve)
     times: dict[str, list[float]] = {edit: [] for edit in EDITS}
+    before: dict[str, list[float]] = {edit: [] for edit in EDITS}
+    compile_bytecode(NETLAB[0])
+    if args.baseline:
+        args.baseline = str(Path(args.baseline).resolve())
+        _compile(args.baseline)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.yaml"
@@ -106,18 +130,27 @@ def main() -> int:
                 for edit_name, edit in EDITS.items():
                     data = copy.deepcopy(base)
                     edit(data)
-                    expect = "changes nothing" if edit is nothing else "reconciled in place"
-                    times[edit_name].append(_up(path, data, "" if edit is nothing else expect))
-                    if edit is not nothing:
-                        _up(path, base, "reconciled in place")
-                print(f"round {i + 1}: " + " ".join(f"{e}={t[-1]:.3f}" for e, t in times.items()), file=sys.stderr)
+                    expect = "" if edit is nothing else "reconciled in place"
+                    runs = [(None, times[edit_name])]
+                    if args.baseline:  # the baseline first in odd rounds, second in even ones
+                        runs.insert(len(runs) * (i % 2), (args.baseline, before[edit_name]))
+                    for tree, into in runs:
+                        into.append(_up(path, data, expect, tree))
+                        if edit is not nothing:
+                            _up(path, base, "reconciled in place")
+                line = " ".join(f"{e}={t[-1]:.3f}" for e, t in times.items())
+                if args.baseline:
+                    line += " (baseline " + " ".join(f"{e}={t[-1]:.3f}" for e, t in before.items()) + ")"
+                print(f"round {i + 1}: {line}", file=sys.stderr)
         finally:
             timed([*NETLAB, "down", name])
-    parts = [f"{e}_s={statistics.median(t):.3f} ({min(t):.3f}–{max(t):.3f})" for e, t in times.items()]
-    print(
-        f"pods={args.pods} nodes={args.nodes} serve={args.serve} rounds={args.rounds} load={load:.2f} "
-        + " ".join(parts)
-    )
+    head = f"pods={args.pods} nodes={args.nodes} serve={args.serve} rounds={args.rounds} load={load:.2f}"
+    if args.baseline:
+        print(f"{head} baseline: {_summary(before)}")
+        ratios = " ".join(f"{e}={statistics.median(times[e]) / statistics.median(before[e]):.2f}" for e in EDITS)
+        print(f"{head} this: {_summary(times)} ratio this/baseline (medians): {ratios}")
+    else:
+        print(f"{head} {_summary(times)}")
     return 0
 
 

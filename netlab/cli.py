@@ -6,6 +6,7 @@ kernel feature missing · 130/143 interrupted by SIGINT/SIGTERM (what was done i
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -15,6 +16,9 @@ if __name__ == "__main__" or os.path.basename(sys.argv[0]) == "netlab":
     # Before the imports below (half a second on a slow machine): a Ctrl-C while they
     # load ends the command with one line instead of a KeyboardInterrupt traceback.
     interrupts.handle_signals()
+    # A command allocates millions of short-lived objects: at Python's default threshold
+    # (700) the collector ran ~230 times in a 500-pod reconcile, 0.05 s of its 0.45 s of CPU.
+    gc.set_threshold(50_000, 20, 100)
 
 import itertools
 import time
@@ -39,6 +43,8 @@ from netlab.errors import (
 )
 from netlab.naming import is_lab_file
 from netlab.wording import plural
+
+_as_command = __name__ == "__main__" or os.path.basename(sys.argv[0]) == "netlab"  # not under tests
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -124,6 +130,8 @@ def _load_pipeline() -> None:
 
     with interrupts.loading(), timing.phase("import the pipeline"):
         import netlab.lifecycle  # noqa: F401
+    if _as_command:
+        gc.freeze()  # the modules live as long as the command: no collection need walk them again
 
 
 def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:
@@ -1954,9 +1962,18 @@ _held_at_the_end(cli)
 
 
 def main() -> NoReturn:
+    global _as_command
     interrupts.handle_signals()  # again: main() may be called without the import above
+    if not _as_command:
+        _as_command = True
+        gc.set_threshold(50_000, 20, 100)
     interrupts.started()
-    sys.exit(interrupts.finish(_run()))
+    code = _run()
+    if os.environ.get("NETLAB_TIMING"):
+        from netlab import timing
+
+        timing.total()
+    sys.exit(interrupts.finish(code))
 
 
 def _run(args: list[str] | None = None) -> int:

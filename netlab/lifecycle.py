@@ -21,9 +21,10 @@ from netlab.expand.cluster import ClusterLayout, cluster_data
 from netlab.kernel.driver import KernelDriver
 from netlab.lab.consistency import rule_features
 from netlab.lab.ipvs import needs_ipvs
-from netlab.lab.model import LINK_KINDS, Check, Lab
+from netlab.lab.model import LINK_KINDS, Bridge, Check, Lab
 from netlab.lab.parse import topology
 from netlab.lab.render import lab_data
+from netlab.lab.sysctls import normalise
 from netlab.lab.targets import node_addresses
 from netlab.labdiff import key_changes, listed
 from netlab.load import load_lab, load_lab_located, load_named
@@ -119,7 +120,10 @@ def required_features(lab: Lab) -> set[str]:
     features = {"netns"} | kinds | set(lab.requires)
     if any(i.settings.netem is not None for i in interfaces):
         features.add("netem")  # a link end's `netem:` is a qdisc of sch_netem
-    if any(i.settings.vlans is not None or getattr(i.settings, "vlan_filtering", False) for i in interfaces):
+    if any(
+        i.settings.vlans is not None or (isinstance(i.settings, Bridge) and i.settings.vlan_filtering)
+        for i in interfaces
+    ):
         features.add("bridge_vlan")  # CONFIG_BRIDGE_VLAN_FILTERING
     nodes = lab.nodes.values()
     if any(node.nftables or node.iptables for node in nodes):
@@ -193,11 +197,13 @@ def _up(
             plan = build_plan(lab)
         require_root("up")
         with timing.phase("preflight"):
+            verified = _Verified() if replace else _verified(lab.name)
             try:
-                features = check_requirements(lab, frozenset() if replace else _verified_features(lab.name), probe)
+                features = check_requirements(lab, verified.features, probe)
             except MissingFeature as e:
                 raise MissingFeature(f"{e}\n{_in_a_vm(path, variant)}") from None
-            check_sysctls(lab, where)  # a name this kernel lacks is bad input (exit 2), before anything exists
+            # a name this kernel lacks is bad input (exit 2), before anything exists
+            check_sysctls(lab, where, verified.sysctls)
             if has_firewall(lab):
                 # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
                 check_firewall(lab, where)
@@ -213,7 +219,7 @@ def _up(
             if _reconcilable(existing, plan, source):
                 cluster = _cluster_data(lab, where.cluster)
                 existing.features = features
-                return _reconcile(lab, plan, existing, driver, progress, source, variant, cluster)
+                return _reconcile(lab, plan, existing, driver, progress, source, variant, cluster, spec)
             _refuse_or_accept_existing(existing, plan, spec, source, variant)
             return UpResult(lab.name, plan, already_up=True)
         # Only names of the lab's own form (LAB.NODE) can be its: reading the mark of every
@@ -261,15 +267,29 @@ def _up(
         )
 
 
-def _verified_features(lab: str) -> frozenset[str]:
-    """The kernel features probed when the running lab `lab` was built: a reconcile probes
-    only those it needs beyond them (forking the probe costs 0.03 s of a reconcile's 0.3).
-    Read before the lab's lock is taken: a lab that is up again meanwhile was probed too."""
+@dataclass(frozen=True)
+class _Verified:
+    """What this kernel is known to have because the running lab has it."""
+
+    features: frozenset[str] = frozenset()
+    sysctls: frozenset[str] = frozenset()  # normalised names (lab.sysctls.normalise)
+
+
+def _verified(lab: str) -> _Verified:
+    """The kernel features probed when the running lab `lab` was built, and the sysctls it
+    set: a reconcile probes only the features it needs beyond them (forking the probe
+    costs 0.03 s) and looks for only the sysctl names the lab did not have (which makes
+    and walks a namespace). Read before the lab's lock is taken: a lab that is up again
+    meanwhile was probed too."""
     try:
         existing = read_state(lab)
     except StateUnreadable:
-        return frozenset()
-    return frozenset(existing.features) if existing is not None and existing.status == "up" else frozenset()
+        return _Verified()
+    if existing is None or existing.status != "up":
+        return _Verified()
+    nodes = existing.spec.get("nodes", {})
+    keys = {normalise(key) for node in nodes.values() if isinstance(node, dict) for key in node.get("sysctls", {})}
+    return _Verified(frozenset(existing.features), frozenset(keys))
 
 
 def _take_down_for_replace(lab: str, driver: KernelDriver) -> bool:
@@ -300,8 +320,10 @@ def _reconcile(
     source: str,
     variant: str | None,
     cluster: dict[str, Any] | None,
+    spec: dict[str, Any] | None = None,
 ) -> UpResult:
-    """Change the running lab in place into `plan`; on failure it is put back as it was."""
+    """Change the running lab in place into `plan` (`spec`: its lab_data, if the caller
+    has it); on failure it is put back as it was."""
     from netlab.kernel.sysctl import fresh_value
 
     try:
@@ -347,7 +369,7 @@ def _reconcile(
         nodes=nodes,
         plan=[op.render() for op in plan.ops],
         source_hash=file_hash(source),
-        spec=lab_data(lab),
+        spec=lab_data(lab) if spec is None else spec,
         ops=ops_to_data(plan.ops),
         variant=variant,
         cluster=cluster,

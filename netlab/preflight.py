@@ -27,7 +27,7 @@ from netlab.kernel.nft import Message, TrialFailure, trial
 from netlab.lab.model import Lab, Node
 from netlab.lab.parse import topology
 from netlab.lab.source import Path, Source, format_path, printable
-from netlab.lab.sysctls import KEYS_FILE, keys_of_tree, shipped_keys, unknown
+from netlab.lab.sysctls import KEYS_FILE, keys_of_tree, normalise, shipped_keys, unknown
 from netlab.lab.variants import VariantSource
 from netlab.load import LabOrigin
 from netlab.naming import netns_name
@@ -177,12 +177,14 @@ def netns_sysctl_keys() -> set[str]:
     return keys_of_tree(nsops.in_thread(run))
 
 
-def check_sysctls(lab: Lab, where: LabOrigin | None = None) -> None:
+def check_sysctls(lab: Lab, where: LabOrigin | None = None, verified: frozenset[str] = frozenset()) -> None:
     """Raise LabError naming every sysctl of the lab this kernel has no such entry for, as
-    a fresh namespace shows. Needs root."""
+    a fresh namespace shows. Needs root. The (normalised) names in `verified` are known to
+    exist (the running lab a reconcile changes has them): if the lab has no others, no
+    namespace is made to look."""
     if os.geteuid() != 0:
         raise PermissionError("reading a fresh namespace's sysctls needs root")
-    if not any(node.sysctls for node in lab.nodes.values()):
+    if all(normalise(key) in verified for node in lab.nodes.values() for key in node.sysctls):
         return
     problems = list(_unknown_sysctls(lab, where, netns_sysctl_keys()))
     if problems:

@@ -1,5 +1,6 @@
-"""NETLAB_TIMING=1: each phase of a command prints how long it took on stderr (for
-profiling: bench/README.md). Off, a phase costs one flag test."""
+"""NETLAB_TIMING=1: each phase of a command prints how long it took on stderr, in wall
+time and in this process's CPU time (which other load on the machine disturbs less;
+for profiling: bench/README.md). Off, a phase costs one flag test."""
 
 from __future__ import annotations
 
@@ -17,8 +18,15 @@ def phase(label: str) -> Iterator[None]:
     if not ENABLED:
         yield
         return
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     try:
         yield
     finally:
-        print(f"netlab: {label}: {time.perf_counter() - started:.3f} s", file=sys.stderr)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        print(f"netlab: {label}: {wall:.3f} s (cpu {cpu:.3f} s)", file=sys.stderr)
+
+
+def total() -> None:
+    """The CPU time of the whole command so far, start-up included."""
+    if ENABLED:
+        print(f"netlab: whole command: cpu {time.process_time():.3f} s", file=sys.stderr)

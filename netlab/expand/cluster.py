@@ -34,11 +34,11 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from netlab import ipcache
 from netlab.expand.policy import BRIDGE_NF, PolicyPod
 from netlab.expand.services import Addr, Net, PodAddress, ProxyFragment, ServicePortView
 from netlab.lab.model import (
@@ -157,16 +157,16 @@ def vtep_mac(address: Addr) -> str:
 
 def subnet_len(cluster: Cluster) -> int:
     """The lease length: as written, else flannel's default for the pods' family."""
-    family = ipaddress.ip_network(cluster.pod_cidr).version
+    family = ipcache.ip_network(cluster.pod_cidr).version
     return cluster.subnet_len if cluster.subnet_len is not None else DEFAULT_SUBNET_LEN[family]
 
 
 def vxlan_overhead(cluster: Cluster) -> int:
-    return VXLAN_OVERHEAD if ipaddress.ip_network(cluster.underlay.subnet).version == 4 else VXLAN_OVERHEAD_V6
+    return VXLAN_OVERHEAD if ipcache.ip_network(cluster.underlay.subnet).version == 4 else VXLAN_OVERHEAD_V6
 
 
 def vxlan_dev(cluster: Cluster) -> str:
-    return VXLAN_DEV if ipaddress.ip_network(cluster.pod_cidr).version == 4 else VXLAN_DEV_V6
+    return VXLAN_DEV if ipcache.ip_network(cluster.pod_cidr).version == 4 else VXLAN_DEV_V6
 
 
 @dataclass(frozen=True)
@@ -182,7 +182,7 @@ class Placement:
     @property
     def family(self) -> int:
         """The pods' IP family."""
-        return ipaddress.ip_network(self.cluster.pod_cidr).version
+        return ipcache.ip_network(self.cluster.pod_cidr).version
 
     def service_pods(self) -> list[PodAddress]:
         return [PodAddress(p.name, p.node, str(p.address), dict(p.spec.labels), p.spec.namespace) for p in self.pods]
@@ -287,7 +287,7 @@ def _node_links(placement: Placement, name: str) -> dict[str, object]:
     cluster = placement.cluster
     address, subnet = placement.addresses[name], placement.subnets[name]
     mtu = _pod_mtu(cluster)
-    underlay_len = ipaddress.ip_network(cluster.underlay.subnet).prefixlen
+    underlay_len = ipcache.ip_network(cluster.underlay.subnet).prefixlen
     eth0 = Veth(
         peer=f"{cluster.underlay.switch}:{ifname_for('', name)}",
         mtu=cluster.underlay.mtu,
@@ -396,8 +396,8 @@ def _merge(spec: Node, *, description: str, links: dict[str, object], routes: li
 
 
 def check_networks(cluster: Cluster) -> Iterator[Complaint]:
-    pod_cidr = ipaddress.ip_network(cluster.pod_cidr)
-    underlay = ipaddress.ip_network(cluster.underlay.subnet)
+    pod_cidr = ipcache.ip_network(cluster.pod_cidr)
+    underlay = ipcache.ip_network(cluster.underlay.subnet)
     family, length = pod_cidr.version, subnet_len(cluster)
     longest = pod_cidr.max_prefixlen - 2  # room for the network address, the gateway and a pod
     if length > longest:
@@ -528,14 +528,14 @@ def _hosts(net: Net, first: int) -> Iterator[Addr]:
 
 
 def _node_addresses(cluster: Cluster, complaints: list[Complaint]) -> dict[str, Addr]:
-    underlay = ipaddress.ip_network(cluster.underlay.subnet)
+    underlay = ipcache.ip_network(cluster.underlay.subnet)
     given: dict[Addr, str] = {}
     out: dict[str, Addr] = {}
     for name, spec in cluster.nodes.items():
         if spec.address is None:
             continue
         path: Path = ("cluster", "nodes", name, "address")
-        addr = ipaddress.ip_address(spec.address)
+        addr = ipcache.ip_address(spec.address)
         if addr not in underlay:
             complaints.append((path, f"address {addr} is not in the underlay subnet {underlay}"))
         elif addr == underlay.network_address or (underlay.version == 4 and addr == underlay.broadcast_address):
@@ -566,14 +566,14 @@ def _node_addresses(cluster: Cluster, complaints: list[Complaint]) -> dict[str, 
 
 
 def _node_subnets(cluster: Cluster, complaints: list[Complaint]) -> dict[str, Net]:
-    pod_cidr = ipaddress.ip_network(cluster.pod_cidr)
+    pod_cidr = ipcache.ip_network(cluster.pod_cidr)
     length = subnet_len(cluster)
     given: dict[str, Net] = {}
     for name, spec in cluster.nodes.items():
         if spec.pod_cidr is None:
             continue
         path: Path = ("cluster", "nodes", name, "pod_cidr")
-        net = ipaddress.ip_network(spec.pod_cidr)
+        net = ipcache.ip_network(spec.pod_cidr)
         clash = next((other for other, n in given.items() if n.overlaps(net)), None)
         if net.version != pod_cidr.version or not net.subnet_of(pod_cidr):  # type: ignore[arg-type]
             complaints.append((path, f"pod_cidr {net} is not inside the cluster's pod_cidr {pod_cidr}"))
@@ -645,7 +645,7 @@ def _pod_addresses(subnets: dict[str, Net], pods: list[PlacedPod], complaints: l
             continue
         path: Path = (*pod.path, "address")
         subnet = subnets[pod.node]
-        addr = ipaddress.ip_address(pod.spec.address)
+        addr = ipcache.ip_address(pod.spec.address)
         if pod.spec.replicas is not None and pod.spec.replicas > 1:
             complaints.append((path, f"{pod.spec.replicas} replicas cannot share one address; drop `address:`"))
             return

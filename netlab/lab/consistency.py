@@ -11,6 +11,7 @@ import ipaddress
 import re
 from collections.abc import Iterator
 
+from netlab import ipcache
 from netlab.lab.check_refs import check_checks
 from netlab.lab.ipset import check_node_ipsets
 from netlab.lab.ipvs import check_node_ipvs
@@ -28,7 +29,7 @@ def route_family(route: Route) -> int:
     """IPv4 or IPv6, from the first of to/via/src that says; `family:` for a bare default."""
     for value in (route.to, route.via, route.src):
         if value and value != "default":
-            return ipaddress.ip_network(value, strict=False).version
+            return ipcache.ip_network(value, strict=False).version
     return route.family or 4
 
 
@@ -38,7 +39,7 @@ IPTOS_TOS_MASK = 0x1E  # what fib4_rule_configure() accepts in an IPv4 rule's to
 def rule_family(rule: Rule) -> int:
     for value in (rule.from_, rule.to):
         if value and value != "default":
-            return ipaddress.ip_network(value, strict=False).version
+            return ipcache.ip_network(value, strict=False).version
     if rule.ipproto == "icmpv6" or (rule.family is None and rule.flowlabel is not None):
         return 6
     return rule.family or 4
@@ -86,7 +87,7 @@ def check_lab(lab: Lab, topo: Topology) -> list[Complaint]:
         ifaces = topo.of_node(node_name)
         names = {i.name for i in ifaces} | {"lo"} | fallbacks
         base = ("nodes", node_name)
-        local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
+        local = {ipcache.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
         complaints += _node_routes_problems(lab, node, ifaces, base)
         for i, rule in enumerate(node.rules):
             complaints += _check_rule(lab, rule, (*base, "rules", i), node.rules)
@@ -111,7 +112,7 @@ def _node_routes_problems(
     complaints: list[Complaint] = []
     names = {i.name for i in ifaces} | {"lo"}
     connected = _connected(ifaces, node.routes, _vrf_tables(lab, node, ifaces))
-    local = {ipaddress.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
+    local = {ipcache.ip_interface(a).ip for i in ifaces for a in i.settings.addresses}
     down = {i.name for i in ifaces if not i.settings.up}
     seen_routes: dict[tuple[object, ...], int] = {}
     for i, route in enumerate(node.routes):
@@ -288,7 +289,7 @@ def _route_problems(lab: Lab, route: Route, path: tuple[str | int, ...], names: 
     why = f"to: {route.to}" if route.to != "default" else f"via: {route.via}"
     for key in ("via", "src"):
         value = getattr(route, key)
-        if value and ipaddress.ip_address(value).version != family:
+        if value and ipcache.ip_address(value).version != family:
             yield (
                 (*path, key),
                 (
@@ -306,7 +307,7 @@ def _route_problems(lab: Lab, route: Route, path: tuple[str | int, ...], names: 
             yield path, "a unicast route needs `via:` or `dev:` (or `type: blackhole|unreachable|prohibit`)"
         if route.onlink and not route.dev:
             yield (*path, "onlink"), "onlink needs `dev:` (the kernel must know where the gateway is)"
-        if route.via and ipaddress.ip_address(route.via).is_link_local and not route.dev:
+        if route.via and ipcache.ip_address(route.via).is_link_local and not route.dev:
             yield (*path, "via"), f"{route.via} is link-local; add `dev:` to say which link"
     else:
         for key in ("via", "dev", "onlink"):
@@ -363,13 +364,13 @@ def _connected(
             continue
         for addr in iface.settings.addresses:
             out.append(
-                (iface.name, ipaddress.ip_interface(addr).network, f"{addr} on {iface.name}", vrf_of.get(iface.name))
+                (iface.name, ipcache.ip_interface(addr).network, f"{addr} on {iface.name}", vrf_of.get(iface.name))
             )
     down = {i.name for i in ifaces if not i.settings.up}
     for r in routes:
         if r.type == "unicast" and r.dev and not r.via and r.dev not in down:
             to = r.to if r.to != "default" else ("0.0.0.0/0" if route_family(r) == 4 else "::/0")
-            out.append((r.dev, ipaddress.ip_network(to), f"route {r.to} dev {r.dev}", None))
+            out.append((r.dev, ipcache.ip_network(to), f"route {r.to} dev {r.dev}", None))
     return out
 
 
@@ -387,8 +388,8 @@ def _check_reachable(
     in that VRF's table (with `dev:` the l3mdev rule finds it in the VRF's table)."""
     if route.type != "unicast":
         return
-    if route.via and not route.onlink and not ipaddress.ip_address(route.via).is_link_local:
-        via = ipaddress.ip_address(route.via)
+    if route.via and not route.onlink and not ipcache.ip_address(route.via).is_link_local:
+        via = ipcache.ip_address(route.via)
         nets = [n for n in connected if n[1].version == via.version]
         in_vrfs: list[tuple[str, Net, str, InVrf | None]] = []
         if route.dev:
@@ -420,7 +421,7 @@ def _check_reachable(
                     "or add `onlink: true` and `dev:`"
                 ),
             )
-    if route.src and ipaddress.ip_address(route.src) not in local:
+    if route.src and ipcache.ip_address(route.src) not in local:
         yield (
             (*path, "src"),
             (
@@ -538,9 +539,9 @@ def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...], siblings: lis
         yield (*path, "goto"), "`goto:` needs `action: goto`"
     if rule.l3mdev and rule.table is not None:
         yield (*path, "table"), "an l3mdev rule looks up the VRF's own table; remove `table:`"
-    fams = {ipaddress.ip_network(v, strict=False).version for v in (rule.from_, rule.to) if v and v != "default"}
+    fams = {ipcache.ip_network(v, strict=False).version for v in (rule.from_, rule.to) if v and v != "default"}
     if len(fams) > 1:
-        v_from = ipaddress.ip_network(str(rule.from_), strict=False).version
+        v_from = ipcache.ip_network(str(rule.from_), strict=False).version
         yield (
             (*path, "to"),
             (
@@ -555,12 +556,12 @@ def _check_rule(lab: Lab, rule: Rule, path: tuple[str | int, ...], siblings: lis
 
 
 def _check_vxlan(link: Vxlan, path: tuple[str | int, ...]) -> Iterator[Complaint]:
-    fams = {ipaddress.ip_address(v).version for v in (link.local, link.remote, link.group) if v}
+    fams = {ipcache.ip_address(v).version for v in (link.local, link.remote, link.group) if v}
     if len(fams) > 1:
         yield (*path, "local"), "local, remote and group must be of one IP family"
     if link.remote and link.group:
         yield (*path, "group"), "give either `remote:` (unicast) or `group:` (multicast), not both"
-    if link.group and not ipaddress.ip_address(link.group).is_multicast:
+    if link.group and not ipcache.ip_address(link.group).is_multicast:
         yield (
             (*path, "group"),
             (
@@ -623,7 +624,7 @@ def _neighbor_problems(node: Node, devices: _Devices, base: tuple[str | int, ...
             )
         elif n.dev not in devices.by_name:
             yield (*path, "dev"), devices.unknown(n.dev)
-        nkey = (n.dev, ipaddress.ip_address(n.to))
+        nkey = (n.dev, ipcache.ip_address(n.to))
         if nkey in seen_neighbors:
             yield (
                 (*path, "to"),
@@ -642,7 +643,7 @@ def _fdb_problems(node: Node, devices: _Devices, base: tuple[str | int, ...]) ->
     on_bridge: dict[tuple[str, str], tuple[int, str]] = {}  # (bridge, MAC) → (index, port)
     for i, f in enumerate(node.fdb):
         path = (*base, "fdb", i)
-        fkey = (f.dev, f.lladdr, ipaddress.ip_address(f.dst) if f.dst else None)
+        fkey = (f.dev, f.lladdr, ipcache.ip_address(f.dst) if f.dst else None)
         if fkey in seen_fdb:
             yield path, f"the same FDB entry as fdb[{seen_fdb[fkey]}] (same dev, lladdr and dst); remove one"
             continue
@@ -715,8 +716,8 @@ def _check_vxlan_fdb(
         )
         return
     own = [(k, v) for k, v in (("local", vxlan.local), ("remote", vxlan.remote), ("group", vxlan.group)) if v]
-    family = ipaddress.ip_address(own[0][1]).version if own else 4
-    version = ipaddress.ip_address(dst).version
+    family = ipcache.ip_address(own[0][1]).version if own else 4
+    version = ipcache.ip_address(dst).version
     if version != family:
         why = (
             f"its {own[0][0]} {own[0][1]} is IPv{family}"
@@ -733,7 +734,7 @@ def _check_vxlan_fdb(
         )
     if lladdr != ZERO_MAC:
         earlier = unicast_dst.get((name, lladdr))
-        if earlier is not None and ipaddress.ip_address(earlier[1]) != ipaddress.ip_address(dst):
+        if earlier is not None and ipcache.ip_address(earlier[1]) != ipcache.ip_address(dst):
             yield (
                 (*path, "dst"),
                 (
@@ -752,7 +753,7 @@ def _check_addresses(lab: Lab, topo: Topology) -> Iterator[Complaint]:
         for key in [k for k in topo.interfaces if k in segment]:  # declaration order
             iface = topo.interfaces[key]
             for i, addr in enumerate(iface.settings.addresses):
-                ip = str(ipaddress.ip_interface(addr).ip)
+                ip = str(ipcache.ip_interface(addr).ip)
                 where = f"{key[0]}:{key[1]}"
                 if owner.get(ip) == where:
                     yield (*iface.path, "addresses", i), f"address {ip} is listed twice on this interface"

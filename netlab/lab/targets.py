@@ -8,8 +8,8 @@ checks, which reject what cannot resolve, and by the check runner.
 from __future__ import annotations
 
 import difflib
-import ipaddress
 
+from netlab import ipcache
 from netlab.lab.checks import Probe
 from netlab.lab.topology import Topology
 
@@ -20,7 +20,7 @@ class TargetError(ValueError):
 
 def is_address(text: str) -> bool:
     try:
-        ipaddress.ip_address(text)
+        ipcache.ip_address(text)
     except ValueError:
         return False
     return True
@@ -32,7 +32,7 @@ def node_addresses(topo: Topology, node: str, family: int | None = None) -> list
     found: list[tuple[int, str]] = []
     for iface in topo.of_node(node):
         for addr in iface.settings.addresses:
-            ip = ipaddress.ip_interface(addr).ip
+            ip = ipcache.ip_interface(addr).ip
             if family is not None and ip.version != family:
                 continue
             rank = 2 if ip.is_link_local else (1 if iface.name == "lo" else 0)
@@ -73,9 +73,9 @@ def probe_target(topo: Topology, nodes: set[str], probe: Probe) -> tuple[str, in
     if port is not None and probe.port is not None and port != probe.port:
         raise TargetError(f"`to: {probe.to}` and `port: {probe.port}` name different ports; give the port once")
     port = probe.port if probe.port is not None else port
-    family = probe.family or (ipaddress.ip_address(probe.src).version if probe.src else None)
+    family = probe.family or (ipcache.ip_address(probe.src).version if probe.src else None)
     if is_address(host):
-        version = ipaddress.ip_address(host).version
+        version = ipcache.ip_address(host).version
         if family is not None and family != version:
             raise TargetError(f"{host} is IPv{version}, but the probe is IPv{family}")
         return host, port
@@ -93,7 +93,7 @@ def names_to_addresses(topo: Topology, nodes: set[str], names: tuple[str, ...]) 
     out: set[str] = set()
     for name in names:
         if is_address(name):
-            out.add(str(ipaddress.ip_address(name)))
+            out.add(str(ipcache.ip_address(name)))
         elif name in nodes:
             out.update(node_addresses(topo, name))
         else:

@@ -4,11 +4,12 @@ model (model.py) and the checks (checks.py)."""
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from netlab import ipcache
 
 # Kernel features a lab may require (see netlab.kernel.features for how each is probed).
 Feature = Literal[
@@ -101,7 +102,7 @@ def _why_not_ip(text: str) -> str:
 
 
 def _why_not_prefixlen(text: str, addr: str) -> str | None:
-    version = ipaddress.ip_address(addr).version
+    version = ipcache.ip_address(addr).version
     top = 32 if version == 4 else 128
     if not text.isdigit():
         return f"the prefix length /{text} is not a number from 0 to {top}"
@@ -113,7 +114,7 @@ def _why_not_prefixlen(text: str, addr: str) -> str | None:
 def _why_not_net(text: str) -> str:
     addr, _, length = text.partition("/")
     try:
-        ipaddress.ip_address(addr)
+        ipcache.ip_address(addr)
     except ValueError:
         return _why_not_ip(addr)
     return _why_not_prefixlen(length, addr) or "not an address with prefix length"
@@ -124,7 +125,7 @@ def _check_interface_address(value: Any) -> str:
     if "/" not in text:
         raise ValueError(f"address {text!r} needs a prefix length, e.g. {text}/24 (or /32, /128 for a host address)")
     try:
-        iface = ipaddress.ip_interface(text)
+        iface = ipcache.ip_interface(text)
     except ValueError:
         raise ValueError(f"address {text!r}: {_why_not_net(text)}") from None
     return iface.with_prefixlen
@@ -133,7 +134,7 @@ def _check_interface_address(value: Any) -> str:
 def _check_ip(value: Any) -> str:
     text = str(value)
     try:
-        return str(ipaddress.ip_address(text))
+        return str(ipcache.ip_address(text))
     except ValueError:
         if "/" in text:
             addr = text.partition("/")[0]
@@ -146,10 +147,10 @@ def _check_prefix(value: Any) -> str:
     if text == "default":
         return text
     try:
-        net = ipaddress.ip_network(text, strict=True)
+        net = ipcache.ip_network(text, strict=True)
     except ValueError as err:
         if "host bits set" in str(err):
-            fixed = ipaddress.ip_network(text, strict=False)
+            fixed = ipcache.ip_network(text, strict=False)
             raise ValueError(f"{text!r} has host bits set; did you mean {fixed}?") from None
         why = _why_not_net(text) if "/" in text else _why_not_ip(text)
         if why.endswith("is not an IPv4 or IPv6 address"):  # nothing address-like: show the forms

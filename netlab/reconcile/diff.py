@@ -27,12 +27,12 @@ on, or its node; the plan names it (`rebuilt`).
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from netlab import ipcache
 from netlab.lab.sysctls import interface_of
 from netlab.plan.ops import (
     STAGES,
@@ -271,7 +271,7 @@ class _Diff:
         self.subnets: dict[str, list[tuple[Any, str]]] = defaultdict(list)  # ns → (network, dev)
         for op in self.old:
             if isinstance(op, AddAddress):
-                self.subnets[op.ns].append((ipaddress.ip_interface(op.address).network, op.dev))
+                self.subnets[op.ns].append((ipcache.ip_interface(op.address).network, op.dev))
         self.dependents: dict[Resource, list[Op]] = defaultdict(list)
         for op in self.old:
             for r in needs(op, self._via_devs):
@@ -283,7 +283,7 @@ class _Diff:
                 self.ports[(op.ns, op.master)].append(op)
 
     def _via_devs(self, ns: str, via: str) -> list[str]:
-        ip = ipaddress.ip_address(via)
+        ip = ipcache.ip_address(via)
         return [dev for net, dev in self.subnets.get(ns, []) if ip.version == net.version and ip in net]
 
     # -------------------------------------------------------------- matching
@@ -633,11 +633,11 @@ class _Diff:
 
     def _routes_dropped(self, ns: str, dev: str, address: str | None, cause: str) -> None:
         nets = [net for net, d in self.subnets.get(ns, []) if d == dev and net.version == 4]
-        ip = str(ipaddress.ip_interface(address).ip) if address else None
+        ip = str(ipcache.ip_interface(address).ip) if address else None
         for r in self.old:
             if not isinstance(r, AddRoute) or r.ns != ns or r.family != 4 or id(r) in self.gone:
                 continue
-            through = r.dev == dev or (r.dev is None and r.via and any(ipaddress.ip_address(r.via) in n for n in nets))
+            through = r.dev == dev or (r.dev is None and r.via and any(ipcache.ip_address(r.via) in n for n in nets))
             if not (through or (ip and r.src == ip)):
                 continue
             n = self.counterpart.get(id(r))

@@ -71,3 +71,39 @@ def test_without_root_validate_warns_and_passes(public_dir: Path, netlab_cli: An
     ), result.err
     assert "rp_filtr" in result.err
     assert "✓" in result.out
+
+
+RUNNING = """\
+name: @LAB@
+nodes:
+  a:
+    links:
+      eth0: {peer: "b:eth0", addresses: [10.0.0.1/24]}
+    sysctls:
+      net.ipv4.ip_forward: 1
+  b: {}
+"""
+
+
+def test_a_reconcile_looks_up_the_sysctl_names_the_running_lab_lacks(lab_file: Any, netlab_cli: Any, kn: Any) -> None:
+    """The names the running lab has are not looked for again (that makes a namespace);
+    a new one is, and a misspelt one is bad input that changes nothing."""
+    lab = lab_file(RUNNING)
+    assert netlab_cli("up", lab).rc == 0
+    before = kn.state_file(lab.name).read_text()
+    text = RUNNING.replace("@LAB@", lab.name).replace(
+        "      net.ipv4.ip_forward: 1\n", "      net.ipv4.ip_forward: 0\n      net.ipv4.ip_fowrard: 0\n"
+    )
+    lab.path.write_text(text)
+    result = netlab_cli("up", lab)
+    assert result.rc == 2, result
+    assert result.err == (
+        "netlab: 1 problem in the lab:\n"
+        f'  {lab}:8: nodes.a.sysctls["net.ipv4.ip_fowrard"]: the kernel has no sysctl net.ipv4.ip_fowrard; '
+        "did you mean net.ipv4.ip_forward?\n"
+    )
+    assert kn.state_file(lab.name).read_text() == before
+    lab.path.write_text(text.replace("      net.ipv4.ip_fowrard: 0\n", ""))
+    changed = netlab_cli("up", lab)
+    assert changed.rc == 0 and "reconciled in place" in changed.out, changed
+    assert kn.sysctl(lab.ns("a"), "net.ipv4.ip_forward") == "0"
