@@ -6,9 +6,11 @@ kernel feature missing · 130/143 interrupted by SIGINT/SIGTERM (what was done i
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import sys
+import threading
 
 from netlab import interrupts
 
@@ -1973,7 +1975,22 @@ def main() -> NoReturn:
         from netlab import timing
 
         timing.total()
-    sys.exit(interrupts.finish(code))
+    _exit(interrupts.finish(code))
+
+
+def _exit(code: int) -> NoReturn:
+    """Exit with `code`. When no other thread is left to wait for, the exit handlers run
+    and the process ends without Python's finalization, which frees every object one by
+    one (0.015-0.03 s after a 500-pod reconcile) only for the kernel to drop them all."""
+    if threading.active_count() == 1:
+        atexit._run_exitfuncs()
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            sys.exit(code)  # a closed pipe: as Python's own shutdown handles it
+        os._exit(code)
+    sys.exit(code)
 
 
 def _run(args: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ import os
 import shlex
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +28,7 @@ from netlab.lab.render import lab_data
 from netlab.lab.sysctls import normalise
 from netlab.lab.targets import node_addresses
 from netlab.labdiff import key_changes, listed
-from netlab.load import load_lab, load_lab_located, load_named
+from netlab.load import load_lab, load_lab_located, load_named, peek_lab_name
 from netlab.naming import is_lab_file
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import DeleteNetns, Op
@@ -100,7 +101,8 @@ def check_requirements(lab: Lab, verified: frozenset[str] = frozenset(), probe: 
     from netlab.kernel.features import probe_features  # forks a probe child: only when needed
 
     features = required_features(lab)
-    missing = [f for f in (probe or probe_features)(sorted(features - verified)) if not f.ok]
+    wanted = sorted(features - verified)
+    missing = [f for f in (probe or probe_features)(wanted) if not f.ok] if wanted else []
     if missing:
         lines = [f"lab {lab.name} needs kernel features this kernel lacks:"]
         lines += [f"  {f.name}: {f.detail}\n    → {f.hint}" for f in missing]
@@ -189,7 +191,11 @@ def _up(
 ) -> UpResult:
     from netlab.kernel.features import probing_ahead
 
-    with probing_ahead() as probe:  # its child imports what it probes with while the lab loads
+    # A lab that is up was probed when it was built: a reconcile usually needs no probe,
+    # and forking one ahead would only compete for the CPU (it imports the route reader).
+    guess = _Verified() if replace or os.geteuid() != 0 else _verified(peek_lab_name(path, variant))
+    ahead = nullcontext(None) if guess.features else probing_ahead()
+    with ahead as probe:  # its child imports what it probes with while the lab loads
         with timing.phase("load"):
             lab, where = load_lab_located(path, variant)
         building.append(lab.name)
@@ -197,7 +203,7 @@ def _up(
             plan = build_plan(lab)
         require_root("up")
         with timing.phase("preflight"):
-            verified = _Verified() if replace else _verified(lab.name)
+            verified = guess if guess.lab == lab.name else _Verified() if replace else _verified(lab.name)
             try:
                 features = check_requirements(lab, verified.features, probe)
             except MissingFeature as e:
@@ -271,25 +277,28 @@ def _up(
 class _Verified:
     """What this kernel is known to have because the running lab has it."""
 
+    lab: str | None = None
     features: frozenset[str] = frozenset()
     sysctls: frozenset[str] = frozenset()  # normalised names (lab.sysctls.normalise)
 
 
-def _verified(lab: str) -> _Verified:
+def _verified(lab: str | None) -> _Verified:
     """The kernel features probed when the running lab `lab` was built, and the sysctls it
     set: a reconcile probes only the features it needs beyond them (forking the probe
     costs 0.03 s) and looks for only the sysctl names the lab did not have (which makes
     and walks a namespace). Read before the lab's lock is taken: a lab that is up again
     meanwhile was probed too."""
+    if lab is None:
+        return _Verified()
     try:
         existing = read_state(lab)
     except StateUnreadable:
-        return _Verified()
+        return _Verified(lab)
     if existing is None or existing.status != "up":
-        return _Verified()
+        return _Verified(lab)
     nodes = existing.spec.get("nodes", {})
     keys = {normalise(key) for node in nodes.values() if isinstance(node, dict) for key in node.get("sysctls", {})}
-    return _Verified(frozenset(existing.features), frozenset(keys))
+    return _Verified(lab, frozenset(existing.features), frozenset(keys))
 
 
 def _take_down_for_replace(lab: str, driver: KernelDriver) -> bool:

@@ -70,3 +70,20 @@ def test_a_lab_with_a_tunnel_needs_its_module(kind: str, netlab_cli: Any, lab_fi
     assert why in r.err, r.err
     assert "netlab vm run" in r.err, r.err
     assert not list(Path("/run/netns").glob(f"{lab.name}.*"))
+
+
+def test_a_running_lab_changed_to_use_a_missing_kind_is_refused(netlab_cli: Any, lab_file: Any, kn: Any) -> None:
+    """The running lab's features were probed when it was built (so `up` forks no probe
+    ahead); the one the edit adds is probed then, and missing: exit 3, nothing changed."""
+    if probe_features(["ipip"])[0].ok:
+        pytest.skip("this kernel has ipip (the VM?); the test needs one without it")
+    plain = LABS["ipip"].replace("      t0: {kind: ipip, remote: 10.1.0.2}\n", "")
+    lab = lab_file(plain)
+    assert netlab_cli("up", lab).rc == 0
+    before = kn.state_file(lab.name).read_text()
+    lab.path.write_text(LABS["ipip"].replace("@LAB@", lab.name))
+    r = netlab_cli("up", lab)
+    assert r.rc == 3, r.out + r.err
+    assert f"lab {lab.name} needs kernel features this kernel lacks:" in r.err and "  ipip: " in r.err, r.err
+    assert kn.state_file(lab.name).read_text() == before
+    assert "t0" not in kn.links(lab.ns("a"))

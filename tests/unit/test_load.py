@@ -13,7 +13,7 @@ from netlab.errors import LabError, Problem
 from netlab.lab.model import Bridge, Lab, PeerEnd, Veth, Vxlan
 from netlab.lab.parse import topology
 from netlab.lab.source import format_path, parse_yaml, printable
-from netlab.load import load_lab, load_lab_data, load_lab_text
+from netlab.load import load_lab, load_lab_data, load_lab_text, peek_lab_name
 from netlab.plan.build import build_plan
 
 
@@ -474,3 +474,27 @@ def test_gateway_on_the_wrong_device() -> None:
     """)
     assert p.path == "nodes.n.routes[0].via"
     assert "on d1 (it has 10.1.0.2/24 on d1)" in p.message
+
+
+@pytest.mark.parametrize(
+    ("text", "variant", "expected"),
+    [
+        ("name: lab1\nnodes: {a: {}}\n", None, "lab1"),
+        ("# a lab\nname: 'lab-2'  # quoted, with a comment\nnodes: {}\n", None, "lab-2"),
+        ('nodes:\n  a: {}\nname: "lab3"\n', "v1", "lab3-v1"),
+        ("nodes:\n  a:\n    name: x\n", None, None),  # only a top-level key counts
+        ("name: &n lab4\n", None, None),  # not plainly written: loading decides
+        ("{name: lab5, nodes: {}}\n", None, None),
+        ("name: a\n---\nname: b\n", None, None),
+    ],
+)
+def test_peek_lab_name_reads_only_a_plain_top_level_name(
+    tmp_path: Path, text: str, variant: str | None, expected: str | None
+) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(text)
+    assert peek_lab_name(path, variant) == expected
+
+
+def test_peek_lab_name_of_a_missing_file_is_none(tmp_path: Path) -> None:
+    assert peek_lab_name(tmp_path / "nothing.yaml") is None
