@@ -1324,10 +1324,13 @@ def capture(
 def trace(**options: Any) -> int:
     """Follow one probe through every namespace of lab LAB with nftables tracing.
 
-    Each namespace gets a temporary table (`inet netlab-trace-…`) that marks the flow's
-    packets, both directions, and a listener for the kernel's trace events; the probe is
-    sent, and the walk is printed namespace by namespace: every rule the packet met with
-    its verdict (iptables-nft rules too, as their chains), the NAT it went through, and
+    Each namespace gets temporary tables (`inet netlab-trace-…`, and `bridge
+    netlab-trace-…` for what a bridge does) that mark the flow's packets, both directions,
+    and a listener for the kernel's trace events; the probe is sent, and the walk is
+    printed namespace by namespace: every rule the packet met with its verdict
+    (iptables-nft rules too, as their chains), the NAT it went through, each bridge's
+    ports in and out (or its flood), each VXLAN tunnel it entered (device, VNI, and the
+    outer packet's addresses and UDP ports, traced over the underlay) and left, and
     where it died — a rule's drop or a chain's policy. When no rule dropped it, the
     kernel's own drop reason (rp_filter, no route, …, from its skb:kfree_skb tracepoint
     read through a private tracefs) names the namespace and interface where it died;

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from netlab.lab.policy import DEFAULT_DENY
@@ -418,11 +418,33 @@ class TraceFlow:
     proto: str  # tcp | udp | icmp
     addresses: tuple[str, ...]
     ports: tuple[int, ...] = ()
+    # UDP ports of VXLAN: an outer packet to one of them that carries the flow is traced too
+    vxlan_ports: tuple[int, ...] = (4789, 8472)
 
 
 # The temporary tables a trace adds (`inet netlab-trace-…`): their events say where a
 # packet was seen, not a rule of the lab.
 TRACE_TABLE_PREFIX = "netlab-trace-"
+
+
+@dataclass(frozen=True)
+class VxlanHeader:
+    """What an outer packet's own trace event says of its VXLAN encapsulation: its UDP
+    ports and the VNI (from the event's transport header: UDP, then the VXLAN header)."""
+
+    vni: int
+    sport: int
+    dport: int
+
+
+@dataclass(frozen=True)
+class VxlanDev:
+    """A VXLAN device of the namespace an event was seen in (read from the device itself):
+    the packet left by it (into the tunnel) or came in on it (out of the tunnel)."""
+
+    dev: str
+    vni: int | None
+    port: int | None  # its UDP destination port
 
 
 @dataclass(frozen=True)
@@ -454,11 +476,63 @@ class TraceEvent:
     proto: str | None = None
     sport: int | None = None
     dport: int | None = None
+    bridge: str | None = None  # a bridge family event: the bridge whose port iif (or oif) is
+    outer: VxlanHeader | None = None  # the packet is a VXLAN outer packet (UDP to a VXLAN port)
+    encap: VxlanDev | None = None  # oif is a VXLAN device: the packet enters a tunnel
+    decap: VxlanDev | None = None  # iif is a VXLAN device: the packet came out of a tunnel
 
     @property
     def rule_words(self) -> str | None:
         """The rule as its author wrote it: iptables words for a dump's rule, else nft's."""
         return self.iptables or self.rule
+
+
+def trace_visits(events: Iterable[TraceEvent]) -> list[list[TraceEvent]]:
+    """Events cut into visits: consecutive events of one namespace and one packet (trace
+    id), of one packet forwarded under a new id (`_forwarded`), and the copies a bridge
+    floods it as (each copy is a packet of its own)."""
+    out: list[list[TraceEvent]] = []
+    ids: set[int] = set()
+    for e in events:
+        visit = out[-1] if out else None
+        if (
+            visit is not None
+            and visit[0].ns == e.ns
+            and (e.id in ids or _forwarded(visit, e) or _flooded_copy(visit, e))
+        ):
+            visit.append(e)
+            ids.add(e.id)
+        else:
+            out.append([e])
+            ids = {e.id}
+    return out
+
+
+def _forwarded(visit: Sequence[TraceEvent], e: TraceEvent) -> bool:
+    """e is the way out of the packet `visit` took in, though its trace id differs: the
+    kernel derives the id from the skb's address and hash, and a packet routed from a
+    bridge into a vxlan (flannel's node) leaves as another skb. Same way in, a way out
+    the visit has not had yet, the TTL one less."""
+    first, last = visit[0], visit[-1]
+    return (
+        first.iif not in (None, "lo")
+        and e.iif == first.iif
+        and e.oif not in (None, "lo")
+        and all(v.oif is None for v in visit)
+        and last.ttl is not None
+        and e.ttl == last.ttl - 1
+    )
+
+
+def _flooded_copy(visit: Sequence[TraceEvent], e: TraceEvent) -> bool:
+    """e is of a copy of the packet that came into a bridge at the visit's start: its
+    headers, past the hooks where a packet begins (the trace table's prerouting and
+    output), before the bridge passed the packet up to its host."""
+    first = visit[0]
+    at_bridge = first.family == "bridge" and first.table.startswith(TRACE_TABLE_PREFIX) and first.chain == "pre"
+    begins = e.table.startswith(TRACE_TABLE_PREFIX) and e.chain in ("pre", "out")
+    passed_up = any(x.family == "bridge" and x.chain == "up" for x in visit)
+    return at_bridge and not begins and not passed_up and (e.src, e.dst, e.ttl) == (first.src, first.dst, first.ttl)
 
 
 # --------------------------------------------------------------------------- the kernel's own drops

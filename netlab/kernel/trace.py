@@ -7,7 +7,13 @@ namespace gets its own temporary table (`inet netlab-trace-…`, chains at prero
 output, priority -600: before raw and conntrack) whose rules set `meta nftrace set 1` on
 the flow's packets, and its own NETLINK_NETFILTER socket in group NFNLGRP_NFTRACE. The
 probe is sent, events are read until the lab is quiet, and every table and socket goes
-away again — in a `finally` that a Ctrl-C cannot cut short.
+away again — in a `finally` that a Ctrl-C cannot cut short. A `bridge netlab-trace-…`
+table beside it marks the flow's frames as they come into a bridge port, and its empty
+chains at the bridge's forward, input and output hooks say which port each copy left by.
+The outer packet of a VXLAN tunnel (the kernel clears the trace flag when it
+encapsulates) is marked by the inner addresses and ports it carries; its events carry its
+UDP and VXLAN headers (`vxlan_header`), and each event is told the bridge of its ports and
+the VXLAN device it left by or came in on (`with_links`, one RTM_GETLINK dump per namespace).
 
 Events are decoded here with the standard library (`decode`); rule handles are resolved
 to their text with `nft -a list table` in the event's namespace, and a rule of an
@@ -26,15 +32,27 @@ import select
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
+
+from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 
 from netlab import interrupts
 from netlab.kernel import nft
 from netlab.kernel.counters import nft_comment, parse_iptables_save
 from netlab.kernel.inside import in_namespace
-from netlab.observations import TRACE_TABLE_PREFIX, CounterView, ObserveError, TraceEvent, TraceFlow
+from netlab.kernel.nlsock import RTM_GETLINK, NetlinkSocket
+from netlab.observations import (
+    TRACE_TABLE_PREFIX,
+    CounterView,
+    ObserveError,
+    TraceEvent,
+    TraceFlow,
+    VxlanDev,
+    VxlanHeader,
+    trace_visits,
+)
 
 T = TypeVar("T")
 
@@ -47,6 +65,9 @@ NFT_MSG_TRACE = (10 << 8) | 17  # NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
 PRIORITY = -600  # before raw (-300) and conntrack (-200)
 CT = -199  # after conntrack, before DNAT (-100)
 LAST = 500  # after srcnat (100)
+# The bridge table's empty chains: chain → hook ("forward" and "in" are nft keywords)
+BRIDGE_CHAINS = {"switch": "forward", "up": "input", "down": "output"}
+VXLAN_FLAG_I = 0x08  # the VNI is valid (RFC 7348)
 
 # NFTA_TRACE_* (include/uapi/linux/netfilter/nf_tables.h)
 A_TABLE, A_CHAIN, A_HANDLE, A_TYPE, A_VERDICT, A_ID = 1, 2, 3, 4, 5, 6
@@ -95,6 +116,24 @@ def _verdict(data: bytes) -> tuple[str | None, str | None]:
     return VERDICTS.get(code if code < 0 else code & 0xFF, str(code)), target
 
 
+def vxlan_header(network: bytes, transport: bytes, ports: Collection[int]) -> VxlanHeader | None:
+    """The VXLAN encapsulation of an outer packet: its UDP header (to one of `ports`) and
+    the VXLAN header after it, with the I flag (a valid VNI) set. The kernel sends the
+    first 20 bytes of the transport header: both fit."""
+    if len(network) >= 20 and network[0] >> 4 == 4:
+        proto = network[9]
+    elif len(network) >= 40 and network[0] >> 4 == 6:
+        proto = network[6]
+    else:
+        return None
+    if proto != 17 or len(transport) < 16:
+        return None
+    sport, dport = struct.unpack_from(">HH", transport)
+    if dport not in ports or not transport[8] & VXLAN_FLAG_I:
+        return None
+    return VxlanHeader(int.from_bytes(transport[12:15], "big"), sport, dport)
+
+
 def _addresses(header: bytes) -> tuple[str | None, str | None, int | None, int | None]:
     """Source, destination, TTL (hop limit) and IP protocol (next header) of an IPv4 or
     IPv6 header."""
@@ -122,8 +161,11 @@ def _ports(protocol: int | None, header: bytes) -> tuple[int | None, int | None]
     return None, None
 
 
-def decode(data: bytes, ns: str, ifnames: dict[int, str] | None = None) -> list[TraceEvent]:
-    """Every NFT_MSG_TRACE message in a netlink datagram, as TraceEvents of namespace ns."""
+def decode(
+    data: bytes, ns: str, ifnames: dict[int, str] | None = None, vxlan_ports: Collection[int] = ()
+) -> list[TraceEvent]:
+    """Every NFT_MSG_TRACE message in a netlink datagram, as TraceEvents of namespace ns
+    (an outer packet to one of vxlan_ports with its VXLAN header)."""
     out = []
     off = 0
     while off + 16 <= len(data):
@@ -131,12 +173,12 @@ def decode(data: bytes, ns: str, ifnames: dict[int, str] | None = None) -> list[
         if length < 16:
             break
         if mtype == NFT_MSG_TRACE and length >= 20:
-            out.append(_event(data[off + 16 : off + length], ns, ifnames or {}))
+            out.append(_event(data[off + 16 : off + length], ns, ifnames or {}, vxlan_ports))
         off += (length + 3) & ~3
     return out
 
 
-def _event(body: bytes, ns: str, ifnames: dict[int, str]) -> TraceEvent:
+def _event(body: bytes, ns: str, ifnames: dict[int, str], vxlan_ports: Collection[int]) -> TraceEvent:
     fields: dict[int, bytes] = dict(_attrs(body[4:]))
 
     def text(kind: int) -> str:
@@ -171,6 +213,7 @@ def _event(body: bytes, ns: str, ifnames: dict[int, str]) -> TraceEvent:
         proto=None if protocol is None else _PROTOCOLS.get(protocol, str(protocol)),
         sport=sport,
         dport=dport,
+        outer=vxlan_header(fields.get(A_NETWORK, b""), fields.get(A_TRANSPORT, b""), vxlan_ports),
     )
 
 
@@ -202,7 +245,9 @@ def _chain(name: str, hook: str, priority: int, rules: str = "") -> str:
 
 
 def trace_table(name: str, flow: TraceFlow) -> str:
-    """The temporary table that marks the flow's packets for tracing, both directions.
+    """The temporary tables that mark the flow's packets for tracing, both directions: an
+    inet table for what the IP stack does, and a bridge table for what a bridge does with
+    them (nftables sees bridging only there, and without br_netfilter not at all).
 
     Before conntrack (-600), by the flow's addresses and ports. After conntrack (CT, before
     any DNAT), by its conntrack entry: the entry of a marked packet, or of a new connection
@@ -212,9 +257,9 @@ def trace_table(name: str, flow: TraceFlow) -> str:
     masquerade): the reply in the NATing namespace by its entry, the next namespace's
     copy as a new connection. A new connection that is not the flow is traced too, and
     left out of the walk by probes.trace, which knows the flow's NATed tuples from the
-    conntrack entries."""
+    conntrack entries. A tunnel's outer packets are marked by what they carry."""
     marks = _marks(flow)
-    traced = _NOT_ND + "".join(f"    {m} meta nftrace set 1\n" for m in marks)
+    traced = _NOT_ND + "".join(f"    {m} meta nftrace set 1\n" for m in marks + _tunnel_marks(flow))
     learn = _NOT_ND + "".join(f"    {m} add @conns {{ ct id }}\n" for m in marks)
     arrived = f'    meta iifname != "lo" meta l4proto {_L4PROTO.get(flow.proto, flow.proto)} ct state new add @conns {{ ct id }}\n'
     by_entry = "    ct id @conns meta nftrace set 1\n"
@@ -226,7 +271,41 @@ def trace_table(name: str, flow: TraceFlow) -> str:
     # headers as they leave (or are delivered) — where a SNAT or DNAT shows, and how the
     # walk knows which namespace a packet went to next.
     chains += _chain("post", "postrouting", LAST) + _chain("in", "input", LAST)
-    return f"table inet {name} {{\n{chains}}}\n"
+    # A bridge: the flow's frames marked as they come in on a port; the empty chains say
+    # which port the bridge sent each copy out of (forward: between ports; output: the
+    # host's own through the bridge device) or that it passed it up to the host (input).
+    bridged = _chain("pre", "prerouting", PRIORITY, traced)
+    bridged += "".join(_chain(c, hook, LAST) for c, hook in BRIDGE_CHAINS.items())
+    return f"table inet {name} {{\n{chains}}}\ntable bridge {name} {{\n{bridged}}}\n"
+
+
+# Where the inner packet's fields are in a VXLAN packet, in bits from the outer UDP header
+# (8 bytes UDP, 8 VXLAN, 14 Ethernet): the inner ethertype, addresses and ports (an IPv4
+# header without options). The kernel clears the trace flag when it encapsulates, so the
+# outer packet is marked by what it carries.
+_INNER = {
+    4: ("0x0800", ((336, 32), (368, 32)), (400, 416)),
+    6: ("0x86dd", ((304, 128), (432, 128)), (560, 576)),
+}
+
+
+def _tunnel_marks(flow: TraceFlow) -> list[str]:
+    if not flow.vxlan_ports:
+        return []
+    udp = "udp dport { " + ", ".join(str(p) for p in sorted(flow.vxlan_ports)) + " }"
+    marks = []
+    for version, (ethertype, addresses, ports) in _INNER.items():
+        inner = f"{udp} @th,224,16 {ethertype}"
+        addrs = sorted(
+            int(ipaddress.ip_address(a)) for a in flow.addresses if ipaddress.ip_address(a).version == version
+        )
+        if addrs:
+            group = "{ " + ", ".join(hex(a) for a in addrs) + " }"
+            marks += [f"{inner} @th,{offset},{bits} {group}" for offset, bits in addresses]
+        if flow.ports and flow.proto in ("tcp", "udp"):
+            group = "{ " + ", ".join(str(p) for p in sorted(flow.ports)) + " }"
+            marks += [f"{inner} @th,{offset},16 {group}" for offset in ports]
+    return marks
 
 
 def _install(ns: str, name: str, flow: TraceFlow) -> None:
@@ -237,7 +316,7 @@ def _install(ns: str, name: str, flow: TraceFlow) -> None:
 
 def _remove(ns: str, name: str) -> None:
     with contextlib.suppress(OSError, nft.FirewallError):  # the namespace is gone: so is the table
-        nft.command_in(ns, f"delete table inet {name}")
+        nft.command_in(ns, f"delete table inet {name}\ndelete table bridge {name}")
 
 
 def _listener() -> socket.socket:
@@ -293,7 +372,7 @@ class TraceSession:
     def queues(self) -> list[list[TraceEvent]]:
         """Each namespace's events (in `namespaces` order), in the order its listener got
         them, with their headers filled in and their rules' texts: ready for `walk`."""
-        return _resolve(self.raw, self.namespaces)
+        return _resolve(self.raw, self.namespaces, self.flow)
 
 
 def trace(
@@ -336,18 +415,67 @@ def _collect(listeners: dict[socket.socket, str], settle: float, limit: float = 
     return out
 
 
-def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str]) -> list[list[TraceEvent]]:
-    names: dict[str, dict[int, str]] = {}
+@dataclass(frozen=True)
+class Link:
+    """What a walk needs to know of an interface: its bridge, and a VXLAN device's VNI and port."""
+
+    name: str
+    kind: str | None
+    master: int | None
+    vni: int | None = None
+    port: int | None = None
+
+
+def links_here() -> dict[int, Link]:
+    """The interfaces of the calling thread's namespace by index (one RTM_GETLINK dump)."""
+    sock = NetlinkSocket()
+    try:
+        found = sock.dump(ifinfmsg(), RTM_GETLINK)
+    finally:
+        sock.close()
+    out = {}
+    for m in found:
+        info = m.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+        data = info.get_attr("IFLA_INFO_DATA") if info is not None and kind == "vxlan" else None
+        vni, port = (data.get_attr("IFLA_VXLAN_ID"), data.get_attr("IFLA_VXLAN_PORT")) if data else (None, None)
+        out[m["index"]] = Link(m.get_attr("IFLA_IFNAME"), kind, m.get_attr("IFLA_MASTER"), vni, port)
+    return out
+
+
+def with_links(e: TraceEvent, links: dict[int, Link]) -> TraceEvent:
+    """The event with the bridge its ports belong to (a bridge family event) and the VXLAN
+    device it left by or came in on."""
+    by_name = {link.name: link for link in links.values()}
+
+    def vxlan(name: str | None) -> VxlanDev | None:
+        link = by_name.get(name or "")
+        return VxlanDev(link.name, link.vni, link.port) if link is not None and link.kind == "vxlan" else None
+
+    bridge = None
+    if e.family == "bridge":
+        port = by_name.get(e.iif or "") or by_name.get(e.oif or "")
+        master = links.get(port.master) if port is not None and port.master is not None else None
+        bridge = master.name if master is not None else None
+    if e.outer is not None:  # the tunnel's own packet (its postrouting names the device as iif)
+        return replace(e, bridge=bridge)
+    return replace(e, bridge=bridge, encap=vxlan(e.oif), decap=vxlan(e.iif))
+
+
+def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str], flow: TraceFlow) -> list[list[TraceEvent]]:
+    links: dict[str, dict[int, Link]] = {}
     rules: dict[tuple[str, str, str], dict[tuple[str, int], RuleText]] = {}
     queues: dict[str, list[TraceEvent]] = {ns: [] for ns in namespaces}  # the client's first
     for ns, data in raw:
-        if ns not in names:
-            names[ns] = in_namespace(ns, lambda: {i: n for i, n in socket.if_nameindex()})
-        queues.setdefault(ns, []).extend(decode(data, ns, names[ns]))
+        if ns not in links:
+            links[ns] = in_namespace(ns, links_here)
+        names = {i: link.name for i, link in links[ns].items()}
+        queues.setdefault(ns, []).extend(decode(data, ns, names, flow.vxlan_ports))
     out: list[list[TraceEvent]] = []
-    for queue in queues.values():
+    for ns, queue in queues.items():
         resolved: list[TraceEvent] = []
         for e in with_headers(queue):
+            e = with_links(e, links[ns]) if ns in links else e
             key = (e.ns, e.family, e.table)
             if e.table.startswith(TRACE_TABLE_PREFIX):
                 rules[key] = {}
@@ -374,6 +502,7 @@ def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:
                 proto=prev.proto,
                 sport=prev.sport,
                 dport=prev.dport,
+                outer=prev.outer,
                 iif=e.iif or prev.iif,
                 oif=e.oif or prev.oif,
             )
@@ -381,36 +510,37 @@ def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:
     return out
 
 
-def _visits(queue: Sequence[TraceEvent]) -> list[list[TraceEvent]]:
-    """A namespace's events cut into visits: consecutive events of one packet (trace id),
-    or of one packet forwarded under a new id (`_forwarded`)."""
-    out: list[list[TraceEvent]] = []
-    for e in queue:
-        if out and (out[-1][-1].id == e.id or _forwarded(out[-1], e)):
-            out[-1].append(e)
-        else:
-            out.append([e])
-    return out
-
-
-def _forwarded(visit: Sequence[TraceEvent], e: TraceEvent) -> bool:
-    """e is the way out of the packet `visit` took in, though its trace id differs: the
-    kernel derives the id from the skb's address and hash, and a packet routed from a
-    bridge into a vxlan (flannel's node) leaves as another skb. Same way in, a way out
-    the visit has not had yet, the TTL one less."""
-    first, last = visit[0], visit[-1]
-    return (
-        _received(visit)
-        and e.iif == first.iif
-        and e.oif not in (None, "lo")
-        and all(v.oif is None for v in visit)
-        and last.ttl is not None
-        and e.ttl == last.ttl - 1
-    )
-
-
 def _received(visit: Sequence[TraceEvent]) -> bool:
     return visit[0].iif not in (None, "lo")
+
+
+class Sent(NamedTuple):
+    """A packet a visit sent on, as it left."""
+
+    src: str | None
+    dst: str | None
+    ttl: int | None
+    ns: str
+    up: str | None  # passed up by this bridge to the host: received there next, on the bridge
+
+
+def _passed_up(visit: Sequence[TraceEvent]) -> str | None:
+    return next((e.bridge for e in visit if e.family == "bridge" and e.chain == "up"), None)
+
+
+def _passed_on(visit: Sequence[TraceEvent]) -> bool:
+    """The visit sent the packet on: out of an interface to another namespace, or (a
+    bridge) up to its host, where the IP stack takes it in as another packet (trace id)
+    that came in on the bridge."""
+    return any(e.oif not in (None, "lo") for e in visit) or _passed_up(visit) is not None
+
+
+def _decapsulated(visit: Sequence[TraceEvent]) -> bool:
+    return visit[0].decap is not None and visit[0].outer is None
+
+
+def _outer_delivered(visit: Sequence[TraceEvent]) -> bool:
+    return any(e.outer is not None and e.family != "bridge" and e.chain == "in" for e in visit)
 
 
 def stitch(queues: Sequence[Sequence[TraceEvent]]) -> list[TraceEvent]:
@@ -422,27 +552,52 @@ def stitch(queues: Sequence[Sequence[TraceEvent]]) -> list[TraceEvent]:
     and TTL, which each router lowers: the temporary table's postrouting chain sees them
     after any SNAT) equal those it arrived with, or else the destination does. Failing
     that, a visit that starts a packet (output), the client's queue first; failing that,
-    the first queue's head."""
-    heads = [_visits(q) for q in queues]
-    sent: list[tuple[str | None, str | None, int | None]] = []  # headers that left, not yet received
-    out: list[TraceEvent] = []
+    the first queue's head. A bridge changes nothing in the headers: a bridge's visit
+    that fits goes before another visit that fits as well.
 
-    def matches(visit: list[TraceEvent], exact: bool) -> list[tuple[str | None, str | None, int | None]]:
+    A tunnel: a packet sent into a VXLAN device is followed by the outer packet its
+    namespace sends next, and comes out of the VXLAN device on the far side only after
+    an outer packet was delivered there (when outer packets were traced at all)."""
+    heads = [trace_visits(q) for q in queues]
+    # a tunnel whose outer packets go through none of the traced namespaces (a VXLAN device
+    # over another namespace's underlay, a link between hosts): its far side waits for none
+    outers = any(e.outer is not None for q in queues for e in q)
+    sent: list[Sent] = []  # packets that left, not yet received
+    outer_in: dict[str, int] = {}  # namespace → outer packets delivered, not yet decapsulated
+    out: list[TraceEvent] = []
+    follow: list[list[TraceEvent]] | None = None  # the queue whose outer packet comes next
+
+    def matches(visit: list[TraceEvent], exact: bool) -> list[Sent]:
         first = visit[0]
-        if not _received(visit):
+        if not _received(visit) or (outers and _decapsulated(visit) and not outer_in.get(first.ns)):
             return []
-        return [p for p in sent if p[1] == first.dst and (not exact or p == (first.src, first.dst, first.ttl))]
+        return [
+            p
+            for p in sent
+            if p.dst == first.dst
+            and (not exact or (p.src, p.ttl) == (first.src, first.ttl))
+            and ((first.ns, first.iif) == (p.ns, p.up) if p.up else first.ns != p.ns)
+        ]
 
     while any(heads):
-        pick = next((q for q in heads if q and matches(q[0], True)), None)
+        pick = follow if follow and follow[0][0].outer is not None and not _received(follow[0]) else None
+        # A bridge passes a packet on unchanged: the bridge's visit before the one after it
+        pick = pick or next((q for q in heads if q and q[0][0].family == "bridge" and matches(q[0], True)), None)
+        pick = pick or next((q for q in heads if q and matches(q[0], True)), None)
         pick = pick or next((q for q in heads if q and matches(q[0], False)), None)
         pick = pick or next((q for q in heads if q and not _received(q[0])), None)
         pick = pick or next(q for q in heads if q)
         visit = pick.pop(0)
         if match := matches(visit, True) or matches(visit, False):
             sent.remove(match[0])
-        if any(e.oif not in (None, "lo") for e in visit):
-            sent.append((visit[-1].src, visit[-1].dst, visit[-1].ttl))
+            if outers and _decapsulated(visit):
+                outer_in[visit[0].ns] -= 1
+        if _passed_on(visit):
+            last = visit[-1]
+            sent.append(Sent(last.src, last.dst, last.ttl, last.ns, _passed_up(visit)))
+        if _outer_delivered(visit):
+            outer_in[visit[0].ns] = outer_in.get(visit[0].ns, 0) + 1
+        follow = pick if any(e.encap is not None and e.outer is None for e in visit) else None
         out += visit
     return out
 

@@ -29,16 +29,17 @@ from netlab.observations import (
     RouteQuery,
     TraceEvent,
     TraceFlow,
+    trace_visits,
 )
 from netlab.probes.flow import ProbeRequest, ProbeResult
+from netlab.probes.hops import Hop, outer_line, visit_hops
 from netlab.vocabulary import table_words
 
 if TYPE_CHECKING:
     from netlab.probes.checks import LabContext
 
 BLIND_SPOTS = (
-    "nftables tracing does not see routing decisions, rp_filter, neighbour (ARP/NDP) "
-    "resolution, bridge forwarding without br_netfilter or IPVS scheduling"
+    "nftables tracing does not see routing decisions, rp_filter, neighbour (ARP/NDP) resolution or IPVS scheduling"
 )
 _L4 = {"http": "tcp"}  # what the trace table matches for a probe protocol
 _HOOKS = {
@@ -87,6 +88,9 @@ class NatStep:
     def text(self) -> str:
         what = self.kind.upper() if self.direction == "original" else f"reply, {self.kind.upper()} undone"
         return f"NAT ({what}, at {' and '.join(self.hooks)}): {self.before.text} is now {self.after.text}"
+
+
+BRIDGE_CHAINS = ("switch", "up", "down")  # the trace's bridge table: forward, input, output
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,8 @@ def trace_requests(
     family = ipaddress.ip_address(request.dst).version
     sports = tuple(sorted({r.sport for r in requests if r.sport is not None}))
     client = (request.src,) if request.src else tuple(node_addresses(ctx.topo, node, family))
-    flow = TraceFlow(_L4.get(request.proto, request.proto), tuple(dict.fromkeys((request.dst, *client))), sports)
+    addresses = tuple(dict.fromkeys((request.dst, *client)))
+    flow = TraceFlow(_L4.get(request.proto, request.proto), addresses, sports, tuple(sorted(ctx.vxlan_ports())))
     namespaces = [request.ns, *(n for n in ctx.nodes.values() if n != request.ns)]
     (probes, kernel), events = ctx.observer.trace(
         namespaces,
@@ -259,8 +264,9 @@ def flow_keys(flow: TraceFlow, entries: Sequence[CtEntry]) -> set[Key]:
 
 
 def _marked(e: TraceEvent, flow: TraceFlow) -> bool:
-    """Whether the trace table's marks select the packet (trace_table)."""
-    if e.src in flow.addresses or e.dst in flow.addresses:
+    """Whether the trace table's marks select the packet (trace_table): a tunnel's outer
+    packet by what it carries."""
+    if e.src in flow.addresses or e.dst in flow.addresses or e.outer is not None:
         return True
     return bool(flow.ports) and e.proto == flow.proto and (e.sport in flow.ports or e.dport in flow.ports)
 
@@ -346,20 +352,16 @@ def _step(first: TraceEvent, before: TraceEvent, after: TraceEvent, entries: Seq
 def _dead_end(trace: Trace, dev: str | None = None) -> TraceEvent | None:
     """The first event of the last visit that took a packet in from a wire (by `dev`, when
     given) and sent it nowhere: not delivered, not forwarded, not dropped by a rule (the
-    temporary table's input and postrouting chains saw nothing of it). Where a packet the
+    temporary tables' input and postrouting chains, and a bridge's, saw nothing of it). Where a packet the
     kernel dropped by itself was last seen."""
-    visits: list[list[TraceEvent]] = []
-    for e in trace.events:
-        if visits and (visits[-1][0].ns, visits[-1][0].id) == (e.ns, e.id):
-            visits[-1].append(e)
-        else:
-            visits.append([e])
-    for visit in reversed(visits):
+    for visit in reversed(trace_visits(trace.events)):
         first = visit[0]
         if first.iif in (None, "lo") or (dev is not None and first.iif != dev):
             continue
         onward = any(
-            (e.table.startswith(TRACE_TABLE_PREFIX) and e.chain in ("post", "in")) or e.verdict == "drop" for e in visit
+            (e.table.startswith(TRACE_TABLE_PREFIX) and e.chain in ("post", "in", *BRIDGE_CHAINS))
+            or e.verdict == "drop"
+            for e in visit
         )
         if not onward:
             return first
@@ -390,6 +392,8 @@ def _packet(e: TraceEvent) -> str:
 
 def _seen(e: TraceEvent) -> str:
     where = _HOOKS.get(e.chain, e.chain)
+    if e.family == "bridge" and e.bridge:
+        where = f"bridge {e.bridge} {where}"
     ifs = " ".join(x for x in (f"in {e.iif}" if e.iif else "", f"out {e.oif}" if e.oif else "") if x)
     return f"{where}{', ' + ifs if ifs else ''}"
 
@@ -413,30 +417,50 @@ def _event_line(e: TraceEvent, depth: int, death: TraceEvent | None) -> str:
 
 
 def walk_lines(trace: Trace) -> list[str]:
-    """The walk, one block per packet per namespace, in the order the events arrived; a
-    rule is indented under the jumps that led to its chain (the chains the packet is in, by
-    the events' own chains: a chain that ends without a verdict sends no event of its end)."""
+    """The walk, one block per packet per namespace (a visit), in the order the events
+    arrived; a rule is indented under the jumps that led to its chain (the chains the
+    packet is in, by the events' own chains: a chain that ends without a verdict sends no
+    event of its end). Under each block, the hops rules do not show (netlab.probes.hops):
+    a tunnel's way out at its start, a bridge's forwarding where the bridge's hooks saw
+    it, a tunnel's way in at its end."""
+    lines: list[str] = []
+    told: list[CtEntry] = []
+    visits = trace_visits(trace.events)
+    for i, visit in enumerate(visits):
+        first = visit[0]
+        node = trace.nodes.get(first.ns, first.ns)
+        lines.append(f"  {node} ({first.ns})  {_packet(first)}  [{_seen(first)}]")
+        hops = {h.kind: h for h in visit_hops(visits, i)}
+        if (outer := outer_line(visit)) is not None:
+            lines.append(f"    {outer}")
+        if "vxlan-decap" in hops:
+            lines.append(f"    ↳ {hops['vxlan-decap'].text}")
+        lines += _visit_lines(trace, visit, hops.get("bridge"), told)
+        if "vxlan-encap" in hops:
+            lines.append(f"    ↳ {hops['vxlan-encap'].text}")
+    return lines
+
+
+def _visit_lines(trace: Trace, visit: Sequence[TraceEvent], bridge: Hop | None, told: list[CtEntry]) -> list[str]:
+    """A visit's rules and NAT steps (each conntrack entry once in the walk: `told`)."""
     lines: list[str] = []
     death = trace.death
-    key: tuple[str, int] | None = None
+    steps = {n.seq: n for n in trace.nat}
     stack: list[tuple[str, str]] = []  # (table, chain) of the jumps the packet is in
     jumped: tuple[str, str | None] | None = None  # where the last rule jumped to
-    steps = {n.seq: n for n in trace.nat}
-    told: list[CtEntry] = []
-    for e in trace.events:
-        if (e.ns, e.id) != key:
-            key, stack, jumped = (e.ns, e.id), [], None
-            node = trace.nodes.get(e.ns, e.ns)
-            lines.append(f"  {node} ({e.ns})  {_packet(e)}  [{_seen(e)}]")
-        elif (step := steps.get(e.seq)) is not None:
+    for e in visit:
+        if e is not visit[0] and (step := steps.get(e.seq)) is not None:
             indent = "    " + "  " * max(0, len(stack) - 1)
             lines.append(f"{indent}{step.text}")
             if step.conntrack is not None and step.conntrack not in told:  # once: later packets repeat it
                 told.append(step.conntrack)
                 lines.append(f"{indent}  conntrack: {_entry_words(step.conntrack)}")
         if e.table.startswith(TRACE_TABLE_PREFIX):
-            if e.chain in ("post", "in") and e.type == "policy":
+            if e.family != "bridge" and e.chain in ("post", "in") and e.type == "policy":
                 lines.append(f"    ↳ {'delivered (input)' if e.chain == 'in' else _seen(e)}")
+            elif bridge is not None and e.family == "bridge" and e.chain in BRIDGE_CHAINS and e.type == "policy":
+                lines.append(f"    ↳ {bridge.text}")
+                bridge = None  # once per visit: a flood's copies are one line
             continue
         if (e.type == "rule" and e.handle is None) or e.type == "return" or e.verdict == "return":
             continue  # the end of a chain's rules, or a return: the next event's chain says where
@@ -596,6 +620,7 @@ def to_json(trace: Trace) -> dict[str, Any]:
         "kernel": None if trace.kernel is None else asdict(trace.kernel),
         "kernel_drop": _kernel_drop_json(trace),
         "summary": summary_lines(trace),
+        "hops": [h.to_json(trace.nodes) for h in hops(trace)],
     }
 
 
@@ -606,6 +631,12 @@ def _nat_json(step: NatStep, trace: Trace) -> dict[str, Any]:
         "node": trace.nodes.get(step.ns, step.ns),
         "conntrack": None if ct is None else {"original": asdict(ct.orig), "reply": asdict(ct.reply), "text": ct.text},
     }
+
+
+def hops(trace: Trace) -> list[Hop]:
+    """The walk's hops that are not rules (bridges, tunnels), in the walk's order."""
+    visits = trace_visits(trace.events)
+    return [h for i in range(len(visits)) for h in visit_hops(visits, i)]
 
 
 def _kernel_drop_json(trace: Trace) -> dict[str, Any] | None:

@@ -144,8 +144,10 @@ def trace_over_the_tunnels(sim: SimulatedHosts) -> None:
     assert walk["ok"] and walk["died"] is None
     visits = [e["node"] for e in walk["events"]]
     order = [n for i, n in enumerate(visits) if i == 0 or visits[i - 1] != n]
-    # the SYN to pod4 (h2) and the SYN-ACK back to pod1 (h1), each crossing the hosts' tunnels
-    assert order[:7] == ["pod1", "node1", "node2", "pod4", "node2", "node1", "pod1"], "\n".join(
+    # the SYN to pod4 (h2) and the SYN-ACK back to pod1 (h1), each crossing the hosts'
+    # tunnels, flannel's outer packets over the underlay's bridge
+    way = ["pod1", "node1", "underlay", "node2", "pod4", "node2", "underlay", "node1", "pod1"]
+    assert order[:9] == way, "\n".join(
         str((e["node"], e["chain"], e["src"], e["dst"], e["iif"], e["oif"], e["ttl"])) for e in walk["events"]
     )
     assert [e["seq"] for e in walk["events"]] == list(range(len(visits)))

@@ -1,0 +1,147 @@
+"""What a trace's walk says besides rules: the hops nftables' inet tables do not show —
+a bridge forwarding the packet from port to port (or flooding it), a packet entering a
+VXLAN tunnel (the device, the VNI, the outer packet's addresses and UDP ports) and
+coming out of one on the far side.
+
+All of it is the kernel's own evidence, from the trace's events (netlab.kernel.trace):
+the temporary bridge family table's chains at the bridge's hooks name the ports each
+copy of the packet went in and out by; the outer packet of a tunnel is traced by what it
+carries, and its event's transport header holds its UDP ports and VXLAN header; the
+VXLAN device a packet left by or came in on is read from the device itself.
+
+`visit_hops` derives them per visit (one namespace, one packet); the walk prints each
+hop's `text` under its visit and `--json` lists them (`hops`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from netlab.observations import TRACE_TABLE_PREFIX, TraceEvent, VxlanDev
+
+BRIDGE_EVIDENCE = "nftables bridge family trace (the bridge's forward, input and output hooks)"
+ENCAP_EVIDENCE = "the VXLAN device the packet left by, and the trace of the outer packet its namespace sent next"
+DECAP_EVIDENCE = "the VXLAN device the packet came in on"
+
+
+@dataclass(frozen=True)
+class Hop:
+    """One hop of the walk that is not a rule: a bridge's forwarding, a tunnel's way in or out."""
+
+    kind: str  # bridge | vxlan-encap | vxlan-decap
+    ns: str
+    text: str  # the walk's line, without indent
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self, nodes: Mapping[str, str]) -> dict[str, Any]:
+        return {"kind": self.kind, "node": nodes.get(self.ns, self.ns), "ns": self.ns, **self.fields, "text": self.text}
+
+
+def _ours(e: TraceEvent, family: str, chains: tuple[str, ...]) -> bool:
+    return e.family == family and e.table.startswith(TRACE_TABLE_PREFIX) and e.chain in chains and e.type == "policy"
+
+
+def bridge_hop(visit: Sequence[TraceEvent]) -> Hop | None:
+    """What a bridge did with the packet: the ports the copies went out by (its forward
+    hook: between ports; output: the host's own, through the bridge device), and whether
+    it passed it up to its host (input hook)."""
+    moved = [e for e in visit if _ours(e, "bridge", ("switch", "down", "up"))]
+    if not moved:
+        return None
+    bridge = next((e.bridge for e in moved if e.bridge), None) or "?"
+    outs = sorted(
+        {e.oif for e in moved if e.chain in ("switch", "down") and e.oif}
+    )  # by name: the order of a flood's copies says nothing
+    came = next((e.iif for e in visit if e.family == "bridge" and e.iif), None)
+    up = any(e.chain == "up" for e in moved)
+    flood = len(outs) > 1
+    what = []
+    if outs:
+        verb = "floods it (a copy out of each port)" if flood else "forwards it"
+        what.append(f"{verb} out {', '.join(outs)}")
+    if up:
+        what.append(f"passes it up to the host ({bridge})")
+    origin = f"from {came}" if came else "from the host"
+    hook = "forward" if any(e.chain == "switch" for e in moved) else "output" if outs else "input"
+    text = f"bridge {bridge} {origin}: {' and '.join(what)} (bridge {hook} hook)"
+    fields = {"bridge": bridge, "in": came, "out": outs, "up": up, "flood": flood, "evidence": BRIDGE_EVIDENCE}
+    return Hop("bridge", visit[0].ns, text, fields)
+
+
+def _dev(d: VxlanDev) -> str:
+    details = ", ".join(
+        x for x in (f"VNI {d.vni}" if d.vni is not None else "", f"UDP port {d.port}" if d.port else "") if x
+    )
+    return f"{d.dev} ({details})" if details else d.dev
+
+
+def encap_hop(visit: Sequence[TraceEvent], outer: Sequence[TraceEvent] | None) -> Hop | None:
+    """The packet left by a VXLAN device: the device, and the outer packet (the next one
+    its namespace sent that carries the flow), if it was seen."""
+    inner = next((e for e in visit if e.encap is not None and e.outer is None), None)
+    if inner is None or inner.encap is None:
+        return None
+    fields: dict[str, Any] = {
+        "dev": inner.encap.dev,
+        "vni": inner.encap.vni,
+        "port": inner.encap.port,
+        "inner": {"src": inner.src, "dst": inner.dst},
+        "outer": None,
+        "evidence": ENCAP_EVIDENCE,
+    }
+    text = f"into the VXLAN tunnel {_dev(inner.encap)}"
+    head = next((e for e in outer or () if e.outer is not None), None)
+    if head is not None and head.outer is not None:
+        o = head.outer
+        fields["outer"] = {"src": head.src, "dst": head.dst, "sport": o.sport, "dport": o.dport, "vni": o.vni}
+        text += f": outer packet {head.src} → {head.dst}, UDP {o.sport} → {o.dport}, VXLAN VNI {o.vni}"
+    else:
+        text += ": its outer packet was not seen in the lab's namespaces"
+    return Hop("vxlan-encap", visit[0].ns, text, fields)
+
+
+def decap_hop(visit: Sequence[TraceEvent]) -> Hop | None:
+    first = visit[0]
+    if first.decap is None or first.outer is not None:
+        return None
+    fields = {
+        "dev": first.decap.dev,
+        "vni": first.decap.vni,
+        "port": first.decap.port,
+        "inner": {"src": first.src, "dst": first.dst},
+        "evidence": DECAP_EVIDENCE,
+    }
+    return Hop("vxlan-decap", first.ns, f"out of the VXLAN tunnel {_dev(first.decap)}", fields)
+
+
+def outer_line(visit: Sequence[TraceEvent]) -> str | None:
+    """A visit of a tunnel's outer packet: its UDP ports and VNI, from its own trace."""
+    head = next((e for e in visit if e.outer is not None), None)
+    if head is None or head.outer is None:
+        return None
+    o = head.outer
+    return f"VXLAN outer packet: UDP {o.sport} → {o.dport}, VNI {o.vni}"
+
+
+def _outer_after(visits: Sequence[Sequence[TraceEvent]], i: int) -> Sequence[TraceEvent] | None:
+    """The outer packet a packet sent into a tunnel became: the next packet its namespace
+    sent that carries the flow in a tunnel, before it sent another one into a tunnel."""
+    ns = visits[i][0].ns
+    for visit in visits[i + 1 :]:
+        if visit[0].ns != ns:
+            continue
+        if visit[0].outer is not None and visit[0].iif in (None, "lo"):
+            return visit
+        if any(e.encap is not None and e.outer is None for e in visit):
+            return None
+    return None
+
+
+def visit_hops(visits: Sequence[Sequence[TraceEvent]], i: int) -> list[Hop]:
+    """The hops of visits[i] (the walk's visits in order): its decapsulation, its bridge,
+    its encapsulation (with the outer packet it became)."""
+    visit = visits[i]
+    found = (decap_hop(visit), bridge_hop(visit), encap_hop(visit, _outer_after(visits, i)))
+    return [h for h in found if h is not None]

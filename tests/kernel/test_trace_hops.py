@@ -1,0 +1,88 @@
+"""`netlab trace` on the real kernel, for the hops no rule shows: a bridge forwarding a
+packet from port to port or flooding it (seen by the trace's bridge family table at the
+bridge's own hooks), and a VXLAN hop across labs/flannel-vxlan.yaml — the packet into
+flannel.1, the outer packet over the underlay's bridge with its UDP ports and VNI, and
+the packet out of flannel.1 on the far node. No temporary table is left behind."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from netlab.kernel.nft import list_ruleset
+from netlab.observations import TRACE_TABLE_PREFIX
+from netlab.probes.trace import Trace, hops, run_trace, text_lines
+from netlab.pytest_plugin import LabFactory, LabHandle
+from tests.kernel.conftest import NetlabCli
+
+
+def switch() -> dict[str, Any]:
+    """a, b and c (10.9.0.1-3) on bridge br0 of namespace sw, ports pa, pb, pc."""
+    hosts = {
+        name: {"links": {"eth0": {"addresses": [f"10.9.0.{i}/24"]}}} for i, name in enumerate(("a", "b", "c"), start=1)
+    }
+    ports = {f"p{name}": {"peer": f"{name}:eth0", "master": "br0"} for name in hosts}
+    return {"name": "hops", "nodes": {"sw": {"links": {"br0": {"kind": "bridge"}, **ports}}, **hosts}}
+
+
+def traced(lab: LabHandle, node: str, dst: str) -> tuple[Trace, str]:
+    trace = run_trace(lab.context, node, dst, "icmp", None)
+    return trace, "\n" + "\n".join(text_lines(trace))
+
+
+def assert_no_trace_tables(lab: LabHandle) -> None:
+    for node, ns in lab.context.nodes.items():
+        ruleset = list_ruleset(ns)
+        assert TRACE_TABLE_PREFIX not in ruleset, f"{node} still has a trace table:\n{ruleset}"
+
+
+def bridged(trace: Trace) -> list[tuple[str, str | None, list[str], bool]]:
+    return [
+        (h.fields["bridge"], h.fields["in"], h.fields["out"], h.fields["flood"])
+        for h in hops(trace)
+        if h.kind == "bridge"
+    ]
+
+
+def test_a_bridge_forwards_by_port_and_floods_a_destination_it_never_learned(netlab_lab: LabFactory) -> None:
+    lab = netlab_lab(switch(), unique=True)
+    trace, why = traced(lab, "a", "10.9.0.3")
+    assert trace.ok, why
+    assert bridged(trace) == [("br0", "pa", ["pc"], False), ("br0", "pc", ["pa"], False)], why
+    assert "↳ bridge br0 from pa: forwards it out pc (bridge forward hook)" in why, why
+    # pb learns no address: frames to b's MAC go out of every other port
+    lab.exec("sw", "ip", "link", "set", "pb", "type", "bridge_slave", "learning", "off", check=True)
+    lab.exec("sw", "ip", "link", "set", "br0", "type", "bridge", "fdb_flush", check=True)
+    trace, why = traced(lab, "a", "10.9.0.2")
+    assert trace.ok, why
+    assert bridged(trace) == [("br0", "pa", ["pb", "pc"], True), ("br0", "pb", ["pa"], False)], why
+    assert "↳ bridge br0 from pa: floods it (a copy out of each port) out pb, pc (bridge forward hook)" in why, why
+    assert_no_trace_tables(lab)
+
+
+def test_a_vxlan_hop_from_pod_to_pod_across_the_overlay(netlab_lab: LabFactory, netlab_cli: NetlabCli) -> None:
+    lab = netlab_lab("labs/flannel-vxlan.yaml", unique=True)
+    trace, why = traced(lab, "pod1", "10.244.1.3")  # pod4
+    assert trace.ok, why
+    found = [(trace.nodes[h.ns], h.kind, h.fields.get("dev") or h.fields.get("bridge")) for h in hops(trace)]
+    way = [
+        ("node1", "bridge", "cni0"),  # up to node1, which routes it into flannel.1
+        ("node1", "vxlan-encap", "flannel.1"),
+        ("underlay", "bridge", "br0"),
+        ("node2", "vxlan-decap", "flannel.1"),
+        ("node2", "bridge", "cni0"),  # node2 sends it out of pod4's port
+    ]
+    assert found == way + [(n.replace("1", "x").replace("2", "1").replace("x", "2"), k, d) for n, k, d in way], why
+    encap = next(h for h in hops(trace) if h.kind == "vxlan-encap")
+    outer = encap.fields["outer"]
+    assert (encap.fields["vni"], encap.fields["port"]) == (1, 8472), why
+    assert (outer["src"], outer["dst"], outer["dport"], outer["vni"]) == ("192.168.49.2", "192.168.49.3", 8472, 1), why
+    assert encap.fields["inner"] == {"src": "10.244.0.2", "dst": "10.244.1.3"}, why
+    underlay = next(h for h in hops(trace) if h.kind == "bridge" and trace.nodes[h.ns] == "underlay")
+    assert (underlay.fields["in"], underlay.fields["out"]) == ("node1", ["node2"]), why
+    assert "    ↳ out of the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472)" in why, why
+    assert f"UDP {outer['sport']} → 8472, VXLAN VNI 1" in why, why
+    doc = json.loads(netlab_cli("trace", lab.name, "--from", "pod1", "--to", "pod4:8080", "--json").out)
+    kinds = [(h["node"], h["kind"]) for h in doc["hops"]]
+    assert ("node1", "vxlan-encap") in kinds and ("node2", "vxlan-decap") in kinds, doc["hops"]
+    assert_no_trace_tables(lab)

@@ -1,0 +1,196 @@
+"""The trace's hops that rules do not show, without root: a VXLAN header decoded from a
+hand-packed trace event, the temporary tables that mark a tunnel's outer packets and a
+bridge's frames, the visits a flood's copies make, the stitching of a walk through a
+tunnel, and the walk's lines and JSON for bridges and tunnels."""
+
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import replace
+from typing import Any
+
+from netlab.kernel.trace import decode, stitch, trace_table, vxlan_header
+from netlab.observations import TraceFlow, VxlanDev, VxlanHeader, trace_visits
+from netlab.probes.trace import Trace, hops, text_lines, to_json
+from tests.unit.test_trace_unit import attr, ev, message
+
+OUTER = VxlanHeader(vni=1, sport=40000, dport=8472)
+FLANNEL = VxlanDev("flannel.1", 1, 8472)
+
+
+def ipv4(src: str, dst: str, proto: int, ttl: int = 64) -> bytes:
+    return struct.pack(">BBHHHBBH4s4s", 0x45, 0, 84, 0, 0, ttl, proto, 0, socket.inet_aton(src), socket.inet_aton(dst))
+
+
+def vxlan(sport: int, dport: int, vni: int, flags: int = 0x08) -> bytes:
+    """A UDP header and the VXLAN header after it (the kernel sends 20 bytes: 4 of the inner frame)."""
+    return (
+        struct.pack(">HHHH", sport, dport, 0, 0) + bytes([flags, 0, 0, 0]) + vni.to_bytes(3, "big") + b"\0" + b"\0" * 4
+    )
+
+
+def test_an_outer_packets_event_carries_its_udp_ports_and_vni() -> None:
+    body = (attr(8, ipv4("192.168.49.2", "192.168.49.3", 17)), attr(9, vxlan(40000, 8472, 0x123456)))
+    (event,) = decode(message(*body), "ns", {}, (4789, 8472))
+    assert (event.src, event.dst, event.outer) == ("192.168.49.2", "192.168.49.3", VxlanHeader(0x123456, 40000, 8472))
+
+
+def test_only_udp_to_a_vxlan_port_with_a_valid_vni_is_an_outer_packet() -> None:
+    network = ipv4("192.168.49.2", "192.168.49.3", 17)
+    assert vxlan_header(network, vxlan(40000, 8472, 1), (4789, 8472)) == VxlanHeader(1, 40000, 8472)
+    assert vxlan_header(network, vxlan(40000, 53, 1), (4789, 8472)) is None  # another port
+    assert vxlan_header(network, vxlan(40000, 8472, 1, flags=0), (4789, 8472)) is None  # no I flag
+    assert vxlan_header(ipv4("192.168.49.2", "192.168.49.3", 6), vxlan(40000, 8472, 1), (8472,)) is None  # tcp
+    assert vxlan_header(network, vxlan(40000, 8472, 1)[:12], (8472,)) is None  # cut short
+
+
+def test_the_tables_mark_the_outer_packets_by_what_they_carry_and_the_bridges_frames() -> None:
+    text = trace_table("netlab-trace-1-1", TraceFlow("tcp", ("10.244.0.2", "10.244.1.3"), (41000,)))
+    inet, bridge = text.split("table bridge netlab-trace-1-1 {")
+    # 10.244.0.2 = 0x0af40002 as the inner source (bit 336 from the outer UDP header) or destination
+    for rule in (
+        "udp dport { 4789, 8472 } @th,224,16 0x0800 @th,336,32 { 0xaf40002, 0xaf40103 } meta nftrace set 1",
+        "udp dport { 4789, 8472 } @th,224,16 0x0800 @th,368,32 { 0xaf40002, 0xaf40103 } meta nftrace set 1",
+        "udp dport { 4789, 8472 } @th,224,16 0x0800 @th,400,16 { 41000 } meta nftrace set 1",
+    ):
+        assert rule in inet and rule in bridge, text
+    assert "ip saddr { 10.244.0.2, 10.244.1.3 } meta nftrace set 1" in bridge, text
+    for hook in ("forward", "input", "output"):
+        assert f"type filter hook {hook} priority 500; policy accept;\n  }}" in bridge, text
+    plain = trace_table("netlab-trace-1-1", TraceFlow("icmp", ("10.0.0.2",), vxlan_ports=()))
+    assert "@th" not in plain, plain
+
+
+def b(ns: str, id: int, chain: str, src: str, dst: str, **changes: Any) -> Any:
+    """A bridge family event of the trace's bridge table (bridge br0 unless told)."""
+    bridge = changes.pop("bridge", "br0")
+    return replace(ev(ns, id, chain, src, dst, **changes), family="bridge", bridge=bridge)
+
+
+def test_a_floods_copies_are_one_visit_and_the_next_packet_another() -> None:
+    a, c = "10.0.0.1", "10.0.0.3"
+    events = [
+        b("sw", 1, "pre", a, c, iif="a"),
+        b("sw", 2, "switch", a, c, iif="a", oif="b"),  # a copy: a packet (trace id) of its own
+        b("sw", 3, "switch", a, c, iif="a", oif="c"),
+        b("sw", 4, "pre", a, c, iif="a"),  # the next echo request: a new packet at prerouting
+        b("sw", 4, "switch", a, c, iif="a", oif="c"),
+    ]
+    assert [[e.id for e in v] for v in trace_visits(events)] == [[1, 2, 3], [4, 4]]
+
+
+def walk(*events: Any, ok: bool = True) -> Trace:
+    from netlab.probes.flow import ProbeResult
+
+    probe = ProbeResult(
+        "ok" if ok else "timeout", "icmp", "10.0.0.1", None, "10.0.0.3", None, None, None, None, None, "", None
+    )
+    nodes = {ns: ns.upper() for ns in {e.ns for e in events}}
+    seq = [replace(e, seq=i) for i, e in enumerate(events)]
+    return Trace("A", "icmp", "10.0.0.3", None, (probe,), tuple(seq), nodes)
+
+
+def test_the_walk_says_which_port_a_bridge_sent_it_out_of_or_that_it_flooded() -> None:
+    a, c = "10.0.0.1", "10.0.0.3"
+    forwarded = walk(b("sw", 1, "pre", a, c, iif="a"), b("sw", 1, "switch", a, c, iif="a", oif="c"))
+    text = "\n".join(text_lines(forwarded))
+    assert "  SW (sw)  10.0.0.1 → 10.0.0.3  [bridge br0 prerouting, in a]" in text, text
+    assert "    ↳ bridge br0 from a: forwards it out c (bridge forward hook)" in text, text
+    (hop,) = to_json(forwarded)["hops"]
+    assert hop | {"evidence": ""} == {
+        "kind": "bridge",
+        "node": "SW",
+        "ns": "sw",
+        "bridge": "br0",
+        "in": "a",
+        "out": ["c"],
+        "up": False,
+        "flood": False,
+        "evidence": "",
+        "text": "bridge br0 from a: forwards it out c (bridge forward hook)",
+    }
+    flooded = walk(
+        b("sw", 1, "pre", a, c, iif="a"),
+        b("sw", 2, "switch", a, c, iif="a", oif="b"),
+        b("sw", 1, "switch", a, c, iif="a", oif="c"),
+    )
+    text = "\n".join(text_lines(flooded))
+    assert "↳ bridge br0 from a: floods it (a copy out of each port) out b, c (bridge forward hook)" in text, text
+    assert text.count("bridge br0 prerouting") == 1, text
+    up = walk(b("sw", 1, "pre", a, c, iif="a"), b("sw", 1, "up", a, c, iif="a"))
+    assert [h.text for h in hops(up)] == ["bridge br0 from a: passes it up to the host (br0) (bridge input hook)"]
+    down = walk(ev("sw", 1, "out", a, c, oif="br0"), b("sw", 1, "down", a, c, oif="b"))
+    assert [h.text for h in hops(down)] == ["bridge br0 from the host: forwards it out b (bridge output hook)"]
+
+
+def tunnel_queues() -> list[list[Any]]:
+    """pod (10.244.0.2) → node1 → VXLAN over the underlay → node2 → pod4 (10.244.1.3)."""
+    p, q = "10.244.0.2", "10.244.1.3"
+    n1, n2 = "192.168.49.2", "192.168.49.3"
+    pod1 = [ev("pod1", 1, "out", p, q, oif="eth0")]
+    node1 = [
+        ev("node1", 2, "pre", p, q, iif="cni0"),
+        replace(ev("node1", 2, "post", p, q, iif="cni0", oif="flannel.1", ttl=63), encap=FLANNEL),
+        replace(ev("node1", 3, "out", n1, n2, oif="eth0"), outer=OUTER),
+    ]
+    underlay = [
+        replace(b("underlay", 4, "pre", n1, n2, iif="node1"), outer=OUTER),
+        replace(b("underlay", 4, "switch", n1, n2, iif="node1", oif="node2"), outer=OUTER),
+    ]
+    node2 = [
+        replace(ev("node2", 5, "pre", n1, n2, iif="eth0"), outer=OUTER),
+        replace(ev("node2", 5, "in", n1, n2, iif="eth0"), outer=OUTER),
+        replace(ev("node2", 6, "pre", p, q, iif="flannel.1", ttl=63), decap=FLANNEL),
+        replace(ev("node2", 6, "post", p, q, iif="flannel.1", oif="cni0", ttl=62), decap=FLANNEL),
+    ]
+    pod4 = [ev("pod4", 7, "pre", p, q, iif="eth0", ttl=62)]
+    return [pod1, node2, pod4, underlay, node1]  # the client's first, the others in no useful order
+
+
+def test_stitch_follows_a_packet_through_a_tunnel() -> None:
+    """node2 decapsulates only after an outer packet was delivered to it, and node1's outer
+    packet follows the packet it sent into the tunnel."""
+    order = list(dict.fromkeys((e.ns, e.id) for e in stitch(tunnel_queues())))
+    assert order == [("pod1", 1), ("node1", 2), ("node1", 3), ("underlay", 4), ("node2", 5), ("node2", 6), ("pod4", 7)]
+
+
+def test_a_tunnel_whose_outer_packets_no_namespace_saw_is_stitched_by_the_inner_ones() -> None:
+    """The VXLAN device's underlay is another namespace (a link between hosts): the far
+    side's packet out of the tunnel follows the one sent into it."""
+    queues = [[e for e in q if e.outer is None] for q in tunnel_queues()]
+    order = list(dict.fromkeys((e.ns, e.id) for e in stitch(queues)))
+    assert order == [("pod1", 1), ("node1", 2), ("node2", 6), ("pod4", 7)]
+
+
+def test_the_walk_shows_the_tunnel_from_device_and_outer_packet() -> None:
+    trace = walk(*stitch(tunnel_queues()))
+    text = "\n".join(text_lines(trace))
+    encap = (
+        "    ↳ into the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472): outer packet 192.168.49.2 → 192.168.49.3, "
+        "UDP 40000 → 8472, VXLAN VNI 1"
+    )
+    assert encap in text, text
+    assert "  UNDERLAY (underlay)  192.168.49.2 → 192.168.49.3  [bridge br0 prerouting, in node1]\n" in text, text
+    assert "    VXLAN outer packet: UDP 40000 → 8472, VNI 1\n" in text, text
+    assert "    ↳ out of the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472)" in text, text
+    by_kind = {h["kind"]: h for h in to_json(trace)["hops"]}
+    assert by_kind["vxlan-encap"]["outer"] == {
+        "src": "192.168.49.2",
+        "dst": "192.168.49.3",
+        "sport": 40000,
+        "dport": 8472,
+        "vni": 1,
+    }
+    assert (by_kind["vxlan-encap"]["node"], by_kind["vxlan-decap"]["node"]) == ("NODE1", "NODE2")
+    assert by_kind["bridge"]["out"] == ["node2"]
+
+
+def test_a_packet_sent_into_a_tunnel_without_an_outer_packet_says_so() -> None:
+    p, q = "10.244.0.2", "10.244.1.3"
+    trace = walk(replace(ev("node1", 2, "post", p, q, iif="cni0", oif="flannel.1"), encap=FLANNEL), ok=False)
+    (hop,) = hops(trace)
+    assert hop.text == (
+        "into the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472): its outer packet was not seen in the lab's namespaces"
+    )
+    assert hop.fields["outer"] is None
