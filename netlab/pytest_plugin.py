@@ -202,7 +202,7 @@ class LabHandle:
         state = self.observer.ipvs(self.ns(node))
         if flow is None:
             return state
-        from netlab.probes.judge import ipvs_flow
+        from netlab.probes.ipvs_flow import ipvs_flow
 
         return IpvsState(state.services, tuple(ipvs_flow(state.connections, flow)))
 

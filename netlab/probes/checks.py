@@ -41,11 +41,11 @@ from netlab.observations import CounterView, CtEntry, Drop, IpvsConn, IpvsState,
 from netlab.pcap import Frame
 from netlab.probes.drops import drop_rules, drops_summary
 from netlab.probes.flow import ProbeRequest, ProbeResult
+from netlab.probes.ipvs_flow import ipvs_flow
 from netlab.probes.judge import (
     Judgement,
     RoundTrips,
     counted,
-    ipvs_flow,
     judge_capture,
     judge_conntrack,
     judge_counters,

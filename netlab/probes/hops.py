@@ -1,13 +1,17 @@
 """What a trace's walk says besides rules: the hops nftables' inet tables do not show —
 a bridge forwarding the packet from port to port (or flooding it), a packet entering a
 VXLAN tunnel (the device, the VNI, the outer packet's addresses and UDP ports) and
-coming out of one on the far side.
+coming out of one on the far side, and an IPVS director's scheduling decision (IPVS
+runs in hooks of its own, which nftables tracing does not see).
 
 All of it is the kernel's own evidence, from the trace's events (netlab.kernel.trace):
 the temporary bridge family table's chains at the bridge's hooks name the ports each
 copy of the packet went in and out by; the outer packet of a tunnel is traced by what it
 carries, and its event's transport header holds its UDP ports and VXLAN header; the
-VXLAN device a packet left by or came in on is read from the device itself.
+VXLAN device a packet left by or came in on is read from the device itself. IPVS keeps
+its decision in its connection table: the probe's connection there (its client address
+and port) names the virtual service and the real server it picked, and the service's
+real server entry how it is forwarded.
 
 `visit_hops` derives them per visit (one namespace, one packet); the walk prints each
 hop's `text` under its visit and `--json` lists them (`hops`).
@@ -19,18 +23,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from netlab.observations import TRACE_TABLE_PREFIX, TraceEvent, VxlanDev
+from netlab.observations import FORWARD_WORDS, TRACE_TABLE_PREFIX, IpvsState, TraceEvent, VxlanDev
+from netlab.probes.flow import ProbeResult
+from netlab.probes.ipvs_flow import ipvs_flow, ipvs_forward, ipvs_service
+from netlab.vocabulary import host_port
 
 BRIDGE_EVIDENCE = "nftables bridge family trace (the bridge's forward, input and output hooks)"
 ENCAP_EVIDENCE = "the VXLAN device the packet left by, and the trace of the outer packet its namespace sent next"
 DECAP_EVIDENCE = "the VXLAN device the packet came in on"
+IPVS_EVIDENCE = "the director's IPVS connection table and virtual services (ipvsadm -Lnc, -Ln), read after the probe"
 
 
 @dataclass(frozen=True)
 class Hop:
     """One hop of the walk that is not a rule: a bridge's forwarding, a tunnel's way in or out."""
 
-    kind: str  # bridge | vxlan-encap | vxlan-decap
+    kind: str  # bridge | vxlan-encap | vxlan-decap | ipvs
     ns: str
     text: str  # the walk's line, without indent
     fields: dict[str, Any] = field(default_factory=dict)
@@ -145,3 +153,47 @@ def visit_hops(visits: Sequence[Sequence[TraceEvent]], i: int) -> list[Hop]:
     visit = visits[i]
     found = (decap_hop(visit), bridge_hop(visit), encap_hop(visit, _outer_after(visits, i)))
     return [h for h in found if h is not None]
+
+
+def ipvs_hops(ns: str, state: IpvsState, probes: Sequence[ProbeResult]) -> list[Hop]:
+    """The scheduling decisions a director's IPVS made for the probes: each probe's
+    connection (client address and port) with its virtual service, the real server it
+    picked and how that is reached."""
+    out: list[Hop] = []
+    for r in probes:
+        for c in ipvs_flow(state.connections, r)[:1]:
+            if any(h.fields["connection"] == c.text for h in out):
+                continue
+            svc = ipvs_service(c, state.services)
+            forward = ipvs_forward(c, state.services)
+            service = " ".join(svc.text.split()) if svc else f"{c.proto.upper()} {host_port(c.vaddr, c.vport)}"
+            how = FORWARD_WORDS.get(forward, forward) if forward else "forwarding unknown"
+            real = host_port(c.daddr, c.dport)
+            text = f"IPVS {service}: {host_port(c.client, c.cport)} scheduled to real server {real} ({how}), {c.state}"
+            fields = {
+                "service": service,
+                "scheduler": svc.scheduler if svc else None,
+                "vip": c.vaddr,
+                "vport": c.vport,
+                "proto": c.proto,
+                "client": {"address": c.client, "port": c.cport},
+                "real": {"address": c.daddr, "port": c.dport},
+                "forward": forward,
+                "state": c.state,
+                "connection": c.text,
+                "evidence": IPVS_EVIDENCE,
+            }
+            out.append(Hop("ipvs", ns, text, fields))
+    return out
+
+
+def ipvs_places(visits: Sequence[Sequence[TraceEvent]], found: Sequence[Hop]) -> dict[int, list[Hop]]:
+    """Under which visit each IPVS decision goes: the first visit of its director that took
+    in a packet to the virtual address, else the director's first visit."""
+    out: dict[int, list[Hop]] = {}
+    for hop in found:
+        mine = [i for i, v in enumerate(visits) if v[0].ns == hop.ns]
+        at = next((i for i in mine if visits[i][0].dst == hop.fields["vip"]), mine[0] if mine else None)
+        if at is not None:
+            out.setdefault(at, []).append(hop)
+    return out

@@ -45,6 +45,7 @@ from netlab.observations import (
 from netlab.probes.drops import drop_of
 from netlab.probes.flow import ProbeResult
 from netlab.probes.follow import belongs, flow_forms
+from netlab.probes.ipvs_flow import ipvs_flow, ipvs_forward
 from netlab.probes.trace import drop_words
 from netlab.vocabulary import IP_PROTOS, host_port, parse_fwmark, table_number, table_words
 
@@ -497,36 +498,6 @@ def _mark_matches(want: str, got: int) -> bool:
 
 
 # ---------------------------------------------------------------- IPVS
-
-
-def ipvs_flow(conns: Iterable[IpvsConn], r: ProbeResult) -> list[IpvsConn]:
-    """The IPVS connections of one probe's flow (persistence templates left out), best
-    first: same protocol and client port, and the client's address or the probe's
-    destination (a client NATed before the director still has its port)."""
-    proto = "tcp" if r.proto == "http" else r.proto
-    found = [
-        c
-        for c in conns
-        if not c.template
-        and c.proto == proto
-        and c.cport == r.sport
-        and (_norm(c.client) == _norm(r.src) or (_norm(c.vaddr) == _norm(r.dst) and c.vport == r.dport))
-    ]
-    found.sort(key=lambda c: (_norm(c.client) != _norm(r.src), _norm(c.vaddr) != _norm(r.dst)))
-    return found
-
-
-def ipvs_forward(c: IpvsConn, services: Sequence[IpvsServiceView]) -> str | None:
-    """How the real server of connection c is reached (masq, dr, tun, …): from the
-    service's real server entry, since the connection table does not show it."""
-    candidates = [s for s in services if s.matches(c.proto, c.vaddr, c.vport)] or [
-        s for s in services if s.fwmark is not None
-    ]
-    for svc in candidates:
-        for real in svc.reals:
-            if _norm(real.address) == _norm(c.daddr) and real.port in (c.dport, 0):
-                return real.forward
-    return None
 
 
 def _real_matches(item: str, c: IpvsConn, resolve: Resolve) -> bool:

@@ -32,7 +32,7 @@ from netlab.observations import (
     trace_visits,
 )
 from netlab.probes.flow import ProbeRequest, ProbeResult
-from netlab.probes.hops import Hop, outer_line, visit_hops
+from netlab.probes.hops import Hop, ipvs_hops, ipvs_places, outer_line, visit_hops
 from netlab.vocabulary import table_words
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ class Trace:
     nat: tuple[NatStep, ...] = ()  # each translation, where the walk shows it
     route: RouteAnswer | None = None  # the last namespace's decision, when no event says why it died
     kernel: KernelSeen | None = None  # the kernel's own drop reasons and FIB lookups meanwhile
+    ipvs: tuple[Hop, ...] = ()  # the IPVS directors' scheduling decisions for the probes
 
     @property
     def ok(self) -> bool:
@@ -187,8 +188,25 @@ def trace_requests(
         conntrack=tuple(c for _, c in nat),
         nat=tuple(nat_steps(events, nat)),
         kernel=kernel,
+        ipvs=_ipvs(ctx, events, probes),
     )
     return _explained(ctx, trace)
+
+
+def _ipvs(ctx: LabContext, events: Sequence[TraceEvent], probes: Sequence[ProbeResult]) -> tuple[Hop, ...]:
+    """The IPVS decisions for the probes, in the directors the walk went through (IPVS
+    runs in hooks of its own: its connection table says what it decided)."""
+    if all(p.proto == "icmp" for p in probes):
+        return ()
+    directors = {ctx.ns(name) for name, node in ctx.lab.nodes.items() if node.ipvs}
+    out: list[Hop] = []
+    for ns in dict.fromkeys(e.ns for e in events):
+        if ns in directors:
+            try:
+                out += ipvs_hops(ns, ctx.observer.ipvs(ns), probes)
+            except ObserveError:
+                continue
+    return tuple(out)
 
 
 def _entries(ctx: LabContext, namespaces: Sequence[str]) -> list[tuple[str, CtEntry]]:
@@ -426,6 +444,7 @@ def walk_lines(trace: Trace) -> list[str]:
     lines: list[str] = []
     told: list[CtEntry] = []
     visits = trace_visits(trace.events)
+    ipvs = ipvs_places(visits, trace.ipvs)
     for i, visit in enumerate(visits):
         first = visit[0]
         node = trace.nodes.get(first.ns, first.ns)
@@ -438,6 +457,7 @@ def walk_lines(trace: Trace) -> list[str]:
         lines += _visit_lines(trace, visit, hops.get("bridge"), told)
         if "vxlan-encap" in hops:
             lines.append(f"    ↳ {hops['vxlan-encap'].text}")
+        lines += [f"    ↳ {h.text}" for h in ipvs.get(i, [])]
     return lines
 
 
@@ -634,9 +654,10 @@ def _nat_json(step: NatStep, trace: Trace) -> dict[str, Any]:
 
 
 def hops(trace: Trace) -> list[Hop]:
-    """The walk's hops that are not rules (bridges, tunnels), in the walk's order."""
+    """The walk's hops that are not rules (bridges, tunnels, IPVS), in the walk's order."""
     visits = trace_visits(trace.events)
-    return [h for i in range(len(visits)) for h in visit_hops(visits, i)]
+    ipvs = ipvs_places(visits, trace.ipvs)
+    return [h for i in range(len(visits)) for h in [*visit_hops(visits, i), *ipvs.get(i, [])]]
 
 
 def _kernel_drop_json(trace: Trace) -> dict[str, Any] | None:

@@ -33,7 +33,8 @@ from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsSta
 from netlab.plan.build import build_plan
 from netlab.plan.ops import STAGES, AddIpvsReal, AddIpvsService, stage_of
 from netlab.probes.flow import ProbeResult
-from netlab.probes.judge import ipvs_flow, ipvs_forward, judge_ipvs
+from netlab.probes.ipvs_flow import ipvs_flow, ipvs_forward
+from netlab.probes.judge import judge_ipvs
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -194,3 +194,37 @@ def test_a_packet_sent_into_a_tunnel_without_an_outer_packet_says_so() -> None:
         "into the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472): its outer packet was not seen in the lab's namespaces"
     )
     assert hop.fields["outer"] is None
+
+
+def test_an_ipvs_decision_names_the_service_the_real_server_and_the_forwarding() -> None:
+    from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsState
+    from netlab.probes.flow import ProbeResult
+    from netlab.probes.hops import ipvs_hops
+
+    real = IpvsRealView("192.168.113.99", 8080, "masq", 1, 0, 1)
+    svc = IpvsServiceView("tcp", 4, "10.10.0.1", 8410, None, "rr", None, 32, (real,))
+    conn = IpvsConn("tcp", "192.168.113.102", 40000, "10.10.0.1", 8410, "192.168.113.99", 8080, "TIME_WAIT", 119)
+    other = IpvsConn("tcp", "192.168.113.102", 40001, "10.10.0.1", 8410, "192.168.113.99", 8080, "CLOSE", 9)
+    probe = ProbeResult("ok", "tcp", "192.168.113.102", 40000, "10.10.0.1", 8410, None, None, None, None, "", None)
+    (hop,) = ipvs_hops("ds", IpvsState((svc,), (other, conn)), [probe, probe])  # a probe's once
+    assert hop.text == (
+        "IPVS TCP 10.10.0.1:8410 rr: 192.168.113.102:40000 scheduled to real server 192.168.113.99:8080 (Masq), TIME_WAIT"
+    )
+    assert (hop.fields["real"], hop.fields["forward"], hop.fields["scheduler"]) == (
+        {"address": "192.168.113.99", "port": 8080},
+        "masq",
+        "rr",
+    )
+    # in the walk: under the director's visit that took the packet in to the VIP
+    trace = replace(
+        walk(
+            ev("client", 1, "out", "192.168.113.102", "10.10.0.1", oif="eth0"),
+            ev("ds", 2, "out", "192.168.113.101", "192.168.113.99", oif="eth0"),
+            ev("ds", 3, "pre", "192.168.113.102", "10.10.0.1", iif="eth0"),
+        ),
+        ipvs=(hop,),
+    )
+    lines = text_lines(trace)
+    at = lines.index("  DS (ds)  192.168.113.102 → 10.10.0.1  [prerouting, in eth0]")
+    assert lines[at + 1] == f"    ↳ {hop.text}", lines
+    assert [h["kind"] for h in to_json(trace)["hops"]] == ["ipvs"]
