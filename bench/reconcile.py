@@ -12,8 +12,10 @@ with a route on `ext`. Once it is up, each round makes, interleaved:
   change-route  ext's route to another destination (route del + route add), then back
   nothing       `up` of the unchanged file (the floor: start-up, load, plan, state)
 
-and prints each edit's median wall time (and the spread) over the rounds, with the load
-average. NETLAB_TIMING=1 in the environment makes netlab print its own stage times.
+and prints each edit's median wall time (and the spread) over the rounds, and its median
+CPU time (user + sys of the command and its children, which other load on the machine
+disturbs less), with the load average. NETLAB_TIMING=1 in the environment makes netlab
+print its own stage times.
 
 With `--baseline DIR` (another netlab source tree, e.g. `git archive main | tar -x -C DIR`),
 every timed `up` is run twice in a row, by DIR's netlab (`PYTHONPATH=DIR`) and by this
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import resource
 import secrets
 import statistics
 import sys
@@ -82,26 +85,47 @@ def nothing(d: dict[str, Any]) -> None:
 EDITS: dict[str, Edit] = {"add-pod": add_pod, "change-route": change_route, "nothing": nothing}
 
 
-def _up(path: Path, data: dict[str, Any], expect: str, baseline: str | None = None) -> float:
-    """Write the lab file and time `netlab up` of it (the baseline tree's netlab if given)."""
+def _up(path: Path, data: dict[str, Any], expect: str, baseline: str | None = None) -> tuple[float, float]:
+    """Write the lab file and run `netlab up` of it (the baseline tree's netlab if given):
+    its wall and CPU time."""
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     env = {**os.environ, "PYTHONPATH": baseline} if baseline else None
-    seconds, p = timed([*NETLAB, "up", str(path)], env)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # not from a checkout's top directory: `python -m` would import its netlab, whatever PYTHONPATH says
+    seconds, p = timed([*NETLAB, "up", str(path)], env, cwd=path.parent)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if p.returncode or expect not in p.stdout:
         raise SystemExit(f"netlab up: exit {p.returncode}, expected {expect!r}\n{p.stdout}{p.stderr}")
     if os.environ.get("NETLAB_TIMING") and p.stderr:
         print(p.stderr, end="", file=sys.stderr)
-    return seconds
+    return seconds, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
-def _compile(tree: str) -> None:
-    """Bytecode of the baseline tree, as compile_bytecode writes this checkout's."""
+def _compile(tree: str, cwd: Path) -> None:
+    """Bytecode of the baseline tree, as compile_bytecode writes this checkout's; and a
+    check that the baseline's commands really import it."""
     code = f"import compileall; compileall.compile_dir({str(Path(tree) / 'netlab')!r}, quiet=1)"
     timed([NETLAB[0], "-c", code])
+    _, p = timed([NETLAB[0], "-c", "import netlab; print(netlab.__file__)"], {**os.environ, "PYTHONPATH": tree}, cwd)
+    if not p.stdout.startswith(tree + "/"):
+        raise SystemExit(f"--baseline {tree}: its commands would import {p.stdout.strip() or p.stderr}")
 
 
-def _summary(times: dict[str, list[float]]) -> str:
-    return " ".join(f"{e}_s={statistics.median(t):.3f} ({min(t):.3f}–{max(t):.3f})" for e, t in times.items())
+Times = dict[str, list[tuple[float, float]]]  # edit → (wall, cpu) of each round
+
+
+def _summary(times: Times) -> str:
+    parts = []
+    for edit, runs in times.items():
+        wall, cpu = [w for w, _ in runs], [c for _, c in runs]
+        parts.append(
+            f"{edit}_s={statistics.median(wall):.3f} ({min(wall):.3f}–{max(wall):.3f}, cpu {statistics.median(cpu):.3f})"
+        )
+    return " ".join(parts)
+
+
+def _ratio(times: Times, before: Times, edit: str, i: int) -> float:
+    return statistics.median(r[i] for r in times[edit]) / statistics.median(r[i] for r in before[edit])
 
 
 def main() -> int:
@@ -114,17 +138,17 @@ def main() -> int:
     args = ap.parse_args()
     name = f"benchrc-{secrets.token_hex(2)}"
     base = lab(name, args.pods, args.nodes, args.serve)
-    times: dict[str, list[float]] = {edit: [] for edit in EDITS}
-    before: dict[str, list[float]] = {edit: [] for edit in EDITS}
+    times: Times = {edit: [] for edit in EDITS}
+    before: Times = {edit: [] for edit in EDITS}
     compile_bytecode(NETLAB[0])
-    if args.baseline:
-        args.baseline = str(Path(args.baseline).resolve())
-        _compile(args.baseline)
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.yaml"
+        if args.baseline:
+            args.baseline = str(Path(args.baseline).resolve())
+            _compile(args.baseline, path.parent)
         try:
-            t_up = _up(path, base, "is up")
+            t_up, _ = _up(path, base, "is up")
             print(f"up of {args.pods} pods: {t_up:.2f} s", file=sys.stderr)
             for i in range(args.rounds):
                 for edit_name, edit in EDITS.items():
@@ -138,16 +162,18 @@ def main() -> int:
                         into.append(_up(path, data, expect, tree))
                         if edit is not nothing:
                             _up(path, base, "reconciled in place")
-                line = " ".join(f"{e}={t[-1]:.3f}" for e, t in times.items())
+                line = " ".join(f"{e}={t[-1][0]:.3f}" for e, t in times.items())
                 if args.baseline:
-                    line += " (baseline " + " ".join(f"{e}={t[-1]:.3f}" for e, t in before.items()) + ")"
+                    line += " (baseline " + " ".join(f"{e}={t[-1][0]:.3f}" for e, t in before.items()) + ")"
                 print(f"round {i + 1}: {line}", file=sys.stderr)
         finally:
             timed([*NETLAB, "down", name])
     head = f"pods={args.pods} nodes={args.nodes} serve={args.serve} rounds={args.rounds} load={load:.2f}"
     if args.baseline:
         print(f"{head} baseline: {_summary(before)}")
-        ratios = " ".join(f"{e}={statistics.median(times[e]) / statistics.median(before[e]):.2f}" for e in EDITS)
+        ratios = " ".join(
+            f"{e}={_ratio(times, before, e, 0):.2f} (cpu {_ratio(times, before, e, 1):.2f})" for e in EDITS
+        )
         print(f"{head} this: {_summary(times)} ratio this/baseline (medians): {ratios}")
     else:
         print(f"{head} {_summary(times)}")

@@ -372,22 +372,22 @@ def _reconcile(
         if applied:
             raise _responders_refused(lab.name, err, undo_error) from None
         raise
-    state = replace(
-        before,
-        fingerprint=plan.fingerprint,
-        nodes=nodes,
-        plan=[op.render() for op in plan.ops],
-        source_hash=file_hash(source),
-        spec=lab_data(lab) if spec is None else spec,
-        ops=ops_to_data(plan.ops),
-        variant=variant,
-        cluster=cluster,
-        updated=datetime.now(UTC).isoformat(timespec="seconds"),
-        reconciles=before.reconciles + 1,
-        pids=pids,
-    )
-    interrupts.hold()
-    with timing.phase("reconcile: state"):
+    with timing.phase("reconcile: the new state"):
+        state = replace(
+            before,
+            fingerprint=plan.fingerprint,
+            nodes=nodes,
+            plan=[op.render() for op in plan.ops],
+            source_hash=file_hash(source),
+            spec=lab_data(lab) if spec is None else spec,
+            ops=ops_to_data(plan.ops),
+            variant=variant,
+            cluster=cluster,
+            updated=datetime.now(UTC).isoformat(timespec="seconds"),
+            reconciles=before.reconciles + 1,
+            pids=pids,
+        )
+        interrupts.hold()
         write_state(state)
     return UpResult(lab.name, plan, services=len(lab_services(lab, nodes)), checks=len(lab.checks), reconciled=rec)
 

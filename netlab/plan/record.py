@@ -23,49 +23,18 @@ class UnknownOp(ValueError):
 _SCALARS = (str, int, bool, float, type(None))
 
 
-@dataclasses.dataclass(frozen=True)
-class _Kind:
-    """A recorded class: its fields' names, and how to make one from a record fast."""
-
-    cls: type
-    names: tuple[str, ...]
-    defaults: dict[str, Any]
-    known: frozenset[str]
-    required: frozenset[str]  # the fields without a default
-    # Set the fields without __init__ (a frozen dataclass's sets each through
-    # object.__setattr__: 0.03 s for a 500-pod lab's 4540 ops); not for a class
-    # whose __init__ does more than store its fields.
-    direct: bool
-
-    @classmethod
-    def of(cls, kind: type) -> _Kind:
-        fields = dataclasses.fields(kind)
-        plain = not hasattr(kind, "__post_init__") and all(
-            f.init and f.default_factory is dataclasses.MISSING for f in fields
-        )
-        defaults = {f.name: f.default for f in fields if f.default is not dataclasses.MISSING}
-        names = tuple(f.name for f in fields)
-        return cls(kind, names, defaults, frozenset(names), frozenset(names) - defaults.keys(), plain)
-
-    def make(self, fields: dict[str, Any]) -> Any:
-        if not self.direct or not self.required <= fields.keys() or not fields.keys() <= self.known:
-            return self.cls(**fields)  # an unknown or missing field: __init__ says which (TypeError)
-        obj: Any = object.__new__(self.cls)
-        obj.__dict__.update((name, fields[name] if name in fields else self.defaults[name]) for name in self.names)
-        return obj
-
-
-def _classes() -> dict[str, _Kind]:
-    found: dict[str, _Kind] = {}
+def _classes() -> dict[str, type]:
+    found: dict[str, type] = {}
     for module in (_ops, _removal):
         for name, value in vars(module).items():
             if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
-                found[name] = _Kind.of(value)
+                found[name] = value
     return found
 
 
 _CLASSES = _classes()
-_KINDS = {kind.cls: kind for kind in _CLASSES.values()}
+# each class's field names: dataclasses.fields() per op cost more than the rest of to_data
+_NAMES = {cls: tuple(f.name for f in dataclasses.fields(cls)) for cls in _CLASSES.values()}
 
 
 def to_data(op: _ops.Op) -> dict[str, Any]:
@@ -73,8 +42,7 @@ def to_data(op: _ops.Op) -> dict[str, Any]:
 
 
 def _fields(obj: Any) -> dict[str, Any]:
-    kind = _KINDS.get(type(obj))
-    names = kind.names if kind is not None else tuple(f.name for f in dataclasses.fields(obj))
+    names = _NAMES.get(type(obj)) or tuple(f.name for f in dataclasses.fields(obj))
     return {name: _value(getattr(obj, name)) for name in names}
 
 
@@ -90,18 +58,18 @@ def _value(value: Any) -> Any:
 
 def from_data(data: dict[str, Any]) -> _ops.Op:
     fields = dict(data)
-    kind = _class(fields.pop("op", None))
-    op = kind.make({k: _back(v) for k, v in fields.items()})
+    cls = _class(fields.pop("op", None))
+    op = cls(**{k: _back(v) for k, v in fields.items()})
     if not isinstance(op, _ops.Op):
-        raise UnknownOp(f"{kind.cls.__name__} is not an op")
+        raise UnknownOp(f"{cls.__name__} is not an op")
     return op
 
 
-def _class(name: Any) -> _Kind:
-    kind = _CLASSES.get(name) if isinstance(name, str) else None
-    if kind is None:
+def _class(name: Any) -> type:
+    cls = _CLASSES.get(name) if isinstance(name, str) else None
+    if cls is None:
         raise UnknownOp(f"no op kind {name!r} in this netlab")
-    return kind
+    return cls
 
 
 def _back(value: Any) -> Any:
@@ -109,8 +77,8 @@ def _back(value: Any) -> Any:
         return value
     if isinstance(value, dict) and "is" in value:
         fields = dict(value)
-        kind = _class(fields.pop("is"))
-        return kind.make({k: _back(v) for k, v in fields.items()})
+        cls = _class(fields.pop("is"))
+        return cls(**{k: _back(v) for k, v in fields.items()})
     if isinstance(value, dict) and "op" in value:
         return from_data(value)
     if isinstance(value, list):
