@@ -555,6 +555,8 @@ REASON_WORDS = {
     "TC_EGRESS": "a tc egress filter",
     "QDISC_DROP": "the qdisc (a full queue, or netem's loss)",
     "VXLAN_VNI_NOT_FOUND": "no VXLAN device here has its VNI",
+    "NO_TX_TARGET": "no target to send it to: a tunnel device with no remote for it (a VXLAN device without an FDB entry for its destination MAC)",
+    "VXLAN_NO_REMOTE": "the VXLAN device has no remote to send it to",
     "VXLAN_INVALID_HDR": "a malformed VXLAN header",
     "MAC_INVALID_SOURCE": "an invalid source MAC address",
     "BRIDGE_INGRESS_STP_STATE": "the bridge port is not forwarding (STP)",

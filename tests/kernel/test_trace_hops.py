@@ -86,3 +86,11 @@ def test_a_vxlan_hop_from_pod_to_pod_across_the_overlay(netlab_lab: LabFactory, 
     kinds = [(h["node"], h["kind"]) for h in doc["hops"]]
     assert ("node1", "vxlan-encap") in kinds and ("node2", "vxlan-decap") in kinds, doc["hops"]
     assert_no_trace_tables(lab)
+    # flannel's FDB entry for node2's VTEP gone: into flannel.1, and no further
+    lab.exec("node1", "bridge", "fdb", "del", "0e:fa:c0:a8:31:03", "dev", "flannel.1", "self", check=True)
+    trace, why = traced(lab, "pod1", "10.244.1.3")
+    assert not trace.ok, why
+    assert [(trace.nodes[h.ns], h.kind) for h in hops(trace)] == [("node1", "bridge"), ("node1", "vxlan-encap")], why
+    assert "↳ into the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472): its outer packet was not seen" in why, why
+    assert "the kernel dropped it in node1" in why and "NO_TX_TARGET — no target to send it to" in why, why
+    assert_no_trace_tables(lab)
