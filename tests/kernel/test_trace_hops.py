@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from netlab.kernel.nft import list_ruleset
 from netlab.observations import TRACE_TABLE_PREFIX
 from netlab.probes.trace import Trace, hops, run_trace, text_lines
@@ -94,3 +96,36 @@ def test_a_vxlan_hop_from_pod_to_pod_across_the_overlay(netlab_lab: LabFactory, 
     assert "↳ into the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472): its outer packet was not seen" in why, why
     assert "the kernel dropped it in node1" in why and "NO_TX_TARGET — no target to send it to" in why, why
     assert_no_trace_tables(lab)
+
+
+@pytest.mark.parametrize("underlay", ["fd00:49::/64", "192.168.49.0/24"])
+def test_ipv6_pods_traced_through_vxlan_over_either_underlay(netlab_lab: LabFactory, underlay: str) -> None:
+    """The outer packets are marked by the IPv6 addresses (and ports) they carry, over an
+    IPv6 or an IPv4 underlay."""
+    lab = netlab_lab(_v6_cluster(underlay), unique=True)
+    b = next(a for a in lab.context.resolve(("b",)) if ":" in a)
+    trace = run_trace(lab.context, "a", b, "tcp", 8080)
+    why = "\n" + "\n".join(text_lines(trace))
+    assert trace.ok, why
+    tunnels = [(trace.nodes[h.ns], h.kind) for h in hops(trace) if h.kind.startswith("vxlan")]
+    assert tunnels[:2] == [("node1", "vxlan-encap"), ("node2", "vxlan-decap")], why
+    encap = next(h for h in hops(trace) if h.kind == "vxlan-encap")
+    assert encap.fields["outer"] is not None and (encap.fields["outer"]["dport"], encap.fields["outer"]["vni"]) == (
+        8472,
+        1,
+    ), why
+    assert ":" in encap.fields["outer"]["src"] if ":" in underlay else "." in encap.fields["outer"]["src"], why
+    assert_no_trace_tables(lab)
+
+
+def _v6_cluster(underlay: str) -> dict[str, Any]:
+    return {
+        "name": "hops6",
+        "cluster": {
+            "backend": "vxlan",
+            "pod_cidr": "fd00:10:244::/56",
+            "underlay": {"subnet": underlay},
+            "nodes": {"node1": {}, "node2": {}},
+            "pods": {"a": {"node": "node1"}, "b": {"node": "node2", "serve": ["tcp/8080"]}},
+        },
+    }
