@@ -130,10 +130,18 @@ def _load_pipeline() -> None:
     changes anything: a signal meanwhile ends it as one during start-up does."""
     from netlab import timing
 
-    with interrupts.loading(), timing.phase("import the pipeline"):
-        import netlab.lifecycle  # noqa: F401
-    if _as_command:
-        gc.freeze()  # the modules live as long as the command: no collection need walk them again
+    # The modules live as long as the command: no collection need walk what they make
+    # (a pass over the 50000 objects of pydantic's schemas cost 0.008 s), then or later.
+    collecting = _as_command and gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        with interrupts.loading(), timing.phase("import the pipeline"):
+            import netlab.lifecycle  # noqa: F401
+    finally:
+        if collecting:
+            gc.freeze()
+            gc.enable()
 
 
 def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:

@@ -5,6 +5,7 @@ load → expand → plan → (check kernel) → apply → state.
 
 from __future__ import annotations
 
+import gc
 import os
 import shlex
 import time
@@ -167,6 +168,10 @@ def up(
     Interrupted. Once the lab is recorded as up, a signal is only recorded
     (interrupts.pending()): the caller reports success first, then honours it."""
     building: list[str] = []  # the lab's name, once known
+    # Reading, making and comparing thousands of ops makes no cycles worth collecting, and
+    # the collector's passes over them cost 0.015 s of a 500-pod reconcile's 0.36 s.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         return _up(path, driver, progress, variant, building, replace)
     except BaseException as err:
@@ -179,6 +184,9 @@ def up(
             "created; nothing was changed",
             signum,
         ) from None
+    finally:
+        if collecting:
+            gc.enable()
 
 
 def _up(
