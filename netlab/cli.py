@@ -1336,15 +1336,19 @@ def trace(**options: Any) -> int:
     netlab-trace-…` for what a bridge does) that mark the flow's packets, both directions,
     and a listener for the kernel's trace events; the probe is sent, and the walk is
     printed namespace by namespace: every rule the packet met with its verdict
-    (iptables-nft rules too, as their chains), the NAT it went through, each bridge's
-    ports in and out (or its flood), each VXLAN tunnel it entered (device, VNI, and the
-    outer packet's addresses and UDP ports, traced over the underlay) and left, and
-    where it died — a rule's drop or a chain's policy. When no rule dropped it, the
-    kernel's own drop reason (rp_filter, no route, …, from its skb:kfree_skb tracepoint
-    read through a private tracefs) names the namespace and interface where it died;
-    without that tracepoint, the walk says what tracing cannot see (routing, rp_filter,
-    neighbours). Either way it shows the route decision of the last namespace that saw
-    it. The tables (and the tracing instance) are removed afterwards, also on Ctrl-C.
+    (iptables-nft rules too, as their chains), each NAT where it happens (with its
+    conntrack entry's original and reply tuples; the flow is followed through a DNAT and
+    a fully-random SNAT at once), each bridge's ports in and out (or its flood), each
+    VXLAN tunnel it entered (device, VNI, and the outer packet's addresses and UDP ports,
+    traced over the underlay) and left, and where it died — a rule's drop or a chain's
+    policy. When no rule dropped it, the kernel's own drop reason (rp_filter, no route,
+    …, from its skb:kfree_skb tracepoint read through a private tracefs) names the
+    namespace and interface where it died, and a next hop that never answered ARP/NDP
+    (the neighbour table where the probe was last seen going out) is named as
+    NEIGH_FAILED; without the tracepoint, the walk says what tracing cannot see
+    (routing, rp_filter, neighbours). Either way it shows the route decision of the last
+    namespace that saw it. The tables (and the tracing instance) are removed afterwards,
+    also on Ctrl-C.
 
     \b
     Examples:

@@ -77,6 +77,16 @@ class RouteAnswer:
 
 
 @dataclass(frozen=True)
+class NeighView:
+    """A neighbour (ARP/NDP) entry, as `ip neigh show` lists it."""
+
+    dst: str
+    dev: str
+    state: str  # INCOMPLETE REACHABLE STALE DELAY PROBE FAILED NOARP PERMANENT NONE
+    lladdr: str | None
+
+
+@dataclass(frozen=True)
 class RuleView:
     priority: int
     family: int  # 4 | 6

@@ -32,6 +32,7 @@ from netlab.observations import (
     Drop,
     IpvsState,
     KernelSeen,
+    NeighView,
     ObserveError,
     Packet,
     RouteAnswer,
@@ -74,6 +75,7 @@ class FakeNamespace:
     links: set[str] = field(default_factory=set)  # besides lo and every route's dev
     vrfs: dict[str, tuple[str, int]] = field(default_factory=dict)  # interface → (VRF, its table)
     conntrack: list[CtEntry] = field(default_factory=list)
+    neighbours: list[NeighView] = field(default_factory=list)
     ipvs: IpvsState = field(default_factory=lambda: IpvsState((), ()))
     nft: dict[str, str] = field(default_factory=dict)  # `nft list WHAT` → its text
     counters: list[CounterView] = field(default_factory=list)  # a test changes them in before_read
@@ -139,6 +141,9 @@ class FakeObserver:
 
     def conntrack(self, ns: str) -> list[CtEntry]:
         return list(self._read("conntrack", ns).conntrack)
+
+    def neighbours(self, ns: str) -> list[NeighView]:
+        return list(self._read("neighbours", ns).neighbours)
 
     def ipvs(self, ns: str) -> IpvsState:
         return self._read("ipvs", ns).ipvs

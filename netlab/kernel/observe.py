@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
-from netlab.kernel import conntrack, counters, drops, ipvs, nft, routes, trace, tracefs
+from netlab.kernel import conntrack, counters, drops, ipvs, neighbours, nft, routes, trace, tracefs
 from netlab.kernel.capture import SNAPLEN, Capture
 from netlab.observations import (
     CounterView,
@@ -18,6 +18,7 @@ from netlab.observations import (
     Drop,
     IpvsState,
     KernelSeen,
+    NeighView,
     ObserveError,
     RouteAnswer,
     RouteQuery,
@@ -41,6 +42,12 @@ class LiveObserver:
 
     def conntrack(self, ns: str) -> list[CtEntry]:
         return conntrack.conntrack(ns)
+
+    def neighbours(self, ns: str) -> list[NeighView]:
+        try:
+            return neighbours.neighbours(ns)
+        except OSError as e:
+            raise ObserveError(f"in {ns}: neighbours: {e}") from e
 
     def ipvs(self, ns: str) -> IpvsState:
         return ipvs.ipvs_state(ns)

@@ -26,6 +26,7 @@ from netlab.observations import (
     Drop,
     IpvsState,
     KernelSeen,
+    NeighView,
     Packet,
     RouteAnswer,
     RouteQuery,
@@ -65,6 +66,10 @@ class KernelObserver(Protocol):
 
     def conntrack(self, ns: str) -> list[CtEntry]:
         """Every conntrack entry of ns, both families (`conntrack -L`)."""
+        ...
+
+    def neighbours(self, ns: str) -> list[NeighView]:
+        """Every neighbour (ARP/NDP) entry of ns, both families (`ip neigh show`)."""
         ...
 
     def ipvs(self, ns: str) -> IpvsState:

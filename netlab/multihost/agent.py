@@ -43,6 +43,7 @@ class Agent:
             "route_get": self.observer.route_get,
             "rules": self.observer.rules,
             "conntrack": self.observer.conntrack,
+            "neighbours": self.observer.neighbours,
             "ipvs": self.observer.ipvs,
             "nft_list": self.observer.nft_list,
             "counters": self.observer.counters,

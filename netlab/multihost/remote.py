@@ -30,6 +30,7 @@ from netlab.observations import (
     Drop,
     IpvsState,
     KernelSeen,
+    NeighView,
     ObserveError,
     Packet,
     RouteAnswer,
@@ -197,6 +198,10 @@ class RemoteObserver:
     def conntrack(self, ns: str) -> list[CtEntry]:
         entries: list[CtEntry] = self._on(ns).call("conntrack", ns=ns)
         return entries
+
+    def neighbours(self, ns: str) -> list[NeighView]:
+        found: list[NeighView] = self._on(ns).call("neighbours", ns=ns)
+        return found
 
     def ipvs(self, ns: str) -> IpvsState:
         state: IpvsState = self._on(ns).call("ipvs", ns=ns)

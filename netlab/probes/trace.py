@@ -24,6 +24,7 @@ from netlab.observations import (
     FibLookup,
     KernelDrop,
     KernelSeen,
+    NeighView,
     ObserveError,
     RouteAnswer,
     RouteQuery,
@@ -109,6 +110,7 @@ class Trace:
     route: RouteAnswer | None = None  # the last namespace's decision, when no event says why it died
     kernel: KernelSeen | None = None  # the kernel's own drop reasons and FIB lookups meanwhile
     ipvs: tuple[Hop, ...] = ()  # the IPVS directors' scheduling decisions for the probes
+    neighbour: tuple[str, NeighView] | None = None  # (ns, entry): the next hop that never answered
 
     @property
     def ok(self) -> bool:
@@ -222,14 +224,32 @@ def _entries(ctx: LabContext, namespaces: Sequence[str]) -> list[tuple[str, CtEn
 def _explained(ctx: LabContext, trace: Trace) -> Trace:
     route = None
     last = _stopped(trace)
-    if not trace.ok and trace.death is None and last is not None and last.dst is not None:
-        inbound = last.iif is not None and last.iif != "lo" and last.src is not None
-        query = RouteQuery(last.dst, src=last.src if inbound else None, iif=last.iif if inbound else None)
-        try:
-            route = ctx.observer.route_get(last.ns, [query])[0]
-        except ObserveError:
-            route = None
-    return replace(trace, route=route)
+    if trace.ok or trace.death is not None or last is None or last.dst is None:
+        return trace
+    inbound = last.iif is not None and last.iif != "lo" and last.src is not None
+    query = RouteQuery(last.dst, src=last.src if inbound else None, iif=last.iif if inbound else None)
+    try:
+        route = ctx.observer.route_get(last.ns, [query])[0]
+    except ObserveError:
+        route = None
+    return replace(trace, route=route, neighbour=_unanswered(ctx, last, route))
+
+
+def _unanswered(ctx: LabContext, last: TraceEvent, route: RouteAnswer | None) -> tuple[str, NeighView] | None:
+    """The neighbour entry of the next hop the packet was last seen going out to, when it
+    never answered (INCOMPLETE: the packets wait for it; FAILED: the kernel gave up and
+    dropped them, NEIGH_FAILED, in a timer the tracepoints do not see for netlab)."""
+    if last.oif in (None, "lo") or route is None or route.errno is not None or route.dev is None:
+        return None
+    hop = route.via or last.dst
+    try:
+        found = ctx.observer.neighbours(last.ns)
+    except ObserveError:
+        return None
+    for n in found:
+        if (n.dst, n.dev) == (hop, route.dev) and n.state in UNANSWERED:
+            return last.ns, n
+    return None
 
 
 # ---------------------------------------------------------------- the flow through NAT
@@ -521,7 +541,8 @@ def summary_lines(trace: Trace) -> list[str]:
         last = _stopped(trace)
         where = f"{trace.nodes.get(last.ns, last.ns)} ({_packet(last)})" if last else "no namespace"
         out.append(f"no rule dropped it; the last namespace that saw it: {where}")
-        out += _kernel_lines(trace, last)
+        neighbour = _neighbour_lines(trace)
+        out += _kernel_lines(trace, last, explained=bool(neighbour)) + neighbour
         if trace.route is not None:
             out.append(f"  route decision there: {trace.route.text}")
     for c in trace.conntrack:
@@ -562,6 +583,7 @@ REASON_WORDS = {
     "BRIDGE_INGRESS_STP_STATE": "the bridge port is not forwarding (STP)",
 }
 _IP_ETHERTYPES = (0x0800, 0x86DD)
+UNANSWERED = ("INCOMPLETE", "FAILED")  # a neighbour entry whose address no one answered
 NO_ROUTE = ("IP_INNOROUTES", "IP_OUTNOROUTES")
 
 
@@ -592,7 +614,7 @@ def failed_lookups(trace: Trace, dst: str | None) -> list[FibLookup]:
     return list({f.table: f for f in found}.values())
 
 
-def _kernel_lines(trace: Trace, last: TraceEvent | None) -> list[str]:
+def _kernel_lines(trace: Trace, last: TraceEvent | None, *, explained: bool = False) -> list[str]:
     if trace.kernel is None:
         return []
     if trace.kernel.unavailable is not None:
@@ -610,9 +632,28 @@ def _kernel_lines(trace: Trace, last: TraceEvent | None) -> list[str]:
         tables = ", ".join(table_words(f.table) for f in failed_lookups(trace, dst))
         if tables:
             out.append(f"  FIB lookups of {dst} that found no route: {tables}")
-    if not out:
+    if not out and not explained:
         out.append(f"  {BLIND_SPOTS}; the kernel gave no drop reason for it")
     return out
+
+
+def neighbour_words(trace: Trace) -> str | None:
+    """'the kernel drops it in router (lab.router), out on eth1: NEIGH_FAILED — …'."""
+    if trace.neighbour is None:
+        return None
+    ns, n = trace.neighbour
+    arp = "NDP" if ":" in n.dst else "ARP"
+    when = "drops" if n.state == "INCOMPLETE" else "dropped"
+    return (
+        f"the kernel {when} it in {trace.nodes.get(ns, ns)} ({ns}), out on {n.dev}: NEIGH_FAILED — its next hop "
+        f"{n.dst} does not answer {arp} (neighbour {n.state}: the packets wait for it, and are dropped when the "
+        "kernel gives up)"
+    )
+
+
+def _neighbour_lines(trace: Trace) -> list[str]:
+    words = neighbour_words(trace)
+    return [] if words is None else [f"  {words}"]
 
 
 def text_lines(trace: Trace) -> list[str]:
@@ -641,6 +682,7 @@ def to_json(trace: Trace) -> dict[str, Any]:
         "route": None if trace.route is None else trace.route.text,
         "kernel": None if trace.kernel is None else asdict(trace.kernel),
         "kernel_drop": _kernel_drop_json(trace),
+        "neighbour": _neighbour_json(trace),
         "summary": summary_lines(trace),
         "hops": [h.to_json(trace.nodes) for h in hops(trace)],
     }
@@ -660,6 +702,13 @@ def hops(trace: Trace) -> list[Hop]:
     visits = trace_visits(trace.events)
     ipvs = ipvs_places(visits, trace.ipvs)
     return [h for i in range(len(visits)) for h in [*visit_hops(visits, i), *ipvs.get(i, [])]]
+
+
+def _neighbour_json(trace: Trace) -> dict[str, Any] | None:
+    if trace.neighbour is None:
+        return None
+    ns, n = trace.neighbour
+    return {**asdict(n), "ns": ns, "node": trace.nodes.get(ns, ns)}
 
 
 def _kernel_drop_json(trace: Trace) -> dict[str, Any] | None:

@@ -440,3 +440,28 @@ def assert_no_tracing_instance() -> None:
     assert not left, f"tracing instances left: {left}"
     with open("/proc/self/mounts") as mounts:
         assert " tracefs " not in mounts.read()
+
+
+def test_a_next_hop_that_never_answers_arp_is_named_with_its_namespace_and_interface(netlab_lab: LabFactory) -> None:
+    """10.1.0.99 is on the router's eth1 link, and no one has it: the router's ARP for it
+    goes unanswered, the SYN waits in its neighbour queue until the kernel gives up (a
+    timer's NEIGH_FAILED, seconds after the probe's timeout): the trace names the
+    router, eth1 and the INCOMPLETE entry."""
+    lab = netlab_lab(spec(), unique=True)
+    trace, why = traced(lab, "10.1.0.99", 8080)
+    assert not trace.ok and trace.death is None, why
+    router = lab.ns("router")
+    assert (
+        f"the kernel drops it in router ({router}), out on eth1: NEIGH_FAILED — its next hop 10.1.0.99 does not "
+        "answer ARP (neighbour INCOMPLETE" in why
+    ), why
+    assert "the kernel gave no drop reason" not in why, why
+    neighbour = to_json(trace)["neighbour"]
+    assert {k: neighbour[k] for k in ("node", "ns", "dev", "dst", "state")} == {
+        "node": "router",
+        "ns": router,
+        "dev": "eth1",
+        "dst": "10.1.0.99",
+        "state": "INCOMPLETE",
+    }, why
+    assert_no_trace_tables(lab)
