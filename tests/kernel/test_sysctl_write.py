@@ -27,10 +27,19 @@ def _in_fresh_namespace(key: str, value: str) -> str:
     return netns.in_thread(run)
 
 
-def test_the_write_goes_through_a_procfs_of_our_own() -> None:
-    own = sysctl._own_proc_sys()
-    assert own is not None, "fsopen/fsmount of procfs failed on this kernel"
-    assert os.fstat(own).st_dev != os.stat("/proc/sys").st_dev
+def test_the_write_goes_through_a_procfs_of_our_own_renewed_as_it_goes() -> None:
+    own = sysctl._OwnProcSys()
+    first = own.acquire()
+    assert first is not None, "fsopen/fsmount of procfs failed on this kernel"
+    assert os.fstat(first).st_dev != os.stat("/proc/sys").st_dev
+    for _ in range(own.OPENS):
+        own.release(own.acquire())
+    renewed = own.acquire()  # the instance in use (first) stays open, a fresh one comes
+    assert renewed is not None and os.fstat(renewed).st_dev not in (os.fstat(first).st_dev, os.stat("/proc/sys").st_dev)
+    own.release(first)  # retired and unused: closed
+    with pytest.raises(OSError):
+        os.fstat(first)
+    own.release(renewed)
 
 
 def test_written_in_the_thread_namespace_only() -> None:
