@@ -109,6 +109,19 @@ def write_state(state: LabState) -> None:
         raise
 
 
+StateStamp = tuple[int, int, int]  # a version of a state file: inode, mtime, size
+
+
+def state_stamp(lab: str) -> StateStamp | None:
+    """Which version of the lab's state file is there (write_state replaces the file, so
+    a write makes another); None without one."""
+    try:
+        st = os.stat(state_path(lab))
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def read_state(lab: str) -> LabState | None:
     """The lab's state; None if it has none. Raises StateUnreadable for a file that is
     there but unreadable, empty, torn or not a netlab state."""

@@ -214,3 +214,31 @@ def test_status_into_a_pipe_is_whole_lines_without_colour(columns: str | None) -
     lines = done.stdout.splitlines()
     assert lines[0] == "lab lab1 — up — /tmp/lab1.yaml" and len(lines) == 3 + 31
     assert any(line.startswith(" router │ eth1 ") and ROUTER in line for line in lines), done.stdout
+
+
+_EXITING = """\
+import atexit, sys
+import netlab.cli
+atexit.register(lambda: print("the exit handler ran"))
+print("buffered", end="")
+netlab.cli._exit(7)
+"""
+
+
+def test_a_command_exits_without_finalization_but_with_its_handlers_and_output() -> None:
+    """No other thread: exit handlers run, buffered output is flushed, the code is kept."""
+    p = subprocess.run([sys.executable, "-c", _EXITING], capture_output=True, text=True, timeout=60)
+    assert (p.returncode, p.stdout) == (7, "bufferedthe exit handler ran\n"), p.stderr
+
+
+def test_under_a_profiler_a_command_exits_as_python_does() -> None:
+    """cProfile (or coverage) writes its results after SystemExit: it must get one."""
+    from netlab import cli
+
+    sys.setprofile(lambda *_: None)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            cli._exit(5)
+    finally:
+        sys.setprofile(None)
+    assert caught.value.code == 5
