@@ -1565,7 +1565,8 @@ def _changed_json(changed: Changed, key: str) -> dict[str, Any]:
 )
 @_hosts_option(
     "LAB is up over the hosts of inventory FILE (default $NETLAB_HOSTS, else the one `up --hosts` "
-    "recorded for LAB): COMMAND (or the shell) runs on NODE's host, through `ssh -t` on a terminal."
+    "recorded for LAB): COMMAND (or the shell) runs on NODE's host, through `ssh -t` on a terminal; "
+    "on several nodes, each host runs its share at once, and --json gives each node its host."
 )
 def exec(
     lab: str, node: str | None, command: tuple[str, ...], all_nodes: bool, as_json: bool, hosts: str | None
@@ -1601,9 +1602,11 @@ def exec(
         raise UsageError("give a NODE (or a GLOB of nodes, or --all), e.g. `netlab exec LAB NODE -- CMD`")
     hosts = hosts if hosts is not None else _recorded_inventory(lab, None)
     if hosts is not None:
-        if all_nodes or as_json or nodeexec.is_glob(str(node)):
-            raise UsageError("exec --hosts runs on one NODE (not a GLOB, --all or --json: not built yet)")
-        return _exec_on_host(lab, str(node), argv, hosts)
+        if not (all_nodes or as_json or nodeexec.is_glob(str(node))):
+            return _exec_on_host(lab, str(node), argv, hosts)
+        if not argv:
+            raise UsageError("give the COMMAND to run on each node, after `--`")
+        return _exec_on_hosts(lab, None if all_nodes else str(node), argv, as_json, hosts)
     require_root("exec")
     from netlab.teardown import resolve_lab_name
 
@@ -1641,6 +1644,28 @@ def _exec_on_host(target: str, node: str, argv: list[str], hosts: str) -> NoRetu
         os.execvp("ssh", ssh_argv(host, remote, tty))
     except OSError as e:
         raise NetlabError(f"cannot run ssh: {e.strerror}") from None
+
+
+def _exec_on_hosts(target: str, pattern: str | None, argv: list[str], as_json: bool, hosts: str) -> int:
+    """COMMAND on several nodes of a lab over hosts (or on one, for --json): each host runs
+    its share, all at once; the output comes when every host has answered."""
+    from netlab import nodeexec
+    from netlab.multihost.checks import over_hosts
+    from netlab.multihost.execs import run_on_hosts
+
+    ran = run_on_hosts(over_hosts(target, None, hosts, "exec"), pattern, argv)
+    if as_json:
+        nodes = [{**asdict(r), "host": ran.host_of[r.node]} for r in ran.results]
+        out.print(json_output.dumps("exec", {"lab": ran.lab, "command": argv, "nodes": nodes}), markup=False)
+        return nodeexec.exit_status(ran.results)
+    width = max(len(r.node) for r in ran.results)
+    for r in ran.results:
+        for stream, text in ((sys.stdout, r.stdout), (sys.stderr, r.stderr)):
+            for line in text.splitlines():
+                stream.write(f"{r.node:<{width}} | {line}\n")
+    sys.stdout.flush()
+    err.print(nodeexec.summary(ran.lab, ran.results), markup=False)
+    return nodeexec.exit_status(ran.results)
 
 
 def _exec_shell(lab: str, node: str, ns: str) -> int:
@@ -1878,7 +1903,8 @@ def vm_run(
     metavar="FILE",
     default=None,
     help="Check every host of inventory FILE instead: reachable, root, netlab's version, kernel "
-    "features, and the tunnels' UDP port between each pair (a ping through a throwaway VXLAN pair).",
+    "features, and the tunnels' UDP port between each pair (a ping through a throwaway VXLAN pair); "
+    "--json gives a row per finding (`findings`: where, hosts, check, ok, detail).",
 )
 def doctor(as_json: bool, fmt: str | None, hosts: str | None) -> int:
     """Check what this kernel and machine can do: netns, veth, bridge, dummy, vxlan, vrf,
@@ -1899,13 +1925,11 @@ def doctor(as_json: bool, fmt: str | None, hosts: str | None) -> int:
     from rich.table import Table
 
     _load_pipeline()
+    fmt = _output_format(as_json, fmt)
     if hosts is not None:
-        if as_json or fmt not in (None, "text"):
-            raise UsageError("doctor --hosts prints a table (--json and --format: not built yet)")
-        return _doctor_hosts(hosts)
+        return _doctor_hosts(hosts, fmt)
     from netlab.kernel.features import probe_features, probe_tools
 
-    fmt = _output_format(as_json, fmt)
     require_root("doctor")
     features, tools = probe_features(), probe_tools()
     if fmt == "tsv":
@@ -1939,14 +1963,30 @@ def doctor(as_json: bool, fmt: str | None, hosts: str | None) -> int:
     return 3 if any(not f.ok for f in features) else 0
 
 
-def _doctor_hosts(hosts: str) -> int:
+def _doctor_hosts(hosts: str, fmt: str) -> int:
     from netlab.multihost.doctor import doctor
 
     findings = doctor(hosts)
-    _print_rows(
-        ("host", "check", "", "detail"),
-        [[f.where, f.what, "✓" if f.ok else "✗", f.detail] for f in findings],
-    )
+    if fmt == "json":
+        rows = [
+            {"where": f.where, "hosts": list(f.hosts), "check": f.what, "ok": f.ok, "detail": f.detail}
+            for f in findings
+        ]
+        out.print(json_output.dumps("doctor", {"inventory": hosts, "findings": rows}), markup=False)
+    elif fmt == "tsv":
+        from netlab.rows import tsv
+
+        _write_raw(
+            tsv(
+                ("host", "check", "ok", "detail"),
+                [[f.where, f.what, "yes" if f.ok else "no", f.detail] for f in findings],
+            )
+        )
+    else:
+        _print_rows(
+            ("host", "check", "", "detail"),
+            [[f.where, f.what, "✓" if f.ok else "✗", f.detail] for f in findings],
+        )
     if any(not f.ok and f.what != "kernel" for f in findings):
         return EXIT_FAILED
     return EXIT_ENVIRONMENT if any(not f.ok for f in findings) else 0

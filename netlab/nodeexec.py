@@ -59,6 +59,15 @@ def lab_nodes(lab: str, nodes: Mapping[str, str] | None) -> dict[str, str]:
 
 def select_nodes(lab: str, nodes: Mapping[str, str], pattern: str | None) -> dict[str, str]:
     """The nodes a NODE argument names: one node, or a shell-style GLOB (None: all)."""
+    chosen = match_nodes(lab, nodes, pattern)
+    for ns in chosen.values():
+        if not os.path.exists(os.path.join(NETNS_DIR, ns)):
+            raise UsageError(f"lab {lab} is not up (no namespace {ns}); run `netlab up` first")
+    return chosen
+
+
+def match_nodes(lab: str, nodes: Mapping[str, str], pattern: str | None) -> dict[str, str]:
+    """The nodes (of `nodes`, node → namespace) a NODE argument names; UsageError if none."""
     if pattern is None:
         chosen = dict(nodes)
     elif is_glob(pattern):
@@ -68,9 +77,6 @@ def select_nodes(lab: str, nodes: Mapping[str, str], pattern: str | None) -> dic
     if not chosen:
         what = f"no node matching {pattern!r}" if pattern and is_glob(pattern) else f"no node {pattern!r}"
         raise UsageError(f"lab {lab} has {what} (nodes: {', '.join(nodes)})")
-    for ns in chosen.values():
-        if not os.path.exists(os.path.join(NETNS_DIR, ns)):
-            raise UsageError(f"lab {lab} is not up (no namespace {ns}); run `netlab up` first")
     return chosen
 
 

@@ -38,6 +38,7 @@ class Finding:
     what: str  # ssh, netlab, kernel, tunnel
     ok: bool
     detail: str
+    hosts: tuple[str, ...]  # the host, the pair, or every host of a tunnel finding about them all
 
 
 def doctor(hosts_file: str) -> list[Finding]:
@@ -49,9 +50,11 @@ def doctor(hosts_file: str) -> list[Finding]:
     for host, reply in zip(inventory.hosts, replies, strict=True):
         problem = engine.host_problem(host, reply)
         if problem:
-            findings.append(Finding(host.name, "ssh" if reply.unreachable else "netlab", False, problem))
+            findings.append(Finding(host.name, "ssh" if reply.unreachable else "netlab", False, problem, (host.name,)))
             continue
-        findings.append(Finding(host.name, "netlab", True, f"reachable as root, netlab {_version(reply)}"))
+        findings.append(
+            Finding(host.name, "netlab", True, f"reachable as root, netlab {_version(reply)}", (host.name,))
+        )
         findings.append(_kernel(host, reply))
         ready.append(host)
     if len(ready) > 1:
@@ -69,18 +72,21 @@ def _kernel(host: Host, reply: Reply) -> Finding:
         found: dict[str, Any] = json.loads(reply.out[reply.out.index("{") :])
         features = found["features"]
     except (ValueError, KeyError, TypeError):
-        return Finding(host.name, "kernel", False, f"its netlab doctor said nothing readable ({reply.why()})")
+        return Finding(
+            host.name, "kernel", False, f"its netlab doctor said nothing readable ({reply.why()})", (host.name,)
+        )
     missing = [f for f in features if not f["ok"]]
     if not missing:
-        return Finding(host.name, "kernel", True, f"all {len(features)} features netlab knows")
+        return Finding(host.name, "kernel", True, f"all {len(features)} features netlab knows", (host.name,))
     names = ", ".join(f["name"] for f in missing)
     hints = "; ".join(f"{f['name']}: {f['hint']}" for f in missing)
-    return Finding(host.name, "kernel", False, f"lacks {names} (labs that need them stop there): {hints}")
+    return Finding(host.name, "kernel", False, f"lacks {names} (labs that need them stop there): {hints}", (host.name,))
 
 
 def _tunnels(inventory: Inventory, hosts: list[Host]) -> list[Finding]:
     """A ping through a VXLAN pair between every pair of hosts, in a throwaway lab."""
     pairs = list(combinations(range(len(hosts)), 2))
+    every = tuple(h.name for h in hosts)
     name = f"netlab-doctor-{os.getpid()}"
     port = inventory.tunnel_port
     with tempfile.TemporaryDirectory(prefix="netlab-doctor-") as work:
@@ -90,19 +96,20 @@ def _tunnels(inventory: Inventory, hosts: list[Host]) -> list[Finding]:
         try:
             engine.up(split, inventory)
         except NetlabError as e:
-            return [Finding("every pair", "tunnel", False, f"the throwaway lab could not be built: {e}")]
+            return [Finding("every pair", "tunnel", False, f"the throwaway lab could not be built: {e}", every)]
         try:
             run = check(OverHosts(str(path), None, inventory.file))
         except NetlabError as e:
-            return [Finding("every pair", "tunnel", False, f"could not ping through the tunnels: {e}")]
+            return [Finding("every pair", "tunnel", False, f"could not ping through the tunnels: {e}", every)]
         finally:
             engine.down(name, Inventory(inventory.file, tuple(hosts), port))
     findings = []
+    pair_of = {f"{hosts[i].name} ↔ {hosts[j].name}": (hosts[i].name, hosts[j].name) for i, j in pairs}
     for v in run.verdicts:
         detail = f"UDP {port} both ways: ping through a VXLAN pair ({v.summary})"
         if not v.passed:
             detail = f"UDP {port} is not open between them ({v.summary}): a firewall, or a wrong netlab_address"
-        findings.append(Finding(v.name, "tunnel", v.passed, detail))
+        findings.append(Finding(v.name, "tunnel", v.passed, detail, pair_of.get(v.name, every)))
     return findings
 
 

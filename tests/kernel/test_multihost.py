@@ -18,9 +18,12 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 
+from netlab import json_output
 from netlab.multihost.inventory import DEFAULT_TUNNEL_PORT
 from netlab.multihost.simulate import SimulatedHost, SimulatedHosts
 
@@ -370,17 +373,39 @@ def test_status_and_exec_over_hosts(sim: SimulatedHosts, tmp_path: Path) -> None
         ran = netlab(sim, "exec", "mh-pair", "y", "--", "sh", "-c", "ip -br -4 addr show eth0; exit 7")
         assert ran.returncode == 7, ran.stderr
         assert "10.9.0.2/24" in ran.stdout
+        each = netlab(sim, "exec", "mh-pair", "--all", "--json", "--", "sh", "-c", "ip -br -4 addr show eth0; exit 3")
+        runs = valid_json("exec", each)["nodes"]
+        assert each.returncode == 3, each.stderr
+        assert [(r["node"], r["host"], r["exit"]) for r in runs] == [("x", "h1", 3), ("y", "h2", 3)]
+        assert "10.9.0.1/24" in runs[0]["stdout"] and "10.9.0.2/24" in runs[1]["stdout"]
+        glob = netlab(sim, "exec", "mh-pair", "[xy]", "--", "ip", "-br", "-4", "addr", "show", "eth0")
+        assert glob.returncode == 0, glob.stderr
+        lines = glob.stdout.splitlines()
+        assert lines[0].startswith("x | eth0") and "10.9.0.1/24" in lines[0], glob.stdout
+        assert lines[1].startswith("y | eth0") and "10.9.0.2/24" in lines[1], glob.stdout
         sim.set_reachable(sim.host("h2"), False)
         try:
             partial = netlab(sim, "status", "mh-pair", "--format", "tsv")
+            cut = netlab(sim, "exec", "mh-pair", "--all", "--json", "--", "true")
         finally:
             sim.set_reachable(sim.host("h2"), True)
+        runs = valid_json("exec", cut)["nodes"]
+        assert cut.returncode == 255 and [(r["node"], r["exit"]) for r in runs] == [("x", 0), ("y", 255)]
+        assert runs[1]["stderr"].startswith("host h2: "), runs[1]
         assert partial.returncode == 1
         assert "host h2: not reachable:" in partial.stderr
         assert "h2\tmh-pair\ty\t—\t\tnamespace missing" in partial.stdout
     finally:
         down = netlab(sim, "down", "mh-pair")
     assert down.returncode == 0, down.stderr
+
+
+def valid_json(command: str, done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The command's one JSON document on stdout, valid against its shipped schema."""
+    doc: dict[str, Any] = json.loads(done.stdout)
+    assert doc["schema"] == f"netlab/{command}/v1", done.stdout
+    Draft202012Validator(json_output.schema(command)).validate(doc)
+    return doc
 
 
 def two_hosts(sim: SimulatedHosts) -> str:
@@ -452,13 +477,16 @@ def test_docker_bridge_with_the_outside_machine_on_another_host(sim: SimulatedHo
 def test_doctor_over_hosts(sim: SimulatedHosts) -> None:
     """Every host reachable as root with this netlab; this kernel lacks IPVS, VRF, netem and
     dummy (exit 3); the tunnels' port is open between each pair — until h2 drops it."""
-    done = netlab(sim, "doctor", "--hosts", sim.inventory)
-    lines = done.stdout.splitlines()
+    done = netlab(sim, "doctor", "--hosts", sim.inventory, "--json")
     assert done.returncode in (0, 3), done.stdout + done.stderr
+    found = {(f["where"], f["check"]): f for f in valid_json("doctor", done)["findings"]}
     for name in ("h1", "h2", "h3"):
-        assert any(line.split()[:3] == [name, "netlab", "✓"] and "reachable as root, netlab" in line for line in lines)
-    for pair in ("h1 ↔ h2", "h1 ↔ h3", "h2 ↔ h3"):
-        assert any(line.split()[:5] == [*pair.split(), "tunnel", "✓"] for line in lines), done.stdout
+        netlab_there = found[(name, "netlab")]
+        assert netlab_there["ok"] and netlab_there["hosts"] == [name], netlab_there
+        assert netlab_there["detail"].startswith("reachable as root, netlab ")
+    for a, b in (("h1", "h2"), ("h1", "h3"), ("h2", "h3")):
+        tunnel = found[(f"{a} ↔ {b}", "tunnel")]
+        assert tunnel["ok"] and tunnel["hosts"] == [a, b], tunnel
     h2 = sim.host("h2")
     drop = "add table inet doctortest { chain input { type filter hook input priority 0; udp dport 4792 drop; }; }"
     assert sim.inside(h2, ["nft", drop]).returncode == 0

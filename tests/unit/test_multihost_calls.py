@@ -144,3 +144,25 @@ def test_doctor_reads_each_hosts_own_doctor() -> None:
     assert host_problem(host, gone) == (
         "host h1 (10.0.0.1) is not reachable: ssh: connect to host 10.0.0.1 port 22: No route to host"
     )
+
+
+def test_exec_over_hosts_reads_each_hosts_json_and_gives_its_error_to_its_nodes() -> None:
+    from netlab.multihost.execs import _results
+    from netlab.multihost.inventory import Host
+    from netlab.multihost.ssh import Reply
+    from netlab.nodeexec import NodeRun
+
+    host = Host("h2", "10.250.0.3", "10.250.0.3")
+    ran = '{"schema": "netlab/exec/v1", "lab": "l", "command": ["true"], "nodes": [{"node": "y", "exit": 3, "stdout": "a\\n", "stderr": ""}]}'
+    assert _results(host, Reply("h2", 3, ran, ""), ["y", "z"]) == [
+        NodeRun("y", 3, "a\n", ""),
+        NodeRun("z", 1, "", "host h2: its netlab did not run it there\n"),
+    ]
+    refused = (
+        '{"schema": "netlab/exec/v1", "error": {"code": 127, "message": "nope: command not found", "problems": []}}'
+    )
+    assert _results(host, Reply("h2", 127, refused, "netlab: nope: command not found"), ["y"]) == [
+        NodeRun("y", 127, "", "host h2: nope: command not found\n")
+    ]
+    lost = Reply("h2", 255, "", "ssh: connect to host 10.250.0.3 port 22: No route to host")
+    assert _results(host, lost, ["y"]) == [NodeRun("y", 255, "", f"host h2: {lost.err}\n")]
