@@ -105,6 +105,12 @@ class MissingFeature(NetlabError):
     exit_code = EXIT_ENVIRONMENT
 
 
+class TooFewDescriptors(NetlabError):
+    """The process may not open as many descriptors as building the lab takes."""
+
+    exit_code = EXIT_ENVIRONMENT
+
+
 def require_root(what: str, *, reads_only: bool = False) -> None:
     if os.geteuid() != 0:
         why = (

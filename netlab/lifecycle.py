@@ -18,7 +18,15 @@ from typing import TYPE_CHECKING, Any
 
 from netlab import interrupts, timing
 from netlab.apply import apply_plan
-from netlab.errors import AlreadyUp, ApplyError, Interrupted, MissingFeature, UsageError, require_root
+from netlab.errors import (
+    AlreadyUp,
+    ApplyError,
+    Interrupted,
+    MissingFeature,
+    TooFewDescriptors,
+    UsageError,
+    require_root,
+)
 from netlab.expand.cluster import ClusterLayout, cluster_data
 from netlab.kernel.driver import KernelDriver
 from netlab.lab.consistency import rule_features
@@ -191,6 +199,22 @@ def up(
             gc.enable()
 
 
+def _enough_descriptors(lab: str, namespaces: int) -> None:
+    """Refuse a lab this process cannot hold open (exit 3, nothing created) instead of
+    failing on "Too many open files" halfway and rolling back."""
+    from netlab.kernel.netns import descriptors_short
+
+    short = descriptors_short(namespaces)
+    if short is not None:
+        needed, allowed = short
+        raise TooFewDescriptors(
+            f"lab {lab} has {namespaces} namespaces: building it holds two descriptors for each, "
+            f"{needed} in all, but this process may open only {allowed} (RLIMIT_NOFILE); raise the "
+            f"hard limit (as root: `ulimit -n {needed}` in the shell that runs netlab, "
+            "LimitNOFILE= for a service)"
+        )
+
+
 def _up(
     path: str | Path,
     driver: KernelDriver,
@@ -218,6 +242,7 @@ def _up(
                 features = check_requirements(lab, verified.features, probe)
             except MissingFeature as e:
                 raise MissingFeature(f"{e}\n{_in_a_vm(path, variant)}") from None
+            _enough_descriptors(lab.name, len(plan.namespaces))
             # a name this kernel lacks is bad input (exit 2), before anything exists
             check_sysctls(lab, where, verified.sysctls)
             if has_firewall(lab):

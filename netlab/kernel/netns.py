@@ -190,6 +190,21 @@ def raise_fd_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
 
+# Besides two per namespace: stdio, the state and lock files, libnftables' and the host's
+# netlink sockets, a probe's pipe (a 1201-namespace lab peaked at 2407 = 2 x 1201 + 5).
+SPARE_FDS = 64
+
+
+def descriptors_short(namespaces: int) -> tuple[int, int] | None:
+    """(needed, allowed) when building `namespaces` namespaces would run out of descriptors
+    (the driver holds a namespace fd and a netlink socket for each until it is done), with
+    the soft limit lifted as far as it goes; None when there are enough."""
+    raise_fd_limit()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = 2 * namespaces + SPARE_FDS
+    return None if soft == resource.RLIM_INFINITY or needed <= soft else (needed, soft)
+
+
 def open_netns(name: str) -> int:
     return high_fd(os.open(netns_path(name), os.O_RDONLY | os.O_CLOEXEC))
 
