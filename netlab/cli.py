@@ -1340,7 +1340,9 @@ def trace(**options: Any) -> int:
     conntrack entry's original and reply tuples; the flow is followed through a DNAT and
     a fully-random SNAT at once), each bridge's ports in and out (or its flood), each
     VXLAN tunnel it entered (device, VNI, and the outer packet's addresses and UDP ports,
-    traced over the underlay) and left, and where it died — a rule's drop or a chain's
+    traced over the underlay) and left, each IPVS director's scheduling decision
+    (service, real server, forwarding: from its connection table, as IPVS runs in hooks
+    nftables tracing does not see), and where it died — a rule's drop or a chain's
     policy. When no rule dropped it, the kernel's own drop reason (rp_filter, no route,
     …, from its skb:kfree_skb tracepoint read through a private tracefs) names the
     namespace and interface where it died, and a next hop that never answered ARP/NDP

@@ -179,6 +179,7 @@ def trace_requests(
     known = flow_keys(flow, [c for _, c in entries])
     events = [replace(e, seq=i) for i, e in enumerate(of_flow(events, flow, known))]
     nat = tuple((ns, c) for ns, c in entries if (c.dnat or c.snat) and _key(c.orig) in known)
+    ipvs = _ipvs(ctx, events, probes)
     trace = Trace(
         node,
         request.proto,
@@ -188,11 +189,19 @@ def trace_requests(
         tuple(events),
         nodes,
         conntrack=tuple(c for _, c in nat),
-        nat=tuple(nat_steps(events, nat)),
+        nat=tuple(_by_ipvs(step, ipvs) for step in nat_steps(events, nat)),
         kernel=kernel,
-        ipvs=_ipvs(ctx, events, probes),
+        ipvs=ipvs,
     )
     return _explained(ctx, trace)
+
+
+def _by_ipvs(step: NatStep, ipvs: Sequence[Hop]) -> NatStep:
+    """A translation to the real server an IPVS decision picked is IPVS's own: made in its
+    input hook (ip_vs_remote_request), not before routing as netfilter's DNAT."""
+    if "prerouting" in step.hooks and any(h.ns == step.ns and _to_real(step, h) for h in ipvs):
+        return replace(step, hooks=tuple("input" if h == "prerouting" else h for h in step.hooks))
+    return step
 
 
 def _ipvs(ctx: LabContext, events: Sequence[TraceEvent], probes: Sequence[ProbeResult]) -> tuple[Hop, ...]:
@@ -474,15 +483,19 @@ def walk_lines(trace: Trace) -> list[str]:
             lines.append(f"    {outer}")
         if "vxlan-decap" in hops:
             lines.append(f"    ↳ {hops['vxlan-decap'].text}")
-        lines += _visit_lines(trace, visit, hops.get("bridge"), told)
+        pending = list(ipvs.get(i, []))
+        lines += _visit_lines(trace, visit, hops.get("bridge"), told, pending)
         if "vxlan-encap" in hops:
             lines.append(f"    ↳ {hops['vxlan-encap'].text}")
-        lines += [f"    ↳ {h.text}" for h in ipvs.get(i, [])]
+        lines += [f"    ↳ {h.text}" for h in pending]  # no translation to the real server shown
     return lines
 
 
-def _visit_lines(trace: Trace, visit: Sequence[TraceEvent], bridge: Hop | None, told: list[CtEntry]) -> list[str]:
-    """A visit's rules and NAT steps (each conntrack entry once in the walk: `told`)."""
+def _visit_lines(
+    trace: Trace, visit: Sequence[TraceEvent], bridge: Hop | None, told: list[CtEntry], ipvs: list[Hop]
+) -> list[str]:
+    """A visit's rules and NAT steps (each conntrack entry once in the walk: `told`); an
+    IPVS decision right after the translation to its real server (taken from `ipvs`)."""
     lines: list[str] = []
     death = trace.death
     steps = {n.seq: n for n in trace.nat}
@@ -495,6 +508,9 @@ def _visit_lines(trace: Trace, visit: Sequence[TraceEvent], bridge: Hop | None, 
             if step.conntrack is not None and step.conntrack not in told:  # once: later packets repeat it
                 told.append(step.conntrack)
                 lines.append(f"{indent}  conntrack: {_entry_words(step.conntrack)}")
+            for hop in [h for h in ipvs if _to_real(step, h)]:
+                lines.append(f"{indent}↳ {hop.text}")
+                ipvs.remove(hop)
         if e.table.startswith(TRACE_TABLE_PREFIX):
             if e.family != "bridge" and e.chain in ("post", "in") and e.type == "policy":
                 lines.append(f"    ↳ {'delivered (input)' if e.chain == 'in' else _seen(e)}")
@@ -514,6 +530,14 @@ def _visit_lines(trace: Trace, visit: Sequence[TraceEvent], bridge: Hop | None, 
         lines.append(_event_line(e, len(stack) - 1, death))
         jumped = (e.table, e.target) if e.verdict in ("jump", "goto") else None
     return lines
+
+
+def _to_real(step: NatStep, hop: Hop) -> bool:
+    """The step is the translation of an IPVS decision: to the real server it picked."""
+    real = hop.fields["real"]
+    if step.direction != "original" or step.after.dst is None or step.after.dport != real["port"]:
+        return False
+    return ipaddress.ip_address(step.after.dst) == ipaddress.ip_address(real["address"])
 
 
 def _tuple_words(t: CtTuple) -> str:

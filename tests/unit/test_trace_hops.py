@@ -228,3 +228,28 @@ def test_an_ipvs_decision_names_the_service_the_real_server_and_the_forwarding()
     at = lines.index("  DS (ds)  192.168.113.102 → 10.10.0.1  [prerouting, in eth0]")
     assert lines[at + 1] == f"    ↳ {hop.text}", lines
     assert [h["kind"] for h in to_json(trace)["hops"]] == ["ipvs"]
+
+    # with the DNAT to the real server shown (IPVS with conntrack): right after it
+    from netlab.probes.trace import Endpoints, NatStep
+
+    before = Endpoints("192.168.113.102", 40000, "10.10.0.1", 8410)
+    after = Endpoints("192.168.113.102", 40000, "192.168.113.99", 8080)
+    step = NatStep("ds", 3, "dnat", "original", ("prerouting",), before, after, None)
+    dnat = replace(
+        walk(
+            ev("ds", 1, "pre", "192.168.113.102", "10.10.0.1", iif="eth0"),
+            ev("ds", 1, "post", "192.168.113.102", "10.10.0.1", iif="eth0", oif="eth0"),
+            ev("ds", 1, "post", "192.168.113.102", "192.168.113.99", iif="eth0", oif="eth0"),
+        ),
+        ipvs=(hop,),
+        nat=(replace(step, seq=2),),
+    )
+    lines = text_lines(dnat)
+    at = next(i for i, line in enumerate(lines) if line.startswith("    NAT (DNAT"))
+    assert lines[at + 1] == f"    ↳ {hop.text}" and lines.count(f"    ↳ {hop.text}") == 1, lines
+    # IPVS made that translation in its own input hook, not before routing
+    from netlab.probes.trace import _by_ipvs
+
+    assert _by_ipvs(step, [hop]).hooks == ("input",)
+    assert _by_ipvs(step, []).hooks == ("prerouting",)
+    assert _by_ipvs(replace(step, ns="other"), [hop]).hooks == ("prerouting",)

@@ -1,7 +1,8 @@
 """`netlab trace` through an IPVS director (labs/lvs-nat.yaml), under a kernel with IPVS
 (the VM): the walk names the virtual service, the real server IPVS picked and how it is
 forwarded, from the director's own connection table, under the director's visit that took
-the packet in to the VIP; the bridge the LAN shares shows its ports; no trace table stays."""
+the packet in to the VIP, right after IPVS's translation to that real server (at its
+input hook); the bridge the LAN shares shows its ports; no trace table stays."""
 
 from __future__ import annotations
 
@@ -26,9 +27,9 @@ def test_the_walk_names_the_ipvs_decision(netlab_lab: LabFactory) -> None:
     assert ipvs.fields["client"]["address"] == CIP and ipvs.fields["client"]["port"] == trace.probes[0].sport, why
     text = f"    ↳ IPVS TCP {VIP}:8410 rr: {CIP}:{trace.probes[0].sport} scheduled to real server {RIP}:8080 (Masq)"
     at = next(i for i, line in enumerate(lines) if line.startswith(text))
-    assert lines[at - 1].startswith("    ") and any(
-        line.startswith(f"  ds ({lab.ns('ds')})  {CIP} → {VIP}") for line in lines[:at]
-    ), why
+    assert any(line.startswith(f"  ds ({lab.ns('ds')})  {CIP} → {VIP}") for line in lines[:at]), why
+    # IPVS's own DNAT (net.ipv4.vs.conntrack=1 records it), made in its input hook, just above
+    assert lines[at - 2].startswith(f"    NAT (DNAT, at input): {CIP}:{trace.probes[0].sport} → {VIP}:8410 is now"), why
     assert ("switch", "br0") in {(trace.nodes[h.ns], h.fields.get("bridge")) for h in hops(trace)}, why
     assert any(h["kind"] == "ipvs" for h in to_json(trace)["hops"]), why
     for node, ns in lab.context.nodes.items():
