@@ -474,6 +474,30 @@ def test_docker_bridge_with_the_outside_machine_on_another_host(sim: SimulatedHo
     assert report["passed"] == len(report["checks"]) > 5  # type: ignore[arg-type]
 
 
+def test_flannel_scale_over_three_hosts(sim: SimulatedHosts) -> None:
+    """labs/flannel-scale.yaml as it is — 10 nodes × 20 pods and the underlay switch, 211
+    namespaces — placed automatically over three hosts (each node with its pods), passes
+    every check: pod-to-pod probes between every ordered pair of nodes, most of them
+    crossing two of the hosts' tunnels, the routes, and the VXLAN capture on node1."""
+    up = netlab(sim, "up", "--hosts", sim.inventory, str(REPO / "labs" / "flannel-scale.yaml"))
+    try:
+        assert up.returncode == 0, up.stderr
+        assert up.stdout.startswith("lab flannel-scale is up on h1 (84 nodes), h2 (64 nodes), h3 (63 nodes)")
+        assert [len(lab_namespaces(sim, h)) for h in sim.hosts] == [84, 64, 63]
+        assert "flannel-scale.underlay" in lab_namespaces(sim, sim.host("h2"))
+        done = netlab(sim, "check", "flannel-scale", "--json")
+        assert done.stdout, done.stderr
+        report = valid_json("check", done)
+        failed = [(c["name"], c["reasons"]) for c in report["checks"] if not c["passed"]]
+        assert done.returncode == 0 and not failed, failed
+        assert report["passed"] == len(report["checks"]) > 100
+    finally:
+        down = netlab(sim, "down", "flannel-scale")
+    assert down.returncode == 0, down.stderr
+    for host in sim.hosts:
+        assert lab_namespaces(sim, host) == [] and no_tunnel_sockets(sim, host, within=30)
+
+
 def test_doctor_over_hosts(sim: SimulatedHosts) -> None:
     """Every host reachable as root with this netlab; this kernel lacks IPVS, VRF, netem and
     dummy (exit 3); the tunnels' port is open between each pair — until h2 drops it."""
