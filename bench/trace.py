@@ -1,15 +1,18 @@
 """Benchmark `netlab trace`: one TCP probe from a client through two routers to a server
 (four namespaces, each traced), answered, so the walk goes both ways.
 
-    bench/trace [--repeat 10]
+    bench/trace [--repeat 10] [--baseline DIR]
 
 Three ways, interleaved in one run (other work on the machine hits them alike):
 `inside` is run_trace in this process (the trace itself: temporary tables and listeners
-in four namespaces, the probe, 0.3 s of quiet that ends the collection, rule texts, the
+in four namespaces, the probe, 0.1 s of quiet that ends the collection, rule texts, the
 kernel's drop tracepoints through a private tracefs); `no-tracefs` the same without the
 kernel's tracepoints (what the private tracefs costs); `cli` the whole `netlab trace`
-command (Python start-up and imports too). Prints each one's median and the ratios, and
-the load average.
+command (Python start-up and imports too); with `--baseline DIR` (another netlab source
+tree, e.g. `git archive main | tar -x -C DIR`), `cli-baseline` is DIR's `netlab trace`, in
+the same rounds. Prints each one's median and the ratios, and the load average. The
+bytecode caches are written first, as pip does on install (this machine's shells set
+PYTHONDONTWRITEBYTECODE: each command would compile netlab again).
 
 Safety: the lab lives in namespaces named `benchtr-<run>.*`, created and removed by netlab
 itself; `netlab down` runs in a finally (also on Ctrl-C).
@@ -29,7 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from labrun import NETLAB, timed
+from labrun import NETLAB, compile_bytecode, timed
 
 T = TypeVar("T")
 
@@ -74,9 +77,21 @@ def lab(name: str) -> dict[str, Any]:
     }
 
 
+def _baseline(tree: str, cwd: Path) -> dict[str, str]:
+    """The environment that runs DIR's netlab (its bytecode written), checked to import it."""
+    tree = str(Path(tree).resolve())
+    env = {**os.environ, "PYTHONPATH": tree}
+    timed([NETLAB[0], "-c", f"import compileall; compileall.compile_dir({tree + '/netlab'!r}, quiet=1)"])
+    _, p = timed([NETLAB[0], "-c", "import netlab; print(netlab.__file__)"], env, cwd)
+    if not p.stdout.startswith(tree + "/"):
+        raise SystemExit(f"--baseline {tree}: its commands would import {p.stdout.strip() or p.stderr}")
+    return env
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--baseline", metavar="DIR", help="also time DIR's netlab trace, interleaved (a source tree)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench/trace needs root", file=sys.stderr)
@@ -96,6 +111,10 @@ def main() -> int:
         path = Path(tmp) / f"{name}.yaml"
         path.write_text(yaml.safe_dump(lab(name)))
         times: dict[str, list[float]] = {"inside": [], "no-tracefs": [], "cli": []}
+        compile_bytecode(NETLAB[0])
+        baseline = _baseline(args.baseline, Path(tmp)) if args.baseline else None
+        if baseline is not None:
+            times["cli-baseline"] = []
         load = os.getloadavg()
         try:
             _, p = timed([*NETLAB, "up", str(path)])
@@ -118,6 +137,14 @@ def main() -> int:
                     print(p.stdout + p.stderr, file=sys.stderr)
                     return 1
                 times["cli"].append(t)
+                if baseline is not None:
+                    t, p = timed(
+                        [*NETLAB, "trace", name, "--from", "client", "--to", "server:8080"], baseline, Path(tmp)
+                    )
+                    if p.returncode:
+                        print(p.stdout + p.stderr, file=sys.stderr)
+                        return 1
+                    times["cli-baseline"].append(t)
         finally:
             timed([*NETLAB, "down", name])
     med = {m: statistics.median(v) for m, v in times.items()}
@@ -126,6 +153,8 @@ def main() -> int:
     print(
         f"tracefs costs {med['inside'] - med['no-tracefs']:.3f} s (inside/no-tracefs {med['inside'] / med['no-tracefs']:.2f})"
     )
+    if "cli-baseline" in med:
+        print(f"cli/cli-baseline {med['cli'] / med['cli-baseline']:.2f}")
     print(
         f"trace_inside_s={med['inside']:.3f} trace_no_tracefs_s={med['no-tracefs']:.3f} trace_cli_s={med['cli']:.3f} "
         f"load={load[0]:.2f},{load[1]:.2f},{load[2]:.2f}"

@@ -435,6 +435,11 @@ class TraceFlow:
 # The temporary tables a trace adds (`inet netlab-trace-…`): their events say where a
 # packet was seen, not a rule of the lab.
 TRACE_TABLE_PREFIX = "netlab-trace-"
+# The quiet (seconds without an event) that ends a trace's collection. A probe's packets go
+# through every namespace in the sending thread (softirq at the end of each send), so their
+# events are queued before the send returns: the last came 4 ms after an answered TCP probe
+# (the server's FIN, from its own process), 0.3-0.6 ms after a refused or dropped one.
+TRACE_SETTLE = 0.1
 
 
 @dataclass(frozen=True)

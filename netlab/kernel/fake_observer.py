@@ -26,6 +26,7 @@ from netlab.fib.lookup import REJECT_ERRNOS, RULE_ERRNOS, deciding_rule, error_a
 from netlab.fib.query import check_query
 from netlab.fib.text import route_text, rule_text
 from netlab.observations import (
+    TRACE_SETTLE,
     CaptureError,
     CounterView,
     CtEntry,
@@ -169,7 +170,7 @@ class FakeObserver:
         return [d for d in self._read("drops", ns, node).drops if d.node == node]
 
     def trace(
-        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = TRACE_SETTLE
     ) -> tuple[T, list[TraceEvent]]:
         """send() and every namespace's canned events, merged in their `seq` order."""
         spaces = [self._read("trace", ns, flow.proto) for ns in namespaces]

@@ -13,6 +13,7 @@ from typing import TypeVar
 from netlab.kernel import conntrack, counters, drops, ipvs, neighbours, nft, routes, trace, tracefs
 from netlab.kernel.capture import SNAPLEN, Capture
 from netlab.observations import (
+    TRACE_SETTLE,
     CounterView,
     CtEntry,
     Drop,
@@ -78,7 +79,7 @@ class LiveObserver:
             raise ObserveError(str(e)) from e
 
     def trace(
-        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = TRACE_SETTLE
     ) -> tuple[T, list[TraceEvent]]:
         try:
             return trace.trace(namespaces, flow, send, settle=settle)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from netlab.observations import (
+    TRACE_SETTLE,
     CounterView,
     CtEntry,
     Drop,
@@ -97,7 +98,7 @@ class KernelObserver(Protocol):
         ...
 
     def trace(
-        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = TRACE_SETTLE
     ) -> tuple[T, list[TraceEvent]]:
         """send() with the flow traced by nftables in each namespace (a temporary table and a
         listener in each, all removed again, also on Ctrl-C): its result and the trace

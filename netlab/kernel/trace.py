@@ -31,8 +31,10 @@ import re
 import select
 import socket
 import struct
+import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import NamedTuple, TypeVar
 
@@ -44,6 +46,7 @@ from netlab.kernel.counters import nft_comment, parse_iptables_save
 from netlab.kernel.inside import in_namespace
 from netlab.kernel.nlsock import RTM_GETLINK, NetlinkSocket
 from netlab.observations import (
+    TRACE_SETTLE,
     TRACE_TABLE_PREFIX,
     CounterView,
     ObserveError,
@@ -55,12 +58,15 @@ from netlab.observations import (
 )
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
 NETLINK_ADD_MEMBERSHIP = 1
 NFNLGRP_NFTRACE = 9
 NFT_MSG_TRACE = (10 << 8) | 17  # NFNL_SUBSYS_NFTABLES, NFT_MSG_TRACE
+
+WORKERS = 16  # namespaces set up, read and cleaned at once
 
 PRIORITY = -600  # before raw (-300) and conntrack (-200)
 CT = -199  # after conntrack, before DNAT (-100)
@@ -348,14 +354,21 @@ class TraceSession:
         self.raw: list[tuple[str, bytes]] = []
 
     def open(self) -> None:
-        """Every namespace's listener and table. Short, and not to be cut halfway (a worker
-        thread could add a table after the cleanup ran): a signal waits until every table is
-        in; close() removes what was made, also when this failed partway."""
-        with interrupts.deferred():
-            for ns in self.namespaces:
-                self.listeners[in_namespace(ns, _listener)] = ns
+        """Every namespace's listener and table, all namespaces at once. Short, and not to
+        be cut halfway (a worker thread could add a table after the cleanup ran): a signal
+        waits until every table is in; close() removes what was made, also when this
+        failed partway."""
+        lock = threading.Lock()
+
+        def one(ns: str) -> None:
+            sock = in_namespace(ns, _listener)
+            with lock:
+                self.listeners[sock] = ns
                 self.touched.append(ns)
-                _install(ns, self.name, self.flow)
+            _install(ns, self.name, self.flow)
+
+        with interrupts.deferred():
+            each(self.namespaces, one)
 
     def collect(self, settle: float) -> None:
         """The events until none came for `settle` seconds."""
@@ -363,8 +376,7 @@ class TraceSession:
 
     def close(self) -> None:
         with interrupts.deferred():
-            for ns in self.touched:
-                _remove(ns, self.name)
+            each(self.touched, lambda ns: _remove(ns, self.name))
             for sock in self.listeners:
                 sock.close()
             self.touched, self.listeners = [], {}
@@ -376,7 +388,7 @@ class TraceSession:
 
 
 def trace(
-    namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+    namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = TRACE_SETTLE
 ) -> tuple[T, list[TraceEvent]]:
     """send() with the flow traced in every namespace (the client's first); its result and
     the events stitched into one walk (`walk`), rule texts resolved (the temporary tables'
@@ -463,28 +475,45 @@ def with_links(e: TraceEvent, links: dict[int, Link]) -> TraceEvent:
 
 
 def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str], flow: TraceFlow) -> list[list[TraceEvent]]:
-    links: dict[str, dict[int, Link]] = {}
-    rules: dict[tuple[str, str, str], dict[tuple[str, int], RuleText]] = {}
+    """Each namespace's datagrams decoded, headers filled in, interfaces and rule handles
+    resolved: the namespaces' interfaces, then the tables their events name, each read
+    in every namespace at once."""
+    seen = list(dict.fromkeys(ns for ns, _ in raw))
+    links: dict[str, dict[int, Link]] = dict(
+        zip(seen, each(seen, lambda ns: in_namespace(ns, links_here)), strict=True)
+    )
     queues: dict[str, list[TraceEvent]] = {ns: [] for ns in namespaces}  # the client's first
     for ns, data in raw:
-        if ns not in links:
-            links[ns] = in_namespace(ns, links_here)
         names = {i: link.name for i, link in links[ns].items()}
         queues.setdefault(ns, []).extend(decode(data, ns, names, flow.vxlan_ports))
+    filled = {ns: [with_links(e, links[ns]) if ns in links else e for e in with_headers(q)] for ns, q in queues.items()}
+    keys = list(
+        dict.fromkeys(
+            (e.ns, e.family, e.table) for q in filled.values() for e in q if not e.table.startswith(TRACE_TABLE_PREFIX)
+        )
+    )
+    rules = dict(zip(keys, each(keys, lambda k: table_rules(*k)), strict=True))
     out: list[list[TraceEvent]] = []
-    for ns, queue in queues.items():
+    for queue in filled.values():
         resolved: list[TraceEvent] = []
-        for e in with_headers(queue):
-            e = with_links(e, links[ns]) if ns in links else e
-            key = (e.ns, e.family, e.table)
-            if e.table.startswith(TRACE_TABLE_PREFIX):
-                rules[key] = {}
-            elif key not in rules:
-                rules[key] = table_rules(e.ns, e.family, e.table)
-            found = rules[key].get((e.chain, e.handle)) if e.handle is not None else None
+        for e in queue:
+            table = rules.get((e.ns, e.family, e.table), {})
+            found = table.get((e.chain, e.handle)) if e.handle is not None else None
             resolved.append(replace(e, rule=found.text, comment=found.comment, iptables=found.iptables) if found else e)
         out.append(resolved)
     return out
+
+
+def each(items: Sequence[K], fn: Callable[[K], T]) -> list[T]:
+    """fn(item) for every item at once, each in a thread of its own (what one namespace
+    waits for — a ruleset commit, a listing, a thread entering it — overlaps the others');
+    the results in order, or the first error once every call ended."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(len(items), WORKERS), thread_name_prefix="netlab-trace") as pool:
+        futures = [pool.submit(fn, i) for i in items]
+        wait(futures)
+    return [f.result() for f in futures]
 
 
 def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:

@@ -25,6 +25,7 @@ from netlab.multihost.calls import CALLS, CaptureRead, decode, encode_args
 from netlab.multihost.inventory import Host
 from netlab.multihost.ssh import Ssh, as_root, on_each
 from netlab.observations import (
+    TRACE_SETTLE,
     CounterView,
     CtEntry,
     Drop,
@@ -227,7 +228,7 @@ class RemoteObserver:
         return found
 
     def trace(
-        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = 0.3
+        self, namespaces: Sequence[str], flow: TraceFlow, send: Callable[[], T], *, settle: float = TRACE_SETTLE
     ) -> tuple[T, list[TraceEvent]]:
         """send() with the flow traced in every namespace, each on its host: every host's
         tables and listeners are in before the probe goes; each host then reads until its

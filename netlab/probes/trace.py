@@ -13,11 +13,13 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from netlab.lab.targets import node_addresses
 from netlab.observations import (
+    TRACE_SETTLE,
     TRACE_TABLE_PREFIX,
     CtEntry,
     CtTuple,
@@ -132,7 +134,7 @@ def run_trace(
     *,
     count: int = 1,
     timeout: float = 1.0,
-    settle: float = 0.3,
+    settle: float = TRACE_SETTLE,
     src: str | None = None,
 ) -> Trace:
     """Send `count` probes from node (from its address src) to dst(:port), traced in every
@@ -141,7 +143,9 @@ def run_trace(
     return trace_probe(ctx, node, request, count, settle=settle)
 
 
-def trace_probe(ctx: LabContext, node: str, request: ProbeRequest, count: int = 1, *, settle: float = 0.3) -> Trace:
+def trace_probe(
+    ctx: LabContext, node: str, request: ProbeRequest, count: int = 1, *, settle: float = TRACE_SETTLE
+) -> Trace:
     """Send `count` copies of request (from node) traced in every namespace of the lab;
     each tcp/udp copy gets its own source port unless the request fixes one."""
     if request.proto == "icmp":
@@ -155,7 +159,7 @@ def trace_probe(ctx: LabContext, node: str, request: ProbeRequest, count: int = 
 
 
 def trace_requests(
-    ctx: LabContext, node: str, requests: Sequence[ProbeRequest], *, workers: int, settle: float = 0.3
+    ctx: LabContext, node: str, requests: Sequence[ProbeRequest], *, workers: int, settle: float = TRACE_SETTLE
 ) -> Trace:
     """Send the requests (one flow: from node to one target) traced in every namespace of
     the lab. The trace marks the flow by its addresses, and by the requests' source ports
@@ -221,13 +225,19 @@ def _ipvs(ctx: LabContext, events: Sequence[TraceEvent], probes: Sequence[ProbeR
 
 
 def _entries(ctx: LabContext, namespaces: Sequence[str]) -> list[tuple[str, CtEntry]]:
-    out: list[tuple[str, CtEntry]] = []
-    for ns in namespaces:
+    """Every conntrack entry of the namespaces, read at once (each read waits for a thread
+    to enter its namespace)."""
+
+    def read(ns: str) -> list[tuple[str, CtEntry]]:
         try:
-            out += [(ns, c) for c in ctx.observer.conntrack(ns)]
+            return [(ns, c) for c in ctx.observer.conntrack(ns)]
         except ObserveError:
-            continue
-    return out
+            return []
+
+    if len(namespaces) <= 1:
+        return [e for ns in namespaces for e in read(ns)]
+    with ThreadPoolExecutor(max_workers=min(len(namespaces), 16), thread_name_prefix="netlab-trace") as pool:
+        return [e for found in pool.map(read, namespaces) for e in found]
 
 
 def _explained(ctx: LabContext, trace: Trace) -> Trace:

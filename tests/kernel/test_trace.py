@@ -20,6 +20,7 @@ from netlab.kernel.nft import list_ruleset
 from netlab.kernel.observe import LiveObserver
 from netlab.kernel.tracefs import private_tracefs, wait_removed
 from netlab.observations import TRACE_TABLE_PREFIX, KernelSeen, TraceFlow
+from netlab.probes.checks import run_checks, trace_failures
 from netlab.probes.flow import ProbeRequest
 from netlab.probes.trace import Trace, run_trace, text_lines, to_json, trace_probe
 from netlab.pytest_plugin import LabFactory, LabHandle
@@ -439,7 +440,8 @@ def assert_no_tracing_instance() -> None:
         os.close(root)
     assert not left, f"tracing instances left: {left}"
     with open("/proc/self/mounts") as mounts:
-        assert " tracefs " not in mounts.read()
+        # ours only: another tool (perf) may have mounted the machine's own at /sys/kernel/tracing
+        assert "netlab-tracefs" not in mounts.read()
 
 
 def test_a_next_hop_that_never_answers_arp_is_named_with_its_namespace_and_interface(netlab_lab: LabFactory) -> None:
@@ -464,4 +466,41 @@ def test_a_next_hop_that_never_answers_arp_is_named_with_its_namespace_and_inter
         "dst": "10.1.0.99",
         "state": "INCOMPLETE",
     }, why
+    assert_no_trace_tables(lab)
+
+
+class _CountingTraces(LiveObserver):
+    """The real kernel, counting the traces and tracepoint watches asked of it."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def trace(self, *args: Any, **kwargs: Any) -> Any:
+        self.asked += 1
+        return super().trace(*args, **kwargs)
+
+    def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
+        self.asked += 1
+        return super().watch_drops(send)
+
+
+def test_check_trace_adds_nothing_to_passing_checks(netlab_lab: LabFactory, netlab_cli: NetlabCli) -> None:
+    """`check --trace` with every check passing: no trace is run (no table, no listener,
+    no tracepoint, no time), and the verdicts are those of a plain check."""
+    checks = [
+        {"name": "served", "probe": {"from": "client", "to": "server", "port": 8080}},
+        {"name": "router answers", "probe": {"from": "client", "to": "10.0.0.1"}},
+    ]
+    lab = netlab_lab({**spec(nftables=DNAT), "checks": checks}, unique=True)
+    counting = _CountingTraces()
+    ctx = replace(lab.context, observer=counting)
+    verdicts = run_checks(ctx)
+    assert all(v.passed for v in verdicts), verdicts
+    t0 = time.monotonic()
+    traced = trace_failures(ctx, ctx.lab.checks, verdicts)
+    spent = time.monotonic() - t0
+    assert (counting.asked, traced) == (0, verdicts), traced
+    assert spent < 0.005, f"trace_failures took {spent:.4f} s with nothing to trace"
+    doc = json.loads(netlab_cli("check", lab.name, "--trace", "--json").out)
+    assert [(c["passed"], c["trace"]) for c in doc["checks"]] == [(True, None), (True, None)], doc
     assert_no_trace_tables(lab)
