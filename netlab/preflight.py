@@ -3,7 +3,8 @@ iptables dumps are tried, and its sysctl names looked up, in a throwaway network
 before `netlab up` creates anything, so a syntax error, a ruleset the kernel refuses or a
 sysctl it does not have is bad input — exit 2, nothing created — with the line of the lab
 file it is on, not a rolled-back build. The namespace holds a stand-in for each interface
-the node declares, so `meta oif veth0` loads exactly when it would on the node.
+the node declares and its rules name, so `meta oif veth0` loads exactly when it would on
+the node.
 
 nft and iptables-nft-restore say which line of the ruleset or dump is wrong; here that
 becomes a line of the lab file: for a literal block (`ruleset: |`) the key's line plus
@@ -17,8 +18,9 @@ the offset, for a `file:` the file and its own line, for inline JSON the command
 from __future__ import annotations
 
 import os
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 
 from netlab.errors import LabError, Problem
@@ -53,7 +55,7 @@ def check_firewall(lab: Lab, where: LabOrigin | None = None) -> None:
         ops = firewall_ops(netns_name(lab.name, name), f"nodes.{name}", node)
         if not ops:
             continue
-        interfaces = tuple(sorted(i.name for i in topo.of_node(name)))
+        interfaces = named_interfaces(tuple(sorted(i.name for i in topo.of_node(name))), ops)
         key = (interfaces, *(_content(op) for op in ops))  # cluster nodes often carry the same rules
         if key not in tried:
             tried[key] = trial(ops, interfaces)
@@ -62,6 +64,24 @@ def check_firewall(lab: Lab, where: LabOrigin | None = None) -> None:
             problems += _problems(name, node, failure.index, failure.messages, where)
     if problems:
         raise LabError(problems)
+
+
+# What separates words in a ruleset, a dump or an ipset member: a name is one of its words.
+_BREAKS = re.compile(r"[\s\"'{}\[\](),;=:!<>]+")
+
+
+def named_interfaces(interfaces: tuple[str, ...], ops: Sequence[Op]) -> tuple[str, ...]:
+    """The node's interfaces its firewall names: only those need a stand-in (`oif NAME`
+    is resolved to an ifindex as the ruleset loads). A cluster node has a veth per pod,
+    and making and destroying 200 stand-ins cost more than the dry run of its policy
+    table. A name with a separator in it is kept, whatever the rules say."""
+    words: set[str] = set()
+    for op in ops:
+        text = " ".join(op.members) if isinstance(op, CreateIpset) else getattr(op, "text", "")
+        if isinstance(op, LoadNftables) and "include" in text:  # its rules may be in another file
+            return interfaces
+        words.update(_BREAKS.split(text))
+    return tuple(name for name in interfaces if name in words or _BREAKS.search(name))
 
 
 def _content(op: Op) -> tuple[object, ...]:

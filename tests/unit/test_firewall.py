@@ -19,8 +19,8 @@ from netlab.lab.model import Lab
 from netlab.lab.render import render_yaml
 from netlab.load import anchor_files, load_lab, load_lab_located, load_lab_text
 from netlab.plan.build import build_plan
-from netlab.plan.ops import STAGES, LoadNftables, RestoreIptables, stage_of
-from netlab.preflight import _problems
+from netlab.plan.ops import STAGES, CreateIpset, LoadNftables, RestoreIptables, stage_of
+from netlab.preflight import _problems, named_interfaces
 
 RULESET = "table inet lab {\n  chain post {\n    type nat hook postrouting priority srcnat;\n    masquerade\n  }\n}\n"
 DUMP = "*nat\n:POSTROUTING ACCEPT [0:0]\n-A POSTROUTING -j MASQUERADE\nCOMMIT\n"
@@ -409,3 +409,18 @@ def test_validate_without_root_says_rulesets_were_not_tried(monkeypatch: pytest.
     assert result.exception is None, result.output
     assert result.return_value == 0
     assert "2 nftables/iptables rulesets not tried: that needs root" in result.output
+
+
+def test_stand_ins_are_made_for_the_interfaces_a_node_s_firewall_names() -> None:
+    """The preflight's throwaway namespace gets a stand-in only for the interfaces the rules
+    name (a cluster node has a veth per pod that no rule mentions): as a word of a ruleset,
+    of a JSON ruleset, of an iptables dump or of an ipset member; all of them when a
+    ruleset includes another file, and a name with a separator in it always."""
+    node = ("eth0", "eth1", "eth2", "eth3", "veth-a1", "veth-a10", "we:rd")
+    nft = LoadNftables("n", text='table inet f {\n chain c {\n  oif eth1 accept\n  iifname "veth-a1*" drop\n }\n}\n')
+    assert named_interfaces(node, [nft]) == ("eth1", "we:rd")
+    as_json = LoadNftables("n", text='{"nftables": [{"match": {"right": "veth-a10"}}]}', json=True)
+    dump = RestoreIptables("n", text="*filter\n-A FORWARD -o eth2 -j ACCEPT\nCOMMIT\n")
+    members = CreateIpset("n", name="s", type="hash:net,iface", members=("10.0.0.0/8,eth3",))
+    assert named_interfaces(node, [as_json, dump, members]) == ("eth2", "eth3", "veth-a10", "we:rd")
+    assert named_interfaces(node, [LoadNftables("n", text='include "rules.nft"\n')]) == node
