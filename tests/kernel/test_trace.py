@@ -14,8 +14,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 import pytest
+from jsonschema import Draft202012Validator
 
-from netlab import interrupts
+from netlab import interrupts, json_output
 from netlab.kernel.nft import list_ruleset
 from netlab.kernel.observe import LiveObserver
 from netlab.kernel.tracefs import private_tracefs, wait_removed
@@ -186,6 +187,7 @@ def test_a_flow_dnated_and_masqueraded_fully_random_is_followed_end_to_end(netla
         "sport": 8080,
         "dport": masq,
     }
+    Draft202012Validator(json_output.schema("trace")).validate(json.loads(json_output.dumps("trace", doc)))
     assert_no_trace_tables(lab)
 
 
@@ -458,7 +460,9 @@ def test_a_next_hop_that_never_answers_arp_is_named_with_its_namespace_and_inter
         "answer ARP (neighbour INCOMPLETE" in why
     ), why
     assert "the kernel gave no drop reason" not in why, why
-    neighbour = to_json(trace)["neighbour"]
+    doc = to_json(trace)
+    Draft202012Validator(json_output.schema("trace")).validate(json.loads(json_output.dumps("trace", doc)))
+    neighbour = doc["neighbour"]
     assert {k: neighbour[k] for k in ("node", "ns", "dev", "dst", "state")} == {
         "node": "router",
         "ns": router,
