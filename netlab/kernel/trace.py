@@ -33,7 +33,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import NamedTuple, TypeVar
@@ -433,7 +433,7 @@ class Link:
 
     name: str
     kind: str | None
-    master: int | None
+    master: str | None  # the bridge (or other master device) it is a port of
     vni: int | None = None
     port: int | None = None
 
@@ -445,20 +445,20 @@ def links_here() -> dict[int, Link]:
         found = sock.dump(ifinfmsg(), RTM_GETLINK)
     finally:
         sock.close()
+    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in found}
     out = {}
     for m in found:
         info = m.get_attr("IFLA_LINKINFO")
         kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
         data = info.get_attr("IFLA_INFO_DATA") if info is not None and kind == "vxlan" else None
         vni, port = (data.get_attr("IFLA_VXLAN_ID"), data.get_attr("IFLA_VXLAN_PORT")) if data else (None, None)
-        out[m["index"]] = Link(m.get_attr("IFLA_IFNAME"), kind, m.get_attr("IFLA_MASTER"), vni, port)
+        out[m["index"]] = Link(names[m["index"]], kind, names.get(m.get_attr("IFLA_MASTER")), vni, port)
     return out
 
 
-def with_links(e: TraceEvent, links: dict[int, Link]) -> TraceEvent:
+def with_links(e: TraceEvent, by_name: Mapping[str, Link]) -> TraceEvent:
     """The event with the bridge its ports belong to (a bridge family event) and the VXLAN
-    device it left by or came in on."""
-    by_name = {link.name: link for link in links.values()}
+    device it left by or came in on (by_name: the namespace's interfaces by name)."""
 
     def vxlan(name: str | None) -> VxlanDev | None:
         link = by_name.get(name or "")
@@ -467,8 +467,7 @@ def with_links(e: TraceEvent, links: dict[int, Link]) -> TraceEvent:
     bridge = None
     if e.family == "bridge":
         port = by_name.get(e.iif or "") or by_name.get(e.oif or "")
-        master = links.get(port.master) if port is not None and port.master is not None else None
-        bridge = master.name if master is not None else None
+        bridge = port.master if port is not None else None
     if e.outer is not None:  # the tunnel's own packet (its postrouting names the device as iif)
         return replace(e, bridge=bridge)
     return replace(e, bridge=bridge, encap=vxlan(e.oif), decap=vxlan(e.iif))
@@ -486,7 +485,10 @@ def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str], flow: Trac
     for ns, data in raw:
         names = {i: link.name for i, link in links[ns].items()}
         queues.setdefault(ns, []).extend(decode(data, ns, names, flow.vxlan_ports))
-    filled = {ns: [with_links(e, links[ns]) if ns in links else e for e in with_headers(q)] for ns, q in queues.items()}
+    by_name = {ns: {link.name: link for link in found.values()} for ns, found in links.items()}
+    filled = {
+        ns: [with_links(e, by_name[ns]) if ns in links else e for e in with_headers(q)] for ns, q in queues.items()
+    }
     keys = list(
         dict.fromkeys(
             (e.ns, e.family, e.table) for q in filled.values() for e in q if not e.table.startswith(TRACE_TABLE_PREFIX)
