@@ -1429,7 +1429,7 @@ def _trace(ctx: LabContext, o: _TraceOptions) -> int:
         out.print(json_output.dumps("trace", to_json(result)), markup=False)
     else:
         for line in text_lines(result):
-            out.print(line, markup=False, highlight=False)
+            out.print(line, markup=False)  # the console highlights nothing: a pipe gets plain writes, no rich
     return 0 if result.ok else EXIT_FAILED
 
 
