@@ -30,10 +30,14 @@ from netlab.naming import STATE_DIR
 from netlab.wording import plural
 
 SUB_LAB_DIR = f"{STATE_DIR}/multihost"
-# Run `netlab up` with the session's stdin watched: when it closes (the coordinator is
-# done, interrupted, or the connection is lost) before up is over, up gets SIGTERM and
-# undoes what it made. Background jobs read /dev/null unless told otherwise: fd 3.
+# The sub-lab arrives first on the session's stdin ($2 bytes, written to $1: one round
+# trip per host, not one to write it and one to build it). Then `netlab up` runs with the
+# session's stdin watched: when it closes (the coordinator is done, interrupted, or the
+# connection is lost) before up is over, up gets SIGTERM and undoes what it made.
+# Background jobs read /dev/null unless told otherwise: fd 3.
 UP_SCRIPT = """exec 3<&0
+(umask 077 && mkdir -p "${1%/*}" && head -c "$2" > "$1") || exit 1
+[ "$(wc -c < "$1")" -eq "$2" ] || { echo "netlab: the sub-lab did not arrive whole" >&2; exit 1; }
 "$0" up "$1" </dev/null &
 pid=$!
 { cat <&3 >/dev/null 2>&1; kill -TERM "$pid" 2>/dev/null; } >/dev/null 2>&1 &
@@ -43,7 +47,6 @@ kill "$watch" 2>/dev/null
 exit $rc"""
 PROBE_SCRIPT = """"$0" --version || exit 127
 if [ -e "$1" ]; then echo "state: up"; else echo "state: none"; fi"""
-WRITE_SCRIPT = 'umask 077 && mkdir -p "$0" && cat > "$0/$1"'
 DOWN_SCRIPT = '"$0" down "$1"; rc=$?; [ $rc -ne 0 ] || rm -f "$2"; exit $rc'
 _VERSION = re.compile(r"netlab, version (\S+)")
 
@@ -138,17 +141,13 @@ def host_problem(host: Host, reply: Reply) -> str:
 
 
 def _build(ssh: Ssh, hosts: list[Host], texts: dict[str, str], lab: str, built: list[str]) -> list[Reply]:
-    """Write each host's sub-lab and run its `netlab up`, all at once; every reply."""
-    written = on_each(
-        hosts,
-        lambda h: ssh.run(h, as_root(["sh", "-c", WRITE_SCRIPT, SUB_LAB_DIR, f"{lab}.yaml"]), stdin=texts[h.name]),
-    )
-    if any(r.code != 0 for r in written):
-        return written
+    """Send each host its sub-lab and run its `netlab up`, all at once; every reply."""
     running: list[Running] = []
     try:
         for host in hosts:
-            running.append(ssh.start(host, as_root(["sh", "-c", UP_SCRIPT, host.netlab, sub_lab_path(lab)])))
+            data = texts[host.name].encode()
+            remote = as_root(["sh", "-c", UP_SCRIPT, host.netlab, sub_lab_path(lab), str(len(data))])
+            running.append(ssh.start(host, remote, first=data))
             built.append(host.name)
         return [r.wait() for r in running]
     except BaseException:

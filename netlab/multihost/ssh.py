@@ -97,9 +97,10 @@ class Ssh:
             return Reply(host.name, SSH_FAILED, "", f"cannot run ssh: {e.strerror or e}")
         return Reply(host.name, done.returncode, done.stdout, done.stderr)
 
-    def start(self, host: Host, remote: str) -> Running:
+    def start(self, host: Host, remote: str, first: bytes = b"") -> Running:
         """A long command whose stdin stays open until it ends: closing it first (or
-        losing the connection) tells the remote side to stop (see engine.UP_SCRIPT)."""
+        losing the connection) tells the remote side to stop (see engine.UP_SCRIPT).
+        `first` is written to its stdin at once (what the command reads before it watches)."""
         out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()  # noqa: SIM115 - Running.wait closes them
         try:
             process = subprocess.Popen(
@@ -109,6 +110,12 @@ class Ssh:
             out.close()
             err.close()
             return Running(host.name, None, None, None, f"cannot run ssh: {e.strerror or e}")
+        if first and process.stdin is not None:
+            try:
+                process.stdin.write(first)
+                process.stdin.flush()
+            except OSError:
+                pass  # ssh is gone: wait() tells why
         return Running(host.name, process, out, err)
 
     def close(self) -> None:
