@@ -129,3 +129,19 @@ def _v6_cluster(underlay: str) -> dict[str, Any]:
             "pods": {"a": {"node": "node1"}, "b": {"node": "node2", "serve": ["tcp/8080"]}},
         },
     }
+
+
+def test_check_trace_carries_the_bridge_hops(netlab_lab: LabFactory, netlab_cli: NetlabCli) -> None:
+    """`check --trace`: a failed check's walk has its hops, in the text and the JSON."""
+    spec = switch()
+    spec["nodes"]["b"]["serve"] = ["tcp/8080"]
+    spec["checks"] = [{"name": "b on 81", "probe": {"from": "a", "to": "b", "port": 81}, "expect": {"result": "ok"}}]
+    lab = netlab_lab(spec, unique=True)
+    text = netlab_cli("check", lab.name, "--trace")
+    assert "↳ bridge br0 from pa: forwards it out pb (bridge forward hook)" in text.out, text.out
+    doc = json.loads(netlab_cli("check", lab.name, "--trace", "--json").out)
+    (check,) = doc["checks"]
+    assert not check["passed"], check
+    bridged = [(h["node"], h["in"], h["out"]) for h in check["trace"]["hops"] if h["kind"] == "bridge"]
+    assert ("sw", "pa", ["pb"]) in bridged and ("sw", "pb", ["pa"]) in bridged, check["trace"]["hops"]
+    assert_no_trace_tables(lab)
