@@ -258,15 +258,15 @@ def _unanswered(ctx: LabContext, last: TraceEvent, route: RouteAnswer | None) ->
     """The neighbour entry of the next hop the packet was last seen going out to, when it
     never answered (INCOMPLETE: the packets wait for it; FAILED: the kernel gave up and
     dropped them, NEIGH_FAILED, in a timer the tracepoints do not see for netlab)."""
-    if last.oif in (None, "lo") or route is None or route.errno is not None or route.dev is None:
+    if last.oif in (None, "lo") or route is None or route.errno is not None:
         return None
-    hop = route.via or last.dst
+    hop, dev = route.via or last.dst, route.dev or last.oif
     try:
         found = ctx.observer.neighbours(last.ns)
     except ObserveError:
         return None
     for n in found:
-        if (n.dst, n.dev) == (hop, route.dev) and n.state in UNANSWERED:
+        if (n.dst, n.dev) == (hop, dev) and n.state in UNANSWERED:
             return last.ns, n
     return None
 

@@ -13,7 +13,7 @@ from typing import Any
 from netlab.kernel.fake_observer import FakeNamespace, FakeObserver
 from netlab.kernel.trace import NFT_MSG_TRACE, decode, parse_handles, stitch, trace_table, with_headers
 from netlab.lab.model import Lab
-from netlab.observations import CtEntry, CtTuple, TraceEvent, TraceFlow
+from netlab.observations import CtEntry, CtTuple, NeighView, TraceEvent, TraceFlow
 from netlab.probes.checks import LabContext
 from netlab.probes.flow import ProbeRequest, ProbeResult
 from netlab.probes.trace import flow_keys, nat_steps, of_flow, run_trace, text_lines, to_json
@@ -341,6 +341,32 @@ def test_without_a_drop_the_walk_names_the_blind_spots_and_the_route() -> None:
     assert "no rule dropped it; the last namespace that saw it: web-a (10.244.0.2 → 10.96.0.10)" in text, text
     assert "routing decisions, rp_filter, neighbour" in text, text
     assert "route decision there: " in text and "Network is unreachable" in text, text
+
+
+def test_a_next_hop_that_never_answered_is_named_from_the_neighbour_table() -> None:
+    """The probe left web-a by eth0 towards its gateway 10.244.0.1, whose neighbour entry
+    is INCOMPLETE: the trace names it (a STALE entry for another address is not it)."""
+    from netlab.kernel.fake_observer import FakeRoute
+
+    lab, nodes = fake_lab()
+    a = nodes["web-a"]
+    fake = FakeObserver({ns: FakeNamespace(links={"eth0"}) for ns in nodes.values()})
+    fake.namespaces[a].routes = [FakeRoute("10.244.0.0/24", dev="eth0"), FakeRoute("default", via="10.244.0.1")]
+    fake.namespaces[a].neighbours = [
+        NeighView("10.244.0.9", "eth0", "STALE", "02:00:00:00:00:09"),
+        NeighView("10.244.0.1", "eth0", "INCOMPLETE", None),
+    ]
+    fake.namespaces[a].trace = [
+        ev(a, 1, "out", "10.244.0.2", "10.96.0.10", oif="eth0"),
+        ev(a, 1, "post", "10.244.0.2", "10.96.0.10", oif="eth0", seq=1),
+    ]
+    trace = run_trace(LabContext(lab, nodes, fake, Sender("timeout")), "web-a", "10.96.0.10", "tcp", 80)
+    text = "\n".join(text_lines(trace))
+    assert (
+        f"the kernel drops it in web-a ({a}), out on eth0: NEIGH_FAILED — its next hop 10.244.0.1 does not answer "
+        "ARP (neighbour INCOMPLETE" in text
+    ), text
+    assert to_json(trace)["neighbour"]["dst"] == "10.244.0.1"
 
 
 def requests_of(sender: Sender) -> Sequence[ProbeRequest]:
