@@ -191,6 +191,13 @@ def raise_pending() -> None:
         raise Signalled(sig)
 
 
+def honour_pending() -> None:
+    """Raise a signal recorded inside `deferred()` now, unless an outer `deferred()` is
+    still holding signals (its owner honours it when its work is done)."""
+    if _depth == 0:
+        raise_pending()
+
+
 def signum_of(err: BaseException) -> int | None:
     """The signal behind an exception: Signalled, or KeyboardInterrupt (SIGINT with Python's
     own handler, as in tests that call netlab in-process)."""

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from netlab import interrupts
 from netlab.errors import NetlabError
 from netlab.naming import STATE_DIR
 
@@ -180,33 +181,54 @@ def all_states() -> tuple[list[LabState], list[StateUnreadable]]:
 def lab_lock(lab: str) -> Iterator[None]:
     """Serialise up/down of one lab across processes.
 
-    Fix: the lock file used to stay forever, so every `down` of any name (even of a lab
-    that was never up) and every failed `up` left a `.LAB.lock` in /run/netlab. Now the
-    holder removes it when the lab has no state left; a process that waited on the
-    removed file notices (its inode is no longer the path's) and locks the new one."""
+    The holder removes the lock file when the lab has no state left; a process that
+    waited on the removed file notices (its inode is no longer the path's) and locks the
+    new one. The file is created and removed with signals deferred and the descriptor is
+    known to the `finally` from the moment it exists, so a signal at any moment (even
+    while waiting for another holder) leaves no lock file behind."""
     _ensure_dir()
     path = os.path.join(state_dir(), f".{lab}.lock")
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                current = os.stat(path)
-            except FileNotFoundError:
-                current = None
-            mine = os.fstat(fd)
-        except BaseException:
-            os.close(fd)
-            raise
-        if current is not None and (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino):
-            break
-        os.close(fd)
+    held: list[int] = []
     try:
+        _take_lock(path, held)
         yield
     finally:
-        try:
-            if not os.path.exists(state_path(lab)):
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-        finally:
-            os.close(fd)
+        with interrupts.deferred():
+            _drop_lock(held, path, lab)
+
+
+def _take_lock(path: str, held: list[int]) -> None:
+    while True:
+        with interrupts.deferred():
+            held[:] = [os.open(path, os.O_RDWR | os.O_CREAT, 0o600)]
+        interrupts.honour_pending()
+        fcntl.flock(held[0], fcntl.LOCK_EX)  # the wait for another holder: Ctrl-C may end it
+        if _still_the_file(held[0], path):
+            return
+        with interrupts.deferred():
+            os.close(held.pop())
+
+
+def _still_the_file(fd: int, path: str) -> bool:
+    try:
+        current = os.stat(path)
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (current.st_dev, current.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _drop_lock(held: list[int], path: str, lab: str) -> None:
+    """Remove the file if this process holds it (or can take it now: a signal may have
+    come before the wait ended) and the lab has no state; close it either way."""
+    if not held:
+        return
+    fd = held.pop()
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if _still_the_file(fd, path) and not os.path.exists(state_path(lab)):
+            os.unlink(path)
+    except BlockingIOError:
+        pass  # another process holds it and removes it when it is done
+    finally:
+        os.close(fd)

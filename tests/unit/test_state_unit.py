@@ -65,3 +65,42 @@ def test_key_changes_cover_every_key() -> None:
     ]
     assert key_changes(old, old) == []
     assert listed([f"~ k{i}" for i in range(25)])[-1] == "  … 5 more"
+
+
+@pytest.mark.parametrize(("module", "call"), [("os", "open"), ("fcntl", "flock"), ("os", "fstat"), ("os", "close")])
+def test_a_signal_at_any_step_of_the_lock_leaves_no_lock_file(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, module: str, call: str
+) -> None:
+    # SIGINT right after the step returns (pytest's handler: KeyboardInterrupt), the way
+    # `check --up` met it at a random moment and left .LAB.lock behind.
+    import fcntl
+    import os
+    import signal
+
+    from netlab.state import lab_lock
+
+    owner = {"os": os, "fcntl": fcntl}[module]
+    real = getattr(owner, call)
+    fired = []
+
+    def then_a_signal(*args: object) -> object:
+        result = real(*args)
+        if not fired:
+            fired.append(call)
+            signal.raise_signal(signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(owner, call, then_a_signal)
+    with pytest.raises(KeyboardInterrupt), lab_lock("t"):
+        signal.raise_signal(signal.SIGINT)  # when the step raised nothing, the body is interrupted
+    monkeypatch.undo()
+    assert fired == [call]
+    assert sorted(p.name for p in state_dir.iterdir()) == []
+
+
+def test_a_lock_whose_lab_is_up_stays_for_the_next_holder(state_dir: Path) -> None:
+    from netlab.state import lab_lock
+
+    with lab_lock("t"):
+        write_state(LabState("t", "/labs/t.yaml", "f" * 16, "up", {"a": "t.a"}))
+    assert (state_dir / ".t.lock").exists()
