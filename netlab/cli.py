@@ -135,6 +135,8 @@ def _load_pipeline() -> None:
     collecting = _as_command and gc.isenabled()
     if collecting:
         gc.disable()
+    if _as_command:
+        _no_pydantic_plugins()
     try:
         with interrupts.loading(), timing.phase("import the pipeline"):
             import netlab.lifecycle  # noqa: F401
@@ -142,6 +144,21 @@ def _load_pipeline() -> None:
         if collecting:
             gc.freeze()
             gc.enable()
+
+
+def _no_pydantic_plugins() -> None:
+    """The command's own process runs no pydantic plugins. pydantic looks for them when it
+    builds the first model: it imports importlib.metadata (with email, csv, zipfile) and
+    reads the entry points of every installed distribution, ~0.01 s of each command that
+    loads a lab. Its loader's one function answers "none" instead (the loader is imported
+    by name from pydantic.plugin._schema_validator; with another pydantic, an unused stub)."""
+    import types
+
+    name = "pydantic.plugin._loader"
+    if name not in sys.modules:
+        loader = types.ModuleType(name, "netlab: no pydantic plugins in the netlab command")
+        loader.get_plugins = tuple  # type: ignore[attr-defined]
+        sys.modules[name] = loader
 
 
 def _variant_option(help: str = _VARIANT_HELP) -> Callable[[_F], _F]:

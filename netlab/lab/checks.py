@@ -13,10 +13,8 @@ that name a node *or* an address (`to`, `server_saw`, `icmp_from`, `reply_src`, 
 strings until the lab is known.
 """
 
-from __future__ import annotations
-
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 
@@ -270,7 +268,7 @@ class _Range(Base):
     max: float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> _Range:
+    def _ordered(self) -> Self:
         low, high = self.min, self.max
         if low is None and high is None:
             raise ValueError("give `min:`, `max:` or both")
@@ -483,7 +481,7 @@ class Amount(Base):
     max: Annotated[int, Field(ge=0)] | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> Amount:
+    def _ordered(self) -> Self:
         if self.max is not None and self.max < self.min:
             raise ValueError(f"min {self.min} is more than max {self.max}")
         return self

@@ -11,8 +11,6 @@ members, written as `ipset add` takes them and `ipset list` shows them:
 Pure: no kernel here (netlab.kernel.ipset creates them).
 """
 
-from __future__ import annotations
-
 import difflib
 import ipaddress
 import re

@@ -10,8 +10,6 @@ server gets connections by the service's scheduler and is reached by masqueradin
 Pure: no kernel here (netlab.kernel.ipvs applies and reads them).
 """
 
-from __future__ import annotations
-
 import difflib
 import ipaddress
 from collections.abc import Iterator, Mapping

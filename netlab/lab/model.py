@@ -6,10 +6,8 @@ values.py); cross-object rules (peers agree, routes name existing devices) live 
 ignored key.
 """
 
-from __future__ import annotations
-
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -71,7 +69,7 @@ class BridgeVlans(Base):
     tagged: list[Vid] = []  # VLANs that come and leave tagged: a trunk
 
     @model_validator(mode="after")
-    def _each_once(self) -> BridgeVlans:
+    def _each_once(self) -> Self:
         listed = [*([self.pvid] if self.pvid is not None else []), *self.untagged, *self.tagged]
         twice = sorted({v for v in listed if listed.count(v) > 1})
         if twice:
@@ -365,7 +363,7 @@ class NftRuleset(Base):
     file: Annotated[str, Field(min_length=1)] | None = None  # a .nft or .json file, relative to the lab file
 
     @model_validator(mode="after")
-    def _one_form(self) -> NftRuleset:
+    def _one_form(self) -> Self:
         _exactly_one(self, ("ruleset", "json", "file"), "an nftables ruleset")
         return self
 
@@ -380,7 +378,7 @@ class IptablesDump(Base):
     noflush: bool = False  # --noflush: add to the tables instead of replacing them
 
     @model_validator(mode="after")
-    def _one_form(self) -> IptablesDump:
+    def _one_form(self) -> Self:
         _exactly_one(self, ("save", "file"), "an iptables dump")
         return self
 

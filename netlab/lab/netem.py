@@ -8,10 +8,8 @@ a delay, reordering without one, a correlation without jitter) is refused here, 
 key it is on.
 """
 
-from __future__ import annotations
-
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, model_validator
 
@@ -93,7 +91,7 @@ class Netem(Base):
     limit: Annotated[int, Field(ge=1, lt=2**32)] | None = None  # packets queued at most (netem's 1000)
 
     @model_validator(mode="after")
-    def _consistent(self) -> Netem:
+    def _consistent(self) -> Self:
         given = [k for k, v in self.model_dump().items() if v is not None]
         if not given:
             raise ValueError(

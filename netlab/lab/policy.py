@@ -32,10 +32,8 @@ server sets it.
 Pure: the models only; netlab.expand.policy compiles them to nftables per node.
 """
 
-from __future__ import annotations
-
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
@@ -95,7 +93,7 @@ class Peer(Base):
     ip_block: IpBlock | None = None
 
     @model_validator(mode="after")
-    def _one_kind(self) -> Peer:
+    def _one_kind(self) -> Self:
         if self.ip_block is not None and (self.pod_selector is not None or self.namespace_selector is not None):
             raise ValueError(
                 "a peer is either `ip_block:` or pod/namespace selectors, not both (Kubernetes "
@@ -115,7 +113,7 @@ class PolicyPort(Base):
     end_port: Annotated[int, Field(ge=1, le=65535)] | None = None  # port … end_port
 
     @model_validator(mode="after")
-    def _range(self) -> PolicyPort:
+    def _range(self) -> Self:
         if self.end_port is not None and (self.port is None or self.end_port < self.port):
             raise ValueError(f"end_port {self.end_port} needs a `port:` at or below it (the range is port … end_port)")
         return self

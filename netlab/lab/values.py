@@ -2,8 +2,6 @@
 own, with a message that says what is wrong and what would be right. Shared by the lab
 model (model.py) and the checks (checks.py)."""
 
-from __future__ import annotations
-
 import re
 from typing import Annotated, Any, Literal
 
