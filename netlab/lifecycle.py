@@ -642,6 +642,12 @@ def explain_dead_responders(lab: Lab, verdicts: list[Verdict]) -> list[Verdict]:
         f"nothing answers there: the lab's responder process is dead ({'; '.join(map(str, dead))}); "
         f"`netlab down {lab.name} && netlab up {st.source if st else 'FILE'}` starts it again"
     )
+    return with_dead_responders(verdicts, served, why)
+
+
+def with_dead_responders(verdicts: list[Verdict], served: set[int], why: str) -> list[Verdict]:
+    """Each failed verdict with a probe to a port of `served` refused or unanswered, saying
+    `why` (a responder process that serves them is dead)."""
     out = []
     for v in verdicts:
         hit = [p for p in v.probes if p.get("outcome") in ("refused", "timeout") and p.get("dport") in served]

@@ -126,13 +126,35 @@ def _write(root: int, path: str, text: str) -> None:
         os.close(fd)
 
 
-def _start(root: int, name: str) -> None:
+def _start(root: int, name: str, every_task: bool) -> None:
     _write(root, f"{name}/options/event-fork", "1")
-    _write(root, f"{name}/set_event_pid", " ".join(os.listdir("/proc/self/task")))
+    if not every_task:
+        _write(root, f"{name}/set_event_pid", _own_threads(root, name))
     _write(root, f"{name}/events/skb/kfree_skb/filter", f"reason != {NOT_SPECIFIED}")
     for event in EVENTS:
         _write(root, f"{name}/events/{event}/enable", "1")
     _write(root, f"{name}/tracing_on", "1")
+
+
+INITIAL_PID_NS = 0xEFFFFFFC  # PROC_PID_INIT_INO: the inode of the machine's own PID namespace
+_MARK = re.compile(r"^\s*.+?-(\d+)\s+.*tracing_mark_write: netlab-tid (\d+)$", re.MULTILINE)
+
+
+def _own_threads(root: int, name: str) -> str:
+    """This process's threads as set_event_pid takes them: the kernel's own numbers. In a
+    PID namespace of its own (a container, a simulated host) /proc numbers them otherwise,
+    so the calling thread learns its number from a marker it writes into the instance
+    (the trace names a line's writer by the kernel's number); event-fork then follows the
+    threads it starts (the probes'). Elsewhere: every thread, as /proc lists them."""
+    if os.stat("/proc/self/ns/pid").st_ino == INITIAL_PID_NS:
+        return " ".join(os.listdir("/proc/self/task"))
+    tid = threading.get_native_id()
+    _write(root, f"{name}/trace_marker", f"netlab-tid {tid}")
+    found = [m[1] for m in _MARK.finditer(_read(root, f"{name}/trace")) if m[2] == str(tid)]
+    _write(root, f"{name}/trace", "")
+    if not found:
+        raise TracefsError(0, "tracefs: this thread's own number could not be learnt from a trace marker")
+    return found[-1]
 
 
 _removals: list[threading.Thread] = []
@@ -170,33 +192,64 @@ def wait_removed() -> None:
         thread.join()
 
 
+class DropWatch:
+    """The kernel's drops and FIB lookups from open() to close(): of this process's threads
+    (and those they start), or with `every_task` of every task of the machine — what a
+    host records when packets reach it over the wire, handled in whatever task the
+    network's softirq interrupted (a trace across hosts, netlab.multihost.agent)."""
+
+    def __init__(self, *, every_task: bool = False) -> None:
+        self.every_task = every_task
+        self.root: int | None = None
+        self.name: str | None = None
+        self.unavailable: str | None = None  # why nothing is recorded (then close() says so)
+
+    def open(self) -> None:
+        try:
+            self.root = private_tracefs()
+        except OSError as e:
+            self.unavailable = f"tracefs: {e.strerror or e}"
+            return
+        try:
+            missing = missing_events(self.root)
+            if missing:
+                self.unavailable = f"this kernel has no tracepoint {', '.join(missing)}"
+                return
+            with interrupts.deferred():  # made and known to close(), or not made
+                self.name = f"instances/netlab-{os.getpid()}-{next(_ids)}"
+                os.mkdir(self.name, dir_fd=self.root)
+            _start(self.root, self.name, self.every_task)
+        except OSError as e:
+            self.unavailable = f"tracefs: {e.strerror or e}"
+
+    def close(self, *, read: bool = True) -> KernelSeen:
+        """What was recorded (or why nothing was); the instance is removed in any case."""
+        root, name = self.root, self.name
+        self.root = self.name = None
+        try:
+            if not read or root is None or name is None or self.unavailable is not None:
+                return KernelSeen(unavailable=self.unavailable)
+            _write(root, f"{name}/tracing_on", "0")
+            return parse(_read(root, f"{name}/trace"))
+        except OSError as e:
+            raise TracefsError(e.errno or 0, f"tracefs: {e.strerror or e}") from e
+        finally:
+            if root is not None:
+                with interrupts.deferred():
+                    _remove_later(root, name)
+
+
 def watch_drops(send: Callable[[], T]) -> tuple[T, KernelSeen]:
     """send() with the kernel's drop and FIB tracepoints recorded for netlab's own threads:
     its result and what they told (or why they could not be read: then the send still runs)."""
+    watch = DropWatch()
     try:
-        root = private_tracefs()
-    except OSError as e:
-        return send(), KernelSeen(unavailable=f"tracefs: {e.strerror or e}")
-    name: str | None = None
-    try:
-        missing = missing_events(root)
-        if missing:
-            return send(), KernelSeen(unavailable=f"this kernel has no tracepoint {', '.join(missing)}")
-        with interrupts.deferred():  # made and known to the finally, or not made
-            name = f"instances/netlab-{os.getpid()}-{next(_ids)}"
-            os.mkdir(name, dir_fd=root)
-        try:
-            _start(root, name)
-        except OSError as e:
-            return send(), KernelSeen(unavailable=f"tracefs: {e.strerror or e}")
+        watch.open()
         result = send()
-        _write(root, f"{name}/tracing_on", "0")
-        return result, parse(_read(root, f"{name}/trace"))
-    except OSError as e:
-        raise TracefsError(e.errno or 0, f"tracefs: {e.strerror or e}") from e
-    finally:
-        with interrupts.deferred():
-            _remove_later(root, name)
+    except BaseException:
+        watch.close(read=False)
+        raise
+    return result, watch.close()
 
 
 # ---------------------------------------------------------------- the trace text

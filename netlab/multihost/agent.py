@@ -17,18 +17,46 @@ import json
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import IO, Any
 
-from netlab.kernel import nft
+from netlab.kernel import nft, tracefs
+from netlab.kernel.inside import in_namespace
 from netlab.kernel.observe import LiveObserver
 from netlab.kernel.observer import OpenCapture
-from netlab.kernel.trace import TraceSession
-from netlab.multihost.calls import CALLS, CaptureRead, HostLab, decode_args, encode
-from netlab.observations import ObserveError, TraceEvent, TraceFlow
-from netlab.probes.flow import probe_many
-from netlab.state import read_state
+from netlab.kernel.trace import TraceSession, each, links_here
+from netlab.multihost.calls import CALLS, CaptureRead, HostLab, ProbesSeen, decode_args, encode
+from netlab.observations import KernelSeen, ObserveError, TraceEvent, TraceFlow
+from netlab.probes.flow import ProbeRequest, ProbeResult, probe_many
+from netlab.probes.responders import ResponderHealth, health
+from netlab.state import read_state, responder_log_path
 
 WORKERS = 64  # calls at once: the checks a coordinator runs side by side, and their captures
+
+
+@dataclass
+class DropsOpen:
+    watch: tracefs.DropWatch
+    namespaces: list[str]
+    addresses: list[str]
+
+
+def _links(ns: str) -> dict[int, Any]:
+    try:
+        return in_namespace(ns, links_here)
+    except OSError:  # gone meanwhile: none of its interfaces is the lab's any more
+        return {}
+
+
+def of_lab(seen: KernelSeen, names: set[str], addresses: set[str]) -> KernelSeen:
+    """What an every-task watch recorded of the lab: the drops of packets that came in by
+    one of its interfaces (by name: the host's own interfaces of the same name may add
+    theirs) and the FIB lookups of its addresses."""
+    if seen.unavailable is not None:
+        return seen
+    drops = tuple(d for d in seen.drops if d.dev in names)
+    lookups = tuple(f for f in seen.lookups if f.dst in addresses or f.src in addresses)
+    return replace(seen, drops=drops, lookups=lookups)
 
 
 class Agent:
@@ -36,6 +64,7 @@ class Agent:
         self.observer = LiveObserver()
         self.captures: dict[int, OpenCapture] = {}
         self.traces: dict[int, TraceSession] = {}
+        self.watches: dict[int, DropsOpen] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.handlers: dict[str, Callable[..., Any]] = {
@@ -54,12 +83,42 @@ class Agent:
             "trace_open": self.trace_open,
             "trace_close": self.trace_close,
             "probe": lambda requests, workers: probe_many(requests, workers=workers),
+            "probe_watched": self.probe_watched,
+            "drops_open": self.drops_open,
+            "drops_close": self.drops_close,
+            "responders": self.responders,
         }
         assert set(self.handlers) == set(CALLS)
 
     def lab(self, lab: str) -> HostLab | None:
         st = read_state(lab)
         return None if st is None else HostLab(st.status, st.fingerprint)
+
+    def responders(self, lab: str) -> list[ResponderHealth]:
+        st = read_state(lab)
+        return [] if st is None else health(st.pids, responder_log_path(lab))
+
+    def probe_watched(self, requests: list[ProbeRequest], workers: int) -> ProbesSeen:
+        results: list[ProbeResult]
+        results, seen = tracefs.watch_drops(lambda: probe_many(requests, workers=workers))
+        return ProbesSeen(results, seen)
+
+    def drops_open(self, namespaces: list[str], addresses: list[str]) -> int:
+        watch = tracefs.DropWatch(every_task=True)
+        watch.open()
+        with self._lock:
+            key = next(self._ids)
+            self.watches[key] = DropsOpen(watch, namespaces, addresses)
+        return key
+
+    def drops_close(self, drops: int) -> KernelSeen:
+        with self._lock:
+            found = self.watches.pop(drops, None)
+        if found is None:
+            raise ObserveError(f"no drop watch {drops} is open on this host")
+        seen = found.watch.close()
+        names = {link.name for ns in each(found.namespaces, _links) for link in ns.values()}
+        return of_lab(seen, names, set(found.addresses))
 
     def capture(self, **args: Any) -> int:
         opened = self.observer.capture(**args)
@@ -133,6 +192,10 @@ class Agent:
     def close(self) -> None:
         for key in list(self.captures):
             self.capture_close(key)
+        with self._lock:
+            watches, self.watches = list(self.watches.values()), {}
+        for found in watches:
+            found.watch.close(read=False)
         with self._lock:
             traces, self.traces = list(self.traces.values()), {}
         for session in traces:

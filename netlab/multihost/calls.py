@@ -22,6 +22,7 @@ from netlab.observations import (
     CtEntry,
     Drop,
     IpvsState,
+    KernelSeen,
     NeighView,
     Packet,
     RouteAnswer,
@@ -32,6 +33,7 @@ from netlab.observations import (
 )
 from netlab.pcap import Frame
 from netlab.probes.flow import ProbeRequest, ProbeResult
+from netlab.probes.responders import ResponderHealth
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,14 @@ class HostLab:
     fingerprint: str
 
 
+@dataclass(frozen=True)
+class ProbesSeen:
+    """Probes sent with the kernel's drops and FIB lookups of the sending threads recorded."""
+
+    results: list[ProbeResult]
+    kernel: KernelSeen
+
+
 CALLS: dict[str, Call] = {
     "lab": Call({"lab": str}, HostLab | None),
     "route_get": Call({"ns": str, "queries": Sequence[RouteQuery]}, list[RouteAnswer]),
@@ -76,6 +86,15 @@ CALLS: dict[str, Call] = {
     "trace_open": Call({"namespaces": Sequence[str], "flow": TraceFlow}, int),
     "trace_close": Call({"trace": int, "settle": float}, list[list[TraceEvent]]),
     "probe": Call({"requests": Sequence[ProbeRequest], "workers": int}, list[ProbeResult]),
+    # the probes sent while the kernel's drop and FIB tracepoints record the agent's threads
+    # (the client's host of a trace: the packets' way there runs in the sending thread)
+    "probe_watched": Call({"requests": Sequence[ProbeRequest], "workers": int}, ProbesSeen),
+    # every task's drops and lookups from `drops_open` to `drops_close` (a host the packets
+    # reach over the wire, where a softirq handles them in whatever task it interrupted),
+    # kept when they are of the lab's interfaces in `namespaces` and of `addresses`
+    "drops_open": Call({"namespaces": Sequence[str], "addresses": Sequence[str]}, int),
+    "drops_close": Call({"drops": int}, KernelSeen),
+    "responders": Call({"lab": str}, list[ResponderHealth]),
 }
 
 _BYTES_AS_BASE64 = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from netlab import interrupts
 from netlab.errors import Interrupted, UsageError
-from netlab.lifecycle import CheckRun, CheckSettings, select_checks
+from netlab.lifecycle import CheckRun, CheckSettings, select_checks, with_dead_responders
 from netlab.multihost import lifecycle
 from netlab.multihost.engine import HostsFailed
 from netlab.multihost.inventory import Inventory
@@ -30,6 +30,7 @@ from netlab.naming import is_lab_file, netns_name
 from netlab.observations import ObserveError
 from netlab.plan.build import build_plan
 from netlab.probes.checks import LabContext, Verdict, run_checks, trace_failures
+from netlab.probes.responders import ResponderHealth
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ def check(
             judged = {v.name for v in verdicts}
             if how.trace:
                 verdicts = trace_failures(ctx, [c for c in checks if c.name in judged], verdicts)
+            verdicts = _explain_dead_responders(ctx, split, where, verdicts)
     except BaseException as err:
         signum = interrupts.signum_of(err)
         if signum is None:
@@ -163,3 +165,34 @@ def _same_lab_everywhere(agents: HostAgents, split: Split, inventory: Inventory,
         raise HostsFailed(
             f"cannot check lab {lab}:\n  " + "\n  ".join(problems) + f"\n  (`{again}` builds or updates it)"
         )
+
+
+def _explain_dead_responders(ctx: LabContext, split: Split, where: OverHosts, verdicts: list[Verdict]) -> list[Verdict]:
+    """A failed probe to a port served on a host whose responder process is dead says so
+    (as on one machine), from each host's own health of its responders."""
+    if all(v.passed for v in verdicts) or not isinstance(ctx.observer, RemoteObserver):
+        return verdicts
+    agents, lab, hosts = ctx.observer.agents, split.lab.name, list(split.sub_labs)
+
+    def ask(host: str) -> list[ResponderHealth]:
+        try:
+            found: list[ResponderHealth] = agents.on(host).call("responders", lab=lab)
+        except ObserveError:
+            return []  # a host that cannot say: its failures stay as they are
+        return [h for h in found if not h.running]
+
+    dead = {h: found for h, found in zip(hosts, on_each(hosts, ask), strict=True) if found}
+    if not dead:
+        return verdicts
+    served = {
+        int(entry.partition("/")[2])
+        for name, node in split.lab.nodes.items()
+        if split.placement.of_node.get(name) in dead
+        for entry in node.serve
+    }
+    where_dead = "; ".join(f"on host {h}: {'; '.join(map(str, found))}" for h, found in dead.items())
+    again = f"netlab down {lab} && netlab up --hosts {where.inventory} {where.source}" + (
+        f" --variant {where.variant}" if where.variant else ""
+    )
+    why = f"nothing answers there: the lab's responder process is dead ({where_dead}); `{again}` starts it again"
+    return with_dead_responders(verdicts, served, why)

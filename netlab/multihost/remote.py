@@ -21,7 +21,7 @@ from concurrent.futures import Future
 from typing import Any, TypeVar
 
 from netlab.kernel.trace import walk
-from netlab.multihost.calls import CALLS, CaptureRead, decode, encode_args
+from netlab.multihost.calls import CALLS, CaptureRead, ProbesSeen, decode, encode_args
 from netlab.multihost.inventory import Host
 from netlab.multihost.ssh import Ssh, as_root, on_each
 from netlab.observations import (
@@ -178,6 +178,8 @@ class RemoteObserver:
     def __init__(self, agents: HostAgents, host_of: Mapping[str, str]) -> None:
         self.agents = agents
         self.host_of = host_of  # namespace → host
+        self._tracing: tuple[TraceFlow, str] | None = None  # within trace(): its flow and client's host
+        self._sent: dict[str, KernelSeen] | None = None  # within watch_drops(): what each sending host saw
 
     def _host(self, ns: str) -> str:
         host = self.host_of.get(ns)
@@ -245,7 +247,11 @@ class RemoteObserver:
 
         try:
             on_each(hosts, open_on)  # every host's call ends before a failure is raised
-            result = send()
+            self._tracing = (flow, hosts[0])
+            try:
+                result = send()
+            finally:
+                self._tracing = None
             queues = dict(zip(hosts, on_each(hosts, lambda h: self._close(h, opened.pop(h), settle)), strict=True))
         finally:
             for host, key in opened.items():  # opened, not read: the probe or another host failed
@@ -259,7 +265,39 @@ class RemoteObserver:
         return found
 
     def watch_drops(self, send: Callable[[], T]) -> tuple[T, KernelSeen]:
-        return send(), KernelSeen(unavailable="the kernel's drop reasons are not read across hosts")
+        """send() with the kernel's drops and FIB lookups recorded on every host of the lab:
+        on a host that sends probes, of its agent's threads (as on one machine); on the
+        others, of every task while the probes are out (the packets arrive there over the
+        wire, handled in whatever task the network's softirq interrupted), kept when they
+        are of the lab's interfaces there. Merged in that order: the client's host first."""
+        flow, client = self._tracing or (None, None)
+        far = [h for h in dict.fromkeys(self.host_of.values()) if h != client]
+        by_host = {h: [ns for ns, at in self.host_of.items() if at == h] for h in far}
+        addresses = list(flow.addresses) if flow else []
+        opened: dict[str, int] = {}
+        failed: dict[str, KernelSeen] = {}
+
+        def open_on(host: str) -> None:
+            try:
+                opened[host] = self.agents.on(host).call("drops_open", namespaces=by_host[host], addresses=addresses)
+            except ObserveError as e:
+                failed[host] = KernelSeen(unavailable=str(e))
+
+        def close_on(host: str) -> KernelSeen:
+            try:
+                seen: KernelSeen = self.agents.on(host).call("drops_close", drops=opened[host])
+            except ObserveError as e:
+                return KernelSeen(unavailable=str(e))
+            return seen
+
+        on_each(far, open_on)
+        self._sent = {}
+        try:
+            result = send()
+        finally:
+            sent, self._sent = self._sent, None
+            read = dict(zip(opened, on_each(list(opened), close_on), strict=True))
+        return result, merge_seen({**sent, **{h: s for h, s in {**failed, **read}.items() if h not in sent}})
 
     def send_probes(self, requests: Sequence[ProbeRequest], *, workers: int) -> list[ProbeResult]:
         """Each probe sent by its client's host (SendProbes); results in request order."""
@@ -269,11 +307,28 @@ class RemoteObserver:
         if "" in by_host:
             raise ObserveError(f"namespace {requests[by_host[''][0]].ns} is on none of the lab's hosts")
         hosts = list(by_host)
-        answers = on_each(
-            hosts,
-            lambda h: self.agents.on(h).call("probe", requests=[requests[i] for i in by_host[h]], workers=workers),
-        )
+        answers = on_each(hosts, lambda h: self._probe(h, [requests[i] for i in by_host[h]], workers))
         results: dict[int, ProbeResult] = {}
         for host, found in zip(hosts, answers, strict=True):
             results.update(zip(by_host[host], found, strict=True))
         return [results[i] for i in range(len(requests))]
+
+    def _probe(self, host: str, requests: list[ProbeRequest], workers: int) -> list[ProbeResult]:
+        if self._sent is None:
+            found: list[ProbeResult] = self.agents.on(host).call("probe", requests=requests, workers=workers)
+            return found
+        seen: ProbesSeen = self.agents.on(host).call("probe_watched", requests=requests, workers=workers)
+        self._sent[host] = seen.kernel
+        return seen.results
+
+
+def merge_seen(seen: Mapping[str, KernelSeen]) -> KernelSeen:
+    """The hosts' drops and lookups as one, in the hosts' order, each once (simulated hosts
+    share a kernel: a packet's drop there can be recorded by two hosts); unavailable only
+    when no host could record."""
+    usable = [s for s in seen.values() if s.unavailable is None]
+    if not usable:
+        return KernelSeen(unavailable="; ".join(f"host {h}: {s.unavailable}" for h, s in seen.items()) or None)
+    drops = tuple(dict.fromkeys(d for s in usable for d in s.drops))
+    lookups = tuple(dict.fromkeys(f for s in usable for f in s.lookups))
+    return KernelSeen(drops, lookups)

@@ -109,14 +109,27 @@ class SimulatedHosts:
         (self.dir / "ssh_config").write_text(
             f"Host *\n  User root\n  IdentityFile {self.dir / 'id'}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {self.dir / 'known_hosts'}\n  GlobalKnownHostsFile /dev/null\n"
-            "  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 3\n  LogLevel ERROR\n"
+            "  StrictHostKeyChecking yes\n  BatchMode yes\n  ConnectTimeout 8\n  LogLevel ERROR\n"
         )
-        lines = ["all:", "  vars:", f"    netlab_mtu: {UNDERLAY_MTU}", f"    netlab_command: {self.netlab}"]
+        lines = ["all:", "  vars:", f"    netlab_mtu: {UNDERLAY_MTU}", f"    netlab_command: {self.host_netlab}"]
         lines.append(f"    ansible_ssh_common_args: -F {self.dir / 'ssh_config'}")
         lines += ["  hosts:", *[f"    {h.name}: {{ansible_host: {h.address}}}" for h in self.hosts]]
         Path(self.inventory).write_text("\n".join(lines) + "\n")
         for host in self.hosts:
             self.wait_reachable(host)
+
+    @property
+    def host_netlab(self) -> str:
+        """How the hosts run netlab (the inventory's netlab_command): `netlab`, with this
+        process's PYTHONPATH (sshd passes no environment on), so a checkout run with
+        PYTHONPATH=… is the hosts' netlab too."""
+        path = os.environ.get("PYTHONPATH")
+        wrapper = self.dir / "netlab"
+        if not path or wrapper.exists():
+            return str(wrapper) if path else self.netlab
+        wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={shlex.quote(path)} exec {shlex.quote(self.netlab)} "$@"\n')
+        wrapper.chmod(0o755)
+        return str(wrapper)
 
     def _netns(self, name: str) -> None:
         _ip("netns", "add", name)

@@ -52,8 +52,15 @@ def status(where: OverHosts) -> LabOverHosts:
         served.update((n, ports) for n, ports in part.served.items() if n in nodes)
         responders[reply.host] = part.responders
         created += [part.created] if part.created else []
-        if part.status != "up" or part.problem:
-            problems[reply.host] = part.problem or f"its part is {part.status}"
+        dead = [r for r in part.responders if not r.running]
+        if part.status != "up":
+            problems[reply.host] = f"its part is {part.status}"
+        elif dead:
+            problems[reply.host] = (
+                f"{len(dead)} of its {len(part.responders)} responder processes "
+                f"{'is' if len(dead) == 1 else 'are'} dead: nothing answers on the ports its nodes serve; "
+                f"`netlab down {name} && netlab up --hosts {where.inventory} {where.source}` starts them again"
+            )
     lab = LabStatus(
         name,
         "partial" if problems else "up",

@@ -246,6 +246,8 @@ def test_check_up_trace_and_watch_over_hosts(sim: SimulatedHosts, tmp_path: Path
     assert not wrong["passed"] and wrong["trace"] is not None, wrong
     visits = [e["node"] for e in wrong["trace"]["events"]]
     assert [n for i, n in enumerate(visits) if i == 0 or visits[i - 1] != n] == ["x", "y", "x"], visits
+    drops = wrong["trace"]["kernel"]["drops"]  # from h2, where y refused the connection
+    assert drops and (drops[0]["reason"], drops[0]["dev"]) == ("NO_SOCKET", "eth0"), wrong["trace"]["kernel"]
     assert verdicts["y reaches x, seen arriving on x's end of the tunnel"]["trace"] is None  # passed: not traced
     for host in sim.hosts:
         assert lab_namespaces(sim, host) == [] and no_tunnel_sockets(sim, host)
@@ -524,3 +526,81 @@ def test_doctor_over_hosts(sim: SimulatedHosts) -> None:
     assert "UDP 4792 is not open between them" in rows["h1 ↔ h2"]
     for host in sim.hosts:
         assert lab_namespaces(sim, host) == [] and no_tunnel_sockets(sim, host)
+
+
+def agent_calls(
+    sim: SimulatedHosts, host: SimulatedHost, calls: list[tuple[str, dict[str, Any]]], between: Any
+) -> list:
+    """`netlab host-agent` on host over ssh: the calls answered one by one, `between()` run
+    after the first answer; each reply in order."""
+    argv = sim.coordinator_argv(
+        ["ssh", "-F", str(sim.dir / "ssh_config"), host.address, "--", sim.host_netlab, "host-agent"]
+    )
+    agent = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=sim.env)
+    assert agent.stdin is not None and agent.stdout is not None
+    replies = []
+    try:
+        for i, (call, args) in enumerate(calls):
+            agent.stdin.write(json.dumps({"id": i, "call": call, "args": args}) + "\n")
+            agent.stdin.flush()
+            replies.append(json.loads(agent.stdout.readline()))
+            if i == 0:
+                between()
+    finally:
+        agent.stdin.close()
+        agent.wait(timeout=60)
+        agent.stdout.close()
+    return replies
+
+
+def test_kernel_drops_and_dead_responders_across_hosts(sim: SimulatedHosts, tmp_path: Path) -> None:
+    """The kernel's drop reasons come from the host that owns the namespace: a trace from x
+    (h1) to a closed port of y (h2) names y's NO_SOCKET drop, in on its end of the tunnel;
+    h2's agent records every task's drops of the lab's interfaces while packets arrive
+    over the wire (here a connection from a process on h1 that is no agent's). A responder
+    process killed on h1 is named by `check` (y's probe to x fails because of it) and by
+    `status`, from h1's own health of it."""
+    h1, h2, _ = sim.hosts
+    lab = pair_lab(tmp_path, checks=PAIR_CHECKS)
+    up = netlab(sim, "up", "--hosts", sim.inventory, lab)
+    try:
+        assert up.returncode == 0, up.stderr
+        done = netlab(sim, "trace", "mh-pair", "--from", "x", "--to", "y:81", "--json")
+        assert done.returncode in (0, 1), done.stderr
+        kernel = json.loads(done.stdout)["kernel"]
+        assert kernel["unavailable"] is None, kernel
+        assert {"reason": "NO_SOCKET", "dev": "eth0"}.items() <= kernel["drops"][0].items(), kernel["drops"]
+        text = netlab(sim, "trace", "mh-pair", "--from", "x", "--to", "y:81")
+        assert "the kernel dropped it in y (mh-pair.y), in on eth0: NO_SOCKET" in text.stdout, text.stdout
+
+        connect = "import socket\ntry: socket.create_connection(('10.9.0.2', 82), timeout=2)\nexcept OSError: pass"
+        replies = agent_calls(
+            sim,
+            h2,
+            [
+                ("drops_open", {"namespaces": ["mh-pair.y"], "addresses": ["10.9.0.1", "10.9.0.2"]}),
+                ("drops_close", {"drops": 1}),
+            ],
+            lambda: sim.ssh(h1, [sim.host_netlab, "exec", "mh-pair", "x", "--", "python3", "-c", connect]),
+        )
+        assert "error" not in replies[1], replies
+        drops = replies[1]["value"]["drops"]
+        assert any(d["reason"] == "NO_SOCKET" and d["dev"] == "eth0" for d in drops), replies[1]
+
+        state = json.loads(sim.inside(h1, [NETLAB, "status", "mh-pair", "--json"]).stdout)["labs"][0]
+        pid = state["responders"][0]["pid"]
+        assert sim.inside(h1, ["kill", "-KILL", str(pid)]).returncode == 0
+        check = netlab(sim, "check", "mh-pair", "--json", "--only", "y reaches x")
+        assert check.returncode == 1, check.stderr
+        verdict = json.loads(check.stdout)["checks"][0]
+        assert verdict["summary"].endswith(" — the lab's responder is dead"), verdict
+        assert verdict["reasons"][0].startswith(
+            f"nothing answers there: the lab's responder process is dead (on host h1: PID {pid} dead ("
+        ), verdict["reasons"]
+        shown = netlab(sim, "status", "mh-pair")
+        assert shown.returncode == 1, shown.stderr
+        assert f"responders on h1: PID {pid} dead" in shown.stdout
+        assert "host h1: 1 of its 1 responder processes is dead" in shown.stderr, shown.stderr
+    finally:
+        down = netlab(sim, "down", "mh-pair")
+    assert down.returncode == 0, down.stderr

@@ -11,17 +11,21 @@ from pathlib import Path
 import pytest
 
 from netlab.errors import UsageError
-from netlab.multihost.agent import Agent, serve
-from netlab.multihost.calls import CALLS, CaptureRead, HostLab, decode, decode_args, encode, encode_args
+from netlab.multihost.agent import Agent, of_lab, serve
+from netlab.multihost.calls import CALLS, CaptureRead, HostLab, ProbesSeen, decode, decode_args, encode, encode_args
 from netlab.multihost.checks import over_hosts
 from netlab.multihost.record import Record, read_record, record_path, remove_record, write_record
+from netlab.multihost.remote import merge_seen
 from netlab.observations import (
     CtEntry,
     CtTuple,
+    FibLookup,
     Flow,
     IpvsRealView,
     IpvsServiceView,
     IpvsState,
+    KernelDrop,
+    KernelSeen,
     Packet,
     RouteAnswer,
     RouteQuery,
@@ -29,6 +33,7 @@ from netlab.observations import (
 )
 from netlab.pcap import Frame
 from netlab.probes.flow import ProbeRequest, ProbeResult
+from netlab.probes.responders import ResponderHealth
 
 RULE = RuleView(
     100, 4, "10.0.0.0/8", None, None, None, 0x10, 0xFF, 7, "lookup", "100: from 10.0.0.0/8 lookup 7", sport=(1, 2)
@@ -54,7 +59,36 @@ SAMPLES = {
         [Frame(1.5, bytes(range(256)), 300, "in")],
     ),
     "probe": [ProbeResult("ok", "tcp", "10.0.0.1", 40000, "10.0.0.2", 80, "x", "10.0.0.1", 40000, None, "", 0.2)],
+    "probe_watched": ProbesSeen(
+        [ProbeResult("refused", "tcp", "10.0.0.1", 40000, "10.0.0.2", 81, None, None, None, None, "", 0.1)],
+        KernelSeen((KernelDrop("NO_SOCKET", "tcp_v4_rcv+0x1", "eth0", 2048),), ()),
+    ),
+    "drops_close": KernelSeen(unavailable="tracefs: Operation not permitted"),
+    "responders": [ResponderHealth(12, True, None), ResponderHealth(13, False, "exit status 0: stopped by SIGTERM")],
 }
+
+NO_SOCKET = KernelDrop("NO_SOCKET", "tcp_v4_rcv+0x1", "eth0", 2048)
+RPF = KernelDrop("IP_RPFILTER", "ip_rcv_finish+0x2", "eth1", 2048)
+LOOKUP = FibLookup(254, "10.0.0.1", "10.0.0.9", 3, 0, None, None, -101)
+
+
+def test_a_far_hosts_every_task_watch_keeps_the_labs_interfaces_and_addresses() -> None:
+    other = FibLookup(254, "192.168.1.1", "192.168.1.2", 2, 0, "eth0", None, 0)
+    seen = KernelSeen((NO_SOCKET, RPF, KernelDrop("NO_SOCKET", "x", None, 2048)), (LOOKUP, other))
+    assert of_lab(seen, {"eth0"}, {"10.0.0.9"}) == KernelSeen((NO_SOCKET,), (LOOKUP,))
+
+
+def test_the_hosts_kernels_merge_in_host_order_each_drop_once() -> None:
+    merged = merge_seen(
+        {
+            "h1": KernelSeen((NO_SOCKET,), (LOOKUP,)),
+            "h2": KernelSeen((RPF, NO_SOCKET), (LOOKUP,)),
+            "h3": KernelSeen(unavailable="tracefs: no"),
+        }
+    )
+    assert merged == KernelSeen((NO_SOCKET, RPF), (LOOKUP,))
+    down = merge_seen({"h1": KernelSeen(unavailable="a"), "h2": KernelSeen(unavailable="b")})
+    assert down.unavailable == "host h1: a; host h2: b"
 
 
 @pytest.mark.parametrize("call", sorted(SAMPLES))
