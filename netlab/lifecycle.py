@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from netlab import interrupts, timing
+from netlab import interrupts, timing, unchanged
 from netlab.apply import apply_plan
 from netlab.errors import (
     AlreadyUp,
@@ -37,7 +37,7 @@ from netlab.lab.render import lab_data
 from netlab.lab.sysctls import normalise
 from netlab.lab.targets import node_addresses
 from netlab.labdiff import key_changes, listed
-from netlab.load import load_lab, load_lab_located, load_named, peek_lab_name
+from netlab.load import LabOrigin, load_lab, load_lab_located, load_named, peek_lab_name
 from netlab.naming import is_lab_file
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import DeleteNetns, Op
@@ -229,9 +229,12 @@ def _up(
     # and forking one ahead would only compete for the CPU (it imports the route reader).
     guess = _Verified() if replace or os.geteuid() != 0 else _verified(peek_lab_name(path, variant))
     ahead = nullcontext(None) if guess.features else probing_ahead()
+    source = str(Path(path).resolve())
+    read_first = unchanged.digest(source)  # what it was built from is recorded only if it held still
     with ahead as probe:  # its child imports what it probes with while the lab loads
         with timing.phase("load"):
             lab, where = load_lab_located(path, variant)
+            built_from = _built_from(source, read_first, where)
         building.append(lab.name)
         with timing.phase("plan"):
             plan = build_plan(lab)
@@ -248,7 +251,6 @@ def _up(
             if has_firewall(lab):
                 # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
                 check_firewall(lab, where)
-    source = str(Path(path).resolve())
     spec = lab_data(lab)
     with lab_lock(lab.name):
         with timing.phase("read state"):
@@ -260,7 +262,8 @@ def _up(
             if _reconcilable(existing, plan, source):
                 cluster = _cluster_data(lab, where.cluster)
                 existing.features = features
-                return _reconcile(lab, plan, existing, driver, progress, source, variant, cluster, spec)
+                records = _Records(spec, cluster, built_from)
+                return _reconcile(lab, plan, existing, driver, progress, source, variant, records)
             _refuse_or_accept_existing(existing, plan, spec, source, variant)
             return UpResult(lab.name, plan, already_up=True)
         # Only names of the lab's own form (LAB.NODE) can be its: reading the mark of every
@@ -301,11 +304,19 @@ def _up(
         # honours it (interrupts.release()), so it can no longer undo a reported success.
         interrupts.hold()
         state.status = "up"
+        state.inputs = unchanged.still(built_from)
         write_state(state)
         services = len(lab_services(lab, nodes))
         return UpResult(
             lab.name, plan, done=done, services=services, checks=len(lab.checks), replaced=replace and replaced
         )
+
+
+def _built_from(source: str, read_first: str | None, where: LabOrigin) -> dict[str, str]:
+    """The inputs of the lab just loaded (netlab.unchanged), if the lab file is still what
+    was read before loading it; {} otherwise."""
+    found = unchanged.inputs(source, sorted({os.path.abspath(f) for f in where.files.values()}))
+    return found if read_first is not None and found.get(source) == read_first else {}
 
 
 @dataclass(frozen=True)
@@ -365,6 +376,15 @@ def _reconcilable(existing: LabState, plan: Plan, source: str) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class _Records:
+    """What a reconciled lab's new state records besides its plan."""
+
+    spec: dict[str, Any]  # lab_data of the lab
+    cluster: dict[str, Any] | None  # its cluster's, netlab.expand.cluster.cluster_data
+    inputs: dict[str, str]  # what it is built from, netlab.unchanged (recorded if it held still)
+
+
 def _reconcile(
     lab: Lab,
     plan: Plan,
@@ -373,11 +393,9 @@ def _reconcile(
     progress: Callable[[Op], None] | None,
     source: str,
     variant: str | None,
-    cluster: dict[str, Any] | None,
-    spec: dict[str, Any] | None = None,
+    records: _Records,
 ) -> UpResult:
-    """Change the running lab in place into `plan` (`spec`: its lab_data, if the caller
-    has it); on failure it is put back as it was."""
+    """Change the running lab in place into `plan`; on failure it is put back as it was."""
     from netlab.kernel.sysctl import fresh_value
 
     try:
@@ -424,13 +442,14 @@ def _reconcile(
             nodes=nodes,
             plan=[op.render() for op in plan.ops],
             source_hash=file_hash(source),
-            spec=lab_data(lab) if spec is None else spec,
+            spec=records.spec,
             ops=ops_to_data(plan.ops),
             variant=variant,
-            cluster=cluster,
+            cluster=records.cluster,
             updated=datetime.now(UTC).isoformat(timespec="seconds"),
             reconciles=before.reconciles + 1,
             pids=pids,
+            inputs=unchanged.still(records.inputs),
         )
         interrupts.hold()
         write_state(state)

@@ -31,7 +31,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -53,6 +52,7 @@ from netlab.lab.variants import (
     variant_lab_name,
     written,
 )
+from netlab.unchanged import peek_lab_name as peek_lab_name  # where it was before netlab.unchanged
 
 
 @dataclass
@@ -84,25 +84,6 @@ class LabOrigin:
             if path in self.source.blocks and (path != written[:-1] or written[-1] == 0):
                 return (*written, key), self.source.blocks[path]
         return (*written, key), None
-
-
-_TOP_NAME = re.compile(r"""^name:[ \t]*(["']?)([A-Za-z0-9][A-Za-z0-9_-]*)\1[ \t]*(?:#.*)?$""", re.MULTILINE)
-
-
-def peek_lab_name(path: str | FsPath, variant: str | None = None) -> str | None:
-    """The name of the lab a file builds, from its top-level `name:` line alone, without
-    loading it (`up` decides from it whether to start probing the kernel ahead); None
-    when the file cannot be read or does not say so plainly. A guess: loading decides."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read(1 << 20)
-    except (OSError, UnicodeDecodeError):
-        return None
-    names = _TOP_NAME.findall(text)
-    if len(names) != 1:
-        return None
-    name = names[0][1]
-    return variant_lab_name(name, variant) if variant else name
 
 
 def load_lab(path: str | FsPath, variant: str | None = None) -> Lab:

@@ -18,6 +18,11 @@ def is_lab_file(target: str) -> bool:
     return target.endswith((".yaml", ".yml")) or "/" in target
 
 
+def variant_lab_name(base: str, variant: str) -> str:
+    """The name of the lab variant `variant` of lab `base` builds."""
+    return f"{base}-{variant}"
+
+
 def netns_name(lab: str, node: str) -> str:
     return f"{lab}.{node}"
 

@@ -44,6 +44,9 @@ class LabState:
     updated: str = ""  # when the last reconcile changed it ("" if never)
     reconciles: int = 0  # how many times it was reconciled since it was built
     features: list[str] = field(default_factory=list)  # kernel features probed for it (netlab.kernel.features)
+    # what it was built from, when that held still during the build (netlab.unchanged): an
+    # `up` of the same inputs is answered from here
+    inputs: dict[str, str] = field(default_factory=dict)
 
     @property
     def namespaces(self) -> list[str]:

@@ -25,16 +25,12 @@ from typing import Any
 
 from netlab.errors import Problem
 from netlab.lab.source import Path, Source, format_path
+from netlab.naming import variant_lab_name as variant_lab_name  # re-exported: it was defined here
 
 # What a variant may change: every top-level key of a lab but its name and the variants.
 VARIANT_KEYS = ("description", "requires", "tables", "cluster", "nodes", "checks")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # node names' charset (values.py)
 LAB_NAME_LIMIT = 32  # values.LabName
-
-
-def variant_lab_name(base: str, variant: str) -> str:
-    """The name of the lab variant `variant` of lab `base` builds."""
-    return f"{base}-{variant}"
 
 
 def declared_variants(data: Any) -> list[str]:

@@ -394,3 +394,32 @@ def _pids(ns: str) -> list[str]:
     """Processes in the namespace (`exec:` commands; the lab's responders serve elsewhere)."""
     out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=True).stdout
     return out.split()
+
+
+# ---------------------------------------------------------------- an unchanged file (netlab.unchanged)
+
+
+def test_up_of_an_unchanged_file_is_told_from_what_it_was_built_from(lab_file: Any, netlab_cli: Any, kn: Any) -> None:
+    """`up` of the same file again is answered from the state, without loading it (no
+    pipeline imported); an edit of a file the lab reads (a ruleset's `file:`) is not taken
+    for "unchanged": it is reconciled, and then the new version is told apart again."""
+    timing = {"NETLAB_TIMING": "1"}
+    spec = {"nodes": {"gw": {"nftables": [{"file": "gw.nft"}]}}}
+    lab = lab_file(spec)
+    rules = lab.path.parent / "gw.nft"
+    rules.write_text("table inet gw {\n  chain one { type filter hook forward priority 0; }\n}\n")
+    assert netlab_cli("up", lab.path).rc == 0
+    again = netlab_cli("up", lab.path, env=timing)
+    assert (again.rc, again.out) == (0, f"lab {lab.name} is already up from this file; nothing changed\n"), again
+    assert "an unchanged file?" in again.err and "import the pipeline" not in again.err, again.err
+
+    rules.write_text("table inet gw {\n  chain two { type filter hook forward priority 0; }\n}\n")
+    changed = netlab_cli("up", lab.path, env=timing)
+    assert changed.rc == 0 and "reconciled in place" in changed.out, changed
+    assert "import the pipeline" in changed.err, changed.err
+    ruleset = subprocess.run(
+        ["ip", "netns", "exec", lab.ns("gw"), "nft", "list", "ruleset"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "chain two" in ruleset and "chain one" not in ruleset, ruleset
+    last = netlab_cli("up", lab.path, env=timing)
+    assert "already up from this file" in last.out and "import the pipeline" not in last.err, last

@@ -418,7 +418,8 @@ def test_responders_that_cannot_start_after_a_reconcile_put_the_lab_back(
     new["nodes"]["a"]["serve"] = ["tcp/80", "tcp/81"]
     lab = _lab(new)
     with pytest.raises(ReconcileFailed) as caught:
-        lifecycle._reconcile(lab, build_plan(lab), existing, driver, None, existing.source, None, None)
+        records = lifecycle._Records(lab_data(lab), None, {})
+        lifecycle._reconcile(lab, build_plan(lab), existing, driver, None, existing.source, None, records)
     assert str(caught.value) == "failed: responders of lab r: Address already in use; lab r was put back as it was"
     fresh, _ = _built(serving)
     assert _links(driver) == _links(fresh) and set(driver.netns) == set(fresh.netns)
