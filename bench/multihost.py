@@ -1,7 +1,7 @@
 """Benchmark one lab over several hosts, on simulated hosts (netlab.multihost.simulate:
 real sshd, real ssh, each host a namespace with its own /run), as whole CLI commands.
 
-    bench/multihost [--pods 200] [--repeat 3] [--probes 100]
+    bench/multihost [--pods 200] [--repeat 3] [--probes 100] [--baseline DIR]
 
 up: a flannel cluster of 3 nodes × PODS pods, one node per host (3 hosts), against 1 node
 × PODS pods on one host through the same path (`up --hosts` with a one-host inventory);
@@ -9,6 +9,10 @@ the runs are interleaved, and each is taken down before the next. check: PROBES 
 probes from pods on node1 (h1) to pods on node2 (h2), every one crossing the hosts'
 tunnel, timed as `netlab check` (ssh, the agents' start-up and the probes) and as the
 run the report states. The issue's targets: 3 hosts ≤ 1.5× one host; the check ≤ 2 s.
+With `--baseline DIR` (another netlab source tree, e.g. `git archive main | tar -x -C
+DIR`), every up is also run with DIR's netlab on the coordinator and the hosts,
+interleaved. Each tree's bytecode is written first (this machine's shells set
+PYTHONDONTWRITEBYTECODE: a command would compile netlab every time).
 
 Safety: every namespace is the simulation's or a lab's inside a simulated host; close()
 removes them, also on failure or Ctrl-C.
@@ -21,6 +25,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,23 +63,37 @@ def cluster(name: str, nodes: int, per_node: int, probes: int = 0) -> dict[str, 
     }
 
 
-def run(sim: SimulatedHosts, *args: str) -> tuple[float, str]:
+def run(sim: SimulatedHosts, *args: str, tree: str | None = None) -> tuple[float, str]:
+    """A netlab command on the coordinator (with tree: that source tree's netlab)."""
+    env = sim.env | ({"PYTHONPATH": tree} if tree else {})
     started = time.monotonic()
-    done = sim.coordinator([NETLAB, *args], timeout=1800)
+    done = subprocess.run(sim.coordinator_argv([NETLAB, *args]), capture_output=True, text=True, timeout=1800, env=env)
     took = time.monotonic() - started
     if done.returncode != 0:
         raise SystemExit(f"netlab {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
     return took, done.stdout
 
 
-def inventory(sim: SimulatedHosts, hosts: int, where: Path) -> str:
-    """The simulation's inventory with its first `hosts` hosts only."""
+def inventory(sim: SimulatedHosts, hosts: int, where: Path, tree: str | None = None) -> str:
+    """The simulation's inventory with its first `hosts` hosts only (with tree: the hosts
+    run that source tree's netlab)."""
     drop = {f"h{i + 1}:" for i in range(hosts, len(sim.hosts))}
     lines = Path(sim.inventory).read_text().splitlines(keepends=True)
     text = "".join(line for line in lines if not line.split() or line.split()[0] not in drop)
     path = where / f"hosts-{hosts}.yaml"
+    if tree:
+        wrapper = where / "netlab-baseline"
+        wrapper.write_text(f'#!/bin/sh\nPYTHONPATH={tree} exec {NETLAB} "$@"\n')
+        wrapper.chmod(0o755)
+        text = text.replace(f"netlab_command: {sim.host_netlab}", f"netlab_command: {wrapper}")
+        path = where / f"hosts-{hosts}-baseline.yaml"
     path.write_text(text)
     return str(path)
+
+
+def compiled(tree: str) -> None:
+    """The tree's bytecode written, as pip does on install."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", f"{tree}/netlab"], check=True)
 
 
 def load() -> str:
@@ -94,22 +113,34 @@ def bench(work: Path) -> None:
     parser.add_argument("--pods", type=int, default=200, help="pods per node (per host)")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--probes", type=int, default=100, help="cross-host probe checks")
+    parser.add_argument("--baseline", metavar="DIR", help="also time DIR's netlab (a source tree), interleaved")
     o = parser.parse_args()
     labs = {
         "1 host": (work / "one.yaml", cluster("benchmh-one", 1, o.pods), 1),
         "3 hosts": (work / "three.yaml", cluster("benchmh-three", 3, o.pods), 3),
     }
-    times: dict[str, list[float]] = {k: [] for k in labs}
+    here = str(Path(__file__).resolve().parents[1])
+    trees: dict[str, str | None] = {"": os.environ.get("PYTHONPATH") or None}
+    if o.baseline:
+        trees["baseline "] = str(Path(o.baseline).resolve())
+    for tree in trees.values():
+        compiled(tree or here)
+    times: dict[str, list[float]] = {f"{t}{k}": [] for t in trees for k in labs}
     with SimulatedHosts(3, netlab=NETLAB) as sim:
-        invs = {k: inventory(sim, n, work) for k, (_, _, n) in labs.items()}
+        invs = {
+            f"{t}{k}": inventory(sim, n, work, tree if t else None)
+            for t, tree in trees.items()
+            for k, (_, _, n) in labs.items()
+        }
         for path, data, _ in labs.values():
             path.write_text(yaml.safe_dump(data, sort_keys=False))
         for r in range(o.repeat):
-            for key, (path, data, _) in labs.items():
-                print(f"run {r + 1}: up {key} ({len(data['cluster']['nodes'])} × {o.pods} pods), load {load()}")
-                took, _ = run(sim, "up", "--hosts", invs[key], str(path))
-                times[key].append(took)
-                run(sim, "down", data["name"])
+            for t, tree in trees.items():
+                for key, (path, data, _) in labs.items():
+                    print(f"run {r + 1}: up {t}{key} ({len(data['cluster']['nodes'])} × {o.pods} pods), load {load()}")
+                    took, _ = run(sim, "up", "--hosts", invs[f"{t}{key}"], str(path), tree=tree if t else None)
+                    times[f"{t}{key}"].append(took)
+                    run(sim, "down", data["name"], tree=tree if t else None)
         checks = work / "checks.yaml"
         checks.write_text(yaml.safe_dump(cluster("benchmh-check", 2, 20, o.probes), sort_keys=False))
         run(sim, "up", "--hosts", invs["3 hosts"], str(checks))
@@ -125,9 +156,10 @@ def bench(work: Path) -> None:
             run(sim, "down", "benchmh-check")
     print(f"\nload average at the end: {load()} (2 cores, shared)")
     for key, values in times.items():
-        print(f"up {key:8} × {o.pods} pods each: " + ", ".join(f"{v:.2f}" for v in values) + " s")
-    one, three = statistics.median(times["1 host"]), statistics.median(times["3 hosts"])
-    print(f"ratio 3 hosts / 1 host (medians): {three / one:.2f} (target ≤ 1.5)")
+        print(f"up {key:17} × {o.pods} pods each: " + ", ".join(f"{v:.2f}" for v in values) + " s")
+    for t in trees:
+        one, three = statistics.median(times[f"{t}1 host"]), statistics.median(times[f"{t}3 hosts"])
+        print(f"{t}ratio 3 hosts / 1 host (medians {one:.2f}, {three:.2f} s): {three / one:.2f} (target ≤ 1.5)")
     print(
         f"check of {o.probes} cross-host probes: wall "
         + ", ".join(f"{v:.2f}" for v in walls)

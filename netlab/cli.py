@@ -464,7 +464,12 @@ def graph(target: str, fmt: str | None, output: str | None, variant: str | None)
     "Run the lab over the hosts of inventory FILE (Ansible's YAML form; default $NETLAB_HOSTS), "
     "through ssh: see docs/multihost.md. With --dry-run: the placement and each host's plan."
 )
-def up(file: str, dry_run: bool, replace: bool, variant: str | None, hosts: str | None) -> int:
+# a host's part of a lab over hosts: built only by the coordinator's version of netlab (a
+# netlab without this option refuses it, which is as good)
+@click.option("--expect-version", hidden=True, default=None)
+def up(
+    file: str, dry_run: bool, replace: bool, variant: str | None, hosts: str | None, expect_version: str | None
+) -> int:
     """Build the lab in FILE: namespaces, links, addresses, routes, rules, sysctls, commands.
 
     If anything fails (or you press Ctrl-C), whatever was created is removed again and
@@ -487,14 +492,16 @@ def up(file: str, dry_run: bool, replace: bool, variant: str | None, hosts: str 
       sudo netlab up labs/docker-bridge.yaml         # again after editing it: changed in place
       sudo netlab up --replace labs/docker-bridge.yaml
     """
-    if not (dry_run or replace or hosts) and (lab := _up_from_this_file(file, variant)) is not None:
+    if expect_version is not None and expect_version != __version__:
+        raise UsageError(f"this is netlab {__version__}, the coordinator's is {expect_version}: nothing was built")
+    if hosts is not None:
+        return _up_on_hosts(file, dry_run, variant, hosts)
+    if not (dry_run or replace) and (lab := _up_from_this_file(file, variant)) is not None:
         out.print(f"lab {lab} is already up from this file; nothing changed", markup=False)
         return 0
     _load_pipeline()
     from netlab import lifecycle
 
-    if hosts is not None:
-        return _up_on_hosts(file, dry_run, variant, hosts)
     if dry_run:
         if replace:
             raise UsageError("--dry-run and --replace do not go together (--dry-run alone prints the build plan)")
@@ -558,10 +565,17 @@ def _up_from_this_file(file: str, variant: str | None) -> str | None:
 
 
 def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> int:
-    from netlab.multihost import lifecycle as multihost
-    from netlab.multihost.render import render_split
+    from netlab import timing
 
-    inventory, split = multihost.load_split(file, variant, hosts)
+    # the coordinator builds nothing itself: the lab's model and the split, not the kernel's side
+    if _as_command:
+        _no_pydantic_plugins()
+    with interrupts.loading(), timing.phase("import the coordinator"):
+        from netlab.multihost import lifecycle as multihost
+        from netlab.multihost.render import render_split
+
+    with timing.phase("hosts: lab loaded, placed and split"):
+        inventory, split = multihost.load_split(file, variant, hosts)
     if dry_run:
         out.print(render_split(split, inventory), end="", markup=False)
         return 0

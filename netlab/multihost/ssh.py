@@ -10,6 +10,8 @@ BatchMode: ssh never asks anything either.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import shutil
 import subprocess
@@ -119,9 +121,26 @@ class Ssh:
         return Running(host.name, process, out, err)
 
     def close(self) -> None:
-        for host in self._used.values():
+        """Every host's master connection told to exit, all at once."""
+        exits = []
+        for host in list(self._used.values()):
             argv = self.argv(host, "true")
-            subprocess.run([*argv[:-3], "-O", "exit", *argv[-3:-2]], capture_output=True, timeout=10)
+            with contextlib.suppress(OSError):
+                exits.append(
+                    subprocess.Popen(
+                        [*argv[:-3], "-O", "exit", *argv[-3:-2]],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                        start_new_session=True,
+                    )
+                )
+        for process in exits:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         self._used.clear()
         shutil.rmtree(self._dir, ignore_errors=True)
 
@@ -147,6 +166,13 @@ class Running:
             texts.append(f.read().decode(errors="replace"))
             f.close()
         return Reply(self.host, self.process.returncode, texts[0], texts[1])
+
+    def output(self) -> str:
+        """What it printed so far (read without moving the offset ssh writes at)."""
+        if self.out is None or self.out.closed:
+            return ""
+        size = os.fstat(self.out.fileno()).st_size
+        return os.pread(self.out.fileno(), size, 0).decode(errors="replace")
 
     def stop(self) -> None:
         """Close its stdin (the remote side stops) and wait for it to end."""

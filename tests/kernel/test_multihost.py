@@ -295,6 +295,32 @@ def test_a_host_that_fails_rolls_back_every_host(sim: SimulatedHosts, tmp_path: 
     assert no_tunnel_sockets(sim, h1)
 
 
+def test_a_host_with_another_netlab_builds_nothing_and_every_host_is_rolled_back(
+    sim: SimulatedHosts, tmp_path: Path
+) -> None:
+    """Each host checks netlab's version in the session that builds (no round trip of its
+    own first): a host with another netlab refuses, is named with the fix, and the host
+    that built is taken down again."""
+    h1, h2, _ = sim.hosts
+    other = tmp_path / "old-netlab"
+    other.write_text(
+        '#!/bin/sh\nif [ "$1" = --version ]; then echo "netlab, version 0.0.9"; exit 0; fi\n'
+        'echo "Error: No such option: --expect-version" >&2; exit 2\n'
+    )
+    other.chmod(0o755)
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text(
+        Path(sim.inventory)
+        .read_text()
+        .replace(f"h2: {{ansible_host: {h2.address}}}", f"h2: {{ansible_host: {h2.address}, netlab_command: {other}}}")
+    )
+    up = netlab(sim, "up", "--hosts", str(inventory), pair_lab(tmp_path))
+    assert up.returncode == 1, up.stderr
+    assert "up of lab mh-pair failed on 1 host:\n  host h2 has netlab 0.0.9, this machine " in up.stderr, up.stderr
+    assert "\n  taken down again on h1\n" in up.stderr + "\n", up.stderr
+    assert lab_namespaces(sim, h1) == [] == lab_namespaces(sim, h2)
+
+
 def test_sshd_killed_mid_up_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:
     h1, h2, _ = sim.hosts
     lab = pair_lab(tmp_path, "exec: [[sleep, '60']]")
@@ -530,7 +556,7 @@ def test_doctor_over_hosts(sim: SimulatedHosts) -> None:
 
 def agent_calls(
     sim: SimulatedHosts, host: SimulatedHost, calls: list[tuple[str, dict[str, Any]]], between: Any
-) -> list:
+) -> list[dict[str, Any]]:
     """`netlab host-agent` on host over ssh: the calls answered one by one, `between()` run
     after the first answer; each reply in order."""
     argv = sim.coordinator_argv(
