@@ -542,26 +542,14 @@ def up(
 
 
 def _up_from_this_file(file: str, variant: str | None) -> str | None:
-    """The lab's name if it is up from exactly this file (its bytes, the files it reads,
-    this netlab: netlab.unchanged), answered from its state without loading the file;
-    None when that cannot be told so (then loading it decides, as always)."""
+    """The lab's name if it is up from exactly this file (netlab.unchanged), told without
+    loading it; None when that cannot be told so (then loading it decides, as always)."""
     if os.geteuid() != 0:
         return None
     from netlab import timing, unchanged
-    from netlab.state import StateUnreadable, lab_lock, read_state, state_path
 
     with timing.phase("an unchanged file?"):
-        name = unchanged.peek_lab_name(file, variant)
-        if name is None or not os.path.exists(state_path(name)):
-            return None
-        source = os.path.realpath(file)
-        with lab_lock(name):  # not while an `up` or `down` of it runs
-            try:
-                state = read_state(name)
-            except StateUnreadable:
-                return None
-            up = state is not None and state.status == "up" and state.lab == name and state.source == source
-            return name if up and state and unchanged.up_from(state.inputs, source, variant, state.variant) else None
+        return unchanged.up_from_file(file, variant)
 
 
 def _up_on_hosts(file: str, dry_run: bool, variant: str | None, hosts: str) -> int:

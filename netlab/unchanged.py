@@ -19,6 +19,7 @@ Imports nothing of the pipeline: this runs before it loads."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import os
@@ -29,6 +30,7 @@ from typing import Any, BinaryIO
 
 import netlab
 from netlab.naming import variant_lab_name
+from netlab.state import StateUnreadable, lab_lock, read_state, state_path
 
 CODE = "code"  # the key of the code's identity in `inputs`; every other key is a file's path
 _LIBRARIES = ("pydantic", "pydantic_core", "yaml")  # what validates and parses a lab besides netlab
@@ -71,6 +73,7 @@ def _regular(path: str | os.PathLike[str]) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+@functools.cache  # what this process was started from: the files as they were when it first looked
 def code_id() -> str:
     """Which code loads and plans a lab: every file of netlab's package (path, size,
     mtime; an editable checkout changes without a new version), Python's version, and
@@ -126,3 +129,30 @@ def up_from(recorded: dict[str, str], source: str, variant: str | None, built_as
     """Whether a lab whose state recorded `recorded`, built as variant `built_as`, is up
     from exactly what lab file `source` (absolute) builds as `variant` now."""
     return variant == built_as and source in recorded and same_now(recorded)
+
+
+def up_from_file(file: str, variant: str | None) -> str | None:
+    """The name of the lab lab file `file` builds (as `variant`) if that lab is up from
+    exactly what the file is now; None if it is not, or that cannot be told without
+    loading the file."""
+    name = peek_lab_name(file, variant)
+    source = os.path.realpath(file)
+    sha = digest(source)
+    if name is None or sha is None:
+        return None
+    # A state whose bytes do not hold the file's digest was not built from it: told without
+    # parsing its JSON (1.4 MB for 500 pods, 0.008 s), which the full way then reads again.
+    try:
+        with open(state_path(name), "rb") as f:
+            if sha.encode() not in f.read():
+                return None
+    except OSError:
+        return None
+    with lab_lock(name):  # not while an `up` or `down` of it runs
+        try:
+            state = read_state(name)
+        except StateUnreadable:
+            return None
+        if state is None or (state.status, state.lab, state.source) != ("up", name, source):
+            return None
+        return name if up_from(state.inputs, source, variant, state.variant) else None
