@@ -10,7 +10,7 @@ from netlab import interrupts, timing
 from netlab.errors import ApplyError, Interrupted
 from netlab.kernel.driver import KernelDriver, OpFailed
 from netlab.plan.build import Plan
-from netlab.plan.ops import DeleteNetns, Op
+from netlab.plan.ops import CreateLink, DeleteNetns, Op, SetLink
 
 
 def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] | None = None) -> list[Op]:
@@ -25,11 +25,17 @@ def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] 
             progress(op)
 
     current = ""
+    settled = False
     try:
         for stage, ops in plan.by_stage():
+            if stage in AFTER_LINKS_UP and not settled:
+                current, settled = "links", _links_up(plan, driver)
             current = stage  # named in the message if Ctrl-C lands during this stage
             with timing.phase(f"{stage}: {len(ops)} ops"):
                 driver.apply(ops, on_done)
+        if not settled:
+            current = "links"
+            _links_up(plan, driver)
     except OpFailed as err:
         rollback(done, driver)
         what = err.op.what or err.op.ns
@@ -45,6 +51,19 @@ def apply_plan(plan: Plan, driver: KernelDriver, progress: Callable[[Op], None] 
             signum,
         ) from None
     return done
+
+
+# The lab's own commands run once its links are up (they may send through them).
+AFTER_LINKS_UP = frozenset({"commands"})
+
+
+def _links_up(plan: Plan, driver: KernelDriver) -> bool:
+    """Wait for the kernel to have brought up every link the plan brings up (it does part of
+    that later, on its own: kernel/settle.py)."""
+    links = [op for op in plan.ops if isinstance(op, (CreateLink, SetLink))]
+    with timing.phase(f"links up: {len(links)} ops"):
+        driver.settle(links)
+    return True
 
 
 def rollback(done: list[Op], driver: KernelDriver) -> None:

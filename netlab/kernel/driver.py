@@ -12,6 +12,10 @@ from typing import Protocol
 
 from netlab.plan.ops import Op
 
+# How long `up` waits for the links it brought up (kernel/settle.py): the kernel's own
+# pace after a large build is 100 links a second, but settling does their work at once.
+SETTLE_TIMEOUT = 10.0
+
 
 class OpFailed(Exception):
     """The kernel refused `op`; `reason` is its message (strerror plus extack)."""
@@ -55,6 +59,12 @@ class KernelDriver(Protocol):
         """Apply the ops of one plan stage (they never depend on each other). Calls
         on_done for each op the kernel accepted; raises OpFailed for the first refused
         op in plan order, after every op of the stage was attempted or abandoned."""
+        ...
+
+    def settle(self, ops: Sequence[Op], timeout: float = SETTLE_TIMEOUT) -> None:
+        """Return once every link `ops` bring up is up as the kernel sees it (operstate up,
+        a bridge port forwarding), doing what the kernel has pending on them; raises
+        OpFailed naming the links still not up after `timeout` seconds."""
         ...
 
     def delete_namespaces(self, names: Iterable[str]) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from netlab.kernel.driver import LinkView, NamespaceView, OpFailed
+from netlab.kernel.driver import SETTLE_TIMEOUT, LinkView, NamespaceView, OpFailed
 from netlab.naming import parse_mark
 from netlab.plan.ops import CreateLink, CreateNetns, MarkNetns, Op, SetLink, VethType, VrfType
 from netlab.plan.removal import Remove
@@ -36,6 +36,8 @@ class FakeDriver:
     # as the kernel does, a deleted namespace's veths keep their far ends in other namespaces
     # for a while (its devices go in cleanup_net, later): they stay here
     lingering_veths: bool = False
+    settled: list[list[Op]] = field(default_factory=list)  # what settle() was asked for, each call
+    unsettled: str | None = None  # settle() raises OpFailed with this reason (links that never came up)
 
     def apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
         before = {ns: set(links) for ns, links in self.links.items()}  # what a stage's messages can name
@@ -94,6 +96,12 @@ class FakeDriver:
         for link in links.values():
             if link.master == op.name:
                 link.master = None
+
+    def settle(self, ops: Sequence[Op], timeout: float = SETTLE_TIMEOUT) -> None:
+        links: list[Op] = [op for op in ops if isinstance(op, (CreateLink, SetLink))]
+        self.settled.append(links)
+        if self.unsettled is not None and links:
+            raise OpFailed(links[0], self.unsettled)
 
     def delete_namespaces(self, names: Iterable[str]) -> list[str]:
         gone = [n for n in names if n in self.netns]

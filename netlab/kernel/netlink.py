@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from netlab.kernel import netns as nsops
-from netlab.kernel.driver import AddressView, LinkView, NamespaceView, OpFailed
+from netlab.kernel.driver import SETTLE_TIMEOUT, AddressView, LinkView, NamespaceView, OpFailed
 from netlab.kernel.nlsock import NetlinkSocket, Request
 from netlab.naming import parse_mark
 from netlab.plan.ops import (
@@ -343,6 +344,30 @@ class NetlinkDriver:
                 finally:
                     os.close(fd)
             return self._host
+
+    # ------------------------------------------------------------ links up
+
+    def settle(self, ops: Sequence[Op], timeout: float = SETTLE_TIMEOUT) -> None:
+        """Every link `ops` bring up, up as the kernel sees it (settle.py): each namespace's
+        links asked for in one batch on its socket, by the workers in turn."""
+        from netlab.kernel import settle
+
+        wants = settle.wanted(ops)
+        deadline = time.monotonic() + timeout
+        left: dict[str, list[tuple[settle.Want, str]]] = {}
+
+        def work(ns: str) -> None:
+            troubles = settle.until_up(self._handle(ns).sock, wants[ns], deadline)
+            if troubles:
+                left[ns] = troubles
+
+        self._run_workers(self._chunks(list(wants)), work, threading.Event())
+        if left:
+            position = {id(op): i for i, op in enumerate(ops)}
+            first = min(
+                (want.op for troubles in left.values() for want, _ in troubles), key=lambda op: position[id(op)]
+            )
+            raise OpFailed(first, settle.reason({ns: left[ns] for ns in wants if ns in left}, timeout))
 
     # ------------------------------------------------------------ teardown and reading
 

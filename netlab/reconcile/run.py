@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from netlab import interrupts, processes
 from netlab.errors import ApplyError, Interrupted
 from netlab.kernel.driver import KernelDriver, OpFailed
-from netlab.plan.ops import CreateLink, DeleteNetns, Op, VethType
+from netlab.plan.ops import CreateLink, DeleteNetns, Op, SetLink, VethType
 from netlab.plan.removal import Remove
 from netlab.reconcile.diff import Reconcile, Step, SysctlDefault, identity, reconcile
 
@@ -44,6 +44,8 @@ def apply_reconcile(
         for label, steps in rec.stages():
             current = label
             _run_stage(steps, driver, done, progress)
+        current = "links"  # the links it brought up, up as the kernel sees them (kernel/settle.py)
+        driver.settle([op for step in done for op in step.made if isinstance(op, (CreateLink, SetLink))])
     except OpFailed as err:
         restore_error = _restore(rec.lab, old, done, driver, sysctl_default)
         what = f"{err.op.what or err.op.ns} ({err.op.brief()})"

@@ -148,6 +148,9 @@ class FailingDriver:
             raise KeyboardInterrupt
         raise OpFailed(part[-1], "injected failure")
 
+    def settle(self, ops: Sequence[Op], timeout: float = 10.0) -> None:
+        self.inner.settle(ops, timeout)
+
     def delete_namespaces(self, names: Any) -> list[str]:
         return self.inner.delete_namespaces(names)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from unittest.mock import patch
 
 import pytest
 
@@ -13,7 +15,7 @@ from netlab.interrupts import Signalled
 from netlab.kernel.fake import FakeDriver
 from netlab.load import load_lab_text
 from netlab.plan.build import build_plan
-from netlab.plan.ops import AddRoute, CreateLink, DeleteNetem, Op, SetNetem
+from netlab.plan.ops import AddRoute, CreateLink, DeleteNetem, Op, SetLink, SetNetem
 from netlab.state import LabState, read_state, write_state
 from netlab.teardown import tear_down
 
@@ -85,6 +87,45 @@ def test_interrupt_rolls_back_and_says_where(plan, exc: BaseException, name: str
         apply_plan(plan, driver)
     assert info.value.exit_code == code
     assert driver.netns == {}
+
+
+def test_the_links_are_waited_for_once_every_link_stage_ran(plan) -> None:  # type: ignore[no-untyped-def]
+    driver = FakeDriver()
+    apply_plan(plan, driver)
+    links = [op for op in plan.ops if isinstance(op, (CreateLink, SetLink))]
+    assert driver.settled == [links]
+
+
+class OrderDriver(FakeDriver):
+    """Notes each stage (by its first op's kind) and each settle, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    def apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
+        self.order.append(type(ops[0]).__name__)
+        super().apply(ops, on_done)
+
+    def settle(self, ops: Sequence[Op], timeout: float = 10.0) -> None:
+        self.order.append("settle")
+        super().settle(ops, timeout)
+
+
+def test_the_lab_commands_run_once_its_links_are_up() -> None:
+    plan = build_plan(load_lab_text(LAB.replace("  b:\n", '  b:\n    exec: [["true"]]\n')))
+    driver = OrderDriver()
+    with patch("netlab.kernel.command.run"):
+        apply_plan(plan, driver)
+    assert driver.order[-2:] == ["settle", "RunCommand"]
+
+
+def test_links_that_do_not_come_up_fail_the_build_and_roll_it_back(plan) -> None:  # type: ignore[no-untyped-def]
+    driver = FakeDriver(unsettled="1 link is not up after 10 s: eth0 in t.a (operstate dormant)")
+    with pytest.raises(ApplyError) as info:
+        apply_plan(plan, driver)
+    assert info.value.reason == "1 link is not up after 10 s: eth0 in t.a (operstate dormant)"
+    assert info.value.rolled_back and driver.netns == {}
 
 
 def test_failure_on_the_first_namespace_leaves_nothing(plan) -> None:  # type: ignore[no-untyped-def]
