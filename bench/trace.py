@@ -97,7 +97,7 @@ def main() -> int:
         print("bench/trace needs root", file=sys.stderr)
         return 2
 
-    from netlab import lifecycle
+    from netlab.context import lab_context
     from netlab.kernel.observe import LiveObserver
     from netlab.observations import KernelSeen
     from netlab.probes.trace import run_trace
@@ -121,8 +121,8 @@ def main() -> int:
             if p.returncode:
                 print(p.stdout + p.stderr, file=sys.stderr)
                 return 1
-            ctx = lifecycle.lab_context(name, None)
-            plain = lifecycle.lab_context(name, None)
+            ctx = lab_context(name, None)
+            plain = lab_context(name, None)
             plain.observer = NoTracefs()
             for _ in range(args.repeat):
                 for method, context in (("inside", ctx), ("no-tracefs", plain)):

@@ -125,9 +125,12 @@ _VARIANT_HELP = (
 )
 
 
-def _load_pipeline() -> None:
+def _load_pipeline(module: str = "netlab.lifecycle") -> None:
     """Import the pipeline (pydantic models, pyroute2, libnftables) before the command
-    changes anything: a signal meanwhile ends it as one during start-up does."""
+    changes anything: a signal meanwhile ends it as one during start-up does. A command
+    that only reads an up lab needs no more than `netlab.context` and the observers."""
+    import importlib
+
     from netlab import timing
 
     # The modules live as long as the command: no collection need walk what they make
@@ -139,7 +142,7 @@ def _load_pipeline() -> None:
         _no_pydantic_plugins()
     try:
         with interrupts.loading(), timing.phase("import the pipeline"):
-            import netlab.lifecycle  # noqa: F401
+            importlib.import_module(module)
     finally:
         if collecting:
             gc.freeze()
@@ -1285,8 +1288,8 @@ def capture(
     """
     from contextlib import nullcontext
 
-    _load_pipeline()
-    from netlab import lifecycle
+    _load_pipeline("netlab.context")
+    from netlab import context
     from netlab.observations import CaptureError
     from netlab.pcap import FilterError, compile_filter
     from netlab.probes.live import capture_live
@@ -1295,7 +1298,7 @@ def capture(
     if not sep or not node or not ifname:
         raise UsageError(f"{where!r} is not NODE:IF (e.g. node1:eth0)")
     require_root("capture")
-    ctx = lifecycle.lab_context(lab, variant)
+    ctx = context.lab_context(lab, variant)
     if node not in ctx.nodes:
         raise UsageError(f"lab {ctx.lab.name} has no node {node!r} (nodes: {', '.join(ctx.nodes)})")
     names = [i.name for i in ctx.topo.of_node(node)]
@@ -1406,14 +1409,14 @@ def trace(**options: Any) -> int:
     Exit codes: 0 the probe got its answer, 1 it did not, 2 bad input (lab not up, unknown
     node or target), 3 not root.
     """
-    _load_pipeline()
-    from netlab import lifecycle
+    _load_pipeline("netlab.context")
+    from netlab import context
 
     o = _TraceOptions(**options)
     hosts = o.hosts if o.hosts is not None else _recorded_inventory(o.lab, o.variant)
     if hosts is None:
         require_root("trace")
-        return _trace(lifecycle.lab_context(o.lab, o.variant), o)
+        return _trace(context.lab_context(o.lab, o.variant), o)
     from netlab.multihost.checks import lab_over_hosts, over_hosts
     from netlab.multihost.lifecycle import load_split
 

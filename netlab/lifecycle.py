@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from netlab import interrupts, timing, unchanged
 from netlab.apply import apply_plan
+from netlab.context import lab_context
 from netlab.errors import (
     AlreadyUp,
     ApplyError,
@@ -37,7 +38,7 @@ from netlab.lab.render import lab_data
 from netlab.lab.sysctls import normalise
 from netlab.lab.targets import node_addresses
 from netlab.labdiff import key_changes, listed
-from netlab.load import LabOrigin, load_lab, load_lab_located, load_named, peek_lab_name
+from netlab.load import LabOrigin, load_lab, load_lab_located, peek_lab_name
 from netlab.naming import is_lab_file
 from netlab.plan.build import Plan, build_plan
 from netlab.plan.ops import DeleteNetns, Op
@@ -61,7 +62,6 @@ from netlab.state import (
     write_state,
 )
 from netlab.teardown import (
-    resolve_lab_name,
     stop_lab_processes,
     take_down,
     tear_down,
@@ -70,7 +70,7 @@ from netlab.teardown import (
 if TYPE_CHECKING:  # the runner pulls in the kernel observers: imported only by `check`
     from netlab.kernel.features import Probe
     from netlab.pcap import Frame
-    from netlab.probes.checks import LabContext, Verdict
+    from netlab.probes.checks import Verdict
 
 
 def load_and_plan(path: str | Path, variant: str | None = None) -> tuple[Lab, Plan]:
@@ -591,62 +591,6 @@ def _plan_changes(existing: LabState, plan: Plan) -> list[str]:
 
 
 # ---------------------------------------------------------------- checks
-
-
-def lab_context(target: str, variant: str | None = None) -> LabContext:
-    """An up lab, ready for checks: TARGET is its name or its lab file (with `variant`,
-    that variant's lab). The checks are read from the file each time (they are not part
-    of what was built); what *was* built must still match the file, or the checks would
-    judge a different lab."""
-    from netlab.probes.checks import LabContext
-
-    require_root("check", reads_only=True)
-    is_file = is_lab_file(target)
-    lab = load_lab(target, variant) if is_file else None
-    name = lab.name if lab is not None else resolve_lab_name(target, variant)
-    st = read_state(name)
-    if st is None or st.status != "up":
-        how = f"netlab up {target}" + (f" --variant {variant}" if variant else "") if is_file else "netlab up LAB_FILE"
-        why = "is not up" if st is None else f"is not fully up (status: {st.status})"
-        raise UsageError(
-            f"lab {name} {why}; run `{how}` first, or `netlab check --up FILE` to build, "
-            "check and take it down in one go"
-        )
-    if lab is not None and str(Path(target).resolve()) != st.source and os.path.exists(st.source):
-        # Two files, one lab name: the checks that judge the lab are those of the file it was built from.
-        raise UsageError(
-            f"lab {name} was built from {st.source}, not from {target}; its checks are that file's: netlab check {name}"
-        )
-    if lab is None:
-        if not os.path.exists(st.source):
-            raise UsageError(
-                f"lab {name} was built from {st.source}, which is gone; pass the lab file: netlab check FILE"
-            )
-        # the base lab or one of its variants (NAME-VARIANT): whichever has the name
-        found = load_named(st.source, name)
-        if found is None:
-            raise UsageError(
-                f"lab {name} was built from {st.source}, which no longer defines it "
-                f"(its name or variant changed); take it down: netlab down {name}"
-            )
-        lab, _, variant = found
-    if build_plan(lab).fingerprint != st.fingerprint:
-        again = (target if is_file else st.source) + (f" --variant {variant}" if variant else "")
-        built = {k: v for k, v in st.spec.items() if k != "checks"}
-        changes = key_changes(built, {k: v for k, v in lab_data(lab).items() if k != "checks"}) if built else []
-        raise UsageError(
-            "\n".join(
-                [
-                    f"lab {name} is up, but its file has changed since (other than its checks):",
-                    *listed(changes),
-                    f"rebuild it first: netlab down {name} && netlab up {again}",
-                ]
-            )
-            if changes
-            else f"lab {name} is up, but its file has changed since (other than its checks); "
-            f"rebuild it first: netlab down {name} && netlab up {again}"
-        )
-    return LabContext(lab, dict(st.nodes))
 
 
 def explain_dead_responders(lab: Lab, verdicts: list[Verdict]) -> list[Verdict]:

@@ -30,13 +30,16 @@ import subprocess
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from netlab.kernel import netns as nsops
-from netlab.kernel.encode import request
 from netlab.kernel.nlsock import NetlinkSocket
-from netlab.plan.ops import CreateIpset, CreateLink, LoadNftables, Op, RestoreIptables, VethType
-from netlab.plan.removal import Remove
+
+if TYPE_CHECKING:
+    from netlab.plan.ops import CreateIpset, LoadNftables, Op, RestoreIptables
+
+# The plan's ops (and their encoder) are imported by the functions that apply them: the
+# readers (`netlab trace` lists and adds tables) start without them (~17 ms).
 
 # libnftables keeps some state per process (its caches, the symbol tables it reads):
 # one context at a time.
@@ -278,6 +281,9 @@ def apply_in(fd: int, ns: str, ops: Sequence[Op]) -> list[tuple[Op, str]]:
     that fails (the later ones may build on it). Returns (op, reason) for it and for those
     not tried."""
 
+    from netlab.plan.ops import CreateIpset, LoadNftables, RestoreIptables
+    from netlab.plan.removal import Remove
+
     def run() -> list[tuple[Op, str]]:
         nsops.enter_here(fd)
         for i, op in enumerate(ops):
@@ -363,6 +369,8 @@ def trial(ops: Sequence[Op], interfaces: Sequence[str] = ()) -> TrialFailure | N
     before aborting, so applying it as well refuses nothing more, and nothing comes after
     it that needs its tables. (A 4740-line policy table: 0.1 s of CPU per load, 3 nodes.)"""
 
+    from netlab.plan.ops import CreateIpset, LoadNftables, RestoreIptables
+
     def run() -> TrialFailure | None:
         nsops.unshare_here()
         _add_standins(interfaces)
@@ -391,6 +399,9 @@ def _add_standins(names: Sequence[str]) -> None:
     `names`, its peer under a name none of them has. A veth, whatever the declared kind:
     the kernel lacks some kinds (dummy, vrf) and a ruleset only needs the name to have an
     ifindex (`oif`), or nothing at all (`oifname`)."""
+    from netlab.kernel.encode import request
+    from netlab.plan.ops import CreateLink, VethType
+
     names = [n for n in dict.fromkeys(names) if n != "lo"]
     if not names:
         return

@@ -135,6 +135,18 @@ class NetlinkSocket:
                         failures.append(Failure(index, -code, _error_text(-code, data, offset, length, flags)))
         return failures
 
+    def send_framed(self, data: bytes, seqs: Sequence[int]) -> dict[int, int]:
+        """Send messages framed already (`frame`, e.g. an nfnetlink batch); each of `seqs`'s
+        answer: 0 for its ACK, else the errno."""
+        self.sock.sendall(data)
+        found: dict[int, int] = {}
+        while len(found) < len(seqs):
+            data = self.sock.recv(1 << 16)
+            for offset, _, mtype, _, seq in _frames(data):
+                if mtype == NLMSG_ERROR and seq in seqs:
+                    found[seq] = -struct.unpack_from("=i", data, offset + 16)[0]
+        return found
+
     def link_indexes(self) -> dict[str, int]:
         """Interface name → ifindex of every link, parsing only those two fields: decoding
         whole link messages with pyroute2 costs ~1 ms per namespace, this a few µs."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
-from netlab.kernel import conntrack, counters, drops, ipvs, neighbours, nft, routes, trace, tracefs
+from netlab.kernel import conntrack, counters, drops, neighbours, nft, routes, trace, tracefs
 from netlab.kernel.capture import SNAPLEN, Capture
 from netlab.observations import (
     TRACE_SETTLE,
@@ -51,6 +51,8 @@ class LiveObserver:
             raise ObserveError(f"in {ns}: neighbours: {e}") from e
 
     def ipvs(self, ns: str) -> IpvsState:
+        from netlab.kernel import ipvs  # pyroute2's generic netlink: ~20 ms, for a lab with IPVS only
+
         return ipvs.ipvs_state(ns)
 
     def nft_list(self, ns: str, what: str) -> str | None:

@@ -38,13 +38,11 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import NamedTuple, TypeVar
 
-from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
-
 from netlab import interrupts
 from netlab.kernel import nft
 from netlab.kernel.counters import nft_comment, parse_iptables_save
 from netlab.kernel.inside import in_namespace
-from netlab.kernel.nlsock import RTM_GETLINK, NetlinkSocket
+from netlab.kernel.nlsock import NLM_F_ACK, NLM_F_REQUEST, RTM_GETLINK, NetlinkSocket, frame
 from netlab.observations import (
     TRACE_SETTLE,
     TRACE_TABLE_PREFIX,
@@ -320,9 +318,50 @@ def _install(ns: str, name: str, flow: TraceFlow) -> None:
         raise ObserveError(f"in {ns}: cannot add the trace table: {err.strip()}")
 
 
+NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END = 0x10, 0x11
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_DELTABLE = (NFNL_SUBSYS_NFTABLES << 8) | 2
+NFTA_TABLE_NAME = 1
+NFPROTO_INET, NFPROTO_BRIDGE = 1, 7
+
+
+def _nfgen(family: int, res_id: int = 0) -> bytes:
+    return struct.pack("=BBH", family, 0, socket.htons(res_id))
+
+
+def delete_tables(name: str) -> bytes:
+    """The nfnetlink batch (one transaction, as the tables were added) that deletes the
+    inet and bridge tables `name`: the deletions are numbered 1 and 2, the batch's own
+    messages 3."""
+    text = name.encode() + b"\0"
+    attr = struct.pack("=HH", 4 + len(text), NFTA_TABLE_NAME) + text + bytes(-len(text) % 4)
+    head = _nfgen(0, NFNL_SUBSYS_NFTABLES)
+    return (
+        frame(head, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 3)
+        + frame(_nfgen(NFPROTO_INET) + attr, NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK, 1)
+        + frame(_nfgen(NFPROTO_BRIDGE) + attr, NFT_MSG_DELTABLE, NLM_F_REQUEST | NLM_F_ACK, 2)
+        + frame(head, NFNL_MSG_BATCH_END, NLM_F_REQUEST, 3)
+    )
+
+
+def _delete_here(name: str) -> None:
+    """Delete the trace tables in the calling thread's namespace: straight nfnetlink, not
+    libnftables, whose contexts take turns across the process's threads — and the commit
+    waits for the kernel to unhook the chains (an RCU grace period, ~5 ms): in every
+    namespace at once, those waits overlap. A table gone already (ENOENT) is what was
+    wanted (the kernel then keeps the other: `close` after a failed `open`, where neither
+    was added: the two went in at once)."""
+    sock = NetlinkSocket(NETLINK_NETFILTER)
+    try:
+        sock.sock.settimeout(5.0)  # the kernel answers at once: never wait forever in a cleanup
+        sock.send_framed(delete_tables(name), [1, 2])
+    finally:
+        sock.close()
+
+
 def _remove(ns: str, name: str) -> None:
-    with contextlib.suppress(OSError, nft.FirewallError):  # the namespace is gone: so is the table
-        nft.command_in(ns, f"delete table inet {name}\ndelete table bridge {name}")
+    with contextlib.suppress(OSError, ObserveError):  # the namespace is gone: so is the table
+        in_namespace(ns, lambda: _delete_here(name))
 
 
 def _listener() -> socket.socket:
@@ -376,10 +415,27 @@ class TraceSession:
 
     def close(self) -> None:
         with interrupts.deferred():
-            each(self.touched, lambda ns: _remove(ns, self.name))
-            for sock in self.listeners:
+            self._take()()
+
+    def closing(self) -> threading.Thread:
+        """close() in a thread of its own (started), for the caller to join: the tables go
+        while the events are resolved. Not a daemon: the interpreter waits for it."""
+        with interrupts.deferred():
+            thread = threading.Thread(target=self._take(), name="netlab-trace-close")
+            thread.start()
+        return thread
+
+    def _take(self) -> Callable[[], None]:
+        """What close does, taken from the session (which then holds nothing more)."""
+        touched, listeners = self.touched, list(self.listeners)
+        self.touched, self.listeners = [], {}
+
+        def close() -> None:
+            for sock in listeners:
                 sock.close()
-            self.touched, self.listeners = [], {}
+            each(touched, lambda ns: _remove(ns, self.name))
+
+        return close
 
     def queues(self) -> list[list[TraceEvent]]:
         """Each namespace's events (in `namespaces` order), in the order its listener got
@@ -399,9 +455,15 @@ def trace(
         interrupts.raise_pending()
         result = send()
         session.collect(settle)
+        closing = session.closing()
+        try:
+            queues = session.queues()
+        finally:
+            with interrupts.deferred():
+                closing.join()
     finally:
-        session.close()
-    return result, walk(session.queues())
+        session.close()  # what is left, if the probe failed: nothing once `closing` ran
+    return result, walk(queues)
 
 
 def walk(queues: Sequence[Sequence[TraceEvent]]) -> list[TraceEvent]:
@@ -438,22 +500,42 @@ class Link:
     port: int | None = None
 
 
+IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO = 3, 10, 18
+IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_VXLAN_ID, IFLA_VXLAN_PORT = 1, 15
+
+
 def links_here() -> dict[int, Link]:
-    """The interfaces of the calling thread's namespace by index (one RTM_GETLINK dump)."""
+    """The interfaces of the calling thread's namespace by index (one RTM_GETLINK dump),
+    read straight from the bytes: pyroute2's decoder would load every rtnetlink class it
+    has (~30 ms of a trace)."""
     sock = NetlinkSocket()
     try:
-        found = sock.dump(ifinfmsg(), RTM_GETLINK)
+        found = sock.dump(bytes(16), RTM_GETLINK, parse=bytes)  # struct ifinfomsg, all zero: every link
     finally:
         sock.close()
-    names = {m["index"]: m.get_attr("IFLA_IFNAME") for m in found}
-    out = {}
-    for m in found:
-        info = m.get_attr("IFLA_LINKINFO")
-        kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
-        data = info.get_attr("IFLA_INFO_DATA") if info is not None and kind == "vxlan" else None
-        vni, port = (data.get_attr("IFLA_VXLAN_ID"), data.get_attr("IFLA_VXLAN_PORT")) if data else (None, None)
-        out[m["index"]] = Link(names[m["index"]], kind, names.get(m.get_attr("IFLA_MASTER")), vni, port)
-    return out
+    links = [_link(data) for data in found]
+    names = {index: name for index, name, *_ in links}
+    return {
+        index: Link(name, kind, names.get(master or 0), vni, port) for index, name, master, kind, vni, port in links
+    }
+
+
+def _link(data: bytes) -> tuple[int, str, int | None, str | None, int | None, int | None]:
+    """One RTM_NEWLINK message: (index, name, master's index, kind, VXLAN VNI and port)."""
+    (index,) = struct.unpack_from("=i", data, 20)
+    attrs = dict(_attrs(data[32:]))
+    info = dict(_attrs(attrs.get(IFLA_LINKINFO, b"")))
+    kind = info[IFLA_INFO_KIND].rstrip(b"\0").decode() if IFLA_INFO_KIND in info else None
+    vxlan = dict(_attrs(info.get(IFLA_INFO_DATA, b""))) if kind == "vxlan" else {}
+    return (
+        index,
+        attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace"),
+        struct.unpack("=I", attrs[IFLA_MASTER][:4])[0] if IFLA_MASTER in attrs else None,
+        kind,
+        struct.unpack("=I", vxlan[IFLA_VXLAN_ID][:4])[0] if IFLA_VXLAN_ID in vxlan else None,
+        struct.unpack(">H", vxlan[IFLA_VXLAN_PORT][:2])[0] if IFLA_VXLAN_PORT in vxlan else None,
+    )
 
 
 def with_links(e: TraceEvent, by_name: Mapping[str, Link]) -> TraceEvent:

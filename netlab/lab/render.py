@@ -8,6 +8,8 @@ short forms (`served_by: pod4`, not the normalised `{pod4: [1.0, 1.0]}`).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -18,6 +20,13 @@ from netlab.lab.model import Lab
 
 _QUOTED_ON = re.compile(r"(?<=[{\s])'on':")
 _LINK_KEYS_FIRST = ("kind", "peer", "master", "addresses")
+
+
+def fingerprint(lab: Lab) -> str:
+    """What was built: the checks are left out, so adding or editing a check never asks
+    for the lab to be rebuilt (`netlab check` reads them from the file each time)."""
+    canonical = json.dumps(lab.model_dump(mode="json", by_alias=True, exclude={"checks"}), sort_keys=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def lab_data(lab: Lab) -> dict[str, Any]:

@@ -4,7 +4,6 @@ the same lab always gives the same plan (so `--dry-run` output and golden tests 
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from netlab.lab.ipset import entry_comment, entry_text, parse_element, range_tex
 from netlab.lab.ipvs import real_port, service_family
 from netlab.lab.model import Bridge, Geneve, Lab, Node, Vlan, Vrf, Vxlan, _IpTunnel, _LinkCommon
 from netlab.lab.netem import Netem, duration_us, percent, rate_bytes
+from netlab.lab.render import fingerprint
 from netlab.lab.source import format_path
 from netlab.lab.topology import Interface, Topology, lower_dev, resolve
 from netlab.naming import netns_name, ownership_mark
@@ -72,13 +72,6 @@ class Plan:
             lines.append(f"# {stage}")
             lines += [op.render() for op in ops]
         return "\n".join(lines) + "\n"
-
-
-def fingerprint(lab: Lab) -> str:
-    """What was built: the checks are left out, so adding or editing a check never asks
-    for the lab to be rebuilt (`netlab check` reads them from the file each time)."""
-    canonical = json.dumps(lab.model_dump(mode="json", by_alias=True, exclude={"checks"}), sort_keys=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 def _uses_ipv6(node: Node) -> bool:

@@ -8,8 +8,9 @@ from typing import TypeVar
 import pytest
 
 from netlab.lab.model import Lab
+from netlab.lab.render import fingerprint
 from netlab.load import load_lab_text
-from netlab.plan.build import build_plan, fingerprint
+from netlab.plan.build import build_plan
 from netlab.plan.ops import (
     STAGES,
     AddAddress,
