@@ -5,7 +5,7 @@
 
 Three ways, interleaved in one run (other work on the machine hits them alike):
 `inside` is run_trace in this process (the trace itself: temporary tables and listeners
-in four namespaces, the probe, 0.1 s of quiet that ends the collection, rule texts, the
+in four namespaces, the probe, 0.05 s of quiet that ends the collection, rule texts, the
 kernel's drop tracepoints through a private tracefs); `no-tracefs` the same without the
 kernel's tracepoints (what the private tracefs costs); `cli` the whole `netlab trace`
 command (Python start-up and imports too); with `--baseline DIR` (another netlab source

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TypeVar
 
-from netlab.kernel import conntrack, counters, drops, neighbours, nft, routes, trace, tracefs
+from netlab.kernel import conntrack, counters, drops, neighbours, nft, trace, tracefs
 from netlab.kernel.capture import SNAPLEN, Capture
 from netlab.observations import (
     TRACE_SETTLE,
@@ -36,9 +36,13 @@ class LiveObserver:
     """KernelObserver over the real kernel. Stateless: one instance serves every thread."""
 
     def route_get(self, ns: str, queries: Sequence[RouteQuery]) -> list[RouteAnswer]:
+        from netlab.kernel import routes  # pyroute2's route messages: not for a trace that arrived
+
         return routes.route_get_many(ns, queries)
 
     def rules(self, ns: str) -> list[RuleView]:
+        from netlab.kernel import routes
+
         return routes.rules(ns)
 
     def conntrack(self, ns: str) -> list[CtEntry]:
