@@ -465,6 +465,35 @@ class VxlanDev:
 
 
 @dataclass(frozen=True)
+class FdbLookup:
+    """What a bridge's forwarding database held for a frame's destination MAC when the
+    frame came into the bridge: the table read just before the probe, and what the bridge
+    learned since from the traced frames (each frame's source MAC, on its port: the
+    flow's and the ARP/NDP exchanges about its addresses)."""
+
+    mac: str  # the frame's destination MAC
+    found: str  # known | local (the bridge's own: up to its host) | unknown | broadcast | multicast
+    port: str | None = None  # known: the port its entry names
+    learned: bool = False  # known from a frame of this trace, not from the table read before it
+
+    @property
+    def floods(self) -> bool:
+        """The bridge floods the frame: a copy out of every port but the one it came in by."""
+        return self.found in ("unknown", "broadcast", "multicast")
+
+    @property
+    def text(self) -> str:
+        if self.found == "known":
+            how = "learned from an earlier frame of this trace" if self.learned else "in its FDB before the probe"
+            return f"destination MAC {self.mac} on port {self.port}, {how}"
+        if self.found == "local":
+            return f"destination MAC {self.mac} is the bridge's own"
+        if self.found == "unknown":
+            return f"destination MAC {self.mac} not in its FDB (unknown unicast)"
+        return f"destination MAC {self.mac} is {self.found}"
+
+
+@dataclass(frozen=True)
 class TraceEvent:
     """One nftables trace event (NFT_MSG_TRACE) as a namespace's listener received it."""
 
@@ -497,6 +526,12 @@ class TraceEvent:
     outer: VxlanHeader | None = None  # the packet is a VXLAN outer packet (UDP to a VXLAN port)
     encap: VxlanDev | None = None  # oif is a VXLAN device: the packet enters a tunnel
     decap: VxlanDev | None = None  # iif is a VXLAN device: the packet came out of a tunnel
+    mac_src: str | None = None  # from the link-layer header (a bridge family event)
+    mac_dst: str | None = None
+    fdb: FdbLookup | None = None  # a bridge family event: the bridge's FDB on the frame's destination
+    # An ARP or NDP frame a bridge table traced only for what the bridge learns from it
+    # (netlab.kernel.trace): never part of a walk.
+    learning: bool = False
 
     @property
     def rule_words(self) -> str | None:

@@ -47,6 +47,7 @@ from netlab.observations import (
     TRACE_SETTLE,
     TRACE_TABLE_PREFIX,
     CounterView,
+    FdbLookup,
     ObserveError,
     TraceEvent,
     TraceFlow,
@@ -75,7 +76,9 @@ VXLAN_FLAG_I = 0x08  # the VNI is valid (RFC 7348)
 
 # NFTA_TRACE_* (include/uapi/linux/netfilter/nf_tables.h)
 A_TABLE, A_CHAIN, A_HANDLE, A_TYPE, A_VERDICT, A_ID = 1, 2, 3, 4, 5, 6
-A_NETWORK, A_TRANSPORT, A_IIF, A_OIF, A_POLICY = 8, 9, 10, 12, 16
+A_LL, A_NETWORK, A_TRANSPORT, A_IIF, A_OIF, A_POLICY = 7, 8, 9, 10, 12, 16
+ETH_P_ARP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD = 0x0806, 0x86DD, 0x8100, 0x88A8
+ND_TYPES = (135, 136)  # ICMPv6 neighbour solicitation and advertisement
 TYPES = {1: "policy", 2: "return", 3: "rule"}
 VERDICTS = {
     0: "drop",
@@ -199,11 +202,17 @@ def _event(body: bytes, ns: str, ifnames: dict[int, str], vxlan_ports: Collectio
         verdict = VERDICTS.get(struct.unpack(">i", fields[A_POLICY][:4])[0], verdict)
     src, dst, ttl, protocol = _addresses(fields.get(A_NETWORK, b""))
     sport, dport = _ports(protocol, fields.get(A_TRANSPORT, b""))
+    family = FAMILIES.get(body[0], str(body[0]))
+    mac_src, mac_dst, ethertype = _ethernet(fields.get(A_LL, b"")) if family == "bridge" else (None, None, None)
+    transport = fields.get(A_TRANSPORT, b"")
+    learning = ethertype == ETH_P_ARP or (
+        ethertype == ETH_P_IPV6 and protocol == 58 and transport[:1] != b"" and transport[0] in ND_TYPES
+    )
     return TraceEvent(
         ns=ns,
         id=struct.unpack(">I", fields[A_ID][:4])[0] if A_ID in fields else 0,
         type=TYPES.get(struct.unpack(">I", fields[A_TYPE][:4])[0], "?") if A_TYPE in fields else "?",
-        family=FAMILIES.get(body[0], str(body[0])),
+        family=family,
         table=text(A_TABLE),
         chain=text(A_CHAIN),
         handle=struct.unpack(">Q", fields[A_HANDLE][:8])[0] if A_HANDLE in fields else None,
@@ -217,8 +226,27 @@ def _event(body: bytes, ns: str, ifnames: dict[int, str], vxlan_ports: Collectio
         proto=None if protocol is None else _PROTOCOLS.get(protocol, str(protocol)),
         sport=sport,
         dport=dport,
-        outer=vxlan_header(fields.get(A_NETWORK, b""), fields.get(A_TRANSPORT, b""), vxlan_ports),
+        outer=vxlan_header(fields.get(A_NETWORK, b""), transport, vxlan_ports),
+        mac_src=mac_src,
+        mac_dst=mac_dst,
+        learning=learning,
     )
+
+
+def _mac(data: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in data)
+
+
+def _ethernet(header: bytes) -> tuple[str | None, str | None, int | None]:
+    """Source and destination MAC and the ethertype (past VLAN tags) of an Ethernet header."""
+    if len(header) < 14:
+        return None, None, None
+    off = 12
+    (ethertype,) = struct.unpack_from(">H", header, off)
+    while ethertype in (ETH_P_8021Q, ETH_P_8021AD) and len(header) >= off + 6:
+        off += 4
+        (ethertype,) = struct.unpack_from(">H", header, off)
+    return _mac(header[6:12]), _mac(header[0:6]), ethertype
 
 
 # ---------------------------------------------------------------- the temporary tables
@@ -278,9 +306,24 @@ def trace_table(name: str, flow: TraceFlow) -> str:
     # A bridge: the flow's frames marked as they come in on a port; the empty chains say
     # which port the bridge sent each copy out of (forward: between ports; output: the
     # host's own through the bridge device) or that it passed it up to the host (input).
-    bridged = _chain("pre", "prerouting", PRIORITY, traced)
-    bridged += "".join(_chain(c, hook, LAST) for c, hook in BRIDGE_CHAINS.items())
+    # ARP and NDP are traced in the bridge too, for what it learns from them (`fdb_lookups`;
+    # never shown in a walk): the first frame to a MAC just resolved finds it known. An NDP
+    # message the bridge passes up to its host leaves the trace there (the IP stack's hooks
+    # would trace it too).
+    bridged = _chain(
+        "pre", "prerouting", PRIORITY, "".join(f"    {m} meta nftrace set 1\n" for m in _LEARNING) + traced
+    )
+    unmark = {"up": f"    icmpv6 type {{ {', '.join(_ND)} }} meta nftrace set 0\n"}
+    bridged += "".join(_chain(c, hook, LAST, unmark.get(c, "")) for c, hook in BRIDGE_CHAINS.items())
     return f"table inet {name} {{\n{chains}}}\ntable bridge {name} {{\n{bridged}}}\n"
+
+
+_ND = ("nd-neighbor-solicit", "nd-neighbor-advert")
+
+
+# Every ARP and NDP frame a bridge takes in (not only the flow's: a tunnel's underlay
+# resolves its own addresses), for what the bridge learns from it.
+_LEARNING = ("meta protocol arp", f"icmpv6 type {{ {', '.join(_ND)} }}")
 
 
 # Where the inner packet's fields are in a VXLAN packet, in bits from the outer UDP header
@@ -391,6 +434,7 @@ class TraceSession:
         self.listeners: dict[socket.socket, str] = {}
         self.touched: list[str] = []
         self.raw: list[tuple[str, bytes]] = []
+        self.fdb: dict[str, list[FdbEntry]] = {}  # each namespace's bridge FDB, read before the probe
 
     def open(self) -> None:
         """Every namespace's listener and table, all namespaces at once. Short, and not to
@@ -400,10 +444,11 @@ class TraceSession:
         lock = threading.Lock()
 
         def one(ns: str) -> None:
-            sock = in_namespace(ns, _listener)
+            sock, fdb = in_namespace(ns, lambda: (_listener(), fdb_here()))
             with lock:
                 self.listeners[sock] = ns
                 self.touched.append(ns)
+                self.fdb[ns] = fdb
             _install(ns, self.name, self.flow)
 
         with interrupts.deferred():
@@ -440,7 +485,7 @@ class TraceSession:
     def queues(self) -> list[list[TraceEvent]]:
         """Each namespace's events (in `namespaces` order), in the order its listener got
         them, with their headers filled in and their rules' texts: ready for `walk`."""
-        return _resolve(self.raw, self.namespaces, self.flow)
+        return _resolve(self.raw, self.namespaces, self.flow, self.fdb)
 
 
 def trace(
@@ -491,18 +536,21 @@ def _collect(listeners: dict[socket.socket, str], settle: float, limit: float = 
 
 @dataclass(frozen=True)
 class Link:
-    """What a walk needs to know of an interface: its bridge, and a VXLAN device's VNI and port."""
+    """What a walk needs to know of an interface: its bridge, a VXLAN device's VNI and
+    port, and whether its bridge learns by it (a bridge port)."""
 
     name: str
     kind: str | None
     master: str | None  # the bridge (or other master device) it is a port of
     vni: int | None = None
     port: int | None = None
+    learning: bool = True  # a bridge port: its bridge learns the source MAC of a frame that comes in by it
 
 
 IFLA_IFNAME, IFLA_MASTER, IFLA_LINKINFO = 3, 10, 18
-IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_INFO_KIND, IFLA_INFO_DATA, IFLA_INFO_SLAVE_DATA = 1, 2, 5
 IFLA_VXLAN_ID, IFLA_VXLAN_PORT = 1, 15
+IFLA_BRPORT_LEARNING = 8
 
 
 def links_here() -> dict[int, Link]:
@@ -514,28 +562,115 @@ def links_here() -> dict[int, Link]:
         found = sock.dump(bytes(16), RTM_GETLINK, parse=bytes)  # struct ifinfomsg, all zero: every link
     finally:
         sock.close()
-    links = [_link(data) for data in found]
-    names = {index: name for index, name, *_ in links}
-    return {
-        index: Link(name, kind, names.get(master or 0), vni, port) for index, name, master, kind, vni, port in links
-    }
+    links = {index: (name, master, link) for index, name, master, link in map(_link, found)}
+    return {i: replace(link, master=links[m][0] if m in links else None) for i, (_, m, link) in links.items()}
 
 
-def _link(data: bytes) -> tuple[int, str, int | None, str | None, int | None, int | None]:
-    """One RTM_NEWLINK message: (index, name, master's index, kind, VXLAN VNI and port)."""
+def _link(data: bytes) -> tuple[int, str, int | None, Link]:
+    """One RTM_NEWLINK message: its index, name, master's index and the Link (its master
+    left for the caller, who knows every name)."""
     (index,) = struct.unpack_from("=i", data, 20)
     attrs = dict(_attrs(data[32:]))
     info = dict(_attrs(attrs.get(IFLA_LINKINFO, b"")))
     kind = info[IFLA_INFO_KIND].rstrip(b"\0").decode() if IFLA_INFO_KIND in info else None
     vxlan = dict(_attrs(info.get(IFLA_INFO_DATA, b""))) if kind == "vxlan" else {}
-    return (
-        index,
-        attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace"),
-        struct.unpack("=I", attrs[IFLA_MASTER][:4])[0] if IFLA_MASTER in attrs else None,
+    port = dict(_attrs(info.get(IFLA_INFO_SLAVE_DATA, b"")))
+    name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
+    link = Link(
+        name,
         kind,
+        None,
         struct.unpack("=I", vxlan[IFLA_VXLAN_ID][:4])[0] if IFLA_VXLAN_ID in vxlan else None,
         struct.unpack(">H", vxlan[IFLA_VXLAN_PORT][:2])[0] if IFLA_VXLAN_PORT in vxlan else None,
+        port.get(IFLA_BRPORT_LEARNING, b"\1")[:1] != b"\0",
     )
+    return index, name, struct.unpack("=I", attrs[IFLA_MASTER][:4])[0] if IFLA_MASTER in attrs else None, link
+
+
+RTM_GETNEIGH = 30
+AF_BRIDGE = 7
+NDA_LLADDR, NDA_MASTER = 2, 9
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+
+
+@dataclass(frozen=True)
+class FdbEntry:
+    """One entry of a bridge's forwarding database (`bridge fdb show … master BRIDGE`)."""
+
+    master: int  # the bridge's ifindex
+    port: int  # the port's (the bridge's own for its own addresses)
+    mac: str
+    local: bool  # the bridge's or a port's own address: frames to it go up to the host
+    static: bool  # added, not learned: learning does not move it
+
+
+def fdb_here() -> list[FdbEntry]:
+    """The FDB entries of every bridge in the calling thread's namespace (one
+    RTM_GETNEIGH dump of the bridge family; a device's own addresses, with no master,
+    are left out)."""
+    sock = NetlinkSocket()
+    try:
+        found = sock.dump(struct.pack("=BBHiHBB", AF_BRIDGE, 0, 0, 0, 0, 0, 0), RTM_GETNEIGH, parse=bytes)
+    finally:
+        sock.close()
+    out = []
+    for data in found:
+        _, _, _, port, state, _, _ = struct.unpack_from("=BBHiHBB", data, 16)
+        attrs = dict(_attrs(data[28:]))
+        if NDA_MASTER in attrs and len(attrs.get(NDA_LLADDR, b"")) == 6:
+            master = struct.unpack("=I", attrs[NDA_MASTER][:4])[0]
+            out.append(
+                FdbEntry(master, port, _mac(attrs[NDA_LLADDR]), bool(state & NUD_PERMANENT), bool(state & NUD_NOARP))
+            )
+    return out
+
+
+def fdb_lookups(
+    queue: Sequence[TraceEvent], entries: Sequence[FdbEntry], links: Mapping[int, Link]
+) -> list[TraceEvent]:
+    """One namespace's events (in the order they happened there), each bridge family event
+    with what its bridge's FDB held for the frame's destination MAC when the frame came in:
+    a frame comes in at the trace table's prerouting chain (from a port: the bridge then
+    learns its source MAC there) or its output chain (from the host), and the copies it is
+    switched or flooded as follow it. The FDB is the one read before the probe, plus what
+    the bridge learned from the traced frames since."""
+    known: dict[tuple[str, str], tuple[str, bool, bool, bool]] = {}  # (bridge, mac) → port, local, static, learned
+    for f in entries:
+        if f.master in links and f.port in links:
+            known[(links[f.master].name, f.mac)] = (links[f.port].name, f.local, f.static, False)
+    out: list[TraceEvent] = []
+    prev: TraceEvent | None = None  # the namespace's last bridge family event, if the last event was one
+    current: FdbLookup | None = None
+    for e in queue:
+        if e.family != "bridge" or e.bridge is None or e.mac_dst is None:
+            out.append(e)
+            prev = None
+            continue
+        ours = e.table.startswith(TRACE_TABLE_PREFIX)
+        came_in = ours and e.chain == "pre" and (prev is None or prev.chain != "pre" or prev.id != e.id)
+        from_host = ours and e.chain == "down" and (prev is None or prev.chain != "down")
+        if came_in or from_host or current is None:
+            current = _lookup(known, e.bridge, e.mac_dst)
+        learns = next((link.learning for link in links.values() if link.name == e.iif), True)
+        if came_in and learns and e.iif and e.mac_src and not int(e.mac_src[:2], 16) & 1:
+            entry = known.get((e.bridge, e.mac_src))
+            if entry is None or not (entry[1] or entry[2] or entry[0] == e.iif):  # new, or moved port
+                known[(e.bridge, e.mac_src)] = (e.iif, False, False, True)
+        out.append(replace(e, fdb=current))
+        prev = e
+    return out
+
+
+def _lookup(known: Mapping[tuple[str, str], tuple[str, bool, bool, bool]], bridge: str, mac: str) -> FdbLookup:
+    if mac == "ff:ff:ff:ff:ff:ff":
+        return FdbLookup(mac, "broadcast")
+    if int(mac[:2], 16) & 1:
+        return FdbLookup(mac, "multicast")
+    entry = known.get((bridge, mac))
+    if entry is None:
+        return FdbLookup(mac, "unknown")
+    port, local, _, learned = entry
+    return FdbLookup(mac, "local" if local else "known", None if local else port, learned)
 
 
 def with_links(e: TraceEvent, by_name: Mapping[str, Link]) -> TraceEvent:
@@ -555,10 +690,16 @@ def with_links(e: TraceEvent, by_name: Mapping[str, Link]) -> TraceEvent:
     return replace(e, bridge=bridge, encap=vxlan(e.oif), decap=vxlan(e.iif))
 
 
-def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str], flow: TraceFlow) -> list[list[TraceEvent]]:
+def _resolve(
+    raw: list[tuple[str, bytes]],
+    namespaces: Sequence[str],
+    flow: TraceFlow,
+    fdb: Mapping[str, Sequence[FdbEntry]] | None = None,
+) -> list[list[TraceEvent]]:
     """Each namespace's datagrams decoded, headers filled in, interfaces and rule handles
     resolved: the namespaces' interfaces, then the tables their events name, each read
-    in every namespace at once."""
+    in every namespace at once. A bridge's frames get its FDB lookups (`fdb`: the tables
+    read before the probe), then the frames traced for them alone (ARP, NDP) go."""
     seen = list(dict.fromkeys(ns for ns, _ in raw))
     links: dict[str, dict[int, Link]] = dict(
         zip(seen, each(seen, lambda ns: in_namespace(ns, links_here)), strict=True)
@@ -570,6 +711,10 @@ def _resolve(raw: list[tuple[str, bytes]], namespaces: Sequence[str], flow: Trac
     by_name = {ns: {link.name: link for link in found.values()} for ns, found in links.items()}
     filled = {
         ns: [with_links(e, by_name[ns]) if ns in links else e for e in with_headers(q)] for ns, q in queues.items()
+    }
+    filled = {
+        ns: [e for e in fdb_lookups(q, (fdb or {}).get(ns, ()), links.get(ns, {})) if not e.learning]
+        for ns, q in filled.items()
     }
     keys = list(
         dict.fromkeys(
@@ -618,6 +763,9 @@ def with_headers(queue: Sequence[TraceEvent]) -> list[TraceEvent]:
                 outer=prev.outer,
                 iif=e.iif or prev.iif,
                 oif=e.oif or prev.oif,
+                mac_src=e.mac_src or prev.mac_src,
+                mac_dst=e.mac_dst or prev.mac_dst,
+                learning=e.learning or prev.learning,
             )
         out.append(e)
     return out

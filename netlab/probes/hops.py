@@ -20,7 +20,7 @@ hop's `text` under its visit and `--json` lists them (`hops`).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from netlab.observations import FORWARD_WORDS, TRACE_TABLE_PREFIX, IpvsState, TraceEvent, VxlanDev
@@ -29,6 +29,10 @@ from netlab.probes.ipvs_flow import ipvs_flow, ipvs_forward, ipvs_service
 from netlab.vocabulary import host_port
 
 BRIDGE_EVIDENCE = "nftables bridge family trace (the bridge's forward, input and output hooks)"
+FDB_EVIDENCE = (
+    "the bridge's FDB read before the probe, and what it learned since from the frames traced "
+    "(the flow's and the ARP/NDP about its addresses)"
+)
 ENCAP_EVIDENCE = "the VXLAN device the packet left by, and the trace of the outer packet its namespace sent next"
 DECAP_EVIDENCE = "the VXLAN device the packet came in on"
 IPVS_EVIDENCE = "the director's IPVS connection table and virtual services (ipvsadm -Lnc, -Ln), read after the probe"
@@ -64,7 +68,10 @@ def bridge_hop(visit: Sequence[TraceEvent]) -> Hop | None:
     )  # by name: the order of a flood's copies says nothing
     came = next((e.iif for e in visit if e.family == "bridge" and e.iif), None)
     up = any(e.chain == "up" for e in moved)
-    flood = len(outs) > 1
+    fdb = next((e.fdb for e in visit if e.family == "bridge" and e.fdb is not None), None)
+    # Flooded or forwarded is the FDB's answer when the frame came in: a flood may leave by
+    # one port (the only other one), a frame the FDB knew by one only.
+    flood = fdb.floods if fdb is not None else len(outs) > 1
     what = []
     if outs:
         verb = "floods it (a copy out of each port)" if flood else "forwards it"
@@ -73,8 +80,17 @@ def bridge_hop(visit: Sequence[TraceEvent]) -> Hop | None:
         what.append(f"passes it up to the host ({bridge})")
     origin = f"from {came}" if came else "from the host"
     hook = "forward" if any(e.chain == "switch" for e in moved) else "output" if outs else "input"
-    text = f"bridge {bridge} {origin}: {' and '.join(what)} (bridge {hook} hook)"
-    fields = {"bridge": bridge, "in": came, "out": outs, "up": up, "flood": flood, "evidence": BRIDGE_EVIDENCE}
+    why = f"; FDB: {fdb.text}" if fdb is not None else ""
+    text = f"bridge {bridge} {origin}: {' and '.join(what)} (bridge {hook} hook{why})"
+    fields = {
+        "bridge": bridge,
+        "in": came,
+        "out": outs,
+        "up": up,
+        "flood": flood,
+        "fdb": asdict(fdb) if fdb is not None else None,
+        "evidence": BRIDGE_EVIDENCE + (f"; {FDB_EVIDENCE}" if fdb is not None else ""),
+    }
     return Hop("bridge", visit[0].ns, text, fields)
 
 

@@ -1,6 +1,6 @@
 """`netlab trace` on the real kernel, for the hops no rule shows: a bridge forwarding a
 packet from port to port or flooding it (seen by the trace's bridge family table at the
-bridge's own hooks), and a VXLAN hop across labs/flannel-vxlan.yaml — the packet into
+bridge's own hooks; which of the two, by the bridge's FDB when the frame came in), and a VXLAN hop across labs/flannel-vxlan.yaml — the packet into
 flannel.1, the outer packet over the underlay's bridge with its UDP ports and VNI, and
 the packet out of flannel.1 on the far node. No temporary table is left behind."""
 
@@ -18,11 +18,9 @@ from netlab.pytest_plugin import LabFactory, LabHandle
 from tests.kernel.conftest import NetlabCli
 
 
-def switch() -> dict[str, Any]:
+def switch(names: tuple[str, ...] = ("a", "b", "c")) -> dict[str, Any]:
     """a, b and c (10.9.0.1-3) on bridge br0 of namespace sw, ports pa, pb, pc."""
-    hosts = {
-        name: {"links": {"eth0": {"addresses": [f"10.9.0.{i}/24"]}}} for i, name in enumerate(("a", "b", "c"), start=1)
-    }
+    hosts = {name: {"links": {"eth0": {"addresses": [f"10.9.0.{i}/24"]}}} for i, name in enumerate(names, start=1)}
     ports = {f"p{name}": {"peer": f"{name}:eth0", "master": "br0"} for name in hosts}
     return {"name": "hops", "nodes": {"sw": {"links": {"br0": {"kind": "bridge"}, **ports}}, **hosts}}
 
@@ -51,14 +49,49 @@ def test_a_bridge_forwards_by_port_and_floods_a_destination_it_never_learned(net
     trace, why = traced(lab, "a", "10.9.0.3")
     assert trace.ok, why
     assert bridged(trace) == [("br0", "pa", ["pc"], False), ("br0", "pc", ["pa"], False)], why
-    assert "↳ bridge br0 from pa: forwards it out pc (bridge forward hook)" in why, why
+    # c's MAC: learned from its ARP answer, in this trace (the lab is new)
+    assert (
+        "↳ bridge br0 from pa: forwards it out pc (bridge forward hook; FDB: destination MAC "
+        f"{mac(lab, 'c')} on port pc, learned from an earlier frame of this trace)"
+    ) in why, why
     # pb learns no address: frames to b's MAC go out of every other port
     lab.exec("sw", "ip", "link", "set", "pb", "type", "bridge_slave", "learning", "off", check=True)
     lab.exec("sw", "ip", "link", "set", "br0", "type", "bridge", "fdb_flush", check=True)
     trace, why = traced(lab, "a", "10.9.0.2")
     assert trace.ok, why
     assert bridged(trace) == [("br0", "pa", ["pb", "pc"], True), ("br0", "pb", ["pa"], False)], why
-    assert "↳ bridge br0 from pa: floods it (a copy out of each port) out pb, pc (bridge forward hook)" in why, why
+    assert (
+        "↳ bridge br0 from pa: floods it (a copy out of each port) out pb, pc (bridge forward hook; FDB: "
+        f"destination MAC {mac(lab, 'b')} not in its FDB (unknown unicast))"
+    ) in why, why
+    assert_no_trace_tables(lab)
+
+
+def mac(lab: LabHandle, node: str) -> str:
+    return str(json.loads(lab.exec(node, "ip", "-j", "link", "show", "eth0", check=True).stdout)[0]["address"])
+
+
+def test_a_flood_out_of_the_only_other_port_is_a_flood(netlab_lab: LabFactory) -> None:
+    """Flooded or forwarded is what the bridge's FDB held for the frame's destination when
+    it came in, not how many ports it left by: with two ports, both go out of one."""
+    lab = netlab_lab(switch(("a", "b")), unique=True)
+    lab.exec("sw", "ip", "link", "set", "pb", "type", "bridge_slave", "learning", "off", check=True)
+    lab.exec("sw", "ip", "link", "set", "br0", "type", "bridge", "fdb_flush", check=True)
+    trace, why = traced(lab, "a", "10.9.0.2")
+    assert trace.ok, why
+    assert bridged(trace) == [("br0", "pa", ["pb"], True), ("br0", "pb", ["pa"], False)], why
+    first = next(h for h in hops(trace) if h.kind == "bridge")
+    assert first.fields["fdb"] == {"mac": mac(lab, "b"), "found": "unknown", "port": None, "learned": False}, why
+    assert "from pa: floods it (a copy out of each port) out pb (bridge forward hook; FDB: destination MAC" in why
+    # b's MAC as a static entry, there before the probe: forwarded by the FDB, the same single port
+    lab.exec("sw", "bridge", "fdb", "add", mac(lab, "b"), "dev", "pb", "master", "static", check=True)
+    trace, why = traced(lab, "a", "10.9.0.2")
+    assert trace.ok, why
+    assert bridged(trace) == [("br0", "pa", ["pb"], False), ("br0", "pb", ["pa"], False)], why
+    assert (
+        f"from pa: forwards it out pb (bridge forward hook; FDB: destination MAC {mac(lab, 'b')} on port pb, "
+        "in its FDB before the probe)"
+    ) in why, why
     assert_no_trace_tables(lab)
 
 
@@ -138,7 +171,7 @@ def test_check_trace_carries_the_bridge_hops(netlab_lab: LabFactory, netlab_cli:
     spec["checks"] = [{"name": "b on 81", "probe": {"from": "a", "to": "b", "port": 81}, "expect": {"result": "ok"}}]
     lab = netlab_lab(spec, unique=True)
     text = netlab_cli("check", lab.name, "--trace")
-    assert "↳ bridge br0 from pa: forwards it out pb (bridge forward hook)" in text.out, text.out
+    assert "↳ bridge br0 from pa: forwards it out pb (bridge forward hook; FDB: destination MAC" in text.out, text.out
     doc = json.loads(netlab_cli("check", lab.name, "--trace", "--json").out)
     (check,) = doc["checks"]
     assert not check["passed"], check

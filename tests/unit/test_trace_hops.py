@@ -10,8 +10,8 @@ import struct
 from dataclasses import replace
 from typing import Any
 
-from netlab.kernel.trace import decode, stitch, trace_table, vxlan_header
-from netlab.observations import TraceFlow, VxlanDev, VxlanHeader, trace_visits
+from netlab.kernel.trace import FdbEntry, Link, decode, fdb_lookups, stitch, trace_table, vxlan_header
+from netlab.observations import FdbLookup, TraceFlow, VxlanDev, VxlanHeader, trace_visits
 from netlab.probes.trace import Trace, hops, text_lines, to_json
 from tests.unit.test_trace_unit import attr, ev, message
 
@@ -56,8 +56,12 @@ def test_the_tables_mark_the_outer_packets_by_what_they_carry_and_the_bridges_fr
     ):
         assert rule in inet and rule in bridge, text
     assert "ip saddr { 10.244.0.2, 10.244.1.3 } meta nftrace set 1" in bridge, text
-    for hook in ("forward", "input", "output"):
+    for hook in ("forward", "output"):
         assert f"type filter hook {hook} priority 500; policy accept;\n  }}" in bridge, text
+    # ARP and NDP are traced in the bridge, for what the bridge learns from them
+    assert "meta protocol arp meta nftrace set 1" in bridge, text
+    assert "icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } meta nftrace set 0" in bridge, text
+    assert "arp " not in inet, text
     plain = trace_table("netlab-trace-1-1", TraceFlow("icmp", ("10.0.0.2",), vxlan_ports=()))
     assert "@th" not in plain, plain
 
@@ -107,6 +111,7 @@ def test_the_walk_says_which_port_a_bridge_sent_it_out_of_or_that_it_flooded() -
         "out": ["c"],
         "up": False,
         "flood": False,
+        "fdb": None,  # events without the FDB's answer (a trace over hosts of an older netlab): by the ports
         "evidence": "",
         "text": "bridge br0 from a: forwards it out c (bridge forward hook)",
     }
@@ -253,3 +258,82 @@ def test_an_ipvs_decision_names_the_service_the_real_server_and_the_forwarding()
     assert _by_ipvs(step, [hop]).hooks == ("input",)
     assert _by_ipvs(step, []).hooks == ("prerouting",)
     assert _by_ipvs(replace(step, ns="other"), [hop]).hooks == ("prerouting",)
+
+
+def ethernet(src: str, dst: str, ethertype: int) -> bytes:
+    return bytes.fromhex(dst.replace(":", "")) + bytes.fromhex(src.replace(":", "")) + struct.pack(">H", ethertype)
+
+
+A, C = "02:00:00:00:00:0a", "02:00:00:00:00:0c"
+
+
+def test_a_bridge_events_link_layer_header_and_arp_frames_traced_for_learning_only() -> None:
+    (e,) = decode(message(attr(7, ethernet(A, C, 0x0800)), attr(8, ipv4("10.0.0.1", "10.0.0.3", 1)), family=7), "sw")
+    assert (e.family, e.mac_src, e.mac_dst, e.learning) == ("bridge", A, C, False)
+    (arp,) = decode(message(attr(7, ethernet(A, "ff:ff:ff:ff:ff:ff", 0x0806)), family=7), "sw")
+    assert (arp.mac_dst, arp.src, arp.learning) == ("ff:ff:ff:ff:ff:ff", None, True)
+    tagged = b"\x81\x00\x00\x05\x08\x06"  # VLAN 5, then ARP
+    (vlan,) = decode(message(attr(7, ethernet(A, C, 0x8100)[:12] + tagged), family=7), "sw")
+    assert vlan.learning, vlan
+    (inet,) = decode(message(attr(7, ethernet(A, C, 0x0806)), family=1), "sw")
+    assert (inet.mac_dst, inet.learning) == (None, False)  # only a bridge family event's header is read
+
+
+LINKS = {1: Link("br0", "bridge", None), 2: Link("pa", "veth", "br0"), 3: Link("pb", "veth", "br0")}
+
+
+def frame(id: int, chain: str, src_mac: str, dst_mac: str, **changes: Any) -> Any:
+    return replace(b("sw", id, chain, "10.0.0.1", "10.0.0.3", **changes), mac_src=src_mac, mac_dst=dst_mac)
+
+
+def test_flooded_or_forwarded_is_the_fdbs_answer_when_the_frame_came_in() -> None:
+    """Unknown before the probe, C is learned from C's ARP answer (a learning-only frame);
+    the next frame to C finds it; a broadcast floods; the bridge's own MAC goes up."""
+    queue = [
+        frame(1, "pre", A, C, iif="pa"),  # C unknown: flooded
+        frame(2, "switch", A, C, iif="pa", oif="pb"),  # its copy out of pb (another trace id)
+        replace(frame(3, "pre", C, A, iif="pb"), learning=True),  # C's ARP answer: the bridge learns C on pb
+        frame(4, "pre", A, C, iif="pa"),
+        frame(4, "switch", A, C, iif="pa", oif="pb"),
+        frame(5, "pre", A, "ff:ff:ff:ff:ff:ff", iif="pa"),
+        frame(6, "pre", A, "02:00:00:00:00:01", iif="pa"),
+    ]
+    before = [FdbEntry(1, 1, "02:00:00:00:00:01", local=True, static=False)]
+    found = [e.fdb for e in fdb_lookups(queue, before, LINKS)]
+    assert found[:2] == [FdbLookup(C, "unknown")] * 2  # the copy carries its frame's answer
+    assert found[3:5] == [FdbLookup(C, "known", "pb", learned=True)] * 2
+    assert found[5] == FdbLookup("ff:ff:ff:ff:ff:ff", "broadcast")
+    assert found[6] == FdbLookup("02:00:00:00:00:01", "local")
+    assert found[0] is not None and found[0].floods and not found[3].floods  # type: ignore[union-attr]
+
+
+def test_the_fdb_read_before_the_probe_and_a_port_that_does_not_learn() -> None:
+    before = [FdbEntry(1, 3, C, local=False, static=True), FdbEntry(1, 2, A, local=False, static=False)]
+    no_learning = {**LINKS, 3: Link("pb", "veth", "br0", learning=False)}
+    queue = [
+        frame(1, "pre", A, C, iif="pa"),  # A again on pa: still the entry read before the probe
+        frame(2, "pre", C, "02:00:00:00:00:0b", iif="pb"),  # B unknown; pb learns nothing
+        frame(3, "pre", A, "02:00:00:00:00:0b", iif="pa"),
+        frame(4, "pre", "02:00:00:00:00:0b", A, iif="pb"),  # B comes in by pb: not learned
+        frame(5, "pre", A, "02:00:00:00:00:0b", iif="pa"),
+    ]
+    found = [e.fdb for e in fdb_lookups(queue, before, no_learning)]
+    assert found[0] == FdbLookup(C, "known", "pb")
+    assert [f.found for f in found[1:] if f is not None] == ["unknown", "unknown", "known", "unknown"]
+    assert found[3] == FdbLookup(A, "known", "pa")  # learned=False: A was in the FDB before
+
+
+def test_a_flood_out_of_one_port_is_told_as_a_flood() -> None:
+    a, c = "10.0.0.1", "10.0.0.3"
+    unknown = FdbLookup(C, "unknown")
+    events = [
+        replace(b("sw", 1, "pre", a, c, iif="pa"), fdb=unknown),
+        replace(b("sw", 2, "switch", a, c, iif="pa", oif="pb"), fdb=unknown),
+    ]
+    (hop,) = [h for h in hops(Trace("a", "icmp", c, None, (), tuple(events), {"sw": "sw"})) if h.kind == "bridge"]
+    assert hop.fields["flood"] and hop.fields["out"] == ["pb"], hop
+    assert hop.fields["fdb"] == {"mac": C, "found": "unknown", "port": None, "learned": False}, hop
+    assert hop.text == (
+        "bridge br0 from pa: floods it (a copy out of each port) out pb "
+        f"(bridge forward hook; FDB: destination MAC {C} not in its FDB (unknown unicast))"
+    ), hop
