@@ -265,6 +265,7 @@ def _up(
                 records = _Records(spec, cluster, built_from)
                 return _reconcile(lab, plan, existing, driver, progress, source, variant, records)
             _refuse_or_accept_existing(existing, plan, spec, source, variant)
+            _remember_inputs(existing, variant, built_from)
             return UpResult(lab.name, plan, already_up=True)
         # Only names of the lab's own form (LAB.NODE) can be its: reading the mark of every
         # namespace on the machine costs a netlink round trip each.
@@ -310,6 +311,17 @@ def _up(
         return UpResult(
             lab.name, plan, done=done, services=services, checks=len(lab.checks), replaced=replace and replaced
         )
+
+
+def _remember_inputs(existing: LabState, variant: str | None, built_from: dict[str, str]) -> None:
+    """A lab found up from this file whose state records other inputs (another netlab's, or
+    none: an older netlab wrote it) gets these, so the next `up` of the same file is told
+    from them without loading it (netlab.unchanged). Its plan is this file's: the same
+    fingerprint."""
+    inputs = unchanged.still(built_from)
+    if inputs and existing.inputs != inputs and existing.variant == variant:
+        existing.inputs = inputs
+        write_state(existing)
 
 
 def _built_from(source: str, read_first: str | None, where: LabOrigin) -> dict[str, str]:

@@ -423,3 +423,15 @@ def test_up_of_an_unchanged_file_is_told_from_what_it_was_built_from(lab_file: A
     assert "chain two" in ruleset and "chain one" not in ruleset, ruleset
     last = netlab_cli("up", lab.path, env=timing)
     assert "already up from this file" in last.out and "import the pipeline" not in last.err, last
+
+    # a state an older netlab wrote records no inputs: the full way finds the lab up from
+    # this file and records them, so the next `up` is told from them again
+    state = kn.state_file(lab.name)
+    data = json.loads(state.read_text())
+    del data["inputs"]
+    state.write_text(json.dumps(data))
+    older = netlab_cli("up", lab.path, env=timing)
+    assert "already up from this file" in older.out and "import the pipeline" in older.err, older
+    assert json.loads(state.read_text()).get("inputs"), "the inputs were not recorded"
+    then = netlab_cli("up", lab.path, env=timing)
+    assert "already up from this file" in then.out and "import the pipeline" not in then.err, then
