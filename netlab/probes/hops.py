@@ -19,13 +19,12 @@ hop's `text` under its visit and `--json` lists them (`hops`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from netlab.observations import FORWARD_WORDS, TRACE_TABLE_PREFIX, IpvsState, TraceEvent, VxlanDev
-from netlab.probes.flow import ProbeResult
-from netlab.probes.ipvs_flow import ipvs_flow, ipvs_forward, ipvs_service
+from netlab.probes.ipvs_flow import ipvs_forward, ipvs_service, norm_address
 from netlab.vocabulary import host_port
 
 BRIDGE_EVIDENCE = "nftables bridge family trace (the bridge's forward, input and output hooks)"
@@ -35,7 +34,11 @@ FDB_EVIDENCE = (
 )
 ENCAP_EVIDENCE = "the VXLAN device the packet left by, and the trace of the outer packet its namespace sent next"
 DECAP_EVIDENCE = "the VXLAN device the packet came in on"
-IPVS_EVIDENCE = "the director's IPVS connection table and virtual services (ipvsadm -Lnc, -Ln), read after the probe"
+IPVS_EVIDENCE = (
+    "the director's IPVS connection table and virtual services (ipvsadm -Lnc, -Ln), read right after the probe "
+    "returned; its connection is the one keyed by a packet the trace saw in the director (client and virtual "
+    "address and ports)"
+)
 
 
 @dataclass(frozen=True)
@@ -171,35 +174,57 @@ def visit_hops(visits: Sequence[Sequence[TraceEvent]], i: int) -> list[Hop]:
     return [h for h in found if h is not None]
 
 
-def ipvs_hops(ns: str, state: IpvsState, probes: Sequence[ProbeResult]) -> list[Hop]:
-    """The scheduling decisions a director's IPVS made for the probes: each probe's
-    connection (client address and port) with its virtual service, the real server it
-    picked and how that is reached."""
+@dataclass(frozen=True)
+class IpvsRead:
+    """A director's IPVS state, read right after the probes returned (before the trace's
+    quiet, while the connections are as the probes left them)."""
+
+    state: IpvsState
+    after: float  # seconds from the probes' return to the read's
+
+
+Arrival = tuple[str | None, str | None, int | None, str | None, int | None]  # proto, src, sport, dst, dport
+
+
+def arrival(proto: str | None, src: str | None, sport: int | None, dst: str | None, dport: int | None) -> Arrival:
+    return proto, norm_address(src), sport, norm_address(dst), dport
+
+
+def ipvs_hops(ns: str, read: IpvsRead, seen: Collection[Arrival]) -> list[Hop]:
+    """The scheduling decisions a director's IPVS made for the probes: the connections
+    whose client and virtual address and ports are those of a packet the trace saw in the
+    director (`seen`, its events' headers: the probe's own tuple there, after any NAT on
+    the way), each with its virtual service, the real server it picked and how that is
+    reached, and its state as read (`read`)."""
     out: list[Hop] = []
-    for r in probes:
-        for c in ipvs_flow(state.connections, r)[:1]:
-            if any(h.fields["connection"] == c.text for h in out):
-                continue
-            svc = ipvs_service(c, state.services)
-            forward = ipvs_forward(c, state.services)
-            service = " ".join(svc.text.split()) if svc else f"{c.proto.upper()} {host_port(c.vaddr, c.vport)}"
-            how = FORWARD_WORDS.get(forward, forward) if forward else "forwarding unknown"
-            real = host_port(c.daddr, c.dport)
-            text = f"IPVS {service}: {host_port(c.client, c.cport)} scheduled to real server {real} ({how}), {c.state}"
-            fields = {
-                "service": service,
-                "scheduler": svc.scheduler if svc else None,
-                "vip": c.vaddr,
-                "vport": c.vport,
-                "proto": c.proto,
-                "client": {"address": c.client, "port": c.cport},
-                "real": {"address": c.daddr, "port": c.dport},
-                "forward": forward,
-                "state": c.state,
-                "connection": c.text,
-                "evidence": IPVS_EVIDENCE,
-            }
-            out.append(Hop("ipvs", ns, text, fields))
+    for c in sorted(read.state.connections, key=lambda c: (c.cport, c.client)):
+        if c.template or arrival(c.proto, c.client, c.cport, c.vaddr, c.vport) not in seen:
+            continue
+        svc = ipvs_service(c, read.state.services)
+        forward = ipvs_forward(c, read.state.services)
+        service = " ".join(svc.text.split()) if svc else f"{c.proto.upper()} {host_port(c.vaddr, c.vport)}"
+        how = FORWARD_WORDS.get(forward, forward) if forward else "forwarding unknown"
+        real = host_port(c.daddr, c.dport)
+        when = f"{read.after * 1000:.0f} ms after the probe returned"
+        text = (
+            f"IPVS {service}: {host_port(c.client, c.cport)} scheduled to real server {real} ({how}); "
+            f"its connection {c.state} when read, {when}"
+        )
+        fields = {
+            "service": service,
+            "scheduler": svc.scheduler if svc else None,
+            "vip": c.vaddr,
+            "vport": c.vport,
+            "proto": c.proto,
+            "client": {"address": c.client, "port": c.cport},
+            "real": {"address": c.daddr, "port": c.dport},
+            "forward": forward,
+            "state": c.state,
+            "read_after_s": round(read.after, 4),
+            "connection": c.text,
+            "evidence": IPVS_EVIDENCE,
+        }
+        out.append(Hop("ipvs", ns, text, fields))
     return out
 
 

@@ -11,7 +11,7 @@ from netlab.observations import IpvsConn, IpvsServiceView
 from netlab.probes.flow import ProbeResult
 
 
-def _norm(addr: str | None) -> str | None:
+def norm_address(addr: str | None) -> str | None:
     if addr is None:
         return None
     try:
@@ -31,9 +31,14 @@ def ipvs_flow(conns: Iterable[IpvsConn], r: ProbeResult) -> list[IpvsConn]:
         if not c.template
         and c.proto == proto
         and c.cport == r.sport
-        and (_norm(c.client) == _norm(r.src) or (_norm(c.vaddr) == _norm(r.dst) and c.vport == r.dport))
+        and (
+            norm_address(c.client) == norm_address(r.src)
+            or (norm_address(c.vaddr) == norm_address(r.dst) and c.vport == r.dport)
+        )
     ]
-    found.sort(key=lambda c: (_norm(c.client) != _norm(r.src), _norm(c.vaddr) != _norm(r.dst)))
+    found.sort(
+        key=lambda c: (norm_address(c.client) != norm_address(r.src), norm_address(c.vaddr) != norm_address(r.dst))
+    )
     return found
 
 
@@ -47,7 +52,7 @@ def ipvs_service(c: IpvsConn, services: Sequence[IpvsServiceView]) -> IpvsServic
 
 def _real_of(c: IpvsConn, svc: IpvsServiceView) -> str | None:
     for real in svc.reals:
-        if _norm(real.address) == _norm(c.daddr) and real.port in (c.dport, 0):
+        if norm_address(real.address) == norm_address(c.daddr) and real.port in (c.dport, 0):
             return real.forward
     return None
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import ipaddress
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from netlab.observations import (
     trace_visits,
 )
 from netlab.probes.flow import ProbeRequest, ProbeResult
-from netlab.probes.hops import Hop, ipvs_hops, ipvs_places, outer_line, visit_hops
+from netlab.probes.hops import Hop, IpvsRead, arrival, ipvs_hops, ipvs_places, outer_line, visit_hops
 from netlab.vocabulary import table_words
 
 if TYPE_CHECKING:
@@ -171,19 +172,20 @@ def trace_requests(
     addresses = tuple(dict.fromkeys((request.dst, *client)))
     flow = TraceFlow(_L4.get(request.proto, request.proto), addresses, sports, tuple(sorted(ctx.vxlan_ports())))
     namespaces = [request.ns, *(n for n in ctx.nodes.values() if n != request.ns)]
-    (probes, kernel), events = ctx.observer.trace(
-        namespaces,
-        flow,
-        lambda: ctx.observer.watch_drops(lambda: ctx.send_probes(requests, workers=workers)),
-        settle=settle,
-    )
+    directors = [ctx.ns(name) for name, n in ctx.lab.nodes.items() if n.ipvs] if flow.proto != "icmp" else []
+
+    def send() -> tuple[list[ProbeResult], KernelSeen, dict[str, IpvsRead]]:
+        probes, kernel = ctx.observer.watch_drops(lambda: ctx.send_probes(requests, workers=workers))
+        return probes, kernel, _read_ipvs(ctx, directors)
+
+    (probes, kernel, reads), events = ctx.observer.trace(namespaces, flow, send, settle=settle)
     nodes = {v: k for k, v in ctx.nodes.items()}
     port = request.port if request.proto != "icmp" else None
     entries = _entries(ctx, list(dict.fromkeys(e.ns for e in events)))
     known = flow_keys(flow, [c for _, c in entries])
     events = [replace(e, seq=i) for i, e in enumerate(of_flow(events, flow, known))]
     nat = tuple((ns, c) for ns, c in entries if (c.dnat or c.snat) and _key(c.orig) in known)
-    ipvs = _ipvs(ctx, events, probes)
+    ipvs = _ipvs(events, reads)
     trace = Trace(
         node,
         request.proto,
@@ -208,19 +210,33 @@ def _by_ipvs(step: NatStep, ipvs: Sequence[Hop]) -> NatStep:
     return step
 
 
-def _ipvs(ctx: LabContext, events: Sequence[TraceEvent], probes: Sequence[ProbeResult]) -> tuple[Hop, ...]:
+def _read_ipvs(ctx: LabContext, directors: Sequence[str]) -> dict[str, IpvsRead]:
+    """Each director's IPVS state, read as soon as the probes returned (all at once): the
+    connections as the probes left them, not as the trace's quiet and cleanup aged them."""
+    if not directors:
+        return {}
+    ended = time.monotonic()
+
+    def read(ns: str) -> tuple[str, IpvsRead | None]:
+        try:
+            state = ctx.observer.ipvs(ns)
+        except ObserveError:
+            return ns, None
+        return ns, IpvsRead(state, time.monotonic() - ended)
+
+    with ThreadPoolExecutor(max_workers=min(len(directors), 16), thread_name_prefix="netlab-trace") as pool:
+        return {ns: found for ns, found in pool.map(read, directors) if found is not None}
+
+
+def _ipvs(events: Sequence[TraceEvent], reads: Mapping[str, IpvsRead]) -> tuple[Hop, ...]:
     """The IPVS decisions for the probes, in the directors the walk went through (IPVS
-    runs in hooks of its own: its connection table says what it decided)."""
-    if all(p.proto == "icmp" for p in probes):
-        return ()
-    directors = {ctx.ns(name) for name, node in ctx.lab.nodes.items() if node.ipvs}
+    runs in hooks of its own: its connection table says what it decided): the
+    connections keyed by the packets the walk shows in each director."""
     out: list[Hop] = []
     for ns in dict.fromkeys(e.ns for e in events):
-        if ns in directors:
-            try:
-                out += ipvs_hops(ns, ctx.observer.ipvs(ns), probes)
-            except ObserveError:
-                continue
+        if ns in reads:
+            seen = {arrival(e.proto, e.src, e.sport, e.dst, e.dport) for e in events if e.ns == ns and e.src}
+            out += ipvs_hops(ns, reads[ns], seen)
     return tuple(out)
 
 

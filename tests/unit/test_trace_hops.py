@@ -203,18 +203,19 @@ def test_a_packet_sent_into_a_tunnel_without_an_outer_packet_says_so() -> None:
 
 def test_an_ipvs_decision_names_the_service_the_real_server_and_the_forwarding() -> None:
     from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsState
-    from netlab.probes.flow import ProbeResult
-    from netlab.probes.hops import ipvs_hops
+    from netlab.probes.hops import IpvsRead, arrival, ipvs_hops
 
     real = IpvsRealView("192.168.113.99", 8080, "masq", 1, 0, 1)
     svc = IpvsServiceView("tcp", 4, "10.10.0.1", 8410, None, "rr", None, 32, (real,))
     conn = IpvsConn("tcp", "192.168.113.102", 40000, "10.10.0.1", 8410, "192.168.113.99", 8080, "TIME_WAIT", 119)
     other = IpvsConn("tcp", "192.168.113.102", 40001, "10.10.0.1", 8410, "192.168.113.99", 8080, "CLOSE", 9)
-    probe = ProbeResult("ok", "tcp", "192.168.113.102", 40000, "10.10.0.1", 8410, None, None, None, None, "", None)
-    (hop,) = ipvs_hops("ds", IpvsState((svc,), (other, conn)), [probe, probe])  # a probe's once
+    seen = {arrival("tcp", "192.168.113.102", 40000, "10.10.0.1", 8410)}  # the packet the walk shows in ds
+    (hop,) = ipvs_hops("ds", IpvsRead(IpvsState((svc,), (other, conn)), 0.0023), seen)  # not 40001's
     assert hop.text == (
-        "IPVS TCP 10.10.0.1:8410 rr: 192.168.113.102:40000 scheduled to real server 192.168.113.99:8080 (Masq), TIME_WAIT"
+        "IPVS TCP 10.10.0.1:8410 rr: 192.168.113.102:40000 scheduled to real server 192.168.113.99:8080 (Masq); "
+        "its connection TIME_WAIT when read, 2 ms after the probe returned"
     )
+    assert hop.fields["read_after_s"] == 0.0023
     assert (hop.fields["real"], hop.fields["forward"], hop.fields["scheduler"]) == (
         {"address": "192.168.113.99", "port": 8080},
         "masq",
@@ -337,3 +338,50 @@ def test_a_flood_out_of_one_port_is_told_as_a_flood() -> None:
         "bridge br0 from pa: floods it (a copy out of each port) out pb "
         f"(bridge forward hook; FDB: destination MAC {C} not in its FDB (unknown unicast))"
     ), hop
+
+
+def test_the_ipvs_hop_is_the_probes_connection_as_read_right_after_the_probe() -> None:
+    """Through the fake observer and labs/lvs-nat.yaml: the director's connection table is
+    read as soon as the probe returned — before the trace's quiet ends and its tables go,
+    by when the fake ages the connection to TIME_WAIT — and the connection named is the one
+    keyed by the packet the walk shows in the director, not another of the same client port."""
+    from netlab.kernel.fake_observer import FakeNamespace, FakeObserver
+    from netlab.load import load_lab
+    from netlab.observations import IpvsConn, IpvsRealView, IpvsServiceView, IpvsState
+    from netlab.probes.checks import LabContext
+    from netlab.probes.trace import run_trace
+    from tests.unit.test_check_runner import Sender
+
+    lab = load_lab("labs/lvs-nat.yaml")
+    nodes = {node: f"lvs.{node}" for node in lab.nodes}
+    cip, vip, rip = "192.168.113.102", "10.10.0.1", "192.168.113.99"
+    sport = 40001  # the Sender's first probe
+    svc = IpvsServiceView("tcp", 4, vip, 8410, None, "rr", None, 32, (IpvsRealView(rip, 8080, "masq", 1, 1, 0),))
+    stale = IpvsConn("tcp", cip, sport, "10.10.0.2", 80, "192.168.113.98", 80, "FIN_WAIT", 60)  # another VIP
+    ours = IpvsConn("tcp", cip, sport, vip, 8410, rip, 8080, "ESTABLISHED", 900)
+
+    class Aging(FakeObserver):
+        def trace(self, namespaces: Any, flow: Any, send: Any, *, settle: float = 0.05) -> Any:
+            found = super().trace(namespaces, flow, send, settle=settle)
+            self.namespaces[nodes["ds"]].ipvs = IpvsState((svc,), (stale, replace(ours, state="TIME_WAIT")))
+            return found
+
+    fake = Aging({ns: FakeNamespace(links={"eth0"}) for ns in nodes.values()})
+    fake.namespaces[nodes["ds"]].ipvs = IpvsState((svc,), (stale, ours))
+    c, ds = nodes["client"], nodes["ds"]
+    fake.namespaces[c].trace = [
+        replace(ev(c, 1, "out", cip, vip, oif="eth0", seq=0), proto="tcp", sport=sport, dport=8410)
+    ]
+    fake.namespaces[ds].trace = [
+        replace(ev(ds, 2, "pre", cip, vip, iif="eth0", seq=1), proto="tcp", sport=sport, dport=8410)
+    ]
+    trace = run_trace(LabContext(lab, nodes, fake, Sender()), "client", vip, "tcp", 8410)
+    (hop,) = trace.ipvs
+    assert (hop.fields["connection"], hop.fields["state"]) == (ours.text, "ESTABLISHED"), hop
+    assert hop.text.startswith(
+        f"IPVS TCP {vip}:8410 rr: {cip}:{sport} scheduled to real server {rip}:8080 (Masq); "
+        "its connection ESTABLISHED when read, "
+    ), hop.text
+    assert hop.text.endswith(" ms after the probe returned"), hop.text
+    assert f"    ↳ {hop.text}" in text_lines(trace)
+    assert [w for w, ns, _ in fake.calls if ns == ds and w == "ipvs"] == ["ipvs"]  # once, by the trace
