@@ -205,9 +205,10 @@ def _event(body: bytes, ns: str, ifnames: dict[int, str], vxlan_ports: Collectio
     family = FAMILIES.get(body[0], str(body[0]))
     mac_src, mac_dst, ethertype = _ethernet(fields.get(A_LL, b"")) if family == "bridge" else (None, None, None)
     transport = fields.get(A_TRANSPORT, b"")
-    learning = ethertype == ETH_P_ARP or (
-        ethertype == ETH_P_IPV6 and protocol == 58 and transport[:1] != b"" and transport[0] in ND_TYPES
-    )
+    # An NDP message is in a trace only as a frame a bridge table marked for what the bridge
+    # learns (the inet table returns before marking one): in any family — br_netfilter
+    # passes bridged frames, the mark with them, through the IP hooks too.
+    learning = ethertype == ETH_P_ARP or (protocol == 58 and transport[:1] != b"" and transport[0] in ND_TYPES)
     return TraceEvent(
         ns=ns,
         id=struct.unpack(">I", fields[A_ID][:4])[0] if A_ID in fields else 0,

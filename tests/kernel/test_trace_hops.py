@@ -178,3 +178,24 @@ def test_check_trace_carries_the_bridge_hops(netlab_lab: LabFactory, netlab_cli:
     bridged = [(h["node"], h["in"], h["out"]) for h in check["trace"]["hops"] if h["kind"] == "bridge"]
     assert ("sw", "pa", ["pb"]) in bridged and ("sw", "pb", ["pa"]) in bridged, check["trace"]["hops"]
     assert_no_trace_tables(lab)
+
+
+def test_a_pod_calling_itself_without_the_hairpin_masquerade(netlab_lab: LabFactory) -> None:
+    """S4's failure (labs/kube-proxy-iptables.yaml, variant no-hairpin), as the article
+    walks it: the SYN to the VIP goes through KUBE-SERVICES → KUBE-SVC → KUBE-SEP, is DNATed
+    to the pod itself, and comes back to it from its own address; its answer, to itself over
+    lo, belongs to no socket. The NDP the bridge table traces for what cni0 learns (through
+    br_netfilter, in the IP hooks too) stays out of the walk."""
+    lab = netlab_lab("labs/kube-proxy-iptables.yaml", unique=True, variant="no-hairpin")
+    pod = "fd01:14ba:9ea:8800:b950:1075:b3ba:de17"
+    trace = run_trace(lab.context, "mooncake-provider-0", "fd00:14ba:9ea:8800::ffff:1d23", "tcp", 8080)
+    why = "\n" + "\n".join(text_lines(trace))
+    assert not trace.ok, why
+    assert not any(e.dst and e.dst.startswith("ff02:") for e in trace.events), why
+    assert all(not e.learning for e in trace.events), why
+    for chain in ("KUBE-SERVICES", "KUBE-SVC-", "KUBE-SEP-"):
+        assert f"ip6 nat {chain}" in why, why
+    assert f"is now [{pod}]:" in why and f"[{pod}]:8080" in why, why
+    assert f"mooncake-provider-0 ({lab.ns('mooncake-provider-0')})  {pod} → {pod}  [prerouting, in eth0]" in why, why
+    assert "NO_SOCKET" in why, why
+    assert_no_trace_tables(lab)

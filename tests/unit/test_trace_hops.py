@@ -278,6 +278,12 @@ def test_a_bridge_events_link_layer_header_and_arp_frames_traced_for_learning_on
     assert vlan.learning, vlan
     (inet,) = decode(message(attr(7, ethernet(A, C, 0x0806)), family=1), "sw")
     assert (inet.mac_dst, inet.learning) == (None, False)  # only a bridge family event's header is read
+    # an NDP solicitation in the IP hooks (br_netfilter takes a bridge's mark there): learning only
+    ip6 = bytes([0x60]) + bytes(5) + bytes([58, 255]) + bytes(32)
+    (nd,) = decode(message(attr(8, ip6), attr(9, bytes([135, 0, 0, 0])), family=10), "sw")
+    assert (nd.proto, nd.learning) == ("icmpv6", True)
+    (echo,) = decode(message(attr(8, ip6), attr(9, bytes([128, 0, 0, 0, 0, 7])), family=10), "sw")
+    assert not echo.learning
 
 
 LINKS = {1: Link("br0", "bridge", None), 2: Link("pa", "veth", "br0"), 3: Link("pb", "veth", "br0")}
