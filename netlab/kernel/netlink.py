@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from netlab.kernel import netns as nsops
@@ -37,7 +37,9 @@ from netlab.plan.ops import (
     Op,
     RestoreIptables,
     RunCommand,
+    SetLink,
     SetSysctl,
+    VethType,
 )
 from netlab.plan.removal import GONE_ALREADY, Remove
 
@@ -71,6 +73,7 @@ class NetlinkDriver:
         self._handles: dict[str, _Handle] = {}
         self._lock = threading.Lock()
         self._host: NetlinkSocket | None = None
+        self._later: list[CreateLink] = []  # bridge ports made down, to bring up later (_up_later)
         nsops.raise_fd_limit()  # two descriptors per namespace while building: a 1000-namespace lab needs 2000
 
     # ------------------------------------------------------------ lifecycle
@@ -111,6 +114,18 @@ class NetlinkDriver:
     def apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
         if not ops:
             return
+        far_ends = all(isinstance(op, SetLink) for op in ops)  # the stage that brings veths' far ends up
+        if not far_ends and any(isinstance(op, CreateLink) for op in ops):
+            self._bring_up_later()  # a tunnel, vlan, … may be made on one of them
+        try:
+            self._apply(ops, on_done)
+        except BaseException:
+            self._later.clear()  # the build failed: what it undoes needs none of them up
+            raise
+        if far_ends:
+            self._bring_up_later()
+
+    def _apply(self, ops: Sequence[Op], on_done: Callable[[Op], None]) -> None:
         if any(isinstance(op, CreateNetns) for op in ops):
             self._create_namespaces(ops, on_done)
         elif all(isinstance(op, SetSysctl) for op in ops):
@@ -307,7 +322,7 @@ class NetlinkDriver:
                 failed += self._send_batch(encode.from_host(sent[-1]), ns, msgs, sent)
                 msgs, sent = [], []
             try:
-                msgs.append(encode.request(op, ifindex, netns_fd))
+                msgs.append(encode.request(self._made_down(op), ifindex, netns_fd))
                 sent.append(op)
             except LookupError as err:
                 if not isinstance(op, Remove):  # its device is gone: so is what lived on it
@@ -319,6 +334,34 @@ class NetlinkDriver:
                 for handle in self._handles.values():
                     handle.index = {}
         return failed
+
+    # A veth's near end that is a bridge port is made down and brought up once its far end
+    # is (after the link settings): made up, it would join its bridge as a forwarding port
+    # at once, be disabled when the kernel applies its "no carrier" (the far end is still
+    # down: dev_deactivate, an RCU grace period, every other port walked), and enabled
+    # again when the far end comes up. Each of those walks all the bridge's ports. Made
+    # down, it is enabled once. 1000 ports, raw netlink, 8 rounds (bench note): 1.21 s
+    # instead of 1.46 s until every port forwards, sys CPU 0.42 s instead of 0.50 s.
+
+    def _made_down(self, op: Op) -> Op:
+        if isinstance(op, CreateLink) and op.up and op.master and isinstance(op.type, VethType):
+            with self._lock:
+                self._later.append(op)
+            return replace(op, up=False)
+        return op
+
+    def _bring_up_later(self) -> None:
+        """Bring up the bridge ports made down (_made_down); OpFailed names the op that made one."""
+        with self._lock:
+            later, self._later = self._later, []
+        if not later:
+            return
+        ups: list[Op] = [SetLink(op.ns, op.what, name=op.name, up=True) for op in later]
+        made = {id(up): op for up, op in zip(ups, later, strict=True)}
+        try:
+            self._per_namespace(ups, lambda _op: None, self._netlink)
+        except OpFailed as err:
+            raise OpFailed(made[id(err.op)], err.reason) from None
 
     def _send_batch(self, host: bool, ns: str, msgs: list[Request], sent: list[Op]) -> list[tuple[Op, str]]:
         sock = self._host_socket() if host else self._handle(ns).sock
@@ -352,6 +395,7 @@ class NetlinkDriver:
         links asked for in one batch on its socket, by the workers in turn."""
         from netlab.kernel import settle
 
+        self._bring_up_later()
         wants = settle.wanted(ops)
         deadline = time.monotonic() + timeout
         left: dict[str, list[tuple[settle.Want, str]]] = {}
