@@ -59,9 +59,9 @@ def lab(name: str, pods: int) -> dict[str, Any]:
             "routes": [{"to": "default", "via": f"10.{b}.0.1"}],
         }
     last = pods - 1
-    # `wait:` because right after `up` the kernel may still be bringing bridge ports up
-    # (linkwatch: at 5000 namespaces ~230 host ports were not yet forwarding when `up`
-    # returned, all of them ~2 s later); the run prints how long the checks took to pass.
+    # `wait:` in case a link is slow after all: before `up` waited for its links (kernel/settle.py),
+    # ~230 host ports were not yet forwarding when `up` of 5000 namespaces returned, all of
+    # them ~2 s later; the run prints how long the checks took to pass.
     checks = [
         {"name": "first pod → last pod", "probe": {"from": "pod0", "to": f"pod{last}"}, "wait": 10},
         {
