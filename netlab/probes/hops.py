@@ -23,9 +23,9 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from netlab.observations import FORWARD_WORDS, TRACE_TABLE_PREFIX, IpvsState, TraceEvent, VxlanDev
+from netlab.observations import FORWARD_WORDS, TRACE_TABLE_PREFIX, FibLookup, IpvsState, TraceEvent, VxlanDev
 from netlab.probes.ipvs_flow import ipvs_forward, ipvs_service, norm_address
-from netlab.vocabulary import host_port
+from netlab.vocabulary import host_port, table_words
 
 BRIDGE_EVIDENCE = "nftables bridge family trace (the bridge's forward, input and output hooks)"
 FDB_EVIDENCE = (
@@ -34,6 +34,11 @@ FDB_EVIDENCE = (
 )
 ENCAP_EVIDENCE = "the VXLAN device the packet left by, and the trace of the outer packet its namespace sent next"
 DECAP_EVIDENCE = "the VXLAN device the packet came in on"
+ROUTE_EVIDENCE = (
+    "the kernel's fib:fib_table_lookup / fib6:fib6_table_lookup tracepoints, recorded for netlab's own threads while "
+    "the probe was out: the first lookup after the previous hop's of the packet's destination that found the "
+    "visit's way out"
+)
 IPVS_EVIDENCE = (
     "the director's IPVS connection table and virtual services (ipvsadm -Lnc, -Ln), read right after the probe "
     "returned; its connection is the one keyed by a packet the trace saw in the director (client and virtual "
@@ -238,3 +243,53 @@ def ipvs_places(visits: Sequence[Sequence[TraceEvent]], found: Sequence[Hop]) ->
         if at is not None:
             out.setdefault(at, []).append(hop)
     return out
+
+
+# The local table's lookups are the kernel asking what kind an address is (ARP, a source's
+# check), not a route decision for a packet that leaves by an interface.
+LOCAL_TABLE = 255
+
+
+def _way_out(visit: Sequence[TraceEvent]) -> str | None:
+    """The interface the IP stack sent the visit's packet out of (not a bridge's port)."""
+    return next((e.oif for e in reversed(visit) if e.family != "bridge" and e.oif not in (None, "lo")), None)
+
+
+def route_hops(
+    visits: Sequence[Sequence[TraceEvent]], lookups: Sequence[FibLookup], tables: Mapping[str, int] | None = None
+) -> dict[int, Hop]:
+    """Each visit's route decision where the kernel's FIB tracepoint recorded it: visits
+    and lookups are both in the order the packets went (the lookups are global, not per
+    namespace): a visit that sent its packet out of an interface takes the first lookup,
+    after the one the previous visit took, of one of its destinations that found a route
+    out of that interface — an output lookup (from no interface, or lo; a tunnel's, from its
+    own source) for a packet the namespace sent, an input one for a packet it forwarded.
+    The local table's lookups are left out."""
+    out: dict[int, Hop] = {}
+    cursor = 0
+    for i, visit in enumerate(visits):
+        dev = _way_out(visit)
+        if dev is None:
+            continue
+        dsts = {e.dst for e in visit if e.family != "bridge" and e.dst}
+        sent = visit[0].iif in (None, "lo")
+        for j in range(cursor, len(lookups)):
+            f = lookups[j]
+            if f.err or f.table == LOCAL_TABLE or f.dev != dev or f.dst not in dsts:
+                continue
+            output = f.iif in (0, 1)  # from lo, or no interface
+            # a tunnel's outer packet is looked up with an iif of its own, from the source it has
+            tunnel = f.src == visit[0].src and f.src not in ("0.0.0.0", "::")
+            if (output or tunnel) if sent else not output:
+                out[i] = _route_hop(visit[0].ns, f, tables)
+                cursor = j + 1
+                break
+    return out
+
+
+def _route_hop(ns: str, f: FibLookup, tables: Mapping[str, int] | None) -> Hop:
+    via = f" via {f.gw}" if f.gw else ""
+    source = f" from {f.src}" if f.src not in ("0.0.0.0", "::") else ""
+    text = f"route: table {table_words(f.table, tables)}: {f.dst}{source} → dev {f.dev}{via}"
+    fields = {"table": f.table, "dst": f.dst, "src": f.src, "dev": f.dev, "via": f.gw, "evidence": ROUTE_EVIDENCE}
+    return Hop("route", ns, text, fields)

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from netlab.lab.targets import node_addresses
@@ -36,7 +36,7 @@ from netlab.observations import (
     trace_visits,
 )
 from netlab.probes.flow import ProbeRequest, ProbeResult
-from netlab.probes.hops import Hop, IpvsRead, arrival, ipvs_hops, ipvs_places, outer_line, visit_hops
+from netlab.probes.hops import Hop, IpvsRead, arrival, ipvs_hops, ipvs_places, outer_line, route_hops, visit_hops
 from netlab.vocabulary import table_words
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ class Trace:
     kernel: KernelSeen | None = None  # the kernel's own drop reasons and FIB lookups meanwhile
     ipvs: tuple[Hop, ...] = ()  # the IPVS directors' scheduling decisions for the probes
     neighbour: tuple[str, NeighView] | None = None  # (ns, entry): the next hop that never answered
+    tables: Mapping[str, int] = field(default_factory=dict)  # the routing tables' names (the lab's and the kernel's)
 
     @property
     def ok(self) -> bool:
@@ -175,6 +176,9 @@ def trace_requests(
     directors = [ctx.ns(name) for name, n in ctx.lab.nodes.items() if n.ipvs] if flow.proto != "icmp" else []
 
     def send() -> tuple[list[ProbeResult], KernelSeen, dict[str, IpvsRead]]:
+        # Read once before too: the read after the probe then finds its reader loaded (in an
+        # emulated VM, pyroute2's generic netlink took 3.4 s to import there).
+        _read_ipvs(ctx, directors)
         probes, kernel = ctx.observer.watch_drops(lambda: ctx.send_probes(requests, workers=workers))
         return probes, kernel, _read_ipvs(ctx, directors)
 
@@ -198,6 +202,7 @@ def trace_requests(
         nat=tuple(_by_ipvs(step, ipvs) for step in nat_steps(events, nat)),
         kernel=kernel,
         ipvs=ipvs,
+        tables=dict(ctx.tables),
     )
     return _explained(ctx, trace)
 
@@ -500,6 +505,7 @@ def walk_lines(trace: Trace) -> list[str]:
     told: list[CtEntry] = []
     visits = trace_visits(trace.events)
     ipvs = ipvs_places(visits, trace.ipvs)
+    routes = route_hops(visits, trace.kernel.lookups if trace.kernel else (), trace.tables)
     for i, visit in enumerate(visits):
         first = visit[0]
         node = trace.nodes.get(first.ns, first.ns)
@@ -510,7 +516,7 @@ def walk_lines(trace: Trace) -> list[str]:
         if "vxlan-decap" in hops:
             lines.append(f"    ↳ {hops['vxlan-decap'].text}")
         pending = list(ipvs.get(i, []))
-        lines += _visit_lines(trace, visit, hops.get("bridge"), told, pending)
+        lines += _visit_lines(trace, visit, hops.get("bridge"), told, pending, routes.get(i))
         if "vxlan-encap" in hops:
             lines.append(f"    ↳ {hops['vxlan-encap'].text}")
         lines += [f"    ↳ {h.text}" for h in pending]  # no translation to the real server shown
@@ -518,25 +524,33 @@ def walk_lines(trace: Trace) -> list[str]:
 
 
 def _visit_lines(
-    trace: Trace, visit: Sequence[TraceEvent], bridge: Hop | None, told: list[CtEntry], ipvs: list[Hop]
+    trace: Trace,
+    visit: Sequence[TraceEvent],
+    bridge: Hop | None,
+    told: list[CtEntry],
+    ipvs: list[Hop],
+    route: Hop | None = None,
 ) -> list[str]:
     """A visit's rules and NAT steps (each conntrack entry once in the walk: `told`); an
-    IPVS decision right after the translation to its real server (taken from `ipvs`)."""
+    IPVS decision right after the translation to its real server (taken from `ipvs`); the
+    route decision before the first event past it (one with a way out: the output hook's,
+    the forward's, postrouting's), else at the visit's end."""
     lines: list[str] = []
     death = trace.death
     steps = {n.seq: n for n in trace.nat}
     stack: list[tuple[str, str]] = []  # (table, chain) of the jumps the packet is in
     jumped: tuple[str, str | None] | None = None  # where the last rule jumped to
     for e in visit:
-        if e is not visit[0] and (step := steps.get(e.seq)) is not None:
-            indent = "    " + "  " * max(0, len(stack) - 1)
-            lines.append(f"{indent}{step.text}")
-            if step.conntrack is not None and step.conntrack not in told:  # once: later packets repeat it
-                told.append(step.conntrack)
-                lines.append(f"{indent}  conntrack: {_entry_words(step.conntrack)}")
-            for hop in [h for h in ipvs if _to_real(step, h)]:
-                lines.append(f"{indent}↳ {hop.text}")
-                ipvs.remove(hop)
+        step = steps.get(e.seq) if e is not visit[0] else None
+        routed = route is not None and e.family != "bridge" and e.oif is not None  # an event past the routing
+        if routed and route is not None and (step is None or "postrouting" in step.hooks):
+            lines.append(f"    ↳ {route.text}")  # before a source NAT, after a destination NAT
+            route = None
+        if step is not None:
+            lines += _step_lines(step, "    " + "  " * max(0, len(stack) - 1), told, ipvs)
+        if routed and route is not None:
+            lines.append(f"    ↳ {route.text}")
+            route = None
         if e.table.startswith(TRACE_TABLE_PREFIX):
             if e.family != "bridge" and e.chain in ("post", "in") and e.type == "policy":
                 lines.append(f"    ↳ {'delivered (input)' if e.chain == 'in' else _seen(e)}")
@@ -555,6 +569,19 @@ def _visit_lines(
             stack = [here]  # another base chain (hook)
         lines.append(_event_line(e, len(stack) - 1, death))
         jumped = (e.table, e.target) if e.verdict in ("jump", "goto") else None
+    return lines + ([f"    ↳ {route.text}"] if route is not None else [])
+
+
+def _step_lines(step: NatStep, indent: str, told: list[CtEntry], ipvs: list[Hop]) -> list[str]:
+    """A translation, its conntrack entry the first time (`told`), and the IPVS decision it
+    carried out (taken from `ipvs`)."""
+    lines = [f"{indent}{step.text}"]
+    if step.conntrack is not None and step.conntrack not in told:  # once: later packets repeat it
+        told.append(step.conntrack)
+        lines.append(f"{indent}  conntrack: {_entry_words(step.conntrack)}")
+    for hop in [h for h in ipvs if _to_real(step, h)]:
+        lines.append(f"{indent}↳ {hop.text}")
+        ipvs.remove(hop)
     return lines
 
 
@@ -751,7 +778,12 @@ def hops(trace: Trace) -> list[Hop]:
     """The walk's hops that are not rules (bridges, tunnels, IPVS), in the walk's order."""
     visits = trace_visits(trace.events)
     ipvs = ipvs_places(visits, trace.ipvs)
-    return [h for i in range(len(visits)) for h in [*visit_hops(visits, i), *ipvs.get(i, [])]]
+    routes = route_hops(visits, trace.kernel.lookups if trace.kernel else (), trace.tables)
+    return [
+        h
+        for i in range(len(visits))
+        for h in [*visit_hops(visits, i), *([routes[i]] if i in routes else []), *ipvs.get(i, [])]
+    ]
 
 
 def _neighbour_json(trace: Trace) -> dict[str, Any] | None:

@@ -100,6 +100,11 @@ def test_a_vxlan_hop_from_pod_to_pod_across_the_overlay(netlab_lab: LabFactory, 
     trace, why = traced(lab, "pod1", "10.244.1.3")  # pod4
     assert trace.ok, why
     found = [(trace.nodes[h.ns], h.kind, h.fields.get("dev") or h.fields.get("bridge")) for h in hops(trace)]
+    # each node's route decision, from the kernel's FIB lookups: node1 into flannel.1 via node2's VTEP
+    routes = [(n, dev) for n, kind, dev in found if kind == "route"]
+    found = [f for f in found if f[1] != "route"]
+    assert ("node1", "flannel.1") in routes and ("node2", "cni0") in routes, why
+    assert "↳ route: table main (254): 10.244.1.3 from 10.244.0.2 → dev flannel.1 via 10.244.1.0" in why, why
     way = [
         ("node1", "bridge", "cni0"),  # up to node1, which routes it into flannel.1
         ("node1", "vxlan-encap", "flannel.1"),
@@ -125,7 +130,10 @@ def test_a_vxlan_hop_from_pod_to_pod_across_the_overlay(netlab_lab: LabFactory, 
     lab.exec("node1", "bridge", "fdb", "del", "0e:fa:c0:a8:31:03", "dev", "flannel.1", "self", check=True)
     trace, why = traced(lab, "pod1", "10.244.1.3")
     assert not trace.ok, why
-    assert [(trace.nodes[h.ns], h.kind) for h in hops(trace)] == [("node1", "bridge"), ("node1", "vxlan-encap")], why
+    assert [(trace.nodes[h.ns], h.kind) for h in hops(trace) if h.kind != "route"] == [
+        ("node1", "bridge"),
+        ("node1", "vxlan-encap"),
+    ], why
     assert "↳ into the VXLAN tunnel flannel.1 (VNI 1, UDP port 8472): its outer packet was not seen" in why, why
     assert "the kernel dropped it in node1" in why and "NO_TX_TARGET — no target to send it to" in why, why
     assert_no_trace_tables(lab)
@@ -198,4 +206,27 @@ def test_a_pod_calling_itself_without_the_hairpin_masquerade(netlab_lab: LabFact
     assert f"is now [{pod}]:" in why and f"[{pod}]:8080" in why, why
     assert f"mooncake-provider-0 ({lab.ns('mooncake-provider-0')})  {pod} → {pod}  [prerouting, in eth0]" in why, why
     assert "NO_SOCKET" in why, why
+    assert_no_trace_tables(lab)
+
+
+def test_s0_the_reply_follows_the_main_tables_default_towards_vrf1(netlab_lab: LabFactory) -> None:
+    """S0's failure (labs/metallb-policy-routing.yaml as built), as the article walks it:
+    the client's SYN to 3.3.3.3 is DNATed to the pod; the pod's reply is routed by the
+    node's main table — its one default, via VRF1 — before its source is turned back into
+    3.3.3.3, and VRF1 has no route to the client."""
+    lab = netlab_lab("labs/metallb-policy-routing.yaml", unique=True)
+    trace = run_trace(lab.context, "client", "3.3.3.3", "tcp", 22)
+    lines = text_lines(trace)
+    why = "\n" + "\n".join(lines)
+    assert not trace.ok, why
+    node = lab.ns("node")
+    reply = lines.index(f"  node ({node})  192.168.1.1 → 10.10.10.10  [prerouting, in cni0]")
+    assert (
+        lines[reply + 1] == "    ↳ route: table main (254): 10.10.10.10 from 192.168.1.1 → dev eth1 via 172.16.1.1"
+    ), why
+    assert lines[reply + 2].startswith("    NAT (reply, DNAT undone, at postrouting): 192.168.1.1:22 → "), why
+    assert "is now 3.3.3.3:22 → 10.10.10.10:" in lines[reply + 2], why
+    assert any("NAT (DNAT, at prerouting)" in line and "is now 10.10.10.10:" in line for line in lines[:reply]), why
+    assert f"the kernel dropped it in vrf1 ({lab.ns('vrf1')}), in on eth0: IP_INNOROUTES" in why, why
+    assert any(h.kind == "route" and h.fields["via"] == "172.16.1.1" for h in hops(trace)), why
     assert_no_trace_tables(lab)

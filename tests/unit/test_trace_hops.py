@@ -390,4 +390,47 @@ def test_the_ipvs_hop_is_the_probes_connection_as_read_right_after_the_probe() -
     ), hop.text
     assert hop.text.endswith(" ms after the probe returned"), hop.text
     assert f"    ↳ {hop.text}" in text_lines(trace)
-    assert [w for w, ns, _ in fake.calls if ns == ds and w == "ipvs"] == ["ipvs"]  # once, by the trace
+    assert [w for w, ns, _ in fake.calls if ns == ds and w == "ipvs"] == ["ipvs"] * 2  # before and after the probe
+
+
+def test_each_visit_takes_the_fib_lookup_of_its_packet_in_order() -> None:
+    """Two routers with the same way out (eth1) forward the same packet: each takes its own
+    lookup, in order; a visit that sent the packet takes an output lookup (from lo, iif 1);
+    a visit that delivered it takes none."""
+    from netlab.observations import FibLookup
+    from netlab.probes.hops import route_hops
+
+    a, s = "10.0.1.2", "10.0.3.2"
+    visits = [
+        [ev("c", 1, "out", a, s, oif="eth0")],
+        [ev("r1", 2, "pre", a, s, iif="eth0"), ev("r1", 2, "post", a, s, iif="eth0", oif="eth1")],
+        [ev("r2", 3, "pre", a, s, iif="eth0"), ev("r2", 3, "post", a, s, iif="eth0", oif="eth1")],
+        [ev("s", 4, "pre", a, s, iif="eth0"), ev("s", 4, "in", a, s, iif="eth0")],
+    ]
+    lookups = [
+        FibLookup(254, "0.0.0.0", s, 1, 0, "eth0", "10.0.1.1", 0),
+        FibLookup(254, a, s, 2, 0, None, None, -11),  # a table without the route: not a decision
+        FibLookup(254, a, s, 2, 0, "eth1", "10.0.2.2", 0),
+        FibLookup(100, a, s, 2, 0, "eth1", None, 0),
+    ]
+    found = route_hops(visits, lookups, {"main": 254, "vpn": 100})
+    assert sorted(found) == [0, 1, 2], found
+    assert found[0].text == "route: table main (254): 10.0.3.2 → dev eth0 via 10.0.1.1"
+    assert found[1].text == "route: table main (254): 10.0.3.2 from 10.0.1.2 → dev eth1 via 10.0.2.2"
+    assert found[2].text == "route: table vpn (100): 10.0.3.2 from 10.0.1.2 → dev eth1"
+    assert found[2].fields == {
+        "table": 100,
+        "dst": s,
+        "src": a,
+        "dev": "eth1",
+        "via": None,
+        "evidence": found[2].fields["evidence"],
+    }
+    # the sender's lookup is an output one: another's forwarding lookup does not stand in for it
+    assert route_hops(visits[:1], [FibLookup(254, "10.0.9.9", s, 2, 0, "eth0", None, 0)]) == {}
+    # ... but a tunnel's outer packet is looked up with an iif, from the source it already has;
+    # the local table's lookups (what kind an address is: ARP's) are no decisions
+    outer = [[ev("n1", 9, "out", "192.168.49.2", "192.168.49.3", oif="eth0")]]
+    arp = FibLookup(255, "0.0.0.0", "192.168.49.3", 0, 0, "eth0", None, 0)
+    vxlan = FibLookup(254, "192.168.49.2", "192.168.49.3", 3, 0, "eth0", None, 0)
+    assert route_hops(outer, [arp, vxlan])[0].fields["table"] == 254
