@@ -128,7 +128,8 @@ _VARIANT_HELP = (
 def _load_pipeline(module: str = "netlab.lifecycle") -> None:
     """Import the pipeline (pydantic models, pyroute2, libnftables) before the command
     changes anything: a signal meanwhile ends it as one during start-up does. A command
-    that only reads an up lab needs no more than `netlab.context` and the observers."""
+    that only reads an up lab needs no more than `netlab.context` and the observers; a
+    host's agent, `netlab.multihost.agent`."""
     import importlib
 
     from netlab import timing
@@ -748,6 +749,16 @@ def _recorded_inventory(target: str, variant: str | None) -> str | None:
     return record.inventory if record is not None else None
 
 
+def _start_agents_early(target: str, variant: str | None, hosts: str | None) -> None:
+    """A lab this machine built over hosts (by name, not up here): its hosts' agents start
+    now, while this process imports the pipeline and loads the lab (netlab.multihost.early)."""
+    if is_lab_file(target) or (hosts is None and _recorded_inventory(target, variant) is None):
+        return
+    from netlab.multihost import early
+
+    early.start(_lab_name(target, variant), hosts)
+
+
 def _never_there(target: str, variant: str | None) -> bool:
     """A lab name (not a file) of which nothing exists, asked as root: answered without
     the pipeline's imports, so `down` of a lab that is not up takes no time."""
@@ -1013,6 +1024,8 @@ def check(**options: Any) -> int:
     o = _CheckOptions(**options)
     if _output_format(o.as_json, o.fmt) == "json":
         o = replace(o, as_json=True)
+    if not (o.build or o.watch):
+        _start_agents_early(o.target, o.variant, o.hosts)
     _load_pipeline()
     if o.watch and (o.build or o.as_json):
         raise UsageError(
@@ -1409,10 +1422,11 @@ def trace(**options: Any) -> int:
     Exit codes: 0 the probe got its answer, 1 it did not, 2 bad input (lab not up, unknown
     node or target), 3 not root.
     """
+    o = _TraceOptions(**options)
+    _start_agents_early(o.lab, o.variant, o.hosts)
     _load_pipeline("netlab.context")
     from netlab import context
 
-    o = _TraceOptions(**options)
     hosts = o.hosts if o.hosts is not None else _recorded_inventory(o.lab, o.variant)
     if hosts is None:
         require_root("trace")
@@ -1822,7 +1836,7 @@ def host_agent() -> int:
     """A check across hosts, this host's side: answer the coordinator's calls (one JSON
     document a line, netlab.multihost.calls) on stdin until it closes. Run by the
     coordinator over ssh, as root; not for people."""
-    _load_pipeline()
+    _load_pipeline("netlab.multihost.agent")  # what it answers with: not the lab's model, not the build
     from netlab.multihost.agent import serve
 
     require_root("host-agent", reads_only=True)

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from netlab import interrupts
+from netlab import interrupts, timing
 from netlab.errors import Interrupted, UsageError
 from netlab.lifecycle import CheckRun, CheckSettings, select_checks, with_dead_responders
-from netlab.multihost import lifecycle
+from netlab.multihost import early, lifecycle
 from netlab.multihost.engine import HostsFailed
 from netlab.multihost.inventory import Inventory
 from netlab.multihost.lifecycle import load_split
@@ -65,8 +65,12 @@ def lab_over_hosts(where: OverHosts, inventory: Inventory, split: Split) -> Iter
     (one ssh session per host, closed on leaving); every host is asked first whether its
     part is up and built from this file (HostsFailed naming each that is not)."""
     lab = split.lab.name
-    with Ssh() as ssh, HostAgents(ssh, [inventory.host(h) for h in split.sub_labs]) as agents:
-        _same_lab_everywhere(agents, split, inventory, where)
+    hosts = [inventory.host(h) for h in split.sub_labs]
+    started = early.take(hosts)  # started before this process loaded the lab, if they are these
+    ssh = started.ssh if started else Ssh()
+    with ssh, HostAgents(ssh, hosts, started.agents if started else None) as agents:
+        with timing.phase("hosts: agents started, each host's part asked"):
+            _same_lab_everywhere(agents, split, inventory, where)
         host_of = {netns_name(lab, node): host for node, host in split.placement.of_node.items()}
         observer = RemoteObserver(agents, host_of)
         yield LabContext(
@@ -90,14 +94,16 @@ def check(
     already up on every host, which is then left as it was."""
     how = how or CheckSettings()
     started = time.monotonic()
-    inventory, split = load_split(where.source, where.variant, where.inventory)
+    with timing.phase("hosts: lab loaded, placed and split"):
+        inventory, split = load_split(where.source, where.variant, where.inventory)
     built = _build(where, inventory, split, only) if build else None
     undone = "the lab built for them was taken down on every host" if built else "nothing was changed"
     try:
         with lab_over_hosts(where, inventory, split) as ctx:
             ctx.keep_frames = how.keep_frames
             checks = select_checks(split.lab, only)
-            verdicts: list[Verdict] = run_checks(ctx, checks, on_done=on_done, fail_fast=how.fail_fast)
+            with timing.phase("hosts: checks run"):
+                verdicts: list[Verdict] = run_checks(ctx, checks, on_done=on_done, fail_fast=how.fail_fast)
             judged = {v.name for v in verdicts}
             if how.trace:
                 verdicts = trace_failures(ctx, [c for c in checks if c.name in judged], verdicts)

@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import json
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
@@ -22,8 +21,9 @@ from typing import Any, TypeVar
 
 from netlab.kernel.trace import walk
 from netlab.multihost.calls import CALLS, CaptureRead, ProbesSeen, decode, encode_args
+from netlab.multihost.early import Spawned, spawn_agent
 from netlab.multihost.inventory import Host
-from netlab.multihost.ssh import Ssh, as_root, on_each
+from netlab.multihost.ssh import Ssh, on_each
 from netlab.observations import (
     TRACE_SETTLE,
     CounterView,
@@ -44,27 +44,19 @@ from netlab.pcap import Frame
 from netlab.probes.flow import ProbeRequest, ProbeResult
 
 T = TypeVar("T")
-AGENT_COMMAND = "host-agent"
 
 
 class HostAgent:
     """`netlab host-agent` on one host, over ssh: calls in, replies out, matched by id."""
 
-    def __init__(self, ssh: Ssh, host: Host) -> None:
+    def __init__(self, ssh: Ssh, host: Host, spawned: Spawned | None = None) -> None:
         self.host = host.name
         self._ids = itertools.count(1)
         self._pending: dict[int, Future[Any]] = {}
         self._lock = threading.Lock()
         self._ended = ""  # why the agent is gone, once it is
-        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
-        self._process = subprocess.Popen(
-            ssh.argv(host, as_root([host.netlab, AGENT_COMMAND])),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            text=True,
-            start_new_session=True,  # a Ctrl-C is the coordinator's to handle
-        )
+        self._spawned = spawned or spawn_agent(ssh, host)  # started already (netlab.multihost.early), or now
+        self._process, self._stderr = self._spawned.process, self._spawned.stderr
         self._reader = threading.Thread(target=self._read, name=f"netlab-agent-{host.name}", daemon=True)
         self._reader.start()
 
@@ -127,17 +119,17 @@ class HostAgent:
             self._process.kill()
             self._process.wait()
         self._reader.join(timeout=10)
-        self._stderr.close()
+        self._spawned.close()
 
 
 class HostAgents:
     """One agent per host, started together; closed together (also on failure)."""
 
-    def __init__(self, ssh: Ssh, hosts: Sequence[Host]) -> None:
+    def __init__(self, ssh: Ssh, hosts: Sequence[Host], started: Mapping[str, Spawned] | None = None) -> None:
         self.agents: dict[str, HostAgent] = {}
         try:
             for host in hosts:
-                self.agents[host.name] = HostAgent(ssh, host)
+                self.agents[host.name] = HostAgent(ssh, host, (started or {}).get(host.name))
         except BaseException:
             self.close()
             raise

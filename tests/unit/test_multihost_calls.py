@@ -200,3 +200,34 @@ def test_exec_over_hosts_reads_each_hosts_json_and_gives_its_error_to_its_nodes(
     ]
     lost = Reply("h2", 255, "", "ssh: connect to host 10.250.0.3 port 22: No route to host")
     assert _results(host, lost, ["y"]) == [NodeRun("y", 255, "", f"host h2: {lost.err}\n")]
+
+
+def test_early_agents_are_taken_for_the_same_hosts_else_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`check LAB` starts its recorded hosts' agents before loading the lab; the check
+    takes them only for the same hosts (the lab's file may have moved its nodes)."""
+    import subprocess
+    import tempfile
+
+    from netlab.multihost import early
+    from netlab.multihost.inventory import load_inventory
+
+    def fake_agent(ssh: object, host: object) -> early.Spawned:
+        process = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        return early.Spawned(process, tempfile.TemporaryFile())
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setattr(early, "spawn_agent", fake_agent)
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("all:\n  hosts:\n    h1: {ansible_host: 192.0.2.1}\n    h2: {ansible_host: 192.0.2.2}\n")
+    write_record(Record("lab1", str(tmp_path / "lab1.yaml"), None, str(inventory), {"h1": ["x"], "h2": ["y"]}))
+    hosts = load_inventory(str(inventory)).hosts
+    early.start("nolab", None)  # no record: nothing started
+    assert early.take(hosts) is None
+    early.start("lab1", None)
+    found = early.take(list(reversed(hosts)))
+    assert found is not None and set(found.agents) == {"h1", "h2"}
+    found.close()
+    assert all(s.process.poll() is not None for s in found.agents.values())
+    early.start("lab1", None)
+    assert early.take(hosts[:1]) is None  # not the same hosts: closed, the check starts its own
+    assert early.take(hosts) is None
