@@ -74,6 +74,9 @@ class NetlinkDriver:
         self._lock = threading.Lock()
         self._host: NetlinkSocket | None = None
         self._later: list[CreateLink] = []  # bridge ports made down, to bring up later (_up_later)
+        # the host's socket is one for every namespace's worker: one request (send, then its
+        # ACKs) at a time, or a worker reads another's ACKs and waits for its own forever
+        self._host_turn = threading.Lock()
         nsops.raise_fd_limit()  # two descriptors per namespace while building: a 1000-namespace lab needs 2000
 
     # ------------------------------------------------------------ lifecycle
@@ -364,10 +367,15 @@ class NetlinkDriver:
             raise OpFailed(made[id(err.op)], err.reason) from None
 
     def _send_batch(self, host: bool, ns: str, msgs: list[Request], sent: list[Op]) -> list[tuple[Op, str]]:
-        sock = self._host_socket() if host else self._handle(ns).sock
+        if host:
+            sock = self._host_socket()
+            with self._host_turn:
+                failures = sock.request(msgs)
+        else:
+            failures = self._handle(ns).sock.request(msgs)
         return [
             (sent[f.index], f.message)
-            for f in sock.request(msgs)
+            for f in failures
             if not (isinstance(sent[f.index], Remove) and f.errno in GONE_ALREADY)  # gone with its link
         ]
 

@@ -49,6 +49,11 @@ BATCH = 200  # messages per send(): keeps the ACKs well inside the receive buffe
 # Queries per send(): each answer holds a few KiB of the receive buffer until it is read,
 # so 32 fit even in the default 208 KiB one (when SO_RCVBUFFORCE was refused).
 QUERY_BATCH = 32
+# The kernel answers a netlink request at once, even under load (within milliseconds,
+# seconds behind the rtnl lock of thousands of namespaces): an answer not there after
+# this long was lost (a request whose ACK another reader took), and the command ends
+# with that said instead of waiting forever.
+ANSWER_TIMEOUT = 120
 
 
 class Request(NamedTuple):
@@ -93,6 +98,7 @@ class NetlinkSocket:
             pass
         self.sock.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)
         self.sock.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", ANSWER_TIMEOUT, 0))
         self.sock.bind((0, 0))
         self.seq = 0
 
@@ -126,7 +132,7 @@ class NetlinkSocket:
     def _collect_acks(self, pending: dict[int, int]) -> list[Failure]:
         failures: list[Failure] = []
         while pending:
-            data = self.sock.recv(1 << 20)
+            data = receive(self.sock, 1 << 20, len(pending))
             for offset, length, mtype, flags, seq in _frames(data):
                 if mtype == NLMSG_ERROR and seq in pending:
                     index = pending.pop(seq)
@@ -141,7 +147,7 @@ class NetlinkSocket:
         self.sock.sendall(data)
         found: dict[int, int] = {}
         while len(found) < len(seqs):
-            data = self.sock.recv(1 << 16)
+            data = receive(self.sock, 1 << 16, len(seqs) - len(found))
             for offset, _, mtype, _, seq in _frames(data):
                 if mtype == NLMSG_ERROR and seq in seqs:
                     found[seq] = -struct.unpack_from("=i", data, offset + 16)[0]
@@ -205,7 +211,7 @@ class NetlinkSocket:
                 buf += data
             self.sock.sendall(bytes(buf))
             while pending:
-                data = self.sock.recv(1 << 20)
+                data = receive(self.sock, 1 << 20, len(pending))
                 for offset, length, mtype, flags, seq in _frames(data):
                     index = pending.pop(seq, None)
                     if index is None:
@@ -251,6 +257,19 @@ def frame(msg: Any, mtype: int, flags: int, seq: int) -> bytes:
     return bytes(msg.data)
 
 
+def receive(sock: socket.socket, size: int, waiting: int) -> bytes:
+    """sock.recv(size); OSError(ETIMEDOUT) naming what is missing if the kernel's answer
+    does not come (a socket made by NetlinkSocket waits ANSWER_TIMEOUT at most)."""
+    try:
+        return sock.recv(size)
+    except BlockingIOError:
+        raise OSError(
+            errno.ETIMEDOUT,
+            f"netlink: no answer from the kernel to {waiting} request{'s' if waiting != 1 else ''} "
+            f"within {ANSWER_TIMEOUT} s (lost: nothing more will come)",
+        ) from None
+
+
 def replies(
     sock: socket.socket, seq: int, *, dump: bool = True, bufsize: int = 1 << 20
 ) -> Iterator[tuple[bytes, int, int]]:
@@ -258,7 +277,7 @@ def replies(
     (dump: until NLMSG_DONE; else the first one); an NLMSG_ERROR reply raises OSError
     with the kernel's words."""
     while True:
-        data = sock.recv(bufsize)
+        data = receive(sock, bufsize, 1)
         for offset, length, kind, flags, mseq in _frames(data):
             if mseq != seq:
                 continue

@@ -16,6 +16,7 @@ does, so `netlab down LAB` on one host alone cleans that host.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ UP_SCRIPT = """exec 3<&0
 if [ -e "$3" ]; then echo "netlab-hosts: before: up"; else echo "netlab-hosts: before: none"; fi
 (umask 077 && mkdir -p "${1%/*}" && head -c "$2" > "$1") || exit 1
 [ "$(wc -c < "$1")" -eq "$2" ] || { echo "netlab: the sub-lab did not arrive whole" >&2; exit 1; }
+echo "netlab-hosts: building"
 "$0" up --expect-version "$4" "$1" </dev/null &
 pid=$!
 { cat <&3 >/dev/null 2>&1; kill -TERM "$pid" 2>/dev/null; } >/dev/null 2>&1 &
@@ -54,6 +56,15 @@ wait "$pid"; rc=$?
 kill "$watch" 2>/dev/null
 exit $rc"""
 BEFORE_NONE = "netlab-hosts: before: none"
+# How long the coordinator waits for a host's part of `up` (NETLAB_HOSTS_TIMEOUT: seconds):
+# far more than a big lab takes (5000 namespaces build in a minute); a host that has not
+# ended by then is stopped, named with the step it was at, and every host rolled back.
+UP_TIMEOUT = 600.0
+UP_STEPS = (  # the last marker a host's session printed → the step it was at
+    ("netlab-hosts: building", "its netlab up building its part"),
+    ("netlab-hosts: before:", "receiving its sub-lab"),
+    ("", "connecting (ssh) and starting its session"),
+)
 PROBE_SCRIPT = """"$0" --version || exit 127
 if [ -e "$1" ]; then echo "state: up"; else echo "state: none"; fi"""
 DOWN_SCRIPT = '"$0" down "$1"; rc=$?; [ $rc -ne 0 ] || rm -f "$2"; exit $rc'
@@ -175,11 +186,24 @@ def _build(ssh: Ssh, hosts: list[Host], split: Split, running: list[Running]) ->
                 ["sh", "-c", UP_SCRIPT, host.netlab, sub_lab_path(lab), str(len(data)), state, __version__]
             )
             running.append(ssh.start(host, remote, first=data))
-        return [r.wait() for r in running]
+        deadline = time.monotonic() + up_timeout()
+        return [r.wait(max(0.0, deadline - time.monotonic()), _overdue) for r in running]
     except BaseException:
         for r in running:  # the remote ups see their stdin close: each undoes its part
             r.stop()
         raise
+
+
+def up_timeout() -> float:
+    try:
+        return float(os.environ.get("NETLAB_HOSTS_TIMEOUT") or UP_TIMEOUT)
+    except ValueError:
+        return UP_TIMEOUT
+
+
+def _overdue(printed: str) -> str:
+    step = next(words for marker, words in UP_STEPS if marker in printed)
+    return f"no end within {up_timeout():.0f} s (NETLAB_HOSTS_TIMEOUT), at: {step}; stopped"
 
 
 def render_sub_lab(sub: Lab, header: str) -> str:

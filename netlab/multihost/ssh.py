@@ -155,16 +155,25 @@ class Running:
     err: IO[bytes] | None
     failed: str = ""  # why it could not start
 
-    def wait(self) -> Reply:
+    def wait(self, timeout: float | None = None, late: Callable[[str], str] | None = None) -> Reply:
+        """Its reply once it ends; after `timeout` s it is stopped (its stdin closed: the
+        remote side stops, or is killed a minute later) and the reply says so, in the words
+        late(what it printed so far) gives (exit code 1)."""
         if self.process is None or self.out is None or self.err is None:
             return Reply(self.host, SSH_FAILED, "", self.failed)
-        self.process.wait()
+        overdue = ""
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            overdue = late(self.output()) if late else f"no end within {timeout:.0f} s"
         self.stop()
         texts = []
         for f in (self.out, self.err):
             f.seek(0)
             texts.append(f.read().decode(errors="replace"))
             f.close()
+        if overdue:
+            return Reply(self.host, 1, texts[0], f"{texts[1]}\n{overdue}")
         return Reply(self.host, self.process.returncode, texts[0], texts[1])
 
     def output(self) -> str:

@@ -321,6 +321,24 @@ def test_a_host_with_another_netlab_builds_nothing_and_every_host_is_rolled_back
     assert lab_namespaces(sim, h1) == [] == lab_namespaces(sim, h2)
 
 
+def test_a_host_that_does_not_end_is_named_with_its_step_and_every_host_rolled_back(
+    sim: SimulatedHosts, tmp_path: Path
+) -> None:
+    """The coordinator's wait for each host is bounded (NETLAB_HOSTS_TIMEOUT): a host whose
+    up goes on past it is stopped, named with the step it was at, and every host is
+    rolled back (its own up undoes its part when its session ends)."""
+    h1, h2, _ = sim.hosts
+    argv = sim.coordinator_argv([NETLAB, "up", "--hosts", sim.inventory, pair_lab(tmp_path, "exec: [[sleep, '60']]")])
+    up = subprocess.run(argv, capture_output=True, text=True, timeout=120, env={**sim.env, "NETLAB_HOSTS_TIMEOUT": "4"})
+    assert up.returncode == 1, up.stderr
+    assert "h2: no end within 4 s (NETLAB_HOSTS_TIMEOUT), at: its netlab up building its part; stopped" in up.stderr
+    assert "taken down again on h1, h2" in up.stderr, up.stderr
+    deadline = time.monotonic() + 30
+    while lab_namespaces(sim, h1) or lab_namespaces(sim, h2):
+        assert time.monotonic() < deadline, (lab_namespaces(sim, h1), lab_namespaces(sim, h2))
+        time.sleep(0.1)
+
+
 def test_sshd_killed_mid_up_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:
     h1, h2, _ = sim.hosts
     lab = pair_lab(tmp_path, "exec: [[sleep, '60']]")

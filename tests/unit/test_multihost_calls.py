@@ -231,3 +231,20 @@ def test_early_agents_are_taken_for_the_same_hosts_else_closed(tmp_path: Path, m
     early.start("lab1", None)
     assert early.take(hosts[:1]) is None  # not the same hosts: closed, the check starts its own
     assert early.take(hosts) is None
+
+
+def test_a_netlink_answer_that_never_comes_is_an_error_not_a_hang() -> None:
+    """A request whose answer was lost (another worker read the ACKs of a shared socket:
+    an up over three hosts waited forever for it) ends after the socket's receive timeout."""
+    import errno
+    import socket
+    import struct
+
+    from netlab.kernel.nlsock import receive
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 0, 20000))
+        with pytest.raises(OSError, match="no answer from the kernel to 3 requests") as err:
+            receive(a, 1024, 3)
+    assert err.value.errno == errno.ETIMEDOUT
