@@ -81,7 +81,7 @@ def test_a_signal_at_any_step_of_the_lock_leaves_no_lock_file(
 
     owner = {"os": os, "fcntl": fcntl}[module]
     real = getattr(owner, call)
-    fired = []
+    fired: list[str] = []
 
     def then_a_signal(*args: object) -> object:
         result = real(*args)
