@@ -174,16 +174,24 @@ def _seen(data: bytes) -> Seen:
 
 
 def _link_info(data: bytes, start: int, end: int) -> tuple[str, bool, int | None]:
-    """IFLA_LINKINFO: the link's kind, whether it is a bridge running STP, its state as a bridge port."""
-    kind, stp, port = "", False, None
+    """IFLA_LINKINFO: the link's kind, whether it is a bridge running STP, its state as a
+    bridge port. Only a bridge's port data holds a port state: a VRF's holds its table
+    (IFLA_VRF_PORT_TABLE, the same attribute number), and a bond's its own."""
+    kind, slave_kind, stp, port = "", "", False, None
     for itype, istart, iend in _attrs(data, start, end):
         if itype == IFLA_INFO_KIND:
-            kind = data[istart:iend].split(b"\0", 1)[0].decode()
+            kind = _name(data, istart, iend)
+        elif itype == IFLA_INFO_SLAVE_KIND:
+            slave_kind = _name(data, istart, iend)
         elif itype == IFLA_INFO_DATA and kind == "bridge":
             stp = any(t == IFLA_BR_STP_STATE and data[s] != 0 for t, s, _ in _attrs(data, istart, iend))
-        elif itype == IFLA_INFO_SLAVE_DATA:
+        elif itype == IFLA_INFO_SLAVE_DATA and slave_kind == "bridge":
             port = next((data[s] for t, s, _ in _attrs(data, istart, iend) if t == IFLA_BRPORT_STATE), port)
     return kind, stp, port
+
+
+def _name(data: bytes, start: int, end: int) -> str:
+    return data[start:end].split(b"\0", 1)[0].decode()
 
 
 def _attrs(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
