@@ -102,6 +102,9 @@ class FakeDriver:
         self.settled.append(links)
         if self.unsettled is not None and links:
             raise OpFailed(links[0], self.unsettled)
+        missing = [op for op in links if op.name != "lo" and op.name not in self.links.get(op.ns, {})]
+        if missing:  # as the kernel answers an RTM_GETLINK of a link that is not there
+            raise OpFailed(missing[0], f"{missing[0].name} in {missing[0].ns} (No such device (ENODEV))")
 
     def delete_namespaces(self, names: Iterable[str]) -> list[str]:
         gone = [n for n in names if n in self.netns]

@@ -30,6 +30,21 @@ class ReconcileFailed(ApplyError):
         Exception.__init__(self, f"failed: {what}: {reason}{tail}")
 
 
+def _links_made(done: Sequence[Step]) -> list[Op]:
+    """The link ops the steps made that are still true once all of them ran: a link a step
+    made (a bridge's port, released when the bridge goes) may go with a later one (its
+    namespace deleted)."""
+    links: dict[tuple[str, str], Op] = {}
+    for step in done:
+        for op in step.gone:
+            if isinstance(op, (CreateLink, SetLink)):
+                links.pop((op.ns, op.name), None)
+        for op in step.made:
+            if isinstance(op, (CreateLink, SetLink)):
+                links[(op.ns, op.name)] = op
+    return list(links.values())
+
+
 def apply_reconcile(
     rec: Reconcile,
     old: Sequence[Op],
@@ -45,7 +60,7 @@ def apply_reconcile(
             current = label
             _run_stage(steps, driver, done, progress)
         current = "links"  # the links it brought up, up as the kernel sees them (kernel/settle.py)
-        driver.settle([op for step in done for op in step.made if isinstance(op, (CreateLink, SetLink))])
+        driver.settle(_links_made(done))
     except OpFailed as err:
         restore_error = _restore(rec.lab, old, done, driver, sysctl_default)
         what = f"{err.op.what or err.op.ns} ({err.op.brief()})"
