@@ -98,8 +98,8 @@ class FakeDriver:
                 link.master = None
 
     def settle(self, ops: Sequence[Op], timeout: float = SETTLE_TIMEOUT) -> None:
-        links: list[Op] = [op for op in ops if isinstance(op, (CreateLink, SetLink))]
-        self.settled.append(links)
+        links: list[CreateLink | SetLink] = [op for op in ops if isinstance(op, (CreateLink, SetLink))]
+        self.settled.append(list(links))
         if self.unsettled is not None and links:
             raise OpFailed(links[0], self.unsettled)
         missing = [op for op in links if op.name != "lo" and op.name not in self.links.get(op.ns, {})]
