@@ -2,7 +2,7 @@
 
 Entry points (bash wrappers next to this file):
 
-    bench/run      [--sizes N ...] [--repeat K] [--only floor,ipscript,ipbatch,netlab]
+    bench/run      [--sizes N ...] [--repeat K] [--only floor,ipscript,ipbatch,netlab,served]
     bench/profile  N [--down-profile]
     bench/run --check-signal [--sizes ...]   (validates the "kernel done" signal)
 
@@ -32,10 +32,10 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from labrun import compile_bytecode
 
@@ -56,7 +56,7 @@ def _find_netlab() -> Path:
 NETLAB = _find_netlab()
 VENV_PY = NETLAB.parent / "python"
 FLOOR = HERE / "floor.py"
-METHODS = ("floor", "ipscript", "ipbatch", "netlab")
+METHODS = ("floor", "ipscript", "ipbatch", "netlab", "served")
 
 RUN = secrets.token_hex(2)  # 4 hex chars, part of every name we create
 clock = time.perf_counter
@@ -146,8 +146,9 @@ def sh(
     check: bool = True,
     inp: str | None = None,
     cwd: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, input=inp, cwd=cwd)
+    r = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout, input=inp, cwd=cwd, env=env)
     if check and r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} -> rc={r.returncode}: {tail(r.stderr or r.stdout)}")
     return r
@@ -530,11 +531,47 @@ class Netlab(Build):
     def prepare(self) -> None:
         self.file.write_text(lab_yaml(self.lab, self.n))
 
+    # Run by this process, also while the benchmark's `netlab serve` runs for `served`.
+    env: ClassVar[dict[str, str]] = {**os.environ, "NETLAB_SERVER": "0"}
+
     def up(self) -> None:
-        sh([str(NETLAB), "up", str(self.file)], timeout=self.timeout, cwd=str(self.dir))
+        sh([str(NETLAB), "up", str(self.file)], timeout=self.timeout, cwd=str(self.dir), env=self.env)
 
     def down(self) -> None:
-        sh([str(NETLAB), "down", self.lab], timeout=self.timeout, cwd=str(self.dir))
+        sh([str(NETLAB), "down", self.lab], timeout=self.timeout, cwd=str(self.dir), env=self.env)
+
+
+class Served(Netlab):
+    """netlab up FILE / netlab down LAB, run by the benchmark's `netlab serve` (a child
+    forked from a process that has the pipeline imported: no start-up, no imports)."""
+
+    method = "served"
+    env: ClassVar[dict[str, str]] = {k: v for k, v in os.environ.items() if k != "NETLAB_SERVER"}
+
+
+@contextlib.contextmanager
+def serving(tmp: Path) -> Iterator[Path]:
+    """`netlab serve` for the run's `served` builds, ended by its PID afterwards; yields
+    its log (a line per command it ran)."""
+    log_path = tmp / "serve.log"
+    sock = Path(os.environ.get("NETLAB_STATE_DIR", "/run/netlab")) / ".server.sock"
+    with open(log_path, "w") as log_file:
+        proc = subprocess.Popen([str(NETLAB), "serve"], stdout=log_file, stderr=log_file, env=Served.env)
+        try:
+            deadline = time.monotonic() + 120
+            while not sock.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"netlab serve did not start: {tail(log_path.read_text())}")
+                time.sleep(0.05)
+            yield log_path
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def lab_yaml(lab: str, n: int) -> str:
@@ -709,8 +746,8 @@ def _clean_up(watcher: DownWatcher | None, tmp: Path) -> bool:
 
 
 def make_build(method: str, n: int, rep: int, tmp: Path, timeout: float) -> Build:
-    if method == "netlab":
-        return Netlab(n, rep, tmp, timeout)
+    if method in ("netlab", "served"):
+        return (Served if method == "served" else Netlab)(n, rep, tmp, timeout)
     kinds: dict[str, type[Build]] = {"floor": Floor, "ipscript": IpScript, "ipbatch": IpBatch}
     return kinds[method](n, rep, tmp)
 
@@ -725,8 +762,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if any(n < 1 or n > 65000 for n in sizes):
         log("sizes must be 1..65000")
         return 2
-    nl_ok, nl_why = netlab_available() if "netlab" in only else (False, "not selected")
-    if "netlab" in only and not nl_ok:
+    wants_netlab = "netlab" in only or "served" in only
+    nl_ok, nl_why = netlab_available() if wants_netlab else (False, "not selected")
+    if wants_netlab and not nl_ok:
         print(f"netlab: unavailable ({nl_why})", flush=True)
 
     tmp = Path(tempfile.mkdtemp(prefix="netlab-bench-"))
@@ -755,7 +793,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"note: {len(foreign)} namespaces of someone else exist (e.g. {foreign[0]}); "
             "concurrent namespace work on this machine disturbs the timings"
         )
+    stack = contextlib.ExitStack()
     try:
+        served_log = stack.enter_context(serving(tmp)) if "served" in only and nl_ok else None
         watcher = DownWatcher()
         idle = watcher.calibrate()
         meta["down_signal_idle"] = idle
@@ -769,7 +809,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout = max(120.0, n * 1.0)
             for rep in range(1, args.repeat + 1):
                 for m in only:
-                    if m == "netlab" and not nl_ok:
+                    if m in ("netlab", "served") and not nl_ok:
                         continue
                     b = make_build(m, n, rep, tmp, timeout)
                     log(f"  {m} N={n} rep={rep} ...")
@@ -780,6 +820,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                         f"down {fmt(r['down_s'])}s verify={r.get('verify')} "
                         f"{'ERROR: ' + str(r['error']) if r['error'] else ''}"
                     )
+        if served_log is not None:
+            ran = served_log.read_text().count(" → exit ")
+            meta["served_commands"] = ran
+            log(f"served: the server ran {ran} commands (2 per served build)")
     except KeyboardInterrupt:
         log("interrupted; cleaning up")
         rc = 130
@@ -787,6 +831,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log(f"error: {e}; cleaning up")
         rc = 1
     finally:
+        stack.close()
         if not _clean_up(watcher, tmp):
             rc = rc or 1
 
@@ -865,17 +910,21 @@ def report(
             "netlab/ipbatch_down": ratio(nl["down_s"], ib["down_s"]),
             "netlab/ipscript_up": ratio(nl["up_s"], isc["up_s"]),
             "netlab/ipscript_down": ratio(nl["down_s"], isc["down_s"]),
+            "served/floor_up": ratio(agg.get(("served", n), nan)["up_s"], fl["up_s"]),
+            "served/ipbatch_down": ratio(agg.get(("served", n), nan)["down_s"], ib["down_s"]),
         }
         ratios[str(n)] = row
         lines.append(
             f"{n:>5} {row['netlab/floor_up']:>16} {row['netlab/floor_down']:>6} "
             f"{row['netlab/ipbatch_up']:>18} {row['netlab/ipbatch_down']:>6} "
             f"{row['netlab/ipscript_up']:>19} {row['netlab/ipscript_down']:>6}"
+            + (f"   served/floor up {row['served/floor_up']}" if ("served", n) in agg else "")
+            + (f", served/ipbatch down {row['served/ipbatch_down']}" if ("served", n) in agg else "")
         )
 
     big = max(sizes)
     kv = [f"pods={big}"]
-    for m in ("netlab", "ipbatch", "ipscript", "floor"):
+    for m in ("netlab", "ipbatch", "ipscript", "floor", *(["served"] if "served" in only else [])):
         a = agg.get((m, big), nan)
         kv += [f"{m}_up_s={fmt(a['up_s'])}", f"{m}_down_s={fmt(a['down_s'])}"]
 
@@ -1124,7 +1173,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     r = sub.add_parser("run", help="benchmark ipscript / ipbatch / netlab")
     r.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 500])
     r.add_argument("--repeat", type=int, default=1)
-    r.add_argument("--only", default=",".join(METHODS), help="comma-separated subset of floor,ipscript,ipbatch,netlab")
+    r.add_argument(
+        "--only", default=",".join(METHODS), help="comma-separated subset of floor,ipscript,ipbatch,netlab,served"
+    )
     r.add_argument(
         "--check-signal", action="store_true", help="instead of benchmarking, validate the 'kernel done' signal"
     )

@@ -1831,6 +1831,62 @@ def logs(lab: str, which: str | None, follow: bool) -> int:
     return 0
 
 
+@cli.command()
+@click.option(
+    "--idle",
+    type=click.FloatRange(min=0),
+    default=0,
+    metavar="SECONDS",
+    help="End after this long without a command (default 0: run until Ctrl-C or SIGTERM).",
+)
+def serve(idle: float) -> int:
+    """Keep netlab's pipeline imported in a resident process, so commands start at once.
+
+    Every command that loads a lab spends ~0.25 s of CPU importing pydantic and the lab's
+    models before it reads the file. While `netlab serve` runs, up, down, check, status,
+    validate, render, trace and graph run as root hand themselves to it: it forks a child
+    that already has all of that loaded, which runs the command with the caller's
+    terminal, directory, environment and limits, and the caller forwards Ctrl-C and
+    SIGTERM to it and exits with its code. A caller in other namespaces, another user's,
+    or one running other code runs the command itself, as when no server runs;
+    NETLAB_SERVER=0 makes a command never ask. The server ends once netlab's own files
+    change (an edited checkout), and logs a line per command on stderr.
+
+    \b
+    Examples:
+      sudo netlab serve &                        # then as usual:
+      sudo netlab up labs/docker-bridge.yaml     # built by a child of the server
+      sudo netlab serve --idle 600               # ends after 10 idle minutes
+    """
+    from netlab import server
+
+    require_root("serve")
+    _load_pipeline()
+    for module in _SERVER_PRELOADS:
+        _load_pipeline(module)
+    runner = server.Server(_served_command, sys.stderr, idle)
+    interrupts.started()  # from here SIGINT and SIGTERM end the loop, and the socket goes
+    try:
+        runner.serve()
+    except server.ServerRunning as e:
+        raise NetlabError(str(e)) from None
+    except interrupts.Signalled as s:
+        err.print(f"netlab serve: {s.name}; ending", markup=False)
+    return 0
+
+
+# What the commands a server runs import beyond the build (netlab.lifecycle).
+_SERVER_PRELOADS = ("netlab.context", "netlab.status", "netlab.probes.checks", "netlab.kernel.netlink")
+
+
+def _served_command(argv: list[str], prog: str) -> int:
+    """Run one command in a server's child, as `main` runs it (its exit code)."""
+    from netlab import timing
+
+    timing.ENABLED = bool(os.environ.get("NETLAB_TIMING"))  # the client's environment, not the server's
+    return _command(argv, prog)
+
+
 @cli.command("host-agent", hidden=True)
 def host_agent() -> int:
     """A check across hosts, this host's side: answer the coordinator's calls (one JSON
@@ -2083,18 +2139,35 @@ _held_at_the_end(cli)
 
 
 def main() -> NoReturn:
+    from netlab.server import run_served
+
+    served = run_served(sys.argv[1:], _program_name())  # by `netlab serve`'s child, if one runs and can
+    _exit(_command() if served is None else served)
+
+
+def _program_name() -> str:
+    """What usage messages call this program, as click tells it (`netlab`, `python -m
+    netlab.cli`): a server's child names the caller's, not its own."""
+    from click.utils import _detect_program_name
+
+    return _detect_program_name()
+
+
+def _command(args: list[str] | None = None, prog: str | None = None) -> int:
+    """Run the command `args` (sys.argv's by default; `prog`: the program's name in
+    usage messages, click's guess by default) in this process: its exit code."""
     global _as_command
     interrupts.handle_signals()  # again: main() may be called without the import above
     if not _as_command:
         _as_command = True
         gc.set_threshold(50_000, 20, 100)
     interrupts.started()
-    code = _run()
+    code = _run(args, prog)
     if os.environ.get("NETLAB_TIMING"):
         from netlab import timing
 
         timing.total()
-    _exit(interrupts.finish(code))
+    return interrupts.finish(code)
 
 
 def _exit(code: int) -> NoReturn:
@@ -2114,10 +2187,10 @@ def _exit(code: int) -> NoReturn:
     sys.exit(code)
 
 
-def _run(args: list[str] | None = None) -> int:
+def _run(args: list[str] | None = None, prog: str | None = None) -> int:
     """The command's exit code; every error and interruption becomes one line on stderr."""
     try:
-        code = cli.main(args, standalone_mode=False)
+        code = cli.main(args, prog_name=prog, standalone_mode=False)
     except interrupts.Signalled as s:  # a command that changes nothing, or before it started to
         err.print(f"netlab: interrupted by {s.name}; nothing was changed", markup=False)
         return 128 + s.signum
