@@ -288,13 +288,8 @@ class Server:
     def _listening(self) -> Iterator[socket.socket]:
         """The socket, bound while this server holds the state directory's server lock."""
         os.makedirs(state_dir(), mode=0o700, exist_ok=True)
-        lock = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        lock = _server_lock()
         try:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(lock, 32, 0).decode(errors="replace").strip()
-                raise ServerRunning(f"a server runs already for {state_dir()} (pid {holder or '?'})") from None
             os.ftruncate(lock, 0)
             os.pwrite(lock, f"{os.getpid()}\n".encode(), 0)
             with contextlib.suppress(FileNotFoundError):
@@ -314,6 +309,8 @@ class Server:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(socket_path())
         finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock_path())  # still holding it: a server starting now makes a new one
             os.close(lock)
 
     @contextlib.contextmanager
@@ -396,6 +393,26 @@ class Server:
                 self._say(f"pid {pid}: netlab {' '.join(argv)} not run here: its client runs it")
             else:
                 self._say(f"pid {pid}: netlab {' '.join(argv)} → exit {code} in {took:.3f} s (cpu {cpu:.3f} s)")
+
+
+def _server_lock() -> int:
+    """The state directory's server lock, held (ServerRunning if another server holds it).
+    A file removed by the server that held it, after this one opened it, is not the lock
+    any more: opened again."""
+    while True:
+        lock = os.open(lock_path(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(lock, 32, 0).decode(errors="replace").strip()
+            os.close(lock)
+            raise ServerRunning(f"a server runs already for {state_dir()} (pid {holder or '?'})") from None
+        try:
+            if os.stat(lock_path()).st_ino == os.fstat(lock).st_ino:
+                return lock
+        except FileNotFoundError:
+            pass
+        os.close(lock)
 
 
 STALE = "the server's code changed since it started"
