@@ -150,7 +150,7 @@ def _run_by_child(sock: socket.socket) -> int | None:
     def forward(signum: int, _frame: object) -> None:
         forwarded.append(signum)
         if child:
-            os.kill(child[0], signum)
+            _signal(child[0], signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
     try:
@@ -158,14 +158,16 @@ def _run_by_child(sock: socket.socket) -> int | None:
         if "ready" in answer:
             answer = _answer_in_time(sock) if _send_descriptors(sock) else {"local": "it could not take them"}
         if "pid" not in answer:
-            if forwarded:  # Ctrl-C before anything ran: as a local command would end
+            if forwarded:  # Ctrl-C before anything ran: as a command still starting ends
+                name = signal.Signals(forwarded[0]).name
+                sys.stderr.write(f"netlab: interrupted by {name} while starting; nothing was changed\n")
                 return 128 + forwarded[0]
             _tell(f"run here, not by the server: {answer.get('local', 'it did not answer')}")
             return None
         child.append(int(answer["pid"]))
         _tell(f"run by the server's child, pid {child[0]}")
         for signum in forwarded:
-            os.kill(child[0], signum)
+            _signal(child[0], signum)
         last = _receive(sock)
     finally:
         for sig, handler in previous.items():
@@ -176,6 +178,11 @@ def _run_by_child(sock: socket.socket) -> int | None:
         return 128 + forwarded[0]
     sys.stderr.write(f"netlab: the server's process for this command (pid {child[0]}) ended without an exit code\n")
     return 1
+
+
+def _signal(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it has just ended: its exit code is on its way
+        os.kill(pid, signum)
 
 
 def _send_descriptors(sock: socket.socket) -> bool:
