@@ -344,7 +344,7 @@ class Server:
         try:
             try:
                 request = json.loads(conn.recv(MAX_REQUEST))
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
                 request = None
             why = self._refusal(conn, request)
             if why is not None:

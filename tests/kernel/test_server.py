@@ -217,7 +217,8 @@ def test_only_root_reaches_the_socket_and_bad_requests_are_refused(served: Serve
         [*NOBODY, "/usr/bin/python3", "-c", probe, str(path)], capture_output=True, text=True, timeout=60
     )
     assert p.returncode != 0 and "PermissionError" in p.stderr, p.stderr
-    for payload, fds in ((b"not json", [0, 1, 2, 0]), (b'{"argv": ["up"]}', []), (b"{}", [])):
+    hostile = ((b"not json", [0, 1, 2, 0]), (b'{"argv": ["up"]}', []), (b"{}", []), (b"[" * 150_000, []))
+    for payload, fds in hostile:
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
             s.connect(str(path))
             socket.send_fds(s, [payload], fds)
