@@ -7,7 +7,7 @@ The machine's root mount namespace is never touched: tracefs is mounted by a sho
 thread that first moved into a private mount namespace of its own (unshare(CLONE_NEWNS),
 every mount made private), which opens the mount point and detaches it at once. What
 stays is one directory descriptor; the mount, unreachable by any path, goes when that is
-closed. The tracing instance (`instances/netlab-PID-N`: its own buffer and event switches,
+closed. The tracing instance (`instances/netlab-PID-N-RANDOM`: its own buffer and event switches,
 so the machine's tracing and other tools' instances are left as they are) is removed in a
 `finally` that a Ctrl-C cannot cut short, by a thread the interpreter waits for at exit.
 
@@ -216,7 +216,9 @@ class DropWatch:
                 self.unavailable = f"this kernel has no tracepoint {', '.join(missing)}"
                 return
             with interrupts.deferred():  # made and known to close(), or not made
-                self.name = f"instances/netlab-{os.getpid()}-{next(_ids)}"
+                # Instances are the kernel's, not a PID namespace's: two hosts simulated on
+                # one kernel (each its own PID namespace) can both be pid 7 making its first
+                self.name = f"instances/netlab-{os.getpid()}-{next(_ids)}-{os.urandom(4).hex()}"
                 os.mkdir(self.name, dir_fd=self.root)
             _start(self.root, self.name, self.every_task)
         except OSError as e:

@@ -5,6 +5,7 @@ leaves no temporary `netlab-trace` table behind — also when it is interrupted.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -508,3 +509,27 @@ def test_check_trace_adds_nothing_to_passing_checks(netlab_lab: LabFactory, netl
     doc = json.loads(netlab_cli("check", lab.name, "--trace", "--json").out)
     assert [(c["passed"], c["trace"]) for c in doc["checks"]] == [(True, None), (True, None)], doc
     assert_no_trace_tables(lab)
+
+
+def test_two_processes_with_the_same_pid_get_their_own_tracing_instances(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracing instances are the kernel's, not a PID namespace's: the agents of two hosts
+    simulated on one kernel can have the same pid and the same count of watches. Each
+    watch gets its own instance (one took the other's: 'File exists', and once that was
+    removed the other's reads failed with 'No such device')."""
+    from netlab.kernel import tracefs
+
+    monkeypatch.setattr(os, "getpid", lambda: 7)
+    watches = []
+    for _ in range(2):
+        monkeypatch.setattr(tracefs, "_ids", itertools.count(1))  # each "process" counts from 1
+        watch = tracefs.DropWatch()
+        watch.open()
+        watches.append(watch)
+    try:
+        assert [w.unavailable for w in watches] == [None, None], [w.unavailable for w in watches]
+        assert watches[0].name != watches[1].name
+    finally:
+        seen = [w.close() for w in watches]
+    assert [s.unavailable for s in seen] == [None, None], seen
+    monkeypatch.undo()
+    assert_no_tracing_instance()
