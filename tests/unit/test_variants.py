@@ -384,19 +384,12 @@ def test_variant_of_a_lab_without_variants() -> None:
         text_lab(LAB[: LAB.index("variants:")], "x")
 
 
-def test_load_variants_gives_every_lab() -> None:
-    labs = load_variants(_write(LAB))
+def test_load_variants_gives_every_lab(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(LAB, encoding="utf-8")
+    labs = load_variants(path)
     assert [lab.name for lab, _ in labs.all()] == ["tiny", "tiny-no-return", "tiny-mtu"]
     assert labs.named("tiny-mtu") is labs.variants["mtu"][0] and labs.named("tiny-x") is None
-
-
-def _write(text: str) -> Path:
-    import tempfile
-
-    d = Path(tempfile.mkdtemp(prefix="netlab-variants-"))
-    path = d / "lab.yaml"
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 # ---------------------------------------------------------------- the CLI
