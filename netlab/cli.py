@@ -1849,8 +1849,9 @@ def serve(idle: float) -> int:
     terminal, directory, environment and limits, and the caller forwards Ctrl-C and
     SIGTERM to it and exits with its code. A caller in other namespaces, another user's,
     or one running other code runs the command itself, as when no server runs;
-    NETLAB_SERVER=0 makes a command never ask. The server ends once netlab's own files
-    change (an edited checkout), and logs a line per command on stderr.
+    NETLAB_SERVER=0 makes a command never ask. Once netlab's own files changed (an
+    edited checkout), the next command runs itself and the server ends. It logs a line
+    per command on stderr.
 
     \b
     Examples:
