@@ -217,7 +217,12 @@ def test_only_root_reaches_the_socket_and_bad_requests_are_refused(served: Serve
         [*NOBODY, "/usr/bin/python3", "-c", probe, str(path)], capture_output=True, text=True, timeout=60
     )
     assert p.returncode != 0 and "PermissionError" in p.stderr, p.stderr
-    hostile = ((b"not json", [0, 1, 2, 0]), (b'{"argv": ["up"]}', []), (b"{}", []), (b"[" * 150_000, []))
+    hostile: list[tuple[bytes, list[int]]] = [
+        (b"not json", [0, 1, 2, 0]),
+        (b'{"argv": ["up"]}', []),
+        (b"{}", []),
+        (b"[" * 150_000, []),  # nested deeper than the JSON parser goes
+    ]
     for payload, fds in hostile:
         with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
             s.connect(str(path))
