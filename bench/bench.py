@@ -32,12 +32,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-from labrun import compile_bytecode
+from labrun import compile_bytecode, serving
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -549,31 +549,6 @@ class Served(Netlab):
     env: ClassVar[dict[str, str]] = {k: v for k, v in os.environ.items() if k != "NETLAB_SERVER"}
 
 
-@contextlib.contextmanager
-def serving(tmp: Path) -> Iterator[Path]:
-    """`netlab serve` for the run's `served` builds, ended by its PID afterwards; yields
-    its log (a line per command it ran)."""
-    log_path = tmp / "serve.log"
-    sock = Path(os.environ.get("NETLAB_STATE_DIR", "/run/netlab")) / ".server.sock"
-    with open(log_path, "w") as log_file:
-        proc = subprocess.Popen([str(NETLAB), "serve"], stdout=log_file, stderr=log_file, env=Served.env)
-        try:
-            deadline = time.monotonic() + 120
-            while not sock.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"netlab serve did not start: {tail(log_path.read_text())}")
-                time.sleep(0.05)
-            yield log_path
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-
 def lab_yaml(lab: str, n: int) -> str:
     out = [f"name: {lab}", "nodes:", "  host:", "    links:", "      br0: {kind: bridge, addresses: [10.0.0.1/16]}"]
     out += [f"      p{i}: {{peer: pod{i}:eth0, master: br0}}" for i in range(n)]
@@ -795,7 +770,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
     stack = contextlib.ExitStack()
     try:
-        served_log = stack.enter_context(serving(tmp)) if "served" in only and nl_ok else None
+        served_log = stack.enter_context(serving([str(NETLAB)], tmp)) if "served" in only and nl_ok else None
         watcher = DownWatcher()
         idle = watcher.calibrate()
         meta["down_signal_idle"] = idle

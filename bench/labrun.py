@@ -4,11 +4,15 @@ an error or Ctrl-C never leaves the lab behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +27,32 @@ def compile_bytecode(python: str) -> None:
     and the benchmark would time that instead of netlab."""
     code = "import compileall, os, netlab; compileall.compile_dir(os.path.dirname(netlab.__file__), quiet=1)"
     subprocess.run([python, "-c", code], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def serving(netlab: Sequence[str], directory: Path) -> Iterator[Path]:
+    """`netlab serve` (started as `netlab`, the command's argv), for the benchmark's served
+    commands, ended by its PID afterwards; yields its log (a line per command it ran)."""
+    log = directory / "serve.log"
+    sock = Path(os.environ.get("NETLAB_STATE_DIR", "/run/netlab")) / ".server.sock"
+    env = {k: v for k, v in os.environ.items() if k != "NETLAB_SERVER"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*netlab, "serve"], stdout=out, stderr=out, env=env, cwd=directory)
+        try:
+            deadline = time.monotonic() + 120
+            while not sock.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"netlab serve did not start: {log.read_text()[-400:]}")
+                time.sleep(0.05)
+            yield log
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
 
 
 def timed(

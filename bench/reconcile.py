@@ -40,18 +40,16 @@ import copy
 import os
 import resource
 import secrets
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import yaml
-from labrun import NETLAB, compile_bytecode, timed
+from labrun import NETLAB, compile_bytecode, serving, timed
 
 Edit = Callable[[dict[str, Any]], None]
 
@@ -139,32 +137,6 @@ def _served_cpu(ran: int) -> float:
     return float(lines[ran].rsplit("(cpu ", 1)[1].split(" s)")[0])
 
 
-@contextlib.contextmanager
-def serving(directory: Path) -> Iterator[None]:
-    """`netlab serve` of this checkout, ended by its PID afterwards."""
-    log = directory / "serve.log"
-    sock = Path(os.environ.get("NETLAB_STATE_DIR", "/run/netlab")) / ".server.sock"
-    env = {k: v for k, v in os.environ.items() if k != "NETLAB_SERVER"}
-    with open(log, "w") as out:
-        proc = subprocess.Popen([*NETLAB, "serve"], stdout=out, stderr=out, env=env, cwd=directory)
-        try:
-            deadline = time.monotonic() + 120
-            while not sock.exists():
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"netlab serve did not start: {log.read_text()}")
-                time.sleep(0.05)
-            SERVER_LOG.append(log)
-            yield
-        finally:
-            SERVER_LOG.clear()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 def _compile(tree: str, cwd: Path) -> None:
     """Bytecode of the baseline tree, as compile_bytecode writes this checkout's; and a
     check that the baseline's commands really import it."""
@@ -216,7 +188,7 @@ def main() -> int:
         other = args.baseline  # what `before` times: the baseline tree's commands, or (--served) this one's
         with contextlib.ExitStack() as stack:
             if args.served:
-                stack.enter_context(serving(path.parent))
+                SERVER_LOG.append(stack.enter_context(serving(NETLAB, path.parent)))
             _rounds(args, name, base, path, times, before, other)
     head = f"pods={args.pods} nodes={args.nodes} serve={args.serve} rounds={args.rounds} load={load:.2f}"
     if args.baseline or args.served:
