@@ -1871,8 +1871,9 @@ def serve(idle: float) -> int:
         runner.serve()
     except server.ServerRunning as e:
         raise NetlabError(str(e)) from None
-    except interrupts.Signalled as s:
-        err.print(f"netlab serve: {s.name}; ending", markup=False)
+    except interrupts.Signalled as s:  # its commands' children run on, in sessions of their own
+        err.print(f"netlab serve: ended by {s.name}", markup=False)
+        return 128 + s.signum
     return 0
 
 

@@ -34,7 +34,8 @@ class Spawned:
     process: subprocess.Popen[str]
     stderr: IO[bytes]
 
-    def close(self) -> None:
+    def end(self) -> None:
+        """Close its stdin (the agent ends then) and wait for it; killed after 60 s."""
         try:
             if self.process.stdin is not None:
                 self.process.stdin.close()
@@ -45,6 +46,9 @@ class Spawned:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+    def close(self) -> None:
+        self.end()
         if self.process.stdout is not None:
             self.process.stdout.close()
         self.stderr.close()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import subprocess
 import threading
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future
@@ -108,17 +107,8 @@ class HostAgent:
 
     def close(self) -> None:
         """Close its stdin: the agent closes its captures and ends."""
-        try:
-            if self._process.stdin is not None:
-                self._process.stdin.close()
-        except OSError:
-            pass
-        try:
-            self._process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
-        self._reader.join(timeout=10)
+        self._spawned.end()
+        self._reader.join(timeout=10)  # before its stdout is closed under it
         self._spawned.close()
 
 

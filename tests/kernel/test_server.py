@@ -254,7 +254,10 @@ def test_one_server_per_state_directory_and_idle_servers_end(served: Served, net
     again = netlab_cli("serve", env=served.env)
     assert again.rc == 1
     assert f"a server runs already for {served.state} (pid {served.proc.pid})" in again.err
-    served.stop()
+    served.stop()  # SIGTERM: one line, exit 143, its socket and lock gone
+    assert served.proc.returncode == 143, served.lines()
+    assert served.lines()[-1] == "netlab serve: ended by SIGTERM", served.lines()
+    assert sorted(os.listdir(served.state)) == []
     idle = netlab_cli("serve", "--idle", "0.5", env=served.env, timeout=120)
     assert idle.rc == 0, idle.err
     assert "idle for 0.5 s; ending" in idle.err
