@@ -5,7 +5,8 @@ what no tool can beat on this machine.
 Standard library only, messages packed by hand with struct:
 - 2 worker processes, each making half of the pod namespaces, one after the other, in
   its main thread (unshare(CLONE_NEWNET) + a bind mount onto /run/netns/NAME, as
-  `ip netns add` does) and opening that namespace's netlink socket while inside it;
+  `ip netns add` does, the file mounted onto a hard link of one unnamed file as netlab
+  makes it: see make_inode) and opening that namespace's netlink socket while inside it;
 - one RTM_NEWLINK per pod: the veth with its host end enslaved to br0 and up, and the
   peer named eth0 with ifindex 2, placed directly into the pod (IFLA_NET_NS_FD; the peer
   cannot be up at creation: the kernel answers ENOTCONN until the pair is linked);
@@ -45,6 +46,7 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
 BRIDGE_INDEX, ETH0_INDEX = 2, 2  # asked for at creation: ifindex 1 is lo in a fresh namespace
 PER_SEND = 64
+AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
 WORKERS = 2
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -142,14 +144,28 @@ def read_acks(s: socket.socket, count: int) -> None:
 # ---------------------------------------------------------------- namespaces
 
 
-def make_netns(name: str) -> int:
+def make_netns(name: str, inode: int | None = None) -> int:
     """Unshare the calling (single-threaded) process into a new namespace, name it, and
-    return an fd of it."""
+    return an fd of it. With `inode` (an O_TMPFILE in NETNS_DIR) its mount point is a hard
+    link of that inode, not a new file: see make_inode."""
     path = os.path.join(NETNS_DIR, name)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    if inode is None or _libc.linkat(inode, b"", AT_FDCWD, path.encode(), AT_EMPTY_PATH) != 0:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
     _check(_libc.unshare(CLONE_NEWNET), "unshare")
     _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None), f"mount {path}")
     return os.open(path, os.O_RDONLY)
+
+
+def make_inode() -> int | None:
+    """One unnamed file in NETNS_DIR that every mount point is made a hard link of: a new
+    file per namespace is a new inode, and on a filesystem without a journal (ext4 here)
+    finding a free one scans past those freed by the last teardown, a cost of the
+    filesystem and not of the kernel's namespaces (netlab.kernel.netns.MountPoints does
+    the same). None where the filesystem cannot."""
+    try:
+        return os.open(NETNS_DIR, os.O_TMPFILE | os.O_WRONLY, 0)
+    except OSError:
+        return None
 
 
 def delete_netns(name: str) -> None:
@@ -175,8 +191,9 @@ def build_worker(prefix: str, pods: range, host_fd: int) -> None:
     _check(_libc.setns(host_fd, CLONE_NEWNET), "setns host")
     host = nl_socket()
     made = []
+    inode = make_inode()
     for i in pods:
-        fd = make_netns(f"{prefix}-{i}")
+        fd = make_netns(f"{prefix}-{i}", inode)
         made.append((i, fd, nl_socket()))
     send_all(host, [veth(k, f"p{i}", fd) for k, (i, fd, _) in enumerate(made, 1)])
     for i, _fd, s in made:
