@@ -1,7 +1,7 @@
 """Benchmark one lab over several hosts, on simulated hosts (netlab.multihost.simulate:
 real sshd, real ssh, each host a namespace with its own /run), as whole CLI commands.
 
-    bench/multihost [--pods 200] [--repeat 3] [--probes 100] [--baseline DIR]
+    bench/multihost [--pods 200] [--repeat 3] [--probes 100] [--baseline DIR] [--served] [--direct]
 
 up: a flannel cluster of 3 nodes × PODS pods, one node per host (3 hosts), against 1 node
 × PODS pods on one host through the same path (`up --hosts` with a one-host inventory);
@@ -12,7 +12,12 @@ run the report states. The issue's targets: 3 hosts ≤ 1.5× one host; the chec
 With `--baseline DIR` (another netlab source tree, e.g. `git archive main | tar -x -C
 DIR`), every up is also run with DIR's netlab on the coordinator and the hosts,
 interleaved. Each tree's bytecode is written first (this machine's shells set
-PYTHONDONTWRITEBYTECODE: a command would compile netlab every time).
+PYTHONDONTWRITEBYTECODE: a command would compile netlab every time). With `--served` every
+host runs `netlab serve` (each host's part is built by its server's child, without a start-up
+of its own). With `--direct`, each lab's sub-labs are also built by the hosts' own `netlab up`,
+run inside the hosts at once without ssh or a coordinator: the ratio of those is what this
+machine allows for three times the namespaces on one kernel and its cores, whatever
+coordinates them.
 
 Safety: every namespace is the simulation's or a lab's inside a simulated host; close()
 removes them, also on failure or Ctrl-C.
@@ -34,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from netlab.multihost.engine import render_sub_lab
+from netlab.multihost.lifecycle import load_split
 from netlab.multihost.simulate import SimulatedHosts
 
 NETLAB = str(Path(sys.executable).with_name("netlab"))
@@ -91,6 +98,28 @@ def inventory(sim: SimulatedHosts, hosts: int, where: Path, tree: str | None = N
     return str(path)
 
 
+def up_directly(sim: SimulatedHosts, path: Path, hosts: str, work: Path) -> float:
+    """Seconds for each host's `netlab up` of its sub-lab (as the coordinator splits it),
+    started inside every host at once; each is taken down afterwards."""
+    _, split = load_split(path, None, hosts)
+    files = {}
+    for name, sub in split.sub_labs.items():
+        files[name] = work / f"{path.stem}-{name}.yaml"
+        files[name].write_text(render_sub_lab(sub, f"part of {split.lab.name} on {name}, built directly"))
+    started = time.monotonic()
+    ups = {
+        n: subprocess.Popen(sim.inside_argv(sim.host(n), [sim.host_netlab, "up", str(f)]), stdout=subprocess.DEVNULL)
+        for n, f in files.items()
+    }
+    failed = [n for n, p in ups.items() if p.wait(timeout=1800) != 0]
+    took = time.monotonic() - started
+    for name in files:
+        sim.inside(sim.host(name), [sim.host_netlab, "down", split.lab.name])
+    if failed:
+        raise SystemExit(f"netlab up of the sub-lab failed directly on {', '.join(failed)}")
+    return took
+
+
 def compiled(tree: str) -> None:
     """The tree's bytecode written, as pip does on install."""
     subprocess.run([sys.executable, "-m", "compileall", "-q", f"{tree}/netlab"], check=True)
@@ -115,6 +144,8 @@ def bench(work: Path) -> None:
     parser.add_argument("--only-check", action="store_true", help="time the check only, not up")
     parser.add_argument("--probes", type=int, default=100, help="cross-host probe checks")
     parser.add_argument("--baseline", metavar="DIR", help="also time DIR's netlab (a source tree), interleaved")
+    parser.add_argument("--served", action="store_true", help="every host runs `netlab serve`")
+    parser.add_argument("--direct", action="store_true", help="also time the hosts' own up of their sub-labs")
     o = parser.parse_args()
     labs = {
         "1 host": (work / "one.yaml", cluster("benchmh-one", 1, o.pods), 1),
@@ -127,7 +158,8 @@ def bench(work: Path) -> None:
     for tree in trees.values():
         compiled(tree or here)
     times: dict[str, list[float]] = {f"{t}{k}": [] for t in trees for k in labs}
-    with SimulatedHosts(3, netlab=NETLAB) as sim:
+    direct: dict[str, list[float]] = {k: [] for k in labs}
+    with SimulatedHosts(3, netlab=NETLAB, serve=o.served) as sim:
         invs = {
             f"{t}{k}": inventory(sim, n, work, tree if t else None)
             for t, tree in trees.items()
@@ -142,6 +174,9 @@ def bench(work: Path) -> None:
                     took, _ = run(sim, "up", "--hosts", invs[f"{t}{key}"], str(path), tree=tree if t else None)
                     times[f"{t}{key}"].append(took)
                     run(sim, "down", data["name"], tree=tree if t else None)
+            for key, (path, _, _) in labs.items() if o.direct else ():
+                print(f"run {r + 1}: up {key} directly on the hosts, load {load()}")
+                direct[key].append(up_directly(sim, path, invs[key], work))
         checks = work / "checks.yaml"
         checks.write_text(yaml.safe_dump(cluster("benchmh-check", 2, 20, o.probes), sort_keys=False))
         run(sim, "up", "--hosts", invs["3 hosts"], str(checks))
@@ -164,6 +199,15 @@ def bench(work: Path) -> None:
     for t in trees if not o.only_check else ():
         one, three = statistics.median(times[f"{t}1 host"]), statistics.median(times[f"{t}3 hosts"])
         print(f"{t}ratio 3 hosts / 1 host (medians {one:.2f}, {three:.2f} s): {three / one:.2f} (target ≤ 1.5)")
+    if o.direct and not o.only_check:
+        one, three = statistics.median(direct["1 host"]), statistics.median(direct["3 hosts"])
+        print(
+            "directly on the hosts (their own `netlab up`, at once; no ssh, no coordinator): 1 host "
+            + ", ".join(f"{v:.2f}" for v in direct["1 host"])
+            + " s; 3 hosts "
+            + ", ".join(f"{v:.2f}" for v in direct["3 hosts"])
+            + f" s; ratio {three / one:.2f}: this machine's own for three times the namespaces"
+        )
     for t in trees:
         print(
             f"{t}check of {o.probes} cross-host probes: wall "

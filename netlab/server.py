@@ -52,10 +52,11 @@ FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 MAX_REQUEST = 1 << 20  # a request's JSON; a larger environment runs locally
 ANSWER_TIMEOUT = 10.0  # seconds (scaled on slow machines) for the server to fork, or say why not
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
+SOCKET_NAME = ".server.sock"  # in the state directory
 
 
 def socket_path() -> str:
-    return os.path.join(state_dir(), ".server.sock")
+    return os.path.join(state_dir(), SOCKET_NAME)
 
 
 def lock_path() -> str:

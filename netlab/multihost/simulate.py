@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -32,6 +33,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from netlab.naming import STATE_DIR
+from netlab.server import SOCKET_NAME
 
 SSHD = "/usr/sbin/sshd"
 SUBNET = "10.250.0"  # inside the underlay namespace only
@@ -61,7 +65,9 @@ def _ip(*args: str) -> None:
 class SimulatedHosts:
     count: int
     netlab: str  # how the hosts run netlab (the same filesystem: this checkout's)
-    prefix: str = field(default_factory=lambda: f"nlmh{os.getpid() % 100000}")
+    serve: bool = False  # each host also runs `netlab serve`, as a host set up for speed would
+    # one process may run two simulations at once (a test module's and another fixture's)
+    prefix: str = field(default_factory=lambda: f"nlmh{os.getpid() % 100000}{secrets.token_hex(2)}")
     hosts: list[SimulatedHost] = field(default_factory=list)
     dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="netlab-sim-")))
     made: list[str] = field(default_factory=list)  # namespaces, in creation order
@@ -117,6 +123,8 @@ class SimulatedHosts:
         Path(self.inventory).write_text("\n".join(lines) + "\n")
         for host in self.hosts:
             self.wait_reachable(host)
+            if self.serve:
+                self.wait_served(host)
 
     @property
     def host_netlab(self) -> str:
@@ -154,9 +162,10 @@ class SimulatedHosts:
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
             "PrintMotd no\nLogLevel ERROR\nMaxStartups 100\nMaxSessions 100\n"
         )
+        serve = f"{shlex.quote(self.host_netlab)} serve & " if self.serve else ""
         script = (
-            "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd /run/netns /run/netlab && "
-            f"{SSHD} -D -e -f {shlex.quote(str(config))} & exec sleep infinity"
+            "mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd /run/netns /run/netlab || exit 1; "
+            f"{serve}{SSHD} -D -e -f {shlex.quote(str(config))} & exec sleep infinity"
         )
         unshare = ["unshare", "--pid", "--kill-child", "--mount-proc", "--propagation", "private"]
         log = open(self.dir / f"{host.name}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -178,6 +187,15 @@ class SimulatedHosts:
             if time.monotonic() > deadline:
                 log = (self.dir / f"{host.name}.log").read_text(errors="replace")
                 raise RuntimeError(f"simulated host {host.name} is not reachable: {done.stderr.strip()}\n{log}")
+            time.sleep(0.1)
+
+    def wait_served(self, host: SimulatedHost, timeout: float = 120.0) -> None:
+        """Until the host's `netlab serve` listens (it imports netlab's pipeline first)."""
+        deadline = time.monotonic() + timeout
+        while self.inside(host, ["test", "-S", f"{STATE_DIR}/{SOCKET_NAME}"]).returncode != 0:
+            if time.monotonic() > deadline:
+                log = (self.dir / f"{host.name}.log").read_text(errors="replace")
+                raise RuntimeError(f"netlab serve does not listen on simulated host {host.name}:\n{log}")
             time.sleep(0.1)
 
     # ------------------------------------------------------------ using
@@ -206,8 +224,10 @@ class SimulatedHosts:
 
     def inside(self, host: SimulatedHost, argv: list[str]) -> subprocess.CompletedProcess[str]:
         """argv inside the host (its network, mount and PID namespaces), without ssh."""
-        enter = ["nsenter", "-t", str(host.init), "-n", "-m", "-p"]
-        return subprocess.run([*enter, *argv], capture_output=True, text=True, timeout=60)
+        return subprocess.run(self.inside_argv(host, argv), capture_output=True, text=True, timeout=60)
+
+    def inside_argv(self, host: SimulatedHost, argv: list[str]) -> list[str]:
+        return ["nsenter", "-t", str(host.init), "-n", "-m", "-p", *argv]
 
     def sshd_pids(self, host: SimulatedHost) -> list[int]:
         """The host's sshd processes (the listener and every session's), by PID."""

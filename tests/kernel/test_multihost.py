@@ -648,3 +648,78 @@ def test_kernel_drops_and_dead_responders_across_hosts(sim: SimulatedHosts, tmp_
     finally:
         down = netlab(sim, "down", "mh-pair")
     assert down.returncode == 0, down.stderr
+
+
+# ---------------------------------------------------------------- hosts that run `netlab serve`
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[SimulatedHosts]:
+    """Two hosts, each also running `netlab serve` (as a host set up for speed would)."""
+    with SimulatedHosts(2, netlab=NETLAB, serve=True) as hosts:  # started once each server listens
+        yield hosts
+    left = [n for n in os.listdir("/run/netns") if n.startswith(hosts.prefix)]
+    assert not left, f"simulated hosts' namespaces left behind: {left}"
+
+
+def served_log(sim: SimulatedHosts, host: SimulatedHost) -> str:
+    """The host's sshd and `netlab serve` output: the server logs each command it ran."""
+    return (sim.dir / f"{host.name}.log").read_text(errors="replace")
+
+
+def test_hosts_running_netlab_serve_build_check_and_take_down_through_it(
+    served: SimulatedHosts, tmp_path: Path
+) -> None:
+    h1, h2 = served.hosts
+    lab = pair_lab(tmp_path, checks=PAIR_CHECKS.split("  - name: a wrong")[0])
+    up = netlab(served, "up", "--hosts", served.inventory, lab)
+    try:
+        assert up.returncode == 0, up.stderr
+        for host in (h1, h2):  # each host's part was built by its server's child, not a fresh netlab
+            assert re.search(r"netlab up --expect-version \S+ \S+mh-pair\.yaml → exit 0 in", served_log(served, host))
+        assert lab_namespaces(served, h1) == ["mh-pair.x"] and lab_namespaces(served, h2) == ["mh-pair.y"]
+        done = netlab(served, "check", "mh-pair")
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        down = netlab(served, "down", "mh-pair")
+    assert down.returncode == 0, down.stderr
+    assert re.search(r"netlab down mh-pair → exit 0 in", served_log(served, h2))
+    assert lab_namespaces(served, h1) == [] == lab_namespaces(served, h2)
+    assert no_tunnel_sockets(served, h1) and no_tunnel_sockets(served, h2)
+
+
+def test_sshd_killed_mid_up_on_a_served_host_rolls_back_every_host(served: SimulatedHosts, tmp_path: Path) -> None:
+    """The session's end reaches the server's child through its client (SIGTERM forwarded),
+    and the child undoes the host's part as a netlab of its own would."""
+    h1, h2 = served.hosts
+    lab = pair_lab(tmp_path, "exec: [[sleep, '60']]")
+    coordinator = subprocess.Popen(
+        ["ip", "netns", "exec", served.coordinator_ns, NETLAB, "up", "--hosts", served.inventory, lab],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while "mh-pair.y" not in lab_namespaces(served, h2):
+            assert coordinator.poll() is None and time.monotonic() < deadline, coordinator.communicate()
+            time.sleep(0.05)
+        time.sleep(0.3)  # into the exec
+        served.kill_sshd(h2)
+        _, err = coordinator.communicate(timeout=120)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait()
+    assert coordinator.returncode == 1, err
+    assert "h2: the connection was lost" in err and "taken down again on h1" in err
+    assert lab_namespaces(served, h1) == []
+    deadline = time.monotonic() + 30
+    while lab_namespaces(served, h2):
+        assert time.monotonic() < deadline, (lab_namespaces(served, h2), served_log(served, h2))
+        time.sleep(0.1)
+    # the server's child ran h2's part and failed (its stderr, the session, is gone with sshd)
+    assert re.search(r"netlab up --expect-version \S+ \S+mh-pair\.yaml → exit [1-9]\d* in", served_log(served, h2))
+    served.restart_sshd(h2)
+    down = netlab(served, "down", "--hosts", served.inventory, "mh-pair")
+    assert down.returncode == 0, down.stderr
