@@ -339,9 +339,9 @@ def test_a_host_that_does_not_end_is_named_with_its_step_and_every_host_rolled_b
         time.sleep(0.1)
 
 
-def test_sshd_killed_mid_up_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:
-    h1, h2, _ = sim.hosts
-    lab = pair_lab(tmp_path, "exec: [[sleep, '60']]")
+def up_with_sshd_killed(sim: SimulatedHosts, host: SimulatedHost, lab: str) -> tuple[int, str]:
+    """`up --hosts` of the pair lab, `host`'s sshd killed once its part runs its exec:
+    the coordinator's exit code and stderr."""
     coordinator = subprocess.Popen(
         ["ip", "netns", "exec", sim.coordinator_ns, NETLAB, "up", "--hosts", sim.inventory, lab],
         stdout=subprocess.PIPE,
@@ -350,17 +350,23 @@ def test_sshd_killed_mid_up_rolls_back_every_host(sim: SimulatedHosts, tmp_path:
     )
     try:
         deadline = time.monotonic() + 60
-        while "mh-pair.y" not in lab_namespaces(sim, h2):  # h2 is building
+        while "mh-pair.y" not in lab_namespaces(sim, host):  # the host is building
             assert coordinator.poll() is None and time.monotonic() < deadline, coordinator.communicate()
             time.sleep(0.05)
         time.sleep(0.3)  # into the exec
-        sim.kill_sshd(h2)
+        sim.kill_sshd(host)
         _, err = coordinator.communicate(timeout=120)
     finally:
         if coordinator.poll() is None:
             coordinator.kill()
             coordinator.wait()
-    assert coordinator.returncode == 1, err
+    return coordinator.returncode, err
+
+
+def test_sshd_killed_mid_up_rolls_back_every_host(sim: SimulatedHosts, tmp_path: Path) -> None:
+    h1, h2, _ = sim.hosts
+    code, err = up_with_sshd_killed(sim, h2, pair_lab(tmp_path, "exec: [[sleep, '60']]"))
+    assert code == 1, err
     assert "h2: the connection was lost" in err
     assert "taken down again on h1; host h2 could not be cleaned" in err and "once it is back" in err
     assert lab_namespaces(sim, h1) == []
@@ -692,26 +698,8 @@ def test_sshd_killed_mid_up_on_a_served_host_rolls_back_every_host(served: Simul
     """The session's end reaches the server's child through its client (SIGTERM forwarded),
     and the child undoes the host's part as a netlab of its own would."""
     h1, h2 = served.hosts
-    lab = pair_lab(tmp_path, "exec: [[sleep, '60']]")
-    coordinator = subprocess.Popen(
-        ["ip", "netns", "exec", served.coordinator_ns, NETLAB, "up", "--hosts", served.inventory, lab],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while "mh-pair.y" not in lab_namespaces(served, h2):
-            assert coordinator.poll() is None and time.monotonic() < deadline, coordinator.communicate()
-            time.sleep(0.05)
-        time.sleep(0.3)  # into the exec
-        served.kill_sshd(h2)
-        _, err = coordinator.communicate(timeout=120)
-    finally:
-        if coordinator.poll() is None:
-            coordinator.kill()
-            coordinator.wait()
-    assert coordinator.returncode == 1, err
+    code, err = up_with_sshd_killed(served, h2, pair_lab(tmp_path, "exec: [[sleep, '60']]"))
+    assert code == 1, err
     assert "h2: the connection was lost" in err and "taken down again on h1" in err
     assert lab_namespaces(served, h1) == []
     deadline = time.monotonic() + 30
