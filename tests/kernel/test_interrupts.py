@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.kernel.conftest import cli_env, state_dir
-from tests.kernel.interrupting import TINY, Outcome, interrupt, judge, lab_is_up
+from tests.kernel.conftest import cli_env, namespaces_of, state_dir
+from tests.kernel.interrupting import TINY, Outcome, interrupt, interrupt_when, judge, lab_is_up
 
 COMMANDS = ("up", "check --up", "down")
 RUNS_EACH = 7  # × 3 commands × 2 signals = 42
@@ -51,4 +51,23 @@ def test_signal_at_a_random_moment(
     assert not outcome.problems, str(outcome)
     if up_after:  # the signal came after success (up), or before down removed anything
         assert netlab_cli("down", lab.name).rc == 0
+    assert kn.leftovers(lab.name) == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("made", [0.2, 1.0])
+def test_signal_while_the_namespaces_are_made(made: float, sig: signal.Signals, lab_file: Any, kn: Any) -> None:
+    """The namespace stage makes every namespace first, then each one's sysctls and mark:
+    a signal once a fifth of them exist (the first pass) or once all do (the second pass,
+    or just after it) undoes them all, in one line."""
+    pods = 300
+    lab = lab_file({"nodes": {f"p{i}": {} for i in range(pods)}})
+    ready = lambda: len(namespaces_of(lab.name)) >= pods * made  # noqa: E731
+    rc, out, err = interrupt_when(kn.cli_argv("up", lab.path), sig, ready, cli_env())
+    if rc == 0:  # the rest of `up` after the last namespace was shorter than our look
+        assert "is up" in out, (out, err)
+        return
+    assert rc == 128 + sig, (rc, out, err)
+    assert err.strip().startswith(f"netlab: up of lab {lab.name} interrupted by {sig.name} while creating "), err
+    assert err.strip().endswith("everything created so far was removed") and len(err.strip().splitlines()) == 1, err
     assert kn.leftovers(lab.name) == []
