@@ -503,6 +503,15 @@ def _cluster_data(lab: Lab, layout: ClusterLayout | None) -> dict[str, Any] | No
     return cluster_data(layout, {pod: (node_addresses(topo, pod) or [""])[0] for pod in pods})
 
 
+def take_down_built(lab: str, driver: KernelDriver) -> None:
+    """Take down the lab a command built for itself (`check --up`), to the end whatever
+    signal arrives meanwhile; the caller answers it afterwards. take_down alone may be
+    interrupted while it waits for the lab's lock (as `down` should be): here that left
+    the lab up, its lock file behind, and the command saying "nothing was changed"."""
+    with interrupts.deferred():
+        take_down(lab, driver)
+
+
 def _serve_or_tear_down(lab: Lab, nodes: dict[str, str], driver: KernelDriver) -> list[int]:
     """Start the lab's responders; if they cannot start (or a signal lands), the lab is
     built but cannot serve what it promises: take it all down again."""
@@ -714,7 +723,7 @@ def check(
         ) from None
     finally:
         if result is not None and built:
-            take_down(result.lab, driver)  # by name: the variant's lab, not the file's base lab
+            take_down_built(result.lab, driver)  # by name: the variant's lab, not the file's base lab
     signum = interrupts.take_pending()
     if signum is not None:
         raise Interrupted(

@@ -189,3 +189,37 @@ def test_a_rollback_leaves_an_impairment_to_its_namespace() -> None:
     with pytest.raises(ApplyError, match="invalid gateway"):
         apply_plan(plan, driver)
     assert driver.netns == {} and not any(isinstance(op, DeleteNetem) for op in driver.applied)
+
+
+def test_the_lab_check_up_built_is_taken_down_whatever_signal_lands_while_it_takes_the_lock(  # type: ignore[no-untyped-def]
+    plan, state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`check --up` takes down what it built when its checks end. A signal landing as that
+    teardown opens the lab's lock cut it short (the lock's wait may be interrupted, for
+    `down`): the lab stayed up with its lock file, and the command said "nothing was
+    changed". The signal now waits for the teardown and is answered after it."""
+    import os
+    import signal
+
+    from netlab import lifecycle
+
+    driver = FakeDriver()
+    apply_plan(plan, driver)
+    write_state(LabState("t", "/x.yaml", plan.fingerprint, "up", {"host": "t.host", "a": "t.a", "b": "t.b"}))
+    real_open = os.open
+    fired: list[str] = []
+
+    def open_then_a_signal(path: str, *args: object) -> int:
+        fd = real_open(path, *args)  # type: ignore[arg-type]
+        if str(path).endswith(".t.lock") and not fired:
+            fired.append(str(path))
+            signal.raise_signal(signal.SIGINT)  # pytest's handler: KeyboardInterrupt, once it may
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_a_signal)
+    with pytest.raises(KeyboardInterrupt):
+        lifecycle.take_down_built("t", driver)
+    monkeypatch.undo()
+    assert fired, "the lock was never taken"
+    assert driver.netns == {} and read_state("t") is None
+    assert sorted(p.name for p in state_dir.iterdir()) == []  # no state, no lock file
