@@ -132,7 +132,10 @@ def _build(where: OverHosts, inventory: Inventory, split: Split, only: tuple[str
 
 
 def _take_down(lab: str, inventory: Inventory, where: OverHosts) -> None:
-    done = lifecycle.down(lab, inventory)
+    """Take down on its hosts the lab this check built, to the end whatever signal lands
+    meanwhile (answered afterwards), as netlab.lifecycle.take_down_built does on one host."""
+    with interrupts.deferred():
+        done = lifecycle.down(lab, inventory)
     if done.unreachable:
         names = ", ".join(r.host for r in done.unreachable)
         raise HostsFailed(

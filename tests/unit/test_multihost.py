@@ -246,3 +246,27 @@ def test_host_underlay_vxlan_is_sent_with_the_node_namespace_fd() -> None:
     assert made(True).get_attr("IFLA_NET_NS_FD") == 9 and encode.from_host(op(True))
     assert made(False).get_attr("IFLA_NET_NS_FD") is None
     assert not encode.from_host(op(False))
+
+
+def test_the_lab_check_up_built_over_hosts_is_taken_down_whatever_signal_lands_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A signal while `check --up --hosts` takes down what it built waits for the down on
+    every host (here: the hosts' down, faked) and is answered after it."""
+    import signal
+
+    from netlab.multihost import checks, lifecycle
+    from netlab.multihost.engine import HostsDown
+
+    downs: list[str] = []
+
+    def down_with_a_signal(lab: str, _inventory: object) -> HostsDown:
+        signal.raise_signal(signal.SIGINT)  # pytest's handler: KeyboardInterrupt, once it may
+        downs.append(lab)
+        return HostsDown(lab, [])
+
+    monkeypatch.setattr(lifecycle, "down", down_with_a_signal)
+    where = checks.OverHosts("lab.yaml", None, "hosts.yaml")
+    with pytest.raises(KeyboardInterrupt):
+        checks._take_down("mh", None, where)  # type: ignore[arg-type]
+    assert downs == ["mh"]
