@@ -348,7 +348,7 @@ def _judge_icmp_from(
 def _judge_served_by(want: dict[str, tuple[float, float]], results: Sequence[ProbeResult]) -> Judgement:
     j = Judgement()
     n = len(results)
-    tally = Counter(r.served_by or "(no responder)" for r in results if r.ok)
+    tally = Counter(r.served_by or "(no responder greeting)" for r in results if r.ok)
     failed = n - sum(tally.values())
     shown = ", ".join(f"{node} {count}" for node, count in tally.most_common())
     if failed:
