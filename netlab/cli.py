@@ -2141,10 +2141,16 @@ _held_at_the_end(cli)
 
 
 def main() -> NoReturn:
-    from netlab.server import run_served
+    """`python -m netlab.cli` (the `netlab` command's entry point is netlab.client.main)."""
+    from netlab.client import run_served
 
     served = run_served(sys.argv[1:], _program_name())  # by `netlab serve`'s child, if one runs and can
     _exit(_command() if served is None else served)
+
+
+def run_here() -> NoReturn:
+    """The command, run by this process: netlab.client.main found no server to run it."""
+    _exit(_command())
 
 
 def _program_name() -> str:

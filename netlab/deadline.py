@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 ENV = "NETLAB_SLOWNESS"
 EMULATED_SLOWNESS = 10.0
@@ -39,18 +38,19 @@ def scaled(seconds: float) -> float:
     return seconds * slowness()
 
 
-@dataclass
 class Deadline:
-    """`base` seconds (× the machine's slowness) for `what`, from now."""
+    """`base` seconds (× the machine's slowness) for `what`, from now. (A plain class, not
+    a dataclass: the served command's client imports this module, and dataclasses costs
+    it ~4 ms.)"""
 
-    base: float
-    what: str  # what is awaited, e.g. "the responders to report ready"
-    clock: Callable[[], float] = time.monotonic
-    factor: float = field(default_factory=slowness)
-    started: float = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.started = self.clock()
+    def __init__(
+        self, base: float, what: str, clock: Callable[[], float] = time.monotonic, factor: float | None = None
+    ) -> None:
+        self.base = base
+        self.what = what  # what is awaited, e.g. "the responders to report ready"
+        self.clock = clock
+        self.factor = slowness() if factor is None else factor
+        self.started = clock()
 
     @property
     def budget(self) -> float:

@@ -8,9 +8,16 @@ work without a state file and never remove a namespace netlab did not create.
 
 from __future__ import annotations
 
+import os
+
 MARK_PREFIX = "netlab:"
 NETNS_DIR = "/run/netns"
 STATE_DIR = "/run/netlab"
+
+
+def state_dir() -> str:
+    """Where labs' state files are (and the server's socket): NETLAB_STATE_DIR, else STATE_DIR."""
+    return os.environ.get("NETLAB_STATE_DIR", STATE_DIR)
 
 
 def is_lab_file(target: str) -> bool:

@@ -1,5 +1,6 @@
 """`netlab serve`: a resident process that runs netlab's commands with the pipeline
-already imported, and the client half every `netlab` command tries first.
+already imported (the client's half, which every `netlab` command tries first, is
+netlab.client).
 
 Why: a command that loads a lab pays ~0.24 s of CPU before it reads the file's first
 byte — the interpreter, pydantic and the lab's models (bench/README.md, "The fixed cost
@@ -11,7 +12,7 @@ Gradle's daemon keep theirs warm.
 How: the server listens on STATE_DIR/.server.sock (a directory only root reads; the
 socket itself 0600). A command in SERVED run as root connects and sends what makes it
 that command: its arguments, environment, umask, open-file limit, the namespaces it
-runs in and the identity of the code it would run (netlab.unchanged.code_id). The
+runs in and the identity of the code it would run (netlab.codeid.code_id). The
 server answers "ready" only to a client of its own user, running the same code in the
 same namespaces; the client then passes its stdin, stdout, stderr and working directory
 (SCM_RIGHTS), and the server forks. The child takes the client's descriptors, directory,
@@ -21,8 +22,7 @@ sends its exit code. Meanwhile the client forwards SIGINT, SIGTERM and SIGHUP to
 child's code. Anything else — no server, another user, other code, other namespaces (a
 private mount namespace's own /run/netns), a message too large, a server that does not
 answer in time — and the client runs the command itself: the server only ever saves time.
-
-Stdlib only on the client's side: it runs before the command imports anything."""
+"""
 
 from __future__ import annotations
 
@@ -41,208 +41,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from netlab.state import state_dir
+from netlab.client import MAX_REQUEST, SERVED, cgroup, namespaces, socket_path
+from netlab.codeid import code_id
+from netlab.naming import state_dir
 
-# The commands whose start-up the server saves: they load labs or read many namespaces.
-# Not exec (a shell needs the terminal as its controlling one), capture, vm, serve.
-SERVED = frozenset({"up", "down", "check", "status", "validate", "render", "trace", "graph"})
-DISABLE_ENV = "NETLAB_SERVER"  # =0: never ask the server
-NAMESPACES = ("mnt", "net", "pid", "user", "uts", "ipc", "cgroup")
-FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-MAX_REQUEST = 1 << 20  # a request's JSON; a larger environment runs locally
-ANSWER_TIMEOUT = 10.0  # seconds (scaled on slow machines) for the server to fork, or say why not
 _CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
-SOCKET_NAME = ".server.sock"  # in the state directory
-
-
-def socket_path() -> str:
-    return os.path.join(state_dir(), SOCKET_NAME)
 
 
 def lock_path() -> str:
     return os.path.join(state_dir(), ".server.lock")
-
-
-def namespaces() -> dict[str, Any]:
-    """Where this process runs: its namespaces and root directory (device and inode), and
-    its capabilities. A command runs in the server's child only where these are the
-    server's own."""
-    seen: dict[str, Any] = {}
-    for name in NAMESPACES:
-        with contextlib.suppress(OSError):
-            st = os.stat(f"/proc/self/ns/{name}")
-            seen[name] = [st.st_dev, st.st_ino]
-    st = os.stat("/")
-    seen["root"] = [st.st_dev, st.st_ino]
-    with contextlib.suppress(OSError), open("/proc/self/status") as f:
-        seen["capabilities"] = [line.split()[1] for line in f if line.startswith(("CapEff:", "CapBnd:"))]
-    return seen
-
-
-def limits() -> dict[str, list[int]]:
-    """Every resource limit of this process, by its name in the resource module."""
-    return {
-        name: list(resource.getrlimit(getattr(resource, name))) for name in dir(resource) if name.startswith("RLIMIT_")
-    }
-
-
-def cgroup() -> str:
-    """This process's cgroup (v2), as /proc/self/cgroup names it; "" if none."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            return next((line[3:].strip() for line in f if line.startswith("0::")), "")
-    except OSError:
-        return ""
-
-
-# ---- the client's half -------------------------------------------------------------
-
-
-def run_served(argv: list[str], prog: str) -> int | None:
-    """The exit code of the command `argv` (its usage messages naming the program
-    `prog`), run by the server; None when this process must run it itself (no server,
-    or one that cannot run it as this process would)."""
-    if not argv or argv[0] not in SERVED or os.environ.get(DISABLE_ENV) == "0" or os.geteuid() != 0:
-        return None
-    try:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    except OSError:
-        return None
-    with sock:
-        try:
-            sock.connect(socket_path())  # first: without a server, a command pays nothing more
-            request = json.dumps(_request(argv, prog)).encode()
-            if len(request) > MAX_REQUEST:
-                return None
-            sock.send(request)
-        except OSError:
-            return None
-        return _run_by_child(sock)
-
-
-def _request(argv: list[str], prog: str) -> dict[str, Any]:
-    from netlab.unchanged import code_id
-
-    umask = os.umask(0)
-    os.umask(umask)
-    return {
-        "argv": argv,
-        "prog": prog,
-        "env": dict(os.environ),
-        "code": code_id(),
-        "namespaces": namespaces(),
-        "umask": umask,
-        "limits": limits(),
-        "affinity": sorted(os.sched_getaffinity(0)),
-        "priority": os.getpriority(os.PRIO_PROCESS, 0),
-        "cgroup": cgroup(),
-    }
-
-
-def _run_by_child(sock: socket.socket) -> int | None:
-    """Once the server said it will fork, hand it this process's descriptors and wait for
-    the child's exit code, forwarding signals to it meanwhile; None if the server declined
-    (or did not answer) before forking. The descriptors go only to a server that answered:
-    one that is stopped would hold them unread, and whatever reads this command's output
-    would wait for its end as long."""
-    forwarded: list[int] = []
-    child: list[int] = []
-
-    def forward(signum: int, _frame: object) -> None:
-        forwarded.append(signum)
-        if child:
-            _signal(child[0], signum)
-
-    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
-    try:
-        answer = _answer_in_time(sock)
-        if "ready" in answer:
-            answer = _answer_in_time(sock) if _send_descriptors(sock) else {"local": "it could not take them"}
-        if "pid" not in answer:
-            if forwarded:  # Ctrl-C before anything ran: as a command still starting ends
-                name = signal.Signals(forwarded[0]).name
-                sys.stderr.write(f"netlab: interrupted by {name} while starting; nothing was changed\n")
-                return 128 + forwarded[0]
-            _tell(f"run here, not by the server: {answer.get('local', 'it did not answer')}")
-            return None
-        child.append(int(answer["pid"]))
-        _tell(f"run by the server's child, pid {child[0]}")
-        for signum in forwarded:
-            _signal(child[0], signum)
-        last = _receive(sock)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if last is not None and "exit" in last:
-        return int(last["exit"])
-    if forwarded:
-        return 128 + forwarded[0]
-    sys.stderr.write(f"netlab: the server's process for this command (pid {child[0]}) ended without an exit code\n")
-    return 1
-
-
-def _signal(pid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError):  # it has just ended: its exit code is on its way
-        os.kill(pid, signum)
-
-
-def _send_descriptors(sock: socket.socket) -> bool:
-    """stdin, stdout, stderr and the working directory, to the server."""
-    try:
-        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        socket.send_fds(sock, [b"descriptors"], [0, 1, 2, cwd])
-        return True
-    except OSError:
-        return False
-    finally:
-        os.close(cwd)
-
-
-def _answer_in_time(sock: socket.socket) -> dict[str, Any]:
-    """The server's next answer. A server that does not answer in time (stopped, or
-    stuck) is shut out: a child it forks later cannot send its pid and ends without
-    running the command, so the command never runs twice — unless the pid came in just
-    before the shutdown, and then that child runs it."""
-    from netlab.deadline import scaled
-
-    late = {"local": f"the server did not answer within {scaled(ANSWER_TIMEOUT):g} s"}
-    sock.settimeout(scaled(ANSWER_TIMEOUT))
-    try:
-        return _receive(sock) or {"local": "it ended the connection"}
-    except TimeoutError:
-        sock.shutdown(socket.SHUT_RDWR)
-        sock.setblocking(False)
-        try:
-            return _receive(sock) or late
-        except BlockingIOError:
-            return late
-    finally:
-        sock.settimeout(None)
-
-
-def _tell(line: str) -> None:
-    """With NETLAB_TIMING, which process ran the command, as the phases' times say where it went."""
-    if os.environ.get("NETLAB_TIMING"):
-        sys.stderr.write(f"netlab: {line}\n")
-
-
-def _receive(sock: socket.socket) -> dict[str, Any] | None:
-    try:
-        data = sock.recv(4096)
-    except (TimeoutError, BlockingIOError):
-        raise
-    except OSError:
-        return None
-    if not data:
-        return None
-    try:
-        message = json.loads(data)
-    except ValueError:
-        return None
-    return message if isinstance(message, dict) else None
 
 
 # ---- the server's half -------------------------------------------------------------
@@ -260,7 +67,7 @@ class Server:
     log: TextIO
     idle: float = 0.0  # seconds without commands after which it ends (0: never)
     children: dict[int, tuple[float, list[str]]] = field(default_factory=dict)
-    code: str = ""  # netlab.unchanged.code_id as the server started
+    code: str = ""  # netlab.codeid.code_id as the server started
     seen: dict[str, Any] = field(default_factory=dict)  # its namespaces and capabilities
     own_fds: list[int] = field(default_factory=list)  # what a child closes first
 
@@ -460,9 +267,7 @@ def _well_formed(request: Any) -> bool:
 
 
 def _code_now() -> str:
-    """netlab.unchanged.code_id as the files are now, not as this process first saw them."""
-    from netlab.unchanged import code_id
-
+    """netlab.codeid.code_id as the files are now, not as this process first saw them."""
     return code_id.__wrapped__()
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from netlab import interrupts
 from netlab.errors import NetlabError
-from netlab.naming import STATE_DIR
+from netlab.naming import state_dir
 
 
 @dataclass
@@ -72,10 +72,6 @@ def file_hash(path: str) -> str:
             return hashlib.sha256(f.read()).hexdigest()
     except OSError:
         return ""
-
-
-def state_dir() -> str:
-    return os.environ.get("NETLAB_STATE_DIR", STATE_DIR)
 
 
 def state_path(lab: str) -> str:

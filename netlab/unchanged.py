@@ -19,21 +19,17 @@ Imports nothing of the pipeline: this runs before it loads."""
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
 import os
 import re
 import stat
-import sys
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
-import netlab
+from netlab.codeid import code_id
 from netlab.naming import variant_lab_name
 from netlab.state import StateUnreadable, lab_lock, read_state, state_path
 
 CODE = "code"  # the key of the code's identity in `inputs`; every other key is a file's path
-_LIBRARIES = ("pydantic", "pydantic_core", "yaml")  # what validates and parses a lab besides netlab
 _TOP_NAME = re.compile(r"""^name:[ \t]*(["']?)([A-Za-z0-9][A-Za-z0-9_-]*)\1[ \t]*(?:#.*)?$""", re.MULTILINE)
 
 
@@ -71,31 +67,6 @@ def _regular(path: str | os.PathLike[str]) -> BinaryIO:
         os.close(fd)
         raise OSError(f"{os.fspath(path)} is not a regular file")
     return os.fdopen(fd, "rb")
-
-
-@functools.cache  # what this process was started from: the files as they were when it first looked
-def code_id() -> str:
-    """Which code loads and plans a lab: every file of netlab's package (path, size,
-    mtime; an editable checkout changes without a new version), Python's version, and
-    the files pydantic, pydantic_core and PyYAML are imported from. ~1 ms."""
-    h = hashlib.sha256(f"{sys.version}\0{netlab.__version__}\n".encode())
-    root = os.path.dirname(os.path.abspath(netlab.__file__))
-    for top, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(files):
-            _stamp(h, os.path.join(top, name))
-    for module in _LIBRARIES:
-        spec = importlib.util.find_spec(module)
-        _stamp(h, spec.origin if spec is not None and spec.origin else module)
-    return h.hexdigest()
-
-
-def _stamp(h: Any, path: str) -> None:
-    try:
-        st = os.stat(path)
-        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    except OSError:
-        h.update(f"{path}\0missing\n".encode())
 
 
 def inputs(source: str, files: list[str]) -> dict[str, str]:

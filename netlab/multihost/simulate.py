@@ -34,8 +34,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netlab.client import SOCKET_NAME
 from netlab.naming import STATE_DIR
-from netlab.server import SOCKET_NAME
 
 SSHD = "/usr/sbin/sshd"
 SUBNET = "10.250.0"  # inside the underlay namespace only

@@ -233,7 +233,7 @@ def test_only_root_reaches_the_socket_and_bad_requests_are_refused(served: Serve
     # A request as a client sends it, then no descriptors: nothing is forked.
     request = json.loads(
         subprocess.run(
-            [sys.executable, "-c", "import json, netlab.server as s; print(json.dumps(s._request(['validate'], 'n')))"],
+            [sys.executable, "-c", "import json, netlab.client as s; print(json.dumps(s._request(['validate'], 'n')))"],
             capture_output=True,
             text=True,
             env=cli_env(),
