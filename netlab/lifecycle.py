@@ -50,6 +50,7 @@ from netlab.probes.responders import health as responder_health
 from netlab.reconcile.diff import Reconcile, reconcile
 from netlab.reconcile.run import ReconcileFailed, apply_reconcile, put_back
 from netlab.state import (
+    Encoded,
     LabState,
     StateStamp,
     StateUnreadable,
@@ -291,10 +292,11 @@ def _up(
             variant=variant,
             features=features,
         )
+        encoded: Encoded = {}  # the plan, ops and spec are encoded once for both writes
         try:
             # Written before anything exists, so even `kill -9` leaves `down` a full list;
             # inside the try, so an interruption right after it removes it again.
-            write_state(state)
+            write_state(state, encoded)
             done = apply_plan(plan, driver, progress)
         except BaseException:
             with interrupts.deferred():
@@ -306,7 +308,7 @@ def _up(
         interrupts.hold()
         state.status = "up"
         state.inputs = unchanged.still(built_from)
-        write_state(state)
+        write_state(state, encoded)
         services = len(lab_services(lab, nodes))
         return UpResult(
             lab.name, plan, done=done, services=services, checks=len(lab.checks), replaced=replace and replaced
