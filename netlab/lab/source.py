@@ -9,6 +9,7 @@ A lab file is untrusted input: bounds.scan_events measures it before the compose
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 from collections.abc import Iterator
@@ -40,15 +41,22 @@ def format_path(path: Path) -> str:
     """
     out = ""
     for part in path:
-        if isinstance(part, str) and len(part) > _LONGEST_SHOWN_KEY:  # a hostile file's megabyte-long key
-            part = part[:_LONGEST_SHOWN_KEY] + "…"
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not _PLAIN_KEY.match(part):
-            out += '["' + printable(part.replace("\\", "\\\\").replace('"', '\\"')) + '"]'
         else:
-            out += f".{part}" if out else part
+            if len(part) > _LONGEST_SHOWN_KEY:  # a hostile file's megabyte-long key
+                part = part[:_LONGEST_SHOWN_KEY] + "…"
+            shown = _shown_key(part)
+            out += shown if shown[0] == "[" or out else shown[1:]
     return out
+
+
+@functools.lru_cache(maxsize=4096)  # a plan formats the same few keys thousands of times
+def _shown_key(key: str) -> str:
+    """A key as format_path shows it after the path before it: `.key` or `["k.e.y"]`."""
+    if _PLAIN_KEY.match(key):
+        return f".{key}"
+    return '["' + printable(key.replace("\\", "\\\\").replace('"', '\\"')) + '"]'
 
 
 def printable(text: str) -> str:
@@ -87,17 +95,12 @@ class _Builder:
         self.source = source
         self.problems: list[Problem] = []
         self.constructor = yaml.SafeLoader("")
-        # Keys written in each mapping itself (not merged in), remembered before
-        # flatten_mapping rewrites the node: an anchor used twice is flattened only once.
-        self.explicit: dict[int, set[int]] = {}
+        self.explicit: dict[int, set[int]] = {}  # a merging mapping's id → its own keys (_own_keys)
 
     def build(self, node: yaml.Node, path: Path) -> Any:
         self.source.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
-            own = self.explicit.setdefault(
-                id(node), {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
-            )
-            self.constructor.flatten_mapping(node)  # resolve YAML merge keys (<<: *anchor)
+            own = self._own_keys(node)
             # Merged keys come first; a key written here overrides a merged one (that is
             # what `<<` is for), but the same key written twice here is a mistake.
             chosen: dict[str, tuple[yaml.Node, yaml.Node]] = {}
@@ -116,7 +119,7 @@ class _Builder:
                 # turn a node called `on` or `no` into True/False and `1.10` into 1.1.
                 key = str(key_node.value)
                 earlier = chosen.get(key)
-                if earlier is not None and id(key_node) in own and id(earlier[0]) in own:
+                if earlier is not None and (own is None or (id(key_node) in own and id(earlier[0]) in own)):
                     self.problems.append(
                         Problem(
                             self.source.file,
@@ -142,6 +145,20 @@ class _Builder:
             return node.value  # hex bytes as written: YAML 1.1 would read `0x4142` as the size 16706
         return self._scalar(node)
 
+    def _own_keys(self, node: yaml.MappingNode) -> set[int] | None:
+        """The keys written in a mapping that merges others in (`<<: *anchor`), which is
+        then flattened (the merged keys put in); None for one that merges none and that
+        nothing was merged into: all its keys are its own, and it needs no flattening."""
+        own = self.explicit.get(id(node))
+        if own is None:
+            if not any(k.tag == _MERGE for k, _ in node.value):
+                return None
+            # Remembered before flatten_mapping rewrites the node: an anchor used twice is
+            # flattened only once.
+            own = self.explicit[id(node)] = {id(k) for k, _ in node.value if k.tag != _MERGE}
+            self.constructor.flatten_mapping(node)  # resolve YAML merge keys (<<: *anchor)
+        return own
+
     def _scalar(self, node: yaml.Node) -> Any:
         # The tag's constructor called directly: construct_object would also remember every
         # node it made (a second copy of a big lab in memory) for aliases we expand ourselves.
@@ -154,6 +171,7 @@ class _Builder:
 
 
 _STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
 _INT = "tag:yaml.org,2002:int"
 
 
