@@ -50,7 +50,6 @@ from netlab.probes.responders import health as responder_health
 from netlab.reconcile.diff import Reconcile, reconcile
 from netlab.reconcile.run import ReconcileFailed, apply_reconcile, put_back
 from netlab.state import (
-    Encoded,
     LabState,
     StateStamp,
     StateUnreadable,
@@ -284,19 +283,17 @@ def _up(
             plan.fingerprint,
             "building",
             nodes,
-            plan=[op.render() for op in plan.ops],
             source_hash=file_hash(source),
-            spec=spec,
             cluster=_cluster_data(lab, where.cluster),
-            ops=ops_to_data(plan.ops),
             variant=variant,
             features=features,
         )
-        encoded: Encoded = {}  # the plan, ops and spec are encoded once for both writes
         try:
             # Written before anything exists, so even `kill -9` leaves `down` a full list;
-            # inside the try, so an interruption right after it removes it again.
-            write_state(state, encoded)
+            # inside the try, so an interruption right after it removes it again. A lab
+            # that is not up is never compared or reconciled: its plan, ops and spec (~8 ms
+            # of JSON for 500 pods) are recorded once, when it is.
+            write_state(state)
             done = apply_plan(plan, driver, progress)
         except BaseException:
             with interrupts.deferred():
@@ -307,8 +304,9 @@ def _up(
         # honours it (interrupts.release()), so it can no longer undo a reported success.
         interrupts.hold()
         state.status = "up"
+        state.plan, state.ops, state.spec = [op.render() for op in plan.ops], ops_to_data(plan.ops), spec
         state.inputs = unchanged.still(built_from)
-        write_state(state, encoded)
+        write_state(state)
         services = len(lab_services(lab, nodes))
         return UpResult(
             lab.name, plan, done=done, services=services, checks=len(lab.checks), replaced=replace and replaced

@@ -30,7 +30,9 @@ class LabState:
     lab: str
     source: str  # absolute path of the lab file
     fingerprint: str  # netlab.plan.build.fingerprint of the lab content
-    status: str  # "building" until the whole plan is applied, then "up"
+    # "building" until the whole plan is applied, then "up"; plan, ops and spec are
+    # recorded with "up" (only a lab that is up is compared or reconciled)
+    status: str
     nodes: dict[str, str]  # node → namespace
     plan: list[str] = field(default_factory=list)  # rendered ops, to tell what differs later
     created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
@@ -92,20 +94,14 @@ def _ensure_dir() -> None:
     os.makedirs(state_dir(), mode=0o700, exist_ok=True)
 
 
-Encoded = dict[str, tuple[object, str]]  # a field's name → (the value encoded, its JSON)
-
-
-def write_state(state: LabState, encoded: Encoded | None = None) -> None:
-    """Write the lab's state file (atomically: a reader sees the old file or the new).
-    `encoded`: a cache the caller keeps between writes of the same state, so a field still
-    holding the same object is not encoded again (the plan, its ops and the spec of a
-    500-pod lab are ~8 ms of JSON; `up` writes them before it builds and after). A value
-    in it must not be changed in place between the writes."""
+def write_state(state: LabState) -> None:
     _ensure_dir()
     fd, tmp = tempfile.mkstemp(dir=state_dir(), prefix=f".{state.lab}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:  # mkstemp makes it 0600: state is root's business
-            f.write(_encode(state, {} if encoded is None else encoded))
+            # Its fields are plain data already (no asdict deep copy), and without indent
+            # json's C encoder writes it: for a 500-pod lab 10 ms instead of 80.
+            f.write(json.dumps({k.name: getattr(state, k.name) for k in fields(state)}))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, state_path(state.lab))
@@ -113,20 +109,6 @@ def write_state(state: LabState, encoded: Encoded | None = None) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _encode(state: LabState, encoded: Encoded) -> str:
-    """The state as JSON, as json.dumps writes the dict of its fields. Its fields are plain
-    data already (no asdict deep copy), and without indent json's C encoder writes it: for
-    a 500-pod lab 10 ms instead of 80."""
-    parts = []
-    for key in fields(state):
-        value = getattr(state, key.name)
-        known = encoded.get(key.name)
-        if known is None or known[0] is not value:
-            known = encoded[key.name] = (value, json.dumps(value))
-        parts.append(f"{json.dumps(key.name)}: {known[1]}")
-    return "{" + ", ".join(parts) + "}"
 
 
 StateStamp = tuple[int, int, int]  # a version of a state file: inode, mtime, size
