@@ -6,9 +6,10 @@ interrupted and what was undone, no traceback, exit 128 + signal, nothing left b
 interrupted command — or, when the signal landed after the command had finished (after
 `up` reported success), exit 0 with what it reported true.
 
-The moment is measured from when netlab's handlers are installed (the first lines of
-netlab/cli.py, seen in /proc/PID/status): before that the interpreter itself is
-starting, which no program controls.
+The moment is measured from when netlab's handlers are installed (the first thing the
+command does: netlab/client.py's main, or netlab/cli.py's first lines under `python -m
+netlab.cli`, seen in /proc/PID/status): before that the interpreter itself is starting,
+which no program controls.
 """
 
 from __future__ import annotations

@@ -154,6 +154,35 @@ def test_output_and_exit_codes_are_the_commands_own(served: Served, netlab_cli: 
         assert codes == [f"exit {netlab_cli(*argv).rc}"] * 2, (command, lines)
 
 
+def entry_point(*args: Any) -> list[str]:
+    """The `netlab` command as its console script runs it (netlab.client.main, argv[0]
+    `netlab`), printing every import it makes (-X importtime, on stderr)."""
+    code = "import sys; sys.argv[0] = 'netlab'; from netlab.client import main; main()"
+    return [sys.executable, "-X", "importtime", "-c", code, *map(str, args)]
+
+
+def test_the_command_hands_a_served_command_over_before_it_imports_the_cli(served: Served, tmp_path: Path) -> None:
+    good = Path(__file__).resolve().parents[2] / "labs" / "docker-bridge.yaml"
+    for argv in (["validate", good], ["up"]):  # a lab, and a usage error naming the program
+        outcomes = []
+        for extra in ({"NETLAB_TIMING": "1"}, {"NETLAB_SERVER": "0"}):
+            proc = subprocess.run(
+                entry_point(*argv), env=cli_env({**served.env, **extra}), capture_output=True, text=True, timeout=120
+            )
+            imported = {
+                line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
+            }
+            said = [line for line in proc.stderr.splitlines() if not line.startswith(("import time:", "netlab: "))]
+            outcomes.append((proc.returncode, proc.stdout, said, imported))
+            assert (SERVED in proc.stderr) == ("NETLAB_TIMING" in extra), proc.stderr
+        (rc, out, err, imported), (rc_here, out_here, err_here, imported_here) = outcomes
+        assert (rc, out, err) == (rc_here, out_here, err_here), argv
+        assert {"click", "netlab.cli", "netlab.server", "pydantic"} & imported == set(), (argv, sorted(imported))
+        assert {"click", "netlab.cli"} <= imported_here, argv  # run here, it needs the CLI
+    assert "Usage: netlab up [OPTIONS] FILE" in "\n".join(err), err
+    assert sum(" → exit " in line for line in served.lines(2)) == 2, served.lines()
+
+
 def test_ctrl_c_reaches_the_command_and_undoes_it(served: Served, lab_file: LabFactory) -> None:
     lab = two_nodes(lab_file, pods=150)
     proc = subprocess.Popen(
