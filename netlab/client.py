@@ -3,7 +3,7 @@ point: a command the server can run is handed to it before anything else is impo
 
 Stdlib only, and only what the hand-over needs: a served `up` of a 500-pod lab is ~0.8 s,
 and the command's own start-up counts in it. Importing the CLI (click, dataclasses) and
-the server's module (hashlib via the state, tempfile) cost ~0.02 s that a served command
+the server's module (hashlib via the state, tempfile) cost ~0.03 s that a served command
 never uses; they are imported only when the command runs here."""
 
 from __future__ import annotations
