@@ -147,8 +147,8 @@ class _Builder:
 
     def _own_keys(self, node: yaml.MappingNode) -> set[int] | None:
         """The keys written in a mapping that merges others in (`<<: *anchor`), which is
-        then flattened (the merged keys put in); None for one that merges none and that
-        nothing was merged into: all its keys are its own, and it needs no flattening."""
+        then flattened (the merged keys put in); None for a mapping without a merge key:
+        all its keys count as its own, and it needs no flattening."""
         own = self.explicit.get(id(node))
         if own is None:
             if not any(k.tag == _MERGE for k, _ in node.value):
