@@ -8,15 +8,22 @@ never uses; they are imported only when the command runs here."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import resource
-import signal
-import socket
 import sys
 
 from netlab import interrupts
+
+if os.path.basename(sys.argv[0]) == "netlab":
+    # Before the imports below: a Ctrl-C while they load ends the command with one line
+    # instead of a KeyboardInterrupt traceback.
+    interrupts.handle_signals()
+
+import contextlib
+import json
+import resource
+import signal
+import socket
+
 from netlab.codeid import code_id
 from netlab.deadline import scaled
 from netlab.naming import state_dir
@@ -28,8 +35,7 @@ if TYPE_CHECKING:
 
 def main() -> NoReturn:
     """The `netlab` command: run by `netlab serve`'s child if one runs and can, else here."""
-    # A Ctrl-C from here until the command starts ends it with one line, not a traceback.
-    interrupts.handle_signals()
+    interrupts.handle_signals()  # also when started under another name than `netlab`
     served = run_served(sys.argv[1:], os.path.basename(sys.argv[0]))
     if served is None:
         from netlab.cli import run_here
