@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
-from labrun import compile_bytecode, serving
+from labrun import comm, compile_bytecode, netns_workers, serving
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -172,30 +172,6 @@ def slab_net_namespace() -> int | None:
 
 # --------------------------------------------------------------------------
 # "kernel done" signal: sentinel namespaces + the ordered netns workqueue
-
-
-def netns_workers() -> list[int]:
-    """PIDs of kworkers currently executing a work item of the "netns" workqueue.
-
-    The kernel names a worker "kworker/u8:3+netns" while it runs a netns work
-    item and "kworker/u8:3-netns" after (wq_worker_comm()); the rescuer is
-    "kworker/R-netns"."""
-    busy = []
-    for d in os.scandir("/proc"):
-        if not d.name.isdigit():
-            continue
-        c = comm(int(d.name))
-        if c and c.startswith("kworker") and "+netns" in c:
-            busy.append(int(d.name))
-    return busy
-
-
-def comm(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 class DownWatcher:

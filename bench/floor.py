@@ -1,4 +1,5 @@
-"""The floor: bench/run's lab (one bridge, N pod namespaces) built and removed by raw
+"""The floor: bench/run's lab (one bridge, N pod namespaces; one bridge per 1000 pods beyond
+that, as bench/namespaces' lab: a Linux bridge takes at most 1024 ports) built and removed by raw
 netlink in the least work the kernel allows, so netlab's overhead can be measured against
 what no tool can beat on this machine.
 
@@ -7,10 +8,16 @@ Standard library only, messages packed by hand with struct:
   its main thread (unshare(CLONE_NEWNET) + a bind mount onto /run/netns/NAME, as
   `ip netns add` does, the file mounted onto a hard link of one unnamed file as netlab
   makes it: see make_inode) and opening that namespace's netlink socket while inside it;
-- one RTM_NEWLINK per pod: the veth with its host end enslaved to br0 and up, and the
+- one RTM_NEWLINK per pod: the veth with its host end enslaved to its bridge, and the
   peer named eth0 with ifindex 2, placed directly into the pod (IFLA_NET_NS_FD; the peer
   cannot be up at creation: the kernel answers ENOTCONN until the pair is linked);
 - per pod: lo up, eth0 up, the address on ifindex 2, the default route: one send;
+- then the host ends up, each once its far end is: a bridge port made up at creation with
+  its far end down is disabled and enabled again, each time walking every port of its
+  bridge, as netlab's bridge ports are made (netlab/kernel/netlink.py, _made_down; 2000
+  pods, 3 rounds each way: 3.0-4.0 s against 3.5-4.1 s up at once);
+- with more than one bridge, the host forwards between them (net.ipv4.ip_forward, as
+  bench/namespaces' lab sets it);
 - every send carries many messages; the ACKs are read afterwards and checked;
 - down: each worker unmounts and unlinks its half of the namespaces (their veths go
   with them), then the host namespace goes.
@@ -27,6 +34,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import resource
 import socket
 import struct
 import sys
@@ -45,6 +53,8 @@ IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 RTA_GATEWAY = 5
 BRIDGE_INDEX, ETH0_INDEX = 2, 2  # asked for at creation: ifindex 1 is lo in a fresh namespace
+PORT_INDEX = 100  # pod i's bridge port p<i> is asked for ifindex 100 + i
+PODS_PER_BRIDGE = 1000  # bridge b (ifindex BRIDGE_INDEX + b) has 10.b.0.1/16 and pods b*1000 on
 PER_SEND = 64
 AT_FDCWD, AT_EMPTY_PATH = -100, 0x1000
 WORKERS = 2
@@ -74,16 +84,18 @@ def ifinfo(index: int = 0, flags: int = 0) -> bytes:
     return struct.pack("=BxHiII", socket.AF_UNSPEC, 0, index, flags, IFF_UP if flags else 0)
 
 
-def bridge(seq: int) -> bytes:
+def bridge(seq: int, b: int) -> bytes:
     kind = attr(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"bridge"))
-    return msg(RTM_NEWLINK, NEW, seq, ifinfo(BRIDGE_INDEX, IFF_UP) + attr(IFLA_IFNAME, b"br0\0") + kind)
+    name = attr(IFLA_IFNAME, f"br{b}".encode() + b"\0")
+    return msg(RTM_NEWLINK, NEW, seq, ifinfo(BRIDGE_INDEX + b, IFF_UP) + name + kind)
 
 
-def veth(seq: int, host_end: str, pod_fd: int) -> bytes:
+def veth(seq: int, i: int, pod_fd: int) -> bytes:
     peer = ifinfo(ETH0_INDEX) + attr(IFLA_IFNAME, b"eth0\0") + attr(IFLA_NET_NS_FD, struct.pack("=I", pod_fd))
     info = attr(IFLA_INFO_KIND, b"veth") + attr(IFLA_INFO_DATA, attr(VETH_INFO_PEER, peer))
-    body = ifinfo(0, IFF_UP) + attr(IFLA_IFNAME, host_end.encode() + b"\0")
-    body += attr(IFLA_MASTER, struct.pack("=I", BRIDGE_INDEX)) + attr(IFLA_LINKINFO, info)
+    b = i // PODS_PER_BRIDGE
+    body = ifinfo(PORT_INDEX + i) + attr(IFLA_IFNAME, f"p{i}".encode() + b"\0")
+    body += attr(IFLA_MASTER, struct.pack("=I", BRIDGE_INDEX + b)) + attr(IFLA_LINKINFO, info)
     return msg(RTM_NEWLINK, NEW, seq, body)
 
 
@@ -102,9 +114,13 @@ def link_up(seq: int, index: int) -> bytes:
     return msg(RTM_NEWLINK, F_REQ | F_ACK, seq, ifinfo(index, IFF_UP))
 
 
-def pod_addr(i: int) -> str:  # as bench.py's
-    n = i + 2
-    return f"10.0.{n // 256}.{n % 256}"
+def pod_addr(i: int) -> str:  # as bench.py's up to 1000 pods, and bench/namespaces.py's
+    b, n = divmod(i, PODS_PER_BRIDGE)
+    return f"10.{b}.{(n + 2) // 256}.{(n + 2) % 256}"
+
+
+def gateway(b: int) -> str:
+    return f"10.{b}.0.1"
 
 
 # ---------------------------------------------------------------- sockets
@@ -195,16 +211,17 @@ def build_worker(prefix: str, pods: range, host_fd: int) -> None:
     for i in pods:
         fd = make_netns(f"{prefix}-{i}", inode)
         made.append((i, fd, nl_socket()))
-    send_all(host, [veth(k, f"p{i}", fd) for k, (i, fd, _) in enumerate(made, 1)])
+    send_all(host, [veth(k, i, fd) for k, (i, fd, _) in enumerate(made, 1)])
     for i, _fd, s in made:
         s.send(
             link_up(1, 1)
             + link_up(2, ETH0_INDEX)
             + address(3, ETH0_INDEX, pod_addr(i), 16)
-            + default_route(4, "10.0.0.1")
+            + default_route(4, gateway(i // PODS_PER_BRIDGE))
         )
     for _i, _fd, s in made:
         read_acks(s, 4)
+    send_all(host, [link_up(k, PORT_INDEX + i) for k, (i, _fd, _s) in enumerate(made, 1)])
 
 
 def in_workers(jobs: list[range], work: Callable[[range], None]) -> None:
@@ -237,7 +254,13 @@ def up(prefix: str, n: int) -> None:
     if pid == 0:  # the host namespace, made by a child so this process stays where it is
         try:
             fd = make_netns(f"{prefix}-host")
-            send_all(nl_socket(), [bridge(1), address(2, BRIDGE_INDEX, "10.0.0.1", 16)])
+            bridges = range((n + PODS_PER_BRIDGE - 1) // PODS_PER_BRIDGE)
+            send_all(
+                nl_socket(), [m for b in bridges for m in (bridge(1, b), address(2, BRIDGE_INDEX + b, gateway(b), 16))]
+            )
+            if len(bridges) > 1:  # /proc/sys/net is the opener's namespace's: this child's
+                with open("/proc/sys/net/ipv4/ip_forward", "w") as f:
+                    f.write("1")
             os.close(fd)
             os.write(w, b"1")
         finally:
@@ -264,6 +287,9 @@ def main() -> int:
     ap.add_argument("--prefix", required=True)
     ap.add_argument("--n", type=int, required=True)
     args = ap.parse_args()
+    # a worker holds two descriptors per namespace (its file, its socket): as netlab, lift
+    # the soft limit to the hard one
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
     (up if args.verb == "up" else down)(args.prefix, args.n)
     return 0
 

@@ -20,6 +20,43 @@ REPO = Path(__file__).resolve().parent.parent
 NETLAB = [str(REPO / ".venv" / "bin" / "python"), "-m", "netlab.cli"]
 
 
+def netns_workers() -> list[int]:
+    """PIDs of kworkers currently executing a work item of the "netns" workqueue.
+
+    The kernel names a worker "kworker/u8:3+netns" while it runs a netns work
+    item and "kworker/u8:3-netns" after (wq_worker_comm()); the rescuer is
+    "kworker/R-netns"."""
+    busy = []
+    for d in os.scandir("/proc"):
+        if not d.name.isdigit():
+            continue
+        c = comm(int(d.name))
+        if c and c.startswith("kworker") and "+netns" in c:
+            busy.append(int(d.name))
+    return busy
+
+
+def comm(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def wait_netns_idle(quiet: float = 0.2, timeout: float = 300) -> None:
+    """Until no kworker has run the kernel's namespace cleanup for `quiet` seconds (it runs
+    in batches): namespaces deleted just before are still being freed, which slows whatever
+    is timed next."""
+    now = time.monotonic()
+    end, idle_since = now + timeout, now
+    while now < end and now - idle_since < quiet:
+        if netns_workers():
+            idle_since = now
+        time.sleep(0.01)
+        now = time.monotonic()
+
+
 def compile_bytecode(python: str) -> None:
     """Write the bytecode caches of the netlab that `python` imports, as pip does when it
     installs a package. Where PYTHONDONTWRITEBYTECODE is set (this machine's shells),

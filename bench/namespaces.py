@@ -5,17 +5,21 @@ CLI commands. For each command: its wall time, the peak RSS of the netlab proces
 (getrusage of the waited child, as /usr/bin/time -v reports it) and the most
 descriptors it held open (sampled from /proc/PID/fd every 0.1 s).
 
-    bench/namespaces [--namespaces 5000] [--nofile HARD]
+    bench/namespaces [--namespaces 5000] [--nofile HARD] [--floor]
 
 Each command starts with the soft RLIMIT_NOFILE of a login shell (1024; netlab lifts it to
 the hard limit itself); `--nofile HARD` also lowers the hard limit, to see how netlab
 behaves on a machine that allows fewer descriptors than two per namespace.
 
-The issue's target (issue 21): 5000 namespaces up and down without error, at most 300 MB.
+The issue's targets (issue 21): 5000 namespaces up and down without error, at most 300 MB;
+2000 pods up in at most 3.5 s, down in 1.5 s. `--floor` first builds and removes the same lab
+by raw netlink (bench/floor.py, the floor of bench/run: one bridge per 1000 pods as here),
+timed as commands too, and adds floor_up_s, floor_down_s and up_ratio (netlab's up ÷ the
+floor's) to the last line: what this machine's kernel takes for the lab at the moment.
 
 Safety: the lab lives in namespaces named `benchns-<run>.*`, created and removed by netlab
-itself; `netlab down` runs in a finally (also on Ctrl-C), and the script then checks that
-none of them is left.
+itself (the floor's `benchns-<run>-floor-*`, by bench/floor.py); `down` runs in a finally
+(also on Ctrl-C), and the script then checks that none of them is left.
 """
 
 from __future__ import annotations
@@ -35,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from labrun import NETLAB, compile_bytecode
+from labrun import NETLAB, compile_bytecode, wait_netns_idle
+
+FLOOR = Path(__file__).with_name("floor.py")
 
 PODS_PER_BRIDGE = 1000
 
@@ -120,14 +126,44 @@ def _count_fds(pid: int, most: list[int], done: threading.Event) -> None:
             return
 
 
-def left(name: str) -> list[str]:
-    return sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{name}."))
+def left(name: str, sep: str = ".") -> list[str]:
+    return sorted(n for n in os.listdir("/run/netns") if n.startswith(f"{name}{sep}"))
+
+
+def remove_left(name: str, sep: str = ".") -> bool:
+    """Remove the namespaces of `name` a down left; whether there were any."""
+    stray = left(name, sep)
+    if stray:
+        print(f"{len(stray)} namespaces of {name} left after down: removing them", file=sys.stderr)
+        subprocess.run(["ip", "-batch", "-"], input="".join(f"netns del {n}\n" for n in stray), text=True)
+    return bool(stray)
+
+
+def floor(name: str, pods: int, nofile: int | None) -> dict[str, Run]:
+    """bench/floor.py's up and down of the same lab, as commands; nothing of it left."""
+    prefix = f"{name}-floor"
+    results: dict[str, Run] = {}
+    wait_netns_idle()  # a previous run's namespaces may still be being freed
+    try:
+        results["floor_up"] = run([sys.executable, str(FLOOR), "up", "--prefix", prefix, "--n", str(pods)], nofile)
+    finally:
+        results["floor_down"] = run([sys.executable, str(FLOOR), "down", "--prefix", prefix, "--n", str(pods)], nofile)
+        failed = remove_left(prefix, "-")
+    for step, r in results.items():
+        print(f"{step}: {r.words()}, exit {r.rc}", file=sys.stderr)
+        if r.rc or failed:
+            raise SystemExit(f"the floor failed: {(r.output + r.errors)[-3000:]}")
+    wait_netns_idle()
+    return results
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--namespaces", type=int, default=5000, help="the host and N-1 pods")
     ap.add_argument("--nofile", type=int, help="the hard RLIMIT_NOFILE of the netlab commands")
+    ap.add_argument(
+        "--floor", action="store_true", help="build and remove the lab by raw netlink first (bench/floor.py)"
+    )
     args = ap.parse_args()
     name = f"benchns-{secrets.token_hex(2)}"
     pods = args.namespaces - 1
@@ -136,7 +172,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "lab.yaml"
         path.write_text(yaml.safe_dump(lab(name, pods), sort_keys=False))
-        results: dict[str, Run] = {}
+        results: dict[str, Run] = floor(name, pods, args.nofile) if args.floor else {}
         try:
             for step, argv in (("up", ["up", str(path)]), ("check", ["check", str(path), "--json"])):
                 results[step] = r = run([*NETLAB, *argv], args.nofile)
@@ -161,14 +197,12 @@ def main() -> int:
             if r.rc:
                 print((r.output + r.errors)[-3000:], file=sys.stderr)
                 failed = True
-            stray = left(name)
-            if stray:
-                print(f"{len(stray)} namespaces of {name} left after down: removing them", file=sys.stderr)
-                subprocess.run(["ip", "-batch", "-"], input="".join(f"netns del {n}\n" for n in stray), text=True)
-                failed = True
+            failed = remove_left(name) or failed
     line = f"namespaces={args.namespaces} nofile={args.nofile or 'hard'} load={os.getloadavg()[0]:.2f}"
     for step, r in results.items():
         line += f" {step}_s={r.seconds:.2f} {step}_rss_mb={r.max_rss_mb:.0f} {step}_fds={r.max_fds} {step}_rc={r.rc}"
+    if args.floor and "up" in results:
+        line += f" up_ratio={results['up'].seconds / results['floor_up'].seconds:.2f}"
     print(line)
     return 1 if failed else 0
 
