@@ -247,7 +247,7 @@ def _up(
                 raise MissingFeature(f"{e}\n{_in_a_vm(path, variant)}") from None
             _enough_descriptors(lab.name, len(plan.namespaces))
             # a name this kernel lacks is bad input (exit 2), before anything exists
-            check_sysctls(lab, where, verified.sysctls)
+            check_sysctls(lab, where, verified.sysctls, probe.fresh_sysctl_files() if probe is not None else None)
             if has_firewall(lab):
                 # A ruleset nft or iptables-nft-restore refuses is bad input: exit 2, before anything exists.
                 check_firewall(lab, where)

@@ -26,6 +26,7 @@ from dataclasses import replace
 from netlab.errors import LabError, Problem
 from netlab.kernel import netns as nsops
 from netlab.kernel.nft import Message, TrialFailure, trial
+from netlab.kernel.sysctl import net_files
 from netlab.lab.model import Lab, Node
 from netlab.lab.parse import topology
 from netlab.lab.source import Path, Source, format_path, printable
@@ -190,23 +191,25 @@ def netns_sysctl_keys() -> set[str]:
 
     def run() -> list[str]:
         nsops.unshare_here()
-        return [
-            os.path.relpath(os.path.join(d, f), "/proc/sys") for d, _, files in os.walk("/proc/sys/net") for f in files
-        ]
+        return net_files()
 
     return keys_of_tree(nsops.in_thread(run))
 
 
-def check_sysctls(lab: Lab, where: LabOrigin | None = None, verified: frozenset[str] = frozenset()) -> None:
+def check_sysctls(
+    lab: Lab, where: LabOrigin | None = None, verified: frozenset[str] = frozenset(), fresh: list[str] | None = None
+) -> None:
     """Raise LabError naming every sysctl of the lab this kernel has no such entry for, as
     a fresh namespace shows. Needs root. The (normalised) names in `verified` are known to
     exist (the running lab a reconcile changes has them): if the lab has no others, no
-    namespace is made to look."""
+    namespace is made to look. `fresh`: the files a fresh namespace has, read already
+    (by the probing child, in its own: features.AheadProbe.fresh_sysctl_files)."""
     if os.geteuid() != 0:
         raise PermissionError("reading a fresh namespace's sysctls needs root")
     if all(normalise(key) in verified for node in lab.nodes.values() for key in node.sysctls):
         return
-    problems = list(_unknown_sysctls(lab, where, netns_sysctl_keys()))
+    known = keys_of_tree(fresh) if fresh is not None else netns_sysctl_keys()
+    problems = list(_unknown_sysctls(lab, where, known))
     if problems:
         raise LabError(problems)
 

@@ -189,28 +189,40 @@ def probe_features(names: Iterable[str] | None = None, *, timeout: float = DEFAU
 Probe = Callable[..., list[FeatureStatus]]  # probe_features' signature
 
 
-@contextlib.contextmanager
-def probing_ahead(preload: bool = True) -> Iterator[Probe]:
-    """probe_features with its child forked now, not when it is called: the child imports
-    what its probes use (`preload`: the route reader, ~0.1 s) while the caller loads and
-    plans the lab, then waits for the names. Leaving the block ends a child never asked."""
-    ahead = _Ahead(preload) if os.geteuid() == 0 else None
+class AheadProbe:
+    """probe_features, its child forked ahead (probing_ahead); and what else that child read."""
 
-    def probe(names: Iterable[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> list[FeatureStatus]:
+    def __init__(self, ahead: _Ahead | None) -> None:
+        self._ahead = ahead
+
+    def __call__(self, names: Iterable[str] | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> list[FeatureStatus]:
         wanted = _resolve(names)
         if not wanted:
             return []
-        if ahead is None:
+        if self._ahead is None:
             # unshare(CLONE_NEWNET) and link creation need CAP_SYS_ADMIN/CAP_NET_ADMIN.
             return [
                 FeatureStatus(name, False, "needs root (not probed)", "run as root, e.g. sudo netlab doctor")
                 for name in wanted
             ]
-        raw = ahead.collect(wanted, timeout)
+        raw = self._ahead.collect(wanted, timeout)
         return [_to_status(name, raw[name]) for name in wanted]
 
+    def fresh_sysctl_files(self) -> list[str] | None:
+        """The files under /proc/sys/net (relative to /proc/sys) of the child's namespace as
+        fresh, once it answered a probe (None before, or if it could not read them)."""
+        return self._ahead.sysctl_files if self._ahead is not None else None
+
+
+@contextlib.contextmanager
+def probing_ahead(preload: bool = True) -> Iterator[AheadProbe]:
+    """probe_features with its child forked now, not when it is called: the child imports
+    what its probes use (`preload`: the route reader, ~0.1 s) and reads a fresh namespace's
+    sysctl files while the caller loads and plans the lab, then waits for the names.
+    Leaving the block ends a child never asked."""
+    ahead = _Ahead(preload) if os.geteuid() == 0 else None
     try:
-        yield probe
+        yield AheadProbe(ahead)
     finally:
         if ahead is not None:
             ahead.close()
@@ -258,6 +270,7 @@ class _Ahead:
         os.close(names_r)
         os.close(wfd)
         self.pid: int | None = pid
+        self.sysctl_files: list[str] | None = None  # told after the names' answers
 
     def collect(self, wanted: list[str], timeout: float) -> dict[str, dict[str, Any]]:
         """Send the names, collect the child's JSON lines, never wait past `timeout`."""
@@ -288,6 +301,8 @@ class _Ahead:
                         item = json.loads(line)
                         if item.get("name") in wanted:
                             results[item["name"]] = item
+                        elif isinstance(item.get("sysctl_files"), list):
+                            self.sysctl_files = [str(f) for f in item["sysctl_files"]]
         finally:
             os.close(rfd)
             if not eof:
@@ -331,6 +346,7 @@ def _child_ahead(names_r: int, wfd: int, host_ns: int, preload: bool) -> None:
         with contextlib.suppress(Exception):  # a probe that needs it reports its own failure
             import netlab.kernel.routes  # noqa: F401
     refused = _enter_probe_namespace(host_ns)
+    fresh = _fresh_sysctl_files() if preload and refused is None else None  # before any probe adds a link
     early = {name: _run_probe(name) for name in _LIKELY} if preload and refused is None else {}
     data = b""
     while not data.endswith(b"\n"):
@@ -342,6 +358,20 @@ def _child_ahead(names_r: int, wfd: int, host_ns: int, preload: bool) -> None:
         ok, detail, kind = refused(name) if refused is not None else early.get(name) or _run_probe(name)
         line = json.dumps({"name": name, "ok": ok, "detail": detail, "kind": kind})
         os.write(wfd, line.encode() + b"\n")
+    if fresh is not None:
+        os.write(wfd, json.dumps({"sysctl_files": fresh}).encode() + b"\n")
+
+
+def _fresh_sysctl_files() -> list[str] | None:
+    """/proc/sys/net's files as the child's fresh namespace shows them, for the lab's
+    sysctl names: read here, while the parent loads, they spare it a namespace of its own
+    (made just after this child's, it waits ~20 ms for the kernel to free this one)."""
+    from netlab.kernel.sysctl import net_files
+
+    try:
+        return net_files()
+    except OSError:
+        return None
 
 
 def _enter_probe_namespace(host_ns: int) -> Callable[[str], _Result] | None:

@@ -161,6 +161,12 @@ def reason(err: BaseException) -> str:
     return str(err)
 
 
+def net_files() -> list[str]:
+    """The files under /proc/sys/net as the calling thread's network namespace shows them,
+    relative to /proc/sys (net/ipv4/ip_forward, …)."""
+    return [os.path.relpath(os.path.join(d, f), "/proc/sys") for d, _, files in os.walk("/proc/sys/net") for f in files]
+
+
 def fresh_value(key: str) -> str:
     """The value a fresh network namespace has for `key` (for a per-interface key, what a
     new interface gets: its `default`), read in a throwaway namespace. Needs root."""

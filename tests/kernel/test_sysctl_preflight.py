@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from netlab.lab.sysctls import shipped_keys
+from netlab.lab.sysctls import keys_of_tree, shipped_keys
 from netlab.preflight import netns_sysctl_keys
 
 LAB = """\
@@ -107,3 +107,17 @@ def test_a_reconcile_looks_up_the_sysctl_names_the_running_lab_lacks(lab_file: A
     changed = netlab_cli("up", lab)
     assert changed.rc == 0 and "reconciled in place" in changed.out, changed
     assert kn.sysctl(lab.ns("a"), "net.ipv4.ip_forward") == "0"
+
+
+def test_the_probing_child_reads_the_same_fresh_namespace_keys() -> None:
+    """`up` checks the lab's sysctl names against the files the probing child read in its
+    own fresh namespace (before any probe made a link there): the same names as a
+    namespace made for them alone, which `up` no longer has to make."""
+    from netlab.kernel.features import probing_ahead
+
+    with probing_ahead() as probe:
+        assert probe.fresh_sysctl_files() is None, "nothing is read before the child answered"
+        assert [f.ok for f in probe(["netns", "veth"])] == [True, True]
+        files = probe.fresh_sysctl_files()
+    assert files is not None
+    assert keys_of_tree(files) == netns_sysctl_keys()
