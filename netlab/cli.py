@@ -2199,9 +2199,6 @@ def _run(args: list[str] | None = None, prog: str | None = None) -> int:
     """The command's exit code; every error and interruption becomes one line on stderr."""
     try:
         code = cli.main(args, prog_name=prog, standalone_mode=False)
-    except interrupts.Signalled as s:  # a command that changes nothing, or before it started to
-        err.print(f"netlab: interrupted by {s.name}; nothing was changed", markup=False)
-        return 128 + s.signum
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.ClickException as e:
@@ -2220,9 +2217,12 @@ def _run(args: list[str] | None = None, prog: str | None = None) -> int:
         err.print(f"netlab: {e}", markup=False)
         _report_error(e)
         return e.exit_code
-    except KeyboardInterrupt:
-        err.print("netlab: interrupted by SIGINT; nothing was changed", markup=False)
-        return 130
+    except BaseException as e:  # a command that changes nothing, or before it started to
+        signum = interrupts.signum_of(e)  # also when a lazy import wrapped it
+        if signum is None:
+            raise
+        err.print(f"netlab: interrupted by {interrupts.name_of(signum)}; nothing was changed", markup=False)
+        return 128 + signum
     return code if isinstance(code, int) else 0
 
 

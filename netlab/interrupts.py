@@ -200,11 +200,19 @@ def honour_pending() -> None:
 
 def signum_of(err: BaseException) -> int | None:
     """The signal behind an exception: Signalled, or KeyboardInterrupt (SIGINT with Python's
-    own handler, as in tests that call netlab in-process)."""
-    if isinstance(err, Signalled):
-        return err.signum
-    if isinstance(err, KeyboardInterrupt):
-        return int(signal.SIGINT)
+    own handler, as in tests that call netlab in-process) — also when something wrapped it:
+    a handler raising while Python builds a class (a lazy import) surfaces as the cause of
+    another error (3.11's RuntimeError "Error calling __set_name__"). Only causes are
+    followed, not contexts: an error raised while undoing after a signal is that error."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, Signalled):
+            return cur.signum
+        if isinstance(cur, KeyboardInterrupt):
+            return int(signal.SIGINT)
+        cur = cur.__cause__
     return None
 
 

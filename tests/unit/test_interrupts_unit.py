@@ -50,6 +50,59 @@ def test_signal_names_and_exit_codes() -> None:
     assert Interrupted("x", signal.SIGTERM).exit_code == 143
 
 
+class _SignalOnSetName:
+    """A class attribute whose __set_name__ is where the signal lands, as CI saw it when a
+    SIGTERM arrived while `check` imported netlab.probes.hops (a dataclass's Field)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+
+def _build_a_class_under_a_signal() -> BaseException:
+    interrupts.handle_signals()
+    interrupts.started()
+    try:
+        type("Hop", (), {"fields": _SignalOnSetName()})
+    except BaseException as err:
+        return err
+    finally:
+        for sig in interrupts.SIGNALS:
+            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+    raise AssertionError("the signal raised nothing")
+
+
+def test_a_signal_wrapped_by_class_creation_is_still_the_signal() -> None:
+    err = _build_a_class_under_a_signal()
+    # Python 3.11 wraps it: RuntimeError("Error calling __set_name__ ...") from Signalled
+    assert isinstance(err, interrupts.Signalled | RuntimeError), repr(err)
+    assert interrupts.signum_of(err) == signal.SIGTERM, repr(err)
+
+
+def test_an_error_raised_while_undoing_after_a_signal_is_that_error() -> None:
+    try:
+        try:
+            raise interrupts.Signalled(signal.SIGTERM)
+        except interrupts.Signalled:
+            raise OSError("rollback failed")  # noqa: B904 - its context, not its cause
+    except OSError as err:
+        assert interrupts.signum_of(err) is None
+
+
+def test_the_command_answers_a_wrapped_signal_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from netlab import cli
+
+    wrapped = _build_a_class_under_a_signal()
+
+    def main(*_a: object, **_k: object) -> int:
+        raise wrapped
+
+    monkeypatch.setattr(cli.cli, "main", main)
+    assert cli._run(["check", "lab.yaml"]) == 143
+    assert capsys.readouterr().err.strip() == "netlab: interrupted by SIGTERM; nothing was changed"
+
+
 def test_dumping_a_lab_runs_no_python_discriminator() -> None:
     # pydantic turns an exception raised inside a Python discriminator during serialization
     # (a Ctrl-C landing there) into a warning and goes on: the signal was lost, and `up`
