@@ -1969,6 +1969,15 @@ def vm() -> None:
     help="Use KVM or emulate (default: KVM when this machine can; $NETLAB_VM_KVM=0/1 forces).",
 )
 @click.option("--memory", default="2G", show_default=True, help="Guest memory.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="End the command if it runs longer, after showing where every guest process waits "
+    "(kernel stacks, blocked tasks, a Python command's own stacks); exit 124. A guest too "
+    "wedged to end it is stopped by the host a few minutes later.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def vm_run(
     results: str | None,
@@ -1977,6 +1986,7 @@ def vm_run(
     modules: str | None,
     kvm: bool | None,
     memory: str,
+    timeout: float | None,
     command: tuple[str, ...],
 ) -> int:
     """Boot the VM, run COMMAND inside as root (in the current directory), pass its exit
@@ -1991,7 +2001,7 @@ def vm_run(
     Emulated (no KVM; the first line says why), boot and power-off take about a minute
     on a shared 2-core machine, and the guest gets NETLAB_SLOWNESS=10 so netlab's own
     waits scale. Exit code 125: the VM never reported the command's exit code (it did
-    not boot, or crashed).
+    not boot, or crashed); 124: it ran past --timeout.
     """
     import tempfile
     from pathlib import Path
@@ -2011,6 +2021,7 @@ def vm_run(
         modules=tuple(m for m in modules.split(",") if m) if modules is not None else vmmod.DEFAULT_MODULES,
         memory=memory,
         rwdirs=tuple(str(Path(d).resolve()) for d in rwdirs),
+        timeout=timeout,
     )
     how = "KVM" if run.kvm else "emulated (no KVM: ~10× slower, netlab's waits scale)"
     err.print(f"netlab vm: booting {run.kernel}, {how}: {why}; results in {out_dir}", markup=False)

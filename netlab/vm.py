@@ -18,11 +18,13 @@ from __future__ import annotations
 import glob
 import os
 import re
+import select
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +56,36 @@ PASS_ENV = ("CI", "TERM", "COLUMNS", "NO_COLOR", "PYTEST_ADDOPTS", "LANG", "LC_A
 SETUP_HINT = "run `sudo scripts/setup` (it installs qemu-system-x86, busybox-static, linux-image-amd64 and virtme-ng)"
 KVM_SLOWNESS = 2.0  # a guest shares the host's CPUs with the host's own work
 EXIT_NO_RESULT = 125  # the VM never reported the command's exit code (it did not boot, or crashed)
+EXIT_TIMEOUT = 124  # the command ran past --timeout and was ended (as timeout(1) says it)
+TIMED_OUT = "timed-out"  # the marker the guest's watchdog leaves in `results` when it fires
+# After --timeout, how long the host waits for the guest to end the command and power off by
+# itself before it stops QEMU (a wedged guest kernel runs no watchdog): an emulated boot
+# (about a minute), the diagnostics, the grace before KILL and the power-off, with room.
+HOST_GRACE = 300.0
+# The guest's watchdog, run as `sh -c WATCHDOG netlab-vm-watchdog PID SECONDS RESULTS` in a
+# session of its own (so it and its sleep can be ended at once when the command ends first).
+# When it fires it shows where every process waits in the kernel (wchan, and the stacks of
+# the blocked ones, `D`), the kernel's list of blocked tasks (SysRq w) and its last
+# messages; SIGABRT then makes a Python command print every thread's stack
+# (PYTHONFAULTHANDLER is set in the guest) before the command's session is ended.
+# (dash's kill takes `-PGID` but not `--`.)
+WATCHDOG = r"""pid=$1 secs=$2 results=$3
+sleep "$secs"
+: > "$results/timed-out"
+echo "netlab vm: the command ran past its $secs s (--timeout); what the guest shows, then the command is ended:"
+ps -eo pid,ppid,stat,wchan:32,etime,args | grep -v ' \[.*\]$'
+for p in $(ps -eo pid=,stat= | awk '$2 ~ /^D/ {print $1}'); do
+  echo "-- kernel stack of $p ($(cat /proc/$p/comm 2>/dev/null)), blocked:"; cat /proc/$p/stack 2>/dev/null
+done
+for p in $(ps -s "$pid" -o pid=); do
+  echo "-- kernel stack of $p ($(cat /proc/$p/comm 2>/dev/null)):"; cat /proc/$p/stack 2>/dev/null
+done
+echo w > /proc/sysrq-trigger 2>/dev/null
+echo "-- the kernel's last messages:"; dmesg | tail -n 150
+kill -ABRT "$pid" 2>/dev/null; sleep 5
+kill -TERM "-$pid" 2>/dev/null; sleep 10
+kill -KILL "-$pid" 2>/dev/null
+"""
 
 
 @dataclass
@@ -67,6 +99,7 @@ class VmRun:
     cpus: int = 2
     cwd: str = field(default_factory=os.getcwd)
     rwdirs: tuple[str, ...] = ()
+    timeout: float | None = None  # seconds the command may run in the guest (None: no limit)
 
 
 def find_kernel() -> str:
@@ -140,11 +173,13 @@ def guest_script(run: VmRun) -> str:
             "PATH": f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         }
     )
+    if run.timeout is not None:
+        env["PYTHONFAULTHANDLER"] = "1"  # the watchdog's SIGABRT prints a Python command's stacks
     rc_file = shlex.quote(str(run.results / "exit-code"))
     lines = [
         "#!/bin/sh",
         "# written by netlab vm run",
-        f"rm -f {rc_file}",
+        f"rm -f {rc_file} {shlex.quote(str(run.results / TIMED_OUT))}",
         "missing=''",
         f"for m in {' '.join(map(shlex.quote, run.modules))}; do",
         '  modprobe -q "$m" 2>/dev/null || missing="$missing $m"',
@@ -154,12 +189,28 @@ def guest_script(run: VmRun) -> str:
         "mkdir -p /run/netns /run/netlab",
         f"cd {shlex.quote(run.cwd)} || exit {EXIT_NO_RESULT}",
         *[f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())],
-        shlex.join(run.argv),
-        "rc=$?",
+        *(watched(run) if run.timeout is not None else [shlex.join(run.argv), "rc=$?"]),
         f"echo $rc > {rc_file}",
         "exit $rc",
     ]
     return "\n".join(lines) + "\n"
+
+
+def watched(run: VmRun) -> list[str]:
+    """The command in a session of its own (so the watchdog can end all it started), with
+    the watchdog beside it; rc is EXIT_TIMEOUT if the watchdog fired."""
+    assert run.timeout is not None
+    results = shlex.quote(str(run.results))
+    return [
+        f"setsid {shlex.join(run.argv)} &",
+        "pid=$!",
+        f"setsid sh -c {shlex.quote(WATCHDOG)} netlab-vm-watchdog $pid {run.timeout:.0f} {results} &",
+        "watchdog=$!",
+        "wait $pid",
+        "rc=$?",
+        # fired: let it finish ending the command's session; else end it and its sleep
+        f'if [ -e {results}/{TIMED_OUT} ]; then wait $watchdog; rc={EXIT_TIMEOUT}; else kill -TERM "-$watchdog" 2>/dev/null; fi',
+    ]
 
 
 def vng_argv(run: VmRun, vng: str, script: Path) -> list[str]:
@@ -204,11 +255,15 @@ def run_in_vm(run: VmRun) -> int:
             stderr=subprocess.STDOUT,
         ) as proc:
             assert proc.stdout is not None
-            fd = proc.stdout.fileno()
             try:
-                for chunk in iter(lambda: os.read(fd, 65536), b""):
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.buffer.flush()
+                if not _copy_console(proc.stdout.fileno(), _host_budget(run)):
+                    _stop(proc)
+                    sys.stderr.write(
+                        f"netlab vm: the VM was still running {_host_budget(run):.0f} s after boot began "
+                        f"(--timeout {run.timeout:.0f} s, and its watchdog did not end it: the guest is "
+                        "wedged); it was stopped\n"
+                    )
+                    return EXIT_TIMEOUT
                 proc.wait()
             except BaseException as err:
                 _stop(proc)
@@ -221,6 +276,8 @@ def run_in_vm(run: VmRun) -> int:
                     signum,
                 ) from None
         rc_file = run.results / "exit-code"
+        if (run.results / TIMED_OUT).exists():
+            sys.stderr.write(f"netlab vm: the command ran past --timeout {run.timeout:.0f} s and was ended\n")
         try:
             return int(rc_file.read_text().strip())
         except (OSError, ValueError):
@@ -231,6 +288,27 @@ def run_in_vm(run: VmRun) -> int:
             return EXIT_NO_RESULT
     finally:
         script.unlink(missing_ok=True)
+
+
+def _host_budget(run: VmRun) -> float | None:
+    """Seconds from boot until the host stops a VM that did not end by itself."""
+    return None if run.timeout is None else run.timeout + HOST_GRACE
+
+
+def _copy_console(fd: int, budget: float | None) -> bool:
+    """The VM's console to our stdout until it closes (True), or until `budget` seconds
+    have passed (False)."""
+    end = None if budget is None else time.monotonic() + budget
+    while True:
+        if end is not None:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                return False
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return True
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -5,6 +5,7 @@ tests/vm inside it.)"""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,75 @@ def test_vng_command_line(tmp_path: Path) -> None:
     assert "--disable-kvm" in argv
     assert argv[-2:] == ["--exec", f"sh {tmp_path / 's.sh'}"]
     assert "--disable-kvm" not in vm.vng_argv(run(tmp_path, kvm=True), "vng", tmp_path / "s.sh")
+
+
+def test_a_timeout_runs_the_command_in_its_own_session_beside_a_watchdog(tmp_path: Path) -> None:
+    script = vm.guest_script(run(tmp_path, timeout=2700))
+    lines = script.splitlines()
+    assert "setsid pytest -k 'a b' &" in lines
+    assert f"setsid sh -c {shlex.quote(vm.WATCHDOG)} netlab-vm-watchdog $pid 2700 {tmp_path} &" in script
+    assert f"if [ -e {tmp_path}/timed-out ]; then wait $watchdog; rc=124; else" in script
+    assert "export PYTHONFAULTHANDLER=1" in lines
+    assert "pytest -k 'a b'" not in lines  # not also run unwatched
+    path = tmp_path / "s.sh"
+    path.write_text(script)
+    assert subprocess.run(["sh", "-n", str(path)], capture_output=True).returncode == 0
+    assert subprocess.run(["sh", "-n", "-c", vm.WATCHDOG], capture_output=True).returncode == 0
+
+
+def test_without_a_timeout_the_command_runs_as_it_is(tmp_path: Path) -> None:
+    lines = vm.guest_script(run(tmp_path)).splitlines()
+    assert not any("setsid" in line or "PYTHONFAULTHANDLER" in line for line in lines)
+
+
+def test_the_console_is_copied_until_it_closes_or_the_budget_ends(capfdbinary: pytest.CaptureFixture[bytes]) -> None:
+    read, write = os.pipe()
+    try:
+        os.write(write, b"booting\n")
+        assert vm._copy_console(read, 0.3) is False  # open and quiet: the budget ends it
+        os.write(write, b"done\n")
+        os.close(write)
+        write = -1
+        assert vm._copy_console(read, 5) is True
+    finally:
+        os.close(read)
+        if write >= 0:
+            os.close(write)
+    assert capfdbinary.readouterr().out == b"booting\ndone\n"
+
+
+def test_a_guest_that_never_ends_is_stopped_by_the_host(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wedged guest runs no watchdog: the host stops QEMU (here a stand-in that never
+    ends, our child) once --timeout and the host's grace have passed, and says so."""
+    monkeypatch.setattr(vm, "find_vng", lambda: "vng")
+    monkeypatch.setattr(vm, "vng_argv", lambda *_a: ["sh", "-c", "echo booting; exec sleep 600"])
+    monkeypatch.setattr(vm, "HOST_GRACE", 0.5)
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(*a: Any, **k: Any) -> subprocess.Popen[bytes]:
+        started.append(real_popen(*a, **k))
+        return started[-1]
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    assert vm.run_in_vm(run(tmp_path, timeout=1)) == vm.EXIT_TIMEOUT
+    (proc,) = started
+    assert proc.returncode is not None, "the stand-in for QEMU still runs"
+    assert "the guest is wedged); it was stopped" in capsys.readouterr().err
+
+
+def test_a_command_that_ends_in_time_ends_its_watchdog_too(tmp_path: Path) -> None:
+    """The watched command as the guest runs it, here (it ends before the watchdog fires,
+    which therefore touches nothing): its rc passes through and the watchdog's session,
+    its sleep included, is gone."""
+    script = "\n".join(vm.watched(run(tmp_path, argv=["sh", "-c", "exit 3"], timeout=600)))
+    done = subprocess.run(["sh", "-c", script + '\necho "$rc $watchdog"'], capture_output=True, text=True, timeout=60)
+    rc, watchdog = done.stdout.split()
+    assert rc == "3", done
+    listed = subprocess.run(["ps", "-g", watchdog, "-o", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    # a zombie (Z) has ended: init reaps it in its own time
+    left = [line for line in listed.splitlines() if not line.split()[1].startswith("Z")]
+    assert left == [], f"the watchdog's session outlived the command: {left}"
+    assert not (tmp_path / vm.TIMED_OUT).exists()
