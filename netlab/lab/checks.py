@@ -14,7 +14,7 @@ strings until the lab is known.
 """
 
 import re
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, Field, Tag, model_validator
 
@@ -270,11 +270,16 @@ class _Range(Base):
     @model_validator(mode="after")
     def _ordered(self) -> Self:
         low, high = self.min, self.max
-        if low is None and high is None:
-            raise ValueError("give `min:`, `max:` or both")
+        if low is None and high is None and not self._other_bounds():
+            raise ValueError(self._none_given)
         if low is not None and high is not None and low > high:
             raise ValueError(f"min {low:g} is more than max {high:g}")
         return self
+
+    _none_given: ClassVar[str] = "give `min:`, `max:` or both"
+
+    def _other_bounds(self) -> bool:
+        return False
 
     def words(self, unit: str) -> str:
         """'40..1000 ms', 'at least 40 ms', 'at most 5%'."""
@@ -300,11 +305,33 @@ def _milliseconds(value: Any) -> Any:
 Milliseconds = Annotated[float, BeforeValidator(_milliseconds), Field(ge=0, le=600_000)]
 
 
-class RttRange(_Range):
-    """Every answered probe's round trip, in milliseconds: the fastest at least `min`, the slowest at most `max`."""
+class AvgRange(_Range):
+    """The answered probes' mean round trip (ping's avg), in milliseconds."""
 
     min: Milliseconds | None = None
     max: Milliseconds | None = None
+
+
+class RttRange(_Range):
+    """Every answered probe's round trip, in milliseconds: the fastest at least `min`, the
+    slowest at most `max`; `avg:` bounds their mean. (An upper bound on every probe fails on
+    one probe a loaded or emulated machine delayed; the mean says "no added delay" steadily.)"""
+
+    min: Milliseconds | None = None
+    max: Milliseconds | None = None
+    avg: AvgRange | None = None
+
+    _none_given: ClassVar[str] = "give `min:`, `max:`, `avg:` or some of them"
+
+    def _other_bounds(self) -> bool:
+        return self.avg is not None
+
+    def words(self, unit: str) -> str:
+        """'at least 40 ms', 'at most 35 ms and a mean of at most 20 ms', 'a mean of 1..20 ms'."""
+        mean = None if self.avg is None else f"a mean of {self.avg.words(unit)}"
+        if self.min is None and self.max is None:
+            return mean or ""
+        return super().words(unit) + (f" and {mean}" if mean else "")
 
 
 Percentage = Annotated[float, BeforeValidator(_percent_number), Field(ge=0, le=100)]

@@ -239,7 +239,8 @@ def round_trips(results: Sequence[ProbeResult]) -> RoundTrips:
 
 
 def judge_round_trips(expect: ProbeExpect, rt: RoundTrips) -> Judgement:
-    """`rtt_ms:` bounds the fastest and the slowest answered probe; `loss:` the share unanswered."""
+    """`rtt_ms:` bounds the fastest and the slowest answered probe and their mean; `loss:` the
+    share unanswered."""
     j = Judgement()
     want = expect.rtt_ms
     if want is not None:
@@ -250,6 +251,8 @@ def judge_round_trips(expect: ProbeExpect, rt: RoundTrips) -> Judgement:
             j.reasons.append(f"{expected}, the fastest took {rt.rtt_min:g} ms ({rt.rtt_words()})")
         elif want.max is not None and rt.rtt_max is not None and rt.rtt_max > want.max:
             j.reasons.append(f"{expected}, the slowest took {rt.rtt_max:g} ms ({rt.rtt_words()})")
+        elif want.avg is not None and rt.rtt_avg is not None and not _within(want.avg.min, rt.rtt_avg, want.avg.max):
+            j.reasons.append(f"{expected}, the mean was {rt.rtt_avg:g} ms ({rt.rtt_words()})")
     if expect.loss is not None and not _within(expect.loss.min, rt.loss, expect.loss.max):
         j.reasons.append(
             f"expected a loss of {expect.loss.words('%')}, saw {rt.loss:g}% "

@@ -180,3 +180,35 @@ def test_link_of_a_lab_that_is_not_up(netlab_cli: Any, lab_file: Any) -> None:
     name = lab_file.new_name()
     r = netlab_cli("link", name, "a:eth0", "down")
     assert r.rc == 2 and f"lab {name} is not up" in r.err, r.out + r.err
+
+
+def test_the_mean_round_trip_is_judged_by_avg(netlab_cli: Any, lab_file: Any) -> None:
+    """`rtt_ms: {avg: …}` bounds the mean of real pings: a bound the kernel's veth round
+    trips (well under a second) meet passes, one they cannot fails saying the mean."""
+    lab = lab_file("""\
+name: @LAB@
+nodes:
+  a:
+    links:
+      eth0: {peer: "b:eth0", addresses: [10.1.0.1/24]}
+  b:
+    links:
+      eth0: {addresses: [10.1.0.2/24]}
+checks:
+  - name: no added delay
+    probe: {from: a, to: b, count: 5}
+    expect: {rtt_ms: {avg: {max: 1000}}, loss: {max: 0}}
+  - name: a second per round trip on average
+    probe: {from: a, to: b, count: 5}
+    expect: {rtt_ms: {avg: {min: 1000}}}
+""")
+    r = netlab_cli("check", "--up", lab, "--json")
+    doc = json.loads(r.out)
+    Draft202012Validator(schema("check")).validate(doc)
+    fast, slow = doc["checks"]
+    assert r.rc == 1 and fast["passed"] and not slow["passed"], r.out + r.err
+    mean = slow["round_trips"]["rtt_ms"]["avg"]
+    assert 0 < mean < 1000, slow
+    (reason,) = slow["reasons"]
+    assert reason.startswith(f"expected round trips of a mean of at least 1000 ms, the mean was {mean:g} ms"), reason
+    assert not list(Path("/run/netns").glob(f"{lab.name}.*"))
