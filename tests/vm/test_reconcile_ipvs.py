@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from netlab.pytest_plugin import unique_name
@@ -105,6 +106,10 @@ def _write(path: Path, name: str, data: dict[str, Any]) -> None:
     path.write_text(yaml.safe_dump({"name": name, **data}, sort_keys=False))
 
 
+# Emulated, it is the VM tier's longest by far: 490 s of CI's 834 (24 CLI runs at 5-10 s
+# of Python start each, and 14 kernel views of every namespace, ~11 commands a namespace);
+# 900 s, the default, left too little room (on a loaded host it ran past it).
+@pytest.mark.timeout(1800)
 def test_ipvs_edits_reconcile_to_what_a_fresh_build_makes(tmp_path: Path) -> None:
     name, fresh = unique_name("rcipvs"), unique_name("rcipvs-fresh")
     lab, again = tmp_path / "lab.yaml", tmp_path / "fresh.yaml"
