@@ -62,16 +62,16 @@ TIMED_OUT = "timed-out"  # the marker the guest's watchdog leaves in `results` w
 # itself before it stops QEMU (a wedged guest kernel runs no watchdog): an emulated boot
 # (about a minute), the diagnostics, the grace before KILL and the power-off, with room.
 HOST_GRACE = 300.0
-# The guest's watchdog, run as `sh -c WATCHDOG netlab-vm-watchdog PID SECONDS RESULTS` in a
+# The guest's watchdog, run as `sh -c WATCHDOG netlab-vm-watchdog PID SECONDS MARKER` in a
 # session of its own (so it and its sleep can be ended at once when the command ends first).
 # When it fires it shows where every process waits in the kernel (wchan, and the stacks of
 # the blocked ones, `D`), the kernel's list of blocked tasks (SysRq w) and its last
 # messages; SIGABRT then makes a Python command print every thread's stack
 # (PYTHONFAULTHANDLER is set in the guest) before the command's session is ended.
 # (dash's kill takes `-PGID` but not `--`.)
-WATCHDOG = r"""pid=$1 secs=$2 results=$3
+WATCHDOG = r"""pid=$1 secs=$2 marker=$3
 sleep "$secs"
-: > "$results/timed-out"
+: > "$marker"
 echo "netlab vm: the command ran past its $secs s (--timeout); what the guest shows, then the command is ended:"
 ps -eo pid,ppid,stat,wchan:32,etime,args | grep -v ' \[.*\]$'
 for p in $(ps -eo pid=,stat= | awk '$2 ~ /^D/ {print $1}'); do
@@ -200,16 +200,16 @@ def watched(run: VmRun) -> list[str]:
     """The command in a session of its own (so the watchdog can end all it started), with
     the watchdog beside it; rc is EXIT_TIMEOUT if the watchdog fired."""
     assert run.timeout is not None
-    results = shlex.quote(str(run.results))
+    marker = shlex.quote(str(run.results / TIMED_OUT))
     return [
         f"setsid {shlex.join(run.argv)} &",
         "pid=$!",
-        f"setsid sh -c {shlex.quote(WATCHDOG)} netlab-vm-watchdog $pid {run.timeout:.0f} {results} &",
+        f"setsid sh -c {shlex.quote(WATCHDOG)} netlab-vm-watchdog $pid {run.timeout:.0f} {marker} &",
         "watchdog=$!",
         "wait $pid",
         "rc=$?",
         # fired: let it finish ending the command's session; else end it and its sleep
-        f'if [ -e {results}/{TIMED_OUT} ]; then wait $watchdog; rc={EXIT_TIMEOUT}; else kill -TERM "-$watchdog" 2>/dev/null; fi',
+        f'if [ -e {marker} ]; then wait $watchdog; rc={EXIT_TIMEOUT}; else kill -TERM "-$watchdog" 2>/dev/null; fi',
     ]
 
 

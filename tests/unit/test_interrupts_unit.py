@@ -59,6 +59,7 @@ class _SignalOnSetName:
 
 
 def _build_a_class_under_a_signal() -> BaseException:
+    before, was_started = {sig: signal.getsignal(sig) for sig in interrupts.SIGNALS}, interrupts._started
     interrupts.handle_signals()
     interrupts.started()
     try:
@@ -66,8 +67,9 @@ def _build_a_class_under_a_signal() -> BaseException:
     except BaseException as err:
         return err
     finally:
-        for sig in interrupts.SIGNALS:
-            signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+        interrupts._started = was_started
     raise AssertionError("the signal raised nothing")
 
 

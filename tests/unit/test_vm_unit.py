@@ -129,7 +129,7 @@ def test_a_timeout_runs_the_command_in_its_own_session_beside_a_watchdog(tmp_pat
     script = vm.guest_script(run(tmp_path, timeout=2700))
     lines = script.splitlines()
     assert "setsid pytest -k 'a b' &" in lines
-    assert f"setsid sh -c {shlex.quote(vm.WATCHDOG)} netlab-vm-watchdog $pid 2700 {tmp_path} &" in script
+    assert f"setsid sh -c {shlex.quote(vm.WATCHDOG)} netlab-vm-watchdog $pid 2700 {tmp_path}/timed-out &" in script
     assert f"if [ -e {tmp_path}/timed-out ]; then wait $watchdog; rc=124; else" in script
     assert "export PYTHONFAULTHANDLER=1" in lines
     assert "pytest -k 'a b'" not in lines  # not also run unwatched
