@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -195,3 +196,16 @@ def test_a_command_that_ends_in_time_ends_its_watchdog_too(tmp_path: Path) -> No
     left = [line for line in listed.splitlines() if not line.split()[1].startswith("Z")]
     assert left == [], f"the watchdog's session outlived the command: {left}"
     assert not (tmp_path / vm.TIMED_OUT).exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_a_bad_timeout_is_refused_before_anything_boots(tmp_path: Path, value: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "netlab.cli", "vm", "run", "--timeout", value, "--results", str(tmp_path), "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    assert "'--timeout'" in done.stderr and value in done.stderr, done.stderr
+    assert list(tmp_path.iterdir()) == []  # no guest script written, no VM started
