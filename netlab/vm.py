@@ -62,15 +62,21 @@ TIMED_OUT = "timed-out"  # the marker the guest's watchdog leaves in `results` w
 # itself before it stops QEMU (a wedged guest kernel runs no watchdog): an emulated boot
 # (about a minute), the diagnostics, the grace before KILL and the power-off, with room.
 HOST_GRACE = 300.0
-# The guest's watchdog, run as `sh -c WATCHDOG netlab-vm-watchdog PID SECONDS MARKER` in a
-# session of its own (so it and its sleep can be ended at once when the command ends first).
-# When it fires it shows where every process waits in the kernel (wchan, and the stacks of
+# The guest's watchdog, run as `sh -c WATCHDOG netlab-vm-watchdog PID SECONDS MARKER`. It
+# looks each second whether the command still runs and ends by itself once it does not (no
+# one has to kill it: a kill sent as it starts, before its setsid, would miss its group and
+# leave its sleep behind). When it fires it shows where every process waits in the kernel (wchan, and the stacks of
 # the blocked ones, `D`), the kernel's list of blocked tasks (SysRq w) and its last
 # messages; SIGABRT then makes a Python command print every thread's stack
 # (PYTHONFAULTHANDLER is set in the guest) before the command's session is ended.
 # (dash's kill takes `-PGID` but not `--`.)
 WATCHDOG = r"""pid=$1 secs=$2 marker=$3
-sleep "$secs"
+waited=0
+while kill -0 "$pid" 2>/dev/null; do
+  [ "$waited" -ge "$secs" ] && break
+  sleep 1; waited=$((waited + 1))
+done
+kill -0 "$pid" 2>/dev/null || exit 0
 : > "$marker"
 echo "netlab vm: the command ran past its $secs s (--timeout); what the guest shows, then the command is ended:"
 ps -eo pid,ppid,stat,wchan:32,etime,args | grep -v ' \[.*\]$'
@@ -198,7 +204,8 @@ def guest_script(run: VmRun) -> str:
 
 def watched(run: VmRun) -> list[str]:
     """The command in a session of its own (so the watchdog can end all it started), with
-    the watchdog beside it; rc is EXIT_TIMEOUT if the watchdog fired."""
+    the watchdog beside it; rc is EXIT_TIMEOUT if the watchdog fired. (After `wait $pid`
+    the command is reaped, so the watchdog's `kill -0` sees it gone.)"""
     assert run.timeout is not None
     marker = shlex.quote(str(run.results / TIMED_OUT))
     return [
@@ -208,8 +215,8 @@ def watched(run: VmRun) -> list[str]:
         "watchdog=$!",
         "wait $pid",
         "rc=$?",
-        # fired: let it finish ending the command's session; else end it and its sleep
-        f'if [ -e {marker} ]; then wait $watchdog; rc={EXIT_TIMEOUT}; else kill -TERM "-$watchdog" 2>/dev/null; fi',
+        "wait $watchdog",  # a second at most, or until it has ended the command's session
+        f"[ -e {marker} ] && rc={EXIT_TIMEOUT}",
     ]
 
 
